@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class ArchivalConfig(AppConfig):
+    name = "archival"
+    verbose_name = "Archival engine"
+
+    def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
+        from archival.backends.sqlite import attach_namespaces
+
+        # SQLite same-server moves need the source files and the archive's
+        # per-source namespace files attached to the archive connection.
+        connection_created.connect(attach_namespaces, dispatch_uid="archival.attach_namespaces")

@@ -1,0 +1,140 @@
+"""What every database backend provides to the engine.
+
+A backend is bound to one Django connection alias. It knows how to read the
+live catalog (tables, columns, primary and foreign keys), how to quote
+identifiers, and how to write the few engine-specific fragments (date
+arithmetic for retention, null-safe equality, the same-server move). Every
+identifier it quotes has been checked against the live catalog first; values
+always travel as parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db import connections
+
+
+class SchemaError(Exception):
+    """The live schema does not match what a config or the archive expects."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    db_type: str  # the type as the engine declares it, e.g. numeric(18,6)
+    generic: str  # engine-neutral family: int, bigint, decimal, float, text, date, datetime, bool, binary
+    nullable: bool
+    size: tuple[int | None, int | None] = (None, None)  # length or (precision, scale)
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    column: str
+    ref_table: str
+    ref_column: str
+
+
+@dataclass
+class TableInfo:
+    schema: str
+    name: str
+    columns: list[Column]
+    primary_key: list[str]
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+
+    def column(self, name: str) -> Column | None:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        return None
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def generic_type(db_type: str) -> str:
+    """Map a declared type to an engine-neutral family (for cross-engine archives)."""
+    t = db_type.lower()
+    if "bigint" in t or t in {"int8", "bigserial"}:
+        return "bigint"
+    if "int" in t or t in {"serial", "smallint", "tinyint"}:
+        return "int"
+    if t.startswith(("numeric", "decimal", "money")):
+        return "decimal"
+    if t.startswith(("real", "double", "float")):
+        return "float"
+    if t.startswith(("bool", "bit")):
+        return "bool"
+    if t.startswith("date") and "time" not in t:
+        return "date"
+    if "timestamp" in t or "datetime" in t or t.startswith("time"):
+        return "datetime"
+    if "blob" in t or "bytea" in t or "binary" in t:
+        return "binary"
+    return "text"
+
+
+class Backend:
+    """Catalog reads and SQL fragments for one connection alias."""
+
+    vendor = ""
+    quote_char = '"'
+
+    def __init__(self, alias: str):
+        self.alias = alias
+        self.connection = connections[alias]
+
+    # -- identifiers ---------------------------------------------------------
+    def quote(self, name: str) -> str:
+        q = self.quote_char
+        return f"{q}{name.replace(q, q + q)}{q}"
+
+    def qualified(self, schema: str, table: str) -> str:
+        return f"{self.quote(schema)}.{self.quote(table)}"
+
+    # -- catalog -------------------------------------------------------------
+    def table_exists(self, schema: str, table: str) -> bool:
+        raise NotImplementedError
+
+    def describe(self, schema: str, table: str) -> TableInfo:
+        raise NotImplementedError
+
+    def schema_exists(self, schema: str) -> bool:
+        raise NotImplementedError
+
+    # -- SQL fragments -------------------------------------------------------
+    def placeholder(self) -> str:
+        return "%s"
+
+    def add_years_sql(self, expr: str) -> str:
+        """SQL adding a parameter number of calendar years to a date, 29 Feb clamped to 28 Feb."""
+        raise NotImplementedError
+
+    def as_date_sql(self, expr: str) -> str:
+        return f"CAST({expr} AS DATE)"
+
+    def null_safe_equal(self, left: str, right: str) -> str:
+        return f"({left} IS NOT DISTINCT FROM {right})"
+
+    def archive_type(self, col: Column, source_vendor: str) -> str:
+        """Column type for an archive table created from a source column."""
+        if source_vendor == self.vendor:
+            return col.db_type
+        return self.type_for_generic(col)
+
+    def type_for_generic(self, col: Column) -> str:
+        raise NotImplementedError
+
+    def timestamp_type(self) -> str:
+        raise NotImplementedError
+
+    def create_namespace(self, namespace: str) -> None:
+        raise NotImplementedError
+
+    def limit_sql(self, select_sql: str, limit_param: str) -> str:
+        return f"{select_sql} LIMIT {limit_param}"
+
+    def introspection_cursor(self):
+        return self.connection.cursor()

@@ -1,0 +1,103 @@
+"""PostgreSQL: catalog reads through information_schema, moves as one statement."""
+
+from __future__ import annotations
+
+from archival.backends.base import Backend, Column, ForeignKey, SchemaError, TableInfo, generic_type
+
+
+class PostgresBackend(Backend):
+    vendor = "postgresql"
+
+    def schema_exists(self, schema: str) -> bool:
+        with self.connection.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
+            return cur.fetchone() is not None
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+                [schema, table],
+            )
+            return cur.fetchone() is not None
+
+    def describe(self, schema: str, table: str) -> TableInfo:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                """
+                SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+                       information_schema._pg_char_max_length(a.atttypid, a.atttypmod),
+                       information_schema._pg_numeric_precision(a.atttypid, a.atttypmod),
+                       information_schema._pg_numeric_scale(a.atttypid, a.atttypmod)
+                FROM pg_attribute a
+                JOIN pg_class c ON c.oid = a.attrelid
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+                  AND c.relkind IN ('r', 'p')
+                ORDER BY a.attnum
+                """,
+                [schema, table],
+            )
+            rows = cur.fetchall()
+            if not rows:
+                raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
+            columns = []
+            for name, db_type, nullable, length, precision, scale in rows:
+                size = (length, None) if length else (precision, scale)
+                columns.append(Column(name, db_type, generic_type(db_type), bool(nullable), size))
+            cur.execute(
+                """
+                SELECT a.attname
+                FROM pg_index i
+                JOIN pg_class c ON c.oid = i.indrelid
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON TRUE
+                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary
+                ORDER BY k.ord
+                """,
+                [schema, table],
+            )
+            pk = [r[0] for r in cur.fetchall()]
+            cur.execute(
+                """
+                SELECT a.attname, rc.relname, ra.attname
+                FROM pg_constraint con
+                JOIN pg_class c ON c.oid = con.conrelid
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                JOIN pg_class rc ON rc.oid = con.confrelid
+                JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
+                JOIN pg_attribute ra ON ra.attrelid = con.confrelid AND ra.attnum = con.confkey[1]
+                WHERE con.contype = 'f' AND n.nspname = %s AND c.relname = %s
+                  AND array_length(con.conkey, 1) = 1
+                """,
+                [schema, table],
+            )
+            fks = [ForeignKey(*r) for r in cur.fetchall()]
+        return TableInfo(schema, table, columns, pk, fks)
+
+    def add_years_sql(self, expr: str) -> str:
+        # PostgreSQL clamps 29 February + 1 year to 28 February by itself.
+        return f"CAST(CAST({expr} AS DATE) + make_interval(years => %s) AS DATE)"
+
+    def type_for_generic(self, col: Column) -> str:
+        g = col.generic
+        if g == "decimal":
+            p, s = col.size
+            return f"numeric({p},{s})" if p else "numeric"
+        return {
+            "int": "integer",
+            "bigint": "bigint",
+            "float": "double precision",
+            "bool": "boolean",
+            "date": "date",
+            "datetime": "timestamp",
+            "binary": "bytea",
+        }.get(g, "text")
+
+    def timestamp_type(self) -> str:
+        return "timestamp with time zone"
+
+    def create_namespace(self, namespace: str) -> None:
+        with self.connection.cursor() as cur:
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(namespace)}")

@@ -1,0 +1,156 @@
+"""SQLite: attached files stand in for schemas.
+
+The archive connection ATTACHes every SQLite source file (as ``src_<alias>``)
+and one archive namespace file per source database (as ``archive_<alias>``),
+so a batch moves with INSERT ... SELECT + DELETE in one transaction. That
+transaction is atomic across the files only in a rollback-journal mode
+(DELETE/TRUNCATE with synchronous FULL, set in settings): WAL is not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from archival.backends.base import Backend, Column, ForeignKey, SchemaError, TableInfo, generic_type
+
+SQLITE_ENGINES = {"django.db.backends.sqlite3", "governance.db.sqlite_readonly"}
+
+
+def source_attach_name(alias: str) -> str:
+    return f"src_{alias}"
+
+
+def namespace_for(alias: str) -> str:
+    return f"{settings.ARCHIVAL['NAMESPACE_PREFIX']}{alias.lower()}"
+
+
+def namespace_file(archive_name: str, alias: str) -> Path:
+    """The archive namespace file for one source database, beside the archive file."""
+    archive = Path(str(archive_name).removeprefix("file:").split("?")[0])
+    return archive.with_name(f"{archive.stem}__{alias.lower()}{archive.suffix or '.sqlite3'}")
+
+
+def attach_namespaces(sender, connection, **kwargs) -> None:
+    """connection_created hook: ATTACH sources and namespaces to the archive connection."""
+    if connection.vendor != "sqlite" or connection.alias not in {"archive", "archive_readonly"}:
+        return
+    readonly = connection.alias == "archive_readonly"
+    archive_name = connection.settings_dict["NAME"]
+    if str(archive_name).startswith(":memory:") or "mode=memory" in str(archive_name):
+        return
+    from django.db import connections
+
+    cur = connection.connection.cursor()
+    attached = {row[1] for row in cur.execute("PRAGMA database_list")}
+    for alias in settings.SOURCE_DATABASES:
+        ns = namespace_for(alias)
+        path = namespace_file(archive_name, alias)
+        if ns not in attached:
+            if readonly:
+                if path.exists():
+                    cur.execute("ATTACH DATABASE ? AS " + _q(ns), [f"file:{path}?mode=ro"])
+            else:
+                cur.execute("ATTACH DATABASE ? AS " + _q(ns), [str(path)])
+                cur.execute(f"PRAGMA {_q(ns)}.journal_mode=DELETE")
+                cur.execute(f"PRAGMA {_q(ns)}.synchronous=FULL")
+        if readonly:
+            continue
+        src_settings = connections[alias].settings_dict
+        if src_settings["ENGINE"] not in SQLITE_ENGINES:
+            continue
+        name = source_attach_name(alias)
+        if name not in attached:
+            cur.execute("ATTACH DATABASE ? AS " + _q(name), [str(src_settings["NAME"])])
+            cur.execute(f"PRAGMA {_q(name)}.journal_mode=DELETE")
+            cur.execute(f"PRAGMA {_q(name)}.synchronous=FULL")
+    cur.close()
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SQLiteBackend(Backend):
+    vendor = "sqlite"
+
+    def schema_exists(self, schema: str) -> bool:
+        with self.connection.cursor() as cur:
+            cur.execute("PRAGMA database_list")
+            return schema in {row[1] for row in cur.fetchall()}
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        if not self.schema_exists(schema):
+            return False
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {self.quote(schema)}.sqlite_master WHERE type = 'table' AND name = %s", [table])
+            return cur.fetchone() is not None
+
+    def describe(self, schema: str, table: str) -> TableInfo:
+        if not self.table_exists(schema, table):
+            raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
+        with self.connection.cursor() as cur:
+            cur.execute("SELECT name, type, \"notnull\", pk FROM pragma_table_info(%s, %s) ORDER BY cid", [table, schema])
+            rows = cur.fetchall()
+            cur.execute('SELECT "from", "table", "to" FROM pragma_foreign_key_list(%s, %s)', [table, schema])
+            fks = [ForeignKey(r[0], r[1], r[2]) for r in cur.fetchall() if r[2]]
+        columns = []
+        pk_pos = []
+        for name, db_type, notnull, pk in rows:
+            db_type = db_type or "TEXT"
+            columns.append(Column(name, db_type, generic_type(db_type), not notnull, _size(db_type)))
+            if pk:
+                pk_pos.append((pk, name))
+        pk_cols = [name for _, name in sorted(pk_pos)]
+        return TableInfo(schema, table, columns, pk_cols, fks)
+
+    def add_years_sql(self, expr: str) -> str:
+        # date(x, '+N years') turns 29 February into 1 March; clamp it back to
+        # 28 February like PostgreSQL, MariaDB and SQL Server do.
+        shifted = f"date({expr}, '+' || %s || ' years')"
+        return (
+            f"(CASE WHEN strftime('%%m-%%d', {expr}) = '02-29' AND strftime('%%m', {shifted}) = '03' "
+            f"THEN date({shifted}, '-1 day') ELSE {shifted} END)"
+        )
+
+    def as_date_sql(self, expr: str) -> str:
+        return f"date({expr})"
+
+    def null_safe_equal(self, left: str, right: str) -> str:
+        return f"({left} IS {right})"
+
+    def type_for_generic(self, col: Column) -> str:
+        g = col.generic
+        if g == "decimal":
+            p, s = col.size
+            return f"NUMERIC({p},{s})" if p else "NUMERIC"
+        return {
+            "int": "INTEGER",
+            "bigint": "BIGINT",
+            "float": "REAL",
+            "bool": "BOOL",
+            "date": "DATE",
+            "datetime": "DATETIME",
+            "binary": "BLOB",
+        }.get(g, "TEXT")
+
+    def timestamp_type(self) -> str:
+        return "DATETIME"
+
+    def create_namespace(self, namespace: str) -> None:
+        # Namespaces are attached at connect time (attach_namespaces).
+        if not self.schema_exists(namespace):
+            raise SchemaError(f"archive namespace {namespace} is not attached to {self.alias}")
+
+
+def _size(db_type: str) -> tuple[int | None, int | None]:
+    if "(" not in db_type:
+        return (None, None)
+    inner = db_type[db_type.index("(") + 1 : db_type.rindex(")")]
+    parts = [p.strip() for p in inner.split(",")]
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        return (None, None)
+    return (nums[0], nums[1] if len(nums) > 1 else None)

@@ -1,0 +1,189 @@
+"""Table configurations: which source table is archived, how and for how long."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from simple_history.models import HistoricalRecords
+
+# Identifiers are further validated against the live schema (governance.schema);
+# this syntactic check only keeps obvious junk out early with a clear message.
+identifier_validator = RegexValidator(
+    r"^[A-Za-z_][A-Za-z0-9_ $#@-]{0,127}$",
+    "Must be a plain identifier (letters, digits, underscore); it is checked against the live schema.",
+)
+
+
+class TableType(models.TextChoices):
+    FUNCTIONAL = "FUNCTIONAL", "Functional"
+    REFERENCE = "REFERENCE", "Reference"
+    OPERATIONAL = "OPERATIONAL", "Operational"
+
+
+class ArchivalLogic(models.TextChoices):
+    DATE_BASED = "DATE_BASED", "Date based"
+    CONTRACT_MATURITY = "CONTRACT_MATURITY", "Contract maturity"
+
+
+class TableConfigQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(is_active=True)
+
+
+class TableConfig(models.Model):
+    source_db = models.CharField(
+        "source database",
+        max_length=63,
+        help_text="Database alias of the source (one of SOURCE_DATABASES).",
+    )
+    schema_name = models.CharField(
+        "schema",
+        max_length=128,
+        validators=[identifier_validator],
+        help_text="Source schema: dbo on SQL Server, public or a per-source schema on PostgreSQL, main on SQLite.",
+    )
+    table_name = models.CharField(
+        "table", max_length=128, validators=[identifier_validator], help_text="Source table name, exactly as in the database."
+    )
+    table_type = models.CharField(
+        max_length=16,
+        choices=TableType,
+        default=TableType.FUNCTIONAL,
+        help_text="Drives default retentions and the disposal review policy.",
+    )
+    archival_logic = models.CharField(
+        max_length=20,
+        choices=ArchivalLogic,
+        default=ArchivalLogic.DATE_BASED,
+        help_text="DATE_BASED: the row's own date column. CONTRACT_MATURITY: the maturity of the contract it references.",
+    )
+    date_column = models.CharField(
+        max_length=128,
+        blank=True,
+        validators=[identifier_validator],
+        help_text="DATE_BASED: the column whose date makes a row eligible.",
+    )
+    contract_table = models.CharField(
+        max_length=128,
+        blank=True,
+        validators=[identifier_validator],
+        help_text="CONTRACT_MATURITY: the contract table, in the same source database and schema.",
+    )
+    contract_key_column = models.CharField(
+        max_length=128, blank=True, validators=[identifier_validator], help_text="CONTRACT_MATURITY: the contract table's key column."
+    )
+    contract_reference_column = models.CharField(
+        max_length=128,
+        blank=True,
+        validators=[identifier_validator],
+        help_text="CONTRACT_MATURITY: the column of this table that references the contract key.",
+    )
+    contract_maturity_column = models.CharField(
+        max_length=128,
+        blank=True,
+        validators=[identifier_validator],
+        help_text="CONTRACT_MATURITY: the contract table's maturity date column.",
+    )
+    hold_contract_column = models.CharField(
+        max_length=128,
+        blank=True,
+        validators=[identifier_validator],
+        help_text="Optional: the column holding a contract id, so contract holds can match this table's rows.",
+    )
+    months_retention_source = models.PositiveIntegerField(
+        "months kept in source",
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(1200)],
+        help_text="Rows older than this many calendar months before the run's cutoff are archived. Empty: the table type's default.",
+    )
+    years_retention_archive = models.PositiveIntegerField(
+        "years kept in archive",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Archived rows are kept this many years after their reference date. Empty: the table type's default.",
+    )
+    primary_key_columns = models.CharField(
+        max_length=512,
+        blank=True,
+        help_text="Comma-separated primary key columns in key order; filled from the live schema when empty and checked against it.",
+    )
+    execution_priority = models.IntegerField(
+        default=100, help_text="Lower runs first, after foreign-key order (children before the contracts they reference)."
+    )
+    batch_size = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)],
+        help_text="Rows per batch transaction. Empty: 5,000 (4,000 on SQL Server, below lock escalation).",
+    )
+    is_active = models.BooleanField("active", default=True, help_text="Inactive configs are skipped by runs.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the config was created.")
+    updated_at = models.DateTimeField(auto_now=True, help_text="When the config last changed.")
+
+    objects = TableConfigQuerySet.as_manager()
+    history = HistoricalRecords(excluded_fields=["updated_at"])
+
+    class Meta:
+        ordering = ["source_db", "execution_priority", "table_name"]
+        constraints = [
+            # One config per source table: two would race each other's moves.
+            models.UniqueConstraint(fields=["source_db", "schema_name", "table_name"], name="tableconfig_unique_source_table"),
+        ]
+        indexes = [
+            # The run planner lists active configs per source in priority order.
+            models.Index(fields=["is_active", "source_db", "execution_priority"], name="tableconfig_active_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_db}.{self.schema_name}.{self.table_name}"
+
+    @property
+    def label(self) -> str:
+        return str(self)
+
+    @property
+    def pk_columns(self) -> list[str]:
+        return [c.strip() for c in self.primary_key_columns.split(",") if c.strip()]
+
+    @property
+    def effective_months(self) -> int:
+        if self.months_retention_source is not None:
+            return self.months_retention_source
+        return settings.ARCHIVAL["TYPE_DEFAULTS"][self.table_type][0]
+
+    @property
+    def effective_years(self) -> int:
+        if self.years_retention_archive is not None:
+            return self.years_retention_archive
+        return settings.ARCHIVAL["TYPE_DEFAULTS"][self.table_type][1]
+
+    @property
+    def effective_batch_size(self) -> int:
+        if self.batch_size:
+            return self.batch_size
+        engine = settings.DATABASES.get(self.source_db, {}).get("ENGINE", "")
+        if engine == "mssql":
+            return settings.ARCHIVAL["MSSQL_BATCH_SIZE"]
+        return settings.ARCHIVAL["DEFAULT_BATCH_SIZE"]
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.source_db not in settings.SOURCE_DATABASES:
+            errors["source_db"] = f"Unknown source database {self.source_db!r}; configured: {', '.join(settings.SOURCE_DATABASES)}."
+        if self.archival_logic == ArchivalLogic.DATE_BASED:
+            if not self.date_column:
+                errors["date_column"] = "A date-based config needs its date column."
+        else:
+            for field in ("contract_table", "contract_key_column", "contract_reference_column", "contract_maturity_column"):
+                if not getattr(self, field):
+                    errors[field] = "A contract-maturity config needs the whole contract join."
+        if errors:
+            raise ValidationError(errors)
+        # Only a well-formed config is checked against the live schema.
+        from governance.schema import validate_config_against_schema
+
+        validate_config_against_schema(self)

@@ -1,0 +1,69 @@
+"""Validate a table config against the live source schema.
+
+Every name in a config must name an existing table or column exactly; nothing
+else is accepted, so nothing a config says can reach SQL except as a quoted,
+verified identifier. Runs on every create path (admin form, import, command,
+engine) through ``TableConfig.clean()``.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError
+
+from archival.backends import SchemaError, TableInfo, backend_for
+
+DATE_FAMILIES = {"date", "datetime"}
+
+
+def describe_source_table(source_db: str, schema: str, table: str) -> TableInfo:
+    """Read a source table's live definition, or raise ValidationError."""
+    try:
+        backend = backend_for(source_db)
+        if not backend.table_exists(schema, table):
+            raise ValidationError({"table_name": f"Table {schema}.{table} does not exist in {source_db}."})
+        return backend.describe(schema, table)
+    except (DatabaseError, SchemaError) as exc:
+        raise ValidationError(f"Cannot read the schema of {source_db}: {exc}") from None
+
+
+def validate_config_against_schema(config) -> None:
+    errors: dict[str, str] = {}
+    info = describe_source_table(config.source_db, config.schema_name, config.table_name)
+    columns = {c.name: c for c in info.columns}
+
+    if not info.primary_key:
+        raise ValidationError({"table_name": f"Table {config} has no primary key; keyset batches need one."})
+    declared = config.pk_columns
+    if not declared:
+        config.primary_key_columns = ",".join(info.primary_key)
+    elif declared != info.primary_key:
+        errors["primary_key_columns"] = (
+            f"The primary key of {config} is ({', '.join(info.primary_key)}), not ({', '.join(declared)})."
+        )
+
+    def need_column(field: str, name: str, table_columns=columns, table=config.table_name, dates=False):
+        col = table_columns.get(name)
+        if col is None:
+            errors[field] = f"Column {name!r} does not exist in {table}."
+        elif dates and col.generic not in DATE_FAMILIES:
+            errors[field] = f"Column {name!r} of {table} is {col.db_type}, not a date."
+
+    if config.archival_logic == "DATE_BASED":
+        need_column("date_column", config.date_column, dates=True)
+    else:
+        need_column("contract_reference_column", config.contract_reference_column)
+        try:
+            contract = describe_source_table(config.source_db, config.schema_name, config.contract_table)
+        except ValidationError:
+            errors["contract_table"] = f"Contract table {config.contract_table!r} does not exist in {config.source_db}.{config.schema_name}."
+        else:
+            contract_columns = {c.name: c for c in contract.columns}
+            need_column("contract_key_column", config.contract_key_column, contract_columns, config.contract_table)
+            need_column(
+                "contract_maturity_column", config.contract_maturity_column, contract_columns, config.contract_table, dates=True
+            )
+    if config.hold_contract_column:
+        need_column("hold_contract_column", config.hold_contract_column)
+    if errors:
+        raise ValidationError(errors)

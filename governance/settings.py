@@ -1,0 +1,243 @@
+"""Settings for the archival governance project.
+
+Everything the deployment controls comes from the environment (see
+``governance/env.py`` and the README's configuration table). With nothing set,
+the project runs on local SQLite files under ``data/`` laid out like
+production: a control database, an archive database and one file per source
+database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from governance.env import (
+    ALIAS_RE,
+    database_from_url,
+    env,
+    env_bool,
+    env_int,
+    env_list,
+    secret_key,
+    source_aliases,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env.str("ARCHIVAL_DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
+
+# local: the embedded demo (generated SECRET_KEY allowed, plain-HTTP cookies).
+# production: every secret explicit, secure cookies, HSTS.
+DEPLOYMENT = env.str("ARCHIVAL_DEPLOYMENT", default="local")
+if DEPLOYMENT not in {"local", "production"}:
+    raise ImproperlyConfigured("ARCHIVAL_DEPLOYMENT must be 'local' or 'production'")
+PRODUCTION = DEPLOYMENT == "production"
+
+DEBUG = env_bool("DEBUG", default=False)
+if DEBUG and PRODUCTION:
+    raise ImproperlyConfigured("DEBUG may not be on with ARCHIVAL_DEPLOYMENT=production")
+SECRET_KEY = secret_key(DATA_DIR, allow_generated=not PRODUCTION)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "testserver"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "import_export",
+    "simple_history",
+    "axes",
+    "governance",
+    "archival",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "simple_history.middleware.HistoryRequestMiddleware",
+    "governance.middleware.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes requires: it locks out after repeated failed logins.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+ROOT_URLCONF = "governance.urls"
+WSGI_APPLICATION = "governance.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Databases --------------------------------------------------------------
+# default: control database; archive: archive database (holds, ledger,
+# certificates too); archive_readonly: the archive through a connection that
+# cannot write; one alias per source database.
+SOURCE_DATABASES = source_aliases(["SourceDB1", "SourceDB2", "SourceDB3"])
+
+
+def _sqlite_url(filename: str) -> str:
+    return f"sqlite:///{DATA_DIR / filename}"
+
+
+def _tune(alias: str, config: dict) -> dict:
+    engine = config["ENGINE"]
+    options = config.setdefault("OPTIONS", {})
+    if engine == "django.db.backends.sqlite3":
+        # Rollback journal, synchronous FULL: the only mode in which one
+        # transaction commits atomically across ATTACHed files (WAL does not).
+        options.setdefault(
+            "init_command",
+            "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )
+        # IMMEDIATE takes the write lock at BEGIN, so two writers queue on the
+        # busy timeout instead of one failing with "database is locked".
+        options.setdefault("transaction_mode", "IMMEDIATE")
+        options.setdefault("timeout", 60)
+        test_name = str(DATA_DIR / "test" / Path(config["NAME"]).name)
+        config.setdefault("TEST", {}).setdefault("NAME", test_name)
+    elif engine == "django.db.backends.postgresql":
+        config.setdefault("CONN_HEALTH_CHECKS", True)
+    elif engine == "mssql":
+        options.setdefault("driver", "ODBC Driver 18 for SQL Server")
+    return config
+
+
+DATABASES = {
+    "default": _tune("default", database_from_url("DATABASE_URL", _sqlite_url("control.sqlite3"))),
+    "archive": _tune("archive", database_from_url("ARCHIVE_DATABASE_URL", _sqlite_url("archive.sqlite3"))),
+}
+for _alias in SOURCE_DATABASES:
+    DATABASES[_alias] = _tune(
+        _alias, database_from_url(f"{_alias.upper()}_DATABASE_URL", _sqlite_url(f"{_alias}.sqlite3"))
+    )
+
+_readonly = database_from_url(
+    "ARCHIVE_READONLY_DATABASE_URL", env.str("ARCHIVE_DATABASE_URL", default=_sqlite_url("archive.sqlite3"))
+)
+if _readonly["ENGINE"] == "django.db.backends.sqlite3":
+    # Opens the file with mode=ro: SQLite itself refuses every write.
+    _readonly["ENGINE"] = "governance.db.sqlite_readonly"
+_readonly = _tune("archive_readonly", _readonly)
+# The read-only alias reads the same database as ``archive``; in tests it must
+# follow the archive's test database rather than get one of its own.
+_readonly.setdefault("TEST", {})["MIRROR"] = "archive"
+DATABASES["archive_readonly"] = _readonly
+
+DATABASE_ROUTERS = ["governance.routers.ArchiveRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Archival engine --------------------------------------------------------
+ARCHIVAL = {
+    # Archived tables keep their source database's name as a namespace
+    # (a schema on PostgreSQL/SQL Server, an attached file on SQLite).
+    "NAMESPACE_PREFIX": env.str("ARCHIVAL_NAMESPACE_PREFIX", default="archive_"),
+    "DEFAULT_BATCH_SIZE": env_int("ARCHIVAL_BATCH_SIZE", 5000, minimum=1, maximum=100_000),
+    "MSSQL_BATCH_SIZE": env_int("ARCHIVAL_MSSQL_BATCH_SIZE", 4000, minimum=1, maximum=4900),
+    # Sources to move by streaming even when they share a server with the
+    # archive (tests and benchmarks exercise both topologies this way).
+    "STREAMING_SOURCES": env_list("ARCHIVAL_STREAMING_SOURCES", []),
+    "LEASE_SECONDS": env_int("ARCHIVAL_LEASE_SECONDS", 120, minimum=5),
+    "LOG_DIR": Path(env.str("ARCHIVAL_LOG_DIR", default=str(DATA_DIR / "logs"))),
+    # Retention defaults per table type: (months in source, years in archive).
+    "TYPE_DEFAULTS": {
+        "FUNCTIONAL": (env_int("ARCHIVAL_FUNCTIONAL_MONTHS", 24), env_int("ARCHIVAL_FUNCTIONAL_YEARS", 10)),
+        "REFERENCE": (env_int("ARCHIVAL_REFERENCE_MONTHS", 36), env_int("ARCHIVAL_REFERENCE_YEARS", 7)),
+        "OPERATIONAL": (env_int("ARCHIVAL_OPERATIONAL_MONTHS", 6), env_int("ARCHIVAL_OPERATIONAL_YEARS", 2)),
+    },
+}
+for _alias in ARCHIVAL["STREAMING_SOURCES"]:
+    if _alias not in SOURCE_DATABASES:
+        raise ImproperlyConfigured(f"ARCHIVAL_STREAMING_SOURCES names unknown source {_alias!r}")
+if not ALIAS_RE.match(ARCHIVAL["NAMESPACE_PREFIX"] + "x"):
+    raise ImproperlyConfigured("ARCHIVAL_NAMESPACE_PREFIX must be a plain identifier prefix")
+
+# --- Auth, sessions, security ----------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_int("AXES_COOLOFF_HOURS", 1, minimum=1)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_ENABLED = env_bool("AXES_ENABLED", default=True)
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+ADMINS = [("Archival admins", a) for a in env_list("ARCHIVAL_ADMIN_EMAILS", [])]
+SERVER_EMAIL = env.str("SERVER_EMAIL", default="archival@localhost")
+DEFAULT_FROM_EMAIL = SERVER_EMAIL
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"archival": {"handlers": ["console"], "level": env.str("ARCHIVAL_LOG_LEVEL", default="WARNING")}},
+}
+
+# --- django-q2 (refined by the scheduling section) ---------------------------
+Q_CLUSTER = {
+    "name": "archival",
+    "orm": "default",
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    # q2 kills a task at timeout; every engine task works in slices well under it.
+    "timeout": env_int("Q_TIMEOUT", 600, minimum=30),
+    "retry": env_int("Q_RETRY", 720, minimum=60),
+    "max_attempts": env_int("Q_MAX_ATTEMPTS", 3, minimum=1),
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+}
+if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
+    raise ImproperlyConfigured("Q_RETRY must be larger than Q_TIMEOUT")
