@@ -21,7 +21,9 @@ def describe_source_table(source_db: str, schema: str, table: str) -> TableInfo:
     try:
         backend = backend_for(source_db)
         if not backend.table_exists(schema, table):
-            raise ValidationError({"table_name": f"Table {schema}.{table} does not exist in {source_db}."})
+            raise ValidationError(
+                {"table_name": f"Table {schema}.{table} does not exist in {source_db}."}
+            )
         return backend.describe(schema, table)
     except (DatabaseError, SchemaError) as exc:
         raise ValidationError(f"Cannot read the schema of {source_db}: {exc}") from None
@@ -29,11 +31,17 @@ def describe_source_table(source_db: str, schema: str, table: str) -> TableInfo:
 
 def validate_config_against_schema(config) -> None:
     errors: dict[str, str] = {}
-    info = describe_source_table(config.source_db, config.schema_name, config.table_name)
+    info = describe_source_table(
+        config.source_db, config.schema_name, config.table_name
+    )
     columns = {c.name: c for c in info.columns}
 
     if not info.primary_key:
-        raise ValidationError({"table_name": f"Table {config} has no primary key; keyset batches need one."})
+        raise ValidationError(
+            {
+                "table_name": f"Table {config} has no primary key; keyset batches need one."
+            }
+        )
     declared = config.pk_columns
     if not declared:
         config.primary_key_columns = ",".join(info.primary_key)
@@ -42,7 +50,13 @@ def validate_config_against_schema(config) -> None:
             f"The primary key of {config} is ({', '.join(info.primary_key)}), not ({', '.join(declared)})."
         )
 
-    def need_column(field: str, name: str, table_columns=columns, table=config.table_name, dates=False):
+    def need_column(
+        field: str,
+        name: str,
+        table_columns=columns,
+        table=config.table_name,
+        dates=False,
+    ):
         col = table_columns.get(name)
         if col is None:
             errors[field] = f"Column {name!r} does not exist in {table}."
@@ -54,14 +68,27 @@ def validate_config_against_schema(config) -> None:
     else:
         need_column("contract_reference_column", config.contract_reference_column)
         try:
-            contract = describe_source_table(config.source_db, config.schema_name, config.contract_table)
+            contract = describe_source_table(
+                config.source_db, config.schema_name, config.contract_table
+            )
         except ValidationError:
-            errors["contract_table"] = f"Contract table {config.contract_table!r} does not exist in {config.source_db}.{config.schema_name}."
+            errors["contract_table"] = (
+                f"Contract table {config.contract_table!r} does not exist in {config.source_db}.{config.schema_name}."
+            )
         else:
             contract_columns = {c.name: c for c in contract.columns}
-            need_column("contract_key_column", config.contract_key_column, contract_columns, config.contract_table)
             need_column(
-                "contract_maturity_column", config.contract_maturity_column, contract_columns, config.contract_table, dates=True
+                "contract_key_column",
+                config.contract_key_column,
+                contract_columns,
+                config.contract_table,
+            )
+            need_column(
+                "contract_maturity_column",
+                config.contract_maturity_column,
+                contract_columns,
+                config.contract_table,
+                dates=True,
             )
     if config.hold_contract_column:
         need_column("hold_contract_column", config.hold_contract_column)

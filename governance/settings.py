@@ -36,9 +36,13 @@ PRODUCTION = DEPLOYMENT == "production"
 
 DEBUG = env_bool("DEBUG", default=False)
 if DEBUG and PRODUCTION:
-    raise ImproperlyConfigured("DEBUG may not be on with ARCHIVAL_DEPLOYMENT=production")
+    raise ImproperlyConfigured(
+        "DEBUG may not be on with ARCHIVAL_DEPLOYMENT=production"
+    )
 SECRET_KEY = secret_key(DATA_DIR, allow_generated=not PRODUCTION)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "testserver"])
+ALLOWED_HOSTS = env_list(
+    "ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "testserver"]
+)
 if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -130,16 +134,25 @@ def _tune(alias: str, config: dict) -> dict:
 
 
 DATABASES = {
-    "default": _tune("default", database_from_url("DATABASE_URL", _sqlite_url("control.sqlite3"))),
-    "archive": _tune("archive", database_from_url("ARCHIVE_DATABASE_URL", _sqlite_url("archive.sqlite3"))),
+    "default": _tune(
+        "default", database_from_url("DATABASE_URL", _sqlite_url("control.sqlite3"))
+    ),
+    "archive": _tune(
+        "archive",
+        database_from_url("ARCHIVE_DATABASE_URL", _sqlite_url("archive.sqlite3")),
+    ),
 }
 for _alias in SOURCE_DATABASES:
     DATABASES[_alias] = _tune(
-        _alias, database_from_url(f"{_alias.upper()}_DATABASE_URL", _sqlite_url(f"{_alias}.sqlite3"))
+        _alias,
+        database_from_url(
+            f"{_alias.upper()}_DATABASE_URL", _sqlite_url(f"{_alias}.sqlite3")
+        ),
     )
 
 _readonly = database_from_url(
-    "ARCHIVE_READONLY_DATABASE_URL", env.str("ARCHIVE_DATABASE_URL", default=_sqlite_url("archive.sqlite3"))
+    "ARCHIVE_READONLY_DATABASE_URL",
+    env.str("ARCHIVE_DATABASE_URL", default=_sqlite_url("archive.sqlite3")),
 )
 if _readonly["ENGINE"] == "django.db.backends.sqlite3":
     # Opens the file with mode=ro: SQLite itself refuses every write.
@@ -158,8 +171,12 @@ ARCHIVAL = {
     # Archived tables keep their source database's name as a namespace
     # (a schema on PostgreSQL/SQL Server, an attached file on SQLite).
     "NAMESPACE_PREFIX": env.str("ARCHIVAL_NAMESPACE_PREFIX", default="archive_"),
-    "DEFAULT_BATCH_SIZE": env_int("ARCHIVAL_BATCH_SIZE", 5000, minimum=1, maximum=100_000),
-    "MSSQL_BATCH_SIZE": env_int("ARCHIVAL_MSSQL_BATCH_SIZE", 4000, minimum=1, maximum=4900),
+    "DEFAULT_BATCH_SIZE": env_int(
+        "ARCHIVAL_BATCH_SIZE", 5000, minimum=1, maximum=100_000
+    ),
+    "MSSQL_BATCH_SIZE": env_int(
+        "ARCHIVAL_MSSQL_BATCH_SIZE", 4000, minimum=1, maximum=4900
+    ),
     # Sources to move by streaming even when they share a server with the
     # archive (tests and benchmarks exercise both topologies this way).
     "STREAMING_SOURCES": env_list("ARCHIVAL_STREAMING_SOURCES", []),
@@ -167,21 +184,39 @@ ARCHIVAL = {
     "LOG_DIR": Path(env.str("ARCHIVAL_LOG_DIR", default=str(DATA_DIR / "logs"))),
     # Retention defaults per table type: (months in source, years in archive).
     "TYPE_DEFAULTS": {
-        "FUNCTIONAL": (env_int("ARCHIVAL_FUNCTIONAL_MONTHS", 24), env_int("ARCHIVAL_FUNCTIONAL_YEARS", 10)),
-        "REFERENCE": (env_int("ARCHIVAL_REFERENCE_MONTHS", 36), env_int("ARCHIVAL_REFERENCE_YEARS", 7)),
-        "OPERATIONAL": (env_int("ARCHIVAL_OPERATIONAL_MONTHS", 6), env_int("ARCHIVAL_OPERATIONAL_YEARS", 2)),
+        "FUNCTIONAL": (
+            env_int("ARCHIVAL_FUNCTIONAL_MONTHS", 24),
+            env_int("ARCHIVAL_FUNCTIONAL_YEARS", 10),
+        ),
+        "REFERENCE": (
+            env_int("ARCHIVAL_REFERENCE_MONTHS", 36),
+            env_int("ARCHIVAL_REFERENCE_YEARS", 7),
+        ),
+        "OPERATIONAL": (
+            env_int("ARCHIVAL_OPERATIONAL_MONTHS", 6),
+            env_int("ARCHIVAL_OPERATIONAL_YEARS", 2),
+        ),
     },
 }
 for _alias in ARCHIVAL["STREAMING_SOURCES"]:
     if _alias not in SOURCE_DATABASES:
-        raise ImproperlyConfigured(f"ARCHIVAL_STREAMING_SOURCES names unknown source {_alias!r}")
+        raise ImproperlyConfigured(
+            f"ARCHIVAL_STREAMING_SOURCES names unknown source {_alias!r}"
+        )
 if not ALIAS_RE.match(ARCHIVAL["NAMESPACE_PREFIX"] + "x"):
-    raise ImproperlyConfigured("ARCHIVAL_NAMESPACE_PREFIX must be a plain identifier prefix")
+    raise ImproperlyConfigured(
+        "ARCHIVAL_NAMESPACE_PREFIX must be a plain identifier prefix"
+    )
 
 # --- Auth, sessions, security ----------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
+    },
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -214,7 +249,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
+)
 ADMINS = [("Archival admins", a) for a in env_list("ARCHIVAL_ADMIN_EMAILS", [])]
 SERVER_EMAIL = env.str("SERVER_EMAIL", default="archival@localhost")
 DEFAULT_FROM_EMAIL = SERVER_EMAIL
@@ -223,7 +260,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"archival": {"handlers": ["console"], "level": env.str("ARCHIVAL_LOG_LEVEL", default="WARNING")}},
+    "loggers": {
+        "archival": {
+            "handlers": ["console"],
+            "level": env.str("ARCHIVAL_LOG_LEVEL", default="WARNING"),
+        }
+    },
 }
 
 # --- django-q2 (refined by the scheduling section) ---------------------------
@@ -241,3 +283,137 @@ Q_CLUSTER = {
 }
 if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
     raise ImproperlyConfigured("Q_RETRY must be larger than Q_TIMEOUT")
+
+# --- SQL Server (issue 8; docs/sqlserver.md) ---------------------------------
+# An mssql:// URL selects mssql-django. By default it connects through the
+# bundled mssql-python driver (no Microsoft ODBC driver package to install,
+# only libltdl7/libodbc2/Kerberos libraries); MSSQL_DRIVER=pyodbc uses the
+# system "ODBC Driver 18 for SQL Server" instead.
+MSSQL_DRIVER = env.str("MSSQL_DRIVER", default="mssql_python")
+if MSSQL_DRIVER not in {"mssql_python", "pyodbc"}:
+    raise ImproperlyConfigured("MSSQL_DRIVER must be 'mssql_python' or 'pyodbc'")
+for _config in DATABASES.values():
+    if _config["ENGINE"] != "mssql":
+        continue
+    _options = _config.setdefault("OPTIONS", {})
+    if MSSQL_DRIVER == "mssql_python":
+        _options.setdefault("python_driver", "mssql_python")
+    # Encryption is on unless the operator says otherwise; a server with a
+    # self-signed certificate (docker-compose) needs MSSQL_TRUST_SERVER_CERTIFICATE.
+    _extra = [f"Encrypt={'yes' if env_bool('MSSQL_ENCRYPT', default=True) else 'no'}"]
+    if env_bool("MSSQL_TRUST_SERVER_CERTIFICATE", default=False):
+        if PRODUCTION:
+            raise ImproperlyConfigured(
+                "MSSQL_TRUST_SERVER_CERTIFICATE may not be on with ARCHIVAL_DEPLOYMENT=production"
+            )
+        _extra.append("TrustServerCertificate=yes")
+    # MARS lets Django keep two result sets open on one pyodbc connection on
+    # Linux (mssql-django turns it on only on Windows); mssql-python has none.
+    if MSSQL_DRIVER == "pyodbc" and env_bool("MSSQL_MARS", default=False):
+        _extra.append("MARS_Connection=yes")
+    if _options.get("extra_params"):
+        _extra.insert(0, _options["extra_params"])
+    _options["extra_params"] = ";".join(_extra)
+    _options.setdefault(
+        "connection_timeout", env_int("MSSQL_CONNECTION_TIMEOUT", 30, minimum=1)
+    )
+    # 0 = no statement timeout: each procedure call moves one bounded batch.
+    _options.setdefault("query_timeout", env_int("MSSQL_QUERY_TIMEOUT", 0, minimum=0))
+    _options.setdefault(
+        "connection_retries", env_int("MSSQL_CONNECTION_RETRIES", 3, minimum=0)
+    )
+
+# --- Archive search pages (issue 7) -------------------------------------------
+# Read through the archive_readonly alias. Every search page query and every
+# export page runs under QUERY_TIMEOUT_MS; an export stops at EXPORT_MAX_ROWS.
+ARCHIVAL_SEARCH = {
+    "PAGE_SIZE": env_int("ARCHIVAL_SEARCH_PAGE_SIZE", 50, minimum=1, maximum=1000),
+    "QUERY_TIMEOUT_MS": env_int(
+        "ARCHIVAL_SEARCH_QUERY_TIMEOUT_MS", 5000, minimum=10, maximum=600_000
+    ),
+    "EXPORT_MAX_ROWS": env_int(
+        "ARCHIVAL_SEARCH_EXPORT_MAX_ROWS", 100_000, minimum=1, maximum=10_000_000
+    ),
+}
+
+# --- Scheduling and workers (issue 4) -----------------------------------------
+# Refines the base Q_CLUSTER above. Broker: the ORM broker on the control
+# database unless REDIS_URL is set; worker machines that share a run must share
+# the broker (one Redis, same Q_CLUSTER_NAME, same SECRET_KEY: q2 signs task
+# payloads with it) and the database URLs. See docs/workers.md.
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(
+            "REDIS_URL must be a redis://, rediss:// or unix:// URL"
+        )
+    Q_CLUSTER.pop("orm", None)
+    Q_CLUSTER["redis"] = REDIS_URL
+Q_CLUSTER["name"] = env.str("Q_CLUSTER_NAME", default=Q_CLUSTER["name"])
+if not ALIAS_RE.match(Q_CLUSTER["name"]):
+    raise ImproperlyConfigured(
+        "Q_CLUSTER_NAME must be a plain identifier (it names the Redis list and salts task signatures)"
+    )
+# Prefetch at most one task per worker: Redis hands tasks over without an
+# acknowledgement, so whatever a killed cluster prefetched is gone (the
+# sweeper re-enqueues it), and a stopping cluster runs its prefetched tasks
+# before it exits.
+Q_CLUSTER["queue_limit"] = env_int("Q_QUEUE_LIMIT", Q_CLUSTER["workers"], minimum=1)
+Q_CLUSTER["bulk"] = 1
+# Results are kept (failures always): they help diagnose a worker; the audit
+# trail and run history are our own tables, never q2's.
+Q_CLUSTER["save_limit"] = env_int("Q_SAVE_LIMIT", Q_CLUSTER["save_limit"], minimum=1)
+Q_CLUSTER["ack_failures"] = True
+Q_CLUSTER["catch_up"] = False
+if not Q_CLUSTER["max_attempts"]:
+    raise ImproperlyConfigured(
+        "Q_MAX_ATTEMPTS must be finite (q2 treats 0 as unlimited)"
+    )
+ARCHIVAL_SCHEDULER = {
+    # The weekly run; editable afterwards in the admin (django-q2 schedules).
+    "RUN_CRON": env.str("ARCHIVAL_RUN_CRON", default="0 2 * * 0"),
+    # Weekly reminder to compliance officers about holds past their review-by date.
+    "HOLD_REVIEW_CRON": env.str("ARCHIVAL_HOLD_REVIEW_CRON", default="0 7 * * 1"),
+    # The pump/sweeper: enqueues waiting tables, re-enqueues lost ones, alerts.
+    "SWEEP_MINUTES": env_int("ARCHIVAL_SWEEP_MINUTES", 1, minimum=1, maximum=60),
+    # A slice never gets more than this share of the q2 timeout.
+    "MAX_SLICE_SECONDS": Q_CLUSTER["timeout"] // 2,
+    # /healthz and `archival status --check`: a completed run older than this is a warning.
+    "MAX_RUN_AGE_DAYS": env_int("ARCHIVAL_MAX_RUN_AGE_DAYS", 8, minimum=1),
+}
+for _key in ("RUN_CRON", "HOLD_REVIEW_CRON"):
+    from croniter import croniter as _croniter
+
+    if not _croniter.is_valid(ARCHIVAL_SCHEDULER[_key]):
+        raise ImproperlyConfigured(
+            f"ARCHIVAL_{_key}={ARCHIVAL_SCHEDULER[_key]!r} is not a cron expression"
+        )
+
+# --- Governance admin (issue 6) ----------------------------------------------
+# django-import-export lets every staff user import and export by default;
+# require a permission named after the action instead. No role holds an
+# "import_*" or "export_*" permission except where an admin says so
+# (TableConfigAdmin: add+change to import, view to export; the audit trail's
+# own export checks governance.export_auditevent).
+IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "import"
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "export"
+# Imports run in one transaction: a bad row rolls every row back.
+IMPORT_EXPORT_USE_TRANSACTIONS = True
+# Reverting a config from its history would skip the schema check's audit trail.
+SIMPLE_HISTORY_REVERT_DISABLED = True
+
+# --- Disposal review policy (issue 5; docs/disposal.md) ----------------------
+# Approvals by distinct people (never the planner) before a disposal batch of
+# each table type may execute; 0 means automatic. Validated when used
+# (archival.disposal.policy): a missing or malformed entry refuses to plan.
+ARCHIVAL_DISPOSAL_POLICY = {
+    "OPERATIONAL": env_int(
+        "ARCHIVAL_DISPOSAL_APPROVALS_OPERATIONAL", 0, minimum=0, maximum=5
+    ),
+    "REFERENCE": env_int(
+        "ARCHIVAL_DISPOSAL_APPROVALS_REFERENCE", 1, minimum=0, maximum=5
+    ),
+    "FUNCTIONAL": env_int(
+        "ARCHIVAL_DISPOSAL_APPROVALS_FUNCTIONAL", 2, minimum=0, maximum=5
+    ),
+}

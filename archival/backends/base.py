@@ -104,6 +104,10 @@ class Backend:
     def schema_exists(self, schema: str) -> bool:
         raise NotImplementedError
 
+    def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
+        """Single-column foreign keys pointing at ``table``: (child table, child column, our column)."""
+        raise NotImplementedError
+
     # -- SQL fragments -------------------------------------------------------
     def placeholder(self) -> str:
         return "%s"

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from archival.backends.base import Backend, Column, ForeignKey, SchemaError, TableInfo, generic_type
+from archival.backends.base import (
+    Backend,
+    Column,
+    ForeignKey,
+    SchemaError,
+    TableInfo,
+    generic_type,
+)
 
 
 class PostgresBackend(Backend):
@@ -40,11 +47,15 @@ class PostgresBackend(Backend):
             )
             rows = cur.fetchall()
             if not rows:
-                raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
+                raise SchemaError(
+                    f"table {schema}.{table} does not exist in {self.alias}"
+                )
             columns = []
             for name, db_type, nullable, length, precision, scale in rows:
                 size = (length, None) if length else (precision, scale)
-                columns.append(Column(name, db_type, generic_type(db_type), bool(nullable), size))
+                columns.append(
+                    Column(name, db_type, generic_type(db_type), bool(nullable), size)
+                )
             cur.execute(
                 """
                 SELECT a.attname
@@ -75,6 +86,23 @@ class PostgresBackend(Backend):
             )
             fks = [ForeignKey(*r) for r in cur.fetchall()]
         return TableInfo(schema, table, columns, pk, fks)
+
+    def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                """
+                SELECT c.relname, a.attname, ra.attname
+                FROM pg_constraint con
+                JOIN pg_class c ON c.oid = con.conrelid
+                JOIN pg_class rc ON rc.oid = con.confrelid
+                JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+                JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
+                JOIN pg_attribute ra ON ra.attrelid = con.confrelid AND ra.attnum = con.confkey[1]
+                WHERE con.contype = 'f' AND rn.nspname = %s AND rc.relname = %s AND array_length(con.conkey, 1) = 1
+                """,
+                [schema, table],
+            )
+            return [tuple(r) for r in cur.fetchall()]
 
     def add_years_sql(self, expr: str) -> str:
         # PostgreSQL clamps 29 February + 1 year to 28 February by itself.

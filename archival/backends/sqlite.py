@@ -13,7 +13,14 @@ from pathlib import Path
 
 from django.conf import settings
 
-from archival.backends.base import Backend, Column, ForeignKey, SchemaError, TableInfo, generic_type
+from archival.backends.base import (
+    Backend,
+    Column,
+    ForeignKey,
+    SchemaError,
+    TableInfo,
+    generic_type,
+)
 
 SQLITE_ENGINES = {"django.db.backends.sqlite3", "governance.db.sqlite_readonly"}
 
@@ -29,12 +36,17 @@ def namespace_for(alias: str) -> str:
 def namespace_file(archive_name: str, alias: str) -> Path:
     """The archive namespace file for one source database, beside the archive file."""
     archive = Path(str(archive_name).removeprefix("file:").split("?")[0])
-    return archive.with_name(f"{archive.stem}__{alias.lower()}{archive.suffix or '.sqlite3'}")
+    return archive.with_name(
+        f"{archive.stem}__{alias.lower()}{archive.suffix or '.sqlite3'}"
+    )
 
 
 def attach_namespaces(sender, connection, **kwargs) -> None:
     """connection_created hook: ATTACH sources and namespaces to the archive connection."""
-    if connection.vendor != "sqlite" or connection.alias not in {"archive", "archive_readonly"}:
+    if connection.vendor != "sqlite" or connection.alias not in {
+        "archive",
+        "archive_readonly",
+    }:
         return
     readonly = connection.alias == "archive_readonly"
     archive_name = connection.settings_dict["NAME"]
@@ -50,7 +62,9 @@ def attach_namespaces(sender, connection, **kwargs) -> None:
         if ns not in attached:
             if readonly:
                 if path.exists():
-                    cur.execute("ATTACH DATABASE ? AS " + _q(ns), [f"file:{path}?mode=ro"])
+                    cur.execute(
+                        "ATTACH DATABASE ? AS " + _q(ns), [f"file:{path}?mode=ro"]
+                    )
             else:
                 cur.execute("ATTACH DATABASE ? AS " + _q(ns), [str(path)])
                 cur.execute(f"PRAGMA {_q(ns)}.journal_mode=DELETE")
@@ -84,26 +98,48 @@ class SQLiteBackend(Backend):
         if not self.schema_exists(schema):
             return False
         with self.connection.cursor() as cur:
-            cur.execute(f"SELECT 1 FROM {self.quote(schema)}.sqlite_master WHERE type = 'table' AND name = %s", [table])
+            cur.execute(
+                f"SELECT 1 FROM {self.quote(schema)}.sqlite_master WHERE type = 'table' AND name = %s",
+                [table],
+            )
             return cur.fetchone() is not None
 
     def describe(self, schema: str, table: str) -> TableInfo:
         if not self.table_exists(schema, table):
             raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
         with self.connection.cursor() as cur:
-            cur.execute("SELECT name, type, \"notnull\", pk FROM pragma_table_info(%s, %s) ORDER BY cid", [table, schema])
+            cur.execute(
+                'SELECT name, type, "notnull", pk FROM pragma_table_info(%s, %s) ORDER BY cid',
+                [table, schema],
+            )
             rows = cur.fetchall()
-            cur.execute('SELECT "from", "table", "to" FROM pragma_foreign_key_list(%s, %s)', [table, schema])
+            cur.execute(
+                'SELECT "from", "table", "to" FROM pragma_foreign_key_list(%s, %s)',
+                [table, schema],
+            )
             fks = [ForeignKey(r[0], r[1], r[2]) for r in cur.fetchall() if r[2]]
         columns = []
         pk_pos = []
         for name, db_type, notnull, pk in rows:
             db_type = db_type or "TEXT"
-            columns.append(Column(name, db_type, generic_type(db_type), not notnull, _size(db_type)))
+            columns.append(
+                Column(
+                    name, db_type, generic_type(db_type), not notnull, _size(db_type)
+                )
+            )
             if pk:
                 pk_pos.append((pk, name))
         pk_cols = [name for _, name in sorted(pk_pos)]
         return TableInfo(schema, table, columns, pk_cols, fks)
+
+    def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                f'SELECT m.name, f."from", f."to" FROM {self.quote(schema)}.sqlite_master m, '
+                'pragma_foreign_key_list(m.name, %s) f WHERE m.type = \'table\' AND f."table" = %s AND f."to" IS NOT NULL',
+                [schema, table],
+            )
+            return [tuple(r) for r in cur.fetchall()]
 
     def add_years_sql(self, expr: str) -> str:
         # date(x, '+N years') turns 29 February into 1 March; clamp it back to
@@ -141,7 +177,9 @@ class SQLiteBackend(Backend):
     def create_namespace(self, namespace: str) -> None:
         # Namespaces are attached at connect time (attach_namespaces).
         if not self.schema_exists(namespace):
-            raise SchemaError(f"archive namespace {namespace} is not attached to {self.alias}")
+            raise SchemaError(
+                f"archive namespace {namespace} is not attached to {self.alias}"
+            )
 
 
 def _size(db_type: str) -> tuple[int | None, int | None]:

@@ -1,13 +1,49 @@
+from governance.models.access import ArchiveSearchAccess
 from governance.models.archive import BatchLedger, Hold, HoldKey, HoldScope, LedgerState
 from governance.models.audit import AuditEvent
+from governance.models.disposal import (
+    ArchiveLock,
+    AuditChainHead,
+    BatchStatus,
+    Decision,
+    DisposalApproval,
+    DisposalBatch,
+    DisposalCertificate,
+    RetentionChange,
+    RetentionChangeStatus,
+)
 from governance.models.configs import ArchivalLogic, TableConfig, TableType
-from governance.models.runs import FINAL_PHASES, OPEN_PHASES, ArchivalRun, Phase, RecoveryState, RunStatus
+from governance.models.runs import (
+    FINAL_PHASES,
+    OPEN_PHASES,
+    ArchivalRun,
+    Phase,
+    RecoveryState,
+    RunStatus,
+)
+from governance.models.scheduling import (
+    DispatchStage,
+    DispatchStatus,
+    RunDispatch,
+    SchedulerSettings,
+    TableDispatch,
+)
 
 __all__ = [
+    "ArchiveLock",
+    "AuditChainHead",
+    "BatchStatus",
+    "Decision",
+    "DisposalApproval",
+    "DisposalBatch",
+    "DisposalCertificate",
+    "RetentionChange",
+    "RetentionChangeStatus",
     "FINAL_PHASES",
     "OPEN_PHASES",
     "ArchivalLogic",
     "ArchivalRun",
+    "ArchiveSearchAccess",
     "AuditEvent",
     "BatchLedger",
     "Hold",
@@ -17,6 +53,11 @@ __all__ = [
     "Phase",
     "RecoveryState",
     "RunStatus",
+    "DispatchStage",
+    "DispatchStatus",
+    "RunDispatch",
+    "SchedulerSettings",
+    "TableDispatch",
     "TableConfig",
     "TableType",
 ]

@@ -25,7 +25,9 @@ class HoldQuerySet(models.QuerySet):
     def active(self, at=None):
         """Holds in force now: not released, and hold-until not passed."""
         today = timezone.localdate() if at is None else at
-        return self.filter(released_at__isnull=True).filter(Q(hold_until__isnull=True) | Q(hold_until__gte=today))
+        return self.filter(released_at__isnull=True).filter(
+            Q(hold_until__isnull=True) | Q(hold_until__gte=today)
+        )
 
     def due_for_review(self, at=None):
         today = timezone.localdate() if at is None else at
@@ -33,23 +35,59 @@ class HoldQuerySet(models.QuerySet):
 
 
 class Hold(models.Model):
-    scope = models.CharField(max_length=16, choices=HoldScope, help_text="What the hold covers.")
-    source_db = models.CharField(max_length=63, blank=True, help_text="Source database (TABLE, CONTRACT, KEYS scopes).")
-    schema_name = models.CharField(max_length=128, blank=True, help_text="Source schema (TABLE and KEYS scopes).")
-    table_name = models.CharField(max_length=128, blank=True, help_text="Source table (TABLE and KEYS scopes).")
-    contract_value = models.CharField(
-        max_length=200, blank=True, help_text="CONTRACT scope: the contract id, matched against each table's contract column."
+    scope = models.CharField(
+        max_length=16, choices=HoldScope, help_text="What the hold covers."
     )
-    date_from = models.DateField(null=True, blank=True, help_text="DATE_RANGE scope: first reference date covered.")
-    date_to = models.DateField(null=True, blank=True, help_text="DATE_RANGE scope: last reference date covered.")
-    reason = models.TextField(help_text="Why the rows are held (matter, regulator, ticket).")
+    source_db = models.CharField(
+        max_length=63,
+        blank=True,
+        help_text="Source database (TABLE, CONTRACT, KEYS scopes).",
+    )
+    schema_name = models.CharField(
+        max_length=128, blank=True, help_text="Source schema (TABLE and KEYS scopes)."
+    )
+    table_name = models.CharField(
+        max_length=128, blank=True, help_text="Source table (TABLE and KEYS scopes)."
+    )
+    contract_value = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="CONTRACT scope: the contract id, matched against each table's contract column.",
+    )
+    date_from = models.DateField(
+        null=True,
+        blank=True,
+        help_text="DATE_RANGE scope: first reference date covered.",
+    )
+    date_to = models.DateField(
+        null=True,
+        blank=True,
+        help_text="DATE_RANGE scope: last reference date covered.",
+    )
+    reason = models.TextField(
+        help_text="Why the rows are held (matter, regulator, ticket)."
+    )
     placed_by = models.CharField(max_length=150, help_text="Who placed the hold.")
-    placed_at = models.DateTimeField(default=timezone.now, help_text="When the hold was placed.")
-    review_by = models.DateField(null=True, blank=True, help_text="Compliance reviews the hold by this date.")
-    hold_until = models.DateField(null=True, blank=True, help_text="Hold ends after this date; empty: until released.")
-    released_by = models.CharField(max_length=150, blank=True, help_text="Who released the hold.")
-    released_at = models.DateTimeField(null=True, blank=True, help_text="When the hold was released.")
-    release_reason = models.TextField(blank=True, help_text="Why the hold was released.")
+    placed_at = models.DateTimeField(
+        default=timezone.now, help_text="When the hold was placed."
+    )
+    review_by = models.DateField(
+        null=True, blank=True, help_text="Compliance reviews the hold by this date."
+    )
+    hold_until = models.DateField(
+        null=True,
+        blank=True,
+        help_text="Hold ends after this date; empty: until released.",
+    )
+    released_by = models.CharField(
+        max_length=150, blank=True, help_text="Who released the hold."
+    )
+    released_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the hold was released."
+    )
+    release_reason = models.TextField(
+        blank=True, help_text="Why the hold was released."
+    )
 
     objects = HoldQuerySet.as_manager()
 
@@ -74,14 +112,21 @@ class Hold(models.Model):
 
 
 class HoldKey(models.Model):
-    hold = models.ForeignKey(Hold, on_delete=models.PROTECT, related_name="keys", help_text="The KEYS hold this key belongs to.")
+    hold = models.ForeignKey(
+        Hold,
+        on_delete=models.PROTECT,
+        related_name="keys",
+        help_text="The KEYS hold this key belongs to.",
+    )
     key_text = models.CharField(
         max_length=1000,
         help_text="Primary key in canonical text: components in key order joined by a tab, dates ISO 8601, decimals as text.",
     )
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["hold", "key_text"], name="holdkey_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["hold", "key_text"], name="holdkey_unique")
+        ]
 
     def __str__(self) -> str:
         return self.key_text
@@ -101,18 +146,33 @@ class BatchLedger(models.Model):
     config_id = models.BigIntegerField(help_text="Table config (control database id).")
     table_label = models.CharField(max_length=400, help_text="source.schema.table.")
     batch_no = models.IntegerField(help_text="1, 2, ... within the run and table.")
-    key_low = models.JSONField(null=True, help_text="Exclusive lower bound: the cursor before this batch (null: the start).")
-    key_high = models.JSONField(help_text="Inclusive upper bound: the last key moved in this batch.")
-    row_count = models.IntegerField(help_text="Rows inserted into the archive by this batch.")
-    deleted_count = models.IntegerField(default=0, help_text="Rows deleted from the source by this batch.")
-    state = models.CharField(max_length=8, choices=LedgerState, help_text="How far the batch got.")
-    committed_at = models.DateTimeField(default=timezone.now, help_text="When the archive side committed.")
+    key_low = models.JSONField(
+        null=True,
+        help_text="Exclusive lower bound: the cursor before this batch (null: the start).",
+    )
+    key_high = models.JSONField(
+        help_text="Inclusive upper bound: the last key moved in this batch."
+    )
+    row_count = models.IntegerField(
+        help_text="Rows inserted into the archive by this batch."
+    )
+    deleted_count = models.IntegerField(
+        default=0, help_text="Rows deleted from the source by this batch."
+    )
+    state = models.CharField(
+        max_length=8, choices=LedgerState, help_text="How far the batch got."
+    )
+    committed_at = models.DateTimeField(
+        default=timezone.now, help_text="When the archive side committed."
+    )
 
     class Meta:
         ordering = ["run_id", "config_id", "batch_no"]
         constraints = [
             # A batch is recorded once: a replayed batch fails here and rolls back.
-            models.UniqueConstraint(fields=["run_id", "config_id", "batch_no"], name="ledger_unique_batch"),
+            models.UniqueConstraint(
+                fields=["run_id", "config_id", "batch_no"], name="ledger_unique_batch"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -26,7 +26,11 @@ class AuditEventManager(models.Manager):
         Snapshots are stored as text so the event survives deletions.
         """
         user = actor if hasattr(actor, "get_username") else None
-        actor_text = user.get_username() if user is not None else (str(actor) if actor else "system")
+        actor_text = (
+            user.get_username()
+            if user is not None
+            else (str(actor) if actor else "system")
+        )
         event = self.model(
             action=action,
             actor=actor_text,
@@ -41,14 +45,24 @@ class AuditEventManager(models.Manager):
             details=details or {},
             host=socket.gethostname()[:255],
         )
-        event.full_clean(exclude=["actor_user"])
-        event.save(force_insert=True)
-        return event
+        event.full_clean(exclude=["actor_user", "prev_hash", "entry_hash"])
+        # Appended under the locked chain head (archival.disposal.chain): the
+        # hash chain never forks, whichever worker writes.
+        from archival.disposal.chain import append_audit_event
+
+        return append_audit_event(event)
 
 
 class AuditEvent(models.Model):
-    occurred_at = models.DateTimeField(auto_now_add=True, db_index=True, help_text="When it happened (server time, UTC).")
-    actor = models.CharField(max_length=150, help_text="Username or process, as text so it survives user deletion.")
+    occurred_at = models.DateTimeField(
+        auto_now_add=True,
+        db_index=True,
+        help_text="When it happened (server time, UTC).",
+    )
+    actor = models.CharField(
+        max_length=150,
+        help_text="Username or process, as text so it survives user deletion.",
+    )
     actor_user = models.ForeignKey(
         "auth.User",
         null=True,
@@ -57,16 +71,58 @@ class AuditEvent(models.Model):
         related_name="+",
         help_text="The user, while the account exists.",
     )
-    action = models.CharField(max_length=64, db_index=True, help_text="What happened, e.g. run.started, batch.moved, hold.placed.")
-    outcome = models.CharField(max_length=16, default="OK", help_text="OK, FAILED, REFUSED, BLOCKED, ...")
-    object_type = models.CharField(max_length=64, blank=True, help_text="Model name of the object concerned.")
-    object_id = models.CharField(max_length=64, blank=True, help_text="Its primary key, as text.")
-    object_repr = models.CharField(max_length=400, blank=True, help_text="Its description when the event was written.")
-    run_id = models.BigIntegerField(null=True, blank=True, db_index=True, help_text="Archival run concerned, if any.")
-    table_label = models.CharField(max_length=400, blank=True, db_index=True, help_text="source.schema.table concerned, if any.")
-    counts = models.JSONField(default=dict, blank=True, help_text="Row counts and other figures.")
-    details = models.JSONField(default=dict, blank=True, help_text="Anything else worth keeping (errors, filters, comments).")
-    host = models.CharField(max_length=255, blank=True, help_text="Machine that wrote the event.")
+    action = models.CharField(
+        max_length=64,
+        db_index=True,
+        help_text="What happened, e.g. run.started, batch.moved, hold.placed.",
+    )
+    outcome = models.CharField(
+        max_length=16, default="OK", help_text="OK, FAILED, REFUSED, BLOCKED, ..."
+    )
+    object_type = models.CharField(
+        max_length=64, blank=True, help_text="Model name of the object concerned."
+    )
+    object_id = models.CharField(
+        max_length=64, blank=True, help_text="Its primary key, as text."
+    )
+    object_repr = models.CharField(
+        max_length=400,
+        blank=True,
+        help_text="Its description when the event was written.",
+    )
+    run_id = models.BigIntegerField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="Archival run concerned, if any.",
+    )
+    table_label = models.CharField(
+        max_length=400,
+        blank=True,
+        db_index=True,
+        help_text="source.schema.table concerned, if any.",
+    )
+    counts = models.JSONField(
+        default=dict, blank=True, help_text="Row counts and other figures."
+    )
+    details = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Anything else worth keeping (errors, filters, comments).",
+    )
+    host = models.CharField(
+        max_length=255, blank=True, help_text="Machine that wrote the event."
+    )
+    prev_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="entry_hash of the previous event in the hash chain.",
+    )
+    entry_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 over this event and prev_hash (docs/disposal.md); verify_chain checks it.",
+    )
 
     objects = AuditEventManager()
 

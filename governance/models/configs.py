@@ -45,7 +45,10 @@ class TableConfig(models.Model):
         help_text="Source schema: dbo on SQL Server, public or a per-source schema on PostgreSQL, main on SQLite.",
     )
     table_name = models.CharField(
-        "table", max_length=128, validators=[identifier_validator], help_text="Source table name, exactly as in the database."
+        "table",
+        max_length=128,
+        validators=[identifier_validator],
+        help_text="Source table name, exactly as in the database.",
     )
     table_type = models.CharField(
         max_length=16,
@@ -72,7 +75,10 @@ class TableConfig(models.Model):
         help_text="CONTRACT_MATURITY: the contract table, in the same source database and schema.",
     )
     contract_key_column = models.CharField(
-        max_length=128, blank=True, validators=[identifier_validator], help_text="CONTRACT_MATURITY: the contract table's key column."
+        max_length=128,
+        blank=True,
+        validators=[identifier_validator],
+        help_text="CONTRACT_MATURITY: the contract table's key column.",
     )
     contract_reference_column = models.CharField(
         max_length=128,
@@ -112,7 +118,8 @@ class TableConfig(models.Model):
         help_text="Comma-separated primary key columns in key order; filled from the live schema when empty and checked against it.",
     )
     execution_priority = models.IntegerField(
-        default=100, help_text="Lower runs first, after foreign-key order (children before the contracts they reference)."
+        default=100,
+        help_text="Lower runs first, after foreign-key order (children before the contracts they reference).",
     )
     batch_size = models.PositiveIntegerField(
         null=True,
@@ -120,9 +127,15 @@ class TableConfig(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(100_000)],
         help_text="Rows per batch transaction. Empty: 5,000 (4,000 on SQL Server, below lock escalation).",
     )
-    is_active = models.BooleanField("active", default=True, help_text="Inactive configs are skipped by runs.")
-    created_at = models.DateTimeField(auto_now_add=True, help_text="When the config was created.")
-    updated_at = models.DateTimeField(auto_now=True, help_text="When the config last changed.")
+    is_active = models.BooleanField(
+        "active", default=True, help_text="Inactive configs are skipped by runs."
+    )
+    created_at = models.DateTimeField(
+        auto_now_add=True, help_text="When the config was created."
+    )
+    updated_at = models.DateTimeField(
+        auto_now=True, help_text="When the config last changed."
+    )
 
     objects = TableConfigQuerySet.as_manager()
     history = HistoricalRecords(excluded_fields=["updated_at"])
@@ -131,11 +144,17 @@ class TableConfig(models.Model):
         ordering = ["source_db", "execution_priority", "table_name"]
         constraints = [
             # One config per source table: two would race each other's moves.
-            models.UniqueConstraint(fields=["source_db", "schema_name", "table_name"], name="tableconfig_unique_source_table"),
+            models.UniqueConstraint(
+                fields=["source_db", "schema_name", "table_name"],
+                name="tableconfig_unique_source_table",
+            ),
         ]
         indexes = [
             # The run planner lists active configs per source in priority order.
-            models.Index(fields=["is_active", "source_db", "execution_priority"], name="tableconfig_active_idx"),
+            models.Index(
+                fields=["is_active", "source_db", "execution_priority"],
+                name="tableconfig_active_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -173,14 +192,23 @@ class TableConfig(models.Model):
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if self.source_db not in settings.SOURCE_DATABASES:
-            errors["source_db"] = f"Unknown source database {self.source_db!r}; configured: {', '.join(settings.SOURCE_DATABASES)}."
+            errors["source_db"] = (
+                f"Unknown source database {self.source_db!r}; configured: {', '.join(settings.SOURCE_DATABASES)}."
+            )
         if self.archival_logic == ArchivalLogic.DATE_BASED:
             if not self.date_column:
                 errors["date_column"] = "A date-based config needs its date column."
         else:
-            for field in ("contract_table", "contract_key_column", "contract_reference_column", "contract_maturity_column"):
+            for field in (
+                "contract_table",
+                "contract_key_column",
+                "contract_reference_column",
+                "contract_maturity_column",
+            ):
                 if not getattr(self, field):
-                    errors[field] = "A contract-maturity config needs the whole contract join."
+                    errors[field] = (
+                        "A contract-maturity config needs the whole contract join."
+                    )
         if errors:
             raise ValidationError(errors)
         # Only a well-formed config is checked against the live schema.

@@ -25,7 +25,14 @@ class Phase(models.TextChoices):
     BLOCKED = "BLOCKED", "Blocked by an unfinished run"
 
 
-OPEN_PHASES = (Phase.PENDING, Phase.MARKED, Phase.ARCHIVING, Phase.ARCHIVED, Phase.VERIFIED, Phase.FAILED)
+OPEN_PHASES = (
+    Phase.PENDING,
+    Phase.MARKED,
+    Phase.ARCHIVING,
+    Phase.ARCHIVED,
+    Phase.VERIFIED,
+    Phase.FAILED,
+)
 FINAL_PHASES = (Phase.COMPLETED, Phase.ABANDONED, Phase.BLOCKED)
 
 
@@ -35,15 +42,43 @@ class ArchivalRunQuerySet(models.QuerySet):
 
 
 class ArchivalRun(models.Model):
-    cutoff = models.DateField(help_text="Fixed when the run starts; thresholds are cutoff minus each table's months in source. A resume keeps it.")
-    status = models.CharField(max_length=16, choices=RunStatus, default=RunStatus.RUNNING, help_text="Overall outcome of the run.")
-    trigger = models.CharField(max_length=32, default="manual", help_text="What started the run: manual, schedule, admin, or a command.")
-    started_by = models.CharField(max_length=150, blank=True, help_text="User or process that started the run.")
-    started_at = models.DateTimeField(auto_now_add=True, help_text="When the run was created.")
-    finished_at = models.DateTimeField(null=True, blank=True, help_text="When the last table of the run finished.")
-    deadline = models.DateTimeField(null=True, blank=True, help_text="Run window: no new batch starts after this instant.")
-    stop_requested = models.BooleanField(default=False, help_text="Set by an operator: workers finish their current batch and stop.")
-    summary = models.JSONField(default=dict, blank=True, help_text="Counts per phase and outcome, written by the finalizer.")
+    cutoff = models.DateField(
+        help_text="Fixed when the run starts; thresholds are cutoff minus each table's months in source. A resume keeps it."
+    )
+    status = models.CharField(
+        max_length=16,
+        choices=RunStatus,
+        default=RunStatus.RUNNING,
+        help_text="Overall outcome of the run.",
+    )
+    trigger = models.CharField(
+        max_length=32,
+        default="manual",
+        help_text="What started the run: manual, schedule, admin, or a command.",
+    )
+    started_by = models.CharField(
+        max_length=150, blank=True, help_text="User or process that started the run."
+    )
+    started_at = models.DateTimeField(
+        auto_now_add=True, help_text="When the run was created."
+    )
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last table of the run finished."
+    )
+    deadline = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Run window: no new batch starts after this instant.",
+    )
+    stop_requested = models.BooleanField(
+        default=False,
+        help_text="Set by an operator: workers finish their current batch and stop.",
+    )
+    summary = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Counts per phase and outcome, written by the finalizer.",
+    )
 
     objects = ArchivalRunQuerySet.as_manager()
 
@@ -68,26 +103,81 @@ class RecoveryStateQuerySet(models.QuerySet):
 
 
 class RecoveryState(models.Model):
-    run = models.ForeignKey(ArchivalRun, on_delete=models.PROTECT, related_name="states", help_text="The run this state belongs to.")
-    config = models.ForeignKey(
-        "governance.TableConfig", on_delete=models.PROTECT, related_name="states", help_text="The table being archived."
+    run = models.ForeignKey(
+        ArchivalRun,
+        on_delete=models.PROTECT,
+        related_name="states",
+        help_text="The run this state belongs to.",
     )
-    table_label = models.CharField(max_length=400, help_text="source.schema.table at the time of the run (kept if the config changes).")
-    phase = models.CharField(max_length=16, choices=Phase, default=Phase.PENDING, help_text="Where this table is in the run.")
-    threshold = models.DateField(null=True, blank=True, help_text="Rows with a reference date before this are eligible (cutoff minus months in source).")
-    eligible_count = models.BigIntegerField(null=True, blank=True, help_text="Eligible rows counted by Mark, as of the run's cutoff.")
-    null_date_count = models.BigIntegerField(null=True, blank=True, help_text="Rows without a reference date (never eligible).")
-    key_low = models.JSONField(null=True, blank=True, help_text="Smallest eligible primary key at Mark.")
-    key_high = models.JSONField(null=True, blank=True, help_text="Largest eligible primary key at Mark.")
-    cursor = models.JSONField(null=True, blank=True, help_text="Keyset cursor: last primary key of the last committed batch.")
-    archived_count = models.BigIntegerField(default=0, help_text="Rows moved by this run so far (reconciled with the archive ledger).")
-    batches_done = models.IntegerField(default=0, help_text="Batches committed by this run so far.")
-    attempts = models.IntegerField(default=0, help_text="How many times a worker started on this table.")
-    lease_owner = models.CharField(max_length=200, blank=True, help_text="Worker holding the lease (host:pid:uuid), empty when free.")
-    lease_expires_at = models.DateTimeField(null=True, blank=True, help_text="The lease is free after this instant.")
-    last_error = models.TextField(blank=True, help_text="Last error that stopped this table.")
-    started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker first started on this table.")
-    finished_at = models.DateTimeField(null=True, blank=True, help_text="When this table reached a final phase.")
+    config = models.ForeignKey(
+        "governance.TableConfig",
+        on_delete=models.PROTECT,
+        related_name="states",
+        help_text="The table being archived.",
+    )
+    table_label = models.CharField(
+        max_length=400,
+        help_text="source.schema.table at the time of the run (kept if the config changes).",
+    )
+    phase = models.CharField(
+        max_length=16,
+        choices=Phase,
+        default=Phase.PENDING,
+        help_text="Where this table is in the run.",
+    )
+    threshold = models.DateField(
+        null=True,
+        blank=True,
+        help_text="Rows with a reference date before this are eligible (cutoff minus months in source).",
+    )
+    eligible_count = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Eligible rows counted by Mark, as of the run's cutoff.",
+    )
+    null_date_count = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Rows without a reference date (never eligible).",
+    )
+    key_low = models.JSONField(
+        null=True, blank=True, help_text="Smallest eligible primary key at Mark."
+    )
+    key_high = models.JSONField(
+        null=True, blank=True, help_text="Largest eligible primary key at Mark."
+    )
+    cursor = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Keyset cursor: last primary key of the last committed batch.",
+    )
+    archived_count = models.BigIntegerField(
+        default=0,
+        help_text="Rows moved by this run so far (reconciled with the archive ledger).",
+    )
+    batches_done = models.IntegerField(
+        default=0, help_text="Batches committed by this run so far."
+    )
+    attempts = models.IntegerField(
+        default=0, help_text="How many times a worker started on this table."
+    )
+    lease_owner = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Worker holding the lease (host:pid:uuid), empty when free.",
+    )
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="The lease is free after this instant."
+    )
+    last_error = models.TextField(
+        blank=True, help_text="Last error that stopped this table."
+    )
+    started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a worker first started on this table."
+    )
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="When this table reached a final phase."
+    )
     updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
 
     objects = RecoveryStateQuerySet.as_manager()
@@ -96,13 +186,17 @@ class RecoveryState(models.Model):
         ordering = ["run_id", "id"]
         constraints = [
             # One state per table per run: the lease lives on this row.
-            models.UniqueConstraint(fields=["run", "config"], name="recoverystate_unique_run_table"),
+            models.UniqueConstraint(
+                fields=["run", "config"], name="recoverystate_unique_run_table"
+            ),
         ]
         indexes = [
             # "Is there an unfinished run for this table?" before each new run.
             models.Index(fields=["config", "phase"], name="recoverystate_config_phase"),
             # The sweeper looks for expired leases in open runs.
-            models.Index(fields=["phase", "lease_expires_at"], name="recoverystate_lease_idx"),
+            models.Index(
+                fields=["phase", "lease_expires_at"], name="recoverystate_lease_idx"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,160 @@
+"""Email alerts to the admins (Django's mail), each also recorded in the audit trail.
+
+Alerts that a periodic task would otherwise repeat every minute carry a
+``key``; an ``alert.sent`` audit event with that key means it went out
+already, so each condition is mailed once (the audit trail is the memory,
+which also shows an auditor who was told what and when).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import mail_admins, send_mail
+from django.utils import timezone
+
+from governance.models import ArchivalRun, AuditEvent, Hold, SchedulerSettings
+from governance.roles import COMPLIANCE_OFFICER
+
+logger = logging.getLogger("archival.alerts")
+
+# Audit actions whose REFUSED/BLOCKED outcome is an attempt to break a hold.
+HOLD_VIOLATION_PREFIXES = ("hold.", "disposal.", "dispose.", "archive.delete")
+REFUSED_OUTCOMES = ("REFUSED", "BLOCKED")
+
+
+def already_sent(key: str) -> bool:
+    return AuditEvent.objects.filter(action="alert.sent", details__key=key).exists()
+
+
+def send(kind: str, subject: str, body: str, *, key: str = "", run_id: int | None = None, table_label: str = "") -> bool:
+    """Mail the admins once per ``key`` (every time when no key). Returns True if sent now.
+
+    A mail failure is logged and audited as FAILED, never raised: an alert
+    must not fail the work it reports on.
+    """
+    if key and already_sent(key):
+        return False
+    outcome, error = "OK", ""
+    try:
+        mail_admins(f"[archival] {subject}", body, fail_silently=False)
+    except Exception as exc:  # SMTP down: keep working, leave a trace
+        outcome, error = "FAILED", f"{type(exc).__name__}: {exc}"
+        logger.error("alert %s could not be mailed: %s", kind, error)
+    AuditEvent.objects.record(
+        "alert.sent",
+        outcome=outcome,
+        run_id=run_id,
+        table_label=table_label,
+        details={"kind": kind, "key": key, "subject": subject, "recipients": [a[1] for a in settings.ADMINS], "error": error},
+    )
+    return outcome == "OK"
+
+
+def table_failed(state, message: str) -> bool:
+    """A table of a run failed (called by the engine when it records the failure)."""
+    return send(
+        "table_failed",
+        f"table {state.table_label} failed in run {state.run_id}",
+        f"Run {state.run_id}: table {state.table_label} stopped with an error.\n\n{message}\n\n"
+        "Nothing of the failing batch committed. Fix the cause, then resume the run (archival resume) "
+        "or abandon the table.",
+        key=f"table_failed:{state.pk}:{state.attempts}",
+        run_id=state.run_id,
+        table_label=state.table_label,
+    )
+
+
+def long_run(run: ArchivalRun, minutes: int) -> bool:
+    age = timezone.now() - run.started_at
+    return send(
+        "long_run",
+        f"run {run.pk} still open after {int(age.total_seconds() // 60)} minutes",
+        f"Run {run.pk} (cutoff {run.cutoff}, started {run.started_at:%Y-%m-%d %H:%M} UTC) is still open after "
+        f"more than {minutes} minutes. Check the workers (archival status) and the run's tables in the admin.",
+        key=f"long_run:{run.pk}",
+        run_id=run.pk,
+    )
+
+
+def inconsistent(message: str, *, key: str, run_id: int | None = None, table_label: str = "") -> bool:
+    return send(
+        "inconsistent_state", f"inconsistent lease or recovery state: {message[:120]}", message, key=key, run_id=run_id, table_label=table_label
+    )
+
+
+def hold_violation(event: AuditEvent) -> bool:
+    return send(
+        "hold_violation",
+        f"refused: {event.action} by {event.actor}",
+        f"{event.occurred_at:%Y-%m-%d %H:%M:%S} UTC: {event.actor} attempted {event.action} on {event.object_repr or event.table_label}; "
+        f"it was refused ({event.outcome}).\nDetails: {event.details}",
+        key=f"hold_violation:{event.pk}",
+        run_id=event.run_id,
+        table_label=event.table_label,
+    )
+
+
+def scan_hold_violations() -> int:
+    """Alert on refused hold-breaking attempts audited since the last scan; returns how many."""
+    cfg = SchedulerSettings.objects.current()
+    events = list(
+        AuditEvent.objects.filter(pk__gt=cfg.alert_cursor, outcome__in=REFUSED_OUTCOMES).exclude(action="alert.sent").order_by("pk")[:500]
+    )
+    sent = 0
+    for event in events:
+        if event.action.startswith(HOLD_VIOLATION_PREFIXES):
+            sent += hold_violation(event)
+    if events:
+        # Only forward: a concurrent sweeper that already moved further wins.
+        SchedulerSettings.objects.filter(pk=cfg.pk, alert_cursor__lt=events[-1].pk).update(alert_cursor=events[-1].pk)
+    return sent
+
+
+def compliance_officer_emails() -> list[str]:
+    users = get_user_model().objects.filter(is_active=True, groups__name=COMPLIANCE_OFFICER).exclude(email="")
+    return sorted(set(users.values_list("email", flat=True)))
+
+
+def remind_hold_reviews(today=None) -> dict:
+    """Weekly: tell compliance officers which active holds are past their review-by date.
+
+    Falls back to the admins when no compliance officer has an email
+    address, so the reminder is never silently dropped.
+    """
+    today = today or timezone.localdate()
+    due = list(Hold.objects.due_for_review(today).order_by("review_by", "pk"))
+    if not due:
+        return {"due": 0, "sent_to": []}
+    lines = [f"- {hold} (review by {hold.review_by}, placed by {hold.placed_by}): {hold.reason[:200]}" for hold in due]
+    body = (
+        f"{len(due)} active hold(s) are past their review-by date. Review each one in the admin: "
+        "extend its review date or release it.\n\n" + "\n".join(lines)
+    )
+    subject = f"[archival] {len(due)} hold(s) due for review"
+    recipients = compliance_officer_emails()
+    outcome, error = "OK", ""
+    try:
+        if recipients:
+            send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
+        else:
+            mail_admins(subject + " (no compliance officer has an email address)", body, fail_silently=False)
+    except Exception as exc:
+        outcome, error = "FAILED", f"{type(exc).__name__}: {exc}"
+        logger.error("hold review reminder could not be mailed: %s", error)
+    AuditEvent.objects.record(
+        "alert.sent",
+        outcome=outcome,
+        counts={"holds": len(due)},
+        details={"kind": "hold_review", "key": "", "recipients": recipients or [a[1] for a in settings.ADMINS], "holds": [h.pk for h in due], "error": error},
+    )
+    return {"due": len(due), "sent_to": recipients}
+
+
+def check_long_runs(threshold_minutes: int) -> int:
+    """Alert once per run still open after ``threshold_minutes``."""
+    limit = timezone.now() - timedelta(minutes=threshold_minutes)
+    return sum(long_run(run, threshold_minutes) for run in ArchivalRun.objects.open().filter(started_at__lt=limit))

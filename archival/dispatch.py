@@ -1,0 +1,563 @@
+"""Fan a run out over django-q2 workers: caps, chained slices, sweeper, finalizer.
+
+The engine (``archival.engine``) knows how to move one table; this module
+decides *which* table a worker should take next and keeps the record of what
+is in flight (``TableDispatch``), because the broker cannot be asked: Redis
+hands a task to a cluster without acknowledgement, so a killed cluster's
+tasks, prefetched ones included, are simply gone.
+
+How a run flows:
+
+1. :func:`start_scheduled_run` (the weekly schedule, the admin's "run now"
+   and ``schedule_archival --run-now`` all call it) creates the run through
+   ``archival.engine.start_run`` with the run window as its deadline, writes
+   one dispatch row per table (children first) and calls :func:`pump`.
+2. :func:`pump` holds the ``SchedulerSettings`` row locked, counts the tasks
+   in flight per stage and per source database, and enqueues waiting tables
+   up to the caps (mark 20, archive 10 by default; a parent archives only
+   after its child tables are done). When nothing is left in a run it
+   enqueues the finalizer once.
+3. A table task (:func:`run_slice`) calls ``advance_table`` with a time box
+   well under the q2 timeout, then either enqueues its own continuation,
+   moves the table to its next stage, or marks it done; then pumps. No task
+   ever waits for another.
+4. :func:`sweep` (a periodic schedule) re-enqueues tables whose lease expired
+   or whose task vanished, alerts on long runs, inconsistent state and
+   refused hold violations, and pumps.
+
+Exactly one chain per table: each dispatch row carries a ``ticket``; a task
+is enqueued with the ticket it must find, and whoever enqueues the next task
+(the chain itself, the pump, the sweeper) first moves the ticket forward with
+a conditional UPDATE. A duplicate delivery (q2 is at-least-once) or a task the
+sweeper superseded finds a different ticket and does nothing. Within a ticket,
+the engine's lease makes sure only one process moves the table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from archival import alerts, stopping
+from archival.retry import is_transient
+from governance.models import (
+    ArchivalRun,
+    AuditEvent,
+    DispatchStage,
+    DispatchStatus,
+    Phase,
+    RecoveryState,
+    RunDispatch,
+    RunStatus,
+    SchedulerSettings,
+    TableDispatch,
+)
+
+logger = logging.getLogger("archival.dispatch")
+
+TABLE_TASK = "archival.tasks.table_slice"
+FINALIZE_TASK = "archival.tasks.finalize_run"
+
+# After this many re-enqueues of one table in one run the sweeper stops and
+# alerts: something keeps killing that table's worker, a person must look.
+MAX_REQUEUES = 10
+
+DONE_PHASES = (Phase.COMPLETED, Phase.FAILED, Phase.ABANDONED, Phase.BLOCKED)
+ARCHIVE_PHASES = (Phase.MARKED, Phase.ARCHIVING, Phase.ARCHIVED, Phase.VERIFIED)
+
+_worker = {"pid": None, "id": ""}
+
+
+def worker_id() -> str:
+    """host:pid:random, fixed per process (the engine's lease owner format)."""
+    if _worker["pid"] != os.getpid():
+        _worker.update(pid=os.getpid(), id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    return _worker["id"]
+
+
+def slice_seconds(cfg: SchedulerSettings) -> float:
+    """The time box: the configured slice, never more than half the q2 timeout."""
+    return float(min(cfg.slice_seconds, settings.ARCHIVAL_SCHEDULER["MAX_SLICE_SECONDS"]))
+
+
+# --- results -----------------------------------------------------------------
+
+
+@dataclass
+class StartResult:
+    run_id: int | None
+    tables: int = 0
+    blocked: int = 0
+    enqueued: int = 0
+    continued: list[int] = field(default_factory=list)
+    refused: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PumpResult:
+    enqueued: int = 0
+    stopped: int = 0
+    finalizing: list[int] = field(default_factory=list)
+    paused: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SliceResult:
+    dispatch_id: int
+    outcome: str
+    label: str = ""
+    phase: str = ""
+    moved: int = 0
+    continued: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SweepResult:
+    requeued: list[str] = field(default_factory=list)
+    closed: int = 0
+    alerts: int = 0
+    pump: PumpResult = field(default_factory=PumpResult)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- enqueueing --------------------------------------------------------------
+
+
+def _enqueue_table(row_id: int, ticket: int, name: str, run_id: int) -> None:
+    """Enqueue a slice once the surrounding transaction commits.
+
+    After the commit, so a worker never sees a ticket the database does not
+    have yet. If this process dies between commit and push, the row says
+    QUEUED with no task: the sweeper finds it by its age and re-enqueues it.
+    """
+
+    def push() -> None:
+        from django_q.tasks import async_task
+
+        task_id = async_task(TABLE_TASK, row_id, ticket, q_options={"task_name": f"{name}#{ticket}", "group": f"archival-run-{run_id}"})
+        TableDispatch.objects.filter(pk=row_id, ticket=ticket).update(task_id=str(task_id or "")[:64])
+
+    transaction.on_commit(push)
+
+
+def _enqueue_finalize(run_id: int) -> None:
+    def push() -> None:
+        from django_q.tasks import async_task
+
+        async_task(FINALIZE_TASK, run_id, q_options={"task_name": f"finalize-run-{run_id}", "group": f"archival-run-{run_id}"})
+
+    transaction.on_commit(push)
+
+
+def _task_name(row: TableDispatch, label: str) -> str:
+    return f"run{row.run_id}-{row.stage.lower()}-{label}"[:90]
+
+
+# --- adopting a run ----------------------------------------------------------
+
+
+def _stage_for(phase: str) -> str:
+    if phase == Phase.PENDING:
+        return DispatchStage.MARK
+    if phase in ARCHIVE_PHASES:
+        return DispatchStage.ARCHIVE
+    return DispatchStage.DONE
+
+
+def children_map(states: list[RecoveryState]) -> dict[int, list[int]]:
+    """State id -> state ids of the run's tables that reference it (contract join or foreign key).
+
+    Same relations the engine's parent rule uses, read once per table from
+    the live catalog. A table whose schema cannot be read simply has no
+    children here; the engine fails it on its own turn with a clear error.
+    """
+    from archival.backends import backend_for
+
+    by_table = {(s.config.source_db, s.config.schema_name, s.config.table_name): s for s in states}
+    kids: dict[int, set[int]] = {s.pk: set() for s in states}
+    for s in states:
+        cfg = s.config
+        parents = []
+        if cfg.archival_logic == "CONTRACT_MATURITY":
+            parents.append(by_table.get((cfg.source_db, cfg.schema_name, cfg.contract_table)))
+        try:
+            info = backend_for(cfg.source_db).describe(cfg.schema_name, cfg.table_name)
+            parents += [by_table.get((cfg.source_db, cfg.schema_name, fk.ref_table)) for fk in info.foreign_keys]
+        except Exception as exc:  # reported by the engine when the table is worked on
+            logger.warning("cannot read the schema of %s: %s", cfg, exc)
+        for parent in parents:
+            if parent is not None and parent.pk != s.pk:
+                kids[parent.pk].add(s.pk)
+    return {pk: sorted(v) for pk, v in kids.items()}
+
+
+def adopt(run: ArchivalRun) -> int:
+    """Write the dispatch rows of a run (idempotent); returns how many tables are to be worked on."""
+    from archival.engine import ordered_states
+
+    states = ordered_states(run)
+    kids = children_map(states)
+    rows = []
+    for position, state in enumerate(states):
+        stage = _stage_for(state.phase)
+        rows.append(
+            TableDispatch(
+                state=state,
+                run=run,
+                source_db=state.config.source_db,
+                stage=stage,
+                status=DispatchStatus.DONE if stage == DispatchStage.DONE else DispatchStatus.WAITING,
+                position=position,
+                children=kids.get(state.pk, []),
+            )
+        )
+    with transaction.atomic():
+        RunDispatch.objects.get_or_create(run=run)
+        # ignore_conflicts: adopting twice (a retried task) keeps the first rows.
+        TableDispatch.objects.bulk_create(rows, ignore_conflicts=True)
+    return sum(r.status == DispatchStatus.WAITING for r in rows)
+
+
+# --- starting ----------------------------------------------------------------
+
+
+def start_scheduled_run(*, actor=None, trigger: str = "schedule", tables: list[str] | None = None, cutoff=None) -> StartResult:
+    """Start a run on the workers: the one path for the schedule, "run now" and the CLI flag.
+
+    Refused (audited, nothing created) while the scheduler is paused. Runs
+    that an earlier window ended before they finished are continued first,
+    with their original cutoff; their tables are blocked in the new run.
+    """
+    from archival.engine import start_run
+
+    cfg = SchedulerSettings.objects.current()
+    if cfg.paused:
+        AuditEvent.objects.record("run.refused", actor=actor, outcome="REFUSED", details={"trigger": trigger, "reason": "scheduler paused"})
+        return StartResult(run_id=None, refused="the scheduler is paused")
+    continued = [
+        run.pk
+        for run in ArchivalRun.objects.open().filter(dispatch__isnull=False, stop_requested=False, deadline__lt=timezone.now())
+        if continue_run(run.pk, actor=actor, pump_now=False)
+    ]
+    deadline = timezone.now() + timedelta(minutes=cfg.max_run_minutes) if cfg.max_run_minutes else None
+    run = start_run(cutoff=cutoff, tables=tables, actor=actor, trigger=trigger, deadline=deadline)
+    todo = adopt(run)
+    blocked = RecoveryState.objects.filter(run=run, phase=Phase.BLOCKED).count()
+    pumped = pump()
+    return StartResult(run_id=run.pk, tables=todo, blocked=blocked, enqueued=pumped.enqueued, continued=continued)
+
+
+def continue_run(run_id: int, *, actor=None, pump_now: bool = True) -> bool:
+    """Put an open run back on the workers with a fresh window (its cutoff is unchanged).
+
+    For a run a window or a stop ended with tables unfinished, or one a dead
+    CLI process left behind. Failed tables stay failed: retrying them is an
+    explicit ``archival resume``. Returns False when the run is not open.
+    """
+    cfg = SchedulerSettings.objects.current()
+    run = ArchivalRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).first()
+    if run is None:
+        return False
+    deadline = timezone.now() + timedelta(minutes=cfg.max_run_minutes) if cfg.max_run_minutes else None
+    with transaction.atomic():
+        ArchivalRun.objects.filter(pk=run.pk).update(stop_requested=False, deadline=deadline)
+        RunDispatch.objects.filter(run=run).update(finalize_enqueued_at=None, finalized_at=None)
+    run.refresh_from_db()
+    adopt(run)
+    for row in TableDispatch.objects.filter(run=run, status=DispatchStatus.STOPPED).select_related("state"):
+        stage = _stage_for(row.state.phase)
+        status = DispatchStatus.DONE if stage == DispatchStage.DONE else DispatchStatus.WAITING
+        TableDispatch.objects.filter(pk=row.pk, ticket=row.ticket, status=DispatchStatus.STOPPED).update(stage=stage, status=status)
+    AuditEvent.objects.record(
+        "run.continued", actor=actor, obj=run, run_id=run.pk, details={"deadline": deadline.isoformat() if deadline else None}
+    )
+    if pump_now:
+        pump()
+    return True
+
+
+def request_stop(run_id: int, *, actor) -> bool:
+    """The stop switch: workers finish their current batch and the run stays resumable."""
+    updated = ArchivalRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, stop_requested=False).update(stop_requested=True)
+    if updated:
+        AuditEvent.objects.record("run.stop_requested", actor=actor, obj=ArchivalRun.objects.get(pk=run_id), run_id=run_id)
+        pump()
+    return bool(updated)
+
+
+def set_paused(paused: bool, *, actor) -> bool:
+    """Pause or resume the scheduler; returns True if it changed."""
+    cfg = SchedulerSettings.objects.current()
+    changed = SchedulerSettings.objects.filter(pk=cfg.pk, paused=not paused).update(paused=paused)
+    if changed:
+        AuditEvent.objects.record("scheduler.paused" if paused else "scheduler.resumed", actor=actor, obj=cfg)
+        if not paused:
+            pump()
+    return bool(changed)
+
+
+# --- the pump ----------------------------------------------------------------
+
+
+def _halted(run: ArchivalRun, now) -> str:
+    if run.stop_requested:
+        return "stop requested"
+    if run.deadline and run.deadline <= now:
+        return "run window ended"
+    return ""
+
+
+def pump() -> PumpResult:
+    """Enqueue waiting tables up to the caps; enqueue finalizers for finished runs.
+
+    Serialized by a row lock on the SchedulerSettings singleton (on SQLite
+    the IMMEDIATE transaction is the lock), so concurrent pumps on several
+    machines never overshoot a cap. Cheap: a few queries, no table data.
+    """
+    result = PumpResult()
+    now = timezone.now()
+    with transaction.atomic():
+        SchedulerSettings.objects.current()
+        cfg = SchedulerSettings.objects.select_for_update().get(pk=1)
+        result.paused = cfg.paused
+        runs = {r.pk: r for r in ArchivalRun.objects.open().filter(dispatch__isnull=False, dispatch__finalize_enqueued_at__isnull=True)}
+        halted = {pk for pk, r in runs.items() if _halted(r, now)}
+        if halted:
+            result.stopped = TableDispatch.objects.filter(run_id__in=halted, status=DispatchStatus.WAITING).update(
+                status=DispatchStatus.STOPPED, last_outcome="not started: run halted"
+            )
+        in_flight = list(TableDispatch.objects.in_flight().values_list("stage", "source_db"))
+        by_stage = Counter(stage for stage, _ in in_flight)
+        by_source = Counter(source for _, source in in_flight)
+        caps = {DispatchStage.MARK: cfg.mark_concurrency, DispatchStage.ARCHIVE: cfg.archive_concurrency}
+        if not cfg.paused:
+            live = [pk for pk in runs if pk not in halted]
+            rows = list(
+                TableDispatch.objects.filter(run_id__in=live, status__in=[DispatchStatus.WAITING, DispatchStatus.QUEUED])
+                .select_related("state")
+                .order_by("run_id", "position")
+            )
+            unfinished = {r.state_id for r in rows}
+            # Tables already moving finish first; then new tables get marked.
+            waiting = sorted((r for r in rows if r.status == DispatchStatus.WAITING), key=lambda r: (r.stage != DispatchStage.ARCHIVE, r.run_id, r.position))
+            for row in waiting:
+                if row.stage not in caps or by_stage[row.stage] >= caps[row.stage] or by_source[row.source_db] >= cfg.per_source_concurrency:
+                    continue
+                if row.stage == DispatchStage.ARCHIVE and any(child in unfinished for child in row.children):
+                    continue  # a parent moves only rows no child references: children first
+                claimed = TableDispatch.objects.filter(pk=row.pk, status=DispatchStatus.WAITING, ticket=row.ticket).update(
+                    status=DispatchStatus.QUEUED, ticket=row.ticket + 1, queued_at=now, touched_at=now
+                )
+                if claimed:
+                    by_stage[row.stage] += 1
+                    by_source[row.source_db] += 1
+                    result.enqueued += 1
+                    _enqueue_table(row.pk, row.ticket + 1, _task_name(row, row.state.table_label), row.run_id)
+        for pk in runs:
+            left = TableDispatch.objects.filter(run_id=pk, status__in=[DispatchStatus.WAITING, DispatchStatus.QUEUED]).exists()
+            if not left and RunDispatch.objects.filter(run_id=pk, finalize_enqueued_at__isnull=True).update(finalize_enqueued_at=now):
+                result.finalizing.append(pk)
+                _enqueue_finalize(pk)
+    return result
+
+
+# --- one slice of one table --------------------------------------------------
+
+
+def _move_on(row: TableDispatch, ticket: int, **fields) -> bool:
+    """Update our dispatch row only if our chain is still the current one."""
+    fields.setdefault("touched_at", timezone.now())
+    return bool(TableDispatch.objects.filter(pk=row.pk, ticket=ticket).update(**fields))
+
+
+def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
+    """One time-boxed slice of one table; then continue, advance the stage, or stop.
+
+    A delivery whose ticket is no longer current (a duplicate, or a task the
+    sweeper replaced) returns "stale" without touching anything.
+    """
+    from archival.engine import advance_table
+
+    row = TableDispatch.objects.select_related("run", "state").filter(pk=dispatch_id).first()
+    if row is None or row.ticket != ticket or row.status != DispatchStatus.QUEUED:
+        return SliceResult(dispatch_id, "stale")
+    label = row.state.table_label
+    _move_on(row, ticket, slices=F("slices") + 1)
+    cfg = SchedulerSettings.objects.current()
+    if row.state.phase in DONE_PHASES:
+        _move_on(row, ticket, stage=DispatchStage.DONE, status=DispatchStatus.DONE, last_outcome=f"phase {row.state.phase}")
+        pump()
+        return SliceResult(dispatch_id, "done", label, row.state.phase)
+    if cfg.paused:
+        _move_on(row, ticket, status=DispatchStatus.WAITING, last_outcome="paused")
+        return SliceResult(dispatch_id, "paused", label, row.state.phase)
+    reason = _halted(row.run, timezone.now()) or ("" if row.run.status == RunStatus.RUNNING else f"run {row.run.status}")
+    if reason:
+        _move_on(row, ticket, status=DispatchStatus.STOPPED, last_outcome=reason)
+        pump()
+        return SliceResult(dispatch_id, "stopped", label, row.state.phase)
+
+    until = Phase.MARKED if row.stage == DispatchStage.MARK else Phase.COMPLETED
+    try:
+        table = advance_table(row.state_id, worker=worker_id(), until=until, time_box=slice_seconds(cfg))
+    except Exception as exc:
+        # The engine records table errors itself; what reaches us is the
+        # control database failing. Leave the row QUEUED: the sweeper
+        # re-enqueues it once it has been quiet for lost_task_seconds.
+        _move_on(row, ticket, last_outcome=f"{'transient' if is_transient(exc) else 'error'}: {exc}"[:200])
+        raise
+    return _after_slice(row, ticket, table)
+
+
+def _after_slice(row: TableDispatch, ticket: int, table) -> SliceResult:
+    label = row.state.table_label
+    res = SliceResult(row.pk, "", label, table.phase, table.moved)
+    if table.lease_lost or (table.skipped and table.phase not in DONE_PHASES):
+        # Another process owns the table (a superseded chain still finishing
+        # its batch). The sweeper takes over if that owner dies.
+        res.outcome = "lease held elsewhere" if table.skipped else "lease lost"
+        _move_on(row, ticket, last_outcome=res.outcome)
+        return res
+    if table.phase in DONE_PHASES or (table.done and row.stage == DispatchStage.ARCHIVE):
+        res.outcome = "done"
+        _move_on(row, ticket, stage=DispatchStage.DONE, status=DispatchStatus.DONE, last_outcome=f"{table.phase} moved={table.moved}")
+        pump()
+        return res
+    if table.done:  # marked: wait for an archive slot
+        res.outcome = "marked"
+        _move_on(row, ticket, stage=DispatchStage.ARCHIVE, status=DispatchStatus.WAITING, last_outcome=f"marked eligible={table.eligible}")
+        pump()
+        return res
+    run = ArchivalRun.objects.get(pk=row.run_id)
+    reason = _halted(run, timezone.now())
+    if reason:
+        res.outcome = "stopped"
+        _move_on(row, ticket, status=DispatchStatus.STOPPED, last_outcome=f"{reason} moved={table.moved}")
+        pump()
+        return res
+    if SchedulerSettings.objects.current().paused:
+        res.outcome = "paused"
+        _move_on(row, ticket, status=DispatchStatus.WAITING, last_outcome=f"paused moved={table.moved}")
+        return res
+    # Time box used up (or this process got SIGTERM): hand the rest to a fresh task.
+    with transaction.atomic():
+        if _move_on(row, ticket, ticket=ticket + 1, last_outcome=f"slice moved={table.moved}"):
+            _enqueue_table(row.pk, ticket + 1, _task_name(row, label), row.run_id)
+            res.continued = True
+    res.outcome = "continued" if res.continued else "superseded"
+    if stopping.stop_requested():
+        res.outcome += " (worker stopping)"
+    return res
+
+
+# --- finalizer ---------------------------------------------------------------
+
+
+def finalize(run_id: int):
+    """Close the run (summary, status) through the engine; returns the engine's RunResult."""
+    from archival.engine import finalize_run
+
+    result = finalize_run(run_id)
+    RunDispatch.objects.filter(run_id=run_id).update(finalized_at=timezone.now())
+    return result
+
+
+# --- the sweeper -------------------------------------------------------------
+
+
+def sweep() -> SweepResult:
+    """Periodic: recover lost table tasks, close dispatch rows, alert, pump.
+
+    A table task is lost when its lease expired (the worker died mid-slice:
+    SIGKILL, OOM, a machine gone) or, with no lease, when its row has shown no
+    sign of life for ``lost_task_seconds`` (the task vanished from Redis with
+    a killed cluster, or never reached the broker). Re-enqueueing moves the
+    ticket on, so if the presumed-lost task turns up after all it does nothing.
+    """
+    from archival.engine.leases import owner_is_dead
+
+    cfg = SchedulerSettings.objects.current()
+    now = timezone.now()
+    result = SweepResult()
+    lease_seconds = settings.ARCHIVAL["LEASE_SECONDS"]
+    # Rows whose table reached a final phase by another path (abandoned by
+    # an operator, or a worker killed right after the engine finished).
+    result.closed = TableDispatch.objects.filter(
+        status__in=[DispatchStatus.WAITING, DispatchStatus.QUEUED, DispatchStatus.STOPPED], state__phase__in=DONE_PHASES
+    ).update(stage=DispatchStage.DONE, status=DispatchStatus.DONE, last_outcome="closed by sweeper: table final")
+    for row in TableDispatch.objects.in_flight().select_related("state", "run"):
+        state = row.state
+        why = ""
+        if state.lease_owner:
+            if state.lease_expires_at and state.lease_expires_at < now:
+                why = f"lease of {state.lease_owner} expired at {state.lease_expires_at:%H:%M:%S}"
+            elif owner_is_dead(state.lease_owner):
+                why = f"lease owner {state.lease_owner} is dead"
+            elif state.lease_expires_at and state.lease_expires_at > now + timedelta(seconds=10 * lease_seconds):
+                result.alerts += alerts.inconsistent(
+                    f"table {state.table_label} in run {row.run_id} has a lease until {state.lease_expires_at}, "
+                    f"far beyond the lease length of {lease_seconds}s",
+                    key=f"lease_far:{state.pk}:{state.lease_expires_at.isoformat()}",
+                    run_id=row.run_id,
+                    table_label=state.table_label,
+                )
+        elif row.touched_at is None or row.touched_at < now - timedelta(seconds=cfg.lost_task_seconds):
+            why = f"no sign of life since {row.touched_at:%H:%M:%S}" if row.touched_at else "never enqueued"
+        if not why:
+            continue
+        if row.requeues >= MAX_REQUEUES:
+            if _move_on(row, row.ticket, status=DispatchStatus.STOPPED, last_outcome=f"gave up after {row.requeues} re-enqueues"):
+                result.alerts += alerts.inconsistent(
+                    f"table {state.table_label} in run {row.run_id} was re-enqueued {row.requeues} times ({why}); "
+                    "the sweeper stopped trying. Check the workers, then continue the run from the admin.",
+                    key=f"gave_up:{row.pk}",
+                    run_id=row.run_id,
+                    table_label=state.table_label,
+                )
+            continue
+        with transaction.atomic():
+            claimed = TableDispatch.objects.filter(pk=row.pk, ticket=row.ticket, status=DispatchStatus.QUEUED).update(
+                ticket=row.ticket + 1, requeues=F("requeues") + 1, queued_at=now, touched_at=now, last_outcome=f"re-enqueued: {why}"[:200]
+            )
+            if claimed:
+                _enqueue_table(row.pk, row.ticket + 1, _task_name(row, state.table_label), row.run_id)
+        if claimed:
+            result.requeued.append(state.table_label)
+            AuditEvent.objects.record("table.requeued", run_id=row.run_id, table_label=state.table_label, details={"reason": why})
+    # Runs nobody drives (a CLI run whose process died): tell a person.
+    orphans = RecoveryState.objects.filter(
+        run__status=RunStatus.RUNNING, run__dispatch__isnull=True, lease_expires_at__lt=now - timedelta(seconds=lease_seconds)
+    ).exclude(lease_owner="")
+    for state in orphans[:50]:
+        result.alerts += alerts.inconsistent(
+            f"table {state.table_label} in run {state.run_id} holds an expired lease of {state.lease_owner} and no worker drives "
+            f"the run: resume it (archival resume {state.run_id}) or continue it on the workers from the admin.",
+            key=f"orphan:{state.pk}:{state.lease_owner}",
+            run_id=state.run_id,
+            table_label=state.table_label,
+        )
+    result.alerts += alerts.check_long_runs(cfg.long_run_alert_minutes)
+    result.alerts += alerts.scan_hold_violations()
+    result.pump = pump()
+    return result

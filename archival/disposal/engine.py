@@ -1,0 +1,581 @@
+"""Disposal planning, review and execution.
+
+Plan: per table, archive rows whose ``retention_until`` has passed and that
+no active hold covers become batches of at most ``effective_batch_size``
+rows (a key range and a count). Held rows are reported with the holds that
+block them. ``dry_run`` plans without writing.
+
+Review: ``decide_batch`` records an approval or a rejection; the policy
+(``policy.py``) says how many distinct approvers a table type needs; the
+planner never approves their own batch; superusers are not exempt.
+
+Execute: one batch per archive transaction, which takes the archive lock,
+re-reads the holds, deletes the expired unheld rows of the key range with
+``DELETE ... RETURNING`` the keys, reconciles the count and writes the
+certificate, all before it commits. A crash before the commit leaves
+nothing; a crash after it leaves a certificate, which the next execution
+finds (unique per batch) and finalises without deleting again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from archival.backends import SchemaError
+from archival.disposal.chain import certificate_hash
+from archival.disposal.keys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
+from archival.disposal.policy import required_approvals
+from archival.disposal.tables import ARCHIVE, ArchiveTable, DisposalError, archive_table_for, take_archive_lock
+
+
+def actor_name(actor) -> str:
+    if actor is None:
+        return "system"
+    if hasattr(actor, "get_username"):
+        return actor.get_username()
+    return str(actor)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _configs(tables):
+    from governance.models import TableConfig
+
+    qs = TableConfig.objects.active().order_by("source_db", "schema_name", "table_name")
+    configs = list(qs)
+    if tables:
+        wanted = set(tables)
+        configs = [c for c in configs if c.label in wanted or c.table_name in wanted or str(c.pk) in wanted]
+    return configs
+
+
+def _relevant_holds(t: ArchiveTable, at: dt.date) -> list:
+    """Active holds that could cover rows of ``t`` (cheap prefilter for reports)."""
+    from governance.models import Hold, HoldScope
+
+    out = []
+    cfg = t.config
+    for hold in Hold.objects.using(ARCHIVE).active(at).order_by("id"):
+        if hold.scope in (HoldScope.TABLE, HoldScope.KEYS):
+            if hold.source_db != cfg.source_db or hold.table_name != cfg.table_name:
+                continue
+            if hold.schema_name and hold.schema_name != cfg.schema_name:
+                continue
+        if hold.scope == HoldScope.CONTRACT and (hold.source_db != cfg.source_db or not t.contract_column):
+            continue
+        out.append(hold)
+    return out
+
+
+def _hold_summary(hold) -> dict:
+    return {"id": hold.pk, "scope": hold.scope, "description": str(hold), "placed_by": hold.placed_by, "reason": hold.reason[:200]}
+
+
+def _scalar(cur, sql: str, params: list) -> int:
+    cur.execute(sql, params)
+    return int(cur.fetchone()[0] or 0)
+
+
+# -- planning ---------------------------------------------------------------------
+
+
+@dataclass
+class PlannedBatch:
+    batch_no: int
+    key_low: list
+    key_high: list
+    row_count: int
+    batch_id: int | None = None
+    status: str = ""
+
+
+@dataclass
+class BlockingHold:
+    hold_id: int
+    description: str
+    rows: int
+
+
+@dataclass
+class TablePlan:
+    table_label: str
+    table_type: str
+    expired_rows: int = 0
+    disposable_rows: int = 0
+    held_rows: int = 0
+    required_approvals: int = 0
+    batches: list[PlannedBatch] = field(default_factory=list)
+    blocking_holds: list[BlockingHold] = field(default_factory=list)
+    skipped: str = ""
+    error: str = ""
+
+
+@dataclass
+class DisposalPlanResult:
+    plan_id: str
+    dry_run: bool
+    disposable_before: dt.date
+    planned_by: str
+    tables: list[TablePlan] = field(default_factory=list)
+
+    @property
+    def batch_count(self) -> int:
+        return sum(len(t.batches) for t in self.tables)
+
+    @property
+    def disposable_rows(self) -> int:
+        return sum(t.disposable_rows for t in self.tables)
+
+    @property
+    def held_rows(self) -> int:
+        return sum(t.held_rows for t in self.tables)
+
+    @property
+    def ok(self) -> bool:
+        return not any(t.error for t in self.tables)
+
+
+def plan_disposal(
+    *, tables: list[str] | None = None, actor=None, dry_run: bool = False, today: dt.date | None = None
+) -> DisposalPlanResult:
+    """Queue expired, unheld archive rows as disposal batches (or only report them).
+
+    ``tables``: labels (source.schema.table), table names or config ids;
+    default every active config. A table that already has open batches is
+    skipped (reported), so a plan never queues a row twice. Writes
+    DisposalBatch rows and ``disposal.planned`` audit events unless
+    ``dry_run``; never changes archive data.
+    """
+    from governance.models import AuditEvent, BatchStatus, DisposalBatch
+
+    today = today or timezone.localdate()
+    planner = actor_name(actor)
+    result = DisposalPlanResult(plan_id=str(uuid.uuid4()), dry_run=dry_run, disposable_before=today, planned_by=planner)
+    for config in _configs(tables):
+        tp = TablePlan(table_label=config.label, table_type=config.table_type)
+        result.tables.append(tp)
+        try:
+            tp.required_approvals = required_approvals(config.table_type)
+            t = archive_table_for(config)
+            if t is None:
+                tp.skipped = "nothing archived yet"
+                continue
+            open_batches = DisposalBatch.objects.open().filter(config=config).count()
+            if open_batches:
+                tp.skipped = f"{open_batches} batch(es) already queued; execute or reject them first"
+                continue
+            _plan_table(t, tp, today)
+        except (SchemaError, DisposalError, DatabaseError) as exc:
+            tp.error = str(exc)
+            continue
+        if dry_run or not tp.batches:
+            if not dry_run and (tp.held_rows or tp.expired_rows):
+                AuditEvent.objects.record(
+                    "disposal.planned", actor=actor, outcome="BLOCKED" if tp.held_rows else "OK", table_label=config.label,
+                    counts={"expired": tp.expired_rows, "held": tp.held_rows, "batches": 0},
+                    details={"plan_id": result.plan_id, "blocking_holds": [b.__dict__ for b in tp.blocking_holds]},
+                )
+            continue
+        auto = tp.required_approvals == 0
+        with transaction.atomic(using="default"):
+            for pb in tp.batches:
+                batch = DisposalBatch(
+                    config=config,
+                    table_label=config.label,
+                    table_type=config.table_type,
+                    batch_no=pb.batch_no,
+                    plan_id=result.plan_id,
+                    key_low=pb.key_low,
+                    key_high=pb.key_high,
+                    row_count=pb.row_count,
+                    disposable_before=today,
+                    planned_by=planner,
+                    required_approvals=tp.required_approvals,
+                    status=BatchStatus.APPROVED if auto else BatchStatus.PENDING_REVIEW,
+                )
+                batch.full_clean()
+                batch.save()
+                pb.batch_id, pb.status = batch.pk, batch.status
+            AuditEvent.objects.record(
+                "disposal.planned", actor=actor, table_label=config.label,
+                outcome="BLOCKED" if tp.held_rows else "OK",
+                counts={"expired": tp.expired_rows, "disposable": tp.disposable_rows, "held": tp.held_rows, "batches": len(tp.batches)},
+                details={
+                    "plan_id": result.plan_id,
+                    "disposable_before": today.isoformat(),
+                    "batch_ids": [b.batch_id for b in tp.batches],
+                    "required_approvals": tp.required_approvals,
+                    "automatic_approval": auto,
+                    "blocking_holds": [b.__dict__ for b in tp.blocking_holds],
+                },
+            )
+    return result
+
+
+def _plan_table(t: ArchiveTable, tp: TablePlan, today: dt.date) -> None:
+    backend = t.backend
+    expired = f"{t.col('retention_until')} < %s"
+    held, held_params = t.held_sql(today)
+    with backend.connection.cursor() as cur:
+        tp.expired_rows = _scalar(cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired}", [today])
+        if not tp.expired_rows:
+            return
+        tp.held_rows = _scalar(cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {held}", [today, *held_params])
+        if tp.held_rows:
+            for hold in _relevant_holds(t, today):
+                by_sql, by_params = t.held_by_sql(hold.pk)
+                n = _scalar(cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {by_sql}", [today, *by_params])
+                if n:
+                    tp.blocking_holds.append(BlockingHold(hold.pk, str(hold), n))
+        size = t.config.effective_batch_size
+        cursor_key = None
+        batch_no = 0
+        while True:
+            after, after_params = t.after_sql(cursor_key)
+            sql = backend.limit_sql(
+                f"SELECT {t.pk_select()} FROM {t.qualified} a WHERE {expired} AND NOT {held} AND {after} ORDER BY {t.order_by()}",
+                "%s",
+            )
+            cur.execute(sql, [today, *held_params, *after_params, size])
+            keys = cur.fetchall()
+            if not keys:
+                break
+            batch_no += 1
+            low = [to_json_component(v) for v in keys[0]]
+            high = [to_json_component(v) for v in keys[-1]]
+            tp.batches.append(PlannedBatch(batch_no, low, high, len(keys)))
+            tp.disposable_rows += len(keys)
+            cursor_key = high
+            if len(keys) < size:
+                break
+
+
+# -- review -----------------------------------------------------------------------
+
+
+@dataclass
+class ReviewResult:
+    batch_id: int
+    decision: str
+    accepted: bool
+    status: str
+    approvals: int
+    required: int
+    message: str
+
+
+def decide_batch(batch_id: int, *, user, decision: str, comment: str) -> ReviewResult:
+    """Approve or reject one batch as ``user`` (a compliance officer).
+
+    Refuses (and audits the refusal) when: the user lacks
+    ``governance.approve_disposal``; the user planned the batch; the user
+    already decided on it; the comment is empty; the batch is not waiting for
+    review. The batch row is locked while deciding so two approvers cannot
+    both count as the last one.
+    """
+    from governance.models import AuditEvent, BatchStatus, Decision, DisposalApproval, DisposalBatch
+
+    name = actor_name(user)
+    comment = (comment or "").strip()
+
+    def refuse(batch, message):
+        AuditEvent.objects.record(
+            "disposal.review_refused", actor=user, outcome="REFUSED", obj=batch, table_label=getattr(batch, "table_label", ""),
+            details={"batch_id": batch_id, "decision": decision, "reason": message, "comment": comment},
+        )
+        return ReviewResult(batch_id, decision, False, getattr(batch, "status", ""), 0, getattr(batch, "required_approvals", 0), message)
+
+    if decision not in Decision.values:
+        raise DisposalError(f"unknown decision {decision!r}")
+    with transaction.atomic(using="default"):
+        batch = DisposalBatch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is None:
+            raise DisposalError(f"no disposal batch {batch_id}")
+        problem = ""
+        if not hasattr(user, "has_perm") or not user.is_active or not user.has_perm("governance.approve_disposal"):
+            problem = f"{name} may not review disposals (needs governance.approve_disposal)"
+        elif name == batch.planned_by:
+            problem = f"{name} planned this batch and may not review it"
+        elif batch.status != BatchStatus.PENDING_REVIEW:
+            problem = f"batch is {batch.get_status_display().lower()}, not waiting for review"
+        elif not comment:
+            problem = "a comment is required"
+        elif batch.decisions.filter(approver=name).exists():
+            problem = f"{name} has already decided on this batch; a second approval must come from someone else"
+    if problem:
+        return refuse(batch, problem)
+    with transaction.atomic(using="default"):
+        batch = DisposalBatch.objects.select_for_update().get(pk=batch_id)
+        if batch.status != BatchStatus.PENDING_REVIEW or batch.decisions.filter(approver=name).exists():
+            # Lost a race with another decision between the checks and the lock.
+            problem = "the batch changed while deciding; reload it"
+        else:
+            approval = DisposalApproval(batch=batch, approver=name, approver_user=user if user.pk else None, decision=decision, comment=comment)
+            approval.full_clean()
+            approval.save()
+            approvals = batch.decisions.filter(decision=Decision.APPROVE).count()
+            if decision == Decision.REJECT:
+                batch.status = BatchStatus.REJECTED
+            elif approvals >= batch.required_approvals:
+                batch.status = BatchStatus.APPROVED
+            batch.save(update_fields=["status"])
+            AuditEvent.objects.record(
+                "disposal.approved" if decision == Decision.APPROVE else "disposal.rejected",
+                actor=user, obj=batch, table_label=batch.table_label,
+                counts={"approvals": approvals, "required": batch.required_approvals, "rows": batch.row_count},
+                details={"batch_id": batch.pk, "comment": comment, "status": batch.status},
+            )
+            return ReviewResult(batch.pk, decision, True, batch.status, approvals, batch.required_approvals, "recorded")
+    return refuse(batch, problem)
+
+
+# -- execution ----------------------------------------------------------------------
+
+
+@dataclass
+class BatchOutcome:
+    batch_id: int
+    table_label: str
+    planned: int
+    deleted: int = 0
+    held: int = 0
+    certificate_id: int | None = None
+    digest: str = ""
+    resumed: bool = False
+    skipped: str = ""
+    error: str = ""
+
+
+@dataclass
+class DisposalExecutionResult:
+    dry_run: bool
+    worker: str
+    batches: list[BatchOutcome] = field(default_factory=list)
+
+    @property
+    def deleted(self) -> int:
+        return sum(b.deleted for b in self.batches)
+
+    @property
+    def held(self) -> int:
+        return sum(b.held for b in self.batches)
+
+    @property
+    def errors(self) -> list[BatchOutcome]:
+        return [b for b in self.batches if b.error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def execute_disposal(
+    *,
+    tables: list[str] | None = None,
+    batch_ids: list[int] | None = None,
+    actor=None,
+    dry_run: bool = False,
+    today: dt.date | None = None,
+    max_batches: int | None = None,
+) -> DisposalExecutionResult:
+    """Execute approved batches, one table at a time, one transaction per batch.
+
+    Resumable: batches left EXECUTING by a dead worker are taken over once
+    their lease expires (``settings.ARCHIVAL["LEASE_SECONDS"]``); one whose
+    certificate committed is only finalised. A failing batch stops its table
+    (later batches of that table wait) and is retried by the next execution.
+    ``dry_run`` runs each batch's transaction and rolls it back.
+    """
+    from governance.models import DisposalBatch
+
+    today = today or timezone.localdate()
+    worker = worker_id()
+    result = DisposalExecutionResult(dry_run=dry_run, worker=worker)
+    qs = DisposalBatch.objects.executable().select_related("config").order_by("table_label", "plan_id", "batch_no")
+    if batch_ids:
+        qs = qs.filter(pk__in=batch_ids)
+    if tables:
+        wanted = set(tables)
+        qs = [b for b in qs if b.table_label in wanted or b.config.table_name in wanted or str(b.config_id) in wanted]
+    stopped_tables: set[str] = set()
+    done = 0
+    for batch in qs:
+        if max_batches is not None and done >= max_batches:
+            break
+        if batch.table_label in stopped_tables:
+            continue
+        outcome = execute_batch(batch.pk, actor=actor, dry_run=dry_run, today=today, worker=worker)
+        result.batches.append(outcome)
+        if outcome.error:
+            stopped_tables.add(batch.table_label)
+        if not outcome.skipped:
+            done += 1
+    return result
+
+
+def _claim(batch_id: int, worker: str) -> bool:
+    """Take the batch's lease with a conditional UPDATE (portable, SQLite included).
+
+    Prevents two executors from working on one batch; the certificate's
+    unique batch_id would stop a double delete anyway, but not wasted work.
+    """
+    from governance.models import BatchStatus, DisposalBatch
+
+    now = timezone.now()
+    lease = timedelta(seconds=settings.ARCHIVAL["LEASE_SECONDS"])
+    won = (
+        DisposalBatch.objects.filter(pk=batch_id, status__in=(BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED))
+        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker))
+        .update(status=BatchStatus.EXECUTING, lease_owner=worker, lease_expires_at=now + lease, attempts=F("attempts") + 1)
+    )
+    return won == 1
+
+
+def execute_batch(batch_id: int, *, actor=None, dry_run: bool = False, today: dt.date | None = None, worker: str | None = None) -> BatchOutcome:
+    """Execute one approved batch (see module docstring for the transaction)."""
+    from governance.models import AuditEvent, BatchStatus, Decision, DisposalBatch, DisposalCertificate
+
+    today = today or timezone.localdate()
+    worker = worker or worker_id()
+    executor = actor_name(actor)
+    batch = DisposalBatch.objects.select_related("config").get(pk=batch_id)
+    out = BatchOutcome(batch.pk, batch.table_label, batch.row_count)
+    if batch.status not in (BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED):
+        out.skipped = f"batch is {batch.status}"
+        return out
+    approvals = list(batch.decisions.filter(decision=Decision.APPROVE).order_by("decided_at"))
+    distinct = {a.approver for a in approvals} - {batch.planned_by}
+    if len(distinct) < batch.required_approvals:
+        # The status says approved but the decisions do not: refuse rather than trust it.
+        out.error = f"batch has {len(distinct)} valid approval(s), needs {batch.required_approvals}"
+        _fail(batch, out, actor, dry_run)
+        return out
+    if not dry_run and not _claim(batch.pk, worker):
+        out.skipped = "another worker holds this batch"
+        return out
+    approval_record = [
+        {"approver": a.approver, "decided_at": a.decided_at.astimezone(dt.UTC).isoformat(), "comment": a.comment} for a in approvals
+    ]
+    if batch.required_approvals == 0:
+        approval_record = [{"approver": "policy", "decided_at": batch.planned_at.astimezone(dt.UTC).isoformat(), "comment": "automatic"}]
+    try:
+        t = archive_table_for(batch.config)
+        if t is None:
+            raise DisposalError(f"archive table of {batch.table_label} does not exist")
+        with transaction.atomic(using=ARCHIVE):
+            take_archive_lock(f"dispose:{worker}")
+            cert = DisposalCertificate.objects.using(ARCHIVE).filter(batch_id=batch.pk).first()
+            if cert is not None:
+                out.resumed = True
+            else:
+                cert = _delete_and_certify(t, batch, today, executor, approval_record, out)
+            if dry_run:
+                transaction.set_rollback(True, using=ARCHIVE)
+    except (DisposalError, SchemaError, DatabaseError) as exc:
+        out.error = str(exc)
+        _fail(batch, out, actor, dry_run)
+        return out
+    out.certificate_id = None if dry_run else cert.pk
+    out.deleted, out.held, out.digest = cert.row_count, cert.held_count, cert.digest
+    if dry_run:
+        return out
+    # The archive side committed. Anchor the certificate in the audit chain and
+    # close the batch in one control transaction; a crash before this is
+    # finalised by the next execution (the certificate exists, out.resumed).
+    with transaction.atomic(using="default"):
+        AuditEvent.objects.record(
+            "disposal.executed", actor=actor or executor, obj=batch, table_label=batch.table_label,
+            counts={"planned": batch.row_count, "deleted": cert.row_count, "held": cert.held_count},
+            details={
+                "batch_id": batch.pk, "certificate_id": cert.pk, "certificate_hash": cert.certificate_hash,
+                "digest": cert.digest, "resumed": out.resumed,
+            },
+        )
+        DisposalBatch.objects.filter(pk=batch.pk).update(
+            status=BatchStatus.EXECUTED, deleted_count=cert.row_count, held_count=cert.held_count, certificate_id=cert.pk,
+            executed_by=cert.executed_by, executed_at=cert.executed_at, lease_owner="", lease_expires_at=None, last_error="",
+        )
+    return out
+
+
+def _delete_and_certify(t: ArchiveTable, batch, today: dt.date, executor: str, approvals: list, out: BatchOutcome):
+    """Inside the locked archive transaction: re-check holds, delete, certify."""
+    from governance.models import DisposalCertificate, Hold
+
+    cutoff = min(batch.disposable_before, today)
+    rng, rng_params = t.range_sql(batch.key_low, batch.key_high)
+    expired = f"{t.col('retention_until')} < %s"
+    held, held_params = t.held_sql(today)
+    base_params = [*rng_params, cutoff]
+    holds_checked = [_hold_summary(h) for h in Hold.objects.using(ARCHIVE).active(today).order_by("id")]
+    with t.backend.connection.cursor() as cur:
+        candidates = _scalar(
+            cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND NOT {held}", [*base_params, *held_params]
+        )
+        held_count = _scalar(
+            cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {held}", [*base_params, *held_params]
+        )
+        if candidates > batch.row_count:
+            raise DisposalError(
+                f"{candidates} disposable rows in the key range but only {batch.row_count} were approved; reject it and plan again"
+            )
+        # The hold check is part of the DELETE itself, in the transaction that
+        # holds the archive lock: a hold placed after approval protects its rows.
+        cur.execute(
+            f"DELETE FROM {t.qualified} AS a WHERE {rng} AND {expired} AND NOT {held} RETURNING {t.pk_select()}",
+            [*base_params, *held_params],
+        )
+        deleted_keys = cur.fetchall()
+    if len(deleted_keys) != candidates:
+        raise DisposalError(f"reconciliation failed: counted {candidates} disposable rows, the delete removed {len(deleted_keys)}")
+    digest, n = digest_of_keys(deleted_keys)
+    ordered = sorted(deleted_keys, key=lambda k: tuple(str(c) if c is None else c for c in k))
+    prev = DisposalCertificate.objects.using(ARCHIVE).order_by("-id").values_list("certificate_hash", flat=True).first() or ""
+    cert = DisposalCertificate(
+        batch_id=batch.pk,
+        config_id=batch.config_id,
+        table_label=batch.table_label,
+        key_columns=list(t.pk),
+        key_low=key_text(ordered[0]) if ordered else None,
+        key_high=key_text(ordered[-1]) if ordered else None,
+        planned_count=batch.row_count,
+        row_count=n,
+        held_count=held_count,
+        digest=digest,
+        encoding=ENCODING_NAME,
+        disposable_before=cutoff,
+        approvals=approvals,
+        holds_checked=holds_checked,
+        planned_by=batch.planned_by,
+        executed_by=executor,
+        executed_at=timezone.now(),
+        prev_hash=prev,
+    )
+    cert.certificate_hash = certificate_hash(cert)
+    cert.full_clean()
+    cert.save(using=ARCHIVE)
+    return cert
+
+
+def _fail(batch, out: BatchOutcome, actor, dry_run: bool) -> None:
+    from governance.models import AuditEvent, BatchStatus, DisposalBatch
+
+    if dry_run:
+        return
+    DisposalBatch.objects.filter(pk=batch.pk).update(status=BatchStatus.FAILED, last_error=out.error[:4000], lease_owner="", lease_expires_at=None)
+    AuditEvent.objects.record(
+        "disposal.failed", actor=actor, outcome="FAILED", obj=batch, table_label=batch.table_label,
+        details={"batch_id": batch.pk, "error": out.error},
+    )

@@ -1,0 +1,127 @@
+"""Create and evolve archive tables from the source's live columns.
+
+An archive table has the source's columns plus the archive metadata, a unique
+key on the source primary key (invariant 2: at most one copy of a source
+row), and the indexes disposal, holds and search need. A new source column
+is added; a changed type stops the table (silently converting archived data
+would rewrite history).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from archival.backends import Column
+from archival.engine.errors import TableError
+from archival.engine.spec import META_COLUMNS, TableSpec
+
+
+def _index_name(table: str, suffix: str) -> str:
+    name = f"{table}_{suffix}"
+    if len(name) > 60:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{table[:40]}_{digest}_{suffix}"[:60]
+    return name
+
+
+def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False) -> list[str]:
+    """Create or extend the archive table; return the DDL run (or that would run)."""
+    arc = spec.archive
+    ns, table = spec.namespace, spec.config.table_name
+    statements: list[str] = []
+    if not arc.schema_exists(ns):
+        if arc.vendor == "sqlite":
+            raise TableError(
+                f"archive namespace {ns} is not attached (is {spec.config.source_db} in SOURCE_DATABASES?)"
+            )
+        statements.append(f"CREATE SCHEMA {arc.quote(ns)}")
+        if not dry_run:
+            arc.create_namespace(ns)
+    if not arc.table_exists(ns, table):
+        statements += _create_statements(spec)
+    else:
+        statements += _alter_statements(spec)
+    if not dry_run:
+        with arc.connection.cursor() as cur:
+            for sql in statements:
+                if sql.startswith("CREATE SCHEMA"):
+                    continue
+                cur.execute(sql)
+    return statements
+
+
+def _column_sql(spec: TableSpec, col: Column, not_null: bool) -> str:
+    arc = spec.archive
+    typ = arc.archive_type(col, spec.source.vendor)
+    return f"{arc.quote(col.name)} {typ}{' NOT NULL' if not_null else ''}"
+
+
+def _create_statements(spec: TableSpec) -> list[str]:
+    arc = spec.archive
+    q = arc.quote
+    table = spec.config.table_name
+    pk = set(spec.pk)
+    cols = [_column_sql(spec, c, c.name in pk) for c in spec.info.columns]
+    cols += [
+        f"{q('archived_at')} {arc.timestamp_type()} NOT NULL",
+        f"{q('archive_run_id')} BIGINT NOT NULL",
+        f"{q('reference_date')} DATE NULL",
+        f"{q('retention_until')} DATE NULL",
+    ]
+    unique = _index_name(table, "src_key")
+    cols.append(f"CONSTRAINT {q(unique)} UNIQUE ({', '.join(q(c) for c in spec.pk)})")
+    stmts = [f"CREATE TABLE {spec.archive_table()} ({', '.join(cols)})"]
+    indexed = [("refdate", ["reference_date"]), ("retention", ["retention_until"])]
+    contract_col = spec.config.hold_contract_column or (
+        spec.config.contract_reference_column if spec.is_contract else ""
+    )
+    if contract_col:
+        indexed.append(("contract", [contract_col]))
+    for suffix, columns in indexed:
+        stmts.append(_create_index(spec, _index_name(table, suffix), columns))
+    return stmts
+
+
+def _create_index(spec: TableSpec, name: str, columns: list[str]) -> str:
+    arc = spec.archive
+    cols = ", ".join(arc.quote(c) for c in columns)
+    if arc.vendor == "sqlite":
+        # SQLite names the schema on the index, not on the table.
+        return f"CREATE INDEX {arc.quote(spec.namespace)}.{arc.quote(name)} ON {arc.quote(spec.config.table_name)} ({cols})"
+    return f"CREATE INDEX {arc.quote(name)} ON {spec.archive_table()} ({cols})"
+
+
+def _alter_statements(spec: TableSpec) -> list[str]:
+    arc = spec.archive
+    existing = arc.describe(spec.namespace, spec.config.table_name)
+    have = {c.name: c for c in existing.columns}
+    stmts = []
+    for meta in META_COLUMNS:
+        if meta not in have:
+            raise TableError(
+                f"archive table {spec.archive_table()} lacks column {meta}; it was not created by this tool"
+            )
+    for col in spec.info.columns:
+        old = have.get(col.name)
+        if old is None:
+            stmts.append(
+                f"ALTER TABLE {spec.archive_table()} ADD COLUMN {_column_sql(spec, col, False)}"
+            )
+            continue
+        if spec.source.vendor == arc.vendor:
+            same = _norm(old.db_type) == _norm(col.db_type)
+        else:
+            same = old.generic == col.generic or {old.generic, col.generic} <= {
+                "int",
+                "bigint",
+            }
+        if not same:
+            raise TableError(
+                f"column {col.name} of {spec.label} changed type: source {col.db_type}, archive {old.db_type}; "
+                "migrate the archive table deliberately (nothing was moved)"
+            )
+    return stmts
+
+
+def _norm(db_type: str) -> str:
+    return " ".join(db_type.lower().replace("character varying", "varchar").split())

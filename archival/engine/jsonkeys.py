@@ -1,0 +1,26 @@
+"""Primary keys as JSON (recovery state, ledger) and back as SQL parameters."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+
+def to_json(key) -> list | None:
+    if key is None:
+        return None
+    out = []
+    for value in key:
+        if isinstance(value, (dt.date, dt.datetime, dt.time)):
+            out.append(
+                value.isoformat(sep=" ")
+                if isinstance(value, dt.datetime)
+                else value.isoformat()
+            )
+        elif isinstance(value, Decimal):
+            out.append(str(value))
+        elif isinstance(value, bytes):
+            out.append(value.hex())
+        else:
+            out.append(value)
+    return out

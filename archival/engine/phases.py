@@ -1,0 +1,210 @@
+"""The per-table phases: mark, archive, verify.
+
+Each phase reads the live schema again (a config or a table may have changed
+since the last phase), works on the recovery-state row it holds the lease on,
+and leaves the row consistent with the archive's batch ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from django.db import transaction
+
+from archival.engine import keys, same_server, streaming
+from archival.engine.archive_tables import ensure_archive_table
+from archival.engine.errors import TableError
+from archival.engine.jsonkeys import to_json
+from archival.engine.leases import renew
+from archival.engine.spec import TableSpec
+from governance.models import AuditEvent, BatchLedger, LedgerState, Phase, RecoveryState
+
+
+def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]:
+    """Eligible rows (mark form), rows without a reference date, and the key bounds."""
+    on = spec.source
+    pk_s = spec.q(on, "s", spec.pk)
+    where, params = spec.selection(on, at_mark=True)
+    frm = spec.from_clause(on)
+    with on.connection.cursor() as cur:
+        cur.execute(f"SELECT COUNT(*) FROM {frm} WHERE {where}", params)
+        eligible = cur.fetchone()[0]
+        low = high = None
+        if eligible:
+            cur.execute(
+                f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {where} ORDER BY {keys.order_by(pk_s)} LIMIT 1",
+                params,
+            )
+            low = list(cur.fetchone())
+            cur.execute(
+                f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {where} ORDER BY {keys.order_by(pk_s, descending=True)} LIMIT 1",
+                params,
+            )
+            high = list(cur.fetchone())
+        cur.execute(null_count_sql(spec))
+        nulls = cur.fetchone()[0]
+    return eligible, nulls, low, high
+
+
+def null_count_sql(spec: TableSpec) -> str:
+    on = spec.source
+    q = on.quote
+    if spec.is_contract:
+        return (
+            f"SELECT COUNT(*) FROM {spec.source_table(on)} s LEFT JOIN {spec.contract_table(on)} c "
+            f"ON c.{q(spec.config.contract_key_column)} = s.{q(spec.config.contract_reference_column)} "
+            f"WHERE c.{q(spec.config.contract_maturity_column)} IS NULL"
+        )
+    return f"SELECT COUNT(*) FROM {spec.source_table(on)} s WHERE s.{q(spec.config.date_column)} IS NULL"
+
+
+def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
+    ensure_archive_table(spec)
+    eligible, nulls, low, high = count_eligible(spec)
+    renew(
+        state.pk,
+        worker,
+        phase=Phase.MARKED,
+        threshold=spec.threshold,
+        eligible_count=eligible,
+        null_date_count=nulls,
+        key_low=to_json(low),
+        key_high=to_json(high),
+    )
+    AuditEvent.objects.record(
+        "table.marked",
+        actor=worker,
+        run_id=state.run_id,
+        table_label=spec.label,
+        counts={"eligible": eligible, "null_dates": nulls},
+        details={"threshold": spec.threshold.isoformat(), "mode": spec.mode},
+    )
+
+
+def ledger_progress(run_id: int, config_id: int) -> tuple[int, int, list | None]:
+    """(batches, rows taken out of the source, last key) for a table in a run: the ledger is the truth."""
+    rows = list(
+        BatchLedger.objects.filter(run_id=run_id, config_id=config_id)
+        .order_by("batch_no")
+        .values_list("batch_no", "deleted_count", "key_high")
+    )
+    if not rows:
+        return 0, 0, None
+    return rows[-1][0], sum(r[1] for r in rows), rows[-1][2]
+
+
+def archive(
+    spec: TableSpec,
+    state: RecoveryState,
+    worker: str,
+    *,
+    should_stop: Callable[[], bool],
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[int, int, bool]:
+    """Move batches until none is left or ``should_stop()``; return (moved, batches, finished)."""
+    ensure_archive_table(spec)
+    if spec.mode == "streaming":
+        streaming.finish_pending(spec, run_id=state.run_id)
+    batch_no, archived, cursor = ledger_progress(state.run_id, spec.config.pk)
+    renew(
+        state.pk,
+        worker,
+        phase=Phase.ARCHIVING,
+        cursor=cursor,
+        archived_count=archived,
+        batches_done=batch_no,
+    )
+    size = spec.config.effective_batch_size
+    moved_total = batches = 0
+
+    def record_ledger(*, batch_no, low, high, rows, deleted, state=LedgerState.MOVED):
+        ledger = BatchLedger(
+            run_id=spec_run_id,
+            config_id=spec.config.pk,
+            table_label=spec.label,
+            batch_no=batch_no,
+            key_low=to_json(low),
+            key_high=to_json(high),
+            row_count=rows,
+            deleted_count=deleted,
+            state=state,
+        )
+        ledger.save(using="archive", force_insert=True)
+        return ledger
+
+    spec_run_id = state.run_id
+    while True:
+        if should_stop():
+            return moved_total, batches, False
+        batch_no += 1
+        started = time.monotonic()
+        if spec.mode == "streaming":
+            outcome = streaming.move_batch(
+                spec,
+                run_id=state.run_id,
+                batch_no=batch_no,
+                low=cursor,
+                size=size,
+                record_ledger=record_ledger,
+            )
+        else:
+            outcome = same_server.move_batch(
+                spec,
+                run_id=state.run_id,
+                batch_no=batch_no,
+                low=cursor,
+                size=size,
+                record_ledger=record_ledger,
+            )
+        if outcome.high is None:
+            return moved_total, batches, True
+        cursor = to_json(outcome.high)
+        archived += outcome.moved
+        moved_total += outcome.moved
+        batches += 1
+        renew(
+            state.pk,
+            worker,
+            cursor=cursor,
+            archived_count=archived,
+            batches_done=batch_no,
+        )
+        AuditEvent.objects.record(
+            "batch.moved",
+            actor=worker,
+            run_id=state.run_id,
+            table_label=spec.label,
+            counts={
+                "batch": batch_no,
+                "rows": outcome.moved,
+                "already_archived": outcome.skipped_identical,
+            },
+            details={"high": cursor, "seconds": round(time.monotonic() - started, 3)},
+        )
+        if on_batch:
+            on_batch(outcome.moved)
+
+
+def verify(spec: TableSpec, state: RecoveryState, worker: str) -> None:
+    """Marked == archived, and no eligible row left in the source."""
+    _, archived, _ = ledger_progress(state.run_id, spec.config.pk)
+    eligible_left, _, _, _ = count_eligible(spec)
+    problems = []
+    if state.eligible_count is not None and archived != state.eligible_count:
+        problems.append(
+            f"marked {state.eligible_count} eligible rows but the ledger records {archived} archived"
+        )
+    if eligible_left:
+        problems.append(f"{eligible_left} eligible rows are still in the source")
+    if problems:
+        raise TableError(f"verify failed for {spec.label}: " + "; ".join(problems))
+    with transaction.atomic():
+        renew(state.pk, worker, phase=Phase.VERIFIED, archived_count=archived)
+    AuditEvent.objects.record(
+        "table.verified",
+        actor=worker,
+        run_id=state.run_id,
+        table_label=spec.label,
+        counts={"archived": archived},
+    )

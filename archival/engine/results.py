@@ -1,0 +1,82 @@
+"""Result objects the engine returns; entry points only render them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TableResult:
+    state_id: int
+    label: str
+    phase: str
+    moved: int = 0
+    batches: int = 0
+    done: bool = False
+    skipped: str = ""  # why this worker did nothing (lease held elsewhere, final phase)
+    lease_lost: bool = False
+    error: str = ""
+    eligible: int | None = None
+    archived_total: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    status: str
+    cutoff: str
+    tables: list[TableResult] = field(default_factory=list)
+
+    @property
+    def moved(self) -> int:
+        return sum(t.moved for t in self.tables)
+
+    @property
+    def failed(self) -> list[TableResult]:
+        return [t for t in self.tables if t.phase == "FAILED"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "cutoff": self.cutoff,
+            "moved": self.moved,
+            "failed": len(self.failed),
+            "tables": [t.as_dict() for t in self.tables],
+        }
+
+
+@dataclass
+class TablePlan:
+    label: str
+    mode: str = ""
+    threshold: str = ""
+    eligible: int | None = None
+    null_dates: int | None = None
+    problems: list[str] = field(default_factory=list)
+    sql: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlanResult:
+    cutoff: str
+    tables: list[TablePlan] = field(default_factory=list)
+
+    @property
+    def eligible(self) -> int:
+        return sum(t.eligible or 0 for t in self.tables)
+
+    def as_dict(self) -> dict:
+        return {
+            "cutoff": self.cutoff,
+            "eligible": self.eligible,
+            "tables": [asdict(t) for t in self.tables],
+        }

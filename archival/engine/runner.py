@@ -1,0 +1,530 @@
+"""Run lifecycle: start, advance a table through its phases, resume, abandon, finalize.
+
+Every entry point (CLI, django-q2 task, admin action) calls these functions
+and renders the result objects they return.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import date, datetime
+
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from archival.engine import leases, phases
+from archival.engine.dailylog import log_line
+from archival.engine.errors import LeaseLost, TableError
+from archival.engine.results import RunResult, TableResult
+from archival.engine.spec import build_spec, dependency_order
+from governance.models import (
+    OPEN_PHASES,
+    ArchivalRun,
+    AuditEvent,
+    Phase,
+    RecoveryState,
+    RunStatus,
+    TableConfig,
+)
+
+logger = logging.getLogger("archival")
+
+PHASE_ORDER = [
+    Phase.PENDING,
+    Phase.MARKED,
+    Phase.ARCHIVING,
+    Phase.ARCHIVED,
+    Phase.VERIFIED,
+    Phase.COMPLETED,
+]
+
+
+def select_configs(
+    tables: list[str] | None = None, *, active_only: bool = True
+) -> list[TableConfig]:
+    """Configs named by ``tables`` (table, source.table or source.schema.table), or all active ones."""
+    qs = TableConfig.objects.active() if active_only else TableConfig.objects.all()
+    configs = list(qs)
+    if not tables:
+        return configs
+    chosen, unknown = [], []
+    for name in tables:
+        parts = name.split(".")
+        match = [
+            c
+            for c in configs
+            if (len(parts) == 1 and c.table_name == parts[0])
+            or (len(parts) == 2 and (c.source_db, c.table_name) == tuple(parts))
+            or (
+                len(parts) == 3
+                and (c.source_db, c.schema_name, c.table_name) == tuple(parts)
+            )
+        ]
+        if not match:
+            unknown.append(name)
+        chosen += [c for c in match if c not in chosen]
+    if unknown:
+        raise TableError(f"no active table config named {', '.join(unknown)}")
+    return chosen
+
+
+def start_run(
+    *,
+    cutoff: date | None = None,
+    tables: list[str] | None = None,
+    actor=None,
+    trigger: str = "manual",
+    deadline: datetime | None = None,
+) -> ArchivalRun:
+    """Create a run with its cutoff fixed now, and one recovery state per table.
+
+    A table whose earlier run is unfinished is BLOCKED in this run until that
+    run is resumed or abandoned. The config rows are locked for the check so
+    two runs started at once cannot both take the same table.
+    """
+    configs = select_configs(tables)
+    cutoff = cutoff or timezone.localdate()
+    started_by = (
+        actor.get_username()
+        if hasattr(actor, "get_username")
+        else str(actor or "system")
+    )
+    with transaction.atomic():
+        locked = list(
+            TableConfig.objects.select_for_update()
+            .filter(pk__in=[c.pk for c in configs])
+            .order_by("pk")
+        )
+        run = ArchivalRun(
+            cutoff=cutoff, trigger=trigger, started_by=started_by, deadline=deadline
+        )
+        run.full_clean()
+        run.save()
+        open_elsewhere = dict(
+            RecoveryState.objects.filter(config__in=locked, phase__in=OPEN_PHASES)
+            .exclude(run=run)
+            .values_list("config_id", "run_id")
+        )
+        states = []
+        for config in locked:
+            blocked_by = open_elsewhere.get(config.pk)
+            states.append(
+                RecoveryState(
+                    run=run,
+                    config=config,
+                    table_label=str(config),
+                    phase=Phase.BLOCKED if blocked_by else Phase.PENDING,
+                    last_error=f"run {blocked_by} has not finished this table; resume or abandon it first"
+                    if blocked_by
+                    else "",
+                )
+            )
+        RecoveryState.objects.bulk_create(states)
+    AuditEvent.objects.record(
+        "run.started",
+        actor=actor,
+        obj=run,
+        run_id=run.pk,
+        counts={
+            "tables": len(states),
+            "blocked": sum(s.phase == Phase.BLOCKED for s in states),
+        },
+        details={"cutoff": cutoff.isoformat(), "trigger": trigger},
+    )
+    log_line(
+        f"run {run.pk} started cutoff={cutoff} tables={len(states)} trigger={trigger}"
+    )
+    return run
+
+
+def ordered_states(run: ArchivalRun | int) -> list[RecoveryState]:
+    """The run's states, children before the tables they reference."""
+    run_id = run.pk if isinstance(run, ArchivalRun) else run
+    states = list(
+        RecoveryState.objects.filter(run_id=run_id).select_related("config", "run")
+    )
+    configs = [s.config for s in states]
+    # Order from the configs' contract joins and foreign keys, without the
+    # cost of reading every table's schema twice.
+    order = {}
+    try:
+        specs = [_light_spec(c, configs) for c in configs]
+        order = {s.config.pk: i for i, s in enumerate(dependency_order(specs))}
+    except DatabaseError:
+        order = {}
+    return sorted(states, key=lambda s: (order.get(s.config_id, 0), s.pk))
+
+
+class _LightSpec:
+    def __init__(self, config, children):
+        self.config = config
+        self.children = children
+
+
+def _light_spec(config, configs):
+    from archival.engine.spec import ChildRef
+
+    kids = [
+        ChildRef(
+            o.pk,
+            str(o),
+            o.table_name,
+            o.contract_reference_column,
+            o.contract_key_column,
+            "",
+            date.min,
+        )
+        for o in configs
+        if o.archival_logic == "CONTRACT_MATURITY"
+        and o.source_db == config.source_db
+        and o.schema_name == config.schema_name
+        and o.contract_table == config.table_name
+        and o.pk != config.pk
+    ]
+    return _LightSpec(config, kids)
+
+
+def _stop_check(
+    state: RecoveryState, deadline_monotonic: float | None
+) -> Callable[[], bool]:
+    run_id = state.run_id
+    last = {"at": 0.0, "stop": False}
+
+    def should_stop() -> bool:
+        from archival import stopping
+
+        if stopping.stop_requested():
+            return True
+        if deadline_monotonic is not None and time.monotonic() >= deadline_monotonic:
+            return True
+        # The run's stop switch and window are read at most once a second.
+        now = time.monotonic()
+        if now - last["at"] >= 1.0:
+            last["at"] = now
+            run = (
+                ArchivalRun.objects.filter(pk=run_id)
+                .values("stop_requested", "deadline")
+                .first()
+            )
+            last["stop"] = bool(
+                run
+                and (
+                    run["stop_requested"]
+                    or (run["deadline"] and timezone.now() >= run["deadline"])
+                )
+            )
+        return last["stop"]
+
+    return should_stop
+
+
+def advance_table(
+    state_id: int,
+    *,
+    worker: str | None = None,
+    until: str = Phase.COMPLETED,
+    time_box: float | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> TableResult:
+    """Take one table of a run as far as ``until`` (or until the time box ends).
+
+    Claims the table's lease first (another live worker holding it means this
+    call does nothing). A TableError fails this table only; it is recorded
+    with its message and the other tables go on.
+    """
+    worker = worker or leases.new_worker_id()
+    started = time.monotonic()
+    state = RecoveryState.objects.select_related("config", "run").get(pk=state_id)
+    result = TableResult(state_id=state.pk, label=state.table_label, phase=state.phase)
+    if state.phase not in PHASE_ORDER or state.phase == Phase.COMPLETED:
+        result.skipped = f"phase is {state.phase}"
+        result.done = state.phase == Phase.COMPLETED
+        return result
+    if not leases.claim(state.pk, worker):
+        result.skipped = "another worker holds the lease"
+        return result
+    deadline = started + time_box if time_box else None
+    should_stop = _stop_check(state, deadline)
+    try:
+        if state.started_at is None:
+            RecoveryState.objects.filter(pk=state.pk).update(started_at=timezone.now())
+        spec = build_spec(state.config, state.run.cutoff)
+        target = PHASE_ORDER.index(until)
+        while True:
+            state.refresh_from_db()
+            current = PHASE_ORDER.index(state.phase)
+            if current >= target:
+                result.done = True
+                break
+            if should_stop():
+                break
+            if state.phase == Phase.PENDING:
+                phases.mark(spec, state, worker)
+            elif state.phase in (Phase.MARKED, Phase.ARCHIVING):
+                moved, batches, finished = phases.archive(
+                    spec, state, worker, should_stop=should_stop, on_batch=on_batch
+                )
+                result.moved += moved
+                result.batches += batches
+                if not finished:
+                    break
+                leases.renew(state.pk, worker, phase=Phase.ARCHIVED)
+            elif state.phase == Phase.ARCHIVED:
+                phases.verify(spec, state, worker)
+            elif state.phase == Phase.VERIFIED:
+                leases.renew(
+                    state.pk,
+                    worker,
+                    phase=Phase.COMPLETED,
+                    finished_at=timezone.now(),
+                    last_error="",
+                )
+                log_line(
+                    f"run {state.run_id} table {state.table_label} completed archived={state.archived_count}"
+                )
+                AuditEvent.objects.record(
+                    "table.completed",
+                    actor=worker,
+                    run_id=state.run_id,
+                    table_label=state.table_label,
+                    counts={
+                        "archived": state.archived_count,
+                        "eligible": state.eligible_count,
+                    },
+                )
+    except LeaseLost:
+        result.lease_lost = True
+    except (TableError, DatabaseError) as exc:
+        _fail(state, worker, exc)
+        result.error = str(exc)
+    finally:
+        leases.release(state.pk, worker)
+    state.refresh_from_db()
+    result.phase = state.phase
+    result.eligible = state.eligible_count
+    result.archived_total = state.archived_count
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _fail(state: RecoveryState, worker: str, exc: Exception) -> None:
+    message = (
+        f"{type(exc).__name__}: {exc}" if not isinstance(exc, TableError) else str(exc)
+    )
+    RecoveryState.objects.filter(pk=state.pk).update(
+        phase=Phase.FAILED, last_error=message[:4000], finished_at=timezone.now()
+    )
+    AuditEvent.objects.record(
+        "table.failed",
+        actor=worker,
+        outcome="FAILED",
+        run_id=state.run_id,
+        table_label=state.table_label,
+        details={"error": message[:4000]},
+    )
+    log_line(f"run {state.run_id} table {state.table_label} FAILED: {message}")
+    logger.warning("table %s failed: %s", state.table_label, message)
+    try:
+        from archival import alerts
+
+        alerts.table_failed(state, message)
+    except ImportError:
+        pass
+
+
+def _process(
+    run: ArchivalRun, *, worker: str, on_table=None, on_batch=None
+) -> list[TableResult]:
+    results = []
+    for state in ordered_states(run):
+        if state.phase in (
+            Phase.BLOCKED,
+            Phase.ABANDONED,
+            Phase.COMPLETED,
+            Phase.FAILED,
+        ):
+            results.append(
+                TableResult(
+                    state.pk,
+                    state.table_label,
+                    state.phase,
+                    error=state.last_error,
+                    done=state.phase == Phase.COMPLETED,
+                )
+            )
+            continue
+        result = advance_table(state.pk, worker=worker, on_batch=on_batch)
+        results.append(result)
+        if on_table:
+            on_table(result)
+    return results
+
+
+def finalize_run(run_id: int) -> RunResult:
+    """Close the run when no table can progress any more; write its summary."""
+    run = ArchivalRun.objects.get(pk=run_id)
+    states = list(run.states.all())
+    by_phase: dict[str, int] = {}
+    for s in states:
+        by_phase[s.phase] = by_phase.get(s.phase, 0) + 1
+    working = [
+        s
+        for s in states
+        if s.phase
+        in (
+            Phase.PENDING,
+            Phase.MARKED,
+            Phase.ARCHIVING,
+            Phase.ARCHIVED,
+            Phase.VERIFIED,
+        )
+    ]
+    summary = {"phases": by_phase, "archived": sum(s.archived_count for s in states)}
+    if run.status == RunStatus.RUNNING and not working:
+        status = RunStatus.FAILED if by_phase.get(Phase.FAILED) else RunStatus.COMPLETED
+        if (
+            run.stop_requested
+            and status == RunStatus.COMPLETED
+            and by_phase.get(Phase.COMPLETED, 0) < len(states)
+        ):
+            status = RunStatus.STOPPED
+        updated = ArchivalRun.objects.filter(
+            pk=run.pk, status=RunStatus.RUNNING
+        ).update(status=status, finished_at=timezone.now(), summary=summary)
+        if updated:
+            AuditEvent.objects.record(
+                "run.finished",
+                obj=run,
+                run_id=run.pk,
+                outcome=status,
+                counts=summary["phases"] | {"archived": summary["archived"]},
+            )
+            log_line(
+                f"run {run.pk} finished status={status} archived={summary['archived']} phases={by_phase}"
+            )
+    elif working:
+        ArchivalRun.objects.filter(pk=run.pk).update(summary=summary)
+    run.refresh_from_db()
+    return _run_result(run)
+
+
+def _run_result(
+    run: ArchivalRun, results: list[TableResult] | None = None
+) -> RunResult:
+    by_id = {r.state_id: r for r in results or []}
+    tables = []
+    for s in ordered_states(run):
+        r = by_id.get(s.pk) or TableResult(s.pk, s.table_label, s.phase)
+        r.phase, r.error = s.phase, s.last_error
+        r.eligible, r.archived_total = s.eligible_count, s.archived_count
+        tables.append(r)
+    return RunResult(run.pk, run.status, run.cutoff.isoformat(), tables)
+
+
+def run_cycle(
+    *,
+    cutoff: date | None = None,
+    tables: list[str] | None = None,
+    actor=None,
+    trigger: str = "manual",
+    on_table=None,
+    on_batch=None,
+) -> RunResult:
+    """Start a run and take every table through it in dependency order, in this process."""
+    run = start_run(cutoff=cutoff, tables=tables, actor=actor, trigger=trigger)
+    results = _process(
+        run, worker=leases.new_worker_id(), on_table=on_table, on_batch=on_batch
+    )
+    finalize_run(run.pk)
+    run.refresh_from_db()
+    return _run_result(run, results)
+
+
+def resume_run(
+    run_id: int | None = None, *, actor=None, on_table=None, on_batch=None
+) -> RunResult:
+    """Continue an unfinished run (the newest one when ``run_id`` is None) with its original cutoff."""
+    if run_id is None:
+        run = (
+            ArchivalRun.objects.filter(states__phase__in=OPEN_PHASES)
+            .distinct()
+            .order_by("pk")
+            .first()
+        )
+        if run is None:
+            raise TableError("no run has unfinished tables")
+    else:
+        run = ArchivalRun.objects.get(pk=run_id)
+    retried = RecoveryState.objects.filter(run=run, phase=Phase.FAILED)
+    for state in retried:
+        # Back to the last phase that is safe to redo: archive again (it
+        # reconciles with the ledger first) or mark again if never marked.
+        phase = Phase.PENDING if state.eligible_count is None else Phase.ARCHIVING
+        RecoveryState.objects.filter(pk=state.pk).update(
+            phase=phase, last_error="", finished_at=None
+        )
+    ArchivalRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, finished_at=None, stop_requested=False
+    )
+    AuditEvent.objects.record(
+        "run.resumed",
+        actor=actor,
+        obj=run,
+        run_id=run.pk,
+        details={"cutoff": run.cutoff.isoformat()},
+    )
+    log_line(f"run {run.pk} resumed")
+    run.refresh_from_db()
+    results = _process(
+        run, worker=leases.new_worker_id(), on_table=on_table, on_batch=on_batch
+    )
+    finalize_run(run.pk)
+    run.refresh_from_db()
+    return _run_result(run, results)
+
+
+def abandon_run(
+    run_id: int, *, actor, reason: str, tables: list[str] | None = None
+) -> RunResult:
+    """Mark a run's unfinished tables ABANDONED (an explicit, audited decision).
+
+    Nothing is lost: committed batches stay archived, unmoved rows stay in the
+    source, and a streamed batch caught between copy and delete leaves its rows
+    in both places (a later run skips the identical archived copies).
+    """
+    if not reason.strip():
+        raise TableError("abandoning a run needs a reason")
+    run = ArchivalRun.objects.get(pk=run_id)
+    states = RecoveryState.objects.filter(run=run, phase__in=OPEN_PHASES)
+    if tables:
+        states = states.filter(config__in=select_configs(tables, active_only=False))
+    for state in states:
+        RecoveryState.objects.filter(pk=state.pk).update(
+            phase=Phase.ABANDONED,
+            last_error=f"abandoned: {reason}",
+            finished_at=timezone.now(),
+        )
+        AuditEvent.objects.record(
+            "table.abandoned",
+            actor=actor,
+            run_id=run.pk,
+            table_label=state.table_label,
+            details={"reason": reason},
+        )
+    if not RecoveryState.objects.filter(run=run, phase__in=OPEN_PHASES).exists():
+        ArchivalRun.objects.filter(
+            pk=run.pk,
+            status__in=[RunStatus.RUNNING, RunStatus.FAILED, RunStatus.STOPPED],
+        ).update(status=RunStatus.ABANDONED, finished_at=timezone.now())
+    AuditEvent.objects.record(
+        "run.abandoned",
+        actor=actor,
+        obj=run,
+        run_id=run.pk,
+        details={"reason": reason, "tables": tables or "all"},
+    )
+    log_line(f"run {run.pk} abandoned: {reason}")
+    run.refresh_from_db()
+    return _run_result(run)

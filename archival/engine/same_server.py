@@ -1,0 +1,229 @@
+"""Same-server moves: one server-side transaction per batch, no row in Python.
+
+The batch is the next ``n`` eligible keys after the cursor; its last key
+``hi`` is read first (one row), then the rows in ``(cursor, hi]`` that are
+eligible move, are counted, and the ledger row is written, all in one
+transaction on the archive connection. PostgreSQL moves them in a single
+statement (``WITH moved AS (DELETE ... RETURNING ...) INSERT``); SQLite (and
+MariaDB) with ``INSERT ... SELECT`` + ``DELETE`` between ATTACHed files or
+databases, atomic because the transaction spans both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from archival.engine import keys
+from archival.engine.errors import ArchiveConflict, ReconcileError
+from archival.engine.spec import META_COLUMNS, TableSpec
+
+
+@dataclass
+class BatchOutcome:
+    moved: int
+    high: list | None  # last key moved (None: nothing was left)
+    skipped_identical: int = 0
+
+
+def batch_bound(spec: TableSpec, cur, low, size: int) -> list | None:
+    """Last key of the next batch (one row fetched), or None when nothing is left."""
+    on = spec.archive
+    pk_s = spec.q(on, "s", spec.pk)
+    where, params = spec.selection(on, low=low)
+    inner = f"SELECT {', '.join(pk_s)} FROM {spec.from_clause(on)} WHERE {where} ORDER BY {keys.order_by(pk_s)} LIMIT %s"
+    alias_cols = [on.quote(c) for c in spec.pk]
+    sql = f"SELECT {', '.join(alias_cols)} FROM ({inner}) b ORDER BY {keys.order_by(alias_cols, descending=True)} LIMIT 1"
+    cur.execute(sql, [*params, size])
+    row = cur.fetchone()
+    return list(row) if row else None
+
+
+def _archive_count(spec: TableSpec, cur, run_id: int, low, high) -> int:
+    on = spec.archive
+    rng, params = keys.key_range(spec.q(on, "a", spec.pk), low, high)
+    cur.execute(
+        f"SELECT COUNT(*) FROM {spec.archive_table()} a WHERE a.{on.quote('archive_run_id')} = %s AND {rng}",
+        [run_id, *params],
+    )
+    return cur.fetchone()[0]
+
+
+def _insert_columns(spec: TableSpec) -> str:
+    q = spec.archive.quote
+    return ", ".join([q(c) for c in spec.columns] + [q(m) for m in META_COLUMNS])
+
+
+def _insert_select(
+    spec: TableSpec, run_id: int, years: int, low, high, skip_existing: bool
+) -> tuple[str, list]:
+    on = spec.archive
+    now = timezone.now()
+    ref = on.as_date_sql(spec.reference_expr(on))
+    where, params = spec.selection(on, low=low, high=high)
+    cols = ", ".join(spec.q(on, "s", spec.columns))
+    extra = ""
+    if skip_existing:
+        match = " AND ".join(f"a.{on.quote(c)} = s.{on.quote(c)}" for c in spec.pk)
+        extra = (
+            f" AND NOT EXISTS (SELECT 1 FROM {spec.archive_table()} a WHERE {match})"
+        )
+    sql = (
+        f"INSERT INTO {spec.archive_table()} ({_insert_columns(spec)}) "
+        f"SELECT {cols}, %s, %s, {ref}, {on.add_years_sql(ref)} "
+        f"FROM {spec.from_clause(on)} WHERE {where}{extra}"
+    )
+    ts = now.isoformat(sep=" ") if on.vendor == "sqlite" else now
+    return sql, [ts, run_id, years, *_years_extra(on, years), *params]
+
+
+def _years_extra(on, years: int) -> list:
+    # SQLite's clamped add_years repeats the parameter (see SQLiteBackend.add_years_sql).
+    return [years, years] if on.vendor == "sqlite" else []
+
+
+def _delete(spec: TableSpec, low, high) -> tuple[str, list]:
+    """DELETE the eligible rows of ``(low, high]`` from the source, by direct predicates.
+
+    The key-range conjuncts let every engine range-scan the primary key; the
+    contract's maturity is checked with EXISTS so the DELETE names one table.
+    """
+    on = spec.archive
+    src = spec.source_table(on)
+    rng, rng_params = keys.key_range(spec.q(on, "s", spec.pk), low, high)
+    par, par_params = spec.parent_rule(on, at_mark=False)
+    q = on.quote
+    if spec.is_contract:
+        elig = (
+            f"EXISTS (SELECT 1 FROM {spec.contract_table(on)} c WHERE c.{q(spec.config.contract_key_column)} = "
+            f"s.{q(spec.config.contract_reference_column)} AND c.{q(spec.config.contract_maturity_column)} < %s)"
+        )
+    else:
+        elig = f"s.{q(spec.config.date_column)} < %s"
+    if on.vendor == "mysql":
+        sql = f"DELETE s FROM {src} AS s WHERE {elig} AND {rng} AND {par}"
+    else:
+        sql = f"DELETE FROM {src} AS s WHERE {elig} AND {rng} AND {par}"
+    return sql, [spec.threshold_param(on), *rng_params, *par_params]
+
+
+def _pg_move(spec: TableSpec, run_id: int, years: int, low, high) -> tuple[str, list]:
+    on = spec.archive
+    q = on.quote
+    now = timezone.now()
+    src = spec.source_table(on)
+    rng, rng_params = keys.key_range(spec.q(on, "s", spec.pk), low, high)
+    par, par_params = spec.parent_rule(on, at_mark=False)
+    ref = on.as_date_sql(spec.reference_expr(on))
+    using = ""
+    join = ""
+    if spec.is_contract:
+        using = f" USING {spec.contract_table(on)} c"
+        join = f"c.{q(spec.config.contract_key_column)} = s.{q(spec.config.contract_reference_column)} AND "
+    returning = ", ".join(spec.q(on, "s", spec.columns))
+    cols = ", ".join(q(c) for c in spec.columns)
+    sql = (
+        f"WITH moved AS (DELETE FROM {src} s{using} WHERE {join}{spec.reference_expr(on)} < %s AND {rng} AND {par} "
+        f"RETURNING {returning}, {ref} AS __ref), "
+        f"ins AS (INSERT INTO {spec.archive_table()} ({_insert_columns(spec)}) "
+        f"SELECT {cols}, %s, %s, __ref, {on.add_years_sql('__ref')} FROM moved RETURNING 1) "
+        f"SELECT (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM ins)"
+    )
+    return sql, [spec.threshold, *rng_params, *par_params, now, run_id, years]
+
+
+def move_batch(
+    spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, record_ledger
+) -> BatchOutcome:
+    """Move the next batch after ``low`` in one transaction; reconcile; record it in the ledger.
+
+    Raises ArchiveConflict when an earlier run archived a row with the same key
+    but other values, ReconcileError when counts disagree (both roll back).
+    """
+    try:
+        return _move(
+            spec,
+            run_id=run_id,
+            batch_no=batch_no,
+            low=low,
+            size=size,
+            record_ledger=record_ledger,
+            slow=False,
+        )
+    except IntegrityError:
+        # A key is already in the archive: take the careful path, which skips
+        # identical copies and refuses to touch rows whose copy differs.
+        return _move(
+            spec,
+            run_id=run_id,
+            batch_no=batch_no,
+            low=low,
+            size=size,
+            record_ledger=record_ledger,
+            slow=True,
+        )
+
+
+def _move(spec, *, run_id, batch_no, low, size, record_ledger, slow) -> BatchOutcome:
+    on = spec.archive
+    years = spec.config.effective_years
+    with transaction.atomic(using=on.alias):
+        with on.connection.cursor() as cur:
+            high = batch_bound(spec, cur, low, size)
+            if high is None:
+                return BatchOutcome(0, None)
+            skipped = 0
+            if slow:
+                skipped = _check_conflicts(spec, cur, low, high)
+            if on.vendor == "postgresql" and not slow:
+                sql, params = _pg_move(spec, run_id, years, low, high)
+                cur.execute(sql, params)
+                deleted, inserted = cur.fetchone()
+            else:
+                sql, params = _insert_select(
+                    spec, run_id, years, low, high, skip_existing=slow
+                )
+                cur.execute(sql, params)
+                inserted = cur.rowcount
+                sql, params = _delete(spec, low, high)
+                cur.execute(sql, params)
+                deleted = cur.rowcount
+            present = _archive_count(spec, cur, run_id, low, high)
+            if not (deleted == inserted + skipped and present == inserted):
+                raise ReconcileError(
+                    f"batch {batch_no} of {spec.label}: deleted {deleted}, inserted {inserted}, "
+                    f"already archived {skipped}, present in archive {present}; rolled back"
+                )
+            record_ledger(
+                batch_no=batch_no, low=low, high=high, rows=inserted, deleted=deleted
+            )
+    return BatchOutcome(deleted, high, skipped)
+
+
+def _check_conflicts(spec: TableSpec, cur, low, high) -> int:
+    """Count batch rows already archived with identical values; raise on a differing copy."""
+    on = spec.archive
+    where, params = spec.selection(on, low=low, high=high)
+    match = " AND ".join(f"a.{on.quote(c)} = s.{on.quote(c)}" for c in spec.pk)
+    same = " AND ".join(
+        on.null_safe_equal(f"a.{on.quote(c)}", f"s.{on.quote(c)}") for c in spec.columns
+    )
+    base = f"FROM {spec.from_clause(on)} JOIN {spec.archive_table()} a ON {match} WHERE {where}"
+    if on.vendor == "sqlite" and spec.is_contract:
+        # CROSS JOIN form: the join to the archive goes into WHERE.
+        base = f"FROM {spec.from_clause(on)} CROSS JOIN {spec.archive_table()} a WHERE {match} AND {where}"
+    cur.execute(
+        f"SELECT {', '.join(spec.q(on, 's', spec.pk))}, a.{on.quote('archive_run_id')} {base} AND NOT ({same}) LIMIT 1",
+        params,
+    )
+    row = cur.fetchone()
+    if row:
+        key = ", ".join(str(v) for v in row[:-1])
+        raise ArchiveConflict(
+            f"{spec.label}: row ({key}) was archived by run {row[-1]} with different values; "
+            "it is not overwritten and nothing was deleted from the source"
+        )
+    cur.execute(f"SELECT COUNT(*) {base}", params)
+    return cur.fetchone()[0]

@@ -1,0 +1,325 @@
+"""Resolve a table config into quoted, verified SQL pieces.
+
+Everything quoted here was first read back from the live catalog: a config
+names tables and columns, the catalog confirms them, and only then do they
+become identifiers in SQL. Values (thresholds, cursors, run ids) are always
+parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from django.conf import settings
+from django.db import connections
+
+from archival.backends import Backend, TableInfo, backend_for
+from archival.backends.sqlite import namespace_for, source_attach_name
+from archival.engine import keys
+from archival.engine.dates import subtract_months
+from archival.engine.errors import TableError
+
+META_COLUMNS = ("archived_at", "archive_run_id", "reference_date", "retention_until")
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    """A configured table whose rows reference this one (FK or contract join)."""
+
+    config_id: int
+    label: str
+    table: str
+    ref_column: str  # child's column pointing at us
+    key_column: str  # our column it points at
+    eligible_sql: str  # child's eligibility with alias "ch"; one %s for its threshold
+    threshold: date
+    contract_table: str = ""  # the child's contract table, for {c} in eligible_sql
+
+
+def topology(source_alias: str) -> str:
+    """'same_server' when one connection can move a batch atomically, else 'streaming'."""
+    if source_alias in settings.ARCHIVAL["STREAMING_SOURCES"]:
+        return "streaming"
+    src = connections[source_alias]
+    arc = connections["archive"]
+    if src.vendor != arc.vendor:
+        return "streaming"
+    s, a = src.settings_dict, arc.settings_dict
+    if src.vendor == "sqlite":
+        return "same_server"
+    if src.vendor == "postgresql":
+        same = (s.get("HOST") or "", str(s.get("PORT") or ""), s["NAME"]) == (
+            a.get("HOST") or "",
+            str(a.get("PORT") or ""),
+            a["NAME"],
+        )
+        return "same_server" if same else "streaming"
+    if src.vendor == "mysql":
+        same = (s.get("HOST") or "", str(s.get("PORT") or "")) == (
+            a.get("HOST") or "",
+            str(a.get("PORT") or ""),
+        )
+        return "same_server" if same else "streaming"
+    if src.vendor == "microsoft":
+        same = (s.get("HOST") or "", str(s.get("PORT") or "")) == (
+            a.get("HOST") or "",
+            str(a.get("PORT") or ""),
+        )
+        return "same_server" if same else "streaming"
+    return "streaming"
+
+
+@dataclass
+class TableSpec:
+    config: object
+    info: TableInfo
+    source: Backend  # backend on the source connection
+    archive: Backend  # backend on the archive connection
+    mode: str
+    threshold: date
+    children: list[ChildRef] = field(default_factory=list)
+    contract_info: TableInfo | None = None
+
+    # -- names ---------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return str(self.config)
+
+    @property
+    def pk(self) -> list[str]:
+        return self.info.primary_key
+
+    @property
+    def columns(self) -> list[str]:
+        return self.info.column_names
+
+    @property
+    def namespace(self) -> str:
+        return namespace_for(self.config.source_db)
+
+    def source_table(self, on: Backend) -> str:
+        return self._source_name(on, self.config.table_name)
+
+    def contract_table(self, on: Backend) -> str:
+        return self._source_name(on, self.config.contract_table)
+
+    def _source_name(self, on: Backend, table: str) -> str:
+        schema = self.config.schema_name
+        if on.alias != self.source.alias and on.vendor == "sqlite":
+            schema = source_attach_name(self.config.source_db)
+        elif on.alias != self.source.alias and on.vendor == "mysql":
+            schema = self.source.connection.settings_dict["NAME"]
+        return on.qualified(schema, table)
+
+    def archive_table(self) -> str:
+        return self.archive.qualified(self.namespace, self.config.table_name)
+
+    def q(self, on: Backend, alias: str, names) -> list[str]:
+        return keys.qualify(alias, on.quote, names)
+
+    # -- predicates (source alias "s", contract alias "c") ---------------------
+    @property
+    def is_contract(self) -> bool:
+        return self.config.archival_logic == "CONTRACT_MATURITY"
+
+    def from_clause(self, on: Backend) -> str:
+        """FROM for selecting eligible rows (the contract joined where needed).
+
+        SQLite's planner may drive the join from the contract table and sort
+        every batch; CROSS JOIN pins the source table as the outer loop.
+        """
+        src = f"{self.source_table(on)} s"
+        if not self.is_contract:
+            return src
+        join = "CROSS JOIN" if on.vendor == "sqlite" else "JOIN"
+        cond = f"c.{on.quote(self.config.contract_key_column)} = s.{on.quote(self.config.contract_reference_column)}"
+        if join == "CROSS JOIN":
+            return f"{src} CROSS JOIN {self.contract_table(on)} c"
+        return f"{src} JOIN {self.contract_table(on)} c ON {cond}"
+
+    def join_condition(self, on: Backend) -> str:
+        if self.is_contract and on.vendor == "sqlite":
+            return f"c.{on.quote(self.config.contract_key_column)} = s.{on.quote(self.config.contract_reference_column)} AND "
+        return ""
+
+    def reference_expr(self, on: Backend) -> str:
+        if self.is_contract:
+            return f"c.{on.quote(self.config.contract_maturity_column)}"
+        return f"s.{on.quote(self.config.date_column)}"
+
+    def eligible(self, on: Backend) -> tuple[str, list]:
+        return f"{self.join_condition(on)}{self.reference_expr(on)} < %s", [
+            self.threshold_param(on)
+        ]
+
+    def threshold_param(self, on: Backend):
+        return self.threshold.isoformat() if on.vendor == "sqlite" else self.threshold
+
+    def parent_rule(self, on: Backend, at_mark: bool) -> tuple[str, list]:
+        """Rows still referenced by a configured child table stay.
+
+        During the move, any remaining child row blocks its parent. At mark
+        time the children have not moved yet, so a parent counts as eligible
+        when every child row referencing it will itself be archived.
+        """
+        parts, params = [], []
+        for child in self.children:
+            child_table = self._source_name(on, child.table)
+            cond = f"ch.{on.quote(child.ref_column)} = s.{on.quote(child.key_column)}"
+            if at_mark:
+                cond += f" AND NOT ({child.eligible_sql.replace('{c}', self._child_contract(on, child))})"
+                params.append(
+                    child.threshold.isoformat()
+                    if on.vendor == "sqlite"
+                    else child.threshold
+                )
+            parts.append(f"NOT EXISTS (SELECT 1 FROM {child_table} ch WHERE {cond})")
+        return (" AND ".join(parts) if parts else "1 = 1"), params
+
+    def _child_contract(self, on: Backend, child: ChildRef) -> str:
+        return self._source_name(on, child.contract_table or self.config.table_name)
+
+    def selection(
+        self, on: Backend, low=None, high=None, at_mark=False
+    ) -> tuple[str, list]:
+        """WHERE clause of eligible rows in a key range (no leading WHERE)."""
+        elig_sql, elig_params = self.eligible(on)
+        rng_sql, rng_params = keys.key_range(self.q(on, "s", self.pk), low, high)
+        par_sql, par_params = self.parent_rule(on, at_mark)
+        return f"{elig_sql} AND {rng_sql} AND {par_sql}", [
+            *elig_params,
+            *rng_params,
+            *par_params,
+        ]
+
+
+def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> TableSpec:
+    """Read the live schema and resolve ``config`` for a run with ``run_cutoff``."""
+    from governance.models import TableConfig
+
+    source = backend_for(config.source_db)
+    archive = backend_for("archive")
+    if not source.table_exists(config.schema_name, config.table_name):
+        raise TableError(f"table {config} does not exist")
+    info = source.describe(config.schema_name, config.table_name)
+    if not info.primary_key:
+        raise TableError(f"table {config} has no primary key; keyset batches need one")
+    declared = config.pk_columns
+    if declared and declared != info.primary_key:
+        raise TableError(
+            f"primary key of {config} is ({', '.join(info.primary_key)}), config says ({', '.join(declared)})"
+        )
+    names = set(info.column_names)
+    contract_info = None
+    if config.archival_logic == "CONTRACT_MATURITY":
+        if config.contract_reference_column not in names:
+            raise TableError(
+                f"column {config.contract_reference_column!r} does not exist in {config}"
+            )
+        if not source.table_exists(config.schema_name, config.contract_table):
+            raise TableError(
+                f"contract table {config.contract_table!r} does not exist in {config.source_db}"
+            )
+        contract_info = source.describe(config.schema_name, config.contract_table)
+        cnames = set(contract_info.column_names)
+        for col in (config.contract_key_column, config.contract_maturity_column):
+            if col not in cnames:
+                raise TableError(
+                    f"column {col!r} does not exist in contract table {config.contract_table}"
+                )
+    elif config.date_column not in names:
+        raise TableError(
+            f"date column {config.date_column!r} does not exist in {config}"
+        )
+
+    threshold = subtract_months(run_cutoff, config.effective_months)
+    spec = TableSpec(
+        config,
+        info,
+        source,
+        archive,
+        topology(config.source_db),
+        threshold,
+        contract_info=contract_info,
+    )
+    siblings = (
+        all_configs
+        if all_configs is not None
+        else list(
+            TableConfig.objects.active().filter(
+                source_db=config.source_db, schema_name=config.schema_name
+            )
+        )
+    )
+    spec.children = find_children(config, siblings, source, run_cutoff)
+    return spec
+
+
+def find_children(
+    config, siblings, source: Backend, run_cutoff: date
+) -> list[ChildRef]:
+    """Configured tables of the same source schema that reference ``config``'s table."""
+    found: dict[tuple[str, str], ChildRef] = {}
+    q = source.quote
+    by_table = {
+        o.table_name: o
+        for o in siblings
+        if o.pk != config.pk
+        and o.source_db == config.source_db
+        and o.schema_name == config.schema_name
+    }
+    fk_refs: dict[str, list[tuple[str, str]]] = {}
+    for child_table, column, ref_column in source.referencing(
+        config.schema_name, config.table_name
+    ):
+        fk_refs.setdefault(child_table, []).append((column, ref_column))
+    for other in by_table.values():
+        threshold = subtract_months(run_cutoff, other.effective_months)
+        if other.archival_logic == "CONTRACT_MATURITY":
+            # Child eligibility is its contract's maturity; {c} is that contract table.
+            elig = (
+                f"EXISTS (SELECT 1 FROM {{c}} c2 WHERE c2.{q(other.contract_key_column)} = ch.{q(other.contract_reference_column)}"
+                f" AND c2.{q(other.contract_maturity_column)} < %s)"
+            )
+        else:
+            elig = f"(ch.{q(other.date_column)} IS NOT NULL AND ch.{q(other.date_column)} < %s)"
+        refs = list(fk_refs.get(other.table_name, []))
+        if (
+            other.archival_logic == "CONTRACT_MATURITY"
+            and other.contract_table == config.table_name
+        ):
+            refs.append((other.contract_reference_column, other.contract_key_column))
+        for ref_col, key_col in refs:
+            found[(other.table_name, ref_col)] = ChildRef(
+                other.pk,
+                str(other),
+                other.table_name,
+                ref_col,
+                key_col,
+                elig,
+                threshold,
+                other.contract_table,
+            )
+    return list(found.values())
+
+
+def dependency_order(specs: list[TableSpec]) -> list[TableSpec]:
+    """Children before the tables they reference, then execution_priority, then name."""
+    kids: dict[int, set[int]] = {
+        s.config.pk: {c.config_id for c in s.children} for s in specs
+    }
+
+    def height(pk: int, seen: frozenset = frozenset()) -> int:
+        below = [k for k in kids.get(pk, ()) if k not in seen and k in kids]
+        return 1 + max((height(k, seen | {pk}) for k in below), default=-1)
+
+    return sorted(
+        specs,
+        key=lambda s: (
+            height(s.config.pk),
+            s.config.execution_priority,
+            s.config.source_db,
+            s.config.table_name,
+        ),
+    )

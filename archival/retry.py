@@ -1,0 +1,184 @@
+"""Retry a unit of database work when the error is transient.
+
+The engine wraps each batch transaction in :func:`retry_transient`: a
+deadlock, a lock timeout, a serialization failure or a dropped connection
+rolls that batch back, and the batch is simply run again after a short,
+growing, jittered pause. Anything else (a constraint violation, a reconcile
+mismatch, a missing column) is permanent: it propagates at once and fails
+that table, the other tables go on.
+
+Contract for ``fn``: it owns its transaction (opens and commits its own
+``transaction.atomic``), so a failed attempt left nothing behind. Retrying
+inside an outer transaction would be wrong: the server has already rolled the
+whole transaction back, so :func:`retry_transient` refuses to retry when a
+connection is inside an atomic block, and re-raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.db import connections
+
+from archival import stopping
+
+logger = logging.getLogger("archival.retry")
+
+T = TypeVar("T")
+
+# PostgreSQL SQLSTATEs (and SQL Server's ODBC SQLSTATEs) that mean "try again".
+# 40001 serialization_failure (PostgreSQL; SQL Server deadlock victim via ODBC),
+# 40P01 deadlock_detected, 55P03 lock_not_available (lock_timeout, NOWAIT),
+# 57P01/57P02/57P03 admin/crash shutdown, cannot connect now; class 08 is
+# "connection exception"; HYT00/HYT01 are ODBC timeouts; 08S01 link failure.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "HYT00", "HYT01"})
+TRANSIENT_SQLSTATE_CLASSES = ("08",)
+
+# MariaDB/MySQL error numbers: 1205 lock wait timeout, 1213 deadlock,
+# 1927 connection killed, 2002/2003 cannot connect, 2006 server gone away,
+# 2013 lost connection during query, 4031 disconnected for inactivity.
+TRANSIENT_MYSQL_CODES = frozenset({1205, 1213, 1927, 2002, 2003, 2006, 2013, 4031})
+
+# SQL Server native error numbers (appear in the driver message as "(1205)"):
+# 1205 deadlock victim, 1222 lock request timeout, 3960 snapshot update
+# conflict, 10053/10054 connection reset, 233 no process on the other end,
+# 40613/40197/40501 Azure SQL "try again" family, -2 client timeout.
+TRANSIENT_MSSQL_CODES = frozenset({1205, 1222, 3960, 10053, 10054, 233, 40613, 40197, 40501})
+
+# SQLite primary result codes: SQLITE_BUSY (5) after busy_timeout, SQLITE_LOCKED (6).
+TRANSIENT_SQLITE_CODES = frozenset({5, 6})
+
+_TRANSIENT_PHRASES = (
+    "database is locked",
+    "database table is locked",
+    "deadlock",
+    "lock wait timeout",
+    "lock request time out",
+    "could not serialize access",
+    "server closed the connection",
+    "connection already closed",
+    "connection is closed",
+    "terminating connection",
+    "lost connection",
+    "server has gone away",
+    "connection reset",
+    "communication link failure",
+)
+
+
+def _chain(exc: BaseException):
+    """The exception, then its causes: Django wraps driver errors (``__cause__``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _classify_one(exc: BaseException) -> bool | None:
+    """True/False when this exception decides it; None to look further down the chain."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            # Extended codes carry the primary code in the low byte (SQLITE_BUSY_SNAPSHOT = 517).
+            return (code & 0xFF) in TRANSIENT_SQLITE_CODES
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
+
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "diag", None), "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith(TRANSIENT_SQLSTATE_CLASSES)
+
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], int) and type(exc).__module__.split(".")[0] in {"MySQLdb", "pymysql", "mysql"}:
+        return args[0] in TRANSIENT_MYSQL_CODES
+    if args and isinstance(args[0], str) and type(exc).__module__.split(".")[0] in {"pyodbc", "mssql_python"}:
+        # pyodbc: args = (SQLSTATE, message with "(native error)" inside).
+        state = args[0]
+        message = " ".join(str(a) for a in args[1:])
+        if state in TRANSIENT_SQLSTATES or state.startswith(TRANSIENT_SQLSTATE_CLASSES):
+            return True
+        return any(f"({code})" in message for code in TRANSIENT_MSSQL_CODES)
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the same transaction later may succeed.
+
+    Looks through Django's wrapper to the driver's exception and decides by
+    error code (SQLSTATE, SQLite result code, MariaDB/SQL Server error number),
+    falling back to well-known messages of a dropped connection. Integrity
+    errors, data errors and programming errors are never transient.
+    """
+    from django.db import DataError, IntegrityError, ProgrammingError
+
+    for link in _chain(exc):
+        if isinstance(link, (IntegrityError, DataError, ProgrammingError)):
+            return False
+        decided = _classify_one(link)
+        if decided is not None:
+            return decided
+    text = " ".join(str(link) for link in _chain(exc)).lower()
+    from django.db import InterfaceError, OperationalError
+
+    if any(isinstance(link, (OperationalError, InterfaceError)) for link in _chain(exc)):
+        return any(phrase in text for phrase in _TRANSIENT_PHRASES)
+    return False
+
+
+def _reset_broken_connections() -> None:
+    """Close connections a lost-connection error left unusable, so the retry reconnects."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and not conn.in_atomic_block and conn.errors_occurred:
+            if not conn.is_usable():
+                conn.close()
+            else:
+                conn.errors_occurred = False
+
+
+def backoff_delay(attempt: int, base_delay: float, max_delay: float) -> float:
+    """Full-jitter exponential backoff: uniform in [base/2, base * 2**(attempt-1)], capped."""
+    ceiling = min(max_delay, base_delay * (2 ** (attempt - 1)))
+    return random.uniform(min(base_delay / 2, ceiling), ceiling)
+
+
+def retry_transient(
+    fn: Callable[[], T],
+    *,
+    attempts: int = 5,
+    base_delay: float = 0.5,
+    max_delay: float = 30.0,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``fn()``; on a transient database error, back off and call it again.
+
+    ``attempts`` counts calls (1 = no retry). After the last attempt, or on a
+    permanent error, or when the process was asked to stop
+    (:mod:`archival.stopping`), the error propagates unchanged. ``on_retry``
+    (attempt number, error, delay) lets the caller audit or count retries.
+    Refuses to retry (re-raises) while any connection is inside an atomic
+    block, because the failed transaction is not ``fn``'s to repeat.
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    attempt = 1
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt >= attempts or not is_transient(exc) or stopping.stop_requested():
+                raise
+            if any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
+                raise
+            delay = backoff_delay(attempt, base_delay, max_delay)
+            logger.warning("transient database error (attempt %s of %s), retrying in %.2fs: %s", attempt, attempts, delay, exc)
+            if on_retry is not None:
+                on_retry(attempt, exc, delay)
+            _reset_broken_connections()
+            sleep(delay)
+            attempt += 1

@@ -1,0 +1,94 @@
+"""The SELECT-only PostgreSQL role behind the archive_readonly alias.
+
+A read-only transaction default is not enough: any session can switch it off
+(``SET default_transaction_read_only = off``). What cannot be switched off
+from inside a session is a missing privilege, so the search pages connect as a
+role that holds only CONNECT, USAGE on the archive schemas and SELECT on their
+tables (and on the hold tables the detail page reads), plus default
+privileges so tables the engine creates later are readable too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connections, transaction
+
+from archival.backends import backend_for
+from archival.backends.sqlite import namespace_for
+from governance.models import Hold, HoldKey
+
+ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class ReadonlyRoleError(Exception):
+    """The role cannot be set up as asked (bad name, wrong engine, is the owner)."""
+
+
+@dataclass
+class RoleResult:
+    role: str
+    created: bool
+    schemas: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        verb = "created" if self.created else "updated"
+        return (
+            f"Role {self.role} {verb}: SELECT on {len(self.schemas)} archive schema(s) "
+            f"({', '.join(self.schemas) or 'none yet'}) and {len(self.tables)} hold table(s)."
+        )
+
+
+def create_readonly_role(*, role: str, password: str | None = None, using: str = "archive") -> RoleResult:
+    """Create or update ``role`` with SELECT only on the archive, as the owner on ``using``.
+
+    Idempotent; runs in one transaction. Grants USAGE + SELECT on every archive
+    namespace that exists (one per configured source database), default
+    privileges so later archive tables are readable, and SELECT on the hold
+    tables. Takes nothing else away from PUBLIC: on PostgreSQL 15 PUBLIC has no
+    CREATE on schema public; TEMPORARY on the database stays (temp tables are
+    private to the session and cannot touch the archive).
+    """
+    if not ROLE_RE.match(role):
+        raise ReadonlyRoleError(f"{role!r} is not a plain lower-case role name")
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        raise ReadonlyRoleError(f"{using} is {connection.vendor}: the SELECT-only role is for PostgreSQL")
+    owner = connection.settings_dict.get("USER") or ""
+    if role == owner:
+        raise ReadonlyRoleError(f"{role} owns the archive: a read-only role must be a different role")
+    backend = backend_for(using)
+    q = backend.quote
+    result = RoleResult(role=role, created=False)
+    with transaction.atomic(using=using), connection.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
+        result.created = cur.fetchone() is None
+        verb = "CREATE" if result.created else "ALTER"
+        attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+        if password:
+            cur.execute(f"{verb} ROLE {q(role)} {attributes} PASSWORD %s", [password])
+        else:
+            cur.execute(f"{verb} ROLE {q(role)} {attributes}")
+        # Belt and braces only: the missing privileges are what refuse writes.
+        cur.execute(f"ALTER ROLE {q(role)} SET default_transaction_read_only = on")
+        cur.execute("SELECT current_database(), current_schema()")
+        database, schema = cur.fetchone()
+        cur.execute(f"GRANT CONNECT ON DATABASE {q(database)} TO {q(role)}")
+        for alias in settings.SOURCE_DATABASES:
+            namespace = namespace_for(alias)
+            if not backend.schema_exists(namespace):
+                continue
+            cur.execute(f"GRANT USAGE ON SCHEMA {q(namespace)} TO {q(role)}")
+            cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {q(namespace)} TO {q(role)}")
+            cur.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q(namespace)} GRANT SELECT ON TABLES TO {q(role)}")
+            result.schemas.append(namespace)
+        cur.execute(f"GRANT USAGE ON SCHEMA {q(schema)} TO {q(role)}")
+        for model in (Hold, HoldKey):
+            table = model._meta.db_table
+            if backend.table_exists(schema, table):
+                cur.execute(f"GRANT SELECT ON TABLE {backend.qualified(schema, table)} TO {q(role)}")
+                result.tables.append(table)
+    return result

@@ -1,0 +1,166 @@
+"""One benchmark step in its own process (so settings come from its environment).
+
+    worker.py build ROWS TABLES     migrate, generate data, create configs
+    worker.py engine ROWS TABLES    archival.engine.run_cycle, timed
+    worker.py phases ROWS TABLES    the same cycle table by table, timed per phase
+    worker.py ceiling ROWS TABLES   hand-written set-based move
+    worker.py stream ROWS TABLES    hand-written streaming copy
+    worker.py checksum ROWS TABLES  per-table count and hash of source + archive rows
+
+Each prints one JSON object on its last line. Peak memory is this process's
+ru_maxrss, so the engine's figure is the engine's alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def setup() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+    import django
+
+    django.setup()
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cutoff():
+    from datetime import date
+
+    from bench.generate import CUTOFF
+
+    return date.fromisoformat(CUTOFF)
+
+
+def task_build(specs) -> dict:
+    from django.core.management import call_command
+
+    from bench.generate import create_configs, eligible_rows, load
+
+    t0 = time.perf_counter()
+    call_command("migrate", verbosity=0)
+    call_command("migrate", database="archive", verbosity=0)
+    migrate = time.perf_counter() - t0
+    load(specs, log=lambda m: print(m, file=sys.stderr))
+    create_configs(specs)
+    return {"migrate_seconds": migrate, "seconds": time.perf_counter() - t0, "rows": sum(s.rows for s in specs),
+            "eligible": eligible_rows(specs), "tables": len(specs)}  # fmt: skip
+
+
+def _states_summary(run_id: int) -> dict:
+    from governance.models import RecoveryState
+
+    states = list(RecoveryState.objects.filter(run_id=run_id))
+    phases: dict[str, int] = {}
+    for s in states:
+        phases[s.phase] = phases.get(s.phase, 0) + 1
+    errors = [f"{s.table_label}: {s.last_error}" for s in states if s.last_error][:5]
+    return {
+        "rows": sum(s.archived_count for s in states),
+        "marked": sum(s.eligible_count or 0 for s in states),
+        "batches": sum(s.batches_done for s in states),
+        "phases": phases,
+        "errors": errors,
+    }
+
+
+def task_engine(specs) -> dict:
+    from archival.engine import run_cycle
+
+    t0 = time.perf_counter()
+    result = run_cycle(cutoff=cutoff(), actor=None, trigger="bench")
+    seconds = time.perf_counter() - t0
+    run_id = getattr(result, "run_id", None) or getattr(getattr(result, "run", None), "id", None)
+    out = {"seconds": seconds, "peak_mb": peak_mb(), "run_id": run_id, "status": str(getattr(result, "status", ""))}
+    out.update(_states_summary(run_id))
+    return out
+
+
+def task_phases(specs) -> dict:
+    """The cycle table by table (dependency order), each phase timed on its own."""
+    from archival.engine import advance_table, finalize_run, ordered_states, start_run
+
+    t0 = time.perf_counter()
+    run = start_run(cutoff=cutoff(), actor=None, trigger="bench")
+    times = {"start": time.perf_counter() - t0, "mark": 0.0, "archive": 0.0, "verify": 0.0, "complete": 0.0}
+    for state in ordered_states(run):
+        for phase, until in (("mark", "MARKED"), ("archive", "ARCHIVED"), ("verify", "VERIFIED"), ("complete", "COMPLETED")):
+            t = time.perf_counter()
+            advance_table(state.id, worker="bench", until=until)
+            times[phase] += time.perf_counter() - t
+    t = time.perf_counter()
+    finalize_run(run.id)
+    times["finalize"] = time.perf_counter() - t
+    out = {"seconds": time.perf_counter() - t0, "phase_seconds": times, "peak_mb": peak_mb(), "run_id": run.id}
+    out.update(_states_summary(run.id))
+    return out
+
+
+def task_ceiling(specs) -> dict:
+    from bench.ceiling import run_ceiling
+
+    return {**run_ceiling(specs), "peak_mb": peak_mb()}
+
+
+def task_stream(specs) -> dict:
+    from bench.ceiling import run_streaming
+
+    return {**run_streaming(specs), "peak_mb": peak_mb()}
+
+
+def task_ptprep(specs) -> dict:
+    from bench.ceiling import prepare_pt_archiver
+
+    return prepare_pt_archiver(specs)
+
+
+def task_checksum(specs) -> dict:
+    from bench.checksum import table_checksums
+
+    return {"tables": table_checksums(specs)}
+
+
+def task_profile(specs) -> dict:
+    """run_cycle under cProfile; the top of the profile goes to stderr and a .prof file."""
+    import cProfile
+    import pstats
+
+    from archival.engine import run_cycle
+
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    run_cycle(cutoff=cutoff(), actor=None, trigger="bench")
+    prof.disable()
+    seconds = time.perf_counter() - t0
+    path = Path(os.environ.get("BENCH_PROFILE_OUT", "/tmp/h_bench/engine.prof"))
+    prof.dump_stats(path)
+    stats = pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative")
+    stats.print_stats(40)
+    stats.sort_stats("tottime").print_stats(25)
+    return {"seconds": seconds, "profile": str(path)}
+
+
+def main(argv: list[str]) -> int:
+    task, rows, tables = argv[0], int(argv[1]), int(argv[2])
+    setup()
+    from bench.generate import build_specs
+
+    specs = build_specs(rows, tables)
+    result = globals()[f"task_{task}"](specs)
+    print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

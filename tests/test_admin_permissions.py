@@ -1,0 +1,178 @@
+"""Permission matrix: every admin URL x every role and an outsider.
+
+URLs are generated from ``admin.site._registry`` (each ModelAdmin's own URL
+patterns, custom views included) and actions from ``get_actions``; every one
+must have a decision in ``DECISIONS``/``ACTION_DECISIONS``, so a new view or
+action cannot ship without someone saying who may use it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib import admin
+from django.test import Client, RequestFactory
+from django.urls import reverse
+
+from tests.admin_fixtures import PERSONAS, objects, personas, source_table  # noqa: F401
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+CO, AA, AU = "compliance", "administrator", "auditor"
+STAFF_READERS = frozenset({CO, AA, AU})
+NOBODY: frozenset = frozenset()
+
+
+def viewers(*extra_admin_views, add=NOBODY, delete=NOBODY, readers=STAFF_READERS, **custom):
+    decision = {"changelist": readers, "add": add, "change": readers, "history": readers, "delete": delete}
+    decision.update(custom)
+    return decision
+
+
+# Who may open each admin URL (by URL name suffix). Everyone else: 403 (staff)
+# or the login page (the archive reader is not staff).
+DECISIONS: dict[str, dict[str, frozenset]] = {
+    "governance.tableconfig": viewers(
+        add=frozenset({AA}),
+        # django-import-export: onboarding needs add+change; export needs view.
+        **{"import": frozenset({AA}), "process_import": frozenset({AA}), "export": STAFF_READERS, "simple_history": STAFF_READERS},
+    ),
+    "governance.hold": viewers(add=frozenset({CO}), release=frozenset({CO})),
+    "governance.auditevent": viewers(export=frozenset({AU})),
+    "governance.archivalrun": viewers(abandon=frozenset({AA})),
+    "auth.user": viewers(readers=NOBODY, password_change=NOBODY),
+    "auth.group": viewers(readers=NOBODY),
+    "django_q.schedule": viewers(add=frozenset({AA})),
+    "django_q.success": viewers(readers=frozenset({AA, AU})),
+    "django_q.failure": viewers(readers=frozenset({AA, AU})),
+    "django_q.task": viewers(readers=frozenset({AA, AU})),
+    "django_q.ormq": viewers(readers=frozenset({AU})),
+    # Login throttling records: superusers only.
+    "axes.accessattempt": viewers(readers=NOBODY),
+    "axes.accesslog": viewers(readers=NOBODY),
+    "axes.accessfailurelog": viewers(readers=NOBODY),
+}
+
+ACTION_DECISIONS: dict[str, dict[str, frozenset]] = {
+    "governance.tableconfig": {"preview_plan": STAFF_READERS},
+    "governance.hold": {"release_holds": frozenset({CO})},
+    "governance.auditevent": {},
+    "governance.archivalrun": {"resume_runs": frozenset({AA})},
+    "auth.user": {},
+    "auth.group": {},
+    "django_q.schedule": {},
+    # Re-running queued work is an administrator's (governance.admin.queue).
+    "django_q.success": {"resubmit_task": frozenset({AA})},
+    "django_q.failure": {"resubmit_task": frozenset({AA})},
+    "django_q.task": {},
+    "django_q.ormq": {},
+    "axes.accessattempt": {},
+    "axes.accesslog": {},
+    "axes.accessfailurelog": {},
+}
+
+MISSING_PK = "999999"
+
+
+def admin_urls(objects):
+    """(model label, url name suffix, url) for every named URL of every ModelAdmin."""
+    for model, model_admin in admin.site._registry.items():
+        label = model._meta.label_lower
+        prefix = f"{model._meta.app_label}_{model._meta.model_name}_"
+        obj = objects.get(model._meta.model_name)
+        pk = str(obj.pk) if obj is not None else MISSING_PK
+        for pattern in model_admin.get_urls():
+            name = getattr(pattern, "name", None)
+            if not name or not name.startswith(prefix):
+                continue
+            suffix = name[len(prefix) :]
+            n_args = len(re.findall(r"<[^>]+>", str(pattern.pattern))) + re.compile(str(pattern.pattern)).groups
+            if suffix == "simple_history":
+                if obj is None:
+                    continue
+                args = [pk, str(obj.history.first().history_id)]
+            else:
+                args = [pk] * n_args
+            url = reverse(f"admin:{name}", args=args)
+            if suffix == "release":
+                url += f"?ids={objects['hold'].pk}"
+            yield label, suffix, url, obj is not None
+
+
+def expected_status(persona: str, allowed: bool, has_object: bool, suffix: str) -> set[int]:
+    if persona == "reader":
+        return {302}  # not staff: the admin sends them to its login page
+    if suffix == "history" and not has_object:
+        return {302}  # Django looks the object up first; a missing one redirects everybody, disclosing nothing
+    if not allowed:
+        return {403}
+    if suffix in {"change", "history", "delete", "password_change"} and not has_object:
+        return {302}  # permitted, and told the object does not exist
+    return {200}
+
+
+def test_every_admin_url_has_a_decision_and_answers_it(personas, objects):
+    problems = []
+    seen = set()
+    clients = {}
+    for name in PERSONAS:
+        clients[name] = Client()
+        clients[name].force_login(personas[name])
+    for label, suffix, url, has_object in admin_urls(objects):
+        decision = DECISIONS.get(label, {})
+        if suffix not in decision:
+            problems.append(f"no decision for {label} {suffix} ({url})")
+            continue
+        seen.add((label, suffix))
+        for persona in PERSONAS:
+            allowed = persona in decision[suffix]
+            # process_import only takes the confirmation POST of an import.
+            method = clients[persona].post if suffix == "process_import" else clients[persona].get
+            status = method(url).status_code
+            want = expected_status(persona, allowed, has_object, suffix)
+            if status not in want:
+                problems.append(f"{persona} GET {url} ({label} {suffix}): {status}, expected {sorted(want)}")
+    assert not problems, "\n".join(problems)
+    # Every decision names a URL that exists (a stale row hides nothing).
+    declared = {(label, s) for label, d in DECISIONS.items() for s in d}
+    unregistered = {d for d in declared if d[0] in {m._meta.label_lower for m in admin.site._registry}}
+    assert unregistered - seen == set()
+
+
+def test_every_admin_action_has_a_decision_and_is_offered_only_to_it(personas):
+    factory = RequestFactory()
+    problems = []
+    for model, model_admin in admin.site._registry.items():
+        label = model._meta.label_lower
+        decision = ACTION_DECISIONS.get(label)
+        if decision is None:
+            problems.append(f"no action decisions for {label}")
+            continue
+        for persona in PERSONAS:
+            request = factory.get("/admin/")
+            request.user = personas[persona]
+            # Actions run only through the changelist, which checks view/change first.
+            reachable = model_admin.has_view_or_change_permission(request) and personas[persona].is_staff
+            offered = set(model_admin.get_actions(request)) if reachable else set()
+            for action in offered:
+                if action not in decision:
+                    problems.append(f"no decision for action {label}.{action}")
+                elif persona not in decision[action]:
+                    problems.append(f"{persona} is offered {label}.{action}")
+            for action, allowed in decision.items():
+                if persona in allowed and action not in offered:
+                    problems.append(f"{persona} is not offered {label}.{action}")
+    assert not problems, "\n".join(problems)
+
+
+def test_nobody_may_delete_through_the_admin_superusers_included(personas, objects, django_user_model):
+    boss = django_user_model.objects.create_superuser("boss", "boss@example.com", "another long password 99")
+    client = Client()
+    client.force_login(boss)
+    for name in ("hold", "auditevent", "archivalrun", "tableconfig"):
+        obj = objects[name]
+        url = reverse(f"admin:governance_{name}_delete", args=[obj.pk])
+        assert client.get(url).status_code == 403, url
+        assert client.post(url, {"post": "yes"}).status_code == 403, url
+        assert type(obj).objects.filter(pk=obj.pk).exists()
