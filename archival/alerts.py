@@ -30,7 +30,15 @@ def already_sent(key: str) -> bool:
     return AuditEvent.objects.filter(action="alert.sent", details__key=key).exists()
 
 
-def send(kind: str, subject: str, body: str, *, key: str = "", run_id: int | None = None, table_label: str = "") -> bool:
+def send(
+    kind: str,
+    subject: str,
+    body: str,
+    *,
+    key: str = "",
+    run_id: int | None = None,
+    table_label: str = "",
+) -> bool:
     """Mail the admins once per ``key`` (every time when no key). Returns True if sent now.
 
     A mail failure is logged and audited as FAILED, never raised: an alert
@@ -41,7 +49,7 @@ def send(kind: str, subject: str, body: str, *, key: str = "", run_id: int | Non
     outcome, error = "OK", ""
     try:
         mail_admins(f"[archival] {subject}", body, fail_silently=False)
-    except Exception as exc:  # SMTP down: keep working, leave a trace
+    except Exception as exc:  # noqa: BLE001 (SMTP down: keep working, leave a trace)
         outcome, error = "FAILED", f"{type(exc).__name__}: {exc}"
         logger.error("alert %s could not be mailed: %s", kind, error)
     AuditEvent.objects.record(
@@ -49,7 +57,13 @@ def send(kind: str, subject: str, body: str, *, key: str = "", run_id: int | Non
         outcome=outcome,
         run_id=run_id,
         table_label=table_label,
-        details={"kind": kind, "key": key, "subject": subject, "recipients": [a[1] for a in settings.ADMINS], "error": error},
+        details={
+            "kind": kind,
+            "key": key,
+            "subject": subject,
+            "recipients": [a[1] for a in settings.ADMINS],
+            "error": error,
+        },
     )
     return outcome == "OK"
 
@@ -80,9 +94,16 @@ def long_run(run: ArchivalRun, minutes: int) -> bool:
     )
 
 
-def inconsistent(message: str, *, key: str, run_id: int | None = None, table_label: str = "") -> bool:
+def inconsistent(
+    message: str, *, key: str, run_id: int | None = None, table_label: str = ""
+) -> bool:
     return send(
-        "inconsistent_state", f"inconsistent lease or recovery state: {message[:120]}", message, key=key, run_id=run_id, table_label=table_label
+        "inconsistent_state",
+        f"inconsistent lease or recovery state: {message[:120]}",
+        message,
+        key=key,
+        run_id=run_id,
+        table_label=table_label,
     )
 
 
@@ -102,7 +123,9 @@ def scan_hold_violations() -> int:
     """Alert on refused hold-breaking attempts audited since the last scan; returns how many."""
     cfg = SchedulerSettings.objects.current()
     events = list(
-        AuditEvent.objects.filter(pk__gt=cfg.alert_cursor, outcome__in=REFUSED_OUTCOMES).exclude(action="alert.sent").order_by("pk")[:500]
+        AuditEvent.objects.filter(pk__gt=cfg.alert_cursor, outcome__in=REFUSED_OUTCOMES)
+        .exclude(action="alert.sent")
+        .order_by("pk")[:500]
     )
     sent = 0
     for event in events:
@@ -110,12 +133,18 @@ def scan_hold_violations() -> int:
             sent += hold_violation(event)
     if events:
         # Only forward: a concurrent sweeper that already moved further wins.
-        SchedulerSettings.objects.filter(pk=cfg.pk, alert_cursor__lt=events[-1].pk).update(alert_cursor=events[-1].pk)
+        SchedulerSettings.objects.filter(
+            pk=cfg.pk, alert_cursor__lt=events[-1].pk
+        ).update(alert_cursor=events[-1].pk)
     return sent
 
 
 def compliance_officer_emails() -> list[str]:
-    users = get_user_model().objects.filter(is_active=True, groups__name=COMPLIANCE_OFFICER).exclude(email="")
+    users = (
+        get_user_model()
+        .objects.filter(is_active=True, groups__name=COMPLIANCE_OFFICER)
+        .exclude(email="")
+    )
     return sorted(set(users.values_list("email", flat=True)))
 
 
@@ -129,7 +158,10 @@ def remind_hold_reviews(today=None) -> dict:
     due = list(Hold.objects.due_for_review(today).order_by("review_by", "pk"))
     if not due:
         return {"due": 0, "sent_to": []}
-    lines = [f"- {hold} (review by {hold.review_by}, placed by {hold.placed_by}): {hold.reason[:200]}" for hold in due]
+    lines = [
+        f"- {hold} (review by {hold.review_by}, placed by {hold.placed_by}): {hold.reason[:200]}"
+        for hold in due
+    ]
     body = (
         f"{len(due)} active hold(s) are past their review-by date. Review each one in the admin: "
         "extend its review date or release it.\n\n" + "\n".join(lines)
@@ -139,17 +171,33 @@ def remind_hold_reviews(today=None) -> dict:
     outcome, error = "OK", ""
     try:
         if recipients:
-            send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
+            send_mail(
+                subject,
+                body,
+                settings.DEFAULT_FROM_EMAIL,
+                recipients,
+                fail_silently=False,
+            )
         else:
-            mail_admins(subject + " (no compliance officer has an email address)", body, fail_silently=False)
-    except Exception as exc:
+            mail_admins(
+                subject + " (no compliance officer has an email address)",
+                body,
+                fail_silently=False,
+            )
+    except Exception as exc:  # noqa: BLE001 (a mail failure must not fail the task)
         outcome, error = "FAILED", f"{type(exc).__name__}: {exc}"
         logger.error("hold review reminder could not be mailed: %s", error)
     AuditEvent.objects.record(
         "alert.sent",
         outcome=outcome,
         counts={"holds": len(due)},
-        details={"kind": "hold_review", "key": "", "recipients": recipients or [a[1] for a in settings.ADMINS], "holds": [h.pk for h in due], "error": error},
+        details={
+            "kind": "hold_review",
+            "key": "",
+            "recipients": recipients or [a[1] for a in settings.ADMINS],
+            "holds": [h.pk for h in due],
+            "error": error,
+        },
     )
     return {"due": len(due), "sent_to": recipients}
 
@@ -157,4 +205,7 @@ def remind_hold_reviews(today=None) -> dict:
 def check_long_runs(threshold_minutes: int) -> int:
     """Alert once per run still open after ``threshold_minutes``."""
     limit = timezone.now() - timedelta(minutes=threshold_minutes)
-    return sum(long_run(run, threshold_minutes) for run in ArchivalRun.objects.open().filter(started_at__lt=limit))
+    return sum(
+        long_run(run, threshold_minutes)
+        for run in ArchivalRun.objects.open().filter(started_at__lt=limit)
+    )

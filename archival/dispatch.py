@@ -81,13 +81,18 @@ _worker = {"pid": None, "id": ""}
 def worker_id() -> str:
     """host:pid:random, fixed per process (the engine's lease owner format)."""
     if _worker["pid"] != os.getpid():
-        _worker.update(pid=os.getpid(), id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+        _worker.update(
+            pid=os.getpid(),
+            id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        )
     return _worker["id"]
 
 
 def slice_seconds(cfg: SchedulerSettings) -> float:
     """The time box: the configured slice, never more than half the q2 timeout."""
-    return float(min(cfg.slice_seconds, settings.ARCHIVAL_SCHEDULER["MAX_SLICE_SECONDS"]))
+    return float(
+        min(cfg.slice_seconds, settings.ARCHIVAL_SCHEDULER["MAX_SLICE_SECONDS"])
+    )
 
 
 # --- results -----------------------------------------------------------------
@@ -155,8 +160,18 @@ def _enqueue_table(row_id: int, ticket: int, name: str, run_id: int) -> None:
     def push() -> None:
         from django_q.tasks import async_task
 
-        task_id = async_task(TABLE_TASK, row_id, ticket, q_options={"task_name": f"{name}#{ticket}", "group": f"archival-run-{run_id}"})
-        TableDispatch.objects.filter(pk=row_id, ticket=ticket).update(task_id=str(task_id or "")[:64])
+        task_id = async_task(
+            TABLE_TASK,
+            row_id,
+            ticket,
+            q_options={
+                "task_name": f"{name}#{ticket}",
+                "group": f"archival-run-{run_id}",
+            },
+        )
+        TableDispatch.objects.filter(pk=row_id, ticket=ticket).update(
+            task_id=str(task_id or "")[:64]
+        )
 
     transaction.on_commit(push)
 
@@ -165,7 +180,14 @@ def _enqueue_finalize(run_id: int) -> None:
     def push() -> None:
         from django_q.tasks import async_task
 
-        async_task(FINALIZE_TASK, run_id, q_options={"task_name": f"finalize-run-{run_id}", "group": f"archival-run-{run_id}"})
+        async_task(
+            FINALIZE_TASK,
+            run_id,
+            q_options={
+                "task_name": f"finalize-run-{run_id}",
+                "group": f"archival-run-{run_id}",
+            },
+        )
 
     transaction.on_commit(push)
 
@@ -194,17 +216,25 @@ def children_map(states: list[RecoveryState]) -> dict[int, list[int]]:
     """
     from archival.backends import backend_for
 
-    by_table = {(s.config.source_db, s.config.schema_name, s.config.table_name): s for s in states}
+    by_table = {
+        (s.config.source_db, s.config.schema_name, s.config.table_name): s
+        for s in states
+    }
     kids: dict[int, set[int]] = {s.pk: set() for s in states}
     for s in states:
         cfg = s.config
         parents = []
         if cfg.archival_logic == "CONTRACT_MATURITY":
-            parents.append(by_table.get((cfg.source_db, cfg.schema_name, cfg.contract_table)))
+            parents.append(
+                by_table.get((cfg.source_db, cfg.schema_name, cfg.contract_table))
+            )
         try:
             info = backend_for(cfg.source_db).describe(cfg.schema_name, cfg.table_name)
-            parents += [by_table.get((cfg.source_db, cfg.schema_name, fk.ref_table)) for fk in info.foreign_keys]
-        except Exception as exc:  # reported by the engine when the table is worked on
+            parents += [
+                by_table.get((cfg.source_db, cfg.schema_name, fk.ref_table))
+                for fk in info.foreign_keys
+            ]
+        except Exception as exc:  # noqa: BLE001 (the engine reports it on the table's turn)
             logger.warning("cannot read the schema of %s: %s", cfg, exc)
         for parent in parents:
             if parent is not None and parent.pk != s.pk:
@@ -227,7 +257,9 @@ def adopt(run: ArchivalRun) -> int:
                 run=run,
                 source_db=state.config.source_db,
                 stage=stage,
-                status=DispatchStatus.DONE if stage == DispatchStage.DONE else DispatchStatus.WAITING,
+                status=DispatchStatus.DONE
+                if stage == DispatchStage.DONE
+                else DispatchStatus.WAITING,
                 position=position,
                 children=kids.get(state.pk, []),
             )
@@ -242,7 +274,13 @@ def adopt(run: ArchivalRun) -> int:
 # --- starting ----------------------------------------------------------------
 
 
-def start_scheduled_run(*, actor=None, trigger: str = "schedule", tables: list[str] | None = None, cutoff=None) -> StartResult:
+def start_scheduled_run(
+    *,
+    actor=None,
+    trigger: str = "schedule",
+    tables: list[str] | None = None,
+    cutoff=None,
+) -> StartResult:
     """Start a run on the workers: the one path for the schedule, "run now" and the CLI flag.
 
     Refused (audited, nothing created) while the scheduler is paused. Runs
@@ -253,19 +291,38 @@ def start_scheduled_run(*, actor=None, trigger: str = "schedule", tables: list[s
 
     cfg = SchedulerSettings.objects.current()
     if cfg.paused:
-        AuditEvent.objects.record("run.refused", actor=actor, outcome="REFUSED", details={"trigger": trigger, "reason": "scheduler paused"})
+        AuditEvent.objects.record(
+            "run.refused",
+            actor=actor,
+            outcome="REFUSED",
+            details={"trigger": trigger, "reason": "scheduler paused"},
+        )
         return StartResult(run_id=None, refused="the scheduler is paused")
     continued = [
         run.pk
-        for run in ArchivalRun.objects.open().filter(dispatch__isnull=False, stop_requested=False, deadline__lt=timezone.now())
+        for run in ArchivalRun.objects.open().filter(
+            dispatch__isnull=False, stop_requested=False, deadline__lt=timezone.now()
+        )
         if continue_run(run.pk, actor=actor, pump_now=False)
     ]
-    deadline = timezone.now() + timedelta(minutes=cfg.max_run_minutes) if cfg.max_run_minutes else None
-    run = start_run(cutoff=cutoff, tables=tables, actor=actor, trigger=trigger, deadline=deadline)
+    deadline = (
+        timezone.now() + timedelta(minutes=cfg.max_run_minutes)
+        if cfg.max_run_minutes
+        else None
+    )
+    run = start_run(
+        cutoff=cutoff, tables=tables, actor=actor, trigger=trigger, deadline=deadline
+    )
     todo = adopt(run)
     blocked = RecoveryState.objects.filter(run=run, phase=Phase.BLOCKED).count()
     pumped = pump()
-    return StartResult(run_id=run.pk, tables=todo, blocked=blocked, enqueued=pumped.enqueued, continued=continued)
+    return StartResult(
+        run_id=run.pk,
+        tables=todo,
+        blocked=blocked,
+        enqueued=pumped.enqueued,
+        continued=continued,
+    )
 
 
 def continue_run(run_id: int, *, actor=None, pump_now: bool = True) -> bool:
@@ -279,18 +336,38 @@ def continue_run(run_id: int, *, actor=None, pump_now: bool = True) -> bool:
     run = ArchivalRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).first()
     if run is None:
         return False
-    deadline = timezone.now() + timedelta(minutes=cfg.max_run_minutes) if cfg.max_run_minutes else None
+    deadline = (
+        timezone.now() + timedelta(minutes=cfg.max_run_minutes)
+        if cfg.max_run_minutes
+        else None
+    )
     with transaction.atomic():
-        ArchivalRun.objects.filter(pk=run.pk).update(stop_requested=False, deadline=deadline)
-        RunDispatch.objects.filter(run=run).update(finalize_enqueued_at=None, finalized_at=None)
+        ArchivalRun.objects.filter(pk=run.pk).update(
+            stop_requested=False, deadline=deadline
+        )
+        RunDispatch.objects.filter(run=run).update(
+            finalize_enqueued_at=None, finalized_at=None
+        )
     run.refresh_from_db()
     adopt(run)
-    for row in TableDispatch.objects.filter(run=run, status=DispatchStatus.STOPPED).select_related("state"):
+    for row in TableDispatch.objects.filter(
+        run=run, status=DispatchStatus.STOPPED
+    ).select_related("state"):
         stage = _stage_for(row.state.phase)
-        status = DispatchStatus.DONE if stage == DispatchStage.DONE else DispatchStatus.WAITING
-        TableDispatch.objects.filter(pk=row.pk, ticket=row.ticket, status=DispatchStatus.STOPPED).update(stage=stage, status=status)
+        status = (
+            DispatchStatus.DONE
+            if stage == DispatchStage.DONE
+            else DispatchStatus.WAITING
+        )
+        TableDispatch.objects.filter(
+            pk=row.pk, ticket=row.ticket, status=DispatchStatus.STOPPED
+        ).update(stage=stage, status=status)
     AuditEvent.objects.record(
-        "run.continued", actor=actor, obj=run, run_id=run.pk, details={"deadline": deadline.isoformat() if deadline else None}
+        "run.continued",
+        actor=actor,
+        obj=run,
+        run_id=run.pk,
+        details={"deadline": deadline.isoformat() if deadline else None},
     )
     if pump_now:
         pump()
@@ -299,9 +376,16 @@ def continue_run(run_id: int, *, actor=None, pump_now: bool = True) -> bool:
 
 def request_stop(run_id: int, *, actor) -> bool:
     """The stop switch: workers finish their current batch and the run stays resumable."""
-    updated = ArchivalRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, stop_requested=False).update(stop_requested=True)
+    updated = ArchivalRun.objects.filter(
+        pk=run_id, status=RunStatus.RUNNING, stop_requested=False
+    ).update(stop_requested=True)
     if updated:
-        AuditEvent.objects.record("run.stop_requested", actor=actor, obj=ArchivalRun.objects.get(pk=run_id), run_id=run_id)
+        AuditEvent.objects.record(
+            "run.stop_requested",
+            actor=actor,
+            obj=ArchivalRun.objects.get(pk=run_id),
+            run_id=run_id,
+        )
         pump()
     return bool(updated)
 
@@ -309,9 +393,13 @@ def request_stop(run_id: int, *, actor) -> bool:
 def set_paused(paused: bool, *, actor) -> bool:
     """Pause or resume the scheduler; returns True if it changed."""
     cfg = SchedulerSettings.objects.current()
-    changed = SchedulerSettings.objects.filter(pk=cfg.pk, paused=not paused).update(paused=paused)
+    changed = SchedulerSettings.objects.filter(pk=cfg.pk, paused=not paused).update(
+        paused=paused
+    )
     if changed:
-        AuditEvent.objects.record("scheduler.paused" if paused else "scheduler.resumed", actor=actor, obj=cfg)
+        AuditEvent.objects.record(
+            "scheduler.paused" if paused else "scheduler.resumed", actor=actor, obj=cfg
+        )
         if not paused:
             pump()
     return bool(changed)
@@ -341,42 +429,80 @@ def pump() -> PumpResult:
         SchedulerSettings.objects.current()
         cfg = SchedulerSettings.objects.select_for_update().get(pk=1)
         result.paused = cfg.paused
-        runs = {r.pk: r for r in ArchivalRun.objects.open().filter(dispatch__isnull=False, dispatch__finalize_enqueued_at__isnull=True)}
+        runs = {
+            r.pk: r
+            for r in ArchivalRun.objects.open().filter(
+                dispatch__isnull=False, dispatch__finalize_enqueued_at__isnull=True
+            )
+        }
         halted = {pk for pk, r in runs.items() if _halted(r, now)}
         if halted:
-            result.stopped = TableDispatch.objects.filter(run_id__in=halted, status=DispatchStatus.WAITING).update(
+            result.stopped = TableDispatch.objects.filter(
+                run_id__in=halted, status=DispatchStatus.WAITING
+            ).update(
                 status=DispatchStatus.STOPPED, last_outcome="not started: run halted"
             )
-        in_flight = list(TableDispatch.objects.in_flight().values_list("stage", "source_db"))
+        in_flight = list(
+            TableDispatch.objects.in_flight().values_list("stage", "source_db")
+        )
         by_stage = Counter(stage for stage, _ in in_flight)
         by_source = Counter(source for _, source in in_flight)
-        caps = {DispatchStage.MARK: cfg.mark_concurrency, DispatchStage.ARCHIVE: cfg.archive_concurrency}
+        caps = {
+            DispatchStage.MARK: cfg.mark_concurrency,
+            DispatchStage.ARCHIVE: cfg.archive_concurrency,
+        }
         if not cfg.paused:
             live = [pk for pk in runs if pk not in halted]
             rows = list(
-                TableDispatch.objects.filter(run_id__in=live, status__in=[DispatchStatus.WAITING, DispatchStatus.QUEUED])
+                TableDispatch.objects.filter(
+                    run_id__in=live,
+                    status__in=[DispatchStatus.WAITING, DispatchStatus.QUEUED],
+                )
                 .select_related("state")
                 .order_by("run_id", "position")
             )
             unfinished = {r.state_id for r in rows}
             # Tables already moving finish first; then new tables get marked.
-            waiting = sorted((r for r in rows if r.status == DispatchStatus.WAITING), key=lambda r: (r.stage != DispatchStage.ARCHIVE, r.run_id, r.position))
+            waiting = sorted(
+                (r for r in rows if r.status == DispatchStatus.WAITING),
+                key=lambda r: (r.stage != DispatchStage.ARCHIVE, r.run_id, r.position),
+            )
             for row in waiting:
-                if row.stage not in caps or by_stage[row.stage] >= caps[row.stage] or by_source[row.source_db] >= cfg.per_source_concurrency:
+                if (
+                    row.stage not in caps
+                    or by_stage[row.stage] >= caps[row.stage]
+                    or by_source[row.source_db] >= cfg.per_source_concurrency
+                ):
                     continue
-                if row.stage == DispatchStage.ARCHIVE and any(child in unfinished for child in row.children):
+                if row.stage == DispatchStage.ARCHIVE and any(
+                    child in unfinished for child in row.children
+                ):
                     continue  # a parent moves only rows no child references: children first
-                claimed = TableDispatch.objects.filter(pk=row.pk, status=DispatchStatus.WAITING, ticket=row.ticket).update(
-                    status=DispatchStatus.QUEUED, ticket=row.ticket + 1, queued_at=now, touched_at=now
+                claimed = TableDispatch.objects.filter(
+                    pk=row.pk, status=DispatchStatus.WAITING, ticket=row.ticket
+                ).update(
+                    status=DispatchStatus.QUEUED,
+                    ticket=row.ticket + 1,
+                    queued_at=now,
+                    touched_at=now,
                 )
                 if claimed:
                     by_stage[row.stage] += 1
                     by_source[row.source_db] += 1
                     result.enqueued += 1
-                    _enqueue_table(row.pk, row.ticket + 1, _task_name(row, row.state.table_label), row.run_id)
+                    _enqueue_table(
+                        row.pk,
+                        row.ticket + 1,
+                        _task_name(row, row.state.table_label),
+                        row.run_id,
+                    )
         for pk in runs:
-            left = TableDispatch.objects.filter(run_id=pk, status__in=[DispatchStatus.WAITING, DispatchStatus.QUEUED]).exists()
-            if not left and RunDispatch.objects.filter(run_id=pk, finalize_enqueued_at__isnull=True).update(finalize_enqueued_at=now):
+            left = TableDispatch.objects.filter(
+                run_id=pk, status__in=[DispatchStatus.WAITING, DispatchStatus.QUEUED]
+            ).exists()
+            if not left and RunDispatch.objects.filter(
+                run_id=pk, finalize_enqueued_at__isnull=True
+            ).update(finalize_enqueued_at=now):
                 result.finalizing.append(pk)
                 _enqueue_finalize(pk)
     return result
@@ -399,20 +525,32 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
     """
     from archival.engine import advance_table
 
-    row = TableDispatch.objects.select_related("run", "state").filter(pk=dispatch_id).first()
+    row = (
+        TableDispatch.objects.select_related("run", "state")
+        .filter(pk=dispatch_id)
+        .first()
+    )
     if row is None or row.ticket != ticket or row.status != DispatchStatus.QUEUED:
         return SliceResult(dispatch_id, "stale")
     label = row.state.table_label
     _move_on(row, ticket, slices=F("slices") + 1)
     cfg = SchedulerSettings.objects.current()
     if row.state.phase in DONE_PHASES:
-        _move_on(row, ticket, stage=DispatchStage.DONE, status=DispatchStatus.DONE, last_outcome=f"phase {row.state.phase}")
+        _move_on(
+            row,
+            ticket,
+            stage=DispatchStage.DONE,
+            status=DispatchStatus.DONE,
+            last_outcome=f"phase {row.state.phase}",
+        )
         pump()
         return SliceResult(dispatch_id, "done", label, row.state.phase)
     if cfg.paused:
         _move_on(row, ticket, status=DispatchStatus.WAITING, last_outcome="paused")
         return SliceResult(dispatch_id, "paused", label, row.state.phase)
-    reason = _halted(row.run, timezone.now()) or ("" if row.run.status == RunStatus.RUNNING else f"run {row.run.status}")
+    reason = _halted(row.run, timezone.now()) or (
+        "" if row.run.status == RunStatus.RUNNING else f"run {row.run.status}"
+    )
     if reason:
         _move_on(row, ticket, status=DispatchStatus.STOPPED, last_outcome=reason)
         pump()
@@ -420,12 +558,20 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
 
     until = Phase.MARKED if row.stage == DispatchStage.MARK else Phase.COMPLETED
     try:
-        table = advance_table(row.state_id, worker=worker_id(), until=until, time_box=slice_seconds(cfg))
+        table = advance_table(
+            row.state_id, worker=worker_id(), until=until, time_box=slice_seconds(cfg)
+        )
     except Exception as exc:
         # The engine records table errors itself; what reaches us is the
         # control database failing. Leave the row QUEUED: the sweeper
         # re-enqueues it once it has been quiet for lost_task_seconds.
-        _move_on(row, ticket, last_outcome=f"{'transient' if is_transient(exc) else 'error'}: {exc}"[:200])
+        _move_on(
+            row,
+            ticket,
+            last_outcome=f"{'transient' if is_transient(exc) else 'error'}: {exc}"[
+                :200
+            ],
+        )
         raise
     return _after_slice(row, ticket, table)
 
@@ -439,30 +585,56 @@ def _after_slice(row: TableDispatch, ticket: int, table) -> SliceResult:
         res.outcome = "lease held elsewhere" if table.skipped else "lease lost"
         _move_on(row, ticket, last_outcome=res.outcome)
         return res
-    if table.phase in DONE_PHASES or (table.done and row.stage == DispatchStage.ARCHIVE):
+    if table.phase in DONE_PHASES or (
+        table.done and row.stage == DispatchStage.ARCHIVE
+    ):
         res.outcome = "done"
-        _move_on(row, ticket, stage=DispatchStage.DONE, status=DispatchStatus.DONE, last_outcome=f"{table.phase} moved={table.moved}")
+        _move_on(
+            row,
+            ticket,
+            stage=DispatchStage.DONE,
+            status=DispatchStatus.DONE,
+            last_outcome=f"{table.phase} moved={table.moved}",
+        )
         pump()
         return res
     if table.done:  # marked: wait for an archive slot
         res.outcome = "marked"
-        _move_on(row, ticket, stage=DispatchStage.ARCHIVE, status=DispatchStatus.WAITING, last_outcome=f"marked eligible={table.eligible}")
+        _move_on(
+            row,
+            ticket,
+            stage=DispatchStage.ARCHIVE,
+            status=DispatchStatus.WAITING,
+            last_outcome=f"marked eligible={table.eligible}",
+        )
         pump()
         return res
     run = ArchivalRun.objects.get(pk=row.run_id)
     reason = _halted(run, timezone.now())
     if reason:
         res.outcome = "stopped"
-        _move_on(row, ticket, status=DispatchStatus.STOPPED, last_outcome=f"{reason} moved={table.moved}")
+        _move_on(
+            row,
+            ticket,
+            status=DispatchStatus.STOPPED,
+            last_outcome=f"{reason} moved={table.moved}",
+        )
         pump()
         return res
     if SchedulerSettings.objects.current().paused:
         res.outcome = "paused"
-        _move_on(row, ticket, status=DispatchStatus.WAITING, last_outcome=f"paused moved={table.moved}")
+        _move_on(
+            row,
+            ticket,
+            status=DispatchStatus.WAITING,
+            last_outcome=f"paused moved={table.moved}",
+        )
         return res
     # Time box used up (or this process got SIGTERM): hand the rest to a fresh task.
     with transaction.atomic():
-        if _move_on(row, ticket, ticket=ticket + 1, last_outcome=f"slice moved={table.moved}"):
+        if _move_on(
+            row, ticket, ticket=ticket + 1, last_outcome=f"slice moved={table.moved}"
+        ):
             _enqueue_table(row.pk, ticket + 1, _task_name(row, label), row.run_id)
             res.continued = True
     res.outcome = "continued" if res.continued else "superseded"
@@ -504,8 +676,17 @@ def sweep() -> SweepResult:
     # Rows whose table reached a final phase by another path (abandoned by
     # an operator, or a worker killed right after the engine finished).
     result.closed = TableDispatch.objects.filter(
-        status__in=[DispatchStatus.WAITING, DispatchStatus.QUEUED, DispatchStatus.STOPPED], state__phase__in=DONE_PHASES
-    ).update(stage=DispatchStage.DONE, status=DispatchStatus.DONE, last_outcome="closed by sweeper: table final")
+        status__in=[
+            DispatchStatus.WAITING,
+            DispatchStatus.QUEUED,
+            DispatchStatus.STOPPED,
+        ],
+        state__phase__in=DONE_PHASES,
+    ).update(
+        stage=DispatchStage.DONE,
+        status=DispatchStatus.DONE,
+        last_outcome="closed by sweeper: table final",
+    )
     for row in TableDispatch.objects.in_flight().select_related("state", "run"):
         state = row.state
         why = ""
@@ -514,7 +695,9 @@ def sweep() -> SweepResult:
                 why = f"lease of {state.lease_owner} expired at {state.lease_expires_at:%H:%M:%S}"
             elif owner_is_dead(state.lease_owner):
                 why = f"lease owner {state.lease_owner} is dead"
-            elif state.lease_expires_at and state.lease_expires_at > now + timedelta(seconds=10 * lease_seconds):
+            elif state.lease_expires_at and state.lease_expires_at > now + timedelta(
+                seconds=10 * lease_seconds
+            ):
                 result.alerts += alerts.inconsistent(
                     f"table {state.table_label} in run {row.run_id} has a lease until {state.lease_expires_at}, "
                     f"far beyond the lease length of {lease_seconds}s",
@@ -522,12 +705,23 @@ def sweep() -> SweepResult:
                     run_id=row.run_id,
                     table_label=state.table_label,
                 )
-        elif row.touched_at is None or row.touched_at < now - timedelta(seconds=cfg.lost_task_seconds):
-            why = f"no sign of life since {row.touched_at:%H:%M:%S}" if row.touched_at else "never enqueued"
+        elif row.touched_at is None or row.touched_at < now - timedelta(
+            seconds=cfg.lost_task_seconds
+        ):
+            why = (
+                f"no sign of life since {row.touched_at:%H:%M:%S}"
+                if row.touched_at
+                else "never enqueued"
+            )
         if not why:
             continue
         if row.requeues >= MAX_REQUEUES:
-            if _move_on(row, row.ticket, status=DispatchStatus.STOPPED, last_outcome=f"gave up after {row.requeues} re-enqueues"):
+            if _move_on(
+                row,
+                row.ticket,
+                status=DispatchStatus.STOPPED,
+                last_outcome=f"gave up after {row.requeues} re-enqueues",
+            ):
                 result.alerts += alerts.inconsistent(
                     f"table {state.table_label} in run {row.run_id} was re-enqueued {row.requeues} times ({why}); "
                     "the sweeper stopped trying. Check the workers, then continue the run from the admin.",
@@ -537,17 +731,35 @@ def sweep() -> SweepResult:
                 )
             continue
         with transaction.atomic():
-            claimed = TableDispatch.objects.filter(pk=row.pk, ticket=row.ticket, status=DispatchStatus.QUEUED).update(
-                ticket=row.ticket + 1, requeues=F("requeues") + 1, queued_at=now, touched_at=now, last_outcome=f"re-enqueued: {why}"[:200]
+            claimed = TableDispatch.objects.filter(
+                pk=row.pk, ticket=row.ticket, status=DispatchStatus.QUEUED
+            ).update(
+                ticket=row.ticket + 1,
+                requeues=F("requeues") + 1,
+                queued_at=now,
+                touched_at=now,
+                last_outcome=f"re-enqueued: {why}"[:200],
             )
             if claimed:
-                _enqueue_table(row.pk, row.ticket + 1, _task_name(row, state.table_label), row.run_id)
+                _enqueue_table(
+                    row.pk,
+                    row.ticket + 1,
+                    _task_name(row, state.table_label),
+                    row.run_id,
+                )
         if claimed:
             result.requeued.append(state.table_label)
-            AuditEvent.objects.record("table.requeued", run_id=row.run_id, table_label=state.table_label, details={"reason": why})
+            AuditEvent.objects.record(
+                "table.requeued",
+                run_id=row.run_id,
+                table_label=state.table_label,
+                details={"reason": why},
+            )
     # Runs nobody drives (a CLI run whose process died): tell a person.
     orphans = RecoveryState.objects.filter(
-        run__status=RunStatus.RUNNING, run__dispatch__isnull=True, lease_expires_at__lt=now - timedelta(seconds=lease_seconds)
+        run__status=RunStatus.RUNNING,
+        run__dispatch__isnull=True,
+        lease_expires_at__lt=now - timedelta(seconds=lease_seconds),
     ).exclude(lease_owner="")
     for state in orphans[:50]:
         result.alerts += alerts.inconsistent(

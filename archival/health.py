@@ -22,7 +22,10 @@ def healthz(request):
     check = health_check()
     up = check.code < CRITICAL
     return JsonResponse(
-        {"status": "up" if up else "down", "last_run_age_seconds": check.last_run_age_seconds},
+        {
+            "status": "up" if up else "down",
+            "last_run_age_seconds": check.last_run_age_seconds,
+        },
         status=200 if up else 503,
     )
 

@@ -38,7 +38,12 @@ class CheckResult:
         return int((timezone.now() - self.last_run_finished_at).total_seconds())
 
     def as_dict(self) -> dict:
-        return {"code": self.code, "label": self.label, "messages": self.messages, "last_run_age_seconds": self.last_run_age_seconds}
+        return {
+            "code": self.code,
+            "label": self.label,
+            "messages": self.messages,
+            "last_run_age_seconds": self.last_run_age_seconds,
+        }
 
 
 def health_check(now: datetime | None = None) -> CheckResult:
@@ -63,33 +68,61 @@ def _check(result: CheckResult, now: datetime) -> None:
     from django_q.models import Schedule
 
     from archival.schedules import RUN_SCHEDULE, SWEEP_SCHEDULE
-    from governance.models import ArchivalRun, Phase, RecoveryState, RunStatus, SchedulerSettings
+    from governance.models import (
+        ArchivalRun,
+        Phase,
+        RecoveryState,
+        RunStatus,
+        SchedulerSettings,
+    )
 
     cfg = SchedulerSettings.objects.current()
     conf = settings.ARCHIVAL_SCHEDULER
     lease = settings.ARCHIVAL["LEASE_SECONDS"]
 
-    finished = ArchivalRun.objects.exclude(status=RunStatus.RUNNING).exclude(finished_at=None).order_by("-finished_at").first()
+    finished = (
+        ArchivalRun.objects.exclude(status=RunStatus.RUNNING)
+        .exclude(finished_at=None)
+        .order_by("-finished_at")
+        .first()
+    )
     result.last_run_finished_at = finished.finished_at if finished else None
     if finished is None:
         result.add(WARNING, "no archival run has finished yet")
     else:
         if finished.finished_at < now - timedelta(days=conf["MAX_RUN_AGE_DAYS"]):
-            result.add(WARNING, f"the last run finished {(now - finished.finished_at).days} days ago (weekly run overdue)")
+            result.add(
+                WARNING,
+                f"the last run finished {(now - finished.finished_at).days} days ago (weekly run overdue)",
+            )
         if finished.status == RunStatus.FAILED:
             result.add(CRITICAL, f"run {finished.pk} finished with failed tables")
 
     if cfg.paused:
         result.add(WARNING, "the scheduler is paused")
-    schedules = {s.name: s for s in Schedule.objects.filter(name__in=[RUN_SCHEDULE, SWEEP_SCHEDULE])}
+    schedules = {
+        s.name: s
+        for s in Schedule.objects.filter(name__in=[RUN_SCHEDULE, SWEEP_SCHEDULE])
+    }
     if RUN_SCHEDULE not in schedules:
-        result.add(WARNING, "the weekly run schedule is missing (manage.py schedule_archival creates it)")
+        result.add(
+            WARNING,
+            "the weekly run schedule is missing (manage.py schedule_archival creates it)",
+        )
     sweeper = schedules.get(SWEEP_SCHEDULE)
     if sweeper is None:
-        result.add(WARNING, "the sweeper schedule is missing (manage.py schedule_archival creates it)")
-    elif sweeper.next_run and sweeper.next_run < now - timedelta(minutes=conf["SWEEP_MINUTES"] + 4):
+        result.add(
+            WARNING,
+            "the sweeper schedule is missing (manage.py schedule_archival creates it)",
+        )
+    elif sweeper.next_run and sweeper.next_run < now - timedelta(
+        minutes=conf["SWEEP_MINUTES"] + 4
+    ):
         # Every cluster's scheduler moves next_run forward; overdue means none runs.
-        result.add(CRITICAL, f"no worker cluster is running: the sweeper is {int((now - sweeper.next_run).total_seconds() // 60)} minutes overdue")
+        result.add(
+            CRITICAL,
+            f"no worker cluster is running: the sweeper is {int((now - sweeper.next_run).total_seconds() // 60)} minutes overdue",
+        )
 
     for run in ArchivalRun.objects.open():
         minutes = int((now - run.started_at).total_seconds() // 60)
@@ -99,8 +132,13 @@ def _check(result: CheckResult, now: datetime) -> None:
         if failed:
             result.add(WARNING, f"run {run.pk} has {failed} failed table(s)")
     stuck = RecoveryState.objects.filter(
-        run__status=RunStatus.RUNNING, lease_expires_at__lt=now - timedelta(seconds=2 * lease + 60 * conf["SWEEP_MINUTES"])
+        run__status=RunStatus.RUNNING,
+        lease_expires_at__lt=now
+        - timedelta(seconds=2 * lease + 60 * conf["SWEEP_MINUTES"]),
     ).exclude(lease_owner="")
     count = stuck.count()
     if count:
-        result.add(CRITICAL, f"{count} table(s) hold an expired lease nobody took over (workers down or sweeper not running)")
+        result.add(
+            CRITICAL,
+            f"{count} table(s) hold an expired lease nobody took over (workers down or sweeper not running)",
+        )

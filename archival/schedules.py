@@ -25,9 +25,24 @@ MINUTES = "I"
 def definitions() -> list[dict]:
     conf = settings.ARCHIVAL_SCHEDULER
     return [
-        {"name": RUN_SCHEDULE, "func": "archival.tasks.scheduled_run", "schedule_type": CRON, "cron": conf["RUN_CRON"]},
-        {"name": SWEEP_SCHEDULE, "func": "archival.tasks.sweep", "schedule_type": MINUTES, "minutes": conf["SWEEP_MINUTES"]},
-        {"name": HOLD_REVIEW_SCHEDULE, "func": "archival.tasks.hold_review_reminder", "schedule_type": CRON, "cron": conf["HOLD_REVIEW_CRON"]},
+        {
+            "name": RUN_SCHEDULE,
+            "func": "archival.tasks.scheduled_run",
+            "schedule_type": CRON,
+            "cron": conf["RUN_CRON"],
+        },
+        {
+            "name": SWEEP_SCHEDULE,
+            "func": "archival.tasks.sweep",
+            "schedule_type": MINUTES,
+            "minutes": conf["SWEEP_MINUTES"],
+        },
+        {
+            "name": HOLD_REVIEW_SCHEDULE,
+            "func": "archival.tasks.hold_review_reminder",
+            "schedule_type": CRON,
+            "cron": conf["HOLD_REVIEW_CRON"],
+        },
     ]
 
 
@@ -37,7 +52,9 @@ def next_cron_run(cron: str, now: datetime | None = None) -> datetime:
     return croniter(cron, now).get_next(datetime)
 
 
-def ensure_schedules(schedule_model, *, reset: bool = False, now: datetime | None = None) -> dict[str, str]:
+def ensure_schedules(
+    schedule_model, *, reset: bool = False, now: datetime | None = None
+) -> dict[str, str]:
     """Create the missing schedules; returns {name: "created" | "kept" | "reset"}.
 
     ``schedule_model`` is django_q's Schedule (historical or live); values are
@@ -46,7 +63,9 @@ def ensure_schedules(schedule_model, *, reset: bool = False, now: datetime | Non
     now = now or timezone.now()
     outcome = {}
     for spec in definitions():
-        existing = schedule_model.objects.filter(name=spec["name"]).order_by("pk").first()
+        existing = (
+            schedule_model.objects.filter(name=spec["name"]).order_by("pk").first()
+        )
         if existing is not None and not reset:
             outcome[spec["name"]] = "kept"
             continue
@@ -56,7 +75,9 @@ def ensure_schedules(schedule_model, *, reset: bool = False, now: datetime | Non
         obj.cron = spec.get("cron")
         obj.minutes = spec.get("minutes")
         obj.repeats = -1
-        obj.next_run = next_cron_run(spec["cron"], now) if spec["schedule_type"] == CRON else now
+        obj.next_run = (
+            next_cron_run(spec["cron"], now) if spec["schedule_type"] == CRON else now
+        )
         if hasattr(obj, "full_clean"):
             obj.full_clean()
         obj.save()

@@ -26,6 +26,8 @@ PYTHON = os.environ.get("BENCH_PYTHON") or str(REPO / ".venv" / "bin" / "python"
 ROOT = Path(os.environ.get("BENCH_ROOT", "/tmp/h_bench"))
 PG = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 MARIADB = os.environ.get("BENCH_MARIADB_URL", "mysql://root@127.0.0.1:3306")
+# Database names start with this (the chaos test uses its own, so it can run beside a benchmark).
+P = os.environ.get("BENCH_DB_PREFIX", "bench")
 SOURCES = ("SourceDB1", "SourceDB2", "SourceDB3")
 ENGINES = ("sqlite", "postgresql", "mariadb")
 
@@ -44,9 +46,9 @@ def environment(engine: str, topology: str = "same", template: bool = False) -> 
         PYTHONPATH=str(REPO),
     )
     if engine == "postgresql":
-        data = f"{PG}/bench_data{suffix}"
+        data = f"{PG}/{P}_data{suffix}"
         env.update(
-            DATABASE_URL=f"{PG}/bench_control{suffix}",
+            DATABASE_URL=f"{PG}/{P}_control{suffix}",
             ARCHIVE_DATABASE_URL=data,
             ARCHIVE_READONLY_DATABASE_URL=data,
             **{f"{s.upper()}_DATABASE_URL": data for s in SOURCES},
@@ -55,10 +57,10 @@ def environment(engine: str, topology: str = "same", template: bool = False) -> 
         # The control database stays on SQLite (it is not what is measured);
         # archive and sources are databases on one MariaDB server.
         env.update(
-            ARCHIVE_DATABASE_URL=f"{MARIADB}/bench_archive",
-            ARCHIVE_READONLY_DATABASE_URL=f"{MARIADB}/bench_archive",
-            ARCHIVAL_NAMESPACE_PREFIX="bench_archive_",
-            **{f"{s.upper()}_DATABASE_URL": f"{MARIADB}/bench_{s.lower()}" for s in SOURCES},
+            ARCHIVE_DATABASE_URL=f"{MARIADB}/{P}_archive",
+            ARCHIVE_READONLY_DATABASE_URL=f"{MARIADB}/{P}_archive",
+            ARCHIVAL_NAMESPACE_PREFIX=f"{P}_archive_",
+            **{f"{s.upper()}_DATABASE_URL": f"{MARIADB}/{P}_{s.lower()}" for s in SOURCES},
         )
     elif engine != "sqlite":
         raise ValueError(f"unknown engine {engine}")
@@ -94,13 +96,13 @@ def fresh_databases(engine: str, template: bool) -> None:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     if engine == "postgresql":
-        for name in (f"bench_control{suffix}", f"bench_data{suffix}"):
+        for name in (f"{P}_control{suffix}", f"{P}_data{suffix}"):
             _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             _pg(f'CREATE DATABASE "{name}"')
     elif engine == "mariadb":
-        for name in ["bench_archive", *[f"bench_{s.lower()}" for s in SOURCES], *[f"bench_archive_{s.lower()}" for s in SOURCES]]:
+        for name in [f"{P}_archive", *[f"{P}_{s.lower()}" for s in SOURCES], *[f"{P}_archive_{s.lower()}" for s in SOURCES]]:
             _maria(f"DROP DATABASE IF EXISTS `{name}`")
-        for name in ["bench_archive", *[f"bench_{s.lower()}" for s in SOURCES]]:
+        for name in [f"{P}_archive", *[f"{P}_{s.lower()}" for s in SOURCES]]:
             _maria(f"CREATE DATABASE `{name}`")
 
 
@@ -142,7 +144,7 @@ def restore(engine: str, size_rows: int, tables: int) -> None:
         if work.exists():
             shutil.rmtree(work)
         shutil.copytree(ROOT / "postgresql_tpl", work)
-        for name in ("bench_control", "bench_data"):
+        for name in (f"{P}_control", f"{P}_data"):
             _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             # FILE_COPY copies the files (fast) instead of WAL-logging every block.
             _pg(f'CREATE DATABASE "{name}" TEMPLATE "{name}_tpl" STRATEGY FILE_COPY')

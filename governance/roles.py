@@ -99,6 +99,8 @@ ROLES: dict[str, Role] = {
             "governance.view_schedulersettings",
             "governance.change_schedulersettings",
             "governance.pause_scheduler",
+            "governance.view_tabledispatch",
+            "governance.view_rundispatch",
         ),
     ),
     AUDITOR: Role(

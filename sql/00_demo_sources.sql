@@ -26,9 +26,10 @@ GO
 IF OBJECT_ID(N'dbo.Contract', N'U') IS NULL
     CREATE TABLE dbo.Contract (
         contractId int NOT NULL CONSTRAINT pk_contract PRIMARY KEY,
-        counterparty nvarchar(100) NOT NULL,
-        notional decimal(18, 2) NOT NULL,
-        maturityDate date NULL
+        contractRef varchar(40) NULL,
+        counterparty varchar(40) NULL,
+        maturityDate date NULL,
+        notional decimal(18, 2) NULL
     );
 GO
 IF OBJECT_ID(N'dbo.Position', N'U') IS NULL
@@ -41,8 +42,8 @@ IF OBJECT_ID(N'dbo.Position', N'U') IS NULL
         price decimal(18, 6) NOT NULL,
         marketValue decimal(20, 4) NOT NULL,
         currency char(3) NOT NULL,
-        book nvarchar(40) NOT NULL,
-        trader nvarchar(60) NULL,
+        book varchar(40) NOT NULL,
+        trader varchar(40) NULL,
         updatedAt datetime2(3) NOT NULL,
         CONSTRAINT pk_position PRIMARY KEY CLUSTERED (basketId, positionId, businessDate)
     );
@@ -64,8 +65,8 @@ BEGIN
         SELECT TOP (@contracts) ROW_NUMBER() OVER (ORDER BY (SELECT NULL)) AS i
         FROM sys.all_columns AS a CROSS JOIN sys.all_columns AS b
     )
-    INSERT INTO dbo.Contract (contractId, counterparty, notional, maturityDate)
-    SELECT i, CONCAT(N'Counterparty ', i % 500), (i % 1000) * 1000.0,
+    INSERT INTO dbo.Contract (contractId, contractRef, counterparty, notional, maturityDate)
+    SELECT i, CONCAT('C-', i), CONCAT('CP', i % 300), (i % 1000) * 1000.0,
         CASE WHEN i % 97 = 0 THEN NULL ELSE DATEADD(DAY, -(i % 3650), CONVERT(date, '20260101')) END
     FROM n;
     WITH n AS (
@@ -88,8 +89,10 @@ GO
 IF OBJECT_ID(N'dbo.Contract', N'U') IS NULL
     CREATE TABLE dbo.Contract (
         contractId int NOT NULL CONSTRAINT pk_contract PRIMARY KEY,
-        counterparty nvarchar(100) NOT NULL,
-        maturityDate date NULL
+        contractRef varchar(40) NULL,
+        counterparty varchar(40) NULL,
+        maturityDate date NULL,
+        notional decimal(18, 2) NULL
     );
 GO
 IF OBJECT_ID(N'dbo.Trade', N'U') IS NULL
@@ -98,8 +101,10 @@ IF OBJECT_ID(N'dbo.Trade', N'U') IS NULL
         contractId int NOT NULL CONSTRAINT fk_trade_contract REFERENCES dbo.Contract (contractId),
         tradeDate date NOT NULL,
         settlementDate date NULL,
-        amount decimal(18, 2) NOT NULL,
-        currency char(3) NOT NULL
+        quantity decimal(18, 4) NULL,
+        price decimal(18, 6) NULL,
+        side char(1) NULL,
+        counterparty varchar(40) NULL
     );
 GO
 CREATE OR ALTER PROCEDURE dbo.usp_generate_demo
@@ -116,17 +121,17 @@ BEGIN
         SELECT TOP (@contracts) ROW_NUMBER() OVER (ORDER BY (SELECT NULL)) AS i
         FROM sys.all_columns AS a CROSS JOIN sys.all_columns AS b
     )
-    INSERT INTO dbo.Contract (contractId, counterparty, maturityDate)
-    SELECT i, CONCAT(N'Counterparty ', i % 300), DATEADD(DAY, -(i % 3000), CONVERT(date, '20260101'))
+    INSERT INTO dbo.Contract (contractId, contractRef, counterparty, maturityDate)
+    SELECT i, CONCAT('C-', i), CONCAT('CP', i % 300), DATEADD(DAY, -(i % 3000), CONVERT(date, '20260101'))
     FROM n;
     WITH n AS (
         SELECT TOP (@rows) ROW_NUMBER() OVER (ORDER BY (SELECT NULL)) AS i
         FROM sys.all_columns AS a CROSS JOIN sys.all_columns AS b
     )
-    INSERT INTO dbo.Trade (tradeId, contractId, tradeDate, settlementDate, amount, currency)
+    INSERT INTO dbo.Trade (tradeId, contractId, tradeDate, settlementDate, quantity, price, side, counterparty)
     SELECT i, 1 + i % @contracts, DATEADD(DAY, -(i % 2000), CONVERT(date, '20260101')),
         CASE WHEN i % 13 = 0 THEN NULL ELSE DATEADD(DAY, 2 - (i % 2000), CONVERT(date, '20260101')) END,
-        (i % 10000) * 10.0, N'USD'
+        i % 1000, 100 + (i % 97) / 7.0, CASE WHEN i % 2 = 0 THEN 'B' ELSE 'S' END, CONCAT('CP', i % 300)
     FROM n;
     COMMIT TRANSACTION;
 END;
@@ -138,8 +143,8 @@ IF OBJECT_ID(N'dbo.PriceHistory', N'U') IS NULL
     CREATE TABLE dbo.PriceHistory (
         instrumentId int NOT NULL,
         asOfDate date NOT NULL,
-        price decimal(18, 6) NOT NULL,
-        source nvarchar(40) NOT NULL,
+        closePrice decimal(18, 6) NULL,
+        volume bigint NULL,
         CONSTRAINT pk_pricehistory PRIMARY KEY CLUSTERED (instrumentId, asOfDate)
     );
 GO
@@ -156,9 +161,9 @@ BEGIN
         SELECT TOP (@rows) ROW_NUMBER() OVER (ORDER BY (SELECT NULL)) AS i
         FROM sys.all_columns AS a CROSS JOIN sys.all_columns AS b
     )
-    INSERT INTO dbo.PriceHistory (instrumentId, asOfDate, price, source)
+    INSERT INTO dbo.PriceHistory (instrumentId, asOfDate, closePrice, volume)
     SELECT 1 + i % @instruments, DATEADD(DAY, -(i / @instruments), CONVERT(date, '20260101')),
-        50 + (i % 1000) / 10.0, N'demo'
+        50 + (i % 1000) / 10.0, i % 100000
     FROM n;
     COMMIT TRANSACTION;
 END;

@@ -23,7 +23,7 @@ GO
 USE [$(ArchiveDb)];
 GO
 
-CREATE OR ALTER FUNCTION archival.fn_type_sql (
+CREATE OR ALTER FUNCTION archival.fn_type_sql(
     @type_name sysname, @max_length smallint, @precision tinyint, @scale tinyint
 )
 RETURNS nvarchar(200)
@@ -49,7 +49,7 @@ BEGIN
 END;
 GO
 
-CREATE OR ALTER FUNCTION archival.fn_column_list (@columns nvarchar(max), @prefix nvarchar(20))
+CREATE OR ALTER FUNCTION archival.fn_column_list(@columns nvarchar(max), @prefix nvarchar(20))
 RETURNS nvarchar(max)
 AS
 BEGIN
@@ -61,7 +61,7 @@ BEGIN
 END;
 GO
 
-CREATE OR ALTER FUNCTION archival.fn_key_join (@columns nvarchar(max), @left sysname, @right sysname)
+CREATE OR ALTER FUNCTION archival.fn_key_join(@columns nvarchar(max), @left sysname, @right sysname)
 RETURNS nvarchar(max)
 AS
 BEGIN
@@ -77,7 +77,7 @@ GO
 
 -- a > @k1 OR (a = @k1 AND (b > @k2 OR (b = @k2 AND (c > @k3)))): SQL Server
 -- has no row-value comparison, and this form seeks on the clustered key.
-CREATE OR ALTER FUNCTION archival.fn_keyset_predicate (@columns nvarchar(max), @alias sysname)
+CREATE OR ALTER FUNCTION archival.fn_keyset_predicate(@columns nvarchar(max), @alias sysname)
 RETURNS nvarchar(max)
 AS
 BEGIN
@@ -103,7 +103,7 @@ GO
 
 -- Keys travel as JSON arrays of strings (dates ISO 8601 through style 126)
 -- in the OUTPUT parameters and the ledger.
-CREATE OR ALTER FUNCTION archival.fn_key_json (@columns nvarchar(max), @alias sysname)
+CREATE OR ALTER FUNCTION archival.fn_key_json(@columns nvarchar(max), @alias sysname)
 RETURNS nvarchar(max)
 AS
 BEGIN
@@ -122,7 +122,7 @@ END;
 GO
 
 -- HoldKey.key_text: key components in key order joined by a tab.
-CREATE OR ALTER FUNCTION archival.fn_key_text (@columns nvarchar(max), @alias sysname)
+CREATE OR ALTER FUNCTION archival.fn_key_text(@columns nvarchar(max), @alias sysname)
 RETURNS nvarchar(max)
 AS
 BEGIN

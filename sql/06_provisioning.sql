@@ -113,8 +113,8 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
             + N', [reference_date] date NULL, [retention_until] date NULL'
             -- The unique source key: invariant 2 (at most one copy of a row).
             + N', CONSTRAINT ' + QUOTENAME(N'pk_' + @archive_schema + N'_' + @table_name) + N' PRIMARY KEY CLUSTERED ('
-            + (SELECT STRING_AGG(CONVERT(nvarchar(max), QUOTENAME(name)), N', ') WITHIN GROUP (ORDER BY key_ordinal)
-               FROM @cols WHERE key_ordinal IS NOT NULL)
+            + (SELECT STRING_AGG(CONVERT(nvarchar(max), QUOTENAME(k.name)), N', ') WITHIN GROUP (ORDER BY k.key_ordinal)
+               FROM @cols AS k WHERE k.key_ordinal IS NOT NULL)
             + N'))'
         FROM @cols;
         EXEC sys.sp_executesql @sql;

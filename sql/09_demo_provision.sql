@@ -28,7 +28,7 @@ GO
 EXEC archival_admin.usp_provision_table
     @source_alias = N'SourceDB2', @source_database = N'SourceDB2', @schema_name = N'dbo', @table_name = N'Trade',
     @archival_logic = 'DATE_BASED', @archive_schema = N'$(NamespacePrefix)sourcedb2',
-    @date_column = N'tradeDate', @hold_contract_column = N'contractId';
+    @date_column = N'settlementDate', @hold_contract_column = N'contractId';
 GO
 EXEC archival_admin.usp_provision_table
     @source_alias = N'SourceDB2', @source_database = N'SourceDB2', @schema_name = N'dbo', @table_name = N'Contract',

@@ -13,8 +13,20 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connections
 
-from governance.models import AuditEvent, Hold, HoldScope, Phase, RecoveryState, TableConfig
-from governance.roles import ARCHIVAL_ADMINISTRATOR, ARCHIVE_READER, AUDITOR, COMPLIANCE_OFFICER
+from governance.models import (
+    AuditEvent,
+    Hold,
+    HoldScope,
+    Phase,
+    RecoveryState,
+    TableConfig,
+)
+from governance.roles import (
+    ARCHIVAL_ADMINISTRATOR,
+    ARCHIVE_READER,
+    AUDITOR,
+    COMPLIANCE_OFFICER,
+)
 
 PASSWORD = "correct horse battery staple 42"
 PERSONAS = ("compliance", "administrator", "auditor", "reader", "outsider")
@@ -67,15 +79,15 @@ def source_table():
 
 
 def make_config(**overrides) -> TableConfig:
-    values = dict(
-        source_db=SOURCE,
-        schema_name="main",
-        table_name=TABLE,
-        table_type="OPERATIONAL",
-        archival_logic="DATE_BASED",
-        date_column="tradeDate",
-        hold_contract_column="contractId",
-    )
+    values = {
+        "source_db": SOURCE,
+        "schema_name": "main",
+        "table_name": TABLE,
+        "table_type": "OPERATIONAL",
+        "archival_logic": "DATE_BASED",
+        "date_column": "tradeDate",
+        "hold_contract_column": "contractId",
+    }
     values.update(overrides)
     config = TableConfig(**values)
     config.full_clean()
@@ -100,3 +112,16 @@ def objects(personas, source_table):
     hold.save()
     event = AuditEvent.objects.record("test.event", actor=personas["administrator"], details={"why": "fixture"})
     return {"tableconfig": config, "archivalrun": run, "recoverystate": state, "hold": hold, "auditevent": event}
+
+
+@pytest.fixture(scope="module")
+def admin_allow_test_flush():
+    """Let Django's flush after transactional (live-server) tests empty the
+    append-only tables: the DELETE-refusing triggers (archival.disposal.triggers)
+    make an exception only while this flag is set. Module-scoped, so it wraps
+    the function-scoped database teardown. No test here deletes a hold or an
+    audit event on purpose."""
+    from archival.disposal.triggers import allow_test_flush
+
+    with allow_test_flush():
+        yield

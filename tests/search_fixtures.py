@@ -63,6 +63,9 @@ def position_rows() -> list[tuple]:
         if i == 5:
             book, trader = FORMULA_BOOK, FORMULA_TRADER
         reference = maturity(contract)
+        if i % 50 == 0:
+            # Some rows without a trader or a reference date: NULLs sort last.
+            trader, reference = None, None
         rows.append(
             (
                 basket,
@@ -77,14 +80,17 @@ def position_rows() -> list[tuple]:
                 ARCHIVED_AT,
                 1 if i < 400 else 2,
                 reference,
-                plus_years(reference, 10),
+                plus_years(reference, 10) if reference else None,
             )
         )
     return rows
 
 
 def _ddl(vendor: str) -> dict[str, str]:
-    return {"ts": "DATETIME" if vendor == "sqlite" else "TIMESTAMP", "tstz": "DATETIME" if vendor == "sqlite" else "TIMESTAMPTZ"}
+    return {
+        "ts": "DATETIME" if vendor == "sqlite" else "TIMESTAMP",
+        "tstz": "DATETIME" if vendor == "sqlite" else "TIMESTAMPTZ",
+    }
 
 
 POSITION_SOURCE_COLUMNS = (
@@ -128,7 +134,11 @@ def build_search_archive() -> None:
             '"reference_date" DATE NULL, "retention_until" DATE NULL, '
             'CONSTRAINT "Position_src_key" UNIQUE ("basketId", "positionId", "businessDate"))'
         )
-        for suffix, column in (("refdate", "reference_date"), ("retention", "retention_until"), ("contract", "contractId")):
+        for suffix, column in (
+            ("refdate", "reference_date"),
+            ("retention", "retention_until"),
+            ("contract", "contractId"),
+        ):
             if arc.vendor == "sqlite":
                 cur.execute(f'CREATE INDEX {arc.quote(ns)}."Position_{suffix}" ON "Position" ({arc.quote(column)})')
             else:
@@ -142,11 +152,14 @@ def build_search_archive() -> None:
     connections["archive_readonly"].close()
 
 
-@pytest.fixture(scope="session")
-def search_archive(django_db_setup, django_db_blocker):
+@pytest.fixture(scope="session", name="search_archive")
+def fixture_search_archive(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         build_search_archive()
     yield
+    # archive_readonly mirrors the archive's test database: an open session
+    # there stops the test runner from dropping that database at the end.
+    connections["archive_readonly"].close()
 
 
 def permission(codename: str) -> Permission:
@@ -154,7 +167,9 @@ def permission(codename: str) -> Permission:
     perm = Permission.objects.filter(content_type__app_label="governance", codename=codename).first()
     if perm is None:
         perm = Permission.objects.create(
-            codename=codename, name=codename.replace("_", " "), content_type=ContentType.objects.get_for_model(TableConfig)
+            codename=codename,
+            name=codename.replace("_", " "),
+            content_type=ContentType.objects.get_for_model(TableConfig),
         )
     return perm
 
@@ -165,18 +180,18 @@ def make_persona(name: str, *codenames: str) -> User:
     return User.objects.get(pk=user.pk)  # fresh: no cached permissions
 
 
-@pytest.fixture
-def reader(db) -> User:
+@pytest.fixture(name="reader")
+def fixture_reader(db) -> User:
     return make_persona("reader", "view_archive_search")
 
 
-@pytest.fixture
-def auditor(db) -> User:
+@pytest.fixture(name="auditor")
+def fixture_auditor(db) -> User:
     return make_persona("auditor", "view_archive_search", "export_archive_search")
 
 
-@pytest.fixture
-def outsider(db) -> User:
+@pytest.fixture(name="outsider")
+def fixture_outsider(db) -> User:
     return make_persona("outsider")
 
 
@@ -197,6 +212,91 @@ def make_position_config() -> TableConfig:
     return config
 
 
-@pytest.fixture
-def position_config(search_archive, db) -> TableConfig:
+@pytest.fixture(name="position_config")
+def fixture_position_config(search_archive, db) -> TableConfig:
     return make_position_config()
+
+
+@pytest.fixture(scope="module", name="allow_test_flush_in_module")
+def fixture_allow_test_flush_in_module():
+    """Let Django's flush after transactional tests empty the append-only tables.
+
+    The DELETE-refusing triggers (archival.disposal.triggers) ask the
+    connection whether a test flush is running; the flag is set for this
+    module's tests only, around their teardown (a module-scoped fixture wraps
+    the function-scoped database teardown). Nothing in these tests deletes a
+    hold or an audit event on purpose.
+    """
+    try:
+        from archival.disposal.triggers import allow_test_flush
+    except ImportError:  # the disposal area has not landed: nothing to allow
+        yield
+        return
+    with allow_test_flush():
+        yield
+
+
+def bulk_rows_sql(vendor: str, n: int) -> str:
+    """INSERT ... SELECT generating n archived rows server-side (no Python loop)."""
+    if vendor == "sqlite":
+        series = f"WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {int(n)}) "
+        source, day = "s", "date('2015-01-01', '+' || (i % 365) || ' days')"
+        ref = "date('2016-01-01', '+' || (10 * (i % 30 + 1)) || ' days')"
+        until = "date('2026-01-01', '+' || (10 * (i % 30 + 1)) || ' days')"
+        return (
+            f"{series}SELECT i / 1000, i % 1000, {day}, i % 30 + 1, (i - 500000) * 1.5, 10.25, 'EUR', "
+            f"'BOOK' || (i % 7), 'T' || (i % 11), '2024-06-01 10:00:00', 1, {ref}, {until} FROM {source}"
+        )
+    return (
+        "SELECT i / 1000, i % 1000, DATE '2015-01-01' + (i % 365), i % 30 + 1, (i - 500000) * 1.5, 10.25, 'EUR', "
+        "'BOOK' || (i % 7), 'T' || (i % 11), TIMESTAMPTZ '2024-06-01 10:00:00+00', 1, "
+        "DATE '2016-01-01' + 10 * (i % 30 + 1), DATE '2026-01-01' + 10 * (i % 30 + 1) "
+        f"FROM generate_series(0, {int(n) - 1}) AS s(i)"
+    )
+
+
+def build_bulk_table(name: str, n: int) -> None:
+    """A source table ``name`` (empty) and its archive table with ``n`` rows, committed."""
+    schema = source_schema(SOURCE)
+    src = backend_for(SOURCE)
+    with transaction.atomic(using=SOURCE), connections[SOURCE].cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {src.qualified(schema, name)}")
+        cur.execute(
+            f"CREATE TABLE {src.qualified(schema, name)} ({POSITION_SOURCE_COLUMNS}, "
+            'PRIMARY KEY ("basketId", "positionId", "businessDate"))'
+        )
+    arc = backend_for("archive")
+    ns = namespace_for(SOURCE)
+    t = _ddl(arc.vendor)
+    table = arc.qualified(ns, name)
+    with transaction.atomic(using="archive"), connections["archive"].cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(
+            f"CREATE TABLE {table} ({POSITION_SOURCE_COLUMNS}, "
+            f'"archived_at" {t["tstz"]} NOT NULL, "archive_run_id" BIGINT NOT NULL, '
+            '"reference_date" DATE NULL, "retention_until" DATE NULL, '
+            f'CONSTRAINT {arc.quote(name + "_src_key")} UNIQUE ("basketId", "positionId", "businessDate"))'
+        )
+        cur.execute(f"INSERT INTO {table} {bulk_rows_sql(arc.vendor, n)}")
+        if arc.vendor == "sqlite":
+            cur.execute(
+                f'CREATE INDEX {arc.quote(ns)}.{arc.quote(name + "_refdate")} ON {arc.quote(name)} ("reference_date")'
+            )
+        else:
+            cur.execute(f'CREATE INDEX {arc.quote(name + "_refdate")} ON {table} ("reference_date")')
+    if arc.vendor == "postgresql":
+        from archival.search.readonly import create_readonly_role
+
+        create_readonly_role(role=connections["archive_readonly"].settings_dict["USER"], using="archive")
+        with connections["archive"].cursor() as cur:
+            cur.execute(f"ANALYZE {table}")
+    connections["archive_readonly"].close()
+
+
+def make_bulk_config(name: str) -> TableConfig:
+    config = TableConfig(
+        source_db=SOURCE, schema_name=source_schema(SOURCE), table_name=name, date_column="businessDate"
+    )
+    config.full_clean()
+    config.save()
+    return config

@@ -8,7 +8,14 @@ from django.test import Client
 from django.urls import reverse
 
 from governance.models import AuditEvent, Hold, HoldScope
-from tests.admin_fixtures import SOURCE, TABLE, make_config, objects, personas, source_table  # noqa: F401
+from tests.admin_fixtures import (  # noqa: F401
+    SOURCE,
+    TABLE,
+    make_config,
+    objects,
+    personas,
+    source_table,
+)
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -84,17 +91,15 @@ def test_the_bulk_delete_action_is_not_offered_even_to_a_superuser(objects, djan
 def test_the_database_refuses_to_delete_a_hold_even_from_a_queryset(objects):
     """What an action calling ``queryset.delete()`` would do: a trigger refuses it."""
     hold = objects["hold"]
-    with pytest.raises((IntegrityError, DatabaseError)):
-        with transaction.atomic(using="archive"):
-            Hold.objects.filter(pk=hold.pk).delete()
+    with pytest.raises((IntegrityError, DatabaseError)), transaction.atomic(using="archive"):
+        Hold.objects.filter(pk=hold.pk).delete()
     assert Hold.objects.filter(pk=hold.pk).exists()
 
 
 def test_the_database_refuses_to_delete_an_audit_event(objects):
     event = objects["auditevent"]
-    with pytest.raises((IntegrityError, DatabaseError)):
-        with transaction.atomic():
-            AuditEvent.objects.filter(pk=event.pk).delete()
+    with pytest.raises((IntegrityError, DatabaseError)), transaction.atomic():
+        AuditEvent.objects.filter(pk=event.pk).delete()
     assert AuditEvent.objects.filter(pk=event.pk).exists()
 
 

@@ -41,6 +41,10 @@ DECISIONS: dict[str, dict[str, frozenset]] = {
     "governance.hold": viewers(add=frozenset({CO}), release=frozenset({CO})),
     "governance.auditevent": viewers(export=frozenset({AU})),
     "governance.archivalrun": viewers(abandon=frozenset({AA})),
+    # Scheduling (issue 4): settings read by all staff roles, changed and
+    # driven (stop/continue a run) by administrators.
+    "governance.schedulersettings": viewers(schedule_control=frozenset({AA})),
+    "governance.tabledispatch": viewers(readers=frozenset({AA, AU})),
     "auth.user": viewers(readers=NOBODY, password_change=NOBODY),
     "auth.group": viewers(readers=NOBODY),
     "django_q.schedule": viewers(add=frozenset({AA})),
@@ -59,6 +63,8 @@ ACTION_DECISIONS: dict[str, dict[str, frozenset]] = {
     "governance.hold": {"release_holds": frozenset({CO})},
     "governance.auditevent": {},
     "governance.archivalrun": {"resume_runs": frozenset({AA})},
+    "governance.schedulersettings": {"run_now": frozenset({AA})},
+    "governance.tabledispatch": {},
     "auth.user": {},
     "auth.group": {},
     "django_q.schedule": {},
@@ -73,6 +79,10 @@ ACTION_DECISIONS: dict[str, dict[str, frozenset]] = {
 }
 
 MISSING_PK = "999999"
+# Permitted views that answer with a redirect (the singleton's changelist opens its one object).
+REDIRECTING = {("governance.schedulersettings", "changelist")}
+# Views whose arguments are not the object's primary key.
+URL_ARGS = {"governance_schedule_control": lambda objects: ["stop", objects["archivalrun"].pk]}
 
 
 def admin_urls(objects):
@@ -84,14 +94,18 @@ def admin_urls(objects):
         pk = str(obj.pk) if obj is not None else MISSING_PK
         for pattern in model_admin.get_urls():
             name = getattr(pattern, "name", None)
-            if not name or not name.startswith(prefix):
+            if not name:
                 continue
-            suffix = name[len(prefix) :]
+            # Custom views may be named freely: "governance_schedule_control"
+            # is decided as "schedule_control".
+            suffix = name[len(prefix) :] if name.startswith(prefix) else name.removeprefix(f"{model._meta.app_label}_")
             n_args = len(re.findall(r"<[^>]+>", str(pattern.pattern))) + re.compile(str(pattern.pattern)).groups
             if suffix == "simple_history":
                 if obj is None:
                     continue
                 args = [pk, str(obj.history.first().history_id)]
+            elif name in URL_ARGS:
+                args = URL_ARGS[name](objects)
             else:
                 args = [pk] * n_args
             url = reverse(f"admin:{name}", args=args)
@@ -100,13 +114,15 @@ def admin_urls(objects):
             yield label, suffix, url, obj is not None
 
 
-def expected_status(persona: str, allowed: bool, has_object: bool, suffix: str) -> set[int]:
+def expected_status(persona: str, allowed: bool, has_object: bool, suffix: str, label: str = "") -> set[int]:
     if persona == "reader":
         return {302}  # not staff: the admin sends them to its login page
     if suffix == "history" and not has_object:
         return {302}  # Django looks the object up first; a missing one redirects everybody, disclosing nothing
     if not allowed:
         return {403}
+    if (label, suffix) in REDIRECTING:
+        return {302}
     if suffix in {"change", "history", "delete", "password_change"} and not has_object:
         return {302}  # permitted, and told the object does not exist
     return {200}
@@ -130,7 +146,7 @@ def test_every_admin_url_has_a_decision_and_answers_it(personas, objects):
             # process_import only takes the confirmation POST of an import.
             method = clients[persona].post if suffix == "process_import" else clients[persona].get
             status = method(url).status_code
-            want = expected_status(persona, allowed, has_object, suffix)
+            want = expected_status(persona, allowed, has_object, suffix, label)
             if status not in want:
                 problems.append(f"{persona} GET {url} ({label} {suffix}): {status}, expected {sorted(want)}")
     assert not problems, "\n".join(problems)

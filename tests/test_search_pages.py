@@ -11,16 +11,16 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from governance.models import AuditEvent, TableConfig
-from tests.search_fixtures import (  # noqa: F401 - fixtures
+from tests.search_fixtures import (  # noqa: F401 - fixtures are found by name
     CONTRACTS,
     POSITIONS,
     SOURCE,
-    auditor,
+    fixture_auditor,
+    fixture_outsider,
+    fixture_position_config,
+    fixture_reader,
+    fixture_search_archive,
     maturity,
-    outsider,
-    position_config,
-    reader,
-    search_archive,
     source_schema,
 )
 
@@ -102,7 +102,9 @@ def test_an_unknown_filter_or_sort_column_is_a_404_and_runs_no_data_query(client
     with CaptureQueriesContext(connections["archive_readonly"]) as archive_queries:
         for query in ({"password": "x"}, {"_sort": "1; DROP TABLE x"}, {"basketId__from": "1"}, {"_sort": "nosuch"}):
             assert client.get(table_url(), query).status_code == 404, query
-    data_reads = [q["sql"] for q in archive_queries.captured_queries if '"Position"' in q["sql"] and "SELECT" in q["sql"]]
+    data_reads = [
+        q["sql"] for q in archive_queries.captured_queries if '"Position"' in q["sql"] and "SELECT" in q["sql"]
+    ]
     assert data_reads == []
     assert not AuditEvent.objects.filter(action="archive.search").exists()
 
@@ -118,7 +120,9 @@ def test_a_row_url_must_name_the_whole_key(client, reader, position_config):
 
 # -- finding rows -----------------------------------------------------------------
 def test_the_index_lists_archived_and_not_yet_archived_tables(client, reader, position_config):
-    TableConfig.objects.create(source_db=SOURCE, schema_name=source_schema(SOURCE), table_name="Contract", date_column="maturityDate")
+    TableConfig.objects.create(
+        source_db=SOURCE, schema_name=source_schema(SOURCE), table_name="Contract", date_column="maturityDate"
+    )
     client.force_login(reader)
     html = client.get(reverse("search:index")).content.decode()
     assert table_url() in html
@@ -129,7 +133,16 @@ def test_the_form_is_generated_from_the_live_columns(client, reader, position_co
     client.force_login(reader)
     html = client.get(table_url()).content.decode()
     # exact on key and contract columns, ranges on dates and numbers, contains on text
-    for name in ("basketId", "positionId", "businessDate", "contractId", "archive_run_id", "book", "trader", "currency"):
+    for name in (
+        "basketId",
+        "positionId",
+        "businessDate",
+        "contractId",
+        "archive_run_id",
+        "book",
+        "trader",
+        "currency",
+    ):
         assert f'name="{name}"' in html, name
     for name in ("quantity__from", "price__to", "reference_date__from", "retention_until__to", "archived_at__from"):
         assert f'name="{name}"' in html, name
@@ -165,21 +178,35 @@ def test_an_invalid_filter_value_shows_the_form_error_and_runs_no_query(client, 
     assert not AuditEvent.objects.filter(action="archive.search").exists()
 
 
-def _walk(client, params: dict) -> list[tuple[str, str, str]]:
-    """Follow Next links to the end; return every row key in page order."""
-    seen: list[tuple[str, str, str]] = []
-    url = table_url() + "?" + urlencode(params)
-    for _ in range(100):
+def _follow(client, url: str, rel: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Follow rel=next/prev links to the end; return every row key in page order, and each page's cells."""
+    keys: list[tuple[str, str, str]] = []
+    for _ in range(200):
         html = client.get(url).content.decode()
-        seen += [(r["basketId"][0], r["positionId"][0], r["businessDate"][0]) for r in row_links(html)]
-        match = re.search(r'<a href="(\?[^"]+)" rel="next"', html)
+        page = [(r["basketId"][0], r["positionId"][0], r["businessDate"][0]) for r in row_links(html)]
+        keys += page if rel == "next" else page[::-1]
+        match = re.search(rf'<a href="(\?[^"]+)" rel="{rel}"', html)
         if not match:
-            return seen
+            return keys, html
         url = table_url() + match.group(1).replace("&amp;", "&")
     raise AssertionError("paging did not end")
 
 
-@pytest.mark.parametrize("sort", [{}, {"_sort": "book"}, {"_sort": "quantity", "_dir": "desc"}, {"_sort": "businessDate"}])
+def _walk(client, params: dict) -> list[tuple[str, str, str]]:
+    return _follow(client, table_url() + "?" + urlencode(params), "next")[0]
+
+
+SORTS = [
+    {},
+    {"_sort": "book"},
+    {"_sort": "quantity", "_dir": "desc"},
+    {"_sort": "businessDate"},
+    {"_sort": "trader"},
+    {"_sort": "reference_date", "_dir": "desc"},
+]
+
+
+@pytest.mark.parametrize("sort", SORTS)
 def test_keyset_pages_visit_every_row_once_in_order(client, reader, position_config, settings, sort):
     settings.ARCHIVAL_SEARCH = {**settings.ARCHIVAL_SEARCH, "PAGE_SIZE": 45}
     client.force_login(reader)
@@ -188,6 +215,30 @@ def test_keyset_pages_visit_every_row_once_in_order(client, reader, position_con
     assert len(set(keys)) == POSITIONS
     if not sort:
         assert keys == sorted(keys, key=lambda k: (int(k[0]), int(k[1]), k[2]))
+
+
+@pytest.mark.parametrize("sort", [{"_sort": "trader"}, {"_sort": "reference_date", "_dir": "desc"}])
+def test_rows_without_a_value_come_last_in_key_order(client, reader, position_config, settings, sort):
+    """NULLs last in both directions; among them the key breaks ties, in the sort's direction."""
+    settings.ARCHIVAL_SEARCH = {**settings.ARCHIVAL_SEARCH, "PAGE_SIZE": 45}
+    client.force_login(reader)
+    keys = _walk(client, sort)
+    without = [(str(b), str(p)) for b, p in (divmod(i, 200) for i in range(0, POSITIONS, 50))]
+    if sort.get("_dir") == "desc":
+        without.reverse()
+    assert [k[:2] for k in keys[-len(without) :]] == without
+
+
+@pytest.mark.parametrize("sort", SORTS)
+def test_previous_links_walk_back_through_the_same_rows(client, reader, position_config, settings, sort):
+    settings.ARCHIVAL_SEARCH = {**settings.ARCHIVAL_SEARCH, "PAGE_SIZE": 45}
+    client.force_login(reader)
+    forward, last_html = _follow(client, table_url() + "?" + urlencode(sort), "next")
+    # Start from the last page reached and follow Previous to the first page.
+    last_page = [(r["basketId"][0], r["positionId"][0], r["businessDate"][0]) for r in row_links(last_html)]
+    prev = re.search(r'<a href="(\?[^"]+)" rel="prev"', last_html).group(1).replace("&amp;", "&")
+    backward, _ = _follow(client, table_url() + prev, "prev")
+    assert backward[::-1] + last_page == forward
 
 
 def test_no_page_uses_offset_or_counts_the_table(client, reader, position_config, settings):

@@ -72,7 +72,9 @@ def attach_namespaces(sender, connection, **kwargs) -> None:
         if readonly:
             continue
         src_settings = connections[alias].settings_dict
-        if src_settings["ENGINE"] not in SQLITE_ENGINES:
+        # A streamed source is worked through its own connection; attaching it
+        # here too would make every archive transaction lock its file.
+        if src_settings["ENGINE"] not in SQLITE_ENGINES or alias in settings.ARCHIVAL["STREAMING_SOURCES"]:
             continue
         name = source_attach_name(alias)
         if name not in attached:

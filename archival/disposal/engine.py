@@ -97,6 +97,7 @@ class PlannedBatch:
     key_low: list
     key_high: list
     row_count: int
+    held_in_range: int = 0
     batch_id: int | None = None
     status: str = ""
 
@@ -200,6 +201,7 @@ def plan_disposal(
                     key_low=pb.key_low,
                     key_high=pb.key_high,
                     row_count=pb.row_count,
+                    held_in_range=pb.held_in_range,
                     disposable_before=today,
                     planned_by=planner,
                     required_approvals=tp.required_approvals,
@@ -255,7 +257,13 @@ def _plan_table(t: ArchiveTable, tp: TablePlan, today: dt.date) -> None:
             batch_no += 1
             low = [to_json_component(v) for v in keys[0]]
             high = [to_json_component(v) for v in keys[-1]]
-            tp.batches.append(PlannedBatch(batch_no, low, high, len(keys)))
+            pb = PlannedBatch(batch_no, low, high, len(keys))
+            if tp.held_rows:
+                rng, rng_params = t.range_sql(low, high)
+                pb.held_in_range = _scalar(
+                    cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {held}", [*rng_params, today, *held_params]
+                )
+            tp.batches.append(pb)
             tp.disposable_rows += len(keys)
             cursor_key = high
             if len(keys) < size:
@@ -527,14 +535,19 @@ def _delete_and_certify(t: ArchiveTable, batch, today: dt.date, executor: str, a
         held_count = _scalar(
             cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {held}", [*base_params, *held_params]
         )
-        if candidates > batch.row_count:
+        # Approved: the planned rows, plus rows of the range that were held at
+        # planning and whose hold was released since (the reviewer saw both
+        # counts). More than that means rows arrived in the range after review.
+        if candidates > batch.row_count + batch.held_in_range:
             raise DisposalError(
-                f"{candidates} disposable rows in the key range but only {batch.row_count} were approved; reject it and plan again"
+                f"{candidates} disposable rows in the key range but only {batch.row_count} (+{batch.held_in_range} held) "
+                "were reviewed; reject the batch and plan again"
             )
         # The hold check is part of the DELETE itself, in the transaction that
         # holds the archive lock: a hold placed after approval protects its rows.
         cur.execute(
-            f"DELETE FROM {t.qualified} AS a WHERE {rng} AND {expired} AND NOT {held} RETURNING {t.pk_select()}",
+            f"DELETE FROM {t.qualified} AS a WHERE {rng} AND {expired} AND NOT {held} "
+            f"RETURNING {', '.join(t.backend.quote(c) for c in t.pk)}",
             [*base_params, *held_params],
         )
         deleted_keys = cur.fetchall()

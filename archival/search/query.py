@@ -12,9 +12,9 @@ an index range scan at the cursor instead of filtering from the table's start,
 which is what keeps page 20,000 as fast as page 1. No OFFSET, no COUNT(*): a
 page fetches PAGE_SIZE + 1 rows to know whether another page follows.
 
-A nullable sort column is ordered with NULLs last on every engine through a
-0/1 flag before it; when the cursor sits among the NULLs the column drops out
-of the comparison (NULL = NULL is never true).
+A nullable sort column is read as two segments, rows with a value then rows
+without (NULLs last on every engine), each a plain index range; a page that
+ends one segment continues into the next with a second query.
 """
 
 from __future__ import annotations
@@ -173,59 +173,38 @@ def keyset_columns(table: SearchTable, sort: Sort | None) -> list[SearchColumn]:
     return [sort.column, *[c for c in key if c.name != sort.column.name]]
 
 
-@dataclass(frozen=True)
-class _Component:
-    expr: str
-    descending: bool
-    column: SearchColumn | None  # None: the NULLs-last flag of the next column
+# A nullable sort column is read in two segments, rows with a value (in the
+# column's index order) then rows without (in key order): NULLs last on every
+# engine, and each segment is a plain range the planner can read off an index.
+# (An ORDER BY on a CASE expression would sort the whole table for every page.)
+ALL_ROWS, WITH_VALUE, WITHOUT_VALUE = "all", "with value", "without value"
 
 
-def _components(table: SearchTable, sort: Sort | None) -> list[_Component]:
-    q = table.backend.quote
-    descending = bool(sort and sort.descending)
-    comps: list[_Component] = []
-    for col in keyset_columns(table, sort):
-        if col.nullable and not col.is_key:
-            comps.append(_Component(f"(CASE WHEN {q(col.name)} IS NULL THEN 1 ELSE 0 END)", False, None))
-        comps.append(_Component(q(col.name), descending, col))
-    return comps
+def _segments(sort: Sort | None) -> list[str]:
+    if sort is not None and sort.column.nullable and not sort.column.is_key:
+        return [WITH_VALUE, WITHOUT_VALUE]
+    return [ALL_ROWS]
 
 
-def _keyset_predicate(comps: list[_Component], cursor: list[Any], backward: bool) -> tuple[str, list[Any]]:
-    """Rows strictly after (before, when ``backward``) the cursor in the order."""
-    values: list[tuple[_Component, Any]] = []
-    it = iter(cursor)
-    pending_flag: _Component | None = None
-    for comp in comps:
-        if comp.column is None:
-            pending_flag = comp
-            continue
-        value = next(it)
-        if pending_flag is not None:
-            values.append((pending_flag, 1 if value is None else 0))
-            pending_flag = None
-            if value is None:
-                continue  # among the NULLs: only the flag and the key order them
-        values.append((comp, value))
+def _segment_of(segments: list[str], cursor: list[Any] | None) -> str:
+    if cursor is None or segments == [ALL_ROWS]:
+        return segments[0]
+    return WITHOUT_VALUE if cursor[0] is None else WITH_VALUE
 
+
+def _keyset_predicate(cols: list[SearchColumn], values: list[Any], descending: bool, q) -> tuple[str, list[Any]]:
+    """Rows strictly after ``values`` in the order ``cols`` (all one direction)."""
+    op = "<" if descending else ">"
     sql, params = "", []
-    for comp, value in reversed(values):
-        op = "<" if comp.descending != backward else ">"
+    for col, value in reversed(list(zip(cols, values, strict=True))):
+        expr = q(col.name)
         if not sql:
-            sql, params = f"{comp.expr} {op} %s", [value]
+            sql, params = f"{expr} {op} %s", [value]
         else:
-            sql, params = f"({comp.expr} {op} %s OR ({comp.expr} = %s AND {sql}))", [value, value, *params]
-    first, first_value = values[0]
-    if first.column is not None:
-        # Redundant with the OR chain, but sargable: the index range starts here.
-        bound = "<=" if first.descending != backward else ">="
-        sql = f"{first.expr} {bound} %s AND {sql}"
-        params = [first_value, *params]
-    return sql, params
-
-
-def _order_sql(comps: list[_Component], backward: bool) -> str:
-    return ", ".join(f"{c.expr} {'DESC' if c.descending != backward else 'ASC'}" for c in comps)
+            sql, params = f"({expr} {op} %s OR ({expr} = %s AND {sql}))", [value, value, *params]
+    # Redundant with the OR chain, but sargable: the index range starts here.
+    sql = f"{q(cols[0].name)} {op}= %s AND {sql}"
+    return sql, [values[0], *params]
 
 
 def select_sql(
@@ -236,19 +215,28 @@ def select_sql(
     limit: int,
     cursor: list[Any] | None = None,
     backward: bool = False,
+    segment: str = ALL_ROWS,
 ) -> tuple[str, list[Any]]:
+    """SELECT of one segment of the order, after (before, if ``backward``) the cursor."""
     q = table.backend.quote
-    comps = _components(table, sort)
+    cols = keyset_columns(table, sort)
+    values = list(cursor) if cursor is not None else None
     clauses, params = where_sql(table, filters)
-    if cursor is not None:
-        predicate, kparams = _keyset_predicate(comps, cursor, backward)
+    if segment != ALL_ROWS:
+        clauses.append(f"{q(cols[0].name)} IS {'NOT ' if segment == WITH_VALUE else ''}NULL")
+        if segment == WITHOUT_VALUE:
+            cols = cols[1:]
+            values = values[1:] if values is not None else None
+    descending = bool(sort and sort.descending) != backward
+    if values is not None:
+        predicate, kparams = _keyset_predicate(cols, values, descending, q)
         clauses.append(predicate)
         params.extend(kparams)
-    columns = ", ".join(q(c.name) for c in table.columns)
-    sql = f"SELECT {columns} FROM {table.qualified}"
+    sql = f"SELECT {', '.join(q(c.name) for c in table.columns)} FROM {table.qualified}"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
-    sql += f" ORDER BY {_order_sql(comps, backward)}"
+    direction = "DESC" if descending else "ASC"
+    sql += " ORDER BY " + ", ".join(f"{q(c.name)} {direction}" for c in cols)
     return table.backend.limit_sql(sql, "%s"), [*params, limit]
 
 
@@ -259,9 +247,41 @@ def _execute(sql: str, params: list[Any], timeout_ms: int | None) -> list[tuple]
         return cur.fetchall()
 
 
-def _cursor_of(table: SearchTable, sort: Sort | None, row: tuple) -> str:
+def _read(
+    table: SearchTable,
+    filters: Sequence[Filter],
+    sort: Sort | None,
+    *,
+    limit: int,
+    cursor: list[Any] | None,
+    backward: bool = False,
+    timeout_ms: int | None = None,
+) -> list[tuple]:
+    """Up to ``limit`` rows after (before) the cursor, crossing into the next segment if needed."""
+    segments = _segments(sort)
+    if backward:
+        segments = segments[::-1]
+    start = segments.index(_segment_of(segments, cursor))
+    rows: list[tuple] = []
+    for i, segment in enumerate(segments[start:]):
+        sql, params = select_sql(
+            table,
+            filters,
+            sort,
+            limit=limit - len(rows),
+            cursor=cursor if i == 0 else None,
+            backward=backward,
+            segment=segment,
+        )
+        rows += _execute(sql, params, timeout_ms)
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+def _cursor_values(table: SearchTable, sort: Sort | None, row: tuple) -> list[Any]:
     index = {c.name: i for i, c in enumerate(table.columns)}
-    return encode_cursor([row[index[c.name]] for c in keyset_columns(table, sort)])
+    return [row[index[c.name]] for c in keyset_columns(table, sort)]
 
 
 # -- public API ---------------------------------------------------------------
@@ -283,8 +303,7 @@ def fetch_page(
     kcols = keyset_columns(table, sort)
     backward = before is not None
     cursor = decode_cursor(before if backward else after, kcols) if (before or after) else None
-    sql, params = select_sql(table, filters, sort, limit=page_size + 1, cursor=cursor, backward=backward)
-    rows = _execute(sql, params, timeout_ms)
+    rows = _read(table, filters, sort, limit=page_size + 1, cursor=cursor, backward=backward, timeout_ms=timeout_ms)
     more = len(rows) > page_size
     rows = rows[:page_size]
     if backward:
@@ -297,8 +316,8 @@ def fetch_page(
         rows=rows,
         has_next=has_next and bool(rows),
         has_previous=has_previous and bool(rows),
-        next_cursor=_cursor_of(table, sort, rows[-1]) if rows else None,
-        previous_cursor=_cursor_of(table, sort, rows[0]) if rows else None,
+        next_cursor=encode_cursor(_cursor_values(table, sort, rows[-1])) if rows else None,
+        previous_cursor=encode_cursor(_cursor_values(table, sort, rows[0])) if rows else None,
     )
 
 
@@ -318,17 +337,14 @@ def iter_rows(
     """
     cursor: list[Any] | None = None
     sent = 0
-    index = {c.name: i for i, c in enumerate(table.columns)}
-    kcols = keyset_columns(table, sort)
     while sent < max_rows:
         limit = min(batch_size, max_rows - sent)
-        sql, params = select_sql(table, filters, sort, limit=limit, cursor=cursor)
-        rows = _execute(sql, params, timeout_ms)
+        rows = _read(table, filters, sort, limit=limit, cursor=cursor, timeout_ms=timeout_ms)
         yield from rows
         sent += len(rows)
         if len(rows) < limit:
             return
-        cursor = [rows[-1][index[c.name]] for c in kcols]
+        cursor = _cursor_values(table, sort, rows[-1])
 
 
 def count_up_to(table: SearchTable, filters: Sequence[Filter], limit: int, timeout_ms: int | None = None) -> int:

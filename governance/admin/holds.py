@@ -60,14 +60,16 @@ class PlaceHoldForm(forms.ModelForm):
                 self.add_error(name, f"Required for a hold on {HoldScope(scope).label.lower()}.")
         if data.get("source_db") and data["source_db"] not in settings.SOURCE_DATABASES:
             self.add_error("source_db", f"Unknown source database; configured: {', '.join(settings.SOURCE_DATABASES)}.")
-        if scope in (HoldScope.TABLE, HoldScope.KEYS) and not self.errors:
-            if not TableConfig.objects.filter(
+        if (
+            scope in (HoldScope.TABLE, HoldScope.KEYS)
+            and not self.errors
+            and not TableConfig.objects.filter(
                 source_db=data["source_db"], schema_name=data["schema_name"], table_name=data["table_name"]
-            ).exists():
-                self.add_error("table_name", "No table config names this table.")
-        if scope == HoldScope.DATE_RANGE and data.get("date_from") and data.get("date_to"):
-            if data["date_from"] > data["date_to"]:
-                self.add_error("date_to", "The range ends before it starts.")
+            ).exists()
+        ):
+            self.add_error("table_name", "No table config names this table.")
+        if scope == HoldScope.DATE_RANGE and data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            self.add_error("date_to", "The range ends before it starts.")
         if scope == HoldScope.KEYS:
             keys = [line.strip() for line in (data.get("keys") or "").splitlines() if line.strip()]
             if not keys:

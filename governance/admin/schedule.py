@@ -15,15 +15,40 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from governance.models import ArchivalRun, DispatchStatus, SchedulerSettings, TableDispatch
+from governance.models import (
+    ArchivalRun,
+    DispatchStatus,
+    SchedulerSettings,
+    TableDispatch,
+)
 
 ACTIONS = {
     # name: (permission, title, what happens)
-    "run-now": ("governance.start_run", "Run archival now", "A new run starts on the workers with today's cutoff and the run window."),
-    "pause": ("governance.pause_scheduler", "Pause the scheduler", "No run starts and no new slice is enqueued; slices in progress finish their batch."),
-    "unpause": ("governance.pause_scheduler", "Resume the scheduler", "Waiting tables are enqueued again; the weekly schedule starts runs again."),
-    "stop": ("governance.start_run", "Stop the run", "Workers finish their current batch and stop; the run stays resumable."),
-    "continue": ("governance.start_run", "Continue the run on the workers", "Its stopped tables are enqueued again with a fresh run window; the cutoff is unchanged."),
+    "run-now": (
+        "governance.start_run",
+        "Run archival now",
+        "A new run starts on the workers with today's cutoff and the run window.",
+    ),
+    "pause": (
+        "governance.pause_scheduler",
+        "Pause the scheduler",
+        "No run starts and no new slice is enqueued; slices in progress finish their batch.",
+    ),
+    "unpause": (
+        "governance.pause_scheduler",
+        "Resume the scheduler",
+        "Waiting tables are enqueued again; the weekly schedule starts runs again.",
+    ),
+    "stop": (
+        "governance.start_run",
+        "Stop the run",
+        "Workers finish their current batch and stop; the run stays resumable.",
+    ),
+    "continue": (
+        "governance.start_run",
+        "Continue the run on the workers",
+        "Its stopped tables are enqueued again with a fresh run window; the cutoff is unchanged.",
+    ),
 }
 
 
@@ -31,8 +56,28 @@ ACTIONS = {
 class SchedulerSettingsAdmin(admin.ModelAdmin):
     fieldsets = (
         ("Switch", {"fields": ("paused",)}),
-        ("Concurrency caps", {"fields": ("mark_concurrency", "archive_concurrency", "dispose_concurrency", "per_source_concurrency")}),
-        ("Slices and run window", {"fields": ("slice_seconds", "max_run_minutes", "lost_task_seconds", "long_run_alert_minutes")}),
+        (
+            "Concurrency caps",
+            {
+                "fields": (
+                    "mark_concurrency",
+                    "archive_concurrency",
+                    "dispose_concurrency",
+                    "per_source_concurrency",
+                )
+            },
+        ),
+        (
+            "Slices and run window",
+            {
+                "fields": (
+                    "slice_seconds",
+                    "max_run_minutes",
+                    "lost_task_seconds",
+                    "long_run_alert_minutes",
+                )
+            },
+        ),
     )
     # Pausing goes through its own audited button, not a checkbox edit.
     readonly_fields = ("paused",)
@@ -57,16 +102,26 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
         obj = SchedulerSettings.objects.current()
         if not self.has_view_or_change_permission(request, obj):
             raise PermissionDenied
-        return HttpResponseRedirect(reverse("admin:governance_schedulersettings_change", args=[obj.pk]))
+        return HttpResponseRedirect(
+            reverse("admin:governance_schedulersettings_change", args=[obj.pk])
+        )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         open_runs = (
             ArchivalRun.objects.open()
             .annotate(
-                waiting=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.WAITING)),
-                in_flight=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.QUEUED)),
-                stopped=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.STOPPED)),
-                done=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.DONE)),
+                waiting=Count(
+                    "dispatches", filter=Q(dispatches__status=DispatchStatus.WAITING)
+                ),
+                in_flight=Count(
+                    "dispatches", filter=Q(dispatches__status=DispatchStatus.QUEUED)
+                ),
+                stopped=Count(
+                    "dispatches", filter=Q(dispatches__status=DispatchStatus.STOPPED)
+                ),
+                done=Count(
+                    "dispatches", filter=Q(dispatches__status=DispatchStatus.DONE)
+                ),
             )
             .order_by("pk")
         )
@@ -78,13 +133,21 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
-    @admin.action(description="Run archival now (on the workers)", permissions=["start_run"])
+    @admin.action(
+        description="Run archival now (on the workers)", permissions=["start_run"]
+    )
     def run_now(self, request, queryset):
-        return HttpResponseRedirect(reverse("admin:governance_schedule_control", args=["run-now", 0]))
+        return HttpResponseRedirect(
+            reverse("admin:governance_schedule_control", args=["run-now", 0])
+        )
 
     def get_urls(self):
         return [
-            path("control/<slug:action>/<int:run_id>/", self.admin_site.admin_view(self.control_view), name="governance_schedule_control"),
+            path(
+                "control/<slug:action>/<int:run_id>/",
+                self.admin_site.admin_view(self.control_view),
+                name="governance_schedule_control",
+            ),
             *super().get_urls(),
         ]
 
@@ -103,9 +166,13 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
         back = reverse("admin:governance_schedulersettings_changelist")
         if request.method == "POST":
             if action == "run-now":
-                result = dispatch.start_scheduled_run(actor=request.user, trigger="admin")
+                result = dispatch.start_scheduled_run(
+                    actor=request.user, trigger="admin"
+                )
                 if result.refused:
-                    self.message_user(request, f"Run refused: {result.refused}.", messages.ERROR)
+                    self.message_user(
+                        request, f"Run refused: {result.refused}.", messages.ERROR
+                    )
                 else:
                     self.message_user(
                         request,
@@ -114,13 +181,28 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
                     )
             elif action in {"pause", "unpause"}:
                 changed = dispatch.set_paused(action == "pause", actor=request.user)
-                self.message_user(request, ("Scheduler paused." if action == "pause" else "Scheduler resumed.") if changed else "Nothing changed.")
+                self.message_user(
+                    request,
+                    ("Scheduler paused." if action == "pause" else "Scheduler resumed.")
+                    if changed
+                    else "Nothing changed.",
+                )
             elif action == "stop":
                 done = dispatch.request_stop(run.pk, actor=request.user)
-                self.message_user(request, f"Run {run.pk}: stop requested." if done else f"Run {run.pk} is not running.")
+                self.message_user(
+                    request,
+                    f"Run {run.pk}: stop requested."
+                    if done
+                    else f"Run {run.pk} is not running.",
+                )
             else:
                 done = dispatch.continue_run(run.pk, actor=request.user)
-                self.message_user(request, f"Run {run.pk} continues on the workers." if done else f"Run {run.pk} is not open.")
+                self.message_user(
+                    request,
+                    f"Run {run.pk} continues on the workers."
+                    if done
+                    else f"Run {run.pk} is not open.",
+                )
             return HttpResponseRedirect(back)
         if request.method != "GET":
             return HttpResponseNotAllowed(["GET", "POST"])
@@ -132,14 +214,25 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
             "run": run,
             "back": back,
         }
-        return TemplateResponse(request, "admin/governance/schedulersettings/confirm.html", context)
+        return TemplateResponse(
+            request, "admin/governance/schedulersettings/confirm.html", context
+        )
 
 
 @admin.register(TableDispatch)
 class TableDispatchAdmin(admin.ModelAdmin):
     """What the scheduler has enqueued, per table of a run (read-only)."""
 
-    list_display = ("run", "table", "stage", "status", "slices", "requeues", "touched_at", "last_outcome")
+    list_display = (
+        "run",
+        "table",
+        "stage",
+        "status",
+        "slices",
+        "requeues",
+        "touched_at",
+        "last_outcome",
+    )
     list_filter = ("status", "stage", "source_db")
     search_fields = ("state__table_label",)
     list_select_related = ("state",)

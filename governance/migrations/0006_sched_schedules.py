@@ -24,5 +24,7 @@ class Migration(migrations.Migration):
 
     operations = [
         # Schedules are kept on purpose when migrating backwards: they may carry an admin's edits.
-        migrations.RunPython(create, migrations.RunPython.noop, hints={"target_db": "default"}),
+        migrations.RunPython(
+            create, migrations.RunPython.noop, hints={"target_db": "default"}
+        ),
     ]

@@ -77,7 +77,12 @@ class DisposalBatch(models.Model):
     )
     row_count = models.IntegerField(
         validators=[MinValueValidator(1)],
-        help_text="Rows planned: expired and not held when planned. Execution never deletes more.",
+        help_text="Rows planned: expired and not held when planned.",
+    )
+    held_in_range = models.IntegerField(
+        default=0,
+        help_text="Expired rows inside the key range that a hold covered when planned. "
+        "Execution never deletes more than row_count + held_in_range (holds released since may free these).",
     )
     disposable_before = models.DateField(
         help_text="Only rows whose retention_until is before this date are disposed of (the planning date)."
@@ -217,10 +222,12 @@ class DisposalCertificate(models.Model):
     key_columns = models.JSONField(help_text="Primary key columns in key order.")
     key_low = models.JSONField(
         null=True,
+        blank=True,
         help_text="First destroyed key (canonical text), null when nothing was destroyed.",
     )
     key_high = models.JSONField(
         null=True,
+        blank=True,
         help_text="Last destroyed key (canonical text), null when nothing was destroyed.",
     )
     planned_count = models.IntegerField(help_text="Rows the approved plan covered.")
@@ -242,10 +249,11 @@ class DisposalCertificate(models.Model):
     )
     approvals = models.JSONField(
         default=list,
+        blank=True,
         help_text="The approvals that authorised the batch (who, when, comment).",
     )
     holds_checked = models.JSONField(
-        default=list, help_text="Active holds read inside the delete transaction."
+        default=list, blank=True, help_text="Active holds read inside the delete transaction."
     )
     planned_by = models.CharField(max_length=150, help_text="Who planned the batch.")
     executed_by = models.CharField(max_length=150, help_text="Who executed it.")

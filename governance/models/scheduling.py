@@ -20,7 +20,7 @@ SETTINGS_PK = 1
 
 
 class SchedulerSettingsManager(models.Manager):
-    def current(self) -> "SchedulerSettings":
+    def current(self) -> SchedulerSettings:
         """The singleton row, created with defaults on first use."""
         obj, _ = self.get_or_create(pk=SETTINGS_PK)
         return obj

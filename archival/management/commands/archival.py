@@ -156,11 +156,15 @@ class Command(BaseCommand):
         else:
             self.render_tables(result.tables)
         failed = len(result.failed)
+        blocked = sum(1 for t in result.tables if t.phase == "BLOCKED")
         moved = result.moved
-        summary = f"Run {result.run_id} ({result.status}, cutoff {result.cutoff}): {len(result.tables)} tables, {moved} rows moved, {failed} failed."
-        if moved == 0 and not failed:
+        summary = (
+            f"Run {result.run_id} ({result.status}, cutoff {result.cutoff}): {len(result.tables)} tables, "
+            f"{moved} rows moved, {failed} failed, {blocked} blocked by unfinished runs."
+        )
+        if moved == 0 and not failed and not blocked:
             summary += " Nothing new to archive."
-        if failed:
+        if failed or blocked:
             self.stdout.write(self.style.ERROR(summary))
             sys.exit(1)
         self.stdout.write(self.style.SUCCESS(summary))

@@ -17,9 +17,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         readonly = settings.DATABASES.get("archive_readonly", {})
-        parser.add_argument("--role", default=readonly.get("USER") or "", help="Role name (default: archive_readonly's USER).")
         parser.add_argument(
-            "--password", default=readonly.get("PASSWORD") or None, help="Login password (default: archive_readonly's PASSWORD)."
+            "--role", default=readonly.get("USER") or "", help="Role name (default: archive_readonly's USER)."
+        )
+        parser.add_argument(
+            "--password",
+            default=readonly.get("PASSWORD") or None,
+            help="Login password (default: archive_readonly's PASSWORD).",
         )
         parser.add_argument("--database", default="archive", help="Alias of the archive, connected as its owner.")
 

@@ -1,9 +1,9 @@
 """Create the archival schedules, or start a run on the workers now.
 
-    python manage.py schedule_archival              # create missing schedules (idempotent)
-    python manage.py schedule_archival --reset      # put the crons back to the configured defaults
-    python manage.py schedule_archival --run-now    # what the admin's "Run now" does
-    python manage.py schedule_archival --pause | --unpause
+python manage.py schedule_archival              # create missing schedules (idempotent)
+python manage.py schedule_archival --reset      # put the crons back to the configured defaults
+python manage.py schedule_archival --run-now    # what the admin's "Run now" does
+python manage.py schedule_archival --pause | --unpause
 """
 
 from __future__ import annotations
@@ -22,13 +22,34 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--reset", action="store_true", help="Reset existing schedules to the configured cron (ARCHIVAL_RUN_CRON, ...).")
-        parser.add_argument("--run-now", action="store_true", help="Start a run now on the workers (same path as the schedule and the admin).")
-        parser.add_argument("--table", action="append", default=[], help="With --run-now: only this table (repeatable).")
-        parser.add_argument("--actor", default="cli", help="Who asks (kept in the audit trail).")
+        parser.add_argument(
+            "--reset",
+            action="store_true",
+            help="Reset existing schedules to the configured cron (ARCHIVAL_RUN_CRON, ...).",
+        )
+        parser.add_argument(
+            "--run-now",
+            action="store_true",
+            help="Start a run now on the workers (same path as the schedule and the admin).",
+        )
+        parser.add_argument(
+            "--table",
+            action="append",
+            default=[],
+            help="With --run-now: only this table (repeatable).",
+        )
+        parser.add_argument(
+            "--actor", default="cli", help="Who asks (kept in the audit trail)."
+        )
         group = parser.add_mutually_exclusive_group()
-        group.add_argument("--pause", action="store_true", help="Pause the scheduler: no run starts, no new slice is enqueued.")
-        group.add_argument("--unpause", action="store_true", help="Resume the scheduler.")
+        group.add_argument(
+            "--pause",
+            action="store_true",
+            help="Pause the scheduler: no run starts, no new slice is enqueued.",
+        )
+        group.add_argument(
+            "--unpause", action="store_true", help="Resume the scheduler."
+        )
 
     def handle(self, *args, **options):
         outcome = ensure_schedules(Schedule, reset=options["reset"])
@@ -37,9 +58,15 @@ class Command(BaseCommand):
         if options["pause"] or options["unpause"]:
             changed = dispatch.set_paused(options["pause"], actor=options["actor"])
             state = "paused" if options["pause"] else "running"
-            self.stdout.write(f"scheduler {state}" + ("" if changed else " (unchanged)"))
+            self.stdout.write(
+                f"scheduler {state}" + ("" if changed else " (unchanged)")
+            )
         if options["run_now"]:
-            result = dispatch.start_scheduled_run(actor=options["actor"], trigger="command", tables=options["table"] or None)
+            result = dispatch.start_scheduled_run(
+                actor=options["actor"],
+                trigger="command",
+                tables=options["table"] or None,
+            )
             if result.refused:
                 raise CommandError(f"run refused: {result.refused}")
             self.stdout.write(
@@ -49,4 +76,6 @@ class Command(BaseCommand):
                 )
             )
         else:
-            self.stdout.write(self.style.SUCCESS(f"{len(outcome)} schedule(s) in place"))
+            self.stdout.write(
+                self.style.SUCCESS(f"{len(outcome)} schedule(s) in place")
+            )

@@ -1,0 +1,53 @@
+"""Print the dynamic SQL the SQL Server procedures would build (dry run)."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from archival.backends.mssql import dry_run
+from governance.models import TableConfig
+
+
+class Command(BaseCommand):
+    help = (
+        "Dry run for the SQL Server path: for each active table config (or the ones named), print the "
+        "DBA's provisioning call and the dynamic SQL archival.usp_build_sql builds from sql/05_templates.sql "
+        "(mark, archive batch, dispose batch). Run it before provisioning and when reviewing a config. "
+        "Changes nothing and needs no SQL Server."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--table", action="append", default=[], metavar="SOURCE.SCHEMA.TABLE", help="Only this config (repeatable)."
+        )
+        parser.add_argument(
+            "--template", choices=["mark_table", "archive_batch", "dispose_batch"], help="Only this statement."
+        )
+
+    def handle(self, *args, **options):
+        configs = list(TableConfig.objects.active())
+        if options["table"]:
+            wanted = set(options["table"])
+            configs = [c for c in configs if c.label in wanted]
+            unknown = wanted - {c.label for c in configs}
+            if unknown:
+                raise CommandError(f"No active table config named {', '.join(sorted(unknown))}")
+        if not configs:
+            raise CommandError("No active table configs: create them first (or build the demo).")
+        try:
+            for config in configs:
+                config.full_clean()
+            tables = dry_run(configs)
+        except ValidationError as exc:
+            raise CommandError(f"A config does not match its live schema: {exc}") from None
+        for table in tables:
+            self.stdout.write(f"-- ===== {table.label} =====")
+            self.stdout.write(table.provision_call)
+            for name, sql in table.statements.items():
+                if options["template"] and name != options["template"]:
+                    continue
+                self.stdout.write(f"-- {name}")
+                self.stdout.write(sql.strip())
+                self.stdout.write("GO")
+        self.stdout.write(self.style.SUCCESS(f"-- Printed the SQL Server dynamic SQL for {len(tables)} table(s)."))

@@ -1,0 +1,40 @@
+"""Verify the audit and certificate hash chains; anchor their heads in the daily log."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from archival.disposal import verify_chains
+
+
+class Command(BaseCommand):
+    help = (
+        "Recompute the hash chains over the audit trail and the disposal certificates. Run daily (the schedule "
+        "does) and before an audit: it appends the head hashes to archival_YYYYMMDD.log for anchoring outside "
+        "the database, and exits non-zero naming the first broken entry."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
+        parser.add_argument("--no-log", action="store_true", help="Do not append the head hashes to the daily log.")
+
+    def handle(self, *args, **options):
+        report = verify_chains(write_log=not options["no_log"])
+        if options["json"]:
+            self.stdout.write(json.dumps(report.__dict__, indent=2))
+        else:
+            for warning in report.warnings:
+                self.stdout.write(self.style.WARNING(f"warning: {warning}"))
+            for error in report.errors:
+                self.stdout.write(self.style.ERROR(error))
+        if not report.ok:
+            raise CommandError(f"chain broken at {report.first_broken} ({len(report.errors)} problem(s))")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"chain OK: {report.audit_events} audit events (head {report.audit_head[:16] or '-'}), "
+                f"{report.certificates} certificates (head {report.certificate_head[:16] or '-'})"
+                + (f"; head written to {report.log_path}" if report.log_path else "")
+            )
+        )

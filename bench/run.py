@@ -1,0 +1,265 @@
+"""Side-by-side benchmark: the engine against hand-written moves of the same rows.
+
+    python bench/run.py --size small                 # every engine, both topologies
+    python bench/run.py --size small --engines postgresql --topologies same
+    python bench/run.py --scaling                    # time vs rows and vs tables (PostgreSQL)
+
+For each setup the data is generated once (fixed seed, bench/generate.py)
+and restored before every method, so each method moves the same rows from
+the same state:
+  engine     archival.engine.run_cycle (mark, archive, verify), in a child process
+  phases     the same cycle table by table with each phase timed (optional)
+  ceiling    hand-written keyset batches of 5,000, one transaction each, set-based
+  streaming  hand-written fetch / COPY or executemany / delete by key (stream topology)
+  pt-archiver --limit 1000 and 5000 --bulk-insert --bulk-delete --commit-each (MariaDB)
+Prints the ratio table, writes bench/results/<stamp>-<size>.json and a PNG chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import envs  # noqa: E402
+from bench.generate import SIZES  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure(task: str, engine: str, topology: str, rows: int, tables: int) -> dict:
+    envs.restore(engine, rows, tables)
+    t0 = time.perf_counter()
+    out = envs.worker(task, engine, topology, str(rows), str(tables))
+    result = last_json(out)
+    result["wall_seconds"] = time.perf_counter() - t0
+    return result
+
+
+def pt_archiver(rows: int, tables: int, limit: int) -> dict:
+    """pt-archiver per table, children first, into archive tables created beforehand."""
+    if not shutil.which("pt-archiver"):
+        return {"skipped": "pt-archiver not installed (bench/install_pt_archiver.sh)"}
+    envs.restore("mariadb", rows, tables)
+    prep = last_json(envs.worker("ptprep", "mariadb", "same", str(rows), str(tables)))
+    t0 = time.perf_counter()
+    for t in prep["tables"]:
+        dsn = "h=127.0.0.1,P=3306,u=root,L=1"
+        cmd = [
+            "pt-archiver",
+            "--source", f"{dsn},D={t['source_db']},t={t['table']}",
+            "--dest", f"{dsn},D={t['archive_db']},t={t['table']}",
+            "--where", t["where"],
+            "--limit", str(limit), "--bulk-insert", "--bulk-delete", "--commit-each",
+            "--no-check-charset", "--no-check-columns", "--no-version-check", "--quiet",
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"pt-archiver failed on {t['table']}: {proc.stderr[-2000:]}")
+    seconds = time.perf_counter() - t0
+    check = last_json(envs.worker("checksum", "mariadb", "same", str(rows), str(tables)))
+    moved = sum(v["archive"] for v in check["tables"].values())
+    return {"seconds": seconds, "rows": moved, "ddl_seconds": prep["ddl_seconds"]}
+
+
+def run_setup(engine: str, topology: str, rows: int, tables: int, phases: bool, log) -> dict:
+    out: dict = {}
+    log(f"== {engine} / {topology}: engine")
+    out["engine"] = measure("engine", engine, topology, rows, tables)
+    if phases:
+        log(f"== {engine} / {topology}: engine, phase by phase")
+        out["phases"] = measure("phases", engine, topology, rows, tables)
+    if topology == "same":
+        log(f"== {engine} / {topology}: ceiling")
+        out["ceiling"] = measure("ceiling", engine, topology, rows, tables)
+    else:
+        log(f"== {engine} / {topology}: hand-written streaming")
+        out["streaming"] = measure("stream", engine, topology, rows, tables)
+    if engine == "mariadb":
+        for limit in (1000, 5000):
+            log(f"== mariadb: pt-archiver --limit {limit}")
+            out[f"pt-archiver-{limit}"] = pt_archiver(rows, tables, limit)
+    return out
+
+
+def rate(m: dict) -> float:
+    return m["rows"] / m["seconds"] if m.get("seconds") else 0.0
+
+
+def table(results: dict) -> list[str]:
+    lines = [f"{'setup':24} {'method':18} {'rows':>10} {'seconds':>9} {'rows/s':>10} {'x ref':>6} {'peak MB':>8}"]
+    for setup, methods in results.items():
+        ref_name = "ceiling" if "ceiling" in methods else "streaming"
+        ref = rate(methods[ref_name]) if ref_name in methods else 0
+        for name, m in methods.items():
+            if "skipped" in m:
+                lines.append(f"{setup:24} {name:18} skipped: {m['skipped']}")
+                continue
+            r = rate(m)
+            ratio = f"{r / ref:.2f}" if ref else "-"
+            peak = f"{m['peak_mb']:.0f}" if "peak_mb" in m else "-"
+            lines.append(f"{setup:24} {name:18} {m['rows']:>10,} {m['seconds']:>9.2f} {r:>10,.0f} {ratio:>6} {peak:>8}")
+        if "phases" in methods and "phase_seconds" in methods["phases"]:
+            ps = methods["phases"]["phase_seconds"]
+            lines.append(f"{'':24} phase seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in ps.items()))
+    return lines
+
+
+def chart(results: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values, colors = [], [], []
+    palette = {"engine": "#1f77b4", "phases": "#aec7e8", "ceiling": "#2ca02c", "streaming": "#98df8a"}
+    for setup, methods in results.items():
+        for name, m in methods.items():
+            if "skipped" in m:
+                continue
+            labels.append(f"{setup}\n{name}")
+            values.append(rate(m))
+            colors.append(palette.get(name, "#ff7f0e"))
+    fig, ax = plt.subplots(figsize=(max(8, len(labels) * 0.9), 5))
+    ax.bar(range(len(values)), values, color=colors)
+    ax.set_xticks(range(len(values)), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("rows per second")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine() -> dict:
+    import os
+
+    mem = ""
+    try:
+        mem = next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split(":")[1].strip()
+    except OSError:
+        pass
+    return {"host": platform.node(), "cpus": os.cpu_count(), "memory": mem, "os": platform.platform(), "python": platform.python_version()}
+
+
+def scaling(args, log) -> dict:
+    """Time vs rows (tables fixed at 120) and vs tables (rows fixed), engine and ceiling."""
+    engine = args.scaling_engine
+    out = {"rows": [], "tables": []}
+    for rows in args.scaling_rows:
+        log(f"== scaling rows: {rows:,}")
+        envs.build(engine, rows, 120)
+        point = {"total_rows": rows, "engine": measure("engine", engine, "same", rows, 120),
+                 "ceiling": measure("ceiling", engine, "same", rows, 120)}  # fmt: skip
+        out["rows"].append(point)
+        log(f"   engine {point['engine']['seconds']:.1f}s, ceiling {point['ceiling']['seconds']:.1f}s")
+    fixed = args.scaling_rows[0]
+    for tables in args.scaling_tables:
+        log(f"== scaling tables: {tables}")
+        envs.build(engine, fixed, tables)
+        point = {"tables": tables, "engine": measure("engine", engine, "same", fixed, tables),
+                 "ceiling": measure("ceiling", engine, "same", fixed, tables)}  # fmt: skip
+        out["tables"].append(point)
+        log(f"   engine {point['engine']['seconds']:.1f}s, ceiling {point['ceiling']['seconds']:.1f}s")
+    return out
+
+
+def scaling_charts(data: dict, stem: Path, engine: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for key, xlabel in (("rows", "total rows"), ("tables", "tables")):
+        pts = data[key]
+        if not pts:
+            continue
+        xs = [p["total_rows" if key == "rows" else "tables"] for p in pts]
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for method, color in (("engine", "#1f77b4"), ("ceiling", "#2ca02c")):
+            ax.plot(xs, [p[method]["seconds"] for p in pts], marker="o", label=method, color=color)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("seconds for the cycle")
+        ax.set_title(f"{engine}: time vs {xlabel}")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = stem.with_name(f"{stem.name}-{key}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=sorted(SIZES), default="small")
+    p.add_argument("--tables", type=int, default=120)
+    p.add_argument("--engines", nargs="+", default=["sqlite", "postgresql", "mariadb"], choices=envs.ENGINES)
+    p.add_argument("--topologies", nargs="+", default=["same", "stream"], choices=["same", "stream"])
+    p.add_argument("--no-phases", action="store_true", help="skip the phase-by-phase engine run")
+    p.add_argument("--scaling", action="store_true", help="scaling curves instead of the side-by-side run")
+    p.add_argument("--scaling-engine", default="postgresql", choices=envs.ENGINES)
+    p.add_argument("--scaling-rows", type=int, nargs="+", default=[1_000_000, 3_000_000, 6_000_000, 12_000_000])
+    p.add_argument("--scaling-tables", type=int, nargs="+", default=[10, 30, 60, 120])
+    args = p.parse_args()
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.scaling:
+        data = scaling(args, log)
+        stem = RESULTS / f"{stamp}-scaling-{args.scaling_engine}"
+        data["charts"] = scaling_charts(data, stem, args.scaling_engine)
+        data["machine"] = machine()
+        stem.with_suffix(".json").write_text(json.dumps(data, indent=2, default=str))
+        log(f"wrote {stem}.json and {', '.join(data['charts'])}")
+        return 0
+
+    rows = SIZES[args.size]
+    results: dict = {}
+    failures = []
+    for engine in args.engines:
+        log(f"== {engine}: generating {rows:,} rows in {args.tables} tables")
+        t0 = time.perf_counter()
+        envs.build(engine, rows, args.tables)
+        log(f"   built in {time.perf_counter() - t0:.1f}s")
+        for topology in args.topologies:
+            if engine == "mariadb" and topology == "stream":
+                continue
+            try:
+                results[f"{engine}/{topology}"] = run_setup(engine, topology, rows, args.tables, not args.no_phases, log)
+            except Exception as exc:  # keep measuring the other setups; report at the end
+                failures.append(f"{engine}/{topology}: {exc}")
+                log(f"   FAILED: {exc}")
+    lines = table(results)
+    print("\n".join(lines))
+    doc = {"date": stamp, "size": args.size, "rows": rows, "tables": args.tables, "machine": machine(),
+           "results": results, "failures": failures}  # fmt: skip
+    path = RESULTS / f"{stamp}-{args.size}.json"
+    path.write_text(json.dumps(doc, indent=2, default=str))
+    (RESULTS / f"latest-{args.size}.json").write_text(json.dumps(doc, indent=2, default=str))
+    if results:
+        chart(results, path.with_suffix(".png"), f"archival bench, {args.size} ({rows:,} rows, {args.tables} tables)")
+    log(f"wrote {path} and {path.with_suffix('.png')}")
+    for f in failures:
+        log(f"FAILED {f}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
