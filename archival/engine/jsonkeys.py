@@ -12,11 +12,7 @@ def to_json(key) -> list | None:
     out = []
     for value in key:
         if isinstance(value, (dt.date, dt.datetime, dt.time)):
-            out.append(
-                value.isoformat(sep=" ")
-                if isinstance(value, dt.datetime)
-                else value.isoformat()
-            )
+            out.append(value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat())
         elif isinstance(value, Decimal):
             out.append(str(value))
         elif isinstance(value, bytes):

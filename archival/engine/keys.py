@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 
-def _nested(
-    cols: Sequence[str], values: Sequence, strict_op: str, last_op: str
-) -> tuple[str, list]:
+def _nested(cols: Sequence[str], values: Sequence, strict_op: str, last_op: str) -> tuple[str, list]:
     head, *rest = cols
     if not rest:
         return f"{head} {last_op} %s", [values[0]]
@@ -41,9 +39,7 @@ def up_to(cols: Sequence[str], values: Sequence) -> tuple[str, list]:
     return sql, params
 
 
-def key_range(
-    cols: Sequence[str], low: Sequence | None, high: Sequence | None
-) -> tuple[str, list]:
+def key_range(cols: Sequence[str], low: Sequence | None, high: Sequence | None) -> tuple[str, list]:
     """``low < key <= high``; either bound may be None (open)."""
     parts, params = [], []
     if low is not None:

@@ -67,9 +67,7 @@ def claim(state_id: int, worker: str) -> bool:
     state = RecoveryState.objects.filter(pk=state_id).values("lease_owner").first()
     if state and state["lease_owner"] and owner_is_dead(state["lease_owner"]):
         return bool(
-            RecoveryState.objects.filter(
-                pk=state_id, lease_owner=state["lease_owner"]
-            ).update(
+            RecoveryState.objects.filter(pk=state_id, lease_owner=state["lease_owner"]).update(
                 lease_owner=worker,
                 lease_expires_at=now + timedelta(seconds=_lease_seconds()),
                 attempts=F("attempts") + 1,
@@ -87,12 +85,8 @@ def renew(state_id: int, worker: str, **fields) -> None:
         **fields,
     )
     if not updated:
-        raise LeaseLost(
-            f"lease on recovery state {state_id} is no longer held by {worker}"
-        )
+        raise LeaseLost(f"lease on recovery state {state_id} is no longer held by {worker}")
 
 
 def release(state_id: int, worker: str) -> None:
-    RecoveryState.objects.filter(pk=state_id, lease_owner=worker).update(
-        lease_owner="", lease_expires_at=None
-    )
+    RecoveryState.objects.filter(pk=state_id, lease_owner=worker).update(lease_owner="", lease_expires_at=None)

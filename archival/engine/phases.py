@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 from django.db import transaction
 
-from archival.engine import keys, same_server, streaming
+from archival.engine import keys, mssql_path, same_server, streaming
 from archival.engine.archive_tables import ensure_archive_table
 from archival.engine.errors import TableError
+from archival.engine.faults import checkpoint
 from archival.engine.jsonkeys import to_json
 from archival.engine.leases import renew
 from archival.engine.spec import TableSpec
@@ -23,6 +24,8 @@ from governance.models import AuditEvent, BatchLedger, LedgerState, Phase, Recov
 
 def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]:
     """Eligible rows (mark form), rows without a reference date, and the key bounds."""
+    if mssql_path.uses_procedures(spec):
+        return mssql_path.mark_counts(spec)
     on = spec.source
     pk_s = spec.q(on, "s", spec.pk)
     where, params = spec.selection(on, at_mark=True)
@@ -61,6 +64,7 @@ def null_count_sql(spec: TableSpec) -> str:
 
 def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
     ensure_archive_table(spec)
+    checkpoint("mark_start")
     eligible, nulls, low, high = count_eligible(spec)
     renew(
         state.pk,
@@ -139,7 +143,9 @@ def archive(
             return moved_total, batches, False
         batch_no += 1
         started = time.monotonic()
-        if spec.mode == "streaming":
+        if mssql_path.uses_procedures(spec):
+            outcome = mssql_path.move_batch(spec, run_id=state.run_id, batch_no=batch_no, low=cursor, size=size)
+        elif spec.mode == "streaming":
             outcome = streaming.move_batch(
                 spec,
                 run_id=state.run_id,
@@ -159,6 +165,7 @@ def archive(
             )
         if outcome.high is None:
             return moved_total, batches, True
+        checkpoint("batch_after_commit")
         cursor = to_json(outcome.high)
         archived += outcome.moved
         moved_total += outcome.moved
@@ -192,13 +199,12 @@ def verify(spec: TableSpec, state: RecoveryState, worker: str) -> None:
     eligible_left, _, _, _ = count_eligible(spec)
     problems = []
     if state.eligible_count is not None and archived != state.eligible_count:
-        problems.append(
-            f"marked {state.eligible_count} eligible rows but the ledger records {archived} archived"
-        )
+        problems.append(f"marked {state.eligible_count} eligible rows but the ledger records {archived} archived")
     if eligible_left:
         problems.append(f"{eligible_left} eligible rows are still in the source")
     if problems:
         raise TableError(f"verify failed for {spec.label}: " + "; ".join(problems))
+    checkpoint("verify")
     with transaction.atomic():
         renew(state.pk, worker, phase=Phase.VERIFIED, archived_count=archived)
     AuditEvent.objects.record(

@@ -25,26 +25,18 @@ def plan(tables: list[str] | None = None, cutoff: date | None = None) -> PlanRes
     result = PlanResult(cutoff=cutoff.isoformat())
     configs = select_configs(tables)
     open_runs = dict(
-        RecoveryState.objects.filter(
-            config__in=configs, phase__in=OPEN_PHASES
-        ).values_list("config_id", "run_id")
+        RecoveryState.objects.filter(config__in=configs, phase__in=OPEN_PHASES).values_list("config_id", "run_id")
     )
     for config in configs:
         entry = TablePlan(label=str(config))
         result.tables.append(entry)
         if config.pk in open_runs:
-            entry.problems.append(
-                f"run {open_runs[config.pk]} has not finished this table (resume or abandon it)"
-            )
+            entry.problems.append(f"run {open_runs[config.pk]} has not finished this table (resume or abandon it)")
         try:
             config.clean()
         except ValidationError as exc:
             entry.problems += (
-                [
-                    f"{field}: {msg}"
-                    for field, msgs in exc.message_dict.items()
-                    for msg in msgs
-                ]
+                [f"{field}: {msg}" for field, msgs in exc.message_dict.items() for msg in msgs]
                 if hasattr(exc, "message_dict")
                 else exc.messages
             )
@@ -66,4 +58,6 @@ def _batch_sql_preview(spec) -> str:
     where, params = spec.selection(on, low=None)
     pk_s = spec.q(on, "s", spec.pk)
     sql = f"SELECT {', '.join(pk_s)} FROM {spec.from_clause(on)} WHERE {where} ORDER BY {keys.order_by(pk_s)} LIMIT %s"
-    return f"-- {spec.mode} batch selection, params {[str(p) for p in [*params, spec.config.effective_batch_size]]}\n{sql}"
+    return (
+        f"-- {spec.mode} batch selection, params {[str(p) for p in [*params, spec.config.effective_batch_size]]}\n{sql}"
+    )

@@ -41,9 +41,7 @@ PHASE_ORDER = [
 ]
 
 
-def select_configs(
-    tables: list[str] | None = None, *, active_only: bool = True
-) -> list[TableConfig]:
+def select_configs(tables: list[str] | None = None, *, active_only: bool = True) -> list[TableConfig]:
     """Configs named by ``tables`` (table, source.table or source.schema.table), or all active ones."""
     qs = TableConfig.objects.active() if active_only else TableConfig.objects.all()
     configs = list(qs)
@@ -57,10 +55,7 @@ def select_configs(
             for c in configs
             if (len(parts) == 1 and c.table_name == parts[0])
             or (len(parts) == 2 and (c.source_db, c.table_name) == tuple(parts))
-            or (
-                len(parts) == 3
-                and (c.source_db, c.schema_name, c.table_name) == tuple(parts)
-            )
+            or (len(parts) == 3 and (c.source_db, c.schema_name, c.table_name) == tuple(parts))
         ]
         if not match:
             unknown.append(name)
@@ -86,20 +81,10 @@ def start_run(
     """
     configs = select_configs(tables)
     cutoff = cutoff or timezone.localdate()
-    started_by = (
-        actor.get_username()
-        if hasattr(actor, "get_username")
-        else str(actor or "system")
-    )
+    started_by = actor.get_username() if hasattr(actor, "get_username") else str(actor or "system")
     with transaction.atomic():
-        locked = list(
-            TableConfig.objects.select_for_update()
-            .filter(pk__in=[c.pk for c in configs])
-            .order_by("pk")
-        )
-        run = ArchivalRun(
-            cutoff=cutoff, trigger=trigger, started_by=started_by, deadline=deadline
-        )
+        locked = list(TableConfig.objects.select_for_update().filter(pk__in=[c.pk for c in configs]).order_by("pk"))
+        run = ArchivalRun(cutoff=cutoff, trigger=trigger, started_by=started_by, deadline=deadline)
         run.full_clean()
         run.save()
         open_elsewhere = dict(
@@ -133,18 +118,14 @@ def start_run(
         },
         details={"cutoff": cutoff.isoformat(), "trigger": trigger},
     )
-    log_line(
-        f"run {run.pk} started cutoff={cutoff} tables={len(states)} trigger={trigger}"
-    )
+    log_line(f"run {run.pk} started cutoff={cutoff} tables={len(states)} trigger={trigger}")
     return run
 
 
 def ordered_states(run: ArchivalRun | int) -> list[RecoveryState]:
     """The run's states, children before the tables they reference."""
     run_id = run.pk if isinstance(run, ArchivalRun) else run
-    states = list(
-        RecoveryState.objects.filter(run_id=run_id).select_related("config", "run")
-    )
+    states = list(RecoveryState.objects.filter(run_id=run_id).select_related("config", "run"))
     configs = [s.config for s in states]
     # Order from the configs' contract joins and foreign keys, without the
     # cost of reading every table's schema twice.
@@ -186,9 +167,7 @@ def _light_spec(config, configs):
     return _LightSpec(config, kids)
 
 
-def _stop_check(
-    state: RecoveryState, deadline_monotonic: float | None
-) -> Callable[[], bool]:
+def _stop_check(state: RecoveryState, deadline_monotonic: float | None) -> Callable[[], bool]:
     run_id = state.run_id
     last = {"at": 0.0, "stop": False}
 
@@ -203,17 +182,9 @@ def _stop_check(
         now = time.monotonic()
         if now - last["at"] >= 1.0:
             last["at"] = now
-            run = (
-                ArchivalRun.objects.filter(pk=run_id)
-                .values("stop_requested", "deadline")
-                .first()
-            )
+            run = ArchivalRun.objects.filter(pk=run_id).values("stop_requested", "deadline").first()
             last["stop"] = bool(
-                run
-                and (
-                    run["stop_requested"]
-                    or (run["deadline"] and timezone.now() >= run["deadline"])
-                )
+                run and (run["stop_requested"] or (run["deadline"] and timezone.now() >= run["deadline"]))
             )
         return last["stop"]
 
@@ -281,9 +252,7 @@ def advance_table(
                     finished_at=timezone.now(),
                     last_error="",
                 )
-                log_line(
-                    f"run {state.run_id} table {state.table_label} completed archived={state.archived_count}"
-                )
+                log_line(f"run {state.run_id} table {state.table_label} completed archived={state.archived_count}")
                 AuditEvent.objects.record(
                     "table.completed",
                     actor=worker,
@@ -310,9 +279,7 @@ def advance_table(
 
 
 def _fail(state: RecoveryState, worker: str, exc: Exception) -> None:
-    message = (
-        f"{type(exc).__name__}: {exc}" if not isinstance(exc, TableError) else str(exc)
-    )
+    message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TableError) else str(exc)
     RecoveryState.objects.filter(pk=state.pk).update(
         phase=Phase.FAILED, last_error=message[:4000], finished_at=timezone.now()
     )
@@ -334,9 +301,7 @@ def _fail(state: RecoveryState, worker: str, exc: Exception) -> None:
         pass
 
 
-def _process(
-    run: ArchivalRun, *, worker: str, on_table=None, on_batch=None
-) -> list[TableResult]:
+def _process(run: ArchivalRun, *, worker: str, on_table=None, on_batch=None) -> list[TableResult]:
     results = []
     for state in ordered_states(run):
         if state.phase in (
@@ -384,15 +349,11 @@ def finalize_run(run_id: int) -> RunResult:
     summary = {"phases": by_phase, "archived": sum(s.archived_count for s in states)}
     if run.status == RunStatus.RUNNING and not working:
         status = RunStatus.FAILED if by_phase.get(Phase.FAILED) else RunStatus.COMPLETED
-        if (
-            run.stop_requested
-            and status == RunStatus.COMPLETED
-            and by_phase.get(Phase.COMPLETED, 0) < len(states)
-        ):
+        if run.stop_requested and status == RunStatus.COMPLETED and by_phase.get(Phase.COMPLETED, 0) < len(states):
             status = RunStatus.STOPPED
-        updated = ArchivalRun.objects.filter(
-            pk=run.pk, status=RunStatus.RUNNING
-        ).update(status=status, finished_at=timezone.now(), summary=summary)
+        updated = ArchivalRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+            status=status, finished_at=timezone.now(), summary=summary
+        )
         if updated:
             AuditEvent.objects.record(
                 "run.finished",
@@ -401,18 +362,14 @@ def finalize_run(run_id: int) -> RunResult:
                 outcome=status,
                 counts=summary["phases"] | {"archived": summary["archived"]},
             )
-            log_line(
-                f"run {run.pk} finished status={status} archived={summary['archived']} phases={by_phase}"
-            )
+            log_line(f"run {run.pk} finished status={status} archived={summary['archived']} phases={by_phase}")
     elif working:
         ArchivalRun.objects.filter(pk=run.pk).update(summary=summary)
     run.refresh_from_db()
     return _run_result(run)
 
 
-def _run_result(
-    run: ArchivalRun, results: list[TableResult] | None = None
-) -> RunResult:
+def _run_result(run: ArchivalRun, results: list[TableResult] | None = None) -> RunResult:
     by_id = {r.state_id: r for r in results or []}
     tables = []
     for s in ordered_states(run):
@@ -434,25 +391,16 @@ def run_cycle(
 ) -> RunResult:
     """Start a run and take every table through it in dependency order, in this process."""
     run = start_run(cutoff=cutoff, tables=tables, actor=actor, trigger=trigger)
-    results = _process(
-        run, worker=leases.new_worker_id(), on_table=on_table, on_batch=on_batch
-    )
+    results = _process(run, worker=leases.new_worker_id(), on_table=on_table, on_batch=on_batch)
     finalize_run(run.pk)
     run.refresh_from_db()
     return _run_result(run, results)
 
 
-def resume_run(
-    run_id: int | None = None, *, actor=None, on_table=None, on_batch=None
-) -> RunResult:
+def resume_run(run_id: int | None = None, *, actor=None, on_table=None, on_batch=None) -> RunResult:
     """Continue an unfinished run (the newest one when ``run_id`` is None) with its original cutoff."""
     if run_id is None:
-        run = (
-            ArchivalRun.objects.filter(states__phase__in=OPEN_PHASES)
-            .distinct()
-            .order_by("pk")
-            .first()
-        )
+        run = ArchivalRun.objects.filter(states__phase__in=OPEN_PHASES).distinct().order_by("pk").first()
         if run is None:
             raise TableError("no run has unfinished tables")
     else:
@@ -462,12 +410,8 @@ def resume_run(
         # Back to the last phase that is safe to redo: archive again (it
         # reconciles with the ledger first) or mark again if never marked.
         phase = Phase.PENDING if state.eligible_count is None else Phase.ARCHIVING
-        RecoveryState.objects.filter(pk=state.pk).update(
-            phase=phase, last_error="", finished_at=None
-        )
-    ArchivalRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.RUNNING, finished_at=None, stop_requested=False
-    )
+        RecoveryState.objects.filter(pk=state.pk).update(phase=phase, last_error="", finished_at=None)
+    ArchivalRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, finished_at=None, stop_requested=False)
     AuditEvent.objects.record(
         "run.resumed",
         actor=actor,
@@ -477,17 +421,13 @@ def resume_run(
     )
     log_line(f"run {run.pk} resumed")
     run.refresh_from_db()
-    results = _process(
-        run, worker=leases.new_worker_id(), on_table=on_table, on_batch=on_batch
-    )
+    results = _process(run, worker=leases.new_worker_id(), on_table=on_table, on_batch=on_batch)
     finalize_run(run.pk)
     run.refresh_from_db()
     return _run_result(run, results)
 
 
-def abandon_run(
-    run_id: int, *, actor, reason: str, tables: list[str] | None = None
-) -> RunResult:
+def abandon_run(run_id: int, *, actor, reason: str, tables: list[str] | None = None) -> RunResult:
     """Mark a run's unfinished tables ABANDONED (an explicit, audited decision).
 
     Nothing is lost: committed batches stay archived, unmoved rows stay in the

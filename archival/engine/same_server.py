@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from archival.engine import keys
 from archival.engine.errors import ArchiveConflict, ReconcileError
+from archival.engine.faults import checkpoint
 from archival.engine.spec import META_COLUMNS, TableSpec
 
 
@@ -33,9 +34,13 @@ def batch_bound(spec: TableSpec, cur, low, size: int) -> list | None:
     on = spec.archive
     pk_s = spec.q(on, "s", spec.pk)
     where, params = spec.selection(on, low=low)
-    inner = f"SELECT {', '.join(pk_s)} FROM {spec.from_clause(on)} WHERE {where} ORDER BY {keys.order_by(pk_s)} LIMIT %s"
+    inner = (
+        f"SELECT {', '.join(pk_s)} FROM {spec.from_clause(on)} WHERE {where} ORDER BY {keys.order_by(pk_s)} LIMIT %s"
+    )
     alias_cols = [on.quote(c) for c in spec.pk]
-    sql = f"SELECT {', '.join(alias_cols)} FROM ({inner}) b ORDER BY {keys.order_by(alias_cols, descending=True)} LIMIT 1"
+    sql = (
+        f"SELECT {', '.join(alias_cols)} FROM ({inner}) b ORDER BY {keys.order_by(alias_cols, descending=True)} LIMIT 1"
+    )
     cur.execute(sql, [*params, size])
     row = cur.fetchone()
     return list(row) if row else None
@@ -56,9 +61,7 @@ def _insert_columns(spec: TableSpec) -> str:
     return ", ".join([q(c) for c in spec.columns] + [q(m) for m in META_COLUMNS])
 
 
-def _insert_select(
-    spec: TableSpec, run_id: int, years: int, low, high, skip_existing: bool
-) -> tuple[str, list]:
+def _insert_select(spec: TableSpec, run_id: int, years: int, low, high, skip_existing: bool) -> tuple[str, list]:
     on = spec.archive
     now = timezone.now()
     ref = on.as_date_sql(spec.reference_expr(on))
@@ -67,9 +70,7 @@ def _insert_select(
     extra = ""
     if skip_existing:
         match = " AND ".join(f"a.{on.quote(c)} = s.{on.quote(c)}" for c in spec.pk)
-        extra = (
-            f" AND NOT EXISTS (SELECT 1 FROM {spec.archive_table()} a WHERE {match})"
-        )
+        extra = f" AND NOT EXISTS (SELECT 1 FROM {spec.archive_table()} a WHERE {match})"
     sql = (
         f"INSERT INTO {spec.archive_table()} ({_insert_columns(spec)}) "
         f"SELECT {cols}, %s, %s, {ref}, {on.add_years_sql(ref)} "
@@ -134,9 +135,7 @@ def _pg_move(spec: TableSpec, run_id: int, years: int, low, high) -> tuple[str, 
     return sql, [spec.threshold, *rng_params, *par_params, now, run_id, years]
 
 
-def move_batch(
-    spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, record_ledger
-) -> BatchOutcome:
+def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, record_ledger) -> BatchOutcome:
     """Move the next batch after ``low`` in one transaction; reconcile; record it in the ledger.
 
     Raises ArchiveConflict when an earlier run archived a row with the same key
@@ -182,9 +181,7 @@ def _move(spec, *, run_id, batch_no, low, size, record_ledger, slow) -> BatchOut
                 cur.execute(sql, params)
                 deleted, inserted = cur.fetchone()
             else:
-                sql, params = _insert_select(
-                    spec, run_id, years, low, high, skip_existing=slow
-                )
+                sql, params = _insert_select(spec, run_id, years, low, high, skip_existing=slow)
                 cur.execute(sql, params)
                 inserted = cur.rowcount
                 sql, params = _delete(spec, low, high)
@@ -196,9 +193,8 @@ def _move(spec, *, run_id, batch_no, low, size, record_ledger, slow) -> BatchOut
                     f"batch {batch_no} of {spec.label}: deleted {deleted}, inserted {inserted}, "
                     f"already archived {skipped}, present in archive {present}; rolled back"
                 )
-            record_ledger(
-                batch_no=batch_no, low=low, high=high, rows=inserted, deleted=deleted
-            )
+            record_ledger(batch_no=batch_no, low=low, high=high, rows=inserted, deleted=deleted)
+            checkpoint("batch_before_commit")
     return BatchOutcome(deleted, high, skipped)
 
 
@@ -207,9 +203,7 @@ def _check_conflicts(spec: TableSpec, cur, low, high) -> int:
     on = spec.archive
     where, params = spec.selection(on, low=low, high=high)
     match = " AND ".join(f"a.{on.quote(c)} = s.{on.quote(c)}" for c in spec.pk)
-    same = " AND ".join(
-        on.null_safe_equal(f"a.{on.quote(c)}", f"s.{on.quote(c)}") for c in spec.columns
-    )
+    same = " AND ".join(on.null_safe_equal(f"a.{on.quote(c)}", f"s.{on.quote(c)}") for c in spec.columns)
     base = f"FROM {spec.from_clause(on)} JOIN {spec.archive_table()} a ON {match} WHERE {where}"
     if on.vendor == "sqlite" and spec.is_contract:
         # CROSS JOIN form: the join to the archive goes into WHERE.

@@ -149,9 +149,7 @@ class TableSpec:
         return f"s.{on.quote(self.config.date_column)}"
 
     def eligible(self, on: Backend) -> tuple[str, list]:
-        return f"{self.join_condition(on)}{self.reference_expr(on)} < %s", [
-            self.threshold_param(on)
-        ]
+        return f"{self.join_condition(on)}{self.reference_expr(on)} < %s", [self.threshold_param(on)]
 
     def threshold_param(self, on: Backend):
         return self.threshold.isoformat() if on.vendor == "sqlite" else self.threshold
@@ -169,20 +167,14 @@ class TableSpec:
             cond = f"ch.{on.quote(child.ref_column)} = s.{on.quote(child.key_column)}"
             if at_mark:
                 cond += f" AND NOT ({child.eligible_sql.replace('{c}', self._child_contract(on, child))})"
-                params.append(
-                    child.threshold.isoformat()
-                    if on.vendor == "sqlite"
-                    else child.threshold
-                )
+                params.append(child.threshold.isoformat() if on.vendor == "sqlite" else child.threshold)
             parts.append(f"NOT EXISTS (SELECT 1 FROM {child_table} ch WHERE {cond})")
         return (" AND ".join(parts) if parts else "1 = 1"), params
 
     def _child_contract(self, on: Backend, child: ChildRef) -> str:
         return self._source_name(on, child.contract_table or self.config.table_name)
 
-    def selection(
-        self, on: Backend, low=None, high=None, at_mark=False
-    ) -> tuple[str, list]:
+    def selection(self, on: Backend, low=None, high=None, at_mark=False) -> tuple[str, list]:
         """WHERE clause of eligible rows in a key range (no leading WHERE)."""
         elig_sql, elig_params = self.eligible(on)
         rng_sql, rng_params = keys.key_range(self.q(on, "s", self.pk), low, high)
@@ -214,24 +206,16 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
     contract_info = None
     if config.archival_logic == "CONTRACT_MATURITY":
         if config.contract_reference_column not in names:
-            raise TableError(
-                f"column {config.contract_reference_column!r} does not exist in {config}"
-            )
+            raise TableError(f"column {config.contract_reference_column!r} does not exist in {config}")
         if not source.table_exists(config.schema_name, config.contract_table):
-            raise TableError(
-                f"contract table {config.contract_table!r} does not exist in {config.source_db}"
-            )
+            raise TableError(f"contract table {config.contract_table!r} does not exist in {config.source_db}")
         contract_info = source.describe(config.schema_name, config.contract_table)
         cnames = set(contract_info.column_names)
         for col in (config.contract_key_column, config.contract_maturity_column):
             if col not in cnames:
-                raise TableError(
-                    f"column {col!r} does not exist in contract table {config.contract_table}"
-                )
+                raise TableError(f"column {col!r} does not exist in contract table {config.contract_table}")
     elif config.date_column not in names:
-        raise TableError(
-            f"date column {config.date_column!r} does not exist in {config}"
-        )
+        raise TableError(f"date column {config.date_column!r} does not exist in {config}")
 
     threshold = subtract_months(run_cutoff, config.effective_months)
     spec = TableSpec(
@@ -246,33 +230,23 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
     siblings = (
         all_configs
         if all_configs is not None
-        else list(
-            TableConfig.objects.active().filter(
-                source_db=config.source_db, schema_name=config.schema_name
-            )
-        )
+        else list(TableConfig.objects.active().filter(source_db=config.source_db, schema_name=config.schema_name))
     )
     spec.children = find_children(config, siblings, source, run_cutoff)
     return spec
 
 
-def find_children(
-    config, siblings, source: Backend, run_cutoff: date
-) -> list[ChildRef]:
+def find_children(config, siblings, source: Backend, run_cutoff: date) -> list[ChildRef]:
     """Configured tables of the same source schema that reference ``config``'s table."""
     found: dict[tuple[str, str], ChildRef] = {}
     q = source.quote
     by_table = {
         o.table_name: o
         for o in siblings
-        if o.pk != config.pk
-        and o.source_db == config.source_db
-        and o.schema_name == config.schema_name
+        if o.pk != config.pk and o.source_db == config.source_db and o.schema_name == config.schema_name
     }
     fk_refs: dict[str, list[tuple[str, str]]] = {}
-    for child_table, column, ref_column in source.referencing(
-        config.schema_name, config.table_name
-    ):
+    for child_table, column, ref_column in source.referencing(config.schema_name, config.table_name):
         fk_refs.setdefault(child_table, []).append((column, ref_column))
     for other in by_table.values():
         threshold = subtract_months(run_cutoff, other.effective_months)
@@ -285,10 +259,7 @@ def find_children(
         else:
             elig = f"(ch.{q(other.date_column)} IS NOT NULL AND ch.{q(other.date_column)} < %s)"
         refs = list(fk_refs.get(other.table_name, []))
-        if (
-            other.archival_logic == "CONTRACT_MATURITY"
-            and other.contract_table == config.table_name
-        ):
+        if other.archival_logic == "CONTRACT_MATURITY" and other.contract_table == config.table_name:
             refs.append((other.contract_reference_column, other.contract_key_column))
         for ref_col, key_col in refs:
             found[(other.table_name, ref_col)] = ChildRef(
@@ -306,9 +277,7 @@ def find_children(
 
 def dependency_order(specs: list[TableSpec]) -> list[TableSpec]:
     """Children before the tables they reference, then execution_priority, then name."""
-    kids: dict[int, set[int]] = {
-        s.config.pk: {c.config_id for c in s.children} for s in specs
-    }
+    kids: dict[int, set[int]] = {s.config.pk: {c.config_id for c in s.children} for s in specs}
 
     def height(pk: int, seen: frozenset = frozenset()) -> int:
         below = [k for k in kids.get(pk, ()) if k not in seen and k in kids]

@@ -26,6 +26,7 @@ from django.utils import timezone
 from archival.engine import keys
 from archival.engine.dates import add_years
 from archival.engine.errors import ArchiveConflict, ReconcileError
+from archival.engine.faults import checkpoint
 from archival.engine.jsonkeys import to_json
 from archival.engine.same_server import BatchOutcome
 from archival.engine.spec import META_COLUMNS, TableSpec
@@ -46,12 +47,7 @@ def _canon(value):
         return int(value)
     if isinstance(value, memoryview):
         return bytes(value)
-    if (
-        isinstance(value, str)
-        and len(value) >= 10
-        and value[4:5] == "-"
-        and value[7:8] == "-"
-    ):
+    if isinstance(value, str) and len(value) >= 10 and value[4:5] == "-" and value[7:8] == "-":
         # SQLite hands dates back as text.
         return value.replace("T", " ")
     return value
@@ -75,9 +71,7 @@ def _as_date(value) -> dt.date | None:
     return dt.date.fromisoformat(str(value)[:10])
 
 
-def _select_sql(
-    spec: TableSpec, low, high, lock: bool, limit: int | None
-) -> tuple[str, list]:
+def _select_sql(spec: TableSpec, low, high, lock: bool, limit: int | None) -> tuple[str, list]:
     on = spec.source
     pk_s = spec.q(on, "s", spec.pk)
     where, params = spec.selection(on, low=low, high=high)
@@ -151,9 +145,7 @@ def _existing(spec: TableSpec, low, high) -> dict:
         return {_row_key(r, pk_pos): (r[:-1], r[-1]) for r in cur.fetchall()}
 
 
-def move_batch(
-    spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, record_ledger
-) -> BatchOutcome:
+def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, record_ledger) -> BatchOutcome:
     src = spec.source
     pk_pos = [spec.columns.index(c) for c in spec.pk]
     with transaction.atomic(using=src.alias):
@@ -205,6 +197,7 @@ def move_batch(
                     deleted=0,
                     state=LedgerState.COPIED,
                 )
+        checkpoint("stream_after_copy")
         # The rows are locked (or the source file is write-locked) since the
         # read, so the range DELETE removes exactly the copied rows.
         deleted = _delete_range(spec, low, high)
@@ -212,9 +205,8 @@ def move_batch(
             raise ReconcileError(
                 f"batch {batch_no} of {spec.label}: copied {len(rows)} rows but {deleted} matched the delete"
             )
-    BatchLedger.objects.filter(pk=ledger.pk).update(
-        state=LedgerState.DELETED, deleted_count=deleted
-    )
+    checkpoint("stream_after_delete")
+    BatchLedger.objects.filter(pk=ledger.pk).update(state=LedgerState.DELETED, deleted_count=deleted)
     return BatchOutcome(deleted, high, skipped)
 
 
@@ -230,11 +222,7 @@ def _delete_range(spec: TableSpec, low, high) -> int:
         )
     else:
         elig = f"s.{q(spec.config.date_column)} < %s"
-    target = (
-        f"s FROM {spec.source_table(on)} AS s"
-        if on.vendor == "mysql"
-        else f"FROM {spec.source_table(on)} AS s"
-    )
+    target = f"s FROM {spec.source_table(on)} AS s" if on.vendor == "mysql" else f"FROM {spec.source_table(on)} AS s"
     with on.connection.cursor() as cur:
         cur.execute(
             f"DELETE {target} WHERE {elig} AND {rng} AND {par}",
@@ -269,11 +257,7 @@ def finish_batch(spec: TableSpec, ledger: BatchLedger, rounds: int = 3) -> None:
     low, high = ledger.key_low, ledger.key_high
     for _ in range(rounds):
         with transaction.atomic(using="archive"):
-            copies = {
-                k: v
-                for k, (v, run) in _existing(spec, low, high).items()
-                if run == ledger.run_id
-            }
+            copies = {k: v for k, (v, run) in _existing(spec, low, high).items() if run == ledger.run_id}
         refresh, drop = [], []
         with transaction.atomic(using=on_src.alias):
             with on_src.connection.cursor() as cur:
@@ -313,11 +297,7 @@ def finish_batch(spec: TableSpec, ledger: BatchLedger, rounds: int = 3) -> None:
             if refresh:
                 _insert_copies(spec, refresh, ledger.run_id)
     with transaction.atomic(using="archive"):
-        copies = {
-            k: v
-            for k, (v, run) in _existing(spec, low, high).items()
-            if run == ledger.run_id
-        }
+        copies = {k: v for k, (v, run) in _existing(spec, low, high).items() if run == ledger.run_id}
         with on_src.connection.cursor() as cur:
             rng, rparams = keys.key_range(spec.q(on_src, "s", spec.pk), low, high)
             cur.execute(

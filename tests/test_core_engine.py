@@ -1,0 +1,400 @@
+"""The archival engine against the invariants of DESIGN.md (SQLite, and PostgreSQL when configured)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connections
+
+from archival import engine
+from archival.backends import backend_for
+from archival.backends.sqlite import namespace_for
+from archival.engine.dates import add_years, subtract_months
+from governance.models import AuditEvent, BatchLedger, Phase, RecoveryState, RunStatus, TableConfig
+from tests.conftest import snapshot, union_check
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+CUTOFF = date(2026, 11, 25)
+
+
+def configs():
+    return list(TableConfig.objects.active())
+
+
+def archive_count(config, where: str = "", params=()) -> int:
+    arc = backend_for("archive")
+    ns = namespace_for(config.source_db)
+    if not arc.table_exists(ns, config.table_name):
+        return 0
+    with connections["archive"].cursor() as cur:
+        cur.execute(f"SELECT COUNT(*) FROM {arc.qualified(ns, config.table_name)} {where}", list(params))
+        return cur.fetchone()[0]
+
+
+def position() -> TableConfig:
+    return TableConfig.objects.get(table_name="Position")
+
+
+def test_a_full_cycle_moves_every_eligible_row_and_loses_nothing(demo):
+    original = snapshot(configs())
+    plan = engine.plan(cutoff=CUTOFF)
+    assert all(not t.problems for t in plan.tables), [t.problems for t in plan.tables if t.problems]
+
+    result = engine.run_cycle(cutoff=CUTOFF)
+
+    assert result.ok and result.status == RunStatus.COMPLETED
+    assert result.moved == plan.eligible > 0
+    counts = union_check(configs(), original)
+    by_label = {t.label: t.eligible for t in plan.tables}
+    for label, (_, archived) in counts.items():
+        assert archived == by_label[label], label
+    # Counted: the ledger agrees with the archive for every table.
+    for config in configs():
+        ledger = sum(BatchLedger.objects.filter(config_id=config.pk).values_list("deleted_count", flat=True))
+        assert ledger == archive_count(config), str(config)
+
+
+def test_a_second_run_moves_nothing(demo):
+    engine.run_cycle(cutoff=CUTOFF)
+    original = snapshot(configs())
+
+    second = engine.run_cycle(cutoff=CUTOFF)
+
+    assert second.ok and second.moved == 0
+    assert snapshot(configs()) == original
+
+
+def test_the_plan_changes_nothing_and_counts_rows_without_a_date(demo):
+    before = snapshot(configs())
+    plan = engine.plan(cutoff=CUTOFF)
+    assert snapshot(configs()) == before
+    assert not BatchLedger.objects.exists()
+    trade = next(t for t in plan.tables if t.label.endswith(".Trade"))
+    with connections["SourceDB2"].cursor() as cur:
+        backend = backend_for("SourceDB2")
+        schema = TableConfig.objects.get(table_name="Trade").schema_name
+        cur.execute(f'SELECT COUNT(*) FROM {backend.qualified(schema, "Trade")} WHERE "settlementDate" IS NULL')
+        assert trade.null_dates == cur.fetchone()[0] > 0
+    assert any("SELECT" in sql for sql in trade.sql)
+
+
+def test_archive_rows_carry_reference_date_and_retention(demo):
+    engine.run_cycle(cutoff=CUTOFF, tables=["Trade"])
+    config = TableConfig.objects.get(table_name="Trade")
+    arc = backend_for("archive")
+    with connections["archive"].cursor() as cur:
+        cur.execute(
+            f'SELECT "settlementDate", "reference_date", "retention_until", "archive_run_id" '
+            f"FROM {arc.qualified(namespace_for('SourceDB2'), 'Trade')}"
+        )
+        rows = cur.fetchall()
+    assert rows
+    for settlement, reference, retention, run_id in rows:
+        settlement, reference = str(settlement)[:10], str(reference)[:10]
+        assert reference == settlement
+        assert str(retention)[:10] == add_years(date.fromisoformat(reference), config.effective_years).isoformat()
+        assert run_id is not None
+
+
+def test_children_move_before_their_contracts_and_a_referenced_contract_stays(demo):
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["SourceDB1.Position", "SourceDB1.Contract"])
+    assert result.ok
+    labels = [t.label for t in result.tables]
+    contract = TableConfig.objects.get(source_db="SourceDB1", table_name="Contract")
+    assert labels.index(str(position())) < labels.index(str(contract))
+    backend = backend_for("SourceDB1")
+    schema = position().schema_name
+    with connections["SourceDB1"].cursor() as cur:
+        # No remaining Position references a Contract that was archived.
+        cur.execute(
+            f"SELECT COUNT(*) FROM {backend.qualified(schema, 'Position')} p "
+            f"LEFT JOIN {backend.qualified(schema, 'Contract')} c ON c.\"contractId\" = p.\"contractId\" "
+            f'WHERE c."contractId" IS NULL'
+        )
+        assert cur.fetchone()[0] == 0
+
+
+def test_an_identical_row_already_archived_is_skipped_and_the_source_row_removed(demo):
+    engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"])
+    config = TableConfig.objects.get(table_name="PriceHistory")
+    arc = backend_for("archive")
+    src = backend_for(config.source_db)
+    archived_before = archive_count(config)
+    # Put one archived row back into the source, unchanged (a restore gone wrong).
+    cols = '"instrumentId", "asOfDate", "closePrice", "volume"'
+    with connections["archive"].cursor() as cur:
+        cur.execute(f"SELECT {cols} FROM {arc.qualified(namespace_for(config.source_db), 'PriceHistory')} LIMIT 1")
+        row = cur.fetchone()
+    with connections[config.source_db].cursor() as cur:
+        cur.execute(f"INSERT INTO {src.qualified(config.schema_name, 'PriceHistory')} ({cols}) VALUES (%s, %s, %s, %s)", list(row))
+
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"])
+
+    assert result.ok, result.failed
+    assert archive_count(config) == archived_before
+    with connections[config.source_db].cursor() as cur:
+        cur.execute(
+            f'SELECT COUNT(*) FROM {src.qualified(config.schema_name, "PriceHistory")} WHERE "instrumentId" = %s AND "asOfDate" = %s',
+            [row[0], row[1]],
+        )
+        assert cur.fetchone()[0] == 0
+
+
+def test_a_conflicting_archived_row_stops_the_table_and_deletes_nothing(demo):
+    engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"])
+    config = TableConfig.objects.get(table_name="PriceHistory")
+    arc = backend_for("archive")
+    src = backend_for(config.source_db)
+    cols = '"instrumentId", "asOfDate", "closePrice", "volume"'
+    with connections["archive"].cursor() as cur:
+        cur.execute(f"SELECT {cols} FROM {arc.qualified(namespace_for(config.source_db), 'PriceHistory')} LIMIT 1")
+        row = list(cur.fetchone())
+    row[3] = int(row[3]) + 1  # same key, different volume
+    with connections[config.source_db].cursor() as cur:
+        cur.execute(f"INSERT INTO {src.qualified(config.schema_name, 'PriceHistory')} ({cols}) VALUES (%s, %s, %s, %s)", row)
+    before = snapshot([config])
+
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"])
+
+    assert not result.ok
+    failed = result.failed[0]
+    assert "different values" in failed.error and "nothing was deleted" in failed.error
+    assert snapshot([config]) == before
+    assert AuditEvent.objects.filter(action="table.failed", table_label=str(config)).exists()
+
+
+def test_a_table_with_an_unfinished_run_blocks_a_newer_run_until_resumed(demo):
+    run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
+    state = RecoveryState.objects.get(run=run)
+    engine.advance_table(state.pk, until=Phase.MARKED)
+
+    newer = engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"])
+    assert newer.tables[0].phase == Phase.BLOCKED and "resume or abandon" in newer.tables[0].error
+    assert archive_count(TableConfig.objects.get(table_name="PriceHistory")) == 0
+
+    resumed = engine.resume_run(run.pk)
+    assert resumed.ok and resumed.tables[0].phase == Phase.COMPLETED
+
+
+def test_abandoning_needs_a_reason_and_is_audited(demo):
+    run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
+    with pytest.raises(engine.errors.TableError if hasattr(engine, "errors") else Exception):
+        engine.abandon_run(run.pk, actor="ops", reason="  ")
+    result = engine.abandon_run(run.pk, actor="ops", reason="cutoff was wrong")
+    assert result.status == RunStatus.ABANDONED
+    assert AuditEvent.objects.filter(action="table.abandoned", details__reason="cutoff was wrong").exists()
+    # The table is free again.
+    assert engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"]).ok
+
+
+def test_a_resumed_run_keeps_its_original_cutoff(demo):
+    run = engine.start_run(cutoff=date(2025, 1, 31), tables=["PriceHistory"])
+    resumed = engine.resume_run(run.pk)
+    assert resumed.cutoff == "2025-01-31"
+    state = RecoveryState.objects.get(run=run)
+    assert state.threshold == subtract_months(date(2025, 1, 31), state.config.effective_months)
+
+
+def test_a_reconcile_mismatch_rolls_the_batch_back(demo):
+    """A trigger eats archive inserts: counts disagree, so nothing may be deleted."""
+    config = TableConfig.objects.get(table_name="PriceHistory")
+    run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
+    state = RecoveryState.objects.get(run=run)
+    engine.advance_table(state.pk, until=Phase.MARKED)
+    arc = backend_for("archive")
+    table = arc.qualified(namespace_for(config.source_db), "PriceHistory")
+    with connections["archive"].cursor() as cur:
+        if arc.vendor == "sqlite":
+            cur.execute(
+                f'CREATE TRIGGER {arc.quote(namespace_for(config.source_db))}."eat_rows" AFTER INSERT ON "PriceHistory" '
+                f'WHEN NEW."volume" % 7 = 0 BEGIN DELETE FROM "PriceHistory" WHERE "instrumentId" = NEW."instrumentId" '
+                f'AND "asOfDate" = NEW."asOfDate"; END'
+            )
+        else:
+            cur.execute(
+                "CREATE FUNCTION eat_rows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.\"volume\" % 7 = 0 THEN RETURN NULL; END IF; RETURN NEW; END $$"
+            )
+            cur.execute(f"CREATE TRIGGER eat_rows BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION eat_rows()")
+    before = snapshot([config])
+
+    result = engine.advance_table(state.pk)
+
+    assert result.phase == Phase.FAILED and "rolled back" in result.error
+    assert snapshot([config]) == before
+    assert not BatchLedger.objects.filter(run_id=run.pk).exists()
+    if arc.vendor == "postgresql":
+        with connections["archive"].cursor() as cur:
+            cur.execute("DROP FUNCTION eat_rows() CASCADE")
+
+
+def test_null_dates_are_never_eligible_and_empty_tables_are_fine(demo):
+    config = TableConfig.objects.get(table_name="PriceHistory")
+    src = backend_for(config.source_db)
+    with connections[config.source_db].cursor() as cur:
+        cur.execute(f"DELETE FROM {src.qualified(config.schema_name, 'PriceHistory')}")
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory", "Trade"])
+    assert result.ok
+    trade = TableConfig.objects.get(table_name="Trade")
+    tsrc = backend_for(trade.source_db)
+    with connections[trade.source_db].cursor() as cur:
+        cur.execute(f'SELECT COUNT(*) FROM {tsrc.qualified(trade.schema_name, "Trade")} WHERE "settlementDate" IS NULL')
+        nulls_left = cur.fetchone()[0]
+    assert nulls_left > 0
+    assert archive_count(trade, 'WHERE "settlementDate" IS NULL') == 0
+
+
+@pytest.mark.parametrize(
+    ("day", "months", "expected"),
+    [
+        (date(2024, 3, 31), 1, date(2024, 2, 29)),
+        (date(2023, 3, 31), 1, date(2023, 2, 28)),
+        (date(2024, 5, 31), 3, date(2024, 2, 29)),
+        (date(2024, 1, 31), 13, date(2022, 12, 31)),
+        (date(2024, 12, 31), 10, date(2024, 2, 29)),
+        (date(2025, 3, 15), 0, date(2025, 3, 15)),
+    ],
+)
+def test_thresholds_are_calendar_months_clamped_to_month_end(day, months, expected):
+    assert subtract_months(day, months) == expected
+
+
+def test_leap_day_retention_clamps_to_28_february():
+    assert add_years(date(2024, 2, 29), 1) == date(2025, 2, 28)
+    assert add_years(date(2024, 2, 29), 4) == date(2028, 2, 29)
+
+
+def test_month_end_and_leap_day_rows_are_eligible_alike_on_every_engine(demo):
+    """Rows on 28/29 Feb and 1 Mar 2024, cutoff 31 Mar 2024, one month kept: threshold 29 Feb."""
+    config = TableConfig.objects.get(table_name="OpsEvent001")
+    config.months_retention_source = 1
+    config.years_retention_archive = 1
+    config.full_clean()
+    config.save()
+    src = backend_for(config.source_db)
+    table = src.qualified(config.schema_name, config.table_name)
+    with connections[config.source_db].cursor() as cur:
+        cur.execute(f"DELETE FROM {table}")
+        for i, day in enumerate(["2024-02-27", "2024-02-28", "2024-02-29", "2024-03-01", "2024-03-31"], start=1):
+            cur.execute(f'INSERT INTO {table} ("id", "eventDate", "category", "amount") VALUES (%s, %s, %s, %s)', [i, day, "x", "1.00"])
+
+    result = engine.run_cycle(cutoff=date(2024, 3, 31), tables=["OpsEvent001"])
+
+    assert result.ok
+    arc = backend_for("archive")
+    with connections["archive"].cursor() as cur:
+        cur.execute(
+            f'SELECT "eventDate", "retention_until" FROM {arc.qualified(namespace_for(config.source_db), config.table_name)} ORDER BY "id"'
+        )
+        rows = [(str(a)[:10], str(b)[:10]) for a, b in cur.fetchall()]
+    assert rows == [("2024-02-27", "2025-02-27"), ("2024-02-28", "2025-02-28")]
+
+
+# -- bad input: clear errors, nothing moved -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Position; DROP TABLE Contract", 'Position"; DROP TABLE "Contract', "[Position]", "Position' OR '1'='1", "Posit ion"],
+)
+def test_identifiers_carrying_sql_are_refused(demo, name):
+    config = TableConfig(source_db="SourceDB1", schema_name=position().schema_name, table_name=name, date_column="businessDate")
+    with pytest.raises(ValidationError) as excinfo:
+        config.full_clean()
+    assert "table_name" in excinfo.value.message_dict
+    assert TableConfig.objects.filter(table_name="Contract", source_db="SourceDB1").exists()
+    backend = backend_for("SourceDB1")
+    assert backend.table_exists(position().schema_name, "Contract")
+
+
+def test_a_column_that_does_not_exist_is_a_field_error(demo):
+    config = TableConfig(source_db="SourceDB1", schema_name=position().schema_name, table_name="Position", date_column="tradeDate")
+    config.primary_key_columns = ""
+    with pytest.raises(ValidationError) as excinfo:
+        config.clean()
+    assert "date_column" in excinfo.value.message_dict
+
+
+def test_a_contract_join_to_a_missing_table_is_refused(demo):
+    config = TableConfig(
+        source_db="SourceDB1",
+        schema_name=position().schema_name,
+        table_name="Position",
+        archival_logic="CONTRACT_MATURITY",
+        contract_table="Contracts",
+        contract_key_column="contractId",
+        contract_reference_column="contractId",
+        contract_maturity_column="maturityDate",
+    )
+    with pytest.raises(ValidationError) as excinfo:
+        config.clean()
+    assert "contract_table" in excinfo.value.message_dict
+
+
+def test_a_table_without_a_primary_key_is_refused_and_fails_at_run_time_too(demo):
+    src = backend_for("SourceDB3")
+    schema = TableConfig.objects.filter(source_db="SourceDB3").first().schema_name
+    with connections["SourceDB3"].cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {src.qualified(schema, 'NoKey')}")
+        cur.execute(f'CREATE TABLE {src.qualified(schema, "NoKey")} ("eventDate" DATE, "v" INTEGER)')
+    config = TableConfig(source_db="SourceDB3", schema_name=schema, table_name="NoKey", date_column="eventDate")
+    with pytest.raises(ValidationError, match="no primary key"):
+        config.clean()
+    # A config saved before the key was dropped fails its table, not the run.
+    with connections["SourceDB3"].cursor() as cur:
+        cur.execute(f"DROP TABLE {src.qualified(schema, 'NoKey')}")
+        cur.execute(f'CREATE TABLE {src.qualified(schema, "NoKey")} ("id" INTEGER PRIMARY KEY, "eventDate" DATE, "v" INTEGER)')
+    config.full_clean()
+    config.save()
+    with connections["SourceDB3"].cursor() as cur:
+        cur.execute(f"DROP TABLE {src.qualified(schema, 'NoKey')}")
+        cur.execute(f'CREATE TABLE {src.qualified(schema, "NoKey")} ("eventDate" DATE, "v" INTEGER)')
+        cur.execute(f"INSERT INTO {src.qualified(schema, 'NoKey')} VALUES (%s, %s)", ["2001-01-01", 1])
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["NoKey", "PriceHistory"])
+    by_label = {t.label: t for t in result.tables}
+    assert by_label[str(config)].phase == Phase.FAILED and "no primary key" in by_label[str(config)].error
+    assert by_label[str(TableConfig.objects.get(table_name="PriceHistory"))].phase == Phase.COMPLETED
+
+
+def test_an_unknown_source_database_is_a_field_error(demo):
+    config = TableConfig(source_db="Nope", schema_name="main", table_name="Position", date_column="businessDate")
+    with pytest.raises(ValidationError) as excinfo:
+        config.full_clean()
+    assert "source_db" in excinfo.value.message_dict
+
+
+def test_a_new_source_column_is_added_to_the_archive(demo):
+    engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"])
+    config = TableConfig.objects.get(table_name="PriceHistory")
+    src = backend_for(config.source_db)
+    with connections[config.source_db].cursor() as cur:
+        cur.execute(f'ALTER TABLE {src.qualified(config.schema_name, "PriceHistory")} ADD COLUMN "source" VARCHAR(20)')
+        cur.execute(
+            f'INSERT INTO {src.qualified(config.schema_name, "PriceHistory")} ("instrumentId", "asOfDate", "closePrice", "volume", "source") '
+            "VALUES (%s, %s, %s, %s, %s)",
+            [999_999, "2001-01-02", "1.5", 7, "vendorX"],
+        )
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"])
+    assert result.ok and result.moved == 1
+    arc = backend_for("archive")
+    info = arc.describe(namespace_for(config.source_db), "PriceHistory")
+    assert "source" in info.column_names
+    assert archive_count(config, "WHERE \"source\" = %s", ["vendorX"]) == 1
+
+
+def test_a_changed_column_type_stops_the_table_and_moves_nothing(demo):
+    engine.run_cycle(cutoff=CUTOFF, tables=["OpsEvent001"])
+    config = TableConfig.objects.get(table_name="OpsEvent001")
+    src = backend_for(config.source_db)
+    table = src.qualified(config.schema_name, config.table_name)
+    with connections[config.source_db].cursor() as cur:
+        cur.execute(f"DROP TABLE {table}")
+        cur.execute(f'CREATE TABLE {table} ("id" INTEGER PRIMARY KEY, "eventDate" DATE, "category" INTEGER, "amount" NUMERIC(18,2))')
+        cur.execute(f"INSERT INTO {table} VALUES (%s, %s, %s, %s)", [1, "2001-01-01", 5, "1.00"])
+    before = snapshot([config])
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["OpsEvent001"])
+    assert not result.ok and "changed type" in result.failed[0].error
+    assert snapshot([config]) == before
