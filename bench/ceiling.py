@@ -116,11 +116,16 @@ class Mover:
                 cur.execute(f"CREATE SCHEMA IF NOT EXISTS {q(ns)}")
             elif self.vendor == "mysql":
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS {q(ns)}")
-            stamp = {"postgresql": "timestamp with time zone", "mysql": "DATETIME(6)", "sqlite": "DATETIME"}[self.vendor]
+            stamp = {"postgresql": "timestamp with time zone", "mysql": "DATETIME(6)", "sqlite": "DATETIME"}[
+                self.vendor
+            ]
             cols = [f"{q(c.name)} {d.column_type(c)}{' NOT NULL' if c.name in spec.pk else ''}" for c in spec.columns]
             if defaults:
                 # pt-archiver copies the source columns only: the archive columns need defaults.
-                cols += [f"{q('archived_at')} {stamp} NOT NULL DEFAULT CURRENT_TIMESTAMP(6)", f"{q('archive_run_id')} BIGINT NOT NULL DEFAULT 0"]
+                cols += [
+                    f"{q('archived_at')} {stamp} NOT NULL DEFAULT CURRENT_TIMESTAMP(6)",
+                    f"{q('archive_run_id')} BIGINT NOT NULL DEFAULT 0",
+                ]
             else:
                 cols += [f"{q('archived_at')} {stamp} NOT NULL", f"{q('archive_run_id')} BIGINT NOT NULL"]
             cols += [f"{q('reference_date')} DATE NULL", f"{q('retention_until')} DATE NULL"]
@@ -212,7 +217,10 @@ class Mover:
                         [self.threshold(), *b_params],
                     )
                 else:
-                    cur.execute(f"DELETE FROM {self.src} AS s WHERE {self._sqlite_delete_where()} AND {between}", [self.threshold(), *b_params])
+                    cur.execute(
+                        f"DELETE FROM {self.src} AS s WHERE {self._sqlite_delete_where()} AND {between}",
+                        [self.threshold(), *b_params],
+                    )
                 if cur.rowcount != inserted:
                     raise RuntimeError(f"{self.spec.name}: inserted {inserted}, deleted {cur.rowcount}")
             rows += inserted
@@ -247,7 +255,13 @@ def run_ceiling(specs: list[TableSpec]) -> dict:
         rows += r
         batches += b
     slowest = dict(sorted(per_table.items(), key=lambda kv: -kv[1])[:8])
-    return {"rows": rows, "batches": batches, "seconds": time.perf_counter() - t0, "ddl_seconds": ddl, "slowest": slowest}
+    return {
+        "rows": rows,
+        "batches": batches,
+        "seconds": time.perf_counter() - t0,
+        "ddl_seconds": ddl,
+        "slowest": slowest,
+    }
 
 
 # -- streaming -------------------------------------------------------------------
@@ -300,10 +314,7 @@ def _stream_table(src: Mover, a: Mover, arc) -> tuple[int, int]:
                 stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
                 cur.executemany(
                     f"INSERT INTO {a.arc} ({a.insert_columns()}) VALUES ({marks})",
-                    [
-                        (*row[:-1], stamp, 0, row[-1], add_years(_date(row[-1]), YEARS).isoformat())
-                        for row in batch
-                    ],
+                    [(*row[:-1], stamp, 0, row[-1], add_years(_date(row[-1]), YEARS).isoformat()) for row in batch],
                 )
         keys = [[row[i] for i in pk_idx] for row in batch]
         with transaction.atomic(using=spec.source), src.conn.cursor() as cur:
@@ -339,12 +350,18 @@ def prepare_pt_archiver(specs: list[TableSpec]) -> dict:
         q = m.d.quote
         if spec.logic == "CONTRACT_MATURITY":
             contract = m.t(m.src_schema, spec.contract_table)
-            where = (f"EXISTS (SELECT 1 FROM {contract} c WHERE c.{q('contractId')} = {q(spec.name)}.{q('contractId')} "
-                     f"AND c.{q('maturityDate')} < '{THRESHOLD}')")
+            where = (
+                f"EXISTS (SELECT 1 FROM {contract} c WHERE c.{q('contractId')} = {q(spec.name)}.{q('contractId')} "
+                f"AND c.{q('maturityDate')} < '{THRESHOLD}')"
+            )
         else:
             where = f"{q(spec.date_column)} < '{THRESHOLD}'"
         for ch in m.children:
-            where += (f" AND NOT EXISTS (SELECT 1 FROM {m.t(m.src_schema, ch.name)} ch "
-                      f"WHERE ch.{q('contractId')} = {q(spec.name)}.{q('contractId')})")
-        plans.append({"source_db": m.src_schema, "archive_db": namespace(spec.source), "table": spec.name, "where": where})
+            where += (
+                f" AND NOT EXISTS (SELECT 1 FROM {m.t(m.src_schema, ch.name)} ch "
+                f"WHERE ch.{q('contractId')} = {q(spec.name)}.{q('contractId')})"
+            )
+        plans.append(
+            {"source_db": m.src_schema, "archive_db": namespace(spec.source), "table": spec.name, "where": where}
+        )
     return {"tables": plans, "ddl_seconds": time.perf_counter() - t0}

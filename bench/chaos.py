@@ -7,7 +7,7 @@ Each trial restores the loaded data, starts ``manage.py archival run`` in a
 child process, SIGKILLs it after a random delay (uniform over the length of
 an uninterrupted run, measured first), then runs ``manage.py archival
 resume`` until no table is unfinished (a kill before the run existed starts
-a fresh ``archival run`` instead) and checks, per table, that source ∪
+a fresh ``archival run`` instead) and checks, per table, that source union
 archive == original by count and checksum over all columns (bench/checksum.py)
 and that the archive holds exactly the rows an uninterrupted run moves.
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import envs  # noqa: E402
-from bench.generate import CUTOFF  # noqa: E402
+from bench import envs
+from bench.generate import CUTOFF
 
 APP = "bench_chaos_engine"
 
@@ -112,7 +112,9 @@ def checksums(engine: str, topology: str, rows: int, tables: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])["tables"]
 
 
-def run_trials(engine: str, topology: str, trials: int, rows: int, tables: int, batch: int, seed: int, log=print) -> dict:
+def run_trials(
+    engine: str, topology: str, trials: int, rows: int, tables: int, batch: int, seed: int, log=print
+) -> dict:
     rng = random.Random(seed)
     envs.build(engine, rows, tables)
     envs.restore(engine, rows, tables)
@@ -178,7 +180,9 @@ def run_trials(engine: str, topology: str, trials: int, rows: int, tables: int, 
         report["trials"] += 1
         if problem:
             report["failures"].append({"trial": trial, "delay": round(delay, 3), "problem": problem.strip()})
-        log(f"trial {trial}/{trials}: kill at {delay:.2f}s{' (mid-batch)' if mid else ''}: {'FAIL ' + problem if problem else 'ok'}")
+        log(
+            f"trial {trial}/{trials}: kill at {delay:.2f}s{' (mid-batch)' if mid else ''}: {'FAIL ' + problem if problem else 'ok'}"
+        )
     return report
 
 

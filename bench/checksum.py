@@ -1,10 +1,10 @@
-"""Order-independent checksums of source ∪ archive, over every source column.
+"""Order-independent checksums of source union archive, over every source column.
 
 For each table: the number of rows and the sum (mod 2^64) of a 64-bit
 BLAKE2 hash of each row's values, over the source table and the archive
 table together (the archive projected on the source's columns). A lost row,
 a duplicated row or a changed value changes the pair; comparing it with the
-pair taken right after loading proves source ∪ archive == original, with no
+pair taken right after loading proves source union archive == original, with no
 row in both. Rows are hashed in Python so the check reads the same on every
 engine (SQLite has no hash function of its own).
 """
@@ -52,7 +52,9 @@ def table_checksums(specs: list[TableSpec]) -> dict[str, dict]:
         if backend.schema_exists(ns) and backend.table_exists(ns, spec.name):
             ad = dialect_for(arc.vendor)
             with arc.cursor() as cur:
-                cur.execute(f"SELECT {', '.join(ad.quote(c) for c in spec.column_names)} FROM {ad.quote(ns)}.{ad.quote(spec.name)}")
+                cur.execute(
+                    f"SELECT {', '.join(ad.quote(c) for c in spec.column_names)} FROM {ad.quote(ns)}.{ad.quote(spec.name)}"
+                )
                 a_count, a_sum = _digest(cur)
         out[f"{spec.source}.{spec.name}"] = {
             "rows": s_count + a_count,

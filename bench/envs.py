@@ -100,7 +100,11 @@ def fresh_databases(engine: str, template: bool) -> None:
             _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             _pg(f'CREATE DATABASE "{name}"')
     elif engine == "mariadb":
-        for name in [f"{P}_archive", *[f"{P}_{s.lower()}" for s in SOURCES], *[f"{P}_archive_{s.lower()}" for s in SOURCES]]:
+        for name in [
+            f"{P}_archive",
+            *[f"{P}_{s.lower()}" for s in SOURCES],
+            *[f"{P}_archive_{s.lower()}" for s in SOURCES],
+        ]:
             _maria(f"DROP DATABASE IF EXISTS `{name}`")
         for name in [f"{P}_archive", *[f"{P}_{s.lower()}" for s in SOURCES]]:
             _maria(f"CREATE DATABASE `{name}`")

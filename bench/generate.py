@@ -215,7 +215,9 @@ def generated_table(k: int, rows: int, contracts: dict[str, int]) -> TableSpec:
     types = ("FUNCTIONAL", "OPERATIONAL", "REFERENCE")
     if by_contract:
         first = _contract_ref(1, contracts[source])
-        extra = dict(logic="CONTRACT_MATURITY", contract_table="Contract", table_type="FUNCTIONAL", indexes=("contractId",))
+        extra = dict(
+            logic="CONTRACT_MATURITY", contract_table="Contract", table_type="FUNCTIONAL", indexes=("contractId",)
+        )
     else:
         first = _dated("eventDate", 1)
         extra = dict(date_column="eventDate", table_type=types[k % 3], indexes=("eventDate",))
@@ -444,7 +446,9 @@ def load(specs: list[TableSpec], seed: int = SEED, log=print) -> dict[str, int]:
                 for spec in todo:
                     cur.execute(f"ANALYZE TABLE {MariaDBDialect().quote(schema)}.{MariaDBDialect().quote(spec.name)}")
                     cur.fetchall()
-        log(f"loaded {alias}: {len(todo)} tables, {sum(s.rows for s in todo):,} rows in {time.perf_counter() - t0:.1f}s")
+        log(
+            f"loaded {alias}: {len(todo)} tables, {sum(s.rows for s in todo):,} rows in {time.perf_counter() - t0:.1f}s"
+        )
     return loaded
 
 
@@ -491,7 +495,7 @@ def eligible_rows(specs: list[TableSpec]) -> int:
             if spec.logic == "CONTRACT_MATURITY":
                 c = f"{d.quote(schema)}.{d.quote(spec.contract_table)}"
                 cur.execute(
-                    f'SELECT COUNT(*) FROM {t} s JOIN {c} c ON c.{d.quote("contractId")} = s.{d.quote("contractId")} '
+                    f"SELECT COUNT(*) FROM {t} s JOIN {c} c ON c.{d.quote('contractId')} = s.{d.quote('contractId')} "
                     f"WHERE c.{d.quote('maturityDate')} < %s",
                     [THRESHOLD],
                 )

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import envs  # noqa: E402
-from bench.generate import SIZES  # noqa: E402
+from bench import envs
+from bench.generate import SIZES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -39,13 +39,24 @@ def last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+REPEAT = 1
+
+
 def measure(task: str, engine: str, topology: str, rows: int, tables: int) -> dict:
-    envs.restore(engine, rows, tables)
-    t0 = time.perf_counter()
-    out = envs.worker(task, engine, topology, str(rows), str(tables))
-    result = last_json(out)
-    result["wall_seconds"] = time.perf_counter() - t0
-    return result
+    """Restore, run one method in a child process; with --repeat N, the median run of N."""
+    runs = []
+    for _ in range(REPEAT):
+        envs.restore(engine, rows, tables)
+        t0 = time.perf_counter()
+        out = envs.worker(task, engine, topology, str(rows), str(tables))
+        result = last_json(out)
+        result["wall_seconds"] = time.perf_counter() - t0
+        runs.append(result)
+    runs.sort(key=lambda r: r["seconds"])
+    median = runs[len(runs) // 2]
+    if len(runs) > 1:
+        median["all_seconds"] = [round(r["seconds"], 3) for r in runs]
+    return median
 
 
 def pt_archiver(rows: int, tables: int, limit: int) -> dict:
@@ -150,7 +161,13 @@ def machine() -> dict:
         mem = next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split(":")[1].strip()
     except OSError:
         pass
-    return {"host": platform.node(), "cpus": os.cpu_count(), "memory": mem, "os": platform.platform(), "python": platform.python_version()}
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "memory": mem,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def scaling(args, log) -> dict:
@@ -210,11 +227,14 @@ def main() -> int:
     p.add_argument("--engines", nargs="+", default=["sqlite", "postgresql", "mariadb"], choices=envs.ENGINES)
     p.add_argument("--topologies", nargs="+", default=["same", "stream"], choices=["same", "stream"])
     p.add_argument("--no-phases", action="store_true", help="skip the phase-by-phase engine run")
+    p.add_argument("--repeat", type=int, default=1, help="runs per method; the median is reported")
     p.add_argument("--scaling", action="store_true", help="scaling curves instead of the side-by-side run")
     p.add_argument("--scaling-engine", default="postgresql", choices=envs.ENGINES)
     p.add_argument("--scaling-rows", type=int, nargs="+", default=[1_000_000, 3_000_000, 6_000_000, 12_000_000])
     p.add_argument("--scaling-tables", type=int, nargs="+", default=[10, 30, 60, 120])
     args = p.parse_args()
+    global REPEAT
+    REPEAT = max(1, args.repeat)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -242,7 +262,9 @@ def main() -> int:
             if engine == "mariadb" and topology == "stream":
                 continue
             try:
-                results[f"{engine}/{topology}"] = run_setup(engine, topology, rows, args.tables, not args.no_phases, log)
+                results[f"{engine}/{topology}"] = run_setup(
+                    engine, topology, rows, args.tables, not args.no_phases, log
+                )
             except Exception as exc:  # keep measuring the other setups; report at the end
                 failures.append(f"{engine}/{topology}: {exc}")
                 log(f"   FAILED: {exc}")

@@ -94,7 +94,12 @@ def task_phases(specs) -> dict:
     run = start_run(cutoff=cutoff(), actor=None, trigger="bench")
     times = {"start": time.perf_counter() - t0, "mark": 0.0, "archive": 0.0, "verify": 0.0, "complete": 0.0}
     for state in ordered_states(run):
-        for phase, until in (("mark", "MARKED"), ("archive", "ARCHIVED"), ("verify", "VERIFIED"), ("complete", "COMPLETED")):
+        for phase, until in (
+            ("mark", "MARKED"),
+            ("archive", "ARCHIVED"),
+            ("verify", "VERIFIED"),
+            ("complete", "COMPLETED"),
+        ):
             t = time.perf_counter()
             advance_table(state.id, worker="bench", until=until)
             times[phase] += time.perf_counter() - t

@@ -107,7 +107,7 @@ def snapshot(configs) -> dict[str, dict[tuple, tuple]]:
     return result
 
 
-def union_check(configs, original: dict) -> dict:
+def union_check(configs, original: dict, *, allow_both: bool = False) -> dict:
     """Source ∪ archive against the original: nothing lost, nothing duplicated, values identical.
 
     Returns per-table counts {label: (in_source, in_archive)}; raises AssertionError with details.
@@ -129,7 +129,11 @@ def union_check(configs, original: dict) -> dict:
         archived = {tuple(r[i] for i in pk_pos): r for r in arc_rows}
         assert len(archived) == len(arc_rows), f"{label}: duplicate keys in the archive"
         both = set(src) & set(archived)
-        assert not both, f"{label}: {len(both)} rows are in both source and archive, e.g. {sorted(both)[:3]}"
+        if allow_both:
+            # Mid-stream (copy committed, delete not yet): both copies must be identical.
+            assert all(src[k] == archived[k] for k in both), f"{label}: a row differs between source and archive"
+        else:
+            assert not both, f"{label}: {len(both)} rows are in both source and archive, e.g. {sorted(both)[:3]}"
         for key, row in original[label].items():
             found = src.get(key) or archived.get(key)
             assert found is not None, f"{label}: row {key} was lost"

@@ -53,9 +53,7 @@ class MariaDBBackend(Backend):
             )
             rows = cur.fetchall()
             if not rows:
-                raise SchemaError(
-                    f"table {schema}.{table} does not exist in {self.alias}"
-                )
+                raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
             columns = []
             for (
                 name,
@@ -106,6 +104,24 @@ class MariaDBBackend(Backend):
             )
             fks = [ForeignKey(*r) for r in cur.fetchall()]
         return TableInfo(schema, table, columns, pk, fks)
+
+    def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
+        """(child table, its column, our column) for single-column foreign keys into ``table``."""
+        with self.connection.cursor() as cur:
+            cur.execute(
+                """
+                SELECT k.table_name, k.column_name, k.referenced_column_name
+                FROM information_schema.key_column_usage k
+                WHERE k.referenced_table_schema = %s AND k.referenced_table_name = %s
+                  AND k.table_schema = k.referenced_table_schema
+                  AND (SELECT COUNT(*) FROM information_schema.key_column_usage k2
+                       WHERE k2.constraint_schema = k.constraint_schema
+                         AND k2.constraint_name = k.constraint_name
+                         AND k2.table_name = k.table_name) = 1
+                """,
+                [schema, table],
+            )
+            return [(_text(a), _text(b), _text(c)) for a, b, c in cur.fetchall()]
 
     def add_years_sql(self, expr: str) -> str:
         # DATE_ADD clamps 29 February + 1 year to 28 February, as PostgreSQL does.
