@@ -1,4 +1,88 @@
-PYTHON ?= .venv/bin/python
+# Targets the README names. Every target creates what it needs (.venv, packages).
+PYTHON_SYS ?= python3
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+VENV_BASE := $(VENV)/.installed-base
+VENV_DEV := $(VENV)/.installed-dev
+DEMO_DIR ?= $(CURDIR)/data
+# PostgreSQL leg: control database and one database for archive + sources (same server).
+PG_URL ?= postgres://postgres@127.0.0.1:5432
+PG_CONTROL ?= archival_ci_control
+PG_DATA ?= archival_ci_data
+PG_ENV = ARCHIVAL_DATA_DIR=$(CURDIR)/data/test-pg \
+	DATABASE_URL=$(PG_URL)/$(PG_CONTROL) ARCHIVE_DATABASE_URL=$(PG_URL)/$(PG_DATA) \
+	SOURCEDB1_DATABASE_URL=$(PG_URL)/$(PG_DATA) SOURCEDB2_DATABASE_URL=$(PG_URL)/$(PG_DATA) \
+	SOURCEDB3_DATABASE_URL=$(PG_URL)/$(PG_DATA) \
+	ARCHIVE_READONLY_DATABASE_URL=postgres://archive_reader@127.0.0.1:5432/$(PG_DATA)
+
+.PHONY: demo demo-disposal test test-pg test-full lint format clean
+
+$(VENV_BASE): requirements.txt
+	test -x $(PYTHON) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV_DEV): $(VENV_BASE) requirements-dev.txt
+	$(PYTHON) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# The main job on the embedded default (SQLite files under data/): migrate,
+# build the demo topology once, archive, show the status. Run it again: it
+# archives nothing new and says so.
+demo: $(VENV_BASE)
+	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py migrate -v0
+	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py migrate --database archive -v0
+	test -f $(DEMO_DIR)/.demo-built || (ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py build_demo && touch $(DEMO_DIR)/.demo-built)
+	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py archival run
+	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py archival status
+
+# A disposal cycle on the demo archive: a hold protects rows, a certificate is printed.
+demo-disposal: demo
+	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py demo_disposal
+
+# The whole suite on SQLite (CI sizes for the slow suites).
+test: $(VENV_DEV)
+	rm -rf data/test-sqlite && mkdir -p data/test-sqlite/test
+	ARCHIVAL_DATA_DIR=$(CURDIR)/data/test-sqlite $(PYTHON) -m pytest
+
+# The same suite on PostgreSQL (127.0.0.1:5432, user postgres).
+test-pg: $(VENV_DEV)
+	rm -rf data/test-pg && mkdir -p data/test-pg/test
+	$(PG_ENV) SCHED_REQUIRE_SERVICES=1 $(PYTHON) -m pytest
+
+# Full sizes of the slow suites (crash trials, property examples).
+test-full: $(VENV_DEV)
+	rm -rf data/test-sqlite && mkdir -p data/test-sqlite/test
+	ARCHIVAL_DATA_DIR=$(CURDIR)/data/test-sqlite CRASH_TRIALS=25 DISPOSAL_HYPOTHESIS_PROFILE=full CHAOS_TRIALS=50 $(PYTHON) -m pytest
+
+lint: $(VENV_DEV)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m sqlfluff lint sql/
+
+format: $(VENV_DEV)
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
+
+bench-deps: $(VENV_DEV)
+	$(PYTHON) -m pip install -q -r requirements-bench.txt
+
+MSSQL_URL = mssql://sa:Sa-Passw0rd-Local@127.0.0.1:1433
+# The whole suite against the docker-compose SQL Server 2019 (needs Docker).
+test-mssql: $(VENV_DEV)
+	docker compose up -d --wait mssql
+	DATABASE_URL=$(MSSQL_URL)/ArchivalControl \
+	ARCHIVE_DATABASE_URL=$(MSSQL_URL)/ArchivalArchive \
+	ARCHIVE_READONLY_DATABASE_URL=$(MSSQL_URL)/ArchivalArchive \
+	SOURCEDB1_DATABASE_URL=$(MSSQL_URL)/SourceDB1 \
+	SOURCEDB2_DATABASE_URL=$(MSSQL_URL)/SourceDB2 \
+	SOURCEDB3_DATABASE_URL=$(MSSQL_URL)/SourceDB3 \
+	MSSQL_TRUST_SERVER_CERTIFICATE=true ARCHIVAL_DATA_DIR=$(CURDIR)/data/mssql-test \
+	$(PYTHON) -m pytest -p no:cacheprovider
+
+clean:
+	rm -rf data/test-sqlite data/test-pg
 
 # --- Benchmarks and fault injection (bench/; see bench/RESULTS.md) -----------
 # bench: the side-by-side run, small size (1,000,000 rows, 120 tables), every
@@ -6,14 +90,14 @@ PYTHON ?= .venv/bin/python
 # and a chart to bench/results/. Needs requirements-bench.txt; MariaDB and
 # pt-archiver need bench/install_mariadb_deps.sh and bench/install_pt_archiver.sh.
 .PHONY: bench bench-large bench-scaling chaos
-bench:
+bench: $(VENV_DEV) bench-deps
 	$(PYTHON) bench/run.py --size small --no-phases
 
-bench-large:
+bench-large: $(VENV_DEV) bench-deps
 	$(PYTHON) bench/run.py --size large --engines postgresql --topologies same stream --no-phases
 
-bench-scaling:
+bench-scaling: $(VENV_DEV) bench-deps
 	$(PYTHON) bench/run.py --scaling
 
-chaos:
+chaos: $(VENV_DEV)
 	$(PYTHON) bench/chaos.py --trials $${CHAOS_TRIALS:-200}

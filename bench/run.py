@@ -79,7 +79,8 @@ def pt_archiver(rows: int, tables: int, limit: int) -> dict:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"pt-archiver failed on {t['table']}: {proc.stderr[-2000:]}")
-    seconds = time.perf_counter() - t0
+    # Creating the archive tables is part of the job (the engine and the ceiling count theirs).
+    seconds = time.perf_counter() - t0 + prep["ddl_seconds"]
     check = last_json(envs.worker("checksum", "mariadb", "same", str(rows), str(tables)))
     moved = sum(v["archive"] for v in check["tables"].values())
     return {"seconds": seconds, "rows": moved, "ddl_seconds": prep["ddl_seconds"]}

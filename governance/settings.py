@@ -120,9 +120,13 @@ def _tune(alias: str, config: dict) -> dict:
             "init_command",
             "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
         )
-        # IMMEDIATE takes the write lock at BEGIN, so two writers queue on the
-        # busy timeout instead of one failing with "database is locked".
-        options.setdefault("transaction_mode", "IMMEDIATE")
+        # Control database: IMMEDIATE takes the write lock at BEGIN, so two
+        # writers (leases, the q2 ORM broker) queue on the busy timeout instead
+        # of one failing with "database is locked". The archive and sources stay
+        # deferred (an idle transaction locks nothing); the engine opens its
+        # batch transactions IMMEDIATE itself (archival.engine.txn).
+        if alias == "default":
+            options.setdefault("transaction_mode", "IMMEDIATE")
         options.setdefault("timeout", 60)
         test_name = str(DATA_DIR / "test" / Path(config["NAME"]).name)
         config.setdefault("TEST", {}).setdefault("NAME", test_name)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from archival.engine import keys
 from archival.engine.errors import ArchiveConflict, ReconcileError
 from archival.engine.faults import checkpoint
 from archival.engine.spec import META_COLUMNS, TableSpec
+from archival.engine.txn import write_transaction
 
 
 @dataclass
@@ -168,7 +169,7 @@ def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, r
 def _move(spec, *, run_id, batch_no, low, size, record_ledger, slow) -> BatchOutcome:
     on = spec.archive
     years = spec.config.effective_years
-    with transaction.atomic(using=on.alias):
+    with write_transaction(on.alias):
         with on.connection.cursor() as cur:
             high = batch_bound(spec, cur, low, size)
             if high is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from archival.engine import keys
@@ -30,6 +30,7 @@ from archival.engine.faults import checkpoint
 from archival.engine.jsonkeys import to_json
 from archival.engine.same_server import BatchOutcome
 from archival.engine.spec import META_COLUMNS, TableSpec
+from archival.engine.txn import write_transaction
 from governance.models import BatchLedger, LedgerState
 
 
@@ -148,7 +149,7 @@ def _existing(spec: TableSpec, low, high) -> dict:
 def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, record_ledger) -> BatchOutcome:
     src = spec.source
     pk_pos = [spec.columns.index(c) for c in spec.pk]
-    with transaction.atomic(using=src.alias):
+    with write_transaction(src.alias):
         with src.connection.cursor() as cur:
             _begin_source(spec, cur)
             sql, params = _select_sql(spec, low, None, lock=True, limit=size)
@@ -159,7 +160,7 @@ def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, r
         high = [rows[-1][i] for i in pk_pos]
         skipped = 0
         try:
-            with transaction.atomic(using="archive"):
+            with write_transaction("archive"):
                 _insert_copies(spec, rows, run_id)
                 ledger = record_ledger(
                     batch_no=batch_no,
@@ -172,7 +173,7 @@ def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, r
         except IntegrityError:
             # Some keys are archived already: identical copies are skipped,
             # a differing copy from an earlier run stops the table.
-            with transaction.atomic(using="archive"):
+            with write_transaction("archive"):
                 existing = _existing(spec, low, high)
                 fresh = []
                 for row in rows:
@@ -256,10 +257,10 @@ def finish_batch(spec: TableSpec, ledger: BatchLedger, rounds: int = 3) -> None:
     pk_pos = [spec.columns.index(c) for c in spec.pk]
     low, high = ledger.key_low, ledger.key_high
     for _ in range(rounds):
-        with transaction.atomic(using="archive"):
+        with write_transaction("archive"):
             copies = {k: v for k, (v, run) in _existing(spec, low, high).items() if run == ledger.run_id}
         refresh, drop = [], []
-        with transaction.atomic(using=on_src.alias):
+        with write_transaction(on_src.alias):
             with on_src.connection.cursor() as cur:
                 _begin_source(spec, cur)
                 sql, params = _select_sql(spec, low, high, lock=True, limit=None)
@@ -285,7 +286,7 @@ def finish_batch(spec: TableSpec, ledger: BatchLedger, rounds: int = 3) -> None:
             break
         # Archive side first: refresh this run's in-flight copies or drop the
         # copies of rows that stopped being eligible; the source still has them.
-        with transaction.atomic(using="archive"):
+        with write_transaction("archive"):
             with on_arc.connection.cursor() as cur:
                 for key in drop + [_row_key(r, pk_pos) for r in refresh]:
                     raw = next(r for k, r in _raw_keys(copies, key))
@@ -296,7 +297,7 @@ def finish_batch(spec: TableSpec, ledger: BatchLedger, rounds: int = 3) -> None:
                     )
             if refresh:
                 _insert_copies(spec, refresh, ledger.run_id)
-    with transaction.atomic(using="archive"):
+    with write_transaction("archive"):
         copies = {k: v for k, (v, run) in _existing(spec, low, high).items() if run == ledger.run_id}
         with on_src.connection.cursor() as cur:
             rng, rparams = keys.key_range(spec.q(on_src, "s", spec.pk), low, high)

@@ -190,7 +190,7 @@ class Command(BaseCommand):
         runs = ArchivalRun.objects.all()
         if options.get("run"):
             runs = runs.filter(pk=options["run"])
-        runs = list(runs[:5])
+        runs = list(runs[: options.get("runs") or 1])
         payload = []
         for run in runs:
             states = list(RecoveryState.objects.filter(run=run).order_by("id"))
