@@ -40,3 +40,23 @@ def sweep(**kwargs) -> dict:
 def hold_review_reminder(**kwargs) -> dict:
     """Weekly: remind compliance officers of holds past their review-by date."""
     return alerts.remind_hold_reviews()
+
+
+def scheduled_disposal(**kwargs) -> dict:
+    """Weekly: plan disposal of expired rows, then execute approved batches (time-boxed, re-enqueued)."""
+    from archival.disposal.workers import dispose_on_workers
+
+    stopping.install_sigterm_handler()
+    result = dispose_on_workers(plan=True, actor="schedule").as_dict()
+    stopping.exit_if_stopping()
+    return result
+
+
+def dispose_slice(failed: list[int] | None = None, **kwargs) -> dict:
+    """Continue executing approved disposal batches, one at a time, in a time box."""
+    from archival.disposal.workers import dispose_on_workers
+
+    stopping.install_sigterm_handler()
+    result = dispose_on_workers(failed=failed or (), actor="schedule").as_dict()
+    stopping.exit_if_stopping()
+    return result

@@ -15,10 +15,14 @@ from django.db import connections
 
 from governance.models import (
     AuditEvent,
+    DisposalApproval,
+    DisposalBatch,
     Hold,
     HoldScope,
     Phase,
     RecoveryState,
+    RetentionChange,
+    RetentionChangeStatus,
     TableConfig,
 )
 from governance.roles import (
@@ -107,11 +111,54 @@ def objects(personas, source_table):
     state = RecoveryState(run=run, config=config, table_label=str(config), phase=Phase.FAILED, last_error="boom")
     state.full_clean()
     state.save()
-    hold = Hold(scope=HoldScope.CONTRACT, source_db=SOURCE, contract_value="C1", reason="Matter 17", placed_by="compliance")
+    hold = Hold(
+        scope=HoldScope.CONTRACT, source_db=SOURCE, contract_value="C1", reason="Matter 17", placed_by="compliance"
+    )
     hold.full_clean()
     hold.save()
     event = AuditEvent.objects.record("test.event", actor=personas["administrator"], details={"why": "fixture"})
-    return {"tableconfig": config, "archivalrun": run, "recoverystate": state, "hold": hold, "auditevent": event}
+    # A batch waiting for its second approval and a shortening waiting for a
+    # compliance officer, so the disposal admin's change pages show real rows.
+    batch = DisposalBatch(
+        config=config,
+        table_label=str(config),
+        table_type=config.table_type,
+        batch_no=1,
+        plan_id="fixture-plan",
+        key_low=[1],
+        key_high=[5],
+        row_count=5,
+        disposable_before=dt.date(2026, 1, 1),
+        planned_by="administrator",
+        required_approvals=2,
+    )
+    batch.full_clean()
+    batch.save()
+    approval = DisposalApproval(
+        batch=batch, approver="compliance", decision="APPROVE", comment="Expired; no matter open."
+    )
+    approval.full_clean()
+    approval.save()
+    change = RetentionChange(
+        config=config,
+        old_years=config.effective_years,
+        new_years=max(config.effective_years - 1, 0),
+        requested_by="administrator",
+        reason="Policy 2026/4 shortens trade retention.",
+        status=RetentionChangeStatus.PENDING,
+    )
+    change.full_clean()
+    change.save()
+    return {
+        "tableconfig": config,
+        "archivalrun": run,
+        "recoverystate": state,
+        "hold": hold,
+        "auditevent": event,
+        "disposalbatch": batch,
+        "disposalapproval": approval,
+        "retentionchange": change,
+    }
 
 
 @pytest.fixture(scope="module")

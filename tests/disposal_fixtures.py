@@ -19,23 +19,30 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.core.management.commands import flush as flush_command
 from django.db import connections
 from hypothesis import HealthCheck, settings
 
 from archival.backends import backend_for
 from archival.backends.sqlite import namespace_for
-from archival.disposal.triggers import allow_test_flush
 from governance.models import TableConfig
 
 settings.register_profile(
-    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    "ci",
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.register_profile(
-    "dev", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    "dev",
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.register_profile(
-    "full", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    "full",
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 PROFILE = os.environ.get("DISPOSAL_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 
@@ -52,17 +59,7 @@ SOURCE_COLUMNS = (
 KEY = ("basketId", "positionId", "businessDate")
 
 
-# Django's flush between transactional tests deletes every row; on SQLite the
-# protection triggers would refuse that for holds and audit events.
-_original_flush = flush_command.Command.handle
-
-
-def _flush_allowed(self, *args, **kwargs):
-    with allow_test_flush():
-        return _original_flush(self, *args, **kwargs)
-
-
-flush_command.Command.handle = _flush_allowed
+# The flush between transactional tests runs under allow_test_flush() (tests/conftest.py).
 
 
 def source_schema() -> str:
@@ -73,7 +70,9 @@ def create_tables(table: str = TABLE) -> None:
     """The source table (for config validation) and its archive table, empty."""
     with connections[SOURCE].cursor() as cur:
         cur.execute(f'DROP TABLE IF EXISTS "{table}"')
-        cur.execute(f'CREATE TABLE "{table}" ({SOURCE_COLUMNS}, PRIMARY KEY ("basketId", "positionId", "businessDate"))')
+        cur.execute(
+            f'CREATE TABLE "{table}" ({SOURCE_COLUMNS}, PRIMARY KEY ("basketId", "positionId", "businessDate"))'
+        )
     backend = backend_for("archive")
     ns = namespace_for(SOURCE)
     ts = backend.timestamp_type()
@@ -143,7 +142,12 @@ def persona(name: str, *perms: str) -> User:
 def personas(db):
     return {
         "planner": persona("planner", "governance.plan_disposal", "governance.view_disposalbatch"),
-        "alice": persona("alice", "governance.approve_disposal", "governance.view_disposalbatch", "governance.approve_retentionchange"),
+        "alice": persona(
+            "alice",
+            "governance.approve_disposal",
+            "governance.view_disposalbatch",
+            "governance.approve_retentionchange",
+        ),
         "bob": persona("bob", "governance.approve_disposal", "governance.view_disposalbatch"),
         "outsider": persona("outsider"),
     }

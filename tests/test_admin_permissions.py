@@ -15,7 +15,7 @@ from django.contrib import admin
 from django.test import Client, RequestFactory
 from django.urls import reverse
 
-from tests.admin_fixtures import PERSONAS, objects, personas, source_table  # noqa: F401
+from tests.admin_fixtures import PERSONAS, objects, personas, source_table
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -36,7 +36,12 @@ DECISIONS: dict[str, dict[str, frozenset]] = {
     "governance.tableconfig": viewers(
         add=frozenset({AA}),
         # django-import-export: onboarding needs add+change; export needs view.
-        **{"import": frozenset({AA}), "process_import": frozenset({AA}), "export": STAFF_READERS, "simple_history": STAFF_READERS},
+        **{
+            "import": frozenset({AA}),
+            "process_import": frozenset({AA}),
+            "export": STAFF_READERS,
+            "simple_history": STAFF_READERS,
+        },
     ),
     "governance.hold": viewers(add=frozenset({CO}), release=frozenset({CO})),
     "governance.auditevent": viewers(export=frozenset({AU})),
@@ -45,6 +50,21 @@ DECISIONS: dict[str, dict[str, frozenset]] = {
     # driven (stop/continue a run) by administrators.
     "governance.schedulersettings": viewers(schedule_control=frozenset({AA})),
     "governance.tabledispatch": viewers(readers=frozenset({AA, AU})),
+    # Disposal (issue 5, docs/disposal.md): every staff role reads the review
+    # queue, decisions and certificates; nothing is added, edited or deleted
+    # through the admin. Planning and execution are the administrator's, the
+    # decisions the compliance officer's. The confirmation page without a
+    # known operation refuses everybody (fails closed).
+    "governance.disposalbatch": viewers(
+        plan=frozenset({AA}),
+        confirm=NOBODY,
+        **{"confirm:APPROVE": frozenset({CO}), "confirm:REJECT": frozenset({CO}), "confirm:EXECUTE": frozenset({AA})},
+    ),
+    "governance.disposalapproval": viewers(),
+    "governance.disposalcertificate": viewers(),
+    "governance.retentionchange": viewers(
+        confirm=NOBODY, **{"confirm:APPROVE": frozenset({CO}), "confirm:REJECT": frozenset({CO})}
+    ),
     "auth.user": viewers(readers=NOBODY, password_change=NOBODY),
     "auth.group": viewers(readers=NOBODY),
     "django_q.schedule": viewers(add=frozenset({AA})),
@@ -65,6 +85,15 @@ ACTION_DECISIONS: dict[str, dict[str, frozenset]] = {
     "governance.archivalrun": {"resume_runs": frozenset({AA})},
     "governance.schedulersettings": {"run_now": frozenset({AA})},
     "governance.tabledispatch": {},
+    "governance.disposalbatch": {
+        "approve_batches": frozenset({CO}),
+        "reject_batches": frozenset({CO}),
+        "execute_batches": frozenset({AA}),
+    },
+    "governance.disposalapproval": {},
+    # Certificates are exported by auditors (the proof handed to regulators).
+    "governance.disposalcertificate": {"export_csv": frozenset({AU})},
+    "governance.retentionchange": {"approve_changes": frozenset({CO}), "reject_changes": frozenset({CO})},
     "auth.user": {},
     "auth.group": {},
     "django_q.schedule": {},
@@ -83,6 +112,12 @@ MISSING_PK = "999999"
 REDIRECTING = {("governance.schedulersettings", "changelist")}
 # Views whose arguments are not the object's primary key.
 URL_ARGS = {"governance_schedule_control": lambda objects: ["stop", objects["archivalrun"].pk]}
+# Confirmation pages that serve several operations (?what=...): each operation
+# is decided on its own, as "<suffix>:<operation>", besides the bare URL.
+OPERATIONS = {
+    "governance_disposalbatch_confirm": ("disposalbatch", ("APPROVE", "REJECT", "EXECUTE")),
+    "governance_retentionchange_confirm": ("retentionchange", ("APPROVE", "REJECT")),
+}
 
 
 def admin_urls(objects):
@@ -112,6 +147,10 @@ def admin_urls(objects):
             if suffix == "release":
                 url += f"?ids={objects['hold'].pk}"
             yield label, suffix, url, obj is not None
+            if name in OPERATIONS:
+                model_name, operations = OPERATIONS[name]
+                for what in operations:
+                    yield label, f"{suffix}:{what}", f"{url}?ids={objects[model_name].pk}&what={what}", True
 
 
 def expected_status(persona: str, allowed: bool, has_object: bool, suffix: str, label: str = "") -> set[int]:

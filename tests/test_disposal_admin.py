@@ -15,9 +15,8 @@ from django.urls import reverse
 
 from archival.disposal import execute_disposal, plan_disposal
 from governance.models import AuditEvent, BatchStatus, DisposalBatch, DisposalCertificate
-from tests.disposal_fixtures import (  # noqa: F401  (fixtures)
+from tests.disposal_fixtures import (
     DATABASES,
-    PASSWORD,
     TODAY,
     archived_keys,
     create_tables,
@@ -43,7 +42,7 @@ def queued(personas):
 
 def client_for(user) -> Client:
     c = Client()
-    assert c.login(username=user.username, password=PASSWORD)
+    c.force_login(user)
     return c
 
 
@@ -74,10 +73,12 @@ def test_outsiders_and_planners_cannot_approve_through_the_admin(queued, persona
 
 def test_the_administrator_executes_and_an_auditor_exports_certificates(queued, personas):
     client_for(personas["alice"]).post(
-        reverse("admin:governance_disposalbatch_confirm"), {"ids": queued.pk, "what": "APPROVE", "comment": "ok"}
+        reverse("admin:governance_disposalbatch_confirm"),
+        {"ids": queued.pk, "what": "APPROVE", "comment": "retention passed"},
     )
     c = client_for(personas["planner"])
-    c.post(reverse("admin:governance_disposalbatch_confirm"), {"ids": queued.pk, "what": "EXECUTE"})
+    done = c.post(reverse("admin:governance_disposalbatch_confirm"), {"ids": queued.pk, "what": "EXECUTE"}, follow=True)
+    assert "destroyed 4 rows" in done.content.decode()
     assert not archived_keys() and DisposalCertificate.objects.count() == 1
     auditor = persona("auditor", "governance.view_disposalcertificate", "governance.export_disposalcertificate")
     response = client_for(auditor).post(

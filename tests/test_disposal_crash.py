@@ -62,7 +62,11 @@ def test_a_killed_disposal_resumes_without_double_or_held_deletes():
     # The child process executes "today" (it has no test clock): plan for today too.
     today = timezone.localdate()
     expired = today - dt.timedelta(days=1)
-    rows = [(b, f"p{i}", dt.date(2010, 1, 1) + dt.timedelta(days=i), f"C{i % 5}", expired) for b in (1, 2) for i in range(120)]
+    rows = [
+        (b, f"p{i}", dt.date(2010, 1, 1) + dt.timedelta(days=i), f"C{i % 5}", expired)
+        for b in (1, 2)
+        for i in range(120)
+    ]
     insert_rows(rows)
     held = {r[:3] for r in rows if r[3] == "C3"}
     place_hold(scope=HoldScope.CONTRACT, actor="compliance", reason="Matter 7", source_db=SOURCE, contract_value="C3")
@@ -72,17 +76,23 @@ def test_a_killed_disposal_resumes_without_double_or_held_deletes():
 
     child = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "dispose", "--execute"],
-        cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 120
     try:
         while DisposalCertificate.objects.count() < 5:
-            assert child.poll() is None, f"the child finished before it could be killed: {child.stderr.read().decode()[-2000:]}"
+            assert child.poll() is None, (
+                f"the child finished before it could be killed: {child.stderr.read().decode()[-2000:]}"
+            )
             assert time.monotonic() < deadline, "no progress from the child"
             time.sleep(0.02)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
+        child.stderr.close()
     assert child.returncode == -signal.SIGKILL
     interrupted = DisposalBatch.objects.filter(status__in=(BatchStatus.APPROVED, BatchStatus.EXECUTING)).count()
     assert interrupted > 0, "the kill came after the last batch; nothing to resume"

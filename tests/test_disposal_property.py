@@ -20,9 +20,17 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from archival.disposal import decide_batch, digest_of_keys, execute_disposal, key_text, place_hold, plan_disposal, release_hold
+from archival.disposal import (
+    decide_batch,
+    digest_of_keys,
+    execute_disposal,
+    key_text,
+    place_hold,
+    plan_disposal,
+    release_hold,
+)
 from governance.models import BatchStatus, DisposalBatch, DisposalCertificate, Hold, HoldScope
-from tests.disposal_fixtures import (  # noqa: F401  (fixtures)
+from tests.disposal_fixtures import (
     DATABASES,
     PROFILE,
     SOURCE,
@@ -58,7 +66,9 @@ rows_st = st.lists(
 hold_st = st.one_of(
     st.tuples(st.just(HoldScope.ALL), st.none()),
     st.tuples(st.just(HoldScope.TABLE), st.sampled_from([TABLE, "other_table"])),
-    st.tuples(st.just(HoldScope.CONTRACT), st.tuples(st.sampled_from([SOURCE, "SourceDB2"]), st.sampled_from(CONTRACTS))),
+    st.tuples(
+        st.just(HoldScope.CONTRACT), st.tuples(st.sampled_from([SOURCE, "SourceDB2"]), st.sampled_from(CONTRACTS))
+    ),
     st.tuples(
         st.just(HoldScope.DATE_RANGE),
         st.tuples(st.one_of(st.none(), st.integers(0, 20)), st.one_of(st.none(), st.integers(0, 20))),
@@ -69,7 +79,9 @@ hold_until_st = st.one_of(st.none(), st.integers(-3, 3).map(lambda d: TODAY + dt
 
 step_st = st.one_of(
     st.tuples(st.just("plan"), st.none()),
-    st.tuples(st.just("approve"), st.tuples(st.integers(0, 50), st.sampled_from(["alice", "bob", "planner"]), st.booleans())),
+    st.tuples(
+        st.just("approve"), st.tuples(st.integers(0, 50), st.sampled_from(["alice", "bob", "planner"]), st.booleans())
+    ),
     st.tuples(st.just("hold"), st.tuples(hold_st, hold_until_st)),
     st.tuples(st.just("release"), st.integers(0, 50)),
     st.tuples(st.just("execute"), st.integers(1, 3)),
@@ -163,7 +175,9 @@ def test_holds_always_win_and_every_approved_expired_row_goes(personas, rows, ta
                 if pending:
                     idx, who, approve = arg
                     batch = pending[idx % len(pending)]
-                    result = decide_batch(batch.pk, user=approvers[who], decision="APPROVE" if approve else "REJECT", comment="p")
+                    result = decide_batch(
+                        batch.pk, user=approvers[who], decision="APPROVE" if approve else "REJECT", comment="p"
+                    )
                     if who == "planner":
                         assert not result.accepted
             elif kind == "hold":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import DatabaseError, connections, transaction
 
@@ -24,8 +25,16 @@ from archival.disposal import (
     verify_chains,
 )
 from archival.disposal.retention import decide_retention_change
-from governance.models import AuditEvent, BatchStatus, DisposalBatch, DisposalCertificate, Hold, HoldScope, RetentionChange
-from tests.disposal_fixtures import (  # noqa: F401  (fixtures)
+from governance.models import (
+    AuditEvent,
+    BatchStatus,
+    DisposalBatch,
+    DisposalCertificate,
+    Hold,
+    HoldScope,
+    RetentionChange,
+)
+from tests.disposal_fixtures import (
     DATABASES,
     SOURCE,
     TABLE,
@@ -74,7 +83,9 @@ def test_it_plans_only_expired_rows_and_changes_no_data(archive):
 
 def test_it_reports_held_rows_with_the_hold_that_blocks_them(archive):
     make_config("FUNCTIONAL")
-    hold = place_hold(scope=HoldScope.CONTRACT, actor=archive["alice"], reason="Matter 42", source_db=SOURCE, contract_value="C1")
+    hold = place_hold(
+        scope=HoldScope.CONTRACT, actor=archive["alice"], reason="Matter 42", source_db=SOURCE, contract_value="C1"
+    )
     result = plan_disposal(actor=archive["planner"], today=TODAY)
     table = result.tables[0]
     assert table.held_rows == 6 and table.disposable_rows == 0 and not table.batches
@@ -144,7 +155,11 @@ def test_a_hold_placed_between_approval_and_execution_blocks_its_rows(archive):
     (batch,) = plan("REFERENCE", archive)
     decide_batch(batch.pk, user=archive["alice"], decision="APPROVE", comment="ok")
     place_hold(
-        scope=HoldScope.KEYS, actor=archive["bob"], reason="Subpoena", source_db=SOURCE, table_name=TABLE,
+        scope=HoldScope.KEYS,
+        actor=archive["bob"],
+        reason="Subpoena",
+        source_db=SOURCE,
+        table_name=TABLE,
         keys=[(1, "p0", dt.date(2010, 1, 1)), (1, "p3", dt.date(2010, 1, 4))],
     )
     result = execute_disposal(actor=archive["planner"], today=TODAY)
@@ -166,8 +181,11 @@ def test_every_hold_scope_protects_its_rows(archive):
     insert_rows(rows_for(2, PAST, contract="C9", basket=3) + rows_for(2, PAST, basket=4))
     place_hold(scope=HoldScope.CONTRACT, actor=archive["alice"], reason="c", source_db=SOURCE, contract_value="C9")
     place_hold(
-        scope=HoldScope.DATE_RANGE, actor=archive["alice"], reason="d",
-        date_from=dt.date(2010, 1, 2), date_to=dt.date(2010, 1, 2),
+        scope=HoldScope.DATE_RANGE,
+        actor=archive["alice"],
+        reason="d",
+        date_from=dt.date(2010, 1, 2),
+        date_to=dt.date(2010, 1, 2),
     )
     released = place_hold(scope=HoldScope.ALL, actor=archive["alice"], reason="everything")
     release_hold(released.pk, actor=archive["bob"], reason="matter closed")
@@ -234,7 +252,7 @@ def test_shortening_retention_waits_for_a_compliance_officer(archive):
     result = request_retention_change(config.pk, new_years=1, actor=archive["planner"], reason="policy")
     assert result.status == "PENDING" and result.rows_updated is None
     assert plan_disposal(actor=archive["planner"], today=TODAY, dry_run=True).disposable_rows == 6
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="may not approve"):
         decide_retention_change(result.change_id, user=archive["bob"], approve=True, comment="no perm")
     applied = decide_retention_change(result.change_id, user=archive["alice"], approve=True, comment="ok")
     assert applied.status == "APPLIED" and RetentionChange.objects.get().rows_updated == 9

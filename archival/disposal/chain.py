@@ -145,7 +145,9 @@ def rechain_all(using: str = "default") -> int:
     for event in AuditEvent.objects.using(using).order_by("id").iterator():
         event.prev_hash = prev
         event.entry_hash = audit_entry_hash(event)
-        AuditEvent.objects.using(using).filter(pk=event.pk).update(prev_hash=event.prev_hash, entry_hash=event.entry_hash)
+        AuditEvent.objects.using(using).filter(pk=event.pk).update(
+            prev_hash=event.prev_hash, entry_hash=event.entry_hash
+        )
         prev = event.entry_hash
         last_id = event.pk
         count += 1
@@ -190,12 +192,20 @@ def verify_chains(*, write_log: bool = True) -> ChainReport:
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         report.audit_events += 1
         if event.prev_hash != prev:
-            report.fail(f"audit event {event.pk} ({event.action}): prev_hash does not match the entry before it (deleted or reordered entry)")
+            report.fail(
+                f"audit event {event.pk} ({event.action}): prev_hash does not match the entry before it (deleted or reordered entry)"
+            )
         expected = audit_entry_hash(event)
         if event.entry_hash != expected:
-            report.fail(f"audit event {event.pk} ({event.action}): entry_hash does not match its contents (row altered)")
+            report.fail(
+                f"audit event {event.pk} ({event.action}): entry_hash does not match its contents (row altered)"
+            )
         prev = event.entry_hash
-        if event.action == "disposal.executed" and isinstance(event.details, dict) and "certificate_id" in event.details:
+        if (
+            event.action == "disposal.executed"
+            and isinstance(event.details, dict)
+            and "certificate_id" in event.details
+        ):
             try:
                 anchors[int(event.details["certificate_id"])] = str(event.details.get("certificate_hash", ""))
             except (TypeError, ValueError):
@@ -203,16 +213,22 @@ def verify_chains(*, write_log: bool = True) -> ChainReport:
     report.audit_head = prev
     head = AuditChainHead.objects.filter(name=CHAIN_NAME).first()
     if head is not None and head.head_hash != prev:
-        report.fail(f"audit chain head: stored head {head.head_hash[:12]} is not the last entry's hash {prev[:12]} (entries removed at the end?)")
+        report.fail(
+            f"audit chain head: stored head {head.head_hash[:12]} is not the last entry's hash {prev[:12]} (entries removed at the end?)"
+        )
 
     cprev = GENESIS
     for cert in DisposalCertificate.objects.order_by("id").iterator(chunk_size=2000):
         report.certificates += 1
         if cert.prev_hash != cprev:
-            report.fail(f"certificate {cert.pk} ({cert.table_label}): prev_hash does not match the certificate before it")
+            report.fail(
+                f"certificate {cert.pk} ({cert.table_label}): prev_hash does not match the certificate before it"
+            )
         expected = certificate_hash(cert)
         if cert.certificate_hash != expected:
-            report.fail(f"certificate {cert.pk} ({cert.table_label}): certificate_hash does not match its contents (row altered)")
+            report.fail(
+                f"certificate {cert.pk} ({cert.table_label}): certificate_hash does not match its contents (row altered)"
+            )
         anchor = anchors.get(cert.pk)
         if anchor is None:
             executed = DisposalBatch.objects.filter(pk=cert.batch_id, status=BatchStatus.EXECUTED).exists()
@@ -222,7 +238,9 @@ def verify_chains(*, write_log: bool = True) -> ChainReport:
             else:
                 report.warnings.append(message + " yet (execution not finalised; resume the disposal)")
         elif anchor != cert.certificate_hash:
-            report.fail(f"certificate {cert.pk} ({cert.table_label}): its hash differs from the one anchored in the audit trail")
+            report.fail(
+                f"certificate {cert.pk} ({cert.table_label}): its hash differs from the one anchored in the audit trail"
+            )
         cprev = cert.certificate_hash
     report.certificate_head = cprev
 

@@ -80,7 +80,13 @@ def _relevant_holds(t: ArchiveTable, at: dt.date) -> list:
 
 
 def _hold_summary(hold) -> dict:
-    return {"id": hold.pk, "scope": hold.scope, "description": str(hold), "placed_by": hold.placed_by, "reason": hold.reason[:200]}
+    return {
+        "id": hold.pk,
+        "scope": hold.scope,
+        "description": str(hold),
+        "placed_by": hold.placed_by,
+        "reason": hold.reason[:200],
+    }
 
 
 def _scalar(cur, sql: str, params: list) -> int:
@@ -184,7 +190,10 @@ def plan_disposal(
         if dry_run or not tp.batches:
             if not dry_run and (tp.held_rows or tp.expired_rows):
                 AuditEvent.objects.record(
-                    "disposal.planned", actor=actor, outcome="BLOCKED" if tp.held_rows else "OK", table_label=config.label,
+                    "disposal.planned",
+                    actor=actor,
+                    outcome="BLOCKED" if tp.held_rows else "OK",
+                    table_label=config.label,
                     counts={"expired": tp.expired_rows, "held": tp.held_rows, "batches": 0},
                     details={"plan_id": result.plan_id, "blocking_holds": [b.__dict__ for b in tp.blocking_holds]},
                 )
@@ -211,9 +220,16 @@ def plan_disposal(
                 batch.save()
                 pb.batch_id, pb.status = batch.pk, batch.status
             AuditEvent.objects.record(
-                "disposal.planned", actor=actor, table_label=config.label,
+                "disposal.planned",
+                actor=actor,
+                table_label=config.label,
                 outcome="BLOCKED" if tp.held_rows else "OK",
-                counts={"expired": tp.expired_rows, "disposable": tp.disposable_rows, "held": tp.held_rows, "batches": len(tp.batches)},
+                counts={
+                    "expired": tp.expired_rows,
+                    "disposable": tp.disposable_rows,
+                    "held": tp.held_rows,
+                    "batches": len(tp.batches),
+                },
                 details={
                     "plan_id": result.plan_id,
                     "disposable_before": today.isoformat(),
@@ -234,11 +250,15 @@ def _plan_table(t: ArchiveTable, tp: TablePlan, today: dt.date) -> None:
         tp.expired_rows = _scalar(cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired}", [today])
         if not tp.expired_rows:
             return
-        tp.held_rows = _scalar(cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {held}", [today, *held_params])
+        tp.held_rows = _scalar(
+            cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {held}", [today, *held_params]
+        )
         if tp.held_rows:
             for hold in _relevant_holds(t, today):
                 by_sql, by_params = t.held_by_sql(hold.pk)
-                n = _scalar(cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {by_sql}", [today, *by_params])
+                n = _scalar(
+                    cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {by_sql}", [today, *by_params]
+                )
                 if n:
                     tp.blocking_holds.append(BlockingHold(hold.pk, str(hold), n))
         size = t.config.effective_batch_size
@@ -261,7 +281,9 @@ def _plan_table(t: ArchiveTable, tp: TablePlan, today: dt.date) -> None:
             if tp.held_rows:
                 rng, rng_params = t.range_sql(low, high)
                 pb.held_in_range = _scalar(
-                    cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {held}", [*rng_params, today, *held_params]
+                    cur,
+                    f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {held}",
+                    [*rng_params, today, *held_params],
                 )
             tp.batches.append(pb)
             tp.disposable_rows += len(keys)
@@ -300,10 +322,16 @@ def decide_batch(batch_id: int, *, user, decision: str, comment: str) -> ReviewR
 
     def refuse(batch, message):
         AuditEvent.objects.record(
-            "disposal.review_refused", actor=user, outcome="REFUSED", obj=batch, table_label=getattr(batch, "table_label", ""),
+            "disposal.review_refused",
+            actor=user,
+            outcome="REFUSED",
+            obj=batch,
+            table_label=getattr(batch, "table_label", ""),
             details={"batch_id": batch_id, "decision": decision, "reason": message, "comment": comment},
         )
-        return ReviewResult(batch_id, decision, False, getattr(batch, "status", ""), 0, getattr(batch, "required_approvals", 0), message)
+        return ReviewResult(
+            batch_id, decision, False, getattr(batch, "status", ""), 0, getattr(batch, "required_approvals", 0), message
+        )
 
     if decision not in Decision.values:
         raise DisposalError(f"unknown decision {decision!r}")
@@ -330,7 +358,9 @@ def decide_batch(batch_id: int, *, user, decision: str, comment: str) -> ReviewR
             # Lost a race with another decision between the checks and the lock.
             problem = "the batch changed while deciding; reload it"
         else:
-            approval = DisposalApproval(batch=batch, approver=name, approver_user=user if user.pk else None, decision=decision, comment=comment)
+            approval = DisposalApproval(
+                batch=batch, approver=name, approver_user=user if user.pk else None, decision=decision, comment=comment
+            )
             approval.full_clean()
             approval.save()
             approvals = batch.decisions.filter(decision=Decision.APPROVE).count()
@@ -341,7 +371,9 @@ def decide_batch(batch_id: int, *, user, decision: str, comment: str) -> ReviewR
             batch.save(update_fields=["status"])
             AuditEvent.objects.record(
                 "disposal.approved" if decision == Decision.APPROVE else "disposal.rejected",
-                actor=user, obj=batch, table_label=batch.table_label,
+                actor=user,
+                obj=batch,
+                table_label=batch.table_label,
                 counts={"approvals": approvals, "required": batch.required_approvals, "rows": batch.row_count},
                 details={"batch_id": batch.pk, "comment": comment, "status": batch.status},
             )
@@ -444,14 +476,20 @@ def _claim(batch_id: int, worker: str) -> bool:
     now = timezone.now()
     lease = timedelta(seconds=settings.ARCHIVAL["LEASE_SECONDS"])
     won = (
-        DisposalBatch.objects.filter(pk=batch_id, status__in=(BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED))
+        DisposalBatch.objects.filter(
+            pk=batch_id, status__in=(BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED)
+        )
         .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker))
-        .update(status=BatchStatus.EXECUTING, lease_owner=worker, lease_expires_at=now + lease, attempts=F("attempts") + 1)
+        .update(
+            status=BatchStatus.EXECUTING, lease_owner=worker, lease_expires_at=now + lease, attempts=F("attempts") + 1
+        )
     )
     return won == 1
 
 
-def execute_batch(batch_id: int, *, actor=None, dry_run: bool = False, today: dt.date | None = None, worker: str | None = None) -> BatchOutcome:
+def execute_batch(
+    batch_id: int, *, actor=None, dry_run: bool = False, today: dt.date | None = None, worker: str | None = None
+) -> BatchOutcome:
     """Execute one approved batch (see module docstring for the transaction)."""
     from governance.models import AuditEvent, BatchStatus, Decision, DisposalBatch, DisposalCertificate
 
@@ -474,10 +512,17 @@ def execute_batch(batch_id: int, *, actor=None, dry_run: bool = False, today: dt
         out.skipped = "another worker holds this batch"
         return out
     approval_record = [
-        {"approver": a.approver, "decided_at": a.decided_at.astimezone(dt.UTC).isoformat(), "comment": a.comment} for a in approvals
+        {"approver": a.approver, "decided_at": a.decided_at.astimezone(dt.UTC).isoformat(), "comment": a.comment}
+        for a in approvals
     ]
     if batch.required_approvals == 0:
-        approval_record = [{"approver": "policy", "decided_at": batch.planned_at.astimezone(dt.UTC).isoformat(), "comment": "automatic"}]
+        approval_record = [
+            {
+                "approver": "policy",
+                "decided_at": batch.planned_at.astimezone(dt.UTC).isoformat(),
+                "comment": "automatic",
+            }
+        ]
     try:
         t = archive_table_for(batch.config)
         if t is None:
@@ -504,16 +549,29 @@ def execute_batch(batch_id: int, *, actor=None, dry_run: bool = False, today: dt
     # finalised by the next execution (the certificate exists, out.resumed).
     with transaction.atomic(using="default"):
         AuditEvent.objects.record(
-            "disposal.executed", actor=actor or executor, obj=batch, table_label=batch.table_label,
+            "disposal.executed",
+            actor=actor or executor,
+            obj=batch,
+            table_label=batch.table_label,
             counts={"planned": batch.row_count, "deleted": cert.row_count, "held": cert.held_count},
             details={
-                "batch_id": batch.pk, "certificate_id": cert.pk, "certificate_hash": cert.certificate_hash,
-                "digest": cert.digest, "resumed": out.resumed,
+                "batch_id": batch.pk,
+                "certificate_id": cert.pk,
+                "certificate_hash": cert.certificate_hash,
+                "digest": cert.digest,
+                "resumed": out.resumed,
             },
         )
         DisposalBatch.objects.filter(pk=batch.pk).update(
-            status=BatchStatus.EXECUTED, deleted_count=cert.row_count, held_count=cert.held_count, certificate_id=cert.pk,
-            executed_by=cert.executed_by, executed_at=cert.executed_at, lease_owner="", lease_expires_at=None, last_error="",
+            status=BatchStatus.EXECUTED,
+            deleted_count=cert.row_count,
+            held_count=cert.held_count,
+            certificate_id=cert.pk,
+            executed_by=cert.executed_by,
+            executed_at=cert.executed_at,
+            lease_owner="",
+            lease_expires_at=None,
+            last_error="",
         )
     return out
 
@@ -530,10 +588,14 @@ def _delete_and_certify(t: ArchiveTable, batch, today: dt.date, executor: str, a
     holds_checked = [_hold_summary(h) for h in Hold.objects.using(ARCHIVE).active(today).order_by("id")]
     with t.backend.connection.cursor() as cur:
         candidates = _scalar(
-            cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND NOT {held}", [*base_params, *held_params]
+            cur,
+            f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND NOT {held}",
+            [*base_params, *held_params],
         )
         held_count = _scalar(
-            cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {held}", [*base_params, *held_params]
+            cur,
+            f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {held}",
+            [*base_params, *held_params],
         )
         # Approved: the planned rows, plus rows of the range that were held at
         # planning and whose hold was released since (the reviewer saw both
@@ -552,10 +614,15 @@ def _delete_and_certify(t: ArchiveTable, batch, today: dt.date, executor: str, a
         )
         deleted_keys = cur.fetchall()
     if len(deleted_keys) != candidates:
-        raise DisposalError(f"reconciliation failed: counted {candidates} disposable rows, the delete removed {len(deleted_keys)}")
+        raise DisposalError(
+            f"reconciliation failed: counted {candidates} disposable rows, the delete removed {len(deleted_keys)}"
+        )
     digest, n = digest_of_keys(deleted_keys)
     ordered = sorted(deleted_keys, key=lambda k: tuple(str(c) if c is None else c for c in k))
-    prev = DisposalCertificate.objects.using(ARCHIVE).order_by("-id").values_list("certificate_hash", flat=True).first() or ""
+    prev = (
+        DisposalCertificate.objects.using(ARCHIVE).order_by("-id").values_list("certificate_hash", flat=True).first()
+        or ""
+    )
     cert = DisposalCertificate(
         batch_id=batch.pk,
         config_id=batch.config_id,
@@ -587,8 +654,14 @@ def _fail(batch, out: BatchOutcome, actor, dry_run: bool) -> None:
 
     if dry_run:
         return
-    DisposalBatch.objects.filter(pk=batch.pk).update(status=BatchStatus.FAILED, last_error=out.error[:4000], lease_owner="", lease_expires_at=None)
+    DisposalBatch.objects.filter(pk=batch.pk).update(
+        status=BatchStatus.FAILED, last_error=out.error[:4000], lease_owner="", lease_expires_at=None
+    )
     AuditEvent.objects.record(
-        "disposal.failed", actor=actor, outcome="FAILED", obj=batch, table_label=batch.table_label,
+        "disposal.failed",
+        actor=actor,
+        outcome="FAILED",
+        obj=batch,
+        table_label=batch.table_label,
         details={"batch_id": batch.pk, "error": out.error},
     )

@@ -77,7 +77,9 @@ def place_hold(
         for k in keys or []:
             text = k if isinstance(k, str) else key_text(k)
             if config is not None and len(text.split("\t")) != len(config.pk_columns):
-                errors["keys"] = f"Key {text!r} does not have {len(config.pk_columns)} components ({', '.join(config.pk_columns)})."
+                errors["keys"] = (
+                    f"Key {text!r} does not have {len(config.pk_columns)} components ({', '.join(config.pk_columns)})."
+                )
                 break
             key_texts.append(text)
         if not key_texts and "keys" not in errors:
@@ -87,8 +89,16 @@ def place_hold(
     if errors:
         raise ValidationError(errors)
     hold = Hold(
-        scope=scope, source_db=source_db, schema_name=schema_name, table_name=table_name, contract_value=contract_value,
-        date_from=date_from, date_to=date_to, reason=reason.strip(), placed_by=actor_name(actor), review_by=review_by,
+        scope=scope,
+        source_db=source_db,
+        schema_name=schema_name,
+        table_name=table_name,
+        contract_value=contract_value,
+        date_from=date_from,
+        date_to=date_to,
+        reason=reason.strip(),
+        placed_by=actor_name(actor),
+        review_by=review_by,
         hold_until=hold_until,
     )
     with transaction.atomic(using=ARCHIVE):
@@ -102,9 +112,17 @@ def place_hold(
     # Recorded after the archive commit: the audit trail never shows a hold
     # that did not commit.
     AuditEvent.objects.record(
-        "hold.placed", actor=actor, obj=hold, table_label=config.label if config else "",
+        "hold.placed",
+        actor=actor,
+        obj=hold,
+        table_label=config.label if config else "",
         counts={"keys": len(key_texts)} if key_texts else {},
-        details={"scope": scope, "reason": hold.reason, "hold_until": str(hold_until or ""), "review_by": str(review_by or "")},
+        details={
+            "scope": scope,
+            "reason": hold.reason,
+            "hold_until": str(hold_until or ""),
+            "review_by": str(review_by or ""),
+        },
     )
     return hold
 

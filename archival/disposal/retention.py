@@ -38,7 +38,11 @@ def request_retention_change(config_id: int, *, new_years: int, actor, reason: s
     config = TableConfig.objects.get(pk=config_id)
     old = config.effective_years
     change = RetentionChange(
-        config=config, old_years=old, new_years=new_years, requested_by=actor_name(actor), reason=(reason or "").strip(),
+        config=config,
+        old_years=old,
+        new_years=new_years,
+        requested_by=actor_name(actor),
+        reason=(reason or "").strip(),
         status=RetentionChangeStatus.PENDING,
     )
     change.full_clean()
@@ -50,8 +54,12 @@ def request_retention_change(config_id: int, *, new_years: int, actor, reason: s
         rows = None
         msg = "shortening: waiting for a compliance officer's approval"
     AuditEvent.objects.record(
-        "retention.requested", actor=actor, obj=change, table_label=config.label,
-        counts={"old_years": old, "new_years": new_years, "rows_updated": rows or 0}, details={"reason": change.reason, "status": change.status},
+        "retention.requested",
+        actor=actor,
+        obj=change,
+        table_label=config.label,
+        counts={"old_years": old, "new_years": new_years, "rows_updated": rows or 0},
+        details={"reason": change.reason, "status": change.status},
     )
     return RetentionChangeResult(change.pk, config.label, old, new_years, change.status, rows, msg)
 
@@ -72,7 +80,9 @@ def decide_retention_change(change_id: int, *, user, approve: bool, comment: str
     elif not (comment or "").strip():
         problem = "a comment is required"
     if problem:
-        AuditEvent.objects.record("retention.refused", actor=user, outcome="REFUSED", obj=change, details={"reason": problem})
+        AuditEvent.objects.record(
+            "retention.refused", actor=user, outcome="REFUSED", obj=change, details={"reason": problem}
+        )
         raise ValidationError(problem)
     change.decided_by = name
     change.comment = comment.strip()
@@ -84,10 +94,16 @@ def decide_retention_change(change_id: int, *, user, approve: bool, comment: str
         change.save()
         rows = None
     AuditEvent.objects.record(
-        "retention.approved" if approve else "retention.rejected", actor=user, obj=change, table_label=change.config.label,
-        counts={"rows_updated": rows or 0}, details={"comment": change.comment},
+        "retention.approved" if approve else "retention.rejected",
+        actor=user,
+        obj=change,
+        table_label=change.config.label,
+        counts={"rows_updated": rows or 0},
+        details={"comment": change.comment},
     )
-    return RetentionChangeResult(change.pk, change.config.label, change.old_years, change.new_years, change.status, rows, change.status)
+    return RetentionChangeResult(
+        change.pk, change.config.label, change.old_years, change.new_years, change.status, rows, change.status
+    )
 
 
 def _apply(change, actor) -> int:
@@ -144,7 +160,9 @@ class ForecastResult:
     tables: list[TableForecast] = field(default_factory=list)
 
 
-def forecast_disposal(*, tables: list[str] | None = None, weeks: int = 12, today: dt.date | None = None) -> ForecastResult:
+def forecast_disposal(
+    *, tables: list[str] | None = None, weeks: int = 12, today: dt.date | None = None
+) -> ForecastResult:
     """Rows becoming disposable per table and week over the next ``weeks`` weeks.
 
     A row becomes disposable the day after its retention_until. Week i covers

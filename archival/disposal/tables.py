@@ -171,7 +171,10 @@ class ArchiveTable:
 
         q = self.backend.quote
         match, params = self.hold_match_sql(alias, "h")
-        return f"EXISTS (SELECT 1 FROM {q(Hold._meta.db_table)} h WHERE h.{q('id')} = %s AND {match})", [hold_id, *params]
+        return f"EXISTS (SELECT 1 FROM {q(Hold._meta.db_table)} h WHERE h.{q('id')} = %s AND {match})", [
+            hold_id,
+            *params,
+        ]
 
 
 def archive_table_for(config) -> ArchiveTable | None:

@@ -19,6 +19,7 @@ from archival.engine.faults import checkpoint
 from archival.engine.jsonkeys import to_json
 from archival.engine.leases import renew
 from archival.engine.spec import TableSpec
+from archival.retry import retry_transient
 from governance.models import AuditEvent, BatchLedger, LedgerState, Phase, RecoveryState
 
 
@@ -143,26 +144,28 @@ def archive(
             return moved_total, batches, False
         batch_no += 1
         started = time.monotonic()
-        if mssql_path.uses_procedures(spec):
-            outcome = mssql_path.move_batch(spec, run_id=state.run_id, batch_no=batch_no, low=cursor, size=size)
-        elif spec.mode == "streaming":
-            outcome = streaming.move_batch(
-                spec,
-                run_id=state.run_id,
-                batch_no=batch_no,
-                low=cursor,
-                size=size,
-                record_ledger=record_ledger,
+
+        def one_batch(batch_no=batch_no, cursor=cursor):
+            if mssql_path.uses_procedures(spec):
+                return mssql_path.move_batch(spec, run_id=state.run_id, batch_no=batch_no, low=cursor, size=size)
+            if spec.mode == "streaming":
+                # An earlier attempt of this batch may have committed its copy.
+                earlier = BatchLedger.objects.filter(
+                    run_id=state.run_id, config_id=spec.config.pk, batch_no=batch_no
+                ).first()
+                if earlier is not None:
+                    return streaming.finish_earlier_attempt(spec, earlier)
+                return streaming.move_batch(
+                    spec, run_id=state.run_id, batch_no=batch_no, low=cursor, size=size, record_ledger=record_ledger
+                )
+            return same_server.move_batch(
+                spec, run_id=state.run_id, batch_no=batch_no, low=cursor, size=size, record_ledger=record_ledger
             )
-        else:
-            outcome = same_server.move_batch(
-                spec,
-                run_id=state.run_id,
-                batch_no=batch_no,
-                low=cursor,
-                size=size,
-                record_ledger=record_ledger,
-            )
+
+        # A deadlock, lock timeout, lost connection or serialization failure
+        # rolled the batch back; it is retried with backoff (a streamed batch
+        # whose copy had committed is finished instead of copied again).
+        outcome = retry_transient(one_batch, attempts=5, base_delay=0.5, on_retry=_retrying(spec, state, worker))
         if outcome.high is None:
             return moved_total, batches, True
         checkpoint("batch_after_commit")
@@ -214,3 +217,17 @@ def verify(spec: TableSpec, state: RecoveryState, worker: str) -> None:
         table_label=spec.label,
         counts={"archived": archived},
     )
+
+
+def _retrying(spec: TableSpec, state: RecoveryState, worker: str):
+    def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
+        AuditEvent.objects.record(
+            "batch.retried",
+            actor=worker,
+            outcome="RETRY",
+            run_id=state.run_id,
+            table_label=spec.label,
+            details={"attempt": attempt, "error": str(exc)[:500], "delay": round(delay, 2)},
+        )
+
+    return on_retry

@@ -244,6 +244,13 @@ def _delete_keys(spec: TableSpec, keys_to_delete: list) -> int:
     return total
 
 
+def finish_earlier_attempt(spec: TableSpec, ledger: BatchLedger) -> BatchOutcome:
+    """Finish a batch whose copy committed in an attempt that then failed."""
+    finish_batch(spec, ledger)
+    ledger.refresh_from_db()
+    return BatchOutcome(ledger.deleted_count, ledger.key_high, 0)
+
+
 def finish_pending(spec: TableSpec, *, run_id: int) -> None:
     """Finish batches whose copy committed but whose source delete may not have."""
     for ledger in BatchLedger.objects.filter(

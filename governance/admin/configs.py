@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+import copy
+from functools import partial
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import IntegerField, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
@@ -12,7 +18,7 @@ from import_export.admin import ImportExportMixin
 from import_export.formats.base_formats import CSV, XLSX
 from simple_history.admin import SimpleHistoryAdmin
 
-from governance.models import Phase, RecoveryState, TableConfig
+from governance.models import Phase, RecoveryState, RetentionChange, RetentionChangeStatus, TableConfig
 
 # The CSV columns of a config; the natural key identifies the row, so an
 # import updates an existing config instead of duplicating it.
@@ -37,6 +43,43 @@ CONFIG_FIELDS = (
 )
 
 
+def retention_change_of(config: TableConfig) -> tuple[TableConfig, int] | None:
+    """(stored config, requested years) when saving ``config`` would change its
+    years in archive, else None.
+
+    Compared as effective years: clearing the field or changing the table type
+    changes them too (the type's default applies).
+    """
+    if config.pk is None:
+        return None  # a new config has no archived rows yet
+    stored = TableConfig.objects.get(pk=config.pk)
+    if config.effective_years == stored.effective_years:
+        return None
+    return stored, config.effective_years
+
+
+def retention_change_problem(config: TableConfig, user) -> str:
+    """Why ``user`` may not ask to change ``config``'s retention now ('' if they may)."""
+    if user is None or not user.has_perm("governance.add_retentionchange"):
+        return "changing the years in archive needs the permission to request retention changes"
+    if RetentionChange.objects.filter(config_id=config.pk, status=RetentionChangeStatus.PENDING).exists():
+        return "a retention change of this table is waiting for a compliance officer; it must be decided first"
+    return ""
+
+
+def keep_stored_years(config: TableConfig, stored: TableConfig) -> None:
+    """Put the stored years back on ``config`` so its save leaves retention alone.
+
+    Retention changes only through ``archival.disposal.request_retention_change``
+    (lengthening recomputes retention_until of archived rows; shortening waits
+    for approval). If the table type changed the default, the old years are
+    pinned explicitly.
+    """
+    config.years_retention_archive = stored.years_retention_archive
+    if config.effective_years != stored.effective_years:
+        config.years_retention_archive = stored.effective_years
+
+
 class TableConfigResource(resources.ModelResource):
     """One config per row; every row goes through ``full_clean()`` (the model's
     ``clean()`` reads the live source schema), and a row that fails shows its
@@ -52,6 +95,32 @@ class TableConfigResource(resources.ModelResource):
         report_skipped = True
         # All rows in one transaction: any error rolls every row back.
         use_transactions = True
+
+    def before_save_instance(self, instance, row, **kwargs):
+        """A row that changes a config's years in archive does not write them:
+        the change goes through ``request_retention_change`` once the whole
+        import has committed (lengthening applies at once, shortening waits for
+        a compliance officer). The archive is another database, so recomputing
+        its rows inside the import's transaction could not be rolled back with
+        a later bad row; ``on_commit`` runs it only if every row was saved, and
+        never for the preview (dry run)."""
+        change = retention_change_of(instance)
+        if change is None:
+            return
+        stored, new_years = change
+        user = kwargs.get("user")
+        problem = retention_change_problem(instance, user)
+        if problem:
+            raise ValidationError({"years_retention_archive": problem})
+        keep_stored_years(instance, stored)
+        if not self._is_dry_run(kwargs):
+            from archival.disposal import request_retention_change
+
+            reason = f"Table config import {kwargs.get('file_name') or ''}".strip()
+            transaction.on_commit(
+                partial(request_retention_change, instance.pk, new_years=new_years, actor=user, reason=reason),
+                using="default",
+            )
 
 
 def _last_state(field: str):
@@ -75,8 +144,49 @@ class LastOutcomeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class TableConfigForm(forms.ModelForm):
+    """The config form plus the reason a change of the years in archive needs."""
+
+    retention_reason = forms.CharField(
+        label="Reason for a retention change",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Required when you change the years in archive of an existing config. Lengthening applies "
+        "at once (archived rows are kept longer); shortening waits for a compliance officer's approval "
+        "and the config keeps its years until then.",
+    )
+    # Set by TableConfigAdmin.get_form (the permission check needs the user).
+    user = None
+
+    class Meta:
+        model = TableConfig
+        fields = CONFIG_FIELDS
+
+    def clean(self):
+        cleaned = super().clean()
+        self.retention_change = None
+        if self.errors:
+            return cleaned
+        # clean() runs before the form's values reach self.instance (_post_clean).
+        candidate = copy.copy(self.instance)
+        for name in ("table_type", "years_retention_archive"):
+            if name in cleaned:
+                setattr(candidate, name, cleaned[name])
+        change = retention_change_of(candidate)
+        if change is not None:
+            problem = retention_change_problem(self.instance, self.user)
+            if problem:
+                self.add_error("years_retention_archive", problem)
+            elif not (cleaned.get("retention_reason") or "").strip():
+                self.add_error("retention_reason", "Say why the retention changes (it goes to the audit trail).")
+            else:
+                self.retention_change = change
+        return cleaned
+
+
 @admin.register(TableConfig)
 class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
+    form = TableConfigForm
     resource_classes = [TableConfigResource]
     formats = [CSV, XLSX]
     list_display = (
@@ -97,7 +207,10 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
     readonly_fields = ("created_at", "updated_at")
     actions = ["preview_plan"]
     fieldsets = (
-        (None, {"fields": ("source_db", "schema_name", "table_name", "primary_key_columns", "table_type", "is_active")}),
+        (
+            None,
+            {"fields": ("source_db", "schema_name", "table_name", "primary_key_columns", "table_type", "is_active")},
+        ),
         ("Eligibility", {"fields": ("archival_logic", "date_column")}),
         (
             "Contract maturity join",
@@ -113,10 +226,53 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
         ),
         (
             "Retention and execution",
-            {"fields": ("months_retention_source", "years_retention_archive", "execution_priority", "batch_size")},
+            {
+                "fields": (
+                    "months_retention_source",
+                    "years_retention_archive",
+                    "retention_reason",
+                    "execution_priority",
+                    "batch_size",
+                )
+            },
         ),
         ("Record", {"fields": ("created_at", "updated_at")}),
     )
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.user = request.user  # a fresh class per request (modelform_factory)
+        return form
+
+    def save_model(self, request, obj, form, change):
+        """Save the config; a change of its years in archive goes through
+        ``request_retention_change`` instead of being written here."""
+        retention = getattr(form, "retention_change", None)
+        if retention is None:
+            return super().save_model(request, obj, form, change)
+        from archival.disposal import request_retention_change
+
+        stored, new_years = retention
+        keep_stored_years(obj, stored)
+        super().save_model(request, obj, form, change)
+        result = request_retention_change(
+            obj.pk, new_years=new_years, actor=request.user, reason=form.cleaned_data["retention_reason"]
+        )
+        if result.status == RetentionChangeStatus.PENDING:
+            self.message_user(
+                request,
+                f"Shortening {result.table_label} from {result.old_years} to {result.new_years} years waits for a "
+                f"compliance officer's approval; the config keeps {result.old_years} years until then.",
+                messages.WARNING,
+            )
+        else:
+            self.message_user(
+                request,
+                f"{result.table_label} now keeps archived rows {result.new_years} years "
+                f"(was {result.old_years}); retention recomputed for {result.rows_updated or 0} archived rows.",
+                messages.SUCCESS,
+            )
+        obj.refresh_from_db()
 
     def get_queryset(self, request):
         # One query for the page: the last outcome and the archived total come

@@ -22,14 +22,32 @@ from governance.admin.audit import _Echo, escape_cell
 from governance.models import BatchStatus, DisposalApproval, DisposalBatch, DisposalCertificate, RetentionChange
 
 CERT_COLUMNS = (
-    "id", "batch_id", "table_label", "key_columns", "key_low", "key_high", "planned_count", "row_count", "held_count",
-    "digest", "encoding", "disposable_before", "approvals", "holds_checked", "planned_by", "executed_by", "executed_at",
-    "prev_hash", "certificate_hash",
+    "id",
+    "batch_id",
+    "table_label",
+    "key_columns",
+    "key_low",
+    "key_high",
+    "planned_count",
+    "row_count",
+    "held_count",
+    "digest",
+    "encoding",
+    "disposable_before",
+    "approvals",
+    "holds_checked",
+    "planned_by",
+    "executed_by",
+    "executed_at",
+    "prev_hash",
+    "certificate_hash",
 )
 
 
 class CommentForm(forms.Form):
-    comment = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), min_length=3, help_text="Recorded in the audit trail.")
+    comment = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), min_length=3, help_text="Recorded in the audit trail."
+    )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -58,7 +76,18 @@ def _ids(request) -> list[int]:
 
 @admin.register(DisposalBatch)
 class DisposalBatchAdmin(ReadOnlyAdmin):
-    list_display = ("id", "table_label", "batch_no", "row_count", "held_in_range", "status", "required_approvals", "planned_by", "planned_at", "deleted_count")
+    list_display = (
+        "id",
+        "table_label",
+        "batch_no",
+        "row_count",
+        "held_in_range",
+        "status",
+        "required_approvals",
+        "planned_by",
+        "planned_at",
+        "deleted_count",
+    )
     list_filter = ("status", "table_type", "planned_at")
     search_fields = ("table_label", "planned_by", "plan_id")
     readonly_fields = tuple(f.name for f in DisposalBatch._meta.fields)
@@ -114,15 +143,25 @@ class DisposalBatchAdmin(ReadOnlyAdmin):
         if request.method == "POST" and batches and (form is None or form.is_valid()):
             if what == "EXECUTE":
                 result = execute_disposal(batch_ids=[b.pk for b in batches], actor=request.user)
+                if not result.batches:
+                    self.message_user(
+                        request, "None of the selected batches is approved for execution.", messages.WARNING
+                    )
                 for b in result.batches:
                     level = messages.ERROR if b.error else messages.SUCCESS
-                    text = b.error or b.skipped or f"destroyed {b.deleted} rows, {b.held} held; certificate {b.certificate_id}"
+                    text = (
+                        b.error
+                        or b.skipped
+                        or f"destroyed {b.deleted} rows, {b.held} held; certificate {b.certificate_id}"
+                    )
                     self.message_user(request, f"Batch {b.batch_id} ({b.table_label}): {text}", level)
             else:
                 for batch in batches:
                     r = decide_batch(batch.pk, user=request.user, decision=what, comment=form.cleaned_data["comment"])
                     level = messages.SUCCESS if r.accepted else messages.ERROR
-                    self.message_user(request, f"Batch {r.batch_id}: {r.message} ({r.status}, {r.approvals}/{r.required})", level)
+                    self.message_user(
+                        request, f"Batch {r.batch_id}: {r.message} ({r.status}, {r.approvals}/{r.required})", level
+                    )
             return HttpResponseRedirect(reverse("admin:governance_disposalbatch_changelist"))
         context = {
             **self.admin_site.each_context(request),
@@ -148,7 +187,9 @@ class DisposalBatchAdmin(ReadOnlyAdmin):
                 if t.batches or t.held_rows or t.error:
                     level = messages.ERROR if t.error else messages.INFO
                     self.message_user(
-                        request, f"{t.table_label}: {t.error or f'{t.disposable_rows} rows in {len(t.batches)} batch(es), {t.held_rows} held'}", level
+                        request,
+                        f"{t.table_label}: {t.error or f'{t.disposable_rows} rows in {len(t.batches)} batch(es), {t.held_rows} held'}",
+                        level,
                     )
             self.message_user(request, f"Queued {result.batch_count} batch(es).", messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:governance_disposalbatch_changelist"))
@@ -197,13 +238,24 @@ class DisposalCertificateAdmin(ReadOnlyAdmin):
                 yield writer.writerow([escape_cell(getattr(cert, c)) for c in CERT_COLUMNS])
 
         response = StreamingHttpResponse(lines(), content_type="text/csv")
-        response["Content-Disposition"] = f'attachment; filename="disposal_certificates_{timezone.now():%Y%m%d_%H%M%S}.csv"'
+        response["Content-Disposition"] = (
+            f'attachment; filename="disposal_certificates_{timezone.now():%Y%m%d_%H%M%S}.csv"'
+        )
         return response
 
 
 @admin.register(RetentionChange)
 class RetentionChangeAdmin(ReadOnlyAdmin):
-    list_display = ("config", "old_years", "new_years", "status", "requested_by", "requested_at", "decided_by", "rows_updated")
+    list_display = (
+        "config",
+        "old_years",
+        "new_years",
+        "status",
+        "requested_by",
+        "requested_at",
+        "decided_by",
+        "rows_updated",
+    )
     list_filter = ("status",)
     list_select_related = ("config",)
     actions = ("approve_changes", "reject_changes")
@@ -242,8 +294,12 @@ class RetentionChangeAdmin(ReadOnlyAdmin):
         if request.method == "POST" and changes and form.is_valid():
             for change in changes:
                 try:
-                    r = decide_retention_change(change.pk, user=request.user, approve=what == "APPROVE", comment=form.cleaned_data["comment"])
-                    self.message_user(request, f"{r.table_label}: {r.status}, {r.rows_updated or 0} rows recomputed", messages.SUCCESS)
+                    r = decide_retention_change(
+                        change.pk, user=request.user, approve=what == "APPROVE", comment=form.cleaned_data["comment"]
+                    )
+                    self.message_user(
+                        request, f"{r.table_label}: {r.status}, {r.rows_updated or 0} rows recomputed", messages.SUCCESS
+                    )
                 except ValidationError as exc:
                     self.message_user(request, f"{change}: {'; '.join(exc.messages)}", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:governance_retentionchange_changelist"))

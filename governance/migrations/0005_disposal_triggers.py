@@ -34,9 +34,13 @@ def control_forward(apps, schema_editor):
         event.counts = json.loads(json.dumps(event.counts or {}))
         event.prev_hash = prev
         event.entry_hash = audit_entry_hash(event)
-        AuditEvent.objects.using(alias).filter(pk=event.pk).update(prev_hash=event.prev_hash, entry_hash=event.entry_hash)
+        AuditEvent.objects.using(alias).filter(pk=event.pk).update(
+            prev_hash=event.prev_hash, entry_hash=event.entry_hash
+        )
         prev, last = event.entry_hash, event.pk
-    AuditChainHead.objects.using(alias).update_or_create(name="audit", defaults={"head_hash": prev, "last_event_id": last})
+    AuditChainHead.objects.using(alias).update_or_create(
+        name="audit", defaults={"head_hash": prev, "last_event_id": last}
+    )
     ensure_triggers(schema_editor.connection, "default")
 
 

@@ -45,9 +45,7 @@ class DisposalBatchQuerySet(models.QuerySet):
         return self.filter(status=BatchStatus.PENDING_REVIEW)
 
     def executable(self):
-        return self.filter(
-            status__in=(BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED)
-        )
+        return self.filter(status__in=(BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED))
 
 
 class DisposalBatch(models.Model):
@@ -57,24 +55,12 @@ class DisposalBatch(models.Model):
         related_name="disposal_batches",
         help_text="The table whose archived rows this batch disposes of.",
     )
-    table_label = models.CharField(
-        max_length=400, help_text="source.schema.table when the batch was planned."
-    )
-    table_type = models.CharField(
-        max_length=16, help_text="Table type when planned; it fixed the review policy."
-    )
-    batch_no = models.IntegerField(
-        help_text="1, 2, ... within the plan and table, in key order."
-    )
-    plan_id = models.CharField(
-        max_length=36, help_text="Identifies the planning call that created this batch."
-    )
-    key_low = models.JSONField(
-        help_text="First primary key of the batch (inclusive), components in key order."
-    )
-    key_high = models.JSONField(
-        help_text="Last primary key of the batch (inclusive), components in key order."
-    )
+    table_label = models.CharField(max_length=400, help_text="source.schema.table when the batch was planned.")
+    table_type = models.CharField(max_length=16, help_text="Table type when planned; it fixed the review policy.")
+    batch_no = models.IntegerField(help_text="1, 2, ... within the plan and table, in key order.")
+    plan_id = models.CharField(max_length=36, help_text="Identifies the planning call that created this batch.")
+    key_low = models.JSONField(help_text="First primary key of the batch (inclusive), components in key order.")
+    key_high = models.JSONField(help_text="Last primary key of the batch (inclusive), components in key order.")
     row_count = models.IntegerField(
         validators=[MinValueValidator(1)],
         help_text="Rows planned: expired and not held when planned.",
@@ -87,12 +73,8 @@ class DisposalBatch(models.Model):
     disposable_before = models.DateField(
         help_text="Only rows whose retention_until is before this date are disposed of (the planning date)."
     )
-    planned_by = models.CharField(
-        max_length=150, help_text="Who planned the batch; may not approve it."
-    )
-    planned_at = models.DateTimeField(
-        default=timezone.now, help_text="When the batch was planned."
-    )
+    planned_by = models.CharField(max_length=150, help_text="Who planned the batch; may not approve it.")
+    planned_at = models.DateTimeField(default=timezone.now, help_text="When the batch was planned.")
     required_approvals = models.PositiveSmallIntegerField(
         validators=[MaxValueValidator(5)],
         help_text="Approvals by distinct people needed (settings.ARCHIVAL_DISPOSAL_POLICY).",
@@ -114,9 +96,7 @@ class DisposalBatch(models.Model):
         help_text="Another worker may take the batch over after this.",
     )
     attempts = models.IntegerField(default=0, help_text="Execution attempts.")
-    deleted_count = models.IntegerField(
-        null=True, blank=True, help_text="Rows destroyed (from the certificate)."
-    )
+    deleted_count = models.IntegerField(null=True, blank=True, help_text="Rows destroyed (from the certificate).")
     held_count = models.IntegerField(
         null=True,
         blank=True,
@@ -125,15 +105,9 @@ class DisposalBatch(models.Model):
     certificate_id = models.BigIntegerField(
         null=True, blank=True, help_text="Disposal certificate (archive database id)."
     )
-    executed_by = models.CharField(
-        max_length=150, blank=True, help_text="Who executed the batch."
-    )
-    executed_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the delete committed."
-    )
-    last_error = models.TextField(
-        blank=True, help_text="Last error that stopped the execution of this batch."
-    )
+    executed_by = models.CharField(max_length=150, blank=True, help_text="Who executed the batch.")
+    executed_at = models.DateTimeField(null=True, blank=True, help_text="When the delete committed.")
+    last_error = models.TextField(blank=True, help_text="Last error that stopped the execution of this batch.")
 
     objects = DisposalBatchQuerySet.as_manager()
 
@@ -172,9 +146,7 @@ class DisposalApproval(models.Model):
         related_name="decisions",
         help_text="The batch decided on.",
     )
-    approver = models.CharField(
-        max_length=150, help_text="Who decided, as text so it survives user deletion."
-    )
+    approver = models.CharField(max_length=150, help_text="Who decided, as text so it survives user deletion.")
     approver_user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -183,21 +155,15 @@ class DisposalApproval(models.Model):
         related_name="+",
         help_text="The user, while the account exists.",
     )
-    decision = models.CharField(
-        max_length=8, choices=Decision, help_text="Approve or reject."
-    )
+    decision = models.CharField(max_length=8, choices=Decision, help_text="Approve or reject.")
     comment = models.TextField(help_text="Why (required for both decisions).")
-    decided_at = models.DateTimeField(
-        default=timezone.now, help_text="When the decision was made."
-    )
+    decided_at = models.DateTimeField(default=timezone.now, help_text="When the decision was made.")
 
     class Meta:
         ordering = ["batch_id", "decided_at"]
         constraints = [
             # Two approvals must come from two people: one decision per person per batch.
-            models.UniqueConstraint(
-                fields=["batch", "approver"], name="disposalapproval_one_per_person"
-            ),
+            models.UniqueConstraint(fields=["batch", "approver"], name="disposalapproval_one_per_person"),
         ]
 
     def __str__(self) -> str:
@@ -232,9 +198,7 @@ class DisposalCertificate(models.Model):
     )
     planned_count = models.IntegerField(help_text="Rows the approved plan covered.")
     row_count = models.IntegerField(help_text="Rows destroyed.")
-    held_count = models.IntegerField(
-        help_text="Expired rows in the range kept because a hold covered them."
-    )
+    held_count = models.IntegerField(help_text="Expired rows in the range kept because a hold covered them.")
     digest = models.CharField(
         max_length=64,
         help_text="SHA-256 over the destroyed keys in the canonical encoding (docs/disposal.md).",
@@ -244,9 +208,7 @@ class DisposalCertificate(models.Model):
         default="pk-lines-v1",
         help_text="Name of the key encoding the digest uses.",
     )
-    disposable_before = models.DateField(
-        help_text="Rows with retention_until before this date were eligible."
-    )
+    disposable_before = models.DateField(help_text="Rows with retention_until before this date were eligible.")
     approvals = models.JSONField(
         default=list,
         blank=True,
@@ -272,9 +234,7 @@ class DisposalCertificate(models.Model):
 
     class Meta:
         ordering = ["id"]
-        permissions = [
-            ("export_disposalcertificate", "Can export disposal certificates")
-        ]
+        permissions = [("export_disposalcertificate", "Can export disposal certificates")]
 
     def __str__(self) -> str:
         return f"Certificate {self.pk}: {self.table_label}, {self.row_count} rows"
@@ -289,15 +249,9 @@ class ArchiveLock(models.Model):
     to a delete's hold check or placed after that delete committed.
     """
 
-    name = models.CharField(
-        max_length=32, unique=True, help_text="Lock name; 'archive' is the one used."
-    )
-    holder = models.CharField(
-        max_length=200, blank=True, help_text="Last holder (diagnostics only)."
-    )
-    taken_at = models.DateTimeField(
-        null=True, blank=True, help_text="When it was last taken."
-    )
+    name = models.CharField(max_length=32, unique=True, help_text="Lock name; 'archive' is the one used.")
+    holder = models.CharField(max_length=200, blank=True, help_text="Last holder (diagnostics only).")
+    taken_at = models.DateTimeField(null=True, blank=True, help_text="When it was last taken.")
 
     def __str__(self) -> str:
         return f"Archive lock {self.name}"
@@ -310,12 +264,8 @@ class AuditChainHead(models.Model):
     workers never link to the same predecessor (the chain never forks).
     """
 
-    name = models.CharField(
-        max_length=32, unique=True, help_text="Chain name; 'audit' is the one used."
-    )
-    last_event_id = models.BigIntegerField(
-        null=True, blank=True, help_text="Id of the newest chained audit event."
-    )
+    name = models.CharField(max_length=32, unique=True, help_text="Chain name; 'audit' is the one used.")
+    last_event_id = models.BigIntegerField(null=True, blank=True, help_text="Id of the newest chained audit event.")
     head_hash = models.CharField(
         max_length=64,
         blank=True,
@@ -339,21 +289,13 @@ class RetentionChange(models.Model):
         related_name="retention_changes",
         help_text="The table config changed.",
     )
-    old_years = models.PositiveIntegerField(
-        help_text="Years in archive before the change (effective value)."
-    )
+    old_years = models.PositiveIntegerField(help_text="Years in archive before the change (effective value).")
     new_years = models.PositiveIntegerField(
         validators=[MaxValueValidator(100)], help_text="Years in archive requested."
     )
-    requested_by = models.CharField(
-        max_length=150, help_text="Who asked for the change."
-    )
-    requested_at = models.DateTimeField(
-        default=timezone.now, help_text="When it was asked for."
-    )
-    reason = models.TextField(
-        help_text="Why the retention changes (policy, regulation)."
-    )
+    requested_by = models.CharField(max_length=150, help_text="Who asked for the change.")
+    requested_at = models.DateTimeField(default=timezone.now, help_text="When it was asked for.")
+    reason = models.TextField(help_text="Why the retention changes (policy, regulation).")
     status = models.CharField(
         max_length=8,
         choices=RetentionChangeStatus,
@@ -364,9 +306,7 @@ class RetentionChange(models.Model):
         blank=True,
         help_text="Compliance officer who approved or rejected a shortening.",
     )
-    decided_at = models.DateTimeField(
-        null=True, blank=True, help_text="When it was approved, rejected or applied."
-    )
+    decided_at = models.DateTimeField(null=True, blank=True, help_text="When it was approved, rejected or applied.")
     comment = models.TextField(blank=True, help_text="The decider's comment.")
     rows_updated = models.BigIntegerField(
         null=True,
@@ -384,14 +324,10 @@ class RetentionChange(models.Model):
                 name="retentionchange_one_pending_per_config",
             ),
         ]
-        permissions = [
-            ("approve_retentionchange", "Can approve a shortening of retention")
-        ]
+        permissions = [("approve_retentionchange", "Can approve a shortening of retention")]
 
     def __str__(self) -> str:
-        return (
-            f"{self.config}: {self.old_years} -> {self.new_years} years ({self.status})"
-        )
+        return f"{self.config}: {self.old_years} -> {self.new_years} years ({self.status})"
 
 
 def _register_sqlite_purge_guard() -> None:
@@ -402,9 +338,7 @@ def _register_sqlite_purge_guard() -> None:
 
     from archival.disposal.triggers import register_sqlite_function
 
-    connection_created.connect(
-        register_sqlite_function, dispatch_uid="archival.disposal.purge_guard"
-    )
+    connection_created.connect(register_sqlite_function, dispatch_uid="archival.disposal.purge_guard")
 
 
 _register_sqlite_purge_guard()

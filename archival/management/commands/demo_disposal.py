@@ -21,8 +21,14 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--table", help="Table label or name (default: the first archived table with a contract column).")
-        parser.add_argument("--as-of", type=dt.date.fromisoformat, help="Pretend today is this date (default: 30 days after the earliest retention end).")
+        parser.add_argument(
+            "--table", help="Table label or name (default: the first archived table with a contract column)."
+        )
+        parser.add_argument(
+            "--as-of",
+            type=dt.date.fromisoformat,
+            help="Pretend today is this date (default: 30 days after the earliest retention end).",
+        )
 
     def handle(self, *args, **options):
         config, t = self._pick(options["table"])
@@ -50,22 +56,49 @@ class Command(BaseCommand):
             self.stdout.write(f"  hold {b.hold_id} ({b.description}): {b.rows} rows")
         for pb in tp.batches:
             for officer in officers[: tp.required_approvals]:
-                decide_batch(pb.batch_id, user=officer, decision="APPROVE", comment="Demo review: retention passed, no matter pending")
+                decide_batch(
+                    pb.batch_id,
+                    user=officer,
+                    decision="APPROVE",
+                    comment="Demo review: retention passed, no matter pending",
+                )
         result = execute_disposal(tables=[config.label], actor="demo operator", today=as_of)
         if not result.ok:
             raise CommandError("; ".join(b.error for b in result.errors))
         self.stdout.write(f"Destroyed {result.deleted} rows; {result.held} expired rows kept under the hold.")
-        cert = DisposalCertificate.objects.filter(pk__in=[b.certificate_id for b in result.batches]).order_by("id").first()
+        cert = (
+            DisposalCertificate.objects.filter(pk__in=[b.certificate_id for b in result.batches]).order_by("id").first()
+        )
         if cert is not None:
             self.stdout.write(self.style.MIGRATE_HEADING("Certificate of disposal"))
-            for field in ("pk", "table_label", "key_columns", "key_low", "key_high", "planned_count", "row_count", "held_count",
-                          "digest", "encoding", "disposable_before", "approvals", "holds_checked", "executed_by", "executed_at",
-                          "prev_hash", "certificate_hash"):
+            for field in (
+                "pk",
+                "table_label",
+                "key_columns",
+                "key_low",
+                "key_high",
+                "planned_count",
+                "row_count",
+                "held_count",
+                "digest",
+                "encoding",
+                "disposable_before",
+                "approvals",
+                "holds_checked",
+                "executed_by",
+                "executed_at",
+                "prev_hash",
+                "certificate_hash",
+            ):
                 self.stdout.write(f"  {field:18} {getattr(cert, field)}")
         report = verify_chains()
         if not report.ok:
             raise CommandError(report.first_broken)
-        self.stdout.write(self.style.SUCCESS(f"Chain OK ({report.audit_events} events, {report.certificates} certificates); head in {report.log_path}"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Chain OK ({report.audit_events} events, {report.certificates} certificates); head in {report.log_path}"
+            )
+        )
 
     def _pick(self, wanted):
         for config in TableConfig.objects.active():
@@ -88,20 +121,31 @@ class Command(BaseCommand):
             if t.contract_column:
                 col = t.col(t.contract_column)
                 cur.execute(
-                    t.backend.limit_sql(f"SELECT {col} FROM {t.qualified} a WHERE {ru} < %s AND {col} IS NOT NULL ORDER BY {col}", "%s"),
+                    t.backend.limit_sql(
+                        f"SELECT {col} FROM {t.qualified} a WHERE {ru} < %s AND {col} IS NOT NULL ORDER BY {col}", "%s"
+                    ),
                     [as_of, 1],
                 )
                 row = cur.fetchone()
                 if row:
                     return {"scope": HoldScope.CONTRACT, "source_db": config.source_db, "contract_value": str(row[0])}
-            cur.execute(t.backend.limit_sql(f"SELECT {t.pk_select()} FROM {t.qualified} a WHERE {ru} < %s ORDER BY {t.order_by()}", "%s"), [as_of, 1])
+            cur.execute(
+                t.backend.limit_sql(
+                    f"SELECT {t.pk_select()} FROM {t.qualified} a WHERE {ru} < %s ORDER BY {t.order_by()}", "%s"
+                ),
+                [as_of, 1],
+            )
             key = cur.fetchone()
         return {"scope": HoldScope.KEYS, "source_db": config.source_db, "table_name": config.table_name, "keys": [key]}
 
     def _user(self, name):
-        user, created = User.objects.get_or_create(username=name, defaults={"email": f"{name}@example.com", "is_staff": True})
+        user, created = User.objects.get_or_create(
+            username=name, defaults={"email": f"{name}@example.com", "is_staff": True}
+        )
         if created:
             user.set_unusable_password()
             user.save()
-            user.user_permissions.add(Permission.objects.get(content_type__app_label="governance", codename="approve_disposal"))
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label="governance", codename="approve_disposal")
+            )
         return User.objects.get(pk=user.pk)

@@ -29,8 +29,21 @@ class Command(BaseCommand):
         mode.add_argument("--execute", action="store_true", help="Execute approved batches (resumes unfinished ones).")
         mode.add_argument("--forecast", action="store_true", help="Rows becoming disposable per table and week.")
         parser.add_argument("--dry-run", action="store_true", help="Report what would happen; change nothing.")
-        parser.add_argument("--table", action="append", dest="tables", metavar="LABEL", help="Limit to a table (label, name or config id); repeatable.")
-        parser.add_argument("--batch", action="append", dest="batch_ids", type=int, metavar="ID", help="Execute only this batch; repeatable.")
+        parser.add_argument(
+            "--table",
+            action="append",
+            dest="tables",
+            metavar="LABEL",
+            help="Limit to a table (label, name or config id); repeatable.",
+        )
+        parser.add_argument(
+            "--batch",
+            action="append",
+            dest="batch_ids",
+            type=int,
+            metavar="ID",
+            help="Execute only this batch; repeatable.",
+        )
         parser.add_argument("--max-batches", type=int, help="Stop after this many batches.")
         parser.add_argument("--json", action="store_true", help="Print the result object as JSON.")
 
@@ -48,12 +61,19 @@ class Command(BaseCommand):
             summary = f"{'would queue' if result.dry_run else 'queued'} {result.batch_count} batch(es), {result.disposable_rows} rows; {result.held_rows} held"
         elif options["execute"]:
             result = execute_disposal(
-                tables=options["tables"], batch_ids=options["batch_ids"], actor=actor, dry_run=options["dry_run"],
+                tables=options["tables"],
+                batch_ids=options["batch_ids"],
+                actor=actor,
+                dry_run=options["dry_run"],
                 max_batches=options["max_batches"],
             )
             self._emit(result, options)
             for b in result.batches:
-                status = b.error or b.skipped or f"deleted {b.deleted}, held {b.held}, certificate {b.certificate_id} digest {b.digest[:16]}"
+                status = (
+                    b.error
+                    or b.skipped
+                    or f"deleted {b.deleted}, held {b.held}, certificate {b.certificate_id} digest {b.digest[:16]}"
+                )
                 self.stdout.write(f"batch {b.batch_id} {b.table_label}: {status}" + (" (resumed)" if b.resumed else ""))
             summary = f"{'would destroy' if result.dry_run else 'destroyed'} {result.deleted} rows in {len(result.batches)} batch(es); {result.held} held"
         else:
@@ -61,7 +81,9 @@ class Command(BaseCommand):
             self._emit(result, options)
             for t in result.tables:
                 weeks = " ".join(str(w.rows) for w in t.weeks)
-                self.stdout.write(f"{t.table_label}: overdue {t.overdue} | weeks {weeks}" + (f" ({t.error})" if t.error else ""))
+                self.stdout.write(
+                    f"{t.table_label}: overdue {t.overdue} | weeks {weeks}" + (f" ({t.error})" if t.error else "")
+                )
             summary = f"{sum(t.total for t in result.tables)} rows disposable within 12 weeks"
         if not getattr(result, "ok", True):
             raise CommandError(f"disposal finished with errors: {summary}")
