@@ -5,14 +5,17 @@ PYTHON ?= $(VENV)/bin/python
 VENV_BASE := $(VENV)/.installed-base
 VENV_DEV := $(VENV)/.installed-dev
 DEMO_DIR ?= $(CURDIR)/data
-# PostgreSQL leg: control database and one database for archive + sources (same server).
+# PostgreSQL leg: control database, one database for the archive and two sources
+# (same server: schemas, one transaction per batch), and SourceDB3 in a database
+# of its own (another server as far as the engine knows: streamed batches).
 PG_URL ?= postgres://postgres@127.0.0.1:5432
 PG_CONTROL ?= archival_ci_control
 PG_DATA ?= archival_ci_data
+PG_SRC3 ?= archival_ci_src3
 PG_ENV = ARCHIVAL_DATA_DIR=$(CURDIR)/data/test-pg \
 	DATABASE_URL=$(PG_URL)/$(PG_CONTROL) ARCHIVE_DATABASE_URL=$(PG_URL)/$(PG_DATA) \
 	SOURCEDB1_DATABASE_URL=$(PG_URL)/$(PG_DATA) SOURCEDB2_DATABASE_URL=$(PG_URL)/$(PG_DATA) \
-	SOURCEDB3_DATABASE_URL=$(PG_URL)/$(PG_DATA) \
+	SOURCEDB3_DATABASE_URL=$(PG_URL)/$(PG_SRC3) \
 	ARCHIVE_READONLY_DATABASE_URL=postgres://archive_reader@127.0.0.1:5432/$(PG_DATA)
 
 .PHONY: demo demo-disposal test test-pg test-full lint format clean

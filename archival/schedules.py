@@ -17,6 +17,7 @@ from django.utils import timezone
 RUN_SCHEDULE = "archival: weekly run"
 SWEEP_SCHEDULE = "archival: sweeper"
 HOLD_REVIEW_SCHEDULE = "archival: hold review reminder"
+DISPOSAL_SCHEDULE = "archival: weekly disposal"
 
 CRON = "C"
 MINUTES = "I"
@@ -42,6 +43,13 @@ def definitions() -> list[dict]:
             "func": "archival.tasks.hold_review_reminder",
             "schedule_type": CRON,
             "cron": conf["HOLD_REVIEW_CRON"],
+        },
+        {
+            # Plans disposal, then executes approved batches one at a time.
+            "name": DISPOSAL_SCHEDULE,
+            "func": "archival.tasks.scheduled_disposal",
+            "schedule_type": CRON,
+            "cron": conf["DISPOSAL_CRON"],
         },
     ]
 

@@ -421,3 +421,13 @@ ARCHIVAL_DISPOSAL_POLICY = {
         "ARCHIVAL_DISPOSAL_APPROVALS_FUNCTIONAL", 2, minimum=0, maximum=5
     ),
 }
+
+# --- Disposal on the workers (integration of issues 4 and 5) -----------------
+# The weekly schedule "archival: weekly disposal" (archival.tasks.scheduled_disposal)
+# plans disposal and executes approved batches, SchedulerSettings.dispose_concurrency
+# at a time; by default Sunday 05:00, after the weekly run.
+ARCHIVAL_SCHEDULER["DISPOSAL_CRON"] = env.str("ARCHIVAL_DISPOSAL_CRON", default="0 5 * * 0")
+if not _croniter.is_valid(ARCHIVAL_SCHEDULER["DISPOSAL_CRON"]):
+    raise ImproperlyConfigured(
+        f"ARCHIVAL_DISPOSAL_CRON={ARCHIVAL_SCHEDULER['DISPOSAL_CRON']!r} is not a cron expression"
+    )

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pyte
 
 CUTOFF = "2026-11-25"
 SAME_SERVER_POINTS = ["mark_start:1", "batch_before_commit:1", "batch_before_commit:2", "batch_after_commit:2", "verify:3"]
-STREAMING_POINTS = ["stream_after_copy:1", "stream_after_copy:3", "stream_after_delete:2", "batch_before_commit:1", "verify:2"]
+STREAMING_POINTS = ["stream_after_copy:1", "stream_after_copy:3", "stream_after_delete:2", "stream_after_delete:5", "mark_start:4", "verify:2"]
 RANDOM_TRIALS = int(os.environ.get("CRASH_TRIALS", "2"))
 # Small batches so a table takes many batches and kills land inside the move.
 BATCH = "400"

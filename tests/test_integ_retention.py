@@ -21,7 +21,7 @@ from archival.backends.sqlite import namespace_for
 from archival.disposal.retention import decide_retention_change
 from governance.admin.configs import CONFIG_FIELDS, TableConfigResource
 from governance.models import AuditEvent, RetentionChange, RetentionChangeStatus, TableConfig
-from tests.admin_fixtures import personas  # noqa: F401
+from tests.admin_fixtures import personas
 from tests.disposal_fixtures import DATABASES, SOURCE, TABLE, create_tables, insert_rows, make_config
 from tests.test_admin_import import confirm, upload
 

@@ -35,6 +35,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from archival import stopping
 from archival.disposal.engine import execute_batch, plan_disposal, worker_id
 
 DISPOSE_TASK = "archival.tasks.dispose_slice"
@@ -92,7 +93,9 @@ def dispose_on_workers(
         planned = plan_disposal(actor=actor, today=today)
         result.planned_batches = planned.batch_count
         result.plan_errors = [f"{t.table_label}: {t.error}" for t in planned.tables if t.error]
-    while not result.executed or time.monotonic() - started < time_box:
+    # Always one batch (a chain must progress); then none after the time box or
+    # a SIGTERM (the continuation carries on, on another worker if need be).
+    while not result.executed or (time.monotonic() - started < time_box and not stopping.stop_requested()):
         batch_id, why = _reserve_next(worker, result.failed)
         if batch_id is None:
             result.busy, result.paused = why == "busy", why == "paused"
@@ -105,7 +108,9 @@ def dispose_on_workers(
             # Not again in this chain (a skipped batch would be reserved again at once).
             result.failed.append(batch_id)
             result.errors.append(f"batch {batch_id} ({outcome.table_label}): {outcome.error or outcome.skipped}")
-    result.remaining = _executable(result.failed).count()
+    # Batches another live worker holds are its to finish: counting them would
+    # re-enqueue this chain in a tight loop until that lease ends.
+    result.remaining = _executable(result.failed).filter(_free(worker, timezone.now())).count()
     if result.remaining and not (result.busy or result.paused):
         _enqueue_continuation(result.failed)
         result.continued = True
@@ -118,6 +123,11 @@ def _executable(failed: Sequence[int]):
 
     stopped = DisposalBatch.objects.filter(pk__in=failed).values("config_id")
     return DisposalBatch.objects.executable().exclude(config_id__in=stopped)
+
+
+def _free(worker: str, now) -> Q:
+    """Batches nobody else holds a live lease on."""
+    return Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker)
 
 
 def _reserve_next(worker: str, failed: Sequence[int]) -> tuple[int | None, str]:
@@ -140,7 +150,7 @@ def _reserve_next(worker: str, failed: Sequence[int]) -> tuple[int | None, str]:
         )
         if running >= cfg.dispose_concurrency:
             return None, "busy"
-        free = Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker)
+        free = _free(worker, now)
         lease = timedelta(seconds=settings.ARCHIVAL["LEASE_SECONDS"])
         for batch_id in (
             _executable(failed).filter(free).order_by("table_label", "plan_id", "batch_no").values_list("pk", flat=True)

@@ -162,6 +162,7 @@ def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, r
         try:
             with write_transaction("archive"):
                 _insert_copies(spec, rows, run_id)
+                _check_present(spec, run_id, batch_no, low, high, len(rows))
                 ledger = record_ledger(
                     batch_no=batch_no,
                     low=low,
@@ -190,6 +191,7 @@ def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, r
                         ) from None
                 if fresh:
                     _insert_copies(spec, fresh, run_id)
+                _check_present(spec, run_id, batch_no, low, high, len(fresh))
                 ledger = record_ledger(
                     batch_no=batch_no,
                     low=low,
@@ -209,6 +211,22 @@ def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, r
     checkpoint("stream_after_delete")
     BatchLedger.objects.filter(pk=ledger.pk).update(state=LedgerState.DELETED, deleted_count=deleted)
     return BatchOutcome(deleted, high, skipped)
+
+
+def _check_present(spec: TableSpec, run_id: int, batch_no: int, low, high, expected: int) -> None:
+    """Counted before the archive commits: every copy must be there, or nothing is deleted."""
+    on = spec.archive
+    rng, params = keys.key_range(spec.q(on, "a", spec.pk), low, high)
+    with on.connection.cursor() as cur:
+        cur.execute(
+            f"SELECT COUNT(*) FROM {spec.archive_table()} a WHERE a.{on.quote('archive_run_id')} = %s AND {rng}",
+            [run_id, *params],
+        )
+        present = cur.fetchone()[0]
+    if present != expected:
+        raise ReconcileError(
+            f"batch {batch_no} of {spec.label}: copied {expected} rows but {present} are in the archive; rolled back"
+        )
 
 
 def _delete_range(spec: TableSpec, low, high) -> int:
