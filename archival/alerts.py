@@ -94,9 +94,7 @@ def long_run(run: ArchivalRun, minutes: int) -> bool:
     )
 
 
-def inconsistent(
-    message: str, *, key: str, run_id: int | None = None, table_label: str = ""
-) -> bool:
+def inconsistent(message: str, *, key: str, run_id: int | None = None, table_label: str = "") -> bool:
     return send(
         "inconsistent_state",
         f"inconsistent lease or recovery state: {message[:120]}",
@@ -133,18 +131,12 @@ def scan_hold_violations() -> int:
             sent += hold_violation(event)
     if events:
         # Only forward: a concurrent sweeper that already moved further wins.
-        SchedulerSettings.objects.filter(
-            pk=cfg.pk, alert_cursor__lt=events[-1].pk
-        ).update(alert_cursor=events[-1].pk)
+        SchedulerSettings.objects.filter(pk=cfg.pk, alert_cursor__lt=events[-1].pk).update(alert_cursor=events[-1].pk)
     return sent
 
 
 def compliance_officer_emails() -> list[str]:
-    users = (
-        get_user_model()
-        .objects.filter(is_active=True, groups__name=COMPLIANCE_OFFICER)
-        .exclude(email="")
-    )
+    users = get_user_model().objects.filter(is_active=True, groups__name=COMPLIANCE_OFFICER).exclude(email="")
     return sorted(set(users.values_list("email", flat=True)))
 
 
@@ -158,10 +150,7 @@ def remind_hold_reviews(today=None) -> dict:
     due = list(Hold.objects.due_for_review(today).order_by("review_by", "pk"))
     if not due:
         return {"due": 0, "sent_to": []}
-    lines = [
-        f"- {hold} (review by {hold.review_by}, placed by {hold.placed_by}): {hold.reason[:200]}"
-        for hold in due
-    ]
+    lines = [f"- {hold} (review by {hold.review_by}, placed by {hold.placed_by}): {hold.reason[:200]}" for hold in due]
     body = (
         f"{len(due)} active hold(s) are past their review-by date. Review each one in the admin: "
         "extend its review date or release it.\n\n" + "\n".join(lines)
@@ -205,7 +194,4 @@ def remind_hold_reviews(today=None) -> dict:
 def check_long_runs(threshold_minutes: int) -> int:
     """Alert once per run still open after ``threshold_minutes``."""
     limit = timezone.now() - timedelta(minutes=threshold_minutes)
-    return sum(
-        long_run(run, threshold_minutes)
-        for run in ArchivalRun.objects.open().filter(started_at__lt=limit)
-    )
+    return sum(long_run(run, threshold_minutes) for run in ArchivalRun.objects.open().filter(started_at__lt=limit))

@@ -57,10 +57,7 @@ def _create(alias: str, table: str, ddl_columns: str, drop: bool = True) -> str:
         if backend.vendor == "postgresql":
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {backend.quote(schema)}")
         if drop:
-            cur.execute(
-                f"DROP TABLE IF EXISTS {qualified}"
-                + (" CASCADE" if backend.vendor == "postgresql" else "")
-            )
+            cur.execute(f"DROP TABLE IF EXISTS {qualified}" + (" CASCADE" if backend.vendor == "postgresql" else ""))
         cur.execute(f"CREATE TABLE {qualified} ({ddl_columns})")
     return qualified
 
@@ -71,9 +68,7 @@ def _load(alias: str, qualified: str, rows: list[tuple], chunk: int = 20_000) ->
     marks = ", ".join(["%s"] * len(rows[0]))
     with transaction.atomic(using=alias), connections[alias].cursor() as cur:
         for i in range(0, len(rows), chunk):
-            cur.executemany(
-                f"INSERT INTO {qualified} VALUES ({marks})", rows[i : i + chunk]
-            )
+            cur.executemany(f"INSERT INTO {qualified} VALUES ({marks})", rows[i : i + chunk])
 
 
 def _day(rng: random.Random, today: date, max_days: int) -> date:
@@ -93,19 +88,13 @@ def build_contracts(alias: str, n: int, today: date, rng: random.Random) -> list
         alias,
         "Contract",
         f'"contractId" INTEGER NOT NULL PRIMARY KEY, "contractRef" {t["text"]}, "counterparty" {t["text"]}, '
-        f'"maturityDate" DATE NULL, "notional" NUMERIC(18,2)'.replace(
-            '"', "`" if vendor == "mysql" else '"'
-        ),
+        f'"maturityDate" DATE NULL, "notional" NUMERIC(18,2)'.replace('"', "`" if vendor == "mysql" else '"'),
     )
     maturities = []
     rows = []
     for cid in range(1, n + 1):
         # Maturities from 6 years ago to 2 years ahead; 1% unknown.
-        maturity = (
-            None
-            if rng.random() < 0.01
-            else today - timedelta(days=rng.randrange(-730, 6 * 365))
-        )
+        maturity = None if rng.random() < 0.01 else today - timedelta(days=rng.randrange(-730, 6 * 365))
         maturities.append(maturity)
         rows.append(
             (
@@ -120,9 +109,7 @@ def build_contracts(alias: str, n: int, today: date, rng: random.Random) -> list
     return maturities
 
 
-def build_positions(
-    alias: str, n: int, contracts: int, today: date, rng: random.Random
-) -> None:
+def build_positions(alias: str, n: int, contracts: int, today: date, rng: random.Random) -> None:
     vendor = connections[alias].vendor
     t = _types(vendor)
     qc = "`" if vendor == "mysql" else '"'
@@ -157,9 +144,7 @@ def build_positions(
     _load(alias, q, rows)
 
 
-def build_trades(
-    alias: str, n: int, contracts: int, today: date, rng: random.Random
-) -> None:
+def build_trades(alias: str, n: int, contracts: int, today: date, rng: random.Random) -> None:
     vendor = connections[alias].vendor
     t = _types(vendor)
     qc = "`" if vendor == "mysql" else '"'
@@ -169,19 +154,13 @@ def build_trades(
         f'"side" CHAR(1), "counterparty" {t["text"]}'
     ).replace('"', qc)
     if vendor == "postgresql":
-        cols = cols.replace(
-            'REFERENCES "Contract"', f'REFERENCES "{source_schema(alias)}"."Contract"'
-        )
+        cols = cols.replace('REFERENCES "Contract"', f'REFERENCES "{source_schema(alias)}"."Contract"')
     q = _create(alias, "Trade", cols)
     rows = []
     for i in range(1, n + 1):
         trade = _day(rng, today, 5 * 365)
         # 0.5% unsettled: no settlement date, never eligible.
-        settle = (
-            None
-            if rng.random() < 0.005
-            else trade + timedelta(days=rng.choice([0, 1, 2, 3]))
-        )
+        settle = None if rng.random() < 0.005 else trade + timedelta(days=rng.choice([0, 1, 2, 3]))
         rows.append(
             (
                 i,
@@ -221,9 +200,7 @@ def build_prices(alias: str, n: int, today: date, rng: random.Random) -> None:
     _load(alias, q, rows)
 
 
-def build_generated(
-    alias: str, name: str, n: int, today: date, rng: random.Random
-) -> None:
+def build_generated(alias: str, name: str, n: int, today: date, rng: random.Random) -> None:
     vendor = connections[alias].vendor
     t = _types(vendor)
     qc = "`" if vendor == "mysql" else '"'
@@ -234,9 +211,7 @@ def build_generated(
     rows = []
     for i in range(1, n + 1):
         when = None if rng.random() < 0.01 else _day(rng, today, 6 * 365)
-        rows.append(
-            (i, _d(when, vendor), f"K{rng.randrange(50)}", f"{rng.uniform(0, 1e6):.2f}")
-        )
+        rows.append((i, _d(when, vendor), f"K{rng.randrange(50)}", f"{rng.uniform(0, 1e6):.2f}"))
     _load(alias, q, rows)
 
 
@@ -306,9 +281,7 @@ def generated_name(i: int) -> str:
     return f"RefRate{i:03d}" if i % 2 == 0 else f"OpsEvent{i:03d}"
 
 
-def build_demo(
-    size: DemoSize | None = None, today: date | None = None, *, configs: bool = True
-) -> dict:
+def build_demo(size: DemoSize | None = None, today: date | None = None, *, configs: bool = True) -> dict:
     """(Re)create the demo source tables and their configs; return row counts per table."""
     from governance.models import TableConfig
 
@@ -322,12 +295,8 @@ def build_demo(
         backend = backend_for(alias)
         with connections[alias].cursor() as cur:
             if backend.vendor == "postgresql":
-                cur.execute(
-                    f"CREATE SCHEMA IF NOT EXISTS {backend.quote(source_schema(alias))}"
-                )
-            cur.execute(
-                f"DROP TABLE IF EXISTS {backend.qualified(source_schema(alias), table)}"
-            )
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {backend.quote(source_schema(alias))}")
+            cur.execute(f"DROP TABLE IF EXISTS {backend.qualified(source_schema(alias), table)}")
     build_contracts(s1, size.contracts, today, rng)
     build_positions(s1, size.positions, size.contracts, today, rng)
     build_contracts(s2, size.contracts, today, rng)
@@ -352,11 +321,7 @@ def build_demo(
                 source_db=spec["source_db"],
                 schema_name=source_schema(spec["source_db"]),
                 table_name=spec["table_name"],
-                defaults={
-                    k: v
-                    for k, v in spec.items()
-                    if k not in {"source_db", "table_name"}
-                },
+                defaults={k: v for k, v in spec.items() if k not in {"source_db", "table_name"}},
             )
             config.full_clean()
             config.save()

@@ -90,9 +90,7 @@ def worker_id() -> str:
 
 def slice_seconds(cfg: SchedulerSettings) -> float:
     """The time box: the configured slice, never more than half the q2 timeout."""
-    return float(
-        min(cfg.slice_seconds, settings.ARCHIVAL_SCHEDULER["MAX_SLICE_SECONDS"])
-    )
+    return float(min(cfg.slice_seconds, settings.ARCHIVAL_SCHEDULER["MAX_SLICE_SECONDS"]))
 
 
 # --- results -----------------------------------------------------------------
@@ -169,9 +167,7 @@ def _enqueue_table(row_id: int, ticket: int, name: str, run_id: int) -> None:
                 "group": f"archival-run-{run_id}",
             },
         )
-        TableDispatch.objects.filter(pk=row_id, ticket=ticket).update(
-            task_id=str(task_id or "")[:64]
-        )
+        TableDispatch.objects.filter(pk=row_id, ticket=ticket).update(task_id=str(task_id or "")[:64])
 
     transaction.on_commit(push)
 
@@ -216,24 +212,16 @@ def children_map(states: list[RecoveryState]) -> dict[int, list[int]]:
     """
     from archival.backends import backend_for
 
-    by_table = {
-        (s.config.source_db, s.config.schema_name, s.config.table_name): s
-        for s in states
-    }
+    by_table = {(s.config.source_db, s.config.schema_name, s.config.table_name): s for s in states}
     kids: dict[int, set[int]] = {s.pk: set() for s in states}
     for s in states:
         cfg = s.config
         parents = []
         if cfg.archival_logic == "CONTRACT_MATURITY":
-            parents.append(
-                by_table.get((cfg.source_db, cfg.schema_name, cfg.contract_table))
-            )
+            parents.append(by_table.get((cfg.source_db, cfg.schema_name, cfg.contract_table)))
         try:
             info = backend_for(cfg.source_db).describe(cfg.schema_name, cfg.table_name)
-            parents += [
-                by_table.get((cfg.source_db, cfg.schema_name, fk.ref_table))
-                for fk in info.foreign_keys
-            ]
+            parents += [by_table.get((cfg.source_db, cfg.schema_name, fk.ref_table)) for fk in info.foreign_keys]
         except Exception as exc:  # noqa: BLE001 (the engine reports it on the table's turn)
             logger.warning("cannot read the schema of %s: %s", cfg, exc)
         for parent in parents:
@@ -257,9 +245,7 @@ def adopt(run: ArchivalRun) -> int:
                 run=run,
                 source_db=state.config.source_db,
                 stage=stage,
-                status=DispatchStatus.DONE
-                if stage == DispatchStage.DONE
-                else DispatchStatus.WAITING,
+                status=DispatchStatus.DONE if stage == DispatchStage.DONE else DispatchStatus.WAITING,
                 position=position,
                 children=kids.get(state.pk, []),
             )
@@ -305,14 +291,8 @@ def start_scheduled_run(
         )
         if continue_run(run.pk, actor=actor, pump_now=False)
     ]
-    deadline = (
-        timezone.now() + timedelta(minutes=cfg.max_run_minutes)
-        if cfg.max_run_minutes
-        else None
-    )
-    run = start_run(
-        cutoff=cutoff, tables=tables, actor=actor, trigger=trigger, deadline=deadline
-    )
+    deadline = timezone.now() + timedelta(minutes=cfg.max_run_minutes) if cfg.max_run_minutes else None
+    run = start_run(cutoff=cutoff, tables=tables, actor=actor, trigger=trigger, deadline=deadline)
     todo = adopt(run)
     blocked = RecoveryState.objects.filter(run=run, phase=Phase.BLOCKED).count()
     pumped = pump()
@@ -336,32 +316,18 @@ def continue_run(run_id: int, *, actor=None, pump_now: bool = True) -> bool:
     run = ArchivalRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).first()
     if run is None:
         return False
-    deadline = (
-        timezone.now() + timedelta(minutes=cfg.max_run_minutes)
-        if cfg.max_run_minutes
-        else None
-    )
+    deadline = timezone.now() + timedelta(minutes=cfg.max_run_minutes) if cfg.max_run_minutes else None
     with transaction.atomic():
-        ArchivalRun.objects.filter(pk=run.pk).update(
-            stop_requested=False, deadline=deadline
-        )
-        RunDispatch.objects.filter(run=run).update(
-            finalize_enqueued_at=None, finalized_at=None
-        )
+        ArchivalRun.objects.filter(pk=run.pk).update(stop_requested=False, deadline=deadline)
+        RunDispatch.objects.filter(run=run).update(finalize_enqueued_at=None, finalized_at=None)
     run.refresh_from_db()
     adopt(run)
-    for row in TableDispatch.objects.filter(
-        run=run, status=DispatchStatus.STOPPED
-    ).select_related("state"):
+    for row in TableDispatch.objects.filter(run=run, status=DispatchStatus.STOPPED).select_related("state"):
         stage = _stage_for(row.state.phase)
-        status = (
-            DispatchStatus.DONE
-            if stage == DispatchStage.DONE
-            else DispatchStatus.WAITING
+        status = DispatchStatus.DONE if stage == DispatchStage.DONE else DispatchStatus.WAITING
+        TableDispatch.objects.filter(pk=row.pk, ticket=row.ticket, status=DispatchStatus.STOPPED).update(
+            stage=stage, status=status
         )
-        TableDispatch.objects.filter(
-            pk=row.pk, ticket=row.ticket, status=DispatchStatus.STOPPED
-        ).update(stage=stage, status=status)
     AuditEvent.objects.record(
         "run.continued",
         actor=actor,
@@ -376,9 +342,9 @@ def continue_run(run_id: int, *, actor=None, pump_now: bool = True) -> bool:
 
 def request_stop(run_id: int, *, actor) -> bool:
     """The stop switch: workers finish their current batch and the run stays resumable."""
-    updated = ArchivalRun.objects.filter(
-        pk=run_id, status=RunStatus.RUNNING, stop_requested=False
-    ).update(stop_requested=True)
+    updated = ArchivalRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, stop_requested=False).update(
+        stop_requested=True
+    )
     if updated:
         AuditEvent.objects.record(
             "run.stop_requested",
@@ -393,13 +359,9 @@ def request_stop(run_id: int, *, actor) -> bool:
 def set_paused(paused: bool, *, actor) -> bool:
     """Pause or resume the scheduler; returns True if it changed."""
     cfg = SchedulerSettings.objects.current()
-    changed = SchedulerSettings.objects.filter(pk=cfg.pk, paused=not paused).update(
-        paused=paused
-    )
+    changed = SchedulerSettings.objects.filter(pk=cfg.pk, paused=not paused).update(paused=paused)
     if changed:
-        AuditEvent.objects.record(
-            "scheduler.paused" if paused else "scheduler.resumed", actor=actor, obj=cfg
-        )
+        AuditEvent.objects.record("scheduler.paused" if paused else "scheduler.resumed", actor=actor, obj=cfg)
         if not paused:
             pump()
     return bool(changed)
@@ -437,14 +399,10 @@ def pump() -> PumpResult:
         }
         halted = {pk for pk, r in runs.items() if _halted(r, now)}
         if halted:
-            result.stopped = TableDispatch.objects.filter(
-                run_id__in=halted, status=DispatchStatus.WAITING
-            ).update(
+            result.stopped = TableDispatch.objects.filter(run_id__in=halted, status=DispatchStatus.WAITING).update(
                 status=DispatchStatus.STOPPED, last_outcome="not started: run halted"
             )
-        in_flight = list(
-            TableDispatch.objects.in_flight().values_list("stage", "source_db")
-        )
+        in_flight = list(TableDispatch.objects.in_flight().values_list("stage", "source_db"))
         by_stage = Counter(stage for stage, _ in in_flight)
         by_source = Counter(source for _, source in in_flight)
         caps = {
@@ -474,9 +432,7 @@ def pump() -> PumpResult:
                     or by_source[row.source_db] >= cfg.per_source_concurrency
                 ):
                     continue
-                if row.stage == DispatchStage.ARCHIVE and any(
-                    child in unfinished for child in row.children
-                ):
+                if row.stage == DispatchStage.ARCHIVE and any(child in unfinished for child in row.children):
                     continue  # a parent moves only rows no child references: children first
                 claimed = TableDispatch.objects.filter(
                     pk=row.pk, status=DispatchStatus.WAITING, ticket=row.ticket
@@ -500,9 +456,9 @@ def pump() -> PumpResult:
             left = TableDispatch.objects.filter(
                 run_id=pk, status__in=[DispatchStatus.WAITING, DispatchStatus.QUEUED]
             ).exists()
-            if not left and RunDispatch.objects.filter(
-                run_id=pk, finalize_enqueued_at__isnull=True
-            ).update(finalize_enqueued_at=now):
+            if not left and RunDispatch.objects.filter(run_id=pk, finalize_enqueued_at__isnull=True).update(
+                finalize_enqueued_at=now
+            ):
                 result.finalizing.append(pk)
                 _enqueue_finalize(pk)
     return result
@@ -525,11 +481,7 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
     """
     from archival.engine import advance_table
 
-    row = (
-        TableDispatch.objects.select_related("run", "state")
-        .filter(pk=dispatch_id)
-        .first()
-    )
+    row = TableDispatch.objects.select_related("run", "state").filter(pk=dispatch_id).first()
     if row is None or row.ticket != ticket or row.status != DispatchStatus.QUEUED:
         return SliceResult(dispatch_id, "stale")
     label = row.state.table_label
@@ -558,9 +510,7 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
 
     until = Phase.MARKED if row.stage == DispatchStage.MARK else Phase.COMPLETED
     try:
-        table = advance_table(
-            row.state_id, worker=worker_id(), until=until, time_box=slice_seconds(cfg)
-        )
+        table = advance_table(row.state_id, worker=worker_id(), until=until, time_box=slice_seconds(cfg))
     except Exception as exc:
         # The engine records table errors itself; what reaches us is the
         # control database failing. Leave the row QUEUED: the sweeper
@@ -568,9 +518,7 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
         _move_on(
             row,
             ticket,
-            last_outcome=f"{'transient' if is_transient(exc) else 'error'}: {exc}"[
-                :200
-            ],
+            last_outcome=f"{'transient' if is_transient(exc) else 'error'}: {exc}"[:200],
         )
         raise
     return _after_slice(row, ticket, table)
@@ -585,9 +533,7 @@ def _after_slice(row: TableDispatch, ticket: int, table) -> SliceResult:
         res.outcome = "lease held elsewhere" if table.skipped else "lease lost"
         _move_on(row, ticket, last_outcome=res.outcome)
         return res
-    if table.phase in DONE_PHASES or (
-        table.done and row.stage == DispatchStage.ARCHIVE
-    ):
+    if table.phase in DONE_PHASES or (table.done and row.stage == DispatchStage.ARCHIVE):
         res.outcome = "done"
         _move_on(
             row,
@@ -632,9 +578,7 @@ def _after_slice(row: TableDispatch, ticket: int, table) -> SliceResult:
         return res
     # Time box used up (or this process got SIGTERM): hand the rest to a fresh task.
     with transaction.atomic():
-        if _move_on(
-            row, ticket, ticket=ticket + 1, last_outcome=f"slice moved={table.moved}"
-        ):
+        if _move_on(row, ticket, ticket=ticket + 1, last_outcome=f"slice moved={table.moved}"):
             _enqueue_table(row.pk, ticket + 1, _task_name(row, label), row.run_id)
             res.continued = True
     res.outcome = "continued" if res.continued else "superseded"
@@ -695,9 +639,7 @@ def sweep() -> SweepResult:
                 why = f"lease of {state.lease_owner} expired at {state.lease_expires_at:%H:%M:%S}"
             elif owner_is_dead(state.lease_owner):
                 why = f"lease owner {state.lease_owner} is dead"
-            elif state.lease_expires_at and state.lease_expires_at > now + timedelta(
-                seconds=10 * lease_seconds
-            ):
+            elif state.lease_expires_at and state.lease_expires_at > now + timedelta(seconds=10 * lease_seconds):
                 result.alerts += alerts.inconsistent(
                     f"table {state.table_label} in run {row.run_id} has a lease until {state.lease_expires_at}, "
                     f"far beyond the lease length of {lease_seconds}s",
@@ -705,14 +647,8 @@ def sweep() -> SweepResult:
                     run_id=row.run_id,
                     table_label=state.table_label,
                 )
-        elif row.touched_at is None or row.touched_at < now - timedelta(
-            seconds=cfg.lost_task_seconds
-        ):
-            why = (
-                f"no sign of life since {row.touched_at:%H:%M:%S}"
-                if row.touched_at
-                else "never enqueued"
-            )
+        elif row.touched_at is None or row.touched_at < now - timedelta(seconds=cfg.lost_task_seconds):
+            why = f"no sign of life since {row.touched_at:%H:%M:%S}" if row.touched_at else "never enqueued"
         if not why:
             continue
         if row.requeues >= MAX_REQUEUES:
@@ -731,9 +667,7 @@ def sweep() -> SweepResult:
                 )
             continue
         with transaction.atomic():
-            claimed = TableDispatch.objects.filter(
-                pk=row.pk, ticket=row.ticket, status=DispatchStatus.QUEUED
-            ).update(
+            claimed = TableDispatch.objects.filter(pk=row.pk, ticket=row.ticket, status=DispatchStatus.QUEUED).update(
                 ticket=row.ticket + 1,
                 requeues=F("requeues") + 1,
                 queued_at=now,

@@ -81,10 +81,7 @@ def _check(result: CheckResult, now: datetime) -> None:
     lease = settings.ARCHIVAL["LEASE_SECONDS"]
 
     finished = (
-        ArchivalRun.objects.exclude(status=RunStatus.RUNNING)
-        .exclude(finished_at=None)
-        .order_by("-finished_at")
-        .first()
+        ArchivalRun.objects.exclude(status=RunStatus.RUNNING).exclude(finished_at=None).order_by("-finished_at").first()
     )
     result.last_run_finished_at = finished.finished_at if finished else None
     if finished is None:
@@ -100,10 +97,7 @@ def _check(result: CheckResult, now: datetime) -> None:
 
     if cfg.paused:
         result.add(WARNING, "the scheduler is paused")
-    schedules = {
-        s.name: s
-        for s in Schedule.objects.filter(name__in=[RUN_SCHEDULE, SWEEP_SCHEDULE])
-    }
+    schedules = {s.name: s for s in Schedule.objects.filter(name__in=[RUN_SCHEDULE, SWEEP_SCHEDULE])}
     if RUN_SCHEDULE not in schedules:
         result.add(
             WARNING,
@@ -115,9 +109,7 @@ def _check(result: CheckResult, now: datetime) -> None:
             WARNING,
             "the sweeper schedule is missing (manage.py schedule_archival creates it)",
         )
-    elif sweeper.next_run and sweeper.next_run < now - timedelta(
-        minutes=conf["SWEEP_MINUTES"] + 4
-    ):
+    elif sweeper.next_run and sweeper.next_run < now - timedelta(minutes=conf["SWEEP_MINUTES"] + 4):
         # Every cluster's scheduler moves next_run forward; overdue means none runs.
         result.add(
             CRITICAL,
@@ -133,8 +125,7 @@ def _check(result: CheckResult, now: datetime) -> None:
             result.add(WARNING, f"run {run.pk} has {failed} failed table(s)")
     stuck = RecoveryState.objects.filter(
         run__status=RunStatus.RUNNING,
-        lease_expires_at__lt=now
-        - timedelta(seconds=2 * lease + 60 * conf["SWEEP_MINUTES"]),
+        lease_expires_at__lt=now - timedelta(seconds=2 * lease + 60 * conf["SWEEP_MINUTES"]),
     ).exclude(lease_owner="")
     count = stuck.count()
     if count:

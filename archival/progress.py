@@ -17,9 +17,11 @@ class Progress:
         if self.tty:
             from rich.progress import (
                 BarColumn,
-                Progress as RichProgress,
                 TextColumn,
                 TimeElapsedColumn,
+            )
+            from rich.progress import (
+                Progress as RichProgress,
             )
 
             self._bar = RichProgress(

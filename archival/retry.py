@@ -36,9 +36,7 @@ T = TypeVar("T")
 # 40P01 deadlock_detected, 55P03 lock_not_available (lock_timeout, NOWAIT),
 # 57P01/57P02/57P03 admin/crash shutdown, cannot connect now; class 08 is
 # "connection exception"; HYT00/HYT01 are ODBC timeouts; 08S01 link failure.
-TRANSIENT_SQLSTATES = frozenset(
-    {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "HYT00", "HYT01"}
-)
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "HYT00", "HYT01"})
 TRANSIENT_SQLSTATE_CLASSES = ("08",)
 
 # MariaDB/MySQL error numbers: 1205 lock wait timeout, 1213 deadlock,
@@ -50,9 +48,7 @@ TRANSIENT_MYSQL_CODES = frozenset({1205, 1213, 1927, 2002, 2003, 2006, 2013, 403
 # 1205 deadlock victim, 1222 lock request timeout, 3960 snapshot update
 # conflict, 10053/10054 connection reset, 233 no process on the other end,
 # 40613/40197/40501 Azure SQL "try again" family, -2 client timeout.
-TRANSIENT_MSSQL_CODES = frozenset(
-    {1205, 1222, 3960, 10053, 10054, 233, 40613, 40197, 40501}
-)
+TRANSIENT_MSSQL_CODES = frozenset({1205, 1222, 3960, 10053, 10054, 233, 40613, 40197, 40501})
 
 # SQLite primary result codes: SQLITE_BUSY (5) after busy_timeout, SQLITE_LOCKED (6).
 TRANSIENT_SQLITE_CODES = frozenset({5, 6})
@@ -91,30 +87,16 @@ def _classify_one(exc: BaseException) -> bool | None:
         if code is not None:
             # Extended codes carry the primary code in the low byte (SQLITE_BUSY_SNAPSHOT = 517).
             return (code & 0xFF) in TRANSIENT_SQLITE_CODES
-        return (
-            isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
-        )
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
 
-    sqlstate = getattr(exc, "sqlstate", None) or getattr(
-        getattr(exc, "diag", None), "sqlstate", None
-    )
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "diag", None), "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate:
-        return sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith(
-            TRANSIENT_SQLSTATE_CLASSES
-        )
+        return sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith(TRANSIENT_SQLSTATE_CLASSES)
 
     args = getattr(exc, "args", ())
-    if (
-        args
-        and isinstance(args[0], int)
-        and type(exc).__module__.split(".")[0] in {"MySQLdb", "pymysql", "mysql"}
-    ):
+    if args and isinstance(args[0], int) and type(exc).__module__.split(".")[0] in {"MySQLdb", "pymysql", "mysql"}:
         return args[0] in TRANSIENT_MYSQL_CODES
-    if (
-        args
-        and isinstance(args[0], str)
-        and type(exc).__module__.split(".")[0] in {"pyodbc", "mssql_python"}
-    ):
+    if args and isinstance(args[0], str) and type(exc).__module__.split(".")[0] in {"pyodbc", "mssql_python"}:
         # pyodbc: args = (SQLSTATE, message with "(native error)" inside).
         state = args[0]
         message = " ".join(str(a) for a in args[1:])
@@ -143,9 +125,7 @@ def is_transient(exc: BaseException) -> bool:
     text = " ".join(str(link) for link in _chain(exc)).lower()
     from django.db import InterfaceError, OperationalError
 
-    if any(
-        isinstance(link, (OperationalError, InterfaceError)) for link in _chain(exc)
-    ):
+    if any(isinstance(link, (OperationalError, InterfaceError)) for link in _chain(exc)):
         return any(phrase in text for phrase in _TRANSIENT_PHRASES)
     return False
 
@@ -153,11 +133,7 @@ def is_transient(exc: BaseException) -> bool:
 def _reset_broken_connections() -> None:
     """Close connections a lost-connection error left unusable, so the retry reconnects."""
     for conn in connections.all(initialized_only=True):
-        if (
-            conn.connection is not None
-            and not conn.in_atomic_block
-            and conn.errors_occurred
-        ):
+        if conn.connection is not None and not conn.in_atomic_block and conn.errors_occurred:
             if not conn.is_usable():
                 conn.close()
             else:
@@ -195,15 +171,9 @@ def retry_transient(
         try:
             return fn()
         except Exception as exc:
-            if (
-                attempt >= attempts
-                or not is_transient(exc)
-                or stopping.stop_requested()
-            ):
+            if attempt >= attempts or not is_transient(exc) or stopping.stop_requested():
                 raise
-            if any(
-                conn.in_atomic_block for conn in connections.all(initialized_only=True)
-            ):
+            if any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
                 raise
             delay = backoff_delay(attempt, base_delay, max_delay)
             logger.warning(

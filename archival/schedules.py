@@ -60,9 +60,7 @@ def next_cron_run(cron: str, now: datetime | None = None) -> datetime:
     return croniter(cron, now).get_next(datetime)
 
 
-def ensure_schedules(
-    schedule_model, *, reset: bool = False, now: datetime | None = None
-) -> dict[str, str]:
+def ensure_schedules(schedule_model, *, reset: bool = False, now: datetime | None = None) -> dict[str, str]:
     """Create the missing schedules; returns {name: "created" | "kept" | "reset"}.
 
     ``schedule_model`` is django_q's Schedule (historical or live); values are
@@ -71,9 +69,7 @@ def ensure_schedules(
     now = now or timezone.now()
     outcome = {}
     for spec in definitions():
-        existing = (
-            schedule_model.objects.filter(name=spec["name"]).order_by("pk").first()
-        )
+        existing = schedule_model.objects.filter(name=spec["name"]).order_by("pk").first()
         if existing is not None and not reset:
             outcome[spec["name"]] = "kept"
             continue
@@ -83,9 +79,7 @@ def ensure_schedules(
         obj.cron = spec.get("cron")
         obj.minutes = spec.get("minutes")
         obj.repeats = -1
-        obj.next_run = (
-            next_cron_run(spec["cron"], now) if spec["schedule_type"] == CRON else now
-        )
+        obj.next_run = next_cron_run(spec["cron"], now) if spec["schedule_type"] == CRON else now
         if hasattr(obj, "full_clean"):
             obj.full_clean()
         obj.save()

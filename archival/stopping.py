@@ -64,9 +64,7 @@ def _on_sigterm(signum, frame) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
-    logger.warning(
-        "SIGTERM: finishing the current batch, then stopping (pid %s)", os.getpid()
-    )
+    logger.warning("SIGTERM: finishing the current batch, then stopping (pid %s)", os.getpid())
     request_stop("SIGTERM")
 
 

@@ -17,7 +17,9 @@ def check_databases(app_configs, **kwargs):
             errors.append(Error(f"source database {alias!r} has no DATABASES entry", id="governance.E002"))
     archive_engine = settings.DATABASES.get("archive", {}).get("ENGINE", "")
     readonly = settings.DATABASES.get("archive_readonly", {})
-    if archive_engine == "django.db.backends.postgresql" and readonly.get("USER") == settings.DATABASES["archive"].get("USER"):
+    if archive_engine == "django.db.backends.postgresql" and readonly.get("USER") == settings.DATABASES["archive"].get(
+        "USER"
+    ):
         errors.append(
             Warning(
                 "archive_readonly connects as the same PostgreSQL user as archive, so it can write",

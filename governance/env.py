@@ -36,9 +36,7 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true or false)")
 
 
-def env_int(
-    name: str, default: int, minimum: int | None = None, maximum: int | None = None
-) -> int:
+def env_int(name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
     raw = env.str(name, default=None)
     if raw is None or raw.strip() == "":
         return default
@@ -73,9 +71,7 @@ def source_aliases(default: list[str]) -> list[str]:
     reserved = {"default", "archive", "archive_readonly"}
     clash = reserved.intersection(a.lower() for a in aliases)
     if clash:
-        raise ImproperlyConfigured(
-            f"SOURCE_DATABASES may not use reserved alias {sorted(clash)}"
-        )
+        raise ImproperlyConfigured(f"SOURCE_DATABASES may not use reserved alias {sorted(clash)}")
     return aliases
 
 
@@ -89,9 +85,7 @@ def database_from_url(name: str, default_url: str) -> dict:
     try:
         config = env.db_url_config(url)
     except Exception as exc:  # environ raises several types for bad URLs
-        raise ImproperlyConfigured(
-            f"{name} is not a valid database URL: {exc}"
-        ) from None
+        raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}") from None
     if not config.get("ENGINE"):
         raise ImproperlyConfigured(f"{name}: unsupported database scheme in {url!r}")
     return config
@@ -109,9 +103,7 @@ def secret_key(data_dir: Path, allow_generated: bool) -> str:
             raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters")
         return key
     if not allow_generated:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set (required outside local mode)"
-        )
+        raise ImproperlyConfigured("SECRET_KEY is not set (required outside local mode)")
     path = data_dir / "secret_key.txt"
     if path.exists():
         return path.read_text().strip()

@@ -140,7 +140,11 @@ def permission_names(role: Role, available: set[str]) -> set[str]:
     wanted = set(role.permissions)
     wanted.update(p for p in role.optional if p in available)
     for app_label in role.view_all_of:
-        wanted.update(p for p in available if p.startswith(f"{app_label}.view_") and not p.startswith(f"{app_label}.view_historical"))
+        wanted.update(
+            p
+            for p in available
+            if p.startswith(f"{app_label}.view_") and not p.startswith(f"{app_label}.view_historical")
+        )
     return wanted
 
 

@@ -21,9 +21,7 @@ def describe_source_table(source_db: str, schema: str, table: str) -> TableInfo:
     try:
         backend = backend_for(source_db)
         if not backend.table_exists(schema, table):
-            raise ValidationError(
-                {"table_name": f"Table {schema}.{table} does not exist in {source_db}."}
-            )
+            raise ValidationError({"table_name": f"Table {schema}.{table} does not exist in {source_db}."})
         return backend.describe(schema, table)
     except (DatabaseError, SchemaError) as exc:
         raise ValidationError(f"Cannot read the schema of {source_db}: {exc}") from None
@@ -31,17 +29,11 @@ def describe_source_table(source_db: str, schema: str, table: str) -> TableInfo:
 
 def validate_config_against_schema(config) -> None:
     errors: dict[str, str] = {}
-    info = describe_source_table(
-        config.source_db, config.schema_name, config.table_name
-    )
+    info = describe_source_table(config.source_db, config.schema_name, config.table_name)
     columns = {c.name: c for c in info.columns}
 
     if not info.primary_key:
-        raise ValidationError(
-            {
-                "table_name": f"Table {config} has no primary key; keyset batches need one."
-            }
-        )
+        raise ValidationError({"table_name": f"Table {config} has no primary key; keyset batches need one."})
     declared = config.pk_columns
     if not declared:
         config.primary_key_columns = ",".join(info.primary_key)
@@ -68,9 +60,7 @@ def validate_config_against_schema(config) -> None:
     else:
         need_column("contract_reference_column", config.contract_reference_column)
         try:
-            contract = describe_source_table(
-                config.source_db, config.schema_name, config.contract_table
-            )
+            contract = describe_source_table(config.source_db, config.schema_name, config.contract_table)
         except ValidationError:
             errors["contract_table"] = (
                 f"Contract table {config.contract_table!r} does not exist in {config.source_db}.{config.schema_name}."

@@ -36,13 +36,9 @@ PRODUCTION = DEPLOYMENT == "production"
 
 DEBUG = env_bool("DEBUG", default=False)
 if DEBUG and PRODUCTION:
-    raise ImproperlyConfigured(
-        "DEBUG may not be on with ARCHIVAL_DEPLOYMENT=production"
-    )
+    raise ImproperlyConfigured("DEBUG may not be on with ARCHIVAL_DEPLOYMENT=production")
 SECRET_KEY = secret_key(DATA_DIR, allow_generated=not PRODUCTION)
-ALLOWED_HOSTS = env_list(
-    "ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "testserver"]
-)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "testserver"])
 if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -138,9 +134,7 @@ def _tune(alias: str, config: dict) -> dict:
 
 
 DATABASES = {
-    "default": _tune(
-        "default", database_from_url("DATABASE_URL", _sqlite_url("control.sqlite3"))
-    ),
+    "default": _tune("default", database_from_url("DATABASE_URL", _sqlite_url("control.sqlite3"))),
     "archive": _tune(
         "archive",
         database_from_url("ARCHIVE_DATABASE_URL", _sqlite_url("archive.sqlite3")),
@@ -149,9 +143,7 @@ DATABASES = {
 for _alias in SOURCE_DATABASES:
     DATABASES[_alias] = _tune(
         _alias,
-        database_from_url(
-            f"{_alias.upper()}_DATABASE_URL", _sqlite_url(f"{_alias}.sqlite3")
-        ),
+        database_from_url(f"{_alias.upper()}_DATABASE_URL", _sqlite_url(f"{_alias}.sqlite3")),
     )
 
 _readonly = database_from_url(
@@ -175,12 +167,8 @@ ARCHIVAL = {
     # Archived tables keep their source database's name as a namespace
     # (a schema on PostgreSQL/SQL Server, an attached file on SQLite).
     "NAMESPACE_PREFIX": env.str("ARCHIVAL_NAMESPACE_PREFIX", default="archive_"),
-    "DEFAULT_BATCH_SIZE": env_int(
-        "ARCHIVAL_BATCH_SIZE", 5000, minimum=1, maximum=100_000
-    ),
-    "MSSQL_BATCH_SIZE": env_int(
-        "ARCHIVAL_MSSQL_BATCH_SIZE", 4000, minimum=1, maximum=4900
-    ),
+    "DEFAULT_BATCH_SIZE": env_int("ARCHIVAL_BATCH_SIZE", 5000, minimum=1, maximum=100_000),
+    "MSSQL_BATCH_SIZE": env_int("ARCHIVAL_MSSQL_BATCH_SIZE", 4000, minimum=1, maximum=4900),
     # Sources to move by streaming even when they share a server with the
     # archive (tests and benchmarks exercise both topologies this way).
     "STREAMING_SOURCES": env_list("ARCHIVAL_STREAMING_SOURCES", []),
@@ -204,19 +192,13 @@ ARCHIVAL = {
 }
 for _alias in ARCHIVAL["STREAMING_SOURCES"]:
     if _alias not in SOURCE_DATABASES:
-        raise ImproperlyConfigured(
-            f"ARCHIVAL_STREAMING_SOURCES names unknown source {_alias!r}"
-        )
+        raise ImproperlyConfigured(f"ARCHIVAL_STREAMING_SOURCES names unknown source {_alias!r}")
 if not ALIAS_RE.match(ARCHIVAL["NAMESPACE_PREFIX"] + "x"):
-    raise ImproperlyConfigured(
-        "ARCHIVAL_NAMESPACE_PREFIX must be a plain identifier prefix"
-    )
+    raise ImproperlyConfigured("ARCHIVAL_NAMESPACE_PREFIX must be a plain identifier prefix")
 
 # --- Auth, sessions, security ----------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
-    {
-        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
-    },
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
         "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
         "OPTIONS": {"min_length": 12},
@@ -253,9 +235,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 
-EMAIL_BACKEND = env.str(
-    "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
-)
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 ADMINS = [("Archival admins", a) for a in env_list("ARCHIVAL_ADMIN_EMAILS", [])]
 SERVER_EMAIL = env.str("SERVER_EMAIL", default="archival@localhost")
 DEFAULT_FROM_EMAIL = SERVER_EMAIL
@@ -318,26 +298,18 @@ for _config in DATABASES.values():
     if _options.get("extra_params"):
         _extra.insert(0, _options["extra_params"])
     _options["extra_params"] = ";".join(_extra)
-    _options.setdefault(
-        "connection_timeout", env_int("MSSQL_CONNECTION_TIMEOUT", 30, minimum=1)
-    )
+    _options.setdefault("connection_timeout", env_int("MSSQL_CONNECTION_TIMEOUT", 30, minimum=1))
     # 0 = no statement timeout: each procedure call moves one bounded batch.
     _options.setdefault("query_timeout", env_int("MSSQL_QUERY_TIMEOUT", 0, minimum=0))
-    _options.setdefault(
-        "connection_retries", env_int("MSSQL_CONNECTION_RETRIES", 3, minimum=0)
-    )
+    _options.setdefault("connection_retries", env_int("MSSQL_CONNECTION_RETRIES", 3, minimum=0))
 
 # --- Archive search pages (issue 7) -------------------------------------------
 # Read through the archive_readonly alias. Every search page query and every
 # export page runs under QUERY_TIMEOUT_MS; an export stops at EXPORT_MAX_ROWS.
 ARCHIVAL_SEARCH = {
     "PAGE_SIZE": env_int("ARCHIVAL_SEARCH_PAGE_SIZE", 50, minimum=1, maximum=1000),
-    "QUERY_TIMEOUT_MS": env_int(
-        "ARCHIVAL_SEARCH_QUERY_TIMEOUT_MS", 5000, minimum=10, maximum=600_000
-    ),
-    "EXPORT_MAX_ROWS": env_int(
-        "ARCHIVAL_SEARCH_EXPORT_MAX_ROWS", 100_000, minimum=1, maximum=10_000_000
-    ),
+    "QUERY_TIMEOUT_MS": env_int("ARCHIVAL_SEARCH_QUERY_TIMEOUT_MS", 5000, minimum=10, maximum=600_000),
+    "EXPORT_MAX_ROWS": env_int("ARCHIVAL_SEARCH_EXPORT_MAX_ROWS", 100_000, minimum=1, maximum=10_000_000),
 }
 
 # --- Scheduling and workers (issue 4) -----------------------------------------
@@ -348,9 +320,7 @@ ARCHIVAL_SEARCH = {
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-        raise ImproperlyConfigured(
-            "REDIS_URL must be a redis://, rediss:// or unix:// URL"
-        )
+        raise ImproperlyConfigured("REDIS_URL must be a redis://, rediss:// or unix:// URL")
     Q_CLUSTER.pop("orm", None)
     Q_CLUSTER["redis"] = REDIS_URL
 Q_CLUSTER["name"] = env.str("Q_CLUSTER_NAME", default=Q_CLUSTER["name"])
@@ -370,9 +340,7 @@ Q_CLUSTER["save_limit"] = env_int("Q_SAVE_LIMIT", Q_CLUSTER["save_limit"], minim
 Q_CLUSTER["ack_failures"] = True
 Q_CLUSTER["catch_up"] = False
 if not Q_CLUSTER["max_attempts"]:
-    raise ImproperlyConfigured(
-        "Q_MAX_ATTEMPTS must be finite (q2 treats 0 as unlimited)"
-    )
+    raise ImproperlyConfigured("Q_MAX_ATTEMPTS must be finite (q2 treats 0 as unlimited)")
 ARCHIVAL_SCHEDULER = {
     # The weekly run; editable afterwards in the admin (django-q2 schedules).
     "RUN_CRON": env.str("ARCHIVAL_RUN_CRON", default="0 2 * * 0"),
@@ -389,9 +357,7 @@ for _key in ("RUN_CRON", "HOLD_REVIEW_CRON"):
     from croniter import croniter as _croniter
 
     if not _croniter.is_valid(ARCHIVAL_SCHEDULER[_key]):
-        raise ImproperlyConfigured(
-            f"ARCHIVAL_{_key}={ARCHIVAL_SCHEDULER[_key]!r} is not a cron expression"
-        )
+        raise ImproperlyConfigured(f"ARCHIVAL_{_key}={ARCHIVAL_SCHEDULER[_key]!r} is not a cron expression")
 
 # --- Governance admin (issue 6) ----------------------------------------------
 # django-import-export lets every staff user import and export by default;
@@ -411,15 +377,9 @@ SIMPLE_HISTORY_REVERT_DISABLED = True
 # each table type may execute; 0 means automatic. Validated when used
 # (archival.disposal.policy): a missing or malformed entry refuses to plan.
 ARCHIVAL_DISPOSAL_POLICY = {
-    "OPERATIONAL": env_int(
-        "ARCHIVAL_DISPOSAL_APPROVALS_OPERATIONAL", 0, minimum=0, maximum=5
-    ),
-    "REFERENCE": env_int(
-        "ARCHIVAL_DISPOSAL_APPROVALS_REFERENCE", 1, minimum=0, maximum=5
-    ),
-    "FUNCTIONAL": env_int(
-        "ARCHIVAL_DISPOSAL_APPROVALS_FUNCTIONAL", 2, minimum=0, maximum=5
-    ),
+    "OPERATIONAL": env_int("ARCHIVAL_DISPOSAL_APPROVALS_OPERATIONAL", 0, minimum=0, maximum=5),
+    "REFERENCE": env_int("ARCHIVAL_DISPOSAL_APPROVALS_REFERENCE", 1, minimum=0, maximum=5),
+    "FUNCTIONAL": env_int("ARCHIVAL_DISPOSAL_APPROVALS_FUNCTIONAL", 2, minimum=0, maximum=5),
 }
 
 # --- Disposal on the workers (integration of issues 4 and 5) -----------------

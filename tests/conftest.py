@@ -120,7 +120,9 @@ def union_check(configs, original: dict, *, allow_both: bool = False) -> dict:
         info = backend.describe(config.schema_name, config.table_name)
         cols = info.column_names
         pk_pos = [cols.index(c) for c in info.primary_key]
-        src_rows = rows_of(config.source_db, backend.qualified(config.schema_name, config.table_name), cols, backend.quote)
+        src_rows = rows_of(
+            config.source_db, backend.qualified(config.schema_name, config.table_name), cols, backend.quote
+        )
         ns = namespace_for(config.source_db)
         arc_rows = []
         if arc.table_exists(ns, config.table_name):
@@ -160,7 +162,9 @@ def database_url(alias: str) -> str:
         password = f":{sd['PASSWORD']}" if sd.get("PASSWORD") else ""
         return f"postgres://{user}{password}@{sd.get('HOST') or '127.0.0.1'}:{sd.get('PORT') or 5432}/{sd['NAME']}"
     if connections[alias].vendor == "mysql":
-        return f"mysql://{sd.get('USER') or 'root'}@{sd.get('HOST') or '127.0.0.1'}:{sd.get('PORT') or 3306}/{sd['NAME']}"
+        return (
+            f"mysql://{sd.get('USER') or 'root'}@{sd.get('HOST') or '127.0.0.1'}:{sd.get('PORT') or 3306}/{sd['NAME']}"
+        )
     raise RuntimeError(f"no URL for {alias}")
 
 
@@ -188,4 +192,13 @@ def manage(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
     )
 
 
-__all__ = ["SMALL_DEMO", "digest", "drop_archive_tables", "manage", "snapshot", "source_schema", "subprocess_env", "union_check"]
+__all__ = [
+    "SMALL_DEMO",
+    "digest",
+    "drop_archive_tables",
+    "manage",
+    "snapshot",
+    "source_schema",
+    "subprocess_env",
+    "union_check",
+]

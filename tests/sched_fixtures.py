@@ -86,8 +86,7 @@ class Site:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.endswith("_DATABASE_URL")
-            and k not in {"DATABASE_URL", "REDIS_URL"}
+            if not k.endswith("_DATABASE_URL") and k not in {"DATABASE_URL", "REDIS_URL"}
         }
         env.update(
             ARCHIVAL_DATA_DIR=str(tmp_path / "data"),
@@ -135,9 +134,7 @@ class Site:
             check=False,
         )
         if proc.returncode != 0:
-            raise AssertionError(
-                f"manage.py {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-            )
+            raise AssertionError(f"manage.py {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc.stdout
 
     def py(self, code: str, timeout: float = 120) -> str:
@@ -196,9 +193,7 @@ class Site:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-                raise AssertionError(
-                    f"cluster {proc.label} did not stop within {timeout}s of SIGTERM"
-                ) from None
+                raise AssertionError(f"cluster {proc.label} did not stop within {timeout}s of SIGTERM") from None
         self._reap_group(proc)
         proc.log.close()
         return proc.returncode
@@ -253,9 +248,7 @@ class Site:
                 return snap
             time.sleep(every)
         logs = "\n".join(f"--- {p.label}\n{self.log(p)[-3000:]}" for p in self.clusters)
-        raise AssertionError(
-            f"timed out waiting for {what}; last snapshot runs={snap.get('runs')}\n{logs}"
-        )
+        raise AssertionError(f"timed out waiting for {what}; last snapshot runs={snap.get('runs')}\n{logs}")
 
     # -- tear-down ------------------------------------------------------------
     def close(self) -> None:
@@ -309,9 +302,7 @@ def pg_redis_site(tmp_path, request):
         # CI always has both; a laptop without them skips these and says why.
         if os.environ.get("SCHED_REQUIRE_SERVICES"):
             pytest.fail(f"PostgreSQL and Redis are required: {problem}")
-        pytest.skip(
-            f"needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 ({problem})"
-        )
+        pytest.skip(f"needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 ({problem})")
     site = Site(tmp_path, postgres=True, redis=True, name=_site_name(request))
     yield site
     site.close()

@@ -31,7 +31,12 @@ def test_a_compliance_officer_places_a_contract_hold(personas, source_table):
     client = client_for(personas["compliance"])
     response = client.post(
         reverse("admin:governance_hold_add"),
-        {"scope": HoldScope.CONTRACT, "source_db": SOURCE, "contract_value": "C2", "reason": "Regulator inquiry 2024-17"},
+        {
+            "scope": HoldScope.CONTRACT,
+            "source_db": SOURCE,
+            "contract_value": "C2",
+            "reason": "Regulator inquiry 2024-17",
+        },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     hold = Hold.objects.get(contract_value="C2")
@@ -79,7 +84,8 @@ def test_the_bulk_delete_action_is_not_offered_even_to_a_superuser(objects, djan
     client = client_for(boss)
     hold = objects["hold"]
     response = client.post(
-        reverse("admin:governance_hold_changelist"), {"action": "delete_selected", "_selected_action": [hold.pk], "post": "yes"}
+        reverse("admin:governance_hold_changelist"),
+        {"action": "delete_selected", "_selected_action": [hold.pk], "post": "yes"},
     )
     # An unknown action re-renders or redirects with "No action selected"; nothing is deleted.
     assert response.status_code in (200, 302)
@@ -107,7 +113,9 @@ def test_search_finds_the_holds_that_cover_a_contract_or_a_table(personas, objec
     make_all = Hold(scope=HoldScope.ALL, reason="Firm-wide freeze", placed_by="compliance")
     make_all.full_clean()
     make_all.save()
-    other = Hold(scope=HoldScope.CONTRACT, source_db=SOURCE, contract_value="C9", reason="Other", placed_by="compliance")
+    other = Hold(
+        scope=HoldScope.CONTRACT, source_db=SOURCE, contract_value="C9", reason="Other", placed_by="compliance"
+    )
     other.full_clean()
     other.save()
     client = client_for(personas["auditor"])

@@ -27,8 +27,21 @@ from tests.conftest import BASE_DIR, manage, snapshot, subprocess_env, union_che
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.crash]
 
 CUTOFF = "2026-11-25"
-SAME_SERVER_POINTS = ["mark_start:1", "batch_before_commit:1", "batch_before_commit:2", "batch_after_commit:2", "verify:3"]
-STREAMING_POINTS = ["stream_after_copy:1", "stream_after_copy:3", "stream_after_delete:2", "stream_after_delete:5", "mark_start:4", "verify:2"]
+SAME_SERVER_POINTS = [
+    "mark_start:1",
+    "batch_before_commit:1",
+    "batch_before_commit:2",
+    "batch_after_commit:2",
+    "verify:3",
+]
+STREAMING_POINTS = [
+    "stream_after_copy:1",
+    "stream_after_copy:3",
+    "stream_after_delete:2",
+    "stream_after_delete:5",
+    "mark_start:4",
+    "verify:2",
+]
 RANDOM_TRIALS = int(os.environ.get("CRASH_TRIALS", "2"))
 # Small batches so a table takes many batches and kills land inside the move.
 BATCH = "400"
@@ -51,7 +64,9 @@ def check_after_resume(original, expected) -> None:
     configs = list(TableConfig.objects.active())
     counts = union_check(configs, original)
     for label, (_, archived) in counts.items():
-        assert archived == expected[label], f"{label}: archived {archived}, an uninterrupted run archives {expected[label]}"
+        assert archived == expected[label], (
+            f"{label}: archived {archived}, an uninterrupted run archives {expected[label]}"
+        )
     for state in RecoveryState.objects.filter(phase=Phase.COMPLETED):
         ledger = BatchLedger.objects.filter(run_id=state.run_id, config_id=state.config_id)
         assert state.archived_count == sum(ledger.values_list("deleted_count", flat=True)), state
@@ -74,7 +89,9 @@ def test_a_kill_at_a_named_point_resumes_to_the_same_end(demo, topology, point):
 
     killed = manage("archival", "run", "--cutoff", CUTOFF, env=topology_env(topology, ARCHIVAL_FAULT=point))
 
-    assert killed.returncode == -signal.SIGKILL, f"the fault point {point} was not reached: {killed.stdout}{killed.stderr}"
+    assert killed.returncode == -signal.SIGKILL, (
+        f"the fault point {point} was not reached: {killed.stdout}{killed.stderr}"
+    )
     # Already true at the instant of the kill (streaming may hold a row in both places).
     union_check(list(TableConfig.objects.active()), original, allow_both=topology == "streaming")
     resume(topology_env(topology))
@@ -118,7 +135,10 @@ def test_two_engines_started_at_once_move_each_row_once(demo):
     # Small batches make each run last long enough for the two to overlap.
     env = topology_env("same_server", batch="20")
     cmd = [sys.executable, str(BASE_DIR / "manage.py"), "archival", "run", "--cutoff", CUTOFF, "--table", "Position"]
-    procs = [subprocess.Popen(cmd, env=env, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=env, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     codes = sorted(p.returncode for p in procs)
 

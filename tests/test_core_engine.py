@@ -111,7 +111,7 @@ def test_children_move_before_their_contracts_and_a_referenced_contract_stays(de
         # No remaining Position references a Contract that was archived.
         cur.execute(
             f"SELECT COUNT(*) FROM {backend.qualified(schema, 'Position')} p "
-            f"LEFT JOIN {backend.qualified(schema, 'Contract')} c ON c.\"contractId\" = p.\"contractId\" "
+            f'LEFT JOIN {backend.qualified(schema, "Contract")} c ON c."contractId" = p."contractId" '
             f'WHERE c."contractId" IS NULL'
         )
         assert cur.fetchone()[0] == 0
@@ -129,7 +129,10 @@ def test_an_identical_row_already_archived_is_skipped_and_the_source_row_removed
         cur.execute(f"SELECT {cols} FROM {arc.qualified(namespace_for(config.source_db), 'PriceHistory')} LIMIT 1")
         row = cur.fetchone()
     with connections[config.source_db].cursor() as cur:
-        cur.execute(f"INSERT INTO {src.qualified(config.schema_name, 'PriceHistory')} ({cols}) VALUES (%s, %s, %s, %s)", list(row))
+        cur.execute(
+            f"INSERT INTO {src.qualified(config.schema_name, 'PriceHistory')} ({cols}) VALUES (%s, %s, %s, %s)",
+            list(row),
+        )
 
     result = engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"])
 
@@ -154,7 +157,9 @@ def test_a_conflicting_archived_row_stops_the_table_and_deletes_nothing(demo):
         row = list(cur.fetchone())
     row[3] = int(row[3]) + 1  # same key, different volume
     with connections[config.source_db].cursor() as cur:
-        cur.execute(f"INSERT INTO {src.qualified(config.schema_name, 'PriceHistory')} ({cols}) VALUES (%s, %s, %s, %s)", row)
+        cur.execute(
+            f"INSERT INTO {src.qualified(config.schema_name, 'PriceHistory')} ({cols}) VALUES (%s, %s, %s, %s)", row
+        )
     before = snapshot([config])
 
     result = engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"])
@@ -216,7 +221,7 @@ def test_a_reconcile_mismatch_rolls_the_batch_back(demo):
         else:
             cur.execute(
                 "CREATE FUNCTION eat_rows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "IF NEW.\"volume\" % 7 = 0 THEN RETURN NULL; END IF; RETURN NEW; END $$"
+                'IF NEW."volume" % 7 = 0 THEN RETURN NULL; END IF; RETURN NEW; END $$'
             )
             cur.execute(f"CREATE TRIGGER eat_rows BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION eat_rows()")
     before = snapshot([config])
@@ -279,7 +284,10 @@ def test_month_end_and_leap_day_rows_are_eligible_alike_on_every_engine(demo):
     with connections[config.source_db].cursor() as cur:
         cur.execute(f"DELETE FROM {table}")
         for i, day in enumerate(["2024-02-27", "2024-02-28", "2024-02-29", "2024-03-01", "2024-03-31"], start=1):
-            cur.execute(f'INSERT INTO {table} ("id", "eventDate", "category", "amount") VALUES (%s, %s, %s, %s)', [i, day, "x", "1.00"])
+            cur.execute(
+                f'INSERT INTO {table} ("id", "eventDate", "category", "amount") VALUES (%s, %s, %s, %s)',
+                [i, day, "x", "1.00"],
+            )
 
     result = engine.run_cycle(cutoff=date(2024, 3, 31), tables=["OpsEvent001"])
 
@@ -298,10 +306,18 @@ def test_month_end_and_leap_day_rows_are_eligible_alike_on_every_engine(demo):
 
 @pytest.mark.parametrize(
     "name",
-    ["Position; DROP TABLE Contract", 'Position"; DROP TABLE "Contract', "[Position]", "Position' OR '1'='1", "Posit ion"],
+    [
+        "Position; DROP TABLE Contract",
+        'Position"; DROP TABLE "Contract',
+        "[Position]",
+        "Position' OR '1'='1",
+        "Posit ion",
+    ],
 )
 def test_identifiers_carrying_sql_are_refused(demo, name):
-    config = TableConfig(source_db="SourceDB1", schema_name=position().schema_name, table_name=name, date_column="businessDate")
+    config = TableConfig(
+        source_db="SourceDB1", schema_name=position().schema_name, table_name=name, date_column="businessDate"
+    )
     with pytest.raises(ValidationError) as excinfo:
         config.full_clean()
     assert "table_name" in excinfo.value.message_dict
@@ -311,7 +327,9 @@ def test_identifiers_carrying_sql_are_refused(demo, name):
 
 
 def test_a_column_that_does_not_exist_is_a_field_error(demo):
-    config = TableConfig(source_db="SourceDB1", schema_name=position().schema_name, table_name="Position", date_column="tradeDate")
+    config = TableConfig(
+        source_db="SourceDB1", schema_name=position().schema_name, table_name="Position", date_column="tradeDate"
+    )
     config.primary_key_columns = ""
     with pytest.raises(ValidationError) as excinfo:
         config.clean()
@@ -346,7 +364,9 @@ def test_a_table_without_a_primary_key_is_refused_and_fails_at_run_time_too(demo
     # A config saved before the key was dropped fails its table, not the run.
     with connections["SourceDB3"].cursor() as cur:
         cur.execute(f"DROP TABLE {src.qualified(schema, 'NoKey')}")
-        cur.execute(f'CREATE TABLE {src.qualified(schema, "NoKey")} ("id" INTEGER PRIMARY KEY, "eventDate" DATE, "v" INTEGER)')
+        cur.execute(
+            f'CREATE TABLE {src.qualified(schema, "NoKey")} ("id" INTEGER PRIMARY KEY, "eventDate" DATE, "v" INTEGER)'
+        )
     config.full_clean()
     config.save()
     with connections["SourceDB3"].cursor() as cur:
@@ -382,7 +402,7 @@ def test_a_new_source_column_is_added_to_the_archive(demo):
     arc = backend_for("archive")
     info = arc.describe(namespace_for(config.source_db), "PriceHistory")
     assert "source" in info.column_names
-    assert archive_count(config, "WHERE \"source\" = %s", ["vendorX"]) == 1
+    assert archive_count(config, 'WHERE "source" = %s', ["vendorX"]) == 1
 
 
 def test_a_changed_column_type_stops_the_table_and_moves_nothing(demo):
@@ -392,7 +412,9 @@ def test_a_changed_column_type_stops_the_table_and_moves_nothing(demo):
     table = src.qualified(config.schema_name, config.table_name)
     with connections[config.source_db].cursor() as cur:
         cur.execute(f"DROP TABLE {table}")
-        cur.execute(f'CREATE TABLE {table} ("id" INTEGER PRIMARY KEY, "eventDate" DATE, "category" INTEGER, "amount" NUMERIC(18,2))')
+        cur.execute(
+            f'CREATE TABLE {table} ("id" INTEGER PRIMARY KEY, "eventDate" DATE, "category" INTEGER, "amount" NUMERIC(18,2))'
+        )
         cur.execute(f"INSERT INTO {table} VALUES (%s, %s, %s, %s)", [1, "2001-01-01", 5, "1.00"])
     before = snapshot([config])
     result = engine.run_cycle(cutoff=CUTOFF, tables=["OpsEvent001"])

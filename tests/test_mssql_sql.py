@@ -21,7 +21,15 @@ def test_the_install_scripts_are_numbered_and_present():
     names = [p.name for p in SCRIPTS]
     assert names == sorted(names)
     assert all(re.match(r"^\d\d_[a-z_]+\.sql$", n) for n in names), names
-    for needed in ("databases", "archive_schemas", "roles", "helper_functions", "templates", "provisioning", "procedures"):
+    for needed in (
+        "databases",
+        "archive_schemas",
+        "roles",
+        "helper_functions",
+        "templates",
+        "provisioning",
+        "procedures",
+    ):
         assert any(needed in n for n in names), f"no script for {needed}"
 
 
@@ -71,13 +79,19 @@ def test_the_procedures_are_atomic_and_capped_below_lock_escalation():
         assert "ROLLBACK TRANSACTION" in body
     dispose = procs.split("PROCEDURE archival.usp_dispose_batch", 1)[1]
     # The hold lock is taken inside the disposal transaction, before the re-check.
-    assert dispose.index("BEGIN TRANSACTION") < dispose.index("EXEC archival.usp_lock_holds") < dispose.index("sp_executesql")
+    assert (
+        dispose.index("BEGIN TRANSACTION")
+        < dispose.index("EXEC archival.usp_lock_holds")
+        < dispose.index("sp_executesql")
+    )
 
 
 def test_dynamic_sql_concatenates_identifiers_only_through_quotename():
     procs = (SQL_DIR / "07_procedures.sql").read_text()
     builder = procs.split("PROCEDURE archival.usp_build_sql", 1)[1].split("\nGO\n", 1)[0]
-    identifiers = r"(source_database|schema_name|table_name|archive_schema|date_column|contract_\w+|hold_contract_column)"
+    identifiers = (
+        r"(source_database|schema_name|table_name|archive_schema|date_column|contract_\w+|hold_contract_column)"
+    )
     assert not re.search(r"\+\s*@" + identifiers + r"\b", builder)
     assert not re.search(r"@" + identifiers + r"\s*\+", builder)
     assert builder.count("QUOTENAME(") >= 15
@@ -123,7 +137,9 @@ class TestContract:
         template_tokens = set()
         for body in mssql.load_templates().values():
             template_tokens |= set(re.findall(r"\{(\w+)\}", body))
-        spec = mssql.TableSpec("S", "S", "dbo", "T", "archive_s", "DATE_BASED", ["a"], [mssql.KeyColumn("a", "int")], "a")
+        spec = mssql.TableSpec(
+            "S", "S", "dbo", "T", "archive_s", "DATE_BASED", ["a"], [mssql.KeyColumn("a", "int")], "a"
+        )
         python_tokens = set(mssql.tokens_for(spec))
         assert template_tokens == tsql_tokens == python_tokens
         # ... and in the same order (REPLACE of {KEY_COLUMNS} must not eat {KEY_COLUMNS_S}).
@@ -132,9 +148,23 @@ class TestContract:
     def test_the_hold_check_reads_the_hold_model_columns(self):
         from governance.models import Hold, HoldKey
 
-        body = mssql.load_templates()["dispose_batch"] + mssql.tokens_for(
-            mssql.TableSpec("S", "S", "dbo", "T", "a", "DATE_BASED", ["a", "c"], [mssql.KeyColumn("a", "int")], "a", hold_contract_column="c")
-        )["HOLD_CONTRACT_MATCH"]
+        body = (
+            mssql.load_templates()["dispose_batch"]
+            + mssql.tokens_for(
+                mssql.TableSpec(
+                    "S",
+                    "S",
+                    "dbo",
+                    "T",
+                    "a",
+                    "DATE_BASED",
+                    ["a", "c"],
+                    [mssql.KeyColumn("a", "int")],
+                    "a",
+                    hold_contract_column="c",
+                )
+            )["HOLD_CONTRACT_MATCH"]
+        )
         hold_columns = {f.column for f in Hold._meta.concrete_fields}
         used = set(re.findall(r"\bh\.\[(\w+)\]", body))
         assert used <= hold_columns and {"released_at", "hold_until", "scope", "contract_value"} <= used

@@ -38,9 +38,7 @@ def assert_every_table_completed_once(snap: dict, *, killed: bool = False) -> No
     assert len(run_ids) == 1, snap["runs"]
     assert snap["runs"][0]["status"] == "COMPLETED", snap["runs"]
     states = snap["states"]
-    assert states and all(s["phase"] == "COMPLETED" for s in states), [
-        s for s in states if s["phase"] != "COMPLETED"
-    ]
+    assert states and all(s["phase"] == "COMPLETED" for s in states), [s for s in states if s["phase"] != "COMPLETED"]
     # Exactly once: one "marked" and one "completed" audit event per table.
     # (A SIGKILL between a phase commit and its audit row can drop one event,
     # never add one: after a kill, at most once.)
@@ -53,9 +51,7 @@ def assert_every_table_completed_once(snap: dict, *, killed: bool = False) -> No
     # The ledger agrees with every table's marked count, batch numbers 1..n.
     for s in states:
         batches = [entry for entry in snap["ledger"] if entry["config"] == s["config"]]
-        assert [b["batch"] for b in batches] == list(range(1, len(batches) + 1)), s[
-            "label"
-        ]
+        assert [b["batch"] for b in batches] == list(range(1, len(batches) + 1)), s["label"]
         assert sum(b["rows"] for b in batches) == s["eligible"] == s["archived"], s
 
 
@@ -67,9 +63,7 @@ def assert_nothing_lost(before: dict, after: dict) -> None:
         now = after["tables"][table]
         assert now["checksum"] == was["checksum"], f"{table}: rows changed or lost"
         assert now["source"] + now["archive"] == was["source"] + was["archive"], table
-        assert now["overlap"] == 0, (
-            f"{table}: {now['overlap']} rows both in source and archive"
-        )
+        assert now["overlap"] == 0, f"{table}: {now['overlap']} rows both in source and archive"
         moved += now["archive"] - was["archive"]
     assert moved > 0
 
@@ -84,9 +78,7 @@ def test_the_weekly_schedule_runs_archival_end_to_end_on_one_orm_cluster(sqlite_
         "Schedule.objects.filter(name='archival: weekly run').update(next_run=timezone.now() - timedelta(minutes=1))"
     )
     cluster = site.start_cluster("orm")
-    after = site.wait_for(
-        finished, timeout=240, what="the scheduled run to finish", with_rows=True
-    )
+    after = site.wait_for(finished, timeout=240, what="the scheduled run to finish", with_rows=True)
     assert after["runs"][0]["trigger"] == "schedule"
     assert_every_table_completed_once(after)
     assert_nothing_lost(before, after)
@@ -126,22 +118,16 @@ def test_two_redis_clusters_share_one_run_and_process_every_table_exactly_once(
     time.sleep(3)
     out = site.manage("schedule_archival", "--run-now", "--actor", "administrator")
     assert "started on the workers" in out
-    after = site.wait_for(
-        finished, timeout=300, what="the shared run to finish", with_rows=True
-    )
+    after = site.wait_for(finished, timeout=300, what="the shared run to finish", with_rows=True)
     assert_every_table_completed_once(after)
     assert_nothing_lost(before, after)
     # Both machines did part of the work (worker ids are host:pid:random).
     pids = {
-        int(e["actor"].split(":")[1])
-        for action in ("table.marked", "table.completed")
-        for e in after["audit"][action]
+        int(e["actor"].split(":")[1]) for action in ("table.marked", "table.completed") for e in after["audit"][action]
     }
     assert pids & site.cluster_pids(first), "machine A did nothing"
     assert pids & site.cluster_pids(second), "machine B did nothing"
-    assert sum(d["slices"] for d in after["dispatch"]) > len(after["states"]), (
-        "no table needed a second slice"
-    )
+    assert sum(d["slices"] for d in after["dispatch"]) > len(after["states"]), "no table needed a second slice"
     assert site.stop_cluster(first) == 0
     assert site.stop_cluster(second) == 0
 
@@ -166,25 +152,17 @@ def test_a_killed_cluster_loses_nothing_and_the_run_completes_through_lease_expi
     site.manage("schedule_archival", "--run-now", "--actor", "administrator")
 
     def mid_run(snap):
-        return len(snap["ledger"]) >= 5 and any(
-            s["phase"] not in ("COMPLETED",) for s in snap["states"]
-        )
+        return len(snap["ledger"]) >= 5 and any(s["phase"] not in ("COMPLETED",) for s in snap["states"])
 
     site.wait_for(mid_run, timeout=120, every=0.5, what="batches to commit")
     site.kill_cluster(doomed)  # SIGKILL to main, sentinel, workers, pusher, monitor
     during = site.snapshot()
-    assert not finished(during), (
-        "the run finished before the kill; make the data bigger"
-    )
+    assert not finished(during), "the run finished before the kill; make the data bigger"
 
     rescuer = site.start_cluster("rescuer")
-    after = site.wait_for(
-        finished, timeout=300, what="the run to finish after the kill", with_rows=True
-    )
+    after = site.wait_for(finished, timeout=300, what="the run to finish after the kill", with_rows=True)
     assert_every_table_completed_once(after, killed=True)
     assert_nothing_lost(before, after)
     # Recovered by the sweeper (the killed cluster's tasks were dropped by Redis).
-    assert after["audit"].get("table.requeued"), (
-        "nothing was re-enqueued by the sweeper"
-    )
+    assert after["audit"].get("table.requeued"), "nothing was re-enqueued by the sweeper"
     assert site.stop_cluster(rescuer) == 0

@@ -46,9 +46,7 @@ def test_retry_transient_repeats_a_locked_write_until_the_lock_is_gone(tmp_path)
     def release_after_first_retry(attempt, exc, delay):
         holder.execute("COMMIT")
 
-    retry.retry_transient(
-        write, attempts=3, base_delay=0.01, on_retry=release_after_first_retry
-    )
+    retry.retry_transient(write, attempts=3, base_delay=0.01, on_retry=release_after_first_retry)
     assert len(calls) == 2
     assert writer.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
 
@@ -74,14 +72,10 @@ def test_a_real_postgresql_deadlock_is_transient():
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     b = psycopg.connect(url)
     name = f"sched_deadlock_{os.getpid()}"
-    a.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {name} (id int)"
-    )  # harmless per-session, proves the link
+    a.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (id int)")  # harmless per-session, proves the link
     with psycopg.connect(url, autocommit=True) as setup:
         setup.execute(f"CREATE TABLE IF NOT EXISTS {name} (id int primary key, v int)")
-        setup.execute(
-            f"INSERT INTO {name} VALUES (1, 0), (2, 0) ON CONFLICT DO NOTHING"
-        )
+        setup.execute(f"INSERT INTO {name} VALUES (1, 0), (2, 0) ON CONFLICT DO NOTHING")
     errors = []
     try:
         a.execute(f"UPDATE public.{name} SET v = v + 1 WHERE id = 1")
@@ -148,26 +142,18 @@ def test_status_check_turns_critical_when_no_cluster_moves_the_sweeper():
     from archival.schedules import SWEEP_SCHEDULE
 
     assert health_check().code == WARNING  # no run has finished yet
-    Schedule.objects.filter(name=SWEEP_SCHEDULE).update(
-        next_run=timezone.now() - timedelta(minutes=30)
-    )
+    Schedule.objects.filter(name=SWEEP_SCHEDULE).update(next_run=timezone.now() - timedelta(minutes=30))
     check = health_check()
     assert check.code == CRITICAL
     assert any("no worker cluster is running" in m for m in check.messages)
 
 
 @pytest.mark.django_db(databases=["default", "archive"])
-def test_an_archival_administrator_sees_the_scheduler_page_and_an_outsider_is_refused(
-    client, django_user_model
-):
+def test_an_archival_administrator_sees_the_scheduler_page_and_an_outsider_is_refused(client, django_user_model):
     from django.contrib.auth.models import Permission
 
-    outsider = django_user_model.objects.create_user(
-        "outsider", password="x" * 16, is_staff=True
-    )
-    admin_user = django_user_model.objects.create_user(
-        "administrator", password="x" * 16, is_staff=True
-    )
+    outsider = django_user_model.objects.create_user("outsider", password="x" * 16, is_staff=True)
+    admin_user = django_user_model.objects.create_user("administrator", password="x" * 16, is_staff=True)
     admin_user.user_permissions.add(
         *Permission.objects.filter(
             codename__in=[
@@ -180,25 +166,15 @@ def test_an_archival_administrator_sees_the_scheduler_page_and_an_outsider_is_re
     )
     client.force_login(outsider)
     assert client.get("/admin/governance/schedulersettings/").status_code == 403
-    assert (
-        client.get("/admin/governance/schedulersettings/control/run-now/0/").status_code
-        == 403
-    )
+    assert client.get("/admin/governance/schedulersettings/control/run-now/0/").status_code == 403
     client.force_login(admin_user)
     page = client.get("/admin/governance/schedulersettings/", follow=True)
     assert page.status_code == 200 and b"Run now" in page.content
-    assert (
-        client.get("/admin/governance/schedulersettings/control/pause/0/").status_code
-        == 200
-    )
+    assert client.get("/admin/governance/schedulersettings/control/pause/0/").status_code == 200
     client.post("/admin/governance/schedulersettings/control/pause/0/")
     from governance.models import AuditEvent, SchedulerSettings
 
     assert SchedulerSettings.objects.current().paused
-    assert AuditEvent.objects.filter(
-        action="scheduler.paused", actor="administrator"
-    ).exists()
-    refused = client.post(
-        "/admin/governance/schedulersettings/control/run-now/0/", follow=True
-    )
+    assert AuditEvent.objects.filter(action="scheduler.paused", actor="administrator").exists()
+    refused = client.post("/admin/governance/schedulersettings/control/run-now/0/", follow=True)
     assert b"the scheduler is paused" in refused.content

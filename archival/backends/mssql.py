@@ -481,7 +481,9 @@ class MSSQLBackend(Backend):
                 cur, "archival.usp_mark_table",
                 source_alias=source_alias, schema_name=schema_name, table_name=table_name, threshold=threshold,
             )  # fmt: skip
-        return MarkResult(int(out["eligible"]), int(out["null_dates"]), decode_key(out["key_low"]), decode_key(out["key_high"]))
+        return MarkResult(
+            int(out["eligible"]), int(out["null_dates"]), decode_key(out["key_low"]), decode_key(out["key_high"])
+        )
 
     def archive_batch(
         self,

@@ -47,15 +47,11 @@ class PostgresBackend(Backend):
             )
             rows = cur.fetchall()
             if not rows:
-                raise SchemaError(
-                    f"table {schema}.{table} does not exist in {self.alias}"
-                )
+                raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
             columns = []
             for name, db_type, nullable, length, precision, scale in rows:
                 size = (length, None) if length else (precision, scale)
-                columns.append(
-                    Column(name, db_type, generic_type(db_type), bool(nullable), size)
-                )
+                columns.append(Column(name, db_type, generic_type(db_type), bool(nullable), size))
             cur.execute(
                 """
                 SELECT a.attname

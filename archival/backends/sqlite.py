@@ -36,9 +36,7 @@ def namespace_for(alias: str) -> str:
 def namespace_file(archive_name: str, alias: str) -> Path:
     """The archive namespace file for one source database, beside the archive file."""
     archive = Path(str(archive_name).removeprefix("file:").split("?")[0])
-    return archive.with_name(
-        f"{archive.stem}__{alias.lower()}{archive.suffix or '.sqlite3'}"
-    )
+    return archive.with_name(f"{archive.stem}__{alias.lower()}{archive.suffix or '.sqlite3'}")
 
 
 def attach_namespaces(sender, connection, **kwargs) -> None:
@@ -62,9 +60,7 @@ def attach_namespaces(sender, connection, **kwargs) -> None:
         if ns not in attached:
             if readonly:
                 if path.exists():
-                    cur.execute(
-                        "ATTACH DATABASE ? AS " + _q(ns), [f"file:{path}?mode=ro"]
-                    )
+                    cur.execute("ATTACH DATABASE ? AS " + _q(ns), [f"file:{path}?mode=ro"])
             else:
                 cur.execute("ATTACH DATABASE ? AS " + _q(ns), [str(path)])
                 cur.execute(f"PRAGMA {_q(ns)}.journal_mode=DELETE")
@@ -124,11 +120,7 @@ class SQLiteBackend(Backend):
         pk_pos = []
         for name, db_type, notnull, pk in rows:
             db_type = db_type or "TEXT"
-            columns.append(
-                Column(
-                    name, db_type, generic_type(db_type), not notnull, _size(db_type)
-                )
-            )
+            columns.append(Column(name, db_type, generic_type(db_type), not notnull, _size(db_type)))
             if pk:
                 pk_pos.append((pk, name))
         pk_cols = [name for _, name in sorted(pk_pos)]
@@ -179,9 +171,7 @@ class SQLiteBackend(Backend):
     def create_namespace(self, namespace: str) -> None:
         # Namespaces are attached at connect time (attach_namespaces).
         if not self.schema_exists(namespace):
-            raise SchemaError(
-                f"archive namespace {namespace} is not attached to {self.alias}"
-            )
+            raise SchemaError(f"archive namespace {namespace} is not attached to {self.alias}")
 
 
 def _size(db_type: str) -> tuple[int | None, int | None]:

@@ -103,7 +103,17 @@ def weekly_chart(today: date | None = None) -> dict:
         for offset, series, values in ((0.0, "archived", archived), (bar, "disposed", disposed or {})):
             value = values.get(week, 0)
             h = round(height * value / peak, 1)
-            bars.append(Bar(x=40 + i * slot + offset, y=10 + height - h, height=h, width=bar, value=value, week=week, series=series))
+            bars.append(
+                Bar(
+                    x=40 + i * slot + offset,
+                    y=10 + height - h,
+                    height=h,
+                    width=bar,
+                    value=value,
+                    week=week,
+                    series=series,
+                )
+            )
     ticks = [{"y": 10 + height - height * f, "label": f"{int(peak * f):,}"} for f in (0, 0.5, 1)]
     months = [{"x": 40 + i * slot, "label": w.strftime("%b")} for i, w in enumerate(weeks) if w.day <= 7]
     return {

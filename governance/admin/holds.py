@@ -68,7 +68,12 @@ class PlaceHoldForm(forms.ModelForm):
             ).exists()
         ):
             self.add_error("table_name", "No table config names this table.")
-        if scope == HoldScope.DATE_RANGE and data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+        if (
+            scope == HoldScope.DATE_RANGE
+            and data.get("date_from")
+            and data.get("date_to")
+            and data["date_from"] > data["date_to"]
+        ):
             self.add_error("date_to", "The range ends before it starts.")
         if scope == HoldScope.KEYS:
             keys = [line.strip() for line in (data.get("keys") or "").splitlines() if line.strip()]
@@ -83,7 +88,9 @@ class PlaceHoldForm(forms.ModelForm):
 
 class ReleaseForm(forms.Form):
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3}), min_length=5, help_text="Why these holds end (recorded in the audit trail)."
+        widget=forms.Textarea(attrs={"rows": 3}),
+        min_length=5,
+        help_text="Why these holds end (recorded in the audit trail).",
     )
 
 
@@ -110,7 +117,17 @@ class HoldStatusFilter(admin.SimpleListFilter):
 
 @admin.register(Hold)
 class HoldAdmin(admin.ModelAdmin):
-    list_display = ("id", "scope", "target", "reason_short", "placed_by", "placed_at", "review_by", "hold_until", "status")
+    list_display = (
+        "id",
+        "scope",
+        "target",
+        "reason_short",
+        "placed_by",
+        "placed_at",
+        "review_by",
+        "hold_until",
+        "status",
+    )
     list_filter = (HoldStatusFilter, "scope", "source_db")
     search_fields = ("reason", "placed_by", "table_name", "contract_value")
     date_hierarchy = "placed_at"
@@ -144,7 +161,9 @@ class HoldAdmin(admin.ModelAdmin):
         covering = Q(scope=HoldScope.ALL) | Q(scope=HoldScope.CONTRACT, contract_value=term)
         configs = TableConfig.objects.filter(table_name__iexact=term)
         for config in configs:
-            covering |= Q(scope__in=[HoldScope.TABLE, HoldScope.KEYS], source_db=config.source_db, table_name=config.table_name)
+            covering |= Q(
+                scope__in=[HoldScope.TABLE, HoldScope.KEYS], source_db=config.source_db, table_name=config.table_name
+            )
             if config.hold_contract_column:
                 covering |= Q(scope=HoldScope.CONTRACT, source_db=config.source_db)
         return results | queryset.filter(covering), True

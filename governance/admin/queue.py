@@ -31,7 +31,10 @@ class GatedTaskAdmin(_GatedResubmit, q_admin.TaskAdmin):
 
 def install(site: admin.AdminSite) -> None:
     """Swap django-q2's own admins for the gated ones (leaves any other admin alone)."""
-    for model, stock, gated in ((Failure, q_admin.FailAdmin, GatedFailAdmin), (Success, q_admin.TaskAdmin, GatedTaskAdmin)):
+    for model, stock, gated in (
+        (Failure, q_admin.FailAdmin, GatedFailAdmin),
+        (Success, q_admin.TaskAdmin, GatedTaskAdmin),
+    ):
         if type(site._registry.get(model)) is stock:
             site.unregister(model)
             site.register(model, gated)

@@ -144,7 +144,11 @@ class ArchivalRunAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("<int:run_id>/abandon/", self.admin_site.admin_view(self.abandon_view), name="governance_archivalrun_abandon"),
+            path(
+                "<int:run_id>/abandon/",
+                self.admin_site.admin_view(self.abandon_view),
+                name="governance_archivalrun_abandon",
+            ),
             *super().get_urls(),
         ]
 

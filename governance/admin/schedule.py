@@ -102,26 +102,16 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
         obj = SchedulerSettings.objects.current()
         if not self.has_view_or_change_permission(request, obj):
             raise PermissionDenied
-        return HttpResponseRedirect(
-            reverse("admin:governance_schedulersettings_change", args=[obj.pk])
-        )
+        return HttpResponseRedirect(reverse("admin:governance_schedulersettings_change", args=[obj.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         open_runs = (
             ArchivalRun.objects.open()
             .annotate(
-                waiting=Count(
-                    "dispatches", filter=Q(dispatches__status=DispatchStatus.WAITING)
-                ),
-                in_flight=Count(
-                    "dispatches", filter=Q(dispatches__status=DispatchStatus.QUEUED)
-                ),
-                stopped=Count(
-                    "dispatches", filter=Q(dispatches__status=DispatchStatus.STOPPED)
-                ),
-                done=Count(
-                    "dispatches", filter=Q(dispatches__status=DispatchStatus.DONE)
-                ),
+                waiting=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.WAITING)),
+                in_flight=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.QUEUED)),
+                stopped=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.STOPPED)),
+                done=Count("dispatches", filter=Q(dispatches__status=DispatchStatus.DONE)),
             )
             .order_by("pk")
         )
@@ -133,13 +123,9 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
-    @admin.action(
-        description="Run archival now (on the workers)", permissions=["start_run"]
-    )
+    @admin.action(description="Run archival now (on the workers)", permissions=["start_run"])
     def run_now(self, request, queryset):
-        return HttpResponseRedirect(
-            reverse("admin:governance_schedule_control", args=["run-now", 0])
-        )
+        return HttpResponseRedirect(reverse("admin:governance_schedule_control", args=["run-now", 0]))
 
     def get_urls(self):
         return [
@@ -166,13 +152,9 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
         back = reverse("admin:governance_schedulersettings_changelist")
         if request.method == "POST":
             if action == "run-now":
-                result = dispatch.start_scheduled_run(
-                    actor=request.user, trigger="admin"
-                )
+                result = dispatch.start_scheduled_run(actor=request.user, trigger="admin")
                 if result.refused:
-                    self.message_user(
-                        request, f"Run refused: {result.refused}.", messages.ERROR
-                    )
+                    self.message_user(request, f"Run refused: {result.refused}.", messages.ERROR)
                 else:
                     self.message_user(
                         request,
@@ -191,17 +173,13 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
                 done = dispatch.request_stop(run.pk, actor=request.user)
                 self.message_user(
                     request,
-                    f"Run {run.pk}: stop requested."
-                    if done
-                    else f"Run {run.pk} is not running.",
+                    f"Run {run.pk}: stop requested." if done else f"Run {run.pk} is not running.",
                 )
             else:
                 done = dispatch.continue_run(run.pk, actor=request.user)
                 self.message_user(
                     request,
-                    f"Run {run.pk} continues on the workers."
-                    if done
-                    else f"Run {run.pk} is not open.",
+                    f"Run {run.pk} continues on the workers." if done else f"Run {run.pk} is not open.",
                 )
             return HttpResponseRedirect(back)
         if request.method != "GET":
@@ -214,9 +192,7 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
             "run": run,
             "back": back,
         }
-        return TemplateResponse(
-            request, "admin/governance/schedulersettings/confirm.html", context
-        )
+        return TemplateResponse(request, "admin/governance/schedulersettings/confirm.html", context)
 
 
 @admin.register(TableDispatch)

@@ -1,6 +1,7 @@
 from governance.models.access import ArchiveSearchAccess
 from governance.models.archive import BatchLedger, Hold, HoldKey, HoldScope, LedgerState
 from governance.models.audit import AuditEvent
+from governance.models.configs import ArchivalLogic, TableConfig, TableType
 from governance.models.disposal import (
     ArchiveLock,
     AuditChainHead,
@@ -12,7 +13,6 @@ from governance.models.disposal import (
     RetentionChange,
     RetentionChangeStatus,
 )
-from governance.models.configs import ArchivalLogic, TableConfig, TableType
 from governance.models.runs import (
     FINAL_PHASES,
     OPEN_PHASES,
@@ -30,34 +30,34 @@ from governance.models.scheduling import (
 )
 
 __all__ = [
-    "ArchiveLock",
-    "AuditChainHead",
-    "BatchStatus",
-    "Decision",
-    "DisposalApproval",
-    "DisposalBatch",
-    "DisposalCertificate",
-    "RetentionChange",
-    "RetentionChangeStatus",
     "FINAL_PHASES",
     "OPEN_PHASES",
     "ArchivalLogic",
     "ArchivalRun",
+    "ArchiveLock",
     "ArchiveSearchAccess",
+    "AuditChainHead",
     "AuditEvent",
     "BatchLedger",
+    "BatchStatus",
+    "Decision",
+    "DispatchStage",
+    "DispatchStatus",
+    "DisposalApproval",
+    "DisposalBatch",
+    "DisposalCertificate",
     "Hold",
     "HoldKey",
     "HoldScope",
     "LedgerState",
     "Phase",
     "RecoveryState",
-    "RunStatus",
-    "DispatchStage",
-    "DispatchStatus",
+    "RetentionChange",
+    "RetentionChangeStatus",
     "RunDispatch",
+    "RunStatus",
     "SchedulerSettings",
-    "TableDispatch",
     "TableConfig",
+    "TableDispatch",
     "TableType",
 ]

@@ -25,9 +25,7 @@ class HoldQuerySet(models.QuerySet):
     def active(self, at=None):
         """Holds in force now: not released, and hold-until not passed."""
         today = timezone.localdate() if at is None else at
-        return self.filter(released_at__isnull=True).filter(
-            Q(hold_until__isnull=True) | Q(hold_until__gte=today)
-        )
+        return self.filter(released_at__isnull=True).filter(Q(hold_until__isnull=True) | Q(hold_until__gte=today))
 
     def due_for_review(self, at=None):
         today = timezone.localdate() if at is None else at
@@ -35,20 +33,14 @@ class HoldQuerySet(models.QuerySet):
 
 
 class Hold(models.Model):
-    scope = models.CharField(
-        max_length=16, choices=HoldScope, help_text="What the hold covers."
-    )
+    scope = models.CharField(max_length=16, choices=HoldScope, help_text="What the hold covers.")
     source_db = models.CharField(
         max_length=63,
         blank=True,
         help_text="Source database (TABLE, CONTRACT, KEYS scopes).",
     )
-    schema_name = models.CharField(
-        max_length=128, blank=True, help_text="Source schema (TABLE and KEYS scopes)."
-    )
-    table_name = models.CharField(
-        max_length=128, blank=True, help_text="Source table (TABLE and KEYS scopes)."
-    )
+    schema_name = models.CharField(max_length=128, blank=True, help_text="Source schema (TABLE and KEYS scopes).")
+    table_name = models.CharField(max_length=128, blank=True, help_text="Source table (TABLE and KEYS scopes).")
     contract_value = models.CharField(
         max_length=200,
         blank=True,
@@ -64,30 +56,18 @@ class Hold(models.Model):
         blank=True,
         help_text="DATE_RANGE scope: last reference date covered.",
     )
-    reason = models.TextField(
-        help_text="Why the rows are held (matter, regulator, ticket)."
-    )
+    reason = models.TextField(help_text="Why the rows are held (matter, regulator, ticket).")
     placed_by = models.CharField(max_length=150, help_text="Who placed the hold.")
-    placed_at = models.DateTimeField(
-        default=timezone.now, help_text="When the hold was placed."
-    )
-    review_by = models.DateField(
-        null=True, blank=True, help_text="Compliance reviews the hold by this date."
-    )
+    placed_at = models.DateTimeField(default=timezone.now, help_text="When the hold was placed.")
+    review_by = models.DateField(null=True, blank=True, help_text="Compliance reviews the hold by this date.")
     hold_until = models.DateField(
         null=True,
         blank=True,
         help_text="Hold ends after this date; empty: until released.",
     )
-    released_by = models.CharField(
-        max_length=150, blank=True, help_text="Who released the hold."
-    )
-    released_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the hold was released."
-    )
-    release_reason = models.TextField(
-        blank=True, help_text="Why the hold was released."
-    )
+    released_by = models.CharField(max_length=150, blank=True, help_text="Who released the hold.")
+    released_at = models.DateTimeField(null=True, blank=True, help_text="When the hold was released.")
+    release_reason = models.TextField(blank=True, help_text="Why the hold was released.")
 
     objects = HoldQuerySet.as_manager()
 
@@ -124,9 +104,7 @@ class HoldKey(models.Model):
     )
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["hold", "key_text"], name="holdkey_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["hold", "key_text"], name="holdkey_unique")]
 
     def __str__(self) -> str:
         return self.key_text
@@ -150,29 +128,17 @@ class BatchLedger(models.Model):
         null=True,
         help_text="Exclusive lower bound: the cursor before this batch (null: the start).",
     )
-    key_high = models.JSONField(
-        help_text="Inclusive upper bound: the last key moved in this batch."
-    )
-    row_count = models.IntegerField(
-        help_text="Rows inserted into the archive by this batch."
-    )
-    deleted_count = models.IntegerField(
-        default=0, help_text="Rows deleted from the source by this batch."
-    )
-    state = models.CharField(
-        max_length=8, choices=LedgerState, help_text="How far the batch got."
-    )
-    committed_at = models.DateTimeField(
-        default=timezone.now, help_text="When the archive side committed."
-    )
+    key_high = models.JSONField(help_text="Inclusive upper bound: the last key moved in this batch.")
+    row_count = models.IntegerField(help_text="Rows inserted into the archive by this batch.")
+    deleted_count = models.IntegerField(default=0, help_text="Rows deleted from the source by this batch.")
+    state = models.CharField(max_length=8, choices=LedgerState, help_text="How far the batch got.")
+    committed_at = models.DateTimeField(default=timezone.now, help_text="When the archive side committed.")
 
     class Meta:
         ordering = ["run_id", "config_id", "batch_no"]
         constraints = [
             # A batch is recorded once: a replayed batch fails here and rolls back.
-            models.UniqueConstraint(
-                fields=["run_id", "config_id", "batch_no"], name="ledger_unique_batch"
-            ),
+            models.UniqueConstraint(fields=["run_id", "config_id", "batch_no"], name="ledger_unique_batch"),
         ]
 
     def __str__(self) -> str:

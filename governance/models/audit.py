@@ -19,18 +19,14 @@ class AuditEventManager(models.Manager):
         table_label: str = "",
         counts: dict | None = None,
         details: dict | None = None,
-    ) -> "AuditEvent":
+    ) -> AuditEvent:
         """The one write path for audit rows (nothing else creates them).
 
         ``actor`` is a user, a string naming a process, or None (the system).
         Snapshots are stored as text so the event survives deletions.
         """
         user = actor if hasattr(actor, "get_username") else None
-        actor_text = (
-            user.get_username()
-            if user is not None
-            else (str(actor) if actor else "system")
-        )
+        actor_text = user.get_username() if user is not None else (str(actor) if actor else "system")
         event = self.model(
             action=action,
             actor=actor_text,
@@ -76,15 +72,9 @@ class AuditEvent(models.Model):
         db_index=True,
         help_text="What happened, e.g. run.started, batch.moved, hold.placed.",
     )
-    outcome = models.CharField(
-        max_length=16, default="OK", help_text="OK, FAILED, REFUSED, BLOCKED, ..."
-    )
-    object_type = models.CharField(
-        max_length=64, blank=True, help_text="Model name of the object concerned."
-    )
-    object_id = models.CharField(
-        max_length=64, blank=True, help_text="Its primary key, as text."
-    )
+    outcome = models.CharField(max_length=16, default="OK", help_text="OK, FAILED, REFUSED, BLOCKED, ...")
+    object_type = models.CharField(max_length=64, blank=True, help_text="Model name of the object concerned.")
+    object_id = models.CharField(max_length=64, blank=True, help_text="Its primary key, as text.")
     object_repr = models.CharField(
         max_length=400,
         blank=True,
@@ -102,17 +92,13 @@ class AuditEvent(models.Model):
         db_index=True,
         help_text="source.schema.table concerned, if any.",
     )
-    counts = models.JSONField(
-        default=dict, blank=True, help_text="Row counts and other figures."
-    )
+    counts = models.JSONField(default=dict, blank=True, help_text="Row counts and other figures.")
     details = models.JSONField(
         default=dict,
         blank=True,
         help_text="Anything else worth keeping (errors, filters, comments).",
     )
-    host = models.CharField(
-        max_length=255, blank=True, help_text="Machine that wrote the event."
-    )
+    host = models.CharField(max_length=255, blank=True, help_text="Machine that wrote the event.")
     prev_hash = models.CharField(
         max_length=64,
         blank=True,

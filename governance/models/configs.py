@@ -127,15 +127,9 @@ class TableConfig(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(100_000)],
         help_text="Rows per batch transaction. Empty: 5,000 (4,000 on SQL Server, below lock escalation).",
     )
-    is_active = models.BooleanField(
-        "active", default=True, help_text="Inactive configs are skipped by runs."
-    )
-    created_at = models.DateTimeField(
-        auto_now_add=True, help_text="When the config was created."
-    )
-    updated_at = models.DateTimeField(
-        auto_now=True, help_text="When the config last changed."
-    )
+    is_active = models.BooleanField("active", default=True, help_text="Inactive configs are skipped by runs.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the config was created.")
+    updated_at = models.DateTimeField(auto_now=True, help_text="When the config last changed.")
 
     objects = TableConfigQuerySet.as_manager()
     history = HistoricalRecords(excluded_fields=["updated_at"])
@@ -206,9 +200,7 @@ class TableConfig(models.Model):
                 "contract_maturity_column",
             ):
                 if not getattr(self, field):
-                    errors[field] = (
-                        "A contract-maturity config needs the whole contract join."
-                    )
+                    errors[field] = "A contract-maturity config needs the whole contract join."
         if errors:
             raise ValidationError(errors)
         # Only a well-formed config is checked against the live schema.

@@ -56,15 +56,9 @@ class ArchivalRun(models.Model):
         default="manual",
         help_text="What started the run: manual, schedule, admin, or a command.",
     )
-    started_by = models.CharField(
-        max_length=150, blank=True, help_text="User or process that started the run."
-    )
-    started_at = models.DateTimeField(
-        auto_now_add=True, help_text="When the run was created."
-    )
-    finished_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the last table of the run finished."
-    )
+    started_by = models.CharField(max_length=150, blank=True, help_text="User or process that started the run.")
+    started_at = models.DateTimeField(auto_now_add=True, help_text="When the run was created.")
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="When the last table of the run finished.")
     deadline = models.DateTimeField(
         null=True,
         blank=True,
@@ -140,12 +134,8 @@ class RecoveryState(models.Model):
         blank=True,
         help_text="Rows without a reference date (never eligible).",
     )
-    key_low = models.JSONField(
-        null=True, blank=True, help_text="Smallest eligible primary key at Mark."
-    )
-    key_high = models.JSONField(
-        null=True, blank=True, help_text="Largest eligible primary key at Mark."
-    )
+    key_low = models.JSONField(null=True, blank=True, help_text="Smallest eligible primary key at Mark.")
+    key_high = models.JSONField(null=True, blank=True, help_text="Largest eligible primary key at Mark.")
     cursor = models.JSONField(
         null=True,
         blank=True,
@@ -155,29 +145,17 @@ class RecoveryState(models.Model):
         default=0,
         help_text="Rows moved by this run so far (reconciled with the archive ledger).",
     )
-    batches_done = models.IntegerField(
-        default=0, help_text="Batches committed by this run so far."
-    )
-    attempts = models.IntegerField(
-        default=0, help_text="How many times a worker started on this table."
-    )
+    batches_done = models.IntegerField(default=0, help_text="Batches committed by this run so far.")
+    attempts = models.IntegerField(default=0, help_text="How many times a worker started on this table.")
     lease_owner = models.CharField(
         max_length=200,
         blank=True,
         help_text="Worker holding the lease (host:pid:uuid), empty when free.",
     )
-    lease_expires_at = models.DateTimeField(
-        null=True, blank=True, help_text="The lease is free after this instant."
-    )
-    last_error = models.TextField(
-        blank=True, help_text="Last error that stopped this table."
-    )
-    started_at = models.DateTimeField(
-        null=True, blank=True, help_text="When a worker first started on this table."
-    )
-    finished_at = models.DateTimeField(
-        null=True, blank=True, help_text="When this table reached a final phase."
-    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True, help_text="The lease is free after this instant.")
+    last_error = models.TextField(blank=True, help_text="Last error that stopped this table.")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker first started on this table.")
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="When this table reached a final phase.")
     updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
 
     objects = RecoveryStateQuerySet.as_manager()
@@ -186,17 +164,13 @@ class RecoveryState(models.Model):
         ordering = ["run_id", "id"]
         constraints = [
             # One state per table per run: the lease lives on this row.
-            models.UniqueConstraint(
-                fields=["run", "config"], name="recoverystate_unique_run_table"
-            ),
+            models.UniqueConstraint(fields=["run", "config"], name="recoverystate_unique_run_table"),
         ]
         indexes = [
             # "Is there an unfinished run for this table?" before each new run.
             models.Index(fields=["config", "phase"], name="recoverystate_config_phase"),
             # The sweeper looks for expired leases in open runs.
-            models.Index(
-                fields=["phase", "lease_expires_at"], name="recoverystate_lease_idx"
-            ),
+            models.Index(fields=["phase", "lease_expires_at"], name="recoverystate_lease_idx"),
         ]
 
     def __str__(self) -> str:

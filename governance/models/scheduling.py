@@ -85,28 +85,22 @@ class SchedulerSettings(models.Model):
         verbose_name_plural = "scheduler settings"
         constraints = [
             # A singleton: the pump locks this one row to serialize cap accounting.
-            models.CheckConstraint(
-                condition=Q(pk=SETTINGS_PK), name="schedulersettings_singleton"
-            ),
+            models.CheckConstraint(condition=Q(pk=SETTINGS_PK), name="schedulersettings_singleton"),
         ]
-        permissions = [
-            ("pause_scheduler", "Can pause and resume the archival scheduler")
-        ]
+        permissions = [("pause_scheduler", "Can pause and resume the archival scheduler")]
 
     def __str__(self) -> str:
         return "Scheduler settings" + (" (paused)" if self.paused else "")
+
+    def save(self, *args, **kwargs):
+        self.pk = SETTINGS_PK
+        super().save(*args, **kwargs)
 
     def clean(self) -> None:
         timeout = settings.Q_CLUSTER.get("timeout") or 0
         # A slice must end, and its last batch commit, before q2 kills the task.
         if timeout and self.slice_seconds > timeout / 2:
-            raise ValidationError(
-                {"slice_seconds": f"Must be at most half the q2 timeout ({timeout}s)."}
-            )
-
-    def save(self, *args, **kwargs):
-        self.pk = SETTINGS_PK
-        super().save(*args, **kwargs)
+            raise ValidationError({"slice_seconds": f"Must be at most half the q2 timeout ({timeout}s)."})
 
 
 class DispatchStage(models.TextChoices):
@@ -144,9 +138,7 @@ class TableDispatch(models.Model):
         related_name="dispatches",
         help_text="The run (copied for cheap counts).",
     )
-    source_db = models.CharField(
-        max_length=63, help_text="Source database alias, for the per-source cap."
-    )
+    source_db = models.CharField(max_length=63, help_text="Source database alias, for the per-source cap.")
     stage = models.CharField(
         max_length=16,
         choices=DispatchStage,
@@ -168,24 +160,18 @@ class TableDispatch(models.Model):
         blank=True,
         help_text="django-q2 id of the last task enqueued for this table.",
     )
-    queued_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the current task was enqueued."
-    )
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When the current task was enqueued.")
     touched_at = models.DateTimeField(
         null=True,
         blank=True,
         help_text="Last sign of life: enqueued, picked up, or a slice ended.",
     )
-    slices = models.PositiveIntegerField(
-        default=0, help_text="Task slices run for this table."
-    )
+    slices = models.PositiveIntegerField(default=0, help_text="Task slices run for this table.")
     requeues = models.PositiveIntegerField(
         default=0,
         help_text="Times the sweeper re-enqueued this table after a lost task or an expired lease.",
     )
-    last_outcome = models.CharField(
-        max_length=200, blank=True, help_text="What the last slice reported."
-    )
+    last_outcome = models.CharField(max_length=200, blank=True, help_text="What the last slice reported.")
     position = models.PositiveIntegerField(
         default=0,
         help_text="Dependency order in the run (children first); the pump enqueues in this order.",
@@ -203,9 +189,7 @@ class TableDispatch(models.Model):
         indexes = [
             # Cap accounting: in-flight tasks per stage and per source database.
             models.Index(fields=["status", "stage"], name="dispatch_status_stage_idx"),
-            models.Index(
-                fields=["status", "source_db"], name="dispatch_status_source_idx"
-            ),
+            models.Index(fields=["status", "source_db"], name="dispatch_status_source_idx"),
             # Finalizer and pump: what is left in one run.
             models.Index(fields=["run", "status"], name="dispatch_run_status_idx"),
         ]
@@ -221,15 +205,11 @@ class RunDispatch(models.Model):
         related_name="dispatch",
         help_text="The run the scheduler drives.",
     )
-    created_at = models.DateTimeField(
-        auto_now_add=True, help_text="When the scheduler took the run over."
-    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the scheduler took the run over.")
     finalize_enqueued_at = models.DateTimeField(
         null=True, blank=True, help_text="When the finalizer was enqueued (once)."
     )
-    finalized_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the finalizer closed the run."
-    )
+    finalized_at = models.DateTimeField(null=True, blank=True, help_text="When the finalizer closed the run.")
 
     class Meta:
         verbose_name = "run dispatch"

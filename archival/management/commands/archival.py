@@ -60,9 +60,7 @@ class Command(BaseCommand):
                     help="Limit to a table (Name, Source.Name or Source.schema.Name); repeatable.",
                 )
             if name in {"plan", "run"}:
-                p.add_argument(
-                    "--cutoff", type=_date, help="Run as of this date instead of today."
-                )
+                p.add_argument("--cutoff", type=_date, help="Run as of this date instead of today.")
             if name == "run":
                 p.add_argument(
                     "--dry-run",
@@ -170,9 +168,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(summary))
 
     def render_tables(self, tables):
-        self.stdout.write(
-            f"{'table':<45} {'phase':<10} {'eligible':>9} {'archived':>9} {'moved now':>9}  error"
-        )
+        self.stdout.write(f"{'table':<45} {'phase':<10} {'eligible':>9} {'archived':>9} {'moved now':>9}  error")
         for t in tables:
             self.stdout.write(
                 f"{t.label:<45} {t.phase:<10} {t.eligible if t.eligible is not None else '-':>9} {t.archived_total:>9} {t.moved:>9}  {t.error[:80]}"
@@ -200,9 +196,7 @@ class Command(BaseCommand):
                     "status": run.status,
                     "cutoff": run.cutoff.isoformat(),
                     "started_at": run.started_at.isoformat(),
-                    "finished_at": run.finished_at.isoformat()
-                    if run.finished_at
-                    else None,
+                    "finished_at": run.finished_at.isoformat() if run.finished_at else None,
                     "tables": [
                         {
                             "table": s.table_label,
@@ -224,12 +218,8 @@ class Command(BaseCommand):
                     f"Run {run['run_id']}: {run['status']} (cutoff {run['cutoff']}, started {run['started_at']})"
                 )
             )
-            self.stdout.write(
-                f"{'table':<45} {'phase':<10} {'eligible':>9} {'archived':>9}  error"
-            )
+            self.stdout.write(f"{'table':<45} {'phase':<10} {'eligible':>9} {'archived':>9}  error")
             for t in run["tables"]:
                 elig = t["eligible"] if t["eligible"] is not None else "-"
-                self.stdout.write(
-                    f"{t['table']:<45} {t['phase']:<10} {elig:>9} {t['archived']:>9}  {t['error'][:80]}"
-                )
+                self.stdout.write(f"{t['table']:<45} {t['phase']:<10} {elig:>9} {t['archived']:>9}  {t['error'][:80]}")
         self.stdout.write(f"{len(payload)} run(s) shown.")

@@ -29,9 +29,7 @@ class Command(BaseCommand):
             default=DemoSize.generated_rows,
             help="Rows per generated table.",
         )
-        parser.add_argument(
-            "--small", action="store_true", help="A small data set for tests."
-        )
+        parser.add_argument("--small", action="store_true", help="A small data set for tests.")
 
     def handle(self, *args, **options):
         size = DemoSize(
@@ -49,8 +47,4 @@ class Command(BaseCommand):
                 generated_rows=60,
             )
         counts = build_demo(size)
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Demo built: {len(counts)} source tables, {sum(counts.values())} rows."
-            )
-        )
+        self.stdout.write(self.style.SUCCESS(f"Demo built: {len(counts)} source tables, {sum(counts.values())} rows."))

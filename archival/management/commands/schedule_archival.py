@@ -38,18 +38,14 @@ class Command(BaseCommand):
             default=[],
             help="With --run-now: only this table (repeatable).",
         )
-        parser.add_argument(
-            "--actor", default="cli", help="Who asks (kept in the audit trail)."
-        )
+        parser.add_argument("--actor", default="cli", help="Who asks (kept in the audit trail).")
         group = parser.add_mutually_exclusive_group()
         group.add_argument(
             "--pause",
             action="store_true",
             help="Pause the scheduler: no run starts, no new slice is enqueued.",
         )
-        group.add_argument(
-            "--unpause", action="store_true", help="Resume the scheduler."
-        )
+        group.add_argument("--unpause", action="store_true", help="Resume the scheduler.")
 
     def handle(self, *args, **options):
         outcome = ensure_schedules(Schedule, reset=options["reset"])
@@ -58,9 +54,7 @@ class Command(BaseCommand):
         if options["pause"] or options["unpause"]:
             changed = dispatch.set_paused(options["pause"], actor=options["actor"])
             state = "paused" if options["pause"] else "running"
-            self.stdout.write(
-                f"scheduler {state}" + ("" if changed else " (unchanged)")
-            )
+            self.stdout.write(f"scheduler {state}" + ("" if changed else " (unchanged)"))
         if options["run_now"]:
             result = dispatch.start_scheduled_run(
                 actor=options["actor"],
@@ -76,6 +70,4 @@ class Command(BaseCommand):
                 )
             )
         else:
-            self.stdout.write(
-                self.style.SUCCESS(f"{len(outcome)} schedule(s) in place")
-            )
+            self.stdout.write(self.style.SUCCESS(f"{len(outcome)} schedule(s) in place"))
