@@ -110,11 +110,15 @@ def _tune(alias: str, config: dict) -> dict:
     engine = config["ENGINE"]
     options = config.setdefault("OPTIONS", {})
     if engine == "django.db.backends.sqlite3":
-        # Rollback journal, synchronous FULL: the only mode in which one
-        # transaction commits atomically across ATTACHed files (WAL does not).
+        # Archive and sources: rollback journal, synchronous FULL, the only
+        # mode in which one transaction commits atomically across ATTACHed
+        # files. The control database is never attached: WAL (one fsync per
+        # commit, readers never block the writer) with synchronous FULL.
+        journal = "WAL" if alias == "default" else "DELETE"
         options.setdefault(
             "init_command",
-            "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+            f"PRAGMA journal_mode={journal}; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
+            "PRAGMA cache_size=-65536;",
         )
         # Control database: IMMEDIATE takes the write lock at BEGIN, so two
         # writers (leases, the q2 ORM broker) queue on the busy timeout instead

@@ -128,8 +128,17 @@ class Backend:
             return col.db_type
         return self.type_for_generic(col)
 
+    # Archive column types for columns read from another engine, by family.
+    generic_types: dict[str, str] = {}
+    decimal_type = "NUMERIC({p},{s})"
+    decimal_fallback = "NUMERIC"
+    text_fallback = "TEXT"
+
     def type_for_generic(self, col: Column) -> str:
-        raise NotImplementedError
+        if col.generic == "decimal":
+            p, s = col.size
+            return self.decimal_type.format(p=p, s=s or 0) if p else self.decimal_fallback
+        return self.generic_types.get(col.generic, self.text_fallback)
 
     def timestamp_type(self) -> str:
         raise NotImplementedError

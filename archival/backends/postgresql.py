@@ -104,20 +104,18 @@ class PostgresBackend(Backend):
         # PostgreSQL clamps 29 February + 1 year to 28 February by itself.
         return f"CAST(CAST({expr} AS DATE) + make_interval(years => %s) AS DATE)"
 
-    def type_for_generic(self, col: Column) -> str:
-        g = col.generic
-        if g == "decimal":
-            p, s = col.size
-            return f"numeric({p},{s})" if p else "numeric"
-        return {
-            "int": "integer",
-            "bigint": "bigint",
-            "float": "double precision",
-            "bool": "boolean",
-            "date": "date",
-            "datetime": "timestamp",
-            "binary": "bytea",
-        }.get(g, "text")
+    generic_types = {
+        "int": "integer",
+        "bigint": "bigint",
+        "float": "double precision",
+        "bool": "boolean",
+        "date": "date",
+        "datetime": "timestamp",
+        "binary": "bytea",
+    }
+    decimal_type = "numeric({p},{s})"
+    decimal_fallback = "numeric"
+    text_fallback = "text"
 
     def timestamp_type(self) -> str:
         return "timestamp with time zone"

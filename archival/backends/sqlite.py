@@ -65,6 +65,7 @@ def attach_namespaces(sender, connection, **kwargs) -> None:
                 cur.execute("ATTACH DATABASE ? AS " + _q(ns), [str(path)])
                 cur.execute(f"PRAGMA {_q(ns)}.journal_mode=DELETE")
                 cur.execute(f"PRAGMA {_q(ns)}.synchronous=FULL")
+                cur.execute(f"PRAGMA {_q(ns)}.cache_size=-65536")
         if readonly:
             continue
         src_settings = connections[alias].settings_dict
@@ -77,6 +78,7 @@ def attach_namespaces(sender, connection, **kwargs) -> None:
             cur.execute("ATTACH DATABASE ? AS " + _q(name), [str(src_settings["NAME"])])
             cur.execute(f"PRAGMA {_q(name)}.journal_mode=DELETE")
             cur.execute(f"PRAGMA {_q(name)}.synchronous=FULL")
+            cur.execute(f"PRAGMA {_q(name)}.cache_size=-65536")
     cur.close()
 
 
@@ -150,20 +152,15 @@ class SQLiteBackend(Backend):
     def null_safe_equal(self, left: str, right: str) -> str:
         return f"({left} IS {right})"
 
-    def type_for_generic(self, col: Column) -> str:
-        g = col.generic
-        if g == "decimal":
-            p, s = col.size
-            return f"NUMERIC({p},{s})" if p else "NUMERIC"
-        return {
-            "int": "INTEGER",
-            "bigint": "BIGINT",
-            "float": "REAL",
-            "bool": "BOOL",
-            "date": "DATE",
-            "datetime": "DATETIME",
-            "binary": "BLOB",
-        }.get(g, "TEXT")
+    generic_types = {
+        "int": "INTEGER",
+        "bigint": "BIGINT",
+        "float": "REAL",
+        "bool": "BOOL",
+        "date": "DATE",
+        "datetime": "DATETIME",
+        "binary": "BLOB",
+    }
 
     def timestamp_type(self) -> str:
         return "DATETIME"

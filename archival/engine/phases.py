@@ -51,6 +51,17 @@ def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]
     return eligible, nulls, low, high
 
 
+def count_left(spec: TableSpec) -> int:
+    """Eligible rows still in the source (mark form): what verify expects to be zero."""
+    if mssql_path.uses_procedures(spec):
+        return mssql_path.mark_counts(spec)[0]
+    on = spec.source
+    where, params = spec.selection(on, at_mark=True)
+    with on.connection.cursor() as cur:
+        cur.execute(f"SELECT COUNT(*) FROM {spec.from_clause(on)} WHERE {where}", params)
+        return cur.fetchone()[0]
+
+
 def null_count_sql(spec: TableSpec) -> str:
     on = spec.source
     q = on.quote
@@ -65,26 +76,28 @@ def null_count_sql(spec: TableSpec) -> str:
 
 def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
     ensure_archive_table(spec)
+    spec.archive_ready = True
     checkpoint("mark_start")
     eligible, nulls, low, high = count_eligible(spec)
-    renew(
-        state.pk,
-        worker,
-        phase=Phase.MARKED,
-        threshold=spec.threshold,
-        eligible_count=eligible,
-        null_date_count=nulls,
-        key_low=to_json(low),
-        key_high=to_json(high),
-    )
-    AuditEvent.objects.record(
-        "table.marked",
-        actor=worker,
-        run_id=state.run_id,
-        table_label=spec.label,
-        counts={"eligible": eligible, "null_dates": nulls},
-        details={"threshold": spec.threshold.isoformat(), "mode": spec.mode},
-    )
+    with transaction.atomic():
+        renew(
+            state.pk,
+            worker,
+            phase=Phase.MARKED,
+            threshold=spec.threshold,
+            eligible_count=eligible,
+            null_date_count=nulls,
+            key_low=to_json(low),
+            key_high=to_json(high),
+        )
+        AuditEvent.objects.record(
+            "table.marked",
+            actor=worker,
+            run_id=state.run_id,
+            table_label=spec.label,
+            counts={"eligible": eligible, "null_dates": nulls},
+            details={"threshold": spec.threshold.isoformat(), "mode": spec.mode},
+        )
 
 
 def ledger_progress(run_id: int, config_id: int) -> tuple[int, int, list | None]:
@@ -108,7 +121,8 @@ def archive(
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[int, int, bool]:
     """Move batches until none is left or ``should_stop()``; return (moved, batches, finished)."""
-    ensure_archive_table(spec)
+    if not spec.archive_ready:
+        ensure_archive_table(spec)
     if spec.mode == "streaming":
         streaming.finish_pending(spec, run_id=state.run_id)
     batch_no, archived, cursor = ledger_progress(state.run_id, spec.config.pk)
@@ -173,25 +187,18 @@ def archive(
         archived += outcome.moved
         moved_total += outcome.moved
         batches += 1
-        renew(
-            state.pk,
-            worker,
-            cursor=cursor,
-            archived_count=archived,
-            batches_done=batch_no,
-        )
-        AuditEvent.objects.record(
-            "batch.moved",
-            actor=worker,
-            run_id=state.run_id,
-            table_label=spec.label,
-            counts={
-                "batch": batch_no,
-                "rows": outcome.moved,
-                "already_archived": outcome.skipped_identical,
-            },
-            details={"high": cursor, "seconds": round(time.monotonic() - started, 3)},
-        )
+        # Progress and its audit event commit together: one control-database
+        # commit per batch (the batch itself committed in the archive).
+        with transaction.atomic():
+            renew(state.pk, worker, cursor=cursor, archived_count=archived, batches_done=batch_no)
+            AuditEvent.objects.record(
+                "batch.moved",
+                actor=worker,
+                run_id=state.run_id,
+                table_label=spec.label,
+                counts={"batch": batch_no, "rows": outcome.moved, "already_archived": outcome.skipped_identical},
+                details={"high": cursor, "seconds": round(time.monotonic() - started, 3)},
+            )
         if on_batch:
             on_batch(outcome.moved)
 
@@ -199,7 +206,7 @@ def archive(
 def verify(spec: TableSpec, state: RecoveryState, worker: str) -> None:
     """Marked == archived, and no eligible row left in the source."""
     _, archived, _ = ledger_progress(state.run_id, spec.config.pk)
-    eligible_left, _, _, _ = count_eligible(spec)
+    eligible_left = count_left(spec)
     problems = []
     if state.eligible_count is not None and archived != state.eligible_count:
         problems.append(f"marked {state.eligible_count} eligible rows but the ledger records {archived} archived")
@@ -210,13 +217,9 @@ def verify(spec: TableSpec, state: RecoveryState, worker: str) -> None:
     checkpoint("verify")
     with transaction.atomic():
         renew(state.pk, worker, phase=Phase.VERIFIED, archived_count=archived)
-    AuditEvent.objects.record(
-        "table.verified",
-        actor=worker,
-        run_id=state.run_id,
-        table_label=spec.label,
-        counts={"archived": archived},
-    )
+        AuditEvent.objects.record(
+            "table.verified", actor=worker, run_id=state.run_id, table_label=spec.label, counts={"archived": archived}
+        )
 
 
 def _retrying(spec: TableSpec, state: RecoveryState, worker: str):

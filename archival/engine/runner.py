@@ -242,27 +242,14 @@ def advance_table(
                 if not finished:
                     break
                 leases.renew(state.pk, worker, phase=Phase.ARCHIVED)
-            elif state.phase == Phase.ARCHIVED:
-                phases.verify(spec, state, worker)
-            elif state.phase == Phase.VERIFIED:
-                leases.renew(
-                    state.pk,
-                    worker,
-                    phase=Phase.COMPLETED,
-                    finished_at=timezone.now(),
-                    last_error="",
-                )
-                log_line(f"run {state.run_id} table {state.table_label} completed archived={state.archived_count}")
-                AuditEvent.objects.record(
-                    "table.completed",
-                    actor=worker,
-                    run_id=state.run_id,
-                    table_label=state.table_label,
-                    counts={
-                        "archived": state.archived_count,
-                        "eligible": state.eligible_count,
-                    },
-                )
+            elif state.phase in (Phase.ARCHIVED, Phase.VERIFIED):
+                # Verify and complete commit together when the caller wants both.
+                with transaction.atomic():
+                    if state.phase == Phase.ARCHIVED:
+                        phases.verify(spec, state, worker)
+                        state.phase = Phase.VERIFIED
+                    if target > PHASE_ORDER.index(Phase.VERIFIED):
+                        _complete(state, worker)
     except LeaseLost:
         result.lease_lost = True
     except (TableError, DatabaseError) as exc:
@@ -276,6 +263,21 @@ def advance_table(
     result.archived_total = state.archived_count
     result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+def _complete(state: RecoveryState, worker: str) -> None:
+    leases.renew(state.pk, worker, phase=Phase.COMPLETED, finished_at=timezone.now(), last_error="")
+    state.refresh_from_db(fields=["archived_count", "eligible_count"])
+    AuditEvent.objects.record(
+        "table.completed",
+        actor=worker,
+        run_id=state.run_id,
+        table_label=state.table_label,
+        counts={"archived": state.archived_count, "eligible": state.eligible_count},
+    )
+    transaction.on_commit(
+        lambda: log_line(f"run {state.run_id} table {state.table_label} completed archived={state.archived_count}")
+    )
 
 
 def _fail(state: RecoveryState, worker: str, exc: Exception) -> None:

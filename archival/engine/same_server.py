@@ -111,29 +111,40 @@ def _delete(spec: TableSpec, low, high) -> tuple[str, list]:
     return sql, [spec.threshold_param(on), *rng_params, *par_params]
 
 
-def _pg_move(spec: TableSpec, run_id: int, years: int, low, high) -> tuple[str, list]:
+def _pg_move(spec: TableSpec, run_id: int, years: int, low, size: int) -> tuple[str, list]:
+    """One statement: pick the batch, delete it, insert it, report its last key and counts.
+
+    The batch is chosen, deleted and inserted under one snapshot; the final
+    SELECT hands Python one row (the last key and two counts), or none when
+    nothing eligible is left after ``low``.
+    """
     on = spec.archive
     q = on.quote
     now = timezone.now()
     src = spec.source_table(on)
-    rng, rng_params = keys.key_range(spec.q(on, "s", spec.pk), low, high)
-    par, par_params = spec.parent_rule(on, at_mark=False)
-    ref = on.as_date_sql(spec.reference_expr(on))
-    using = ""
-    join = ""
+    pk_s = spec.q(on, "s", spec.pk)
+    where, params = spec.selection(on, low=low)
+    batch = (
+        f"SELECT {', '.join(pk_s)} FROM {spec.from_clause(on)} WHERE {where} ORDER BY {keys.order_by(pk_s)} LIMIT %s"
+    )
+    match = " AND ".join(f"s.{q(c)} = b.{q(c)}" for c in spec.pk)
+    using, join = " USING batch b", ""
     if spec.is_contract:
-        using = f" USING {spec.contract_table(on)} c"
-        join = f"c.{q(spec.config.contract_key_column)} = s.{q(spec.config.contract_reference_column)} AND "
-    returning = ", ".join(spec.q(on, "s", spec.columns))
+        using += f", {spec.contract_table(on)} c"
+        join = f" AND c.{q(spec.config.contract_key_column)} = s.{q(spec.config.contract_reference_column)}"
+    ref = on.as_date_sql(spec.reference_expr(on))
     cols = ", ".join(q(c) for c in spec.columns)
+    pk_m = [f"m.{q(c)}" for c in spec.pk]
     sql = (
-        f"WITH moved AS (DELETE FROM {src} s{using} WHERE {join}{spec.reference_expr(on)} < %s AND {rng} AND {par} "
-        f"RETURNING {returning}, {ref} AS __ref), "
+        f"WITH batch AS ({batch}), "
+        f"moved AS (DELETE FROM {src} s{using} WHERE {match}{join} "
+        f"RETURNING {', '.join(spec.q(on, 's', spec.columns))}, {ref} AS __ref), "
         f"ins AS (INSERT INTO {spec.archive_table()} ({_insert_columns(spec)}) "
         f"SELECT {cols}, %s, %s, __ref, {on.add_years_sql('__ref')} FROM moved RETURNING 1) "
-        f"SELECT (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM ins)"
+        f"SELECT {', '.join(pk_m)}, (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM ins) "
+        f"FROM moved m ORDER BY {keys.order_by(pk_m, descending=True)} LIMIT 1"
     )
-    return sql, [spec.threshold, *rng_params, *par_params, now, run_id, years]
+    return sql, [*params, size, now, run_id, years]
 
 
 def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, record_ledger) -> BatchOutcome:
@@ -171,17 +182,20 @@ def _move(spec, *, run_id, batch_no, low, size, record_ledger, slow) -> BatchOut
     years = spec.config.effective_years
     with write_transaction(on.alias):
         with on.connection.cursor() as cur:
-            high = batch_bound(spec, cur, low, size)
-            if high is None:
-                return BatchOutcome(0, None)
             skipped = 0
-            if slow:
-                skipped = _check_conflicts(spec, cur, low, high)
             if on.vendor == "postgresql" and not slow:
-                sql, params = _pg_move(spec, run_id, years, low, high)
+                sql, params = _pg_move(spec, run_id, years, low, size)
                 cur.execute(sql, params)
-                deleted, inserted = cur.fetchone()
+                row = cur.fetchone()
+                if row is None:
+                    return BatchOutcome(0, None)
+                high, (deleted, inserted) = list(row[: len(spec.pk)]), row[len(spec.pk) :]
             else:
+                high = batch_bound(spec, cur, low, size)
+                if high is None:
+                    return BatchOutcome(0, None)
+                if slow:
+                    skipped = _check_conflicts(spec, cur, low, high)
                 sql, params = _insert_select(spec, run_id, years, low, high, skip_existing=slow)
                 cur.execute(sql, params)
                 inserted = cur.rowcount

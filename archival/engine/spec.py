@@ -80,6 +80,8 @@ class TableSpec:
     threshold: date
     children: list[ChildRef] = field(default_factory=list)
     contract_info: TableInfo | None = None
+    # Set once this process has created or checked the archive table.
+    archive_ready: bool = False
 
     # -- names ---------------------------------------------------------------
     @property
