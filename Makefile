@@ -18,7 +18,7 @@ PG_ENV = ARCHIVAL_DATA_DIR=$(CURDIR)/data/test-pg \
 	SOURCEDB3_DATABASE_URL=$(PG_URL)/$(PG_SRC3) \
 	ARCHIVE_READONLY_DATABASE_URL=postgres://archive_reader@127.0.0.1:5432/$(PG_DATA)
 
-.PHONY: demo demo-disposal test test-pg test-full lint format clean
+.PHONY: demo demo-disposal test test-pg test-mariadb test-full lint format clean
 
 $(VENV_BASE): requirements.txt
 	test -x $(PYTHON) || $(PYTHON_SYS) -m venv $(VENV)
@@ -56,6 +56,17 @@ test-pg: $(VENV_DEV)
 	# SQL Server checks parse files: both ran in the SQLite leg already.
 	$(PG_ENV) $(PYTHON) -m pytest --ignore=tests/test_sched_clusters.py \
 		--ignore=tests/test_mssql_sql.py --ignore=tests/test_mssql_dry_run.py --ignore=tests/test_mssql_deploy.py
+
+# The engine's invariant and crash tests on MariaDB (127.0.0.1:3306, root):
+# control on SQLite, archive and the three sources as databases on the server.
+MY_URL ?= mysql://root@127.0.0.1:3306
+test-mariadb: $(VENV_DEV)
+	$(PYTHON) -m pip install -q -r requirements-mariadb.txt
+	rm -rf data/test-mariadb && mkdir -p data/test-mariadb/test
+	ARCHIVAL_DATA_DIR=$(CURDIR)/data/test-mariadb ARCHIVE_DATABASE_URL=$(MY_URL)/archival_ci_data \
+	ARCHIVE_READONLY_DATABASE_URL=$(MY_URL)/archival_ci_data SOURCEDB1_DATABASE_URL=$(MY_URL)/archival_ci_src1 \
+	SOURCEDB2_DATABASE_URL=$(MY_URL)/archival_ci_src2 SOURCEDB3_DATABASE_URL=$(MY_URL)/archival_ci_src3 \
+	$(PYTHON) -m pytest tests/test_core_engine.py tests/test_core_crash.py tests/test_core_no_rows_in_python.py
 
 # Full sizes of the slow suites (crash trials, property examples).
 test-full: $(VENV_DEV)

@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings
 from django.core.management.commands import flush as flush_command
 from django.db import connections
+from django.db.backends.signals import connection_created
 
 from archival.backends import backend_for
 from archival.backends.sqlite import namespace_for
@@ -32,6 +33,17 @@ def pytest_configure(config):
     # crash tests open them too); the folder must exist before Django creates them.
     (settings.DATA_DIR / "test").mkdir(parents=True, exist_ok=True)
     settings.ARCHIVAL["LOG_DIR"].mkdir(parents=True, exist_ok=True)
+
+
+def _ansi_quotes(sender, connection, **kwargs):
+    # Tests write their fixture SQL with standard double-quoted identifiers;
+    # MariaDB reads them so with ANSI_QUOTES (the engine quotes with backticks).
+    if connection.vendor == "mysql":
+        with connection.connection.cursor() as cur:
+            cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")
+
+
+connection_created.connect(_ansi_quotes, dispatch_uid="tests.ansi_quotes")
 
 
 # Django's flush between transactional tests deletes every row; the triggers
@@ -71,6 +83,8 @@ def drop_archive_tables() -> None:
             ns = namespace_for(alias)
             if arc.vendor == "postgresql":
                 cur.execute(f"DROP SCHEMA IF EXISTS {arc.quote(ns)} CASCADE")
+            elif arc.vendor == "mysql":
+                cur.execute(f"DROP DATABASE IF EXISTS {arc.quote(ns)}")
             elif arc.vendor == "sqlite":
                 if not arc.schema_exists(ns):
                     continue

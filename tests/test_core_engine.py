@@ -218,6 +218,12 @@ def test_a_reconcile_mismatch_rolls_the_batch_back(demo):
                 f'WHEN NEW."volume" % 7 = 0 BEGIN DELETE FROM "PriceHistory" WHERE "instrumentId" = NEW."instrumentId" '
                 f'AND "asOfDate" = NEW."asOfDate"; END'
             )
+        elif arc.vendor == "mysql":
+            # MariaDB cannot drop a row in its own trigger: file it under another run instead.
+            cur.execute(
+                f"CREATE TRIGGER {arc.quote(namespace_for(config.source_db))}.eat_rows BEFORE INSERT ON {table} "
+                "FOR EACH ROW SET NEW.archive_run_id = IF(NEW.volume % 7 = 0, NEW.archive_run_id + 1000000, NEW.archive_run_id)"
+            )
         else:
             cur.execute(
                 "CREATE FUNCTION eat_rows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "

@@ -129,7 +129,17 @@ def _insert_copies(spec: TableSpec, rows: list, run_id: int) -> None:
         else:
             payload.append([*values, now_param, run_id, ref, retention])
     with on.connection.cursor() as cur:
-        cur.executemany(sql, payload)
+        if on.vendor == "postgresql":
+            # COPY streams the batch in one round trip; executemany costs about
+            # twice as much for the same rows (bench/RESULTS.md, profile).
+            # (Django does not wrap COPY's errors; wrap them so a duplicate key
+            # is an IntegrityError like everywhere else.)
+            with on.connection.wrap_database_errors:
+                with cur.copy(f"COPY {spec.archive_table()} ({', '.join(cols)}) FROM STDIN") as copy:
+                    for values in payload:
+                        copy.write_row(values)
+        else:
+            cur.executemany(sql, payload)
 
 
 def _existing(spec: TableSpec, low, high) -> dict:
