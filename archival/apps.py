@@ -8,8 +8,9 @@ class ArchivalConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
-        from archival.backends.sqlite import attach_namespaces
+        from archival.backends.sqlite import attach_namespaces, use_wal_for_control
 
         # SQLite same-server moves need the source files and the archive's
         # per-source namespace files attached to the archive connection.
         connection_created.connect(attach_namespaces, dispatch_uid="archival.attach_namespaces")
+        connection_created.connect(use_wal_for_control, dispatch_uid="archival.use_wal_for_control")

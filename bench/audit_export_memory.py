@@ -74,7 +74,9 @@ def measure(limit: int | None) -> tuple[int, int, float, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000, help="events to export (the table is filled up to this)")
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="events to export (the table is filled up to this)"
+    )
     args = parser.parse_args()
 
     import django
@@ -88,7 +90,9 @@ def main() -> int:
     print(f"filled {args.events:,} events in {time.perf_counter() - started:.0f}s")
     for limit in (args.events // 10, args.events):
         rows, size, seconds, peak = measure(limit)
-        print(f"exported {rows:,} events ({size / 1e6:,.0f} MB of CSV) in {seconds:.0f}s; peak traced memory {peak / 1e6:.2f} MB")
+        print(
+            f"exported {rows:,} events ({size / 1e6:,.0f} MB of CSV) in {seconds:.0f}s; peak traced memory {peak / 1e6:.2f} MB"
+        )
     return 0
 
 

@@ -33,11 +33,7 @@ def pg(sql: str) -> None:
 
 
 def env(workers: int) -> dict:
-    e = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.endswith("_DATABASE_URL") and k != "DATABASE_URL"
-    }
+    e = {k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL") and k != "DATABASE_URL"}
     data = PG + NAMES[1]
     e.update(
         DJANGO_SETTINGS_MODULE="governance.settings",
@@ -113,9 +109,7 @@ def main() -> int:
     parser.add_argument("--size", default="small", choices=["tiny", "small", "large"])
     parser.add_argument("--tables", type=int, default=120)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument(
-        "--keep", action="store_true", help="Keep the sched_bench_* databases."
-    )
+    parser.add_argument("--keep", action="store_true", help="Keep the sched_bench_* databases.")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from bench.generate import SIZES

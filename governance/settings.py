@@ -114,11 +114,12 @@ def _tune(alias: str, config: dict) -> dict:
         # mode in which one transaction commits atomically across ATTACHed
         # files. The control database is never attached: WAL (one fsync per
         # commit, readers never block the writer) with synchronous FULL.
-        journal = "WAL" if alias == "default" else "DELETE"
+        # (Switching the control file to WAL happens once, on first connect,
+        # in archival.backends.sqlite.use_wal_for_control: WAL persists.)
+        journal = "" if alias == "default" else "PRAGMA journal_mode=DELETE; "
         options.setdefault(
             "init_command",
-            f"PRAGMA journal_mode={journal}; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
-            "PRAGMA cache_size=-65536;",
+            f"{journal}PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536;",
         )
         # Control database: IMMEDIATE takes the write lock at BEGIN, so two
         # writers (leases, the q2 ORM broker) queue on the busy timeout instead

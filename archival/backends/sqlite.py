@@ -82,6 +82,23 @@ def attach_namespaces(sender, connection, **kwargs) -> None:
     cur.close()
 
 
+def use_wal_for_control(sender, connection, **kwargs) -> None:
+    """connection_created hook: put the control database in WAL mode once.
+
+    The mode is stored in the file, so only the first connection switches it;
+    later connections only read it (switching needs an exclusive lock, which a
+    busy control database would refuse at connect time).
+    """
+    if connection.vendor != "sqlite" or connection.alias != "default":
+        return
+    cur = connection.connection.cursor()
+    try:
+        if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            cur.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cur.close()
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
