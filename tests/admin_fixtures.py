@@ -85,7 +85,7 @@ def source_table():
 def make_config(**overrides) -> TableConfig:
     values = {
         "source_db": SOURCE,
-        "schema_name": "main",
+        "schema_name": "public" if connections[SOURCE].vendor == "postgresql" else "main",
         "table_name": TABLE,
         "table_type": "OPERATIONAL",
         "archival_logic": "DATE_BASED",

@@ -72,7 +72,29 @@ def _reattach_after_setup(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         for alias in connections:
             connections[alias].close()
+        # On PostgreSQL the read-only alias logs in as a SELECT-only role; it
+        # must exist before any test opens that connection.
+        readonly = connections["archive_readonly"]
+        if readonly.vendor == "postgresql" and readonly.settings_dict.get("USER") != connections[
+            "archive"
+        ].settings_dict.get("USER"):
+            from archival.search.readonly import create_readonly_role
+
+            create_readonly_role(role=readonly.settings_dict["USER"], using="archive")
     yield
+    # Subprocesses and live-server threads may leave sessions open on the
+    # PostgreSQL test databases; Django cannot drop a database in use.
+    with django_db_blocker.unblock():
+        for alias in connections:
+            conn = connections[alias]
+            if conn.vendor == "postgresql" and alias != "archive_readonly":
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+        for alias in connections:
+            connections[alias].close()
 
 
 def drop_archive_tables() -> None:

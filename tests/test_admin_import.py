@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from archival.demo import DemoSize, build_demo
+from archival.demo import DemoSize, build_demo, source_schema
 from governance.models import TableConfig
 from tests.admin_fixtures import personas  # noqa: F401
 
@@ -24,6 +24,18 @@ TINY = DemoSize(positions=50, contracts=10, trades=20, prices=20, generated_tabl
 @pytest.fixture
 def demo_sources():
     build_demo(TINY, configs=False)
+
+
+def sample_csv() -> bytes:
+    """The shipped sample (written for the SQLite demo) with each source's schema on this engine."""
+    text = SAMPLE.read_text()
+    for alias in ("SourceDB1", "SourceDB2", "SourceDB3"):
+        text = text.replace(f"{alias},main,", f"{alias},{source_schema(alias)},")
+    return text.encode()
+
+
+def label(alias: str, table: str) -> str:
+    return f"{alias}.{source_schema(alias)}.{table}"
 
 
 def upload(client: Client, content: bytes, name: str = "configs.csv"):
@@ -42,7 +54,7 @@ def confirm(client: Client, preview):
 def test_importing_the_sample_csv_onboards_the_demo_tables(personas, demo_sources):
     client = Client()
     client.force_login(personas["administrator"])
-    preview = upload(client, SAMPLE.read_bytes())
+    preview = upload(client, sample_csv())
     assert preview.status_code == 200
     assert not preview.context["result"].has_validation_errors(), preview.content.decode()[:3000]
     # The preview changes nothing.
@@ -51,11 +63,11 @@ def test_importing_the_sample_csv_onboards_the_demo_tables(personas, demo_source
     assert done.status_code == 302
     labels = {str(c) for c in TableConfig.objects.all()}
     assert labels == {
-        "SourceDB1.main.Position",
-        "SourceDB1.main.Contract",
-        "SourceDB2.main.Trade",
-        "SourceDB2.main.Contract",
-        "SourceDB3.main.PriceHistory",
+        label("SourceDB1", "Position"),
+        label("SourceDB1", "Contract"),
+        label("SourceDB2", "Trade"),
+        label("SourceDB2", "Contract"),
+        label("SourceDB3", "PriceHistory"),
     }
     position = TableConfig.objects.get(table_name="Position")
     # clean() filled the key from the live schema.
@@ -66,7 +78,7 @@ def test_importing_the_sample_csv_onboards_the_demo_tables(personas, demo_source
 def test_a_csv_with_one_bad_row_shows_its_error_and_imports_nothing(personas, demo_sources):
     client = Client()
     client.force_login(personas["administrator"])
-    lines = SAMPLE.read_text().splitlines()
+    lines = sample_csv().decode().splitlines()
     # The third data row names a date column that does not exist.
     lines[3] = lines[3].replace("settlementDate", "settledOn")
     preview = upload(client, ("\n".join(lines) + "\n").encode())
@@ -96,7 +108,7 @@ def test_saving_a_config_in_the_admin_shows_schema_errors_on_the_field(personas,
         reverse("admin:governance_tableconfig_add"),
         {
             "source_db": "SourceDB3",
-            "schema_name": "main",
+            "schema_name": source_schema("SourceDB3"),
             "table_name": "PriceHistory",
             "table_type": "REFERENCE",
             "archival_logic": "DATE_BASED",
@@ -121,7 +133,7 @@ def test_the_preview_action_runs_the_dry_run_plan_and_changes_nothing(personas, 
     )
     assert response.status_code == 200
     page = response.content.decode()
-    assert "SourceDB2.main.Trade" in page and "SourceDB3.main.PriceHistory" in page
+    assert label("SourceDB2", "Trade") in page and label("SourceDB3", "PriceHistory") in page
     assert response.context["result"].eligible >= 0
     from governance.models import ArchivalRun
 
