@@ -104,7 +104,8 @@ def _alter_statements(spec: TableSpec) -> list[str]:
     for col in spec.info.columns:
         old = have.get(col.name)
         if old is None:
-            stmts.append(f"ALTER TABLE {spec.archive_table()} ADD COLUMN {_column_sql(spec, col, False)}")
+            add = "ADD" if arc.vendor == "microsoft" else "ADD COLUMN"
+            stmts.append(f"ALTER TABLE {spec.archive_table()} {add} {_column_sql(spec, col, False)}")
             continue
         if spec.source.vendor == arc.vendor:
             same = _norm(old.db_type) == _norm(col.db_type)

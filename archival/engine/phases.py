@@ -36,15 +36,9 @@ def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]
         eligible = cur.fetchone()[0]
         low = high = None
         if eligible:
-            cur.execute(
-                f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {where} ORDER BY {keys.order_by(pk_s)} LIMIT 1",
-                params,
-            )
+            cur.execute(first_key_sql(on, pk_s, frm, where), params)
             low = list(cur.fetchone())
-            cur.execute(
-                f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {where} ORDER BY {keys.order_by(pk_s, descending=True)} LIMIT 1",
-                params,
-            )
+            cur.execute(first_key_sql(on, pk_s, frm, where, descending=True), params)
             high = list(cur.fetchone())
         cur.execute(null_count_sql(spec))
         nulls = cur.fetchone()[0]
@@ -60,6 +54,14 @@ def count_left(spec: TableSpec) -> int:
     with on.connection.cursor() as cur:
         cur.execute(f"SELECT COUNT(*) FROM {spec.from_clause(on)} WHERE {where}", params)
         return cur.fetchone()[0]
+
+
+def first_key_sql(on, pk_s: list[str], frm: str, where: str, descending: bool = False) -> str:
+    """The smallest (or largest) eligible key: LIMIT 1, or TOP (1) in T-SQL."""
+    order = keys.order_by(pk_s, descending=descending)
+    if on.vendor == "microsoft":
+        return f"SELECT TOP (1) {', '.join(pk_s)} FROM {frm} WHERE {where} ORDER BY {order}"
+    return f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {where} ORDER BY {order} LIMIT 1"
 
 
 def null_count_sql(spec: TableSpec) -> str:

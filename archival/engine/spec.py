@@ -125,13 +125,16 @@ class TableSpec:
     def is_contract(self) -> bool:
         return self.config.archival_logic == "CONTRACT_MATURITY"
 
-    def from_clause(self, on: Backend) -> str:
+    def from_clause(self, on: Backend, lock: bool = False) -> str:
         """FROM for selecting eligible rows (the contract joined where needed).
 
         SQLite's planner may drive the join from the contract table and sort
-        every batch; CROSS JOIN pins the source table as the outer loop.
+        every batch; CROSS JOIN pins the source table as the outer loop. On SQL
+        Server a locking read takes update and range locks with table hints
+        (T-SQL has no FOR UPDATE).
         """
-        src = f"{self.source_table(on)} s"
+        hint = " WITH (UPDLOCK, HOLDLOCK)" if lock and on.vendor == "microsoft" else ""
+        src = f"{self.source_table(on)} s{hint}"
         if not self.is_contract:
             return src
         join = "CROSS JOIN" if on.vendor == "sqlite" else "JOIN"

@@ -76,6 +76,14 @@ def _select_sql(spec: TableSpec, low, high, lock: bool, limit: int | None) -> tu
     on = spec.source
     pk_s = spec.q(on, "s", spec.pk)
     where, params = spec.selection(on, low=low, high=high)
+    if on.vendor == "microsoft":
+        # T-SQL: TOP before the column list (so its parameter comes first), lock hints in FROM.
+        top = "TOP (%s) " if limit is not None else ""
+        sql = (
+            f"SELECT {top}{', '.join(spec.q(on, 's', spec.columns))}, {spec.reference_expr(on)} "
+            f"FROM {spec.from_clause(on, lock=lock)} WHERE {where} ORDER BY {keys.order_by(pk_s)}"
+        )
+        return sql, ([limit] if limit is not None else []) + params
     sql = (
         f"SELECT {', '.join(spec.q(on, 's', spec.columns))}, {spec.reference_expr(on)} "
         f"FROM {spec.from_clause(on)} WHERE {where} ORDER BY {keys.order_by(pk_s)}"
@@ -239,7 +247,8 @@ def _check_present(spec: TableSpec, run_id: int, batch_no: int, low, high, expec
         )
 
 
-def _delete_range(spec: TableSpec, low, high) -> int:
+def _delete_range_sql(spec: TableSpec, low, high) -> tuple[str, list]:
+    """The range DELETE of a streamed batch: eligible rows in (low, high], still matched by eligibility."""
     on = spec.source
     q = on.quote
     rng, rng_params = keys.key_range(spec.q(on, "s", spec.pk), low, high)
@@ -251,12 +260,16 @@ def _delete_range(spec: TableSpec, low, high) -> int:
         )
     else:
         elig = f"s.{q(spec.config.date_column)} < %s"
-    target = f"s FROM {spec.source_table(on)} AS s" if on.vendor == "mysql" else f"FROM {spec.source_table(on)} AS s"
-    with on.connection.cursor() as cur:
-        cur.execute(
-            f"DELETE {target} WHERE {elig} AND {rng} AND {par}",
-            [spec.threshold_param(on), *rng_params, *par_params],
-        )
+    # MariaDB and SQL Server name the alias being deleted from; the others alias the table.
+    joined_form = on.vendor in {"mysql", "microsoft"}
+    target = f"s FROM {spec.source_table(on)} AS s" if joined_form else f"FROM {spec.source_table(on)} AS s"
+    return f"DELETE {target} WHERE {elig} AND {rng} AND {par}", [spec.threshold_param(on), *rng_params, *par_params]
+
+
+def _delete_range(spec: TableSpec, low, high) -> int:
+    sql, params = _delete_range_sql(spec, low, high)
+    with spec.source.connection.cursor() as cur:
+        cur.execute(sql, params)
         return cur.rowcount
 
 
