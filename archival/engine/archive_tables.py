@@ -14,6 +14,7 @@ import hashlib
 from archival.backends import Column
 from archival.engine.errors import TableError
 from archival.engine.spec import META_COLUMNS, TableSpec
+from archival.engine.txn import write_transaction
 
 
 def _index_name(table: str, suffix: str) -> str:
@@ -41,8 +42,10 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False) -> list[str]
         statements += _create_statements(spec)
     else:
         statements += _alter_statements(spec)
-    if not dry_run:
-        with arc.connection.cursor() as cur:
+    if not dry_run and statements:
+        # One transaction for the table and its indexes (one commit, and no
+        # half-made archive table after a crash where DDL is transactional).
+        with write_transaction(arc.alias), arc.connection.cursor() as cur:
             for sql in statements:
                 if sql.startswith("CREATE SCHEMA"):
                     continue

@@ -15,7 +15,8 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from archival.engine.errors import LeaseLost
@@ -58,6 +59,7 @@ def claim(state_id: int, worker: str) -> bool:
             lease_owner=worker,
             lease_expires_at=now + timedelta(seconds=_lease_seconds()),
             attempts=F("attempts") + 1,
+            started_at=Coalesce("started_at", Value(now)),
         )
     )
     if won:
@@ -79,11 +81,8 @@ def claim(state_id: int, worker: str) -> bool:
 def renew(state_id: int, worker: str, **fields) -> None:
     """Extend the lease (and save progress fields); raise LeaseLost if another worker took it."""
     now = timezone.now()
-    updated = RecoveryState.objects.filter(pk=state_id, lease_owner=worker).update(
-        lease_expires_at=now + timedelta(seconds=_lease_seconds()),
-        updated_at=now,
-        **fields,
-    )
+    fields.setdefault("lease_expires_at", now + timedelta(seconds=_lease_seconds()))
+    updated = RecoveryState.objects.filter(pk=state_id, lease_owner=worker).update(updated_at=now, **fields)
     if not updated:
         raise LeaseLost(f"lease on recovery state {state_id} is no longer held by {worker}")
 

@@ -24,24 +24,39 @@ from governance.models import AuditEvent, BatchLedger, LedgerState, Phase, Recov
 
 
 def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]:
-    """Eligible rows (mark form), rows without a reference date, and the key bounds."""
+    """Eligible rows (mark form), rows without a reference date, and the key bounds.
+
+    One scan counts both (eligible and undated rows); the bounds are two
+    index lookups.
+    """
     if mssql_path.uses_procedures(spec):
         return mssql_path.mark_counts(spec)
     on = spec.source
+    q = on.quote
     pk_s = spec.q(on, "s", spec.pk)
-    where, params = spec.selection(on, at_mark=True)
-    frm = spec.from_clause(on)
+    par, par_params = spec.parent_rule(on, at_mark=True)
+    frm = f"{spec.source_table(on)} s"
+    if spec.is_contract:
+        frm += (
+            f" LEFT JOIN {spec.contract_table(on)} c "
+            f"ON c.{q(spec.config.contract_key_column)} = s.{q(spec.config.contract_reference_column)}"
+        )
+    ref = spec.reference_expr(on)
     with on.connection.cursor() as cur:
-        cur.execute(f"SELECT COUNT(*) FROM {frm} WHERE {where}", params)
-        eligible = cur.fetchone()[0]
+        cur.execute(
+            f"SELECT COALESCE(SUM(CASE WHEN {ref} < %s AND {par} THEN 1 ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN {ref} IS NULL THEN 1 ELSE 0 END), 0) FROM {frm}",
+            [spec.threshold_param(on), *par_params],
+        )
+        eligible, nulls = (int(v) for v in cur.fetchone())
         low = high = None
         if eligible:
-            cur.execute(first_key_sql(on, pk_s, frm, where), params)
+            where, params = spec.selection(on, at_mark=True)
+            selection_from = spec.from_clause(on)
+            cur.execute(first_key_sql(on, pk_s, selection_from, where), params)
             low = list(cur.fetchone())
-            cur.execute(first_key_sql(on, pk_s, frm, where, descending=True), params)
+            cur.execute(first_key_sql(on, pk_s, selection_from, where, descending=True), params)
             high = list(cur.fetchone())
-        cur.execute(null_count_sql(spec))
-        nulls = cur.fetchone()[0]
     return eligible, nulls, low, high
 
 
@@ -127,15 +142,9 @@ def archive(
         ensure_archive_table(spec)
     if spec.mode == "streaming":
         streaming.finish_pending(spec, run_id=state.run_id)
+    # The ledger is the truth after a crash; the first batch's renewal below
+    # writes the reconciled cursor and counts (and the ARCHIVING phase).
     batch_no, archived, cursor = ledger_progress(state.run_id, spec.config.pk)
-    renew(
-        state.pk,
-        worker,
-        phase=Phase.ARCHIVING,
-        cursor=cursor,
-        archived_count=archived,
-        batches_done=batch_no,
-    )
     size = spec.config.effective_batch_size
     moved_total = batches = 0
 
@@ -192,7 +201,9 @@ def archive(
         # Progress and its audit event commit together: one control-database
         # commit per batch (the batch itself committed in the archive).
         with transaction.atomic():
-            renew(state.pk, worker, cursor=cursor, archived_count=archived, batches_done=batch_no)
+            renew(
+                state.pk, worker, phase=Phase.ARCHIVING, cursor=cursor, archived_count=archived, batches_done=batch_no
+            )
             AuditEvent.objects.record(
                 "batch.moved",
                 actor=worker,

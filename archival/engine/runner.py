@@ -219,8 +219,6 @@ def advance_table(
     deadline = started + time_box if time_box else None
     should_stop = _stop_check(state, deadline)
     try:
-        if state.started_at is None:
-            RecoveryState.objects.filter(pk=state.pk).update(started_at=timezone.now())
         spec = build_spec(state.config, state.run.cutoff)
         target = PHASE_ORDER.index(until)
         while True:
@@ -241,15 +239,15 @@ def advance_table(
                 result.batches += batches
                 if not finished:
                     break
-                leases.renew(state.pk, worker, phase=Phase.ARCHIVED)
+                if target <= PHASE_ORDER.index(Phase.ARCHIVED):
+                    leases.renew(state.pk, worker, phase=Phase.ARCHIVED)
+                else:
+                    # Going on: ARCHIVED, VERIFIED (and COMPLETED) commit as one
+                    # control transaction. A crash before it leaves the table
+                    # ARCHIVING, and the resume finds no batch left and verifies.
+                    _verify_and_complete(spec, state, worker, target)
             elif state.phase in (Phase.ARCHIVED, Phase.VERIFIED):
-                # Verify and complete commit together when the caller wants both.
-                with transaction.atomic():
-                    if state.phase == Phase.ARCHIVED:
-                        phases.verify(spec, state, worker)
-                        state.phase = Phase.VERIFIED
-                    if target > PHASE_ORDER.index(Phase.VERIFIED):
-                        _complete(state, worker)
+                _verify_and_complete(spec, state, worker, target)
     except LeaseLost:
         result.lease_lost = True
     except (TableError, DatabaseError) as exc:
@@ -265,8 +263,27 @@ def advance_table(
     return result
 
 
+def _verify_and_complete(spec, state: RecoveryState, worker: str, target: int) -> None:
+    """Verify and complete in one control transaction when the caller wants both."""
+    with transaction.atomic():
+        if state.phase != Phase.VERIFIED:
+            phases.verify(spec, state, worker)
+            state.phase = Phase.VERIFIED
+        if target > PHASE_ORDER.index(Phase.VERIFIED):
+            _complete(state, worker)
+
+
 def _complete(state: RecoveryState, worker: str) -> None:
-    leases.renew(state.pk, worker, phase=Phase.COMPLETED, finished_at=timezone.now(), last_error="")
+    # The lease is released in the same UPDATE: a finished table needs no owner.
+    leases.renew(
+        state.pk,
+        worker,
+        phase=Phase.COMPLETED,
+        finished_at=timezone.now(),
+        last_error="",
+        lease_owner="",
+        lease_expires_at=None,
+    )
     state.refresh_from_db(fields=["archived_count", "eligible_count"])
     AuditEvent.objects.record(
         "table.completed",
