@@ -95,6 +95,12 @@ class Backend:
         return f"{self.quote(schema)}.{self.quote(table)}"
 
     # -- catalog -------------------------------------------------------------
+    def _exists(self, sql: str, params: list) -> bool:
+        """True when a catalog query returns a row."""
+        with self.connection.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone() is not None
+
     def table_exists(self, schema: str, table: str) -> bool:
         raise NotImplementedError
 

@@ -24,20 +24,13 @@ class MariaDBBackend(Backend):
     quote_char = "`"
 
     def schema_exists(self, schema: str) -> bool:
-        with self.connection.cursor() as cur:
-            cur.execute(
-                "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s",
-                [schema],
-            )
-            return cur.fetchone() is not None
+        return self._exists("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", [schema])
 
     def table_exists(self, schema: str, table: str) -> bool:
-        with self.connection.cursor() as cur:
-            cur.execute(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s AND table_type = 'BASE TABLE'",
-                [schema, table],
-            )
-            return cur.fetchone() is not None
+        return self._exists(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s AND table_type = 'BASE TABLE'",
+            [schema, table],
+        )
 
     def describe(self, schema: str, table: str) -> TableInfo:
         with self.connection.cursor() as cur:

@@ -383,17 +383,13 @@ class MSSQLBackend(Backend):
 
     # -- catalog -------------------------------------------------------------
     def schema_exists(self, schema: str) -> bool:
-        with self.connection.cursor() as cur:
-            cur.execute("SELECT 1 FROM sys.schemas WHERE name = %s", [schema])
-            return cur.fetchone() is not None
+        return self._exists("SELECT 1 FROM sys.schemas WHERE name = %s", [schema])
 
     def table_exists(self, schema: str, table: str) -> bool:
-        with self.connection.cursor() as cur:
-            cur.execute(
-                "SELECT 1 FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND TABLE_TYPE = 'BASE TABLE'",
-                [schema, table],
-            )
-            return cur.fetchone() is not None
+        return self._exists(
+            "SELECT 1 FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND TABLE_TYPE = 'BASE TABLE'",
+            [schema, table],
+        )
 
     def describe(self, schema: str, table: str) -> TableInfo:
         with self.connection.cursor() as cur:

@@ -16,17 +16,12 @@ class PostgresBackend(Backend):
     vendor = "postgresql"
 
     def schema_exists(self, schema: str) -> bool:
-        with self.connection.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
-            return cur.fetchone() is not None
+        return self._exists("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
 
     def table_exists(self, schema: str, table: str) -> bool:
-        with self.connection.cursor() as cur:
-            cur.execute(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
-                [schema, table],
-            )
-            return cur.fetchone() is not None
+        return self._exists(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s", [schema, table]
+        )
 
     def describe(self, schema: str, table: str) -> TableInfo:
         with self.connection.cursor() as cur:
