@@ -6,9 +6,11 @@ import sys
 
 
 class Progress:
-    def __init__(self, stdout):
+    def __init__(self, stdout, quiet: bool = False):
+        # quiet: machine-readable output (--json) gets no progress lines.
         self.stdout = stdout
-        self.tty = sys.stdout.isatty()
+        self.quiet = quiet
+        self.tty = sys.stdout.isatty() and not quiet
         self._bar = None
         self._task = None
         self.rows = 0
@@ -50,5 +52,5 @@ class Progress:
         if self._bar:
             self._bar.console.print(text)
             self._bar.update(self._task, description=result.label)
-        else:
+        elif not self.quiet:
             self.stdout.write(text)

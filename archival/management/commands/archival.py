@@ -4,7 +4,7 @@
     python manage.py archival run     [--table T ...] [--cutoff ...] [--dry-run] [--json]
     python manage.py archival resume  [--run N] [--json]
     python manage.py archival abandon --run N --reason "..." [--table T ...]
-    python manage.py archival status  [--run N] [--json] [--check]
+    python manage.py archival status  [--run N] [--runs N] [--json] [--check]
 
 Run it weekly (the django-q2 schedule does), or by hand after a failure.
 Exit code: 0 when every table succeeded, 1 when any failed.
@@ -90,6 +90,7 @@ class Command(BaseCommand):
                     action="store_true",
                     help="Monitoring mode: exit 0 OK, 1 WARNING, 2 CRITICAL.",
                 )
+                p.add_argument("--runs", type=int, default=1, help="How many of the latest runs to show (default 1).")
 
     def handle(self, *args, **options):
         action = options["action"]
@@ -100,7 +101,7 @@ class Command(BaseCommand):
                     options,
                 )
             if action == "run":
-                with Progress(self.stdout) as progress:
+                with Progress(self.stdout, quiet=options["json"]) as progress:
                     result = engine.run_cycle(
                         cutoff=options.get("cutoff"),
                         tables=options["table"] or None,
@@ -110,7 +111,7 @@ class Command(BaseCommand):
                     )
                 return self.render_run(result, options)
             if action == "resume":
-                with Progress(self.stdout) as progress:
+                with Progress(self.stdout, quiet=options["json"]) as progress:
                     result = engine.resume_run(
                         options.get("run"),
                         actor="cli",
@@ -144,7 +145,9 @@ class Command(BaseCommand):
                 for problem in t.problems:
                     self.stdout.write(self.style.ERROR(f"    problem: {problem}"))
         blocked = sum(1 for t in result.tables if t.problems)
-        self.stdout.write(
+        # With --json, stdout holds only the JSON document; the summary goes to stderr.
+        out = self.stderr if options["json"] else self.stdout
+        out.write(
             f"Plan (cutoff {result.cutoff}): {len(result.tables)} tables, {result.eligible} rows eligible, {blocked} with problems; nothing changed."
         )
 
@@ -162,10 +165,11 @@ class Command(BaseCommand):
         )
         if moved == 0 and not failed and not blocked:
             summary += " Nothing new to archive."
+        out = self.stderr if options["json"] else self.stdout
         if failed or blocked:
-            self.stdout.write(self.style.ERROR(summary))
+            out.write(self.style.ERROR(summary))
             sys.exit(1)
-        self.stdout.write(self.style.SUCCESS(summary))
+        out.write(self.style.SUCCESS(summary))
 
     def render_tables(self, tables):
         self.stdout.write(f"{'table':<45} {'phase':<10} {'eligible':>9} {'archived':>9} {'moved now':>9}  error")
