@@ -184,7 +184,6 @@ def build_prices(alias: str, n: int, today: date, rng: random.Random) -> None:
     )
     q = _create(alias, "PriceHistory", cols)
     days = 5 * 365
-    instruments = max(1, n // days + 1)
     rows = []
     for i in range(n):
         inst, offset = divmod(i, days)
@@ -196,7 +195,6 @@ def build_prices(alias: str, n: int, today: date, rng: random.Random) -> None:
                 rng.randrange(10**6),
             )
         )
-    del instruments
     _load(alias, q, rows)
 
 

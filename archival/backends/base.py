@@ -10,6 +10,7 @@ always travel as parameters.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from django.db import connections
@@ -76,7 +77,7 @@ def generic_type(db_type: str) -> str:
     return "text"
 
 
-class Backend:
+class Backend(ABC):
     """Catalog reads and SQL fragments for one connection alias."""
 
     vendor = ""
@@ -101,26 +102,25 @@ class Backend:
             cur.execute(sql, params)
             return cur.fetchone() is not None
 
-    def table_exists(self, schema: str, table: str) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def table_exists(self, schema: str, table: str) -> bool: ...
 
-    def describe(self, schema: str, table: str) -> TableInfo:
-        raise NotImplementedError
+    @abstractmethod
+    def describe(self, schema: str, table: str) -> TableInfo: ...
 
-    def schema_exists(self, schema: str) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def schema_exists(self, schema: str) -> bool: ...
 
+    @abstractmethod
     def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
         """Single-column foreign keys pointing at ``table``: (child table, child column, our column)."""
-        raise NotImplementedError
+        ...
 
     # -- SQL fragments -------------------------------------------------------
-    def placeholder(self) -> str:
-        return "%s"
-
+    @abstractmethod
     def add_years_sql(self, expr: str) -> str:
         """SQL adding a parameter number of calendar years to a date, 29 Feb clamped to 28 Feb."""
-        raise NotImplementedError
+        ...
 
     def as_date_sql(self, expr: str) -> str:
         return f"CAST({expr} AS DATE)"
@@ -146,14 +146,11 @@ class Backend:
             return self.decimal_type.format(p=p, s=s or 0) if p else self.decimal_fallback
         return self.generic_types.get(col.generic, self.text_fallback)
 
-    def timestamp_type(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def timestamp_type(self) -> str: ...
 
-    def create_namespace(self, namespace: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def create_namespace(self, namespace: str) -> None: ...
 
     def limit_sql(self, select_sql: str, limit_param: str) -> str:
         return f"{select_sql} LIMIT {limit_param}"
-
-    def introspection_cursor(self):
-        return self.connection.cursor()

@@ -446,6 +446,22 @@ class MSSQLBackend(Backend):
         return TableInfo(schema, table, columns, pk, fks)
 
     # -- SQL fragments -------------------------------------------------------
+    def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                """
+                SELECT OBJECT_NAME(fk.parent_object_id), pc.name, rc.name
+                FROM sys.foreign_keys fk
+                JOIN sys.foreign_key_columns fkc ON fkc.constraint_object_id = fk.object_id
+                JOIN sys.columns pc ON pc.object_id = fkc.parent_object_id AND pc.column_id = fkc.parent_column_id
+                JOIN sys.columns rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id = fkc.referenced_column_id
+                WHERE fk.referenced_object_id = OBJECT_ID(QUOTENAME(%s) + N'.' + QUOTENAME(%s))
+                  AND (SELECT COUNT(*) FROM sys.foreign_key_columns x WHERE x.constraint_object_id = fk.object_id) = 1
+                """,
+                [schema, table],
+            )
+            return [tuple(r) for r in cur.fetchall()]
+
     def add_years_sql(self, expr: str) -> str:
         # DATEADD clamps 29 February + 1 year to 28 February by itself.
         return f"DATEADD(YEAR, %s, CAST({expr} AS date))"

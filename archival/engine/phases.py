@@ -72,11 +72,9 @@ def count_left(spec: TableSpec) -> int:
 
 
 def first_key_sql(on, pk_s: list[str], frm: str, where: str, descending: bool = False) -> str:
-    """The smallest (or largest) eligible key: LIMIT 1, or TOP (1) in T-SQL."""
+    """The smallest (or largest) eligible key: one row through the backend's LIMIT/TOP."""
     order = keys.order_by(pk_s, descending=descending)
-    if on.vendor == "microsoft":
-        return f"SELECT TOP (1) {', '.join(pk_s)} FROM {frm} WHERE {where} ORDER BY {order}"
-    return f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {where} ORDER BY {order} LIMIT 1"
+    return on.limit_sql(f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {where} ORDER BY {order}", "1")
 
 
 def null_count_sql(spec: TableSpec) -> str:

@@ -337,7 +337,7 @@ def finish_batch(spec: TableSpec, ledger: BatchLedger, rounds: int = 3) -> None:
         with write_transaction("archive"):
             with on_arc.connection.cursor() as cur:
                 for key in drop + [_row_key(r, pk_pos) for r in refresh]:
-                    raw = next(r for k, r in _raw_keys(copies, key))
+                    raw = copies[key]
                     cond = " AND ".join(f"{on_arc.quote(c)} = %s" for c in spec.pk)
                     cur.execute(
                         f"DELETE FROM {spec.archive_table()} WHERE {on_arc.quote('archive_run_id')} = %s AND {cond}",
@@ -362,10 +362,6 @@ def finish_batch(spec: TableSpec, ledger: BatchLedger, rounds: int = 3) -> None:
         BatchLedger.objects.filter(pk=ledger.pk).update(
             state=LedgerState.DELETED, row_count=len(copies), deleted_count=len(copies)
         )
-
-
-def _raw_keys(copies: dict, key):
-    yield key, copies[key]
 
 
 __all__ = ["finish_pending", "move_batch", "to_json"]
