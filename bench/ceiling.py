@@ -80,6 +80,8 @@ class Mover:
         if self.vendor == "sqlite":
             # Pin the source as the outer loop (PERFORMANCE.md trap).
             return f"{self.src} s CROSS JOIN {contract} c"
+        if self.vendor == "mysql":
+            return f"{self.src} s STRAIGHT_JOIN {contract} c ON c.{q('contractId')} = s.{q('contractId')}"
         return f"{self.src} s JOIN {contract} c ON c.{q('contractId')} = s.{q('contractId')}"
 
     def eligible(self) -> str:

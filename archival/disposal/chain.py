@@ -122,7 +122,9 @@ def append_audit_event(event):
     from governance.models import AuditEvent
 
     using = router.db_for_write(AuditEvent)
-    with transaction.atomic(using=using):
+    # savepoint=False: inside the caller's transaction a failure here rolls
+    # the whole of it back anyway; the savepoint cost two statements per event.
+    with transaction.atomic(using=using, savepoint=False):
         head = _lock_head(using)
         event.prev_hash = head.head_hash
         event.entry_hash = ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from archival.backends import Column
+from archival.backends import Column, SchemaError, TableInfo
 from archival.engine.errors import TableError
 from archival.engine.spec import META_COLUMNS, TableSpec
 from archival.engine.txn import write_transaction
@@ -38,10 +38,14 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False) -> list[str]
         statements.append(f"CREATE SCHEMA {arc.quote(ns)}")
         if not dry_run:
             arc.create_namespace(ns)
-    if not arc.table_exists(ns, table):
+    # describe() raises SchemaError for a missing table: one catalog read
+    # answers both "does it exist" and "does it still match the source".
+    try:
+        existing = arc.describe(ns, table)
+    except SchemaError:
         statements += _create_statements(spec)
     else:
-        statements += _alter_statements(spec)
+        statements += _alter_statements(spec, existing)
     if not dry_run and statements:
         # One transaction for the table and its indexes (one commit, and no
         # half-made archive table after a crash where DDL is transactional).
@@ -94,9 +98,8 @@ def _create_index(spec: TableSpec, name: str, columns: list[str]) -> str:
     return f"CREATE INDEX {arc.quote(name)} ON {spec.archive_table()} ({cols})"
 
 
-def _alter_statements(spec: TableSpec) -> list[str]:
+def _alter_statements(spec: TableSpec, existing: TableInfo) -> list[str]:
     arc = spec.archive
-    existing = arc.describe(spec.namespace, spec.config.table_name)
     have = {c.name: c for c in existing.columns}
     stmts = []
     for meta in META_COLUMNS:

@@ -14,7 +14,7 @@ from datetime import date
 from django.conf import settings
 from django.db import connections
 
-from archival.backends import Backend, TableInfo, backend_for
+from archival.backends import Backend, SchemaError, TableInfo, backend_for
 from archival.backends.sqlite import namespace_for, source_attach_name
 from archival.engine import keys
 from archival.engine.dates import subtract_months
@@ -125,11 +125,15 @@ class TableSpec:
     def is_contract(self) -> bool:
         return self.config.archival_logic == "CONTRACT_MATURITY"
 
-    def from_clause(self, on: Backend, lock: bool = False) -> str:
+    def from_clause(self, on: Backend, lock: bool = False, pin_source: bool = True) -> str:
         """FROM for selecting eligible rows (the contract joined where needed).
 
-        SQLite's planner may drive the join from the contract table and sort
-        every batch; CROSS JOIN pins the source table as the outer loop. On SQL
+        SQLite's and MariaDB's planners may drive the join from the contract
+        table's date index and sort every eligible row for every batch
+        (quadratic); CROSS JOIN (SQLite) and STRAIGHT_JOIN (MariaDB) pin the
+        source table as the outer loop, so a batch is a key-range scan. A count
+        (``pin_source=False``) leaves the order to the planner: driving from
+        the date index is what makes it cheap. On SQL
         Server a locking read takes update and range locks with table hints
         (T-SQL has no FOR UPDATE).
         """
@@ -137,11 +141,12 @@ class TableSpec:
         src = f"{self.source_table(on)} s{hint}"
         if not self.is_contract:
             return src
-        join = "CROSS JOIN" if on.vendor == "sqlite" else "JOIN"
+        if on.vendor == "sqlite":
+            # The join condition is in WHERE (join_condition()).
+            return f"{src} {'CROSS JOIN' if pin_source else 'JOIN'} {self.contract_table(on)} c"
+        join = "STRAIGHT_JOIN" if on.vendor == "mysql" and pin_source else "JOIN"
         cond = f"c.{on.quote(self.config.contract_key_column)} = s.{on.quote(self.config.contract_reference_column)}"
-        if join == "CROSS JOIN":
-            return f"{src} CROSS JOIN {self.contract_table(on)} c"
-        return f"{src} JOIN {self.contract_table(on)} c ON {cond}"
+        return f"{src} {join} {self.contract_table(on)} c ON {cond}"
 
     def join_condition(self, on: Backend) -> str:
         if self.is_contract and on.vendor == "sqlite":
@@ -197,9 +202,12 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
 
     source = backend_for(config.source_db)
     archive = backend_for("archive")
-    if not source.table_exists(config.schema_name, config.table_name):
-        raise TableError(f"table {config} does not exist")
-    info = source.describe(config.schema_name, config.table_name)
+    # describe() raises SchemaError for a table that does not exist: one
+    # catalog round trip fewer than asking first.
+    try:
+        info = source.describe(config.schema_name, config.table_name)
+    except SchemaError:
+        raise TableError(f"table {config} does not exist") from None
     if not info.primary_key:
         raise TableError(f"table {config} has no primary key; keyset batches need one")
     declared = config.pk_columns
@@ -212,9 +220,10 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
     if config.archival_logic == "CONTRACT_MATURITY":
         if config.contract_reference_column not in names:
             raise TableError(f"column {config.contract_reference_column!r} does not exist in {config}")
-        if not source.table_exists(config.schema_name, config.contract_table):
-            raise TableError(f"contract table {config.contract_table!r} does not exist in {config.source_db}")
-        contract_info = source.describe(config.schema_name, config.contract_table)
+        try:
+            contract_info = source.describe(config.schema_name, config.contract_table)
+        except SchemaError:
+            raise TableError(f"contract table {config.contract_table!r} does not exist in {config.source_db}") from None
         cnames = set(contract_info.column_names)
         for col in (config.contract_key_column, config.contract_maturity_column):
             if col not in cnames:
