@@ -467,10 +467,13 @@ def pump() -> PumpResult:
 # --- one slice of one table --------------------------------------------------
 
 
-def _move_on(row: TableDispatch, ticket: int, **fields) -> bool:
-    """Update our dispatch row only if our chain is still the current one."""
+def _move_on(row: TableDispatch, expected_ticket: int, /, **fields) -> bool:
+    """Update our dispatch row only if our chain is still the current one.
+
+    ``expected_ticket`` is positional-only: ``fields`` may set a new ``ticket``.
+    """
     fields.setdefault("touched_at", timezone.now())
-    return bool(TableDispatch.objects.filter(pk=row.pk, ticket=ticket).update(**fields))
+    return bool(TableDispatch.objects.filter(pk=row.pk, ticket=expected_ticket).update(**fields))
 
 
 def run_slice(dispatch_id: int, ticket: int) -> SliceResult:

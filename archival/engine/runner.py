@@ -267,7 +267,7 @@ def _verify_and_complete(spec, state: RecoveryState, worker: str, target: int) -
     """Verify and complete in one control transaction when the caller wants both."""
     with transaction.atomic():
         if state.phase != Phase.VERIFIED:
-            phases.verify(spec, state, worker)
+            state.archived_count = phases.verify(spec, state, worker)
             state.phase = Phase.VERIFIED
         if target > PHASE_ORDER.index(Phase.VERIFIED):
             _complete(state, worker)
@@ -284,7 +284,8 @@ def _complete(state: RecoveryState, worker: str) -> None:
         lease_owner="",
         lease_expires_at=None,
     )
-    state.refresh_from_db(fields=["archived_count", "eligible_count"])
+    # archived_count is verify's (or, resumed at VERIFIED, the row's);
+    # eligible_count was read when the phase loop last refreshed the row.
     AuditEvent.objects.record(
         "table.completed",
         actor=worker,

@@ -13,6 +13,7 @@ from datetime import date
 
 from django.conf import settings
 from django.db import connections
+from django.db.models import Q
 
 from archival.backends import Backend, SchemaError, TableInfo, backend_for
 from archival.backends.sqlite import namespace_for, source_attach_name
@@ -241,16 +242,24 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
         threshold,
         contract_info=contract_info,
     )
-    siblings = (
-        all_configs
-        if all_configs is not None
-        else list(TableConfig.objects.active().filter(source_db=config.source_db, schema_name=config.schema_name))
-    )
-    spec.children = find_children(config, siblings, source, run_cutoff)
+    fk_refs = source.referencing(config.schema_name, config.table_name)
+    if all_configs is not None:
+        siblings = all_configs
+    else:
+        # Only the configs that can be children: a foreign key from their
+        # table, or a contract join naming this one.
+        siblings = list(
+            TableConfig.objects.active()
+            .filter(source_db=config.source_db, schema_name=config.schema_name)
+            .filter(Q(table_name__in={child for child, _, _ in fk_refs}) | Q(contract_table=config.table_name))
+        )
+    spec.children = find_children(config, siblings, source, run_cutoff, fk_refs)
     return spec
 
 
-def find_children(config, siblings, source: Backend, run_cutoff: date) -> list[ChildRef]:
+def find_children(
+    config, siblings, source: Backend, run_cutoff: date, fk_refs: list[tuple[str, str, str]]
+) -> list[ChildRef]:
     """Configured tables of the same source schema that reference ``config``'s table."""
     found: dict[tuple[str, str], ChildRef] = {}
     q = source.quote
@@ -259,9 +268,9 @@ def find_children(config, siblings, source: Backend, run_cutoff: date) -> list[C
         for o in siblings
         if o.pk != config.pk and o.source_db == config.source_db and o.schema_name == config.schema_name
     }
-    fk_refs: dict[str, list[tuple[str, str]]] = {}
-    for child_table, column, ref_column in source.referencing(config.schema_name, config.table_name):
-        fk_refs.setdefault(child_table, []).append((column, ref_column))
+    refs_by_table: dict[str, list[tuple[str, str]]] = {}
+    for child_table, column, ref_column in fk_refs:
+        refs_by_table.setdefault(child_table, []).append((column, ref_column))
     for other in by_table.values():
         threshold = subtract_months(run_cutoff, other.effective_months)
         if other.archival_logic == "CONTRACT_MATURITY":
@@ -272,7 +281,7 @@ def find_children(config, siblings, source: Backend, run_cutoff: date) -> list[C
             )
         else:
             elig = f"(ch.{q(other.date_column)} IS NOT NULL AND ch.{q(other.date_column)} < %s)"
-        refs = list(fk_refs.get(other.table_name, []))
+        refs = list(refs_by_table.get(other.table_name, []))
         if other.archival_logic == "CONTRACT_MATURITY" and other.contract_table == config.table_name:
             refs.append((other.contract_reference_column, other.contract_key_column))
         for ref_col, key_col in refs:

@@ -70,7 +70,7 @@ class AuditEvent(models.Model):
     action = models.CharField(
         max_length=64,
         db_index=True,
-        help_text="What happened, e.g. run.started, batch.moved, hold.placed.",
+        help_text="What happened, e.g. run.started, table.completed, hold.placed.",
     )
     outcome = models.CharField(max_length=16, default="OK", help_text="OK, FAILED, REFUSED, BLOCKED, ...")
     object_type = models.CharField(max_length=64, blank=True, help_text="Model name of the object concerned.")
