@@ -81,6 +81,7 @@ def test_the_weekly_schedule_runs_archival_end_to_end_on_one_orm_cluster(sqlite_
     after = site.wait_for(finished, timeout=240, what="the scheduled run to finish", with_rows=True)
     assert after["runs"][0]["trigger"] == "schedule"
     assert_every_table_completed_once(after)
+    assert not after["audit"].get("table.requeued"), after["audit"].get("table.requeued")
     assert_nothing_lost(before, after)
     # catch_up off: the schedule moved on to the next Sunday 02:00, it did not fire twice.
     next_run = site.py(
@@ -128,6 +129,9 @@ def test_two_redis_clusters_share_one_run_and_process_every_table_exactly_once(
     assert pids & site.cluster_pids(first), "machine A did nothing"
     assert pids & site.cluster_pids(second), "machine B did nothing"
     assert sum(d["slices"] for d in after["dispatch"]) > len(after["states"]), "no table needed a second slice"
+    # Every continuation was handed on by the slice that ended, none rescued
+    # by the sweeper (which is for dead workers, not the healthy path).
+    assert not after["audit"].get("table.requeued"), after["audit"].get("table.requeued")
     assert site.stop_cluster(first) == 0
     assert site.stop_cluster(second) == 0
 
