@@ -114,21 +114,25 @@ def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
 
 def ledger_progress(run_id: int, config_id: int) -> tuple[int, int, list | None]:
     """(batches, rows taken out of the source, last key) for a table in a run: the ledger is the truth."""
-    batches, deleted, last_key, _ = _read_ledger(run_id, config_id)
-    return batches, deleted, last_key
+    rows = list(
+        BatchLedger.objects.filter(run_id=run_id, config_id=config_id)
+        .order_by("batch_no")
+        .values_list("batch_no", "deleted_count", "key_high")
+    )
+    if not rows:
+        return 0, 0, None
+    return rows[-1][0], sum(r[1] for r in rows), rows[-1][2]
 
 
-def _read_ledger(run_id: int, config_id: int) -> tuple[int, int, list | None, str]:
-    """Ledger progress plus a SHA-256 over every batch row (number, key range, counts, state)."""
+def ledger_digest(run_id: int, config_id: int) -> tuple[int, int, str]:
+    """(batches, rows taken out of the source, SHA-256 over every batch row: number, key range, counts, state)."""
     rows = list(
         BatchLedger.objects.filter(run_id=run_id, config_id=config_id)
         .order_by("batch_no")
         .values_list("batch_no", "key_low", "key_high", "row_count", "deleted_count", "state")
     )
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
-    if not rows:
-        return 0, 0, None, digest
-    return rows[-1][0], sum(r[4] for r in rows), rows[-1][2], digest
+    return len(rows), sum(r[4] for r in rows), digest
 
 
 def archive(
@@ -166,7 +170,6 @@ def archive(
         return ledger
 
     spec_run_id = state.run_id
-    short_batch_is_last = spec.mode != "streaming" and not mssql_path.uses_procedures(spec)
     while True:
         if should_stop():
             return moved_total, batches, False
@@ -207,19 +210,16 @@ def archive(
         renew(state.pk, worker, phase=Phase.ARCHIVING, cursor=cursor, archived_count=archived, batches_done=batch_no)
         if on_batch:
             on_batch(outcome.moved)
-        if outcome.moved < size and short_batch_is_last:
-            # A same-server batch takes every eligible key up to its bound in
-            # one transaction, so a short one found no more after the cursor:
-            # asking again would cost a transaction to find nothing. Verify
-            # still counts what is left (a row made eligible meanwhile fails
-            # it). A streamed batch may delete fewer rows than it read (a row
-            # changed after its copy stays), so streaming asks again.
+        if outcome.exhausted:
+            # Verify still counts what is left (a row made eligible meanwhile
+            # fails it). Streamed batches never say so: one may delete fewer
+            # rows than it read (a row changed after its copy stays).
             return moved_total, batches, True
 
 
 def verify(spec: TableSpec, state: RecoveryState, worker: str) -> int:
     """Marked == archived, and no eligible row left in the source; return the rows archived."""
-    batches, archived, _, ledger_sha256 = _read_ledger(state.run_id, spec.config.pk)
+    batches, archived, ledger_sha256 = ledger_digest(state.run_id, spec.config.pk)
     eligible_left = count_left(spec)
     problems = []
     if state.eligible_count is not None and archived != state.eligible_count:

@@ -28,6 +28,9 @@ class BatchOutcome:
     moved: int
     high: list | None  # last key moved (None: nothing was left)
     skipped_identical: int = 0
+    # No eligible key was left after ``high`` when the batch ran: the caller
+    # need not open another transaction to find nothing.
+    exhausted: bool = False
 
 
 def batch_bound(spec: TableSpec, cur, low, size: int) -> list | None:
@@ -216,7 +219,9 @@ def _move(spec, *, run_id, batch_no, low, size, record_ledger, slow) -> BatchOut
                 )
             record_ledger(batch_no=batch_no, low=low, high=high, rows=inserted, deleted=deleted)
             checkpoint("batch_before_commit")
-    return BatchOutcome(deleted, high, skipped)
+    # Every eligible key up to the bound moved in this one transaction; fewer
+    # than ``size`` of them means the bound was the last eligible key.
+    return BatchOutcome(deleted, high, skipped, exhausted=deleted < size)
 
 
 def _check_conflicts(spec: TableSpec, cur, low, high) -> int:
