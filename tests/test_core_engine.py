@@ -11,7 +11,9 @@ from django.db import connections
 from archival import engine
 from archival.backends import backend_for
 from archival.backends.sqlite import namespace_for
+from archival.engine.archive_tables import created_by_first_batch, ensure_archive_table
 from archival.engine.dates import add_years, subtract_months
+from archival.engine.spec import build_spec
 from governance.models import AuditEvent, BatchLedger, Phase, RecoveryState, RunStatus, TableConfig
 from tests.conftest import snapshot, union_check
 
@@ -209,6 +211,8 @@ def test_a_reconcile_mismatch_rolls_the_batch_back(demo):
     run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
     state = RecoveryState.objects.get(run=run)
     engine.advance_table(state.pk, until=Phase.MARKED)
+    # The first batch would create the archive table; the trigger needs it now.
+    ensure_archive_table(build_spec(config, CUTOFF))
     arc = backend_for("archive")
     table = arc.qualified(namespace_for(config.source_db), "PriceHistory")
     with connections["archive"].cursor() as cur:
@@ -240,6 +244,60 @@ def test_a_reconcile_mismatch_rolls_the_batch_back(demo):
     if arc.vendor == "postgresql":
         with connections["archive"].cursor() as cur:
             cur.execute("DROP FUNCTION eat_rows() CASCADE")
+
+
+def test_the_archive_table_appears_with_the_first_batch(demo):
+    """Where DDL is transactional, a first batch that rolls back leaves no archive table behind."""
+    config = TableConfig.objects.get(table_name="Trade")
+    src = backend_for(config.source_db)
+    arc = backend_for("archive")
+    ns = namespace_for(config.source_db)
+    source_table = src.qualified(config.schema_name, "Trade")
+    with connections[config.source_db].cursor() as cur:
+        if src.vendor == "sqlite":
+            cur.execute(
+                f'CREATE TRIGGER {src.quote(config.schema_name)}."refuse_delete" BEFORE DELETE ON "Trade" '
+                "BEGIN SELECT RAISE(ABORT, 'deletes refused'); END"
+            )
+        elif src.vendor == "mysql":
+            cur.execute(
+                f"CREATE TRIGGER refuse_delete BEFORE DELETE ON {source_table} FOR EACH ROW "
+                "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'deletes refused'"
+            )
+        else:
+            cur.execute(
+                "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'deletes refused'; END $$"
+            )
+            cur.execute(
+                f"CREATE TRIGGER refuse_delete BEFORE DELETE ON {source_table} FOR EACH ROW EXECUTE FUNCTION refuse_delete()"
+            )
+    before = snapshot([config])
+    run = engine.start_run(cutoff=CUTOFF, tables=["Trade"])
+    state = RecoveryState.objects.get(run=run)
+
+    failed = engine.advance_table(state.pk)
+
+    assert failed.phase == Phase.FAILED and "deletes refused" in failed.error
+    assert snapshot([config]) == before
+    # Trade's source is on the archive's server in every test leg. MariaDB
+    # commits DDL at once, so there the table is made at Mark instead.
+    assert created_by_first_batch(build_spec(config, CUTOFF)) == (arc.vendor != "mysql")
+    assert arc.table_exists(ns, "Trade") == (arc.vendor == "mysql")
+
+    with connections[config.source_db].cursor() as cur:
+        if src.vendor == "postgresql":
+            cur.execute("DROP FUNCTION refuse_delete() CASCADE")
+        else:
+            cur.execute(
+                f"DROP TRIGGER {src.quote(config.schema_name) + '.' if src.vendor == 'sqlite' else ''}refuse_delete"
+            )
+    resumed = engine.resume_run(run.pk)
+
+    assert resumed.status == "COMPLETED"
+    assert arc.table_exists(ns, "Trade")
+    union_check([config], before)
+    assert archive_count(config) == RecoveryState.objects.get(pk=state.pk).eligible_count > 0
 
 
 def test_null_dates_are_never_eligible_and_empty_tables_are_fine(demo):

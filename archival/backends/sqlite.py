@@ -122,14 +122,19 @@ class SQLiteBackend(Backend):
             return cur.fetchone() is not None
 
     def describe(self, schema: str, table: str) -> TableInfo:
-        if not self.table_exists(schema, table):
-            raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
         with self.connection.cursor() as cur:
+            # One catalog read answers "is the schema attached", "is it a
+            # table (not a view)" and "which columns" (pragma_table_list:
+            # SQLite 3.37+); the name compares exactly, as on the other engines.
             cur.execute(
-                'SELECT name, type, "notnull", pk FROM pragma_table_info(%s, %s) ORDER BY cid',
-                [table, schema],
+                'SELECT p.name, p.type, p."notnull", p.pk FROM pragma_table_list(%s) t, '
+                "pragma_table_info(t.name, t.schema) p "
+                "WHERE t.schema = %s AND t.name = %s AND t.type = 'table' ORDER BY p.cid",
+                [table, schema, table],
             )
             rows = cur.fetchall()
+            if not rows:
+                raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
             cur.execute(
                 'SELECT "from", "table", "to" FROM pragma_foreign_key_list(%s, %s)',
                 [table, schema],

@@ -10,6 +10,7 @@ would rewrite history).
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 
 from archival.backends import Column, SchemaError, TableInfo
 from archival.engine.errors import TableError
@@ -25,36 +26,53 @@ def _index_name(table: str, suffix: str) -> str:
     return name
 
 
-def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False) -> list[str]:
-    """Create or extend the archive table; return the DDL run (or that would run)."""
+def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False, in_transaction: bool = False) -> list[str]:
+    """Create or extend the archive table; return the DDL run (or that would run).
+
+    ``in_transaction``: run the DDL in the archive connection's open
+    transaction (a same-server batch's, on engines whose DDL is transactional)
+    instead of one of its own.
+    """
     arc = spec.archive
     ns, table = spec.namespace, spec.config.table_name
     statements: list[str] = []
-    if not arc.schema_exists(ns):
-        if arc.vendor == "sqlite":
-            raise TableError(
-                f"archive namespace {ns} is not attached (is {spec.config.source_db} in SOURCE_DATABASES?)"
-            )
-        statements.append(f"CREATE SCHEMA {arc.quote(ns)}")
-        if not dry_run:
-            arc.create_namespace(ns)
     # describe() raises SchemaError for a missing table: one catalog read
-    # answers both "does it exist" and "does it still match the source".
+    # answers both "does it exist" and "does it still match the source"; the
+    # namespace is looked at only when the table is not there.
     try:
         existing = arc.describe(ns, table)
     except SchemaError:
+        if not arc.schema_exists(ns):
+            if arc.vendor == "sqlite":
+                raise TableError(
+                    f"archive namespace {ns} is not attached (is {spec.config.source_db} in SOURCE_DATABASES?)"
+                ) from None
+            statements.append(f"CREATE SCHEMA {arc.quote(ns)}")
+            if not dry_run:
+                arc.create_namespace(ns)
         statements += _create_statements(spec)
     else:
         statements += _alter_statements(spec, existing)
     if not dry_run and statements:
         # One transaction for the table and its indexes (one commit, and no
         # half-made archive table after a crash where DDL is transactional).
-        with write_transaction(arc.alias), arc.connection.cursor() as cur:
+        with nullcontext() if in_transaction else write_transaction(arc.alias), arc.connection.cursor() as cur:
             for sql in statements:
                 if sql.startswith("CREATE SCHEMA"):
                     continue
                 cur.execute(sql)
     return statements
+
+
+def created_by_first_batch(spec: TableSpec) -> bool:
+    """True when the archive table is created inside the table's first batch transaction.
+
+    Same-server moves on SQLite and PostgreSQL, whose DDL is transactional:
+    the table appears with its first rows, in one commit. MariaDB commits
+    DDL implicitly and SQL Server's procedures create nothing, so there (and
+    for streamed moves) the table is made at Mark, in a transaction of its own.
+    """
+    return spec.mode == "same_server" and spec.archive.vendor in ("sqlite", "postgresql")
 
 
 def _column_sql(spec: TableSpec, col: Column, not_null: bool) -> str:

@@ -78,13 +78,20 @@ def claim(state_id: int, worker: str) -> bool:
     return False
 
 
-def renew(state_id: int, worker: str, **fields) -> None:
-    """Extend the lease (and save progress fields); raise LeaseLost if another worker took it."""
+def renew(state: RecoveryState, worker: str, **fields) -> None:
+    """Extend the lease (and save progress fields); raise LeaseLost if another worker took it.
+
+    The in-memory ``state`` gets the values written, so the phase loop need
+    not read the row back after every step (only the lease holder writes it).
+    """
     now = timezone.now()
     fields.setdefault("lease_expires_at", now + timedelta(seconds=_lease_seconds()))
-    updated = RecoveryState.objects.filter(pk=state_id, lease_owner=worker).update(updated_at=now, **fields)
+    fields["updated_at"] = now
+    updated = RecoveryState.objects.filter(pk=state.pk, lease_owner=worker).update(**fields)
     if not updated:
-        raise LeaseLost(f"lease on recovery state {state_id} is no longer held by {worker}")
+        raise LeaseLost(f"lease on recovery state {state.pk} is no longer held by {worker}")
+    for name, value in fields.items():
+        setattr(state, name, value)
 
 
 def release(state_id: int, worker: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from django.db import transaction
 
 from archival.engine import keys, mssql_path, same_server, streaming
-from archival.engine.archive_tables import ensure_archive_table
+from archival.engine.archive_tables import created_by_first_batch, ensure_archive_table
 from archival.engine.errors import TableError
 from archival.engine.faults import checkpoint
 from archival.engine.jsonkeys import to_json
@@ -31,7 +31,8 @@ def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]
     table's rule is a NOT EXISTS per child: inside a CASE every planner runs
     it as a subquery per row (seconds for 20,000 contracts); in a WHERE it
     becomes an anti-join, so a parent's eligible rows get a count of their own.
-    The bounds are two index lookups.
+    A one-column key's bounds come from the same statement; a composite
+    key's are two index-ordered lookups.
     """
     if mssql_path.uses_procedures(spec):
         return mssql_path.mark_counts(spec)
@@ -46,21 +47,33 @@ def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]
         )
     ref = spec.reference_expr(on)
     where, params = spec.selection(on, at_mark=True)
+    one_column = len(pk_s) == 1
+    # A one-column key's bounds come with the count (MIN and MAX of the
+    # eligible keys); a composite key has no MIN over tuples.
+    bounds = f", MIN({pk_s[0]}), MAX({pk_s[0]})" if one_column else ""
+    case_bounds = (
+        f", MIN(CASE WHEN {where} THEN {pk_s[0]} END), MAX(CASE WHEN {where} THEN {pk_s[0]} END)" if one_column else ""
+    )
     with on.connection.cursor() as cur:
         if spec.children:
-            cur.execute(f"SELECT COUNT(*) FROM {spec.from_clause(on, pin_source=False)} WHERE {where}", params)
-            eligible = int(cur.fetchone()[0])
+            cur.execute(f"SELECT COUNT(*){bounds} FROM {spec.from_clause(on, pin_source=False)} WHERE {where}", params)
+            eligible, *found = cur.fetchone()
             cur.execute(f"SELECT COUNT(*) FROM {frm} WHERE {ref} IS NULL")
-            nulls = int(cur.fetchone()[0])
+            nulls = cur.fetchone()[0]
         else:
             cur.execute(
-                f"SELECT COALESCE(SUM(CASE WHEN {ref} < %s THEN 1 ELSE 0 END), 0), "
-                f"COALESCE(SUM(CASE WHEN {ref} IS NULL THEN 1 ELSE 0 END), 0) FROM {frm}",
-                [spec.threshold_param(on)],
+                f"SELECT COALESCE(SUM(CASE WHEN {where} THEN 1 ELSE 0 END), 0), "
+                f"COALESCE(SUM(CASE WHEN {ref} IS NULL THEN 1 ELSE 0 END), 0){case_bounds} "
+                f"FROM {frm}",
+                [*params, *(params * 2 if one_column else [])],
             )
-            eligible, nulls = (int(v) for v in cur.fetchone())
+            eligible, nulls, *found = cur.fetchone()
+        eligible, nulls = int(eligible or 0), int(nulls or 0)
         low = high = None
-        if eligible:
+        if eligible and one_column:
+            low, high = [found[0]], [found[1]]
+        elif eligible:
+            # Two index-ordered lookups for a composite key.
             selection_from = spec.from_clause(on)
             cur.execute(first_key_sql(on, pk_s, selection_from, where), params)
             low = list(cur.fetchone())
@@ -87,13 +100,18 @@ def first_key_sql(on, pk_s: list[str], frm: str, where: str, descending: bool = 
 
 
 def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
-    ensure_archive_table(spec)
-    spec.archive_ready = True
+    if created_by_first_batch(spec):
+        # Checked now (a changed column type stops the table before anything
+        # is counted); created by the first batch, in its transaction.
+        ensure_archive_table(spec, dry_run=True)
+    else:
+        ensure_archive_table(spec)
+        spec.archive_ready = True
     checkpoint("mark_start")
     eligible, nulls, low, high = count_eligible(spec)
     with transaction.atomic():
         renew(
-            state.pk,
+            state,
             worker,
             phase=Phase.MARKED,
             threshold=spec.threshold,
@@ -144,8 +162,9 @@ def archive(
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[int, int, bool]:
     """Move batches until none is left or ``should_stop()``; return (moved, batches, finished)."""
-    if not spec.archive_ready:
+    if not spec.archive_ready and not created_by_first_batch(spec):
         ensure_archive_table(spec)
+        spec.archive_ready = True
     if spec.mode == "streaming":
         streaming.finish_pending(spec, run_id=state.run_id)
     # The ledger is the truth after a crash; the first batch's renewal below
@@ -207,7 +226,7 @@ def archive(
         # batch's own record is its ledger row, committed with the move in the
         # archive; the audit trail gets the whole ledger's digest at verify
         # (one chained event per table instead of one per batch).
-        renew(state.pk, worker, phase=Phase.ARCHIVING, cursor=cursor, archived_count=archived, batches_done=batch_no)
+        renew(state, worker, phase=Phase.ARCHIVING, cursor=cursor, archived_count=archived, batches_done=batch_no)
         if on_batch:
             on_batch(outcome.moved)
         if outcome.exhausted:
@@ -229,8 +248,10 @@ def verify(spec: TableSpec, state: RecoveryState, worker: str) -> int:
     if problems:
         raise TableError(f"verify failed for {spec.label}: " + "; ".join(problems))
     checkpoint("verify")
-    with transaction.atomic():
-        renew(state.pk, worker, phase=Phase.VERIFIED, archived_count=archived)
+    # No savepoint: inside the caller's transaction (verify and complete
+    # commit together) a failure here rolls all of it back anyway.
+    with transaction.atomic(savepoint=False):
+        renew(state, worker, phase=Phase.VERIFIED, archived_count=archived)
         AuditEvent.objects.record(
             "table.verified",
             actor=worker,

@@ -218,11 +218,15 @@ def advance_table(
         return result
     deadline = started + time_box if time_box else None
     should_stop = _stop_check(state, deadline)
+    # Read once more now that the lease is ours: another worker may have moved
+    # the table on between the read above and the claim. From here on only
+    # this worker writes the row, and leases.renew keeps ``state`` in step.
+    state.refresh_from_db()
+    clean_exit = False
     try:
         spec = build_spec(state.config, state.run.cutoff)
         target = PHASE_ORDER.index(until)
         while True:
-            state.refresh_from_db()
             current = PHASE_ORDER.index(state.phase)
             if current >= target:
                 result.done = True
@@ -240,7 +244,7 @@ def advance_table(
                 if not finished:
                     break
                 if target <= PHASE_ORDER.index(Phase.ARCHIVED):
-                    leases.renew(state.pk, worker, phase=Phase.ARCHIVED)
+                    leases.renew(state, worker, phase=Phase.ARCHIVED)
                 else:
                     # Going on: ARCHIVED, VERIFIED (and COMPLETED) commit as one
                     # control transaction. A crash before it leaves the table
@@ -248,14 +252,19 @@ def advance_table(
                     _verify_and_complete(spec, state, worker, target)
             elif state.phase in (Phase.ARCHIVED, Phase.VERIFIED):
                 _verify_and_complete(spec, state, worker, target)
+        clean_exit = True
     except LeaseLost:
         result.lease_lost = True
     except (TableError, DatabaseError) as exc:
         _fail(state, worker, exc)
         result.error = str(exc)
     finally:
-        leases.release(state.pk, worker)
-    state.refresh_from_db()
+        # COMPLETED released the lease in its own UPDATE.
+        if not (clean_exit and state.phase == Phase.COMPLETED):
+            leases.release(state.pk, worker)
+    if not clean_exit:
+        # A rolled-back step may have left ``state`` ahead of the row.
+        state.refresh_from_db()
     result.phase = state.phase
     result.eligible = state.eligible_count
     result.archived_total = state.archived_count
@@ -267,8 +276,7 @@ def _verify_and_complete(spec, state: RecoveryState, worker: str, target: int) -
     """Verify and complete in one control transaction when the caller wants both."""
     with transaction.atomic():
         if state.phase != Phase.VERIFIED:
-            state.archived_count = phases.verify(spec, state, worker)
-            state.phase = Phase.VERIFIED
+            phases.verify(spec, state, worker)
         if target > PHASE_ORDER.index(Phase.VERIFIED):
             _complete(state, worker)
 
@@ -276,7 +284,7 @@ def _verify_and_complete(spec, state: RecoveryState, worker: str, target: int) -
 def _complete(state: RecoveryState, worker: str) -> None:
     # The lease is released in the same UPDATE: a finished table needs no owner.
     leases.renew(
-        state.pk,
+        state,
         worker,
         phase=Phase.COMPLETED,
         finished_at=timezone.now(),
@@ -284,8 +292,8 @@ def _complete(state: RecoveryState, worker: str) -> None:
         lease_owner="",
         lease_expires_at=None,
     )
-    # archived_count is verify's (or, resumed at VERIFIED, the row's);
-    # eligible_count was read when the phase loop last refreshed the row.
+    # The counts are the row's: read after the claim, then kept in step by
+    # every renew (verify's wrote archived_count).
     AuditEvent.objects.record(
         "table.completed",
         actor=worker,

@@ -17,6 +17,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from archival.engine import keys
+from archival.engine.archive_tables import ensure_archive_table
 from archival.engine.errors import ArchiveConflict, ReconcileError
 from archival.engine.faults import checkpoint
 from archival.engine.spec import META_COLUMNS, TableSpec
@@ -188,37 +189,50 @@ def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, r
 
 def _move(spec, *, run_id, batch_no, low, size, record_ledger, slow) -> BatchOutcome:
     on = spec.archive
-    years = spec.config.effective_years
     with write_transaction(on.alias):
+        if not spec.archive_ready:
+            # The archive table appears with its first rows (one commit); a
+            # rollback takes both back (archive_tables.created_by_first_batch).
+            ensure_archive_table(spec, in_transaction=True)
         with on.connection.cursor() as cur:
-            skipped = 0
-            if on.vendor == "postgresql" and not slow:
-                sql, params = _pg_move(spec, run_id, years, low, size)
-                cur.execute(sql, params)
-                row = cur.fetchone()
-                if row is None:
-                    return BatchOutcome(0, None)
-                high, (deleted, inserted) = list(row[: len(spec.pk)]), row[len(spec.pk) :]
-            else:
-                high = batch_bound(spec, cur, low, size)
-                if high is None:
-                    return BatchOutcome(0, None)
-                if slow:
-                    skipped = _check_conflicts(spec, cur, low, high)
-                sql, params = _insert_select(spec, run_id, years, low, high, skip_existing=slow)
-                cur.execute(sql, params)
-                inserted = cur.rowcount
-                sql, params = _delete(spec, low, high)
-                cur.execute(sql, params)
-                deleted = cur.rowcount
-            present = _archive_count(spec, cur, run_id, low, high)
-            if not (deleted == inserted + skipped and present == inserted):
-                raise ReconcileError(
-                    f"batch {batch_no} of {spec.label}: deleted {deleted}, inserted {inserted}, "
-                    f"already archived {skipped}, present in archive {present}; rolled back"
-                )
-            record_ledger(batch_no=batch_no, low=low, high=high, rows=inserted, deleted=deleted)
-            checkpoint("batch_before_commit")
+            outcome = _move_rows(spec, cur, run_id=run_id, batch_no=batch_no, low=low, size=size,
+                                 record_ledger=record_ledger, slow=slow)  # fmt: skip
+    spec.archive_ready = True
+    return outcome
+
+
+def _move_rows(spec, cur, *, run_id, batch_no, low, size, record_ledger, slow) -> BatchOutcome:
+    """The batch's statements, in the caller's transaction."""
+    on = spec.archive
+    years = spec.config.effective_years
+    skipped = 0
+    if on.vendor == "postgresql" and not slow:
+        sql, params = _pg_move(spec, run_id, years, low, size)
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        if row is None:
+            return BatchOutcome(0, None)
+        high, (deleted, inserted) = list(row[: len(spec.pk)]), row[len(spec.pk) :]
+    else:
+        high = batch_bound(spec, cur, low, size)
+        if high is None:
+            return BatchOutcome(0, None)
+        if slow:
+            skipped = _check_conflicts(spec, cur, low, high)
+        sql, params = _insert_select(spec, run_id, years, low, high, skip_existing=slow)
+        cur.execute(sql, params)
+        inserted = cur.rowcount
+        sql, params = _delete(spec, low, high)
+        cur.execute(sql, params)
+        deleted = cur.rowcount
+    present = _archive_count(spec, cur, run_id, low, high)
+    if not (deleted == inserted + skipped and present == inserted):
+        raise ReconcileError(
+            f"batch {batch_no} of {spec.label}: deleted {deleted}, inserted {inserted}, "
+            f"already archived {skipped}, present in archive {present}; rolled back"
+        )
+    record_ledger(batch_no=batch_no, low=low, high=high, rows=inserted, deleted=deleted)
+    checkpoint("batch_before_commit")
     # Every eligible key up to the bound moved in this one transaction; fewer
     # than ``size`` of them means the bound was the last eligible key.
     return BatchOutcome(deleted, high, skipped, exhausted=deleted < size)
