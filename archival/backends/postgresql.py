@@ -25,15 +25,18 @@ class PostgresBackend(Backend):
 
     def describe(self, schema: str, table: str) -> TableInfo:
         with self.connection.cursor() as cur:
+            # Columns and each one's place in the primary key in one round trip.
             cur.execute(
                 """
                 SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
                        information_schema._pg_char_max_length(a.atttypid, a.atttypmod),
                        information_schema._pg_numeric_precision(a.atttypid, a.atttypmod),
-                       information_schema._pg_numeric_scale(a.atttypid, a.atttypmod)
+                       information_schema._pg_numeric_scale(a.atttypid, a.atttypmod),
+                       array_position(i.indkey::int2[], a.attnum)
                 FROM pg_attribute a
                 JOIN pg_class c ON c.oid = a.attrelid
                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
                 WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
                   AND c.relkind IN ('r', 'p')
                 ORDER BY a.attnum
@@ -44,23 +47,10 @@ class PostgresBackend(Backend):
             if not rows:
                 raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
             columns = []
-            for name, db_type, nullable, length, precision, scale in rows:
+            for name, db_type, nullable, length, precision, scale, _ in rows:
                 size = (length, None) if length else (precision, scale)
                 columns.append(Column(name, db_type, generic_type(db_type), bool(nullable), size))
-            cur.execute(
-                """
-                SELECT a.attname
-                FROM pg_index i
-                JOIN pg_class c ON c.oid = i.indrelid
-                JOIN pg_namespace n ON n.oid = c.relnamespace
-                JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON TRUE
-                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-                WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary
-                ORDER BY k.ord
-                """,
-                [schema, table],
-            )
-            pk = [r[0] for r in cur.fetchall()]
+            pk = [r[0] for r in sorted((r for r in rows if r[6] is not None), key=lambda r: r[6])]
             cur.execute(
                 """
                 SELECT a.attname, rc.relname, ra.attname

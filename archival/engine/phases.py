@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.db import transaction
 
@@ -100,13 +101,12 @@ def first_key_sql(on, pk_s: list[str], frm: str, where: str, descending: bool = 
 
 
 def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
-    if created_by_first_batch(spec):
-        # Checked now (a changed column type stops the table before anything
-        # is counted); created by the first batch, in its transaction.
-        ensure_archive_table(spec, dry_run=True)
-    else:
+    if not created_by_first_batch(spec):
         ensure_archive_table(spec)
         spec.archive_ready = True
+    # Otherwise the first batch checks the archive table (a changed column
+    # type stops the table before a row moves) and creates or extends it in
+    # its own transaction; ``plan`` shows that DDL beforehand.
     checkpoint("mark_start")
     eligible, nulls, low, high = count_eligible(spec)
     with transaction.atomic():
@@ -236,8 +236,21 @@ def archive(
             return moved_total, batches, True
 
 
-def verify(spec: TableSpec, state: RecoveryState, worker: str) -> int:
-    """Marked == archived, and no eligible row left in the source; return the rows archived."""
+@dataclass(frozen=True)
+class VerifyProof:
+    """What Verify established: the ledger's count and digest agree with Mark, nothing eligible is left."""
+
+    archived: int
+    batches: int
+    ledger_sha256: str
+
+
+def verify(spec: TableSpec, state: RecoveryState) -> VerifyProof:
+    """Marked == archived, and no eligible row left in the source; raise TableError otherwise.
+
+    Writes nothing: the caller records the proof (``record_verified``, or the
+    completion that commits with it).
+    """
     batches, archived, ledger_sha256 = ledger_digest(state.run_id, spec.config.pk)
     eligible_left = count_left(spec)
     problems = []
@@ -248,19 +261,20 @@ def verify(spec: TableSpec, state: RecoveryState, worker: str) -> int:
     if problems:
         raise TableError(f"verify failed for {spec.label}: " + "; ".join(problems))
     checkpoint("verify")
-    # No savepoint: inside the caller's transaction (verify and complete
-    # commit together) a failure here rolls all of it back anyway.
+    return VerifyProof(archived, batches, ledger_sha256)
+
+
+def record_verified(state: RecoveryState, worker: str, proof: VerifyProof) -> None:
     with transaction.atomic(savepoint=False):
-        renew(state, worker, phase=Phase.VERIFIED, archived_count=archived)
+        renew(state, worker, phase=Phase.VERIFIED, archived_count=proof.archived)
         AuditEvent.objects.record(
             "table.verified",
             actor=worker,
             run_id=state.run_id,
-            table_label=spec.label,
-            counts={"archived": archived, "batches": batches},
-            details={"ledger_sha256": ledger_sha256},
+            table_label=state.table_label,
+            counts={"archived": proof.archived, "batches": proof.batches},
+            details={"ledger_sha256": proof.ledger_sha256},
         )
-    return archived
 
 
 def _retrying(spec: TableSpec, state: RecoveryState, worker: str):

@@ -207,21 +207,21 @@ def advance_table(
     """
     worker = worker or leases.new_worker_id()
     started = time.monotonic()
-    state = RecoveryState.objects.select_related("config", "run").get(pk=state_id)
-    result = TableResult(state_id=state.pk, label=state.table_label, phase=state.phase)
-    if state.phase not in PHASE_ORDER or state.phase == Phase.COMPLETED:
-        result.skipped = f"phase is {state.phase}"
-        result.done = state.phase == Phase.COMPLETED
+    label, phase = RecoveryState.objects.values_list("table_label", "phase").get(pk=state_id)
+    result = TableResult(state_id=state_id, label=label, phase=phase)
+    if phase not in PHASE_ORDER or phase == Phase.COMPLETED:
+        result.skipped = f"phase is {phase}"
+        result.done = phase == Phase.COMPLETED
         return result
-    if not leases.claim(state.pk, worker):
+    if not leases.claim(state_id, worker):
         result.skipped = "another worker holds the lease"
         return result
+    # Read in full now that the lease is ours: another worker may have moved
+    # the table on since the read above. From here on only this worker
+    # writes the row, and leases.renew keeps ``state`` in step with it.
+    state = RecoveryState.objects.select_related("config", "run").get(pk=state_id)
     deadline = started + time_box if time_box else None
     should_stop = _stop_check(state, deadline)
-    # Read once more now that the lease is ours: another worker may have moved
-    # the table on between the read above and the claim. From here on only
-    # this worker writes the row, and leases.renew keeps ``state`` in step.
-    state.refresh_from_db()
     clean_exit = False
     try:
         spec = build_spec(state.config, state.run.cutoff)
@@ -259,8 +259,9 @@ def advance_table(
         _fail(state, worker, exc)
         result.error = str(exc)
     finally:
-        # COMPLETED released the lease in its own UPDATE.
-        if not (clean_exit and state.phase == Phase.COMPLETED):
+        # Completing the table released the lease in the same UPDATE (unless
+        # that transaction rolled back: then ``state`` is ahead of the row).
+        if state.lease_owner or not clean_exit:
             leases.release(state.pk, worker)
     if not clean_exit:
         # A rolled-back step may have left ``state`` ahead of the row.
@@ -273,36 +274,49 @@ def advance_table(
 
 
 def _verify_and_complete(spec, state: RecoveryState, worker: str, target: int) -> None:
-    """Verify and complete in one control transaction when the caller wants both."""
+    """Verify, and complete in the same control transaction when the caller wants both.
+
+    Completing right after Verify writes one UPDATE and one audit event
+    (``table.completed`` carrying the proof: archived and batch counts, the
+    ledger's digest); Verify alone records ``table.verified``.
+    """
     with transaction.atomic():
-        if state.phase != Phase.VERIFIED:
-            phases.verify(spec, state, worker)
+        proof = phases.verify(spec, state) if state.phase != Phase.VERIFIED else None
         if target > PHASE_ORDER.index(Phase.VERIFIED):
-            _complete(state, worker)
+            _complete(state, worker, proof)
+        elif proof is not None:
+            phases.record_verified(state, worker, proof)
 
 
-def _complete(state: RecoveryState, worker: str) -> None:
+def _complete(state: RecoveryState, worker: str, proof: phases.VerifyProof | None) -> None:
     # The lease is released in the same UPDATE: a finished table needs no owner.
+    archived = proof.archived if proof else state.archived_count
     leases.renew(
         state,
         worker,
         phase=Phase.COMPLETED,
+        archived_count=archived,
         finished_at=timezone.now(),
         last_error="",
         lease_owner="",
         lease_expires_at=None,
     )
-    # The counts are the row's: read after the claim, then kept in step by
-    # every renew (verify's wrote archived_count).
+    # eligible_count is the row's: read after the claim, kept in step by renew.
+    counts = {"archived": archived, "eligible": state.eligible_count}
+    details = {}
+    if proof:
+        counts["batches"] = proof.batches
+        details = {"verified": True, "ledger_sha256": proof.ledger_sha256}
     AuditEvent.objects.record(
         "table.completed",
         actor=worker,
         run_id=state.run_id,
         table_label=state.table_label,
-        counts={"archived": state.archived_count, "eligible": state.eligible_count},
+        counts=counts,
+        details=details,
     )
     transaction.on_commit(
-        lambda: log_line(f"run {state.run_id} table {state.table_label} completed archived={state.archived_count}")
+        lambda: log_line(f"run {state.run_id} table {state.table_label} completed archived={archived}")
     )
 
 
