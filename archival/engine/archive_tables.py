@@ -95,13 +95,20 @@ def _create_statements(spec: TableSpec) -> list[str]:
     ]
     unique = _index_name(table, "src_key")
     cols.append(f"CONSTRAINT {q(unique)} UNIQUE ({', '.join(q(c) for c in spec.pk)})")
-    stmts = [f"CREATE TABLE {spec.archive_table()} ({', '.join(cols)})"]
     indexed = [("refdate", ["reference_date"]), ("retention", ["retention_until"])]
     contract_col = spec.config.hold_contract_column or (
         spec.config.contract_reference_column if spec.is_contract else ""
     )
     if contract_col:
         indexed.append(("contract", [contract_col]))
+    if arc.vendor == "mysql":
+        # Every MariaDB DDL statement commits on its own: the indexes go
+        # inside CREATE TABLE, one statement instead of four.
+        cols += [
+            f"INDEX {q(_index_name(table, suffix))} ({', '.join(q(c) for c in columns)})" for suffix, columns in indexed
+        ]
+        return [f"CREATE TABLE {spec.archive_table()} ({', '.join(cols)})"]
+    stmts = [f"CREATE TABLE {spec.archive_table()} ({', '.join(cols)})"]
     for suffix, columns in indexed:
         stmts.append(_create_index(spec, _index_name(table, suffix), columns))
     return stmts
