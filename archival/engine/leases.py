@@ -49,11 +49,12 @@ def owner_is_dead(owner: str) -> bool:
     return False
 
 
-def claim(state_id: int, worker: str) -> bool:
+def claim(state_id: int, worker: str, phases: list[str]) -> bool:
+    """Take the table's lease if it is free and the table is in one of ``phases``."""
     now = timezone.now()
     free = Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker)
     won = (
-        RecoveryState.objects.filter(pk=state_id)
+        RecoveryState.objects.filter(pk=state_id, phase__in=phases)
         .filter(free)
         .update(
             lease_owner=worker,
@@ -69,7 +70,7 @@ def claim(state_id: int, worker: str) -> bool:
     state = RecoveryState.objects.filter(pk=state_id).values("lease_owner").first()
     if state and state["lease_owner"] and owner_is_dead(state["lease_owner"]):
         return bool(
-            RecoveryState.objects.filter(pk=state_id, lease_owner=state["lease_owner"]).update(
+            RecoveryState.objects.filter(pk=state_id, phase__in=phases, lease_owner=state["lease_owner"]).update(
                 lease_owner=worker,
                 lease_expires_at=now + timedelta(seconds=_lease_seconds()),
                 attempts=F("attempts") + 1,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import transaction
 
@@ -153,6 +153,16 @@ def ledger_digest(run_id: int, config_id: int) -> tuple[int, int, str]:
     return len(rows), sum(r[4] for r in rows), digest
 
 
+@dataclass
+class ArchiveOutcome:
+    moved: int
+    batches: int
+    finished: bool
+    # Progress of the last batch not yet written to the recovery state: the
+    # caller writes it with the next phase, in the same UPDATE.
+    unsaved: dict = field(default_factory=dict)
+
+
 def archive(
     spec: TableSpec,
     state: RecoveryState,
@@ -160,8 +170,8 @@ def archive(
     *,
     should_stop: Callable[[], bool],
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[int, int, bool]:
-    """Move batches until none is left or ``should_stop()``; return (moved, batches, finished)."""
+) -> ArchiveOutcome:
+    """Move batches until none is left or ``should_stop()``."""
     if not spec.archive_ready and not created_by_first_batch(spec):
         ensure_archive_table(spec)
         spec.archive_ready = True
@@ -191,7 +201,7 @@ def archive(
     spec_run_id = state.run_id
     while True:
         if should_stop():
-            return moved_total, batches, False
+            return ArchiveOutcome(moved_total, batches, False)
         batch_no += 1
 
         def one_batch(batch_no=batch_no, cursor=cursor):
@@ -216,24 +226,27 @@ def archive(
         # whose copy had committed is finished instead of copied again).
         outcome = retry_transient(one_batch, attempts=5, base_delay=0.5, on_retry=_retrying(spec, state, worker))
         if outcome.high is None:
-            return moved_total, batches, True
+            return ArchiveOutcome(moved_total, batches, True)
         checkpoint("batch_after_commit")
         cursor = to_json(outcome.high)
         archived += outcome.moved
         moved_total += outcome.moved
         batches += 1
+        progress = {"cursor": cursor, "archived_count": archived, "batches_done": batch_no}
+        if on_batch:
+            on_batch(outcome.moved)
+        if outcome.exhausted:
+            # The last batch: its progress goes with the next phase's UPDATE
+            # (a crash before that is reconciled from the ledger, like any
+            # other). Verify still counts what is left (a row made eligible
+            # meanwhile fails it). Streamed batches never say so: one may
+            # delete fewer rows than it read (a row changed after its copy stays).
+            return ArchiveOutcome(moved_total, batches, True, unsaved=progress)
         # One control-database commit per batch: progress and the lease. The
         # batch's own record is its ledger row, committed with the move in the
         # archive; the audit trail gets the whole ledger's digest at verify
         # (one chained event per table instead of one per batch).
-        renew(state, worker, phase=Phase.ARCHIVING, cursor=cursor, archived_count=archived, batches_done=batch_no)
-        if on_batch:
-            on_batch(outcome.moved)
-        if outcome.exhausted:
-            # Verify still counts what is left (a row made eligible meanwhile
-            # fails it). Streamed batches never say so: one may delete fewer
-            # rows than it read (a row changed after its copy stays).
-            return moved_total, batches, True
+        renew(state, worker, phase=Phase.ARCHIVING, **progress)
 
 
 @dataclass(frozen=True)
@@ -264,9 +277,9 @@ def verify(spec: TableSpec, state: RecoveryState) -> VerifyProof:
     return VerifyProof(archived, batches, ledger_sha256)
 
 
-def record_verified(state: RecoveryState, worker: str, proof: VerifyProof) -> None:
+def record_verified(state: RecoveryState, worker: str, proof: VerifyProof, unsaved: dict | None = None) -> None:
     with transaction.atomic(savepoint=False):
-        renew(state, worker, phase=Phase.VERIFIED, archived_count=proof.archived)
+        renew(state, worker, **{**(unsaved or {}), "phase": Phase.VERIFIED, "archived_count": proof.archived})
         AuditEvent.objects.record(
             "table.verified",
             actor=worker,

@@ -207,22 +207,25 @@ def advance_table(
     """
     worker = worker or leases.new_worker_id()
     started = time.monotonic()
-    label, phase = RecoveryState.objects.values_list("table_label", "phase").get(pk=state_id)
-    result = TableResult(state_id=state_id, label=label, phase=phase)
-    if phase not in PHASE_ORDER or phase == Phase.COMPLETED:
-        result.skipped = f"phase is {phase}"
-        result.done = phase == Phase.COMPLETED
+    # The claim only takes a table that still has work (not COMPLETED,
+    # FAILED, BLOCKED or ABANDONED).
+    if not leases.claim(state_id, worker, phases=PHASE_ORDER[:-1]):
+        label, phase = RecoveryState.objects.values_list("table_label", "phase").get(pk=state_id)
+        result = TableResult(state_id=state_id, label=label, phase=phase)
+        if phase not in PHASE_ORDER or phase == Phase.COMPLETED:
+            result.skipped = f"phase is {phase}"
+            result.done = phase == Phase.COMPLETED
+        else:
+            result.skipped = "another worker holds the lease"
         return result
-    if not leases.claim(state_id, worker):
-        result.skipped = "another worker holds the lease"
-        return result
-    # Read in full now that the lease is ours: another worker may have moved
-    # the table on since the read above. From here on only this worker
-    # writes the row, and leases.renew keeps ``state`` in step with it.
+    # Read once the lease is ours: from here on only this worker writes the
+    # row, and leases.renew keeps ``state`` in step with it.
     state = RecoveryState.objects.select_related("config", "run").get(pk=state_id)
+    result = TableResult(state_id=state_id, label=state.table_label, phase=state.phase)
     deadline = started + time_box if time_box else None
     should_stop = _stop_check(state, deadline)
     clean_exit = False
+    unsaved: dict = {}  # the last batch's progress, written with the next phase
     try:
         spec = build_spec(state.config, state.run.cutoff)
         target = PHASE_ORDER.index(until)
@@ -236,27 +239,27 @@ def advance_table(
             if state.phase == Phase.PENDING:
                 phases.mark(spec, state, worker)
             elif state.phase in (Phase.MARKED, Phase.ARCHIVING):
-                moved, batches, finished = phases.archive(
-                    spec, state, worker, should_stop=should_stop, on_batch=on_batch
-                )
-                result.moved += moved
-                result.batches += batches
-                if not finished:
+                archived = phases.archive(spec, state, worker, should_stop=should_stop, on_batch=on_batch)
+                result.moved += archived.moved
+                result.batches += archived.batches
+                unsaved = archived.unsaved
+                if not archived.finished:
                     break
                 if target <= PHASE_ORDER.index(Phase.ARCHIVED):
-                    leases.renew(state, worker, phase=Phase.ARCHIVED)
+                    leases.renew(state, worker, **unsaved, phase=Phase.ARCHIVED)
                 else:
                     # Going on: ARCHIVED, VERIFIED (and COMPLETED) commit as one
                     # control transaction. A crash before it leaves the table
                     # ARCHIVING, and the resume finds no batch left and verifies.
-                    _verify_and_complete(spec, state, worker, target)
+                    _verify_and_complete(spec, state, worker, target, unsaved)
+                unsaved = {}
             elif state.phase in (Phase.ARCHIVED, Phase.VERIFIED):
                 _verify_and_complete(spec, state, worker, target)
         clean_exit = True
     except LeaseLost:
         result.lease_lost = True
     except (TableError, DatabaseError) as exc:
-        _fail(state, worker, exc)
+        _fail(state, worker, exc, unsaved)
         result.error = str(exc)
     finally:
         # Completing the table released the lease in the same UPDATE (unless
@@ -273,7 +276,7 @@ def advance_table(
     return result
 
 
-def _verify_and_complete(spec, state: RecoveryState, worker: str, target: int) -> None:
+def _verify_and_complete(spec, state: RecoveryState, worker: str, target: int, unsaved: dict | None = None) -> None:
     """Verify, and complete in the same control transaction when the caller wants both.
 
     Completing right after Verify writes one UPDATE and one audit event
@@ -283,24 +286,24 @@ def _verify_and_complete(spec, state: RecoveryState, worker: str, target: int) -
     with transaction.atomic():
         proof = phases.verify(spec, state) if state.phase != Phase.VERIFIED else None
         if target > PHASE_ORDER.index(Phase.VERIFIED):
-            _complete(state, worker, proof)
+            _complete(state, worker, proof, unsaved)
         elif proof is not None:
-            phases.record_verified(state, worker, proof)
+            phases.record_verified(state, worker, proof, unsaved)
 
 
-def _complete(state: RecoveryState, worker: str, proof: phases.VerifyProof | None) -> None:
+def _complete(state: RecoveryState, worker: str, proof: phases.VerifyProof | None, unsaved: dict | None = None) -> None:
     # The lease is released in the same UPDATE: a finished table needs no owner.
     archived = proof.archived if proof else state.archived_count
-    leases.renew(
-        state,
-        worker,
-        phase=Phase.COMPLETED,
-        archived_count=archived,
-        finished_at=timezone.now(),
-        last_error="",
-        lease_owner="",
-        lease_expires_at=None,
-    )
+    fields = {
+        **(unsaved or {}),
+        "phase": Phase.COMPLETED,
+        "archived_count": archived,
+        "finished_at": timezone.now(),
+        "last_error": "",
+        "lease_owner": "",
+        "lease_expires_at": None,
+    }
+    leases.renew(state, worker, **fields)
     # eligible_count is the row's: read after the claim, kept in step by renew.
     counts = {"archived": archived, "eligible": state.eligible_count}
     details = {}
@@ -320,10 +323,10 @@ def _complete(state: RecoveryState, worker: str, proof: phases.VerifyProof | Non
     )
 
 
-def _fail(state: RecoveryState, worker: str, exc: Exception) -> None:
+def _fail(state: RecoveryState, worker: str, exc: Exception, unsaved: dict | None = None) -> None:
     message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TableError) else str(exc)
     RecoveryState.objects.filter(pk=state.pk).update(
-        phase=Phase.FAILED, last_error=message[:4000], finished_at=timezone.now()
+        **(unsaved or {}), phase=Phase.FAILED, last_error=message[:4000], finished_at=timezone.now()
     )
     AuditEvent.objects.record(
         "table.failed",
