@@ -365,6 +365,36 @@ def test_month_end_and_leap_day_rows_are_eligible_alike_on_every_engine(demo):
     assert rows == [("2024-02-27", "2025-02-27"), ("2024-02-28", "2025-02-28")]
 
 
+@pytest.mark.parametrize("years", [1, 4])
+def test_leap_day_rows_get_the_clamped_retention_in_the_archive(demo, years):
+    """The database computes retention_until while rows move: it must agree with add_years."""
+    config = TableConfig.objects.get(table_name="OpsEvent001")
+    config.months_retention_source = 1
+    config.years_retention_archive = years
+    config.full_clean()
+    config.save()
+    src = backend_for(config.source_db)
+    table = src.qualified(config.schema_name, config.table_name)
+    days = ["2020-02-29", "2022-02-28", "2023-03-01", "2024-02-29", "2024-12-31"]
+    with connections[config.source_db].cursor() as cur:
+        cur.execute(f"DELETE FROM {table}")
+        for i, day in enumerate(days, start=1):
+            cur.execute(
+                f'INSERT INTO {table} ("id", "eventDate", "category", "amount") VALUES (%s, %s, %s, %s)',
+                [i, day, "x", "1.00"],
+            )
+
+    assert engine.run_cycle(cutoff=date(2025, 3, 31), tables=["OpsEvent001"]).ok
+
+    arc = backend_for("archive")
+    with connections["archive"].cursor() as cur:
+        cur.execute(
+            f'SELECT "eventDate", "retention_until" FROM {arc.qualified(namespace_for(config.source_db), config.table_name)} ORDER BY "id"'
+        )
+        rows = [(str(a)[:10], str(b)[:10]) for a, b in cur.fetchall()]
+    assert rows == [(day, add_years(date.fromisoformat(day), years).isoformat()) for day in days]
+
+
 # -- bad input: clear errors, nothing moved -----------------------------------
 
 

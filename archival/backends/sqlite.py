@@ -161,11 +161,13 @@ class SQLiteBackend(Backend):
 
     def add_years_sql(self, expr: str) -> str:
         # date(x, '+N years') turns 29 February into 1 March; clamp it back to
-        # 28 February like PostgreSQL, MariaDB and SQL Server do.
+        # 28 February like PostgreSQL, MariaDB and SQL Server do. Only a 29
+        # February needs the clamp: a substring test picks those rows, so the
+        # others cost one date() (this runs for every archived row).
         shifted = f"date({expr}, '+' || %s || ' years')"
         return (
-            f"(CASE WHEN strftime('%%m-%%d', {expr}) = '02-29' AND strftime('%%m', {shifted}) = '03' "
-            f"THEN date({shifted}, '-1 day') ELSE {shifted} END)"
+            f"(CASE WHEN substr({expr}, 6, 5) = '02-29' "
+            f"THEN date({shifted}, '-' || (strftime('%%m', {shifted}) = '03') || ' days') ELSE {shifted} END)"
         )
 
     def as_date_sql(self, expr: str) -> str:

@@ -76,18 +76,15 @@ def _insert_select(spec: TableSpec, run_id: int, years: int, low, high, skip_exi
     if skip_existing:
         match = " AND ".join(f"a.{on.quote(c)} = s.{on.quote(c)}" for c in spec.pk)
         extra = f" AND NOT EXISTS (SELECT 1 FROM {spec.archive_table()} a WHERE {match})"
+    retention = on.add_years_sql(ref)
     sql = (
         f"INSERT INTO {spec.archive_table()} ({_insert_columns(spec)}) "
-        f"SELECT {cols}, %s, %s, {ref}, {on.add_years_sql(ref)} "
+        f"SELECT {cols}, %s, %s, {ref}, {retention} "
         f"FROM {spec.from_clause(on)} WHERE {where}{extra}"
     )
     ts = now.isoformat(sep=" ") if on.vendor == "sqlite" else now
-    return sql, [ts, run_id, years, *_years_extra(on, years), *params]
-
-
-def _years_extra(on, years: int) -> list:
-    # SQLite's clamped add_years repeats the parameter (see SQLiteBackend.add_years_sql).
-    return [years, years] if on.vendor == "sqlite" else []
+    # A backend's clamped year arithmetic may name the years more than once.
+    return sql, [ts, run_id, *[years] * retention.count("%s"), *params]
 
 
 def _delete(spec: TableSpec, low, high) -> tuple[str, list]:
