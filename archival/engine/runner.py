@@ -167,9 +167,14 @@ def _light_spec(config, configs):
     return _LightSpec(config, kids)
 
 
+def _run_says_stop(stop_requested: bool, deadline) -> bool:
+    return bool(stop_requested or (deadline and timezone.now() >= deadline))
+
+
 def _stop_check(state: RecoveryState, deadline_monotonic: float | None) -> Callable[[], bool]:
     run_id = state.run_id
-    last = {"at": 0.0, "stop": False}
+    # The run row came with the state: its flags are fresh for the first second.
+    last = {"at": time.monotonic(), "stop": _run_says_stop(state.run.stop_requested, state.run.deadline)}
 
     def should_stop() -> bool:
         from archival import stopping
@@ -183,9 +188,7 @@ def _stop_check(state: RecoveryState, deadline_monotonic: float | None) -> Calla
         if now - last["at"] >= 1.0:
             last["at"] = now
             run = ArchivalRun.objects.filter(pk=run_id).values("stop_requested", "deadline").first()
-            last["stop"] = bool(
-                run and (run["stop_requested"] or (run["deadline"] and timezone.now() >= run["deadline"]))
-            )
+            last["stop"] = bool(run and _run_says_stop(run["stop_requested"], run["deadline"]))
         return last["stop"]
 
     return should_stop
@@ -226,6 +229,7 @@ def advance_table(
     should_stop = _stop_check(state, deadline)
     clean_exit = False
     unsaved: dict = {}  # the last batch's progress, written with the next phase
+    just_marked = False
     try:
         spec = build_spec(state.config, state.run.cutoff)
         target = PHASE_ORDER.index(until)
@@ -238,8 +242,11 @@ def advance_table(
                 break
             if state.phase == Phase.PENDING:
                 phases.mark(spec, state, worker)
+                just_marked = True
             elif state.phase in (Phase.MARKED, Phase.ARCHIVING):
-                archived = phases.archive(spec, state, worker, should_stop=should_stop, on_batch=on_batch)
+                archived = phases.archive(
+                    spec, state, worker, should_stop=should_stop, on_batch=on_batch, just_marked=just_marked
+                )
                 result.moved += archived.moved
                 result.batches += archived.batches
                 unsaved = archived.unsaved
