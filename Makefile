@@ -107,8 +107,10 @@ clean:
 # and a chart to bench/results/. Needs requirements-bench.txt; MariaDB and
 # pt-archiver need bench/install_mariadb_deps.sh and bench/install_pt_archiver.sh.
 .PHONY: bench bench-large bench-scaling chaos
+# BENCH_REPEAT=3: each setup's engine and yardstick alternate three times (median pair ratio).
+BENCH_REPEAT ?= 1
 bench: $(VENV_DEV) bench-deps
-	$(PYTHON) bench/run.py --size small --no-phases
+	$(PYTHON) bench/run.py --size small --no-phases --repeat $(BENCH_REPEAT)
 
 bench-large: $(VENV_DEV) bench-deps
 	$(PYTHON) bench/run.py --size large --engines postgresql --topologies same stream --no-phases

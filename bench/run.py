@@ -2,6 +2,7 @@
 
     python bench/run.py --size small                 # every engine, both topologies
     python bench/run.py --size small --engines postgresql --topologies same
+    python bench/run.py --size small --repeat 3      # engine/yardstick pairs, median ratio
     python bench/run.py --scaling                    # time vs rows and vs tables (PostgreSQL)
 
 For each setup the data is generated once (fixed seed, bench/generate.py)
@@ -12,7 +13,10 @@ the same state:
   ceiling    hand-written keyset batches of 5,000, one transaction each, set-based
   streaming  hand-written fetch / COPY or executemany / delete by key (stream topology)
   pt-archiver --limit 1000 and 5000 --bulk-insert --bulk-delete --commit-each (MariaDB)
-Prints the ratio table, writes bench/results/<stamp>-<size>.json and a PNG chart.
+With --repeat N the engine and its yardstick alternate N times per setup and
+the ratio shown is the median of the pair ratios (this machine is noisy: a
+pair run back to back sees the same load). Prints the ratio table, writes
+bench/results/<stamp>-<size>.json and a PNG chart.
 """
 
 from __future__ import annotations
@@ -43,17 +47,19 @@ REPEAT = 1
 
 
 def measure(task: str, engine: str, topology: str, rows: int, tables: int) -> dict:
-    """Restore, run one method in a child process; with --repeat N, the median run of N."""
-    runs = []
-    for _ in range(REPEAT):
-        envs.restore(engine, rows, tables)
-        t0 = time.perf_counter()
-        out = envs.worker(task, engine, topology, str(rows), str(tables))
-        result = last_json(out)
-        result["wall_seconds"] = time.perf_counter() - t0
-        runs.append(result)
-    runs.sort(key=lambda r: r["seconds"])
-    median = runs[len(runs) // 2]
+    """Restore the loaded data, then run one method in a child process."""
+    envs.restore(engine, rows, tables)
+    t0 = time.perf_counter()
+    out = envs.worker(task, engine, topology, str(rows), str(tables))
+    result = last_json(out)
+    result["wall_seconds"] = time.perf_counter() - t0
+    return result
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The median run of several (by seconds), with every run's seconds beside it."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    median = dict(ordered[len(ordered) // 2])
     if len(runs) > 1:
         median["all_seconds"] = [round(r["seconds"], 3) for r in runs]
     return median
@@ -87,18 +93,28 @@ def pt_archiver(rows: int, tables: int, limit: int) -> dict:
 
 
 def run_setup(engine: str, topology: str, rows: int, tables: int, phases: bool, log) -> dict:
-    out: dict = {}
-    log(f"== {engine} / {topology}: engine")
-    out["engine"] = measure("engine", engine, topology, rows, tables)
+    """The engine and its yardstick, alternated REPEAT times on freshly restored data.
+
+    With REPEAT > 1 the engine's ratio is the median of the per-pair ratios:
+    each pair ran back to back, so a noisy minute on the machine hits both.
+    """
+    yard_task, yard = ("ceiling", "ceiling") if topology == "same" else ("stream", "streaming")
+    runs: dict[str, list[dict]] = {"engine": [], yard: []}
+    for i in range(REPEAT):
+        turn = f" ({i + 1}/{REPEAT})" if REPEAT > 1 else ""
+        log(f"== {engine} / {topology}: engine{turn}")
+        runs["engine"].append(measure("engine", engine, topology, rows, tables))
+        log(f"== {engine} / {topology}: {'ceiling' if yard == 'ceiling' else 'hand-written streaming'}{turn}")
+        runs[yard].append(measure(yard_task, engine, topology, rows, tables))
+    out: dict = {"engine": median_run(runs["engine"])}
+    if REPEAT > 1:
+        ratios = sorted(rate(e) / rate(y) for e, y in zip(runs["engine"], runs[yard], strict=True) if rate(y))
+        out["engine"]["paired_ratios"] = [round(r, 3) for r in ratios]
+        out["engine"]["ratio_median"] = round(ratios[len(ratios) // 2], 3)
     if phases:
         log(f"== {engine} / {topology}: engine, phase by phase")
         out["phases"] = measure("phases", engine, topology, rows, tables)
-    if topology == "same":
-        log(f"== {engine} / {topology}: ceiling")
-        out["ceiling"] = measure("ceiling", engine, topology, rows, tables)
-    else:
-        log(f"== {engine} / {topology}: hand-written streaming")
-        out["streaming"] = measure("stream", engine, topology, rows, tables)
+    out[yard] = median_run(runs[yard])
     if engine == "mariadb":
         for limit in (1000, 5000):
             log(f"== mariadb: pt-archiver --limit {limit}")
@@ -120,9 +136,12 @@ def table(results: dict) -> list[str]:
                 lines.append(f"{setup:24} {name:18} skipped: {m['skipped']}")
                 continue
             r = rate(m)
-            ratio = f"{r / ref:.2f}" if ref else "-"
+            ratio = f"{m['ratio_median']:.2f}" if "ratio_median" in m else (f"{r / ref:.2f}" if ref else "-")
             peak = f"{m['peak_mb']:.0f}" if "peak_mb" in m else "-"
             lines.append(f"{setup:24} {name:18} {m['rows']:>10,} {m['seconds']:>9.2f} {r:>10,.0f} {ratio:>6} {peak:>8}")
+        if "paired_ratios" in methods.get("engine", {}):
+            pairs = ", ".join(f"{r:.2f}" for r in methods["engine"]["paired_ratios"])
+            lines.append(f"{'':24} engine / {ref_name}, pair by pair: {pairs} (median shown)")
         if "phases" in methods and "phase_seconds" in methods["phases"]:
             ps = methods["phases"]["phase_seconds"]
             lines.append(f"{'':24} phase seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in ps.items()))
@@ -228,7 +247,9 @@ def main() -> int:
     p.add_argument("--engines", nargs="+", default=["sqlite", "postgresql", "mariadb"], choices=envs.ENGINES)
     p.add_argument("--topologies", nargs="+", default=["same", "stream"], choices=["same", "stream"])
     p.add_argument("--no-phases", action="store_true", help="skip the phase-by-phase engine run")
-    p.add_argument("--repeat", type=int, default=1, help="runs per method; the median is reported")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="engine/yardstick pairs per setup; the median pair ratio is reported"
+    )
     p.add_argument("--scaling", action="store_true", help="scaling curves instead of the side-by-side run")
     p.add_argument("--scaling-engine", default="postgresql", choices=envs.ENGINES)
     p.add_argument("--scaling-rows", type=int, nargs="+", default=[1_000_000, 3_000_000, 6_000_000, 12_000_000])
