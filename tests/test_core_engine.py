@@ -119,6 +119,45 @@ def test_children_move_before_their_contracts_and_a_referenced_contract_stays(de
         assert cur.fetchone()[0] == 0
 
 
+def test_a_child_that_keeps_rows_longer_keeps_their_contracts(demo):
+    """Mark counts a contract only when all its child rows will move under the child's own threshold."""
+    contract = TableConfig.objects.get(source_db="SourceDB1", table_name="Contract")
+    child = position()
+    child.months_retention_source = contract.effective_months + 24
+    child.full_clean()
+    child.save()
+    original = snapshot([child, contract])
+    contract_threshold = subtract_months(CUTOFF, contract.effective_months)
+    child_threshold = subtract_months(CUTOFF, child.effective_months)
+    backend = backend_for("SourceDB1")
+    schema = child.schema_name
+    contracts, positions = backend.qualified(schema, "Contract"), backend.qualified(schema, "Position")
+    with connections["SourceDB1"].cursor() as cur:
+        # Contracts past the contract's threshold but not the child's, with positions.
+        cur.execute(
+            f'SELECT COUNT(DISTINCT c."contractId") FROM {contracts} c JOIN {positions} p '
+            f'ON p."contractId" = c."contractId" WHERE c."maturityDate" < %s AND c."maturityDate" >= %s',
+            [contract_threshold, child_threshold],
+        )
+        held_back = cur.fetchone()[0]
+    assert held_back > 0, "the demo data must have such contracts for this test to mean anything"
+
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["SourceDB1.Position", "SourceDB1.Contract"])
+
+    # Verify passed for both: the Mark count of Contract equals what moved.
+    assert result.ok, [t.error for t in result.failed]
+    union_check([child, contract], original)
+    with connections["SourceDB1"].cursor() as cur:
+        cur.execute(
+            f'SELECT COUNT(DISTINCT c."contractId") FROM {contracts} c JOIN {positions} p '
+            f'ON p."contractId" = c."contractId" WHERE c."maturityDate" < %s AND c."maturityDate" >= %s',
+            [contract_threshold, child_threshold],
+        )
+        assert cur.fetchone()[0] == held_back
+        cur.execute(f'SELECT COUNT(*) FROM {contracts} c WHERE c."maturityDate" < %s', [child_threshold])
+        assert cur.fetchone()[0] == 0
+
+
 def test_an_identical_row_already_archived_is_skipped_and_the_source_row_removed(demo):
     engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"])
     config = TableConfig.objects.get(table_name="PriceHistory")

@@ -36,6 +36,10 @@ class ChildRef:
     eligible_sql: str  # child's eligibility with alias "ch"; one %s for its threshold
     threshold: date
     contract_table: str = ""  # the child's contract table, for {c} in eligible_sql
+    # Set when the child's eligibility is the maturity of the very row it
+    # references here (its contract join points at our one-column key):
+    # the maturity column, to test on our row instead of a second join.
+    own_maturity_column: str = ""
 
 
 def topology(source_alias: str) -> str:
@@ -176,9 +180,21 @@ class TableSpec:
         for child in self.children:
             child_table = self._source_name(on, child.table)
             cond = f"ch.{on.quote(child.ref_column)} = s.{on.quote(child.key_column)}"
+            threshold = child.threshold.isoformat() if on.vendor == "sqlite" else child.threshold
+            if at_mark and child.own_maturity_column:
+                # The child's contract row is this row: its child rows all move
+                # when this row's maturity passes the child's threshold. Tested
+                # on s, no second join of the contract table per child (the
+                # planners build one hash of the whole contract table for each).
+                mat = f"s.{on.quote(child.own_maturity_column)}"
+                parts.append(
+                    f"(({mat} IS NOT NULL AND {mat} < %s) OR NOT EXISTS (SELECT 1 FROM {child_table} ch WHERE {cond}))"
+                )
+                params.append(threshold)
+                continue
             if at_mark:
                 cond += f" AND NOT ({child.eligible_sql.replace('{c}', self._child_contract(on, child))})"
-                params.append(child.threshold.isoformat() if on.vendor == "sqlite" else child.threshold)
+                params.append(threshold)
             parts.append(f"NOT EXISTS (SELECT 1 FROM {child_table} ch WHERE {cond})")
         return (" AND ".join(parts) if parts else "1 = 1"), params
 
@@ -253,12 +269,17 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
             .filter(source_db=config.source_db, schema_name=config.schema_name)
             .filter(Q(table_name__in={child for child, _, _ in fk_refs}) | Q(contract_table=config.table_name))
         )
-    spec.children = find_children(config, siblings, source, run_cutoff, fk_refs)
+    spec.children = find_children(config, siblings, source, run_cutoff, fk_refs, info.primary_key)
     return spec
 
 
 def find_children(
-    config, siblings, source: Backend, run_cutoff: date, fk_refs: list[tuple[str, str, str]]
+    config,
+    siblings,
+    source: Backend,
+    run_cutoff: date,
+    fk_refs: list[tuple[str, str, str]],
+    primary_key: list[str] | None = None,
 ) -> list[ChildRef]:
     """Configured tables of the same source schema that reference ``config``'s table."""
     found: dict[tuple[str, str], ChildRef] = {}
@@ -282,9 +303,14 @@ def find_children(
         else:
             elig = f"(ch.{q(other.date_column)} IS NOT NULL AND ch.{q(other.date_column)} < %s)"
         refs = list(refs_by_table.get(other.table_name, []))
+        contract_ref = None
         if other.archival_logic == "CONTRACT_MATURITY" and other.contract_table == config.table_name:
-            refs.append((other.contract_reference_column, other.contract_key_column))
+            contract_ref = (other.contract_reference_column, other.contract_key_column)
+            refs.append(contract_ref)
         for ref_col, key_col in refs:
+            # Through its contract join on our unique one-column key, a child
+            # row's contract is exactly the row it references.
+            own = contract_ref == (ref_col, key_col) and primary_key == [key_col]
             found[(other.table_name, ref_col)] = ChildRef(
                 other.pk,
                 str(other),
@@ -294,6 +320,7 @@ def find_children(
                 elig,
                 threshold,
                 other.contract_table,
+                other.contract_maturity_column if own else "",
             )
     return list(found.values())
 
