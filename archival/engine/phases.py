@@ -170,23 +170,17 @@ def archive(
     *,
     should_stop: Callable[[], bool],
     on_batch: Callable[[int], None] | None = None,
-    just_marked: bool = False,
 ) -> ArchiveOutcome:
-    """Move batches until none is left or ``should_stop()``.
-
-    ``just_marked``: this worker marked the table a moment ago, under the
-    lease it still holds. A table's batches only start after its Mark has
-    committed, so no ledger row can exist for it yet and the ledger need not
-    be read.
-    """
+    """Move batches until none is left or ``should_stop()``."""
     if not spec.archive_ready and not created_by_first_batch(spec):
         ensure_archive_table(spec)
         spec.archive_ready = True
     if spec.mode == "streaming":
         streaming.finish_pending(spec, run_id=state.run_id)
-    # The ledger is the truth after a crash; the first batch's renewal below
-    # writes the reconciled cursor and counts (and the ARCHIVING phase).
-    batch_no, archived, cursor = (0, 0, None) if just_marked else ledger_progress(state.run_id, spec.config.pk)
+    # The ledger is the truth after a crash; the next write of the recovery
+    # state (a batch's renewal, or the phase after the last batch) carries the
+    # reconciled cursor and counts.
+    batch_no, archived, cursor = ledger_progress(state.run_id, spec.config.pk)
     size = spec.config.effective_batch_size
     moved_total = batches = 0
 

@@ -229,7 +229,6 @@ def advance_table(
     should_stop = _stop_check(state, deadline)
     clean_exit = False
     unsaved: dict = {}  # the last batch's progress, written with the next phase
-    just_marked = False
     try:
         spec = build_spec(state.config, state.run.cutoff)
         target = PHASE_ORDER.index(until)
@@ -242,11 +241,8 @@ def advance_table(
                 break
             if state.phase == Phase.PENDING:
                 phases.mark(spec, state, worker)
-                just_marked = True
             elif state.phase in (Phase.MARKED, Phase.ARCHIVING):
-                archived = phases.archive(
-                    spec, state, worker, should_stop=should_stop, on_batch=on_batch, just_marked=just_marked
-                )
+                archived = phases.archive(spec, state, worker, should_stop=should_stop, on_batch=on_batch)
                 result.moved += archived.moved
                 result.batches += archived.batches
                 unsaved = archived.unsaved
