@@ -244,6 +244,40 @@ def test_a_resumed_run_keeps_its_original_cutoff(demo):
     assert state.threshold == subtract_months(date(2025, 1, 31), state.config.effective_months)
 
 
+def test_a_completion_that_rolls_back_leaves_the_row_as_committed_and_the_lease_free(demo, monkeypatch):
+    """The in-memory state runs ahead of the row inside the completing transaction; a failure there must not leak."""
+    from django.db import DatabaseError
+
+    from governance.models import audit
+
+    record = audit.AuditEventManager.record
+
+    def refuse_completion(self, action, **kwargs):
+        if action == "table.completed":
+            raise DatabaseError("audit trail unavailable")
+        return record(self, action, **kwargs)
+
+    monkeypatch.setattr(audit.AuditEventManager, "record", refuse_completion)
+    run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
+    state = RecoveryState.objects.get(run=run)
+
+    failed = engine.advance_table(state.pk)
+
+    row = RecoveryState.objects.get(pk=state.pk)
+    assert failed.phase == row.phase == Phase.FAILED and "audit trail unavailable" in failed.error
+    assert row.lease_owner == "" and row.lease_expires_at is None
+    assert not AuditEvent.objects.filter(run_id=run.pk, action="table.completed").exists()
+    ledger = BatchLedger.objects.filter(run_id=run.pk, config_id=state.config_id)
+    assert row.archived_count == sum(ledger.values_list("deleted_count", flat=True)) > 0
+
+    monkeypatch.setattr(audit.AuditEventManager, "record", record)
+    resumed = engine.resume_run(run.pk)
+
+    assert resumed.status == "COMPLETED"
+    done = RecoveryState.objects.get(pk=state.pk)
+    assert done.phase == Phase.COMPLETED and done.archived_count == done.eligible_count == row.archived_count
+
+
 def test_a_reconcile_mismatch_rolls_the_batch_back(demo):
     """A trigger eats archive inserts: counts disagree, so nothing may be deleted."""
     config = TableConfig.objects.get(table_name="PriceHistory")
