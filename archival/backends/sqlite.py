@@ -161,14 +161,20 @@ class SQLiteBackend(Backend):
 
     def add_years_sql(self, expr: str) -> str:
         # date(x, '+N years') turns 29 February into 1 March; clamp it back to
-        # 28 February like PostgreSQL, MariaDB and SQL Server do. Only a 29
-        # February needs the clamp: a substring test picks those rows, so the
-        # others cost one date() (this runs for every archived row).
-        shifted = f"date({expr}, '+' || %s || ' years')"
-        return (
-            f"(CASE WHEN substr({expr}, 6, 5) = '02-29' "
+        # 28 February like PostgreSQL, MariaDB and SQL Server do. This runs for
+        # every archived row, so a plain 'YYYY-MM-DD' text that is not 29
+        # February costs one date(): for it date(x, '+N years') is the exact
+        # answer. Anything else takes the full form on date(x): a time of day
+        # (the modifier rounds 23:59:59.9995 up to the next day), an offset
+        # (it moves the date), a Julian day number, and 29 February itself.
+        day = f"date({expr})"
+        shifted = f"date({day}, '+' || %s || ' years')"
+        full = (
+            f"(CASE WHEN substr({day}, 6, 5) = '02-29' "
             f"THEN date({shifted}, '-' || (strftime('%%m', {shifted}) = '03') || ' days') ELSE {shifted} END)"
         )
+        plain = f"length({expr}) = 10 AND substr({expr}, 5, 1) = '-' AND substr({expr}, 6, 5) <> '02-29'"
+        return f"(CASE WHEN {plain} THEN date({expr}, '+' || %s || ' years') ELSE {full} END)"
 
     def as_date_sql(self, expr: str) -> str:
         return f"date({expr})"

@@ -76,7 +76,9 @@ def _insert_select(spec: TableSpec, run_id: int, years: int, low, high, skip_exi
     if skip_existing:
         match = " AND ".join(f"a.{on.quote(c)} = s.{on.quote(c)}" for c in spec.pk)
         extra = f" AND NOT EXISTS (SELECT 1 FROM {spec.archive_table()} a WHERE {match})"
-    retention = on.add_years_sql(ref)
+    # Every backend's year arithmetic takes the raw expression (SQLite's
+    # skips a date() per row that way).
+    retention = on.add_years_sql(spec.reference_expr(on))
     sql = (
         f"INSERT INTO {spec.archive_table()} ({_insert_columns(spec)}) "
         f"SELECT {cols}, %s, %s, {ref}, {retention} "
