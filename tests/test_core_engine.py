@@ -278,6 +278,44 @@ def test_a_completion_that_rolls_back_leaves_the_row_as_committed_and_the_lease_
     assert done.phase == Phase.COMPLETED and done.archived_count == done.eligible_count == row.archived_count
 
 
+def test_a_lease_goes_to_one_worker_until_it_expires(demo):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from archival.engine import leases
+    from archival.engine.errors import LeaseLost
+    from archival.engine.runner import PHASE_ORDER
+
+    run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
+    state = RecoveryState.objects.get(run=run)
+    working = PHASE_ORDER[:-1]
+
+    assert leases.claim(state.pk, "host:1:a", working)
+    first = RecoveryState.objects.get(pk=state.pk)
+    assert (first.lease_owner, first.attempts) == ("host:1:a", 1)
+    assert first.started_at is not None and first.lease_expires_at > timezone.now()
+
+    assert not leases.claim(state.pk, "host:2:b", working)  # held, not expired
+    assert leases.claim(state.pk, "host:1:a", working)  # the holder again
+    again = RecoveryState.objects.get(pk=state.pk)
+    assert (again.lease_owner, again.attempts, again.started_at) == ("host:1:a", 2, first.started_at)
+
+    RecoveryState.objects.filter(pk=state.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert leases.claim(state.pk, "host:2:b", working)
+    assert RecoveryState.objects.get(pk=state.pk).lease_owner == "host:2:b"
+    with pytest.raises(LeaseLost):
+        leases.renew(first, "host:1:a", archived_count=5)
+    leases.renew(again, "host:2:b", archived_count=5, cursor=[7])
+    row = RecoveryState.objects.get(pk=state.pk)
+    assert (row.archived_count, row.cursor, row.lease_owner) == (5, [7], "host:2:b")
+    assert row.lease_expires_at > timezone.now() and again.archived_count == 5
+
+    leases.release(state.pk, "host:2:b")
+    RecoveryState.objects.filter(pk=state.pk).update(phase=Phase.COMPLETED)
+    assert not leases.claim(state.pk, "host:3:c", working)  # nothing left to do
+
+
 def test_a_reconcile_mismatch_rolls_the_batch_back(demo):
     """A trigger eats archive inserts: counts disagree, so nothing may be deleted."""
     config = TableConfig.objects.get(table_name="PriceHistory")

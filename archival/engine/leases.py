@@ -15,12 +15,12 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import F, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F
 from django.utils import timezone
 
 from archival.engine.errors import LeaseLost
 from governance.models import RecoveryState
+from governance.rowsql import column, prep, update_where
 
 
 def new_worker_id() -> str:
@@ -52,16 +52,20 @@ def owner_is_dead(owner: str) -> bool:
 def claim(state_id: int, worker: str, phases: list[str]) -> bool:
     """Take the table's lease if it is free and the table is in one of ``phases``."""
     now = timezone.now()
-    free = Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker)
-    won = (
-        RecoveryState.objects.filter(pk=state_id, phase__in=phases)
-        .filter(free)
-        .update(
-            lease_owner=worker,
-            lease_expires_at=now + timedelta(seconds=_lease_seconds()),
-            attempts=F("attempts") + 1,
-            started_at=Coalesce("started_at", Value(now)),
-        )
+    expires = now + timedelta(seconds=_lease_seconds())
+    owner, until = column(RecoveryState, "lease_owner"), column(RecoveryState, "lease_expires_at")
+    started = column(RecoveryState, "started_at")
+    attempts = column(RecoveryState, "attempts")
+    won = update_where(
+        RecoveryState,
+        {"lease_owner": worker, "lease_expires_at": expires},
+        pk=state_id,
+        where={"phase": list(phases)},
+        raw_sets=[f"{attempts} = {attempts} + 1", f"{started} = COALESCE({started}, %s)"],
+        raw_where=[
+            (f"{owner} = '' OR {until} < %s OR {owner} = %s", [prep(RecoveryState, "lease_expires_at", now), worker])
+        ],
+        raw_set_params=[prep(RecoveryState, "started_at", now)],
     )
     if won:
         return True
@@ -72,7 +76,7 @@ def claim(state_id: int, worker: str, phases: list[str]) -> bool:
         return bool(
             RecoveryState.objects.filter(pk=state_id, phase__in=phases, lease_owner=state["lease_owner"]).update(
                 lease_owner=worker,
-                lease_expires_at=now + timedelta(seconds=_lease_seconds()),
+                lease_expires_at=expires,
                 attempts=F("attempts") + 1,
             )
         )
@@ -88,7 +92,9 @@ def renew(state: RecoveryState, worker: str, **fields) -> None:
     now = timezone.now()
     fields.setdefault("lease_expires_at", now + timedelta(seconds=_lease_seconds()))
     fields["updated_at"] = now
-    updated = RecoveryState.objects.filter(pk=state.pk, lease_owner=worker).update(**fields)
+    # The hottest control-plane write (every phase, every batch): a plain
+    # UPDATE from the model's metadata (governance.rowsql).
+    updated = update_where(RecoveryState, fields, pk=state.pk, where={"lease_owner": worker})
     if not updated:
         raise LeaseLost(f"lease on recovery state {state.pk} is no longer held by {worker}")
     for name, value in fields.items():

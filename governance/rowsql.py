@@ -1,0 +1,74 @@
+"""Plain UPDATE statements built from a model's metadata, for the hottest control-plane writes.
+
+The engine writes the recovery-state row several times per table (claim,
+lease renewals with progress, completion). Building each of those through
+the ORM's query compiler cost more than running the statement; these
+helpers write the same SQL the ORM would (columns from ``_meta``, values
+through each field's ``get_db_prep_save``, names quoted by the connection)
+without the compiler. Values are always parameters.
+"""
+
+from __future__ import annotations
+
+from django.db import connections, models, router
+
+
+def update_where(
+    model: type[models.Model],
+    fields: dict,
+    *,
+    pk,
+    where: dict | None = None,
+    raw_sets: list[str] | None = None,
+    raw_set_params: list | None = None,
+    raw_where: list[tuple[str, list]] | None = None,
+) -> int:
+    """``UPDATE`` the row ``pk`` of ``model`` (when ``where`` matches too); return the row count.
+
+    ``fields`` maps field names to values; ``where`` adds equality tests,
+    field name to value (a list or tuple means IN). ``raw_sets`` and
+    ``raw_where`` are SQL fragments written by the caller (column names from
+    :func:`column`), never text from a user or a config; their parameters
+    (``raw_set_params``, and the list beside each ``raw_where`` fragment) go
+    through :func:`prep` first.
+    """
+    using = router.db_for_write(model)
+    connection = connections[using]
+    meta = model._meta
+    sets: list[str] = []
+    params: list = []
+    for name, value in fields.items():
+        field = meta.get_field(name)
+        sets.append(f"{column(model, name)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    sets += raw_sets or []
+    params += raw_set_params or []
+    conditions = [f"{column(model, meta.pk.name)} = %s"]
+    params.append(meta.pk.get_db_prep_value(pk, connection))
+    for name, value in (where or {}).items():
+        field = meta.get_field(name)
+        if isinstance(value, list | tuple):
+            conditions.append(f"{column(model, name)} IN ({', '.join(['%s'] * len(value))})")
+            params += [field.get_db_prep_value(v, connection) for v in value]
+        else:
+            conditions.append(f"{column(model, name)} = %s")
+            params.append(field.get_db_prep_value(value, connection))
+    for fragment, fragment_params in raw_where or []:
+        conditions.append(f"({fragment})")
+        params += fragment_params
+    sql = f"UPDATE {connection.ops.quote_name(meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(conditions)}"
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.rowcount
+
+
+def column(model: type[models.Model], name: str) -> str:
+    """The quoted column of field ``name`` on the connection that writes ``model``."""
+    connection = connections[router.db_for_write(model)]
+    return connection.ops.quote_name(model._meta.get_field(name).column)
+
+
+def prep(model: type[models.Model], name: str, value):
+    """``value`` as the database driver takes it for field ``name``."""
+    connection = connections[router.db_for_write(model)]
+    return model._meta.get_field(name).get_db_prep_save(value, connection)
