@@ -271,3 +271,30 @@ def test_forecast_counts_rows_per_week_and_leaves_held_rows_out(archive):
     assert table.weeks[1].rows == 1
     # The three rows kept until day 30 become disposable on day 31: week 4.
     assert table.weeks[4].rows == 3 and table.total == 6 + 1 + 3
+
+
+@pytest.mark.parametrize("path", ["plain SQL", "ORM"])
+def test_audit_chain_orm_path(archive, monkeypatch, path):
+    """Both ways of appending (plain statements, or the ORM on other engines) write the same chain."""
+    from archival.disposal import chain
+    from governance.models import AuditChainHead
+
+    if path == "ORM":
+        monkeypatch.setattr(chain, "PLAIN_SQL_VENDORS", set())
+    assert chain._plain_sql("default") == (path == "plain SQL")
+    before = AuditEvent.objects.count()
+    appended = [
+        AuditEvent.objects.record("bench.appended", actor="w", run_id=7, counts={"n": n}, details={"k": [n]})
+        for n in range(3)
+    ]
+    rows = list(AuditEvent.objects.order_by("-id")[:3])[::-1]
+    assert AuditEvent.objects.count() == before + 3
+    assert [r.pk for r in rows] == [e.pk for e in appended] == sorted(e.pk for e in appended)
+    for row, event, n in zip(rows, appended, range(3), strict=True):
+        assert (row.counts, row.details, row.run_id) == ({"n": n}, {"k": [n]}, 7)
+        assert row.occurred_at is not None and row.occurred_at == event.occurred_at
+        assert row.entry_hash == event.entry_hash == chain.audit_entry_hash(row)
+    assert [r.prev_hash for r in rows[1:]] == [r.entry_hash for r in rows[:-1]]
+    head = AuditChainHead.objects.get(name=chain.CHAIN_NAME)
+    assert (head.last_event_id, head.head_hash) == (rows[-1].pk, rows[-1].entry_hash)
+    assert verify_chains(write_log=False).ok

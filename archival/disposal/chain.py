@@ -95,15 +95,42 @@ def certificate_hash(cert) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
 
+# Engines on which this module writes the append's statements itself: each
+# runs twice per archived table, and the ORM's query building cost more than
+# the statements. Elsewhere (SQL Server, MySQL without RETURNING) the ORM
+# writes them; ``test_audit_chain_orm_path`` keeps that path tested.
+PLAIN_SQL_VENDORS = {"sqlite", "postgresql", "mysql"}
+
+
+def _plain_sql(using: str) -> bool:
+    connection = connections[using]
+    return connection.vendor in PLAIN_SQL_VENDORS and connection.features.can_return_columns_from_insert
+
+
 def _lock_head(using: str) -> str:
     """Lock the chain head row for the rest of the transaction; return its hash."""
     from governance.models import AuditChainHead
 
     head = AuditChainHead.objects.using(using).select_for_update().values_list("head_hash", flat=True)
-    try:
-        return head.get(name=CHAIN_NAME)
-    except AuditChainHead.DoesNotExist:
-        pass
+    if _plain_sql(using):
+        connection = connections[using]
+        qn = connection.ops.quote_name
+        # SQLite has no row locks: the IMMEDIATE write transaction holds the file.
+        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+        sql = (
+            f"SELECT {qn(_column(AuditChainHead, 'head_hash'))} FROM {qn(AuditChainHead._meta.db_table)} "
+            f"WHERE {qn(_column(AuditChainHead, 'name'))} = %s{lock}"
+        )
+        with connection.cursor() as cur:
+            cur.execute(sql, [CHAIN_NAME])
+            row = cur.fetchone()
+        if row is not None:
+            return row[0]
+    else:
+        try:
+            return head.get(name=CHAIN_NAME)
+        except AuditChainHead.DoesNotExist:
+            pass
     # First append after a flush: create the head; a concurrent creator wins the
     # unique name and we lock its row instead.
     try:
@@ -114,27 +141,44 @@ def _lock_head(using: str) -> str:
     return head.get(name=CHAIN_NAME)
 
 
-def _link_sql(using: str) -> tuple[str, str]:
-    """The two UPDATEs that link a new event: its own hash, then the head's.
+def _column(model, name: str) -> str:
+    return model._meta.get_field(name).column
 
-    Plain statements from the models' metadata: they run for every audit
-    event (two per archived table), where the ORM's query building cost more
-    than the statements themselves.
-    """
+
+def _insert(using: str, event) -> None:
+    """INSERT ``event`` and set its id: the statement the ORM's save() writes, without the compiler."""
+    if not _plain_sql(using):
+        event.save(using=using, force_insert=True)
+        return
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    meta = type(event)._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    # pre_save fills auto_now_add fields (occurred_at) on the instance, as save() does.
+    values = [f.get_db_prep_save(f.pre_save(event, True), connection) for f in fields]
+    sql = (
+        f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {qn(meta.pk.column)}"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, values)
+        event.pk = cur.fetchone()[0]
+    event._state.adding = False
+    event._state.db = using
+
+
+def _link_sql(using: str) -> tuple[str, str]:
+    """The two UPDATEs that link a new event: its own hash, then the head's (plain SQL on every engine)."""
     from governance.models import AuditChainHead, AuditEvent
 
     qn = connections[using].ops.quote_name
-
-    def col(model, name: str) -> str:
-        return qn(model._meta.get_field(name).column)
-
     event_sql = (
-        f"UPDATE {qn(AuditEvent._meta.db_table)} SET {col(AuditEvent, 'entry_hash')} = %s "
-        f"WHERE {col(AuditEvent, 'id')} = %s"
+        f"UPDATE {qn(AuditEvent._meta.db_table)} SET {qn(_column(AuditEvent, 'entry_hash'))} = %s "
+        f"WHERE {qn(_column(AuditEvent, 'id'))} = %s"
     )
     head_sql = (
-        f"UPDATE {qn(AuditChainHead._meta.db_table)} SET {col(AuditChainHead, 'last_event_id')} = %s, "
-        f"{col(AuditChainHead, 'head_hash')} = %s WHERE {col(AuditChainHead, 'name')} = %s"
+        f"UPDATE {qn(AuditChainHead._meta.db_table)} SET {qn(_column(AuditChainHead, 'last_event_id'))} = %s, "
+        f"{qn(_column(AuditChainHead, 'head_hash'))} = %s WHERE {qn(_column(AuditChainHead, 'name'))} = %s"
     )
     return event_sql, head_sql
 
@@ -142,9 +186,9 @@ def _link_sql(using: str) -> tuple[str, str]:
 def append_audit_event(event):
     """Insert ``event`` as the new head of the audit chain and return it.
 
-    Takes the chain head's row lock (select_for_update on PostgreSQL; the
-    IMMEDIATE write transaction on SQLite) for the rest of the caller's
-    transaction. Lock order everywhere: archive lock first, then this one.
+    Takes the chain head's row lock (SELECT ... FOR UPDATE on PostgreSQL and
+    MariaDB; the IMMEDIATE write transaction on SQLite) for the rest of the
+    caller's transaction. Lock order everywhere: archive lock first, then this one.
     """
     from governance.models import AuditEvent
 
@@ -154,7 +198,7 @@ def append_audit_event(event):
     with transaction.atomic(using=using, savepoint=False):
         event.prev_hash = _lock_head(using)
         event.entry_hash = ""
-        event.save(using=using, force_insert=True)
+        _insert(using, event)
         # The hash covers the id, which the insert assigned.
         event.entry_hash = audit_entry_hash(event)
         event_sql, head_sql = _link_sql(using)
