@@ -1,4 +1,4 @@
-"""Plain UPDATE statements built from a model's metadata, for the hottest control-plane writes.
+"""Plain statements built from a model's metadata, for the engine's hottest control-plane reads and writes.
 
 The engine writes the recovery-state row several times per table (claim,
 lease renewals with progress, completion). Building each of those through
@@ -11,6 +11,7 @@ without the compiler. Values are always parameters.
 from __future__ import annotations
 
 from django.db import connections, models, router
+from django.db.models.expressions import Col
 
 
 def update_where(
@@ -72,3 +73,40 @@ def prep(model: type[models.Model], name: str, value):
     """``value`` as the database driver takes it for field ``name``."""
     connection = connections[router.db_for_write(model)]
     return model._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+def select_rows(model: type[models.Model], names: list[str], *, where: dict, order_by: str) -> list[tuple]:
+    """Rows of ``names`` (field names) where every ``where`` field equals its value, ordered by one field.
+
+    The values come back as the ORM's ``values_list`` gives them: each
+    column goes through the same converters (JSON decoded, and so on).
+    """
+    using = router.db_for_read(model)
+    connection = connections[using]
+    meta = model._meta
+    table = meta.db_table
+    fields = [meta.get_field(name) for name in names]
+    cols = [Col(table, f) for f in fields]
+    converters = [connection.ops.get_db_converters(c) + c.get_db_converters(connection) for c in cols]
+    qn = connection.ops.quote_name
+    conditions, params = [], []
+    for name, value in where.items():
+        field = meta.get_field(name)
+        conditions.append(f"{qn(field.column)} = %s")
+        params.append(field.get_db_prep_value(value, connection))
+    sql = (
+        f"SELECT {', '.join(qn(f.column) for f in fields)} FROM {qn(table)} "
+        f"WHERE {' AND '.join(conditions)} ORDER BY {qn(meta.get_field(order_by).column)}"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    out = []
+    for row in rows:
+        values = []
+        for value, col, convs in zip(row, cols, converters, strict=True):
+            for convert in convs:
+                value = convert(value, col, connection)
+            values.append(value)
+        out.append(tuple(values))
+    return out

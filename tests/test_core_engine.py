@@ -59,6 +59,28 @@ def test_a_full_cycle_moves_every_eligible_row_and_loses_nothing(demo):
         assert ledger == archive_count(config), str(config)
 
 
+def test_the_ledger_reads_give_what_the_orm_gives(demo):
+    """phases.ledger_progress/ledger_digest read the ledger with plain statements (governance.rowsql)."""
+    from archival.engine.phases import ledger_digest
+    from governance.rowsql import select_rows
+
+    TableConfig.objects.filter(table_name="Position").update(batch_size=300)  # several batches, composite keys
+    result = engine.run_cycle(cutoff=CUTOFF)
+    assert result.ok
+    names = ["batch_no", "key_low", "key_high", "row_count", "deleted_count", "state"]
+    compared = 0
+    for state in RecoveryState.objects.filter(run_id=result.run_id):
+        ledger = BatchLedger.objects.filter(run_id=result.run_id, config_id=state.config_id)
+        expected = list(ledger.order_by("batch_no").values_list(*names))
+        got = select_rows(BatchLedger, names, where={"run_id": result.run_id, "config_id": state.config_id},
+                          order_by="batch_no")  # fmt: skip
+        assert got == expected
+        assert ledger_digest(result.run_id, state.config_id)[:2] == (len(expected), state.archived_count)
+        compared += len(expected)
+    assert compared > len(result.tables)
+    assert any(isinstance(row[2], list) and len(row[2]) > 1 for row in BatchLedger.objects.values_list(*names))
+
+
 def test_a_second_run_moves_nothing(demo):
     engine.run_cycle(cutoff=CUTOFF)
     original = snapshot(configs())

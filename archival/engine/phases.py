@@ -23,6 +23,7 @@ from archival.engine.leases import renew
 from archival.engine.spec import TableSpec
 from archival.retry import retry_transient
 from governance.models import AuditEvent, BatchLedger, LedgerState, Phase, RecoveryState
+from governance.rowsql import select_rows
 
 
 def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]:
@@ -132,11 +133,10 @@ def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
 
 def ledger_progress(run_id: int, config_id: int) -> tuple[int, int, list | None]:
     """(batches, rows taken out of the source, last key) for a table in a run: the ledger is the truth."""
-    rows = list(
-        BatchLedger.objects.filter(run_id=run_id, config_id=config_id)
-        .order_by("batch_no")
-        .values_list("batch_no", "deleted_count", "key_high")
-    )
+    rows = select_rows(
+        BatchLedger, ["batch_no", "deleted_count", "key_high"], where={"run_id": run_id, "config_id": config_id},
+        order_by="batch_no",
+    )  # fmt: skip
     if not rows:
         return 0, 0, None
     return rows[-1][0], sum(r[1] for r in rows), rows[-1][2]
@@ -144,11 +144,10 @@ def ledger_progress(run_id: int, config_id: int) -> tuple[int, int, list | None]
 
 def ledger_digest(run_id: int, config_id: int) -> tuple[int, int, str]:
     """(batches, rows taken out of the source, SHA-256 over every batch row: number, key range, counts, state)."""
-    rows = list(
-        BatchLedger.objects.filter(run_id=run_id, config_id=config_id)
-        .order_by("batch_no")
-        .values_list("batch_no", "key_low", "key_high", "row_count", "deleted_count", "state")
-    )
+    rows = select_rows(
+        BatchLedger, ["batch_no", "key_low", "key_high", "row_count", "deleted_count", "state"],
+        where={"run_id": run_id, "config_id": config_id}, order_by="batch_no",
+    )  # fmt: skip
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
     return len(rows), sum(r[4] for r in rows), digest
 
