@@ -81,6 +81,17 @@ def test_the_ledger_reads_give_what_the_orm_gives(demo):
     assert any(isinstance(row[2], list) and len(row[2]) > 1 for row in BatchLedger.objects.values_list(*names))
 
 
+def test_each_table_finds_the_same_children_as_from_every_config(demo):
+    """build_spec reads only the configs that can be children; the plan passes every config."""
+    everything = configs()
+    found = 0
+    for config in everything:
+        alone = build_spec(config, CUTOFF).children
+        assert alone == build_spec(config, CUTOFF, everything).children, config
+        found += len(alone)
+    assert found >= 2  # contract joins and foreign keys both name children in the demo
+
+
 def test_a_second_run_moves_nothing(demo):
     engine.run_cycle(cutoff=CUTOFF)
     original = snapshot(configs())

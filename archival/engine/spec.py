@@ -13,7 +13,6 @@ from datetime import date
 
 from django.conf import settings
 from django.db import connections
-from django.db.models import Q
 
 from archival.backends import Backend, SchemaError, TableInfo, backend_for
 from archival.backends.sqlite import namespace_for, source_attach_name
@@ -216,6 +215,8 @@ class TableSpec:
 def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> TableSpec:
     """Read the live schema and resolve ``config`` for a run with ``run_cutoff``."""
     from governance.models import TableConfig
+    from governance.models.configs import ACTIVE_CONFIG
+    from governance.rowsql import column, fetch
 
     source = backend_for(config.source_db)
     archive = backend_for("archive")
@@ -264,10 +265,19 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
     else:
         # Only the configs that can be children: a foreign key from their
         # table, or a contract join naming this one.
-        siblings = list(
-            TableConfig.objects.active()
-            .filter(source_db=config.source_db, schema_name=config.schema_name)
-            .filter(Q(table_name__in={child for child, _, _ in fk_refs}) | Q(contract_table=config.table_name))
+        # (A plain SELECT: built through the ORM's compiler this query cost
+        # five times as much as running it, once per table.)
+        fk_children = sorted({child for child, _, _ in fk_refs})
+        contract_table = column(TableConfig, "contract_table")
+        named = (
+            f"{column(TableConfig, 'table_name')} IN ({', '.join(['%s'] * len(fk_children))}) OR "
+            if fk_children
+            else ""
+        )
+        siblings = fetch(
+            TableConfig,
+            where={**ACTIVE_CONFIG, "source_db": config.source_db, "schema_name": config.schema_name},
+            raw_where=[(f"{named}{contract_table} = %s", [*fk_children, config.table_name])],
         )
     spec.children = find_children(config, siblings, source, run_cutoff, fk_refs, info.primary_key)
     return spec

@@ -27,9 +27,13 @@ class ArchivalLogic(models.TextChoices):
     CONTRACT_MATURITY = "CONTRACT_MATURITY", "Contract maturity"
 
 
+# What "active" means, for the ORM and for the engine's plain reads (archival.engine.spec).
+ACTIVE_CONFIG = {"is_active": True}
+
+
 class TableConfigQuerySet(models.QuerySet):
     def active(self):
-        return self.filter(is_active=True)
+        return self.filter(**ACTIVE_CONFIG)
 
 
 class TableConfig(models.Model):
