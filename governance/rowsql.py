@@ -1,10 +1,12 @@
 """Plain statements built from a model's metadata, for the engine's hottest control-plane reads and writes.
 
-The engine writes the recovery-state row several times per table (claim,
-lease renewals with progress, completion). Building each of those through
-the ORM's query compiler cost more than running the statement; these
-helpers write the same SQL the ORM would (columns from ``_meta``, values
-through each field's ``get_db_prep_save``, names quoted by the connection)
+Per archived table the engine claims and renews a lease, reads its state,
+config and run, looks for child configs, appends two audit events and reads
+the batch ledger twice; per batch it inserts a ledger row. Built through the
+ORM's query compiler each of these cost more than running the statement
+(two to five times, on SQLite); these helpers write the SQL the ORM would
+(columns from ``_meta``, values through each field's ``get_db_prep_save``,
+results through the same converters, names quoted by the connection)
 without the compiler. Values are always parameters.
 """
 
@@ -12,6 +14,39 @@ from __future__ import annotations
 
 from django.db import connections, models, router
 from django.db.models.expressions import Col
+
+# Engines on which these helpers write INSERT ... RETURNING and SELECT ...
+# FOR UPDATE themselves. Elsewhere (SQL Server, MySQL without RETURNING)
+# :func:`insert` and the audit chain's lock go through the ORM, and
+# ``test_audit_chain_orm_path`` keeps that path tested.
+PLAIN_SQL_VENDORS = {"sqlite", "postgresql", "mysql"}
+
+
+def plain_sql(using: str) -> bool:
+    connection = connections[using]
+    return connection.vendor in PLAIN_SQL_VENDORS and connection.features.can_return_columns_from_insert
+
+
+def insert(instance: models.Model, using: str) -> None:
+    """INSERT ``instance`` and set its id: the statement the ORM's save() writes, without the compiler."""
+    if not plain_sql(using):
+        instance.save(using=using, force_insert=True)
+        return
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    meta = type(instance)._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    # pre_save fills auto_now_add fields on the instance, as save() does.
+    values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+    sql = (
+        f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {qn(meta.pk.column)}"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, values)
+        instance.pk = cur.fetchone()[0]
+    instance._state.adding = False
+    instance._state.db = using
 
 
 def update_where(

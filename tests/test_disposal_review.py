@@ -277,11 +277,12 @@ def test_forecast_counts_rows_per_week_and_leaves_held_rows_out(archive):
 def test_audit_chain_orm_path(archive, monkeypatch, path):
     """Both ways of appending (plain statements, or the ORM on other engines) write the same chain."""
     from archival.disposal import chain
+    from governance import rowsql
     from governance.models import AuditChainHead
 
     if path == "ORM":
-        monkeypatch.setattr(chain, "PLAIN_SQL_VENDORS", set())
-    assert chain._plain_sql("default") == (path == "plain SQL")
+        monkeypatch.setattr(rowsql, "PLAIN_SQL_VENDORS", set())
+    assert rowsql.plain_sql("default") == (path == "plain SQL")
     before = AuditEvent.objects.count()
     appended = [
         AuditEvent.objects.record("bench.appended", actor="w", run_id=7, counts={"n": n}, details={"k": [n]})

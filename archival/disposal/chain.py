@@ -27,6 +27,8 @@ from django.conf import settings
 from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
+from governance.rowsql import insert, plain_sql
+
 CHAIN_NAME = "audit"
 GENESIS = ""
 
@@ -95,24 +97,12 @@ def certificate_hash(cert) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
 
-# Engines on which this module writes the append's statements itself: each
-# runs twice per archived table, and the ORM's query building cost more than
-# the statements. Elsewhere (SQL Server, MySQL without RETURNING) the ORM
-# writes them; ``test_audit_chain_orm_path`` keeps that path tested.
-PLAIN_SQL_VENDORS = {"sqlite", "postgresql", "mysql"}
-
-
-def _plain_sql(using: str) -> bool:
-    connection = connections[using]
-    return connection.vendor in PLAIN_SQL_VENDORS and connection.features.can_return_columns_from_insert
-
-
 def _lock_head(using: str) -> str:
     """Lock the chain head row for the rest of the transaction; return its hash."""
     from governance.models import AuditChainHead
 
     head = AuditChainHead.objects.using(using).select_for_update().values_list("head_hash", flat=True)
-    if _plain_sql(using):
+    if plain_sql(using):
         connection = connections[using]
         qn = connection.ops.quote_name
         # SQLite has no row locks: the IMMEDIATE write transaction holds the file.
@@ -143,28 +133,6 @@ def _lock_head(using: str) -> str:
 
 def _column(model, name: str) -> str:
     return model._meta.get_field(name).column
-
-
-def _insert(using: str, event) -> None:
-    """INSERT ``event`` and set its id: the statement the ORM's save() writes, without the compiler."""
-    if not _plain_sql(using):
-        event.save(using=using, force_insert=True)
-        return
-    connection = connections[using]
-    qn = connection.ops.quote_name
-    meta = type(event)._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    # pre_save fills auto_now_add fields (occurred_at) on the instance, as save() does.
-    values = [f.get_db_prep_save(f.pre_save(event, True), connection) for f in fields]
-    sql = (
-        f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {qn(meta.pk.column)}"
-    )
-    with connection.cursor() as cur:
-        cur.execute(sql, values)
-        event.pk = cur.fetchone()[0]
-    event._state.adding = False
-    event._state.db = using
 
 
 def _link_sql(using: str) -> tuple[str, str]:
@@ -198,7 +166,7 @@ def append_audit_event(event):
     with transaction.atomic(using=using, savepoint=False):
         event.prev_hash = _lock_head(using)
         event.entry_hash = ""
-        _insert(using, event)
+        insert(event, using)
         # The hash covers the id, which the insert assigned.
         event.entry_hash = audit_entry_hash(event)
         event_sql, head_sql = _link_sql(using)

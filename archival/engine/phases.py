@@ -23,7 +23,7 @@ from archival.engine.leases import renew
 from archival.engine.spec import TableSpec
 from archival.retry import retry_transient
 from governance.models import AuditEvent, BatchLedger, LedgerState, Phase, RecoveryState
-from governance.rowsql import select_rows
+from governance.rowsql import insert, select_rows
 
 
 def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]:
@@ -195,7 +195,7 @@ def archive(
             deleted_count=deleted,
             state=state,
         )
-        ledger.save(using="archive", force_insert=True)
+        insert(ledger, "archive")  # every batch: without the ORM's compiler (governance.rowsql)
         return ledger
 
     spec_run_id = state.run_id
