@@ -154,3 +154,8 @@ def restore(engine: str, size_rows: int, tables: int) -> None:
             _pg(f'CREATE DATABASE "{name}" TEMPLATE "{name}_tpl" STRATEGY FILE_COPY')
     else:
         build(engine, size_rows, tables)
+    # Write the copied files out before the timed run: otherwise the run's
+    # first fsyncs wait for the kernel to write back the copy (ext4 commits
+    # other files' dirty data with its journal), a delay that lands on
+    # whichever method runs next and varies from run to run.
+    os.sync()
