@@ -68,30 +68,18 @@ def update_where(
     (``raw_set_params``, and the list beside each ``raw_where`` fragment) go
     through :func:`prep` first.
     """
-    using = router.db_for_write(model)
-    connection = connections[using]
+    connection = connections[router.db_for_write(model)]
     meta = model._meta
     sets: list[str] = []
     params: list = []
     for name, value in fields.items():
         field = meta.get_field(name)
-        sets.append(f"{column(model, name)} = %s")
+        sets.append(f"{connection.ops.quote_name(field.column)} = %s")
         params.append(field.get_db_prep_save(value, connection))
     sets += raw_sets or []
     params += raw_set_params or []
-    conditions = [f"{column(model, meta.pk.name)} = %s"]
-    params.append(meta.pk.get_db_prep_value(pk, connection))
-    for name, value in (where or {}).items():
-        field = meta.get_field(name)
-        if isinstance(value, list | tuple):
-            conditions.append(f"{column(model, name)} IN ({', '.join(['%s'] * len(value))})")
-            params += [field.get_db_prep_value(v, connection) for v in value]
-        else:
-            conditions.append(f"{column(model, name)} = %s")
-            params.append(field.get_db_prep_value(value, connection))
-    for fragment, fragment_params in raw_where or []:
-        conditions.append(f"({fragment})")
-        params += fragment_params
+    conditions, where_params = _conditions(model, connection, {meta.pk.name: pk, **(where or {})}, raw_where)
+    params += where_params
     sql = f"UPDATE {connection.ops.quote_name(meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(conditions)}"
     with connection.cursor() as cur:
         cur.execute(sql, params)
@@ -124,11 +112,7 @@ def select_rows(model: type[models.Model], names: list[str], *, where: dict, ord
     cols = [Col(table, f) for f in fields]
     converters = [connection.ops.get_db_converters(c) + c.get_db_converters(connection) for c in cols]
     qn = connection.ops.quote_name
-    conditions, params = [], []
-    for name, value in where.items():
-        field = meta.get_field(name)
-        conditions.append(f"{qn(field.column)} = %s")
-        params.append(field.get_db_prep_value(value, connection))
+    conditions, params = _conditions(model, connection, where)
     sql = (
         f"SELECT {', '.join(qn(f.column) for f in fields)} FROM {qn(table)} "
         f"WHERE {' AND '.join(conditions)} ORDER BY {qn(meta.get_field(order_by).column)}"
@@ -160,16 +144,29 @@ def fetch(
     connection = connections[using]
     meta = model._meta
     qn = connection.ops.quote_name
-    conditions, params = [], []
-    for name, value in where.items():
-        field = meta.get_field(name)
-        conditions.append(f"{qn(field.column)} = %s")
-        params.append(field.get_db_prep_value(value, connection))
-    for fragment, fragment_params in raw_where or []:
-        conditions.append(f"({fragment})")
-        params += fragment_params
+    conditions, params = _conditions(model, connection, where, raw_where)
     sql = (
         f"SELECT {', '.join(qn(f.column) for f in meta.concrete_fields)} FROM {qn(meta.db_table)} "
         f"WHERE {' AND '.join(conditions)}"
     )
     return list(model.objects.db_manager(using).raw(sql, params))
+
+
+def _conditions(model, connection, where: dict, raw_where: list[tuple[str, list]] | None = None) -> tuple[list, list]:
+    """WHERE conjuncts and their parameters: field = value (a list or tuple: IN), then the raw fragments."""
+    meta = model._meta
+    qn = connection.ops.quote_name
+    conditions: list[str] = []
+    params: list = []
+    for name, value in where.items():
+        field = meta.get_field(name)
+        if isinstance(value, list | tuple):
+            conditions.append(f"{qn(field.column)} IN ({', '.join(['%s'] * len(value))})")
+            params += [field.get_db_prep_value(v, connection) for v in value]
+        else:
+            conditions.append(f"{qn(field.column)} = %s")
+            params.append(field.get_db_prep_value(value, connection))
+    for fragment, fragment_params in raw_where or []:
+        conditions.append(f"({fragment})")
+        params += fragment_params
+    return conditions, params
