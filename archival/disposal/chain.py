@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
-from governance.rowsql import insert, plain_sql
+from governance.rowsql import column, insert, plain_sql, update_where
 
 CHAIN_NAME = "audit"
 GENESIS = ""
@@ -97,25 +97,25 @@ def certificate_hash(cert) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
 
-def _lock_head(using: str) -> str:
-    """Lock the chain head row for the rest of the transaction; return its hash."""
+def _lock_head(using: str) -> tuple[int, str]:
+    """Lock the chain head row for the rest of the transaction; return its id and hash."""
     from governance.models import AuditChainHead
 
-    head = AuditChainHead.objects.using(using).select_for_update().values_list("head_hash", flat=True)
+    head = AuditChainHead.objects.using(using).select_for_update().values_list("pk", "head_hash")
     if plain_sql(using):
         connection = connections[using]
-        qn = connection.ops.quote_name
         # SQLite has no row locks: the IMMEDIATE write transaction holds the file.
         lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
         sql = (
-            f"SELECT {qn(_column(AuditChainHead, 'head_hash'))} FROM {qn(AuditChainHead._meta.db_table)} "
-            f"WHERE {qn(_column(AuditChainHead, 'name'))} = %s{lock}"
+            f"SELECT {column(AuditChainHead, 'id')}, {column(AuditChainHead, 'head_hash')} "
+            f"FROM {connection.ops.quote_name(AuditChainHead._meta.db_table)} "
+            f"WHERE {column(AuditChainHead, 'name')} = %s{lock}"
         )
         with connection.cursor() as cur:
             cur.execute(sql, [CHAIN_NAME])
             row = cur.fetchone()
         if row is not None:
-            return row[0]
+            return row[0], row[1]
     else:
         try:
             return head.get(name=CHAIN_NAME)
@@ -131,50 +131,30 @@ def _lock_head(using: str) -> str:
     return head.get(name=CHAIN_NAME)
 
 
-def _column(model, name: str) -> str:
-    return model._meta.get_field(name).column
-
-
-def _link_sql(using: str) -> tuple[str, str]:
-    """The two UPDATEs that link a new event: its own hash, then the head's (plain SQL on every engine)."""
-    from governance.models import AuditChainHead, AuditEvent
-
-    qn = connections[using].ops.quote_name
-    event_sql = (
-        f"UPDATE {qn(AuditEvent._meta.db_table)} SET {qn(_column(AuditEvent, 'entry_hash'))} = %s "
-        f"WHERE {qn(_column(AuditEvent, 'id'))} = %s"
-    )
-    head_sql = (
-        f"UPDATE {qn(AuditChainHead._meta.db_table)} SET {qn(_column(AuditChainHead, 'last_event_id'))} = %s, "
-        f"{qn(_column(AuditChainHead, 'head_hash'))} = %s WHERE {qn(_column(AuditChainHead, 'name'))} = %s"
-    )
-    return event_sql, head_sql
-
-
 def append_audit_event(event):
     """Insert ``event`` as the new head of the audit chain and return it.
 
     Takes the chain head's row lock (SELECT ... FOR UPDATE on PostgreSQL and
     MariaDB; the IMMEDIATE write transaction on SQLite) for the rest of the
     caller's transaction. Lock order everywhere: archive lock first, then this one.
+    The statements are plain ones from the models' metadata
+    (governance.rowsql): they run twice per archived table.
     """
-    from governance.models import AuditEvent
+    from governance.models import AuditChainHead, AuditEvent
 
     using = router.db_for_write(AuditEvent)
     # savepoint=False: inside the caller's transaction a failure here rolls
     # the whole of it back anyway; the savepoint cost two statements per event.
     with transaction.atomic(using=using, savepoint=False):
-        event.prev_hash = _lock_head(using)
+        head_id, event.prev_hash = _lock_head(using)
         event.entry_hash = ""
         insert(event, using)
         # The hash covers the id, which the insert assigned.
         event.entry_hash = audit_entry_hash(event)
-        event_sql, head_sql = _link_sql(using)
-        with connections[using].cursor() as cur:
-            cur.execute(event_sql, [event.entry_hash, event.pk])
-            cur.execute(head_sql, [event.pk, event.entry_hash, CHAIN_NAME])
-            if cur.rowcount != 1:
-                raise IntegrityError(f"audit chain head {CHAIN_NAME!r} disappeared while an event was appended")
+        update_where(AuditEvent, {"entry_hash": event.entry_hash}, pk=event.pk)
+        linked = update_where(AuditChainHead, {"last_event_id": event.pk, "head_hash": event.entry_hash}, pk=head_id)
+        if linked != 1:
+            raise IntegrityError(f"audit chain head {CHAIN_NAME!r} disappeared while an event was appended")
     return event
 
 
