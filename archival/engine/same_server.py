@@ -125,7 +125,12 @@ def _pg_move(spec: TableSpec, run_id: int, years: int, low, size: int) -> tuple[
 
     The batch is chosen, deleted and inserted under one snapshot; the final
     SELECT hands Python one row (the last key and two counts), or none when
-    nothing eligible is left after ``low``.
+    nothing eligible is left after ``low``. The batch carries each row's
+    reference date, so the DELETE joins nothing but the batch (the contract
+    was read under the same snapshot), and it is named once, so the planner
+    inlines it and sees its 5,000 rows: a batch named twice is materialized,
+    estimated at a few rows, and the DELETE hash-joins a full scan of the
+    source on every batch (PERFORMANCE.md: check the plans).
     """
     on = spec.archive
     q = on.quote
@@ -133,21 +138,17 @@ def _pg_move(spec: TableSpec, run_id: int, years: int, low, size: int) -> tuple[
     src = spec.source_table(on)
     pk_s = spec.q(on, "s", spec.pk)
     where, params = spec.selection(on, low=low)
+    ref = on.as_date_sql(spec.reference_expr(on))
     batch = (
-        f"SELECT {', '.join(pk_s)} FROM {spec.from_clause(on)} WHERE {where} ORDER BY {keys.order_by(pk_s)} LIMIT %s"
+        f"SELECT {', '.join(pk_s)}, {ref} AS __ref FROM {spec.from_clause(on)} WHERE {where} "
+        f"ORDER BY {keys.order_by(pk_s)} LIMIT %s"
     )
     match = " AND ".join(f"s.{q(c)} = b.{q(c)}" for c in spec.pk)
-    using, join = " USING batch b", ""
-    if spec.is_contract:
-        using += f", {spec.contract_table(on)} c"
-        join = f" AND c.{q(spec.config.contract_key_column)} = s.{q(spec.config.contract_reference_column)}"
-    ref = on.as_date_sql(spec.reference_expr(on))
     cols = ", ".join(q(c) for c in spec.columns)
     pk_m = [f"m.{q(c)}" for c in spec.pk]
     sql = (
-        f"WITH batch AS ({batch}), "
-        f"moved AS (DELETE FROM {src} s{using} WHERE {match}{join} "
-        f"RETURNING {', '.join(spec.q(on, 's', spec.columns))}, {ref} AS __ref), "
+        f"WITH moved AS (DELETE FROM {src} s USING ({batch}) b WHERE {match} "
+        f"RETURNING {', '.join(spec.q(on, 's', spec.columns))}, b.__ref), "
         f"ins AS (INSERT INTO {spec.archive_table()} ({_insert_columns(spec)}) "
         f"SELECT {cols}, %s, %s, __ref, {on.add_years_sql('__ref')} FROM moved RETURNING 1) "
         f"SELECT {', '.join(pk_m)}, (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM ins) "
