@@ -104,22 +104,45 @@ def select_rows(model: type[models.Model], names: list[str], *, where: dict, ord
     The values come back as the ORM's ``values_list`` gives them: each
     column goes through the same converters (JSON decoded, and so on).
     """
+    meta = model._meta
+    return _read(model, [meta.get_field(name) for name in names], where=where, order_by=order_by)[1]
+
+
+def fetch(
+    model: type[models.Model], *, where: dict, raw_where: list[tuple[str, list]] | None = None
+) -> list[models.Model]:
+    """Instances of ``model`` where every ``where`` field equals its value (and each ``raw_where`` holds).
+
+    A plain SELECT of the model's columns, converted as the ORM converts
+    them, handed to ``Model.from_db``: the instances are the ORM's own,
+    without the query compiler's cost (nor ``Model.objects.raw``'s, which
+    resolves the column order and converters again for every query).
+    ``raw_where`` fragments follow the rules of :func:`update_where`.
+    """
+    fields = list(model._meta.concrete_fields)
+    using, rows = _read(model, fields, where=where, raw_where=raw_where)
+    attnames = [f.attname for f in fields]
+    return [model.from_db(using, attnames, row) for row in rows]
+
+
+def _read(model, fields: list, *, where: dict, raw_where=None, order_by: str | None = None) -> tuple[str, list[tuple]]:
+    """(alias, rows of ``fields``) through the ORM's converters."""
     using = router.db_for_read(model)
     connection = connections[using]
     meta = model._meta
     table = meta.db_table
-    fields = [meta.get_field(name) for name in names]
     cols = [Col(table, f) for f in fields]
     converters = [connection.ops.get_db_converters(c) + c.get_db_converters(connection) for c in cols]
     qn = connection.ops.quote_name
-    conditions, params = _conditions(model, connection, where)
-    sql = (
-        f"SELECT {', '.join(qn(f.column) for f in fields)} FROM {qn(table)} "
-        f"WHERE {' AND '.join(conditions)} ORDER BY {qn(meta.get_field(order_by).column)}"
-    )
+    conditions, params = _conditions(model, connection, where, raw_where)
+    sql = f"SELECT {', '.join(qn(f.column) for f in fields)} FROM {qn(table)} WHERE {' AND '.join(conditions)}"
+    if order_by:
+        sql += f" ORDER BY {qn(meta.get_field(order_by).column)}"
     with connection.cursor() as cur:
         cur.execute(sql, params)
         rows = cur.fetchall()
+    if not any(converters):
+        return using, [tuple(r) for r in rows]
     out = []
     for row in rows:
         values = []
@@ -128,28 +151,7 @@ def select_rows(model: type[models.Model], names: list[str], *, where: dict, ord
                 value = convert(value, col, connection)
             values.append(value)
         out.append(tuple(values))
-    return out
-
-
-def fetch(
-    model: type[models.Model], *, where: dict, raw_where: list[tuple[str, list]] | None = None
-) -> list[models.Model]:
-    """Instances of ``model`` where every ``where`` field equals its value (and each ``raw_where`` holds).
-
-    ``Model.objects.raw`` over a plain SELECT of the model's columns: the
-    instances are the ORM's own, without the query compiler's cost.
-    ``raw_where`` fragments follow the rules of :func:`update_where`.
-    """
-    using = router.db_for_read(model)
-    connection = connections[using]
-    meta = model._meta
-    qn = connection.ops.quote_name
-    conditions, params = _conditions(model, connection, where, raw_where)
-    sql = (
-        f"SELECT {', '.join(qn(f.column) for f in meta.concrete_fields)} FROM {qn(meta.db_table)} "
-        f"WHERE {' AND '.join(conditions)}"
-    )
-    return list(model.objects.db_manager(using).raw(sql, params))
+    return using, out
 
 
 def _conditions(model, connection, where: dict, raw_where: list[tuple[str, list]] | None = None) -> tuple[list, list]:

@@ -43,6 +43,10 @@ class TableInfo:
     columns: list[Column]
     primary_key: list[str]
     foreign_keys: list[ForeignKey] = field(default_factory=list)
+    # (child table, child column, this table's column) of the single-column
+    # foreign keys naming this table, when the backend read them with the
+    # columns (None: ask ``referencing``).
+    referenced_by: list[tuple[str, str, str]] | None = None
 
     def column(self, name: str) -> Column | None:
         for col in self.columns:

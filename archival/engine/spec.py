@@ -259,7 +259,9 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
         threshold,
         contract_info=contract_info,
     )
-    fk_refs = source.referencing(config.schema_name, config.table_name)
+    fk_refs = info.referenced_by
+    if fk_refs is None:
+        fk_refs = source.referencing(config.schema_name, config.table_name)
     if all_configs is not None:
         siblings = all_configs
     else:
