@@ -699,3 +699,59 @@ def test_a_changed_column_type_stops_the_table_and_moves_nothing(demo):
     result = engine.run_cycle(cutoff=CUTOFF, tables=["OpsEvent001"])
     assert not result.ok and "changed type" in result.failed[0].error
     assert snapshot([config]) == before
+
+
+def _progress_matches_the_ledger(state: RecoveryState) -> None:
+    ledger = list(BatchLedger.objects.filter(run_id=state.run_id, config_id=state.config_id).order_by("batch_no"))
+    assert ledger, state
+    assert state.batches_done == ledger[-1].batch_no == len(ledger)
+    assert state.archived_count == sum(b.deleted_count for b in ledger)
+    assert state.cursor == ledger[-1].key_high
+
+
+@pytest.mark.parametrize("how", ["stop", "failure"])
+def test_progress_written_between_batches_is_complete_when_a_table_stops_or_fails(demo, monkeypatch, how):
+    """The recovery state's progress is written at most once a second while a table archives
+    (phases.PROGRESS_SECONDS); a stop between batches or a failing batch still leaves the row
+    in step with the ledger."""
+    from archival import stopping
+    from archival.engine import phases, same_server
+    from archival.engine.errors import ReconcileError
+
+    monkeypatch.setattr(phases, "PROGRESS_SECONDS", 3600.0)  # nothing written after the first batch
+    config = position()
+    TableConfig.objects.filter(pk=config.pk).update(batch_size=200)
+    run = engine.start_run(cutoff=CUTOFF)
+    state = RecoveryState.objects.get(run=run, config=config)
+    done = []
+    real_move = same_server.move_batch
+
+    def move(*args, **kwargs):
+        if how == "failure" and len(done) == 3:
+            raise ReconcileError("batch refused by the test")
+        return real_move(*args, **kwargs)
+
+    monkeypatch.setattr(same_server, "move_batch", move)
+
+    def on_batch(moved):
+        done.append(moved)
+        if how == "stop" and len(done) == 3:
+            stopping.request_stop("test")
+
+    try:
+        result = engine.advance_table(state.pk, worker="w1", on_batch=on_batch)
+    finally:
+        stopping.clear()
+    state.refresh_from_db()
+    assert len(done) == 3
+    assert (result.error != "") == (how == "failure")
+    assert state.phase == (Phase.ARCHIVING if how == "stop" else Phase.FAILED)
+    _progress_matches_the_ledger(state)
+    assert state.archived_count == sum(done) > 0
+    assert not state.lease_owner
+    # The run resumes from the ledger and ends as an uninterrupted run would.
+    monkeypatch.setattr(same_server, "move_batch", real_move)
+    assert engine.resume_run(run.pk).ok
+    state.refresh_from_db()
+    assert state.phase == Phase.COMPLETED
+    _progress_matches_the_ledger(state)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -152,6 +153,12 @@ def ledger_digest(run_id: int, config_id: int) -> tuple[int, int, str]:
     return len(rows), sum(r[4] for r in rows), digest
 
 
+# The longest the recovery state's progress lags the ledger while a table
+# archives; well inside the shortest lease (ARCHIVAL_LEASE_SECONDS >= 5), so
+# the lease is renewed long before it could expire.
+PROGRESS_SECONDS = 1.0
+
+
 @dataclass
 class ArchiveOutcome:
     moved: int
@@ -199,9 +206,12 @@ def archive(
         return ledger
 
     spec_run_id = state.run_id
+    # Progress not yet written to the recovery state (see the end of the loop).
+    pending: dict = {}
+    renewed_at = time.monotonic()
     while True:
         if should_stop():
-            return ArchiveOutcome(moved_total, batches, False)
+            return ArchiveOutcome(moved_total, batches, False, unsaved=pending)
         batch_no += 1
 
         def one_batch(batch_no=batch_no, cursor=cursor):
@@ -224,9 +234,14 @@ def archive(
         # A deadlock, lock timeout, lost connection or serialization failure
         # rolled the batch back; it is retried with backoff (a streamed batch
         # whose copy had committed is finished instead of copied again).
-        outcome = retry_transient(one_batch, attempts=5, base_delay=0.5, on_retry=_retrying(spec, state, worker))
+        try:
+            outcome = retry_transient(one_batch, attempts=5, base_delay=0.5, on_retry=_retrying(spec, state, worker))
+        except Exception as exc:
+            # The table fails: its FAILED row carries the progress of the batches that committed.
+            exc.unsaved_progress = pending
+            raise
         if outcome.high is None:
-            return ArchiveOutcome(moved_total, batches, True)
+            return ArchiveOutcome(moved_total, batches, True, unsaved=pending)
         checkpoint("batch_after_commit")
         cursor = to_json(outcome.high)
         archived += outcome.moved
@@ -242,11 +257,18 @@ def archive(
             # meanwhile fails it). Streamed batches never say so: one may
             # delete fewer rows than it read (a row changed after its copy stays).
             return ArchiveOutcome(moved_total, batches, True, unsaved=progress)
-        # One control-database commit per batch: progress and the lease. The
-        # batch's own record is its ledger row, committed with the move in the
-        # archive; the audit trail gets the whole ledger's digest at verify
-        # (one chained event per table instead of one per batch).
-        renew(state, worker, phase=Phase.ARCHIVING, **progress)
+        # Progress and the lease go to the control database with the first
+        # batch (the phase becomes ARCHIVING), then at most once every
+        # PROGRESS_SECONDS: each write is a durable commit, and the batch's own
+        # record is its ledger row, committed with the move in the archive
+        # (the truth on resume). The audit trail gets the whole ledger's
+        # digest at verify (one chained event per table, not one per batch).
+        if state.phase != Phase.ARCHIVING or time.monotonic() - renewed_at >= PROGRESS_SECONDS:
+            renew(state, worker, phase=Phase.ARCHIVING, **progress)
+            renewed_at = time.monotonic()
+            pending = {}
+        else:
+            pending = progress
 
 
 @dataclass(frozen=True)

@@ -248,6 +248,10 @@ def advance_table(
                 result.batches += archived.batches
                 unsaved = archived.unsaved
                 if not archived.finished:
+                    # Stopped between batches: the progress not yet written goes now.
+                    if unsaved:
+                        leases.renew(state, worker, **unsaved, phase=Phase.ARCHIVING)
+                        unsaved = {}
                     break
                 if target <= PHASE_ORDER.index(Phase.ARCHIVED):
                     leases.renew(state, worker, **unsaved, phase=Phase.ARCHIVED)
@@ -263,7 +267,7 @@ def advance_table(
     except LeaseLost:
         result.lease_lost = True
     except (TableError, DatabaseError) as exc:
-        _fail(state, worker, exc, unsaved)
+        _fail(state, worker, exc, getattr(exc, "unsaved_progress", None) or unsaved)
         result.error = str(exc)
     finally:
         # Completing the table released the lease in the same UPDATE (unless
