@@ -755,3 +755,27 @@ def test_progress_written_between_batches_is_complete_when_a_table_stops_or_fail
     state.refresh_from_db()
     assert state.phase == Phase.COMPLETED
     _progress_matches_the_ledger(state)
+
+
+def test_verify_counts_without_index_only_scans_on_postgresql_and_the_setting_does_not_leak(demo):
+    """After a bulk delete the visibility map is mostly cleared: Verify's count must not take an
+    index-only scan (PostgreSQL), and the SET LOCAL ends with the count's own transaction."""
+    from django.test.utils import CaptureQueriesContext
+
+    from archival.engine.phases import count_eligible, count_left
+
+    config = position()
+    spec = build_spec(config, CUTOFF)
+    if spec.source.vendor != "postgresql":
+        assert spec.source.settings_after_bulk_delete == ()
+        pytest.skip("a PostgreSQL planner setting")
+    connection = connections[spec.source.alias]
+    with CaptureQueriesContext(connection) as queries:
+        left = count_left(spec)
+    sql = [q["sql"] for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    assert sql[0] == "SET LOCAL enable_indexonlyscan = off" and sql[1].startswith("SELECT COUNT(*)")
+    assert left == count_eligible(spec)[0] > 0  # nothing archived yet: every eligible row is left
+    with connection.cursor() as cur:
+        cur.execute("SHOW enable_indexonlyscan")
+        assert cur.fetchone()[0] == "on"
+    assert connection.get_autocommit()

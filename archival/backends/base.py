@@ -120,6 +120,11 @@ class Backend(ABC):
         """Single-column foreign keys pointing at ``table``: (child table, child column, our column)."""
         ...
 
+    # Session settings (``SET LOCAL`` statements, for one transaction) for a
+    # scan of a table whose rows were just deleted in bulk: see the
+    # PostgreSQL backend. None elsewhere.
+    settings_after_bulk_delete: tuple[str, ...] = ()
+
     # -- SQL fragments -------------------------------------------------------
     @abstractmethod
     def add_years_sql(self, expr: str) -> str:

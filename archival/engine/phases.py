@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -91,7 +92,11 @@ def count_left(spec: TableSpec) -> int:
         return mssql_path.mark_counts(spec)[0]
     on = spec.source
     where, params = spec.selection(on, at_mark=True)
-    with on.connection.cursor() as cur:
+    settings = on.settings_after_bulk_delete
+    # SET LOCAL lasts for one transaction: the count gets its own.
+    with transaction.atomic(using=on.alias) if settings else nullcontext(), on.connection.cursor() as cur:
+        for statement in settings:
+            cur.execute(statement)
         cur.execute(f"SELECT COUNT(*) FROM {spec.from_clause(on, pin_source=False)} WHERE {where}", params)
         return cur.fetchone()[0]
 
