@@ -112,6 +112,10 @@ class Backend(ABC):
     @abstractmethod
     def describe(self, schema: str, table: str) -> TableInfo: ...
 
+    def describe_columns(self, schema: str, table: str) -> TableInfo:
+        """``describe`` without the foreign keys (where a backend reads them separately, it skips them)."""
+        return self.describe(schema, table)
+
     @abstractmethod
     def schema_exists(self, schema: str) -> bool: ...
 

@@ -40,7 +40,7 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False, in_transacti
     # answers both "does it exist" and "does it still match the source"; the
     # namespace is looked at only when the table is not there.
     try:
-        existing = arc.describe(ns, table)
+        existing = arc.describe_columns(ns, table)
     except SchemaError:
         if not arc.schema_exists(ns):
             if arc.vendor == "sqlite":

@@ -239,7 +239,7 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
         if config.contract_reference_column not in names:
             raise TableError(f"column {config.contract_reference_column!r} does not exist in {config}")
         try:
-            contract_info = source.describe(config.schema_name, config.contract_table)
+            contract_info = source.describe_columns(config.schema_name, config.contract_table)
         except SchemaError:
             raise TableError(f"contract table {config.contract_table!r} does not exist in {config.source_db}") from None
         cnames = set(contract_info.column_names)
