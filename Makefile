@@ -52,9 +52,12 @@ test: $(VENV_DEV)
 # The same suite on PostgreSQL (127.0.0.1:5432, user postgres).
 test-pg: $(VENV_DEV)
 	rm -rf data/test-pg && mkdir -p data/test-pg/test
-	# The cluster tests bring their own SQLite and PostgreSQL sites and the
-	# SQL Server checks parse files: both ran in the SQLite leg already.
-	$(PG_ENV) $(PYTHON) -m pytest --ignore=tests/test_sched_clusters.py \
+	# The cluster tests bring their own SQLite and PostgreSQL sites, the CI
+	# chaos test its own SQLite and PostgreSQL data sets, the SQL Server
+	# checks parse files, and the browser tests drive pages the other admin
+	# and search tests cover on PostgreSQL: all ran in the SQLite leg already.
+	$(PG_ENV) $(PYTHON) -m pytest --ignore=tests/test_sched_clusters.py --ignore=tests/test_bench_chaos.py \
+		--ignore=tests/test_admin_browser.py --ignore=tests/test_search_browser.py \
 		--ignore=tests/test_mssql_sql.py --ignore=tests/test_mssql_dry_run.py --ignore=tests/test_mssql_deploy.py
 
 # The engine's invariant and crash tests on MariaDB (127.0.0.1:3306, root):
