@@ -33,6 +33,11 @@ def pytest_configure(config):
     # crash tests open them too); the folder must exist before Django creates them.
     (settings.DATA_DIR / "test").mkdir(parents=True, exist_ok=True)
     settings.ARCHIVAL["LOG_DIR"].mkdir(parents=True, exist_ok=True)
+    # Every persona's password is hashed when it is made, and PBKDF2's
+    # million rounds cost about half a second each on our 2-core machines
+    # (five personas a test). What is tested is who may do what, not the
+    # hasher: a fast one keeps login real and the suite inside its budget.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def _ansi_quotes(sender, connection, **kwargs):
