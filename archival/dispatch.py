@@ -11,7 +11,7 @@ How a run flows:
 1. :func:`start_scheduled_run` (the weekly schedule, the admin's "run now"
    and ``schedule_archival --run-now`` all call it) creates the run through
    ``archival.engine.start_run`` with the run window as its deadline, writes
-   one dispatch row per table (children first) and calls :func:`pump`.
+   one dispatch row per table (heaviest chain of work first) and calls :func:`pump`.
 2. :func:`pump` holds the ``SchedulerSettings`` row locked, counts the tasks
    in flight per stage and per source database, and enqueues waiting tables
    up to the caps (mark 20, archive 10 by default; a parent archives only
@@ -230,6 +230,47 @@ def children_map(states: list[RecoveryState]) -> dict[int, list[int]]:
     return {pk: sorted(v) for pk, v in kids.items()}
 
 
+def _estimated_rows(state: RecoveryState) -> int:
+    from archival.backends import backend_for
+
+    cfg = state.config
+    try:
+        return backend_for(cfg.source_db).estimated_rows(cfg.schema_name, cfg.table_name) or 0
+    except Exception as exc:  # noqa: BLE001 (a hint only; the engine reports a broken table on its turn)
+        logger.warning("cannot estimate the size of %s: %s", cfg, exc)
+        return 0
+
+
+def longest_work_first(states: list[RecoveryState], kids: dict[int, list[int]]) -> list[RecoveryState]:
+    """The states in the order the pump starts them: the heaviest chain of work first.
+
+    A table's weight is its estimated rows (the catalog's figure, no scan)
+    plus the heaviest chain of parent tables waiting for it, since a parent
+    archives only after all its children. Started in dependency order, the
+    run's critical path (Position, then its Contract table) began 25 s into a
+    12,000,000-row run on two workers, behind thirty small tables; the
+    heaviest chain first is the classic critical-path rule. Children before
+    parents is still enforced by the pump at the archive stage; ties keep the
+    dependency order.
+    """
+    size = {s.pk: _estimated_rows(s) for s in states}
+    parents_of: dict[int, list[int]] = {}
+    for parent, children in kids.items():
+        for child in children:
+            parents_of.setdefault(child, []).append(parent)
+    weight: dict[int, int] = {}
+
+    def chain(pk: int, path: frozenset) -> int:
+        if pk not in weight:
+            # ``path`` stops a cycle of foreign keys (A -> B -> A) from recursing forever.
+            above = [chain(p, path | {pk}) for p in parents_of.get(pk, []) if p not in path and p != pk]
+            weight[pk] = size[pk] + max(above, default=0)
+        return weight[pk]
+
+    order = {s.pk: i for i, s in enumerate(states)}
+    return sorted(states, key=lambda s: (-chain(s.pk, frozenset()), order[s.pk]))
+
+
 def adopt(run: ArchivalRun) -> int:
     """Write the dispatch rows of a run (idempotent); returns how many tables are to be worked on."""
     from archival.engine import ordered_states
@@ -237,7 +278,7 @@ def adopt(run: ArchivalRun) -> int:
     states = ordered_states(run)
     kids = children_map(states)
     rows = []
-    for position, state in enumerate(states):
+    for position, state in enumerate(longest_work_first(states, kids)):
         stage = _stage_for(state.phase)
         rows.append(
             TableDispatch(

@@ -124,6 +124,14 @@ class Backend(ABC):
         """Single-column foreign keys pointing at ``table``: (child table, child column, our column)."""
         ...
 
+    def estimated_rows(self, schema: str, table: str) -> int | None:
+        """The catalog's row estimate for an existing table, without a scan; None where there is none.
+
+        A scheduling hint only (the dispatcher starts the longest work first),
+        never a count: the engine counts what it moves.
+        """
+        return None
+
     # Session settings (``SET LOCAL`` statements, for one transaction) for a
     # scan of a table whose rows were just deleted in bulk: see the
     # PostgreSQL backend. None elsewhere.

@@ -32,6 +32,16 @@ class MariaDBBackend(Backend):
             [schema, table],
         )
 
+    def estimated_rows(self, schema: str, table: str) -> int | None:
+        # InnoDB's estimate from its index statistics (no scan).
+        with self.connection.cursor() as cur:
+            cur.execute(
+                "SELECT table_rows FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+                [schema, table],
+            )
+            row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
     def describe(self, schema: str, table: str) -> TableInfo:
         with self.connection.cursor() as cur:
             cur.execute(

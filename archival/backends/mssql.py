@@ -391,6 +391,17 @@ class MSSQLBackend(Backend):
             [schema, table],
         )
 
+    def estimated_rows(self, schema: str, table: str) -> int | None:
+        # Row counts the storage engine keeps per partition (heap or clustered index).
+        with self.connection.cursor() as cur:
+            cur.execute(
+                "SELECT SUM(p.rows) FROM sys.partitions AS p "
+                "WHERE p.object_id = OBJECT_ID(QUOTENAME(%s) + N'.' + QUOTENAME(%s)) AND p.index_id IN (0, 1)",
+                [schema, table],
+            )
+            row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
     def describe(self, schema: str, table: str) -> TableInfo:
         with self.connection.cursor() as cur:
             cur.execute(

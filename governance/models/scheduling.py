@@ -174,7 +174,11 @@ class TableDispatch(models.Model):
     last_outcome = models.CharField(max_length=200, blank=True, help_text="What the last slice reported.")
     position = models.PositiveIntegerField(
         default=0,
-        help_text="Dependency order in the run (children first); the pump enqueues in this order.",
+        help_text=(
+            "Order in which the pump starts the run's tables: the heaviest chain of work first "
+            "(estimated rows plus the parent tables waiting for it). A parent still archives only "
+            "after its children."
+        ),
     )
     children = models.JSONField(
         default=list,
