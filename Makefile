@@ -109,7 +109,7 @@ clean:
 # engine reachable here; prints the engine/ceiling ratio table, writes JSON
 # and a chart to bench/results/. Needs requirements-bench.txt; MariaDB and
 # pt-archiver need bench/install_mariadb_deps.sh and bench/install_pt_archiver.sh.
-.PHONY: bench bench-large bench-scaling chaos
+.PHONY: bench bench-large bench-scaling bench-workers chaos
 # BENCH_REPEAT=3: each setup's engine and yardstick alternate three times (median pair ratio).
 BENCH_REPEAT ?= 1
 bench: $(VENV_DEV) bench-deps
@@ -120,6 +120,11 @@ bench-large: $(VENV_DEV) bench-deps
 
 bench-scaling: $(VENV_DEV) bench-deps
 	$(PYTHON) bench/run.py --scaling
+
+# bench-workers: the scheduled run (django-q2 fan-out, Redis broker) on 1, 2 and 4
+# workers, PostgreSQL; BENCH_WORKERS_SIZE=large for 12,000,000 rows.
+bench-workers: $(VENV_DEV) bench-deps
+	$(PYTHON) bench/sched_workers.py --size $${BENCH_WORKERS_SIZE:-small} --workers 1 2 4 --reuse --keep
 
 chaos: $(VENV_DEV)
 	$(PYTHON) bench/chaos.py --trials $${CHAOS_TRIALS:-200}

@@ -84,13 +84,14 @@ class Mover:
             return f"{self.src} s STRAIGHT_JOIN {contract} c ON c.{q('contractId')} = s.{q('contractId')}"
         return f"{self.src} s JOIN {contract} c ON c.{q('contractId')} = s.{q('contractId')}"
 
-    def eligible(self) -> str:
+    def eligible(self, children: bool = True) -> str:
+        """Rows that go; ``children=False``: rows old enough to go (a parent's batch candidates)."""
         q = self.d.quote
         parts = []
         if self.spec.logic == "CONTRACT_MATURITY" and self.vendor == "sqlite":
             parts.append(f"c.{q('contractId')} = s.{q('contractId')}")
         parts.append(f"{self.ref()} < %s")
-        for ch in self.children:
+        for ch in self.children if children else []:
             parts.append(
                 f"NOT EXISTS (SELECT 1 FROM {self.t(self.src_schema, ch.name)} ch WHERE ch.{q('contractId')} = s.{q('contractId')})"
             )
@@ -159,6 +160,26 @@ class Mover:
             return self._move_pg()
         return self._move_range()
 
+    def bound(self, cur, low) -> tuple[list | None, int]:
+        """Last key and count of the next BATCH candidates (old enough to go) after ``low``.
+
+        A parent table's batch is bounded by its candidates, and the children
+        rule is applied inside that key range only: inside the ordered LIMIT,
+        the planners probe every child for every eligible row after ``low``
+        before they can cut (1.1-1.7 s a batch on a 240,000-row contract
+        table with 21 children, against 0.1 s bounded).
+        """
+        pk_alias = [self.d.quote(c) for c in self.spec.pk]
+        rng, rng_params = self.after(low)
+        cur.execute(
+            f"SELECT {', '.join(pk_alias)}, COUNT(*) OVER () FROM (SELECT {', '.join(self.pk)} FROM {self.from_()} "
+            f"WHERE {self.eligible(children=False)} AND {rng} ORDER BY {', '.join(self.pk)} LIMIT {BATCH}) b "
+            f"ORDER BY {', '.join(f'{c} DESC' for c in pk_alias)} LIMIT 1",
+            [self.threshold(), *rng_params],
+        )
+        row = cur.fetchone()
+        return (list(row[:-1]), row[-1]) if row else (None, 0)
+
     def _move_pg(self) -> tuple[int, int]:
         q = self.d.quote
         pk_names = [q(c) for c in self.spec.pk]
@@ -166,7 +187,13 @@ class Mover:
         now = datetime.now(UTC)
         cols = ", ".join(f"m.{q(c)}" for c in self.spec.column_names)
         while True:
-            rng, rng_params = self.after(low)
+            hi = candidates = None
+            if self.children:
+                with self.conn.cursor() as cur:
+                    hi, candidates = self.bound(cur, low)
+                if hi is None:
+                    return rows, batches
+            rng, rng_params = self.between(low, hi) if self.children else self.after(low)
             sql = (
                 f"WITH b AS (SELECT {', '.join(self.pk)}, {self.ref()} AS ref_ FROM {self.from_()} "
                 f"WHERE {self.eligible()} AND {rng} ORDER BY {', '.join(self.pk)} LIMIT {BATCH}), "
@@ -185,6 +212,13 @@ class Mover:
             with transaction.atomic(using=self.conn.alias), self.conn.cursor() as cur:
                 cur.execute(sql, [self.threshold(), *rng_params, now])
                 row = cur.fetchone()
+            if self.children:
+                rows += row[-1] if row else 0
+                batches += 1
+                if candidates < BATCH:
+                    return rows, batches
+                low = hi
+                continue
             if not row:
                 return rows, batches
             low = list(row[:-1])
@@ -195,21 +229,12 @@ class Mover:
         q = self.d.quote
         low, rows, batches = None, 0, 0
         now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        pk_alias = [q(c) for c in self.spec.pk]
         cols = ", ".join(f"s.{q(c)}" for c in self.spec.column_names)
         while True:
-            rng, rng_params = self.after(low)
             with transaction.atomic(using=self.conn.alias), self.conn.cursor() as cur:
-                cur.execute(
-                    f"SELECT {', '.join(pk_alias)} FROM (SELECT {', '.join(self.pk)} FROM {self.from_()} "
-                    f"WHERE {self.eligible()} AND {rng} ORDER BY {', '.join(self.pk)} LIMIT {BATCH}) b "
-                    f"ORDER BY {', '.join(f'{c} DESC' for c in pk_alias)} LIMIT 1",
-                    [self.threshold(), *rng_params],
-                )
-                hi = cur.fetchone()
-                if not hi:
+                hi, candidates = self.bound(cur, low)
+                if hi is None:
                     return rows, batches
-                hi = list(hi)
                 between, b_params = self.between(low, hi)
                 cur.execute(
                     f"INSERT INTO {self.arc} ({self.insert_columns()}) SELECT {cols}, %s, 0, {self.ref()}, "
@@ -232,6 +257,8 @@ class Mover:
                     raise RuntimeError(f"{self.spec.name}: inserted {inserted}, deleted {cur.rowcount}")
             rows += inserted
             batches += 1
+            if candidates < BATCH:
+                return rows, batches
             low = hi
 
     def _sqlite_delete_where(self) -> str:

@@ -232,6 +232,52 @@ def test_a_child_that_keeps_rows_longer_keeps_their_contracts(demo):
         assert cur.fetchone()[0] == 0
 
 
+def test_a_contract_batch_whose_candidates_are_all_still_referenced_moves_none_and_the_run_goes_on(demo):
+    """A parent's batch is bounded by the next keys old enough to go; it may move none of them."""
+    contract = TableConfig.objects.get(source_db="SourceDB1", table_name="Contract")
+    contract.batch_size = 2
+    contract.full_clean()
+    contract.save()
+    child = position()
+    child.months_retention_source = contract.effective_months + 24
+    child.full_clean()
+    child.save()
+    contract_threshold = subtract_months(CUTOFF, contract.effective_months)
+    child_threshold = subtract_months(CUTOFF, child.effective_months)
+    backend = backend_for("SourceDB1")
+    contracts, positions = (
+        backend.qualified(child.schema_name, "Contract"),
+        backend.qualified(child.schema_name, "Position"),
+    )
+    with connections["SourceDB1"].cursor() as cur:
+        # The two lowest contracts matured after the child's threshold: old
+        # enough for the contract table, but their positions stay, so they do.
+        cur.execute(f'SELECT "contractId" FROM {contracts} ORDER BY "contractId" LIMIT 2')
+        held = [row[0] for row in cur.fetchall()]
+        cur.execute(
+            f'UPDATE {contracts} SET "maturityDate" = %s WHERE "contractId" IN (%s, %s)',
+            [child_threshold + (contract_threshold - child_threshold) / 2, *held],
+        )
+        cur.execute(f'SELECT COUNT(DISTINCT "contractId") FROM {positions} WHERE "contractId" IN (%s, %s)', held)
+        assert cur.fetchone()[0] == 2, "the demo's two lowest contracts must have positions"
+    original = snapshot([child, contract])
+
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["SourceDB1.Position", "SourceDB1.Contract"])
+
+    assert result.ok, [t.error for t in result.failed]
+    union_check([child, contract], original)
+    ledger = list(
+        BatchLedger.objects.filter(config_id=contract.pk).order_by("batch_no").values_list("row_count", flat=True)
+    )
+    assert ledger[0] == 0, ledger  # the first batch's two candidates were both held
+    assert sum(ledger) == RecoveryState.objects.get(config=contract).eligible_count > 0
+    with connections["SourceDB1"].cursor() as cur:
+        cur.execute(f'SELECT COUNT(*) FROM {contracts} WHERE "contractId" IN (%s, %s)', held)
+        assert cur.fetchone()[0] == 2
+        cur.execute(f'SELECT COUNT(*) FROM {contracts} c WHERE c."maturityDate" < %s', [child_threshold])
+        assert cur.fetchone()[0] == 0
+
+
 def test_an_identical_row_already_archived_is_skipped_and_the_source_row_removed(demo):
     engine.run_cycle(cutoff=CUTOFF, tables=["PriceHistory"])
     config = TableConfig.objects.get(table_name="PriceHistory")

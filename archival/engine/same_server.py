@@ -34,21 +34,35 @@ class BatchOutcome:
     exhausted: bool = False
 
 
-def batch_bound(spec: TableSpec, cur, low, size: int) -> list | None:
-    """Last key of the next batch (one row fetched), or None when nothing is left."""
+def batch_bound(spec: TableSpec, cur, low, size: int) -> tuple[list | None, int]:
+    """The next batch's key range: its last key (None when nothing is left) and its candidate count.
+
+    The candidates are the next ``size`` keys after ``low`` old enough to go,
+    without the parent rule; the batch then moves those of them no child row
+    still references. With the rule inside this ordered LIMIT, the planners
+    evaluate it (one probe per child table per row) for every eligible row
+    after ``low`` before they can sort and cut: on a contract table of
+    240,000 rows with 21 child tables, 1.1-1.7 s a batch against 0.1 s for
+    the bounded batch (EXPLAIN ANALYZE, PostgreSQL; bench/RESULTS.md). The
+    batch may move fewer than ``size`` rows, or none; fewer than ``size``
+    candidates means this was the last batch. For a table without children
+    the candidates are the eligible rows.
+    """
     on = spec.archive
     pk_s = spec.q(on, "s", spec.pk)
-    where, params = spec.selection(on, low=low)
+    where, params = spec.selection(on, low=low, parents=False)
     inner = (
         f"SELECT {', '.join(pk_s)} FROM {spec.from_clause(on)} WHERE {where} ORDER BY {keys.order_by(pk_s)} LIMIT %s"
     )
     alias_cols = [on.quote(c) for c in spec.pk]
+    # The window counts the candidates before the outer LIMIT keeps the last one.
     sql = (
-        f"SELECT {', '.join(alias_cols)} FROM ({inner}) b ORDER BY {keys.order_by(alias_cols, descending=True)} LIMIT 1"
+        f"SELECT {', '.join(alias_cols)}, COUNT(*) OVER () FROM ({inner}) b "
+        f"ORDER BY {keys.order_by(alias_cols, descending=True)} LIMIT 1"
     )
     cur.execute(sql, [*params, size])
     row = cur.fetchone()
-    return list(row) if row else None
+    return (list(row[:-1]), row[-1]) if row else (None, 0)
 
 
 def _archive_count(spec: TableSpec, cur, run_id: int, low, high) -> int:
@@ -120,7 +134,7 @@ def _delete(spec: TableSpec, low, high) -> tuple[str, list]:
     return sql, [spec.threshold_param(on), *rng_params, *par_params]
 
 
-def _pg_move(spec: TableSpec, run_id: int, years: int, low, size: int) -> tuple[str, list]:
+def _pg_move(spec: TableSpec, run_id: int, years: int, low, size: int, high=None) -> tuple[str, list]:
     """One statement: pick the batch, delete it, insert it, report its last key and counts.
 
     The batch is chosen, deleted and inserted under one snapshot; the final
@@ -130,14 +144,15 @@ def _pg_move(spec: TableSpec, run_id: int, years: int, low, size: int) -> tuple[
     was read under the same snapshot), and it is named once, so the planner
     inlines it and sees its 5,000 rows: a batch named twice is materialized,
     estimated at a few rows, and the DELETE hash-joins a full scan of the
-    source on every batch (PERFORMANCE.md: check the plans).
+    source on every batch (PERFORMANCE.md: check the plans). ``high`` bounds
+    the batch from above (a parent table's batch, see ``batch_bound``).
     """
     on = spec.archive
     q = on.quote
     now = timezone.now()
     src = spec.source_table(on)
     pk_s = spec.q(on, "s", spec.pk)
-    where, params = spec.selection(on, low=low)
+    where, params = spec.selection(on, low=low, high=high)
     ref = on.as_date_sql(spec.reference_expr(on))
     batch = (
         f"SELECT {', '.join(pk_s)}, {ref} AS __ref FROM {spec.from_clause(on)} WHERE {where} "
@@ -206,15 +221,27 @@ def _move_rows(spec, cur, *, run_id, batch_no, low, size, record_ledger, slow) -
     on = spec.archive
     years = spec.config.effective_years
     skipped = 0
-    if on.vendor == "postgresql" and not slow:
+    if on.vendor == "postgresql" and not slow and not spec.children:
+        # One statement picks, moves and counts the batch.
         sql, params = _pg_move(spec, run_id, years, low, size)
         cur.execute(sql, params)
         row = cur.fetchone()
         if row is None:
             return BatchOutcome(0, None)
         high, (deleted, inserted) = list(row[: len(spec.pk)]), row[len(spec.pk) :]
+        candidates = deleted
+    elif on.vendor == "postgresql" and not slow:
+        # A parent table: the candidates bound the batch, then one statement
+        # moves those no child row references (possibly none).
+        high, candidates = batch_bound(spec, cur, low, size)
+        if high is None:
+            return BatchOutcome(0, None)
+        sql, params = _pg_move(spec, run_id, years, low, size, high=high)
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        deleted, inserted = row[len(spec.pk) :] if row else (0, 0)
     else:
-        high = batch_bound(spec, cur, low, size)
+        high, candidates = batch_bound(spec, cur, low, size)
         if high is None:
             return BatchOutcome(0, None)
         if slow:
@@ -234,8 +261,8 @@ def _move_rows(spec, cur, *, run_id, batch_no, low, size, record_ledger, slow) -
     record_ledger(batch_no=batch_no, low=low, high=high, rows=inserted, deleted=deleted)
     checkpoint("batch_before_commit")
     # Every eligible key up to the bound moved in this one transaction; fewer
-    # than ``size`` of them means the bound was the last eligible key.
-    return BatchOutcome(deleted, high, skipped, exhausted=deleted < size)
+    # than ``size`` candidates means the bound was the last eligible key.
+    return BatchOutcome(deleted, high, skipped, exhausted=candidates < size)
 
 
 def _check_conflicts(spec: TableSpec, cur, low, high) -> int:

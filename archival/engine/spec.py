@@ -200,11 +200,15 @@ class TableSpec:
     def _child_contract(self, on: Backend, child: ChildRef) -> str:
         return self._source_name(on, child.contract_table or self.config.table_name)
 
-    def selection(self, on: Backend, low=None, high=None, at_mark=False) -> tuple[str, list]:
-        """WHERE clause of eligible rows in a key range (no leading WHERE)."""
+    def selection(self, on: Backend, low=None, high=None, at_mark=False, parents=True) -> tuple[str, list]:
+        """WHERE clause of eligible rows in a key range (no leading WHERE).
+
+        ``parents=False`` leaves out the parent rule: the rows old enough to
+        go, whether or not a child row still holds them (a batch's candidates).
+        """
         elig_sql, elig_params = self.eligible(on)
         rng_sql, rng_params = keys.key_range(self.q(on, "s", self.pk), low, high)
-        par_sql, par_params = self.parent_rule(on, at_mark)
+        par_sql, par_params = self.parent_rule(on, at_mark) if parents else ("1 = 1", [])
         return f"{elig_sql} AND {rng_sql} AND {par_sql}", [
             *elig_params,
             *rng_params,
