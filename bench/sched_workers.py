@@ -129,6 +129,7 @@ def chart(results: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = sorted(results, key=lambda r: r["workers"])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot([r["workers"] for r in results], [r["wall_seconds"] for r in results], marker="o", color="#1f77b4")
     ax.set_xlabel("django-q2 workers (one cluster, Redis broker)")
