@@ -263,8 +263,8 @@ def longest_work_first(states: list[RecoveryState], kids: dict[int, list[int]]) 
     def chain(pk: int, path: frozenset) -> int:
         if pk not in weight:
             # ``path`` stops a cycle of foreign keys (A -> B -> A) from recursing forever.
-            above = [chain(p, path | {pk}) for p in parents_of.get(pk, []) if p not in path and p != pk]
-            weight[pk] = size[pk] + max(above, default=0)
+            path = path | {pk}
+            weight[pk] = size[pk] + max((chain(p, path) for p in parents_of.get(pk, []) if p not in path), default=0)
         return weight[pk]
 
     order = {s.pk: i for i, s in enumerate(states)}

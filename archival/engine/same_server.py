@@ -221,25 +221,25 @@ def _move_rows(spec, cur, *, run_id, batch_no, low, size, record_ledger, slow) -
     on = spec.archive
     years = spec.config.effective_years
     skipped = 0
-    if on.vendor == "postgresql" and not slow and not spec.children:
-        # One statement picks, moves and counts the batch.
-        sql, params = _pg_move(spec, run_id, years, low, size)
-        cur.execute(sql, params)
-        row = cur.fetchone()
-        if row is None:
-            return BatchOutcome(0, None)
-        high, (deleted, inserted) = list(row[: len(spec.pk)]), row[len(spec.pk) :]
-        candidates = deleted
-    elif on.vendor == "postgresql" and not slow:
-        # A parent table: the candidates bound the batch, then one statement
-        # moves those no child row references (possibly none).
-        high, candidates = batch_bound(spec, cur, low, size)
-        if high is None:
-            return BatchOutcome(0, None)
+    if on.vendor == "postgresql" and not slow:
+        high = candidates = None
+        if spec.children:
+            # A parent table: its candidates bound the batch, and the
+            # statement moves those no child row references (possibly none).
+            high, candidates = batch_bound(spec, cur, low, size)
+            if high is None:
+                return BatchOutcome(0, None)
+        # One statement picks (within the bound, if any), moves and counts the batch.
         sql, params = _pg_move(spec, run_id, years, low, size, high=high)
         cur.execute(sql, params)
         row = cur.fetchone()
-        deleted, inserted = row[len(spec.pk) :] if row else (0, 0)
+        n = len(spec.pk)
+        if high is None:
+            if row is None:
+                return BatchOutcome(0, None)
+            # Without children every candidate moves: the last moved key is the bound.
+            high, candidates = list(row[:n]), row[n]
+        deleted, inserted = row[n:] if row else (0, 0)
     else:
         high, candidates = batch_bound(spec, cur, low, size)
         if high is None:
