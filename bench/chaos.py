@@ -9,8 +9,9 @@ an uninterrupted run, measured first; a trial whose run ends before its kill
 shortens the window to what a warm run takes), then runs ``manage.py archival
 resume`` until no table is unfinished (a kill before the run existed starts
 a fresh ``archival run`` instead) and checks, per table, that source union
-archive == original by count and checksum over all columns (bench/checksum.py)
-and that the archive holds exactly the rows an uninterrupted run moves.
+archive == original by count and checksum over all columns (bench/checksum.py),
+that the archive holds exactly the rows an uninterrupted run moves, and that
+the audit trail's hash chain verifies (``manage.py verify_chain``).
 
 "Mid-batch" kills are those that interrupted an open write transaction or a
 half-done streamed batch: a hot rollback journal left by SQLite, a backend of
@@ -178,6 +179,14 @@ def run_trials(
             time.sleep(5)  # the killed worker's lease expires
         else:
             problem = "tables still unfinished after 6 resumes"
+        # The audit trail's hash chain survives the kill too (an append is
+        # part of the transaction that writes the state it records).
+        chain = subprocess.run(
+            [envs.PYTHON, str(envs.REPO / "manage.py"), "verify_chain", "--no-log"],
+            env=env, cwd=envs.REPO, capture_output=True, text=True,
+        )  # fmt: skip
+        if chain.returncode != 0:
+            problem += f" audit chain: {(chain.stdout + chain.stderr).strip()[-500:]};"
         after = checksums(engine, topology, rows, tables)
         for table, before in original.items():
             now = after[table]

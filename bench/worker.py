@@ -156,6 +156,50 @@ def task_profile(specs) -> dict:
     return {"seconds": seconds, "profile": str(path)}
 
 
+def task_statements(specs) -> dict:
+    """run_cycle with every SQL statement timed, grouped by its first words and database (stderr: the top)."""
+    import re
+    from collections import defaultdict
+    from contextlib import ExitStack
+
+    from django.db import connections
+
+    from archival.engine import run_cycle
+
+    spent: dict = defaultdict(lambda: [0, 0.0])
+
+    def timer(alias):
+        def wrapper(execute, sql, params, many, context):
+            t = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                words = re.sub(r'"[^"]*"', "?", sql)[:60]
+                if os.environ.get("BENCH_SQL_LOG"):
+                    with open(os.environ["BENCH_SQL_LOG"], "a") as log:
+                        log.write(f"{time.perf_counter() - t:.5f} {alias} {' '.join(sql.split())[:150]}\n")
+                entry = spent[(alias, words)]
+                entry[0] += 1
+                entry[1] += time.perf_counter() - t
+
+        return wrapper
+
+    t0 = time.perf_counter()
+    with ExitStack() as stack:
+        for alias in connections:
+            stack.enter_context(connections[alias].execute_wrapper(timer(alias)))
+        run_cycle(cutoff=cutoff(), actor=None, trigger="bench")
+    seconds = time.perf_counter() - t0
+    in_sql = sum(v[1] for v in spent.values())
+    for (alias, words), (n, secs) in sorted(spent.items(), key=lambda kv: -kv[1][1])[:45]:
+        print(f"{secs:8.3f} s {n:6d}  {alias:10s} {words}", file=sys.stderr)
+    by_alias: dict = defaultdict(float)
+    for (alias, _), (_, secs) in spent.items():
+        by_alias[alias] += secs
+    return {"seconds": seconds, "in_sql": in_sql, "statements": sum(v[0] for v in spent.values()),
+            "by_alias": dict(by_alias)}  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
     task, rows, tables = argv[0], int(argv[1]), int(argv[2])
     setup()

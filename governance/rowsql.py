@@ -33,20 +33,85 @@ def insert(instance: models.Model, using: str) -> None:
         instance.save(using=using, force_insert=True)
         return
     connection = connections[using]
-    qn = connection.ops.quote_name
-    meta = type(instance)._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    # pre_save fills auto_now_add fields on the instance, as save() does.
-    values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-    sql = (
-        f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {qn(meta.pk.column)}"
-    )
+    sql, values = insert_statement(instance, using)
+    sql += f" RETURNING {connection.ops.quote_name(type(instance)._meta.pk.column)}"
     with connection.cursor() as cur:
         cur.execute(sql, values)
         instance.pk = cur.fetchone()[0]
     instance._state.adding = False
     instance._state.db = using
+
+
+def insert_statement(
+    instance: models.Model, using: str, *, with_pk: bool = False, pre_save: bool = True
+) -> tuple[str, list]:
+    """The ``INSERT ... VALUES`` of ``instance`` (its id too with ``with_pk``), and its parameters.
+
+    Field values go through ``pre_save`` (auto_now_add fields are filled on
+    the instance, as save() does; ``pre_save=False``: the caller did it) and
+    ``get_db_prep_save``.
+    """
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    meta = type(instance)._meta
+    fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
+    raw = [f.pre_save(instance, True) if pre_save else getattr(instance, f.attname) for f in fields]
+    values = [f.get_db_prep_save(value, connection) for f, value in zip(fields, raw, strict=True)]
+    sql = (
+        f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    return sql, values
+
+
+def fetch_with_parents(model: type[models.Model], *, pk, parents: list[str]) -> models.Model | None:
+    """The row ``pk`` of ``model`` with the rows its foreign keys ``parents`` point at, in one SELECT.
+
+    Each parent is set on the instance as the ORM's ``select_related`` sets
+    it (the related-object cache), converted as :func:`fetch` converts. The
+    parents must live in the same database and be NOT NULL keys (INNER JOIN).
+    """
+    using = router.db_for_read(model)
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    parts = [(model, "t0")]
+    joins = []
+    for i, name in enumerate(parents, 1):
+        fk = model._meta.get_field(name)
+        target = fk.related_model
+        if router.db_for_read(target) != using:
+            raise ValueError(f"{target.__name__} is not in the database of {model.__name__}")
+        parts.append((target, f"t{i}"))
+        joins.append(f"JOIN {qn(target._meta.db_table)} t{i} ON t{i}.{qn(target._meta.pk.column)} = t0.{qn(fk.column)}")
+    columns, readers = [], []
+    for part_model, alias in parts:
+        fields = list(part_model._meta.concrete_fields)
+        columns += [f"{alias}.{qn(f.column)}" for f in fields]
+        cols = [Col(part_model._meta.db_table, f) for f in fields]
+        converters = [connection.ops.get_db_converters(c) + c.get_db_converters(connection) for c in cols]
+        readers.append((part_model, [f.attname for f in fields], cols, converters))
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {qn(model._meta.db_table)} t0 {' '.join(joins)} "
+        f"WHERE t0.{qn(model._meta.pk.column)} = %s"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, [model._meta.pk.get_db_prep_value(pk, connection)])
+        row = cur.fetchone()
+    if row is None:
+        return None
+    instances, start = [], 0
+    for part_model, attnames, cols, converters in readers:
+        values = []
+        for value, col, convs in zip(row[start : start + len(cols)], cols, converters, strict=True):
+            for convert in convs:
+                value = convert(value, col, connection)
+            values.append(value)
+        start += len(cols)
+        instances.append(part_model.from_db(using, attnames, values))
+    instance = instances[0]
+    for name, parent in zip(parents, instances[1:], strict=True):
+        setattr(instance, name, parent)
+    return instance
 
 
 def update_where(

@@ -103,6 +103,26 @@ def test_the_plain_instance_reads_give_what_the_orm_gives(demo):
     assert isinstance(state.cursor, list | type(None)) and state.updated_at.tzinfo is not None
 
 
+def test_the_joined_state_read_gives_what_select_related_gives(demo):
+    """The engine reads a table's state, config and run in one statement (rowsql.fetch_with_parents)."""
+    from governance.rowsql import fetch_with_parents
+
+    result = engine.run_cycle(cutoff=CUTOFF)
+    assert result.ok
+    states = RecoveryState.objects.filter(run_id=result.run_id).select_related("config", "run")
+    assert states
+    for expected in states:
+        got = fetch_with_parents(RecoveryState, pk=expected.pk, parents=["config", "run"])
+        for name, model in (("", RecoveryState), ("config", TableConfig), ("run", type(expected.run))):
+            want, have = (getattr(expected, name), getattr(got, name)) if name else (expected, got)
+            assert have._state.db == want._state.db and not have._state.adding
+            for field in model._meta.concrete_fields:
+                assert getattr(have, field.attname) == getattr(want, field.attname), (name, field.name)
+        # The parents are cached on the instance: reading them runs no query.
+        assert got._state.fields_cache.keys() >= {"config", "run"}
+    assert fetch_with_parents(RecoveryState, pk=10**9, parents=["config", "run"]) is None
+
+
 def test_describe_reads_the_foreign_keys_both_ways(demo):
     """The demo's Trade.contractId references Contract: describe sees it from both tables."""
     from archival.backends import backend_for

@@ -275,7 +275,12 @@ def test_forecast_counts_rows_per_week_and_leaves_held_rows_out(archive):
 
 @pytest.mark.parametrize("path", ["plain SQL", "ORM"])
 def test_audit_chain_orm_path(archive, monkeypatch, path):
-    """Both ways of appending (plain statements, or the ORM on other engines) write the same chain."""
+    """Both ways of appending (plain statements, or the ORM on other engines) write the same chain.
+
+    On PostgreSQL the plain path takes the id from the sequence under the
+    head's lock (two statements); the first of these appends, after the
+    flush, creates the head.
+    """
     from archival.disposal import chain
     from governance import rowsql
     from governance.models import AuditChainHead

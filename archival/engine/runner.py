@@ -28,7 +28,7 @@ from governance.models import (
     RunStatus,
     TableConfig,
 )
-from governance.rowsql import fetch
+from governance.rowsql import fetch_with_parents
 
 logger = logging.getLogger("archival")
 
@@ -285,14 +285,14 @@ def advance_table(
 
 
 def _read_state(state_id: int) -> RecoveryState:
-    """The recovery state with its config and run: three plain reads (governance.rowsql.fetch).
+    """The recovery state with its config and run: one plain SELECT with two joins (governance.rowsql).
 
-    Once per table; through the ORM's compiler the joined read cost more than
-    the three statements.
+    Once per table; through the ORM's compiler the joined read cost more
+    than three plain statements, and one statement costs less than three.
     """
-    (state,) = fetch(RecoveryState, where={"id": state_id})
-    (state.config,) = fetch(TableConfig, where={"id": state.config_id})
-    (state.run,) = fetch(ArchivalRun, where={"id": state.run_id})
+    state = fetch_with_parents(RecoveryState, pk=state_id, parents=["config", "run"])
+    if state is None:
+        raise RecoveryState.DoesNotExist(f"recovery state {state_id} does not exist")
     return state
 
 
