@@ -168,26 +168,28 @@ def task_statements(specs) -> dict:
 
     spent: dict = defaultdict(lambda: [0, 0.0])
 
-    def timer(alias):
+    def timer(alias, log):
         def wrapper(execute, sql, params, many, context):
             t = time.perf_counter()
             try:
                 return execute(sql, params, many, context)
             finally:
-                words = re.sub(r'"[^"]*"', "?", sql)[:60]
-                if os.environ.get("BENCH_SQL_LOG"):
-                    with open(os.environ["BENCH_SQL_LOG"], "a") as log:
-                        log.write(f"{time.perf_counter() - t:.5f} {alias} {' '.join(sql.split())[:150]}\n")
-                entry = spent[(alias, words)]
+                elapsed = time.perf_counter() - t
+                if log:
+                    log.write(f"{elapsed:.5f} {alias} {' '.join(sql.split())[:150]}\n")
+                entry = spent[(alias, re.sub(r'"[^"]*"', "?", sql)[:60])]
                 entry[0] += 1
-                entry[1] += time.perf_counter() - t
+                entry[1] += elapsed
 
         return wrapper
 
     t0 = time.perf_counter()
     with ExitStack() as stack:
+        # BENCH_SQL_LOG=file: every statement's time, database and text (opened once, not per statement).
+        path = os.environ.get("BENCH_SQL_LOG")
+        log = stack.enter_context(open(path, "a")) if path else None
         for alias in connections:
-            stack.enter_context(connections[alias].execute_wrapper(timer(alias)))
+            stack.enter_context(connections[alias].execute_wrapper(timer(alias, log)))
         run_cycle(cutoff=cutoff(), actor=None, trigger="bench")
     seconds = time.perf_counter() - t0
     in_sql = sum(v[1] for v in spent.values())

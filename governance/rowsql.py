@@ -38,6 +38,11 @@ def insert(instance: models.Model, using: str) -> None:
     with connection.cursor() as cur:
         cur.execute(sql, values)
         instance.pk = cur.fetchone()[0]
+    mark_saved(instance, using)
+
+
+def mark_saved(instance: models.Model, using: str) -> None:
+    """Tell the ORM that ``instance`` is a row of ``using`` now (what save() sets after an INSERT)."""
     instance._state.adding = False
     instance._state.db = using
 
@@ -87,9 +92,7 @@ def fetch_with_parents(model: type[models.Model], *, pk, parents: list[str]) -> 
     for part_model, alias in parts:
         fields = list(part_model._meta.concrete_fields)
         columns += [f"{alias}.{qn(f.column)}" for f in fields]
-        cols = [Col(part_model._meta.db_table, f) for f in fields]
-        converters = [connection.ops.get_db_converters(c) + c.get_db_converters(connection) for c in cols]
-        readers.append((part_model, [f.attname for f in fields], cols, converters))
+        readers.append((part_model, fields, _row_converter(connection, part_model._meta.db_table, fields)))
     sql = (
         f"SELECT {', '.join(columns)} FROM {qn(model._meta.db_table)} t0 {' '.join(joins)} "
         f"WHERE t0.{qn(model._meta.pk.column)} = %s"
@@ -100,14 +103,10 @@ def fetch_with_parents(model: type[models.Model], *, pk, parents: list[str]) -> 
     if row is None:
         return None
     instances, start = [], 0
-    for part_model, attnames, cols, converters in readers:
-        values = []
-        for value, col, convs in zip(row[start : start + len(cols)], cols, converters, strict=True):
-            for convert in convs:
-                value = convert(value, col, connection)
-            values.append(value)
-        start += len(cols)
-        instances.append(part_model.from_db(using, attnames, values))
+    for part_model, fields, convert in readers:
+        values = convert(row[start : start + len(fields)])
+        start += len(fields)
+        instances.append(part_model.from_db(using, [f.attname for f in fields], values))
     instance = instances[0]
     for name, parent in zip(parents, instances[1:], strict=True):
         setattr(instance, name, parent)
@@ -196,8 +195,7 @@ def _read(model, fields: list, *, where: dict, raw_where=None, order_by: str | N
     connection = connections[using]
     meta = model._meta
     table = meta.db_table
-    cols = [Col(table, f) for f in fields]
-    converters = [connection.ops.get_db_converters(c) + c.get_db_converters(connection) for c in cols]
+    convert = _row_converter(connection, table, fields)
     qn = connection.ops.quote_name
     conditions, params = _conditions(model, connection, where, raw_where)
     sql = f"SELECT {', '.join(qn(f.column) for f in fields)} FROM {qn(table)} WHERE {' AND '.join(conditions)}"
@@ -206,17 +204,25 @@ def _read(model, fields: list, *, where: dict, raw_where=None, order_by: str | N
     with connection.cursor() as cur:
         cur.execute(sql, params)
         rows = cur.fetchall()
+    return using, [convert(row) for row in rows]
+
+
+def _row_converter(connection, table: str, fields: list):
+    """A function turning a row of ``fields`` as the driver gives it into the values the ORM gives."""
+    cols = [Col(table, f) for f in fields]
+    converters = [connection.ops.get_db_converters(c) + c.get_db_converters(connection) for c in cols]
     if not any(converters):
-        return using, [tuple(r) for r in rows]
-    out = []
-    for row in rows:
+        return tuple
+
+    def convert(row) -> tuple:
         values = []
         for value, col, convs in zip(row, cols, converters, strict=True):
-            for convert in convs:
-                value = convert(value, col, connection)
+            for converter in convs:
+                value = converter(value, col, connection)
             values.append(value)
-        out.append(tuple(values))
-    return using, out
+        return tuple(values)
+
+    return convert
 
 
 def _conditions(model, connection, where: dict, raw_where: list[tuple[str, list]] | None = None) -> tuple[list, list]:

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
-from governance.rowsql import column, insert, insert_statement, plain_sql, update_where
+from governance.rowsql import column, insert, insert_statement, mark_saved, plain_sql, update_where
 
 CHAIN_NAME = "audit"
 GENESIS = ""
@@ -200,8 +200,7 @@ def _append_with_sequence(event, using: str):
         )
         if cur.rowcount != 1:
             raise IntegrityError(f"audit chain head {CHAIN_NAME!r} disappeared while an event was appended")
-    event._state.adding = False
-    event._state.db = using
+    mark_saved(event, using)
     return event
 
 
