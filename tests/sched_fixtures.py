@@ -49,6 +49,10 @@ for d in TableDispatch.objects.order_by("pk"):
     out["dispatch"].append({"state": d.state_id, "stage": d.stage, "status": d.status, "slices": d.slices, "requeues": d.requeues})
 for a in AuditEvent.objects.filter(action__in=["table.marked", "table.completed", "table.requeued", "run.finished"]):
     out["audit"].setdefault(a.action, []).append({"table": a.table_label, "actor": a.actor, "run": a.run_id})
+# The audit chain, appended by every worker at once, verifies as one chain.
+from archival.disposal import verify_chains
+chain = verify_chains(write_log=False)
+out["chain"] = {"ok": chain.ok, "events": chain.audit_events, "errors": chain.errors[:3]}
 out["ledger"] = [
     {"run": l.run_id, "config": l.config_id, "batch": l.batch_no, "rows": l.row_count}
     for l in BatchLedger.objects.order_by("run_id", "config_id", "batch_no")

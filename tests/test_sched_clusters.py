@@ -48,6 +48,8 @@ def assert_every_table_completed_once(snap: dict, *, killed: bool = False) -> No
             assert max(per_table.values()) == 1, (action, per_table)
         else:
             assert per_table == Counter(s["label"] for s in states), (action, per_table)
+    # The audit chain the workers appended to concurrently is one unbroken chain, kill or no kill.
+    assert snap["chain"]["ok"] and snap["chain"]["events"], snap["chain"]
     # The ledger agrees with every table's marked count, batch numbers 1..n.
     for s in states:
         batches = [entry for entry in snap["ledger"] if entry["config"] == s["config"]]
