@@ -27,17 +27,32 @@ def plain_sql(using: str) -> bool:
     return connection.vendor in PLAIN_SQL_VENDORS and connection.features.can_return_columns_from_insert
 
 
-def insert(instance: models.Model, using: str) -> None:
-    """INSERT ``instance`` and set its id: the statement the ORM's save() writes, without the compiler."""
+def insert(instance: models.Model, using: str, *, computed: dict[str, tuple[str, list]] | None = None) -> None:
+    """INSERT ``instance`` and set its id: the statement the ORM's save() writes, without the compiler.
+
+    ``computed`` names fields whose value is a scalar subquery (SQL and its
+    parameters) that the database evaluates in the INSERT itself, e.g. a
+    count the caller checks before it commits; ``instance`` gets the values
+    the row got. Without RETURNING each subquery runs first, on its own.
+    """
+    computed = computed or {}
+    connection = connections[using]
     if not plain_sql(using):
+        for name, (sub_sql, sub_params) in computed.items():
+            with connection.cursor() as cur:
+                cur.execute(sub_sql, sub_params)
+                setattr(instance, name, cur.fetchone()[0])
         instance.save(using=using, force_insert=True)
         return
-    connection = connections[using]
-    sql, values = insert_statement(instance, using)
-    sql += f" RETURNING {connection.ops.quote_name(type(instance)._meta.pk.column)}"
+    meta = type(instance)._meta
+    sql, values = insert_statement(instance, using, computed=computed)
+    returned = [meta.pk.column] + [meta.get_field(name).column for name in computed]
+    sql += f" RETURNING {', '.join(connection.ops.quote_name(c) for c in returned)}"
     with connection.cursor() as cur:
         cur.execute(sql, values)
-        instance.pk = cur.fetchone()[0]
+        instance.pk, *values_got = cur.fetchone()
+    for name, value in zip(computed, values_got, strict=True):
+        setattr(instance, meta.get_field(name).attname, value)
     mark_saved(instance, using)
 
 
@@ -48,24 +63,36 @@ def mark_saved(instance: models.Model, using: str) -> None:
 
 
 def insert_statement(
-    instance: models.Model, using: str, *, with_pk: bool = False, pre_save: bool = True
+    instance: models.Model,
+    using: str,
+    *,
+    with_pk: bool = False,
+    pre_save: bool = True,
+    computed: dict[str, tuple[str, list]] | None = None,
 ) -> tuple[str, list]:
     """The ``INSERT ... VALUES`` of ``instance`` (its id too with ``with_pk``), and its parameters.
 
     Field values go through ``pre_save`` (auto_now_add fields are filled on
     the instance, as save() does; ``pre_save=False``: the caller did it) and
-    ``get_db_prep_save``.
+    ``get_db_prep_save``. A field named in ``computed`` gets its scalar
+    subquery instead (see :func:`insert`).
     """
+    computed = computed or {}
     connection = connections[using]
     qn = connection.ops.quote_name
     meta = type(instance)._meta
     fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
-    raw = [f.pre_save(instance, True) if pre_save else getattr(instance, f.attname) for f in fields]
-    values = [f.get_db_prep_save(value, connection) for f, value in zip(fields, raw, strict=True)]
-    sql = (
-        f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))})"
-    )
+    slots, values = [], []
+    for f in fields:
+        if f.name in computed:
+            sub_sql, sub_params = computed[f.name]
+            slots.append(f"({sub_sql})")
+            values += sub_params
+            continue
+        value = f.pre_save(instance, True) if pre_save else getattr(instance, f.attname)
+        slots.append("%s")
+        values.append(f.get_db_prep_save(value, connection))
+    sql = f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) VALUES ({', '.join(slots)})"
     return sql, values
 
 
@@ -77,6 +104,38 @@ def fetch_with_parents(model: type[models.Model], *, pk, parents: list[str]) -> 
     parents must live in the same database and be NOT NULL keys (INNER JOIN).
     """
     using = router.db_for_read(model)
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    columns, joins, readers = _joined(model, parents, using)
+    sql = f"SELECT {columns} FROM {qn(model._meta.db_table)} t0 {joins} WHERE t0.{qn(model._meta.pk.column)} = %s"
+    with connection.cursor() as cur:
+        cur.execute(sql, [model._meta.pk.get_db_prep_value(pk, connection)])
+        row = cur.fetchone()
+    return None if row is None else _with_parents(row, readers, parents, using)
+
+
+def update_and_fetch_with_parents(model: type[models.Model], fields: dict, *, pk, parents: list[str], **update):
+    """:func:`update_where`, then :func:`fetch_with_parents` of the row it changed; None when it changed none.
+
+    On PostgreSQL one statement (the UPDATE in a WITH, its RETURNING joined
+    to the parents), elsewhere the two in turn.
+    """
+    using = router.db_for_write(model)
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        if not update_where(model, fields, pk=pk, **update):
+            return None
+        return fetch_with_parents(model, pk=pk, parents=parents)
+    update_sql, params = _update_statement(model, fields, pk=pk, **update)
+    columns, joins, readers = _joined(model, parents, using)
+    with connection.cursor() as cur:
+        cur.execute(f"WITH t0 AS ({update_sql} RETURNING *) SELECT {columns} FROM t0 {joins}", params)
+        row = cur.fetchone()
+    return None if row is None else _with_parents(row, readers, parents, using)
+
+
+def _joined(model, parents: list[str], using: str) -> tuple[str, str, list]:
+    """The column list and JOINs of ``model`` (alias t0) with its ``parents``, and each part's reader."""
     connection = connections[using]
     qn = connection.ops.quote_name
     parts = [(model, "t0")]
@@ -93,15 +152,10 @@ def fetch_with_parents(model: type[models.Model], *, pk, parents: list[str]) -> 
         fields = list(part_model._meta.concrete_fields)
         columns += [f"{alias}.{qn(f.column)}" for f in fields]
         readers.append((part_model, fields, _row_converter(connection, part_model._meta.db_table, fields)))
-    sql = (
-        f"SELECT {', '.join(columns)} FROM {qn(model._meta.db_table)} t0 {' '.join(joins)} "
-        f"WHERE t0.{qn(model._meta.pk.column)} = %s"
-    )
-    with connection.cursor() as cur:
-        cur.execute(sql, [model._meta.pk.get_db_prep_value(pk, connection)])
-        row = cur.fetchone()
-    if row is None:
-        return None
+    return ", ".join(columns), " ".join(joins), readers
+
+
+def _with_parents(row, readers: list, parents: list[str], using: str) -> models.Model:
     instances, start = [], 0
     for part_model, fields, convert in readers:
         values = convert(row[start : start + len(fields)])
@@ -133,6 +187,18 @@ def update_where(
     through :func:`prep` first.
     """
     connection = connections[router.db_for_write(model)]
+    sql, params = _update_statement(
+        model, fields, pk=pk, where=where, raw_sets=raw_sets, raw_set_params=raw_set_params, raw_where=raw_where
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.rowcount
+
+
+def _update_statement(
+    model, fields: dict, *, pk, where=None, raw_sets=None, raw_set_params=None, raw_where=None
+) -> tuple[str, list]:
+    connection = connections[router.db_for_write(model)]
     meta = model._meta
     sets: list[str] = []
     params: list = []
@@ -145,9 +211,7 @@ def update_where(
     conditions, where_params = _conditions(model, connection, {meta.pk.name: pk, **(where or {})}, raw_where)
     params += where_params
     sql = f"UPDATE {connection.ops.quote_name(meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(conditions)}"
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.rowcount
+    return sql, params
 
 
 def column(model: type[models.Model], name: str) -> str:

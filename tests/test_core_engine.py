@@ -431,9 +431,14 @@ def test_a_lease_goes_to_one_worker_until_it_expires(demo):
     state = RecoveryState.objects.get(run=run)
     working = PHASE_ORDER[:-1]
 
-    assert leases.claim(state.pk, "host:1:a", working)
-    first = RecoveryState.objects.get(pk=state.pk)
+    claimed = leases.claim(state.pk, "host:1:a", working)
+    first = RecoveryState.objects.select_related("config", "run").get(pk=state.pk)
     assert (first.lease_owner, first.attempts) == ("host:1:a", 1)
+    # The claim hands back the row as it left it, with its config and run
+    # (one statement on PostgreSQL: the UPDATE's RETURNING joined to both).
+    for have, want in ((claimed, first), (claimed.config, first.config), (claimed.run, first.run)):
+        fields = type(want)._meta.concrete_fields
+        assert [getattr(have, f.attname) for f in fields] == [getattr(want, f.attname) for f in fields]
     assert first.started_at is not None and first.lease_expires_at > timezone.now()
 
     assert not leases.claim(state.pk, "host:2:b", working)  # held, not expired
@@ -454,6 +459,27 @@ def test_a_lease_goes_to_one_worker_until_it_expires(demo):
     leases.release(state.pk, "host:2:b")
     RecoveryState.objects.filter(pk=state.pk).update(phase=Phase.COMPLETED)
     assert not leases.claim(state.pk, "host:3:c", working)  # nothing left to do
+
+
+def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(demo):
+    import socket
+    import subprocess
+    import sys
+
+    from archival.engine import leases
+    from archival.engine.runner import PHASE_ORDER
+
+    run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
+    state = RecoveryState.objects.get(run=run)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead_owner = f"{socket.gethostname()}:{gone.pid}:x"
+    assert leases.claim(state.pk, dead_owner, PHASE_ORDER[:-1])
+    # The lease has not expired, but its owner is gone: the next claim takes it.
+    claimed = leases.claim(state.pk, "host:2:b", PHASE_ORDER[:-1])
+    assert claimed is not None and claimed.lease_owner == "host:2:b" and claimed.attempts == 2
+    assert claimed.config.table_name == "PriceHistory" and claimed.run.pk == run.pk
+    assert leases.claim(state.pk, "host:3:c", PHASE_ORDER[:-1]) is None  # a live holder keeps it
 
 
 def test_a_reconcile_mismatch_rolls_the_batch_back(demo):
@@ -835,7 +861,7 @@ def test_verify_counts_without_index_only_scans_on_postgresql_and_the_setting_do
     if spec.source.vendor != "postgresql":
         assert spec.source.settings_after_bulk_delete == ()
         pytest.skip("a PostgreSQL planner setting")
-    connection = connections[spec.source.alias]
+    connection = connections[spec.count_backend.alias]
     with CaptureQueriesContext(connection) as queries:
         left = count_left(spec)
     sql = [q["sql"] for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]

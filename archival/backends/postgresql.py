@@ -38,29 +38,24 @@ class PostgresBackend(Backend):
     _OID = "to_regclass(quote_ident(%s) || '.' || quote_ident(%s))"
 
     def describe(self, schema: str, table: str) -> TableInfo:
-        # The columns, then the single-column foreign keys out of the table
-        # and those naming it (build_spec takes the latter instead of asking
-        # ``referencing``).
-        info = self.describe_columns(schema, table)
-        with self.connection.cursor() as cur:
-            cur.execute(
-                f"""
-                SELECT con.conrelid = r.oid, con.confrelid = r.oid,
-                       (SELECT relname FROM pg_class WHERE oid = con.conrelid),
-                       (SELECT attname FROM pg_attribute WHERE attrelid = con.conrelid AND attnum = con.conkey[1]),
-                       (SELECT relname FROM pg_class WHERE oid = con.confrelid),
-                       (SELECT attname FROM pg_attribute WHERE attrelid = con.confrelid AND attnum = con.confkey[1])
-                FROM (SELECT {self._OID}::oid AS oid) r
-                JOIN pg_constraint con ON con.contype = 'f' AND array_length(con.conkey, 1) = 1
-                     AND (con.conrelid = r.oid OR con.confrelid = r.oid)
-                """,
-                [schema, table],
-            )
-            rows = cur.fetchall()
-        # A self-reference is both: out of the table, and naming it.
-        info.foreign_keys = [ForeignKey(col, ref_t, ref_col) for out, _, _, col, ref_t, ref_col in rows if out]
-        info.referenced_by = [(child, col, ref_col) for _, into, child, col, _, ref_col in rows if into]
-        return info
+        # The columns and, in the same round trip, the single-column foreign
+        # keys out of the table and those naming it (build_spec takes the
+        # latter instead of asking ``referencing``): an uncorrelated
+        # subquery, evaluated once and repeated on every column's row.
+        return self._describe(schema, table, foreign_keys=True)
+
+    _FOREIGN_KEYS = f"""
+        (SELECT COALESCE(json_agg(json_build_array(
+                    con.conrelid = r.oid, con.confrelid = r.oid,
+                    (SELECT relname FROM pg_class WHERE oid = con.conrelid),
+                    (SELECT attname FROM pg_attribute WHERE attrelid = con.conrelid AND attnum = con.conkey[1]),
+                    (SELECT relname FROM pg_class WHERE oid = con.confrelid),
+                    (SELECT attname FROM pg_attribute WHERE attrelid = con.confrelid AND attnum = con.confkey[1]))),
+                '[]')
+         FROM (SELECT {_OID}::oid AS oid) r
+         JOIN pg_constraint con ON con.contype = 'f' AND array_length(con.conkey, 1) = 1
+              AND (con.conrelid = r.oid OR con.confrelid = r.oid))
+    """
 
     def estimated_rows(self, schema: str, table: str) -> int | None:
         # reltuples is -1 until the table's first VACUUM or ANALYZE; its
@@ -75,6 +70,10 @@ class PostgresBackend(Backend):
         return int(row[0]) if row else None
 
     def describe_columns(self, schema: str, table: str) -> TableInfo:
+        return self._describe(schema, table, foreign_keys=False)
+
+    def _describe(self, schema: str, table: str, *, foreign_keys: bool) -> TableInfo:
+        fk_column = f", {self._FOREIGN_KEYS}" if foreign_keys else ""
         with self.connection.cursor() as cur:
             # Columns and each one's place in the primary key in one round trip.
             cur.execute(
@@ -85,23 +84,29 @@ class PostgresBackend(Backend):
                        information_schema._pg_numeric_scale(a.atttypid, a.atttypmod),
                        array_position(
                            (SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary),
-                           a.attnum)
+                           a.attnum){fk_column}
                 FROM pg_attribute a
                 WHERE a.attrelid = (SELECT c.oid FROM pg_class c WHERE c.oid = {self._OID} AND c.relkind IN ('r', 'p'))
                   AND a.attnum > 0 AND NOT a.attisdropped
                 ORDER BY a.attnum
                 """,
-                [schema, table],
+                [*([schema, table] if foreign_keys else []), schema, table],
             )
             rows = cur.fetchall()
         if not rows:
             raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
         columns = []
-        for name, db_type, nullable, length, precision, scale, _ in rows:
+        for name, db_type, nullable, length, precision, scale, *_ in rows:
             size = (length, None) if length else (precision, scale)
             columns.append(Column(name, db_type, generic_type(db_type), bool(nullable), size))
         pk = [r[0] for r in sorted((r for r in rows if r[6] is not None), key=lambda r: r[6])]
-        return TableInfo(schema, table, columns, pk)
+        info = TableInfo(schema, table, columns, pk)
+        if foreign_keys:
+            # A self-reference is both: out of the table, and naming it.
+            fks = rows[0][7]
+            info.foreign_keys = [ForeignKey(col, ref_t, ref_col) for out, _, _, col, ref_t, ref_col in fks if out]
+            info.referenced_by = [(child, col, ref_col) for _, into, child, col, _, ref_col in fks if into]
+        return info
 
     def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
         with self.connection.cursor() as cur:

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from archival.engine.errors import LeaseLost
 from governance.models import RecoveryState
-from governance.rowsql import column, prep, update_where
+from governance.rowsql import column, fetch_with_parents, prep, update_and_fetch_with_parents, update_where
 
 
 def new_worker_id() -> str:
@@ -49,17 +49,23 @@ def owner_is_dead(owner: str) -> bool:
     return False
 
 
-def claim(state_id: int, worker: str, phases: list[str]) -> bool:
-    """Take the table's lease if it is free and the table is in one of ``phases``."""
+def claim(state_id: int, worker: str, phases: list[str]) -> RecoveryState | None:
+    """Take the table's lease if it is free and the table is in one of ``phases``.
+
+    Returns the state as the claim left it, with its config and run (read in
+    the claim's own statement where the engine can), or None when the lease
+    was not won.
+    """
     now = timezone.now()
     expires = now + timedelta(seconds=_lease_seconds())
     owner, until = column(RecoveryState, "lease_owner"), column(RecoveryState, "lease_expires_at")
     started = column(RecoveryState, "started_at")
     attempts = column(RecoveryState, "attempts")
-    won = update_where(
+    state = update_and_fetch_with_parents(
         RecoveryState,
         {"lease_owner": worker, "lease_expires_at": expires},
         pk=state_id,
+        parents=["config", "run"],
         where={"phase": list(phases)},
         raw_sets=[f"{attempts} = {attempts} + 1", f"{started} = COALESCE({started}, %s)"],
         raw_where=[
@@ -67,20 +73,20 @@ def claim(state_id: int, worker: str, phases: list[str]) -> bool:
         ],
         raw_set_params=[prep(RecoveryState, "started_at", now)],
     )
-    if won:
-        return True
+    if state is not None:
+        return state
     # A crashed process on this machine cannot renew; its lease is stale now,
     # not in LEASE_SECONDS. Take it over with the same conditional UPDATE.
-    state = RecoveryState.objects.filter(pk=state_id).values("lease_owner").first()
-    if state and state["lease_owner"] and owner_is_dead(state["lease_owner"]):
-        return bool(
-            RecoveryState.objects.filter(pk=state_id, phase__in=phases, lease_owner=state["lease_owner"]).update(
-                lease_owner=worker,
-                lease_expires_at=expires,
-                attempts=F("attempts") + 1,
-            )
+    holder = RecoveryState.objects.filter(pk=state_id).values("lease_owner").first()
+    if holder and holder["lease_owner"] and owner_is_dead(holder["lease_owner"]):
+        taken = RecoveryState.objects.filter(pk=state_id, phase__in=phases, lease_owner=holder["lease_owner"]).update(
+            lease_owner=worker,
+            lease_expires_at=expires,
+            attempts=F("attempts") + 1,
         )
-    return False
+        if taken:
+            return fetch_with_parents(RecoveryState, pk=state_id, parents=["config", "run"])
+    return None
 
 
 def renew(state: RecoveryState, worker: str, **fields) -> None:

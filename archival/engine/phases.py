@@ -40,7 +40,7 @@ def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]
     """
     if mssql_path.uses_procedures(spec):
         return mssql_path.mark_counts(spec)
-    on = spec.source
+    on = spec.count_backend
     q = on.quote
     pk_s = spec.q(on, "s", spec.pk)
     frm = f"{spec.source_table(on)} s"
@@ -90,7 +90,7 @@ def count_left(spec: TableSpec) -> int:
     """Eligible rows still in the source (mark form): what verify expects to be zero."""
     if mssql_path.uses_procedures(spec):
         return mssql_path.mark_counts(spec)[0]
-    on = spec.source
+    on = spec.count_backend
     where, params = spec.selection(on, at_mark=True)
     settings = on.settings_after_bulk_delete
     # SET LOCAL lasts for one transaction: the count gets its own.
@@ -181,8 +181,16 @@ def archive(
     *,
     should_stop: Callable[[], bool],
     on_batch: Callable[[int], None] | None = None,
+    marked_by_caller: bool = False,
 ) -> ArchiveOutcome:
-    """Move batches until none is left or ``should_stop()``."""
+    """Move batches until none is left or ``should_stop()``.
+
+    ``marked_by_caller``: the caller committed this table's Mark itself, just
+    now, so the ledger holds no batch of this run for it (a batch moves only
+    after a committed Mark) and is not read. Were one there, batch 1 would
+    collide with it on the ledger's unique batch number and the table would
+    fail with nothing moved.
+    """
     if not spec.archive_ready and not created_by_first_batch(spec):
         ensure_archive_table(spec)
         spec.archive_ready = True
@@ -191,11 +199,12 @@ def archive(
     # The ledger is the truth after a crash; the next write of the recovery
     # state (a batch's renewal, or the phase after the last batch) carries the
     # reconciled cursor and counts.
-    batch_no, archived, cursor = ledger_progress(state.run_id, spec.config.pk)
+    batch_no, archived, cursor = (0, 0, None) if marked_by_caller else ledger_progress(state.run_id, spec.config.pk)
     size = spec.config.effective_batch_size
     moved_total = batches = 0
 
-    def record_ledger(*, batch_no, low, high, rows, deleted, state=LedgerState.MOVED):
+    def record_ledger(*, batch_no, low, high, rows, deleted, state=LedgerState.MOVED, counted_rows=None):
+        """The batch's ledger row; ``counted_rows``: a COUNT whose result becomes ``row_count`` (see rowsql.insert)."""
         ledger = BatchLedger(
             run_id=spec_run_id,
             config_id=spec.config.pk,
@@ -207,7 +216,8 @@ def archive(
             deleted_count=deleted,
             state=state,
         )
-        insert(ledger, "archive")  # every batch: without the ORM's compiler (governance.rowsql)
+        # Every batch: without the ORM's compiler (governance.rowsql).
+        insert(ledger, "archive", computed={"row_count": counted_rows} if counted_rows else None)
         return ledger
 
     spec_run_id = state.run_id

@@ -28,7 +28,6 @@ from governance.models import (
     RunStatus,
     TableConfig,
 )
-from governance.rowsql import fetch_with_parents
 
 logger = logging.getLogger("archival")
 
@@ -213,7 +212,11 @@ def advance_table(
     started = time.monotonic()
     # The claim only takes a table that still has work (not COMPLETED,
     # FAILED, BLOCKED or ABANDONED).
-    if not leases.claim(state_id, worker, phases=PHASE_ORDER[:-1]):
+    # The state comes back with its config and run, read once the lease is
+    # ours (in the claim's own statement on PostgreSQL): from here on only
+    # this worker writes the row, and leases.renew keeps ``state`` in step.
+    state = leases.claim(state_id, worker, phases=PHASE_ORDER[:-1])
+    if state is None:
         label, phase = RecoveryState.objects.values_list("table_label", "phase").get(pk=state_id)
         result = TableResult(state_id=state_id, label=label, phase=phase)
         if phase not in PHASE_ORDER or phase == Phase.COMPLETED:
@@ -222,14 +225,12 @@ def advance_table(
         else:
             result.skipped = "another worker holds the lease"
         return result
-    # Read once the lease is ours: from here on only this worker writes the
-    # row, and leases.renew keeps ``state`` in step with it.
-    state = _read_state(state_id)
     result = TableResult(state_id=state_id, label=state.table_label, phase=state.phase)
     deadline = started + time_box if time_box else None
     should_stop = _stop_check(state, deadline)
     clean_exit = False
     unsaved: dict = {}  # the last batch's progress, written with the next phase
+    marked_here = False
     try:
         spec = build_spec(state.config, state.run.cutoff)
         target = PHASE_ORDER.index(until)
@@ -242,8 +243,11 @@ def advance_table(
                 break
             if state.phase == Phase.PENDING:
                 phases.mark(spec, state, worker)
+                marked_here = True
             elif state.phase in (Phase.MARKED, Phase.ARCHIVING):
-                archived = phases.archive(spec, state, worker, should_stop=should_stop, on_batch=on_batch)
+                archived = phases.archive(
+                    spec, state, worker, should_stop=should_stop, on_batch=on_batch, marked_by_caller=marked_here
+                )
                 result.moved += archived.moved
                 result.batches += archived.batches
                 unsaved = archived.unsaved
@@ -282,18 +286,6 @@ def advance_table(
     result.archived_total = state.archived_count
     result.seconds = round(time.monotonic() - started, 3)
     return result
-
-
-def _read_state(state_id: int) -> RecoveryState:
-    """The recovery state with its config and run: one plain SELECT with two joins (governance.rowsql).
-
-    Once per table; through the ORM's compiler the joined read cost more
-    than three plain statements, and one statement costs less than three.
-    """
-    state = fetch_with_parents(RecoveryState, pk=state_id, parents=["config", "run"])
-    if state is None:
-        raise RecoveryState.DoesNotExist(f"recovery state {state_id} does not exist")
-    return state
 
 
 def _verify_and_complete(spec, state: RecoveryState, worker: str, target: int, unsaved: dict | None = None) -> None:

@@ -65,14 +65,12 @@ def batch_bound(spec: TableSpec, cur, low, size: int) -> tuple[list | None, int]
     return (list(row[:-1]), row[-1]) if row else (None, 0)
 
 
-def _archive_count(spec: TableSpec, cur, run_id: int, low, high) -> int:
+def _archive_count(spec: TableSpec, run_id: int, low, high) -> tuple[str, list]:
+    """The COUNT of this run's rows of ``(low, high]`` present in the archive table (SQL and parameters)."""
     on = spec.archive
     rng, params = keys.key_range(spec.q(on, "a", spec.pk), low, high)
-    cur.execute(
-        f"SELECT COUNT(*) FROM {spec.archive_table()} a WHERE a.{on.quote('archive_run_id')} = %s AND {rng}",
-        [run_id, *params],
-    )
-    return cur.fetchone()[0]
+    sql = f"SELECT COUNT(*) FROM {spec.archive_table()} a WHERE a.{on.quote('archive_run_id')} = %s AND {rng}"
+    return sql, [run_id, *params]
 
 
 def _insert_columns(spec: TableSpec) -> str:
@@ -252,13 +250,19 @@ def _move_rows(spec, cur, *, run_id, batch_no, low, size, record_ledger, slow) -
         sql, params = _delete(spec, low, high)
         cur.execute(sql, params)
         deleted = cur.rowcount
-    present = _archive_count(spec, cur, run_id, low, high)
+    # The archive counts the batch inside the ledger row's INSERT (one
+    # statement fewer a batch); the row is checked before the commit, and a
+    # mismatch rolls back the batch with its ledger row.
+    ledger = record_ledger(
+        batch_no=batch_no, low=low, high=high, rows=inserted, deleted=deleted,
+        counted_rows=_archive_count(spec, run_id, low, high),
+    )  # fmt: skip
+    present = ledger.row_count
     if not (deleted == inserted + skipped and present == inserted):
         raise ReconcileError(
             f"batch {batch_no} of {spec.label}: deleted {deleted}, inserted {inserted}, "
             f"already archived {skipped}, present in archive {present}; rolled back"
         )
-    record_ledger(batch_no=batch_no, low=low, high=high, rows=inserted, deleted=deleted)
     checkpoint("batch_before_commit")
     # Every eligible key up to the bound moved in this one transaction; fewer
     # than ``size`` candidates means the bound was the last eligible key.

@@ -104,6 +104,10 @@ class TableSpec:
     def namespace(self) -> str:
         return namespace_for(self.config.source_db)
 
+    @property
+    def count_backend(self) -> Backend:
+        return self.archive if self.mode == "same_server" else self.source
+
     def source_table(self, on: Backend) -> str:
         return self._source_name(on, self.config.table_name)
 
