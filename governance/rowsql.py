@@ -126,7 +126,7 @@ def update_and_fetch_with_parents(model: type[models.Model], fields: dict, *, pk
         if not update_where(model, fields, pk=pk, **update):
             return None
         return fetch_with_parents(model, pk=pk, parents=parents)
-    update_sql, params = _update_statement(model, fields, pk=pk, **update)
+    update_sql, params = update_statement(model, fields, pk=pk, **update)
     columns, joins, readers = _joined(model, parents, using)
     with connection.cursor() as cur:
         cur.execute(f"WITH t0 AS ({update_sql} RETURNING *) SELECT {columns} FROM t0 {joins}", params)
@@ -187,7 +187,7 @@ def update_where(
     through :func:`prep` first.
     """
     connection = connections[router.db_for_write(model)]
-    sql, params = _update_statement(
+    sql, params = update_statement(
         model, fields, pk=pk, where=where, raw_sets=raw_sets, raw_set_params=raw_set_params, raw_where=raw_where
     )
     with connection.cursor() as cur:
@@ -195,9 +195,10 @@ def update_where(
         return cur.rowcount
 
 
-def _update_statement(
+def update_statement(
     model, fields: dict, *, pk, where=None, raw_sets=None, raw_set_params=None, raw_where=None
 ) -> tuple[str, list]:
+    """The SQL and parameters :func:`update_where` runs."""
     connection = connections[router.db_for_write(model)]
     meta = model._meta
     sets: list[str] = []

@@ -461,6 +461,42 @@ def test_a_lease_goes_to_one_worker_until_it_expires(demo):
     assert not leases.claim(state.pk, "host:3:c", working)  # nothing left to do
 
 
+@pytest.mark.parametrize("path", ["plain SQL", "ORM"])
+def test_a_phase_change_whose_lease_is_lost_writes_neither_the_state_nor_its_audit_event(demo, monkeypatch, path):
+    """A phase change and its audit event go in together, guarded by the lease (leases.renew with
+    ``audit``; on PostgreSQL the UPDATE rides in the statement that takes the chain head)."""
+    from django.db import transaction
+
+    from archival.disposal.chain import verify_chains
+    from archival.engine import leases
+    from archival.engine.errors import LeaseLost
+    from archival.engine.runner import PHASE_ORDER
+    from governance import rowsql
+
+    if path == "ORM":
+        monkeypatch.setattr(rowsql, "PLAIN_SQL_VENDORS", set())
+    run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
+    state = leases.claim(RecoveryState.objects.get(run=run).pk, "host:1:a", PHASE_ORDER[:-1])
+    audit = dict(action="table.marked", actor="host:1:a", run_id=run.pk, table_label=state.table_label)
+
+    with transaction.atomic():
+        leases.renew(state, "host:1:a", phase=Phase.MARKED, eligible_count=3, audit=audit)
+    row = RecoveryState.objects.get(pk=state.pk)
+    event = AuditEvent.objects.order_by("-id").first()
+    assert (row.phase, row.eligible_count, event.action, event.table_label) == (
+        Phase.MARKED, 3, "table.marked", state.table_label,
+    )  # fmt: skip
+
+    RecoveryState.objects.filter(pk=state.pk).update(lease_owner="host:2:b")  # taken over meanwhile
+    events = AuditEvent.objects.count()
+    with pytest.raises(LeaseLost), transaction.atomic():
+        leases.renew(state, "host:1:a", phase=Phase.COMPLETED, audit={**audit, "action": "table.completed"})
+    row = RecoveryState.objects.get(pk=state.pk)
+    assert (row.phase, row.lease_owner) == (Phase.MARKED, "host:2:b")
+    assert AuditEvent.objects.count() == events
+    assert verify_chains(write_log=False).ok
+
+
 def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(demo):
     import socket
     import subprocess

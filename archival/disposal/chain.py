@@ -131,14 +131,24 @@ def _lock_head(using: str) -> tuple[int, str]:
     return head.get(name=CHAIN_NAME)
 
 
-def append_audit_event(event):
+class GuardNotMet(Exception):
+    """The UPDATE that had to go with an audit event changed no row: nothing was appended."""
+
+
+def append_audit_event(event, guard: tuple[str, list] | None = None):
     """Insert ``event`` as the new head of the audit chain and return it.
 
-    Takes the chain head's row lock (SELECT ... FOR UPDATE on PostgreSQL and
-    MariaDB; the IMMEDIATE write transaction on SQLite) for the rest of the
-    caller's transaction. Lock order everywhere: archive lock first, then this one.
-    The statements are plain ones from the models' metadata
-    (governance.rowsql): they run twice per archived table.
+    Takes the chain head's row lock (an upsert of the head on PostgreSQL,
+    SELECT ... FOR UPDATE on MariaDB; the IMMEDIATE write transaction on
+    SQLite) for the rest of the caller's transaction. Lock order everywhere:
+    archive lock first, then this one. The statements are plain ones from
+    the models' metadata (governance.rowsql): they run twice per archived table.
+
+    ``guard``: an UPDATE (SQL and parameters) that must change one row before
+    the event goes in, in the same transaction, else GuardNotMet and nothing
+    is appended (the engine's lease check on its recovery state). Its row is
+    locked before the head, as when the caller runs it first; on PostgreSQL
+    it rides in the statement that takes the head.
     """
     from governance.models import AuditChainHead, AuditEvent
 
@@ -147,7 +157,12 @@ def append_audit_event(event):
     # the whole of it back anyway; the savepoint cost two statements per event.
     with transaction.atomic(using=using, savepoint=False):
         if plain_sql(using) and connections[using].vendor == "postgresql":
-            return _append_with_sequence(event, using)
+            return _append_with_sequence(event, using, guard)
+        if guard is not None:
+            with connections[using].cursor() as cur:
+                cur.execute(*guard)
+                if cur.rowcount != 1:
+                    raise GuardNotMet(f"the update guarding {event.action} changed {cur.rowcount} rows")
         head_id, event.prev_hash = _lock_head(using)
         event.entry_hash = ""
         insert(event, using)
@@ -160,32 +175,39 @@ def append_audit_event(event):
     return event
 
 
-def _append_with_sequence(event, using: str):
-    """PostgreSQL: the same append in two statements instead of four.
+def _append_with_sequence(event, using: str, guard: tuple[str, list] | None):
+    """PostgreSQL: the same append in two statements instead of four (five with a guard).
 
-    The id comes from the table's sequence while the head is locked (ids
-    still grow in chain order), so the hash is computed before the insert,
-    and the insert and the head's move are one statement.
+    The first statement takes the head: an upsert (it creates the head after
+    a flush, and otherwise locks it as FOR UPDATE would, returning its latest
+    hash) whose RETURNING draws the event's id from the table's sequence
+    under that lock, so ids still grow in chain order. The guard's UPDATE
+    runs in the same statement, before the head is locked (the upsert's row
+    exists only once its EXISTS test has run the guard) and stops it when it
+    changed nothing. The hash is then computed before the insert, and the
+    insert and the head's move are the second statement.
     """
     from governance.models import AuditChainHead, AuditEvent
 
     connection = connections[using]
     qn = connection.ops.quote_name
     head_table = qn(AuditChainHead._meta.db_table)
-    sequence = "nextval(pg_get_serial_sequence(%s, %s))"
-    sequence_params = [AuditEvent._meta.db_table, AuditEvent._meta.pk.column]
+    name, head_hash = column(AuditChainHead, "name"), column(AuditChainHead, "head_hash")
+    with_guard, guard_params, only_if = "", [], ""
+    if guard is not None:
+        with_guard = f"WITH guard AS ({guard[0]} RETURNING 1) "
+        guard_params = list(guard[1])
+        only_if = " WHERE EXISTS (SELECT 1 FROM guard)"
     with connection.cursor() as cur:
         cur.execute(
-            f"SELECT {column(AuditChainHead, 'id')}, {column(AuditChainHead, 'head_hash')}, {sequence} "
-            f"FROM {head_table} WHERE {column(AuditChainHead, 'name')} = %s FOR UPDATE",
-            [*sequence_params, CHAIN_NAME],
+            f"{with_guard}INSERT INTO {head_table} ({name}, {head_hash}, {column(AuditChainHead, 'last_event_id')}) "
+            f"SELECT %s, %s, NULL{only_if} ON CONFLICT ({name}) DO UPDATE SET {name} = EXCLUDED.{name} "
+            f"RETURNING {column(AuditChainHead, 'id')}, {head_hash}, nextval(pg_get_serial_sequence(%s, %s))",
+            [*guard_params, CHAIN_NAME, GENESIS, AuditEvent._meta.db_table, AuditEvent._meta.pk.column],
         )
         row = cur.fetchone()
         if row is None:
-            # First append after a flush: the generic path creates the head.
-            head_id, prev_hash = _lock_head(using)
-            cur.execute(f"SELECT {sequence}", sequence_params)
-            row = (head_id, prev_hash, cur.fetchone()[0])
+            raise GuardNotMet(f"the update guarding {event.action} changed no row")
         head_id, event.prev_hash, event.pk = row
         # pre_save fills occurred_at (auto_now_add), which the hash covers:
         # once, before both.
@@ -195,7 +217,7 @@ def _append_with_sequence(event, using: str):
         insert_sql, insert_params = insert_statement(event, using, with_pk=True, pre_save=False)
         cur.execute(
             f"WITH appended AS ({insert_sql}) UPDATE {head_table} SET {column(AuditChainHead, 'last_event_id')} = %s, "
-            f"{column(AuditChainHead, 'head_hash')} = %s WHERE {column(AuditChainHead, 'id')} = %s",
+            f"{head_hash} = %s WHERE {column(AuditChainHead, 'id')} = %s",
             [*insert_params, event.pk, event.entry_hash, head_id],
         )
         if cur.rowcount != 1:

@@ -15,12 +15,20 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connections, router
 from django.db.models import F
 from django.utils import timezone
 
+from archival.disposal.chain import GuardNotMet
 from archival.engine.errors import LeaseLost
-from governance.models import RecoveryState
-from governance.rowsql import column, fetch_with_parents, prep, update_and_fetch_with_parents, update_where
+from governance.models import AuditEvent, RecoveryState
+from governance.rowsql import (
+    column,
+    fetch_with_parents,
+    prep,
+    update_and_fetch_with_parents,
+    update_statement,
+)
 
 
 def new_worker_id() -> str:
@@ -89,18 +97,32 @@ def claim(state_id: int, worker: str, phases: list[str]) -> RecoveryState | None
     return None
 
 
-def renew(state: RecoveryState, worker: str, **fields) -> None:
+def renew(state: RecoveryState, worker: str, *, audit: dict | None = None, **fields) -> None:
     """Extend the lease (and save progress fields); raise LeaseLost if another worker took it.
 
     The in-memory ``state`` gets the values written, so the phase loop need
     not read the row back after every step (only the lease holder writes it).
+    ``audit``: the arguments of ``AuditEvent.objects.record`` for an event
+    that goes in with this write (a phase change), in the caller's
+    transaction; the UPDATE is the event's guard, so on PostgreSQL it rides
+    in the statement that takes the audit chain's head.
     """
     now = timezone.now()
     fields.setdefault("lease_expires_at", now + timedelta(seconds=_lease_seconds()))
     fields["updated_at"] = now
     # The hottest control-plane write (every phase, every batch): a plain
     # UPDATE from the model's metadata (governance.rowsql).
-    updated = update_where(RecoveryState, fields, pk=state.pk, where={"lease_owner": worker})
+    update = update_statement(RecoveryState, fields, pk=state.pk, where={"lease_owner": worker})
+    if audit is None:
+        with connections[router.db_for_write(RecoveryState)].cursor() as cur:
+            cur.execute(*update)
+            updated = cur.rowcount
+    else:
+        try:
+            AuditEvent.objects.record(**audit, guard=update)
+            updated = 1
+        except GuardNotMet:
+            updated = 0
     if not updated:
         raise LeaseLost(f"lease on recovery state {state.pk} is no longer held by {worker}")
     for name, value in fields.items():

@@ -126,14 +126,14 @@ def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
             null_date_count=nulls,
             key_low=to_json(low),
             key_high=to_json(high),
-        )
-        AuditEvent.objects.record(
-            "table.marked",
-            actor=worker,
-            run_id=state.run_id,
-            table_label=spec.label,
-            counts={"eligible": eligible, "null_dates": nulls},
-            details={"threshold": spec.threshold.isoformat(), "mode": spec.mode},
+            audit=dict(
+                action="table.marked",
+                actor=worker,
+                run_id=state.run_id,
+                table_label=spec.label,
+                counts={"eligible": eligible, "null_dates": nulls},
+                details={"threshold": spec.threshold.isoformat(), "mode": spec.mode},
+            ),
         )
 
 
@@ -316,14 +316,18 @@ def verify(spec: TableSpec, state: RecoveryState) -> VerifyProof:
 
 def record_verified(state: RecoveryState, worker: str, proof: VerifyProof, unsaved: dict | None = None) -> None:
     with transaction.atomic(savepoint=False):
-        renew(state, worker, **{**(unsaved or {}), "phase": Phase.VERIFIED, "archived_count": proof.archived})
-        AuditEvent.objects.record(
-            "table.verified",
-            actor=worker,
-            run_id=state.run_id,
-            table_label=state.table_label,
-            counts={"archived": proof.archived, "batches": proof.batches},
-            details={"ledger_sha256": proof.ledger_sha256},
+        renew(
+            state,
+            worker,
+            **{**(unsaved or {}), "phase": Phase.VERIFIED, "archived_count": proof.archived},
+            audit=dict(
+                action="table.verified",
+                actor=worker,
+                run_id=state.run_id,
+                table_label=state.table_label,
+                counts={"archived": proof.archived, "batches": proof.batches},
+                details={"ledger_sha256": proof.ledger_sha256},
+            ),
         )
 
 

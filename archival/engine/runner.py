@@ -315,21 +315,21 @@ def _complete(state: RecoveryState, worker: str, proof: phases.VerifyProof | Non
         "lease_owner": "",
         "lease_expires_at": None,
     }
-    leases.renew(state, worker, **fields)
-    # eligible_count is the row's: read after the claim, kept in step by renew.
+    # eligible_count is the row's: read with the claim, kept in step by renew.
     counts = {"archived": archived, "eligible": state.eligible_count}
     details = {}
     if proof:
         counts["batches"] = proof.batches
         details = {"verified": True, "ledger_sha256": proof.ledger_sha256}
-    AuditEvent.objects.record(
-        "table.completed",
+    audit = dict(
+        action="table.completed",
         actor=worker,
         run_id=state.run_id,
         table_label=state.table_label,
         counts=counts,
         details=details,
     )
+    leases.renew(state, worker, **fields, audit=audit)
     transaction.on_commit(
         lambda: log_line(f"run {state.run_id} table {state.table_label} completed archived={archived}")
     )

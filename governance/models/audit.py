@@ -19,11 +19,14 @@ class AuditEventManager(models.Manager):
         table_label: str = "",
         counts: dict | None = None,
         details: dict | None = None,
+        guard: tuple[str, list] | None = None,
     ) -> AuditEvent:
         """The one write path for audit rows (nothing else creates them).
 
         ``actor`` is a user, a string naming a process, or None (the system).
         Snapshots are stored as text so the event survives deletions.
+        ``guard``: an UPDATE that must change one row for the event to go in
+        (archival.disposal.chain.append_audit_event; GuardNotMet otherwise).
         """
         user = actor if hasattr(actor, "get_username") else None
         actor_text = user.get_username() if user is not None else (str(actor) if actor else "system")
@@ -46,7 +49,7 @@ class AuditEventManager(models.Manager):
         # hash chain never forks, whichever worker writes.
         from archival.disposal.chain import append_audit_event
 
-        return append_audit_event(event)
+        return append_audit_event(event, guard=guard)
 
 
 class AuditEvent(models.Model):
