@@ -13,9 +13,9 @@ the same state:
   ceiling    hand-written keyset batches of 5,000, one transaction each, set-based
   streaming  hand-written fetch / COPY or executemany / delete by key (stream topology)
   pt-archiver --limit 1000 and 5000 --bulk-insert --bulk-delete --commit-each (MariaDB)
-With --repeat N the engine and its yardstick alternate N times per setup and
-the ratio shown is the median of the pair ratios (this machine is noisy: a
-pair run back to back sees the same load). Prints the ratio table, writes
+With --repeat N the engine and its yardstick alternate N times per setup
+(every other pair yardstick first) and the ratio shown is the median of the
+pair ratios (this machine is noisy: a pair run back to back sees the same load). Prints the ratio table, writes
 bench/results/<stamp>-<size>.json and a PNG chart.
 """
 
@@ -100,12 +100,16 @@ def run_setup(engine: str, topology: str, rows: int, tables: int, phases: bool, 
     """
     yard_task, yard = ("ceiling", "ceiling") if topology == "same" else ("stream", "streaming")
     runs: dict[str, list[dict]] = {"engine": [], yard: []}
+    label = {"engine": "engine", yard: "ceiling" if yard == "ceiling" else "hand-written streaming"}
     for i in range(REPEAT):
         turn = f" ({i + 1}/{REPEAT})" if REPEAT > 1 else ""
-        log(f"== {engine} / {topology}: engine{turn}")
-        runs["engine"].append(measure("engine", engine, topology, rows, tables))
-        log(f"== {engine} / {topology}: {'ceiling' if yard == 'ceiling' else 'hand-written streaming'}{turn}")
-        runs[yard].append(measure(yard_task, engine, topology, rows, tables))
+        # Every other pair runs the yardstick first: when the machine speeds
+        # up or slows down over the minutes of a run, neither side is always
+        # the one that ran later.
+        order = [("engine", "engine"), (yard, yard_task)]
+        for name, task in order[::-1] if i % 2 else order:
+            log(f"== {engine} / {topology}: {label[name]}{turn}")
+            runs[name].append(measure(task, engine, topology, rows, tables))
     out: dict = {"engine": median_run(runs["engine"])}
     if REPEAT > 1:
         ratios = sorted(rate(e) / rate(y) for e, y in zip(runs["engine"], runs[yard], strict=True) if rate(y))

@@ -176,16 +176,18 @@ def append_audit_event(event, guard: tuple[str, list] | None = None):
 
 
 def _append_with_sequence(event, using: str, guard: tuple[str, list] | None):
-    """PostgreSQL: the same append in two statements instead of four (five with a guard).
+    """PostgreSQL: the same append in two statements, the guard's included (four elsewhere, five with a guard).
 
     The first statement takes the head: an upsert (it creates the head after
     a flush, and otherwise locks it as FOR UPDATE would, returning its latest
     hash) whose RETURNING draws the event's id from the table's sequence
-    under that lock, so ids still grow in chain order. The guard's UPDATE
-    runs in the same statement, before the head is locked (the upsert's row
-    exists only once its EXISTS test has run the guard) and stops it when it
-    changed nothing. The hash is then computed before the insert, and the
-    insert and the head's move are the second statement.
+    under that lock, so ids still grow in chain order. (The upsert draws a
+    value from the head table's own id sequence each time, a bigint nobody
+    reads.) The guard's UPDATE runs in the same statement, before the head
+    is locked (the upsert's row exists only once its EXISTS test has run the
+    guard), and stops it when it changed nothing. The hash is then computed
+    before the insert, and the insert and the head's move are the second
+    statement.
     """
     from governance.models import AuditChainHead, AuditEvent
 

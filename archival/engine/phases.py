@@ -204,7 +204,12 @@ def archive(
     moved_total = batches = 0
 
     def record_ledger(*, batch_no, low, high, rows, deleted, state=LedgerState.MOVED, counted_rows=None):
-        """The batch's ledger row; ``counted_rows``: a COUNT whose result becomes ``row_count`` (see rowsql.insert)."""
+        """The batch's ledger row.
+
+        ``counted_rows``: a COUNT (SQL, parameters) the INSERT evaluates
+        itself; its result replaces ``rows`` as the row's ``row_count``, for
+        the caller to check before it commits (see rowsql.insert).
+        """
         ledger = BatchLedger(
             run_id=spec_run_id,
             config_id=spec.config.pk,

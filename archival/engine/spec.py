@@ -106,6 +106,13 @@ class TableSpec:
 
     @property
     def count_backend(self) -> Backend:
+        """Where Mark and Verify count the source's rows.
+
+        A same-server table's batches move through the archive connection,
+        which reaches the source by the names the move uses; counting there
+        too warms one server session's catalog and page caches instead of
+        two. A streamed table is counted where it lives.
+        """
         return self.archive if self.mode == "same_server" else self.source
 
     def source_table(self, on: Backend) -> str:
