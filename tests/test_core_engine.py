@@ -518,8 +518,18 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(demo):
     assert leases.claim(state.pk, "host:3:c", PHASE_ORDER[:-1]) is None  # a live holder keeps it
 
 
-def test_a_reconcile_mismatch_rolls_the_batch_back(demo):
-    """A trigger eats archive inserts: counts disagree, so nothing may be deleted."""
+@pytest.mark.parametrize("path", ["plain SQL", "ORM"])
+def test_a_reconcile_mismatch_rolls_the_batch_back(demo, monkeypatch, path):
+    """A trigger eats archive inserts: counts disagree, so nothing may be deleted.
+
+    The archive's count of the batch is taken inside the ledger row's INSERT
+    (plain SQL), or as a statement of its own before the ORM's save where an
+    engine has no RETURNING; either way after the move and before the commit.
+    """
+    from governance import rowsql
+
+    if path == "ORM":
+        monkeypatch.setattr(rowsql, "PLAIN_SQL_VENDORS", set())
     config = TableConfig.objects.get(table_name="PriceHistory")
     run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
     state = RecoveryState.objects.get(run=run)
@@ -554,9 +564,19 @@ def test_a_reconcile_mismatch_rolls_the_batch_back(demo):
     assert result.phase == Phase.FAILED and "rolled back" in result.error
     assert snapshot([config]) == before
     assert not BatchLedger.objects.filter(run_id=run.pk).exists()
-    if arc.vendor == "postgresql":
-        with connections["archive"].cursor() as cur:
+    with connections["archive"].cursor() as cur:
+        if arc.vendor == "postgresql":
             cur.execute("DROP FUNCTION eat_rows() CASCADE")
+        elif arc.vendor == "sqlite":
+            cur.execute(f'DROP TRIGGER {arc.quote(namespace_for(config.source_db))}."eat_rows"')
+        else:
+            cur.execute(f"DROP TRIGGER {arc.quote(namespace_for(config.source_db))}.eat_rows")
+    # Without the trigger the resume moves every batch; each ledger row
+    # carries the archive's own count of its batch.
+    assert engine.resume_run(run.pk).ok
+    ledger = list(BatchLedger.objects.filter(run_id=run.pk))
+    assert ledger and all(row.row_count == row.deleted_count > 0 for row in ledger)
+    assert sum(row.row_count for row in ledger) == archive_count(config, "WHERE archive_run_id = %s", [run.pk])
 
 
 def test_the_archive_table_appears_with_the_first_batch(demo):
