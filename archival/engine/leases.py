@@ -15,7 +15,6 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connections, router
 from django.db.models import F
 from django.utils import timezone
 
@@ -28,6 +27,7 @@ from governance.rowsql import (
     prep,
     update_and_fetch_with_parents,
     update_statement,
+    update_where,
 )
 
 
@@ -112,14 +112,12 @@ def renew(state: RecoveryState, worker: str, *, audit: dict | None = None, **fie
     fields["updated_at"] = now
     # The hottest control-plane write (every phase, every batch): a plain
     # UPDATE from the model's metadata (governance.rowsql).
-    update = update_statement(RecoveryState, fields, pk=state.pk, where={"lease_owner": worker})
     if audit is None:
-        with connections[router.db_for_write(RecoveryState)].cursor() as cur:
-            cur.execute(*update)
-            updated = cur.rowcount
+        updated = update_where(RecoveryState, fields, pk=state.pk, where={"lease_owner": worker})
     else:
+        guard = update_statement(RecoveryState, fields, pk=state.pk, where={"lease_owner": worker})
         try:
-            AuditEvent.objects.record(**audit, guard=update)
+            AuditEvent.objects.record(**audit, guard=guard)
             updated = 1
         except GuardNotMet:
             updated = 0

@@ -65,7 +65,7 @@ def batch_bound(spec: TableSpec, cur, low, size: int) -> tuple[list | None, int]
     return (list(row[:-1]), row[-1]) if row else (None, 0)
 
 
-def _archive_count(spec: TableSpec, run_id: int, low, high) -> tuple[str, list]:
+def _archive_count_sql(spec: TableSpec, run_id: int, low, high) -> tuple[str, list]:
     """The COUNT of this run's rows of ``(low, high]`` present in the archive table (SQL and parameters)."""
     on = spec.archive
     rng, params = keys.key_range(spec.q(on, "a", spec.pk), low, high)
@@ -255,7 +255,7 @@ def _move_rows(spec, cur, *, run_id, batch_no, low, size, record_ledger, slow) -
     # mismatch rolls back the batch with its ledger row.
     ledger = record_ledger(
         batch_no=batch_no, low=low, high=high, rows=inserted, deleted=deleted,
-        counted_rows=_archive_count(spec, run_id, low, high),
+        counted_rows=_archive_count_sql(spec, run_id, low, high),
     )  # fmt: skip
     present = ledger.row_count
     if not (deleted == inserted + skipped and present == inserted):
