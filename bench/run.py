@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -152,6 +153,26 @@ def table(results: dict) -> list[str]:
     return lines
 
 
+def split_table(results: dict) -> list[str]:
+    """Each setup's median runs, bucket by bucket: seconds (calls) inside statements, commits, and the rest."""
+    lines = []
+    for setup, methods in results.items():
+        splits = {m: r["time_split"] for m, r in methods.items() if isinstance(r, dict) and "time_split" in r}
+        if not splits:
+            continue
+        lines.append(f"{setup}: time split (seconds, calls)")
+        buckets = sorted({b for split in splits.values() for b in split}, key=lambda b: (b == "rest", b))
+        lines.append(f"  {'bucket':28s}" + "".join(f"{m:>20s}" for m in splits))
+        for bucket in buckets:
+            cells = []
+            for split in splits.values():
+                cell = split.get(bucket)
+                calls = f" ({cell['calls']})" if cell and "calls" in cell else ""
+                cells.append(f"{cell['seconds']:.3f}{calls}" if cell else "-")
+            lines.append(f"  {bucket:28s}" + "".join(f"{c:>20s}" for c in cells))
+    return lines
+
+
 def chart(results: dict, path: Path, title: str) -> None:
     import matplotlib
 
@@ -254,6 +275,11 @@ def main() -> int:
     p.add_argument(
         "--repeat", type=int, default=1, help="engine/yardstick pairs per setup; the median pair ratio is reported"
     )
+    p.add_argument(
+        "--time-split",
+        action="store_true",
+        help="also time statements, commits and the rest per database, engine beside yardstick (a little slower)",
+    )
     p.add_argument("--scaling", action="store_true", help="scaling curves instead of the side-by-side run")
     p.add_argument("--scaling-engine", default="postgresql", choices=envs.ENGINES)
     p.add_argument("--scaling-rows", type=int, nargs="+", default=[1_000_000, 3_000_000, 6_000_000, 12_000_000])
@@ -261,6 +287,9 @@ def main() -> int:
     args = p.parse_args()
     global REPEAT
     REPEAT = max(1, args.repeat)
+    if args.time_split:
+        # Read by bench/worker.py in the child processes.
+        os.environ["BENCH_TIME_SPLIT"] = "1"
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -295,6 +324,8 @@ def main() -> int:
                 failures.append(f"{engine}/{topology}: {exc}")
                 log(f"   FAILED: {exc}")
     lines = table(results)
+    if args.time_split:
+        lines += split_table(results)
     print("\n".join(lines))
     doc = {"date": stamp, "size": args.size, "rows": rows, "tables": args.tables, "machine": machine(),
            "results": results, "failures": failures}  # fmt: skip

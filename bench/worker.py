@@ -7,6 +7,10 @@
     worker.py stream ROWS TABLES    hand-written streaming copy
     worker.py checksum ROWS TABLES  per-table count and hash of source + archive rows
 
+BENCH_TIME_SPLIT=1 adds ``time_split`` to the engine's and the ceiling's
+JSON: seconds inside statements and inside commits per database, and the
+rest (Python, the driver), so the two sides compare bucket by bucket.
+
 Each prints one JSON object on its last line. Peak memory is this process's
 ru_maxrss, so the engine's figure is the engine's alone.
 """
@@ -74,15 +78,84 @@ def _states_summary(run_id: int) -> dict:
     }
 
 
+class TimeSplit:
+    """Wall time inside ``execute`` and inside COMMIT, per database alias; the rest is Python and the driver."""
+
+    def __init__(self):
+        from collections import defaultdict
+
+        self.seconds: dict = defaultdict(float)
+        self.calls: dict = defaultdict(int)
+
+    def _add(self, key, t0: float) -> None:
+        self.seconds[key] += time.perf_counter() - t0
+        self.calls[key] += 1
+
+    def __enter__(self):
+        from contextlib import ExitStack
+
+        from django.db import connections
+        from django.db.backends.base.base import BaseDatabaseWrapper
+
+        def timer(alias):
+            def wrapper(execute, sql, params, many, context):
+                t0 = time.perf_counter()
+                try:
+                    return execute(sql, params, many, context)
+                finally:
+                    self._add(("execute", alias), t0)
+
+            return wrapper
+
+        self._stack = ExitStack()
+        for alias in connections:
+            self._stack.enter_context(connections[alias].execute_wrapper(timer(alias)))
+        self._commit = BaseDatabaseWrapper._commit
+        split, commit = self, self._commit
+
+        def timed_commit(wrapper):
+            t0 = time.perf_counter()
+            try:
+                return commit(wrapper)
+            finally:
+                split._add(("commit", wrapper.alias), t0)
+
+        BaseDatabaseWrapper._commit = timed_commit
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        from django.db.backends.base.base import BaseDatabaseWrapper
+
+        total = time.perf_counter() - self._t0
+        BaseDatabaseWrapper._commit = self._commit
+        self._stack.close()
+        self.result = {
+            f"{kind} {alias}": {"seconds": round(secs, 3), "calls": self.calls[(kind, alias)]}
+            for (kind, alias), secs in sorted(self.seconds.items())
+        }
+        self.result["rest"] = {"seconds": round(total - sum(self.seconds.values()), 3)}
+        return False
+
+
+def _maybe_split():
+    from contextlib import nullcontext
+
+    return TimeSplit() if os.environ.get("BENCH_TIME_SPLIT") == "1" else nullcontext()
+
+
 def task_engine(specs) -> dict:
     from archival.engine import run_cycle
 
-    t0 = time.perf_counter()
-    result = run_cycle(cutoff=cutoff(), actor=None, trigger="bench")
-    seconds = time.perf_counter() - t0
+    with _maybe_split() as split:
+        t0 = time.perf_counter()
+        result = run_cycle(cutoff=cutoff(), actor=None, trigger="bench")
+        seconds = time.perf_counter() - t0
     run_id = getattr(result, "run_id", None) or getattr(getattr(result, "run", None), "id", None)
     out = {"seconds": seconds, "peak_mb": peak_mb(), "run_id": run_id, "status": str(getattr(result, "status", ""))}
     out.update(_states_summary(run_id))
+    if split is not None:
+        out["time_split"] = split.result
     return out
 
 
@@ -114,7 +187,11 @@ def task_phases(specs) -> dict:
 def task_ceiling(specs) -> dict:
     from bench.ceiling import run_ceiling
 
-    return {**run_ceiling(specs), "peak_mb": peak_mb()}
+    with _maybe_split() as split:
+        out = {**run_ceiling(specs), "peak_mb": peak_mb()}
+    if split is not None:
+        out["time_split"] = split.result
+    return out
 
 
 def task_stream(specs) -> dict:
