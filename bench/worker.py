@@ -79,17 +79,23 @@ def _states_summary(run_id: int) -> dict:
 
 
 class TimeSplit:
-    """Wall time inside ``execute`` and inside COMMIT, per database alias; the rest is Python and the driver."""
+    """Wall time inside ``execute`` and inside COMMIT, per database alias; the rest is Python and the driver.
 
-    def __init__(self):
+    ``on_statement(alias, sql, seconds)``, if given, sees every statement as it ends.
+    """
+
+    def __init__(self, on_statement=None):
         from collections import defaultdict
 
+        self.on_statement = on_statement
         self.seconds: dict = defaultdict(float)
         self.calls: dict = defaultdict(int)
 
-    def _add(self, key, t0: float) -> None:
-        self.seconds[key] += time.perf_counter() - t0
+    def _add(self, key, t0: float) -> float:
+        elapsed = time.perf_counter() - t0
+        self.seconds[key] += elapsed
         self.calls[key] += 1
+        return elapsed
 
     def __enter__(self):
         from contextlib import ExitStack
@@ -103,22 +109,23 @@ class TimeSplit:
                 try:
                     return execute(sql, params, many, context)
                 finally:
-                    self._add(("execute", alias), t0)
+                    elapsed = self._add(("execute", alias), t0)
+                    if self.on_statement:
+                        self.on_statement(alias, sql, elapsed)
 
             return wrapper
 
         self._stack = ExitStack()
         for alias in connections:
             self._stack.enter_context(connections[alias].execute_wrapper(timer(alias)))
-        self._commit = BaseDatabaseWrapper._commit
-        split, commit = self, self._commit
+        commit = self._commit = BaseDatabaseWrapper._commit
 
         def timed_commit(wrapper):
             t0 = time.perf_counter()
             try:
                 return commit(wrapper)
             finally:
-                split._add(("commit", wrapper.alias), t0)
+                self._add(("commit", wrapper.alias), t0)
 
         BaseDatabaseWrapper._commit = timed_commit
         self._t0 = time.perf_counter()
@@ -239,44 +246,30 @@ def task_statements(specs) -> dict:
     from collections import defaultdict
     from contextlib import ExitStack
 
-    from django.db import connections
-
     from archival.engine import run_cycle
 
     spent: dict = defaultdict(lambda: [0, 0.0])
-
-    def timer(alias, log):
-        def wrapper(execute, sql, params, many, context):
-            t = time.perf_counter()
-            try:
-                return execute(sql, params, many, context)
-            finally:
-                elapsed = time.perf_counter() - t
-                if log:
-                    log.write(f"{elapsed:.5f} {alias} {' '.join(sql.split())[:150]}\n")
-                entry = spent[(alias, re.sub(r'"[^"]*"', "?", sql)[:60])]
-                entry[0] += 1
-                entry[1] += elapsed
-
-        return wrapper
-
-    t0 = time.perf_counter()
     with ExitStack() as stack:
         # BENCH_SQL_LOG=file: every statement's time, database and text (opened once, not per statement).
         path = os.environ.get("BENCH_SQL_LOG")
         log = stack.enter_context(open(path, "a")) if path else None
-        for alias in connections:
-            stack.enter_context(connections[alias].execute_wrapper(timer(alias, log)))
-        run_cycle(cutoff=cutoff(), actor=None, trigger="bench")
-    seconds = time.perf_counter() - t0
-    in_sql = sum(v[1] for v in spent.values())
+
+        def record(alias, sql, elapsed):
+            if log:
+                log.write(f"{elapsed:.5f} {alias} {' '.join(sql.split())[:150]}\n")
+            entry = spent[(alias, re.sub(r'"[^"]*"', "?", sql)[:60])]
+            entry[0] += 1
+            entry[1] += elapsed
+
+        t0 = time.perf_counter()
+        with TimeSplit(on_statement=record) as split:
+            run_cycle(cutoff=cutoff(), actor=None, trigger="bench")
+        seconds = time.perf_counter() - t0
     for (alias, words), (n, secs) in sorted(spent.items(), key=lambda kv: -kv[1][1])[:45]:
         print(f"{secs:8.3f} s {n:6d}  {alias:10s} {words}", file=sys.stderr)
-    by_alias: dict = defaultdict(float)
-    for (alias, _), (_, secs) in spent.items():
-        by_alias[alias] += secs
-    return {"seconds": seconds, "in_sql": in_sql, "statements": sum(v[0] for v in spent.values()),
-            "by_alias": dict(by_alias)}  # fmt: skip
+    by_alias = {k.split(" ", 1)[1]: v["seconds"] for k, v in split.result.items() if k.startswith("execute ")}
+    return {"seconds": seconds, "in_sql": sum(by_alias.values()), "statements": sum(v[0] for v in spent.values()),
+            "by_alias": by_alias, "time_split": split.result}  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
