@@ -267,7 +267,7 @@ def task_statements(specs) -> dict:
         seconds = time.perf_counter() - t0
     for (alias, words), (n, secs) in sorted(spent.items(), key=lambda kv: -kv[1][1])[:45]:
         print(f"{secs:8.3f} s {n:6d}  {alias:10s} {words}", file=sys.stderr)
-    by_alias = {k.split(" ", 1)[1]: v["seconds"] for k, v in split.result.items() if k.startswith("execute ")}
+    by_alias = {alias: round(secs, 3) for (kind, alias), secs in split.seconds.items() if kind == "execute"}
     return {"seconds": seconds, "in_sql": sum(by_alias.values()), "statements": sum(v[0] for v in spent.values()),
             "by_alias": by_alias, "time_split": split.result}  # fmt: skip
 
