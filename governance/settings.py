@@ -138,6 +138,16 @@ def _tune(alias: str, config: dict) -> dict:
         # table) was estimated that expensive and spent 280 ms compiling to
         # run in 4 ms. Every statement here is short and index-driven.
         options.setdefault("options", "-c jit=off")
+        # Server-side binding: psycopg prepares a statement it has run five
+        # times on a connection, so the control-plane writes and catalog
+        # reads the engine repeats for every table (same text, values as
+        # parameters) are parsed and planned once per connection instead of
+        # on every call (engine/ceiling 0.73 -> 0.76 on the small PostgreSQL
+        # bench, bench/RESULTS.md). Engine statements name their columns, so
+        # a column added mid-run cannot hit "cached plan must not change
+        # result type". Behind a transaction-mode pooler set
+        # OPTIONS["prepare_threshold"] = None.
+        options.setdefault("server_side_binding", True)
     elif engine == "mssql":
         options.setdefault("driver", "ODBC Driver 18 for SQL Server")
     return config
