@@ -71,6 +71,32 @@ def environment(engine: str, topology: str = "same", template: bool = False) -> 
     return env
 
 
+class EngineUnavailable(RuntimeError):
+    """An engine this run was asked to measure cannot be reached from here (says what to install or start)."""
+
+
+def check_reachable(engine: str) -> None:
+    """Fail in a second, before any data is generated, when ``engine``'s driver or server is missing."""
+    if engine == "sqlite":
+        return
+    if engine == "postgresql":
+        try:
+            _pg("SELECT 1")
+        except Exception as exc:
+            raise EngineUnavailable(f"PostgreSQL at {PG} is not reachable: {exc}") from exc
+        return
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError as exc:
+        raise EngineUnavailable(
+            "the MariaDB driver (mysqlclient) is not installed: bash bench/install_mariadb_deps.sh"
+        ) from exc
+    try:
+        _maria("SELECT 1")
+    except Exception as exc:
+        raise EngineUnavailable(f"MariaDB at 127.0.0.1:3306 is not reachable: {exc}") from exc
+
+
 def _pg(sql: str) -> None:
     import psycopg
 

@@ -308,10 +308,25 @@ def main() -> int:
     rows = SIZES[args.size]
     results: dict = {}
     failures = []
+    engines = []
+    # An engine that cannot be reached is reported now and at the end, not
+    # after minutes of measuring the others; the rest are still measured.
     for engine in args.engines:
+        try:
+            envs.check_reachable(engine)
+            engines.append(engine)
+        except envs.EngineUnavailable as exc:
+            failures.append(f"{engine}: {exc}")
+            log(f"== {engine}: SKIPPED: {exc}")
+    for engine in engines:
         log(f"== {engine}: generating {rows:,} rows in {args.tables} tables")
         t0 = time.perf_counter()
-        envs.build(engine, rows, args.tables)
+        try:
+            envs.build(engine, rows, args.tables)
+        except Exception as exc:  # the other engines are still measured
+            failures.append(f"{engine}: generating the data: {exc}")
+            log(f"   FAILED: {exc}")
+            continue
         log(f"   built in {time.perf_counter() - t0:.1f}s")
         for topology in args.topologies:
             if engine == "mariadb" and topology == "stream":
@@ -331,10 +346,13 @@ def main() -> int:
            "results": results, "failures": failures}  # fmt: skip
     path = RESULTS / f"{stamp}-{args.size}.json"
     path.write_text(json.dumps(doc, indent=2, default=str))
-    (RESULTS / f"latest-{args.size}.json").write_text(json.dumps(doc, indent=2, default=str))
     if results:
+        # A run that measured nothing does not replace the latest figures.
+        (RESULTS / f"latest-{args.size}.json").write_text(json.dumps(doc, indent=2, default=str))
         chart(results, path.with_suffix(".png"), f"archival bench, {args.size} ({rows:,} rows, {args.tables} tables)")
-    log(f"wrote {path} and {path.with_suffix('.png')}")
+        log(f"wrote {path} and {path.with_suffix('.png')}")
+    else:
+        log(f"wrote {path} (nothing was measured)")
     for f in failures:
         log(f"FAILED {f}")
     return 1 if failures else 0
