@@ -138,21 +138,13 @@ def _tune(alias: str, config: dict) -> dict:
         # table) was estimated that expensive and spent 280 ms compiling to
         # run in 4 ms. Every statement here is short and index-driven.
         options.setdefault("options", "-c jit=off")
-        # Server-side binding, and prepared statements. Values travel as
-        # protocol parameters (never spliced into the text client-side), and
-        # psycopg prepares a statement once it has run five times on a
-        # connection, so the control-plane writes and catalog reads the
-        # engine repeats for every table are parsed and planned once per
-        # connection instead of on every call. Django turns prepared
-        # statements off unless OPTIONS names a threshold, for poolers; we
-        # name it. Engine statements name their columns, so a column added
-        # mid-run cannot hit "cached plan must not change result type".
-        # Behind a transaction-mode pooler (PgBouncer before 1.21, or without
-        # max_prepared_statements) set ARCHIVAL_PG_PREPARED_STATEMENTS=false:
-        # values stay server-side parameters and nothing is prepared.
+        # Server-side binding: values travel as protocol parameters instead
+        # of being quoted into the statement text by the driver. Prepared
+        # statements stay off (Django's default, prepare_threshold=None),
+        # so a transaction-mode pooler works: enabling them
+        # (prepare_threshold=5) made no difference the small PostgreSQL
+        # bench could measure (bench/RESULTS.md, 2026-12-06).
         options.setdefault("server_side_binding", True)
-        prepare = env_bool("ARCHIVAL_PG_PREPARED_STATEMENTS", default=True)
-        options.setdefault("prepare_threshold", 5 if prepare else None)
     elif engine == "mssql":
         options.setdefault("driver", "ODBC Driver 18 for SQL Server")
     return config
