@@ -190,6 +190,10 @@ ARCHIVAL = {
     # archive (tests and benchmarks exercise both topologies this way).
     "STREAMING_SOURCES": env_list("ARCHIVAL_STREAMING_SOURCES", []),
     "LEASE_SECONDS": env_int("ARCHIVAL_LEASE_SECONDS", 120, minimum=5),
+    # A run in one process reads the next table and verifies the last one on
+    # a helper thread while it moves batches, where the databases allow it
+    # (archival.engine.pipeline); false runs every step on one thread.
+    "OVERLAP_TABLES": env.bool("ARCHIVAL_OVERLAP_TABLES", default=True),
     "LOG_DIR": Path(env.str("ARCHIVAL_LOG_DIR", default=str(DATA_DIR / "logs"))),
     # Retention defaults per table type: (months in source, years in archive).
     "TYPE_DEFAULTS": {

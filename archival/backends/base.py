@@ -89,7 +89,13 @@ class Backend(ABC):
 
     def __init__(self, alias: str):
         self.alias = alias
-        self.connection = connections[alias]
+
+    @property
+    def connection(self):
+        # The calling thread's connection: a run's helper thread
+        # (archival.engine.pipeline) works on the same table specs with
+        # connections of its own.
+        return connections[self.alias]
 
     # -- identifiers ---------------------------------------------------------
     def quote(self, name: str) -> str:
@@ -131,6 +137,14 @@ class Backend(ABC):
         never a count: the engine counts what it moves.
         """
         return None
+
+    # Readers never wait for writers (MVCC snapshots), and two sessions can
+    # write different rows at once: a run may read and wrap up one table on a
+    # second connection while another table's batches move
+    # (archival.engine.pipeline). Not SQLite (one writer per file, and a
+    # reader holds the writer's commit back in rollback-journal mode) nor
+    # SQL Server under its default locking READ COMMITTED.
+    reads_beside_writes = False
 
     # Session settings (``SET LOCAL`` statements, for one transaction) for a
     # scan of a table whose rows were just deleted in bulk: see the

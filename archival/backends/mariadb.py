@@ -22,6 +22,7 @@ from archival.backends.base import (
 class MariaDBBackend(Backend):
     vendor = "mysql"
     quote_char = "`"
+    reads_beside_writes = True
 
     def schema_exists(self, schema: str) -> bool:
         return self._exists("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", [schema])

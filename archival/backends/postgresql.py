@@ -14,6 +14,7 @@ from archival.backends.base import (
 
 class PostgresBackend(Backend):
     vendor = "postgresql"
+    reads_beside_writes = True
     # Verify counts a table right after the archive phase deleted a large
     # share of it. Every page that lost a row lost its all-visible bit, but
     # the planner's statistics still say all-visible and it picks an

@@ -6,6 +6,7 @@ and renders the result objects they return.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from django.utils import timezone
 from archival.engine import leases, phases
 from archival.engine.dailylog import log_line
 from archival.engine.errors import LeaseLost, TableError
+from archival.engine.pipeline import Pipeline, pipeline_for
 from archival.engine.results import RunResult, TableResult
 from archival.engine.spec import build_spec, dependency_order
 from governance.models import (
@@ -201,12 +203,18 @@ def advance_table(
     until: str = Phase.COMPLETED,
     time_box: float | None = None,
     on_batch: Callable[[int], None] | None = None,
+    pipeline: Pipeline | None = None,
 ) -> TableResult:
     """Take one table of a run as far as ``until`` (or until the time box ends).
 
     Claims the table's lease first (another live worker holding it means this
     call does nothing). A TableError fails this table only; it is recorded
     with its message and the other tables go on.
+
+    With a ``pipeline`` (archival.engine.pipeline), the table's schema and
+    Mark's counts may come read ahead, and once its last batch has moved,
+    Verify and completion run on the pipeline's helper: the result returned
+    is then finished there (``pipeline.finishing(state_id)``).
     """
     worker = worker or leases.new_worker_id()
     started = time.monotonic()
@@ -228,11 +236,12 @@ def advance_table(
     result = TableResult(state_id=state_id, label=state.table_label, phase=state.phase)
     deadline = started + time_box if time_box else None
     should_stop = _stop_check(state, deadline)
-    clean_exit = False
+    clean_exit = deferred = False
     unsaved: dict = {}  # the last batch's progress, written with the next phase
     marked_here = False
     try:
-        spec = build_spec(state.config, state.run.cutoff)
+        prepared = pipeline.take(state) if pipeline else None
+        spec = prepared.spec if prepared else build_spec(state.config, state.run.cutoff)
         target = PHASE_ORDER.index(until)
         while True:
             current = PHASE_ORDER.index(state.phase)
@@ -242,7 +251,7 @@ def advance_table(
             if should_stop():
                 break
             if state.phase == Phase.PENDING:
-                phases.mark(spec, state, worker)
+                phases.mark(spec, state, worker, counts=prepared.mark_counts if prepared else None)
                 marked_here = True
             elif state.phase in (Phase.MARKED, Phase.ARCHIVING):
                 archived = phases.archive(
@@ -259,6 +268,13 @@ def advance_table(
                     break
                 if target <= PHASE_ORDER.index(Phase.ARCHIVED):
                     leases.renew(state, worker, **unsaved, phase=Phase.ARCHIVED)
+                elif pipeline is not None and target == PHASE_ORDER.index(Phase.COMPLETED):
+                    # The same step as below, on the helper, while this
+                    # thread goes on to the next table's batches.
+                    wrap_up = _deferred_wrap_up(spec, state, worker, target, unsaved, result, started)
+                    pipeline.defer(state.pk, wrap_up)
+                    deferred = clean_exit = True
+                    return result
                 else:
                     # Going on: ARCHIVED, VERIFIED (and COMPLETED) commit as one
                     # control transaction. A crash before it leaves the table
@@ -274,10 +290,19 @@ def advance_table(
         _fail(state, worker, exc, getattr(exc, "unsaved_progress", None) or unsaved)
         result.error = str(exc)
     finally:
-        # Completing the table released the lease in the same UPDATE (unless
-        # that transaction rolled back: then ``state`` is ahead of the row).
-        if state.lease_owner or not clean_exit:
-            leases.release(state.pk, worker)
+        if not deferred:
+            _release(state, worker, clean_exit)
+    return _finished(result, state, clean_exit, started)
+
+
+def _release(state: RecoveryState, worker: str, clean_exit: bool) -> None:
+    # Completing the table released the lease in the same UPDATE (unless
+    # that transaction rolled back: then ``state`` is ahead of the row).
+    if state.lease_owner or not clean_exit:
+        leases.release(state.pk, worker)
+
+
+def _finished(result: TableResult, state: RecoveryState, clean_exit: bool, started: float) -> TableResult:
     if not clean_exit:
         # A rolled-back step may have left ``state`` ahead of the row.
         state.refresh_from_db()
@@ -286,6 +311,26 @@ def advance_table(
     result.archived_total = state.archived_count
     result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+def _deferred_wrap_up(spec, state, worker, target, unsaved, result, started) -> Callable[[], TableResult]:
+    """advance_table's last step (verify and complete, or fail) as work for the pipeline's helper."""
+
+    def wrap_up() -> TableResult:
+        clean_exit = False
+        try:
+            _verify_and_complete(spec, state, worker, target, unsaved)
+            result.done = clean_exit = True
+        except LeaseLost:
+            result.lease_lost = True
+        except (TableError, DatabaseError) as exc:
+            _fail(state, worker, exc, unsaved)
+            result.error = str(exc)
+        finally:
+            _release(state, worker, clean_exit)
+        return _finished(result, state, clean_exit, started)
+
+    return wrap_up
 
 
 def _verify_and_complete(spec, state: RecoveryState, worker: str, target: int, unsaved: dict | None = None) -> None:
@@ -358,29 +403,55 @@ def _fail(state: RecoveryState, worker: str, exc: Exception, unsaved: dict | Non
         pass
 
 
+FINAL_PHASES = (Phase.BLOCKED, Phase.ABANDONED, Phase.COMPLETED, Phase.FAILED)
+
+
 def _process(run: ArchivalRun, *, worker: str, on_table=None, on_batch=None) -> list[TableResult]:
-    results = []
-    for state in ordered_states(run):
-        if state.phase in (
-            Phase.BLOCKED,
-            Phase.ABANDONED,
-            Phase.COMPLETED,
-            Phase.FAILED,
-        ):
-            results.append(
-                TableResult(
-                    state.pk,
-                    state.table_label,
-                    state.phase,
-                    error=state.last_error,
-                    done=state.phase == Phase.COMPLETED,
+    """Every table of the run that can move, in dependency order, in this process."""
+    states = ordered_states(run)
+    to_do = [s for s in states if s.phase not in FINAL_PHASES]
+    pipeline = pipeline_for(to_do) if len(to_do) > 1 else None
+    next_of = {a.pk: b for a, b in itertools.pairwise(to_do)}
+    results: list[TableResult] = []
+    advanced: list[TableResult] = []  # what on_table is told, in order, once finished
+    reported = 0
+
+    def report(wait: bool) -> None:
+        nonlocal reported
+        while reported < len(advanced):
+            result = advanced[reported]
+            finishing = pipeline.finishing(result.state_id) if pipeline else None
+            if finishing is not None:
+                if not (wait or finishing.done()):
+                    return
+                finishing.result()  # an unexpected error on the helper surfaces here
+            if on_table:
+                on_table(result)
+            reported += 1
+
+    try:
+        for state in states:
+            if state.phase in FINAL_PHASES:
+                results.append(
+                    TableResult(
+                        state.pk,
+                        state.table_label,
+                        state.phase,
+                        error=state.last_error,
+                        done=state.phase == Phase.COMPLETED,
+                    )
                 )
-            )
-            continue
-        result = advance_table(state.pk, worker=worker, on_batch=on_batch)
-        results.append(result)
-        if on_table:
-            on_table(result)
+                continue
+            if pipeline and state.pk in next_of:
+                pipeline.prepare(next_of[state.pk])
+            result = advance_table(state.pk, worker=worker, on_batch=on_batch, pipeline=pipeline)
+            results.append(result)
+            advanced.append(result)
+            report(wait=False)
+    finally:
+        if pipeline:
+            pipeline.close()
+    report(wait=True)
     return results
 
 
