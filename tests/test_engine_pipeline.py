@@ -12,9 +12,10 @@ the pipeline are the chaos runs (tests/test_bench_chaos.py on PostgreSQL).
 from __future__ import annotations
 
 import threading
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
+from django.utils import timezone
 
 from archival import engine
 from archival.backends import backend_for
@@ -22,13 +23,14 @@ from archival.disposal.chain import verify_chains
 from archival.engine import phases
 from archival.engine.errors import TableError
 from archival.engine.pipeline import Pipeline, pipeline_for
-from archival.engine.runner import ordered_states
+from archival.engine.runner import PHASE_ORDER, ordered_states
 from governance.models import AuditEvent, Phase, RecoveryState, RunStatus, TableConfig
 from tests.conftest import snapshot, union_check
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 CUTOFF = date(2026, 11, 25)
+CLAIMABLE = [p for p in PHASE_ORDER if p != Phase.COMPLETED]
 
 
 def _overlapping_engine() -> bool:
@@ -55,14 +57,14 @@ def _threads_of(monkeypatch, name: str) -> list[tuple[str, str]]:
 def test_the_pipeline_is_used_only_where_every_database_lets_readers_beside_writers(demo, settings):
     run = engine.start_run(cutoff=CUTOFF)
     states = ordered_states(run)
-    pipeline = pipeline_for(states)
+    pipeline = pipeline_for(states, "w-test")
     try:
         assert (pipeline is not None) == _overlapping_engine()
     finally:
         if pipeline:
             pipeline.close()
     settings.ARCHIVAL = {**settings.ARCHIVAL, "OVERLAP_TABLES": False}
-    assert pipeline_for(states) is None
+    assert pipeline_for(states, "w-test") is None
 
 
 def test_a_pipelined_cycle_moves_the_same_rows_with_the_same_proof(demo, monkeypatch):
@@ -84,7 +86,7 @@ def test_a_pipelined_cycle_moves_the_same_rows_with_the_same_proof(demo, monkeyp
     states = RecoveryState.objects.filter(run_id=result.run_id)
     assert {s.table_label: s.eligible_count for s in states} == eligible
     assert all(s.phase == Phase.COMPLETED and not s.lease_owner for s in states)
-    # Every table but the first was counted ahead, and every table verified, on the helper.
+    # Every table but the first was marked ahead, and every table verified, on the helper.
     first = result.tables[0].label
     assert {label for label, thread in counted if thread.startswith("archival-pipeline")} == set(eligible) - {first}
     assert {thread.split("_")[0] for _, thread in verified} == {"archival-pipeline"}
@@ -101,26 +103,76 @@ def test_a_pipelined_cycle_moves_the_same_rows_with_the_same_proof(demo, monkeyp
     assert verify_chains(write_log=False).ok
 
 
-def test_read_ahead_is_dropped_when_the_config_changed_or_the_table_was_marked(demo):
+def test_a_table_started_ahead_is_claimed_and_marked_and_let_go_if_never_taken(demo):
+    plan = {t.label: t.eligible for t in engine.plan(cutoff=CUTOFF).tables}
     run = engine.start_run(cutoff=CUTOFF)
     first, second = ordered_states(run)[:2]
-    pipeline = Pipeline()
+    pipeline = Pipeline("w-ahead")
     try:
-        pipeline.prepare(first)
-        pipeline.prepare(second)
-        TableConfig.objects.filter(pk=first.config_id).update(batch_size=17)
-        first = RecoveryState.objects.select_related("config", "run").get(pk=first.pk)
-        assert pipeline.take(first) is None
-        # Already marked by the time it is claimed: the schema is kept, the counts are not.
-        RecoveryState.objects.filter(pk=second.pk).update(phase=Phase.MARKED)
-        second = RecoveryState.objects.select_related("config", "run").get(pk=second.pk)
-        prepared = pipeline.take(second)
-        assert prepared is not None and prepared.mark_counts is None
-        assert prepared.spec.label == second.table_label
-        # Taken once: a second take has nothing.
-        assert pipeline.take(second) is None
+        pipeline.start(first.pk, CLAIMABLE)
+        pipeline.start(second.pk, CLAIMABLE)
+        started = pipeline.take(first.pk)
+        assert started is not None and started.marked
+        row = RecoveryState.objects.get(pk=first.pk)
+        assert (row.phase, row.lease_owner) == (Phase.MARKED, "w-ahead")
+        assert row.eligible_count == plan[first.table_label]
+        assert pipeline.take(first.pk) is None  # taken once
     finally:
         pipeline.close()
+    # Never taken: marked (committed), and its lease is free for the resume.
+    row = RecoveryState.objects.get(pk=second.pk)
+    assert (row.phase, row.lease_owner) == (Phase.MARKED, "")
+    assert row.eligible_count == plan[second.table_label]
+    RecoveryState.objects.filter(pk=first.pk).update(lease_owner="", lease_expires_at=None)
+    assert engine.resume_run(run.pk).status == RunStatus.COMPLETED
+
+
+def test_a_table_leased_elsewhere_is_not_started_ahead(demo):
+    run = engine.start_run(cutoff=CUTOFF)
+    state = ordered_states(run)[0]
+    held_until = timezone.now() + timedelta(minutes=5)
+    RecoveryState.objects.filter(pk=state.pk).update(lease_owner="other-host:1:x", lease_expires_at=held_until)
+    pipeline = Pipeline("w-ahead")
+    try:
+        pipeline.start(state.pk, CLAIMABLE)
+        assert pipeline.take(state.pk) is None
+    finally:
+        pipeline.close()
+    row = RecoveryState.objects.get(pk=state.pk)
+    assert (row.phase, row.lease_owner, row.eligible_count) == (Phase.PENDING, "other-host:1:x", None)
+
+
+def test_a_table_started_long_ago_has_its_lease_extended_when_taken(demo):
+    run = engine.start_run(cutoff=CUTOFF)
+    state = ordered_states(run)[0]
+    pipeline = Pipeline("w-ahead")
+    try:
+        pipeline.start(state.pk, CLAIMABLE)
+        started = pipeline._started[state.pk].result()
+        soon = timezone.now() + timedelta(seconds=2)
+        started.state.lease_expires_at = soon
+        RecoveryState.objects.filter(pk=state.pk).update(lease_expires_at=soon)
+        taken = pipeline.take(state.pk)
+        assert taken is not None
+        assert RecoveryState.objects.get(pk=state.pk).lease_expires_at > soon + timedelta(seconds=30)
+    finally:
+        pipeline.close()
+
+
+def test_a_table_whose_lease_was_lost_while_it_waited_is_not_handed_over(demo):
+    run = engine.start_run(cutoff=CUTOFF)
+    state = ordered_states(run)[0]
+    pipeline = Pipeline("w-ahead")
+    try:
+        pipeline.start(state.pk, CLAIMABLE)
+        started = pipeline._started[state.pk].result()
+        # It expired, and another worker took it over.
+        started.state.lease_expires_at = timezone.now()
+        RecoveryState.objects.filter(pk=state.pk).update(lease_owner="other-host:1:x")
+        assert pipeline.take(state.pk) is None
+    finally:
+        pipeline.close()
+    assert RecoveryState.objects.get(pk=state.pk).lease_owner == "other-host:1:x"
 
 
 def test_a_table_failing_on_the_helper_fails_alone_and_lets_its_lease_go(demo, monkeypatch):

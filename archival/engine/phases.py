@@ -107,12 +107,7 @@ def first_key_sql(on, pk_s: list[str], frm: str, where: str, descending: bool = 
     return on.limit_sql(f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {where} ORDER BY {order}", "1")
 
 
-def mark(spec: TableSpec, state: RecoveryState, worker: str, counts: tuple | None = None) -> None:
-    """Record the table's eligible count and key bounds (MARKED), as of ``count_eligible``.
-
-    ``counts``: count_eligible's answer read ahead for this PENDING table
-    (archival.engine.pipeline); None counts here.
-    """
+def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
     if not created_by_first_batch(spec):
         ensure_archive_table(spec)
         spec.archive_ready = True
@@ -120,7 +115,7 @@ def mark(spec: TableSpec, state: RecoveryState, worker: str, counts: tuple | Non
     # type stops the table before a row moves) and creates or extends it in
     # its own transaction; ``plan`` shows that DDL beforehand.
     checkpoint("mark_start")
-    eligible, nulls, low, high = counts if counts is not None else count_eligible(spec)
+    eligible, nulls, low, high = count_eligible(spec)
     with transaction.atomic():
         renew(
             state,

@@ -1,27 +1,26 @@
-"""Overlap each table's reads and wrap-up with another table's batches.
+"""Overlap each table's start and end with another table's batches.
 
 ``run_cycle`` and ``resume_run`` take a run's tables one after another in
 one process. Around its batches every table does work the row path does not
-wait on: before them, reading its schema and Mark's counts; after them,
-Verify's count, the ledger's digest and the completing control transaction.
-Where every database of the run lets readers and writers work side by side
-(``Backend.reads_beside_writes``), a helper thread with connections of its
-own does the next table's reading and the last table's wrap-up while this
-thread moves batches.
+wait on: before them, claiming its lease, reading its schema, Mark's counts
+and Mark's commit; after them, Verify's count, the ledger's digest and the
+completing control transaction. Where every database of the run lets
+readers and writers work side by side (``Backend.reads_beside_writes``), a
+helper thread with connections of its own starts the next table and ends
+the last one while this thread moves batches.
 
 What does not change: the batches run one table at a time, in dependency
 order, on this thread; every table goes through the same phases, each
-committed as before under the same lease, so after a crash every table is
-in a phase the resume knows (two tables of the run may be open at once
-instead of one). Mark's counts read ahead are used only when the table is
-still PENDING when this thread claims it (no Mark of it committed, so no
-batch of it moved) and its config is unchanged; anything else, or an error
-on the helper, and the table reads again here, as without the pipeline.
+committed under its lease as before, so after a crash every table is in a
+phase the resume knows (two or three tables of the run may be open at once
+instead of one). A table the helper could not start (its lease held
+elsewhere, an error) is started again on this thread, which reports what
+happened as it would without the helper.
 
-Reading a parent table's counts while a child's batches move gives the
-counts Mark would give after them: Mark's parent rule lets a parent row go
-when every child row referencing it will move, and a child batch removes
-only such rows.
+Marking a parent table while a child's batches move gives the counts Mark
+would give after them: Mark's parent rule lets a parent row go when every
+child row referencing it will move, and a child batch removes only such
+rows.
 """
 
 from __future__ import annotations
@@ -29,73 +28,80 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from datetime import date
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 
 from archival.backends import backend_for
-from archival.engine import phases
+from archival.engine import leases, phases
+from archival.engine.errors import LeaseLost
 from archival.engine.spec import TableSpec, build_spec
+from governance.models import Phase, RecoveryState
 
 logger = logging.getLogger("archival")
 
 
-def config_values(config) -> tuple:
-    """Every stored field of a table config: equal tuples mean the same config."""
-    return tuple(getattr(config, f.attname) for f in config._meta.concrete_fields)
-
-
 @dataclass(frozen=True)
-class PreparedTable:
-    config_values: tuple
+class StartedTable:
+    """A table the helper claimed (and marked, if it was PENDING) for this worker."""
+
+    state: RecoveryState
     spec: TableSpec
-    # count_eligible's answer, read when the table was PENDING; None otherwise.
-    mark_counts: tuple | None
+    marked: bool
 
 
-def _prepare(config, cutoff: date, with_counts: bool) -> PreparedTable:
-    spec = build_spec(config, cutoff)
-    counts = phases.count_eligible(spec) if with_counts else None
-    return PreparedTable(config_values(config), spec, counts)
+def _start(state_id: int, worker: str, claimable: list[str]) -> StartedTable | None:
+    state = leases.claim(state_id, worker, phases=claimable)
+    if state is None:
+        return None
+    try:
+        spec = build_spec(state.config, state.run.cutoff)
+        marked = state.phase == Phase.PENDING
+        if marked:
+            phases.mark(spec, state, worker)
+    except BaseException:
+        # The run's thread claims it again and meets (and reports) the same error.
+        leases.release(state_id, worker)
+        raise
+    return StartedTable(state, spec, marked)
 
 
 class Pipeline:
-    """One helper thread: reads tables ahead and wraps them up behind, in the order asked."""
+    """One helper thread: starts tables ahead and ends them behind, in the order asked."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archival-pipeline")
-        self._prepared: dict[int, Future] = {}
+        self._started: dict[int, Future] = {}
         self._deferred: dict[int, Future] = {}
 
-    def prepare(self, state) -> None:
-        """Start reading ``state``'s table (its schema, and Mark's counts if it is PENDING)."""
-        from governance.models import Phase
+    def start(self, state_id: int, claimable: list[str]) -> None:
+        """Claim ``state_id``'s table on the helper, read its schema, and mark it if it is PENDING."""
+        if state_id not in self._started:
+            self._started[state_id] = self._executor.submit(_start, state_id, self.worker, claimable)
 
-        if state.pk not in self._prepared:
-            self._prepared[state.pk] = self._executor.submit(
-                _prepare, state.config, state.run.cutoff, state.phase == Phase.PENDING
-            )
-
-    def take(self, state) -> PreparedTable | None:
-        """What was read ahead for the claimed ``state``, if it still holds; else None."""
-        from governance.models import Phase
-
-        future = self._prepared.pop(state.pk, None)
+    def take(self, state_id: int) -> StartedTable | None:
+        """The table the helper started, its lease good for half a lease at least; else None."""
+        future = self._started.pop(state_id, None)
         if future is None:
             return None
         try:
-            prepared = future.result()
+            started = future.result()
         except Exception as exc:
-            # This thread reads the table again and reports what is wrong itself.
-            logger.debug("reading %s ahead failed: %s", state.table_label, exc)
+            logger.debug("starting recovery state %s ahead failed: %s", state_id, exc)
             return None
-        if prepared.config_values != config_values(state.config):
+        if started is None:
             return None
-        if state.phase != Phase.PENDING:
-            prepared = replace(prepared, mark_counts=None)
-        return prepared
+        left = (started.state.lease_expires_at - timezone.now()).total_seconds()
+        if left < settings.ARCHIVAL["LEASE_SECONDS"] / 2:
+            # Waited long behind a big table: extend the lease, or learn it is lost.
+            try:
+                leases.renew(started.state, self.worker)
+            except LeaseLost:
+                return None
+        return started
 
     def defer(self, state_id: int, work: Callable[[], object]) -> None:
         """Run ``work`` (the end of ``state_id``'s table) on the helper, after what is queued there."""
@@ -106,25 +112,26 @@ class Pipeline:
         return self._deferred.get(state_id)
 
     def close(self) -> None:
-        """Wait for the deferred work, then close the helper's connections."""
+        """Wait for the deferred work, let go of tables started and never taken, close the helper's connections."""
         try:
-            for future in self._prepared.values():
-                future.cancel()
             for future in self._deferred.values():
                 future.exception()  # waits; the work records its own errors
+            for state_id, future in self._started.items():
+                if not future.cancel() and future.exception() is None and future.result() is not None:
+                    self._executor.submit(leases.release, state_id, self.worker).result()
             self._executor.submit(connections.close_all).result()
         finally:
             self._executor.shutdown(wait=True)
 
 
-def pipeline_for(states) -> Pipeline | None:
+def pipeline_for(states, worker: str) -> Pipeline | None:
     """A pipeline when the run's databases all allow it and the setting does; else None."""
     if not settings.ARCHIVAL.get("OVERLAP_TABLES", True):
         return None
     aliases = {"default", "archive", *(s.config.source_db for s in states)}
     try:
         if all(backend_for(alias).reads_beside_writes for alias in aliases):
-            return Pipeline()
+            return Pipeline(worker)
     except Exception:
         # An unknown or unsupported source: its table fails with that error
         # on this thread, without a pipeline.

@@ -211,10 +211,10 @@ def advance_table(
     call does nothing). A TableError fails this table only; it is recorded
     with its message and the other tables go on.
 
-    With a ``pipeline`` (archival.engine.pipeline), the table's schema and
-    Mark's counts may come read ahead, and once its last batch has moved,
-    Verify and completion run on the pipeline's helper: the result returned
-    is then finished there (``pipeline.finishing(state_id)``).
+    With a ``pipeline`` (archival.engine.pipeline), the table may come
+    claimed and marked by the pipeline's helper, and once its last batch has
+    moved, Verify and completion run there: the result returned is then
+    finished there (``pipeline.finishing(state_id)``).
     """
     worker = worker or leases.new_worker_id()
     started = time.monotonic()
@@ -223,7 +223,9 @@ def advance_table(
     # The state comes back with its config and run, read once the lease is
     # ours (in the claim's own statement on PostgreSQL): from here on only
     # this worker writes the row, and leases.renew keeps ``state`` in step.
-    state = leases.claim(state_id, worker, phases=PHASE_ORDER[:-1])
+    # The pipeline's helper may have claimed it (and marked it) already.
+    ahead = pipeline.take(state_id) if pipeline else None
+    state = ahead.state if ahead else leases.claim(state_id, worker, phases=PHASE_ORDER[:-1])
     if state is None:
         label, phase = RecoveryState.objects.values_list("table_label", "phase").get(pk=state_id)
         result = TableResult(state_id=state_id, label=label, phase=phase)
@@ -238,10 +240,9 @@ def advance_table(
     should_stop = _stop_check(state, deadline)
     clean_exit = deferred = False
     unsaved: dict = {}  # the last batch's progress, written with the next phase
-    marked_here = False
+    marked_here = bool(ahead and ahead.marked)
     try:
-        prepared = pipeline.take(state) if pipeline else None
-        spec = prepared.spec if prepared else build_spec(state.config, state.run.cutoff)
+        spec = ahead.spec if ahead else build_spec(state.config, state.run.cutoff)
         target = PHASE_ORDER.index(until)
         while True:
             current = PHASE_ORDER.index(state.phase)
@@ -251,7 +252,7 @@ def advance_table(
             if should_stop():
                 break
             if state.phase == Phase.PENDING:
-                phases.mark(spec, state, worker, counts=prepared.mark_counts if prepared else None)
+                phases.mark(spec, state, worker)
                 marked_here = True
             elif state.phase in (Phase.MARKED, Phase.ARCHIVING):
                 archived = phases.archive(
@@ -410,8 +411,8 @@ def _process(run: ArchivalRun, *, worker: str, on_table=None, on_batch=None) -> 
     """Every table of the run that can move, in dependency order, in this process."""
     states = ordered_states(run)
     to_do = [s for s in states if s.phase not in FINAL_PHASES]
-    pipeline = pipeline_for(to_do) if len(to_do) > 1 else None
-    next_of = {a.pk: b for a, b in itertools.pairwise(to_do)}
+    pipeline = pipeline_for(to_do, worker) if len(to_do) > 1 else None
+    next_of = {a.pk: b.pk for a, b in itertools.pairwise(to_do)}
     results: list[TableResult] = []
     advanced: list[TableResult] = []  # what on_table is told, in order, once finished
     reported = 0
@@ -443,7 +444,7 @@ def _process(run: ArchivalRun, *, worker: str, on_table=None, on_batch=None) -> 
                 )
                 continue
             if pipeline and state.pk in next_of:
-                pipeline.prepare(next_of[state.pk])
+                pipeline.start(next_of[state.pk], PHASE_ORDER[:-1])
             result = advance_table(state.pk, worker=worker, on_batch=on_batch, pipeline=pipeline)
             results.append(result)
             advanced.append(result)
