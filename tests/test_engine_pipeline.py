@@ -142,37 +142,35 @@ def test_a_table_leased_elsewhere_is_not_started_ahead(demo):
     assert (row.phase, row.lease_owner, row.eligible_count) == (Phase.PENDING, "other-host:1:x", None)
 
 
-def test_a_table_started_long_ago_has_its_lease_extended_when_taken(demo):
+@pytest.fixture
+def started_ahead(demo):
+    """The run's first table, started by a pipeline's helper and not yet taken: (pipeline, started)."""
     run = engine.start_run(cutoff=CUTOFF)
     state = ordered_states(run)[0]
     pipeline = Pipeline("w-ahead")
     try:
         pipeline.start(state.pk, CLAIMABLE)
-        started = pipeline._started[state.pk].result()
-        soon = timezone.now() + timedelta(seconds=2)
-        started.state.lease_expires_at = soon
-        RecoveryState.objects.filter(pk=state.pk).update(lease_expires_at=soon)
-        taken = pipeline.take(state.pk)
-        assert taken is not None
-        assert RecoveryState.objects.get(pk=state.pk).lease_expires_at > soon + timedelta(seconds=30)
+        yield pipeline, pipeline._started[state.pk].result()
     finally:
         pipeline.close()
 
 
-def test_a_table_whose_lease_was_lost_while_it_waited_is_not_handed_over(demo):
-    run = engine.start_run(cutoff=CUTOFF)
-    state = ordered_states(run)[0]
-    pipeline = Pipeline("w-ahead")
-    try:
-        pipeline.start(state.pk, CLAIMABLE)
-        started = pipeline._started[state.pk].result()
-        # It expired, and another worker took it over.
-        started.state.lease_expires_at = timezone.now()
-        RecoveryState.objects.filter(pk=state.pk).update(lease_owner="other-host:1:x")
-        assert pipeline.take(state.pk) is None
-    finally:
-        pipeline.close()
-    assert RecoveryState.objects.get(pk=state.pk).lease_owner == "other-host:1:x"
+def test_a_table_started_long_ago_has_its_lease_extended_when_taken(started_ahead):
+    pipeline, started = started_ahead
+    soon = timezone.now() + timedelta(seconds=2)
+    started.state.lease_expires_at = soon
+    RecoveryState.objects.filter(pk=started.state.pk).update(lease_expires_at=soon)
+    assert pipeline.take(started.state.pk) is not None
+    assert RecoveryState.objects.get(pk=started.state.pk).lease_expires_at > soon + timedelta(seconds=30)
+
+
+def test_a_table_whose_lease_was_lost_while_it_waited_is_not_handed_over(started_ahead):
+    pipeline, started = started_ahead
+    # It expired, and another worker took it over.
+    started.state.lease_expires_at = timezone.now()
+    RecoveryState.objects.filter(pk=started.state.pk).update(lease_owner="other-host:1:x")
+    assert pipeline.take(started.state.pk) is None
+    assert RecoveryState.objects.get(pk=started.state.pk).lease_owner == "other-host:1:x"
 
 
 def test_a_table_failing_on_the_helper_fails_alone_and_lets_its_lease_go(demo, monkeypatch):
