@@ -3,7 +3,7 @@
 ``run_cycle`` and ``resume_run`` take a run's tables one after another in
 one process. Around its batches every table does work the row path does not
 wait on: before them, claiming its lease, reading its schema, Mark's counts
-and Mark's commit; after them, Verify's count, the ledger's digest and the
+and Mark's commit (where Mark creates no archive table); after them, Verify's count, the ledger's digest and the
 completing control transaction. Where every database of the run lets
 readers and writers work side by side (``Backend.reads_beside_writes``), a
 helper thread with connections of its own starts the next table and ends
@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from archival.backends import backend_for
 from archival.engine import leases, phases
+from archival.engine.archive_tables import created_by_first_batch
 from archival.engine.errors import LeaseLost
 from archival.engine.spec import TableSpec, build_spec
 from governance.models import Phase, RecoveryState
@@ -45,7 +46,7 @@ logger = logging.getLogger("archival")
 
 @dataclass(frozen=True)
 class StartedTable:
-    """A table the helper claimed (and marked, if it was PENDING) for this worker."""
+    """A table the helper claimed (and marked, if it was PENDING and Mark makes no DDL) for this worker."""
 
     state: RecoveryState
     spec: TableSpec
@@ -58,7 +59,10 @@ def _start(state_id: int, worker: str, claimable: list[str]) -> StartedTable | N
         return None
     try:
         spec = build_spec(state.config, state.run.cutoff)
-        marked = state.phase == Phase.PENDING
+        # Where Mark creates the archive table (streamed tables, MariaDB),
+        # the run's thread marks: two tables' DDL at once in a namespace not
+        # yet committed collide on CREATE SCHEMA.
+        marked = state.phase == Phase.PENDING and created_by_first_batch(spec)
         if marked:
             phases.mark(spec, state, worker)
     except BaseException:
