@@ -87,17 +87,19 @@ class Backend(ABC):
     vendor = ""
     quote_char = '"'
 
+    # A connection set explicitly (the SQL Server contract tests hand in a
+    # recording stand-in) instead of the calling thread's.
+    _connection = None
+
     def __init__(self, alias: str):
         self.alias = alias
-        self._connection = None
 
     @property
     def connection(self):
         # The calling thread's connection: a run's helper thread
         # (archival.engine.pipeline) works on the same table specs with
-        # connections of its own. One set explicitly (the SQL Server
-        # contract tests hand in a recording stand-in) wins.
-        return getattr(self, "_connection", None) or connections[self.alias]
+        # connections of its own.
+        return self._connection or connections[self.alias]
 
     @connection.setter
     def connection(self, value) -> None:

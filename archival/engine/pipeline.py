@@ -3,8 +3,8 @@
 ``run_cycle`` and ``resume_run`` take a run's tables one after another in
 one process. Around its batches every table does work the row path does not
 wait on: before them, claiming its lease, reading its schema, Mark's counts
-and Mark's commit (where Mark creates no archive table); after them, Verify's count, the ledger's digest and the
-completing control transaction. Where every database of the run lets
+and Mark's commit (where Mark creates no archive table); after them,
+Verify's count, the ledger's digest and the completing control transaction. Where every database of the run lets
 readers and writers work side by side (``Backend.reads_beside_writes``), a
 helper thread with connections of its own starts the next table and ends
 the last one while this thread moves batches.
@@ -130,7 +130,7 @@ class Pipeline:
 
 def pipeline_for(states, worker: str) -> Pipeline | None:
     """A pipeline when the run's databases all allow it and the setting does; else None."""
-    if not settings.ARCHIVAL.get("OVERLAP_TABLES", True):
+    if not settings.ARCHIVAL["OVERLAP_TABLES"]:
         return None
     aliases = {"default", "archive", *(s.config.source_db for s in states)}
     try:
