@@ -14,6 +14,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import mail_admins, send_mail
+from django.db.models import Q
 from django.utils import timezone
 
 from governance.models import ArchivalRun, AuditEvent, Hold, SchedulerSettings
@@ -21,9 +22,11 @@ from governance.roles import COMPLIANCE_OFFICER
 
 logger = logging.getLogger("archival.alerts")
 
-# Audit actions whose REFUSED/BLOCKED outcome is an attempt to break a hold.
-HOLD_VIOLATION_PREFIXES = ("hold.", "disposal.", "dispose.", "archive.delete")
-REFUSED_OUTCOMES = ("REFUSED", "BLOCKED")
+# Audit actions whose REFUSED outcome is an attempt to break a hold.
+HOLD_VIOLATION_PREFIXES = ("hold.", "archive.delete")
+REFUSED_OUTCOMES = ("REFUSED",)
+# The outcome of an alert that had nobody to go to.
+NO_RECIPIENTS = "NO_RECIPIENTS"
 
 
 def already_sent(key: str) -> bool:
@@ -42,16 +45,22 @@ def send(
     """Mail the admins once per ``key`` (every time when no key). Returns True if sent now.
 
     A mail failure is logged and audited as FAILED, never raised: an alert
-    must not fail the work it reports on.
+    must not fail the work it reports on. Without admins the alert is audited
+    as NO_RECIPIENTS (and counts as given, so it is not repeated every minute).
     """
     if key and already_sent(key):
         return False
     outcome, error = "OK", ""
-    try:
-        mail_admins(f"[archival] {subject}", body, fail_silently=False)
-    except Exception as exc:  # noqa: BLE001 (SMTP down: keep working, leave a trace)
-        outcome, error = "FAILED", f"{type(exc).__name__}: {exc}"
-        logger.error("alert %s could not be mailed: %s", kind, error)
+    if not settings.ADMINS:
+        # mail_admins sends nothing without recipients; say so rather than OK.
+        outcome, error = NO_RECIPIENTS, "ARCHIVAL_ADMIN_EMAILS is unset"
+        logger.warning("alert %s reached no one: %s (%s)", kind, error, subject)
+    else:
+        try:
+            mail_admins(f"[archival] {subject}", body, fail_silently=False)
+        except Exception as exc:  # noqa: BLE001 (SMTP down: keep working, leave a trace)
+            outcome, error = "FAILED", f"{type(exc).__name__}: {exc}"
+            logger.error("alert %s could not be mailed: %s", kind, error)
     AuditEvent.objects.record(
         "alert.sent",
         outcome=outcome,
@@ -106,29 +115,43 @@ def inconsistent(message: str, *, key: str, run_id: int | None = None, table_lab
 
 
 def hold_violation(event: AuditEvent) -> bool:
+    if event.action == "disposal.executed":
+        what = (
+            f"executed an approved disposal batch that included {event.counts.get('held')} row(s) a hold now covers; "
+            "the hold won and those rows were kept"
+        )
+    else:
+        what = f"attempted {event.action} on {event.object_repr or event.table_label}; it was refused ({event.outcome})"
     return send(
         "hold_violation",
-        f"refused: {event.action} by {event.actor}",
-        f"{event.occurred_at:%Y-%m-%d %H:%M:%S} UTC: {event.actor} attempted {event.action} on {event.object_repr or event.table_label}; "
-        f"it was refused ({event.outcome}).\nDetails: {event.details}",
+        f"hold protected data: {event.action} by {event.actor}",
+        f"{event.occurred_at:%Y-%m-%d %H:%M:%S} UTC: {event.actor} {what}.\nDetails: {event.details}",
         key=f"hold_violation:{event.pk}",
         run_id=event.run_id,
         table_label=event.table_label,
     )
 
 
-def scan_hold_violations() -> int:
-    """Alert on refused hold-breaking attempts audited since the last scan; returns how many."""
-    cfg = SchedulerSettings.objects.current()
-    events = list(
-        AuditEvent.objects.filter(pk__gt=cfg.alert_cursor, outcome__in=REFUSED_OUTCOMES)
-        .exclude(action="alert.sent")
-        .order_by("pk")[:500]
+def hold_violations():
+    """Audit events of a real attempt to destroy what a hold protects.
+
+    A refused change to a hold or to archived rows, or an approved disposal
+    whose execution met rows that a hold placed since covers. A disposal
+    *plan* that left held rows out respected the hold and is not one.
+    """
+    refused = Q()
+    for prefix in HOLD_VIOLATION_PREFIXES:
+        refused |= Q(action__startswith=prefix)
+    return AuditEvent.objects.filter(
+        (refused & Q(outcome__in=REFUSED_OUTCOMES)) | Q(action="disposal.executed", counts__held__gt=0)
     )
-    sent = 0
-    for event in events:
-        if event.action.startswith(HOLD_VIOLATION_PREFIXES):
-            sent += hold_violation(event)
+
+
+def scan_hold_violations() -> int:
+    """Alert on hold violations audited since the last scan; returns how many alerts went out."""
+    cfg = SchedulerSettings.objects.current()
+    events = list(hold_violations().filter(pk__gt=cfg.alert_cursor).order_by("pk")[:500])
+    sent = sum(hold_violation(event) for event in events)
     if events:
         # Only forward: a concurrent sweeper that already moved further wins.
         SchedulerSettings.objects.filter(pk=cfg.pk, alert_cursor__lt=events[-1].pk).update(alert_cursor=events[-1].pk)
@@ -158,24 +181,18 @@ def remind_hold_reviews(today=None) -> dict:
     subject = f"[archival] {len(due)} hold(s) due for review"
     recipients = compliance_officer_emails()
     outcome, error = "OK", ""
-    try:
-        if recipients:
-            send_mail(
-                subject,
-                body,
-                settings.DEFAULT_FROM_EMAIL,
-                recipients,
-                fail_silently=False,
-            )
-        else:
-            mail_admins(
-                subject + " (no compliance officer has an email address)",
-                body,
-                fail_silently=False,
-            )
-    except Exception as exc:  # noqa: BLE001 (a mail failure must not fail the task)
-        outcome, error = "FAILED", f"{type(exc).__name__}: {exc}"
-        logger.error("hold review reminder could not be mailed: %s", error)
+    if not recipients and not settings.ADMINS:
+        outcome, error = NO_RECIPIENTS, "no compliance officer has an email address and ARCHIVAL_ADMIN_EMAILS is unset"
+        logger.warning("hold review reminder reached no one: %s", error)
+    else:
+        try:
+            if recipients:
+                send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
+            else:
+                mail_admins(subject + " (no compliance officer has an email address)", body, fail_silently=False)
+        except Exception as exc:  # noqa: BLE001 (a mail failure must not fail the task)
+            outcome, error = "FAILED", f"{type(exc).__name__}: {exc}"
+            logger.error("hold review reminder could not be mailed: %s", error)
     AuditEvent.objects.record(
         "alert.sent",
         outcome=outcome,

@@ -1,8 +1,9 @@
 """``/healthz``: a JSON liveness answer for load balancers and uptime checks.
 
-Deliberately without login and without data: it says only whether the
-service is up (control database reachable and nothing CRITICAL) and how old
-the last finished run is. The findings themselves (table names, run ids) are
+Deliberately without login and without data: it says whether the service is
+up (control database reachable and nothing CRITICAL), the state of each
+component (web, control database, workers where a cluster is configured) and
+how old the last finished run is. The findings themselves (table names, run ids) are
 for ``manage.py archival status --check``, behind the operator's shell.
 """
 
@@ -24,6 +25,7 @@ def healthz(request):
     return JsonResponse(
         {
             "status": "up" if up else "down",
+            "components": check.components,
             "last_run_age_seconds": check.last_run_age_seconds,
         },
         status=200 if up else 503,

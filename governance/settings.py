@@ -373,6 +373,10 @@ ARCHIVAL_SCHEDULER = {
     "MAX_SLICE_SECONDS": Q_CLUSTER["timeout"] // 2,
     # /healthz and `archival status --check`: a completed run older than this is a warning.
     "MAX_RUN_AGE_DAYS": env_int("ARCHIVAL_MAX_RUN_AGE_DAYS", 8, minimum=1),
+    # Whether a django-q2 cluster runs the schedule here. A deployment that
+    # archives from a CronJob (deploy/cronjob.yaml) sets it false, so health
+    # does not report workers it never had as down.
+    "WORKERS": env_bool("ARCHIVAL_WORKERS", default=True),
 }
 for _key in ("RUN_CRON", "HOLD_REVIEW_CRON"):
     from croniter import croniter as _croniter

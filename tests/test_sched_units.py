@@ -127,7 +127,11 @@ def test_sigterm_in_a_worker_raises_the_stop_flag_and_a_second_one_is_not_swallo
 def test_healthz_answers_an_outsider_without_login_and_gives_away_no_data(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "up", "last_run_age_seconds": None}
+    assert response.json() == {
+        "status": "up",
+        "components": {"web": "up", "control_database": "up", "workers": "up"},
+        "last_run_age_seconds": None,
+    }
     assert client.post("/healthz").status_code == 405
 
 

@@ -192,7 +192,6 @@ def plan_disposal(
                 AuditEvent.objects.record(
                     "disposal.planned",
                     actor=actor,
-                    outcome="BLOCKED" if tp.held_rows else "OK",
                     table_label=config.label,
                     counts={"expired": tp.expired_rows, "held": tp.held_rows, "batches": 0},
                     details={"plan_id": result.plan_id, "blocking_holds": [b.__dict__ for b in tp.blocking_holds]},
@@ -223,7 +222,6 @@ def plan_disposal(
                 "disposal.planned",
                 actor=actor,
                 table_label=config.label,
-                outcome="BLOCKED" if tp.held_rows else "OK",
                 counts={
                     "expired": tp.expired_rows,
                     "disposable": tp.disposable_rows,

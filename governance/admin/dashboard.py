@@ -17,6 +17,8 @@ from django.db.models import Case, IntegerField, OuterRef, Subquery, Sum, Value,
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
+from archival.monitoring import health_check
+from governance.checks import deployment_warnings
 from governance.models import BatchLedger, Hold, Phase, RecoveryState, TableConfig
 
 WEEKS = 52
@@ -142,6 +144,8 @@ def dashboard_context(request) -> dict:
     context: dict = {"dashboard": True}
     if user.has_perm("governance.view_tableconfig") and user.has_perm("governance.view_recoverystate"):
         context["outcomes"] = last_outcomes()
+        context["health"] = health_check()
+        context["deployment_warnings"] = deployment_warnings()
     if user.has_perm("governance.view_hold"):
         today = timezone.localdate()
         context["active_holds"] = list(Hold.objects.active(today)[:PANEL_LIMIT])

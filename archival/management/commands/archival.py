@@ -185,6 +185,7 @@ class Command(BaseCommand):
             check = health_check()
             for message in check.messages:
                 self.stdout.write(message)
+            self.stdout.write("components: " + ", ".join(f"{name} {state}" for name, state in check.components.items()))
             self.stdout.write(f"{check.label}: {len(check.messages)} finding(s)")
             sys.exit(check.code)
         runs = ArchivalRun.objects.all()
