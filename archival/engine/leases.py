@@ -127,5 +127,10 @@ def renew(state: RecoveryState, worker: str, *, audit: dict | None = None, **fie
         setattr(state, name, value)
 
 
+def holder(state_id: int) -> str:
+    """Who holds the table's lease now ("" when free): named when a worker finds it lost."""
+    return RecoveryState.objects.filter(pk=state_id).values_list("lease_owner", flat=True).first() or ""
+
+
 def release(state_id: int, worker: str) -> None:
     RecoveryState.objects.filter(pk=state_id, lease_owner=worker).update(lease_owner="", lease_expires_at=None)

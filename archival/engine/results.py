@@ -14,7 +14,8 @@ class TableResult:
     batches: int = 0
     done: bool = False
     skipped: str = ""  # why this worker did nothing (lease held elsewhere, final phase)
-    lease_lost: bool = False
+    lease_lost: bool = False  # another worker took the table over mid-way; this one stopped
+    lease_taken_by: str = ""
     error: str = ""
     eligible: int | None = None
     archived_total: int = 0
@@ -40,8 +41,12 @@ class RunResult:
         return [t for t in self.tables if t.phase == "FAILED"]
 
     @property
+    def lease_lost(self) -> list[TableResult]:
+        return [t for t in self.tables if t.lease_lost]
+
+    @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.lease_lost
 
     def as_dict(self) -> dict:
         return {
@@ -50,6 +55,7 @@ class RunResult:
             "cutoff": self.cutoff,
             "moved": self.moved,
             "failed": len(self.failed),
+            "lease_lost": len(self.lease_lost),
             "tables": [t.as_dict() for t in self.tables],
         }
 

@@ -287,6 +287,7 @@ def advance_table(
         clean_exit = True
     except LeaseLost:
         result.lease_lost = True
+        result.lease_taken_by = leases.holder(state.pk) or "nobody (the lease expired and is free)"
     except (TableError, DatabaseError) as exc:
         _fail(state, worker, exc, getattr(exc, "unsaved_progress", None) or unsaved)
         result.error = str(exc)

@@ -163,10 +163,15 @@ class Command(BaseCommand):
             f"Run {result.run_id} ({result.status}, cutoff {result.cutoff}): {len(result.tables)} tables, "
             f"{moved} rows moved, {failed} failed, {blocked} blocked by unfinished runs."
         )
-        if moved == 0 and not failed and not blocked:
+        lost = result.lease_lost
+        if lost:
+            summary += f" {len(lost)} table(s) taken over by another worker mid-way: this process stopped on them."
+        elif moved == 0 and not failed and not blocked:
             summary += " Nothing new to archive."
         out = self.stderr if options["json"] else self.stdout
-        if failed or blocked:
+        for t in lost:
+            out.write(self.style.ERROR(f"{t.label}: lease lost to {t.lease_taken_by}; its progress is theirs now"))
+        if failed or blocked or lost:
             out.write(self.style.ERROR(summary))
             sys.exit(1)
         out.write(self.style.SUCCESS(summary))
