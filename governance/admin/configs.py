@@ -15,10 +15,10 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from import_export import resources
 from import_export.admin import ImportExportMixin
-from import_export.formats.base_formats import CSV, XLSX
 from simple_history.admin import SimpleHistoryAdmin
 
 from governance.models import Phase, RecoveryState, RetentionChange, RetentionChangeStatus, TableConfig
+from governance.spreadsheet import SafeCSV, SafeXLSX
 
 # The CSV columns of a config; the natural key identifies the row, so an
 # import updates an existing config instead of duplicating it.
@@ -188,7 +188,8 @@ class TableConfigForm(forms.ModelForm):
 class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
     form = TableConfigForm
     resource_classes = [TableConfigResource]
-    formats = [CSV, XLSX]
+    # Exports escape formulas (governance.spreadsheet); imports read the same formats.
+    formats = [SafeCSV, SafeXLSX]
     list_display = (
         "table_name",
         "source_db",
