@@ -18,6 +18,7 @@ from import_export.admin import ImportExportMixin
 from simple_history.admin import SimpleHistoryAdmin
 
 from governance.models import Phase, RecoveryState, RetentionChange, RetentionChangeStatus, TableConfig
+from governance.models.text import FREE_TEXT_MAX_LENGTH
 from governance.spreadsheet import SafeCSV, SafeXLSX
 
 # The CSV columns of a config; the natural key identifies the row, so an
@@ -150,6 +151,7 @@ class TableConfigForm(forms.ModelForm):
     retention_reason = forms.CharField(
         label="Reason for a retention change",
         required=False,
+        max_length=FREE_TEXT_MAX_LENGTH,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Required when you change the years in archive of an existing config. Lengthening applies "
         "at once (archived rows are kept longer); shortening waits for a compliance officer's approval "

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from governance.admin.audit import cell
 from governance.models import BatchStatus, DisposalApproval, DisposalBatch, DisposalCertificate, RetentionChange
+from governance.models.text import FREE_TEXT_MAX_LENGTH
 from governance.spreadsheet import SafeCsvWriter
 
 CERT_COLUMNS = (
@@ -45,7 +46,10 @@ CERT_COLUMNS = (
 
 class CommentForm(forms.Form):
     comment = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3}), min_length=3, help_text="Recorded in the audit trail."
+        widget=forms.Textarea(attrs={"rows": 3}),
+        min_length=3,
+        max_length=FREE_TEXT_MAX_LENGTH,
+        help_text="Recorded in the audit trail.",
     )
 
 
