@@ -284,3 +284,11 @@ def test_the_engine_s_own_tasks_pass_the_check():
     assert problem_with({"func": "archival.tasks.finalize_run", "args": (3,), "kwargs": {}}) == ""
     assert problem_with({"func": "archival.tasks.dispose_slice", "args": (), "kwargs": {"failed": [4, 5]}}) == ""
     assert problem_with({"func": "archival.tasks.table_slice", "args": (True, 1), "kwargs": {}})
+
+
+def test_a_superuser_gets_the_same_choice_in_the_admin(django_user_model, marker):
+    boss = django_user_model.objects.create_superuser("boss", "boss@example.com", "another long password 99")
+    response = client_for(boss).post(ADD_URL, schedule_form(func="os.system", args=f"'touch {marker}'"))
+    assert response.status_code == 200
+    assert "func" in response.context["adminform"].form.errors
+    assert not Schedule.objects.filter(name="probe").exists()
