@@ -91,20 +91,21 @@ def _no_arguments(args: tuple, kwargs: dict) -> None:
         raise ValidationError("This task takes no arguments: leave arguments and keyword arguments empty.")
 
 
-def _positive_int(value, what: str) -> None:
+def _whole_number(value, what: str, minimum: int = 1) -> None:
     # bool is an int subclass: True is not a run number.
-    if type(value) is not int or value < 1:
-        raise ValidationError(f"{what} must be a positive whole number, not {value!r}.")
+    if type(value) is not int or value < minimum:
+        raise ValidationError(f"{what} must be a whole number of at least {minimum}, not {value!r}.")
 
 
-def _ids(*names: str) -> Callable[[tuple, dict], None]:
-    """Exactly these positional arguments, each a positive integer, and no keywords."""
+def _ids(*names: tuple[str, int]) -> Callable[[tuple, dict], None]:
+    """Exactly these positional arguments, (name, minimum) each a whole number, and no keywords."""
 
     def check(args: tuple, kwargs: dict) -> None:
         if kwargs or len(args) != len(names):
-            raise ValidationError(f"This task takes exactly {len(names)} argument(s): {', '.join(names)}.")
-        for name, value in zip(names, args, strict=True):
-            _positive_int(value, name)
+            listed = ", ".join(name for name, _ in names)
+            raise ValidationError(f"This task takes exactly {len(names)} argument(s): {listed}.")
+        for (name, minimum), value in zip(names, args, strict=True):
+            _whole_number(value, name, minimum)
 
     return check
 
@@ -116,7 +117,7 @@ def _failed_batches(args: tuple, kwargs: dict) -> None:
     if not isinstance(failed, list) or len(failed) > 10_000:
         raise ValidationError("failed must be a list of at most 10,000 batch ids.")
     for batch_id in failed:
-        _positive_int(batch_id, "a batch id")
+        _whole_number(batch_id, "a batch id")
 
 
 def _refusal(args: tuple, kwargs: dict) -> None:
@@ -148,8 +149,8 @@ REGISTRY: dict[str, RegisteredTask] = {
             scheduled_disposal, "Plan disposal, then execute approved batches", _no_arguments, schedulable=True
         ),
         # Enqueued by the engine itself, with the ids it just wrote; never scheduled.
-        RegisteredTask(table_slice, "One slice of one table of a run", _ids("dispatch_id", "ticket")),
-        RegisteredTask(finalize_run, "Close a run whose tables are done", _ids("run_id")),
+        RegisteredTask(table_slice, "One slice of one table of a run", _ids(("dispatch_id", 1), ("ticket", 0))),
+        RegisteredTask(finalize_run, "Close a run whose tables are done", _ids(("run_id", 1))),
         RegisteredTask(dispose_slice, "Continue executing approved disposal batches", _failed_batches),
         RegisteredTask(refused_task, "Stands in for a refused task", _refusal),
     )

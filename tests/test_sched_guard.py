@@ -281,6 +281,7 @@ def test_the_engine_s_own_tasks_pass_the_check():
     from archival.task_guard import problem_with
 
     assert problem_with({"func": "archival.tasks.table_slice", "args": (3, 1), "kwargs": {}}) == ""
+    assert problem_with({"func": "archival.tasks.table_slice", "args": (3, 0), "kwargs": {}}) == ""
     assert problem_with({"func": "archival.tasks.finalize_run", "args": (3,), "kwargs": {}}) == ""
     assert problem_with({"func": "archival.tasks.dispose_slice", "args": (), "kwargs": {"failed": [4, 5]}}) == ""
     assert problem_with({"func": "archival.tasks.table_slice", "args": (True, 1), "kwargs": {}})
