@@ -132,6 +132,26 @@ def hold_violation(event: AuditEvent) -> bool:
     )
 
 
+def task_refused(event: AuditEvent) -> bool:
+    """A task that is not one of ours was refused (archival.task_guard); mailed once per function and schedule.
+
+    Every refusal is audited; the mail goes once per (function, group), so a
+    foreign schedule firing every minute does not flood the admins.
+    """
+    details = event.details
+    return send(
+        "task_refused",
+        f"refused to run {details.get('func')} ({details.get('group') or 'no schedule'})",
+        f"{event.occurred_at:%Y-%m-%d %H:%M:%S} UTC: django-q2 was asked to run {details.get('func')} "
+        f"(schedule or group {details.get('group')!r}, arguments {details.get('args')}, "
+        f"keyword arguments {details.get('kwargs')}, hook {details.get('hook') or 'none'}). "
+        f"It was not run: {details.get('reason')}.\n\n"
+        "Only the archival tasks may run (archival.tasks.REGISTRY). Find who created the schedule "
+        "(admin history, audit trail, database logs) and delete or correct it as a superuser.",
+        key=f"task_refused:{details.get('func')}:{details.get('group')}",
+    )
+
+
 def hold_violations():
     """Audit events of a real attempt to destroy what a hold protects.
 

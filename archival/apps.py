@@ -14,3 +14,10 @@ class ArchivalConfig(AppConfig):
         # per-source namespace files attached to the archive connection.
         connection_created.connect(attach_namespaces, dispatch_uid="archival.attach_namespaces")
         connection_created.connect(use_wal_for_control, dispatch_uid="archival.use_wal_for_control")
+        # Every task django-q2 enqueues (schedules firing, resubmits, our own)
+        # is checked against the task registry before it is signed.
+        from django_q.signals import pre_enqueue
+
+        from archival.task_guard import refuse_foreign_tasks
+
+        pre_enqueue.connect(refuse_foreign_tasks, dispatch_uid="archival.refuse_foreign_tasks")

@@ -1,6 +1,7 @@
 """django-q2 task functions. Each calls one function and returns its result as a dict.
 
-The schedules (see ``archival.schedules``) name these by dotted path; the
+The schedules (see ``archival.schedules``) name these by dotted path, and
+``REGISTRY`` below is the list of what may run at all; the
 logic lives in ``archival.dispatch`` (fan-out, sweeper) and
 ``archival.engine`` (the tables themselves). Results go to q2's result table
 for diagnosis only; the record of a run is the run, its recovery states, the
@@ -8,6 +9,11 @@ ledger and the audit trail.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
 
 from archival import alerts, dispatch, stopping
 
@@ -60,3 +66,92 @@ def dispose_slice(failed: list[int] | None = None, **kwargs) -> dict:
     result = dispose_on_workers(failed=failed or (), actor="schedule").as_dict()
     stopping.exit_if_stopping()
     return result
+
+
+def refused_task(func: str = "", reason: str = "", **kwargs) -> dict:
+    """What the workers run instead of a task that is not one of ours (see ``archival.task_guard``).
+
+    The refusal is already audited and alerted when the task was enqueued;
+    this only leaves the outcome in q2's task list, where the administrator
+    who looks for the schedule's last run finds it.
+    """
+    return {"refused": func, "reason": reason}
+
+
+# --- the registry ------------------------------------------------------------
+# The only callables django-q2 may run. A task named by dotted path (a
+# Schedule row, a resubmitted task, our own async_task calls) that is not in
+# this registry, or whose arguments its check refuses, is replaced by
+# ``refused_task`` before it is signed and enqueued (archival.task_guard).
+# ``schedulable`` tasks are the ones the schedule admin offers.
+
+
+def _no_arguments(args: tuple, kwargs: dict) -> None:
+    if args or kwargs:
+        raise ValidationError("This task takes no arguments: leave arguments and keyword arguments empty.")
+
+
+def _whole_number(value, what: str, minimum: int = 1) -> None:
+    # bool is an int subclass: True is not a run number.
+    if type(value) is not int or value < minimum:
+        raise ValidationError(f"{what} must be a whole number of at least {minimum}, not {value!r}.")
+
+
+def _ids(*names: tuple[str, int]) -> Callable[[tuple, dict], None]:
+    """Exactly these positional arguments, (name, minimum) each a whole number, and no keywords."""
+
+    def check(args: tuple, kwargs: dict) -> None:
+        if kwargs or len(args) != len(names):
+            listed = ", ".join(name for name, _ in names)
+            raise ValidationError(f"This task takes exactly {len(names)} argument(s): {listed}.")
+        for (name, minimum), value in zip(names, args, strict=True):
+            _whole_number(value, name, minimum)
+
+    return check
+
+
+def _failed_batches(args: tuple, kwargs: dict) -> None:
+    if args or set(kwargs) - {"failed"}:
+        raise ValidationError("This task takes only the keyword argument failed (a list of batch ids).")
+    failed = kwargs.get("failed", [])
+    if not isinstance(failed, list) or len(failed) > 10_000:
+        raise ValidationError("failed must be a list of at most 10,000 batch ids.")
+    for batch_id in failed:
+        _whole_number(batch_id, "a batch id")
+
+
+def _refusal(args: tuple, kwargs: dict) -> None:
+    if args or set(kwargs) != {"func", "reason"} or not all(isinstance(v, str) for v in kwargs.values()):
+        raise ValidationError("refused_task takes func and reason, as text.")
+
+
+@dataclass(frozen=True)
+class RegisteredTask:
+    func: Callable
+    description: str
+    check_arguments: Callable[[tuple, dict], None]
+    schedulable: bool = False
+
+    @property
+    def path(self) -> str:
+        return f"{self.func.__module__}.{self.func.__name__}"
+
+
+REGISTRY: dict[str, RegisteredTask] = {
+    entry.path: entry
+    for entry in (
+        RegisteredTask(scheduled_run, "Start an archival run on the workers", _no_arguments, schedulable=True),
+        RegisteredTask(sweep, "Sweeper: re-enqueue lost tables, alert, pump", _no_arguments, schedulable=True),
+        RegisteredTask(
+            hold_review_reminder, "Remind compliance officers of holds due for review", _no_arguments, schedulable=True
+        ),
+        RegisteredTask(
+            scheduled_disposal, "Plan disposal, then execute approved batches", _no_arguments, schedulable=True
+        ),
+        # Enqueued by the engine itself, with the ids it just wrote; never scheduled.
+        RegisteredTask(table_slice, "One slice of one table of a run", _ids(("dispatch_id", 1), ("ticket", 0))),
+        RegisteredTask(finalize_run, "Close a run whose tables are done", _ids(("run_id", 1))),
+        RegisteredTask(dispose_slice, "Continue executing approved disposal batches", _failed_batches),
+        RegisteredTask(refused_task, "Stands in for a refused task", _refusal),
+    )
+}

@@ -394,6 +394,12 @@ IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "import"
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "export"
 # Imports run in one transaction: a bad row rolls every row back.
 IMPORT_EXPORT_USE_TRANSACTIONS = True
+# Formula escaping on export is governance.spreadsheet's (SafeCSV, SafeXLSX:
+# the full OWASP set, a leading apostrophe), the one rule of every export. The
+# library's own switch stays off: it deletes a leading "=" (data lost), misses
+# + - @ tab CR, and turns every empty cell into the text "None".
+# `manage.py export` takes our format by path: governance.spreadsheet.SafeCSV.
+IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = False
 # Reverting a config from its history would skip the schema check's audit trail.
 SIMPLE_HISTORY_REVERT_DISABLED = True
 

@@ -12,7 +12,9 @@ import datetime as dt
 import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connections
+from django_q.models import Schedule
 
+from archival.schedules import RUN_SCHEDULE
 from governance.models import (
     AuditEvent,
     DisposalApproval,
@@ -149,7 +151,11 @@ def objects(personas, source_table):
     )
     change.full_clean()
     change.save()
+    # The migration's weekly-run schedule, so the schedule admin's change and
+    # history pages are walked with a real object.
+    schedule = Schedule.objects.get(name=RUN_SCHEDULE)
     return {
+        "schedule": schedule,
         "tableconfig": config,
         "archivalrun": run,
         "recoverystate": state,

@@ -67,6 +67,8 @@ DECISIONS: dict[str, dict[str, frozenset]] = {
     ),
     "auth.user": viewers(readers=NOBODY, password_change=NOBODY),
     "auth.group": viewers(readers=NOBODY),
+    # Schedules: administrators add and change them (only our own tasks:
+    # governance.admin.schedule.GuardedScheduleAdmin); the other staff roles read.
     "django_q.schedule": viewers(add=frozenset({AA})),
     "django_q.success": viewers(readers=frozenset({AA, AU})),
     "django_q.failure": viewers(readers=frozenset({AA, AU})),

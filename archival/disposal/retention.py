@@ -86,6 +86,8 @@ def decide_retention_change(change_id: int, *, user, approve: bool, comment: str
         raise ValidationError(problem)
     change.decided_by = name
     change.comment = comment.strip()
+    # Before anything is applied: the comment's length limit (governance.models.text).
+    change.full_clean()
     if approve:
         rows = _apply(change, user)
     else:

@@ -30,6 +30,7 @@ from governance.models import (
     RunStatus,
     TableConfig,
 )
+from governance.models.text import FREE_TEXT_MAX_LENGTH
 
 logger = logging.getLogger("archival")
 
@@ -566,6 +567,8 @@ def abandon_run(run_id: int, *, actor, reason: str, tables: list[str] | None = N
     """
     if not reason.strip():
         raise TableError("abandoning a run needs a reason")
+    if len(reason) > FREE_TEXT_MAX_LENGTH:
+        raise TableError(f"the reason is limited to {FREE_TEXT_MAX_LENGTH:,} characters (it has {len(reason):,})")
     run = ArchivalRun.objects.get(pk=run_id)
     states = RecoveryState.objects.filter(run=run, phase__in=OPEN_PHASES)
     if tables:

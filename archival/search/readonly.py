@@ -6,6 +6,14 @@ from inside a session is a missing privilege, so the search pages connect as a
 role that holds only CONNECT, USAGE on the archive schemas and SELECT on their
 tables (and on the hold tables the detail page reads), plus default
 privileges so tables the engine creates later are readable too.
+
+TEMPORARY on the archive database is taken from PUBLIC (PostgreSQL grants
+it to PUBLIC by default, so revoking it from the role alone changes nothing):
+a SELECT-only role must not be able to create anything, temp tables included
+(they take disk, catalog entries and can be used to stage data). The archive
+database belongs to this product; the role that owns and runs it is granted
+TEMPORARY explicitly, and any other role that needs it must be granted it by
+name (docs/search.md).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connections, transaction
+from psycopg import sql
 
 from archival.backends import backend_for
 from archival.backends.sqlite import namespace_for
@@ -48,9 +57,15 @@ def create_readonly_role(*, role: str, password: str | None = None, using: str =
     Idempotent; runs in one transaction. Grants USAGE + SELECT on every archive
     namespace that exists (one per configured source database), default
     privileges so later archive tables are readable, and SELECT on the hold
-    tables. Takes nothing else away from PUBLIC: on PostgreSQL 15 PUBLIC has no
-    CREATE on schema public; TEMPORARY on the database stays (temp tables are
-    private to the session and cannot touch the archive).
+    tables. Revokes TEMPORARY on the database from PUBLIC and the role (and
+    grants it to the connecting role, which keeps what it had); on PostgreSQL
+    15 PUBLIC has no CREATE on schema public already. Raises
+    ``ReadonlyRoleError`` if the role can still create temp tables afterwards
+    (e.g. through membership of another role).
+
+    The password is quoted client-side (``psycopg.sql.Literal``): CREATE/ALTER
+    ROLE is a utility statement, which takes no bind parameters, so with
+    server-side binding ``PASSWORD %s`` fails.
     """
     if not ROLE_RE.match(role):
         raise ReadonlyRoleError(f"{role!r} is not a plain lower-case role name")
@@ -69,7 +84,11 @@ def create_readonly_role(*, role: str, password: str | None = None, using: str =
         verb = "CREATE" if result.created else "ALTER"
         attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
         if password:
-            cur.execute(f"{verb} ROLE {q(role)} {attributes} PASSWORD %s", [password])
+            statement = sql.SQL(f"{verb} ROLE {q(role)} {attributes} PASSWORD {{}}").format(sql.Literal(password))
+            # Rendered with the connection's own quoting rules (encoding,
+            # standard_conforming_strings); executed without parameters so no
+            # character of the password is read as a placeholder.
+            cur.execute(statement.as_string(connection.connection))
         else:
             cur.execute(f"{verb} ROLE {q(role)} {attributes}")
         # Belt and braces only: the missing privileges are what refuse writes.
@@ -77,6 +96,15 @@ def create_readonly_role(*, role: str, password: str | None = None, using: str =
         cur.execute("SELECT current_database(), current_schema()")
         database, schema = cur.fetchone()
         cur.execute(f"GRANT CONNECT ON DATABASE {q(database)} TO {q(role)}")
+        cur.execute(f"GRANT TEMPORARY ON DATABASE {q(database)} TO CURRENT_USER")
+        cur.execute(f"REVOKE TEMPORARY ON DATABASE {q(database)} FROM PUBLIC")
+        cur.execute(f"REVOKE TEMPORARY ON DATABASE {q(database)} FROM {q(role)}")
+        cur.execute("SELECT has_database_privilege(%s, %s, 'TEMPORARY')", [role, database])
+        if cur.fetchone()[0]:
+            raise ReadonlyRoleError(
+                f"{role} can still create temp tables in {database} (through another role it is a member of, "
+                "or it is a superuser): revoke TEMPORARY from that role, or use a role without memberships"
+            )
         for alias in settings.SOURCE_DATABASES:
             namespace = namespace_for(alias)
             if not backend.schema_exists(namespace):

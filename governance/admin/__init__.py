@@ -9,7 +9,7 @@ from importlib.util import find_spec
 
 from django.contrib import admin
 
-from governance.admin import audit, configs, dashboard, holds, queue, runs
+from governance.admin import audit, configs, dashboard, holds, queue, runs, schedule
 
 for _name in ("disposal", "schedule"):
     if find_spec(f"governance.admin.{_name}") is not None:
@@ -17,5 +17,6 @@ for _name in ("disposal", "schedule"):
 
 dashboard.install(admin.site)
 queue.install(admin.site)
+schedule.install(admin.site)
 
-__all__ = ["audit", "configs", "dashboard", "holds", "queue", "runs"]
+__all__ = ["audit", "configs", "dashboard", "holds", "queue", "runs", "schedule"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 
@@ -13,6 +12,7 @@ from django.urls import path
 from django.utils import timezone
 
 from governance.models import AuditEvent
+from governance.spreadsheet import SafeCsvWriter
 
 EXPORT_COLUMNS = (
     "id",
@@ -31,29 +31,19 @@ EXPORT_COLUMNS = (
 )
 # Keyset page size: the memory bound of an export, whatever the row count.
 EXPORT_PAGE = 2000
-# Spreadsheet formula prefixes (OWASP "CSV injection"); tab and CR too.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
-def escape_cell(value) -> str:
+def cell(value):
+    """A model value as an export cell (before governance.spreadsheet escapes it)."""
     if value is None:
         return ""
     if isinstance(value, dict | list):
-        text = json.dumps(value, sort_keys=True, default=str)
-    elif hasattr(value, "isoformat"):
-        text = value.isoformat()
-    else:
-        text = str(value)
-    if text.startswith(FORMULA_PREFIXES):
-        return "'" + text
-    return text
-
-
-class _Echo:
-    """csv.writer target that hands each formatted line back to the caller."""
-
-    def write(self, value: str) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
+    return str(value)
 
 
 def iter_audit_csv(queryset, page_size: int = EXPORT_PAGE) -> Iterator[str]:
@@ -63,7 +53,7 @@ def iter_audit_csv(queryset, page_size: int = EXPORT_PAGE) -> Iterator[str]:
     cursor buffers a whole result set, and OFFSET paging rescans; each page
     here is one indexed range read and is released before the next.
     """
-    writer = csv.writer(_Echo())
+    writer = SafeCsvWriter()
     yield writer.writerow(EXPORT_COLUMNS)
     base = queryset.order_by("id").values_list(*EXPORT_COLUMNS)
     last_id = 0
@@ -72,7 +62,7 @@ def iter_audit_csv(queryset, page_size: int = EXPORT_PAGE) -> Iterator[str]:
         if not page:
             return
         for row in page:
-            yield writer.writerow([escape_cell(v) for v in row])
+            yield writer.writerow([cell(v) for v in row])
         last_id = page[-1][0]
 
 

@@ -15,10 +15,11 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from import_export import resources
 from import_export.admin import ImportExportMixin
-from import_export.formats.base_formats import CSV, XLSX
 from simple_history.admin import SimpleHistoryAdmin
 
 from governance.models import Phase, RecoveryState, RetentionChange, RetentionChangeStatus, TableConfig
+from governance.models.text import FREE_TEXT_MAX_LENGTH
+from governance.spreadsheet import SafeCSV, SafeXLSX
 
 # The CSV columns of a config; the natural key identifies the row, so an
 # import updates an existing config instead of duplicating it.
@@ -150,6 +151,7 @@ class TableConfigForm(forms.ModelForm):
     retention_reason = forms.CharField(
         label="Reason for a retention change",
         required=False,
+        max_length=FREE_TEXT_MAX_LENGTH,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Required when you change the years in archive of an existing config. Lengthening applies "
         "at once (archived rows are kept longer); shortening waits for a compliance officer's approval "
@@ -188,7 +190,8 @@ class TableConfigForm(forms.ModelForm):
 class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
     form = TableConfigForm
     resource_classes = [TableConfigResource]
-    formats = [CSV, XLSX]
+    # Exports escape formulas (governance.spreadsheet); imports read the same formats.
+    formats = [SafeCSV, SafeXLSX]
     list_display = (
         "table_name",
         "source_db",

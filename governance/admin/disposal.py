@@ -8,8 +8,6 @@ add, change or delete.
 
 from __future__ import annotations
 
-import csv
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -18,8 +16,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from governance.admin.audit import _Echo, escape_cell
+from governance.admin.audit import cell
 from governance.models import BatchStatus, DisposalApproval, DisposalBatch, DisposalCertificate, RetentionChange
+from governance.models.text import FREE_TEXT_MAX_LENGTH
+from governance.spreadsheet import SafeCsvWriter
 
 CERT_COLUMNS = (
     "id",
@@ -46,7 +46,10 @@ CERT_COLUMNS = (
 
 class CommentForm(forms.Form):
     comment = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3}), min_length=3, help_text="Recorded in the audit trail."
+        widget=forms.Textarea(attrs={"rows": 3}),
+        min_length=3,
+        max_length=FREE_TEXT_MAX_LENGTH,
+        help_text="Recorded in the audit trail.",
     )
 
 
@@ -230,12 +233,12 @@ class DisposalCertificateAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Export the selected certificates as CSV", permissions=["export"])
     def export_csv(self, request, queryset):
-        writer = csv.writer(_Echo())
+        writer = SafeCsvWriter()
 
         def lines():
             yield writer.writerow(CERT_COLUMNS)
             for cert in queryset.order_by("id").iterator(chunk_size=500):
-                yield writer.writerow([escape_cell(getattr(cert, c)) for c in CERT_COLUMNS])
+                yield writer.writerow([cell(getattr(cert, c)) for c in CERT_COLUMNS])
 
         response = StreamingHttpResponse(lines(), content_type="text/csv")
         response["Content-Disposition"] = (

@@ -18,6 +18,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from governance.models import Hold, HoldScope, TableConfig
+from governance.models.text import FREE_TEXT_MAX_LENGTH
 
 SCOPE_FIELDS = {
     HoldScope.ALL: (),
@@ -90,6 +91,7 @@ class ReleaseForm(forms.Form):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
         min_length=5,
+        max_length=FREE_TEXT_MAX_LENGTH,
         help_text="Why these holds end (recorded in the audit trail).",
     )
 

@@ -15,12 +15,14 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from governance.models import OPEN_PHASES, ArchivalRun, Phase, RecoveryState, RunStatus
+from governance.models.text import FREE_TEXT_MAX_LENGTH
 
 
 class AbandonForm(forms.Form):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
         min_length=5,
+        max_length=FREE_TEXT_MAX_LENGTH,
         help_text="Why the unfinished tables of this run are given up (recorded in the audit trail). Nothing is lost: rows stay in the source or the archive.",
     )
 

@@ -12,6 +12,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from governance.models.text import free_text_field, free_text_limit
+
 
 class HoldScope(models.TextChoices):
     ALL = "ALL", "All tables"
@@ -56,7 +58,7 @@ class Hold(models.Model):
         blank=True,
         help_text="DATE_RANGE scope: last reference date covered.",
     )
-    reason = models.TextField(help_text="Why the rows are held (matter, regulator, ticket).")
+    reason = free_text_field(help_text="Why the rows are held (matter, regulator, ticket).")
     placed_by = models.CharField(max_length=150, help_text="Who placed the hold.")
     placed_at = models.DateTimeField(default=timezone.now, help_text="When the hold was placed.")
     review_by = models.DateField(null=True, blank=True, help_text="Compliance reviews the hold by this date.")
@@ -67,7 +69,7 @@ class Hold(models.Model):
     )
     released_by = models.CharField(max_length=150, blank=True, help_text="Who released the hold.")
     released_at = models.DateTimeField(null=True, blank=True, help_text="When the hold was released.")
-    release_reason = models.TextField(blank=True, help_text="Why the hold was released.")
+    release_reason = free_text_field(blank=True, help_text="Why the hold was released.")
 
     objects = HoldQuerySet.as_manager()
 
@@ -77,6 +79,11 @@ class Hold(models.Model):
             # Disposal reads the active holds inside every delete transaction.
             models.Index(fields=["released_at", "hold_until"], name="hold_active_idx"),
             models.Index(fields=["source_db", "table_name"], name="hold_table_idx"),
+        ]
+        constraints = [
+            # Typed by people: bounded on every write path (governance.models.text).
+            free_text_limit("hold_reason_max_length", "reason"),
+            free_text_limit("hold_release_reason_max_length", "release_reason"),
         ]
         permissions = [("release_hold", "Can release a hold")]
 

@@ -18,6 +18,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from governance.models.text import free_text_field, free_text_limit
+
 
 class BatchStatus(models.TextChoices):
     PENDING_REVIEW = "PENDING_REVIEW", "Waiting for approval"
@@ -156,7 +158,7 @@ class DisposalApproval(models.Model):
         help_text="The user, while the account exists.",
     )
     decision = models.CharField(max_length=8, choices=Decision, help_text="Approve or reject.")
-    comment = models.TextField(help_text="Why (required for both decisions).")
+    comment = free_text_field(help_text="Why (required for both decisions).")
     decided_at = models.DateTimeField(default=timezone.now, help_text="When the decision was made.")
 
     class Meta:
@@ -164,6 +166,8 @@ class DisposalApproval(models.Model):
         constraints = [
             # Two approvals must come from two people: one decision per person per batch.
             models.UniqueConstraint(fields=["batch", "approver"], name="disposalapproval_one_per_person"),
+            # Typed by people: bounded on every write path (governance.models.text).
+            free_text_limit("disposalapproval_comment_max_length", "comment"),
         ]
 
     def __str__(self) -> str:
@@ -295,7 +299,7 @@ class RetentionChange(models.Model):
     )
     requested_by = models.CharField(max_length=150, help_text="Who asked for the change.")
     requested_at = models.DateTimeField(default=timezone.now, help_text="When it was asked for.")
-    reason = models.TextField(help_text="Why the retention changes (policy, regulation).")
+    reason = free_text_field(help_text="Why the retention changes (policy, regulation).")
     status = models.CharField(
         max_length=8,
         choices=RetentionChangeStatus,
@@ -307,7 +311,7 @@ class RetentionChange(models.Model):
         help_text="Compliance officer who approved or rejected a shortening.",
     )
     decided_at = models.DateTimeField(null=True, blank=True, help_text="When it was approved, rejected or applied.")
-    comment = models.TextField(blank=True, help_text="The decider's comment.")
+    comment = free_text_field(blank=True, help_text="The decider's comment.")
     rows_updated = models.BigIntegerField(
         null=True,
         blank=True,
@@ -323,6 +327,9 @@ class RetentionChange(models.Model):
                 condition=models.Q(status="PENDING"),
                 name="retentionchange_one_pending_per_config",
             ),
+            # Typed by people: bounded on every write path (governance.models.text).
+            free_text_limit("retentionchange_reason_max_length", "reason"),
+            free_text_limit("retentionchange_comment_max_length", "comment"),
         ]
         permissions = [("approve_retentionchange", "Can approve a shortening of retention")]
 
