@@ -44,11 +44,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from archival import alerts, stopping
+from archival.engine import faults
 from archival.retry import is_transient
 from governance.models import (
     ArchivalRun,
@@ -104,6 +105,7 @@ class StartResult:
     enqueued: int = 0
     continued: list[int] = field(default_factory=list)
     refused: str = ""
+    already_started: bool = False  # this schedule firing had started its run before
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -307,15 +309,23 @@ def start_scheduled_run(
     trigger: str = "schedule",
     tables: list[str] | None = None,
     cutoff=None,
+    occurrence: str | None = None,
 ) -> StartResult:
     """Start a run on the workers: the one path for the schedule, "run now" and the CLI flag.
 
     Refused (audited, nothing created) while the scheduler is paused. Runs
     that an earlier window ended before they finished are continued first,
     with their original cutoff; their tables are blocked in the new run.
+    ``occurrence`` (a schedule firing's key) makes the start idempotent: the
+    same firing delivered again, at once or after a crash, finds its run and
+    only makes sure it is on the workers.
     """
     from archival.engine import start_run
 
+    if occurrence:
+        existing = ArchivalRun.objects.filter(occurrence=occurrence).first()
+        if existing is not None:
+            return _started_before(existing)
     cfg = SchedulerSettings.objects.current()
     if cfg.paused:
         AuditEvent.objects.record(
@@ -333,7 +343,17 @@ def start_scheduled_run(
         if continue_run(run.pk, actor=actor, pump_now=False)
     ]
     deadline = timezone.now() + timedelta(minutes=cfg.max_run_minutes) if cfg.max_run_minutes else None
-    run = start_run(cutoff=cutoff, tables=tables, actor=actor, trigger=trigger, deadline=deadline)
+    try:
+        run = start_run(
+            cutoff=cutoff, tables=tables, actor=actor, trigger=trigger, deadline=deadline, occurrence=occurrence
+        )
+    except IntegrityError:
+        # Another delivery of the same firing committed its run first.
+        existing = ArchivalRun.objects.filter(occurrence=occurrence).first() if occurrence else None
+        if existing is None:
+            raise
+        return _started_before(existing)
+    faults.checkpoint("scheduled_run_started")
     todo = adopt(run)
     blocked = RecoveryState.objects.filter(run=run, phase=Phase.BLOCKED).count()
     pumped = pump()
@@ -344,6 +364,20 @@ def start_scheduled_run(
         enqueued=pumped.enqueued,
         continued=continued,
     )
+
+
+def _started_before(run: ArchivalRun) -> StartResult:
+    """A firing delivered again: its run exists; put it on the workers in case the first delivery died first."""
+    todo = adopt(run) if run.status == RunStatus.RUNNING else 0
+    AuditEvent.objects.record(
+        "run.start_repeated",
+        actor="schedule",
+        obj=run,
+        run_id=run.pk,
+        details={"occurrence": run.occurrence, "reason": "this schedule firing already started its run"},
+    )
+    pumped = pump() if todo else PumpResult()
+    return StartResult(run_id=run.pk, tables=todo, enqueued=pumped.enqueued, already_started=True)
 
 
 def continue_run(run_id: int, *, actor=None, pump_now: bool = True) -> bool:

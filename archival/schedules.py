@@ -31,6 +31,8 @@ def definitions() -> list[dict]:
             "func": "archival.tasks.scheduled_run",
             "schedule_type": CRON,
             "cron": conf["RUN_CRON"],
+            # Each firing passes its intended instant: the run's idempotency key.
+            "intended_date_kwarg": "occurrence",
         },
         {
             "name": SWEEP_SCHEDULE,
@@ -71,6 +73,10 @@ def ensure_schedules(schedule_model, *, reset: bool = False, now: datetime | Non
     for spec in definitions():
         existing = schedule_model.objects.filter(name=spec["name"]).order_by("pk").first()
         if existing is not None and not reset:
+            # The admin may have changed its cron; the occurrence key is ours.
+            if existing.intended_date_kwarg != spec.get("intended_date_kwarg"):
+                existing.intended_date_kwarg = spec.get("intended_date_kwarg")
+                existing.save(update_fields=["intended_date_kwarg"])
             outcome[spec["name"]] = "kept"
             continue
         obj = existing or schedule_model(name=spec["name"])
@@ -78,6 +84,7 @@ def ensure_schedules(schedule_model, *, reset: bool = False, now: datetime | Non
         obj.schedule_type = spec["schedule_type"]
         obj.cron = spec.get("cron")
         obj.minutes = spec.get("minutes")
+        obj.intended_date_kwarg = spec.get("intended_date_kwarg")
         obj.repeats = -1
         obj.next_run = next_cron_run(spec["cron"], now) if spec["schedule_type"] == CRON else now
         if hasattr(obj, "full_clean"):

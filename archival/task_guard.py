@@ -43,6 +43,11 @@ def _registry():
     return REGISTRY
 
 
+def registered(func: str | None):
+    """The registry entry of a dotted path, or None when it is not one of ours."""
+    return _registry().get(func or "")
+
+
 def schedulable_choices() -> list[tuple[str, str]]:
     """(dotted path, label) of the tasks the schedule admin offers."""
     return [(path, f"{entry.description} ({path})") for path, entry in _registry().items() if entry.schedulable]

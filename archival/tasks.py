@@ -12,15 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
 
 from archival import alerts, dispatch, stopping
+from archival.schedules import RUN_SCHEDULE
 
 
-def scheduled_run(**kwargs) -> dict:
-    """The weekly schedule: start a run on the workers (refused while paused)."""
-    return dispatch.start_scheduled_run(actor="schedule", trigger="schedule").as_dict()
+def scheduled_run(occurrence: str | None = None) -> dict:
+    """The weekly schedule: start a run on the workers (refused while paused).
+
+    ``occurrence``: the instant this firing was scheduled for, which django-q2
+    passes (the schedule's ``intended_date_kwarg``). It is the run's
+    idempotency key: the same occurrence delivered again starts no second run.
+    """
+    key = f"{RUN_SCHEDULE} @ {occurrence}" if occurrence else None
+    return dispatch.start_scheduled_run(actor="schedule", trigger="schedule", occurrence=key).as_dict()
 
 
 def table_slice(dispatch_id: int, ticket: int) -> dict:
@@ -91,6 +99,18 @@ def _no_arguments(args: tuple, kwargs: dict) -> None:
         raise ValidationError("This task takes no arguments: leave arguments and keyword arguments empty.")
 
 
+def _occurrence_only(args: tuple, kwargs: dict) -> None:
+    """No arguments but the occurrence django-q2 passes: an ISO date and time."""
+    if args or set(kwargs) - {"occurrence"}:
+        raise ValidationError("This task takes no arguments: leave arguments and keyword arguments empty.")
+    if "occurrence" in kwargs:
+        value = kwargs["occurrence"]
+        try:
+            datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise ValidationError(f"occurrence must be an ISO date and time, not {value!r}.") from None
+
+
 def _whole_number(value, what: str, minimum: int = 1) -> None:
     # bool is an int subclass: True is not a run number.
     if type(value) is not int or value < minimum:
@@ -131,6 +151,8 @@ class RegisteredTask:
     description: str
     check_arguments: Callable[[tuple, dict], None]
     schedulable: bool = False
+    # The keyword django-q2 fills with the firing's intended instant, if the task takes one.
+    intended_date_kwarg: str | None = None
 
     @property
     def path(self) -> str:
@@ -140,7 +162,13 @@ class RegisteredTask:
 REGISTRY: dict[str, RegisteredTask] = {
     entry.path: entry
     for entry in (
-        RegisteredTask(scheduled_run, "Start an archival run on the workers", _no_arguments, schedulable=True),
+        RegisteredTask(
+            scheduled_run,
+            "Start an archival run on the workers",
+            _occurrence_only,
+            schedulable=True,
+            intended_date_kwarg="occurrence",
+        ),
         RegisteredTask(sweep, "Sweeper: re-enqueue lost tables, alert, pump", _no_arguments, schedulable=True),
         RegisteredTask(
             hold_review_reminder, "Remind compliance officers of holds due for review", _no_arguments, schedulable=True

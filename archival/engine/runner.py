@@ -75,20 +75,27 @@ def start_run(
     actor=None,
     trigger: str = "manual",
     deadline: datetime | None = None,
+    occurrence: str | None = None,
 ) -> ArchivalRun:
     """Create a run with its cutoff fixed now, and one recovery state per table.
 
     A table whose earlier run is unfinished is BLOCKED in this run until that
     run is resumed or abandoned. The config rows are locked for the check so
     two runs started at once cannot both take the same table.
+    ``occurrence``: the schedule firing's key; a second run with the same key
+    raises IntegrityError and nothing of it is written.
     """
     configs = select_configs(tables)
     cutoff = cutoff or timezone.localdate()
     started_by = actor.get_username() if hasattr(actor, "get_username") else str(actor or "system")
     with transaction.atomic():
         locked = list(TableConfig.objects.select_for_update().filter(pk__in=[c.pk for c in configs]).order_by("pk"))
-        run = ArchivalRun(cutoff=cutoff, trigger=trigger, started_by=started_by, deadline=deadline)
-        run.full_clean()
+        run = ArchivalRun(
+            cutoff=cutoff, trigger=trigger, started_by=started_by, deadline=deadline, occurrence=occurrence
+        )
+        # The occurrence's uniqueness is the database's to decide (two
+        # deliveries at once both pass a check made here).
+        run.full_clean(validate_unique=False)
         run.save()
         open_elsewhere = dict(
             RecoveryState.objects.filter(config__in=locked, phase__in=OPEN_PHASES)

@@ -270,11 +270,13 @@ class ScheduleForm(forms.ModelForm):
             except forms.ValidationError as exc:
                 field = "func" if exc.code == "func" else "args"
                 self.add_error(field, exc)
-        # Not on the form, and cleared on save: a result hook is a second
-        # callable by dotted path, and an intended-date keyword an argument
-        # our tasks do not take (both refused when the schedule fires).
+        # Not on the form: a result hook is a second callable by dotted path
+        # (cleared on save, refused when the schedule fires); the
+        # intended-date keyword is the task's own (the weekly run's
+        # occurrence key), never typed in.
         self.instance.hook = None
-        self.instance.intended_date_kwarg = None
+        entry = task_guard.registered(cleaned.get("func"))
+        self.instance.intended_date_kwarg = entry.intended_date_kwarg if entry else None
         return cleaned
 
 

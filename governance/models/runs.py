@@ -73,6 +73,16 @@ class ArchivalRun(models.Model):
         blank=True,
         help_text="Counts per phase and outcome, written by the finalizer.",
     )
+    # Unique: a schedule firing delivered twice (a redelivered task after a
+    # crash, two clusters) finds the run the first delivery made. NULL for
+    # runs started by hand, which may be many.
+    occurrence = models.CharField(
+        max_length=200,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="The schedule firing that started this run (schedule @ intended time); empty when started by hand.",
+    )
 
     objects = ArchivalRunQuerySet.as_manager()
 
