@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from types import SimpleNamespace
 
-from archival.backends.mssql import MSSQLBackend
+from archival.backends.mssql.backend import MSSQLBackend
 from archival.engine import mssql_path
 
 

@@ -9,7 +9,7 @@ transaction, so nothing here wraps it in ``transaction.atomic``.
 
 from __future__ import annotations
 
-from archival.backends.mssql import source_database_name
+from archival.backends.mssql.templates import source_database_name
 from archival.engine.same_server import BatchOutcome
 from archival.engine.spec import TableSpec
 

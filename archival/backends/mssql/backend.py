@@ -1,0 +1,214 @@
+"""MSSQLBackend: catalog reads, SQL fragments and the typed procedure calls."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from archival.backends.base import (
+    Backend,
+    Column,
+    ForeignKey,
+    SchemaError,
+    TableInfo,
+    generic_type,
+)
+from archival.backends.mssql.procedures import (
+    MAX_BATCH_SIZE,
+    BatchResult,
+    DisposeResult,
+    MarkResult,
+    call_procedure,
+    decode_key,
+    encode_key,
+)
+from archival.backends.mssql.sqltypes import _NSIZED, _SIZED, mssql_type_for, quote, type_sql
+
+
+class MSSQLBackend(Backend):
+    vendor = "microsoft"
+    quote_char = "]"
+
+    def quote(self, name: str) -> str:
+        return quote(name)
+
+    # -- catalog -------------------------------------------------------------
+    def schema_exists(self, schema: str) -> bool:
+        return self._exists("SELECT 1 FROM sys.schemas WHERE name = %s", [schema])
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        return self._exists(
+            "SELECT 1 FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND TABLE_TYPE = 'BASE TABLE'",
+            [schema, table],
+        )
+
+    def estimated_rows(self, schema: str, table: str) -> int | None:
+        # Row counts the storage engine keeps per partition (heap or clustered index).
+        with self.connection.cursor() as cur:
+            cur.execute(
+                "SELECT SUM(p.rows) FROM sys.partitions AS p "
+                "WHERE p.object_id = OBJECT_ID(QUOTENAME(%s) + N'.' + QUOTENAME(%s)) AND p.index_id IN (0, 1)",
+                [schema, table],
+            )
+            row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def describe(self, schema: str, table: str) -> TableInfo:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                """
+                SELECT c.name, t.name, c.max_length, c.precision, c.scale, c.is_nullable
+                FROM sys.columns AS c
+                INNER JOIN sys.types AS t ON t.user_type_id = c.user_type_id
+                INNER JOIN sys.tables AS tb ON tb.object_id = c.object_id
+                WHERE tb.schema_id = SCHEMA_ID(%s) AND tb.name = %s
+                ORDER BY c.column_id
+                """,
+                [schema, table],
+            )
+            rows = cur.fetchall()
+            if not rows:
+                raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
+            columns = []
+            for name, tname, max_length, precision, scale, nullable in rows:
+                declared = type_sql(tname, max_length, precision, scale) or tname
+                if tname in _SIZED or tname in _NSIZED:
+                    size = (None if max_length == -1 else (max_length // 2 if tname in _NSIZED else max_length), None)
+                else:
+                    size = (precision or None, scale) if tname in {"decimal", "numeric"} else (None, None)
+                columns.append(Column(name, declared, generic_type(declared), bool(nullable), size))
+            cur.execute(
+                """
+                SELECT c.name
+                FROM sys.indexes AS i
+                INNER JOIN sys.index_columns AS ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id
+                INNER JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
+                INNER JOIN sys.tables AS tb ON tb.object_id = i.object_id
+                WHERE i.is_primary_key = 1 AND tb.schema_id = SCHEMA_ID(%s) AND tb.name = %s
+                ORDER BY ic.key_ordinal
+                """,
+                [schema, table],
+            )
+            pk = [r[0] for r in cur.fetchall()]
+            cur.execute(
+                """
+                SELECT pc.name, rt.name, rc.name
+                FROM sys.foreign_keys AS fk
+                INNER JOIN sys.foreign_key_columns AS fkc ON fkc.constraint_object_id = fk.object_id
+                INNER JOIN sys.tables AS tb ON tb.object_id = fk.parent_object_id
+                INNER JOIN sys.columns AS pc ON pc.object_id = fkc.parent_object_id AND pc.column_id = fkc.parent_column_id
+                INNER JOIN sys.tables AS rt ON rt.object_id = fk.referenced_object_id
+                INNER JOIN sys.columns AS rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id = fkc.referenced_column_id
+                WHERE tb.schema_id = SCHEMA_ID(%s) AND tb.name = %s
+                    AND (SELECT COUNT(*) FROM sys.foreign_key_columns AS x WHERE x.constraint_object_id = fk.object_id) = 1
+                """,
+                [schema, table],
+            )
+            fks = [ForeignKey(*r) for r in cur.fetchall()]
+        return TableInfo(schema, table, columns, pk, fks)
+
+    # -- SQL fragments -------------------------------------------------------
+    def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                """
+                SELECT OBJECT_NAME(fk.parent_object_id), pc.name, rc.name
+                FROM sys.foreign_keys fk
+                JOIN sys.foreign_key_columns fkc ON fkc.constraint_object_id = fk.object_id
+                JOIN sys.columns pc ON pc.object_id = fkc.parent_object_id AND pc.column_id = fkc.parent_column_id
+                JOIN sys.columns rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id = fkc.referenced_column_id
+                WHERE fk.referenced_object_id = OBJECT_ID(QUOTENAME(%s) + N'.' + QUOTENAME(%s))
+                  AND (SELECT COUNT(*) FROM sys.foreign_key_columns x WHERE x.constraint_object_id = fk.object_id) = 1
+                """,
+                [schema, table],
+            )
+            return [tuple(r) for r in cur.fetchall()]
+
+    def add_years_sql(self, expr: str) -> str:
+        # DATEADD clamps 29 February + 1 year to 28 February by itself.
+        return f"DATEADD(YEAR, %s, CAST({expr} AS date))"
+
+    def null_safe_equal(self, left: str, right: str) -> str:
+        return f"EXISTS (SELECT {left} INTERSECT SELECT {right})"
+
+    def limit_sql(self, select_sql: str, limit_param: str) -> str:
+        if not select_sql.lstrip().upper().startswith("SELECT "):
+            raise SchemaError("limit_sql expects a SELECT statement")
+        return select_sql.lstrip().replace("SELECT ", f"SELECT TOP ({limit_param}) ", 1)
+
+    def type_for_generic(self, col: Column) -> str:
+        return mssql_type_for(col)
+
+    def timestamp_type(self) -> str:
+        return "datetimeoffset(6)"
+
+    def create_namespace(self, namespace: str) -> None:
+        # Archive schemas are created by sql/02_archive_schemas.sql (DBA), not
+        # by the runtime login, which has no CREATE SCHEMA right.
+        if not self.schema_exists(namespace):
+            raise SchemaError(f"archive schema {namespace} is missing: run sql/02_archive_schemas.sql")
+
+    # -- procedures ----------------------------------------------------------
+    def mark_table(self, *, source_alias: str, schema_name: str, table_name: str, threshold: dt.date) -> MarkResult:
+        with self.connection.cursor() as cur:
+            out = call_procedure(
+                cur, "archival.usp_mark_table",
+                source_alias=source_alias, schema_name=schema_name, table_name=table_name, threshold=threshold,
+            )  # fmt: skip
+        return MarkResult(
+            int(out["eligible"]), int(out["null_dates"]), decode_key(out["key_low"]), decode_key(out["key_high"])
+        )
+
+    def archive_batch(
+        self,
+        *,
+        run_id: int,
+        config_id: int,
+        source_alias: str,
+        schema_name: str,
+        table_name: str,
+        threshold: dt.date,
+        years_retention: int,
+        batch_size: int,
+        batch_no: int,
+        key_after: list | None,
+    ) -> BatchResult:
+        """One atomic batch inside the instance; the procedure owns the transaction.
+
+        Must not run inside a Django atomic block on this connection: the
+        procedure commits its own transaction (move + ledger row together).
+        """
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server")
+        with self.connection.cursor() as cur:
+            out = call_procedure(
+                cur, "archival.usp_archive_batch",
+                run_id=run_id, config_id=config_id, source_alias=source_alias, schema_name=schema_name,
+                table_name=table_name, threshold=threshold, years_retention=years_retention,
+                batch_size=batch_size, batch_no=batch_no, key_after=encode_key(key_after),
+            )  # fmt: skip
+        return BatchResult(int(out["rows_moved"] or 0), int(out["rows_skipped"] or 0), decode_key(out["key_high"]))
+
+    def dispose_batch(
+        self,
+        *,
+        source_alias: str,
+        schema_name: str,
+        table_name: str,
+        as_of: dt.date,
+        batch_size: int,
+        key_after: list | None,
+    ) -> DisposeResult:
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server")
+        with self.connection.cursor() as cur:
+            out = call_procedure(
+                cur, "archival.usp_dispose_batch",
+                source_alias=source_alias, schema_name=schema_name, table_name=table_name,
+                as_of=as_of, batch_size=batch_size, key_after=encode_key(key_after),
+            )  # fmt: skip
+        return DisposeResult(int(out["rows_disposed"] or 0), int(out["rows_held"] or 0), decode_key(out["key_high"]))
+
+    def lock_holds(self) -> None:
+        """Serialize a hold change with disposal: call inside the transaction writing the hold."""
+        with self.connection.cursor() as cur:
+            call_procedure(cur, "archival.usp_lock_holds")
