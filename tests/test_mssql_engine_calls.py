@@ -11,14 +11,29 @@ from __future__ import annotations
 import datetime as dt
 from types import SimpleNamespace
 
+import pytest
+
 from archival.backends.mssql.backend import MSSQLBackend
 from archival.engine import mssql_path
 
 
 class RecordingCursor:
-    def __init__(self, answers):
+    """A cursor answering as SQL Server does through ODBC (mssql-python, pyodbc).
+
+    A batch's ``SET NOCOUNT ON|OFF`` stays on the session (the connection)
+    until changed; one made inside a procedure reverts when it returns, so a
+    procedure call's text changes nothing here. While NOCOUNT is off, each
+    INSERT, UPDATE or DELETE of the batch sends its count first, a result
+    without columns (``description`` None) ahead of any SELECT; while it is
+    on, ``rowcount`` is -1. https://learn.microsoft.com/sql/t-sql/statements/set-nocount-transact-sql
+    """
+
+    def __init__(self, answers, *, nocount: bool = False, changed: int = 0):
         self.answers = answers
         self.sent = []
+        self.nocount = nocount
+        self.changed = changed  # rows the next INSERT/UPDATE/DELETE changes
+        self._results: list[str] = []
 
     def __enter__(self):
         return self
@@ -28,15 +43,38 @@ class RecordingCursor:
 
     def execute(self, sql, params=None):
         self.sent.append((sql, list(params or [])))
+        self._results = []
+        for statement in (s.strip() for s in sql.split(";") if s.strip()):
+            words = statement.upper().split()
+            if words[:2] == ["SET", "NOCOUNT"]:
+                self.nocount = words[2] == "ON"
+            elif words[0] in {"INSERT", "UPDATE", "DELETE"} and not self.nocount:
+                self._results.append("count")
+            elif words[0] == "SELECT":
+                self._results.append("rows")
+
+    @property
+    def rowcount(self) -> int:
+        return -1 if self.nocount else self.changed
+
+    @property
+    def description(self):
+        return (("", None, None, None, None, None, None),) if self._results[:1] == ["rows"] else None
+
+    def nextset(self) -> bool:
+        self._results = self._results[1:]
+        return bool(self._results)
 
     def fetchone(self):
-        return self.answers.pop(0)
+        assert self._results[:1] == ["rows"], "fetchone on a result without rows"
+        answer = self.answers.pop(0)
+        return answer(self) if callable(answer) else answer
 
 
-def backend_answering(*answers):
+def backend_answering(*answers, nocount: bool = False, changed: int = 0):
     backend = object.__new__(MSSQLBackend)
     backend.alias = "archive"
-    cursor = RecordingCursor(list(answers))
+    cursor = RecordingCursor(list(answers), nocount=nocount, changed=changed)
     backend.connection = SimpleNamespace(cursor=lambda: cursor, vendor="microsoft")
     return backend, cursor
 
@@ -83,3 +121,22 @@ def test_sql_server_batches_stay_under_lock_escalation():
         assert "batch_size" in str(exc)
     else:
         raise AssertionError("a 5,000-row batch was sent to SQL Server")
+
+
+def test_a_procedure_call_leaves_the_session_as_it_found_it():
+    backend, cursor = backend_answering((0, 0, None), nocount=False)
+    mssql_path.move_batch(spec_for(backend), run_id=3, batch_no=9, low=None, size=4000)
+    assert cursor.nocount is False
+
+
+@pytest.mark.parametrize("nocount", [True, False], ids=["NOCOUNT ON", "NOCOUNT OFF"])
+def test_a_row_count_is_read_whatever_the_session_nocount(nocount):
+    """@@ROWCOUNT is not affected by NOCOUNT; cursor.rowcount is -1 under it.
+
+    https://learn.microsoft.com/sql/t-sql/functions/rowcount-transact-sql
+    """
+    backend, cursor = backend_answering(lambda cur: (cur.changed,), nocount=nocount, changed=1)
+    with backend.connection.cursor() as cur:
+        changed = backend.execute_counted(cur, "UPDATE [t] SET [a] = %s WHERE [id] = %s", [1, 2])
+    assert changed == 1
+    assert cursor.nocount is nocount

@@ -120,10 +120,25 @@ class TestContract:
                 "batch_size": 4000, "batch_no": 1, "key_after": None,
             },
         )  # fmt: skip
-        assert sql.startswith("SET NOCOUNT ON; DECLARE @o1 int; DECLARE @o2 int; DECLARE @o3 nvarchar(max); ")
+        assert sql.startswith("DECLARE @o1 int; DECLARE @o2 int; DECLARE @o3 nvarchar(max); ")
         assert "@rows_moved = @o1 OUTPUT" in sql and sql.endswith("SELECT @o1, @o2, @o3;")
         assert params == [1, 2, "SourceDB1", "dbo", "Position", "2024-01-31", 10, 4000, 1, None]
         assert parse_errors(sql.replace("%s", "NULL")) == []
+
+    def test_a_call_leaves_the_session_settings_alone_and_each_procedure_sets_nocount_itself(self):
+        # A SET in the batch stays on for the connection; one made inside a
+        # procedure reverts when it returns (SET NOCOUNT,
+        # https://learn.microsoft.com/sql/t-sql/statements/set-nocount-transact-sql).
+        for procedure in procedures.PROCEDURES:
+            inputs = {p.name: None for p in procedures.PROCEDURES[procedure] if not p.output}
+            assert "SET " not in procedures.call_sql(procedure, inputs)[0].upper()
+        procs = (SQL_DIR / "07_procedures.sql").read_text()
+        bodies = re.split(r"CREATE OR ALTER PROCEDURE ", procs)[1:]
+        for body in bodies:
+            name = body.split()[0]
+            # Among the SET statements that open the body, before any work.
+            opening = r"\bAS\s+BEGIN\s+(?:SET\s[^;]*;\s*)*?SET\s+NOCOUNT\s+ON\s*;"
+            assert re.search(opening, body, re.IGNORECASE), name
 
     def test_a_call_with_a_missing_or_unknown_parameter_is_refused(self):
         with pytest.raises(TypeError):

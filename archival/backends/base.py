@@ -113,6 +113,16 @@ class Backend(ABC):
     def qualified(self, schema: str, table: str) -> str:
         return f"{self.quote(schema)}.{self.quote(table)}"
 
+    # -- row counts ----------------------------------------------------------
+    def execute_counted(self, cursor, sql: str, params) -> int:
+        """Run one INSERT, UPDATE or DELETE on ``cursor`` and return how many rows it changed.
+
+        The one way the engine reads a row count it decides on (a lease won or
+        lost, a guard met, the audit chain's head moved, a batch reconciled).
+        """
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
     # -- catalog -------------------------------------------------------------
     def _exists(self, sql: str, params: list) -> bool:
         """True when a catalog query returns a row."""

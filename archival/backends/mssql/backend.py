@@ -31,6 +31,19 @@ class MSSQLBackend(Backend):
     def quote(self, name: str) -> str:
         return quote(name)
 
+    def execute_counted(self, cursor, sql: str, params) -> int:
+        # cursor.rowcount is -1 under SET NOCOUNT ON, which mssql-django sends
+        # in front of every ORM insert that returns its id and never switches
+        # off; @@ROWCOUNT, read in the same batch right after the statement,
+        # is not affected by NOCOUNT. Nothing here changes a session setting.
+        cursor.execute(f"{sql}; SELECT @@ROWCOUNT", params)
+        # With NOCOUNT OFF the statement's own count (and any a trigger
+        # reports) comes first, as results without columns: skip to the SELECT.
+        while cursor.description is None:
+            if not cursor.nextset():
+                raise SchemaError("SELECT @@ROWCOUNT returned no result")
+        return int(cursor.fetchone()[0])
+
     # -- catalog -------------------------------------------------------------
     def schema_exists(self, schema: str) -> bool:
         return self._exists("SELECT 1 FROM sys.schemas WHERE name = %s", [schema])

@@ -102,7 +102,10 @@ def call_sql(procedure: str, inputs: dict) -> tuple[str, list]:
         else:
             args.append(f"@{p.name} = %s")
             params.append(inputs[p.name])
-    sql = f"SET NOCOUNT ON; {declares}EXEC {procedure}"
+    # No session SET here: a SET on the connection outlives the call (NOCOUNT
+    # would hide every later row count); each procedure sets NOCOUNT ON in
+    # its own body, which reverts when it returns.
+    sql = f"{declares}EXEC {procedure}"
     if args:
         sql += " " + ", ".join(args)
     sql += ";"
@@ -118,6 +121,11 @@ def call_procedure(cursor, procedure: str, **inputs) -> dict:
     outputs = [p.name for p in PROCEDURES[procedure] if p.output]
     if not outputs:
         return {}
+    # Counts a statement reports outside a procedure's NOCOUNT come back as
+    # results without columns before the SELECT of the outputs: skip them.
+    while cursor.description is None:
+        if not cursor.nextset():
+            raise RuntimeError(f"{procedure} returned no OUTPUT parameters")
     row = cursor.fetchone()
     return dict(zip(outputs, row, strict=True))
 
