@@ -140,3 +140,33 @@ def test_a_row_count_is_read_whatever_the_session_nocount(nocount):
         changed = backend.execute_counted(cur, "UPDATE [t] SET [a] = %s WHERE [id] = %s", [1, 2])
     assert changed == 1
     assert cursor.nocount is nocount
+
+
+def test_the_procedures_get_the_source_alias_not_its_database_name(monkeypatch):
+    """The docs' example: alias SourceDB1 on database Sales; the registry is keyed by the alias."""
+    from django.conf import settings
+
+    monkeypatch.setitem(
+        settings.DATABASES, "SourceDB1", {**settings.DATABASES["SourceDB1"], "ENGINE": "mssql", "NAME": "Sales"}
+    )
+    backend, cursor = backend_answering((1, 0, None, None), (0, 0, None))
+    spec = spec_for(backend)
+
+    mssql_path.mark_counts(spec)
+    mssql_path.move_batch(spec, run_id=3, batch_no=1, low=None, size=4000)
+
+    (_, mark_params), (_, move_params) = cursor.sent
+    assert mark_params[0] == "SourceDB1" and move_params[2] == "SourceDB1"
+    assert "Sales" not in mark_params + move_params
+
+
+def test_the_provisioning_call_names_both_the_alias_and_the_database():
+    from archival.backends.mssql import templates
+
+    table = templates.ProcedureTable(
+        "SourceDB1", "Sales", "dbo", "Position", "archive_sourcedb1", "DATE_BASED", ["id"],
+        [templates.KeyColumn("id", "int")], "businessDate",
+    )  # fmt: skip
+    call = templates.provision_call(table)
+    assert "@source_alias = N'SourceDB1', @source_database = N'Sales'" in call
+    assert templates.tokens_for(table)["SOURCE"] == "[Sales].[dbo].[Position]"

@@ -4,12 +4,13 @@ On SQL Server the move, its reconciliation and its ledger row happen inside
 ``archival.usp_archive_batch`` (sql/07_procedures.sql), which a DBA reviews
 and grants EXECUTE on; the engine only orchestrates and records progress in
 the same recovery state as every other backend. The procedure owns its
-transaction, so nothing here wraps it in ``transaction.atomic``.
+transaction, so nothing here wraps it in ``transaction.atomic``. The
+procedures know a source by its Django alias (the registry's ``source_alias``,
+the holds' ``source_db``), never by its database name.
 """
 
 from __future__ import annotations
 
-from archival.backends.mssql.templates import source_database_name
 from archival.engine.same_server import BatchOutcome
 from archival.engine.spec import TableSpec
 
@@ -20,7 +21,7 @@ def uses_procedures(spec: TableSpec) -> bool:
 
 def mark_counts(spec: TableSpec) -> tuple[int, int, list | None, list | None]:
     result = spec.archive.mark_table(
-        source_alias=source_database_name(spec.config.source_db),
+        source_alias=spec.config.source_db,
         schema_name=spec.config.schema_name,
         table_name=spec.config.table_name,
         threshold=spec.threshold,
@@ -32,7 +33,7 @@ def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int) -
     result = spec.archive.archive_batch(
         run_id=run_id,
         config_id=spec.config.pk,
-        source_alias=source_database_name(spec.config.source_db),
+        source_alias=spec.config.source_db,
         schema_name=spec.config.schema_name,
         table_name=spec.config.table_name,
         threshold=spec.threshold,
