@@ -169,6 +169,16 @@ class Backend(ABC):
     # PostgreSQL backend. None elsewhere.
     settings_after_bulk_delete: tuple[str, ...] = ()
 
+    # Whether the runtime login creates and extends archive tables itself.
+    # False where a DBA provisions them and the login has no DDL right: a
+    # missing or outdated archive table then fails its table with
+    # ``provisioning_hint``.
+    creates_archive_tables = True
+
+    def provisioning_hint(self, config) -> str:
+        """What a DBA runs to provision the archive table of ``config`` (where tables are provisioned)."""
+        return ""
+
     # -- SQL fragments -------------------------------------------------------
     @abstractmethod
     def add_years_sql(self, expr: str) -> str:

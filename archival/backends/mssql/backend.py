@@ -31,6 +31,15 @@ class MSSQLBackend(Backend):
     def quote(self, name: str) -> str:
         return quote(name)
 
+    # Archive tables come from archival_admin.usp_provision_table (run by a
+    # DBA, sql/06_provisioning.sql): the application login has no DDL right.
+    creates_archive_tables = False
+
+    def provisioning_hint(self, config) -> str:
+        from archival.backends.mssql.templates import procedure_table_for, provision_call
+
+        return f"run {provision_call(procedure_table_for(config))}"
+
     def execute_counted(self, cursor, sql: str, params) -> int:
         # cursor.rowcount is -1 under SET NOCOUNT ON, which mssql-django sends
         # in front of every ORM insert that returns its id and never switches
