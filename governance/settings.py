@@ -185,7 +185,8 @@ ARCHIVAL = {
     # (a schema on PostgreSQL/SQL Server, an attached file on SQLite).
     "NAMESPACE_PREFIX": env.str("ARCHIVAL_NAMESPACE_PREFIX", default="archive_"),
     "DEFAULT_BATCH_SIZE": env_int("ARCHIVAL_BATCH_SIZE", 5000, minimum=1, maximum=100_000),
-    "MSSQL_BATCH_SIZE": env_int("ARCHIVAL_MSSQL_BATCH_SIZE", 4000, minimum=1, maximum=4900),
+    # The procedures refuse more than 4,000 (archival.backends.mssql.procedures.MAX_BATCH_SIZE).
+    "MSSQL_BATCH_SIZE": env_int("ARCHIVAL_MSSQL_BATCH_SIZE", 4000, minimum=1, maximum=4000),
     # Sources to move by streaming even when they share a server with the
     # archive (tests and benchmarks exercise both topologies this way).
     "STREAMING_SOURCES": env_list("ARCHIVAL_STREAMING_SOURCES", []),

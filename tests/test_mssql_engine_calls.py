@@ -19,7 +19,13 @@ from tests.mssql_fixtures import backend_answering
 
 def spec_for(backend):
     config = SimpleNamespace(pk=7, source_db="SourceDB1", schema_name="dbo", table_name="Position", effective_years=10)
-    return SimpleNamespace(mode="same_server", archive=backend, config=config, threshold=dt.date(2024, 11, 25))
+    return SimpleNamespace(
+        mode="same_server",
+        archive=backend,
+        config=config,
+        threshold=dt.date(2024, 11, 25),
+        label="SourceDB1.dbo.Position",
+    )
 
 
 def test_a_batch_is_one_exec_of_usp_archive_batch_with_outputs_read_back():
@@ -51,14 +57,13 @@ def test_mark_calls_usp_mark_table_and_reads_counts_and_bounds():
     assert (eligible, nulls, low, high) == (1234, 5, ["1"], ["99"])
 
 
-def test_sql_server_batches_stay_under_lock_escalation():
-    backend, _ = backend_answering()
-    try:
+def test_a_batch_over_the_procedures_limit_fails_the_table_not_the_run():
+    from archival.engine.errors import TableError
+
+    backend, cursor = backend_answering()
+    with pytest.raises(TableError, match=r"batch_size must be 1\.\.4000"):
         mssql_path.move_batch(spec_for(backend), run_id=1, batch_no=1, low=None, size=5000)
-    except ValueError as exc:
-        assert "batch_size" in str(exc)
-    else:
-        raise AssertionError("a 5,000-row batch was sent to SQL Server")
+    assert cursor.sent == []  # nothing reached SQL Server
 
 
 def test_a_procedure_call_leaves_the_session_as_it_found_it():

@@ -141,9 +141,9 @@ class TestContract:
             assert re.search(opening, body, re.IGNORECASE), name
 
     def test_a_call_with_a_missing_or_unknown_parameter_is_refused(self):
-        with pytest.raises(TypeError):
+        with pytest.raises(procedures.ProcedureCallError):
             procedures.call_sql("archival.usp_dispose_batch", {"source_alias": "x"})
-        with pytest.raises(TypeError):
+        with pytest.raises(procedures.ProcedureCallError):
             procedures.call_sql("archival.usp_lock_holds", {"anything": 1})
 
     def test_python_fills_exactly_the_tokens_the_procedure_fills(self):

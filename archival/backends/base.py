@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import connections
 
 
@@ -168,6 +169,14 @@ class Backend(ABC):
     # scan of a table whose rows were just deleted in bulk: see the
     # PostgreSQL backend. None elsewhere.
     settings_after_bulk_delete: tuple[str, ...] = ()
+
+    # The largest batch this engine takes (None: the config field's own limit).
+    max_batch_size: int | None = None
+
+    @property
+    def default_batch_size(self) -> int:
+        """Rows per batch when a config names none."""
+        return settings.ARCHIVAL["DEFAULT_BATCH_SIZE"]
 
     # Whether the runtime login creates and extends archive tables itself.
     # False where a DBA provisions them and the login has no DDL right: a

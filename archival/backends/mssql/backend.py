@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.conf import settings
+
 from archival.backends.base import (
     Backend,
     Column,
@@ -17,6 +19,7 @@ from archival.backends.mssql.procedures import (
     BatchResult,
     DisposeResult,
     MarkResult,
+    ProcedureCallError,
     call_procedure,
     decode_key,
     encode_key,
@@ -34,6 +37,12 @@ class MSSQLBackend(Backend):
     # Archive tables come from archival_admin.usp_provision_table (run by a
     # DBA, sql/06_provisioning.sql): the application login has no DDL right.
     creates_archive_tables = False
+    # The procedures refuse larger batches (lock escalation at about 5,000 locks).
+    max_batch_size = MAX_BATCH_SIZE
+
+    @property
+    def default_batch_size(self) -> int:
+        return settings.ARCHIVAL["MSSQL_BATCH_SIZE"]
 
     def provisioning_hint(self, config) -> str:
         from archival.backends.mssql.templates import procedure_table_for, provision_call
@@ -200,7 +209,7 @@ class MSSQLBackend(Backend):
         procedure commits its own transaction (move + ledger row together).
         """
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
-            raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server")
+            raise ProcedureCallError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server, not {batch_size}")
         with self.connection.cursor() as cur:
             out = call_procedure(
                 cur, "archival.usp_archive_batch",
@@ -221,7 +230,7 @@ class MSSQLBackend(Backend):
         key_after: list | None,
     ) -> DisposeResult:
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
-            raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server")
+            raise ProcedureCallError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server, not {batch_size}")
         with self.connection.cursor() as cur:
             out = call_procedure(
                 cur, "archival.usp_dispose_batch",

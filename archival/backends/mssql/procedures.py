@@ -10,6 +10,13 @@ from decimal import Decimal
 MAX_BATCH_SIZE = 4000  # the procedures refuse more (lock escalation at ~5,000 locks)
 
 
+class ProcedureCallError(Exception):
+    """A procedure call this side refuses to send, or whose answer it cannot read.
+
+    The engine stops the one table (TableError), not the run.
+    """
+
+
 def encode_key(values) -> str | None:
     """A key as the procedures take it: a JSON array of strings (dates ISO 8601)."""
     if values is None:
@@ -26,7 +33,12 @@ def encode_key(values) -> str | None:
 
 
 def decode_key(text: str | None) -> list[str] | None:
-    return None if text is None else json.loads(text)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ProcedureCallError(f"a key the procedure returned is not JSON: {text[:200]!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ def call_sql(procedure: str, inputs: dict) -> tuple[str, list]:
     unknown = set(inputs) - {p.name for p in signature if not p.output}
     missing = {p.name for p in signature if not p.output} - set(inputs)
     if unknown or missing:
-        raise TypeError(f"{procedure}: unknown {sorted(unknown)}, missing {sorted(missing)}")
+        raise ProcedureCallError(f"{procedure}: unknown {sorted(unknown)}, missing {sorted(missing)}")
     outputs = [p for p in signature if p.output]
     declares = "".join(f"DECLARE @o{i} {p.sql_type}; " for i, p in enumerate(outputs, start=1))
     args, params = [], []
@@ -125,7 +137,7 @@ def call_procedure(cursor, procedure: str, **inputs) -> dict:
     # results without columns before the SELECT of the outputs: skip them.
     while cursor.description is None:
         if not cursor.nextset():
-            raise RuntimeError(f"{procedure} returned no OUTPUT parameters")
+            raise ProcedureCallError(f"{procedure} returned no OUTPUT parameters")
     row = cursor.fetchone()
     return dict(zip(outputs, row, strict=True))
 
