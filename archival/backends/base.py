@@ -188,6 +188,34 @@ class Backend(ABC):
         """What a DBA runs to provision the archive table of ``config`` (where tables are provisioned)."""
         return ""
 
+    # -- disposal ------------------------------------------------------------
+    def lock_holds(self) -> None:
+        """Serialize hold changes with disposal for the rest of the archive transaction.
+
+        Called by ``archival.disposal.tables.take_archive_lock`` after it locked
+        the archive lock row, which is the hold lock itself here: nothing more.
+        """
+        return None
+
+    def dispose_batch(self, table, *, key_low, key_high, cutoff, held: tuple[str, list]) -> list[tuple]:
+        """Delete the rows of ``table`` (an ArchiveTable) in [key_low, key_high] whose
+        ``retention_until`` is before ``cutoff`` and that no active hold covers
+        (``held``: the EXISTS condition on archive row ``a`` and its parameters);
+        return the deleted rows' keys.
+
+        Runs in the caller's archive transaction, after ``take_archive_lock``: the
+        hold check is part of the delete, under the lock that placing a hold takes.
+        """
+        rng, rng_params = table.range_sql(key_low, key_high)
+        held_sql, held_params = held
+        with self.connection.cursor() as cur:
+            cur.execute(
+                f"DELETE FROM {table.qualified} AS a WHERE {rng} AND {table.col('retention_until')} < %s "
+                f"AND NOT {held_sql} RETURNING {', '.join(self.quote(c) for c in table.pk)}",
+                [*rng_params, cutoff, *held_params],
+            )
+            return cur.fetchall()
+
     # -- SQL fragments -------------------------------------------------------
     @abstractmethod
     def add_years_sql(self, expr: str) -> str:

@@ -219,7 +219,7 @@ class MSSQLBackend(Backend):
             )  # fmt: skip
         return BatchResult(int(out["rows_moved"] or 0), int(out["rows_skipped"] or 0), decode_key(out["key_high"]))
 
-    def dispose_batch(
+    def run_dispose_procedure(
         self,
         *,
         source_alias: str,
@@ -229,6 +229,8 @@ class MSSQLBackend(Backend):
         batch_size: int,
         key_after: list | None,
     ) -> DisposeResult:
+        """One call of archival.usp_dispose_batch: the next ``batch_size`` expired rows after
+        ``key_after`` in key order, held ones kept, the rest deleted, under the hold lock."""
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ProcedureCallError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server, not {batch_size}")
         with self.connection.cursor() as cur:
@@ -239,7 +241,80 @@ class MSSQLBackend(Backend):
             )  # fmt: skip
         return DisposeResult(int(out["rows_disposed"] or 0), int(out["rows_held"] or 0), decode_key(out["key_high"]))
 
+    def dispose_batch(self, table, *, key_low, key_high, cutoff, held: tuple[str, list]) -> list[tuple]:
+        """The approved key range, disposed through archival.usp_dispose_batch.
+
+        The runtime login has no DELETE on archive tables: the procedure
+        re-checks the holds and deletes in one transaction under the hold lock
+        (its own T-SQL hold check; ``held`` is not used here). It takes the
+        next N expired rows after a key, so the range becomes: the expired
+        key just before ``key_low`` as the start, N = the expired rows in the
+        range (in calls of at most MAX_BATCH_SIZE). The expired keys of the
+        range are read before and after, in this archive transaction, which
+        holds the archive lock and the hold lock from before the first read
+        to the commit: the deleted keys are those that went, and anything
+        else that changed (a key that appeared, a count that disagrees)
+        raises, rolling the whole batch back.
+        """
+        from archival.disposal.tables import DisposalError
+
+        config = table.config
+        expired = f"{table.col('retention_until')} < %s"
+        in_range, range_params = table.range_sql(key_low, key_high)
+        keys = table.pk_select()
+        before = self._fetch_keys(
+            f"SELECT {keys} FROM {table.qualified} AS a WHERE {in_range} AND {expired} ORDER BY {table.order_by()}",
+            [*range_params, cutoff],
+        )
+        if not before:
+            return []
+        start_key = None
+        if key_low is not None:
+            at_or_after_low, low_params = table.range_sql(key_low, None)
+            earlier = self._fetch_keys(
+                self.limit_sql(
+                    f"SELECT {keys} FROM {table.qualified} AS a WHERE NOT ({at_or_after_low}) AND {expired} "
+                    f"ORDER BY {', '.join(f'{c} DESC' for c in table.pk_cols())}",
+                    "1",
+                ),
+                [*low_params, cutoff],
+            )
+            start_key = list(earlier[0]) if earlier else None
+        disposed, remaining = 0, len(before)
+        while remaining:
+            size = min(remaining, MAX_BATCH_SIZE)
+            result = self.run_dispose_procedure(
+                source_alias=config.source_db, schema_name=config.schema_name, table_name=config.table_name,
+                as_of=cutoff, batch_size=size, key_after=start_key,
+            )  # fmt: skip
+            disposed += result.rows_disposed
+            remaining -= size
+            if result.key_high is None:
+                break
+            start_key = result.key_high
+        after = self._fetch_keys(
+            f"SELECT {keys} FROM {table.qualified} AS a WHERE {in_range} AND {expired}", [*range_params, cutoff]
+        )
+        gone = set(before) - set(after)
+        if set(after) - set(before) or len(gone) != disposed:
+            raise DisposalError(
+                f"{table.label}: usp_dispose_batch reported {disposed} row(s) disposed, {len(gone)} of the "
+                f"{len(before)} expired key(s) of the range went and {len(set(after) - set(before))} appeared; "
+                "the batch is rolled back"
+            )
+        return [key for key in before if key in gone]
+
+    def _fetch_keys(self, sql: str, params: list) -> list[tuple]:
+        with self.connection.cursor() as cur:
+            cur.execute(sql, params)
+            return [tuple(row) for row in cur.fetchall()]
+
     def lock_holds(self) -> None:
-        """Serialize a hold change with disposal: call inside the transaction writing the hold."""
+        """The hold lock (the ``archival:holds`` applock usp_dispose_batch takes), for this transaction.
+
+        Taken after the archive lock row by every hold change and disposal
+        batch (``take_archive_lock``), so a hold placed while a batch runs waits
+        for it, in the same order everywhere.
+        """
         with self.connection.cursor() as cur:
             call_procedure(cur, "archival.usp_lock_holds")
