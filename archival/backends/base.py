@@ -188,6 +188,15 @@ class Backend(ABC):
         """What a DBA runs to provision the archive table of ``config`` (where tables are provisioned)."""
         return ""
 
+    # -- config checks ---------------------------------------------------------
+    def key_column_error(self, col: Column) -> str | None:
+        """Why ``col`` (of a source table on this engine) cannot be a key column of keyset batches; None: it can."""
+        return None
+
+    def name_errors(self, config, info: TableInfo) -> dict[str, str]:
+        """Config field -> why a name this archive would build from ``config`` and its source ``info`` is refused."""
+        return {}
+
     # -- disposal ------------------------------------------------------------
     def lock_holds(self) -> None:
         """Serialize hold changes with disposal for the rest of the archive transaction.

@@ -151,7 +151,8 @@ def _alter_statements(spec: TableSpec, existing: TableInfo) -> list[str]:
             stmts.append(f"ALTER TABLE {spec.archive_table()} {add} {_column_sql(spec, col, False)}")
             continue
         if spec.source.vendor == arc.vendor:
-            same = _norm(old.db_type) == _norm(col.db_type)
+            # As the archive declares it (SQL Server: rowversion is kept as binary(8)).
+            same = _norm(old.db_type) == _norm(arc.archive_type(col, spec.source.vendor))
         else:
             same = old.generic == col.generic or {old.generic, col.generic} <= {
                 "int",

@@ -24,7 +24,20 @@ from archival.backends.mssql.procedures import (
     decode_key,
     encode_key,
 )
-from archival.backends.mssql.sqltypes import _NSIZED, _SIZED, mssql_type_for, quote, type_sql
+from archival.backends.mssql.sqltypes import (
+    _NSIZED,
+    _ROWVERSION,
+    _SIZED,
+    MAX_NAME_LENGTH,
+    NOT_KEY_TYPES,
+    mssql_type_for,
+    quote,
+    type_sql,
+)
+
+# Engine-neutral families of the types generic_type does not know: the CLR
+# types and rowversion reach Python as bytes.
+_GENERIC = {"rowversion": "binary", "hierarchyid": "binary", "geography": "binary", "geometry": "binary"}
 
 
 class MSSQLBackend(Backend):
@@ -101,12 +114,17 @@ class MSSQLBackend(Backend):
                 raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
             columns = []
             for name, tname, max_length, precision, scale, nullable in rows:
-                declared = type_sql(tname, max_length, precision, scale) or tname
+                # rowversion as itself (sys.types says timestamp): the archive
+                # declares it binary(8) (archive_type).
+                declared = (
+                    "rowversion" if tname in _ROWVERSION else type_sql(tname, max_length, precision, scale) or tname
+                )
                 if tname in _SIZED or tname in _NSIZED:
                     size = (None if max_length == -1 else (max_length // 2 if tname in _NSIZED else max_length), None)
                 else:
                     size = (precision or None, scale) if tname in {"decimal", "numeric"} else (None, None)
-                columns.append(Column(name, declared, generic_type(declared), bool(nullable), size))
+                generic = _GENERIC.get(declared) or generic_type(declared)
+                columns.append(Column(name, declared, generic, bool(nullable), size))
             cur.execute(
                 """
                 SELECT c.name
@@ -168,6 +186,42 @@ class MSSQLBackend(Backend):
 
     def type_for_generic(self, col: Column) -> str:
         return mssql_type_for(col)
+
+    def archive_type(self, col: Column, source_vendor: str) -> str:
+        if source_vendor == self.vendor and col.db_type in _ROWVERSION:
+            return "binary(8)"  # a rowversion column cannot be inserted into
+        return super().archive_type(col, source_vendor)
+
+    # -- config checks ---------------------------------------------------------
+    def key_column_error(self, col: Column) -> str | None:
+        if col.db_type in NOT_KEY_TYPES:
+            return (
+                f"Key column {col.name!r} is {col.db_type}: keyset batches on SQL Server cannot use it "
+                "(it does not convert to text and back, or does not order)."
+            )
+        return None
+
+    def name_errors(self, config, info: TableInfo) -> dict[str, str]:
+        from archival.backends.mssql.templates import archive_schema_for, provisioned_object_names
+
+        schema = archive_schema_for(config.source_db)
+        errors: dict[str, str] = {}
+        if len(schema) > MAX_NAME_LENGTH:
+            errors["source_db"] = f"The archive schema {schema[:40]}... would be {len(schema)} characters long."
+        too_long = [
+            n
+            for n in (config.table_name, *provisioned_object_names(schema, config.table_name))
+            if len(n) > MAX_NAME_LENGTH
+        ]
+        if too_long:
+            errors["table_name"] = (
+                f"Provisioning this table would name {too_long[0][:40]}... ({len(too_long[0])} characters)."
+            )
+        long_columns = [c.name for c in info.columns if len(c.name) > MAX_NAME_LENGTH]
+        if long_columns:
+            errors["__all__"] = f"Column {long_columns[0][:40]}... is {len(long_columns[0])} characters long."
+        suffix = f" SQL Server names are at most {MAX_NAME_LENGTH} characters (QUOTENAME returns NULL above that)."
+        return {field: message + suffix for field, message in errors.items()}
 
     def timestamp_type(self) -> str:
         return "datetimeoffset(6)"

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 from archival.backends.base import Column
 
-# Types the archive copies (archival.fn_type_sql returns NULL for the rest).
+# Types the archive copies (archival.fn_type_sql returns NULL for the rest:
+# text, ntext, image, xml, CLR and alias types).
 _SIZED = {"char", "varchar", "binary", "varbinary"}
 _NSIZED = {"nchar", "nvarchar"}
 _PLAIN = {
     "bigint", "int", "smallint", "tinyint", "bit", "float", "real", "money", "smallmoney",
     "date", "datetime", "smalldatetime", "uniqueidentifier",
+    # Kept as themselves: OUTPUT ... INTO and INSERT take them like any column
+    # (system CLR types exist in every database of the instance).
+    "sql_variant", "hierarchyid", "geography", "geometry",
 }  # fmt: skip
+# rowversion (sys.types calls it timestamp) cannot be inserted into: the
+# archive keeps its 8 bytes as binary(8), which the documentation calls the
+# equivalent of a non-nullable rowversion
+# (https://learn.microsoft.com/sql/t-sql/data-types/rowversion-transact-sql).
+_ROWVERSION = {"timestamp", "rowversion"}
+# Types the keyset batches cannot use as key columns: the procedures carry
+# keys as JSON text and cast them back (CONVERT style 126 and CAST from
+# nvarchar), and compare them with < and >; these do not round-trip or order.
+NOT_KEY_TYPES = frozenset({"timestamp", "rowversion", "sql_variant", "hierarchyid", "geography", "geometry"})
+# QUOTENAME takes at most 128 characters and returns NULL above that.
+MAX_NAME_LENGTH = 128
 
 
 def quote(name: str) -> str:
@@ -31,6 +46,8 @@ def type_sql(type_name: str, max_length: int, precision: int, scale: int) -> str
         return f"{t}({scale})"
     if t in _PLAIN:
         return t
+    if t in _ROWVERSION:
+        return "binary(8)"
     return None
 
 

@@ -199,7 +199,7 @@ def procedure_table_for(config) -> ProcedureTable:
         source_database=source_database_name(config.source_db),
         schema_name=schema,
         table_name=config.table_name,
-        archive_schema=f"{settings.ARCHIVAL['NAMESPACE_PREFIX']}{config.source_db.lower()}",
+        archive_schema=archive_schema_for(config.source_db),
         archival_logic=config.archival_logic,
         columns=info.column_names,
         key=key,
@@ -211,6 +211,17 @@ def procedure_table_for(config) -> ProcedureTable:
         hold_contract_column=config.hold_contract_column,
         children=children,
     )
+
+
+def archive_schema_for(source_alias: str) -> str:
+    """The archive schema of a source: the prefix and the alias (sql/02_archive_schemas.sql creates it)."""
+    return f"{settings.ARCHIVAL['NAMESPACE_PREFIX']}{source_alias.lower()}"
+
+
+def provisioned_object_names(archive_schema: str, table_name: str) -> list[str]:
+    """The names archival_admin.usp_provision_table builds for one table (sql/06_provisioning.sql), each QUOTENAME'd."""
+    suffixes = ("retention", "reference", "run", "contract")
+    return [f"pk_{archive_schema}_{table_name}", *(f"ix_{table_name}_{suffix}" for suffix in suffixes)]
 
 
 def provision_call(spec: ProcedureTable) -> str:
