@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import sqlite3
 import time
 from collections.abc import Callable
+from functools import cache
 from typing import TypeVar
 
 from django.db import connections
@@ -44,11 +46,26 @@ TRANSIENT_SQLSTATE_CLASSES = ("08",)
 # 2013 lost connection during query, 4031 disconnected for inactivity.
 TRANSIENT_MYSQL_CODES = frozenset({1205, 1213, 1927, 2002, 2003, 2006, 2013, 4031})
 
-# SQL Server native error numbers (appear in the driver message as "(1205)"):
-# 1205 deadlock victim, 1222 lock request timeout, 3960 snapshot update
-# conflict, 10053/10054 connection reset, 233 no process on the other end,
-# 40613/40197/40501 Azure SQL "try again" family, -2 client timeout.
+# SQL Server native error numbers: 1205 deadlock victim, 1222 lock request
+# timeout (SET LOCK_TIMEOUT), 3960 snapshot update conflict, 10053/10054
+# connection reset, 233 no process on the other end, 40613/40197/40501 Azure
+# SQL "try again" family. A procedure's CATCH re-raises with a bare THROW,
+# which keeps the original number.
 TRANSIENT_MSSQL_CODES = frozenset({1205, 1222, 3960, 10053, 10054, 233, 40613, 40197, 40501})
+
+# The same errors by their server message (sys.messages, us_english), for
+# mssql-python, whose exceptions keep neither the SQLSTATE nor the number.
+TRANSIENT_MSSQL_MESSAGES = (
+    "chosen as the deadlock victim",  # 1205
+    "lock request time out period exceeded",  # 1222
+    "snapshot isolation transaction aborted due to update conflict",  # 3960
+)
+
+# pyodbc's message (src/errors.cpp, GetErrorFromHandle): "[SQLSTATE] text
+# (native error) (ODBC function)", later diagnostic records appended as
+# "; [SQLSTATE] text (native error)". The number is the parenthesised integer
+# before the function name, a ";" or the end.
+_PYODBC_NATIVE_ERROR = re.compile(r"\((-?\d+)\)(?= \(\w+\)(?:;|$)|;|$)")
 
 # SQLite primary result codes: SQLITE_BUSY (5) after busy_timeout, SQLITE_LOCKED (6).
 TRANSIENT_SQLITE_CODES = frozenset({5, 6})
@@ -96,14 +113,50 @@ def _classify_one(exc: BaseException) -> bool | None:
     args = getattr(exc, "args", ())
     if args and isinstance(args[0], int) and type(exc).__module__.split(".")[0] in {"MySQLdb", "pymysql", "mysql"}:
         return args[0] in TRANSIENT_MYSQL_CODES
-    if args and isinstance(args[0], str) and type(exc).__module__.split(".")[0] in {"pyodbc", "mssql_python"}:
-        # pyodbc: args = (SQLSTATE, message with "(native error)" inside).
-        state = args[0]
-        message = " ".join(str(a) for a in args[1:])
-        if state in TRANSIENT_SQLSTATES or state.startswith(TRANSIENT_SQLSTATE_CLASSES):
-            return True
-        return any(f"({code})" in message for code in TRANSIENT_MSSQL_CODES)
+    driver = type(exc).__module__.split(".")[0]
+    if driver == "pyodbc" and args and isinstance(args[0], str):
+        return _pyodbc_transient(args)
+    if driver == "mssql_python" and hasattr(exc, "driver_error"):
+        return _mssql_python_transient(exc)
     return None
+
+
+def sql_server_error_numbers(message: str) -> set[int]:
+    """The SQL Server native error numbers in a pyodbc error message."""
+    return {int(n) for n in _PYODBC_NATIVE_ERROR.findall(message)}
+
+
+def _pyodbc_transient(args: tuple) -> bool:
+    """pyodbc: ``args`` = (SQLSTATE, message carrying the native error number)."""
+    state = args[0]
+    if state in TRANSIENT_SQLSTATES or state.startswith(TRANSIENT_SQLSTATE_CLASSES):
+        return True
+    message = " ".join(str(a) for a in args[1:])
+    return bool(sql_server_error_numbers(message) & TRANSIENT_MSSQL_CODES)
+
+
+@cache
+def _mssql_python_transient_descriptions() -> frozenset[str]:
+    """mssql-python's ``driver_error`` texts of the transient SQLSTATEs (its own table, read once)."""
+    from mssql_python.exceptions import sqlstate_to_exception
+
+    states = TRANSIENT_SQLSTATES | {"08001", "08002", "08003", "08004", "08007", "08S01"}
+    found = (sqlstate_to_exception(state, "") for state in sorted(states))
+    return frozenset(exc.driver_error for exc in found if exc is not None)
+
+
+def _mssql_python_transient(exc) -> bool:
+    """mssql-python: ``driver_error`` names the SQLSTATE, ``ddbc_error`` is the server's message.
+
+    The exception keeps no SQLSTATE code and no native error number
+    (mssql_python/exceptions.py ``sqlstate_to_exception``; the pybind
+    ``SQLCheckError_Wrap`` passes only the message on): the SQLSTATE is
+    recognised by its description, the SQL Server error by its message text.
+    """
+    if exc.driver_error in _mssql_python_transient_descriptions():
+        return True
+    message = (exc.ddbc_error or "").lower()
+    return any(text in message for text in TRANSIENT_MSSQL_MESSAGES)
 
 
 def is_transient(exc: BaseException) -> bool:

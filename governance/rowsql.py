@@ -15,6 +15,8 @@ from __future__ import annotations
 from django.db import connections, models, router
 from django.db.models.expressions import Col
 
+from archival.backends import backend_for
+
 # Engines on which these helpers write INSERT ... RETURNING and SELECT ...
 # FOR UPDATE themselves. Elsewhere (SQL Server, MySQL without RETURNING)
 # :func:`insert` and the audit chain's lock go through the ORM, and
@@ -191,8 +193,16 @@ def update_where(
         model, fields, pk=pk, where=where, raw_sets=raw_sets, raw_set_params=raw_set_params, raw_where=raw_where
     )
     with connection.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.rowcount
+        return execute_counted(router.db_for_write(model), cur, sql, params)
+
+
+def execute_counted(using: str, cursor, sql: str, params) -> int:
+    """Run one INSERT, UPDATE or DELETE on ``using`` and return the rows it changed.
+
+    Every row count the engine decides on is read here, through the
+    database's backend (SQL Server: ``cursor.rowcount`` is -1 under NOCOUNT).
+    """
+    return backend_for(using).execute_counted(cursor, sql, params)
 
 
 def update_statement(

@@ -14,6 +14,7 @@ from django.db import DatabaseError
 from archival.backends import SchemaError, TableInfo, backend_for
 
 DATE_FAMILIES = {"date", "datetime"}
+ARCHIVE_ALIAS = "archive"
 
 
 def describe_source_table(source_db: str, schema: str, table: str) -> TableInfo:
@@ -82,5 +83,12 @@ def validate_config_against_schema(config) -> None:
             )
     if config.hold_contract_column:
         need_column("hold_contract_column", config.hold_contract_column)
+    source = backend_for(config.source_db)
+    for name in info.primary_key:
+        problem = source.key_column_error(columns[name])
+        if problem:
+            errors["primary_key_columns"] = problem
+    # Names the archive builds from this table (schemas, tables, constraints).
+    errors.update(backend_for(ARCHIVE_ALIAS).name_errors(config, info))
     if errors:
         raise ValidationError(errors)

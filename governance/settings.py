@@ -185,7 +185,8 @@ ARCHIVAL = {
     # (a schema on PostgreSQL/SQL Server, an attached file on SQLite).
     "NAMESPACE_PREFIX": env.str("ARCHIVAL_NAMESPACE_PREFIX", default="archive_"),
     "DEFAULT_BATCH_SIZE": env_int("ARCHIVAL_BATCH_SIZE", 5000, minimum=1, maximum=100_000),
-    "MSSQL_BATCH_SIZE": env_int("ARCHIVAL_MSSQL_BATCH_SIZE", 4000, minimum=1, maximum=4900),
+    # The procedures refuse more than 4,000 (archival.backends.mssql.procedures.MAX_BATCH_SIZE).
+    "MSSQL_BATCH_SIZE": env_int("ARCHIVAL_MSSQL_BATCH_SIZE", 4000, minimum=1, maximum=4000),
     # Sources to move by streaming even when they share a server with the
     # archive (tests and benchmarks exercise both topologies this way).
     "STREAMING_SOURCES": env_list("ARCHIVAL_STREAMING_SOURCES", []),
@@ -289,6 +290,15 @@ Q_CLUSTER = {
 if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
     raise ImproperlyConfigured("Q_RETRY must be larger than Q_TIMEOUT")
 
+# --- Archive search pages (issue 7) -------------------------------------------
+# Read through the archive_readonly alias. Every search page query and every
+# export page runs under QUERY_TIMEOUT_MS; an export stops at EXPORT_MAX_ROWS.
+ARCHIVAL_SEARCH = {
+    "PAGE_SIZE": env_int("ARCHIVAL_SEARCH_PAGE_SIZE", 50, minimum=1, maximum=1000),
+    "QUERY_TIMEOUT_MS": env_int("ARCHIVAL_SEARCH_QUERY_TIMEOUT_MS", 5000, minimum=10, maximum=600_000),
+    "EXPORT_MAX_ROWS": env_int("ARCHIVAL_SEARCH_EXPORT_MAX_ROWS", 100_000, minimum=1, maximum=10_000_000),
+}
+
 # --- SQL Server (issue 8; docs/sqlserver.md) ---------------------------------
 # An mssql:// URL selects mssql-django. By default it connects through the
 # bundled mssql-python driver (no Microsoft ODBC driver package to install,
@@ -297,7 +307,17 @@ if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
 MSSQL_DRIVER = env.str("MSSQL_DRIVER", default="mssql_python")
 if MSSQL_DRIVER not in {"mssql_python", "pyodbc"}:
     raise ImproperlyConfigured("MSSQL_DRIVER must be 'mssql_python' or 'pyodbc'")
-for _config in DATABASES.values():
+# The search pages' time limit on SQL Server is mssql-django's query_timeout
+# (whole seconds, every statement) on the read-only alias; 0 would mean no
+# limit, so it has a setting of its own with a minimum of 1 second. Default:
+# the search's QUERY_TIMEOUT_MS, rounded up.
+MSSQL_READONLY_QUERY_TIMEOUT = env_int(
+    "MSSQL_READONLY_QUERY_TIMEOUT",
+    -(-ARCHIVAL_SEARCH["QUERY_TIMEOUT_MS"] // 1000),
+    minimum=1,
+    maximum=600,
+)
+for _alias, _config in DATABASES.items():
     if _config["ENGINE"] != "mssql":
         continue
     _options = _config.setdefault("OPTIONS", {})
@@ -320,18 +340,17 @@ for _config in DATABASES.values():
         _extra.insert(0, _options["extra_params"])
     _options["extra_params"] = ";".join(_extra)
     _options.setdefault("connection_timeout", env_int("MSSQL_CONNECTION_TIMEOUT", 30, minimum=1))
-    # 0 = no statement timeout: each procedure call moves one bounded batch.
-    _options.setdefault("query_timeout", env_int("MSSQL_QUERY_TIMEOUT", 0, minimum=0))
+    if _alias == "archive_readonly":
+        _timeout = str(_options.setdefault("query_timeout", MSSQL_READONLY_QUERY_TIMEOUT))
+        if not _timeout.isdigit() or int(_timeout) < 1:
+            raise ImproperlyConfigured(
+                f"archive_readonly on SQL Server: query_timeout={_timeout!r}; the search needs 1 second or more"
+            )
+        _options["query_timeout"] = int(_timeout)
+    else:
+        # 0 = no statement timeout: each procedure call moves one bounded batch.
+        _options.setdefault("query_timeout", env_int("MSSQL_QUERY_TIMEOUT", 0, minimum=0))
     _options.setdefault("connection_retries", env_int("MSSQL_CONNECTION_RETRIES", 3, minimum=0))
-
-# --- Archive search pages (issue 7) -------------------------------------------
-# Read through the archive_readonly alias. Every search page query and every
-# export page runs under QUERY_TIMEOUT_MS; an export stops at EXPORT_MAX_ROWS.
-ARCHIVAL_SEARCH = {
-    "PAGE_SIZE": env_int("ARCHIVAL_SEARCH_PAGE_SIZE", 50, minimum=1, maximum=1000),
-    "QUERY_TIMEOUT_MS": env_int("ARCHIVAL_SEARCH_QUERY_TIMEOUT_MS", 5000, minimum=10, maximum=600_000),
-    "EXPORT_MAX_ROWS": env_int("ARCHIVAL_SEARCH_EXPORT_MAX_ROWS", 100_000, minimum=1, maximum=10_000_000),
-}
 
 # --- Scheduling and workers (issue 4) -----------------------------------------
 # Refines the base Q_CLUSTER above. Broker: the ORM broker on the control

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from archival.backends import mssql
+from archival.backends.mssql import procedures, sqltypes, templates
 from tests.mssql_fixtures import SQL_DIR, parse_errors, procedure_signatures, sql_files
 
 SCRIPTS = sql_files()
@@ -63,7 +63,7 @@ def test_scripts_are_rerunnable():
 
 
 def test_archive_batch_moves_with_an_ordered_cte_and_explicit_output_columns():
-    body = mssql.load_templates()["archive_batch"]
+    body = templates.load_templates()["archive_batch"]
     assert "WITH eligible AS (" in body and "SELECT TOP (@batch_size)" in body
     assert "ORDER BY {KEY_COLUMNS_S}" in body
     assert "OUTPUT {COLUMNS_DELETED}" in body and "deleted.*" not in body
@@ -98,21 +98,21 @@ def test_dynamic_sql_concatenates_identifiers_only_through_quotename():
 
 
 class TestContract:
-    """What archival/backends/mssql.py passes == what the procedures declare."""
+    """What archival/backends/mssql/procedures.py passes == what the procedures declare."""
 
     declared = procedure_signatures(SQL_DIR / "07_procedures.sql")
 
-    @pytest.mark.parametrize("procedure", sorted(mssql.PROCEDURES))
+    @pytest.mark.parametrize("procedure", sorted(procedures.PROCEDURES))
     def test_python_passes_every_parameter_with_its_type_and_direction(self, procedure):
-        python = [(p.name, p.sql_type.replace(" ", "").lower(), p.output) for p in mssql.PROCEDURES[procedure]]
+        python = [(p.name, p.sql_type.replace(" ", "").lower(), p.output) for p in procedures.PROCEDURES[procedure]]
         assert self.declared[procedure] == python
 
     def test_every_runtime_procedure_has_a_python_caller(self):
         runtime = {n for n in self.declared if n != "archival.usp_build_sql"}
-        assert runtime == set(mssql.PROCEDURES)
+        assert runtime == set(procedures.PROCEDURES)
 
     def test_the_call_text_uses_exec_output_and_parses(self):
-        sql, params = mssql.call_sql(
+        sql, params = procedures.call_sql(
             "archival.usp_archive_batch",
             {
                 "run_id": 1, "config_id": 2, "source_alias": "SourceDB1", "schema_name": "dbo",
@@ -120,38 +120,53 @@ class TestContract:
                 "batch_size": 4000, "batch_no": 1, "key_after": None,
             },
         )  # fmt: skip
-        assert sql.startswith("SET NOCOUNT ON; DECLARE @o1 int; DECLARE @o2 int; DECLARE @o3 nvarchar(max); ")
+        assert sql.startswith("DECLARE @o1 int; DECLARE @o2 int; DECLARE @o3 nvarchar(max); ")
         assert "@rows_moved = @o1 OUTPUT" in sql and sql.endswith("SELECT @o1, @o2, @o3;")
         assert params == [1, 2, "SourceDB1", "dbo", "Position", "2024-01-31", 10, 4000, 1, None]
         assert parse_errors(sql.replace("%s", "NULL")) == []
 
+    def test_a_call_leaves_the_session_settings_alone_and_each_procedure_sets_nocount_itself(self):
+        # A SET in the batch stays on for the connection; one made inside a
+        # procedure reverts when it returns (SET NOCOUNT,
+        # https://learn.microsoft.com/sql/t-sql/statements/set-nocount-transact-sql).
+        for procedure in procedures.PROCEDURES:
+            inputs = {p.name: None for p in procedures.PROCEDURES[procedure] if not p.output}
+            assert "SET " not in procedures.call_sql(procedure, inputs)[0].upper()
+        procs = (SQL_DIR / "07_procedures.sql").read_text()
+        bodies = re.split(r"CREATE OR ALTER PROCEDURE ", procs)[1:]
+        for body in bodies:
+            name = body.split()[0]
+            # Among the SET statements that open the body, before any work.
+            opening = r"\bAS\s+BEGIN\s+(?:SET\s[^;]*;\s*)*?SET\s+NOCOUNT\s+ON\s*;"
+            assert re.search(opening, body, re.IGNORECASE), name
+
     def test_a_call_with_a_missing_or_unknown_parameter_is_refused(self):
-        with pytest.raises(TypeError):
-            mssql.call_sql("archival.usp_dispose_batch", {"source_alias": "x"})
-        with pytest.raises(TypeError):
-            mssql.call_sql("archival.usp_lock_holds", {"anything": 1})
+        with pytest.raises(procedures.ProcedureCallError):
+            procedures.call_sql("archival.usp_dispose_batch", {"source_alias": "x"})
+        with pytest.raises(procedures.ProcedureCallError):
+            procedures.call_sql("archival.usp_lock_holds", {"anything": 1})
 
     def test_python_fills_exactly_the_tokens_the_procedure_fills(self):
         procs = (SQL_DIR / "07_procedures.sql").read_text()
         tsql_tokens = set(re.findall(r"REPLACE\(@sql, N'\{(\w+)\}'", procs))
         template_tokens = set()
-        for body in mssql.load_templates().values():
+        for body in templates.load_templates().values():
             template_tokens |= set(re.findall(r"\{(\w+)\}", body))
-        spec = mssql.TableSpec(
-            "S", "S", "dbo", "T", "archive_s", "DATE_BASED", ["a"], [mssql.KeyColumn("a", "int")], "a"
+        spec = templates.ProcedureTable(
+            "S", "S", "dbo", "T", "archive_s", "DATE_BASED", ["a"], [templates.KeyColumn("a", "int")], "a"
         )
-        python_tokens = set(mssql.tokens_for(spec))
+        python_tokens = set(templates.tokens_for(spec))
         assert template_tokens == tsql_tokens == python_tokens
         # ... and in the same order (REPLACE of {KEY_COLUMNS} must not eat {KEY_COLUMNS_S}).
-        assert re.findall(r"REPLACE\(@sql, N'\{(\w+)\}'", procs) == list(mssql.tokens_for(spec))
+        assert re.findall(r"REPLACE\(@sql, N'\{(\w+)\}'", procs) == list(templates.tokens_for(spec))
 
     def test_the_hold_check_reads_the_hold_model_columns(self):
         from governance.models import Hold, HoldKey
 
         body = (
-            mssql.load_templates()["dispose_batch"]
-            + mssql.tokens_for(
-                mssql.TableSpec(
+            templates.load_templates()["dispose_batch"]
+            + templates.tokens_for(
+                templates.ProcedureTable(
                     "S",
                     "S",
                     "dbo",
@@ -159,7 +174,7 @@ class TestContract:
                     "a",
                     "DATE_BASED",
                     ["a", "c"],
-                    [mssql.KeyColumn("a", "int")],
+                    [templates.KeyColumn("a", "int")],
                     "a",
                     hold_contract_column="c",
                 )
@@ -190,27 +205,27 @@ class TestPythonTwins:
     """The fragments archival.fn_* build, as their Python twins produce them."""
 
     def test_keyset_predicate_is_the_expanded_or_form(self):
-        assert mssql.keyset_predicate(["basketId", "positionId", "businessDate"], "s") == (
+        assert templates.keyset_predicate(["basketId", "positionId", "businessDate"], "s") == (
             "s.[basketId] > @k1 OR (s.[basketId] = @k1 AND (s.[positionId] > @k2 OR "
             "(s.[positionId] = @k2 AND (s.[businessDate] > @k3))))"
         )
-        assert mssql.keyset_predicate(["id"], "a") == "a.[id] > @k1"
+        assert templates.keyset_predicate(["id"], "a") == "a.[id] > @k1"
 
     def test_quoting_doubles_closing_brackets(self):
-        assert mssql.quote("we]ird") == "[we]]ird]"
-        assert mssql.column_list(["a]b", "c"], "s.") == "s.[a]]b], s.[c]"
+        assert sqltypes.quote("we]ird") == "[we]]ird]"
+        assert templates.column_list(["a]b", "c"], "s.") == "s.[a]]b], s.[c]"
 
     def test_type_text_matches_fn_type_sql(self):
-        assert mssql.type_sql("nvarchar", 80, 0, 0) == "nvarchar(40)"
-        assert mssql.type_sql("varchar", -1, 0, 0) == "varchar(max)"
-        assert mssql.type_sql("decimal", 9, 18, 6) == "decimal(18,6)"
-        assert mssql.type_sql("datetime2", 8, 27, 3) == "datetime2(3)"
-        assert mssql.type_sql("xml", -1, 0, 0) is None
+        assert sqltypes.type_sql("nvarchar", 80, 0, 0) == "nvarchar(40)"
+        assert sqltypes.type_sql("varchar", -1, 0, 0) == "varchar(max)"
+        assert sqltypes.type_sql("decimal", 9, 18, 6) == "decimal(18,6)"
+        assert sqltypes.type_sql("datetime2", 8, 27, 3) == "datetime2(3)"
+        assert sqltypes.type_sql("xml", -1, 0, 0) is None
 
     def test_keys_travel_as_json_arrays_of_strings(self):
         import datetime as dt
         from decimal import Decimal
 
-        assert mssql.encode_key([7, dt.date(2024, 2, 29), Decimal("1.50")]) == '["7", "2024-02-29", "1.50"]'
-        assert mssql.decode_key('["7","2024-02-29"]') == ["7", "2024-02-29"]
-        assert mssql.encode_key(None) is None
+        assert procedures.encode_key([7, dt.date(2024, 2, 29), Decimal("1.50")]) == '["7", "2024-02-29", "1.50"]'
+        assert procedures.decode_key('["7","2024-02-29"]') == ["7", "2024-02-29"]
+        assert procedures.encode_key(None) is None

@@ -15,7 +15,7 @@ import pytest
 import sqlfluff
 
 from archival.backends import Column, TableInfo
-from archival.backends.mssql import MSSQLBackend
+from archival.backends.mssql.backend import MSSQLBackend
 from archival.engine import phases, streaming
 from archival.engine.spec import TableSpec
 

@@ -22,7 +22,7 @@ def backend_for(alias: str) -> Backend:
 
         return MariaDBBackend(alias)
     if vendor == "microsoft":
-        from archival.backends.mssql import MSSQLBackend
+        from archival.backends.mssql.backend import MSSQLBackend
 
         return MSSQLBackend(alias)
     raise SchemaError(f"database {alias} uses an unsupported engine ({vendor})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import connections
 
 
@@ -113,6 +114,16 @@ class Backend(ABC):
     def qualified(self, schema: str, table: str) -> str:
         return f"{self.quote(schema)}.{self.quote(table)}"
 
+    # -- row counts ----------------------------------------------------------
+    def execute_counted(self, cursor, sql: str, params) -> int:
+        """Run one INSERT, UPDATE or DELETE on ``cursor`` and return how many rows it changed.
+
+        The one way the engine reads a row count it decides on (a lease won or
+        lost, a guard met, the audit chain's head moved, a batch reconciled).
+        """
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
     # -- catalog -------------------------------------------------------------
     def _exists(self, sql: str, params: list) -> bool:
         """True when a catalog query returns a row."""
@@ -158,6 +169,61 @@ class Backend(ABC):
     # scan of a table whose rows were just deleted in bulk: see the
     # PostgreSQL backend. None elsewhere.
     settings_after_bulk_delete: tuple[str, ...] = ()
+
+    # The largest batch this engine takes (None: the config field's own limit).
+    max_batch_size: int | None = None
+
+    @property
+    def default_batch_size(self) -> int:
+        """Rows per batch when a config names none."""
+        return settings.ARCHIVAL["DEFAULT_BATCH_SIZE"]
+
+    # Whether the runtime login creates and extends archive tables itself.
+    # False where a DBA provisions them and the login has no DDL right: a
+    # missing or outdated archive table then fails its table with
+    # ``provisioning_hint``.
+    creates_archive_tables = True
+
+    def provisioning_hint(self, config) -> str:
+        """What a DBA runs to provision the archive table of ``config`` (where tables are provisioned)."""
+        return ""
+
+    # -- config checks ---------------------------------------------------------
+    def key_column_error(self, col: Column) -> str | None:
+        """Why ``col`` (of a source table on this engine) cannot be a key column of keyset batches; None: it can."""
+        return None
+
+    def name_errors(self, config, info: TableInfo) -> dict[str, str]:
+        """Config field -> why a name this archive would build from ``config`` and its source ``info`` is refused."""
+        return {}
+
+    # -- disposal ------------------------------------------------------------
+    def lock_holds(self) -> None:
+        """Serialize hold changes with disposal for the rest of the archive transaction.
+
+        Called by ``archival.disposal.tables.take_archive_lock`` after it locked
+        the archive lock row, which is the hold lock itself here: nothing more.
+        """
+        return None
+
+    def dispose_batch(self, table, *, key_low, key_high, cutoff, held: tuple[str, list]) -> list[tuple]:
+        """Delete the rows of ``table`` (an ArchiveTable) in [key_low, key_high] whose
+        ``retention_until`` is before ``cutoff`` and that no active hold covers
+        (``held``: the EXISTS condition on archive row ``a`` and its parameters);
+        return the deleted rows' keys.
+
+        Runs in the caller's archive transaction, after ``take_archive_lock``: the
+        hold check is part of the delete, under the lock that placing a hold takes.
+        """
+        rng, rng_params = table.range_sql(key_low, key_high)
+        held_sql, held_params = held
+        with self.connection.cursor() as cur:
+            cur.execute(
+                f"DELETE FROM {table.qualified} AS a WHERE {rng} AND {table.col('retention_until')} < %s "
+                f"AND NOT {held_sql} RETURNING {', '.join(self.quote(c) for c in table.pk)}",
+                [*rng_params, cutoff, *held_params],
+            )
+            return cur.fetchall()
 
     # -- SQL fragments -------------------------------------------------------
     @abstractmethod

@@ -27,7 +27,15 @@ from django.conf import settings
 from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
-from governance.rowsql import column, insert, insert_statement, mark_saved, plain_sql, update_where
+from governance.rowsql import (
+    column,
+    execute_counted,
+    insert,
+    insert_statement,
+    mark_saved,
+    plain_sql,
+    update_where,
+)
 
 CHAIN_NAME = "audit"
 GENESIS = ""
@@ -160,9 +168,9 @@ def append_audit_event(event, guard: tuple[str, list] | None = None):
             return _append_with_sequence(event, using, guard)
         if guard is not None:
             with connections[using].cursor() as cur:
-                cur.execute(*guard)
-                if cur.rowcount != 1:
-                    raise GuardNotMet(f"the update guarding {event.action} changed {cur.rowcount} rows")
+                changed = execute_counted(using, cur, *guard)
+            if changed != 1:
+                raise GuardNotMet(f"the update guarding {event.action} changed {changed} rows")
         head_id, event.prev_hash = _lock_head(using)
         event.entry_hash = ""
         insert(event, using)

@@ -10,9 +10,10 @@ Review: ``decide_batch`` records an approval or a rejection; the policy
 planner never approves their own batch; superusers are not exempt.
 
 Execute: one batch per archive transaction, which takes the archive lock,
-re-reads the holds, deletes the expired unheld rows of the key range with
-``DELETE ... RETURNING`` the keys, reconciles the count and writes the
-certificate, all before it commits. A crash before the commit leaves
+re-reads the holds, deletes the expired unheld rows of the key range through
+the archive backend (``Backend.dispose_batch``: ``DELETE ... RETURNING`` the
+keys, or SQL Server's ``archival.usp_dispose_batch``), reconciles the count
+and writes the certificate, all before it commits. A crash before the commit leaves
 nothing; a crash after it leaves a certificate, which the next execution
 finds (unique per batch) and finalises without deleting again.
 """
@@ -603,14 +604,11 @@ def _delete_and_certify(t: ArchiveTable, batch, today: dt.date, executor: str, a
                 f"{candidates} disposable rows in the key range but only {batch.row_count} (+{batch.held_in_range} held) "
                 "were reviewed; reject the batch and plan again"
             )
-        # The hold check is part of the DELETE itself, in the transaction that
-        # holds the archive lock: a hold placed after approval protects its rows.
-        cur.execute(
-            f"DELETE FROM {t.qualified} AS a WHERE {rng} AND {expired} AND NOT {held} "
-            f"RETURNING {', '.join(t.backend.quote(c) for c in t.pk)}",
-            [*base_params, *held_params],
-        )
-        deleted_keys = cur.fetchall()
+    # The hold check is part of the delete itself, in the transaction that
+    # holds the archive lock: a hold placed after approval protects its rows.
+    deleted_keys = t.backend.dispose_batch(
+        t, key_low=batch.key_low, key_high=batch.key_high, cutoff=cutoff, held=(held, held_params)
+    )
     if len(deleted_keys) != candidates:
         raise DisposalError(
             f"reconciliation failed: counted {candidates} disposable rows, the delete removed {len(deleted_keys)}"

@@ -120,11 +120,11 @@ def _apply(change, actor) -> int:
             ref = t.backend.quote("reference_date")
             expr = t.backend.add_years_sql(ref)
             with t.backend.connection.cursor() as cur:
-                cur.execute(
+                rows = t.backend.execute_counted(
+                    cur,
                     f"UPDATE {t.qualified} SET {t.backend.quote('retention_until')} = {expr} WHERE {ref} IS NOT NULL",
                     [change.new_years] * expr.count("%s"),
                 )
-                rows = cur.rowcount
         config.years_retention_archive = change.new_years
         config.full_clean()
         config.save(update_fields=["years_retention_archive", "updated_at"])

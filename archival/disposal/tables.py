@@ -214,7 +214,8 @@ def take_archive_lock(holder: str):
 
     Must be called inside ``transaction.atomic(using="archive")``. PostgreSQL:
     a row lock (select_for_update) that hold placement and other disposal
-    batches wait on. SQLite: the connection opens IMMEDIATE transactions, so
+    batches wait on; SQL Server: that row lock, then the hold applock
+    (``Backend.lock_holds``) its disposal procedure takes. SQLite: the connection opens IMMEDIATE transactions, so
     the write lock is already held; the UPDATE below makes it a write anyway.
     """
     from governance.models import ArchiveLock
@@ -228,4 +229,7 @@ def take_archive_lock(holder: str):
         lock, _ = ArchiveLock.objects.using(ARCHIVE).get_or_create(name=LOCK_NAME)
         lock = ArchiveLock.objects.using(ARCHIVE).select_for_update().get(pk=lock.pk)
     ArchiveLock.objects.using(ARCHIVE).filter(pk=lock.pk).update(holder=holder[:200], taken_at=timezone.now())
+    # The engine's own hold lock where it has one (SQL Server's procedures
+    # take an applock), always after the row above: one order everywhere.
+    backend_for(ARCHIVE).lock_holds()
     return lock

@@ -42,6 +42,8 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False, in_transacti
     try:
         existing = arc.describe_columns(ns, table)
     except SchemaError:
+        if not arc.creates_archive_tables and not dry_run:
+            raise TableError(_not_provisioned(spec, "does not exist")) from None
         if not arc.schema_exists(ns):
             if arc.vendor == "sqlite":
                 raise TableError(
@@ -53,6 +55,8 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False, in_transacti
         statements += _create_statements(spec)
     else:
         statements += _alter_statements(spec, existing)
+        if statements and not arc.creates_archive_tables and not dry_run:
+            raise TableError(_not_provisioned(spec, "lacks columns the source has now"))
     if not dry_run and statements:
         # One transaction for the table and its indexes (one commit, and no
         # half-made archive table after a crash where DDL is transactional).
@@ -62,6 +66,14 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False, in_transacti
                     continue
                 cur.execute(sql)
     return statements
+
+
+def _not_provisioned(spec: TableSpec, what: str) -> str:
+    """The error for an archive table this login may not create or alter: who provisions it, and how."""
+    return (
+        f"archive table {spec.archive_table()} {what}, and archive tables on {spec.archive.alias} are "
+        f"provisioned by a DBA (the runtime login has no DDL right): {spec.archive.provisioning_hint(spec.config)}"
+    )
 
 
 def created_by_first_batch(spec: TableSpec) -> bool:
@@ -139,7 +151,8 @@ def _alter_statements(spec: TableSpec, existing: TableInfo) -> list[str]:
             stmts.append(f"ALTER TABLE {spec.archive_table()} {add} {_column_sql(spec, col, False)}")
             continue
         if spec.source.vendor == arc.vendor:
-            same = _norm(old.db_type) == _norm(col.db_type)
+            # As the archive declares it (SQL Server: rowversion is kept as binary(8)).
+            same = _norm(old.db_type) == _norm(arc.archive_type(col, spec.source.vendor))
         else:
             same = old.generic == col.generic or {old.generic, col.generic} <= {
                 "int",

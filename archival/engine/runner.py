@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, Error, transaction
 from django.utils import timezone
 
 from archival.engine import leases, phases
@@ -296,7 +296,10 @@ def advance_table(
     except LeaseLost:
         result.lease_lost = True
         result.lease_taken_by = leases.holder(state.pk) or "nobody (the lease expired and is free)"
-    except (TableError, DatabaseError) as exc:
+    # Error, not only DatabaseError: pyodbc raises its base Error for SQLSTATE
+    # HY000 (a SQL Server lock timeout once its retries are spent), which
+    # Django wraps as django.db.Error. It fails this table, not the run.
+    except (TableError, Error) as exc:
         _fail(state, worker, exc, getattr(exc, "unsaved_progress", None) or unsaved)
         result.error = str(exc)
     finally:
@@ -333,7 +336,7 @@ def _deferred_wrap_up(spec, state, worker, target, unsaved, result, started) -> 
             result.done = clean_exit = True
         except LeaseLost:
             result.lease_lost = True
-        except (TableError, DatabaseError) as exc:
+        except (TableError, Error) as exc:
             _fail(state, worker, exc, unsaved)
             result.error = str(exc)
         finally:

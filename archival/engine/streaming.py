@@ -269,8 +269,7 @@ def _delete_range_sql(spec: TableSpec, low, high) -> tuple[str, list]:
 def _delete_range(spec: TableSpec, low, high) -> int:
     sql, params = _delete_range_sql(spec, low, high)
     with spec.source.connection.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.rowcount
+        return spec.source.execute_counted(cur, sql, params)
 
 
 def _delete_keys(spec: TableSpec, keys_to_delete: list) -> int:
@@ -280,8 +279,7 @@ def _delete_keys(spec: TableSpec, keys_to_delete: list) -> int:
     with on.connection.cursor() as cur:
         for key in keys_to_delete:
             cond = " AND ".join(f"{q(c)} = %s" for c in spec.pk)
-            cur.execute(f"DELETE FROM {spec.source_table(on)} WHERE {cond}", list(key))
-            total += cur.rowcount
+            total += on.execute_counted(cur, f"DELETE FROM {spec.source_table(on)} WHERE {cond}", list(key))
     return total
 
 

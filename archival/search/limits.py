@@ -8,8 +8,10 @@ The limit is enforced by the database wherever the database can do it:
 - SQLite: a progress handler on the raw connection that interrupts the
   statement once the deadline has passed (SQLite has no statement timeout).
 - SQL Server: mssql-django applies ``OPTIONS["query_timeout"]`` (seconds) of
-  the archive_readonly alias to every statement; we refuse to search when it
-  is 0 (no limit) rather than run unbounded.
+  the archive_readonly alias to every statement. Settings give that alias
+  ``MSSQL_READONLY_QUERY_TIMEOUT`` (default: QUERY_TIMEOUT_MS rounded up to
+  seconds) and refuse to start without one; we still refuse to search when
+  it is 0 (no limit) rather than run unbounded.
 """
 
 from __future__ import annotations

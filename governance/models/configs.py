@@ -8,6 +8,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from simple_history.models import HistoricalRecords
 
+ARCHIVE_ALIAS = "archive"  # the archive database's connection alias
+
 # Identifiers are further validated against the live schema (governance.schema);
 # this syntactic check only keeps obvious junk out early with a clear message.
 identifier_validator = RegexValidator(
@@ -182,10 +184,11 @@ class TableConfig(models.Model):
     def effective_batch_size(self) -> int:
         if self.batch_size:
             return self.batch_size
-        engine = settings.DATABASES.get(self.source_db, {}).get("ENGINE", "")
-        if engine == "mssql":
-            return settings.ARCHIVAL["MSSQL_BATCH_SIZE"]
-        return settings.ARCHIVAL["DEFAULT_BATCH_SIZE"]
+        from archival.backends import backend_for
+
+        # The smaller default of the two engines a batch runs on (SQL Server:
+        # below lock escalation, whether it is the source or the archive).
+        return min(backend_for(alias).default_batch_size for alias in (self.source_db, ARCHIVE_ALIAS))
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
@@ -205,6 +208,14 @@ class TableConfig(models.Model):
             ):
                 if not getattr(self, field):
                     errors[field] = "A contract-maturity config needs the whole contract join."
+        if self.batch_size:
+            from archival.backends import backend_for
+
+            # The archive's engine runs the batch (on SQL Server, a procedure
+            # that refuses more): refused here, not halfway through a run.
+            ceiling = backend_for(ARCHIVE_ALIAS).max_batch_size
+            if ceiling is not None and self.batch_size > ceiling:
+                errors["batch_size"] = f"At most {ceiling:,} rows per batch on this archive database."
         if errors:
             raise ValidationError(errors)
         # Only a well-formed config is checked against the live schema.

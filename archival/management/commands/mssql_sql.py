@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from archival.backends.mssql import dry_run
+from archival.backends.mssql.templates import dry_run
 from governance.models import TableConfig
 
 

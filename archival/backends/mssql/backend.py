@@ -1,0 +1,374 @@
+"""MSSQLBackend: catalog reads, SQL fragments and the typed procedure calls."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+
+from archival.backends.base import (
+    Backend,
+    Column,
+    ForeignKey,
+    SchemaError,
+    TableInfo,
+    generic_type,
+)
+from archival.backends.mssql.procedures import (
+    MAX_BATCH_SIZE,
+    BatchResult,
+    DisposeResult,
+    MarkResult,
+    ProcedureCallError,
+    call_procedure,
+    decode_key,
+    encode_key,
+)
+from archival.backends.mssql.sqltypes import (
+    _NSIZED,
+    _ROWVERSION,
+    _SIZED,
+    MAX_NAME_LENGTH,
+    NOT_KEY_TYPES,
+    mssql_type_for,
+    quote,
+    type_sql,
+)
+
+# Engine-neutral families of the types generic_type does not know: the CLR
+# types and rowversion reach Python as bytes.
+_GENERIC = {"rowversion": "binary", "hierarchyid": "binary", "geography": "binary", "geometry": "binary"}
+
+
+class MSSQLBackend(Backend):
+    vendor = "microsoft"
+    quote_char = "]"
+
+    def quote(self, name: str) -> str:
+        return quote(name)
+
+    # Archive tables come from archival_admin.usp_provision_table (run by a
+    # DBA, sql/06_provisioning.sql): the application login has no DDL right.
+    creates_archive_tables = False
+    # The procedures refuse larger batches (lock escalation at about 5,000 locks).
+    max_batch_size = MAX_BATCH_SIZE
+
+    @property
+    def default_batch_size(self) -> int:
+        return settings.ARCHIVAL["MSSQL_BATCH_SIZE"]
+
+    def provisioning_hint(self, config) -> str:
+        from archival.backends.mssql.templates import procedure_table_for, provision_call
+
+        return f"run {provision_call(procedure_table_for(config))}"
+
+    def execute_counted(self, cursor, sql: str, params) -> int:
+        # cursor.rowcount is -1 under SET NOCOUNT ON, which mssql-django sends
+        # in front of every ORM insert that returns its id and never switches
+        # off; @@ROWCOUNT, read in the same batch right after the statement,
+        # is not affected by NOCOUNT. Nothing here changes a session setting.
+        cursor.execute(f"{sql}; SELECT @@ROWCOUNT", params)
+        # With NOCOUNT OFF the statement's own count (and any a trigger
+        # reports) comes first, as results without columns: skip to the SELECT.
+        while cursor.description is None:
+            if not cursor.nextset():
+                raise SchemaError("SELECT @@ROWCOUNT returned no result")
+        return int(cursor.fetchone()[0])
+
+    # -- catalog -------------------------------------------------------------
+    def schema_exists(self, schema: str) -> bool:
+        return self._exists("SELECT 1 FROM sys.schemas WHERE name = %s", [schema])
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        return self._exists(
+            "SELECT 1 FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND TABLE_TYPE = 'BASE TABLE'",
+            [schema, table],
+        )
+
+    def estimated_rows(self, schema: str, table: str) -> int | None:
+        # Row counts the storage engine keeps per partition (heap or clustered index).
+        with self.connection.cursor() as cur:
+            cur.execute(
+                "SELECT SUM(p.rows) FROM sys.partitions AS p "
+                "WHERE p.object_id = OBJECT_ID(QUOTENAME(%s) + N'.' + QUOTENAME(%s)) AND p.index_id IN (0, 1)",
+                [schema, table],
+            )
+            row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def describe(self, schema: str, table: str) -> TableInfo:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                """
+                SELECT c.name, t.name, c.max_length, c.precision, c.scale, c.is_nullable
+                FROM sys.columns AS c
+                INNER JOIN sys.types AS t ON t.user_type_id = c.user_type_id
+                INNER JOIN sys.tables AS tb ON tb.object_id = c.object_id
+                WHERE tb.schema_id = SCHEMA_ID(%s) AND tb.name = %s
+                ORDER BY c.column_id
+                """,
+                [schema, table],
+            )
+            rows = cur.fetchall()
+            if not rows:
+                raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
+            columns = []
+            for name, tname, max_length, precision, scale, nullable in rows:
+                # rowversion as itself (sys.types says timestamp): the archive
+                # declares it binary(8) (archive_type).
+                declared = (
+                    "rowversion" if tname in _ROWVERSION else type_sql(tname, max_length, precision, scale) or tname
+                )
+                if tname in _SIZED or tname in _NSIZED:
+                    size = (None if max_length == -1 else (max_length // 2 if tname in _NSIZED else max_length), None)
+                else:
+                    size = (precision or None, scale) if tname in {"decimal", "numeric"} else (None, None)
+                generic = _GENERIC.get(declared) or generic_type(declared)
+                columns.append(Column(name, declared, generic, bool(nullable), size))
+            cur.execute(
+                """
+                SELECT c.name
+                FROM sys.indexes AS i
+                INNER JOIN sys.index_columns AS ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id
+                INNER JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
+                INNER JOIN sys.tables AS tb ON tb.object_id = i.object_id
+                WHERE i.is_primary_key = 1 AND tb.schema_id = SCHEMA_ID(%s) AND tb.name = %s
+                ORDER BY ic.key_ordinal
+                """,
+                [schema, table],
+            )
+            pk = [r[0] for r in cur.fetchall()]
+            cur.execute(
+                """
+                SELECT pc.name, rt.name, rc.name
+                FROM sys.foreign_keys AS fk
+                INNER JOIN sys.foreign_key_columns AS fkc ON fkc.constraint_object_id = fk.object_id
+                INNER JOIN sys.tables AS tb ON tb.object_id = fk.parent_object_id
+                INNER JOIN sys.columns AS pc ON pc.object_id = fkc.parent_object_id AND pc.column_id = fkc.parent_column_id
+                INNER JOIN sys.tables AS rt ON rt.object_id = fk.referenced_object_id
+                INNER JOIN sys.columns AS rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id = fkc.referenced_column_id
+                WHERE tb.schema_id = SCHEMA_ID(%s) AND tb.name = %s
+                    AND (SELECT COUNT(*) FROM sys.foreign_key_columns AS x WHERE x.constraint_object_id = fk.object_id) = 1
+                """,
+                [schema, table],
+            )
+            fks = [ForeignKey(*r) for r in cur.fetchall()]
+        return TableInfo(schema, table, columns, pk, fks)
+
+    # -- SQL fragments -------------------------------------------------------
+    def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                """
+                SELECT OBJECT_NAME(fk.parent_object_id), pc.name, rc.name
+                FROM sys.foreign_keys fk
+                JOIN sys.foreign_key_columns fkc ON fkc.constraint_object_id = fk.object_id
+                JOIN sys.columns pc ON pc.object_id = fkc.parent_object_id AND pc.column_id = fkc.parent_column_id
+                JOIN sys.columns rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id = fkc.referenced_column_id
+                WHERE fk.referenced_object_id = OBJECT_ID(QUOTENAME(%s) + N'.' + QUOTENAME(%s))
+                  AND (SELECT COUNT(*) FROM sys.foreign_key_columns x WHERE x.constraint_object_id = fk.object_id) = 1
+                """,
+                [schema, table],
+            )
+            return [tuple(r) for r in cur.fetchall()]
+
+    def add_years_sql(self, expr: str) -> str:
+        # DATEADD clamps 29 February + 1 year to 28 February by itself.
+        return f"DATEADD(YEAR, %s, CAST({expr} AS date))"
+
+    def null_safe_equal(self, left: str, right: str) -> str:
+        return f"EXISTS (SELECT {left} INTERSECT SELECT {right})"
+
+    def limit_sql(self, select_sql: str, limit_param: str) -> str:
+        if not select_sql.lstrip().upper().startswith("SELECT "):
+            raise SchemaError("limit_sql expects a SELECT statement")
+        return select_sql.lstrip().replace("SELECT ", f"SELECT TOP ({limit_param}) ", 1)
+
+    def type_for_generic(self, col: Column) -> str:
+        return mssql_type_for(col)
+
+    def archive_type(self, col: Column, source_vendor: str) -> str:
+        if source_vendor == self.vendor and col.db_type in _ROWVERSION:
+            return "binary(8)"  # a rowversion column cannot be inserted into
+        return super().archive_type(col, source_vendor)
+
+    # -- config checks ---------------------------------------------------------
+    def key_column_error(self, col: Column) -> str | None:
+        if col.db_type in NOT_KEY_TYPES:
+            return (
+                f"Key column {col.name!r} is {col.db_type}: keyset batches on SQL Server cannot use it "
+                "(it does not convert to text and back, or does not order)."
+            )
+        return None
+
+    def name_errors(self, config, info: TableInfo) -> dict[str, str]:
+        from archival.backends.mssql.templates import archive_schema_for, provisioned_object_names
+
+        schema = archive_schema_for(config.source_db)
+        errors: dict[str, str] = {}
+        if len(schema) > MAX_NAME_LENGTH:
+            errors["source_db"] = f"The archive schema {schema[:40]}... would be {len(schema)} characters long."
+        too_long = [
+            n
+            for n in (config.table_name, *provisioned_object_names(schema, config.table_name))
+            if len(n) > MAX_NAME_LENGTH
+        ]
+        if too_long:
+            errors["table_name"] = (
+                f"Provisioning this table would name {too_long[0][:40]}... ({len(too_long[0])} characters)."
+            )
+        long_columns = [c.name for c in info.columns if len(c.name) > MAX_NAME_LENGTH]
+        if long_columns:
+            errors["__all__"] = f"Column {long_columns[0][:40]}... is {len(long_columns[0])} characters long."
+        suffix = f" SQL Server names are at most {MAX_NAME_LENGTH} characters (QUOTENAME returns NULL above that)."
+        return {field: message + suffix for field, message in errors.items()}
+
+    def timestamp_type(self) -> str:
+        return "datetimeoffset(6)"
+
+    def create_namespace(self, namespace: str) -> None:
+        # Archive schemas are created by sql/02_archive_schemas.sql (DBA), not
+        # by the runtime login, which has no CREATE SCHEMA right.
+        if not self.schema_exists(namespace):
+            raise SchemaError(f"archive schema {namespace} is missing: run sql/02_archive_schemas.sql")
+
+    # -- procedures ----------------------------------------------------------
+    def mark_table(self, *, source_alias: str, schema_name: str, table_name: str, threshold: dt.date) -> MarkResult:
+        with self.connection.cursor() as cur:
+            out = call_procedure(
+                cur, "archival.usp_mark_table",
+                source_alias=source_alias, schema_name=schema_name, table_name=table_name, threshold=threshold,
+            )  # fmt: skip
+        return MarkResult(
+            int(out["eligible"]), int(out["null_dates"]), decode_key(out["key_low"]), decode_key(out["key_high"])
+        )
+
+    def archive_batch(
+        self,
+        *,
+        run_id: int,
+        config_id: int,
+        source_alias: str,
+        schema_name: str,
+        table_name: str,
+        threshold: dt.date,
+        years_retention: int,
+        batch_size: int,
+        batch_no: int,
+        key_after: list | None,
+    ) -> BatchResult:
+        """One atomic batch inside the instance; the procedure owns the transaction.
+
+        Must not run inside a Django atomic block on this connection: the
+        procedure commits its own transaction (move + ledger row together).
+        """
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ProcedureCallError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server, not {batch_size}")
+        with self.connection.cursor() as cur:
+            out = call_procedure(
+                cur, "archival.usp_archive_batch",
+                run_id=run_id, config_id=config_id, source_alias=source_alias, schema_name=schema_name,
+                table_name=table_name, threshold=threshold, years_retention=years_retention,
+                batch_size=batch_size, batch_no=batch_no, key_after=encode_key(key_after),
+            )  # fmt: skip
+        return BatchResult(int(out["rows_moved"] or 0), int(out["rows_skipped"] or 0), decode_key(out["key_high"]))
+
+    def run_dispose_procedure(
+        self,
+        *,
+        source_alias: str,
+        schema_name: str,
+        table_name: str,
+        as_of: dt.date,
+        batch_size: int,
+        key_after: list | None,
+    ) -> DisposeResult:
+        """One call of archival.usp_dispose_batch: the next ``batch_size`` expired rows after
+        ``key_after`` in key order, held ones kept, the rest deleted, under the hold lock."""
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ProcedureCallError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server, not {batch_size}")
+        with self.connection.cursor() as cur:
+            out = call_procedure(
+                cur, "archival.usp_dispose_batch",
+                source_alias=source_alias, schema_name=schema_name, table_name=table_name,
+                as_of=as_of, batch_size=batch_size, key_after=encode_key(key_after),
+            )  # fmt: skip
+        return DisposeResult(int(out["rows_disposed"] or 0), int(out["rows_held"] or 0), decode_key(out["key_high"]))
+
+    def dispose_batch(self, table, *, key_low, key_high, cutoff, held: tuple[str, list]) -> list[tuple]:
+        """The approved key range, disposed through archival.usp_dispose_batch.
+
+        The runtime login has no DELETE on archive tables: the procedure
+        re-checks the holds and deletes in one transaction under the hold lock
+        (its own T-SQL hold check; ``held`` is not used here). It takes the
+        next N expired rows after a key, so the range becomes: the expired
+        key just before ``key_low`` as the start, N = the expired rows in the
+        range (in calls of at most MAX_BATCH_SIZE). The expired keys of the
+        range are read before and after, in this archive transaction, which
+        holds the archive lock and the hold lock from before the first read
+        to the commit: the deleted keys are those that went, and anything
+        else that changed (a key that appeared, a count that disagrees)
+        raises, rolling the whole batch back.
+        """
+        from archival.disposal.tables import DisposalError
+
+        config = table.config
+        expired = f"{table.col('retention_until')} < %s"
+        in_range, range_params = table.range_sql(key_low, key_high)
+        keys = table.pk_select()
+        before = self._fetch_keys(
+            f"SELECT {keys} FROM {table.qualified} AS a WHERE {in_range} AND {expired} ORDER BY {table.order_by()}",
+            [*range_params, cutoff],
+        )
+        if not before:
+            return []
+        start_key = None
+        if key_low is not None:
+            at_or_after_low, low_params = table.range_sql(key_low, None)
+            earlier = self._fetch_keys(
+                self.limit_sql(
+                    f"SELECT {keys} FROM {table.qualified} AS a WHERE NOT ({at_or_after_low}) AND {expired} "
+                    f"ORDER BY {', '.join(f'{c} DESC' for c in table.pk_cols())}",
+                    "1",
+                ),
+                [*low_params, cutoff],
+            )
+            start_key = list(earlier[0]) if earlier else None
+        disposed, remaining = 0, len(before)
+        while remaining:
+            size = min(remaining, MAX_BATCH_SIZE)
+            result = self.run_dispose_procedure(
+                source_alias=config.source_db, schema_name=config.schema_name, table_name=config.table_name,
+                as_of=cutoff, batch_size=size, key_after=start_key,
+            )  # fmt: skip
+            disposed += result.rows_disposed
+            remaining -= size
+            if result.key_high is None:
+                break
+            start_key = result.key_high
+        after = self._fetch_keys(
+            f"SELECT {keys} FROM {table.qualified} AS a WHERE {in_range} AND {expired}", [*range_params, cutoff]
+        )
+        gone = set(before) - set(after)
+        if set(after) - set(before) or len(gone) != disposed:
+            raise DisposalError(
+                f"{table.label}: usp_dispose_batch reported {disposed} row(s) disposed, {len(gone)} of the "
+                f"{len(before)} expired key(s) of the range went and {len(set(after) - set(before))} appeared; "
+                "the batch is rolled back"
+            )
+        return [key for key in before if key in gone]
+
+    def _fetch_keys(self, sql: str, params: list) -> list[tuple]:
+        with self.connection.cursor() as cur:
+            cur.execute(sql, params)
+            return [tuple(row) for row in cur.fetchall()]
+
+    def lock_holds(self) -> None:
+        """The hold lock (the ``archival:holds`` applock usp_dispose_batch takes), for this transaction.
+
+        Taken after the archive lock row by every hold change and disposal
+        batch (``take_archive_lock``), so a hold placed while a batch runs waits
+        for it, in the same order everywhere.
+        """
+        with self.connection.cursor() as cur:
+            call_procedure(cur, "archival.usp_lock_holds")

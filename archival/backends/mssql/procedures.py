@@ -1,0 +1,172 @@
+"""Calling the archival procedures: signatures, the EXEC batch, typed results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+
+MAX_BATCH_SIZE = 4000  # the procedures refuse more (lock escalation at ~5,000 locks)
+
+
+class ProcedureCallError(Exception):
+    """A procedure call this side refuses to send, or whose answer it cannot read.
+
+    The engine stops the one table (TableError), not the run.
+    """
+
+
+def encode_key(values) -> str | None:
+    """A key as the procedures take it: a JSON array of strings (dates ISO 8601)."""
+    if values is None:
+        return None
+    out = []
+    for v in values:
+        if isinstance(v, (dt.date, dt.datetime)):
+            out.append(v.isoformat())
+        elif isinstance(v, Decimal):
+            out.append(format(v, "f"))
+        else:
+            out.append(str(v))
+    return json.dumps(out)
+
+
+def decode_key(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ProcedureCallError(f"a key the procedure returned is not JSON: {text[:200]!r}") from exc
+
+
+@dataclass(frozen=True)
+class ProcParam:
+    name: str  # without @
+    sql_type: str
+    output: bool = False
+
+
+# The procedures' signatures, as the Python side calls them. The contract test
+# parses sql/07_procedures.sql and compares names, types and OUTPUT flags.
+PROCEDURES: dict[str, list[ProcParam]] = {
+    "archival.usp_mark_table": [
+        ProcParam("source_alias", "sysname"),
+        ProcParam("schema_name", "sysname"),
+        ProcParam("table_name", "sysname"),
+        ProcParam("threshold", "date"),
+        ProcParam("eligible", "bigint", True),
+        ProcParam("null_dates", "bigint", True),
+        ProcParam("key_low", "nvarchar(max)", True),
+        ProcParam("key_high", "nvarchar(max)", True),
+    ],
+    "archival.usp_archive_batch": [
+        ProcParam("run_id", "bigint"),
+        ProcParam("config_id", "bigint"),
+        ProcParam("source_alias", "sysname"),
+        ProcParam("schema_name", "sysname"),
+        ProcParam("table_name", "sysname"),
+        ProcParam("threshold", "date"),
+        ProcParam("years_retention", "int"),
+        ProcParam("batch_size", "int"),
+        ProcParam("batch_no", "int"),
+        ProcParam("key_after", "nvarchar(max)"),
+        ProcParam("rows_moved", "int", True),
+        ProcParam("rows_skipped", "int", True),
+        ProcParam("key_high", "nvarchar(max)", True),
+    ],
+    "archival.usp_dispose_batch": [
+        ProcParam("source_alias", "sysname"),
+        ProcParam("schema_name", "sysname"),
+        ProcParam("table_name", "sysname"),
+        ProcParam("as_of", "date"),
+        ProcParam("batch_size", "int"),
+        ProcParam("key_after", "nvarchar(max)"),
+        ProcParam("rows_disposed", "int", True),
+        ProcParam("rows_held", "int", True),
+        ProcParam("key_high", "nvarchar(max)", True),
+    ],
+    "archival.usp_lock_holds": [],
+}
+
+
+def call_sql(procedure: str, inputs: dict) -> tuple[str, list]:
+    """The batch text and parameters for one procedure call.
+
+    ``DECLARE @o1 <type>; ...; EXEC proc @p = %s, ..., @out = @o1 OUTPUT;
+    SELECT @o1, ...``: inputs travel as driver parameters, outputs come back
+    as the one row of the final SELECT. Every name comes from PROCEDURES.
+    """
+    signature = PROCEDURES[procedure]
+    unknown = set(inputs) - {p.name for p in signature if not p.output}
+    missing = {p.name for p in signature if not p.output} - set(inputs)
+    if unknown or missing:
+        raise ProcedureCallError(f"{procedure}: unknown {sorted(unknown)}, missing {sorted(missing)}")
+    outputs = [p for p in signature if p.output]
+    declares = "".join(f"DECLARE @o{i} {p.sql_type}; " for i, p in enumerate(outputs, start=1))
+    args, params = [], []
+    out_no = 0
+    for p in signature:
+        if p.output:
+            out_no += 1
+            args.append(f"@{p.name} = @o{out_no} OUTPUT")
+        else:
+            args.append(f"@{p.name} = %s")
+            params.append(inputs[p.name])
+    # No session SET here: a SET on the connection outlives the call (NOCOUNT
+    # would hide every later row count); each procedure sets NOCOUNT ON in
+    # its own body, which reverts when it returns.
+    sql = f"{declares}EXEC {procedure}"
+    if args:
+        sql += " " + ", ".join(args)
+    sql += ";"
+    if outputs:
+        sql += " SELECT " + ", ".join(f"@o{i}" for i in range(1, len(outputs) + 1)) + ";"
+    return sql, params
+
+
+def call_procedure(cursor, procedure: str, **inputs) -> dict:
+    """Run one procedure through a Django cursor; returns its OUTPUT parameters by name."""
+    sql, params = call_sql(procedure, inputs)
+    cursor.execute(sql, params)
+    outputs = [p.name for p in PROCEDURES[procedure] if p.output]
+    if not outputs:
+        return {}
+    # Counts a statement reports outside a procedure's NOCOUNT come back as
+    # results without columns before the SELECT of the outputs: skip them.
+    while cursor.description is None:
+        if not cursor.nextset():
+            raise ProcedureCallError(f"{procedure} returned no OUTPUT parameters")
+    row = cursor.fetchone()
+    return dict(zip(outputs, row, strict=True))
+
+
+@dataclass(frozen=True)
+class MarkResult:
+    eligible: int
+    null_dates: int
+    key_low: list[str] | None
+    key_high: list[str] | None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    rows_moved: int
+    rows_skipped: int
+    key_high: list[str] | None  # None: nothing left after the cursor
+
+    @property
+    def done(self) -> bool:
+        return self.key_high is None
+
+
+@dataclass(frozen=True)
+class DisposeResult:
+    rows_disposed: int
+    rows_held: int
+    key_high: list[str] | None
+
+    @property
+    def done(self) -> bool:
+        return self.key_high is None

@@ -1,0 +1,262 @@
+"""The dynamic SQL of archival.usp_build_sql, rebuilt in Python, and provisioning calls."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from archival.backends.mssql.sqltypes import mssql_type_for, quote
+
+SQL_DIR = Path(__file__).resolve().parents[3] / "sql"
+TEMPLATES_FILE = SQL_DIR / "05_templates.sql"
+
+
+# -- twins of the archival.fn_* helper functions --------------------------------
+def column_list(columns: list[str], prefix: str = "") -> str:
+    return ", ".join(prefix + quote(c) for c in columns)
+
+
+def key_join(columns: list[str], left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{quote(c)} = {right}.{quote(c)}" for c in columns)
+
+
+def keyset_predicate(columns: list[str], alias: str) -> str:
+    """Expanded OR form: a > @k1 OR (a = @k1 AND (b > @k2 OR (b = @k2 AND (c > @k3))))."""
+    predicate = None
+    for i in range(len(columns), 0, -1):
+        column = f"{alias}.{quote(columns[i - 1])}"
+        param = f"@k{i}"
+        if predicate is None:
+            predicate = f"{column} > {param}"
+        else:
+            predicate = f"{column} > {param} OR ({column} = {param} AND ({predicate}))"
+    return predicate or ""
+
+
+def key_json(columns: list[str], alias: str) -> str:
+    parts = " + N',' + ".join(
+        f"N'\"' + STRING_ESCAPE(CONVERT(nvarchar(4000), {alias}.{quote(c)}, 126), 'json') + N'\"'" for c in columns
+    )
+    return f"N'[' + {parts} + N']'"
+
+
+def key_text(columns: list[str], alias: str) -> str:
+    parts = ", ".join(f"CONVERT(nvarchar(4000), {alias}.{quote(c)}, 126)" for c in columns)
+    return parts if len(columns) == 1 else f"CONCAT_WS(NCHAR(9), {parts})"
+
+
+# -- templates ---------------------------------------------------------------------
+_TEMPLATE_RE = re.compile(r"@name\s*=\s*N'(\w+)',\s*@body\s*=\s*N'((?:[^']|'')*)';", re.DOTALL)
+
+
+def load_templates(path: Path = TEMPLATES_FILE) -> dict[str, str]:
+    """The template bodies exactly as 05_templates.sql stores them (quotes undoubled)."""
+    text = path.read_text()
+    return {name: body.replace("''", "'") for name, body in _TEMPLATE_RE.findall(text)}
+
+
+@dataclass(frozen=True)
+class KeyColumn:
+    name: str
+    type_sql: str
+
+
+@dataclass(frozen=True)
+class ProcedureTable:
+    """What archival.usp_build_sql reads from the registry and the catalog."""
+
+    source_alias: str
+    source_database: str
+    schema_name: str
+    table_name: str
+    archive_schema: str
+    archival_logic: str
+    columns: list[str]
+    key: list[KeyColumn]
+    date_column: str = ""
+    contract_table: str = ""
+    contract_key_column: str = ""
+    contract_reference_column: str = ""
+    contract_maturity_column: str = ""
+    hold_contract_column: str = ""
+    # (schema, table, reference column, contract key column) of CONTRACT_MATURITY
+    # children whose contract table is this table, ordered by table name.
+    children: tuple[tuple[str, str, str, str], ...] = ()
+
+
+def tokens_for(spec: ProcedureTable) -> dict[str, str]:
+    """Twin of the REPLACE calls in archival.usp_build_sql (same order, same text)."""
+    keys = [k.name for k in spec.key]
+    db = quote(spec.source_database)
+    source = f"{db}.{quote(spec.schema_name)}.{quote(spec.table_name)}"
+    if spec.archival_logic == "DATE_BASED":
+        reference_join = ""
+        reference_column = f"s.{quote(spec.date_column)}"
+    else:
+        reference_join = (
+            f"LEFT OUTER JOIN {db}.{quote(spec.schema_name)}.{quote(spec.contract_table)} AS c "
+            f"ON c.{quote(spec.contract_key_column)} = s.{quote(spec.contract_reference_column)}"
+        )
+        reference_column = f"c.{quote(spec.contract_maturity_column)}"
+    child_guard = "".join(
+        f"\n        AND NOT EXISTS (SELECT 1 FROM {db}.{quote(schema)}.{quote(table)} AS ch{n}"
+        f" WHERE ch{n}.{quote(ref)} = s.{quote(key)})"
+        for n, (schema, table, ref, key) in enumerate(sorted(spec.children, key=lambda c: c[1]), start=1)
+    )
+    hold_contract_match = ""
+    if spec.hold_contract_column and spec.hold_contract_column in spec.columns:
+        hold_contract_match = (
+            "\n            OR (h.[scope] = N'CONTRACT' AND h.[source_db] = @source_alias"
+            f" AND h.[contract_value] = CONVERT(nvarchar(200), a.{quote(spec.hold_contract_column)}))"
+        )
+    cursor_declare = "\n".join(
+        f"DECLARE @k{i} {k.type_sql} = CAST(JSON_VALUE(@key_after, N'$[{i - 1}]') AS {k.type_sql});"
+        for i, k in enumerate(spec.key, start=1)
+    )
+    key_defs = ", ".join(f"{quote(k.name)} {k.type_sql} NOT NULL" for k in spec.key)
+    return {
+        "CURSOR_DECLARE": cursor_declare,
+        "KEY_DEFS": key_defs,
+        "SOURCE": source,
+        "ARCHIVE": f"{quote(spec.archive_schema)}.{quote(spec.table_name)}",
+        "REFERENCE_JOIN": reference_join,
+        "REFERENCE_COLUMN": reference_column,
+        "CHILD_GUARD": child_guard,
+        "HOLD_CONTRACT_MATCH": hold_contract_match,
+        "KEY_COLUMNS": column_list(keys),
+        "KEY_COLUMNS_S": column_list(keys, "s."),
+        "KEY_COLUMNS_A": column_list(keys, "a."),
+        "KEY_COLUMNS_S_DESC": column_list(keys, "s.").replace(",", " DESC,") + " DESC",
+        "KEY_COLUMNS_B_DESC": column_list(keys, "b.").replace(",", " DESC,") + " DESC",
+        "KEY_JOIN_S_B": key_join(keys, "s", "b"),
+        "KEY_JOIN_A_B": key_join(keys, "a", "b"),
+        "KEYSET_S": keyset_predicate(keys, "s"),
+        "KEYSET_A": keyset_predicate(keys, "a"),
+        "KEY_JSON_S": key_json(keys, "s"),
+        "KEY_JSON_B": key_json(keys, "b"),
+        "KEY_TEXT_A": key_text(keys, "a"),
+        "COLUMNS": column_list(spec.columns),
+        "COLUMNS_S": column_list(spec.columns, "s."),
+        "COLUMNS_A": column_list(spec.columns, "a."),
+        "COLUMNS_DELETED": column_list(spec.columns, "deleted."),
+    }
+
+
+def render(template: str, spec: ProcedureTable, templates: dict[str, str] | None = None) -> str:
+    """The dynamic SQL archival.usp_build_sql builds for ``template`` and ``spec``."""
+    body = (templates or load_templates())[template]
+    for token, value in tokens_for(spec).items():
+        body = body.replace("{" + token + "}", value)
+    return body
+
+
+def source_database_name(alias: str) -> str:
+    """The database name of a source on the instance (the alias itself for a non-SQL Server demo)."""
+    config = settings.DATABASES[alias]
+    return config["NAME"] if config["ENGINE"] == "mssql" else alias
+
+
+@dataclass(frozen=True)
+class DryRunTable:
+    label: str
+    spec: ProcedureTable
+    statements: dict[str, str]  # template name -> dynamic SQL
+    provision_call: str
+
+
+def procedure_table_for(config) -> ProcedureTable:
+    """The ProcedureTable of a validated TableConfig, from the live catalog of its source.
+
+    On a source that is not SQL Server (the local demo), types are mapped the
+    way an archive on SQL Server would declare them and SQLite's ``main``
+    schema reads as ``dbo``.
+    """
+    from archival.backends import backend_for
+    from governance.models import TableConfig
+
+    source = backend_for(config.source_db)
+    info = source.describe(config.schema_name, config.table_name)
+    native = source.vendor == "microsoft"
+    schema = config.schema_name if native or config.schema_name != "main" else "dbo"
+    key = []
+    for name in info.primary_key:
+        col = info.column(name)
+        key.append(KeyColumn(name, col.db_type if native else mssql_type_for(col)))
+    children = tuple(
+        (schema, c.table_name, c.contract_reference_column, c.contract_key_column)
+        for c in TableConfig.objects.active().filter(
+            source_db=config.source_db,
+            schema_name=config.schema_name,
+            archival_logic="CONTRACT_MATURITY",
+            contract_table=config.table_name,
+        )
+    )
+    return ProcedureTable(
+        source_alias=config.source_db,
+        source_database=source_database_name(config.source_db),
+        schema_name=schema,
+        table_name=config.table_name,
+        archive_schema=archive_schema_for(config.source_db),
+        archival_logic=config.archival_logic,
+        columns=info.column_names,
+        key=key,
+        date_column=config.date_column,
+        contract_table=config.contract_table,
+        contract_key_column=config.contract_key_column,
+        contract_reference_column=config.contract_reference_column,
+        contract_maturity_column=config.contract_maturity_column,
+        hold_contract_column=config.hold_contract_column,
+        children=children,
+    )
+
+
+def archive_schema_for(source_alias: str) -> str:
+    """The archive schema of a source: the prefix and the alias (sql/02_archive_schemas.sql creates it)."""
+    return f"{settings.ARCHIVAL['NAMESPACE_PREFIX']}{source_alias.lower()}"
+
+
+def provisioned_object_names(archive_schema: str, table_name: str) -> list[str]:
+    """The names archival_admin.usp_provision_table builds for one table (sql/06_provisioning.sql), each QUOTENAME'd."""
+    suffixes = ("retention", "reference", "run", "contract")
+    return [f"pk_{archive_schema}_{table_name}", *(f"ix_{table_name}_{suffix}" for suffix in suffixes)]
+
+
+def provision_call(spec: ProcedureTable) -> str:
+    """The DBA's archival_admin.usp_provision_table call for one table (literals N'...' escaped)."""
+
+    def lit(value: str) -> str:
+        return "NULL" if not value else "N'" + value.replace("'", "''") + "'"
+
+    args = {
+        "source_alias": spec.source_alias,
+        "source_database": spec.source_database,
+        "schema_name": spec.schema_name,
+        "table_name": spec.table_name,
+        "archival_logic": spec.archival_logic,
+        "archive_schema": spec.archive_schema,
+        "date_column": spec.date_column,
+        "contract_table": spec.contract_table,
+        "contract_key_column": spec.contract_key_column,
+        "contract_reference_column": spec.contract_reference_column,
+        "contract_maturity_column": spec.contract_maturity_column,
+        "hold_contract_column": spec.hold_contract_column,
+    }
+    return "EXEC archival_admin.usp_provision_table " + ", ".join(f"@{k} = {lit(v)}" for k, v in args.items()) + ";"
+
+
+def dry_run(configs) -> list[DryRunTable]:
+    """The dynamic SQL the procedures would build for each config; touches nothing.
+
+    Each config must already be valid (``full_clean``): its names were
+    checked against the live schema, and are quoted again here.
+    """
+    templates = load_templates()
+    out = []
+    for config in configs:
+        spec = procedure_table_for(config)
+        statements = {name: render(name, spec, templates) for name in templates}
+        out.append(DryRunTable(str(config), spec, statements, provision_call(spec)))
+    return out
