@@ -6,6 +6,8 @@ Purpose
     (manage.py mssql_sql) reads THIS file and fills the same tokens the same
     way, so what a DBA reviews here is what runs.
       mark_table      eligible rows, rows without a reference date, key bounds
+                      ({MARK_CHILD_GUARD}: a parent row counts when every
+                      child row referencing it will move in this run)
       archive_batch   one keyset batch: pick, conflict check, DELETE ... OUTPUT
                       deleted.<columns> INTO the archive, counts
       dispose_batch   one keyset batch of archive rows past retention, minus
@@ -48,7 +50,7 @@ EXEC archival_admin.usp_set_template @name = N'mark_table', @body = N'
 SELECT @eligible = COUNT_BIG(*)
 FROM {SOURCE} AS s
 {REFERENCE_JOIN}
-WHERE {REFERENCE_COLUMN} < @threshold{CHILD_GUARD};
+WHERE {REFERENCE_COLUMN} < @threshold{MARK_CHILD_GUARD};
 
 SELECT @null_dates = COUNT_BIG(*)
 FROM {SOURCE} AS s
@@ -58,13 +60,13 @@ WHERE {REFERENCE_COLUMN} IS NULL;
 SELECT TOP (1) @key_low = {KEY_JSON_S}
 FROM {SOURCE} AS s
 {REFERENCE_JOIN}
-WHERE {REFERENCE_COLUMN} < @threshold{CHILD_GUARD}
+WHERE {REFERENCE_COLUMN} < @threshold{MARK_CHILD_GUARD}
 ORDER BY {KEY_COLUMNS_S};
 
 SELECT TOP (1) @key_high = {KEY_JSON_S}
 FROM {SOURCE} AS s
 {REFERENCE_JOIN}
-WHERE {REFERENCE_COLUMN} < @threshold{CHILD_GUARD}
+WHERE {REFERENCE_COLUMN} < @threshold{MARK_CHILD_GUARD}
 ORDER BY {KEY_COLUMNS_S_DESC};
 ';
 GO

@@ -68,6 +68,7 @@ BEGIN
     DECLARE @reference_join nvarchar(max) = N'';
     DECLARE @reference_column nvarchar(400);
     DECLARE @child_guard nvarchar(max) = N'';
+    DECLARE @mark_child_guard nvarchar(max) = N'';
     DECLARE @hold_contract_match nvarchar(max) = N'';
     DECLARE @cursor_declare nvarchar(max);
     DECLARE @key_defs nvarchar(max);
@@ -247,6 +248,40 @@ WHERE fk.referenced_object_id = OBJECT_ID(@qualified, N''U'')
             ROW_NUMBER() OVER (ORDER BY table_name, reference_column, key_column) AS n
         FROM @children
     ) AS ch;
+    -- At mark time the children have not moved yet: a row counts as eligible
+    -- when every child row referencing it will itself be archived by this
+    -- run (archival.engine.spec.TableSpec.parent_rule, at_mark). Each child's
+    -- threshold comes in @child_thresholds, a JSON object {"<child table>":
+    -- "YYYY-MM-DD"} built from the run's cutoff; a child missing from it
+    -- counts as having nothing eligible (the move-time rule: never more).
+    SELECT @mark_child_guard = COALESCE(STRING_AGG(
+        CONVERT(nvarchar(max),
+            NCHAR(10) + N'        AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@source_database) + N'.'
+            + QUOTENAME(@schema_name) + N'.' + QUOTENAME(ch.table_name) + N' AS ch' + ch.n
+            + N' WHERE ch' + ch.n + N'.' + QUOTENAME(ch.reference_column) + N' = s.' + QUOTENAME(ch.key_column)
+            + N' AND NOT (' + CASE
+                WHEN ch.archival_logic = 'DATE_BASED'
+                    THEN N'ch' + ch.n + N'.' + QUOTENAME(ch.date_column) + N' IS NOT NULL AND ch' + ch.n + N'.'
+                        + QUOTENAME(ch.date_column) + N' < ' + ch.threshold
+                ELSE N'EXISTS (SELECT 1 FROM ' + QUOTENAME(@source_database) + N'.' + QUOTENAME(@schema_name) + N'.'
+                    + QUOTENAME(ch.contract_table) + N' AS cc' + ch.n + N' WHERE cc' + ch.n + N'.'
+                    + QUOTENAME(ch.contract_key_column) + N' = ch' + ch.n + N'.' + QUOTENAME(ch.contract_reference_column)
+                    + N' AND cc' + ch.n + N'.' + QUOTENAME(ch.contract_maturity_column) + N' < ' + ch.threshold + N')'
+            END + N'))'),
+        N'') WITHIN GROUP (ORDER BY ch.ordinal), N'')
+    FROM (
+        SELECT
+            c.table_name, c.reference_column, c.key_column, r.archival_logic, r.date_column, r.contract_table,
+            r.contract_key_column, r.contract_reference_column, r.contract_maturity_column,
+            ROW_NUMBER() OVER (ORDER BY c.table_name, c.reference_column, c.key_column) AS ordinal,
+            CONVERT(nvarchar(10), ROW_NUMBER() OVER (ORDER BY c.table_name, c.reference_column, c.key_column)) AS n,
+            N'COALESCE(CAST(JSON_VALUE(@child_thresholds, N''$."'
+                + REPLACE(STRING_ESCAPE(c.table_name, 'json'), N'''', N'''''')
+                + N'"'') AS date), CONVERT(date, ''00010101''))' AS threshold
+        FROM @children AS c
+        INNER JOIN archival.archived_table AS r
+            ON r.source_alias = @source_alias AND r.schema_name = @schema_name AND r.table_name = c.table_name
+    ) AS ch;
 
     IF @hold_contract_column IS NOT NULL AND EXISTS (SELECT 1 FROM @cols WHERE name = @hold_contract_column)
         SET @hold_contract_match = NCHAR(10) + N'            OR (h.[scope] = N''CONTRACT'' AND h.[source_db] = @source_alias'
@@ -291,6 +326,7 @@ WHERE fk.referenced_object_id = OBJECT_ID(@qualified, N''U'')
     SET @sql = REPLACE(@sql, N'{REFERENCE_JOIN}', @reference_join);
     SET @sql = REPLACE(@sql, N'{REFERENCE_COLUMN}', @reference_column);
     SET @sql = REPLACE(@sql, N'{CHILD_GUARD}', @child_guard);
+    SET @sql = REPLACE(@sql, N'{MARK_CHILD_GUARD}', @mark_child_guard);
     SET @sql = REPLACE(@sql, N'{HOLD_CONTRACT_MATCH}', @hold_contract_match);
     SET @sql = REPLACE(@sql, N'{KEY_COLUMNS}', archival.fn_column_list(@keys, N''));
     SET @sql = REPLACE(@sql, N'{KEY_COLUMNS_S}', archival.fn_column_list(@keys, N's.'));
@@ -324,7 +360,8 @@ CREATE OR ALTER PROCEDURE archival.usp_mark_table
     @null_dates bigint OUTPUT,
     @key_low nvarchar(max) OUTPUT,
     @key_high nvarchar(max) OUTPUT,
-    @lock_timeout_ms int = 10000
+    @lock_timeout_ms int = 10000,
+    @child_thresholds nvarchar(max) = NULL
 AS
 BEGIN
     SET NOCOUNT ON;
@@ -332,6 +369,8 @@ BEGIN
     SET DEADLOCK_PRIORITY LOW;
     IF @lock_timeout_ms IS NULL OR @lock_timeout_ms < 0
         THROW 50305, N'@lock_timeout_ms must be 0 or more milliseconds.', 1;
+    IF @child_thresholds IS NOT NULL AND ISJSON(@child_thresholds) = 0
+        THROW 50306, N'@child_thresholds must be a JSON object of child table name to threshold date.', 1;
     SET LOCK_TIMEOUT @lock_timeout_ms;
     DECLARE @sql nvarchar(max);
     BEGIN TRY
@@ -340,8 +379,9 @@ BEGIN
             @template_name = N'mark_table', @sql = @sql OUTPUT;
         EXEC sys.sp_executesql
             @sql,
-            N'@threshold date, @eligible bigint OUTPUT, @null_dates bigint OUTPUT, @key_low nvarchar(max) OUTPUT, @key_high nvarchar(max) OUTPUT',
+            N'@threshold date, @child_thresholds nvarchar(max), @eligible bigint OUTPUT, @null_dates bigint OUTPUT, @key_low nvarchar(max) OUTPUT, @key_high nvarchar(max) OUTPUT',
             @threshold = @threshold,
+            @child_thresholds = @child_thresholds,
             @eligible = @eligible OUTPUT,
             @null_dates = @null_dates OUTPUT,
             @key_low = @key_low OUTPUT,

@@ -60,11 +60,24 @@ class TestDryRun:
         assert parse_errors(text) == []
 
     def test_a_contract_waits_for_its_configured_children(self, demo_configs):
-        text = dry_run("--table", "SourceDB1.main.Contract", "--template", "mark_table")
+        text = dry_run("--table", "SourceDB1.main.Contract", "--template", "archive_batch")
         assert (
             "AND NOT EXISTS (SELECT 1 FROM [SourceDB1].[dbo].[Position] AS ch1 WHERE ch1.[contractId] = s.[contractId])"
         ) in text
-        assert "WHERE s.[maturityDate] < @threshold" in text
+        # Mark counts a contract whose positions all move in this run.
+        marks = dry_run("--table", "SourceDB1.main.Contract", "--template", "mark_table")
+        assert (
+            "AND NOT EXISTS (SELECT 1 FROM [SourceDB1].[dbo].[Position] AS ch1 WHERE ch1.[contractId] = s.[contractId]"
+            " AND NOT (EXISTS (SELECT 1 FROM [SourceDB1].[dbo].[Contract] AS cc1"
+        ) in marks
+        assert "WHERE s.[maturityDate] < @threshold" in marks
+
+    def test_a_contract_waits_for_its_foreign_key_children(self, demo_configs):
+        # Trade (DATE_BASED) references Contract by a foreign key only.
+        text = dry_run("--table", "SourceDB2.main.Contract", "--template", "archive_batch")
+        assert (
+            "AND NOT EXISTS (SELECT 1 FROM [SourceDB2].[dbo].[Trade] AS ch1 WHERE ch1.[contractId] = s.[contractId])"
+        ) in text
 
     def test_disposal_rechecks_contract_holds_where_the_config_names_a_contract_column(self, demo_configs):
         text = dry_run("--table", "SourceDB2.main.Trade", "--template", "dispose_batch")

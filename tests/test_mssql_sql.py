@@ -283,7 +283,7 @@ class TestProcedureSettings:
     def test_each_runtime_procedure_sets_its_own_session_options(self, name):
         body = _procedure(name)
         header, code = body.split("\nAS\nBEGIN\n", 1)
-        assert re.search(r"@lock_timeout_ms int = \d+$", header, re.MULTILINE)
+        assert re.search(r"@lock_timeout_ms int = \d+,?$", header, re.MULTILINE)
         assert code.index("SET NOCOUNT ON;") < code.index("SET DEADLOCK_PRIORITY LOW;")
         # SET LOCK_TIMEOUT: a blocked statement fails with 1222 instead of
         # waiting past the lease (https://learn.microsoft.com/previous-versions/sql/sql-server-2008/ms189470(v=sql.100)).
@@ -459,3 +459,46 @@ class TestGovernanceTriggers:
     def test_the_install_order_puts_it_after_migrate(self):
         header = self.text.split("*/", 1)[0]
         assert "then 08, 09" in header and "manage.py migrate" in header
+
+
+class TestMarkChildGuard:
+    """Mark counts a parent row when every child row referencing it moves in this run."""
+
+    contract = templates.ProcedureTable(
+        "SourceDB2", "Trading", "dbo", "Contract", "archive_sourcedb2", "DATE_BASED",
+        ["contractId", "maturityDate"], [templates.KeyColumn("contractId", "int")], "maturityDate",
+        children=(("dbo", "Trade", "contractId", "contractId"), ("dbo", "Leg", "contractId", "contractId")),
+        child_rules=(
+            ("Trade", "DATE_BASED", "settlementDate", "", "", "", ""),
+            ("Leg", "CONTRACT_MATURITY", "", "Contract", "contractId", "contractId", "maturityDate"),
+        ),
+    )  # fmt: skip
+
+    def test_mark_uses_the_at_mark_rule_and_the_batches_the_move_rule(self):
+        marks = templates.render("mark_table", self.contract)
+        assert marks.count("{") == 0 and parse_errors(marks) == []
+        assert (
+            "AND NOT EXISTS (SELECT 1 FROM [Trading].[dbo].[Trade] AS ch2 WHERE ch2.[contractId] = s.[contractId]"
+            " AND NOT (ch2.[settlementDate] IS NOT NULL AND ch2.[settlementDate] < "
+            "COALESCE(CAST(JSON_VALUE(@child_thresholds, N'$.\"Trade\"') AS date), CONVERT(date, '00010101'))))"
+        ) in marks
+        assert (
+            "AND NOT (EXISTS (SELECT 1 FROM [Trading].[dbo].[Contract] AS cc1 WHERE cc1.[contractId] = ch1.[contractId]"
+            " AND cc1.[maturityDate] < COALESCE(CAST(JSON_VALUE(@child_thresholds, N'$.\"Leg\"') AS date)"
+        ) in marks
+        batch = templates.render("archive_batch", self.contract)
+        assert "@child_thresholds" not in batch
+        assert "AS ch2 WHERE ch2.[contractId] = s.[contractId])" in batch
+
+    def test_the_procedure_builds_the_same_rule_from_the_registry(self):
+        builder = _procedure("usp_build_sql")
+        assert "SET @sql = REPLACE(@sql, N'{MARK_CHILD_GUARD}', @mark_child_guard);" in builder
+        mark = builder.split("SELECT @mark_child_guard", 1)[1].split(") AS ch;", 1)[0]
+        assert "WHEN ch.archival_logic = 'DATE_BASED'" in mark
+        assert "N'COALESCE(CAST(JSON_VALUE(@child_thresholds, N''$.\"'" in mark
+        assert "CONVERT(date, ''00010101''))' AS threshold" in mark
+        marker = _procedure("usp_mark_table")
+        assert "@child_thresholds nvarchar(max) = NULL" in marker
+        assert "@child_thresholds = @child_thresholds," in marker
+        body = templates.load_templates()["mark_table"]
+        assert body.count("{MARK_CHILD_GUARD}") == 3 and "{CHILD_GUARD}" not in body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,9 @@ class ProcedureTable:
     children: tuple[tuple[str, str, str, str], ...] = ()
     # geography/geometry columns: compared by their bytes (not comparable).
     spatial_columns: tuple[str, ...] = ()
+    # Each child table's rule, as the registry has it: (table, archival logic,
+    # date column, contract table, contract key, contract reference, maturity).
+    child_rules: tuple[tuple[str, str, str, str, str, str, str], ...] = ()
 
 
 def tokens_for(spec: ProcedureTable) -> dict[str, str]:
@@ -145,6 +149,26 @@ def tokens_for(spec: ProcedureTable) -> dict[str, str]:
         f" WHERE ch{n}.{quote(ref)} = s.{quote(key)})"
         for n, (table, ref, key) in enumerate(children, start=1)
     )
+    rules = {rule[0]: rule for rule in spec.child_rules}
+    mark_guard = []
+    for n, (table, ref, key) in enumerate(children, start=1):
+        if table not in rules:  # not registered: the T-SQL join drops it too
+            continue
+        _, logic, date_column, contract, contract_key, contract_ref, maturity = rules[table]
+        name = json.dumps(table, ensure_ascii=False)[1:-1].replace("/", "\\/").replace("'", "''")
+        threshold = f"COALESCE(CAST(JSON_VALUE(@child_thresholds, N'$.\"{name}\"') AS date), CONVERT(date, '00010101'))"
+        if logic == "DATE_BASED":
+            eligible = f"ch{n}.{quote(date_column)} IS NOT NULL AND ch{n}.{quote(date_column)} < {threshold}"
+        else:
+            eligible = (
+                f"EXISTS (SELECT 1 FROM {db}.{quote(spec.schema_name)}.{quote(contract)} AS cc{n}"
+                f" WHERE cc{n}.{quote(contract_key)} = ch{n}.{quote(contract_ref)}"
+                f" AND cc{n}.{quote(maturity)} < {threshold})"
+            )
+        mark_guard.append(
+            f"\n        AND NOT EXISTS (SELECT 1 FROM {db}.{quote(spec.schema_name)}.{quote(table)} AS ch{n}"
+            f" WHERE ch{n}.{quote(ref)} = s.{quote(key)} AND NOT ({eligible}))"
+        )
     hold_contract_match = ""
     if spec.hold_contract_column and spec.hold_contract_column in spec.columns:
         hold_contract_match = (
@@ -174,6 +198,7 @@ def tokens_for(spec: ProcedureTable) -> dict[str, str]:
         "REFERENCE_JOIN": reference_join,
         "REFERENCE_COLUMN": reference_column,
         "CHILD_GUARD": child_guard,
+        "MARK_CHILD_GUARD": "".join(mark_guard),
         "HOLD_CONTRACT_MATCH": hold_contract_match,
         "KEY_COLUMNS": column_list(keys),
         "KEY_COLUMNS_S": column_list(keys, "s."),
@@ -214,6 +239,18 @@ class DryRunTable:
     spec: ProcedureTable
     statements: dict[str, str]  # template name -> dynamic SQL
     provision_call: str
+
+
+# The registry columns (archival.archived_table) a child's mark-time rule needs.
+CHILD_RULE_FIELDS = (
+    "table_name",
+    "archival_logic",
+    "date_column",
+    "contract_table",
+    "contract_key_column",
+    "contract_reference_column",
+    "contract_maturity_column",
+)
 
 
 def procedure_table_for(config) -> ProcedureTable:
@@ -262,6 +299,18 @@ def procedure_table_for(config) -> ProcedureTable:
         hold_contract_column=config.hold_contract_column,
         children=children,
         spatial_columns=tuple(c.name for c in info.columns if c.db_type in {"geography", "geometry"}),
+        child_rules=tuple(
+            (
+                c.table_name,
+                c.archival_logic,
+                c.date_column,
+                c.contract_table,
+                c.contract_key_column,
+                c.contract_reference_column,
+                c.contract_maturity_column,
+            )
+            for c in siblings.filter(table_name__in={child[1] for child in children})
+        ),
     )
 
 
