@@ -248,6 +248,18 @@ WHERE fk.referenced_object_id = OBJECT_ID(@qualified, N''U'')
             ROW_NUMBER() OVER (ORDER BY table_name, reference_column, key_column) AS n
         FROM @children
     ) AS ch;
+    -- Every child is registered with the columns its rule needs (the
+    -- provisioning checked them); a NULL would drop the child from the
+    -- STRING_AGG below without a word.
+    IF EXISTS (
+        SELECT 1 FROM @children AS c
+        INNER JOIN archival.archived_table AS r
+            ON r.source_alias = @source_alias AND r.schema_name = @schema_name AND r.table_name = c.table_name
+        WHERE (r.archival_logic = 'DATE_BASED' AND r.date_column IS NULL)
+            OR (r.archival_logic = 'CONTRACT_MATURITY' AND (r.contract_table IS NULL OR r.contract_key_column IS NULL
+                OR r.contract_reference_column IS NULL OR r.contract_maturity_column IS NULL))
+    )
+        THROW 50213, N'A child table of this table is registered without the columns its rule needs: re-run its provisioning.', 1;
     -- At mark time the children have not moved yet: a row counts as eligible
     -- when every child row referencing it will itself be archived by this
     -- run (archival.engine.spec.TableSpec.parent_rule, at_mark). Each child's
@@ -369,6 +381,10 @@ BEGIN
     SET DEADLOCK_PRIORITY LOW;
     IF @lock_timeout_ms IS NULL OR @lock_timeout_ms < 0
         THROW 50305, N'@lock_timeout_ms must be 0 or more milliseconds.', 1;
+    -- The procedure owns its transaction: with IMPLICIT_TRANSACTIONS on (a
+    -- driver with autocommit off) BEGIN TRANSACTION would open two and the
+    -- commit leave one open. Reverts when the procedure returns.
+    SET IMPLICIT_TRANSACTIONS OFF;
     IF @child_thresholds IS NOT NULL AND ISJSON(@child_thresholds) = 0
         THROW 50306, N'@child_thresholds must be a JSON object of child table name to threshold date.', 1;
     SET LOCK_TIMEOUT @lock_timeout_ms;
@@ -415,6 +431,10 @@ BEGIN
     SET DEADLOCK_PRIORITY LOW;
     IF @lock_timeout_ms IS NULL OR @lock_timeout_ms < 0
         THROW 50305, N'@lock_timeout_ms must be 0 or more milliseconds.', 1;
+    -- The procedure owns its transaction: with IMPLICIT_TRANSACTIONS on (a
+    -- driver with autocommit off) BEGIN TRANSACTION would open two and the
+    -- commit leave one open. Reverts when the procedure returns.
+    SET IMPLICIT_TRANSACTIONS OFF;
     SET LOCK_TIMEOUT @lock_timeout_ms;
     DECLARE @sql nvarchar(max);
     DECLARE @batch_rows int = 0;
@@ -510,7 +530,7 @@ BEGIN
     -- statement that reads or writes a table: such a SELECT opens the
     -- caller's implicit transaction here, which the caller commits.
     IF @@TRANCOUNT = 0 AND (@@OPTIONS & 2) = 2
-        SELECT @opened = COUNT(*) FROM archival.sql_template WHERE 1 = 0;
+        SELECT TOP (1) @opened = 1 FROM archival.sql_template;
     IF @@TRANCOUNT = 0
         THROW 50400, N'archival.usp_lock_holds must run inside the transaction that writes the hold.', 1;
     EXEC @result = sys.sp_getapplock
@@ -539,6 +559,10 @@ BEGIN
     SET DEADLOCK_PRIORITY LOW;
     IF @lock_timeout_ms IS NULL OR @lock_timeout_ms < 0
         THROW 50305, N'@lock_timeout_ms must be 0 or more milliseconds.', 1;
+    -- The procedure owns its transaction: with IMPLICIT_TRANSACTIONS on (a
+    -- driver with autocommit off) BEGIN TRANSACTION would open two and the
+    -- commit leave one open. Reverts when the procedure returns.
+    SET IMPLICIT_TRANSACTIONS OFF;
     SET LOCK_TIMEOUT @lock_timeout_ms;
     DECLARE @sql nvarchar(max);
     DECLARE @batch_rows int = 0;

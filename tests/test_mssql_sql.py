@@ -302,8 +302,20 @@ class TestProcedureSettings:
         # touches a table: https://learn.microsoft.com/sql/t-sql/statements/set-implicit-transactions-transact-sql
         body = _procedure("usp_lock_holds")
         opened = body.index("IF @@TRANCOUNT = 0 AND (@@OPTIONS & 2) = 2")
-        assert "FROM archival.sql_template" in body[opened:]
+        assert "SELECT TOP (1) @opened = 1 FROM archival.sql_template;" in body[opened:]
+        assert "SET IMPLICIT_TRANSACTIONS OFF" not in body  # this one joins the caller's transaction
         assert opened < body.index("THROW 50400") < body.index("sys.sp_getapplock")
+
+    @pytest.mark.parametrize("name", ["usp_mark_table", "usp_archive_batch", "usp_dispose_batch"])
+    def test_the_batch_procedures_own_their_transaction_under_implicit_transactions(self, name):
+        # With IMPLICIT_TRANSACTIONS on, BEGIN TRANSACTION itself opens one
+        # more (https://learn.microsoft.com/sql/t-sql/statements/set-implicit-transactions-transact-sql):
+        # the commit would leave the implicit one open. Turned off for the
+        # procedure's own scope (SET options revert when it returns).
+        code = _procedure(name).split("\nAS\nBEGIN\n", 1)[1]
+        off = code.index("SET IMPLICIT_TRANSACTIONS OFF;")
+        assert off < code.index("BEGIN TRY")
+        assert "BEGIN TRANSACTION;" not in code[:off]
 
     def test_dispose_takes_the_hold_lock_with_its_own_timeout(self):
         assert "EXEC archival.usp_lock_holds @lock_timeout_ms = @lock_timeout_ms;" in _procedure("usp_dispose_batch")
@@ -340,6 +352,11 @@ class TestDynamicSql:
             if re.match(r"^\s*EXEC (sys\.sp_executesql|@exec) @sql;$", line):
                 assert "IF @sql IS NULL THROW" in lines[i - 1], line
         assert "QUOTENAME(LEFT(N'pk_' + @archive_schema + N'_' + @table_name, 128))" in _script("06_")
+
+    def test_an_archive_schema_name_that_would_be_cut_is_refused(self):
+        # A sysname variable keeps only 128 characters, silently.
+        schemas = _script("02_")
+        assert schemas.index("IF LEN(N'$(NamespacePrefix)' + @alias) > 128") < schemas.index("SET @schema =")
 
     def test_foreign_key_children_guard_their_parent(self):
         builder = _procedure("usp_build_sql")
@@ -492,6 +509,8 @@ class TestMarkChildGuard:
 
     def test_the_procedure_builds_the_same_rule_from_the_registry(self):
         builder = _procedure("usp_build_sql")
+        # STRING_AGG skips NULL pieces: a child with a NULL column is refused first.
+        assert builder.index("THROW 50213") < builder.index("SELECT @mark_child_guard")
         assert "SET @sql = REPLACE(@sql, N'{MARK_CHILD_GUARD}', @mark_child_guard);" in builder
         mark = builder.split("SELECT @mark_child_guard", 1)[1].split(") AS ch;", 1)[0]
         assert "WHEN ch.archival_logic = 'DATE_BASED'" in mark
