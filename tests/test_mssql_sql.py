@@ -276,7 +276,7 @@ class TestSecurity:
 
 class TestProcedureSettings:
     """SET statements made in a procedure revert when it returns:
-    https://learn.microsoft.com/en-us/sql/t-sql/statements/set-statements-transact-sql
+    https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2012/ms190356(v=sql.110)
     """
 
     @pytest.mark.parametrize("name", ["usp_mark_table", "usp_archive_batch", "usp_dispose_batch", "usp_lock_holds"])
@@ -286,7 +286,7 @@ class TestProcedureSettings:
         assert re.search(r"@lock_timeout_ms int = \d+,?$", header, re.MULTILINE)
         assert code.index("SET NOCOUNT ON;") < code.index("SET DEADLOCK_PRIORITY LOW;")
         # SET LOCK_TIMEOUT: a blocked statement fails with 1222 instead of
-        # waiting past the lease (https://learn.microsoft.com/previous-versions/sql/sql-server-2008/ms189470(v=sql.100)).
+        # waiting past the lease (https://learn.microsoft.com/en-us/previous-versions/SQL/SQL-server-2008/ms189470(v=sql.100)).
         assert "SET LOCK_TIMEOUT @lock_timeout_ms;" in code or "@LockTimeout = @lock_timeout_ms" in code
 
     def test_the_builder_sets_nocount_too(self):
@@ -329,7 +329,10 @@ class TestDynamicSql:
                     assert statement.rstrip().endswith("OPTION (RECOMPILE)"), name
 
     def test_temp_table_keys_and_archive_columns_keep_the_source_collation(self):
-        # #temp tables take tempdb's collation unless a column says COLLATE.
+        # #temp table columns take tempdb's collation unless they say COLLATE
+        # ("Collations and tempdb",
+        # https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2012/ms190920(v=sql.110));
+        # a mismatch in a join fails with error 468.
         for name in ("archive_batch", "dispose_batch"):
             body = templates.load_templates()[name]
             temp = body.split("CREATE TABLE #", 1)[1].split(");", 1)[0]
@@ -345,7 +348,8 @@ class TestDynamicSql:
         assert templates.tokens_for(spec)["KEY_DEFS"] == "[code] varchar(20) COLLATE Latin1_General_CS_AS NOT NULL"
 
     def test_a_null_statement_stops_instead_of_running_as_nothing(self):
-        # QUOTENAME returns NULL above 128 characters, and NULL + text is NULL.
+        # QUOTENAME returns NULL above 128 characters, and NULL + text is NULL:
+        # https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2012/ms176114(v=sql.110)
         assert "IF @sql IS NULL\n        THROW 50212" in _procedure("usp_build_sql")
         lines = _script("06_").splitlines()
         for i, line in enumerate(lines):
