@@ -29,7 +29,9 @@ Safety notes
     one of these tables. Idempotent (CREATE OR ALTER). The triggers refuse
     with THROW, which ends the statement and rolls back the caller's
     transaction; they SET NOCOUNT ON so a client never reads a trigger's row
-    count as its statement's. They bind db_owner too; only a DBA who
+    count as its statement's. DENY DELETE (UPDATE for hold keys) to public
+    as well, which outranks the runtime login's db_datawriter in the control
+    database. The triggers bind db_owner too; only a DBA who
     disables a trigger (ALTER TABLE ... DISABLE TRIGGER, itself visible in
     the default trace) can get past them. Inserts into these tables must not
     use a bare OUTPUT clause (error 334 on a table with an enabled trigger).
@@ -42,6 +44,13 @@ GO
 IF OBJECT_ID(N'dbo.governance_auditevent', N'U') IS NULL
     OR OBJECT_ID(N'dbo.governance_auditchainhead', N'U') IS NULL
     THROW 50800, N'Run manage.py migrate (control database) first, then re-run this script.', 1;
+GO
+
+-- Belt and braces: the runtime login has db_datawriter here, and a DENY
+-- beats that GRANT (db_owner is not bound by it; the triggers are).
+DENY DELETE ON OBJECT::[dbo].[governance_auditevent] TO [public];
+GO
+DENY DELETE ON OBJECT::[dbo].[governance_auditchainhead] TO [public];
 GO
 
 EXEC (N'CREATE OR ALTER TRIGGER [dbo].[tr_governance_auditevent_no_delete] ON [dbo].[governance_auditevent]
@@ -110,6 +119,10 @@ GO
 IF OBJECT_ID(N'dbo.governance_hold', N'U') IS NULL
     OR OBJECT_ID(N'dbo.governance_holdkey', N'U') IS NULL
     THROW 50805, N'Run manage.py migrate --database archive first, then re-run this script.', 1;
+GO
+
+-- DELETE on both is denied to public in 08; hold keys are never updated either.
+DENY UPDATE ON OBJECT::[dbo].[governance_holdkey] TO [public];
 GO
 
 EXEC (N'CREATE OR ALTER TRIGGER [dbo].[tr_governance_hold_no_delete] ON [dbo].[governance_hold]

@@ -473,6 +473,18 @@ class TestGovernanceTriggers:
         assert self._unchanged(body) == columns - {"id", "review_by"} - release
         assert "d.[released_at] IS NOT NULL AND NOT EXISTS" in body
 
+    def test_deny_outranks_the_runtime_logins_db_datawriter(self):
+        # A DENY overrides a GRANT (db_datawriter grants DELETE on every table).
+        for verb, table in (
+            ("DELETE", "governance_auditevent"),
+            ("DELETE", "governance_auditchainhead"),
+            ("UPDATE", "governance_holdkey"),
+        ):
+            assert f"DENY {verb} ON OBJECT::[dbo].[{table}] TO [public];" in self.text
+        grants = _script("08_")
+        for table in ("governance_hold", "governance_holdkey"):
+            assert f"DENY DELETE ON OBJECT::[dbo].[{table}] TO [public];" in grants
+
     def test_triggers_keep_their_row_counts_to_themselves(self):
         for m in re.finditer(r"CREATE OR ALTER TRIGGER .*?END'\);", self.text, re.DOTALL):
             assert "SET NOCOUNT ON;" in m.group(0)
