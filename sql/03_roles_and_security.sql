@@ -12,8 +12,9 @@ Purpose
                           be a user there to enter the database).
       archival_app_data   the Django control plane's own tables in the archive
                           database (holds, ledger, certificates): SELECT,
-                          INSERT, UPDATE; DELETE on holds is denied in
-                          08_signing_and_grants.sql.
+                          INSERT, UPDATE (08_signing_and_grants.sql, after
+                          migrate); SELECT on the archive schemas. No DELETE
+                          anywhere in the archive database.
     The procedures run dynamic SQL across databases, which ownership chaining
     does not cover, so they are signed with the certificate archival_signing;
     a user created from that certificate in the archive database and in each
@@ -94,7 +95,11 @@ GO
 GRANT EXECUTE ON SCHEMA::[archival] TO [archival_executor];
 GO
 
--- archive_reader: SELECT on every archive schema (archive_<alias>), nothing else.
+-- archive_reader: SELECT on every archive schema (archive_<alias>), nothing
+-- else. archival_app_data: SELECT there too, and nothing more: the engine
+-- reads the archive tables' catalog (Mark refuses a table not provisioned or
+-- out of date) and their keys (disposal's plan and certificates); inserts
+-- and deletes go through the signed procedures only.
 DECLARE @schema sysname;
 DECLARE @sql nvarchar(max);
 DECLARE archive_schemas CURSOR LOCAL FAST_FORWARD FOR
@@ -107,6 +112,8 @@ FETCH NEXT FROM archive_schemas INTO @schema;
 WHILE @@FETCH_STATUS = 0
 BEGIN
     SET @sql = N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archive_reader]';
+    EXEC sys.sp_executesql @sql;
+    SET @sql = N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archival_app_data]';
     EXEC sys.sp_executesql @sql;
     FETCH NEXT FROM archive_schemas INTO @schema;
 END;

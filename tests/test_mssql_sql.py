@@ -261,6 +261,10 @@ class TestSecurity:
             for m in re.finditer(r"GRANT ([A-Z, ]+) ON [^;]+ TO \[(archival_app_data|archival_executor)\]", text):
                 assert "DELETE" not in m.group(1), m.group(0)
         assert "ALTER ROLE [db_datawriter] ADD MEMBER [$(AppLogin)]" not in roles.split("USE [$(ArchiveDb)];", 1)[1]
+        # It reads the archive tables (their catalog for Mark, their keys for
+        # disposal) and writes them only through the signed procedures.
+        assert "N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archival_app_data]'" in roles
+        assert not re.search(r"N'GRANT (INSERT|UPDATE|DELETE)[^']*SCHEMA::' \+ QUOTENAME\(@schema\)", roles)
 
     def test_the_reader_selects_exactly_the_archive_schemas_and_the_hold_tables_search_reads(self):
         from governance.models import Hold, HoldKey
