@@ -111,9 +111,7 @@ OPEN archive_schemas;
 FETCH NEXT FROM archive_schemas INTO @schema;
 WHILE @@FETCH_STATUS = 0
 BEGIN
-    SET @sql = N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archive_reader]';
-    EXEC sys.sp_executesql @sql;
-    SET @sql = N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archival_app_data]';
+    SET @sql = N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archive_reader], [archival_app_data]';
     EXEC sys.sp_executesql @sql;
     FETCH NEXT FROM archive_schemas INTO @schema;
 END;

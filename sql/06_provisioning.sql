@@ -72,7 +72,7 @@ BEGIN
         THROW 50602, N'@archival_logic must be DATE_BASED or CONTRACT_MATURITY.', 1;
 
     SET @exec = QUOTENAME(@source_database) + N'.sys.sp_executesql';
-    SET @catalog_sql = N'SELECT c.column_id, c.name, t.name, c.max_length, c.precision, c.scale, c.is_nullable, ic.key_ordinal,
+    SET @catalog_sql = N'SELECT c.column_id, c.name, t.name, c.max_length, c.[precision], c.scale, c.is_nullable, ic.key_ordinal,
     c.collation_name
 FROM sys.columns AS c
 INNER JOIN sys.types AS t ON t.user_type_id = c.user_type_id
@@ -139,18 +139,18 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
         IF @sql IS NULL THROW 50611, N'The archive table DDL came out NULL; nothing was created.', 1;
         EXEC sys.sp_executesql @sql;
         -- Disposal scans by retention_until; holds by reference_date and contract.
-        SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name, 110) + N'_retention') + N' ON ' + @archive_table + N' ([retention_until])';
+        SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name + N'_retention', 128)) + N' ON ' + @archive_table + N' ([retention_until])';
         IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
         EXEC sys.sp_executesql @sql;
-        SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name, 110) + N'_reference') + N' ON ' + @archive_table + N' ([reference_date])';
+        SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name + N'_reference', 128)) + N' ON ' + @archive_table + N' ([reference_date])';
         IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
         EXEC sys.sp_executesql @sql;
-        SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name, 110) + N'_run') + N' ON ' + @archive_table + N' ([archive_run_id])';
+        SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name + N'_run', 128)) + N' ON ' + @archive_table + N' ([archive_run_id])';
         IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
         EXEC sys.sp_executesql @sql;
         IF COALESCE(@hold_contract_column, @contract_reference_column) IS NOT NULL
         BEGIN
-            SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name, 110) + N'_contract') + N' ON ' + @archive_table
+            SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name + N'_contract', 128)) + N' ON ' + @archive_table
                 + N' (' + QUOTENAME(COALESCE(@hold_contract_column, @contract_reference_column)) + N')';
             IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
             EXEC sys.sp_executesql @sql;

@@ -132,7 +132,7 @@ BEGIN
 
     -- The live catalog of the source database, read in that database.
     SET @exec = QUOTENAME(@source_database) + N'.sys.sp_executesql';
-    SET @catalog_sql = N'SELECT c.column_id, c.name, t.name, c.max_length, c.precision, c.scale, ic.key_ordinal, c.collation_name
+    SET @catalog_sql = N'SELECT c.column_id, c.name, t.name, c.max_length, c.[precision], c.scale, ic.key_ordinal, c.collation_name
 FROM sys.columns AS c
 INNER JOIN sys.types AS t ON t.user_type_id = c.user_type_id
 LEFT OUTER JOIN sys.indexes AS i ON i.object_id = c.object_id AND i.is_primary_key = 1

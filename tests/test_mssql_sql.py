@@ -263,19 +263,21 @@ class TestSecurity:
         assert "ALTER ROLE [db_datawriter] ADD MEMBER [$(AppLogin)]" not in roles.split("USE [$(ArchiveDb)];", 1)[1]
         # It reads the archive tables (their catalog for Mark, their keys for
         # disposal) and writes them only through the signed procedures.
-        assert "N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archival_app_data]'" in roles
+        assert (
+            "N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archive_reader], [archival_app_data]'" in roles
+        )
         assert not re.search(r"N'GRANT (INSERT|UPDATE|DELETE)[^']*SCHEMA::' \+ QUOTENAME\(@schema\)", roles)
 
     def test_the_reader_selects_exactly_the_archive_schemas_and_the_hold_tables_search_reads(self):
         from governance.models import Hold, HoldKey
 
         text = _script("03_") + _script("08_")
-        grants = re.findall(r"GRANT (\w+) ON (?:OBJECT::)?([^ ;]+) TO \[archive_reader\]", text)
+        grants = re.findall(r"GRANT (\w+) ON (?:OBJECT::)?([^ ;]+) TO \[archive_reader\];", text)
         objects = {obj for verb, obj in grants}
         assert {verb for verb, _ in grants} == {"SELECT"}
         assert objects == {f"[dbo].[{Hold._meta.db_table}]", f"[dbo].[{HoldKey._meta.db_table}]"}
         # ... plus SELECT on each archive schema, built in the cursor over them.
-        assert "N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archive_reader]'" in text
+        assert "N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archive_reader], [archival_app_data]'" in text
 
 
 class TestProcedureSettings:
