@@ -44,6 +44,9 @@ BEGIN
     -- Same rule as governance.env.ALIAS_RE: a letter, then letters, digits, underscores.
     IF @alias LIKE N'%[^A-Za-z0-9_]%' OR @alias NOT LIKE N'[A-Za-z]%' OR LEN(@alias) > 63
         THROW 50100, N'SourceAliases holds an alias that is not a plain identifier', 1;
+    -- A sysname variable silently cuts a longer value to 128 characters.
+    IF LEN(N'$(NamespacePrefix)' + @alias) > 128
+        THROW 50104, N'NamespacePrefix + alias is longer than 128 characters: no schema name fits.', 1;
     SET @schema = N'$(NamespacePrefix)' + LOWER(@alias);
     IF SCHEMA_ID(@schema) IS NULL
     BEGIN

@@ -4,18 +4,28 @@ Purpose
       archive_reader      SELECT on the archive schemas only (search pages,
                           the archive_readonly alias).
       archival_executor   EXECUTE on the [archival] procedures only. The
-                          runtime login has no right on any source table.
+                          runtime login has no right on any source table's
+                          rows: in each source database it is a user with
+                          VIEW DEFINITION only (build_spec and the config
+                          checks read the source catalog through the source
+                          aliases; the signed procedures need the caller to
+                          be a user there to enter the database).
       archival_app_data   the Django control plane's own tables in the archive
                           database (holds, ledger, certificates): SELECT,
-                          INSERT, UPDATE; DELETE on holds is denied in
-                          08_signing_and_grants.sql.
+                          INSERT, UPDATE (08_signing_and_grants.sql, after
+                          migrate); SELECT on the archive schemas. No DELETE
+                          anywhere in the archive database.
     The procedures run dynamic SQL across databases, which ownership chaining
     does not cover, so they are signed with the certificate archival_signing;
     a user created from that certificate in the archive database and in each
     source database holds exactly the rights the procedures need (granted per
-    table by archival_admin.usp_provision_table).
+    table by archival_admin.usp_provision_table). The procedures have no
+    EXECUTE AS: they run as the caller, whose token gains the certificate
+    user's rights in every database where that user exists (module signing),
+    so no AUTHENTICATE grant is needed (AUTHENTICATE only matters for an
+    impersonated context leaving its database).
 Parameters (sqlcmd -v)
-    ControlDb, ArchiveDb
+    ControlDb, ArchiveDb, NamespacePrefix (archive schema prefix, archive_)
     SourceDatabases   comma-separated source database names (not aliases)
     AppLogin, AppPassword         runtime login (web app, qcluster workers)
     ReaderLogin, ReaderPassword   read-only login (ARCHIVE_READONLY_DATABASE_URL)
@@ -85,16 +95,23 @@ GO
 GRANT EXECUTE ON SCHEMA::[archival] TO [archival_executor];
 GO
 
--- archive_reader: SELECT on every archive schema (archive_<alias>), nothing else.
+-- archive_reader: SELECT on every archive schema (archive_<alias>), nothing
+-- else. archival_app_data: SELECT there too, and nothing more: the engine
+-- reads the archive tables' catalog (Mark refuses a table not provisioned or
+-- out of date) and their keys (disposal's plan and certificates); inserts
+-- and deletes go through the signed procedures only.
 DECLARE @schema sysname;
 DECLARE @sql nvarchar(max);
 DECLARE archive_schemas CURSOR LOCAL FAST_FORWARD FOR
-    SELECT name FROM sys.schemas WHERE name LIKE N'$(NamespacePrefix)%';
+    -- [_] is a literal underscore: a bare _ in LIKE matches any character,
+    -- so N'archive_%' would also match schemas like N'archiveX...'.
+    SELECT name FROM sys.schemas
+    WHERE name LIKE REPLACE(REPLACE(N'$(NamespacePrefix)', N'[', N'[[]'), N'_', N'[_]') + N'%';
 OPEN archive_schemas;
 FETCH NEXT FROM archive_schemas INTO @schema;
 WHILE @@FETCH_STATUS = 0
 BEGIN
-    SET @sql = N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archive_reader]';
+    SET @sql = N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archive_reader], [archival_app_data]';
     EXEC sys.sp_executesql @sql;
     FETCH NEXT FROM archive_schemas INTO @schema;
 END;
@@ -109,19 +126,21 @@ GO
 IF DATABASE_PRINCIPAL_ID(N'archival_signer') IS NULL
     CREATE USER [archival_signer] FROM CERTIFICATE [archival_signing];
 GO
--- AUTHENTICATE lets the signature's token be honoured in the source
--- databases (cross-database access without TRUSTWORTHY).
-GRANT AUTHENTICATE TO [archival_signer];
-GO
-
 -- Copy the certificate (public key only) into each source database and map
 -- a user to it there; per-table SELECT/DELETE grants come with provisioning.
+-- The runtime login gets a user there too, with VIEW DEFINITION and nothing
+-- else: catalog reads (sys.columns, sys.foreign_keys, INFORMATION_SCHEMA) see
+-- only objects the user has some permission on, and the signed procedures
+-- need the caller to be a user of the database to enter it.
 DECLARE @db sysname;
 DECLARE @public_key nvarchar(max) = CONVERT(
     nvarchar(max), CONVERT(varchar(max), CERTENCODED(CERT_ID(N'archival_signing')), 1)
 );
 DECLARE @exec nvarchar(400);
 DECLARE @sql nvarchar(max);
+DECLARE @app_user nvarchar(300) = QUOTENAME(N'$(AppLogin)');
+IF @app_user IS NULL
+    THROW 50102, N'AppLogin is longer than 128 characters.', 1;
 DECLARE sources CURSOR LOCAL FAST_FORWARD FOR
     SELECT LTRIM(RTRIM(value)) FROM STRING_SPLIT(N'$(SourceDatabases)', N',')
     WHERE LTRIM(RTRIM(value)) <> N'';
@@ -134,7 +153,14 @@ BEGIN
     SET @exec = QUOTENAME(@db) + N'.sys.sp_executesql';
     SET @sql = N'IF CERT_ID(N''archival_signing'') IS NULL CREATE CERTIFICATE [archival_signing] FROM BINARY = '
         + @public_key + N';'
-        + N' IF DATABASE_PRINCIPAL_ID(N''archival_signer'') IS NULL CREATE USER [archival_signer] FROM CERTIFICATE [archival_signing];';
+        + N' IF DATABASE_PRINCIPAL_ID(N''archival_signer'') IS NULL CREATE USER [archival_signer] FROM CERTIFICATE [archival_signing];'
+        + N' IF DATABASE_PRINCIPAL_ID(N''$(AppLogin)'') IS NULL CREATE USER ' + @app_user + N' FOR LOGIN ' + @app_user
+        + N' WITH DEFAULT_SCHEMA = [dbo];'
+        + N' GRANT VIEW DEFINITION TO ' + @app_user + N';';
+    -- A NULL piece (a NULL QUOTENAME) would make the whole statement NULL,
+    -- which sp_executesql runs as nothing: refuse instead.
+    IF @exec IS NULL OR @sql IS NULL
+        THROW 50103, N'A source database name is longer than 128 characters.', 1;
     EXEC @exec @sql;
     FETCH NEXT FROM sources INTO @db;
 END;

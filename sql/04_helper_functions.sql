@@ -10,6 +10,7 @@ Purpose
       archival.fn_keyset_predicate  expanded OR keyset predicate on @k1..@kn
       archival.fn_key_json          expression giving a key as a JSON array of strings
       archival.fn_key_text          expression giving a key in HoldKey.key_text form
+                                    (archival.disposal.keys canonical text)
 Parameters
     @columns: JSON array of column names in key (or column) order; every name
     has been read from the live catalog by the caller, never from a config.
@@ -29,9 +30,15 @@ CREATE OR ALTER FUNCTION archival.fn_type_sql(
 RETURNS nvarchar(200)
 AS
 BEGIN
-    -- NULL for types the archive does not copy (text, xml, CLR, user types):
-    -- callers refuse the table with a clear error.
+    -- NULL for types the archive does not copy (text, ntext, image, xml,
+    -- user CLR and alias types): callers refuse the table with a clear error.
+    -- rowversion (sys.types calls it timestamp) cannot be inserted into: its
+    -- value is archived as binary(8). sql_variant, hierarchyid, geography and
+    -- geometry are archived as themselves (the identical-values check compares
+    -- geography and geometry by their bytes, see archival.usp_build_sql).
     RETURN CASE
+        WHEN @type_name = N'timestamp' THEN N'binary(8)'
+        WHEN @type_name IN (N'sql_variant', N'hierarchyid', N'geography', N'geometry') THEN @type_name
         WHEN @type_name IN (N'char', N'varchar', N'binary', N'varbinary')
             THEN @type_name + N'(' + CASE WHEN @max_length = -1 THEN N'max' ELSE CONVERT(nvarchar(10), @max_length) END + N')'
         WHEN @type_name IN (N'nchar', N'nvarchar')
@@ -121,16 +128,38 @@ BEGIN
 END;
 GO
 
--- HoldKey.key_text: key components in key order joined by a tab.
-CREATE OR ALTER FUNCTION archival.fn_key_text(@columns nvarchar(max), @alias sysname)
+-- HoldKey.key_text (archival.disposal.keys): key components in key order
+-- joined by a tab; integers and decimals as text, dates YYYY-MM-DD,
+-- timestamps YYYY-MM-DD HH:MM:SS[.ffffff], bit true/false, binary as
+-- lower-case hex, uniqueidentifier in lower case, text with backslash, tab
+-- and newline escaped. @types: JSON array of the columns' sys.types names,
+-- in the same order. Each part is in the archive database's collation
+-- (COLLATE DATABASE_DEFAULT), where HoldKey lives: two key columns of
+-- different collations, or one differing from the archive's, would
+-- otherwise conflict (error 468).
+CREATE OR ALTER FUNCTION archival.fn_key_text(@columns nvarchar(max), @types nvarchar(max), @alias sysname)
 RETURNS nvarchar(max)
 AS
 BEGIN
     DECLARE @parts nvarchar(max) = (
-        SELECT STRING_AGG(
-            CONVERT(nvarchar(max), N'CONVERT(nvarchar(4000), ' + @alias + N'.' + QUOTENAME(j.value) + N', 126)'), N', '
-        ) WITHIN GROUP (ORDER BY CONVERT(int, j.[key]))
+        SELECT STRING_AGG(CONVERT(nvarchar(max), CASE
+            WHEN t.value IN (N'char', N'varchar', N'nchar', N'nvarchar')
+                THEN N'REPLACE(REPLACE(REPLACE(CONVERT(nvarchar(4000), ' + @alias + N'.' + QUOTENAME(j.value)
+                    + N'), N''\'', N''\\''), NCHAR(9), N''\t''), NCHAR(10), N''\n'')'
+            WHEN t.value = N'date'
+                THEN N'CONVERT(nvarchar(10), ' + @alias + N'.' + QUOTENAME(j.value) + N', 23)'
+            WHEN t.value IN (N'datetime', N'datetime2', N'smalldatetime')
+                THEN N'CONVERT(nvarchar(19), ' + @alias + N'.' + QUOTENAME(j.value) + N', 120) + CASE WHEN DATEPART(MICROSECOND, '
+                    + @alias + N'.' + QUOTENAME(j.value) + N') = 0 THEN N'''' ELSE N''.'' + RIGHT(N''000000'' + CONVERT(nvarchar(6), DATEPART(MICROSECOND, '
+                    + @alias + N'.' + QUOTENAME(j.value) + N')), 6) END'
+            WHEN t.value = N'bit'
+                THEN N'CASE WHEN ' + @alias + N'.' + QUOTENAME(j.value) + N' = 1 THEN N''true'' ELSE N''false'' END'
+            WHEN t.value = N'uniqueidentifier'
+                THEN N'LOWER(CONVERT(nvarchar(36), ' + @alias + N'.' + QUOTENAME(j.value) + N'))'
+            ELSE N'CONVERT(nvarchar(4000), ' + @alias + N'.' + QUOTENAME(j.value) + N')'
+        END + N' COLLATE DATABASE_DEFAULT'), N', ') WITHIN GROUP (ORDER BY CONVERT(int, j.[key]))
         FROM OPENJSON(@columns) AS j
+        INNER JOIN OPENJSON(@types) AS t ON t.[key] = j.[key]
     );
     RETURN CASE
         WHEN (SELECT COUNT(*) FROM OPENJSON(@columns)) = 1 THEN @parts

@@ -6,6 +6,8 @@ Purpose
     (manage.py mssql_sql) reads THIS file and fills the same tokens the same
     way, so what a DBA reviews here is what runs.
       mark_table      eligible rows, rows without a reference date, key bounds
+                      ({MARK_CHILD_GUARD}: a parent row counts when every
+                      child row referencing it will move in this run)
       archive_batch   one keyset batch: pick, conflict check, DELETE ... OUTPUT
                       deleted.<columns> INTO the archive, counts
       dispose_batch   one keyset batch of archive rows past retention, minus
@@ -17,6 +19,10 @@ Safety notes
     Idempotent (MERGE by name). Every token is replaced by QUOTENAME'd
     identifiers read from the catalog, or by the empty string; no token ever
     carries a value. Quotes inside a template body are doubled.
+    The batch pickers end in OPTION (RECOMPILE): their "@key_after IS NULL
+    OR keyset" test would otherwise be compiled once for both the first
+    batch (a scan from the start) and the next ones (a seek), and a plan
+    cached for one is wrong for the other.
 */
 SET NOCOUNT ON;
 GO
@@ -44,7 +50,7 @@ EXEC archival_admin.usp_set_template @name = N'mark_table', @body = N'
 SELECT @eligible = COUNT_BIG(*)
 FROM {SOURCE} AS s
 {REFERENCE_JOIN}
-WHERE {REFERENCE_COLUMN} < @threshold{CHILD_GUARD};
+WHERE {REFERENCE_COLUMN} < @threshold{MARK_CHILD_GUARD};
 
 SELECT @null_dates = COUNT_BIG(*)
 FROM {SOURCE} AS s
@@ -54,13 +60,13 @@ WHERE {REFERENCE_COLUMN} IS NULL;
 SELECT TOP (1) @key_low = {KEY_JSON_S}
 FROM {SOURCE} AS s
 {REFERENCE_JOIN}
-WHERE {REFERENCE_COLUMN} < @threshold{CHILD_GUARD}
+WHERE {REFERENCE_COLUMN} < @threshold{MARK_CHILD_GUARD}
 ORDER BY {KEY_COLUMNS_S};
 
 SELECT TOP (1) @key_high = {KEY_JSON_S}
 FROM {SOURCE} AS s
 {REFERENCE_JOIN}
-WHERE {REFERENCE_COLUMN} < @threshold{CHILD_GUARD}
+WHERE {REFERENCE_COLUMN} < @threshold{MARK_CHILD_GUARD}
 ORDER BY {KEY_COLUMNS_S_DESC};
 ';
 GO
@@ -86,7 +92,8 @@ WITH eligible AS (
     ORDER BY {KEY_COLUMNS_S}
 )
 INSERT INTO #batch ({KEY_COLUMNS}, reference_date)
-SELECT {KEY_COLUMNS}, reference_date FROM eligible;
+SELECT {KEY_COLUMNS}, reference_date FROM eligible
+OPTION (RECOMPILE);
 SET @batch_rows = @@ROWCOUNT;
 
 -- A key already in the archive: identical values are skipped (deleted from
@@ -99,7 +106,7 @@ SELECT @conflicts = COUNT(*)
 FROM #batch AS b
 INNER JOIN {SOURCE} AS s ON {KEY_JOIN_S_B}
 INNER JOIN {ARCHIVE} AS a ON {KEY_JOIN_A_B}
-WHERE NOT EXISTS (SELECT {COLUMNS_S} INTERSECT SELECT {COLUMNS_A});
+WHERE NOT EXISTS (SELECT {COMPARE_S} INTERSECT SELECT {COMPARE_A});
 IF @conflicts > 0 RETURN;
 
 DELETE s
@@ -143,11 +150,18 @@ WITH due AS (
     ORDER BY {KEY_COLUMNS_A}
 )
 INSERT INTO #candidate ({KEY_COLUMNS})
-SELECT {KEY_COLUMNS} FROM due;
+SELECT {KEY_COLUMNS} FROM due
+OPTION (RECOMPILE);
 SET @batch_rows = @@ROWCOUNT;
 
 -- The hold re-check, in the disposal transaction, after the hold applock:
--- mirrors governance.models.archive.Hold/HoldKey and Hold.objects.active().
+-- mirrors governance.models.archive.Hold/HoldKey, Hold.objects.active() and
+-- archival.disposal.tables.DisposalTable.hold_match_sql (an empty hold
+-- schema names the table in any schema; a date range never covers a row
+-- without a reference date). Text compares in the collation of the archive
+-- database (COLLATE DATABASE_DEFAULT), where the hold rows live: with a
+-- case-insensitive archive a KEYS hold on key abc also keeps key ABC (more is
+-- kept, never less).
 UPDATE b SET held = 1
 FROM #candidate AS b
 INNER JOIN {ARCHIVE} AS a ON {KEY_JOIN_A_B}
@@ -159,12 +173,12 @@ WHERE EXISTS (
         AND (
             h.[scope] = N''ALL''
             OR (h.[scope] = N''TABLE'' AND h.[source_db] = @source_alias
-                AND h.[schema_name] = @schema_name AND h.[table_name] = @table_name)
-            OR (h.[scope] = N''DATE_RANGE''
+                AND (h.[schema_name] = @schema_name OR h.[schema_name] = N'''') AND h.[table_name] = @table_name)
+            OR (h.[scope] = N''DATE_RANGE'' AND a.[reference_date] IS NOT NULL
                 AND (h.[date_from] IS NULL OR a.[reference_date] >= h.[date_from])
                 AND (h.[date_to] IS NULL OR a.[reference_date] <= h.[date_to]))
             OR (h.[scope] = N''KEYS'' AND h.[source_db] = @source_alias
-                AND h.[schema_name] = @schema_name AND h.[table_name] = @table_name
+                AND (h.[schema_name] = @schema_name OR h.[schema_name] = N'''') AND h.[table_name] = @table_name
                 AND EXISTS (
                     SELECT 1 FROM [dbo].[governance_holdkey] AS k
                     WHERE k.[hold_id] = h.[id] AND k.[key_text] = {KEY_TEXT_A}

@@ -18,7 +18,11 @@ Safety notes
     (the runtime login cannot create or alter tables). Idempotent: re-running
     with the same values changes nothing; a source column added later is
     added to the archive table as NULL-able. Never drops a column or a table.
-    Every name is checked against the live catalog and QUOTENAME'd.
+    Every name is checked against the live catalog and QUOTENAME'd; derived
+    names (constraint, indexes) are cut to fit QUOTENAME's 128 characters,
+    and a statement that still comes out NULL stops the procedure instead of
+    running as nothing. Archive columns copy the source column's type (see
+    archival.fn_type_sql: rowversion becomes binary(8)) and collation.
 */
 SET NOCOUNT ON;
 GO
@@ -55,7 +59,8 @@ BEGIN
         [precision] tinyint NOT NULL,
         scale tinyint NOT NULL,
         is_nullable bit NOT NULL,
-        key_ordinal int NULL
+        key_ordinal int NULL,
+        collation_name sysname NULL
     );
     DECLARE @contract_cols TABLE (name sysname NOT NULL PRIMARY KEY);
 
@@ -67,7 +72,8 @@ BEGIN
         THROW 50602, N'@archival_logic must be DATE_BASED or CONTRACT_MATURITY.', 1;
 
     SET @exec = QUOTENAME(@source_database) + N'.sys.sp_executesql';
-    SET @catalog_sql = N'SELECT c.column_id, c.name, t.name, c.max_length, c.precision, c.scale, c.is_nullable, ic.key_ordinal
+    SET @catalog_sql = N'SELECT c.column_id, c.name, t.name, c.max_length, c.[precision], c.scale, c.is_nullable, ic.key_ordinal,
+    c.collation_name
 FROM sys.columns AS c
 INNER JOIN sys.types AS t ON t.user_type_id = c.user_type_id
 LEFT OUTER JOIN sys.indexes AS i ON i.object_id = c.object_id AND i.is_primary_key = 1
@@ -75,7 +81,7 @@ LEFT OUTER JOIN sys.index_columns AS ic
     ON ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.column_id = c.column_id
 WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
     SET @qualified = QUOTENAME(@schema_name) + N'.' + QUOTENAME(@table_name);
-    INSERT INTO @cols (column_id, name, type_name, max_length, [precision], scale, is_nullable, key_ordinal)
+    INSERT INTO @cols (column_id, name, type_name, max_length, [precision], scale, is_nullable, key_ordinal, collation_name)
     EXEC @exec @catalog_sql, N'@qualified nvarchar(600)', @qualified = @qualified;
 
     IF NOT EXISTS (SELECT 1 FROM @cols)
@@ -83,7 +89,16 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
     IF NOT EXISTS (SELECT 1 FROM @cols WHERE key_ordinal IS NOT NULL)
         THROW 50604, N'The source table has no primary key.', 1;
     IF EXISTS (SELECT 1 FROM @cols WHERE archival.fn_type_sql(type_name, max_length, [precision], scale) IS NULL)
-        THROW 50605, N'The source table has a column type the archive does not copy.', 1;
+        THROW 50605, N'The source table has a column type the archive does not copy (text, ntext, image, xml, CLR or alias types).', 1;
+    IF EXISTS (
+        SELECT 1 FROM @cols
+        WHERE key_ordinal IS NOT NULL
+            AND type_name IN (N'binary', N'varbinary', N'timestamp', N'sql_variant', N'hierarchyid', N'geography', N'geometry', N'float', N'real')
+    )
+        THROW 50609, N'The primary key has a column of a type keyset batches cannot carry (binary, rowversion, float, sql_variant or CLR).', 1;
+    -- A collation name goes into the DDL as is (COLLATE takes no quoted name).
+    IF EXISTS (SELECT 1 FROM @cols WHERE collation_name LIKE N'%[^A-Za-z0-9_]%')
+        THROW 50610, N'A column collation name is not a plain identifier.', 1;
     IF @archival_logic = 'DATE_BASED'
         AND NOT EXISTS (SELECT 1 FROM @cols WHERE name = @date_column AND type_name IN (N'date', N'datetime', N'datetime2', N'smalldatetime', N'datetimeoffset'))
         THROW 50606, N'@date_column is not a date column of the source table.', 1;
@@ -106,29 +121,38 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
     IF OBJECT_ID(@archive_table, N'U') IS NULL
     BEGIN
         SELECT @sql = N'CREATE TABLE ' + @archive_table + N' (' + STRING_AGG(
+            -- Each column keeps its source collation: keys that differ only in
+            -- case stay distinct in the archive when the source says so.
             CONVERT(nvarchar(max), QUOTENAME(name) + N' ' + archival.fn_type_sql(type_name, max_length, [precision], scale)
+                + COALESCE(N' COLLATE ' + collation_name, N'')
                 + CASE WHEN is_nullable = 1 THEN N' NULL' ELSE N' NOT NULL' END),
             N', ') WITHIN GROUP (ORDER BY column_id)
             + N', [archived_at] datetime2(6) NOT NULL, [archive_run_id] bigint NOT NULL'
             + N', [reference_date] date NULL, [retention_until] date NULL'
             -- The unique source key: invariant 2 (at most one copy of a row).
-            + N', CONSTRAINT ' + QUOTENAME(N'pk_' + @archive_schema + N'_' + @table_name) + N' PRIMARY KEY CLUSTERED ('
+            -- LEFT(..., 128): QUOTENAME returns NULL above 128 characters.
+            + N', CONSTRAINT ' + QUOTENAME(LEFT(N'pk_' + @archive_schema + N'_' + @table_name, 128)) + N' PRIMARY KEY CLUSTERED ('
             + (SELECT STRING_AGG(CONVERT(nvarchar(max), QUOTENAME(k.name)), N', ') WITHIN GROUP (ORDER BY k.key_ordinal)
                FROM @cols AS k WHERE k.key_ordinal IS NOT NULL)
             + N'))'
         FROM @cols;
+        IF @sql IS NULL THROW 50611, N'The archive table DDL came out NULL; nothing was created.', 1;
         EXEC sys.sp_executesql @sql;
         -- Disposal scans by retention_until; holds by reference_date and contract.
-        SET @sql = N'CREATE INDEX ' + QUOTENAME(N'ix_' + @table_name + N'_retention') + N' ON ' + @archive_table + N' ([retention_until])';
+        SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name + N'_retention', 128)) + N' ON ' + @archive_table + N' ([retention_until])';
+        IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
         EXEC sys.sp_executesql @sql;
-        SET @sql = N'CREATE INDEX ' + QUOTENAME(N'ix_' + @table_name + N'_reference') + N' ON ' + @archive_table + N' ([reference_date])';
+        SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name + N'_reference', 128)) + N' ON ' + @archive_table + N' ([reference_date])';
+        IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
         EXEC sys.sp_executesql @sql;
-        SET @sql = N'CREATE INDEX ' + QUOTENAME(N'ix_' + @table_name + N'_run') + N' ON ' + @archive_table + N' ([archive_run_id])';
+        SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name + N'_run', 128)) + N' ON ' + @archive_table + N' ([archive_run_id])';
+        IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
         EXEC sys.sp_executesql @sql;
         IF COALESCE(@hold_contract_column, @contract_reference_column) IS NOT NULL
         BEGIN
-            SET @sql = N'CREATE INDEX ' + QUOTENAME(N'ix_' + @table_name + N'_contract') + N' ON ' + @archive_table
+            SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name + N'_contract', 128)) + N' ON ' + @archive_table
                 + N' (' + QUOTENAME(COALESCE(@hold_contract_column, @contract_reference_column)) + N')';
+            IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
             EXEC sys.sp_executesql @sql;
         END;
     END
@@ -137,7 +161,8 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
         -- Columns the source gained since: added NULL-able (existing archive rows have none).
         SELECT @sql = STRING_AGG(
             CONVERT(nvarchar(max), N'ALTER TABLE ' + @archive_table + N' ADD ' + QUOTENAME(name) + N' '
-                + archival.fn_type_sql(type_name, max_length, [precision], scale) + N' NULL;'),
+                + archival.fn_type_sql(type_name, max_length, [precision], scale)
+                + COALESCE(N' COLLATE ' + collation_name, N'') + N' NULL;'),
             NCHAR(10)) WITHIN GROUP (ORDER BY column_id)
         FROM @cols WHERE COL_LENGTH(@archive_table, name) IS NULL;
         IF @sql IS NOT NULL EXEC sys.sp_executesql @sql;
@@ -161,14 +186,17 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
 
     -- The signed procedures' rights: on the archive table here ...
     SET @sql = N'GRANT SELECT, INSERT, UPDATE, DELETE ON ' + @archive_table + N' TO [archival_signer]';
+    IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
     EXEC sys.sp_executesql @sql;
     -- ... and SELECT + DELETE on the source table (SELECT on its contract
     -- table) in the source database. The runtime login gets neither.
     SET @sql = N'GRANT SELECT, DELETE ON ' + QUOTENAME(@schema_name) + N'.' + QUOTENAME(@table_name) + N' TO [archival_signer]';
+    IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
     EXEC @exec @sql;
     IF @archival_logic = 'CONTRACT_MATURITY'
     BEGIN
         SET @sql = N'GRANT SELECT ON ' + QUOTENAME(@schema_name) + N'.' + QUOTENAME(@contract_table) + N' TO [archival_signer]';
+        IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
         EXEC @exec @sql;
     END;
     COMMIT TRANSACTION;

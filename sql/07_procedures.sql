@@ -24,6 +24,11 @@ Safety notes
     provisioning procedure), re-read every column from the live catalog and
     QUOTENAME every identifier; values are sp_executesql parameters.
     SET XACT_ABORT ON + TRY/CATCH: any error rolls the whole batch back.
+    SET NOCOUNT ON, SET DEADLOCK_PRIORITY LOW and SET LOCK_TIMEOUT
+    @lock_timeout_ms (default 10,000 ms) in every procedure: settings made in
+    a procedure revert when it returns, so the caller's session is left as it
+    was. A lock time-out (1222) or a deadlock (1205) rolls the batch back and
+    reaches the caller as that error number: transient, retried with backoff.
     Batches are capped at 4,000 rows, under the 5,000-lock escalation point.
     Altering a procedure drops its signature: re-run 08_signing_and_grants.sql
     after this script, every time.
@@ -63,9 +68,13 @@ BEGIN
     DECLARE @reference_join nvarchar(max) = N'';
     DECLARE @reference_column nvarchar(400);
     DECLARE @child_guard nvarchar(max) = N'';
+    DECLARE @mark_child_guard nvarchar(max) = N'';
     DECLARE @hold_contract_match nvarchar(max) = N'';
     DECLARE @cursor_declare nvarchar(max);
     DECLARE @key_defs nvarchar(max);
+    DECLARE @key_types nvarchar(max);
+    DECLARE @compare_s nvarchar(max);
+    DECLARE @compare_a nvarchar(max);
     DECLARE @cols TABLE (
         column_id int NOT NULL PRIMARY KEY,
         name sysname NOT NULL,
@@ -73,7 +82,23 @@ BEGIN
         max_length smallint NOT NULL,
         [precision] tinyint NOT NULL,
         scale tinyint NOT NULL,
-        key_ordinal int NULL
+        key_ordinal int NULL,
+        collation_name sysname NULL
+    );
+    -- Configured tables of this source and schema whose rows reference this
+    -- table: through a one-column foreign key (sys.foreign_keys) or through
+    -- their contract join. A row here moves only when no remaining row of
+    -- any of them references it (archival.engine.spec: children go first).
+    DECLARE @children TABLE (
+        table_name sysname NOT NULL,
+        reference_column sysname NOT NULL,
+        key_column sysname NOT NULL,
+        PRIMARY KEY (table_name, reference_column, key_column)
+    );
+    DECLARE @fk_children TABLE (
+        table_name sysname NOT NULL,
+        reference_column sysname NOT NULL,
+        key_column sysname NOT NULL
     );
     DECLARE @contract_cols TABLE (
         column_id int NOT NULL PRIMARY KEY,
@@ -82,7 +107,8 @@ BEGIN
         max_length smallint NOT NULL,
         [precision] tinyint NOT NULL,
         scale tinyint NOT NULL,
-        key_ordinal int NULL
+        key_ordinal int NULL,
+        collation_name sysname NULL
     );
 
     SELECT
@@ -106,7 +132,7 @@ BEGIN
 
     -- The live catalog of the source database, read in that database.
     SET @exec = QUOTENAME(@source_database) + N'.sys.sp_executesql';
-    SET @catalog_sql = N'SELECT c.column_id, c.name, t.name, c.max_length, c.precision, c.scale, ic.key_ordinal
+    SET @catalog_sql = N'SELECT c.column_id, c.name, t.name, c.max_length, c.[precision], c.scale, ic.key_ordinal, c.collation_name
 FROM sys.columns AS c
 INNER JOIN sys.types AS t ON t.user_type_id = c.user_type_id
 LEFT OUTER JOIN sys.indexes AS i ON i.object_id = c.object_id AND i.is_primary_key = 1
@@ -114,7 +140,7 @@ LEFT OUTER JOIN sys.index_columns AS ic
     ON ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.column_id = c.column_id
 WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
     SET @qualified = QUOTENAME(@schema_name) + N'.' + QUOTENAME(@table_name);
-    INSERT INTO @cols (column_id, name, type_name, max_length, [precision], scale, key_ordinal)
+    INSERT INTO @cols (column_id, name, type_name, max_length, [precision], scale, key_ordinal, collation_name)
     EXEC @exec @catalog_sql, N'@qualified nvarchar(600)', @qualified = @qualified;
     IF NOT EXISTS (SELECT 1 FROM @cols)
         THROW 50203, N'The source table no longer exists.', 1;
@@ -122,6 +148,16 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
         THROW 50204, N'The source table has no primary key; keyset batches need one.', 1;
     IF EXISTS (SELECT 1 FROM @cols WHERE archival.fn_type_sql(type_name, max_length, [precision], scale) IS NULL)
         THROW 50205, N'The source table has a column type the archive does not copy (text, ntext, image, xml, CLR or alias types).', 1;
+    -- Keys travel as JSON text and back through CAST: binary, rowversion and
+    -- CLR values do not survive that round trip.
+    IF EXISTS (
+        SELECT 1 FROM @cols
+        WHERE key_ordinal IS NOT NULL
+            AND type_name IN (N'binary', N'varbinary', N'timestamp', N'sql_variant', N'hierarchyid', N'geography', N'geometry', N'float', N'real')
+    )
+        THROW 50210, N'The source table has a primary key column of a type keyset batches cannot carry (binary, rowversion, float, sql_variant or CLR).', 1;
+    IF EXISTS (SELECT 1 FROM @cols WHERE collation_name LIKE N'%[^A-Za-z0-9_]%')
+        THROW 50211, N'A column collation name is not a plain identifier.', 1;
 
     SELECT @keys = N'[' + STRING_AGG(CONVERT(nvarchar(max), N'"' + STRING_ESCAPE(name, 'json') + N'"'), N',')
         WITHIN GROUP (ORDER BY key_ordinal) + N']'
@@ -158,7 +194,7 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
     ELSE
     BEGIN
         SET @qualified = QUOTENAME(@schema_name) + N'.' + QUOTENAME(@contract_table);
-        INSERT INTO @contract_cols (column_id, name, type_name, max_length, [precision], scale, key_ordinal)
+        INSERT INTO @contract_cols (column_id, name, type_name, max_length, [precision], scale, key_ordinal, collation_name)
         EXEC @exec @catalog_sql, N'@qualified nvarchar(600)', @qualified = @qualified;
         IF NOT EXISTS (SELECT 1 FROM @cols WHERE name = @contract_reference_column)
             OR NOT EXISTS (SELECT 1 FROM @contract_cols WHERE name = @contract_key_column)
@@ -170,27 +206,99 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
         SET @reference_column = N'c.' + QUOTENAME(@contract_maturity_column);
     END;
 
-    -- A contract moves only when no remaining row of a configured child
-    -- table references it (children are archived first).
+    -- The children (see @children above), both kinds, in the source's own
+    -- catalog: one-column foreign keys whose referencing table is registered
+    -- for the same source alias and schema.
+    SET @catalog_sql = N'SELECT pt.name, pc.name, rc.name
+FROM sys.foreign_keys AS fk
+INNER JOIN sys.foreign_key_columns AS fkc ON fkc.constraint_object_id = fk.object_id
+INNER JOIN sys.tables AS pt ON pt.object_id = fk.parent_object_id
+INNER JOIN sys.columns AS pc ON pc.object_id = fkc.parent_object_id AND pc.column_id = fkc.parent_column_id
+INNER JOIN sys.columns AS rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id = fkc.referenced_column_id
+WHERE fk.referenced_object_id = OBJECT_ID(@qualified, N''U'')
+    AND pt.schema_id = SCHEMA_ID(@schema_name)
+    AND (SELECT COUNT(*) FROM sys.foreign_key_columns AS x WHERE x.constraint_object_id = fk.object_id) = 1';
+    SET @qualified = QUOTENAME(@schema_name) + N'.' + QUOTENAME(@table_name);
+    INSERT INTO @fk_children (table_name, reference_column, key_column)
+    EXEC @exec @catalog_sql, N'@qualified nvarchar(600), @schema_name sysname', @qualified = @qualified, @schema_name = @schema_name;
+    INSERT INTO @children (table_name, reference_column, key_column)
+    SELECT table_name, reference_column, key_column FROM (
+        SELECT f.table_name, f.reference_column, f.key_column
+        FROM @fk_children AS f
+        INNER JOIN archival.archived_table AS r
+            ON r.source_alias = @source_alias AND r.schema_name = @schema_name AND r.table_name = f.table_name
+        WHERE f.table_name <> @table_name
+        UNION
+        SELECT r.table_name, r.contract_reference_column, r.contract_key_column
+        FROM archival.archived_table AS r
+        WHERE r.source_alias = @source_alias AND r.schema_name = @schema_name
+            AND r.archival_logic = 'CONTRACT_MATURITY' AND r.contract_table = @table_name
+            AND r.table_name <> @table_name
+    ) AS both_kinds;
     SELECT @child_guard = COALESCE(STRING_AGG(
         CONVERT(nvarchar(max),
             NCHAR(10) + N'        AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@source_database) + N'.'
-            + QUOTENAME(ch.schema_name) + N'.' + QUOTENAME(ch.table_name) + N' AS ch' + CONVERT(nvarchar(10), ch.n)
-            + N' WHERE ch' + CONVERT(nvarchar(10), ch.n) + N'.' + QUOTENAME(ch.contract_reference_column)
-            + N' = s.' + QUOTENAME(ch.contract_key_column) + N')'),
+            + QUOTENAME(@schema_name) + N'.' + QUOTENAME(ch.table_name) + N' AS ch' + CONVERT(nvarchar(10), ch.n)
+            + N' WHERE ch' + CONVERT(nvarchar(10), ch.n) + N'.' + QUOTENAME(ch.reference_column)
+            + N' = s.' + QUOTENAME(ch.key_column) + N')'),
         N'') WITHIN GROUP (ORDER BY ch.n), N'')
     FROM (
         SELECT
-            schema_name, table_name, contract_reference_column, contract_key_column,
-            ROW_NUMBER() OVER (ORDER BY table_name) AS n
-        FROM archival.archived_table
-        WHERE source_alias = @source_alias AND schema_name = @schema_name
-            AND archival_logic = 'CONTRACT_MATURITY' AND contract_table = @table_name
+            table_name, reference_column, key_column,
+            ROW_NUMBER() OVER (ORDER BY table_name, reference_column, key_column) AS n
+        FROM @children
+    ) AS ch;
+    -- Every child is registered with the columns its rule needs (the
+    -- provisioning checked them); a NULL would drop the child from the
+    -- STRING_AGG below without a word.
+    IF EXISTS (
+        SELECT 1 FROM @children AS c
+        INNER JOIN archival.archived_table AS r
+            ON r.source_alias = @source_alias AND r.schema_name = @schema_name AND r.table_name = c.table_name
+        WHERE (r.archival_logic = 'DATE_BASED' AND r.date_column IS NULL)
+            OR (r.archival_logic = 'CONTRACT_MATURITY' AND (r.contract_table IS NULL OR r.contract_key_column IS NULL
+                OR r.contract_reference_column IS NULL OR r.contract_maturity_column IS NULL))
+    )
+        THROW 50213, N'A child table of this table is registered without the columns its rule needs: re-run its provisioning.', 1;
+    -- At mark time the children have not moved yet: a row counts as eligible
+    -- when every child row referencing it will itself be archived by this
+    -- run (archival.engine.spec.TableSpec.parent_rule, at_mark). Each child's
+    -- threshold comes in @child_thresholds, a JSON object {"<child table>":
+    -- "YYYY-MM-DD"} built from the run's cutoff; a child missing from it
+    -- counts as having nothing eligible (the move-time rule: never more).
+    SELECT @mark_child_guard = COALESCE(STRING_AGG(
+        CONVERT(nvarchar(max),
+            NCHAR(10) + N'        AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@source_database) + N'.'
+            + QUOTENAME(@schema_name) + N'.' + QUOTENAME(ch.table_name) + N' AS ch' + ch.n
+            + N' WHERE ch' + ch.n + N'.' + QUOTENAME(ch.reference_column) + N' = s.' + QUOTENAME(ch.key_column)
+            + N' AND NOT (' + CASE
+                WHEN ch.archival_logic = 'DATE_BASED'
+                    THEN N'ch' + ch.n + N'.' + QUOTENAME(ch.date_column) + N' IS NOT NULL AND ch' + ch.n + N'.'
+                        + QUOTENAME(ch.date_column) + N' < ' + ch.threshold
+                ELSE N'EXISTS (SELECT 1 FROM ' + QUOTENAME(@source_database) + N'.' + QUOTENAME(@schema_name) + N'.'
+                    + QUOTENAME(ch.contract_table) + N' AS cc' + ch.n + N' WHERE cc' + ch.n + N'.'
+                    + QUOTENAME(ch.contract_key_column) + N' = ch' + ch.n + N'.' + QUOTENAME(ch.contract_reference_column)
+                    + N' AND cc' + ch.n + N'.' + QUOTENAME(ch.contract_maturity_column) + N' < ' + ch.threshold + N')'
+            END + N'))'),
+        N'') WITHIN GROUP (ORDER BY ch.ordinal), N'')
+    FROM (
+        SELECT
+            c.table_name, c.reference_column, c.key_column, r.archival_logic, r.date_column, r.contract_table,
+            r.contract_key_column, r.contract_reference_column, r.contract_maturity_column,
+            ROW_NUMBER() OVER (ORDER BY c.table_name, c.reference_column, c.key_column) AS ordinal,
+            CONVERT(nvarchar(10), ROW_NUMBER() OVER (ORDER BY c.table_name, c.reference_column, c.key_column)) AS n,
+            N'COALESCE(CAST(JSON_VALUE(@child_thresholds, N''$."'
+                + REPLACE(STRING_ESCAPE(c.table_name, 'json'), N'''', N'''''')
+                + N'"'') AS date), CONVERT(date, ''00010101''))' AS threshold
+        FROM @children AS c
+        INNER JOIN archival.archived_table AS r
+            ON r.source_alias = @source_alias AND r.schema_name = @schema_name AND r.table_name = c.table_name
     ) AS ch;
 
     IF @hold_contract_column IS NOT NULL AND EXISTS (SELECT 1 FROM @cols WHERE name = @hold_contract_column)
         SET @hold_contract_match = NCHAR(10) + N'            OR (h.[scope] = N''CONTRACT'' AND h.[source_db] = @source_alias'
-            + N' AND h.[contract_value] = CONVERT(nvarchar(200), a.' + QUOTENAME(@hold_contract_column) + N'))';
+            + N' AND h.[contract_value] = CONVERT(nvarchar(200), a.' + QUOTENAME(@hold_contract_column)
+            + N') COLLATE DATABASE_DEFAULT)';
 
     SELECT @cursor_declare = STRING_AGG(
         CONVERT(nvarchar(max),
@@ -200,10 +308,27 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
             + archival.fn_type_sql(type_name, max_length, [precision], scale) + N');'),
         NCHAR(10)) WITHIN GROUP (ORDER BY key_ordinal)
     FROM @cols WHERE key_ordinal IS NOT NULL;
+    -- #batch/#candidate take tempdb's collation unless told: each key column
+    -- keeps its source collation, so joins to the source and the archive
+    -- (which copies it) compare alike and never fail with error 468.
     SELECT @key_defs = STRING_AGG(
-        CONVERT(nvarchar(max), QUOTENAME(name) + N' ' + archival.fn_type_sql(type_name, max_length, [precision], scale) + N' NOT NULL'),
+        CONVERT(nvarchar(max), QUOTENAME(name) + N' ' + archival.fn_type_sql(type_name, max_length, [precision], scale)
+            + COALESCE(N' COLLATE ' + collation_name, N'') + N' NOT NULL'),
         N', ') WITHIN GROUP (ORDER BY key_ordinal)
     FROM @cols WHERE key_ordinal IS NOT NULL;
+    SELECT @key_types = N'[' + STRING_AGG(CONVERT(nvarchar(max), N'"' + STRING_ESCAPE(type_name, 'json') + N'"'), N',')
+        WITHIN GROUP (ORDER BY key_ordinal) + N']'
+    FROM @cols WHERE key_ordinal IS NOT NULL;
+    -- The identical-values check compares with INTERSECT; geography and
+    -- geometry are not comparable, their serialized bytes are.
+    SELECT
+        @compare_s = STRING_AGG(CONVERT(nvarchar(max), CASE
+            WHEN type_name IN (N'geography', N'geometry') THEN N'CONVERT(varbinary(max), s.' + QUOTENAME(name) + N')'
+            ELSE N's.' + QUOTENAME(name) END), N', ') WITHIN GROUP (ORDER BY column_id),
+        @compare_a = STRING_AGG(CONVERT(nvarchar(max), CASE
+            WHEN type_name IN (N'geography', N'geometry') THEN N'CONVERT(varbinary(max), a.' + QUOTENAME(name) + N')'
+            ELSE N'a.' + QUOTENAME(name) END), N', ') WITHIN GROUP (ORDER BY column_id)
+    FROM @cols;
 
     SELECT @sql = body FROM archival.sql_template WHERE template_name = @template_name;
     SET @sql = REPLACE(@sql, N'{CURSOR_DECLARE}', @cursor_declare);
@@ -213,6 +338,7 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
     SET @sql = REPLACE(@sql, N'{REFERENCE_JOIN}', @reference_join);
     SET @sql = REPLACE(@sql, N'{REFERENCE_COLUMN}', @reference_column);
     SET @sql = REPLACE(@sql, N'{CHILD_GUARD}', @child_guard);
+    SET @sql = REPLACE(@sql, N'{MARK_CHILD_GUARD}', @mark_child_guard);
     SET @sql = REPLACE(@sql, N'{HOLD_CONTRACT_MATCH}', @hold_contract_match);
     SET @sql = REPLACE(@sql, N'{KEY_COLUMNS}', archival.fn_column_list(@keys, N''));
     SET @sql = REPLACE(@sql, N'{KEY_COLUMNS_S}', archival.fn_column_list(@keys, N's.'));
@@ -225,11 +351,15 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
     SET @sql = REPLACE(@sql, N'{KEYSET_A}', archival.fn_keyset_predicate(@keys, N'a'));
     SET @sql = REPLACE(@sql, N'{KEY_JSON_S}', archival.fn_key_json(@keys, N's'));
     SET @sql = REPLACE(@sql, N'{KEY_JSON_B}', archival.fn_key_json(@keys, N'b'));
-    SET @sql = REPLACE(@sql, N'{KEY_TEXT_A}', archival.fn_key_text(@keys, N'a'));
+    SET @sql = REPLACE(@sql, N'{KEY_TEXT_A}', archival.fn_key_text(@keys, @key_types, N'a'));
     SET @sql = REPLACE(@sql, N'{COLUMNS}', archival.fn_column_list(@columns, N''));
-    SET @sql = REPLACE(@sql, N'{COLUMNS_S}', archival.fn_column_list(@columns, N's.'));
-    SET @sql = REPLACE(@sql, N'{COLUMNS_A}', archival.fn_column_list(@columns, N'a.'));
     SET @sql = REPLACE(@sql, N'{COLUMNS_DELETED}', archival.fn_column_list(@columns, N'deleted.'));
+    SET @sql = REPLACE(@sql, N'{COMPARE_S}', @compare_s);
+    SET @sql = REPLACE(@sql, N'{COMPARE_A}', @compare_a);
+    -- REPLACE with a NULL piece (a NULL QUOTENAME, a NULL fragment) makes the
+    -- whole statement NULL, which sp_executesql would run as nothing.
+    IF @sql IS NULL
+        THROW 50212, N'The dynamic SQL of this table came out NULL (a name over 128 characters?); nothing was run.', 1;
 END;
 GO
 
@@ -241,11 +371,23 @@ CREATE OR ALTER PROCEDURE archival.usp_mark_table
     @eligible bigint OUTPUT,
     @null_dates bigint OUTPUT,
     @key_low nvarchar(max) OUTPUT,
-    @key_high nvarchar(max) OUTPUT
+    @key_high nvarchar(max) OUTPUT,
+    @lock_timeout_ms int = 10000,
+    @child_thresholds nvarchar(max) = NULL
 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
+    SET DEADLOCK_PRIORITY LOW;
+    IF @lock_timeout_ms IS NULL OR @lock_timeout_ms < 0
+        THROW 50305, N'@lock_timeout_ms must be 0 or more milliseconds.', 1;
+    -- The procedure owns its transaction: with IMPLICIT_TRANSACTIONS on (a
+    -- driver with autocommit off) BEGIN TRANSACTION would open two and the
+    -- commit leave one open. Reverts when the procedure returns.
+    SET IMPLICIT_TRANSACTIONS OFF;
+    IF @child_thresholds IS NOT NULL AND ISJSON(@child_thresholds) = 0
+        THROW 50306, N'@child_thresholds must be a JSON object of child table name to threshold date.', 1;
+    SET LOCK_TIMEOUT @lock_timeout_ms;
     DECLARE @sql nvarchar(max);
     BEGIN TRY
         EXEC archival.usp_build_sql
@@ -253,8 +395,9 @@ BEGIN
             @template_name = N'mark_table', @sql = @sql OUTPUT;
         EXEC sys.sp_executesql
             @sql,
-            N'@threshold date, @eligible bigint OUTPUT, @null_dates bigint OUTPUT, @key_low nvarchar(max) OUTPUT, @key_high nvarchar(max) OUTPUT',
+            N'@threshold date, @child_thresholds nvarchar(max), @eligible bigint OUTPUT, @null_dates bigint OUTPUT, @key_low nvarchar(max) OUTPUT, @key_high nvarchar(max) OUTPUT',
             @threshold = @threshold,
+            @child_thresholds = @child_thresholds,
             @eligible = @eligible OUTPUT,
             @null_dates = @null_dates OUTPUT,
             @key_low = @key_low OUTPUT,
@@ -279,11 +422,20 @@ CREATE OR ALTER PROCEDURE archival.usp_archive_batch
     @key_after nvarchar(max),
     @rows_moved int OUTPUT,
     @rows_skipped int OUTPUT,
-    @key_high nvarchar(max) OUTPUT
+    @key_high nvarchar(max) OUTPUT,
+    @lock_timeout_ms int = 10000
 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
+    SET DEADLOCK_PRIORITY LOW;
+    IF @lock_timeout_ms IS NULL OR @lock_timeout_ms < 0
+        THROW 50305, N'@lock_timeout_ms must be 0 or more milliseconds.', 1;
+    -- The procedure owns its transaction: with IMPLICIT_TRANSACTIONS on (a
+    -- driver with autocommit off) BEGIN TRANSACTION would open two and the
+    -- commit leave one open. Reverts when the procedure returns.
+    SET IMPLICIT_TRANSACTIONS OFF;
+    SET LOCK_TIMEOUT @lock_timeout_ms;
     DECLARE @sql nvarchar(max);
     DECLARE @batch_rows int = 0;
     DECLARE @rows_archived int = 0;
@@ -362,16 +514,28 @@ END;
 GO
 
 CREATE OR ALTER PROCEDURE archival.usp_lock_holds
+    @lock_timeout_ms int = 10000
 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
+    SET DEADLOCK_PRIORITY LOW;
     DECLARE @result int;
-    -- The lock belongs to the caller's transaction, so it must be open.
+    DECLARE @opened int;
+    IF @lock_timeout_ms IS NULL OR @lock_timeout_ms < 0
+        THROW 50402, N'@lock_timeout_ms must be 0 or more milliseconds.', 1;
+    -- The lock belongs to the caller's transaction, so one must be open.
+    -- Under IMPLICIT_TRANSACTIONS (a driver with autocommit off, as Django's
+    -- atomic blocks on mssql-django) @@TRANCOUNT is still 0 until the first
+    -- statement that reads or writes a table: such a SELECT opens the
+    -- caller's implicit transaction here, which the caller commits.
+    IF @@TRANCOUNT = 0 AND (@@OPTIONS & 2) = 2
+        SELECT TOP (1) @opened = 1 FROM archival.sql_template;
     IF @@TRANCOUNT = 0
         THROW 50400, N'archival.usp_lock_holds must run inside the transaction that writes the hold.', 1;
     EXEC @result = sys.sp_getapplock
-        @Resource = N'archival:holds', @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 60000;
+        @Resource = N'archival:holds', @LockMode = N'Exclusive', @LockOwner = N'Transaction',
+        @LockTimeout = @lock_timeout_ms;
     IF @result < 0
         THROW 50401, N'Timed out waiting for the hold lock (a disposal batch is running).', 1;
 END;
@@ -386,11 +550,20 @@ CREATE OR ALTER PROCEDURE archival.usp_dispose_batch
     @key_after nvarchar(max),
     @rows_disposed int OUTPUT,
     @rows_held int OUTPUT,
-    @key_high nvarchar(max) OUTPUT
+    @key_high nvarchar(max) OUTPUT,
+    @lock_timeout_ms int = 10000
 AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
+    SET DEADLOCK_PRIORITY LOW;
+    IF @lock_timeout_ms IS NULL OR @lock_timeout_ms < 0
+        THROW 50305, N'@lock_timeout_ms must be 0 or more milliseconds.', 1;
+    -- The procedure owns its transaction: with IMPLICIT_TRANSACTIONS on (a
+    -- driver with autocommit off) BEGIN TRANSACTION would open two and the
+    -- commit leave one open. Reverts when the procedure returns.
+    SET IMPLICIT_TRANSACTIONS OFF;
+    SET LOCK_TIMEOUT @lock_timeout_ms;
     DECLARE @sql nvarchar(max);
     DECLARE @batch_rows int = 0;
     SET @rows_disposed = 0;
@@ -413,7 +586,7 @@ BEGIN
         -- Placing a hold takes the same lock (archival.usp_lock_holds), so a
         -- hold placed while this batch runs waits for it, and a hold placed
         -- before is seen by the re-check below.
-        EXEC archival.usp_lock_holds;
+        EXEC archival.usp_lock_holds @lock_timeout_ms = @lock_timeout_ms;
         EXEC sys.sp_executesql
             @sql,
             N'@source_alias sysname, @schema_name sysname, @table_name sysname, @as_of date, @batch_size int, @key_after nvarchar(max), @batch_rows int OUTPUT, @rows_disposed int OUTPUT, @rows_held int OUTPUT, @key_high nvarchar(max) OUTPUT',

@@ -1,17 +1,19 @@
 /*
 Purpose
     Sign the runtime procedures with the certificate archival_signing and
-    grant its user the rights on the Django-managed archive tables; protect
-    holds at the database level. Run after 07_procedures.sql (ALTER drops a
-    signature) and after `manage.py migrate --database archive` (the
-    governance_* tables must exist; the script says so when they do not).
+    grant its user the rights on the Django-managed archive tables; grant
+    the app and reader roles their rights on those tables. Run after
+    07_procedures.sql (ALTER drops a signature) and after
+    `manage.py migrate --database archive` (the governance_* tables must
+    exist; the script says so when they do not). The triggers protecting
+    holds, audit events and the chain head are 10_governance_triggers.sql.
 Parameters (sqlcmd -v)
     ArchiveDb, CertPassword
 Safety notes
-    Idempotent: signs only unsigned procedures, grants are repeatable, the
-    trigger is CREATE OR ALTER. The private key password is only used here.
-    Holds are never deleted (DESIGN.md): DENY DELETE to everyone but the
-    owner, and an INSTEAD OF DELETE trigger refuses it even for db_owner.
+    Idempotent: signs only unsigned procedures, grants are repeatable. The
+    private key password is only used here. Holds are never deleted
+    (DESIGN.md): DENY DELETE to public here, and the triggers of
+    10_governance_triggers.sql refuse it even for db_owner.
 */
 SET NOCOUNT ON;
 GO
@@ -62,7 +64,13 @@ GO
 GRANT SELECT, INSERT ON OBJECT::[dbo].[governance_batchledger] TO [archival_signer];
 GO
 
--- The Django app's own tables in the archive database.
+-- The Django app's own tables in the archive database: SELECT, INSERT,
+-- UPDATE on dbo (holds, ledger, certificates, disposal state). No DELETE on
+-- anything in this database: disposal deletes archive rows only through the
+-- signed archival.usp_dispose_batch, and the app has no right at all on the
+-- archive schemas. (No DENY to the app there either: a DENY in the caller's
+-- token would also block the signed procedure, whose certificate user's
+-- GRANT is added to that same token.)
 GRANT SELECT, INSERT, UPDATE ON SCHEMA::[dbo] TO [archival_app_data];
 GO
 DENY DELETE ON OBJECT::[dbo].[governance_hold] TO [public];
@@ -70,20 +78,10 @@ GO
 DENY DELETE ON OBJECT::[dbo].[governance_holdkey] TO [public];
 GO
 
-EXEC (N'CREATE OR ALTER TRIGGER [dbo].[tr_governance_hold_no_delete] ON [dbo].[governance_hold]
-INSTEAD OF DELETE
-AS
-BEGIN
-    SET NOCOUNT ON;
-    THROW 50701, N''Holds are never deleted; release them instead.'', 1;
-END');
+-- The search pages (archive_readonly alias, reader login) read the archive
+-- schemas (granted in 03) and the holds covering a row: governance_hold and
+-- governance_holdkey (archival/search/holds.py). Nothing else.
+GRANT SELECT ON OBJECT::[dbo].[governance_hold] TO [archive_reader];
 GO
-
-EXEC (N'CREATE OR ALTER TRIGGER [dbo].[tr_governance_holdkey_no_delete] ON [dbo].[governance_holdkey]
-INSTEAD OF DELETE
-AS
-BEGIN
-    SET NOCOUNT ON;
-    THROW 50702, N''Hold keys are never deleted.'', 1;
-END');
+GRANT SELECT ON OBJECT::[dbo].[governance_holdkey] TO [archive_reader];
 GO

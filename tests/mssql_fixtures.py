@@ -1,4 +1,4 @@
-"""Helpers for the SQL Server checks that run without a server (issue 8).
+"""Helpers for the SQL Server checks that run without a server.
 
 sqlfluff parses T-SQL one batch at a time here (split on ``GO`` lines, as
 sqlcmd does), so a failure names the script and the batch. Parsing only, no
@@ -41,11 +41,15 @@ def sql_files() -> list[Path]:
 
 
 PROC_RE = re.compile(r"CREATE OR ALTER PROCEDURE\s+([\w.\[\]]+)\n(.*?)^AS\n", re.DOTALL | re.MULTILINE)
-PARAM_RE = re.compile(r"^@(\w+)\s+([\w]+(?:\s*\([^)]*\))?)(?:\s*=\s*[^,\s]+)?(\s+OUTPUT)?,?$", re.IGNORECASE)
+PARAM_RE = re.compile(r"^@(\w+)\s+([\w]+(?:\s*\([^)]*\))?)(\s*=\s*[^,\s]+)?(\s+OUTPUT)?,?$", re.IGNORECASE)
 
 
-def procedure_signatures(path: Path) -> dict[str, list[tuple[str, str, bool]]]:
-    """(name, type, is_output) per parameter of each CREATE OR ALTER PROCEDURE in a script."""
+def procedure_signatures(path: Path, *, with_defaults: bool = True) -> dict[str, list[tuple[str, str, bool]]]:
+    """(name, type, is_output) per parameter of each CREATE OR ALTER PROCEDURE in a script.
+
+    ``with_defaults=False`` leaves out the parameters that have a default
+    (the caller may omit them).
+    """
     found = {}
     for name, header in PROC_RE.findall(path.read_text()):
         params = []
@@ -55,7 +59,9 @@ def procedure_signatures(path: Path) -> dict[str, list[tuple[str, str, bool]]]:
                 continue
             m = PARAM_RE.match(line)
             assert m, f"unparsed parameter line in {name}: {line!r}"
-            params.append((m.group(1), re.sub(r"\s+", "", m.group(2)).lower(), bool(m.group(3))))
+            if m.group(3) and not with_defaults:
+                continue
+            params.append((m.group(1), re.sub(r"\s+", "", m.group(2)).lower(), bool(m.group(4))))
         found[name.replace("[", "").replace("]", "")] = params
     return found
 

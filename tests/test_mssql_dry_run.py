@@ -60,19 +60,36 @@ class TestDryRun:
         assert parse_errors(text) == []
 
     def test_a_contract_waits_for_its_configured_children(self, demo_configs):
-        text = dry_run("--table", "SourceDB1.main.Contract", "--template", "mark_table")
+        text = dry_run("--table", "SourceDB1.main.Contract", "--template", "archive_batch")
         assert (
             "AND NOT EXISTS (SELECT 1 FROM [SourceDB1].[dbo].[Position] AS ch1 WHERE ch1.[contractId] = s.[contractId])"
         ) in text
-        assert "WHERE s.[maturityDate] < @threshold" in text
+        # Mark counts a contract whose positions all move in this run.
+        marks = dry_run("--table", "SourceDB1.main.Contract", "--template", "mark_table")
+        assert (
+            "AND NOT EXISTS (SELECT 1 FROM [SourceDB1].[dbo].[Position] AS ch1 WHERE ch1.[contractId] = s.[contractId]"
+            " AND NOT (EXISTS (SELECT 1 FROM [SourceDB1].[dbo].[Contract] AS cc1"
+        ) in marks
+        assert "WHERE s.[maturityDate] < @threshold" in marks
+
+    def test_a_contract_waits_for_its_foreign_key_children(self, demo_configs):
+        # Trade (DATE_BASED) references Contract by a foreign key only.
+        text = dry_run("--table", "SourceDB2.main.Contract", "--template", "archive_batch")
+        assert (
+            "AND NOT EXISTS (SELECT 1 FROM [SourceDB2].[dbo].[Trade] AS ch1 WHERE ch1.[contractId] = s.[contractId])"
+        ) in text
 
     def test_disposal_rechecks_contract_holds_where_the_config_names_a_contract_column(self, demo_configs):
         text = dry_run("--table", "SourceDB2.main.Trade", "--template", "dispose_batch")
         assert "h.[contract_value] = CONVERT(nvarchar(200), a.[contractId])" in text
-        assert "h.[scope] = N'KEYS'" in text and "k.[key_text] = CONVERT(nvarchar(4000), a.[tradeId], 126)" in text
+        assert "h.[scope] = N'KEYS'" in text
+        assert "k.[key_text] = CONVERT(nvarchar(4000), a.[tradeId]) COLLATE DATABASE_DEFAULT" in text
         prices = dry_run("--table", "SourceDB3.main.PriceHistory", "--template", "dispose_batch")
         assert "contract_value" not in prices
-        assert "CONCAT_WS(NCHAR(9), CONVERT(nvarchar(4000), a.[instrumentId], 126)" in prices
+        assert (
+            "CONCAT_WS(NCHAR(9), CONVERT(nvarchar(4000), a.[instrumentId]) COLLATE DATABASE_DEFAULT, "
+            "CONVERT(nvarchar(10), a.[asOfDate], 23) COLLATE DATABASE_DEFAULT)"
+        ) in prices
 
     def test_it_prints_the_dba_provisioning_call(self, demo_configs):
         text = dry_run("--table", "SourceDB3.main.PriceHistory")

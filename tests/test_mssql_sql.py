@@ -101,11 +101,13 @@ class TestContract:
     """What archival/backends/mssql/procedures.py passes == what the procedures declare."""
 
     declared = procedure_signatures(SQL_DIR / "07_procedures.sql")
+    required = procedure_signatures(SQL_DIR / "07_procedures.sql", with_defaults=False)
 
     @pytest.mark.parametrize("procedure", sorted(procedures.PROCEDURES))
     def test_python_passes_every_parameter_with_its_type_and_direction(self, procedure):
+        # Parameters with a default (@lock_timeout_ms) may be left to it.
         python = [(p.name, p.sql_type.replace(" ", "").lower(), p.output) for p in procedures.PROCEDURES[procedure]]
-        assert self.declared[procedure] == python
+        assert python in (self.declared[procedure], self.required[procedure])
 
     def test_every_runtime_procedure_has_a_python_caller(self):
         runtime = {n for n in self.declared if n != "archival.usp_build_sql"}
@@ -229,3 +231,330 @@ class TestPythonTwins:
         assert procedures.encode_key([7, dt.date(2024, 2, 29), Decimal("1.50")]) == '["7", "2024-02-29", "1.50"]'
         assert procedures.decode_key('["7","2024-02-29"]') == ["7", "2024-02-29"]
         assert procedures.encode_key(None) is None
+
+
+def _script(name: str) -> str:
+    return next(p for p in SCRIPTS if p.name.startswith(name)).read_text()
+
+
+def _procedure(name: str) -> str:
+    procs = _script("07_")
+    return procs.split(f"CREATE OR ALTER PROCEDURE archival.{name}\n", 1)[1].split("\nGO\n", 1)[0]
+
+
+class TestSecurity:
+    """sql/03 and sql/08: who may do what, in which database."""
+
+    def test_the_app_login_reads_each_source_catalog_and_nothing_else(self):
+        # Catalog views show only objects the user has some permission on:
+        # https://learn.microsoft.com/en-us/sql/relational-databases/security/metadata-visibility-configuration/
+        # so build_spec's sys.columns/sys.foreign_keys reads need VIEW DEFINITION
+        # in each source database, and the user must exist there at all.
+        roles = _script("03_")
+        loop = roles.split("DECLARE sources CURSOR", 1)[1]
+        assert "CREATE USER ' + @app_user + N' FOR LOGIN ' + @app_user" in loop
+        assert "GRANT VIEW DEFINITION TO ' + @app_user" in loop
+        assert not re.search(r"GRANT\s+(SELECT|DELETE|INSERT|UPDATE)[^;]*@app_user", loop)
+
+    def test_signed_procedures_run_as_the_caller_without_authenticate(self):
+        # Module signing adds the certificate user's rights to the caller's
+        # token; AUTHENTICATE only matters for an EXECUTE AS context:
+        # https://learn.microsoft.com/dotnet/framework/data/adonet/sql/signing-stored-procedures-in-sql-server
+        for name in ("03_", "08_"):
+            assert not re.search(r"^\s*GRANT AUTHENTICATE", _script(name), re.MULTILINE)
+        assert "EXECUTE AS" not in _script("07_")
+
+    def test_the_archive_schema_prefix_matches_its_underscore_literally(self):
+        roles = _script("03_")
+        assert "LIKE N'$(NamespacePrefix)%'" not in roles
+        assert "N'_', N'[_]'" in roles
+
+    def test_the_app_executes_the_procedures_and_deletes_nothing_in_the_archive(self):
+        roles, grants = _script("03_"), _script("08_")
+        assert "GRANT EXECUTE ON SCHEMA::[archival] TO [archival_executor];" in roles
+        for text in (roles, grants):
+            for m in re.finditer(r"GRANT ([A-Z, ]+) ON [^;]+ TO \[(archival_app_data|archival_executor)\]", text):
+                assert "DELETE" not in m.group(1), m.group(0)
+        assert "ALTER ROLE [db_datawriter] ADD MEMBER [$(AppLogin)]" not in roles.split("USE [$(ArchiveDb)];", 1)[1]
+        # It reads the archive tables (their catalog for Mark, their keys for
+        # disposal) and writes them only through the signed procedures.
+        assert (
+            "N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archive_reader], [archival_app_data]'" in roles
+        )
+        assert not re.search(r"N'GRANT (INSERT|UPDATE|DELETE)[^']*SCHEMA::' \+ QUOTENAME\(@schema\)", roles)
+
+    def test_the_reader_selects_exactly_the_archive_schemas_and_the_hold_tables_search_reads(self):
+        from governance.models import Hold, HoldKey
+
+        text = _script("03_") + _script("08_")
+        grants = re.findall(r"GRANT (\w+) ON (?:OBJECT::)?([^ ;]+) TO \[archive_reader\];", text)
+        objects = {obj for verb, obj in grants}
+        assert {verb for verb, _ in grants} == {"SELECT"}
+        assert objects == {f"[dbo].[{Hold._meta.db_table}]", f"[dbo].[{HoldKey._meta.db_table}]"}
+        # ... plus SELECT on each archive schema, built in the cursor over them.
+        assert "N'GRANT SELECT ON SCHEMA::' + QUOTENAME(@schema) + N' TO [archive_reader], [archival_app_data]'" in text
+
+
+class TestProcedureSettings:
+    """SET statements made in a procedure revert when it returns:
+    https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2012/ms190356(v=sql.110)
+    """
+
+    @pytest.mark.parametrize("name", ["usp_mark_table", "usp_archive_batch", "usp_dispose_batch", "usp_lock_holds"])
+    def test_each_runtime_procedure_sets_its_own_session_options(self, name):
+        body = _procedure(name)
+        header, code = body.split("\nAS\nBEGIN\n", 1)
+        assert re.search(r"@lock_timeout_ms int = \d+,?$", header, re.MULTILINE)
+        assert code.index("SET NOCOUNT ON;") < code.index("SET DEADLOCK_PRIORITY LOW;")
+        # SET LOCK_TIMEOUT: a blocked statement fails with 1222 instead of
+        # waiting past the lease (https://learn.microsoft.com/en-us/previous-versions/SQL/SQL-server-2008/ms189470(v=sql.100)).
+        assert "SET LOCK_TIMEOUT @lock_timeout_ms;" in code or "@LockTimeout = @lock_timeout_ms" in code
+
+    def test_the_builder_sets_nocount_too(self):
+        assert "SET NOCOUNT ON;" in _procedure("usp_build_sql")
+
+    def test_a_lock_timeout_rolls_the_batch_back_and_reaches_the_caller(self):
+        for name in ("usp_archive_batch", "usp_dispose_batch"):
+            catch = _procedure(name).split("BEGIN CATCH", 1)[1]
+            assert "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;" in catch and "THROW;" in catch
+
+    def test_the_hold_lock_opens_the_callers_implicit_transaction(self):
+        # Under IMPLICIT_TRANSACTIONS @@TRANCOUNT stays 0 until a statement
+        # touches a table: https://learn.microsoft.com/sql/t-sql/statements/set-implicit-transactions-transact-sql
+        body = _procedure("usp_lock_holds")
+        opened = body.index("IF @@TRANCOUNT = 0 AND (@@OPTIONS & 2) = 2")
+        assert "SELECT TOP (1) @opened = 1 FROM archival.sql_template;" in body[opened:]
+        assert "SET IMPLICIT_TRANSACTIONS OFF" not in body  # this one joins the caller's transaction
+        assert opened < body.index("THROW 50400") < body.index("sys.sp_getapplock")
+
+    @pytest.mark.parametrize("name", ["usp_mark_table", "usp_archive_batch", "usp_dispose_batch"])
+    def test_the_batch_procedures_own_their_transaction_under_implicit_transactions(self, name):
+        # With IMPLICIT_TRANSACTIONS on, BEGIN TRANSACTION itself opens one
+        # more (https://learn.microsoft.com/sql/t-sql/statements/set-implicit-transactions-transact-sql):
+        # the commit would leave the implicit one open. Turned off for the
+        # procedure's own scope (SET options revert when it returns).
+        code = _procedure(name).split("\nAS\nBEGIN\n", 1)[1]
+        off = code.index("SET IMPLICIT_TRANSACTIONS OFF;")
+        assert off < code.index("BEGIN TRY")
+        assert "BEGIN TRANSACTION;" not in code[:off]
+
+    def test_dispose_takes_the_hold_lock_with_its_own_timeout(self):
+        assert "EXEC archival.usp_lock_holds @lock_timeout_ms = @lock_timeout_ms;" in _procedure("usp_dispose_batch")
+
+
+class TestDynamicSql:
+    def test_the_catch_all_keyset_statements_recompile(self):
+        for name, body in templates.load_templates().items():
+            for statement in body.split(";"):
+                if "@key_after IS NULL OR" in statement:
+                    assert statement.rstrip().endswith("OPTION (RECOMPILE)"), name
+
+    def test_temp_table_keys_and_archive_columns_keep_the_source_collation(self):
+        # #temp table columns take tempdb's collation unless they say COLLATE
+        # ("Collations and tempdb",
+        # https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2012/ms190920(v=sql.110));
+        # a mismatch in a join fails with error 468.
+        for name in ("archive_batch", "dispose_batch"):
+            body = templates.load_templates()[name]
+            temp = body.split("CREATE TABLE #", 1)[1].split(");", 1)[0]
+            assert "{KEY_DEFS}" in temp and "char" not in temp
+        builder = _procedure("usp_build_sql")
+        assert "COALESCE(N' COLLATE ' + collation_name, N'')" in builder.split("SELECT @key_defs", 1)[1]
+        provisioning = _script("06_")
+        assert provisioning.count("COALESCE(N' COLLATE ' + collation_name, N'')") == 2  # CREATE and ALTER ADD
+        spec = templates.ProcedureTable(
+            "S", "S", "dbo", "T", "archive_s", "DATE_BASED", ["code", "d"],
+            [templates.KeyColumn("code", "varchar(20)", "Latin1_General_CS_AS")], "d",
+        )  # fmt: skip
+        assert templates.tokens_for(spec)["KEY_DEFS"] == "[code] varchar(20) COLLATE Latin1_General_CS_AS NOT NULL"
+
+    def test_a_null_statement_stops_instead_of_running_as_nothing(self):
+        # QUOTENAME returns NULL above 128 characters, and NULL + text is NULL:
+        # https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2012/ms176114(v=sql.110)
+        assert "IF @sql IS NULL\n        THROW 50212" in _procedure("usp_build_sql")
+        lines = _script("06_").splitlines()
+        for i, line in enumerate(lines):
+            if re.match(r"^\s*EXEC (sys\.sp_executesql|@exec) @sql;$", line):
+                assert "IF @sql IS NULL THROW" in lines[i - 1], line
+        assert "QUOTENAME(LEFT(N'pk_' + @archive_schema + N'_' + @table_name, 128))" in _script("06_")
+
+    def test_an_archive_schema_name_that_would_be_cut_is_refused(self):
+        # A sysname variable keeps only 128 characters, silently.
+        schemas = _script("02_")
+        assert schemas.index("IF LEN(N'$(NamespacePrefix)' + @alias) > 128") < schemas.index("SET @schema =")
+
+    def test_foreign_key_children_guard_their_parent(self):
+        builder = _procedure("usp_build_sql")
+        children = builder.split("INSERT INTO @children", 1)[1]
+        assert "FROM @fk_children AS f" in children and "r.archival_logic = 'CONTRACT_MATURITY'" in children
+        assert "FROM sys.foreign_keys AS fk" in builder
+        contract = templates.ProcedureTable(
+            "SourceDB2", "Trading", "dbo", "Contract", "archive_sourcedb2", "DATE_BASED",
+            ["contractId", "maturityDate"], [templates.KeyColumn("contractId", "int")], "maturityDate",
+            children=(("dbo", "Trade", "contractId", "contractId"),),
+        )  # fmt: skip
+        body = templates.render("archive_batch", contract)
+        assert (
+            "AND NOT EXISTS (SELECT 1 FROM [Trading].[dbo].[Trade] AS ch1 WHERE ch1.[contractId] = s.[contractId])"
+            in body
+        )
+        assert parse_errors(body) == []
+
+    def test_the_hold_recheck_mirrors_the_generic_hold_match(self):
+        body = templates.load_templates()["dispose_batch"]
+        assert body.count("(h.[schema_name] = @schema_name OR h.[schema_name] = N'')") == 2
+        assert "h.[scope] = N'DATE_RANGE' AND a.[reference_date] IS NOT NULL" in body
+
+    def test_keys_hold_text_is_the_canonical_key_text(self):
+        import datetime as dt
+
+        from archival.disposal.keys import component_text
+
+        # CONVERT style 120 is yyyy-mm-dd hh:mi:ss, 23 is yyyy-mm-dd:
+        # https://learn.microsoft.com/sql/t-sql/functions/cast-and-convert-transact-sql
+        assert component_text(dt.datetime(2024, 2, 29, 10, 0, 0)) == "2024-02-29 10:00:00"
+        assert component_text(dt.datetime(2024, 2, 29, 10, 0, 0, 120000)) == "2024-02-29 10:00:00.120000"
+        assert component_text(True) == "true"
+        text = templates.key_text(["d", "t", "b", "s"], "a", ["date", "datetime2", "bit", "varchar"])
+        assert "CONVERT(nvarchar(10), a.[d], 23) COLLATE DATABASE_DEFAULT" in text
+        assert "CONVERT(nvarchar(19), a.[t], 120) + CASE WHEN DATEPART(MICROSECOND, a.[t]) = 0" in text
+        assert "CASE WHEN a.[b] = 1 THEN N'true' ELSE N'false' END" in text
+        assert "REPLACE(REPLACE(REPLACE(CONVERT(nvarchar(4000), a.[s]), N'\\', N'\\\\')" in text
+        assert parse_errors(f"SELECT {text} FROM t AS a;") == []
+        helper = _script("04_")
+        assert "CREATE OR ALTER FUNCTION archival.fn_key_text(@columns nvarchar(max), @types nvarchar(max)" in helper
+        assert "archival.fn_key_text(@keys, @key_types, N'a')" in _procedure("usp_build_sql")
+
+
+class TestTypes:
+    def test_rowversion_is_archived_as_binary8_and_the_clr_types_as_themselves(self):
+        helper = _script("04_")
+        assert "WHEN @type_name = N'timestamp' THEN N'binary(8)'" in helper
+        assert "N'sql_variant', N'hierarchyid', N'geography', N'geometry') THEN @type_name" in helper
+        assert sqltypes.type_sql("timestamp", 8, 0, 0) == "binary(8)"
+        for name in ("sql_variant", "hierarchyid", "geography", "geometry"):
+            assert sqltypes.type_sql(name, -1, 0, 0) == name
+        assert sqltypes.type_sql("xml", -1, 0, 0) is None
+
+    def test_spatial_columns_compare_by_their_bytes(self):
+        body = templates.load_templates()["archive_batch"]
+        assert "WHERE NOT EXISTS (SELECT {COMPARE_S} INTERSECT SELECT {COMPARE_A});" in body
+        spec = templates.ProcedureTable(
+            "S", "S", "dbo", "T", "archive_s", "DATE_BASED", ["id", "g", "d"],
+            [templates.KeyColumn("id", "int")], "d", spatial_columns=("g",),
+        )  # fmt: skip
+        assert templates.tokens_for(spec)["COMPARE_S"] == "s.[id], CONVERT(varbinary(max), s.[g]), s.[d]"
+
+    def test_keys_of_types_json_cannot_carry_are_refused(self):
+        for text in (_procedure("usp_build_sql"), _script("06_")):
+            assert "type_name IN (N'binary', N'varbinary', N'timestamp', N'sql_variant'" in text
+
+
+class TestGovernanceTriggers:
+    """sql/10: what archival/disposal/triggers.py refuses elsewhere, on SQL Server."""
+
+    text = ""
+
+    @classmethod
+    def setup_class(cls):
+        cls.text = _script("10_")
+
+    def _trigger(self, name: str) -> str:
+        return self.text.split(f"TRIGGER [dbo].[{name}]", 1)[1].split("END');", 1)[0]
+
+    @pytest.mark.parametrize(
+        "table", ["governance_auditevent", "governance_auditchainhead", "governance_hold", "governance_holdkey"]
+    )
+    def test_no_row_is_ever_deleted(self, table):
+        body = self._trigger(f"tr_{table}_no_delete")
+        assert f"ON [dbo].[{table}]\nINSTEAD OF DELETE" in body and "THROW" in body
+
+    def _unchanged(self, body: str) -> set[str]:
+        first = body.split("INTERSECT", 1)[0].rsplit("SELECT", 1)[1]
+        return set(re.findall(r"i\.\[(\w+)\]", first))
+
+    def test_an_audit_event_only_gets_its_hash_once(self):
+        from governance.models import AuditEvent
+
+        body = self._trigger("tr_governance_auditevent_append_only")
+        columns = {f.column for f in AuditEvent._meta.concrete_fields}
+        assert self._unchanged(body) == columns - {"id", "entry_hash", "actor_user_id"}
+        assert "d.[entry_hash] = N'''' OR d.[entry_hash] = i.[entry_hash]" in body
+
+    def test_the_chain_head_only_moves_forward(self):
+        body = self._trigger("tr_governance_auditchainhead_forward")
+        assert "i.[last_event_id] <= d.[last_event_id]" in body and "i.[name] <> d.[name]" in body
+
+    def test_a_hold_is_only_released_once_or_reviewed(self):
+        from governance.models import Hold
+
+        body = self._trigger("tr_governance_hold_release_only")
+        columns = {f.column for f in Hold._meta.concrete_fields}
+        release = {"released_by", "released_at", "release_reason"}
+        assert self._unchanged(body) == columns - {"id", "review_by"} - release
+        assert "d.[released_at] IS NOT NULL AND NOT EXISTS" in body
+
+    def test_deny_outranks_the_runtime_logins_db_datawriter(self):
+        # A DENY overrides a GRANT (db_datawriter grants DELETE on every table).
+        for verb, table in (
+            ("DELETE", "governance_auditevent"),
+            ("DELETE", "governance_auditchainhead"),
+            ("UPDATE", "governance_holdkey"),
+        ):
+            assert f"DENY {verb} ON OBJECT::[dbo].[{table}] TO [public];" in self.text
+        grants = _script("08_")
+        for table in ("governance_hold", "governance_holdkey"):
+            assert f"DENY DELETE ON OBJECT::[dbo].[{table}] TO [public];" in grants
+
+    def test_triggers_keep_their_row_counts_to_themselves(self):
+        for m in re.finditer(r"CREATE OR ALTER TRIGGER .*?END'\);", self.text, re.DOTALL):
+            assert "SET NOCOUNT ON;" in m.group(0)
+
+    def test_the_install_order_puts_it_after_migrate(self):
+        header = self.text.split("*/", 1)[0]
+        assert "then 08, 09" in header and "manage.py migrate" in header
+
+
+class TestMarkChildGuard:
+    """Mark counts a parent row when every child row referencing it moves in this run."""
+
+    contract = templates.ProcedureTable(
+        "SourceDB2", "Trading", "dbo", "Contract", "archive_sourcedb2", "DATE_BASED",
+        ["contractId", "maturityDate"], [templates.KeyColumn("contractId", "int")], "maturityDate",
+        children=(("dbo", "Trade", "contractId", "contractId"), ("dbo", "Leg", "contractId", "contractId")),
+        child_rules=(
+            ("Trade", "DATE_BASED", "settlementDate", "", "", "", ""),
+            ("Leg", "CONTRACT_MATURITY", "", "Contract", "contractId", "contractId", "maturityDate"),
+        ),
+    )  # fmt: skip
+
+    def test_mark_uses_the_at_mark_rule_and_the_batches_the_move_rule(self):
+        marks = templates.render("mark_table", self.contract)
+        assert marks.count("{") == 0 and parse_errors(marks) == []
+        assert (
+            "AND NOT EXISTS (SELECT 1 FROM [Trading].[dbo].[Trade] AS ch2 WHERE ch2.[contractId] = s.[contractId]"
+            " AND NOT (ch2.[settlementDate] IS NOT NULL AND ch2.[settlementDate] < "
+            "COALESCE(CAST(JSON_VALUE(@child_thresholds, N'$.\"Trade\"') AS date), CONVERT(date, '00010101'))))"
+        ) in marks
+        assert (
+            "AND NOT (EXISTS (SELECT 1 FROM [Trading].[dbo].[Contract] AS cc1 WHERE cc1.[contractId] = ch1.[contractId]"
+            " AND cc1.[maturityDate] < COALESCE(CAST(JSON_VALUE(@child_thresholds, N'$.\"Leg\"') AS date)"
+        ) in marks
+        batch = templates.render("archive_batch", self.contract)
+        assert "@child_thresholds" not in batch
+        assert "AS ch2 WHERE ch2.[contractId] = s.[contractId])" in batch
+
+    def test_the_procedure_builds_the_same_rule_from_the_registry(self):
+        builder = _procedure("usp_build_sql")
+        # STRING_AGG skips NULL pieces: a child with a NULL column is refused first.
+        assert builder.index("THROW 50213") < builder.index("SELECT @mark_child_guard")
+        assert "SET @sql = REPLACE(@sql, N'{MARK_CHILD_GUARD}', @mark_child_guard);" in builder
+        mark = builder.split("SELECT @mark_child_guard", 1)[1].split(") AS ch;", 1)[0]
+        assert "WHEN ch.archival_logic = 'DATE_BASED'" in mark
+        assert "N'COALESCE(CAST(JSON_VALUE(@child_thresholds, N''$.\"'" in mark
+        assert "CONVERT(date, ''00010101''))' AS threshold" in mark
+        marker = _procedure("usp_mark_table")
+        assert "@child_thresholds nvarchar(max) = NULL" in marker
+        assert "@child_thresholds = @child_thresholds," in marker
+        body = templates.load_templates()["mark_table"]
+        assert body.count("{MARK_CHILD_GUARD}") == 3 and "{CHILD_GUARD}" not in body

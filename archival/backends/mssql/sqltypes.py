@@ -36,6 +36,10 @@ def quote(name: str) -> str:
 def type_sql(type_name: str, max_length: int, precision: int, scale: int) -> str | None:
     """Twin of archival.fn_type_sql (max_length in bytes, as sys.columns reports it)."""
     t = type_name.lower()
+    if t == "timestamp":  # rowversion: its value, archived as plain bytes
+        return "binary(8)"
+    if t in {"sql_variant", "hierarchyid", "geography", "geometry"}:
+        return t
     if t in _SIZED:
         return f"{t}({'max' if max_length == -1 else max_length})"
     if t in _NSIZED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,37 @@ def key_json(columns: list[str], alias: str) -> str:
     return f"N'[' + {parts} + N']'"
 
 
-def key_text(columns: list[str], alias: str) -> str:
-    parts = ", ".join(f"CONVERT(nvarchar(4000), {alias}.{quote(c)}, 126)" for c in columns)
+def _key_text_part(column: str, type_name: str, alias: str) -> str:
+    col = f"{alias}.{quote(column)}"
+    if type_name in {"char", "varchar", "nchar", "nvarchar"}:
+        text = (
+            f"REPLACE(REPLACE(REPLACE(CONVERT(nvarchar(4000), {col}), N'\\', N'\\\\'), "
+            "NCHAR(9), N'\\t'), NCHAR(10), N'\\n')"
+        )
+    elif type_name == "date":
+        text = f"CONVERT(nvarchar(10), {col}, 23)"
+    elif type_name in {"datetime", "datetime2", "smalldatetime"}:
+        text = (
+            f"CONVERT(nvarchar(19), {col}, 120) + CASE WHEN DATEPART(MICROSECOND, {col}) = 0 THEN N'' "
+            f"ELSE N'.' + RIGHT(N'000000' + CONVERT(nvarchar(6), DATEPART(MICROSECOND, {col})), 6) END"
+        )
+    elif type_name == "bit":
+        text = f"CASE WHEN {col} = 1 THEN N'true' ELSE N'false' END"
+    elif type_name == "uniqueidentifier":
+        text = f"LOWER(CONVERT(nvarchar(36), {col}))"
+    else:
+        text = f"CONVERT(nvarchar(4000), {col})"
+    return text + " COLLATE DATABASE_DEFAULT"
+
+
+def key_text(columns: list[str], alias: str, types: list[str] | None = None) -> str:
+    """Twin of archival.fn_key_text: the key in archival.disposal.keys' canonical text.
+
+    ``types``: each column's type name as sys.types has it (``varchar``,
+    ``datetime2``, ...), in key order.
+    """
+    types = types or ["int"] * len(columns)
+    parts = ", ".join(_key_text_part(c, t, alias) for c, t in zip(columns, types, strict=True))
     return parts if len(columns) == 1 else f"CONCAT_WS(NCHAR(9), {parts})"
 
 
@@ -62,6 +92,12 @@ def load_templates(path: Path = TEMPLATES_FILE) -> dict[str, str]:
 class KeyColumn:
     name: str
     type_sql: str
+    collation: str = ""  # sys.columns.collation_name of a character column
+
+    @property
+    def type_name(self) -> str:
+        """The sys.types name (rowversion's archive type binary(8) reads as binary)."""
+        return self.type_sql.split("(", 1)[0].lower()
 
 
 @dataclass(frozen=True)
@@ -82,9 +118,15 @@ class ProcedureTable:
     contract_reference_column: str = ""
     contract_maturity_column: str = ""
     hold_contract_column: str = ""
-    # (schema, table, reference column, contract key column) of CONTRACT_MATURITY
-    # children whose contract table is this table, ordered by table name.
+    # (schema, table, reference column, key column) of the configured children:
+    # tables whose one-column foreign key, or whose contract join, references
+    # this table (same source, same schema).
     children: tuple[tuple[str, str, str, str], ...] = ()
+    # geography/geometry columns: compared by their bytes (not comparable).
+    spatial_columns: tuple[str, ...] = ()
+    # Each child table's rule, as the registry has it: (table, archival logic,
+    # date column, contract table, contract key, contract reference, maturity).
+    child_rules: tuple[tuple[str, str, str, str, str, str, str], ...] = ()
 
 
 def tokens_for(spec: ProcedureTable) -> dict[str, str]:
@@ -101,22 +143,53 @@ def tokens_for(spec: ProcedureTable) -> dict[str, str]:
             f"ON c.{quote(spec.contract_key_column)} = s.{quote(spec.contract_reference_column)}"
         )
         reference_column = f"c.{quote(spec.contract_maturity_column)}"
+    children = sorted({(table, ref, key) for _, table, ref, key in spec.children if table != spec.table_name})
     child_guard = "".join(
-        f"\n        AND NOT EXISTS (SELECT 1 FROM {db}.{quote(schema)}.{quote(table)} AS ch{n}"
+        f"\n        AND NOT EXISTS (SELECT 1 FROM {db}.{quote(spec.schema_name)}.{quote(table)} AS ch{n}"
         f" WHERE ch{n}.{quote(ref)} = s.{quote(key)})"
-        for n, (schema, table, ref, key) in enumerate(sorted(spec.children, key=lambda c: c[1]), start=1)
+        for n, (table, ref, key) in enumerate(children, start=1)
     )
+    rules = {rule[0]: rule for rule in spec.child_rules}
+    mark_guard = []
+    for n, (table, ref, key) in enumerate(children, start=1):
+        if table not in rules:  # not registered: the T-SQL join drops it too
+            continue
+        _, logic, date_column, contract, contract_key, contract_ref, maturity = rules[table]
+        name = json.dumps(table, ensure_ascii=False)[1:-1].replace("/", "\\/").replace("'", "''")
+        threshold = f"COALESCE(CAST(JSON_VALUE(@child_thresholds, N'$.\"{name}\"') AS date), CONVERT(date, '00010101'))"
+        if logic == "DATE_BASED":
+            eligible = f"ch{n}.{quote(date_column)} IS NOT NULL AND ch{n}.{quote(date_column)} < {threshold}"
+        else:
+            eligible = (
+                f"EXISTS (SELECT 1 FROM {db}.{quote(spec.schema_name)}.{quote(contract)} AS cc{n}"
+                f" WHERE cc{n}.{quote(contract_key)} = ch{n}.{quote(contract_ref)}"
+                f" AND cc{n}.{quote(maturity)} < {threshold})"
+            )
+        mark_guard.append(
+            f"\n        AND NOT EXISTS (SELECT 1 FROM {db}.{quote(spec.schema_name)}.{quote(table)} AS ch{n}"
+            f" WHERE ch{n}.{quote(ref)} = s.{quote(key)} AND NOT ({eligible}))"
+        )
     hold_contract_match = ""
     if spec.hold_contract_column and spec.hold_contract_column in spec.columns:
         hold_contract_match = (
             "\n            OR (h.[scope] = N'CONTRACT' AND h.[source_db] = @source_alias"
-            f" AND h.[contract_value] = CONVERT(nvarchar(200), a.{quote(spec.hold_contract_column)}))"
+            f" AND h.[contract_value] = CONVERT(nvarchar(200), a.{quote(spec.hold_contract_column)})"
+            " COLLATE DATABASE_DEFAULT)"
         )
     cursor_declare = "\n".join(
         f"DECLARE @k{i} {k.type_sql} = CAST(JSON_VALUE(@key_after, N'$[{i - 1}]') AS {k.type_sql});"
         for i, k in enumerate(spec.key, start=1)
     )
-    key_defs = ", ".join(f"{quote(k.name)} {k.type_sql} NOT NULL" for k in spec.key)
+    key_defs = ", ".join(
+        f"{quote(k.name)} {k.type_sql}{f' COLLATE {k.collation}' if k.collation else ''} NOT NULL" for k in spec.key
+    )
+
+    def compare(alias: str) -> str:
+        return ", ".join(
+            f"CONVERT(varbinary(max), {alias}.{quote(c)})" if c in spec.spatial_columns else f"{alias}.{quote(c)}"
+            for c in spec.columns
+        )
+
     return {
         "CURSOR_DECLARE": cursor_declare,
         "KEY_DEFS": key_defs,
@@ -125,6 +198,7 @@ def tokens_for(spec: ProcedureTable) -> dict[str, str]:
         "REFERENCE_JOIN": reference_join,
         "REFERENCE_COLUMN": reference_column,
         "CHILD_GUARD": child_guard,
+        "MARK_CHILD_GUARD": "".join(mark_guard),
         "HOLD_CONTRACT_MATCH": hold_contract_match,
         "KEY_COLUMNS": column_list(keys),
         "KEY_COLUMNS_S": column_list(keys, "s."),
@@ -137,11 +211,11 @@ def tokens_for(spec: ProcedureTable) -> dict[str, str]:
         "KEYSET_A": keyset_predicate(keys, "a"),
         "KEY_JSON_S": key_json(keys, "s"),
         "KEY_JSON_B": key_json(keys, "b"),
-        "KEY_TEXT_A": key_text(keys, "a"),
+        "KEY_TEXT_A": key_text(keys, "a", [k.type_name for k in spec.key]),
         "COLUMNS": column_list(spec.columns),
-        "COLUMNS_S": column_list(spec.columns, "s."),
-        "COLUMNS_A": column_list(spec.columns, "a."),
         "COLUMNS_DELETED": column_list(spec.columns, "deleted."),
+        "COMPARE_S": compare("s"),
+        "COMPARE_A": compare("a"),
     }
 
 
@@ -167,6 +241,18 @@ class DryRunTable:
     provision_call: str
 
 
+# The registry columns (archival.archived_table) a child's mark-time rule needs.
+CHILD_RULE_FIELDS = (
+    "table_name",
+    "archival_logic",
+    "date_column",
+    "contract_table",
+    "contract_key_column",
+    "contract_reference_column",
+    "contract_maturity_column",
+)
+
+
 def procedure_table_for(config) -> ProcedureTable:
     """The ProcedureTable of a validated TableConfig, from the live catalog of its source.
 
@@ -181,18 +267,20 @@ def procedure_table_for(config) -> ProcedureTable:
     info = source.describe(config.schema_name, config.table_name)
     native = source.vendor == "microsoft"
     schema = config.schema_name if native or config.schema_name != "main" else "dbo"
+    collations = source_collations(source, config.schema_name, config.table_name) if native else {}
     key = []
     for name in info.primary_key:
         col = info.column(name)
-        key.append(KeyColumn(name, col.db_type if native else mssql_type_for(col)))
+        key.append(KeyColumn(name, col.db_type if native else mssql_type_for(col), collations.get(name, "")))
+    siblings = TableConfig.objects.active().filter(source_db=config.source_db, schema_name=config.schema_name)
+    configured = set(siblings.values_list("table_name", flat=True))
     children = tuple(
         (schema, c.table_name, c.contract_reference_column, c.contract_key_column)
-        for c in TableConfig.objects.active().filter(
-            source_db=config.source_db,
-            schema_name=config.schema_name,
-            archival_logic="CONTRACT_MATURITY",
-            contract_table=config.table_name,
-        )
+        for c in siblings.filter(archival_logic="CONTRACT_MATURITY", contract_table=config.table_name)
+    ) + tuple(
+        (schema, child, ref, key_column)
+        for child, ref, key_column in source.referencing(config.schema_name, config.table_name)
+        if child in configured
     )
     return ProcedureTable(
         source_alias=config.source_db,
@@ -210,6 +298,19 @@ def procedure_table_for(config) -> ProcedureTable:
         contract_maturity_column=config.contract_maturity_column,
         hold_contract_column=config.hold_contract_column,
         children=children,
+        spatial_columns=tuple(c.name for c in info.columns if c.db_type in {"geography", "geometry"}),
+        child_rules=tuple(
+            (
+                c.table_name,
+                c.archival_logic,
+                c.date_column,
+                c.contract_table,
+                c.contract_key_column,
+                c.contract_reference_column,
+                c.contract_maturity_column,
+            )
+            for c in siblings.filter(table_name__in={child[1] for child in children})
+        ),
     )
 
 
@@ -222,6 +323,17 @@ def provisioned_object_names(archive_schema: str, table_name: str) -> list[str]:
     """The names archival_admin.usp_provision_table builds for one table (sql/06_provisioning.sql), each QUOTENAME'd."""
     suffixes = ("retention", "reference", "run", "contract")
     return [f"pk_{archive_schema}_{table_name}", *(f"ix_{table_name}_{suffix}" for suffix in suffixes)]
+
+
+def source_collations(source, schema: str, table: str) -> dict[str, str]:
+    """sys.columns.collation_name of a SQL Server table's character columns."""
+    with source.connection.cursor() as cur:
+        cur.execute(
+            "SELECT c.name, c.collation_name FROM sys.columns AS c "
+            "WHERE c.object_id = OBJECT_ID(QUOTENAME(%s) + N'.' + QUOTENAME(%s)) AND c.collation_name IS NOT NULL",
+            [schema, table],
+        )
+        return {name: collation for name, collation in cur.fetchall()}
 
 
 def provision_call(spec: ProcedureTable) -> str:
