@@ -45,7 +45,6 @@ class Migration(migrations.Migration):
                 'verbose_name': 'scheduler settings',
                 'verbose_name_plural': 'scheduler settings',
                 'permissions': [('pause_scheduler', 'Can pause and resume the archival scheduler')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('pk', 1)), name='schedulersettings_singleton')],
             },
         ),
         migrations.CreateModel(

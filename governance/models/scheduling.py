@@ -77,6 +77,10 @@ class SchedulerSettings(models.Model):
         help_text="Last audit event scanned for refused hold violations (kept by the sweeper).",
     )
     updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
+    # One row at most: a unique column that can only be true. (A CHECK on
+    # the primary key would do on SQLite and PostgreSQL; MariaDB refuses a
+    # CHECK on an AUTO_INCREMENT column.)
+    singleton = models.BooleanField(default=True, unique=True, editable=False, help_text="Always true: one row.")
 
     objects = SchedulerSettingsManager()
 
@@ -85,7 +89,7 @@ class SchedulerSettings(models.Model):
         verbose_name_plural = "scheduler settings"
         constraints = [
             # A singleton: the pump locks this one row to serialize cap accounting.
-            models.CheckConstraint(condition=Q(pk=SETTINGS_PK), name="schedulersettings_singleton"),
+            models.CheckConstraint(condition=Q(singleton=True), name="schedulersettings_one_row"),
         ]
         permissions = [("pause_scheduler", "Can pause and resume the archival scheduler")]
 
