@@ -16,6 +16,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from archival.engine import leases, phases
+from archival.engine.cutoff import resolve_cutoff
 from archival.engine.dailylog import log_line
 from archival.engine.errors import LeaseLost, TableError
 from archival.engine.pipeline import Pipeline, pipeline_for
@@ -82,7 +83,7 @@ def start_run(
     two runs started at once cannot both take the same table.
     """
     configs = select_configs(tables)
-    cutoff = cutoff or timezone.localdate()
+    cutoff = resolve_cutoff(cutoff)
     started_by = actor.get_username() if hasattr(actor, "get_username") else str(actor or "system")
     with transaction.atomic():
         locked = list(TableConfig.objects.select_for_update().filter(pk__in=[c.pk for c in configs]).order_by("pk"))
@@ -527,13 +528,30 @@ def run_cycle(
 
 
 def resume_run(run_id: int | None = None, *, actor=None, on_table=None, on_batch=None) -> RunResult:
-    """Continue an unfinished run (the newest one when ``run_id`` is None) with its original cutoff."""
+    """Continue an unfinished run (the oldest one when ``run_id`` is None) with its original cutoff.
+
+    A run none of whose tables is unfinished (completed, abandoned) is refused
+    with a TableError and an audited ``run.resume_refused``: resuming it would
+    change nothing but its history (events, finish time). One such run still
+    marked RUNNING (its process died before closing it) is only closed.
+    """
     if run_id is None:
         run = ArchivalRun.objects.filter(states__phase__in=OPEN_PHASES).distinct().order_by("pk").first()
         if run is None:
             raise TableError("no run has unfinished tables")
     else:
         run = ArchivalRun.objects.get(pk=run_id)
+    if not RecoveryState.objects.filter(run=run, phase__in=OPEN_PHASES).exists():
+        if run.status == RunStatus.RUNNING:
+            return finalize_run(run.pk)
+        reason = (
+            f"run {run.pk} is {run.get_status_display().lower()}: none of its tables is unfinished, "
+            "so there is nothing to resume (start a new run instead)"
+        )
+        AuditEvent.objects.record(
+            "run.resume_refused", actor=actor, outcome="REFUSED", obj=run, run_id=run.pk, details={"reason": reason}
+        )
+        raise TableError(reason)
     retried = RecoveryState.objects.filter(run=run, phase=Phase.FAILED)
     for state in retried:
         # Back to the last phase that is safe to redo: archive again (it
