@@ -18,7 +18,7 @@ from django.utils import timezone
 from archival.engine import leases, phases
 from archival.engine.cutoff import resolve_cutoff
 from archival.engine.dailylog import log_line
-from archival.engine.errors import LeaseLost, TableError
+from archival.engine.errors import LeaseLost, TableError, describe_database_error
 from archival.engine.pipeline import Pipeline, pipeline_for
 from archival.engine.results import RunResult, TableResult
 from archival.engine.spec import build_spec, dependency_order
@@ -383,7 +383,7 @@ def _complete(state: RecoveryState, worker: str, proof: phases.VerifyProof | Non
 
 
 def _fail(state: RecoveryState, worker: str, exc: Exception, unsaved: dict | None = None) -> None:
-    message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TableError) else str(exc)
+    message = str(exc) if isinstance(exc, TableError) else _database_error_text(exc, state)
     RecoveryState.objects.filter(pk=state.pk).update(
         **(unsaved or {}), phase=Phase.FAILED, last_error=message[:4000], finished_at=timezone.now()
     )
@@ -403,6 +403,12 @@ def _fail(state: RecoveryState, worker: str, exc: Exception, unsaved: dict | Non
         alerts.table_failed(state, message)
     except ImportError:
         pass
+
+
+def _database_error_text(exc: Exception, state: RecoveryState) -> str:
+    """The error as the operator reads it: the file at fault and what to do, where the error says so."""
+    plain = describe_database_error(exc, ["archive", state.config.source_db])
+    return plain or f"{type(exc).__name__}: {exc}"
 
 
 FINAL_PHASES = (Phase.BLOCKED, Phase.ABANDONED, Phase.COMPLETED, Phase.FAILED)

@@ -183,6 +183,13 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{t.label:<45} {t.phase:<10} {t.eligible if t.eligible is not None else '-':>9} {t.archived_total:>9} {t.moved:>9}  {t.error[:80]}"
             )
+        self.render_errors((t.label, t.phase, t.error) for t in tables)
+
+    def render_errors(self, rows):
+        """The whole message of each failed table (the table column cuts it): it names what to fix."""
+        for label, phase, error in rows:
+            if phase == "FAILED" and len(error) > 80:
+                self.stdout.write(self.style.ERROR(f"{label}: {error}"))
 
     def render_status(self, options):
         if options.get("check"):
@@ -215,4 +222,5 @@ class Command(BaseCommand):
                     f"{t['table']:<45} {t['phase']:<10} {elig:>9} {t['archived']:>9} {t['batches']:>7}  "
                     f"{t['error'][:80]}{note}"
                 )
+            self.render_errors((t["table"], t["phase"], t["error"]) for t in run["tables"])
         self.stdout.write(f"{len(payload)} run(s) shown.")
