@@ -320,16 +320,26 @@ def decide_batch(batch_id: int, *, user, decision: str, comment: str) -> ReviewR
     comment = (comment or "").strip()
 
     def refuse(batch, message):
+        # A refusal changes nothing, so it reports the batch as it stands:
+        # the approvals already recorded, not zero.
+        approvals = batch.decisions.filter(decision=Decision.APPROVE).count() if batch is not None else 0
         AuditEvent.objects.record(
             "disposal.review_refused",
             actor=user,
             outcome="REFUSED",
             obj=batch,
             table_label=getattr(batch, "table_label", ""),
+            counts={"approvals": approvals, "required": getattr(batch, "required_approvals", 0)},
             details={"batch_id": batch_id, "decision": decision, "reason": message, "comment": comment},
         )
         return ReviewResult(
-            batch_id, decision, False, getattr(batch, "status", ""), 0, getattr(batch, "required_approvals", 0), message
+            batch_id,
+            decision,
+            False,
+            getattr(batch, "status", ""),
+            approvals,
+            getattr(batch, "required_approvals", 0),
+            message,
         )
 
     if decision not in Decision.values:

@@ -29,10 +29,19 @@ def _config_for(source_db: str, schema_name: str, table_name: str):
     return qs.first()
 
 
-def place_hold(
+@dataclass
+class HoldCheck:
+    """What ``check_hold`` found: errors by field, and the values a placement stores."""
+
+    errors: dict[str, str]
+    schema_name: str
+    config: object | None
+    key_texts: list[str]
+
+
+def check_hold(
     *,
     scope: str,
-    actor,
     reason: str,
     source_db: str = "",
     schema_name: str = "",
@@ -41,16 +50,15 @@ def place_hold(
     date_from: dt.date | None = None,
     date_to: dt.date | None = None,
     keys: Iterable[Sequence | str] | None = None,
-    review_by: dt.date | None = None,
-    hold_until: dt.date | None = None,
-):
-    """Place a hold and return it (audited as ``hold.placed``).
+) -> HoldCheck:
+    """The rules a hold must meet, without placing it: errors keyed by field.
 
-    ``keys`` (KEYS scope): each a sequence of key components in key order, or
-    an already canonical key text (components joined by a TAB). Raises
-    ValidationError when the scope's fields are missing or inconsistent.
+    The one home of these rules: ``place_hold`` refuses what this finds, and
+    the admin's form shows the same errors beside its fields before anything
+    is saved. A KEYS hold's keys must each have as many components as the
+    table's primary key.
     """
-    from governance.models import AuditEvent, Hold, HoldKey, HoldScope
+    from governance.models import HoldScope
 
     errors: dict[str, str] = {}
     if not (reason or "").strip():
@@ -76,9 +84,11 @@ def place_hold(
     if scope == HoldScope.KEYS:
         for k in keys or []:
             text = k if isinstance(k, str) else key_text(k)
-            if config is not None and len(text.split("\t")) != len(config.pk_columns):
+            parts = text.split("\t")
+            if config is not None and len(parts) != len(config.pk_columns):
                 errors["keys"] = (
-                    f"Key {text!r} does not have {len(config.pk_columns)} components ({', '.join(config.pk_columns)})."
+                    f"Key {', '.join(parts)!r} has {len(parts)} component(s); {config.table_name} is keyed by "
+                    f"{len(config.pk_columns)} ({', '.join(config.pk_columns)}), in that order."
                 )
                 break
             key_texts.append(text)
@@ -86,8 +96,47 @@ def place_hold(
             errors["keys"] = "A keys hold needs at least one key."
     if scope not in HoldScope.values:
         errors["scope"] = f"Unknown scope {scope!r}."
-    if errors:
-        raise ValidationError(errors)
+    return HoldCheck(errors=errors, schema_name=schema_name, config=config, key_texts=key_texts)
+
+
+def place_hold(
+    *,
+    scope: str,
+    actor,
+    reason: str,
+    source_db: str = "",
+    schema_name: str = "",
+    table_name: str = "",
+    contract_value: str = "",
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+    keys: Iterable[Sequence | str] | None = None,
+    review_by: dt.date | None = None,
+    hold_until: dt.date | None = None,
+):
+    """Place a hold and return it (audited as ``hold.placed``).
+
+    ``keys`` (KEYS scope): each a sequence of key components in key order, or
+    an already canonical key text (components joined by a TAB). Raises
+    ValidationError when the scope's fields are missing or inconsistent
+    (``check_hold``).
+    """
+    from governance.models import AuditEvent, Hold, HoldKey
+
+    checked = check_hold(
+        scope=scope,
+        reason=reason,
+        source_db=source_db,
+        schema_name=schema_name,
+        table_name=table_name,
+        contract_value=contract_value,
+        date_from=date_from,
+        date_to=date_to,
+        keys=keys,
+    )
+    if checked.errors:
+        raise ValidationError(checked.errors)
+    schema_name, config, key_texts = checked.schema_name, checked.config, checked.key_texts
     hold = Hold(
         scope=scope,
         source_db=source_db,

@@ -6,10 +6,10 @@ from datetime import date
 
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError
-from django.utils import timezone
 
 from archival.engine import keys
 from archival.engine.archive_tables import ensure_archive_table
+from archival.engine.cutoff import resolve_cutoff
 from archival.engine.errors import TableError
 from archival.engine.phases import count_eligible
 from archival.engine.results import PlanResult, TablePlan
@@ -21,7 +21,7 @@ def plan(tables: list[str] | None = None, cutoff: date | None = None) -> PlanRes
     """Per table: eligible rows, rows without a reference date, blocking problems, the SQL that would run."""
     from archival.engine.runner import select_configs
 
-    cutoff = cutoff or timezone.localdate()
+    cutoff = resolve_cutoff(cutoff)
     result = PlanResult(cutoff=cutoff.isoformat())
     configs = select_configs(tables)
     open_runs = dict(

@@ -16,8 +16,9 @@ from django.db import DatabaseError, Error, transaction
 from django.utils import timezone
 
 from archival.engine import leases, phases
+from archival.engine.cutoff import resolve_cutoff
 from archival.engine.dailylog import log_line
-from archival.engine.errors import LeaseLost, TableError
+from archival.engine.errors import LeaseLost, TableError, describe_database_error
 from archival.engine.pipeline import Pipeline, pipeline_for
 from archival.engine.results import RunResult, TableResult
 from archival.engine.spec import build_spec, dependency_order
@@ -86,7 +87,7 @@ def start_run(
     raises IntegrityError and nothing of it is written.
     """
     configs = select_configs(tables)
-    cutoff = cutoff or timezone.localdate()
+    cutoff = resolve_cutoff(cutoff)
     started_by = actor.get_username() if hasattr(actor, "get_username") else str(actor or "system")
     with transaction.atomic():
         locked = list(TableConfig.objects.select_for_update().filter(pk__in=[c.pk for c in configs]).order_by("pk"))
@@ -394,7 +395,7 @@ def _complete(state: RecoveryState, worker: str, proof: phases.VerifyProof | Non
 
 
 def _fail(state: RecoveryState, worker: str, exc: Exception, unsaved: dict | None = None) -> None:
-    message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TableError) else str(exc)
+    message = str(exc) if isinstance(exc, TableError) else _database_error_text(exc, state)
     RecoveryState.objects.filter(pk=state.pk).update(
         **(unsaved or {}), phase=Phase.FAILED, last_error=message[:4000], finished_at=timezone.now()
     )
@@ -414,6 +415,12 @@ def _fail(state: RecoveryState, worker: str, exc: Exception, unsaved: dict | Non
         alerts.table_failed(state, message)
     except ImportError:
         pass
+
+
+def _database_error_text(exc: Exception, state: RecoveryState) -> str:
+    """The error as the operator reads it: the file at fault and what to do, where the error says so."""
+    plain = describe_database_error(exc, ["archive", state.config.source_db])
+    return plain or f"{type(exc).__name__}: {exc}"
 
 
 FINAL_PHASES = (Phase.BLOCKED, Phase.ABANDONED, Phase.COMPLETED, Phase.FAILED)
@@ -539,13 +546,30 @@ def run_cycle(
 
 
 def resume_run(run_id: int | None = None, *, actor=None, on_table=None, on_batch=None) -> RunResult:
-    """Continue an unfinished run (the newest one when ``run_id`` is None) with its original cutoff."""
+    """Continue an unfinished run (the oldest one when ``run_id`` is None) with its original cutoff.
+
+    A run none of whose tables is unfinished (completed, abandoned) is refused
+    with a TableError and an audited ``run.resume_refused``: resuming it would
+    change nothing but its history (events, finish time). One such run still
+    marked RUNNING (its process died before closing it) is only closed.
+    """
     if run_id is None:
         run = ArchivalRun.objects.filter(states__phase__in=OPEN_PHASES).distinct().order_by("pk").first()
         if run is None:
             raise TableError("no run has unfinished tables")
     else:
         run = ArchivalRun.objects.get(pk=run_id)
+    if not RecoveryState.objects.filter(run=run, phase__in=OPEN_PHASES).exists():
+        if run.status == RunStatus.RUNNING:
+            return finalize_run(run.pk)
+        reason = (
+            f"run {run.pk} is {run.get_status_display().lower()}: none of its tables is unfinished, "
+            "so there is nothing to resume (start a new run instead)"
+        )
+        AuditEvent.objects.record(
+            "run.resume_refused", actor=actor, outcome="REFUSED", obj=run, run_id=run.pk, details={"reason": reason}
+        )
+        raise TableError(reason)
     retried = RecoveryState.objects.filter(run=run, phase=Phase.FAILED)
     for state in retried:
         # Back to the last phase that is safe to redo: archive again (it

@@ -14,7 +14,7 @@ import datetime as dt
 from django import forms
 
 from archival.search.catalog import FilterKind, NotSearchable, SearchColumn, SearchTable
-from archival.search.query import Filter, Op, Sort
+from archival.search.query import INT64_MAX, INT64_MIN, Filter, Op, Sort
 
 SORT_PARAM = "_sort"
 DIR_PARAM = "_dir"
@@ -26,7 +26,9 @@ CONTROL_PARAMS = frozenset({SORT_PARAM, DIR_PARAM, AFTER_PARAM, BEFORE_PARAM, CA
 
 def _typed_field(col: SearchColumn, label: str) -> forms.Field:
     if col.generic in {"int", "bigint"}:
-        return forms.IntegerField(label=label, required=False)
+        # The widest integer any archive engine stores: a larger value can
+        # match no row, and SQLite cannot even bind it (OverflowError).
+        return forms.IntegerField(label=label, required=False, min_value=INT64_MIN, max_value=INT64_MAX)
     if col.generic == "decimal":
         return forms.DecimalField(label=label, required=False)
     if col.generic == "float":

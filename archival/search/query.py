@@ -39,6 +39,12 @@ class BadRequest(ValueError):
     """A cursor or key value that cannot be read (a 400, not a 404)."""
 
 
+# Signed 64-bit: the widest integer column of every archive engine (SQLite's
+# INTEGER, BIGINT elsewhere). A value outside it names no row; SQLite cannot
+# bind it at all.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 class Op:
     EQ = "="
     GTE = ">="
@@ -81,7 +87,12 @@ def parse_value(column: SearchColumn, text: str | None) -> Any:
         return None
     try:
         if column.generic in {"int", "bigint"}:
-            return int(text)
+            number = int(text)
+            if not INT64_MIN <= number <= INT64_MAX:
+                raise BadRequest(
+                    f"{column.name}: {text} is out of range (a whole number from {INT64_MIN} to {INT64_MAX})"
+                )
+            return number
         if column.generic == "decimal":
             return Decimal(text)
         if column.generic == "float":
@@ -98,6 +109,8 @@ def parse_value(column: SearchColumn, text: str | None) -> Any:
             return value
         if column.generic == "bool":
             return text.lower() in {"1", "true", "t", "yes"}
+    except BadRequest:
+        raise
     except (ValueError, InvalidOperation):
         raise BadRequest(f"{column.name}: {text!r} is not a valid {column.generic}") from None
     return text

@@ -119,7 +119,8 @@ def table_search(request, source_db: str, schema: str, table: str):
         # The sort survives a new search; the page cursor does not.
         "hidden_controls": [(k, params[k]) for k in (SORT_PARAM, DIR_PARAM) if params.get(k)],
     }
-    return render(request, "search/table.html", context, status=200)
+    # Filters that do not validate are shown with their errors, as a 400.
+    return render(request, "search/table.html", context, status=200 if result.form.is_valid() else 400)
 
 
 @require_GET

@@ -6,11 +6,14 @@ import json
 from collections.abc import Iterator
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.http import StreamingHttpResponse
-from django.urls import path
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 
+from governance.admin.lookups import lookup_problem
 from governance.models import AuditEvent
 from governance.spreadsheet import SafeCsvWriter
 
@@ -107,8 +110,27 @@ class AuditEventAdmin(admin.ModelAdmin):
         """The changelist's current filters, as CSV, streamed."""
         if not self.has_export_permission(request):
             raise PermissionDenied
-        changelist = self.get_changelist_instance(request)
-        queryset = changelist.get_queryset(request)
+        try:
+            changelist = self.get_changelist_instance(request)
+            queryset = changelist.get_queryset(request)
+        except IncorrectLookupParameters as exc:
+            # The list view redirects and explains; an export link has no
+            # list to show, so it says here what is wrong (a 400, nothing audited).
+            return TemplateResponse(
+                request,
+                "admin/governance/bad_request.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Export refused",
+                    "message": (
+                        f"The export's filters cannot be applied ({lookup_problem(exc)}). Open the audit trail, choose the "
+                        "filters with its own controls, and use its Export button."
+                    ),
+                    "back_url": reverse("admin:governance_auditevent_changelist"),
+                    "back_label": "Audit events",
+                },
+                status=400,
+            )
         AuditEvent.objects.record(
             "audit.exported",
             actor=request.user,

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import copy
+import os
+import re
+import tempfile
 from functools import partial
+from uuid import uuid4
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import IntegerField, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html
 from import_export import resources
 from import_export.admin import ImportExportMixin
+from import_export.tmp_storages import TempFolderStorage
 from simple_history.admin import SimpleHistoryAdmin
 
+from governance.admin.lookups import INT64_MAX, lookup_problem
 from governance.models import Phase, RecoveryState, RetentionChange, RetentionChangeStatus, TableConfig
 from governance.models.text import FREE_TEXT_MAX_LENGTH
 from governance.spreadsheet import SafeCSV, SafeXLSX
@@ -124,6 +133,37 @@ class TableConfigResource(resources.ModelResource):
             )
 
 
+class UploadStorage(TempFolderStorage):
+    """Uploaded import files between the preview and the confirmation.
+
+    The confirmation form names its file (``import_file_name``) and comes
+    back from the browser; django-import-export's own temp-folder storage
+    opens whatever path that names, then deletes it. Here a file is named by
+    a random token we made, in the temp folder, and any other name (a path,
+    ``..``) is treated as a file that does not exist.
+    """
+
+    TOKEN = re.compile(r"[0-9a-f]{32}")
+    PREFIX = "archival-config-import-"
+
+    def save(self, data):
+        if not self.name:
+            self.name = uuid4().hex
+        # "x": a new file, never one that is already there.
+        with open(self.get_full_path(), "xb") as file:
+            file.write(data.encode(self.encoding or "utf-8") if isinstance(data, str) else data)
+
+    def get_full_path(self):
+        if not isinstance(self.name, str) or not self.TOKEN.fullmatch(self.name):
+            raise FileNotFoundError(f"{self.name!r} is not an upload of this site")
+        return os.path.join(tempfile.gettempdir(), self.PREFIX + self.name)
+
+
+def _is_key(text: str) -> bool:
+    """Whether ``text`` can be an integer primary key (configs and their history rows have one)."""
+    return text.isdigit() and int(text) <= INT64_MAX
+
+
 def _last_state(field: str):
     latest = RecoveryState.objects.filter(config=OuterRef("pk")).order_by("-run_id", "-id")
     return Subquery(latest.values(field)[:1])
@@ -190,6 +230,7 @@ class TableConfigForm(forms.ModelForm):
 class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
     form = TableConfigForm
     resource_classes = [TableConfigResource]
+    tmp_storage_class = UploadStorage
     # Exports escape formulas (governance.spreadsheet); imports read the same formats.
     formats = [SafeCSV, SafeXLSX]
     list_display = (
@@ -334,6 +375,72 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
             "inactive": inactive,
         }
         return TemplateResponse(request, "admin/governance/tableconfig/preview.html", context)
+
+    def _bad_request(self, request, title: str, message: str, back: str, back_label: str):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "message": message,
+            "back_url": reverse(back),
+            "back_label": back_label,
+        }
+        return TemplateResponse(request, "admin/governance/bad_request.html", context, status=400)
+
+    def process_import(self, request, **kwargs):
+        """The confirmation of an import; a file that is gone is a 400 that says to upload it again."""
+        upload_again = (
+            "Nothing was imported. Upload the file again to preview and confirm it.",
+            "admin:governance_tableconfig_import",
+            "Import table configs",
+        )
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        fmt = request.POST.get("format")
+        if fmt and not (fmt.isdigit() and int(fmt) < len(self.get_import_formats())):
+            # django-import-export indexes its formats with the posted number unchecked.
+            return self._bad_request(
+                request,
+                "Import refused",
+                f"The confirmation names no known file format. {upload_again[0]}",
+                *upload_again[1:],
+            )
+        try:
+            return super().process_import(request, **kwargs)
+        except FileNotFoundError:
+            # Confirmed twice, confirmed after the temp folder was cleaned, or
+            # a form naming a file that was never uploaded.
+            return self._bad_request(
+                request,
+                "Import not found",
+                f"The file of this import is no longer on the server (it was already imported, or it expired). "
+                f"{upload_again[0]}",
+                *upload_again[1:],
+            )
+
+    def export_action(self, request):
+        try:
+            return super().export_action(request)
+        except IncorrectLookupParameters as exc:
+            return self._bad_request(
+                request,
+                "Export refused",
+                f"The export's filters cannot be applied ({lookup_problem(exc)}). Choose the filters on the list "
+                "of table configs and use its Export button.",
+                "admin:governance_tableconfig_changelist",
+                "Table configs",
+            )
+
+    # simple_history looks the object and the version up with the ids as
+    # given; ids that cannot be keys are objects that do not exist.
+    def history_view(self, request, object_id, extra_context=None):
+        if not _is_key(unquote(object_id)):
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        if not (_is_key(unquote(object_id)) and _is_key(unquote(version_id))):
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        return super().history_form_view(request, object_id, version_id, extra_context)
 
     # The global import/export codes ("import", "export") name permissions no
     # model has; configs say explicitly who may bulk-onboard and export them.

@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from governance.admin.audit import cell
+from governance.admin.lookups import posted_ids
 from governance.models import BatchStatus, DisposalApproval, DisposalBatch, DisposalCertificate, RetentionChange
 from governance.models.text import FREE_TEXT_MAX_LENGTH
 from governance.spreadsheet import SafeCsvWriter
@@ -70,11 +71,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 def _ids(request) -> list[int]:
-    raw = request.POST.get("ids") if request.method == "POST" else request.GET.get("ids", "")
-    try:
-        return [int(x) for x in (raw or "").split(",") if x]
-    except ValueError:
-        return []
+    return posted_ids(request.POST.get("ids") if request.method == "POST" else request.GET.get("ids", ""))
 
 
 @admin.register(DisposalBatch)

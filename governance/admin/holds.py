@@ -17,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
+from governance.admin.lookups import posted_ids
 from governance.models import Hold, HoldScope, TableConfig
 from governance.models.text import FREE_TEXT_MAX_LENGTH
 
@@ -84,6 +85,24 @@ class PlaceHoldForm(forms.ModelForm):
         today = timezone.localdate()
         if data.get("hold_until") and data["hold_until"] < today:
             self.add_error("hold_until", "A hold cannot end in the past.")
+        if not self.errors:
+            # The placement's own rules (a key's number of components, ...),
+            # shown here beside their fields instead of failing the save.
+            from archival.disposal.holds import check_hold
+
+            checked = check_hold(
+                scope=scope,
+                reason=data.get("reason") or "",
+                source_db=data.get("source_db") or "",
+                schema_name=data.get("schema_name") or "",
+                table_name=data.get("table_name") or "",
+                contract_value=data.get("contract_value") or "",
+                date_from=data.get("date_from"),
+                date_to=data.get("date_to"),
+                keys=data.get("key_list") or None,
+            )
+            for name, message in checked.errors.items():
+                self.add_error(name if name in self.fields else None, message)
         return data
 
 
@@ -250,11 +269,7 @@ class HoldAdmin(admin.ModelAdmin):
         if not self.has_release_permission(request):
             raise PermissionDenied
         raw = request.POST.get("ids") if request.method == "POST" else request.GET.get("ids", "")
-        try:
-            ids = [int(x) for x in (raw or "").split(",") if x]
-        except ValueError:
-            ids = []
-        holds = list(Hold.objects.filter(pk__in=ids, released_at__isnull=True))
+        holds = list(Hold.objects.filter(pk__in=posted_ids(raw), released_at__isnull=True))
         form = ReleaseForm(request.POST or None)
         if request.method == "POST" and holds and form.is_valid():
             from archival.disposal.holds import release_hold

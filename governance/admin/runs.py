@@ -138,9 +138,14 @@ class ArchivalRunAdmin(admin.ModelAdmin):
     @admin.action(description="Resume the selected runs", permissions=["start"])
     def resume_runs(self, request, queryset):
         from archival.engine import resume_run
+        from archival.engine.errors import TableError
 
         for run in queryset.order_by("id"):
-            result = resume_run(run.pk, actor=request.user)
+            try:
+                result = resume_run(run.pk, actor=request.user)
+            except TableError as exc:
+                self.message_user(request, f"{run}: {exc}", messages.ERROR)
+                continue
             level = messages.SUCCESS if getattr(result, "ok", True) else messages.ERROR
             self.message_user(request, f"{run}: {result}", level)
 

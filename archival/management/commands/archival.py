@@ -6,6 +6,9 @@
     python manage.py archival abandon --run N --reason "..." [--table T ...]
     python manage.py archival status  [--run N] [--runs N] [--json] [--check]
 
+The archived counts of ``status`` are the batch ledger's (the record of what
+committed), so they are right after a kill too.
+
 Run it weekly (the django-q2 schedule does), or by hand after a failure.
 Exit code: 0 when every table succeeded, 1 when any failed.
 """
@@ -14,21 +17,15 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
 from archival import engine
+from archival.engine.cutoff import CutoffError, resolve_cutoff
 from archival.engine.errors import TableError
+from archival.engine.status import run_status
 from archival.progress import Progress
-from governance.models import ArchivalRun, RecoveryState
-
-
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"--cutoff {value!r} is not a date (YYYY-MM-DD)") from None
+from governance.models import ArchivalRun
 
 
 class Command(BaseCommand):
@@ -60,7 +57,10 @@ class Command(BaseCommand):
                     help="Limit to a table (Name, Source.Name or Source.schema.Name); repeatable.",
                 )
             if name in {"plan", "run"}:
-                p.add_argument("--cutoff", type=_date, help="Run as of this date instead of today.")
+                p.add_argument(
+                    "--cutoff",
+                    help="Run as of this date (YYYY-MM-DD, today or earlier) instead of today.",
+                )
             if name == "run":
                 p.add_argument(
                     "--dry-run",
@@ -94,6 +94,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         action = options["action"]
+        if options.get("cutoff") is not None:
+            try:
+                options["cutoff"] = resolve_cutoff(options["cutoff"])
+            except CutoffError as exc:
+                # A usage error, like argparse's own: exit 2.
+                raise CommandError(str(exc), returncode=2) from None
         try:
             if action == "plan" or (action == "run" and options["dry_run"]):
                 return self.render_plan(
@@ -182,6 +188,13 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{t.label:<45} {t.phase:<10} {t.eligible if t.eligible is not None else '-':>9} {t.archived_total:>9} {t.moved:>9}  {t.error[:80]}"
             )
+        self.render_errors((t.label, t.phase, t.error) for t in tables)
+
+    def render_errors(self, rows):
+        """The whole message of each failed table (the table column cuts it): it names what to fix."""
+        for label, phase, error in rows:
+            if phase == "FAILED" and len(error) > 80:
+                self.stdout.write(self.style.ERROR(f"{label}: {error}"))
 
     def render_status(self, options):
         if options.get("check"):
@@ -193,32 +206,7 @@ class Command(BaseCommand):
             self.stdout.write("components: " + ", ".join(f"{name} {state}" for name, state in check.components.items()))
             self.stdout.write(f"{check.label}: {len(check.messages)} finding(s)")
             sys.exit(check.code)
-        runs = ArchivalRun.objects.all()
-        if options.get("run"):
-            runs = runs.filter(pk=options["run"])
-        runs = list(runs[: options.get("runs") or 1])
-        payload = []
-        for run in runs:
-            states = list(RecoveryState.objects.filter(run=run).order_by("id"))
-            payload.append(
-                {
-                    "run_id": run.pk,
-                    "status": run.status,
-                    "cutoff": run.cutoff.isoformat(),
-                    "started_at": run.started_at.isoformat(),
-                    "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-                    "tables": [
-                        {
-                            "table": s.table_label,
-                            "phase": s.phase,
-                            "eligible": s.eligible_count,
-                            "archived": s.archived_count,
-                            "error": s.last_error,
-                        }
-                        for s in states
-                    ],
-                }
-            )
+        payload = [report.as_dict() for report in run_status(options.get("run"), runs=options.get("runs") or 1)]
         if options["json"]:
             self.stdout.write(json.dumps(payload, indent=2))
             return
@@ -228,8 +216,17 @@ class Command(BaseCommand):
                     f"Run {run['run_id']}: {run['status']} (cutoff {run['cutoff']}, started {run['started_at']})"
                 )
             )
-            self.stdout.write(f"{'table':<45} {'phase':<10} {'eligible':>9} {'archived':>9}  error")
+            if not run["ledger_read"]:
+                self.stdout.write(
+                    self.style.WARNING("The batch ledger could not be read: archived counts are the recovery states'.")
+                )
+            self.stdout.write(f"{'table':<45} {'phase':<10} {'eligible':>9} {'archived':>9} {'batches':>7}  error")
             for t in run["tables"]:
                 elig = t["eligible"] if t["eligible"] is not None else "-"
-                self.stdout.write(f"{t['table']:<45} {t['phase']:<10} {elig:>9} {t['archived']:>9}  {t['error'][:80]}")
+                note = f" (+{t['copied_pending_delete']} copied, delete pending)" if t["copied_pending_delete"] else ""
+                self.stdout.write(
+                    f"{t['table']:<45} {t['phase']:<10} {elig:>9} {t['archived']:>9} {t['batches']:>7}  "
+                    f"{t['error'][:80]}{note}"
+                )
+            self.render_errors((t["table"], t["phase"], t["error"]) for t in run["tables"])
         self.stdout.write(f"{len(payload)} run(s) shown.")
