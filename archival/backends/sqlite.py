@@ -192,6 +192,23 @@ class SQLiteBackend(Backend):
     def as_date_sql(self, expr: str) -> str:
         return f"date({expr})"
 
+    def readable_date_sql(self, expr: str, column: Column) -> str | None:
+        # Any column holds any value, whatever its declared type. A date is a
+        # value date() reads whose first ten characters are the canonical
+        # date it reads there: '+0 days' normalizes 2021-02-30 to 2021-03-02
+        # (date() alone returns it as is before SQLite 3.42), and ' 2021-01-01',
+        # '12/31/2026' or 20210105 do not read back as themselves. IS keeps it
+        # true or false where date() gives NULL.
+        return f"(date({expr}) IS NOT NULL AND date(substr({expr}, 1, 10), '+0 days') IS substr({expr}, 1, 10))"
+
+    def date_value_sql(self, expr: str, column: Column) -> str:
+        # date() and the retention arithmetic read a readable value as it is.
+        return expr
+
+    def date_before_sql(self, expr: str, column: Column) -> str:
+        # The plain comparison stays first, so an index on the column serves it.
+        return f"({expr} < %s AND {self.readable_date_sql(expr, column)})"
+
     def null_safe_equal(self, left: str, right: str) -> str:
         return f"({left} IS {right})"
 
