@@ -484,7 +484,8 @@ class MSSQLBackend(Backend):
         if column.generic != "text":
             return "(1 = 0)"
         # TRY_CONVERT returns NULL instead of raising for 2021-02-30; style
-        # 23 reads yyyy-mm-dd whatever the session's DATEFORMAT or language.
+        # 23 reads yyyy-mm-dd whatever the session's DATEFORMAT or language
+        # (learn.microsoft.com/en-us/sql/t-sql/functions/try-convert-transact-sql).
         # The LIKE keeps out what style 23 would still read ('2021-1-1 ...').
         return (
             f"(CASE WHEN SUBSTRING({expr}, 1, 10) LIKE '[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]' "
