@@ -387,6 +387,13 @@ def find_children(
     for child_table, column, ref_column in fk_refs:
         refs_by_table.setdefault(child_table, []).append((column, ref_column))
     for other in by_table.values():
+        refs = list(refs_by_table.get(other.table_name, []))
+        contract_ref = None
+        if other.archival_logic == "CONTRACT_MATURITY" and other.contract_table == config.table_name:
+            contract_ref = (other.contract_reference_column, other.contract_key_column)
+            refs.append(contract_ref)
+        if not refs:
+            continue
         threshold = subtract_months(run_cutoff, other.effective_months)
         if other.archival_logic == "CONTRACT_MATURITY":
             # Child eligibility is its contract's maturity; {c} is that contract table.
@@ -401,11 +408,6 @@ def find_children(
         else:
             # Never NULL: it stands under NOT in the parent's rule.
             elig = source.date_before_sql(f"ch.{q(other.date_column)}", column_of(other.table_name, other.date_column))
-        refs = list(refs_by_table.get(other.table_name, []))
-        contract_ref = None
-        if other.archival_logic == "CONTRACT_MATURITY" and other.contract_table == config.table_name:
-            contract_ref = (other.contract_reference_column, other.contract_key_column)
-            refs.append(contract_ref)
         for ref_col, key_col in refs:
             # Through its contract join on our unique one-column key, a child
             # row's contract is exactly the row it references.
