@@ -9,9 +9,11 @@ where such a column can hold them (SQLite).
 from __future__ import annotations
 
 from datetime import date
+from io import StringIO
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
 from django.db import connections
 
 from archival import engine
@@ -262,6 +264,19 @@ def test_a_text_column_holding_iso_dates_is_accepted_and_only_its_dates_move(mem
     # A second run finds nothing new: the values that are not dates stay where they are.
     again = engine.run_cycle(cutoff=CUTOFF, tables=[str(config)])
     assert again.ok and again.moved == 0 and again.unreadable_dates == 6
+
+
+def test_the_command_names_the_unreadable_dates_in_the_plan_and_the_run_summary(memo_table):
+    memo_table("SourceDB1", [*OLD_DATES, *OLD_TIMES, *RECENT_DATES, *NOT_DATES])
+    config = _memo_config("SourceDB1")
+    plan_out, run_out = StringIO(), StringIO()
+
+    call_command("archival", "plan", "--table", str(config), "--cutoff", CUTOFF.isoformat(), stdout=plan_out)
+    call_command("archival", "run", "--table", str(config), "--cutoff", CUTOFF.isoformat(), stdout=run_out)
+
+    assert "unreadable dates: 5 rows (never eligible), keys 6; 7; 8; 9; 10" in plan_out.getvalue()
+    assert "5 rows with unreadable dates; nothing changed." in plan_out.getvalue()
+    assert f"5 rows have a date that is not a date and stay in the source ({config})" in run_out.getvalue()
 
 
 def test_a_text_column_that_does_not_hold_dates_is_refused(memo_table):
