@@ -12,9 +12,38 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 
 from archival.backends import SchemaError, TableInfo, backend_for
+from archival.backends.base import DATE_FAMILIES, Column
 
-DATE_FAMILIES = {"date", "datetime"}
 ARCHIVE_ALIAS = "archive"
+# How many of a text column's values are read to tell whether it holds dates.
+TEXT_DATE_SAMPLE = 1000
+
+
+def text_dates_problem(source_db: str, schema: str, table: str, column: Column) -> str | None:
+    """Why a text column cannot serve as a date column, or None when it holds ISO dates.
+
+    SQLite has no date type: ISO text is its usual way to keep dates, and
+    text columns elsewhere hold them too. A sample of the column's values
+    decides: most of them must be dates (YYYY-MM-DD, a time of day may
+    follow). The rest, and whatever else the column holds later, is never
+    eligible: the plan counts those rows as unreadable dates.
+    """
+    backend = backend_for(source_db)
+    check = backend.readable_date_sql(backend.quote("v"), column)
+    sample = backend.limit_sql(
+        f"SELECT {backend.quote(column.name)} AS {backend.quote('v')} FROM {backend.qualified(schema, table)} "
+        f"WHERE {backend.quote(column.name)} IS NOT NULL",
+        str(TEXT_DATE_SAMPLE),
+    )
+    with backend.connection.cursor() as cur:
+        cur.execute(f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN {check} THEN 1 ELSE 0 END), 0) FROM ({sample}) t")
+        read, dates = (int(n) for n in cur.fetchone())
+    if dates * 2 >= read:
+        return None
+    return (
+        f"Column {column.name!r} of {table} is {column.db_type}, not a date: "
+        f"{read - dates} of {read} values read are not dates (YYYY-MM-DD)."
+    )
 
 
 def describe_source_table(source_db: str, schema: str, table: str) -> TableInfo:
@@ -53,6 +82,10 @@ def validate_config_against_schema(config) -> None:
         col = table_columns.get(name)
         if col is None:
             errors[field] = f"Column {name!r} does not exist in {table}."
+        elif dates and col.generic == "text":
+            problem = text_dates_problem(config.source_db, config.schema_name, table, col)
+            if problem:
+                errors[field] = problem
         elif dates and col.generic not in DATE_FAMILIES:
             errors[field] = f"Column {name!r} of {table} is {col.db_type}, not a date."
 

@@ -41,9 +41,18 @@ POSITION = TableInfo(
 TRADE = TableInfo("dbo", "Trade", [column("tradeId", "bigint"), column("settlementDate", "date")], ["tradeId"])
 
 
+# The contract table a CONTRACT_MATURITY spec reads its maturity from.
+CONTRACT_TABLE = TableInfo(
+    "dbo", "Contract", [column("contractId", "int"), column("maturityDate", "date")], ["contractId"]
+)
+
+
 def spec_for(info: TableInfo, **config) -> TableSpec:
     cfg = SimpleNamespace(source_db="SourceDB1", schema_name="dbo", table_name=info.name, **config)
-    return TableSpec(cfg, info, backend("SourceDB1"), backend("archive"), "streaming", dt.date(2024, 11, 25))
+    contract = CONTRACT_TABLE if config.get("archival_logic") == "CONTRACT_MATURITY" else None
+    return TableSpec(
+        cfg, info, backend("SourceDB1"), backend("archive"), "streaming", dt.date(2024, 11, 25), contract_info=contract
+    )
 
 
 CONTRACT = dict(
@@ -87,3 +96,23 @@ def test_the_range_delete_and_the_key_bounds_are_t_sql(info, config):
     first = phases.first_key_sql(spec.source, pk_s, spec.from_clause(spec.source), where, descending=True)
     assert first.startswith("SELECT TOP (1) ") and "LIMIT" not in first
     parses_as_tsql(first)
+
+
+def test_a_text_date_column_is_read_with_try_convert_and_a_date_column_as_it_is():
+    """TRY_CONVERT returns NULL instead of raising when a value does not convert
+    (https://learn.microsoft.com/en-us/sql/t-sql/functions/try-convert-transact-sql);
+    style 23 is yyyy-mm-dd whatever DATEFORMAT says
+    (https://learn.microsoft.com/en-us/sql/t-sql/functions/cast-and-convert-transact-sql)."""
+    text_dates = TableInfo("dbo", "Memo", [column("id", "int"), column("noteDate", "varchar(40)")], ["id"])
+    real_dates = TableInfo(
+        "dbo", "Trade", [column("tradeId", "bigint"), Column("settlementDate", "date", "date", True)], ["tradeId"]
+    )
+    memo = spec_for(text_dates, archival_logic="DATE_BASED", date_column="noteDate", contract_table="")
+    trade = spec_for(real_dates, **DATED)
+    for spec in (memo, trade):
+        sql, _ = streaming._select_sql(spec, [1], None, lock=True, limit=4000)
+        parses_as_tsql(sql)
+        delete, _ = streaming._delete_range_sql(spec, [1], [9])
+        parses_as_tsql(delete)
+        assert ("TRY_CONVERT(date, SUBSTRING(" in sql + delete) == (spec is memo)
+    assert "s.[settlementDate] < %s" in streaming._select_sql(trade, [1], None, lock=True, limit=4000)[0]

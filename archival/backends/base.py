@@ -60,6 +60,10 @@ class TableInfo:
         return [c.name for c in self.columns]
 
 
+# The families whose values a server engine keeps as dates (nothing else fits in them).
+DATE_FAMILIES = frozenset({"date", "datetime"})
+
+
 def generic_type(db_type: str) -> str:
     """Map a declared type to an engine-neutral family (for cross-engine archives)."""
     t = db_type.lower()
@@ -80,6 +84,27 @@ def generic_type(db_type: str) -> str:
     if "blob" in t or "bytea" in t or "binary" in t:
         return "binary"
     return "text"
+
+
+# A text value read as a date: YYYY-MM-DD with a real month and day, then
+# nothing or a time of day (the date is the first ten characters).
+ISO_DATE_PATTERN = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([ T][0-9]{2}:[0-9]{2}.*)?$"
+
+
+def day_in_month_sql(expr: str, to_int) -> str:
+    """SQL true when the day of ``expr`` (text already matching ISO_DATE_PATTERN) exists in its month.
+
+    ``to_int`` turns an SQL text expression into an integer one; only digits
+    reach it, so no conversion can fail. Plain arithmetic, no date function:
+    those raise (PostgreSQL) or warn, which strict mode turns into errors
+    inside DML (MariaDB), on the very values this checks.
+    """
+    year, month, day = (to_int(f"SUBSTRING({expr}, {start}, {n})") for start, n in ((1, 4), (6, 2), (9, 2)))
+    leap = f"((MOD({year}, 4) = 0 AND MOD({year}, 100) <> 0) OR MOD({year}, 400) = 0)"
+    return (
+        f"{day} <= CASE WHEN {month} IN (4, 6, 9, 11) THEN 30 "
+        f"WHEN {month} = 2 THEN CASE WHEN {leap} THEN 29 ELSE 28 END ELSE 31 END"
+    )
 
 
 class Backend(ABC):
@@ -233,6 +258,42 @@ class Backend(ABC):
 
     def as_date_sql(self, expr: str) -> str:
         return f"CAST({expr} AS DATE)"
+
+    # -- dates that may not be dates -------------------------------------------
+    # A reference column (a table's date column, a contract's maturity) of a
+    # text type, or any column on SQLite, can hold values that are not dates
+    # ('12/31/2026', '2021-02-30', 20210105). Such a value is never eligible:
+    # compared as text it would be, and its row would be archived without a
+    # reference date, out of disposal's reach. The fragments take the column's
+    # catalog entry: a DATE column of a server engine holds nothing else, and
+    # checking it anyway would cost the column's index.
+
+    @abstractmethod
+    def readable_date_sql(self, expr: str, column: Column) -> str | None:
+        """SQL that is true when ``expr`` (a non-NULL value of ``column``) is a calendar date, false
+        otherwise: never NULL, never an error. None when ``column``'s type admits nothing but dates."""
+        ...
+
+    def date_value_sql(self, expr: str, column: Column) -> str:
+        """The date of a value the statement has already found readable (``readable_date_sql``)."""
+        if column.generic in DATE_FAMILIES:
+            return expr
+        return self.as_date_sql(f"SUBSTRING({expr}, 1, 10)")
+
+    def date_before_sql(self, expr: str, column: Column) -> str:
+        """SQL true when ``expr`` holds a readable date before the one ``%s`` parameter; false for
+        NULL, a later date or a value that is not a date (never NULL: it may stand under NOT)."""
+        check = self.readable_date_sql(expr, column)
+        if check is None:
+            return f"({expr} IS NOT NULL AND {expr} < %s)"
+        # CASE, not AND: the server may evaluate AND's operands in any order,
+        # and the conversion of a value that is not a date would raise.
+        return f"(CASE WHEN {check} THEN {self.date_value_sql(expr, column)} < %s ELSE 1 = 0 END)"
+
+    def unreadable_date_sql(self, expr: str, column: Column) -> str | None:
+        """SQL true when ``expr`` holds a value that is not a date; None when ``column`` cannot hold one."""
+        check = self.readable_date_sql(expr, column)
+        return None if check is None else f"({expr} IS NOT NULL AND NOT {check})"
 
     def null_safe_equal(self, left: str, right: str) -> str:
         return f"({left} IS NOT DISTINCT FROM {right})"

@@ -10,11 +10,14 @@ MariaDB does not range-scan row-value comparisons (see PERFORMANCE.md).
 from __future__ import annotations
 
 from archival.backends.base import (
+    DATE_FAMILIES,
+    ISO_DATE_PATTERN,
     Backend,
     Column,
     ForeignKey,
     SchemaError,
     TableInfo,
+    day_in_month_sql,
     generic_type,
 )
 
@@ -130,6 +133,19 @@ class MariaDBBackend(Backend):
     def add_years_sql(self, expr: str) -> str:
         # DATE_ADD clamps 29 February + 1 year to 28 February, as PostgreSQL does.
         return f"CAST(DATE_ADD(CAST({expr} AS DATE), INTERVAL %s YEAR) AS DATE)"
+
+    def readable_date_sql(self, expr: str, column: Column) -> str | None:
+        if column.generic in DATE_FAMILIES:
+            return None
+        if column.generic != "text":
+            return "(1 = 0)"
+        # No STR_TO_DATE: it warns on '2021-02-30', and strict mode makes the
+        # warning an error inside INSERT ... SELECT and DELETE.
+        day_ok = day_in_month_sql(expr, lambda e: f"CAST({e} AS UNSIGNED)")
+        return (
+            f"(CASE WHEN {expr} REGEXP '{ISO_DATE_PATTERN}' AND SUBSTRING({expr}, 1, 4) <> '0000' "
+            f"THEN {day_ok} ELSE 0 END)"
+        )
 
     def null_safe_equal(self, left: str, right: str) -> str:
         return f"({left} <=> {right})"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from archival.backends.base import (
+    DATE_FAMILIES,
+    ISO_DATE_PATTERN,
     Backend,
     Column,
     ForeignKey,
     SchemaError,
     TableInfo,
+    day_in_month_sql,
     generic_type,
 )
 
@@ -129,6 +132,20 @@ class PostgresBackend(Backend):
     def add_years_sql(self, expr: str) -> str:
         # PostgreSQL clamps 29 February + 1 year to 28 February by itself.
         return f"CAST(CAST({expr} AS DATE) + make_interval(years => %s) AS DATE)"
+
+    def readable_date_sql(self, expr: str, column: Column) -> str | None:
+        if column.generic in DATE_FAMILIES:
+            return None
+        if column.generic != "text":
+            return "FALSE"
+        # The pattern first (CASE keeps the order), then arithmetic on its
+        # digits: a cast of '2021-02-30' to date would raise. (pg_input_is_valid
+        # does this in one call from PostgreSQL 16.)
+        day_ok = day_in_month_sql(expr, lambda e: f"CAST({e} AS integer)")
+        return (
+            f"(CASE WHEN {expr} ~ '{ISO_DATE_PATTERN}' AND SUBSTRING({expr}, 1, 4) <> '0000' "
+            f"THEN {day_ok} ELSE FALSE END)"
+        )
 
     generic_types = {
         "int": "integer",

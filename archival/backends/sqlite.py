@@ -192,6 +192,25 @@ class SQLiteBackend(Backend):
     def as_date_sql(self, expr: str) -> str:
         return f"date({expr})"
 
+    def readable_date_sql(self, expr: str, column: Column) -> str | None:
+        # Any column holds any value, whatever its declared type. A date is a
+        # value date() reads as the very date its first ten characters write:
+        # '+0 days' normalizes 2021-02-30 to 2021-03-02 (date() alone returns
+        # it as is before SQLite 3.42), and ' 2021-01-01', '12/31/2026',
+        # 20210105 (a Julian day number to date()) or '2021-01-01xyz' do not
+        # read back as themselves. One date() call a row: this runs for every
+        # row Mark counts and every row a batch moves. IFNULL keeps it false,
+        # not NULL, for NULL and for what date() cannot read.
+        return f"IFNULL(date({expr}, '+0 days') = substr({expr}, 1, 10), 0)"
+
+    def date_value_sql(self, expr: str, column: Column) -> str:
+        # date() and the retention arithmetic read a readable value as it is.
+        return expr
+
+    def date_before_sql(self, expr: str, column: Column) -> str:
+        # The plain comparison stays first, so an index on the column serves it.
+        return f"({expr} < %s AND {self.readable_date_sql(expr, column)})"
+
     def null_safe_equal(self, left: str, right: str) -> str:
         return f"({left} IS {right})"
 

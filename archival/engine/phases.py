@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from django.db import transaction
 
@@ -28,8 +29,30 @@ from governance.models import AuditEvent, BatchLedger, LedgerState, Phase, Recov
 from governance.rowsql import insert, select_rows
 
 
-def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]:
-    """Eligible rows (mark form), rows without a reference date, and the key bounds.
+class MarkCounts(NamedTuple):
+    eligible: int
+    nulls: int  # rows without a reference date
+    low: list | None  # smallest eligible key
+    high: list | None  # largest eligible key
+    # Rows whose reference value is not a date (never eligible); None where
+    # nothing counted them (SQL Server's procedure).
+    unreadable: int | None = 0
+
+
+def _every_row_with_its_reference(spec: TableSpec, on) -> str:
+    """FROM of every source row as ``s``, its contract (if any) as ``c``: what the counts scan."""
+    frm = f"{spec.source_table(on)} s"
+    if spec.is_contract:
+        q = on.quote
+        frm += (
+            f" LEFT JOIN {spec.contract_table(on)} c "
+            f"ON c.{q(spec.config.contract_key_column)} = s.{q(spec.config.contract_reference_column)}"
+        )
+    return frm
+
+
+def count_eligible(spec: TableSpec) -> MarkCounts:
+    """Eligible rows (mark form), rows without a reference date, the key bounds, rows whose date is unreadable.
 
     A table without configured children counts both in one scan. A parent
     table's rule is a NOT EXISTS per child: inside a CASE every planner runs
@@ -39,17 +62,12 @@ def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]
     key's are two index-ordered lookups.
     """
     if mssql_path.uses_procedures(spec):
-        return mssql_path.mark_counts(spec)
+        return MarkCounts(*mssql_path.mark_counts(spec), unreadable=None)
     on = spec.count_backend
-    q = on.quote
     pk_s = spec.q(on, "s", spec.pk)
-    frm = f"{spec.source_table(on)} s"
-    if spec.is_contract:
-        frm += (
-            f" LEFT JOIN {spec.contract_table(on)} c "
-            f"ON c.{q(spec.config.contract_key_column)} = s.{q(spec.config.contract_reference_column)}"
-        )
-    ref = spec.reference_expr(on)
+    frm = _every_row_with_its_reference(spec, on)
+    ref = spec.reference_raw(on)
+    unreadable = spec.unreadable(on)
     where, params = spec.selection(on, at_mark=True)
     one_column = len(pk_s) == 1
     # A one-column key's bounds come with the count (MIN and MAX of the
@@ -64,15 +82,20 @@ def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]
             eligible, *found = cur.fetchone()
             cur.execute(f"SELECT COUNT(*) FROM {frm} WHERE {ref} IS NULL")
             nulls = cur.fetchone()[0]
+            bad = 0
+            if unreadable:
+                cur.execute(f"SELECT COUNT(*) FROM {frm} WHERE {unreadable}")
+                bad = cur.fetchone()[0]
         else:
+            count_bad = f"COALESCE(SUM(CASE WHEN {unreadable} THEN 1 ELSE 0 END), 0)" if unreadable else "0"
             cur.execute(
                 f"SELECT COALESCE(SUM(CASE WHEN {where} THEN 1 ELSE 0 END), 0), "
-                f"COALESCE(SUM(CASE WHEN {ref} IS NULL THEN 1 ELSE 0 END), 0){case_bounds} "
+                f"COALESCE(SUM(CASE WHEN {ref} IS NULL THEN 1 ELSE 0 END), 0), {count_bad}{case_bounds} "
                 f"FROM {frm}",
                 [*params, *(params * 2 if one_column else [])],
             )
-            eligible, nulls, *found = cur.fetchone()
-        eligible, nulls = int(eligible or 0), int(nulls or 0)
+            eligible, nulls, bad, *found = cur.fetchone()
+        eligible, nulls, bad = int(eligible or 0), int(nulls or 0), int(bad or 0)
         low = high = None
         if eligible and one_column:
             low, high = [found[0]], [found[1]]
@@ -83,7 +106,23 @@ def count_eligible(spec: TableSpec) -> tuple[int, int, list | None, list | None]
             low = list(cur.fetchone())
             cur.execute(first_key_sql(on, pk_s, selection_from, where, descending=True), params)
             high = list(cur.fetchone())
-    return eligible, nulls, low, high
+    return MarkCounts(eligible, nulls, low, high, bad)
+
+
+def unreadable_examples(spec: TableSpec, limit: int = 5) -> list[list]:
+    """The first ``limit`` keys (in key order) of rows whose reference value is not a date."""
+    on = spec.count_backend
+    unreadable = spec.unreadable(on)
+    if unreadable is None or mssql_path.uses_procedures(spec):
+        return []
+    pk_s = spec.q(on, "s", spec.pk)
+    frm = _every_row_with_its_reference(spec, on)
+    sql = on.limit_sql(
+        f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {unreadable} ORDER BY {keys.order_by(pk_s)}", str(int(limit))
+    )
+    with on.connection.cursor() as cur:
+        cur.execute(sql)
+        return [to_json(row) for row in cur.fetchall()]
 
 
 def count_left(spec: TableSpec) -> int:
@@ -115,7 +154,7 @@ def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
     # type stops the table before a row moves) and creates or extends it in
     # its own transaction; ``plan`` shows that DDL beforehand.
     checkpoint("mark_start")
-    eligible, nulls, low, high = count_eligible(spec)
+    eligible, nulls, low, high, unreadable = count_eligible(spec)
     with transaction.atomic():
         renew(
             state,
@@ -124,6 +163,7 @@ def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
             threshold=spec.threshold,
             eligible_count=eligible,
             null_date_count=nulls,
+            unreadable_date_count=unreadable,
             key_low=to_json(low),
             key_high=to_json(high),
             audit=dict(
@@ -131,7 +171,8 @@ def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
                 actor=worker,
                 run_id=state.run_id,
                 table_label=spec.label,
-                counts={"eligible": eligible, "null_dates": nulls},
+                counts={"eligible": eligible, "null_dates": nulls}
+                | ({"unreadable_dates": unreadable} if unreadable is not None else {}),
                 details={"threshold": spec.threshold.isoformat(), "mode": spec.mode},
             ),
         )

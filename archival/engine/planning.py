@@ -11,14 +11,15 @@ from archival.engine import keys
 from archival.engine.archive_tables import ensure_archive_table
 from archival.engine.cutoff import resolve_cutoff
 from archival.engine.errors import TableError
-from archival.engine.phases import count_eligible
+from archival.engine.phases import count_eligible, unreadable_examples
 from archival.engine.results import PlanResult, TablePlan
 from archival.engine.spec import build_spec
 from governance.models import OPEN_PHASES, RecoveryState
 
 
 def plan(tables: list[str] | None = None, cutoff: date | None = None) -> PlanResult:
-    """Per table: eligible rows, rows without a reference date, blocking problems, the SQL that would run."""
+    """Per table: eligible rows, rows without a reference date or with one that is not a date (and the first
+    keys of those), blocking problems, the SQL that would run."""
     from archival.engine.runner import select_configs
 
     cutoff = resolve_cutoff(cutoff)
@@ -45,8 +46,10 @@ def plan(tables: list[str] | None = None, cutoff: date | None = None) -> PlanRes
             spec = build_spec(config, cutoff)
             entry.mode, entry.threshold = spec.mode, spec.threshold.isoformat()
             entry.sql += ensure_archive_table(spec, dry_run=True)
-            eligible, nulls, _, _ = count_eligible(spec)
-            entry.eligible, entry.null_dates = eligible, nulls
+            counts = count_eligible(spec)
+            entry.eligible, entry.null_dates, entry.unreadable_dates = counts.eligible, counts.nulls, counts.unreadable
+            if counts.unreadable:
+                entry.unreadable_examples = unreadable_examples(spec)
             entry.sql.append(_batch_sql_preview(spec))
         except (TableError, DatabaseError) as exc:
             entry.problems.append(str(exc))

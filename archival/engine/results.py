@@ -19,6 +19,8 @@ class TableResult:
     error: str = ""
     eligible: int | None = None
     archived_total: int = 0
+    # Rows Mark found with a reference value that is not a date: they stay in the source.
+    unreadable_dates: int | None = None
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -48,6 +50,10 @@ class RunResult:
     def ok(self) -> bool:
         return not self.failed and not self.lease_lost
 
+    @property
+    def unreadable_dates(self) -> int:
+        return sum(t.unreadable_dates or 0 for t in self.tables)
+
     def as_dict(self) -> dict:
         return {
             "run_id": self.run_id,
@@ -56,6 +62,7 @@ class RunResult:
             "moved": self.moved,
             "failed": len(self.failed),
             "lease_lost": len(self.lease_lost),
+            "unreadable_dates": self.unreadable_dates,
             "tables": [t.as_dict() for t in self.tables],
         }
 
@@ -67,6 +74,10 @@ class TablePlan:
     threshold: str = ""
     eligible: int | None = None
     null_dates: int | None = None
+    # Rows whose reference value is not a date (never eligible), and the
+    # keys of the first few, for someone to go and correct them.
+    unreadable_dates: int | None = None
+    unreadable_examples: list[list] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     sql: list[str] = field(default_factory=list)
 

@@ -524,6 +524,7 @@ def _run_result(run: ArchivalRun, results: list[TableResult] | None = None) -> R
         r = by_id.get(s.pk) or TableResult(s.pk, s.table_label, s.phase)
         r.phase, r.error = s.phase, s.last_error
         r.eligible, r.archived_total = s.eligible_count, s.archived_count
+        r.unreadable_dates = s.unreadable_date_count
         tables.append(r)
     return RunResult(run.pk, run.status, run.cutoff.isoformat(), tables)
 

@@ -115,17 +115,17 @@ def _delete(spec: TableSpec, low, high) -> tuple[str, list]:
     if spec.is_contract:
         elig = (
             f"EXISTS (SELECT 1 FROM {spec.contract_table(on)} c WHERE c.{q(spec.config.contract_key_column)} = "
-            f"s.{q(spec.config.contract_reference_column)} AND c.{q(spec.config.contract_maturity_column)} < %s)"
+            f"s.{q(spec.config.contract_reference_column)} AND {spec.date_before(on)})"
         )
     else:
-        elig = f"s.{q(spec.config.date_column)} < %s"
+        elig = spec.date_before(on)
     if on.vendor == "mysql":
         if spec.is_contract:
             # MariaDB turns the EXISTS into a semi-join driven from the
             # contract's date index and rescans every eligible row per batch;
             # a multi-table DELETE with the source pinned first range-scans
             # the key instead (PERFORMANCE.md).
-            elig = f"c.{q(spec.config.contract_maturity_column)} < %s"
+            elig = spec.date_before(on)
         sql = f"DELETE s FROM {spec.from_clause(on)} WHERE {elig} AND {rng} AND {par}"
     else:
         sql = f"DELETE FROM {src} AS s WHERE {elig} AND {rng} AND {par}"

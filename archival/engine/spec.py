@@ -8,6 +8,7 @@ parameters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -15,6 +16,7 @@ from django.conf import settings
 from django.db import connections
 
 from archival.backends import Backend, SchemaError, TableInfo, backend_for
+from archival.backends.base import Column
 from archival.backends.sqlite import namespace_for, source_attach_name
 from archival.engine import keys
 from archival.engine.dates import subtract_months
@@ -168,13 +170,33 @@ class TableSpec:
             return f"c.{on.quote(self.config.contract_key_column)} = s.{on.quote(self.config.contract_reference_column)} AND "
         return ""
 
-    def reference_expr(self, on: Backend) -> str:
+    @property
+    def reference_column(self) -> Column:
+        """The catalog entry of the column whose date makes a row eligible."""
+        if self.is_contract:
+            return self.contract_info.column(self.config.contract_maturity_column)
+        return self.info.column(self.config.date_column)
+
+    def reference_raw(self, on: Backend) -> str:
+        """The reference column as stored (NULL, a date, or on some engines anything)."""
         if self.is_contract:
             return f"c.{on.quote(self.config.contract_maturity_column)}"
         return f"s.{on.quote(self.config.date_column)}"
 
+    def reference_expr(self, on: Backend) -> str:
+        """The reference date of a row the statement selected as eligible."""
+        return on.date_value_sql(self.reference_raw(on), self.reference_column)
+
+    def date_before(self, on: Backend) -> str:
+        """The row's reference date is a readable date before the one %s (the threshold)."""
+        return on.date_before_sql(self.reference_raw(on), self.reference_column)
+
+    def unreadable(self, on: Backend) -> str | None:
+        """The row's reference value is there but is not a date (None: the column's type rules it out)."""
+        return on.unreadable_date_sql(self.reference_raw(on), self.reference_column)
+
     def eligible(self, on: Backend) -> tuple[str, list]:
-        return f"{self.join_condition(on)}{self.reference_expr(on)} < %s", [self.threshold_param(on)]
+        return f"{self.join_condition(on)}{self.date_before(on)}", [self.threshold_param(on)]
 
     def threshold_param(self, on: Backend):
         return self.threshold.isoformat() if on.vendor == "sqlite" else self.threshold
@@ -196,10 +218,10 @@ class TableSpec:
                 # when this row's maturity passes the child's threshold. Tested
                 # on s, no second join of the contract table per child (the
                 # planners build one hash of the whole contract table for each).
-                mat = f"s.{on.quote(child.own_maturity_column)}"
-                parts.append(
-                    f"(({mat} IS NOT NULL AND {mat} < %s) OR NOT EXISTS (SELECT 1 FROM {child_table} ch WHERE {cond}))"
+                mat = on.date_before_sql(
+                    f"s.{on.quote(child.own_maturity_column)}", self.info.column(child.own_maturity_column)
                 )
+                parts.append(f"({mat} OR NOT EXISTS (SELECT 1 FROM {child_table} ch WHERE {cond}))")
                 params.append(threshold)
                 continue
             if at_mark:
@@ -296,8 +318,46 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
             where={**ACTIVE_CONFIG, "source_db": config.source_db, "schema_name": config.schema_name},
             raw_where=[(f"{named}{contract_table} = %s", [*fk_children, config.table_name])],
         )
-    spec.children = find_children(config, siblings, source, run_cutoff, fk_refs, info.primary_key)
+    described = {config.table_name: info}
+
+    def column_of(table: str, name: str) -> Column:
+        # A child's reference column, read from the catalog once per table:
+        # how its dates compare depends on the column's type.
+        if table not in described:
+            try:
+                described[table] = source.describe_columns(config.schema_name, table)
+            except SchemaError:
+                raise TableError(f"table {table!r} does not exist in {config.source_db}") from None
+        col = described[table].column(name)
+        if col is None:
+            raise TableError(f"column {name!r} does not exist in {table}")
+        return col
+
+    spec.children = find_children(config, siblings, source, run_cutoff, fk_refs, info.primary_key, column_of=column_of)
+    refuse_unconfigured_children(config, fk_refs, spec.children)
     return spec
+
+
+def refuse_unconfigured_children(config, fk_refs: list[tuple[str, str, str]], children: list[ChildRef]) -> None:
+    """Raise TableError naming every table whose foreign key points at ``config``'s table and no active config covers.
+
+    Such a table's rows never move, so the parent rows they reference can
+    never leave (the source's foreign key refuses the delete, or the rows
+    would be left pointing at nothing). The table is not moved at all rather
+    than in part: an unconfigured child is most often one forgotten, and
+    configuring it (children move first) is the fix. A foreign key of the
+    table to itself is not a child table.
+    """
+    covered = {child.table for child in children}
+    missing = sorted(
+        {(table, column) for table, column, _ in fk_refs if table != config.table_name and table not in covered}
+    )
+    if missing:
+        names = ", ".join(f"{table} (column {column})" for table, column in missing)
+        raise TableError(
+            f"{config} is referenced by tables without an active archival config: {names}; "
+            f"configure them (they move first) or nothing of {config.table_name} can move"
+        )
 
 
 def find_children(
@@ -307,8 +367,15 @@ def find_children(
     run_cutoff: date,
     fk_refs: list[tuple[str, str, str]],
     primary_key: list[str] | None = None,
+    *,
+    column_of: Callable[[str, str], Column],
 ) -> list[ChildRef]:
-    """Configured tables of the same source schema that reference ``config``'s table."""
+    """Configured tables of the same source schema that reference ``config``'s table.
+
+    ``column_of(table, column)`` gives a child's reference column from the
+    catalog (its type decides how its dates compare; see
+    Backend.date_before_sql).
+    """
     found: dict[tuple[str, str], ChildRef] = {}
     q = source.quote
     by_table = {
@@ -320,20 +387,27 @@ def find_children(
     for child_table, column, ref_column in fk_refs:
         refs_by_table.setdefault(child_table, []).append((column, ref_column))
     for other in by_table.values():
-        threshold = subtract_months(run_cutoff, other.effective_months)
-        if other.archival_logic == "CONTRACT_MATURITY":
-            # Child eligibility is its contract's maturity; {c} is that contract table.
-            elig = (
-                f"EXISTS (SELECT 1 FROM {{c}} c2 WHERE c2.{q(other.contract_key_column)} = ch.{q(other.contract_reference_column)}"
-                f" AND c2.{q(other.contract_maturity_column)} < %s)"
-            )
-        else:
-            elig = f"(ch.{q(other.date_column)} IS NOT NULL AND ch.{q(other.date_column)} < %s)"
         refs = list(refs_by_table.get(other.table_name, []))
         contract_ref = None
         if other.archival_logic == "CONTRACT_MATURITY" and other.contract_table == config.table_name:
             contract_ref = (other.contract_reference_column, other.contract_key_column)
             refs.append(contract_ref)
+        if not refs:
+            continue
+        threshold = subtract_months(run_cutoff, other.effective_months)
+        if other.archival_logic == "CONTRACT_MATURITY":
+            # Child eligibility is its contract's maturity; {c} is that contract table.
+            maturity = source.date_before_sql(
+                f"c2.{q(other.contract_maturity_column)}",
+                column_of(other.contract_table, other.contract_maturity_column),
+            )
+            elig = (
+                f"EXISTS (SELECT 1 FROM {{c}} c2 WHERE c2.{q(other.contract_key_column)} = ch.{q(other.contract_reference_column)}"
+                f" AND {maturity})"
+            )
+        else:
+            # Never NULL: it stands under NOT in the parent's rule.
+            elig = source.date_before_sql(f"ch.{q(other.date_column)}", column_of(other.table_name, other.date_column))
         for ref_col, key_col in refs:
             # Through its contract join on our unique one-column key, a child
             # row's contract is exactly the row it references.

@@ -256,10 +256,10 @@ def _delete_range_sql(spec: TableSpec, low, high) -> tuple[str, list]:
     if spec.is_contract:
         elig = (
             f"EXISTS (SELECT 1 FROM {spec.contract_table(on)} c WHERE c.{q(spec.config.contract_key_column)} = "
-            f"s.{q(spec.config.contract_reference_column)} AND c.{q(spec.config.contract_maturity_column)} < %s)"
+            f"s.{q(spec.config.contract_reference_column)} AND {spec.date_before(on)})"
         )
     else:
-        elig = f"s.{q(spec.config.date_column)} < %s"
+        elig = spec.date_before(on)
     # MariaDB and SQL Server name the alias being deleted from; the others alias the table.
     joined_form = on.vendor in {"mysql", "microsoft"}
     target = f"s FROM {spec.source_table(on)} AS s" if joined_form else f"FROM {spec.source_table(on)} AS s"

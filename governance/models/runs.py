@@ -144,6 +144,12 @@ class RecoveryState(models.Model):
         blank=True,
         help_text="Rows without a reference date (never eligible).",
     )
+    unreadable_date_count = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Rows whose reference value is not a date, e.g. '12/31/2026' in a text column "
+        "(never eligible; they stay in the source). Empty where nothing counted them.",
+    )
     key_low = models.JSONField(null=True, blank=True, help_text="Smallest eligible primary key at Mark.")
     key_high = models.JSONField(null=True, blank=True, help_text="Largest eligible primary key at Mark.")
     cursor = models.JSONField(

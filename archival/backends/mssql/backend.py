@@ -7,6 +7,7 @@ import datetime as dt
 from django.conf import settings
 
 from archival.backends.base import (
+    DATE_FAMILIES,
     Backend,
     Column,
     ForeignKey,
@@ -175,6 +176,32 @@ class MSSQLBackend(Backend):
     def add_years_sql(self, expr: str) -> str:
         # DATEADD clamps 29 February + 1 year to 28 February by itself.
         return f"DATEADD(YEAR, %s, CAST({expr} AS date))"
+
+    def readable_date_sql(self, expr: str, column: Column) -> str | None:
+        if column.generic in DATE_FAMILIES:
+            return None
+        if column.generic != "text":
+            return "(1 = 0)"
+        # TRY_CONVERT returns NULL instead of raising for 2021-02-30; style
+        # 23 reads yyyy-mm-dd whatever the session's DATEFORMAT or language
+        # (learn.microsoft.com/en-us/sql/t-sql/functions/try-convert-transact-sql).
+        # The LIKE keeps out what style 23 would still read ('2021-1-1 ...').
+        return (
+            f"(CASE WHEN SUBSTRING({expr}, 1, 10) LIKE '[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]' "
+            f"AND TRY_CONVERT(date, SUBSTRING({expr}, 1, 10), 23) IS NOT NULL THEN 1 ELSE 0 END = 1)"
+        )
+
+    def date_value_sql(self, expr: str, column: Column) -> str:
+        if column.generic in DATE_FAMILIES:
+            return expr
+        return f"TRY_CONVERT(date, SUBSTRING({expr}, 1, 10), 23)"
+
+    def date_before_sql(self, expr: str, column: Column) -> str:
+        # T-SQL has no boolean values: no CASE yielding a comparison.
+        check = self.readable_date_sql(expr, column)
+        if check is None:
+            return f"({expr} IS NOT NULL AND {expr} < %s)"
+        return f"(CASE WHEN {check} AND {self.date_value_sql(expr, column)} < %s THEN 1 ELSE 0 END = 1)"
 
     def null_safe_equal(self, left: str, right: str) -> str:
         return f"EXISTS (SELECT {left} INTERSECT SELECT {right})"

@@ -148,13 +148,22 @@ class Command(BaseCommand):
             for t in result.tables:
                 line = f"{t.label:<45} {t.mode:<12} threshold {t.threshold or '-':<10} eligible {t.eligible if t.eligible is not None else '-':>9} no date {t.null_dates if t.null_dates is not None else '-':>7}"
                 self.stdout.write(line)
+                if t.unreadable_dates:
+                    shown = "; ".join(", ".join(str(v) for v in key) for key in t.unreadable_examples)
+                    more = ", ..." if t.unreadable_dates > len(t.unreadable_examples) else ""
+                    self.stdout.write(
+                        self.style.WARNING(
+                            f"    unreadable dates: {t.unreadable_dates} rows (never eligible), keys {shown}{more}"
+                        )
+                    )
                 for problem in t.problems:
                     self.stdout.write(self.style.ERROR(f"    problem: {problem}"))
         blocked = sum(1 for t in result.tables if t.problems)
         # With --json, stdout holds only the JSON document; the summary goes to stderr.
         out = self.stderr if options["json"] else self.stdout
         out.write(
-            f"Plan (cutoff {result.cutoff}): {len(result.tables)} tables, {result.eligible} rows eligible, {blocked} with problems; nothing changed."
+            f"Plan (cutoff {result.cutoff}): {len(result.tables)} tables, {result.eligible} rows eligible, {blocked} with problems, "
+            f"{sum(t.unreadable_dates or 0 for t in result.tables)} rows with unreadable dates; nothing changed."
         )
 
     def render_run(self, result, options):
@@ -174,6 +183,12 @@ class Command(BaseCommand):
             summary += f" {len(lost)} table(s) taken over by another worker mid-way: this process stopped on them."
         elif moved == 0 and not failed and not blocked:
             summary += " Nothing new to archive."
+        if result.unreadable_dates:
+            tables = ", ".join(t.label for t in result.tables if t.unreadable_dates)
+            summary += (
+                f" {result.unreadable_dates} rows have a date that is not a date and stay in the source ({tables});"
+                " `archival plan` lists their keys."
+            )
         out = self.stderr if options["json"] else self.stdout
         for t in lost:
             out.write(self.style.ERROR(f"{t.label}: lease lost to {t.lease_taken_by}; its progress is theirs now"))
