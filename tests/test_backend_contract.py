@@ -59,6 +59,9 @@ CONTRACT = (
     "refuse_delete_trigger_sql",
     "drop_trigger_sql",
     "draws_ids_under_head_lock",
+    # control-plane statements
+    "writes_returning",
+    "selects_updated_rows",
     # search
     "table_names",
     "contains_sql",
@@ -70,6 +73,7 @@ CONTRACT = (
 OPTIONAL = {
     "moves_in_one_statement": ("move_statement_sql",),
     "draws_ids_under_head_lock": ("take_chain_head_sql", "insert_then_sql"),
+    "selects_updated_rows": ("select_updated_sql",),
 }
 
 VENDOR_BRANCH = re.compile(r"vendor *(==|!=|in[^a-z_])|[.]vendor *in ")
@@ -115,10 +119,10 @@ def test_a_backend_answering_yes_provides_the_statements_that_go_with_it(backend
                 assert callable(getattr(backend, name, None)), f"{backend_class.__name__} lacks {name}"
 
 
-def test_engine_disposal_and_search_ask_no_backend_its_vendor():
+def test_engine_disposal_search_and_governance_ask_no_backend_its_vendor():
     branches = [
         f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
-        for folder in ("archival/engine", "archival/disposal", "archival/search")
+        for folder in ("archival/engine", "archival/disposal", "archival/search", "governance")
         for path in sorted((ROOT / folder).rglob("*.py"))
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if VENDOR_BRANCH.search(line)

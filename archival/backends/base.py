@@ -406,6 +406,23 @@ class Backend(ABC):
         UPDATE and let the INSERT assign the id (four statements).
         """
 
+    # -- control-plane statements (governance.rowsql) ----------------------------
+    @abstractmethod
+    def writes_returning(self) -> bool:
+        """True when governance.rowsql may write INSERT ... RETURNING and SELECT ... FOR UPDATE itself.
+
+        (Where the driver can return columns from an INSERT too.) False sends
+        those writes through the ORM.
+        """
+
+    @abstractmethod
+    def selects_updated_rows(self) -> bool:
+        """True when one statement updates rows and selects them joined to other tables (``select_updated_sql``).
+
+        Only backends answering True provide ``select_updated_sql``; the
+        others run the UPDATE, then the SELECT.
+        """
+
     # -- search ----------------------------------------------------------------
     @abstractmethod
     def table_names(self, schema: str) -> set[str]:

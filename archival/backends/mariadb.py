@@ -281,6 +281,13 @@ class MariaDBBackend(Backend):
     def draws_ids_under_head_lock(self) -> bool:
         return False
 
+    # -- control-plane statements (governance.rowsql) ----------------------------
+    def writes_returning(self) -> bool:
+        return True
+
+    def selects_updated_rows(self) -> bool:
+        return False
+
     # -- search ----------------------------------------------------------------
     def table_names(self, schema: str) -> set[str]:
         with self.connection.cursor() as cur:

@@ -341,6 +341,17 @@ class PostgresBackend(Backend):
         """One statement running ``insert_sql`` and then ``then_sql`` (its row count is ``then_sql``'s)."""
         return f"WITH appended AS ({insert_sql}) {then_sql}"
 
+    # -- control-plane statements (governance.rowsql) ----------------------------
+    def writes_returning(self) -> bool:
+        return True
+
+    def selects_updated_rows(self) -> bool:
+        return True
+
+    def select_updated_sql(self, update_sql: str, columns: str, joins: str) -> str:
+        """``update_sql``'s changed rows, as table alias t0, selected as ``columns`` with ``joins``: one statement."""
+        return f"WITH t0 AS ({update_sql} RETURNING *) SELECT {columns} FROM t0 {joins}"
+
     # -- search ----------------------------------------------------------------
     def table_names(self, schema: str) -> set[str]:
         with self.connection.cursor() as cur:
