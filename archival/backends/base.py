@@ -197,9 +197,9 @@ class Backend(ABC):
     def null_safe_equal(self, left: str, right: str) -> str:
         return f"({left} IS NOT DISTINCT FROM {right})"
 
-    def archive_type(self, col: Column, source_vendor: str) -> str:
-        """Column type for an archive table created from a source column."""
-        if source_vendor == self.vendor:
+    def archive_type(self, col: Column, source: Backend) -> str:
+        """Column type for an archive table created from a column of ``source``: its own type on the same engine."""
+        if self.same_engine(source):
             return col.db_type
         return self.type_for_generic(col)
 

@@ -78,7 +78,7 @@ def created_by_first_batch(spec: TableSpec) -> bool:
 
 def _column_sql(spec: TableSpec, col: Column, not_null: bool) -> str:
     arc = spec.archive
-    typ = arc.archive_type(col, spec.source.vendor)
+    typ = arc.archive_type(col, spec.source)
     return f"{arc.quote(col.name)} {typ}{' NOT NULL' if not_null else ''}"
 
 
