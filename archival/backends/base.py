@@ -192,9 +192,11 @@ class Backend(ABC):
         ...
 
     def as_date_sql(self, expr: str) -> str:
+        """``expr`` (a date or timestamp) as a date."""
         return f"CAST({expr} AS DATE)"
 
     def null_safe_equal(self, left: str, right: str) -> str:
+        """True when ``left`` equals ``right`` or both are NULL (never NULL itself)."""
         return f"({left} IS NOT DISTINCT FROM {right})"
 
     def archive_type(self, col: Column, source: Backend) -> str:
@@ -210,6 +212,7 @@ class Backend(ABC):
     text_fallback = "TEXT"
 
     def type_for_generic(self, col: Column) -> str:
+        """Archive column type for a column read from another engine, by its generic family and size."""
         if col.generic == "decimal":
             p, s = col.size
             return self.decimal_type.format(p=p, s=s or 0) if p else self.decimal_fallback
@@ -227,6 +230,7 @@ class Backend(ABC):
         """
 
     def limit_sql(self, select_sql: str, limit_param: str) -> str:
+        """``select_sql`` keeping its first ``limit_param`` rows (a placeholder or a literal)."""
         return f"{select_sql} LIMIT {limit_param}"
 
     # -- engines and connections ---------------------------------------------
