@@ -17,16 +17,15 @@ from django.db.models.expressions import Col
 
 from archival.backends import backend_for
 
-# Engines on which these helpers write INSERT ... RETURNING and SELECT ...
-# FOR UPDATE themselves. Elsewhere (SQL Server, MySQL without RETURNING)
-# :func:`insert` and the audit chain's lock go through the ORM, and
-# ``test_audit_chain_orm_path`` keeps that path tested.
-PLAIN_SQL_VENDORS = {"sqlite", "postgresql", "mysql"}
-
 
 def plain_sql(using: str) -> bool:
-    connection = connections[using]
-    return connection.vendor in PLAIN_SQL_VENDORS and connection.features.can_return_columns_from_insert
+    """True when these helpers write INSERT ... RETURNING and SELECT ... FOR UPDATE themselves on ``using``.
+
+    Elsewhere (SQL Server, MySQL without RETURNING) :func:`insert` and the
+    audit chain's lock go through the ORM, and ``test_audit_chain_orm_path``
+    keeps that path tested.
+    """
+    return backend_for(using).writes_returning() and connections[using].features.can_return_columns_from_insert
 
 
 def insert(instance: models.Model, using: str, *, computed: dict[str, tuple[str, list]] | None = None) -> None:
@@ -119,19 +118,22 @@ def fetch_with_parents(model: type[models.Model], *, pk, parents: list[str]) -> 
 def update_and_fetch_with_parents(model: type[models.Model], fields: dict, *, pk, parents: list[str], **update):
     """:func:`update_where`, then :func:`fetch_with_parents` of the row it changed; None when it changed none.
 
-    On PostgreSQL one statement (the UPDATE in a WITH, its RETURNING joined
-    to the parents), elsewhere the two in turn.
+    One statement where the backend ``selects_updated_rows`` (the UPDATE's
+    changed rows joined to the parents), elsewhere the two in turn.
     """
+    from archival.backends import backend_for
+
     using = router.db_for_write(model)
     connection = connections[using]
-    if connection.vendor != "postgresql":
+    backend = backend_for(using)
+    if not backend.selects_updated_rows():
         if not update_where(model, fields, pk=pk, **update):
             return None
         return fetch_with_parents(model, pk=pk, parents=parents)
     update_sql, params = update_statement(model, fields, pk=pk, **update)
     columns, joins, readers = _joined(model, parents, using)
     with connection.cursor() as cur:
-        cur.execute(f"WITH t0 AS ({update_sql} RETURNING *) SELECT {columns} FROM t0 {joins}", params)
+        cur.execute(backend.select_updated_sql(update_sql, columns, joins), params)
         row = cur.fetchone()
     return None if row is None else _with_parents(row, readers, parents, using)
 

@@ -474,7 +474,10 @@ def test_a_phase_change_whose_lease_is_lost_writes_neither_the_state_nor_its_aud
     from governance import rowsql
 
     if path == "ORM":
-        monkeypatch.setattr(rowsql, "PLAIN_SQL_VENDORS", set())
+        from archival.disposal import chain
+
+        for module in (rowsql, chain):
+            monkeypatch.setattr(module, "plain_sql", lambda using: False)
     run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
     state = leases.claim(RecoveryState.objects.get(run=run).pk, "host:1:a", PHASE_ORDER[:-1])
     audit = dict(action="table.marked", actor="host:1:a", run_id=run.pk, table_label=state.table_label)
@@ -529,7 +532,10 @@ def test_a_reconcile_mismatch_rolls_the_batch_back(demo, monkeypatch, path):
     from governance import rowsql
 
     if path == "ORM":
-        monkeypatch.setattr(rowsql, "PLAIN_SQL_VENDORS", set())
+        from archival.disposal import chain
+
+        for module in (rowsql, chain):
+            monkeypatch.setattr(module, "plain_sql", lambda using: False)
     config = TableConfig.objects.get(table_name="PriceHistory")
     run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
     state = RecoveryState.objects.get(run=run)

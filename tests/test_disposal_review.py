@@ -286,7 +286,8 @@ def test_audit_chain_orm_path(archive, monkeypatch, path):
     from governance.models import AuditChainHead
 
     if path == "ORM":
-        monkeypatch.setattr(rowsql, "PLAIN_SQL_VENDORS", set())
+        for module in (rowsql, chain):
+            monkeypatch.setattr(module, "plain_sql", lambda using: False)
     assert rowsql.plain_sql("default") == (path == "plain SQL")
     before = AuditEvent.objects.count()
     appended = [

@@ -59,7 +59,7 @@ def test_an_operational_table_with_rowversion_and_clr_columns_is_described_and_a
     info = source.describe("dbo", "Orders")
     by_name = {c.name: c for c in info.columns}
     assert by_name["row_version"].db_type == "rowversion" and by_name["row_version"].generic == "binary"
-    assert [source.archive_type(c, "microsoft") for c in info.columns] == [
+    assert [source.archive_type(c, source) for c in info.columns] == [
         "int", "binary(8)", "sql_variant", "hierarchyid", "geography", "geometry",
     ]  # fmt: skip
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from django.db import connections
 
-from archival.backends.base import Backend, Column, ForeignKey, SchemaError, TableInfo
+from archival.backends.base import (
+    Backend,
+    Column,
+    ForeignKey,
+    QueryTimeout,
+    SchemaError,
+    TableInfo,
+    namespace_for,
+)
 
 
 def backend_for(alias: str) -> Backend:
@@ -28,4 +36,13 @@ def backend_for(alias: str) -> Backend:
     raise SchemaError(f"database {alias} uses an unsupported engine ({vendor})")
 
 
-__all__ = ["Backend", "Column", "ForeignKey", "SchemaError", "TableInfo", "backend_for"]
+__all__ = [
+    "Backend",
+    "Column",
+    "ForeignKey",
+    "QueryTimeout",
+    "SchemaError",
+    "TableInfo",
+    "backend_for",
+    "namespace_for",
+]

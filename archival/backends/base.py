@@ -11,6 +11,7 @@ always travel as parameters.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -19,6 +20,23 @@ from django.db import connections
 
 class SchemaError(Exception):
     """The live schema does not match what a config or the archive expects."""
+
+
+class NotOnThisEngine(Exception):
+    """The engine provides this some other way (the message says which)."""
+
+
+class QueryTimeout(Exception):
+    """A query ran past its time limit and was stopped by the database."""
+
+    def __init__(self, timeout_ms: int):
+        self.timeout_ms = timeout_ms
+        super().__init__(f"the query was stopped after {timeout_ms} ms")
+
+
+def namespace_for(alias: str) -> str:
+    """The archive namespace (schema, database or attached file) of one source database alias."""
+    return f"{settings.ARCHIVAL['NAMESPACE_PREFIX']}{alias.lower()}"
 
 
 @dataclass(frozen=True)
@@ -157,17 +175,24 @@ class Backend(ABC):
             return cur.fetchone() is not None
 
     @abstractmethod
-    def table_exists(self, schema: str, table: str) -> bool: ...
+    def table_exists(self, schema: str, table: str) -> bool:
+        """True when ``schema`` holds a base table (not a view) named exactly ``table``."""
 
     @abstractmethod
-    def describe(self, schema: str, table: str) -> TableInfo: ...
+    def describe(self, schema: str, table: str) -> TableInfo:
+        """The table's columns in order, primary key and single-column foreign keys, from the live catalog.
+
+        Raises SchemaError when there is no such table (one catalog read
+        answers "does it exist" too).
+        """
 
     def describe_columns(self, schema: str, table: str) -> TableInfo:
         """``describe`` without the foreign keys (where a backend reads them separately, it skips them)."""
         return self.describe(schema, table)
 
     @abstractmethod
-    def schema_exists(self, schema: str) -> bool: ...
+    def schema_exists(self, schema: str) -> bool:
+        """True when the namespace ``schema`` (schema, database or attached file) exists on this connection."""
 
     @abstractmethod
     def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
@@ -257,6 +282,7 @@ class Backend(ABC):
         ...
 
     def as_date_sql(self, expr: str) -> str:
+        """``expr`` (a date or timestamp) as a date."""
         return f"CAST({expr} AS DATE)"
 
     # -- dates that may not be dates -------------------------------------------
@@ -296,11 +322,12 @@ class Backend(ABC):
         return None if check is None else f"({expr} IS NOT NULL AND NOT {check})"
 
     def null_safe_equal(self, left: str, right: str) -> str:
+        """True when ``left`` equals ``right`` or both are NULL (never NULL itself)."""
         return f"({left} IS NOT DISTINCT FROM {right})"
 
-    def archive_type(self, col: Column, source_vendor: str) -> str:
-        """Column type for an archive table created from a source column."""
-        if source_vendor == self.vendor:
+    def archive_type(self, col: Column, source: Backend) -> str:
+        """Column type for an archive table created from a column of ``source``: its own type on the same engine."""
+        if self.same_engine(source):
             return col.db_type
         return self.type_for_generic(col)
 
@@ -311,16 +338,247 @@ class Backend(ABC):
     text_fallback = "TEXT"
 
     def type_for_generic(self, col: Column) -> str:
+        """Archive column type for a column read from another engine, by its generic family and size."""
         if col.generic == "decimal":
             p, s = col.size
             return self.decimal_type.format(p=p, s=s or 0) if p else self.decimal_fallback
         return self.generic_types.get(col.generic, self.text_fallback)
 
     @abstractmethod
-    def timestamp_type(self) -> str: ...
+    def timestamp_type(self) -> str:
+        """Column type of an archive table's ``archived_at``: a timestamp keeping the time zone's instant."""
 
     @abstractmethod
-    def create_namespace(self, namespace: str) -> None: ...
+    def create_namespace(self, namespace: str) -> None:
+        """Create the archive namespace if it is missing (where ``namespace_missing`` is empty).
+
+        Raises SchemaError where the engine cannot create it and it is missing.
+        """
 
     def limit_sql(self, select_sql: str, limit_param: str) -> str:
+        """``select_sql`` keeping its first ``limit_param`` rows (a placeholder or a literal)."""
         return f"{select_sql} LIMIT {limit_param}"
+
+    # -- engines and connections ---------------------------------------------
+    def same_engine(self, other: Backend) -> bool:
+        """True when ``other`` runs on the same database engine (column types carry over as declared)."""
+        return self.vendor == other.vendor
+
+    def _same_host(self, other: Backend) -> bool:
+        mine, theirs = self.connection.settings_dict, other.connection.settings_dict
+        return (mine.get("HOST") or "", str(mine.get("PORT") or "")) == (
+            theirs.get("HOST") or "",
+            str(theirs.get("PORT") or ""),
+        )
+
+    @abstractmethod
+    def same_server(self, archive: Backend) -> bool:
+        """True when ``archive``'s connection reaches this source's tables, so one transaction moves a batch.
+
+        Called on the source's backend. False for another engine, and for a
+        server (or, where schemas do not span databases, a database) other
+        than the archive's: such a table is streamed.
+        """
+
+    @abstractmethod
+    def source_table_sql(self, source: Backend, source_db: str, schema: str, table: str) -> str:
+        """A source table's quoted name as this (the archive's) connection reaches it.
+
+        Called only when this connection is not ``source``'s own: the name
+        under which the same-server move reads and deletes the source's rows
+        (an attached file, another database on the server, ...).
+        """
+
+    @abstractmethod
+    def param(self, value):
+        """``value`` (a date, datetime, Decimal or plain value) as this engine's driver takes it as a parameter.
+
+        Compared or stored by the database exactly as the engine's own
+        columns hold such values (SQLite keeps dates as ISO text).
+        """
+
+    @abstractmethod
+    def write_transaction(self) -> AbstractContextManager[None]:
+        """A transaction on this alias that will write, its write locks taken as early as the engine allows.
+
+        Inside an open transaction the block is a savepoint of it.
+        """
+
+    # -- moves ---------------------------------------------------------------
+    @abstractmethod
+    def moves_through_procedures(self) -> bool:
+        """True when a same-server batch is moved by the engine's stored procedures, not by the engine's SQL."""
+
+    @abstractmethod
+    def moves_in_one_statement(self) -> bool:
+        """True when a same-server batch moves in the single statement of ``move_statement_sql``.
+
+        Only backends answering True provide ``move_statement_sql``; the
+        others move with ``INSERT ... SELECT`` then ``DELETE``.
+        """
+
+    @abstractmethod
+    def transactional_ddl(self) -> bool:
+        """True when CREATE TABLE and CREATE INDEX run inside a transaction and roll back with it."""
+
+    @abstractmethod
+    def lock_hint(self) -> str:
+        """Table hint written after a table's alias in a locking read (empty where locks are not hints)."""
+
+    @abstractmethod
+    def select_sql(
+        self, columns: str, body: str, params: list, *, limit: int | None = None, lock_alias: str | None = None
+    ) -> tuple[str, list]:
+        """``SELECT columns body`` keeping the first ``limit`` rows of the order ``body`` ends with; SQL and parameters.
+
+        ``body`` is ``FROM ... WHERE ... ORDER BY ...`` with ``params``.
+        ``lock_alias`` names the table alias whose rows stay locked against
+        writers until the transaction ends (where the engine locks through
+        table hints, ``lock_hint`` in ``body`` does it; where it locks the
+        whole file, ``write_transaction`` did).
+        """
+
+    @abstractmethod
+    def join_sql(self, left: str, right: str, condition: str, *, pin_left: bool) -> tuple[str, str]:
+        """An inner join of ``right`` to ``left`` on ``condition``: (FROM fragment, condition to put in WHERE).
+
+        The second part is empty or ends with `` AND ``: where the engine
+        pins a join order only without ON, the condition moves to WHERE.
+        ``pin_left`` makes ``left`` the outer loop, where the planner would
+        otherwise drive the join from ``right``'s index (see
+        ``archival.engine.spec.TableSpec.from_clause``).
+        """
+
+    @abstractmethod
+    def delete_sql(self, alias: str, from_sql: str) -> str:
+        """The head of a DELETE of the rows of table alias ``alias`` from ``from_sql`` (``table AS alias``).
+
+        ``from_sql`` may be a join only where ``delete_joins_contract`` is True.
+        """
+
+    @abstractmethod
+    def delete_joins_contract(self) -> bool:
+        """True when the same-server DELETE of a contract table's batch joins the contract table.
+
+        Where the planner turns the contract's EXISTS into a semi-join driven
+        from the contract's date index (a scan of every eligible row per
+        batch), a join with the source pinned first range-scans the key.
+        """
+
+    @abstractmethod
+    def start_locking_read(self, cursor) -> None:
+        """Called first in the source transaction of a streamed batch (read, lock, copy elsewhere, delete).
+
+        Sets what makes the later range DELETE see exactly the rows the
+        locking read returned.
+        """
+
+    @abstractmethod
+    def insert_rows(self, table: str, columns: list[str], rows: list[list]) -> None:
+        """INSERT ``rows`` (parameters in the order of ``columns``, quoted) into ``table``, in few round trips.
+
+        A duplicate key raises IntegrityError and inserts none of them (in
+        the caller's transaction).
+        """
+
+    # -- archive tables --------------------------------------------------------
+    @abstractmethod
+    def namespace_missing(self, namespace: str, source_db: str) -> str:
+        """Why a missing archive namespace cannot be created by ``create_namespace``; empty where it can."""
+
+    @abstractmethod
+    def archive_table_ddl(
+        self, namespace: str, table: str, column_defs: list[str], indexes: list[tuple[str, list[str]]]
+    ) -> list[str]:
+        """CREATE TABLE ``namespace``.``table`` with ``column_defs`` and its ``indexes`` (name, columns).
+
+        As few statements as the engine allows: where every DDL statement
+        commits on its own, one.
+        """
+
+    @abstractmethod
+    def add_column_sql(self, qualified_table: str, column_def: str) -> str:
+        """ALTER TABLE adding one column (``column_def``: quoted name, type, nullability)."""
+
+    # -- disposal --------------------------------------------------------------
+    @abstractmethod
+    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
+        """SQL (and its parameters) of a row's canonical key text (``archival.disposal.keys``).
+
+        ``columns``: each key column's SQL expression and its generic type.
+        The text must equal ``keys.key_text`` of the values read back, so a
+        KEYS hold matches the rows it names.
+        """
+
+    @abstractmethod
+    def text_cast_sql(self, expr: str) -> str:
+        """``expr`` cast to the engine's unbounded text type (compared with a text column)."""
+
+    @abstractmethod
+    def refuse_delete_trigger_sql(self, table: str, name: str, message: str) -> list[str]:
+        """Statements (re)creating trigger ``name`` that refuses every DELETE on ``table`` with ``message``.
+
+        Idempotent. Empty where the engine's protection is installed by the
+        DBA's scripts instead of the migration.
+        """
+
+    @abstractmethod
+    def drop_trigger_sql(self, table: str, name: str, table_exists: bool) -> list[str]:
+        """Statements dropping trigger ``name`` of ``table`` if it exists (``table_exists``: is the table there)."""
+
+    @abstractmethod
+    def draws_ids_under_head_lock(self) -> bool:
+        """True when one statement takes the audit chain head's lock and draws the next event's id.
+
+        Only backends answering True provide ``take_chain_head_sql`` and
+        ``insert_then_sql`` (archival.disposal.chain appends an event in two
+        statements with them); the others lock the head with SELECT ... FOR
+        UPDATE and let the INSERT assign the id (four statements).
+        """
+
+    # -- control-plane statements (governance.rowsql) ----------------------------
+    @abstractmethod
+    def writes_returning(self) -> bool:
+        """True when governance.rowsql may write INSERT ... RETURNING and SELECT ... FOR UPDATE itself.
+
+        (Where the driver can return columns from an INSERT too.) False sends
+        those writes through the ORM.
+        """
+
+    @abstractmethod
+    def selects_updated_rows(self) -> bool:
+        """True when one statement updates rows and selects them joined to other tables (``select_updated_sql``).
+
+        Only backends answering True provide ``select_updated_sql``; the
+        others run the UPDATE, then the SELECT.
+        """
+
+    # -- search ----------------------------------------------------------------
+    @abstractmethod
+    def table_names(self, schema: str) -> set[str]:
+        """Names of the tables in ``schema``, in one catalog query."""
+
+    @abstractmethod
+    def contains_sql(self, column: str) -> str:
+        """Case-insensitive ``column`` LIKE one parameter, with backslash escaping ``%``, ``_`` and itself."""
+
+    @abstractmethod
+    def query_time_limit(self, timeout_ms: int) -> AbstractContextManager[None]:
+        """Run the enclosed queries on this alias under a time limit the database enforces.
+
+        Raises QueryTimeout when the database stopped a statement for it, and
+        ImproperlyConfigured where no limit is in force. A cursor fetched
+        from must be drained inside the block.
+        """
+
+    @abstractmethod
+    def create_readonly_role(
+        self, role: str, password: str | None, namespaces: list[str], tables: list[str]
+    ) -> tuple[bool, list[str]]:
+        """Create or update login ``role`` holding SELECT only: on ``namespaces`` and their later tables, and ``tables``.
+
+        ``tables``: tables of the connection's default schema (the hold
+        tables); those that exist are granted. Idempotent, in one
+        transaction. Returns (created, tables granted). Raises NotOnThisEngine
+        where readers are provided otherwise.
+        """

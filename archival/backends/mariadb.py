@@ -9,12 +9,18 @@ MariaDB does not range-scan row-value comparisons (see PERFORMANCE.md).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+
 from archival.backends.base import (
     DATE_FAMILIES,
     ISO_DATE_PATTERN,
     Backend,
     Column,
     ForeignKey,
+    NotOnThisEngine,
     SchemaError,
     TableInfo,
     day_in_month_sql,
@@ -175,6 +181,151 @@ class MariaDBBackend(Backend):
     def create_namespace(self, namespace: str) -> None:
         with self.connection.cursor() as cur:
             cur.execute(f"CREATE DATABASE IF NOT EXISTS {self.quote(namespace)}")
+
+    # -- engines and connections ---------------------------------------------
+    def same_server(self, archive: Backend) -> bool:
+        # One InnoDB transaction spans the databases of one server.
+        return self.same_engine(archive) and self._same_host(archive)
+
+    def source_table_sql(self, source: Backend, source_db: str, schema: str, table: str) -> str:
+        # A "schema" is a database: the source's, on the archive's server.
+        return self.qualified(source.connection.settings_dict["NAME"], table)
+
+    def param(self, value):
+        return value
+
+    def write_transaction(self) -> AbstractContextManager[None]:
+        return transaction.atomic(using=self.alias)
+
+    # -- moves ---------------------------------------------------------------
+    def moves_through_procedures(self) -> bool:
+        return False
+
+    def moves_in_one_statement(self) -> bool:
+        return False
+
+    def transactional_ddl(self) -> bool:
+        # Every DDL statement commits the open transaction.
+        return False
+
+    def lock_hint(self) -> str:
+        return ""
+
+    def select_sql(
+        self, columns: str, body: str, params: list, *, limit: int | None = None, lock_alias: str | None = None
+    ) -> tuple[str, list]:
+        sql, params = f"SELECT {columns} {body}", list(params)
+        if limit is not None:
+            sql, params = f"{sql} LIMIT %s", [*params, limit]
+        if lock_alias is not None:
+            # InnoDB locks the rows read and the gaps between them (next-key
+            # locks under REPEATABLE READ): no row enters the range either.
+            sql += " FOR UPDATE"
+        return sql, params
+
+    def join_sql(self, left: str, right: str, condition: str, *, pin_left: bool) -> tuple[str, str]:
+        return f"{left} {'STRAIGHT_JOIN' if pin_left else 'JOIN'} {right} ON {condition}", ""
+
+    def delete_sql(self, alias: str, from_sql: str) -> str:
+        # The multi-table form names the alias it deletes from.
+        return f"DELETE {alias} FROM {from_sql}"
+
+    def delete_joins_contract(self) -> bool:
+        # MariaDB turns the EXISTS into a semi-join driven from the
+        # contract's date index and rescans every eligible row per batch; a
+        # multi-table DELETE with the source pinned first range-scans the key
+        # instead (PERFORMANCE.md).
+        return True
+
+    def start_locking_read(self, cursor) -> None:
+        # FOR UPDATE's next-key locks already keep the range as read.
+        return None
+
+    def insert_rows(self, table: str, columns: list[str], rows: list[list]) -> None:
+        # mysqlclient rewrites executemany of one INSERT into multi-row INSERTs.
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+        with self.connection.cursor() as cur:
+            cur.executemany(sql, rows)
+
+    # -- archive tables --------------------------------------------------------
+    def namespace_missing(self, namespace: str, source_db: str) -> str:
+        return ""
+
+    def archive_table_ddl(
+        self, namespace: str, table: str, column_defs: list[str], indexes: list[tuple[str, list[str]]]
+    ) -> list[str]:
+        # Every DDL statement commits on its own: the indexes go inside
+        # CREATE TABLE, one statement instead of four.
+        q = self.quote
+        inline = [f"INDEX {q(name)} ({', '.join(q(c) for c in cols)})" for name, cols in indexes]
+        return [f"CREATE TABLE {self.qualified(namespace, table)} ({', '.join([*column_defs, *inline])})"]
+
+    def add_column_sql(self, qualified_table: str, column_def: str) -> str:
+        return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"
+
+    # -- disposal --------------------------------------------------------------
+    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
+        # CONCAT, not ||: without PIPES_AS_CONCAT in sql_mode || is OR.
+        pieces, params = [], []
+        for i, (col, generic) in enumerate(columns):
+            if i:
+                pieces.append("%s")
+                params.append("\t")
+            if generic == "binary":
+                pieces.append(f"LOWER(HEX({col}))")
+            elif generic == "text":
+                pieces.append(f"REPLACE(REPLACE(REPLACE(CAST({col} AS CHAR), %s, %s), %s, %s), %s, %s)")
+                params += ["\\", "\\\\", "\t", "\\t", "\n", "\\n"]
+            else:
+                pieces.append(f"CAST({col} AS CHAR)")
+        return f"CONCAT({', '.join(pieces)})", params
+
+    def text_cast_sql(self, expr: str) -> str:
+        return f"CAST({expr} AS CHAR)"
+
+    def refuse_delete_trigger_sql(self, table: str, name: str, message: str) -> list[str]:
+        q = self.quote
+        return [
+            f"DROP TRIGGER IF EXISTS {q(name)}",
+            f"CREATE TRIGGER {q(name)} BEFORE DELETE ON {q(table)} FOR EACH ROW "
+            f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}: DELETE refused'",
+        ]
+
+    def drop_trigger_sql(self, table: str, name: str, table_exists: bool) -> list[str]:
+        return [f"DROP TRIGGER IF EXISTS {self.quote(name)}"]
+
+    def draws_ids_under_head_lock(self) -> bool:
+        return False
+
+    # -- control-plane statements (governance.rowsql) ----------------------------
+    def writes_returning(self) -> bool:
+        return True
+
+    def selects_updated_rows(self) -> bool:
+        return False
+
+    # -- search ----------------------------------------------------------------
+    def table_names(self, schema: str) -> set[str]:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+                [schema],
+            )
+            return {_text(row[0]) for row in cur.fetchall()}
+
+    def contains_sql(self, column: str) -> str:
+        # A backslash in a string literal escapes the next character here:
+        # the ESCAPE literal is written doubled. Case-insensitive under the
+        # default (_ci) collations.
+        return f"{column} LIKE %s ESCAPE '\\\\'"
+
+    def query_time_limit(self, timeout_ms: int) -> AbstractContextManager[None]:
+        raise ImproperlyConfigured(f"{self.alias}: no query time limit is implemented for MariaDB")
+
+    def create_readonly_role(
+        self, role: str, password: str | None, namespaces: list[str], tables: list[str]
+    ) -> tuple[bool, list[str]]:
+        raise NotOnThisEngine("no SELECT-only account is set up for MariaDB; searches do not run there")
 
 
 def _text(value) -> str:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+from django.db import OperationalError, transaction
+from psycopg import sql as psql
+
 from archival.backends.base import (
     DATE_FAMILIES,
     ISO_DATE_PATTERN,
     Backend,
     Column,
     ForeignKey,
+    QueryTimeout,
     SchemaError,
     TableInfo,
     day_in_month_sql,
     generic_type,
 )
+
+# PostgreSQL "query_canceled": statement_timeout fired.
+QUERY_CANCELED = "57014"
 
 
 class PostgresBackend(Backend):
@@ -166,3 +176,269 @@ class PostgresBackend(Backend):
     def create_namespace(self, namespace: str) -> None:
         with self.connection.cursor() as cur:
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(namespace)}")
+
+    # -- engines and connections ---------------------------------------------
+    def same_server(self, archive: Backend) -> bool:
+        # Schemas do not span databases: the same database on the same server.
+        mine, theirs = self.connection.settings_dict, archive.connection.settings_dict
+        return self.same_engine(archive) and self._same_host(archive) and mine["NAME"] == theirs["NAME"]
+
+    def source_table_sql(self, source: Backend, source_db: str, schema: str, table: str) -> str:
+        return self.qualified(schema, table)
+
+    def param(self, value):
+        return value
+
+    def write_transaction(self) -> AbstractContextManager[None]:
+        return transaction.atomic(using=self.alias)
+
+    # -- moves ---------------------------------------------------------------
+    def moves_through_procedures(self) -> bool:
+        return False
+
+    def moves_in_one_statement(self) -> bool:
+        return True
+
+    def move_statement_sql(
+        self, *, source: str, batch: str, key: list[str], columns: list[str], archive: str, archive_columns: str
+    ) -> str:
+        """One statement deleting the batch from ``source``, inserting it into ``archive``, and reporting.
+
+        ``batch`` selects the batch's ``key`` columns and each row's reference
+        date as ``__ref`` from ``source`` aliased ``s``; it is named once, so
+        the planner inlines it and sees its size (a batch named twice is
+        materialized, estimated at a few rows, and the DELETE hash-joins a
+        full scan of the source). The rows get ``archive_columns``: the
+        source's ``columns``, then three parameters after the batch's (the
+        archive timestamp, the run id, the retention years) and the
+        reference date with its retention date. The statement returns one
+        row, the last key moved and the counts deleted and inserted, or none
+        when the batch was empty.
+        """
+        q = self.quote
+        match = " AND ".join(f"s.{q(c)} = b.{q(c)}" for c in key)
+        pk_m = [f"m.{q(c)}" for c in key]
+        descending = ", ".join(f"{c} DESC" for c in pk_m)
+        return (
+            f"WITH moved AS (DELETE FROM {source} s USING ({batch}) b WHERE {match} "
+            f"RETURNING {', '.join(f's.{q(c)}' for c in columns)}, b.__ref), "
+            f"ins AS (INSERT INTO {archive} ({archive_columns}) "
+            f"SELECT {', '.join(q(c) for c in columns)}, %s, %s, __ref, {self.add_years_sql('__ref')} "
+            f"FROM moved RETURNING 1) "
+            f"SELECT {', '.join(pk_m)}, (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM ins) "
+            f"FROM moved m ORDER BY {descending} LIMIT 1"
+        )
+
+    def transactional_ddl(self) -> bool:
+        return True
+
+    def lock_hint(self) -> str:
+        return ""
+
+    def select_sql(
+        self, columns: str, body: str, params: list, *, limit: int | None = None, lock_alias: str | None = None
+    ) -> tuple[str, list]:
+        sql, params = f"SELECT {columns} {body}", list(params)
+        if limit is not None:
+            sql, params = f"{sql} LIMIT %s", [*params, limit]
+        if lock_alias is not None:
+            sql += f" FOR UPDATE OF {lock_alias}"
+        return sql, params
+
+    def join_sql(self, left: str, right: str, condition: str, *, pin_left: bool) -> tuple[str, str]:
+        return f"{left} JOIN {right} ON {condition}", ""
+
+    def delete_sql(self, alias: str, from_sql: str) -> str:
+        return f"DELETE FROM {from_sql}"
+
+    def delete_joins_contract(self) -> bool:
+        return False
+
+    def start_locking_read(self, cursor) -> None:
+        # Under REPEATABLE READ the range DELETE sees the snapshot of the
+        # locking read: exactly the rows that were copied.
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+    def insert_rows(self, table: str, columns: list[str], rows: list[list]) -> None:
+        # COPY streams the rows in one round trip; executemany costs about
+        # twice as much for the same rows (bench/RESULTS.md, profile).
+        # (Django does not wrap COPY's errors; wrap them so a duplicate key
+        # is an IntegrityError like everywhere else.)
+        with self.connection.cursor() as cur, self.connection.wrap_database_errors:
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for values in rows:
+                    copy.write_row(values)
+
+    # -- archive tables --------------------------------------------------------
+    def namespace_missing(self, namespace: str, source_db: str) -> str:
+        return ""
+
+    def archive_table_ddl(
+        self, namespace: str, table: str, column_defs: list[str], indexes: list[tuple[str, list[str]]]
+    ) -> list[str]:
+        qualified = self.qualified(namespace, table)
+        return [
+            f"CREATE TABLE {qualified} ({', '.join(column_defs)})",
+            *(
+                f"CREATE INDEX {self.quote(name)} ON {qualified} ({', '.join(self.quote(c) for c in cols)})"
+                for name, cols in indexes
+            ),
+        ]
+
+    def add_column_sql(self, qualified_table: str, column_def: str) -> str:
+        return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"
+
+    # -- disposal --------------------------------------------------------------
+    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
+        pieces, params = [], []
+        for i, (col, generic) in enumerate(columns):
+            if i:
+                pieces.append("%s")
+                params.append("\t")
+            if generic == "date":
+                pieces.append(f"to_char({col}, 'YYYY-MM-DD')")
+            elif generic == "binary":
+                pieces.append(f"encode({col}, 'hex')")
+            elif generic == "text":
+                pieces.append(f"REPLACE(REPLACE(REPLACE(CAST({col} AS text), %s, %s), %s, %s), %s, %s)")
+                params += ["\\", "\\\\", "\t", "\\t", "\n", "\\n"]
+            else:
+                pieces.append(f"CAST({col} AS text)")
+        return " || ".join(pieces), params
+
+    def text_cast_sql(self, expr: str) -> str:
+        return f"CAST({expr} AS text)"
+
+    def refuse_delete_trigger_sql(self, table: str, name: str, message: str) -> list[str]:
+        # (TRUNCATE is not a row delete; it needs table ownership, which the
+        # application role should not have in production: docs/disposal.md.)
+        q = self.quote
+        return [
+            "CREATE OR REPLACE FUNCTION governance_refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $fn$ "
+            "BEGIN RAISE EXCEPTION '%: DELETE refused on %', TG_ARGV[0], TG_TABLE_NAME "
+            "USING ERRCODE = 'insufficient_privilege'; END $fn$",
+            f"DROP TRIGGER IF EXISTS {q(name)} ON {q(table)}",
+            f"CREATE TRIGGER {q(name)} BEFORE DELETE ON {q(table)} "
+            f"FOR EACH ROW EXECUTE FUNCTION governance_refuse_delete('{message}')",
+        ]
+
+    def drop_trigger_sql(self, table: str, name: str, table_exists: bool) -> list[str]:
+        # A trigger is named on its table, which must exist.
+        return [f"DROP TRIGGER IF EXISTS {self.quote(name)} ON {self.quote(table)}"] if table_exists else []
+
+    def draws_ids_under_head_lock(self) -> bool:
+        return True
+
+    def take_chain_head_sql(
+        self, *, head_table: str, name: str, head_hash: str, last_event_id: str, head_id: str, guard_sql: str | None
+    ) -> str:
+        """Take the audit chain head's row lock and draw the next event id under it; one row or none.
+
+        An upsert: it creates the head after a flush, and otherwise locks it
+        as FOR UPDATE would, returning (head id, head hash, next event id).
+        The id comes from the event table's sequence under the lock, so ids
+        grow in chain order. (The upsert draws a value from the head table's
+        own id sequence each time, a bigint nobody reads.) ``guard_sql``, an
+        UPDATE, runs first in the statement, before the head is locked (the
+        upsert's row exists only once its EXISTS test has run the guard);
+        when it changed no row the statement returns none. Parameters: the
+        guard's, the chain's name, the genesis hash, the event table's name
+        and its id column's.
+        """
+        with_guard, only_if = "", ""
+        if guard_sql is not None:
+            with_guard = f"WITH guard AS ({guard_sql} RETURNING 1) "
+            only_if = " WHERE EXISTS (SELECT 1 FROM guard)"
+        return (
+            f"{with_guard}INSERT INTO {head_table} ({name}, {head_hash}, {last_event_id}) "
+            f"SELECT %s, %s, NULL{only_if} ON CONFLICT ({name}) DO UPDATE SET {name} = EXCLUDED.{name} "
+            f"RETURNING {head_id}, {head_hash}, nextval(pg_get_serial_sequence(%s, %s))"
+        )
+
+    def insert_then_sql(self, insert_sql: str, then_sql: str) -> str:
+        """One statement running ``insert_sql`` and then ``then_sql`` (its row count is ``then_sql``'s)."""
+        return f"WITH appended AS ({insert_sql}) {then_sql}"
+
+    # -- control-plane statements (governance.rowsql) ----------------------------
+    def writes_returning(self) -> bool:
+        return True
+
+    def selects_updated_rows(self) -> bool:
+        return True
+
+    def select_updated_sql(self, update_sql: str, columns: str, joins: str) -> str:
+        """``update_sql``'s changed rows, as table alias t0, selected as ``columns`` with ``joins``: one statement."""
+        return f"WITH t0 AS ({update_sql} RETURNING *) SELECT {columns} FROM t0 {joins}"
+
+    # -- search ----------------------------------------------------------------
+    def table_names(self, schema: str) -> set[str]:
+        with self.connection.cursor() as cur:
+            cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema])
+            return {row[0] for row in cur.fetchall()}
+
+    def contains_sql(self, column: str) -> str:
+        return f"{column} ILIKE %s ESCAPE '\\'"
+
+    @contextmanager
+    def query_time_limit(self, timeout_ms: int) -> Iterator[None]:
+        # SET LOCAL statement_timeout (set_config(..., true), so the value is
+        # a parameter) in a transaction: it ends with the query's transaction
+        # and never leaks to the next request on a persistent connection.
+        try:
+            with transaction.atomic(using=self.alias):
+                with self.connection.cursor() as cur:
+                    cur.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout_ms)])
+                yield
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
+                raise QueryTimeout(timeout_ms) from exc
+            raise
+
+    def create_readonly_role(
+        self, role: str, password: str | None, namespaces: list[str], tables: list[str]
+    ) -> tuple[bool, list[str]]:
+        # A read-only transaction default is not enough (any session can
+        # switch it off); a missing privilege cannot be switched on from
+        # inside a session. TEMPORARY is taken from PUBLIC on the archive
+        # database (it is ours) and kept by the owner, so the role cannot
+        # create temp tables (docs/search.md).
+        q = self.quote
+        granted = []
+        with transaction.atomic(using=self.alias), self.connection.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
+            created = cur.fetchone() is None
+            verb = "CREATE" if created else "ALTER"
+            attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+            if password:
+                # CREATE ROLE takes no parameters (server-side binding cannot
+                # bind $1 there): the password is quoted by the client with
+                # the connection's own rules and sent without parameters, so
+                # no character of it is read as a placeholder.
+                statement = psql.SQL(f"{verb} ROLE {q(role)} {attributes} PASSWORD {{}}").format(psql.Literal(password))
+                cur.execute(statement.as_string(self.connection.connection))
+            else:
+                cur.execute(f"{verb} ROLE {q(role)} {attributes}")
+            # Belt and braces only: the missing privileges are what refuse writes.
+            cur.execute(f"ALTER ROLE {q(role)} SET default_transaction_read_only = on")
+            cur.execute("SELECT current_database(), current_schema()")
+            database, schema = cur.fetchone()
+            cur.execute(f"GRANT CONNECT ON DATABASE {q(database)} TO {q(role)}")
+            cur.execute(f"GRANT TEMPORARY ON DATABASE {q(database)} TO CURRENT_USER")
+            cur.execute(f"REVOKE TEMPORARY ON DATABASE {q(database)} FROM PUBLIC")
+            cur.execute(f"REVOKE TEMPORARY ON DATABASE {q(database)} FROM {q(role)}")
+            cur.execute("SELECT has_database_privilege(%s, %s, 'TEMPORARY')", [role, database])
+            if cur.fetchone()[0]:
+                raise PermissionError(
+                    f"{role} can still create temp tables in {database} (through another role it is a member of, "
+                    "or it is a superuser): revoke TEMPORARY from that role, or use a role without memberships"
+                )
+            for namespace in namespaces:
+                cur.execute(f"GRANT USAGE ON SCHEMA {q(namespace)} TO {q(role)}")
+                cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {q(namespace)} TO {q(role)}")
+                cur.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q(namespace)} GRANT SELECT ON TABLES TO {q(role)}")
+            cur.execute(f"GRANT USAGE ON SCHEMA {q(schema)} TO {q(role)}")
+            for table in tables:
+                if self.table_exists(schema, table):
+                    cur.execute(f"GRANT SELECT ON TABLE {self.qualified(schema, table)} TO {q(role)}")
+                    granted.append(table)
+        return created, granted

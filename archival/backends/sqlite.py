@@ -9,18 +9,27 @@ transaction is atomic across the files only in a rollback-journal mode
 
 from __future__ import annotations
 
+import contextvars
+import datetime as dt
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, OperationalError, transaction
 
 from archival.backends.base import (
     Backend,
     Column,
     ForeignKey,
+    NotOnThisEngine,
+    QueryTimeout,
     SchemaError,
     TableInfo,
     generic_type,
+    namespace_for,
 )
 
 SQLITE_ENGINES = {"django.db.backends.sqlite3", "governance.db.sqlite_readonly"}
@@ -28,10 +37,6 @@ SQLITE_ENGINES = {"django.db.backends.sqlite3", "governance.db.sqlite_readonly"}
 
 def source_attach_name(alias: str) -> str:
     return f"src_{alias}"
-
-
-def namespace_for(alias: str) -> str:
-    return f"{settings.ARCHIVAL['NAMESPACE_PREFIX']}{alias.lower()}"
 
 
 def namespace_file(archive_name: str, alias: str) -> Path:
@@ -98,6 +103,27 @@ def use_wal_for_control(sender, connection, **kwargs) -> None:
             cur.execute("PRAGMA journal_mode=WAL")
     finally:
         cur.close()
+
+
+# Set only inside archival.disposal.triggers.allow_test_flush(): the test
+# suite's flush may then empty the tables whose triggers refuse DELETE.
+purge_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar("archival_purge_allowed", default=False)
+
+
+def _purge_allowed_sql() -> int:
+    return 1 if purge_allowed.get() else 0
+
+
+def register_purge_guard(sender, connection, **kwargs) -> None:
+    """connection_created hook: give SQLite connections archival_purge_allowed() (the DELETE triggers' WHEN)."""
+    if connection.vendor == "sqlite":
+        connection.connection.create_function("archival_purge_allowed", 0, _purge_allowed_sql)
+
+
+# How many SQLite virtual-machine instructions run between deadline checks of
+# a time-limited query: small enough to stop within a millisecond or so,
+# large enough to cost nothing.
+PROGRESS_STEPS = 1000
 
 
 def _q(name: str) -> str:
@@ -231,6 +257,198 @@ class SQLiteBackend(Backend):
         # Namespaces are attached at connect time (attach_namespaces).
         if not self.schema_exists(namespace):
             raise SchemaError(f"archive namespace {namespace} is not attached to {self.alias}")
+
+    # -- engines and connections ---------------------------------------------
+    def same_server(self, archive: Backend) -> bool:
+        # The archive connection attaches every SQLite source file.
+        return self.same_engine(archive)
+
+    def source_table_sql(self, source: Backend, source_db: str, schema: str, table: str) -> str:
+        return self.qualified(source_attach_name(source_db), table)
+
+    def param(self, value):
+        # Dates, timestamps and decimals are stored as text; a date compared
+        # with text compares as text, so it goes in as the same ISO text.
+        if isinstance(value, dt.datetime):
+            return value.isoformat(sep=" ")
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        if isinstance(value, Decimal):
+            return str(value)
+        return value
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[None]:
+        # The aliases use deferred transactions, so an idle outer transaction
+        # (a test case, a request) locks nothing. A batch, though, reads then
+        # writes several attached files; a deferred transaction would have to
+        # upgrade its read lock, and SQLite refuses an upgrade at once (no
+        # busy wait) when another writer holds the file. BEGIN IMMEDIATE
+        # takes the write locks at the start and waits on the busy timeout.
+        conn = self.connection
+        if conn.in_atomic_block:
+            with transaction.atomic(using=self.alias):
+                yield
+            return
+        conn.ensure_connection()  # transaction_mode is (re)set when connecting
+        previous = conn.transaction_mode
+        conn.transaction_mode = "IMMEDIATE"
+        try:
+            with transaction.atomic(using=self.alias):
+                conn.transaction_mode = previous
+                yield
+        finally:
+            conn.transaction_mode = previous
+
+    # -- moves ---------------------------------------------------------------
+    def moves_through_procedures(self) -> bool:
+        return False
+
+    def moves_in_one_statement(self) -> bool:
+        return False
+
+    def transactional_ddl(self) -> bool:
+        return True
+
+    def lock_hint(self) -> str:
+        return ""
+
+    def select_sql(
+        self, columns: str, body: str, params: list, *, limit: int | None = None, lock_alias: str | None = None
+    ) -> tuple[str, list]:
+        # No row locks: write_transaction (BEGIN IMMEDIATE) holds the file's
+        # write lock, so no other writer changes the rows read.
+        if limit is None:
+            return f"SELECT {columns} {body}", list(params)
+        return f"SELECT {columns} {body} LIMIT %s", [*params, limit]
+
+    def join_sql(self, left: str, right: str, condition: str, *, pin_left: bool) -> tuple[str, str]:
+        # CROSS JOIN is SQLite's way to fix the join order (the left table is
+        # the outer loop); it takes no ON, so the condition goes in WHERE.
+        return f"{left} {'CROSS JOIN' if pin_left else 'JOIN'} {right}", f"{condition} AND "
+
+    def delete_sql(self, alias: str, from_sql: str) -> str:
+        return f"DELETE FROM {from_sql}"
+
+    def delete_joins_contract(self) -> bool:
+        return False
+
+    def start_locking_read(self, cursor) -> None:
+        # The IMMEDIATE transaction already keeps every other writer out.
+        return None
+
+    def insert_rows(self, table: str, columns: list[str], rows: list[list]) -> None:
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+        with self.connection.cursor() as cur:
+            cur.executemany(sql, rows)
+
+    # -- archive tables --------------------------------------------------------
+    def namespace_missing(self, namespace: str, source_db: str) -> str:
+        return f"archive namespace {namespace} is not attached (is {source_db} in SOURCE_DATABASES?)"
+
+    def archive_table_ddl(
+        self, namespace: str, table: str, column_defs: list[str], indexes: list[tuple[str, list[str]]]
+    ) -> list[str]:
+        q = self.quote
+        # SQLite names the schema on the index, not on the table.
+        return [
+            f"CREATE TABLE {self.qualified(namespace, table)} ({', '.join(column_defs)})",
+            *(
+                f"CREATE INDEX {q(namespace)}.{q(name)} ON {q(table)} ({', '.join(q(c) for c in cols)})"
+                for name, cols in indexes
+            ),
+        ]
+
+    def add_column_sql(self, qualified_table: str, column_def: str) -> str:
+        return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"
+
+    # -- disposal --------------------------------------------------------------
+    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
+        # Dates are stored as ISO text already; decimals as the text they came in.
+        pieces, params = [], []
+        for i, (col, generic) in enumerate(columns):
+            if i:
+                pieces.append("%s")
+                params.append("\t")
+            if generic == "binary":
+                pieces.append(f"lower(hex({col}))")
+            elif generic == "text":
+                pieces.append(f"REPLACE(REPLACE(REPLACE(CAST({col} AS TEXT), %s, %s), %s, %s), %s, %s)")
+                params += ["\\", "\\\\", "\t", "\\t", "\n", "\\n"]
+            else:
+                pieces.append(f"CAST({col} AS TEXT)")
+        return " || ".join(pieces), params
+
+    def text_cast_sql(self, expr: str) -> str:
+        return f"CAST({expr} AS TEXT)"
+
+    def refuse_delete_trigger_sql(self, table: str, name: str, message: str) -> list[str]:
+        # archival_purge_allowed() exists only on this process's connections
+        # (register_purge_guard): any other client's DELETE fails too.
+        q = self.quote
+        return [
+            f"CREATE TRIGGER IF NOT EXISTS {q(name)} BEFORE DELETE ON {q(table)} "
+            f"WHEN archival_purge_allowed() = 0 "
+            f"BEGIN SELECT RAISE(ABORT, '{message}: DELETE refused'); END"
+        ]
+
+    def drop_trigger_sql(self, table: str, name: str, table_exists: bool) -> list[str]:
+        return [f"DROP TRIGGER IF EXISTS {self.quote(name)}"]
+
+    def draws_ids_under_head_lock(self) -> bool:
+        return False
+
+    # -- control-plane statements (governance.rowsql) ----------------------------
+    def writes_returning(self) -> bool:
+        return True
+
+    def selects_updated_rows(self) -> bool:
+        return False
+
+    # -- search ----------------------------------------------------------------
+    def table_names(self, schema: str) -> set[str]:
+        with self.connection.cursor() as cur:
+            cur.execute(f"SELECT name FROM {self.quote(schema)}.sqlite_master WHERE type = 'table'")
+            return {row[0] for row in cur.fetchall()}
+
+    def contains_sql(self, column: str) -> str:
+        # SQLite's LIKE is case-insensitive already (ASCII).
+        return f"{column} LIKE %s ESCAPE '\\'"
+
+    @contextmanager
+    def query_time_limit(self, timeout_ms: int) -> Iterator[None]:
+        # SQLite has no statement timeout: a progress handler on the raw
+        # connection interrupts the statement once the deadline has passed.
+        connection = self.connection
+        connection.ensure_connection()
+        raw = connection.connection
+        deadline = time.monotonic() + timeout_ms / 1000
+        fired = False
+
+        def interrupt_after_deadline() -> int:
+            nonlocal fired
+            if time.monotonic() > deadline:
+                fired = True
+                return 1  # non-zero: SQLite aborts the statement ("interrupted")
+            return 0
+
+        raw.set_progress_handler(interrupt_after_deadline, PROGRESS_STEPS)
+        try:
+            yield
+        except OperationalError as exc:
+            if fired:
+                raise QueryTimeout(timeout_ms) from exc
+            raise
+        finally:
+            raw.set_progress_handler(None, PROGRESS_STEPS)
+
+    def create_readonly_role(
+        self, role: str, password: str | None, namespaces: list[str], tables: list[str]
+    ) -> tuple[bool, list[str]]:
+        raise NotOnThisEngine(
+            "SQLite has no roles: archive_readonly opens the archive files read-only (mode=ro), "
+            "and file permissions decide who reads them"
+        )
 
 
 def _size(db_type: str) -> tuple[int | None, int | None]:

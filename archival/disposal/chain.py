@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
+from archival.backends import Backend, backend_for
 from governance.rowsql import (
     column,
     execute_counted,
@@ -164,8 +165,9 @@ def append_audit_event(event, guard: tuple[str, list] | None = None):
     # savepoint=False: inside the caller's transaction a failure here rolls
     # the whole of it back anyway; the savepoint cost two statements per event.
     with transaction.atomic(using=using, savepoint=False):
-        if plain_sql(using) and connections[using].vendor == "postgresql":
-            return _append_with_sequence(event, using, guard)
+        backend = backend_for(using)
+        if plain_sql(using) and backend.draws_ids_under_head_lock():
+            return _append_with_sequence(event, backend, guard)
         if guard is not None:
             with connections[using].cursor() as cur:
                 changed = execute_counted(using, cur, *guard)
@@ -183,37 +185,40 @@ def append_audit_event(event, guard: tuple[str, list] | None = None):
     return event
 
 
-def _append_with_sequence(event, using: str, guard: tuple[str, list] | None):
-    """PostgreSQL: the same append in two statements, the guard's included (four elsewhere, five with a guard).
+def _append_with_sequence(event, backend: Backend, guard: tuple[str, list] | None):
+    """The same append in two statements, the guard's included (four elsewhere, five with a guard).
 
-    The first statement takes the head: an upsert (it creates the head after
-    a flush, and otherwise locks it as FOR UPDATE would, returning its latest
-    hash) whose RETURNING draws the event's id from the table's sequence
-    under that lock, so ids still grow in chain order. (The upsert draws a
-    value from the head table's own id sequence each time, a bigint nobody
-    reads.) The guard's UPDATE runs in the same statement, before the head
-    is locked (the upsert's row exists only once its EXISTS test has run the
-    guard), and stops it when it changed nothing. The hash is then computed
-    before the insert, and the insert and the head's move are the second
-    statement.
+    The first statement (``Backend.take_chain_head_sql``) takes the head,
+    creating it after a flush, and draws the event's id under that lock, so
+    ids still grow in chain order; the guard's UPDATE runs in it, before the
+    head is locked, and stops it when it changed nothing. The hash is then
+    computed before the insert, and the insert and the head's move are the
+    second statement (``Backend.insert_then_sql``).
     """
     from governance.models import AuditChainHead, AuditEvent
 
-    connection = connections[using]
-    qn = connection.ops.quote_name
-    head_table = qn(AuditChainHead._meta.db_table)
-    name, head_hash = column(AuditChainHead, "name"), column(AuditChainHead, "head_hash")
-    with_guard, guard_params, only_if = "", [], ""
-    if guard is not None:
-        with_guard = f"WITH guard AS ({guard[0]} RETURNING 1) "
-        guard_params = list(guard[1])
-        only_if = " WHERE EXISTS (SELECT 1 FROM guard)"
-    with connection.cursor() as cur:
+    using = backend.alias
+    head_table = backend.quote(AuditChainHead._meta.db_table)
+    head_id_col = column(AuditChainHead, "id")
+    last_event_col, head_hash = column(AuditChainHead, "last_event_id"), column(AuditChainHead, "head_hash")
+    take_sql = backend.take_chain_head_sql(
+        head_table=head_table,
+        name=column(AuditChainHead, "name"),
+        head_hash=head_hash,
+        last_event_id=last_event_col,
+        head_id=head_id_col,
+        guard_sql=guard[0] if guard is not None else None,
+    )
+    with backend.connection.cursor() as cur:
         cur.execute(
-            f"{with_guard}INSERT INTO {head_table} ({name}, {head_hash}, {column(AuditChainHead, 'last_event_id')}) "
-            f"SELECT %s, %s, NULL{only_if} ON CONFLICT ({name}) DO UPDATE SET {name} = EXCLUDED.{name} "
-            f"RETURNING {column(AuditChainHead, 'id')}, {head_hash}, nextval(pg_get_serial_sequence(%s, %s))",
-            [*guard_params, CHAIN_NAME, GENESIS, AuditEvent._meta.db_table, AuditEvent._meta.pk.column],
+            take_sql,
+            [
+                *(guard[1] if guard is not None else []),
+                CHAIN_NAME,
+                GENESIS,
+                AuditEvent._meta.db_table,
+                AuditEvent._meta.pk.column,
+            ],
         )
         row = cur.fetchone()
         if row is None:
@@ -226,8 +231,9 @@ def _append_with_sequence(event, using: str, guard: tuple[str, list] | None):
         event.entry_hash = audit_entry_hash(event)
         insert_sql, insert_params = insert_statement(event, using, with_pk=True, pre_save=False)
         cur.execute(
-            f"WITH appended AS ({insert_sql}) UPDATE {head_table} SET {column(AuditChainHead, 'last_event_id')} = %s, "
-            f"{head_hash} = %s WHERE {column(AuditChainHead, 'id')} = %s",
+            backend.insert_then_sql(
+                insert_sql, f"UPDATE {head_table} SET {last_event_col} = %s, {head_hash} = %s WHERE {head_id_col} = %s"
+            ),
             [*insert_params, event.pk, event.entry_hash, head_id],
         )
         if cur.rowcount != 1:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from archival.backends import Backend, SchemaError, backend_for
-from archival.backends.sqlite import namespace_for
+from archival.backends import Backend, SchemaError, backend_for, namespace_for
 from archival.disposal.keys import coerce, keyset_params, keyset_predicate
 
 ARCHIVE = "archive"
@@ -80,32 +79,9 @@ class ArchiveTable:
 
     # -- canonical key text in SQL (KEYS holds) --------------------------------
     def key_text_sql(self, alias: str = "a") -> tuple[str, list]:
-        """SQL building the canonical key text (archival.disposal.keys) per engine."""
-        pieces, params = [], []
-        for i, (name, generic) in enumerate(zip(self.pk, self.pk_generic, strict=True)):
-            col = self.col(name, alias)
-            if i:
-                pieces.append("%s")
-                params.append("\t")
-            if self.backend.vendor == "postgresql":
-                if generic == "date":
-                    pieces.append(f"to_char({col}, 'YYYY-MM-DD')")
-                elif generic == "binary":
-                    pieces.append(f"encode({col}, 'hex')")
-                elif generic == "text":
-                    pieces.append(f"REPLACE(REPLACE(REPLACE(CAST({col} AS text), %s, %s), %s, %s), %s, %s)")
-                    params += ["\\", "\\\\", "\t", "\\t", "\n", "\\n"]
-                else:
-                    pieces.append(f"CAST({col} AS text)")
-            else:
-                if generic == "binary":
-                    pieces.append(f"lower(hex({col}))")
-                elif generic == "text":
-                    pieces.append(f"REPLACE(REPLACE(REPLACE(CAST({col} AS TEXT), %s, %s), %s, %s), %s, %s)")
-                    params += ["\\", "\\\\", "\t", "\\t", "\n", "\\n"]
-                else:
-                    pieces.append(f"CAST({col} AS TEXT)")
-        return " || ".join(pieces), params
+        """SQL (and parameters) building the canonical key text (archival.disposal.keys) of row ``alias``."""
+        columns = [(self.col(name, alias), generic) for name, generic in zip(self.pk, self.pk_generic, strict=True)]
+        return self.backend.key_text_sql(columns)
 
     # -- the hold check ----------------------------------------------------------
     def hold_match_sql(self, alias: str = "a", hold_alias: str = "h") -> tuple[str, list]:
@@ -138,10 +114,9 @@ class ArchiveTable:
         )
         params.append(HoldScope.DATE_RANGE)
         if self.contract_column:
-            text_type = "text" if self.backend.vendor == "postgresql" else "TEXT"
+            contract_text = self.backend.text_cast_sql(self.col(self.contract_column, alias))
             parts.append(
-                f"({h}.{q('scope')} = %s AND {h}.{q('source_db')} = %s "
-                f"AND CAST({self.col(self.contract_column, alias)} AS {text_type}) = {h}.{q('contract_value')})"
+                f"({h}.{q('scope')} = %s AND {h}.{q('source_db')} = %s AND {contract_text} = {h}.{q('contract_value')})"
             )
             params += [HoldScope.CONTRACT, cfg.source_db]
         key_sql, key_params = self.key_text_sql(alias)

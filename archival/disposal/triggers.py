@@ -14,6 +14,10 @@ action, queryset, cascade, raw SQL):
   tests. Any other client (the sqlite3 shell, another program) lacks the
   function, so its DELETE fails too: the trigger fails closed.
 * MariaDB: ``SIGNAL SQLSTATE '45000'`` in a ``BEFORE DELETE`` trigger.
+* SQL Server: ``INSTEAD OF DELETE`` triggers that sql/08_signing_and_grants.sql
+  installs as the DBA; the migration adds none.
+
+Each engine's statements come from its backend (``refuse_delete_trigger_sql``).
 
 ``ensure_triggers(connection)`` is idempotent; the migration runs it, and
 running it again after a later migration rebuilt one of the tables (SQLite
@@ -23,7 +27,9 @@ rebuilds tables to alter them, dropping their triggers) restores them.
 from __future__ import annotations
 
 import contextlib
-import contextvars
+
+from archival.backends import backend_for
+from archival.backends.sqlite import purge_allowed
 
 # (database role, table) -> message. Holds live in the archive database, the
 # audit trail in the control database.
@@ -37,80 +43,52 @@ PROTECTED = {
     },
 }
 
-_purge_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar("archival_purge_allowed", default=False)
-
 
 @contextlib.contextmanager
 def allow_test_flush():
     """Let Django's test flush empty protected SQLite tables (tests only)."""
-    token = _purge_allowed.set(True)
+    token = purge_allowed.set(True)
     try:
         yield
     finally:
-        _purge_allowed.reset(token)
-
-
-def _purge_allowed_sql() -> int:
-    return 1 if _purge_allowed.get() else 0
-
-
-def register_sqlite_function(sender, connection, **kwargs) -> None:
-    """connection_created hook: give SQLite connections archival_purge_allowed()."""
-    if connection.vendor == "sqlite":
-        connection.connection.create_function("archival_purge_allowed", 0, _purge_allowed_sql)
+        purge_allowed.reset(token)
 
 
 def trigger_name(table: str) -> str:
     return f"{table}_no_delete"
 
 
+def _backend(connection):
+    # The migration hands in its schema editor's connection: the statements
+    # run on that one.
+    backend = backend_for(connection.alias)
+    backend.connection = connection
+    return backend
+
+
 def ensure_triggers(connection, role: str) -> list[str]:
     """Create the DELETE-refusing triggers for ``role`` ("archive"/"default"); returns their names."""
     tables = PROTECTED.get(role, {})
     existing = set(connection.introspection.table_names())
+    backend = _backend(connection)
     made = []
-    q = connection.ops.quote_name
     with connection.cursor() as cur:
         for table, message in tables.items():
             if table not in existing:
                 continue
             name = trigger_name(table)
-            if connection.vendor == "sqlite":
-                cur.execute(
-                    f"CREATE TRIGGER IF NOT EXISTS {q(name)} BEFORE DELETE ON {q(table)} "
-                    f"WHEN archival_purge_allowed() = 0 "
-                    f"BEGIN SELECT RAISE(ABORT, '{message}: DELETE refused'); END"
-                )
-            elif connection.vendor == "postgresql":
-                cur.execute(
-                    "CREATE OR REPLACE FUNCTION governance_refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $fn$ "
-                    "BEGIN RAISE EXCEPTION '%: DELETE refused on %', TG_ARGV[0], TG_TABLE_NAME "
-                    "USING ERRCODE = 'insufficient_privilege'; END $fn$"
-                )
-                cur.execute(f"DROP TRIGGER IF EXISTS {q(name)} ON {q(table)}")
-                cur.execute(
-                    f"CREATE TRIGGER {q(name)} BEFORE DELETE ON {q(table)} "
-                    f"FOR EACH ROW EXECUTE FUNCTION governance_refuse_delete('{message}')"
-                )
-            elif connection.vendor == "mysql":
-                cur.execute(f"DROP TRIGGER IF EXISTS {q(name)}")
-                cur.execute(
-                    f"CREATE TRIGGER {q(name)} BEFORE DELETE ON {q(table)} FOR EACH ROW "
-                    f"SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '{message}: DELETE refused'"
-                )
-            else:
-                continue
-            made.append(name)
+            statements = backend.refuse_delete_trigger_sql(table, name, message)
+            for sql in statements:
+                cur.execute(sql)
+            if statements:
+                made.append(name)
     return made
 
 
 def drop_triggers(connection, role: str) -> None:
-    q = connection.ops.quote_name
+    backend = _backend(connection)
     with connection.cursor() as cur:
         for table in PROTECTED.get(role, {}):
-            name = trigger_name(table)
-            if connection.vendor == "postgresql":
-                if table in connection.introspection.table_names():
-                    cur.execute(f"DROP TRIGGER IF EXISTS {q(name)} ON {q(table)}")
-            else:
-                cur.execute(f"DROP TRIGGER IF EXISTS {q(name)}")
+            exists = table in connection.introspection.table_names()
+            for sql in backend.drop_trigger_sql(table, trigger_name(table), exists):
+                cur.execute(sql)

@@ -45,10 +45,9 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False, in_transacti
         if not arc.creates_archive_tables and not dry_run:
             raise TableError(_not_provisioned(spec, "does not exist")) from None
         if not arc.schema_exists(ns):
-            if arc.vendor == "sqlite":
-                raise TableError(
-                    f"archive namespace {ns} is not attached (is {spec.config.source_db} in SOURCE_DATABASES?)"
-                ) from None
+            missing = arc.namespace_missing(ns, spec.config.source_db)
+            if missing:
+                raise TableError(missing) from None
             statements.append(f"CREATE SCHEMA {arc.quote(ns)}")
             if not dry_run:
                 arc.create_namespace(ns)
@@ -79,17 +78,19 @@ def _not_provisioned(spec: TableSpec, what: str) -> str:
 def created_by_first_batch(spec: TableSpec) -> bool:
     """True when the archive table is created inside the table's first batch transaction.
 
-    Same-server moves on SQLite and PostgreSQL, whose DDL is transactional:
-    the table appears with its first rows, in one commit. MariaDB commits
-    DDL implicitly and SQL Server's procedures create nothing, so there (and
-    for streamed moves) the table is made at Mark, in a transaction of its own.
+    Same-server moves by the engine's SQL on an engine whose DDL is
+    transactional: the table appears with its first rows, in one commit.
+    Where DDL commits implicitly, where stored procedures move the batches
+    (they create nothing), and for streamed moves, the table is made at Mark,
+    in a transaction of its own.
     """
-    return spec.mode == "same_server" and spec.archive.vendor in ("sqlite", "postgresql")
+    arc = spec.archive
+    return spec.mode == "same_server" and not arc.moves_through_procedures() and arc.transactional_ddl()
 
 
 def _column_sql(spec: TableSpec, col: Column, not_null: bool) -> str:
     arc = spec.archive
-    typ = arc.archive_type(col, spec.source.vendor)
+    typ = arc.archive_type(col, spec.source)
     return f"{arc.quote(col.name)} {typ}{' NOT NULL' if not_null else ''}"
 
 
@@ -113,26 +114,8 @@ def _create_statements(spec: TableSpec) -> list[str]:
     )
     if contract_col:
         indexed.append(("contract", [contract_col]))
-    if arc.vendor == "mysql":
-        # Every MariaDB DDL statement commits on its own: the indexes go
-        # inside CREATE TABLE, one statement instead of four.
-        cols += [
-            f"INDEX {q(_index_name(table, suffix))} ({', '.join(q(c) for c in columns)})" for suffix, columns in indexed
-        ]
-        return [f"CREATE TABLE {spec.archive_table()} ({', '.join(cols)})"]
-    stmts = [f"CREATE TABLE {spec.archive_table()} ({', '.join(cols)})"]
-    for suffix, columns in indexed:
-        stmts.append(_create_index(spec, _index_name(table, suffix), columns))
-    return stmts
-
-
-def _create_index(spec: TableSpec, name: str, columns: list[str]) -> str:
-    arc = spec.archive
-    cols = ", ".join(arc.quote(c) for c in columns)
-    if arc.vendor == "sqlite":
-        # SQLite names the schema on the index, not on the table.
-        return f"CREATE INDEX {arc.quote(spec.namespace)}.{arc.quote(name)} ON {arc.quote(spec.config.table_name)} ({cols})"
-    return f"CREATE INDEX {arc.quote(name)} ON {spec.archive_table()} ({cols})"
+    indexes = [(_index_name(table, suffix), columns) for suffix, columns in indexed]
+    return arc.archive_table_ddl(spec.namespace, table, cols, indexes)
 
 
 def _alter_statements(spec: TableSpec, existing: TableInfo) -> list[str]:
@@ -147,12 +130,11 @@ def _alter_statements(spec: TableSpec, existing: TableInfo) -> list[str]:
     for col in spec.info.columns:
         old = have.get(col.name)
         if old is None:
-            add = "ADD" if arc.vendor == "microsoft" else "ADD COLUMN"
-            stmts.append(f"ALTER TABLE {spec.archive_table()} {add} {_column_sql(spec, col, False)}")
+            stmts.append(arc.add_column_sql(spec.archive_table(), _column_sql(spec, col, False)))
             continue
-        if spec.source.vendor == arc.vendor:
+        if arc.same_engine(spec.source):
             # As the archive declares it (SQL Server: rowversion is kept as binary(8)).
-            same = _norm(old.db_type) == _norm(arc.archive_type(col, spec.source.vendor))
+            same = _norm(old.db_type) == _norm(arc.archive_type(col, spec.source))
         else:
             same = old.generic == col.generic or {old.generic, col.generic} <= {
                 "int",

@@ -20,7 +20,7 @@ from archival.engine.spec import TableSpec
 
 
 def uses_procedures(spec: TableSpec) -> bool:
-    return spec.mode == "same_server" and spec.archive.vendor == "microsoft"
+    return spec.mode == "same_server" and spec.archive.moves_through_procedures()
 
 
 def mark_counts(spec: TableSpec) -> tuple[int, int, list | None, list | None]:

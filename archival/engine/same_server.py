@@ -96,7 +96,7 @@ def _insert_select(spec: TableSpec, run_id: int, years: int, low, high, skip_exi
         f"SELECT {cols}, %s, %s, {ref}, {retention} "
         f"FROM {spec.from_clause(on)} WHERE {where}{extra}"
     )
-    ts = now.isoformat(sep=" ") if on.vendor == "sqlite" else now
+    ts = on.param(now)
     # A backend's clamped year arithmetic may name the years more than once.
     return sql, [ts, run_id, *[years] * retention.count("%s"), *params]
 
@@ -119,36 +119,32 @@ def _delete(spec: TableSpec, low, high) -> tuple[str, list]:
         )
     else:
         elig = spec.date_before(on)
-    if on.vendor == "mysql":
+    if on.delete_joins_contract():
         if spec.is_contract:
             # MariaDB turns the EXISTS into a semi-join driven from the
             # contract's date index and rescans every eligible row per batch;
             # a multi-table DELETE with the source pinned first range-scans
             # the key instead (PERFORMANCE.md).
             elig = spec.date_before(on)
-        sql = f"DELETE s FROM {spec.from_clause(on)} WHERE {elig} AND {rng} AND {par}"
+        target = spec.from_clause(on)
     else:
-        sql = f"DELETE FROM {src} AS s WHERE {elig} AND {rng} AND {par}"
+        target = f"{src} AS s"
+    sql = f"{on.delete_sql('s', target)} WHERE {elig} AND {rng} AND {par}"
     return sql, [spec.threshold_param(on), *rng_params, *par_params]
 
 
-def _pg_move(spec: TableSpec, run_id: int, years: int, low, size: int, high=None) -> tuple[str, list]:
+def _one_statement_move(spec: TableSpec, run_id: int, years: int, low, size: int, high=None) -> tuple[str, list]:
     """One statement: pick the batch, delete it, insert it, report its last key and counts.
 
-    The batch is chosen, deleted and inserted under one snapshot; the final
-    SELECT hands Python one row (the last key and two counts), or none when
-    nothing eligible is left after ``low``. The batch carries each row's
-    reference date, so the DELETE joins nothing but the batch (the contract
-    was read under the same snapshot), and it is named once, so the planner
-    inlines it and sees its 5,000 rows: a batch named twice is materialized,
-    estimated at a few rows, and the DELETE hash-joins a full scan of the
-    source on every batch (PERFORMANCE.md: check the plans). ``high`` bounds
-    the batch from above (a parent table's batch, see ``batch_bound``).
+    For backends that ``moves_in_one_statement``. The batch is chosen,
+    deleted and inserted under one snapshot; the statement hands Python one
+    row (the last key and two counts), or none when nothing eligible is left
+    after ``low``. The batch carries each row's reference date, so the
+    DELETE joins nothing but the batch (the contract was read under the
+    same snapshot). ``high`` bounds the batch from above (a parent table's
+    batch, see ``batch_bound``).
     """
     on = spec.archive
-    q = on.quote
-    now = timezone.now()
-    src = spec.source_table(on)
     pk_s = spec.q(on, "s", spec.pk)
     where, params = spec.selection(on, low=low, high=high)
     ref = on.as_date_sql(spec.reference_expr(on))
@@ -156,18 +152,15 @@ def _pg_move(spec: TableSpec, run_id: int, years: int, low, size: int, high=None
         f"SELECT {', '.join(pk_s)}, {ref} AS __ref FROM {spec.from_clause(on)} WHERE {where} "
         f"ORDER BY {keys.order_by(pk_s)} LIMIT %s"
     )
-    match = " AND ".join(f"s.{q(c)} = b.{q(c)}" for c in spec.pk)
-    cols = ", ".join(q(c) for c in spec.columns)
-    pk_m = [f"m.{q(c)}" for c in spec.pk]
-    sql = (
-        f"WITH moved AS (DELETE FROM {src} s USING ({batch}) b WHERE {match} "
-        f"RETURNING {', '.join(spec.q(on, 's', spec.columns))}, b.__ref), "
-        f"ins AS (INSERT INTO {spec.archive_table()} ({_insert_columns(spec)}) "
-        f"SELECT {cols}, %s, %s, __ref, {on.add_years_sql('__ref')} FROM moved RETURNING 1) "
-        f"SELECT {', '.join(pk_m)}, (SELECT COUNT(*) FROM moved), (SELECT COUNT(*) FROM ins) "
-        f"FROM moved m ORDER BY {keys.order_by(pk_m, descending=True)} LIMIT 1"
+    sql = on.move_statement_sql(
+        source=spec.source_table(on),
+        batch=batch,
+        key=spec.pk,
+        columns=spec.columns,
+        archive=spec.archive_table(),
+        archive_columns=_insert_columns(spec),
     )
-    return sql, [*params, size, now, run_id, years]
+    return sql, [*params, size, on.param(timezone.now()), run_id, years]
 
 
 def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, record_ledger) -> BatchOutcome:
@@ -219,7 +212,7 @@ def _move_rows(spec, cur, *, run_id, batch_no, low, size, record_ledger, slow) -
     on = spec.archive
     years = spec.config.effective_years
     skipped = 0
-    if on.vendor == "postgresql" and not slow:
+    if on.moves_in_one_statement() and not slow:
         high = candidates = None
         if spec.children:
             # A parent table: its candidates bound the batch, and the
@@ -228,7 +221,7 @@ def _move_rows(spec, cur, *, run_id, batch_no, low, size, record_ledger, slow) -
             if high is None:
                 return BatchOutcome(0, None)
         # One statement picks (within the bound, if any), moves and counts the batch.
-        sql, params = _pg_move(spec, run_id, years, low, size, high=high)
+        sql, params = _one_statement_move(spec, run_id, years, low, size, high=high)
         cur.execute(sql, params)
         row = cur.fetchone()
         n = len(spec.pk)
@@ -275,10 +268,9 @@ def _check_conflicts(spec: TableSpec, cur, low, high) -> int:
     where, params = spec.selection(on, low=low, high=high)
     match = " AND ".join(f"a.{on.quote(c)} = s.{on.quote(c)}" for c in spec.pk)
     same = " AND ".join(on.null_safe_equal(f"a.{on.quote(c)}", f"s.{on.quote(c)}") for c in spec.columns)
-    base = f"FROM {spec.from_clause(on)} JOIN {spec.archive_table()} a ON {match} WHERE {where}"
-    if on.vendor == "sqlite" and spec.is_contract:
-        # CROSS JOIN form: the join to the archive goes into WHERE.
-        base = f"FROM {spec.from_clause(on)} CROSS JOIN {spec.archive_table()} a WHERE {match} AND {where}"
+    # A contract table's batch keeps its pinned join order with the archive joined last.
+    joined, in_where = on.join_sql(spec.from_clause(on), f"{spec.archive_table()} a", match, pin_left=spec.is_contract)
+    base = f"FROM {joined} WHERE {in_where}{where}"
     cur.execute(
         f"SELECT {', '.join(spec.q(on, 's', spec.pk))}, a.{on.quote('archive_run_id')} {base} AND NOT ({same}) LIMIT 1",
         params,

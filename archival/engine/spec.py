@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from django.conf import settings
-from django.db import connections
 
-from archival.backends import Backend, SchemaError, TableInfo, backend_for
+from archival.backends import Backend, SchemaError, TableInfo, backend_for, namespace_for
 from archival.backends.base import Column
-from archival.backends.sqlite import namespace_for, source_attach_name
 from archival.engine import keys
 from archival.engine.dates import subtract_months
 from archival.engine.errors import TableError
@@ -47,33 +45,7 @@ def topology(source_alias: str) -> str:
     """'same_server' when one connection can move a batch atomically, else 'streaming'."""
     if source_alias in settings.ARCHIVAL["STREAMING_SOURCES"]:
         return "streaming"
-    src = connections[source_alias]
-    arc = connections["archive"]
-    if src.vendor != arc.vendor:
-        return "streaming"
-    s, a = src.settings_dict, arc.settings_dict
-    if src.vendor == "sqlite":
-        return "same_server"
-    if src.vendor == "postgresql":
-        same = (s.get("HOST") or "", str(s.get("PORT") or ""), s["NAME"]) == (
-            a.get("HOST") or "",
-            str(a.get("PORT") or ""),
-            a["NAME"],
-        )
-        return "same_server" if same else "streaming"
-    if src.vendor == "mysql":
-        same = (s.get("HOST") or "", str(s.get("PORT") or "")) == (
-            a.get("HOST") or "",
-            str(a.get("PORT") or ""),
-        )
-        return "same_server" if same else "streaming"
-    if src.vendor == "microsoft":
-        same = (s.get("HOST") or "", str(s.get("PORT") or "")) == (
-            a.get("HOST") or "",
-            str(a.get("PORT") or ""),
-        )
-        return "same_server" if same else "streaming"
-    return "streaming"
+    return "same_server" if backend_for(source_alias).same_server(backend_for("archive")) else "streaming"
 
 
 @dataclass
@@ -124,12 +96,9 @@ class TableSpec:
         return self._source_name(on, self.config.contract_table)
 
     def _source_name(self, on: Backend, table: str) -> str:
-        schema = self.config.schema_name
-        if on.alias != self.source.alias and on.vendor == "sqlite":
-            schema = source_attach_name(self.config.source_db)
-        elif on.alias != self.source.alias and on.vendor == "mysql":
-            schema = self.source.connection.settings_dict["NAME"]
-        return on.qualified(schema, table)
+        if on.alias == self.source.alias:
+            return on.qualified(self.config.schema_name, table)
+        return on.source_table_sql(self.source, self.config.source_db, self.config.schema_name, table)
 
     def archive_table(self) -> str:
         return self.archive.qualified(self.namespace, self.config.table_name)
@@ -145,30 +114,27 @@ class TableSpec:
     def from_clause(self, on: Backend, lock: bool = False, pin_source: bool = True) -> str:
         """FROM for selecting eligible rows (the contract joined where needed).
 
-        SQLite's and MariaDB's planners may drive the join from the contract
-        table's date index and sort every eligible row for every batch
-        (quadratic); CROSS JOIN (SQLite) and STRAIGHT_JOIN (MariaDB) pin the
-        source table as the outer loop, so a batch is a key-range scan. A count
+        Some planners (SQLite's, MariaDB's) may drive the join from the
+        contract table's date index and sort every eligible row for every
+        batch (quadratic); the backend's pinned join makes the source table
+        the outer loop, so a batch is a key-range scan. A count
         (``pin_source=False``) leaves the order to the planner: driving from
-        the date index is what makes it cheap. On SQL
-        Server a locking read takes update and range locks with table hints
-        (T-SQL has no FOR UPDATE).
+        the date index is what makes it cheap. ``lock``: the backend's table
+        hint for a locking read, where it locks through hints.
         """
-        hint = " WITH (UPDLOCK, HOLDLOCK)" if lock and on.vendor == "microsoft" else ""
-        src = f"{self.source_table(on)} s{hint}"
+        src = f"{self.source_table(on)} s{on.lock_hint() if lock else ''}"
         if not self.is_contract:
             return src
-        if on.vendor == "sqlite":
-            # The join condition is in WHERE (join_condition()).
-            return f"{src} {'CROSS JOIN' if pin_source else 'JOIN'} {self.contract_table(on)} c"
-        join = "STRAIGHT_JOIN" if on.vendor == "mysql" and pin_source else "JOIN"
-        cond = f"c.{on.quote(self.config.contract_key_column)} = s.{on.quote(self.config.contract_reference_column)}"
-        return f"{src} {join} {self.contract_table(on)} c ON {cond}"
+        return on.join_sql(src, f"{self.contract_table(on)} c", self._contract_join(on), pin_left=pin_source)[0]
+
+    def _contract_join(self, on: Backend) -> str:
+        return f"c.{on.quote(self.config.contract_key_column)} = s.{on.quote(self.config.contract_reference_column)}"
 
     def join_condition(self, on: Backend) -> str:
-        if self.is_contract and on.vendor == "sqlite":
-            return f"c.{on.quote(self.config.contract_key_column)} = s.{on.quote(self.config.contract_reference_column)} AND "
-        return ""
+        """The contract join's condition where the engine puts it in WHERE (see ``Backend.join_sql``), or empty."""
+        if not self.is_contract:
+            return ""
+        return on.join_sql(self.source_table(on), self.contract_table(on), self._contract_join(on), pin_left=True)[1]
 
     @property
     def reference_column(self) -> Column:
@@ -199,7 +165,7 @@ class TableSpec:
         return f"{self.join_condition(on)}{self.date_before(on)}", [self.threshold_param(on)]
 
     def threshold_param(self, on: Backend):
-        return self.threshold.isoformat() if on.vendor == "sqlite" else self.threshold
+        return on.param(self.threshold)
 
     def parent_rule(self, on: Backend, at_mark: bool) -> tuple[str, list]:
         """Rows still referenced by a configured child table stay.
@@ -212,7 +178,7 @@ class TableSpec:
         for child in self.children:
             child_table = self._source_name(on, child.table)
             cond = f"ch.{on.quote(child.ref_column)} = s.{on.quote(child.key_column)}"
-            threshold = child.threshold.isoformat() if on.vendor == "sqlite" else child.threshold
+            threshold = on.param(child.threshold)
             if at_mark and child.own_maturity_column:
                 # The child's contract row is this row: its child rows all move
                 # when this row's maturity passes the child's threshold. Tested

@@ -76,29 +76,9 @@ def _select_sql(spec: TableSpec, low, high, lock: bool, limit: int | None) -> tu
     on = spec.source
     pk_s = spec.q(on, "s", spec.pk)
     where, params = spec.selection(on, low=low, high=high)
-    if on.vendor == "microsoft":
-        # T-SQL: TOP before the column list (so its parameter comes first), lock hints in FROM.
-        top = "TOP (%s) " if limit is not None else ""
-        sql = (
-            f"SELECT {top}{', '.join(spec.q(on, 's', spec.columns))}, {spec.reference_expr(on)} "
-            f"FROM {spec.from_clause(on, lock=lock)} WHERE {where} ORDER BY {keys.order_by(pk_s)}"
-        )
-        return sql, ([limit] if limit is not None else []) + params
-    sql = (
-        f"SELECT {', '.join(spec.q(on, 's', spec.columns))}, {spec.reference_expr(on)} "
-        f"FROM {spec.from_clause(on)} WHERE {where} ORDER BY {keys.order_by(pk_s)}"
-    )
-    if limit is not None:
-        sql += " LIMIT %s"
-        params = [*params, limit]
-    if lock and on.vendor in {"postgresql", "mysql"}:
-        sql += " FOR UPDATE OF s" if on.vendor == "postgresql" else " FOR UPDATE"
-    return sql, params
-
-
-def _begin_source(spec: TableSpec, cur) -> None:
-    if spec.source.vendor == "postgresql":
-        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    columns = f"{', '.join(spec.q(on, 's', spec.columns))}, {spec.reference_expr(on)}"
+    body = f"FROM {spec.from_clause(on, lock=lock)} WHERE {where} ORDER BY {keys.order_by(pk_s)}"
+    return on.select_sql(columns, body, params, limit=limit, lock_alias="s" if lock else None)
 
 
 def _insert_copies(spec: TableSpec, rows: list, run_id: int) -> None:
@@ -106,48 +86,13 @@ def _insert_copies(spec: TableSpec, rows: list, run_id: int) -> None:
     q = on.quote
     years = spec.config.effective_years
     cols = [q(c) for c in spec.columns] + [q(m) for m in META_COLUMNS]
-    sql = f"INSERT INTO {spec.archive_table()} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
-    now = timezone.now()
-    now_param = now.isoformat(sep=" ") if on.vendor == "sqlite" else now
+    now = on.param(timezone.now())
     payload = []
     for row in rows:
         ref = _as_date(row[-1])
         retention = add_years(ref, years) if ref else None
-        values = list(row[:-1])
-        if on.vendor == "sqlite":
-            values = [
-                v.isoformat(sep=" ")
-                if isinstance(v, dt.datetime)
-                else v.isoformat()
-                if isinstance(v, dt.date)
-                else str(v)
-                if isinstance(v, Decimal)
-                else v
-                for v in values
-            ]
-            payload.append(
-                [
-                    *values,
-                    now_param,
-                    run_id,
-                    ref.isoformat() if ref else None,
-                    retention.isoformat() if retention else None,
-                ]
-            )
-        else:
-            payload.append([*values, now_param, run_id, ref, retention])
-    with on.connection.cursor() as cur:
-        if on.vendor == "postgresql":
-            # COPY streams the batch in one round trip; executemany costs about
-            # twice as much for the same rows (bench/RESULTS.md, profile).
-            # (Django does not wrap COPY's errors; wrap them so a duplicate key
-            # is an IntegrityError like everywhere else.)
-            with on.connection.wrap_database_errors:
-                with cur.copy(f"COPY {spec.archive_table()} ({', '.join(cols)}) FROM STDIN") as copy:
-                    for values in payload:
-                        copy.write_row(values)
-        else:
-            cur.executemany(sql, payload)
+        payload.append([*(on.param(v) for v in row[:-1]), now, run_id, on.param(ref), on.param(retention)])
+    on.insert_rows(spec.archive_table(), cols, payload)
 
 
 def _existing(spec: TableSpec, low, high) -> dict:
@@ -169,7 +114,7 @@ def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, r
     pk_pos = [spec.columns.index(c) for c in spec.pk]
     with write_transaction(src.alias):
         with src.connection.cursor() as cur:
-            _begin_source(spec, cur)
+            src.start_locking_read(cur)
             sql, params = _select_sql(spec, low, None, lock=True, limit=size)
             cur.execute(sql, params)
             rows = cur.fetchall()
@@ -260,10 +205,8 @@ def _delete_range_sql(spec: TableSpec, low, high) -> tuple[str, list]:
         )
     else:
         elig = spec.date_before(on)
-    # MariaDB and SQL Server name the alias being deleted from; the others alias the table.
-    joined_form = on.vendor in {"mysql", "microsoft"}
-    target = f"s FROM {spec.source_table(on)} AS s" if joined_form else f"FROM {spec.source_table(on)} AS s"
-    return f"DELETE {target} WHERE {elig} AND {rng} AND {par}", [spec.threshold_param(on), *rng_params, *par_params]
+    delete = on.delete_sql("s", f"{spec.source_table(on)} AS s")
+    return f"{delete} WHERE {elig} AND {rng} AND {par}", [spec.threshold_param(on), *rng_params, *par_params]
 
 
 def _delete_range(spec: TableSpec, low, high) -> int:
@@ -308,7 +251,7 @@ def finish_batch(spec: TableSpec, ledger: BatchLedger, rounds: int = 3) -> None:
         refresh, drop = [], []
         with write_transaction(on_src.alias):
             with on_src.connection.cursor() as cur:
-                _begin_source(spec, cur)
+                on_src.start_locking_read(cur)
                 sql, params = _select_sql(spec, low, high, lock=True, limit=None)
                 cur.execute(sql, params)
                 eligible = {_row_key(r, pk_pos): r for r in cur.fetchall()}

@@ -1,11 +1,9 @@
-"""Write transactions that take their locks up front on SQLite.
+"""Write transactions that take their locks as early as the engine allows.
 
-The archive and source aliases use SQLite's default deferred transactions, so
-an idle outer transaction (a test case, a request) locks nothing. A batch,
-though, reads then writes several attached files; a deferred transaction
-would have to upgrade its read lock, and SQLite refuses an upgrade at once
-(no busy wait) when another writer holds the file. ``BEGIN IMMEDIATE`` takes
-the write locks at the start and waits on the busy timeout instead.
+Each backend says how (``Backend.write_transaction``): on SQLite a batch
+that reads then writes several attached files must take the write locks up
+front (``BEGIN IMMEDIATE``), since SQLite refuses at once to upgrade a read
+lock while another writer holds the file.
 """
 
 from __future__ import annotations
@@ -13,22 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connections, transaction
+from archival.backends import backend_for
 
 
 @contextmanager
 def write_transaction(alias: str) -> Iterator[None]:
-    conn = connections[alias]
-    if conn.vendor != "sqlite" or conn.in_atomic_block:
-        with transaction.atomic(using=alias):
-            yield
-        return
-    conn.ensure_connection()  # transaction_mode is (re)set when connecting
-    previous = conn.transaction_mode
-    conn.transaction_mode = "IMMEDIATE"
-    try:
-        with transaction.atomic(using=alias):
-            conn.transaction_mode = previous
-            yield
-    finally:
-        conn.transaction_mode = previous
+    """A transaction on ``alias`` that will write (a savepoint inside an open one)."""
+    with backend_for(alias).write_transaction():
+        yield

@@ -11,11 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 
-from archival.backends import SchemaError, backend_for
-from archival.backends.base import Backend
-from archival.backends.sqlite import namespace_for
+from archival.backends import Backend, SchemaError, backend_for, namespace_for
 from governance.models import ArchivalLogic, TableConfig
 
 READONLY_ALIAS = "archive_readonly"
@@ -109,18 +107,12 @@ def archived_table_names(source_db: str) -> set[str]:
     One catalog query per namespace, so the index page does not describe 100+
     tables one by one.
     """
-    connection = connections[READONLY_ALIAS]
     namespace = namespace_for(source_db)
     backend = backend_for(READONLY_ALIAS)
     try:
         if not backend.schema_exists(namespace):
             return set()
-        with connection.cursor() as cur:
-            if connection.vendor == "sqlite":
-                cur.execute(f"SELECT name FROM {backend.quote(namespace)}.sqlite_master WHERE type = 'table'")
-            else:
-                cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [namespace])
-            return {row[0] for row in cur.fetchall()}
+        return backend.table_names(namespace)
     except DatabaseError:
         return set()
 

@@ -160,15 +160,12 @@ def _like_pattern(text: str) -> str:
 def where_sql(table: SearchTable, filters: Sequence[Filter]) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
-    vendor = table.backend.vendor
     for f in filters:
         col = table.backend.quote(f.column.name)
         if f.op == Op.IS_NULL:
             clauses.append(f"{col} IS NULL")
         elif f.op == Op.CONTAINS:
-            # Case-insensitive on every engine: SQLite's LIKE already is (ASCII).
-            like = "ILIKE" if vendor == "postgresql" else "LIKE"
-            clauses.append(f"{col} {like} %s ESCAPE '\\'")
+            clauses.append(table.backend.contains_sql(col))
             params.append(_like_pattern(str(f.value)))
         elif f.op in {Op.EQ, Op.GTE, Op.LTE, Op.LT}:
             clauses.append(f"{col} {f.op} %s")

@@ -22,11 +22,9 @@ import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connections, transaction
-from psycopg import sql
 
-from archival.backends import backend_for
-from archival.backends.sqlite import namespace_for
+from archival.backends import backend_for, namespace_for
+from archival.backends.base import NotOnThisEngine
 from governance.models import Hold, HoldKey
 
 ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -69,54 +67,15 @@ def create_readonly_role(*, role: str, password: str | None = None, using: str =
     """
     if not ROLE_RE.match(role):
         raise ReadonlyRoleError(f"{role!r} is not a plain lower-case role name")
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        raise ReadonlyRoleError(f"{using} is {connection.vendor}: the SELECT-only role is for PostgreSQL")
-    owner = connection.settings_dict.get("USER") or ""
+    backend = backend_for(using)
+    owner = backend.connection.settings_dict.get("USER") or ""
     if role == owner:
         raise ReadonlyRoleError(f"{role} owns the archive: a read-only role must be a different role")
-    backend = backend_for(using)
-    q = backend.quote
-    result = RoleResult(role=role, created=False)
-    with transaction.atomic(using=using), connection.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
-        result.created = cur.fetchone() is None
-        verb = "CREATE" if result.created else "ALTER"
-        attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
-        if password:
-            statement = sql.SQL(f"{verb} ROLE {q(role)} {attributes} PASSWORD {{}}").format(sql.Literal(password))
-            # Rendered with the connection's own quoting rules (encoding,
-            # standard_conforming_strings); executed without parameters so no
-            # character of the password is read as a placeholder.
-            cur.execute(statement.as_string(connection.connection))
-        else:
-            cur.execute(f"{verb} ROLE {q(role)} {attributes}")
-        # Belt and braces only: the missing privileges are what refuse writes.
-        cur.execute(f"ALTER ROLE {q(role)} SET default_transaction_read_only = on")
-        cur.execute("SELECT current_database(), current_schema()")
-        database, schema = cur.fetchone()
-        cur.execute(f"GRANT CONNECT ON DATABASE {q(database)} TO {q(role)}")
-        cur.execute(f"GRANT TEMPORARY ON DATABASE {q(database)} TO CURRENT_USER")
-        cur.execute(f"REVOKE TEMPORARY ON DATABASE {q(database)} FROM PUBLIC")
-        cur.execute(f"REVOKE TEMPORARY ON DATABASE {q(database)} FROM {q(role)}")
-        cur.execute("SELECT has_database_privilege(%s, %s, 'TEMPORARY')", [role, database])
-        if cur.fetchone()[0]:
-            raise ReadonlyRoleError(
-                f"{role} can still create temp tables in {database} (through another role it is a member of, "
-                "or it is a superuser): revoke TEMPORARY from that role, or use a role without memberships"
-            )
-        for alias in settings.SOURCE_DATABASES:
-            namespace = namespace_for(alias)
-            if not backend.schema_exists(namespace):
-                continue
-            cur.execute(f"GRANT USAGE ON SCHEMA {q(namespace)} TO {q(role)}")
-            cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {q(namespace)} TO {q(role)}")
-            cur.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q(namespace)} GRANT SELECT ON TABLES TO {q(role)}")
-            result.schemas.append(namespace)
-        cur.execute(f"GRANT USAGE ON SCHEMA {q(schema)} TO {q(role)}")
-        for model in (Hold, HoldKey):
-            table = model._meta.db_table
-            if backend.table_exists(schema, table):
-                cur.execute(f"GRANT SELECT ON TABLE {backend.qualified(schema, table)} TO {q(role)}")
-                result.tables.append(table)
-    return result
+    namespaces = [ns for ns in map(namespace_for, settings.SOURCE_DATABASES) if backend.schema_exists(ns)]
+    try:
+        created, tables = backend.create_readonly_role(
+            role, password, namespaces, [model._meta.db_table for model in (Hold, HoldKey)]
+        )
+    except (NotOnThisEngine, PermissionError) as exc:
+        raise ReadonlyRoleError(f"{using}: {exc}") from None
+    return RoleResult(role=role, created=created, schemas=namespaces, tables=tables)

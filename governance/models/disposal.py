@@ -343,9 +343,9 @@ def _register_sqlite_purge_guard() -> None:
     # and models load before any connection is made.
     from django.db.backends.signals import connection_created
 
-    from archival.disposal.triggers import register_sqlite_function
+    from archival.backends.sqlite import register_purge_guard
 
-    connection_created.connect(register_sqlite_function, dispatch_uid="archival.disposal.purge_guard")
+    connection_created.connect(register_purge_guard, dispatch_uid="archival.disposal.purge_guard")
 
 
 _register_sqlite_purge_guard()

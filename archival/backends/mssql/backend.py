@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 
 from archival.backends.base import (
     DATE_FAMILIES,
     Backend,
     Column,
     ForeignKey,
+    NotOnThisEngine,
     SchemaError,
     TableInfo,
     generic_type,
@@ -214,10 +219,10 @@ class MSSQLBackend(Backend):
     def type_for_generic(self, col: Column) -> str:
         return mssql_type_for(col)
 
-    def archive_type(self, col: Column, source_vendor: str) -> str:
-        if source_vendor == self.vendor and col.db_type in _ROWVERSION:
+    def archive_type(self, col: Column, source: Backend) -> str:
+        if self.same_engine(source) and col.db_type in _ROWVERSION:
             return "binary(8)"  # a rowversion column cannot be inserted into
-        return super().archive_type(col, source_vendor)
+        return super().archive_type(col, source)
 
     # -- config checks ---------------------------------------------------------
     def key_column_error(self, col: Column) -> str | None:
@@ -258,6 +263,169 @@ class MSSQLBackend(Backend):
         # by the runtime login, which has no CREATE SCHEMA right.
         if not self.schema_exists(namespace):
             raise SchemaError(f"archive schema {namespace} is missing: run sql/02_archive_schemas.sql")
+
+    # -- engines and connections ---------------------------------------------
+    def same_server(self, archive: Backend) -> bool:
+        # One transaction spans the databases of one instance.
+        return self.same_engine(archive) and self._same_host(archive)
+
+    def source_table_sql(self, source: Backend, source_db: str, schema: str, table: str) -> str:
+        # Three-part name: the source's database on the archive's instance.
+        return f"{self.quote(source.connection.settings_dict['NAME'])}.{self.qualified(schema, table)}"
+
+    def param(self, value):
+        return value
+
+    def write_transaction(self) -> AbstractContextManager[None]:
+        return transaction.atomic(using=self.alias)
+
+    # -- moves ---------------------------------------------------------------
+    def moves_through_procedures(self) -> bool:
+        # archival.usp_archive_batch (sql/07_procedures.sql) moves a batch.
+        return True
+
+    def moves_in_one_statement(self) -> bool:
+        return False
+
+    def transactional_ddl(self) -> bool:
+        return True
+
+    def lock_hint(self) -> str:
+        # T-SQL has no FOR UPDATE: update locks held to the end of the
+        # transaction, and key-range locks (HOLDLOCK: serializable) so no row
+        # enters the range read.
+        return " WITH (UPDLOCK, HOLDLOCK)"
+
+    def select_sql(
+        self, columns: str, body: str, params: list, *, limit: int | None = None, lock_alias: str | None = None
+    ) -> tuple[str, list]:
+        # TOP comes before the column list, so its parameter comes first;
+        # the lock is lock_hint's, in ``body``.
+        if limit is None:
+            return f"SELECT {columns} {body}", list(params)
+        return f"SELECT TOP (%s) {columns} {body}", [limit, *params]
+
+    def join_sql(self, left: str, right: str, condition: str, *, pin_left: bool) -> tuple[str, str]:
+        return f"{left} JOIN {right} ON {condition}", ""
+
+    def delete_sql(self, alias: str, from_sql: str) -> str:
+        # DELETE names the alias when FROM aliases the table.
+        return f"DELETE {alias} FROM {from_sql}"
+
+    def delete_joins_contract(self) -> bool:
+        return False
+
+    def start_locking_read(self, cursor) -> None:
+        # lock_hint's range locks keep the range as read.
+        return None
+
+    def insert_rows(self, table: str, columns: list[str], rows: list[list]) -> None:
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+        with self.connection.cursor() as cur:
+            cur.executemany(sql, rows)
+
+    # -- archive tables --------------------------------------------------------
+    def namespace_missing(self, namespace: str, source_db: str) -> str:
+        return f"archive schema {namespace} is missing: run sql/02_archive_schemas.sql"
+
+    def archive_table_ddl(
+        self, namespace: str, table: str, column_defs: list[str], indexes: list[tuple[str, list[str]]]
+    ) -> list[str]:
+        qualified = self.qualified(namespace, table)
+        return [
+            f"CREATE TABLE {qualified} ({', '.join(column_defs)})",
+            *(
+                f"CREATE INDEX {self.quote(name)} ON {qualified} ({', '.join(self.quote(c) for c in cols)})"
+                for name, cols in indexes
+            ),
+        ]
+
+    def add_column_sql(self, qualified_table: str, column_def: str) -> str:
+        # T-SQL: ADD, without COLUMN.
+        return f"ALTER TABLE {qualified_table} ADD {column_def}"
+
+    # -- disposal --------------------------------------------------------------
+    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
+        # CONVERT styles (learn.microsoft.com, "CAST and CONVERT"): 23 is
+        # yyyy-mm-dd, 120 yyyy-mm-dd hh:mi:ss, 121 adds the fraction (six
+        # digits from datetime2(6), which Python prints only when not zero);
+        # binary style 2 is hex without 0x. CONCAT (not +) reads NULL as ''.
+        pieces, params = [], []
+        for i, (col, generic) in enumerate(columns):
+            if i:
+                pieces.append("%s")
+                params.append("\t")
+            if generic == "date":
+                pieces.append(f"CONVERT(nvarchar(10), {col}, 23)")
+            elif generic == "datetime":
+                exact = f"CAST({col} AS datetime2(6))"
+                pieces.append(
+                    f"CASE WHEN DATEPART(MICROSECOND, {exact}) = 0 THEN CONVERT(nvarchar(19), {exact}, 120) "
+                    f"ELSE CONVERT(nvarchar(26), {exact}, 121) END"
+                )
+            elif generic == "binary":
+                pieces.append(f"LOWER(CONVERT(nvarchar(max), {col}, 2))")
+            elif generic == "bool":
+                pieces.append(f"CASE WHEN {col} = 1 THEN N'true' ELSE N'false' END")
+            elif generic == "text":
+                pieces.append(f"REPLACE(REPLACE(REPLACE(CAST({col} AS nvarchar(max)), %s, %s), %s, %s), %s, %s)")
+                params += ["\\", "\\\\", "\t", "\\t", "\n", "\\n"]
+            else:
+                pieces.append(f"CAST({col} AS nvarchar(max))")
+        if len(pieces) == 1:
+            return pieces[0], params
+        return f"CONCAT({', '.join(pieces)})", params
+
+    def text_cast_sql(self, expr: str) -> str:
+        return f"CAST({expr} AS nvarchar(max))"
+
+    def refuse_delete_trigger_sql(self, table: str, name: str, message: str) -> list[str]:
+        # sql/08_signing_and_grants.sql installs INSTEAD OF DELETE triggers on
+        # the hold tables as the DBA; the migration's login may not own them.
+        return []
+
+    def drop_trigger_sql(self, table: str, name: str, table_exists: bool) -> list[str]:
+        return []
+
+    def draws_ids_under_head_lock(self) -> bool:
+        return False
+
+    # -- control-plane statements (governance.rowsql) ----------------------------
+    def writes_returning(self) -> bool:
+        # mssql-django inserts through its own OUTPUT/SCOPE_IDENTITY forms.
+        return False
+
+    def selects_updated_rows(self) -> bool:
+        return False
+
+    # -- search ----------------------------------------------------------------
+    def table_names(self, schema: str) -> set[str]:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                "SELECT TABLE_NAME FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'",
+                [schema],
+            )
+            return {row[0] for row in cur.fetchall()}
+
+    def contains_sql(self, column: str) -> str:
+        # No escapes inside T-SQL string literals: '\' is one backslash.
+        # Case-insensitive under the default (_CI_) collations.
+        return f"{column} LIKE %s ESCAPE '\\'"
+
+    @contextmanager
+    def query_time_limit(self, timeout_ms: int) -> Iterator[None]:
+        # mssql-django applies OPTIONS["query_timeout"] (seconds) to every
+        # statement; 0 means none, and a search does not run unbounded.
+        if not self.connection.settings_dict.get("OPTIONS", {}).get("query_timeout"):
+            raise ImproperlyConfigured(
+                f"{self.alias}: set OPTIONS query_timeout (seconds) on SQL Server; searches do not run without a time limit"
+            )
+        yield
+
+    def create_readonly_role(
+        self, role: str, password: str | None, namespaces: list[str], tables: list[str]
+    ) -> tuple[bool, list[str]]:
+        raise NotOnThisEngine("the reader login and its grants come from sql/08_signing_and_grants.sql (DBA)")
 
     # -- procedures ----------------------------------------------------------
     def mark_table(self, *, source_alias: str, schema_name: str, table_name: str, threshold: dt.date) -> MarkResult:
