@@ -134,3 +134,33 @@ def test_a_disk_io_error_names_the_file_whose_journal_failed(demo, sqlite_archiv
     assert archive_main not in error
     union_check(list(TableConfig.objects.filter(table_name="Trade")), original)
     resume_loses_nothing(result.run_id, original)
+
+
+def test_a_disposal_on_a_read_only_archive_file_names_it_and_destroys_nothing(sqlite_archive, django_user_model):
+    import datetime as dt
+
+    from archival.disposal import execute_disposal, plan_disposal
+    from tests.disposal_fixtures import SOURCE as DISPOSAL_SOURCE
+    from tests.disposal_fixtures import TODAY, archived_keys, create_tables, insert_rows, make_config, persona
+
+    archive_main, _ = sqlite_archive
+    namespace = namespace_file(archive_main, DISPOSAL_SOURCE)
+    planner = persona("planner", "governance.plan_disposal", "governance.view_disposalbatch")
+    create_tables()
+    insert_rows([(1, f"p{i}", dt.date(2010, 1, 1) + dt.timedelta(days=i), "C1", TODAY) for i in range(6)])
+    make_config("OPERATIONAL")  # approved by policy: no reviewer needed
+    assert plan_disposal(actor=planner, today=TODAY + dt.timedelta(days=1)).batch_count == 1
+    before = archived_keys()
+    close_all()
+    immutable(namespace, True)
+    try:
+        result = execute_disposal(actor=planner, today=TODAY + dt.timedelta(days=1))
+    finally:
+        close_all()
+        immutable(namespace, False)
+    (batch,) = result.batches
+    assert str(namespace) in batch.error and "cannot be written" in batch.error, batch.error
+    assert archive_main not in batch.error
+    assert archived_keys() == before  # nothing destroyed
+    retried = execute_disposal(actor=planner, today=TODAY + dt.timedelta(days=1))
+    assert retried.deleted == 6 and not archived_keys()

@@ -48,9 +48,16 @@ def test_an_integer_filter_beyond_64_bits_is_a_400_with_the_limit(client, reader
     assert not AuditEvent.objects.filter(action="archive.search").exists()
 
 
-def test_a_decimal_range_takes_a_number_of_any_size(client, reader, position_config):
+@pytest.mark.parametrize("value", ["1e999999", "9" * 39, "0." + "0" * 38 + "1"])
+def test_a_decimal_beyond_38_digits_is_a_400(client, reader, position_config, value):
     client.force_login(reader)
-    assert client.get(url("table"), {"quantity__from": HUGER}).status_code == 200
+    response = client.get(url("table"), {"quantity__to": value})
+    assert response.status_code == 400 and "38 digits" in response.content.decode()
+
+
+def test_a_decimal_of_38_digits_is_searched(client, reader, position_config):
+    client.force_login(reader)
+    assert client.get(url("table"), {"quantity__from": "-" + "9" * 34 + ".9999"}).status_code == 200
 
 
 def test_the_export_of_a_huge_integer_filter_sends_back_to_the_form_and_exports_nothing(

@@ -546,7 +546,11 @@ def execute_batch(
             if dry_run:
                 transaction.set_rollback(True, using=ARCHIVE)
     except (DisposalError, SchemaError, DatabaseError) as exc:
-        out.error = str(exc)
+        # A read-only, full or failing archive file is named, with what to do.
+        # (Imported here: archival.engine imports the models, which import this module.)
+        from archival.engine.errors import describe_database_error
+
+        out.error = describe_database_error(exc, ["archive", batch.config.source_db]) or str(exc)
         _fail(batch, out, actor, dry_run)
         return out
     out.certificate_id = None if dry_run else cert.pk

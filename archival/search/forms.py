@@ -14,7 +14,7 @@ import datetime as dt
 from django import forms
 
 from archival.search.catalog import FilterKind, NotSearchable, SearchColumn, SearchTable
-from archival.search.query import INT64_MAX, INT64_MIN, Filter, Op, Sort
+from archival.search.query import INT64_MAX, INT64_MIN, MAX_DECIMAL_DIGITS, Filter, Op, Sort
 
 SORT_PARAM = "_sort"
 DIR_PARAM = "_dir"
@@ -30,7 +30,7 @@ def _typed_field(col: SearchColumn, label: str) -> forms.Field:
         # match no row, and SQLite cannot even bind it (OverflowError).
         return forms.IntegerField(label=label, required=False, min_value=INT64_MIN, max_value=INT64_MAX)
     if col.generic == "decimal":
-        return forms.DecimalField(label=label, required=False)
+        return forms.DecimalField(label=label, required=False, max_digits=MAX_DECIMAL_DIGITS)
     if col.generic == "float":
         return forms.FloatField(label=label, required=False)
     if col.generic in {"date", "datetime"}:

@@ -43,6 +43,20 @@ class BadRequest(ValueError):
 # INTEGER, BIGINT elsewhere). A value outside it names no row; SQLite cannot
 # bind it at all.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# SQL Server's widest decimal (38 digits): a filter or key value with more
+# digits (``1e999999``) names no archived row, and PostgreSQL's numeric
+# overflows on it.
+MAX_DECIMAL_DIGITS = 38
+
+
+def decimal_fits(value: Decimal) -> bool:
+    """Whether ``value`` is a finite decimal of at most MAX_DECIMAL_DIGITS digits (exponent zeros counted)."""
+    if not value.is_finite():
+        return False
+    _, digits, exponent = value.as_tuple()
+    # Counted as django.core.validators.DecimalValidator counts them.
+    total = len(digits) + exponent if exponent >= 0 else max(len(digits), -exponent)
+    return total <= MAX_DECIMAL_DIGITS
 
 
 class Op:
@@ -94,7 +108,10 @@ def parse_value(column: SearchColumn, text: str | None) -> Any:
                 )
             return number
         if column.generic == "decimal":
-            return Decimal(text)
+            number = Decimal(text)
+            if not decimal_fits(number):
+                raise BadRequest(f"{column.name}: {text} is not a decimal of at most {MAX_DECIMAL_DIGITS} digits")
+            return number
         if column.generic == "float":
             return float(text)
         if column.generic == "date":

@@ -111,6 +111,9 @@ class AuditEventAdmin(admin.ModelAdmin):
         if not self.has_export_permission(request):
             raise PermissionDenied
         try:
+            if any("\x00" in k or "\x00" in v for k, values in request.GET.lists() for v in values):
+                # No text column can hold it (PostgreSQL refuses it in JSON and text).
+                raise IncorrectLookupParameters("a value contains a NUL character")
             changelist = self.get_changelist_instance(request)
             queryset = changelist.get_queryset(request)
         except IncorrectLookupParameters as exc:
