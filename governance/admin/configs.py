@@ -192,10 +192,10 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
     resource_classes = [TableConfigResource]
     # Exports escape formulas (governance.spreadsheet); imports read the same formats.
     formats = [SafeCSV, SafeXLSX]
+    # The table's full name in one column (database and schema filter on the
+    # right); the join and batch settings are on the config page.
     list_display = (
-        "table_name",
-        "source_db",
-        "schema_name",
+        "table",
         "table_type",
         "archival_logic",
         "months",
@@ -204,7 +204,8 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
         "last_outcome",
         "rows_archived",
     )
-    list_display_links = ("table_name",)
+    list_display_links = ("table",)
+    ordering = ("source_db", "schema_name", "table_name")
     list_filter = ("source_db", "table_type", "archival_logic", "is_active", LastOutcomeFilter)
     search_fields = ("table_name", "schema_name", "source_db")
     readonly_fields = ("created_at", "updated_at")
@@ -296,6 +297,10 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
                 archived_total=Coalesce(Subquery(totals, output_field=IntegerField()), 0),
             )
         )
+
+    @admin.display(description="table", ordering="table_name")
+    def table(self, obj):
+        return str(obj)
 
     @admin.display(description="months in source")
     def months(self, obj):

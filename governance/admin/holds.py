@@ -119,12 +119,12 @@ class HoldStatusFilter(admin.SimpleListFilter):
 
 @admin.register(Hold)
 class HoldAdmin(admin.ModelAdmin):
+    # What a compliance officer scans at 1366 px: what is held, why, until
+    # when and whether it is still in force; who placed it is on the hold page.
     list_display = (
         "id",
-        "scope",
         "target",
         "reason_short",
-        "placed_by",
         "placed_at",
         "review_by",
         "hold_until",
@@ -284,13 +284,13 @@ class HoldAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     # --- columns ----------------------------------------------------------
-    @admin.display(description="covers")
+    @admin.display(description="covers", ordering="scope")
     def target(self, obj):
         return str(obj).split(": ", 1)[-1]
 
     @admin.display(description="reason")
     def reason_short(self, obj):
-        return obj.reason if len(obj.reason) <= 60 else obj.reason[:57] + "..."
+        return obj.reason if len(obj.reason) <= 40 else obj.reason[:37] + "..."
 
     @admin.display(description="status")
     def status(self, obj):
