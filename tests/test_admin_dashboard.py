@@ -63,7 +63,7 @@ def failed_then_blocked(transactional_db):
 @pytest.mark.django_db(databases="__all__", transaction=True)
 class TestDashboardWithAFailedTable:
     def test_it_leads_with_the_estate_in_one_line(self, personas, failed_then_blocked):
-        configs, first, second = failed_then_blocked
+        _configs, _first, _second = failed_then_blocked
         page = client_for(personas["compliance"]).get(reverse("admin:index")).content.decode()
         archived = sum(BatchLedger.objects.values_list("row_count", flat=True))
         assert archived > 0
@@ -75,7 +75,7 @@ class TestDashboardWithAFailedTable:
         assert page.index('id="estate-line"') < page.index('id="dashboard-holds"') < page.index('id="dashboard-chart"')
 
     def test_it_lists_only_the_tables_that_need_attention_linked(self, personas, failed_then_blocked):
-        configs, first, _ = failed_then_blocked
+        configs, _first, _ = failed_then_blocked
         page = client_for(personas["compliance"]).get(reverse("admin:index")).content.decode()
         attention = section(page, "dashboard-attention")
         fill, trade = configs["dash_fill"], configs["dash_trade"]
@@ -105,7 +105,7 @@ class TestDashboardWithAFailedTable:
         assert reverse("admin:governance_archivalrun_change", args=[first.run_id]) in response.content.decode()
 
     def test_the_run_page_puts_the_failed_table_first_and_collapses_the_rest(self, personas, failed_then_blocked):
-        configs, first, second = failed_then_blocked
+        _configs, _first, second = failed_then_blocked
         page = (
             client_for(personas["compliance"])
             .get(reverse("admin:governance_archivalrun_change", args=[second.run_id]))
