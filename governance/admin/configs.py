@@ -192,6 +192,9 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
     resource_classes = [TableConfigResource]
     # Exports escape formulas (governance.spreadsheet); imports read the same formats.
     formats = [SafeCSV, SafeXLSX]
+    # The library's page plus a same-origin script for its "Select all" toggle
+    # (its inline handler is blocked by the Content-Security-Policy).
+    export_template_name = "admin/governance/tableconfig/export.html"
     # The table's full name in one column (database and schema filter on the
     # right); the join and batch settings are on the config page.
     list_display = (

@@ -1,0 +1,278 @@
+"""Every page compliance staff use, as each role, at 1366×768 (a common office
+laptop) and 1920×1080: the key columns are on screen, nothing runs off the
+right edge, and a screenshot of each is saved under ``$ARCHIVAL_DATA_DIR/screenshots``
+(CI keeps ``data/`` as its artifacts).
+
+Playwright drives Debian's Chromium; skipped only without /usr/bin/chromium
+outside CI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from governance.models import BatchLedger
+from tests.admin_fixtures import (  # noqa: F401
+    PASSWORD,
+    make_config,
+    objects,
+    personas,
+    source_table,
+)
+from tests.search_fixtures import (  # noqa: F401 - fixtures are found by name
+    fixture_allow_test_flush_in_module,
+    fixture_search_archive,
+    make_position_config,
+)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
+    pytest.skip("no Chromium on this machine (apt-get install -y chromium); CI runs this test", allow_module_level=True)
+
+if os.environ.get("CI"):
+    from playwright import sync_api as playwright_api
+else:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    pytest.mark.usefixtures("allow_test_flush_in_module", "search_archive"),
+    pytest.mark.browser,
+]
+
+VIEWPORTS = [(1366, 768), (1920, 1080)]
+
+# Elements that end right of the viewport and are not inside a scroll box
+# that itself fits: what a reader would have to scroll the page sideways for.
+OVERFLOWING = """
+() => {
+  const width = document.documentElement.clientWidth;
+  const found = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0 || box.right <= width + 1) continue;
+    if (getComputedStyle(el).visibility === "hidden") continue;
+    let parent = el.parentElement, clipped = false;
+    while (parent && parent !== document.body) {
+      const overflow = getComputedStyle(parent).overflowX;
+      if (overflow !== "visible" && parent.getBoundingClientRect().right <= width + 1) { clipped = true; break; }
+      parent = parent.parentElement;
+    }
+    if (!clipped) found.push(`${el.tagName.toLowerCase()}#${el.id}.${el.className} right=${Math.round(box.right)}`);
+  }
+  return found.slice(0, 10);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-sync"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    folder = Path(settings.DATA_DIR) / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def sign_in(browser, base: str, username: str, width: int, height: int):
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.set_default_timeout(15_000)
+    login = "/search/login/" if username == "reader" else "/admin/login/"
+    page.goto(f"{base}{login}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("#login-form [type=submit]")
+    page.wait_for_load_state()
+    return page
+
+
+def check_page(page, folder: Path, name: str, width: int, height: int, columns=(), selectors=()) -> None:
+    """The page fits the window, its key columns and panels are on screen; a screenshot is kept."""
+    page.screenshot(path=str(folder / f"{name}-{width}x{height}.png"), full_page=True)
+    assert page.evaluate(OVERFLOWING) == [], f"{name} at {width}px overflows"
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, name
+    headers = {}
+    for th in page.locator("thead th").all():
+        text = " ".join((th.text_content() or "").split()).lower()
+        if text:
+            headers[text] = th
+    for column in columns:
+        assert column in headers, f"{name}: no column {column!r} in {sorted(headers)}"
+        box = headers[column].bounding_box()
+        assert headers[column].is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= width, (
+            f"{name} at {width}px: column {column!r} is off screen ({box})"
+        )
+    for selector in selectors:
+        element = page.locator(selector).first
+        assert element.is_visible(), f"{name}: {selector} not shown"
+        box = element.bounding_box()
+        assert box["x"] + box["width"] <= width, f"{name} at {width}px: {selector} runs off screen"
+
+
+@pytest.fixture
+def schedules(transactional_db):
+    """The migration's schedules, again: a live-server test's flush empties them."""
+    from django_q.models import Schedule
+
+    from archival.schedules import ensure_schedules
+
+    ensure_schedules(Schedule)
+
+
+@pytest.fixture
+def estate(schedules, objects):
+    """The admin fixture's objects (a failed table, a hold, a batch waiting for
+    approval, a retention change) plus a week of archived rows for the chart
+    and an archived table for the search."""
+    BatchLedger.objects.create(
+        run_id=objects["archivalrun"].pk,
+        config_id=objects["tableconfig"].pk,
+        table_label=str(objects["tableconfig"]),
+        batch_no=1,
+        key_low=[1],
+        key_high=[10],
+        row_count=181_663,
+        state="DELETED",
+        committed_at=timezone.now() - dt.timedelta(days=1),
+    )
+    objects["position"] = make_position_config()
+    return objects
+
+
+def admin_pages(objects) -> list[tuple[str, str, str, tuple, tuple]]:
+    config, run = objects["tableconfig"], objects["archivalrun"]
+    return [
+        # (persona, page name, url, key columns, key panels)
+        (
+            "compliance",
+            "dashboard",
+            "/admin/",
+            (),
+            ("#estate-line", "#dashboard-attention", "#dashboard-holds", "#dashboard-schedule", "#dashboard-chart"),
+        ),
+        (
+            "compliance",
+            "holds",
+            "/admin/governance/hold/",
+            ("covers", "reason", "review by", "hold until", "status"),
+            (),
+        ),
+        (
+            "compliance",
+            "disposal-batches",
+            "/admin/governance/disposalbatch/",
+            ("table label", "rows", "status", "approvals", "planned by", "planned at", "deleted"),
+            (),
+        ),
+        (
+            "compliance",
+            "table-configs",
+            "/admin/governance/tableconfig/",
+            ("table", "years in archive", "active", "last run outcome", "rows archived"),
+            (),
+        ),
+        ("compliance", "audit", "/admin/governance/auditevent/", ("actor", "action", "table label", "run id"), ()),
+        (
+            "compliance",
+            "run",
+            f"/admin/governance/archivalrun/{run.pk}/change/",
+            (),
+            ("#run-summary", "#run-attention"),
+        ),
+        ("compliance", "config", f"/admin/governance/tableconfig/{config.pk}/change/", (), ("fieldset",)),
+        ("compliance", "hold-add", "/admin/governance/hold/add/", (), ("#id_scope",)),
+        ("administrator", "dashboard", "/admin/", (), ("#estate-line", "#dashboard-chart")),
+        (
+            "administrator",
+            "table-configs",
+            "/admin/governance/tableconfig/",
+            ("table", "years in archive", "active", "last run outcome", "rows archived"),
+            (),
+        ),
+        (
+            "administrator",
+            "runs",
+            "/admin/governance/archivalrun/",
+            ("cutoff", "status", "failed", "rows archived"),
+            (),
+        ),
+        ("administrator", "config-export", "/admin/governance/tableconfig/export/", (), ("input.select-toggle",)),
+        ("auditor", "dashboard", "/admin/", (), ("#estate-line", "#dashboard-holds")),
+        ("auditor", "audit", "/admin/governance/auditevent/", ("actor", "action", "table label", "run id"), ()),
+    ]
+
+
+@pytest.mark.parametrize(("width", "height"), VIEWPORTS)
+def test_every_admin_page_fits_and_shows_its_key_columns_per_role(
+    live_server, browser, personas, estate, screenshots, width, height
+):
+    pages = {}
+    for persona, name, url, columns, selectors in admin_pages(estate):
+        page = pages.get(persona) or sign_in(browser, live_server.url, persona, width, height)
+        pages[persona] = page
+        response = page.goto(f"{live_server.url}{url}")
+        assert response.status == 200, (persona, url)
+        check_page(page, screenshots, f"{persona}-{name}", width, height, columns, selectors)
+    for page in pages.values():
+        page.context.close()
+
+
+@pytest.mark.parametrize(("width", "height"), VIEWPORTS)
+def test_every_search_page_fits_and_shows_its_key_columns(
+    live_server, browser, personas, estate, screenshots, width, height
+):
+    page = sign_in(browser, live_server.url, "reader", width, height)
+    base = f"{live_server.url}/search/"
+    page.goto(base)
+    check_page(page, screenshots, "reader-search-index", width, height, ("table", "source database", "archive"))
+    table = f"{base}SourceDB1/{estate['position'].schema_name}/Position/"
+    page.goto(f"{table}?contractId=7")
+    check_page(
+        page,
+        screenshots,
+        "reader-search-results",
+        width,
+        height,
+        ("basket id", "position id", "business date", "contract id"),
+        ("#search-form", "#results"),
+    )
+    page.locator("#results a", has_text="detail").first.click()
+    page.wait_for_selector("#archive-metadata")
+    check_page(page, screenshots, "reader-search-row", width, height, (), ("#row-values", "#archive-metadata"))
+    response = page.goto(f"{table}?_after=damaged")
+    assert response.status == 400
+    check_page(page, screenshots, "reader-search-bad-link", width, height, (), ("#problem", "#problem-restart"))
+    page.context.close()
+
+
+def test_the_export_select_all_toggle_works_under_the_content_security_policy(live_server, browser, personas, estate):
+    page = sign_in(browser, live_server.url, "administrator", 1366, 768)
+    response = page.goto(f"{live_server.url}/admin/governance/tableconfig/export/")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    fields = page.locator('.selectable-field-export-row input[type="checkbox"]')
+    assert fields.count() > 5
+    assert all(box.is_checked() for box in fields.all())
+    page.uncheck("input.select-toggle")
+    assert not any(box.is_checked() for box in fields.all())
+    page.check("input.select-toggle")
+    assert all(box.is_checked() for box in fields.all())
+    page.context.close()
