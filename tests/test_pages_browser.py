@@ -276,3 +276,38 @@ def test_the_export_select_all_toggle_works_under_the_content_security_policy(li
     page.check("input.select-toggle")
     assert all(box.is_checked() for box in fields.all())
     page.context.close()
+
+
+@pytest.mark.parametrize(("width", "height"), VIEWPORTS)
+def test_the_config_import_shows_failed_rows_first_and_fits(live_server, browser, personas, screenshots, width, height):
+    from archival.demo import DemoSize, build_demo
+    from tests.test_admin_import import sample_csv
+
+    build_demo(
+        DemoSize(positions=50, contracts=10, trades=20, prices=20, generated_tables=0, generated_rows=0), configs=False
+    )
+    bad = screenshots.parent / "configs-with-a-bad-row.csv"
+    bad.write_bytes(sample_csv().replace(b"settlementDate", b"settledOn"))
+    good = screenshots.parent / "configs.csv"
+    good.write_bytes(sample_csv())
+    page = sign_in(browser, live_server.url, "administrator", width, height)
+    for name, upload in (("config-import-errors", bad), ("config-import-preview", good)):
+        page.goto(f"{live_server.url}/admin/governance/tableconfig/import/")
+        page.set_input_files("#id_import_file", str(upload))
+        page.select_option("#id_format", "0")
+        page.click("input[type=submit]")
+        page.wait_for_load_state()
+        if name == "config-import-errors":
+            check_page(
+                page,
+                screenshots,
+                f"administrator-{name}",
+                width,
+                height,
+                ("column", "value in the file", "error"),
+                ("#import-row-3",),
+            )
+            assert "settledOn" in page.inner_text("#import-row-3 tbody")
+        else:
+            check_page(page, screenshots, f"administrator-{name}", width, height, (), ("input[name=confirm]",))
+    page.context.close()

@@ -195,6 +195,8 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
     # The library's page plus a same-origin script for its "Select all" toggle
     # (its inline handler is blocked by the Content-Security-Policy).
     export_template_name = "admin/governance/tableconfig/export.html"
+    # Failed rows with each error beside its value; the preview fits the window.
+    import_template_name = "admin/governance/tableconfig/import.html"
     # The table's full name in one column (database and schema filter on the
     # right); the join and batch settings are on the config page.
     list_display = (
