@@ -42,7 +42,8 @@ class Role:
 ROLES: dict[str, Role] = {
     COMPLIANCE_OFFICER: Role(
         name=COMPLIANCE_OFFICER,
-        summary="Places and releases holds, approves or rejects disposals, reads configs, runs and the audit trail.",
+        summary="Places and releases holds (also from rows found in the archive search), approves or rejects "
+        "disposals, reads configs, runs and the audit trail.",
         permissions=(
             "governance.view_tableconfig",
             "governance.view_archivalrun",
@@ -56,6 +57,8 @@ ROLES: dict[str, Role] = {
             "governance.view_holdkey",
             "governance.add_holdkey",
             "django_q.view_schedule",
+            # The archive search: find the rows a KEYS hold should cover.
+            "governance.view_archive_search",
         ),
         optional=(
             "governance.view_disposalbatch",

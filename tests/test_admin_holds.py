@@ -49,7 +49,7 @@ def test_a_hold_without_its_scope_fields_shows_field_errors(personas, source_tab
     response = client.post(reverse("admin:governance_hold_add"), {"scope": HoldScope.TABLE, "reason": "Matter 9"})
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
-    assert "source_db" in errors and "table_name" in errors
+    assert "table" in errors
     assert not Hold.objects.exists()
 
 

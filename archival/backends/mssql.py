@@ -619,7 +619,8 @@ def spec_for_config(config) -> TableSpec:
         contract_key_column=config.contract_key_column,
         contract_reference_column=config.contract_reference_column,
         contract_maturity_column=config.contract_maturity_column,
-        hold_contract_column=config.hold_contract_column,
+        # The column contract holds match, direct or through the contract join.
+        hold_contract_column=config.contract_column_for_holds(),
         children=children,
     )
 

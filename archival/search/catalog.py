@@ -173,7 +173,7 @@ def resolve_table(source_db: str, schema_name: str, table_name: str) -> SearchTa
     if missing:
         raise NotSearchable(f"archive table of {config} lacks {', '.join(missing)}")
     contract = None
-    for candidate in (config.hold_contract_column, _reference_column(config)):
+    for candidate in (config.contract_column_for_holds(), _reference_column(config)):
         if candidate and candidate in live:
             contract = candidate
             break

@@ -27,6 +27,7 @@ from archival.search.query import BadRequest, value_text
 
 VIEW_PERM = "governance.view_archive_search"
 EXPORT_PERM = "governance.export_archive_search"
+HOLD_PERM = "governance.add_hold"
 LOGIN_URL = reverse_lazy("search:login")
 
 
@@ -123,6 +124,8 @@ def table_search(request, source_db: str, schema: str, table: str):
                         for name, v in zip(page.columns, row, strict=True)
                     ],
                     "detail_query": urlencode(key),
+                    # A line of the hold form's keys: components in key order.
+                    "hold_key": ",".join(key[name] or "" for name in search_table.key),
                 }
             )
     context = {
@@ -137,6 +140,8 @@ def table_search(request, source_db: str, schema: str, table: str):
         "first_url": "?" + _query_string(params) if page and page.has_previous else None,
         "export_url": reverse("search:export", args=[source_db, schema, table]) + "?" + _query_string(params),
         "can_export": request.user.has_perm(EXPORT_PERM),
+        # A compliance officer places a keys hold on the rows selected here.
+        "hold_add_url": reverse("admin:governance_hold_add") if request.user.has_perm(HOLD_PERM) else None,
         # The sort survives a new search; the page cursor does not.
         "hidden_controls": [(k, params[k]) for k in (SORT_PARAM, DIR_PARAM) if params.get(k)],
     }
