@@ -221,3 +221,16 @@ def test_a_reader_sees_no_hold_selection_in_the_search(personas, searchable_posi
     assert 'id="results"' in html
     assert "hold-from-rows" not in html and 'name="keys"' not in html
     assert TableConfig.objects.count() == 1
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_a_key_with_the_wrong_number_of_components_is_a_field_error_not_a_crash(personas, source_table):
+    config = make_config()
+    response = client_for(personas["compliance"]).post(
+        reverse("admin:governance_hold_add"),
+        {"scope": "KEYS", "table": config.pk, "keys": "1\n2,2015-01-02", "reason": "Matter 3"},
+    )
+    assert response.status_code == 200
+    error = response.context["adminform"].form.errors["keys"][0]
+    assert "1 component(s) (tradeId)" in error and "2,2015-01-02" in error
+    assert not Hold.objects.exists()

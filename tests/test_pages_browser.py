@@ -314,3 +314,39 @@ def test_the_config_import_shows_failed_rows_first_and_fits(live_server, browser
         else:
             check_page(page, screenshots, f"administrator-{name}", width, height, (), ("input[name=confirm]",))
     page.context.close()
+
+
+def test_a_compliance_officer_holds_rows_found_in_the_search(live_server, browser, personas, estate, screenshots):
+    from governance.models import Hold, HoldKey
+
+    page = sign_in(browser, live_server.url, "compliance", 1366, 768)
+    page.goto(f"{live_server.url}/admin/governance/hold/add/")
+    # Only the chosen scope's fields show.
+    page.select_option("#id_scope", "CONTRACT")
+    assert page.locator("#id_source_db").is_visible() and not page.locator("#id_table").is_visible()
+    page.select_option("#id_scope", "KEYS")
+    assert page.locator("#id_table").is_visible() and page.locator("#id_keys").is_visible()
+    assert not page.locator("#id_contract_value").is_visible()
+
+    position = estate["position"]
+    page.goto(f"{live_server.url}/search/SourceDB1/{position.schema_name}/Position/?contractId=7")
+    boxes = page.locator("#results input[name=keys]")
+    chosen = [boxes.nth(0).get_attribute("value"), boxes.nth(1).get_attribute("value")]
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.click("#hold-selected")
+    page.wait_for_selector("#id_keys")
+    assert page.input_value("#id_keys").splitlines() == chosen
+    assert page.input_value("#id_scope") == "KEYS"
+    page.fill("#id_reason", "Matter 7: two positions under review")
+    page.click("#hold-preview-button")
+    page.wait_for_selector("#hold-preview")
+    assert "cover 2 archived rows" in page.inner_text("#hold-preview").lower()
+    check_page(page, screenshots, "compliance-hold-preview", 1366, 768, (), ("#hold-preview",))
+    assert not Hold.objects.filter(scope="KEYS").exists()
+    page.click("input[name=_save]")
+    page.wait_for_url("**/admin/governance/hold/")
+    hold = Hold.objects.get(scope="KEYS")
+    assert hold.scope == "KEYS" and hold.table_name == "Position" and hold.placed_by == "compliance"
+    assert HoldKey.objects.filter(hold=hold).count() == 2
+    page.context.close()

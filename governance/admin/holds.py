@@ -91,6 +91,15 @@ class PlaceHoldForm(forms.ModelForm):
             if not keys:
                 self.add_error("keys", "A KEYS hold needs at least one key.")
             data["key_list"] = [[part.strip() for part in line.split(",")] for line in keys]
+            table = data.get("table")
+            width = len(table.pk_columns) if table else 0
+            wrong = [line for line, parts in zip(keys, data["key_list"], strict=True) if width and len(parts) != width]
+            if wrong:
+                self.add_error(
+                    "keys",
+                    f"Each key of {table} has {width} component(s) ({', '.join(table.pk_columns)}); "
+                    f"not: {', '.join(wrong[:3])}.",
+                )
         today = timezone.localdate()
         if data.get("hold_until") and data["hold_until"] < today:
             self.add_error("hold_until", "A hold cannot end in the past.")
