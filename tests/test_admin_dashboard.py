@@ -105,7 +105,7 @@ class TestDashboardWithAFailedTable:
         assert reverse("admin:governance_archivalrun_change", args=[first.run_id]) in response.content.decode()
 
     def test_the_run_page_puts_the_failed_table_first_and_collapses_the_rest(self, personas, failed_then_blocked):
-        _configs, _first, second = failed_then_blocked
+        configs, _first, second = failed_then_blocked
         page = (
             client_for(personas["compliance"])
             .get(reverse("admin:governance_archivalrun_change", args=[second.run_id]))
@@ -116,7 +116,7 @@ class TestDashboardWithAFailedTable:
             "2 tables: 1 completed, 1 blocked by an unfinished run" in summary
         )
         attention = page[page.index('id="run-attention"') : page.index('id="run-other-tables"')]
-        assert "SourceDB1.main.dash_fill" in attention and "dash_trade" not in attention
+        assert str(configs["dash_fill"]) in attention and "dash_trade" not in attention
         rest = page[page.index('id="run-other-tables"') :]
         assert "dash_trade" in rest.split("</details>")[0]
         assert '"phases"' not in page  # no raw summary JSON
