@@ -18,7 +18,7 @@ PG_ENV = ARCHIVAL_DATA_DIR=$(CURDIR)/data/test-pg \
 	SOURCEDB3_DATABASE_URL=$(PG_URL)/$(PG_SRC3) \
 	ARCHIVE_READONLY_DATABASE_URL=postgres://archive_reader@127.0.0.1:5432/$(PG_DATA)
 
-.PHONY: demo demo-disposal test test-pg test-mariadb test-full lint format clean
+.PHONY: demo demo-disposal serve test test-pg test-mariadb test-full lint format clean
 
 $(VENV_BASE): requirements.txt
 	test -x $(PYTHON) || $(PYTHON_SYS) -m venv $(VENV)
@@ -43,6 +43,23 @@ demo: $(VENV_BASE)
 # A disposal cycle on the demo archive: a hold protects rows, a certificate is printed.
 demo-disposal: demo
 	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py demo_disposal
+
+# The admin and the search pages of the demo (or any data dir) on one URL, static
+# files served by the app (whitenoise), DEBUG off. Stop with Ctrl-C.
+SERVE_ADDR ?= 127.0.0.1:8000
+serve: $(VENV_BASE)
+	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py migrate -v0
+	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py migrate --database archive -v0
+	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py collectstatic --noinput -v0
+	@echo ""
+	@echo "Serving http://$(SERVE_ADDR)/  (admin: http://$(SERVE_ADDR)/admin/, search: http://$(SERVE_ADDR)/search/)"
+	@echo "First user of each role (in another shell; asks for a password, or add --generate-password):"
+	@echo "  ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py create_role_user alice --role compliance"
+	@echo "  ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py create_role_user bob --role administrator"
+	@echo "  ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py create_role_user carol --role auditor"
+	@echo "  ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py create_role_user dave --role reader"
+	@echo ""
+	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py runserver --noreload $(SERVE_ADDR)
 
 # The whole suite on SQLite (CI sizes for the slow suites).
 test: $(VENV_DEV)

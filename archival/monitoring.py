@@ -37,6 +37,9 @@ class CheckResult:
     messages: list[str] = field(default_factory=list)
     last_run_finished_at: datetime | None = None
     components: dict[str, str] = field(default_factory=lambda: {"web": UP})
+    # Config ids per finding ("failed", "stalled", "unfinished", "blocked",
+    # "overdue"): the dashboard counts and lists them without re-deriving health.
+    tables: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
 
     @property
     def label(self) -> str:
@@ -140,10 +143,13 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
         has_unfinished.add(state.config_id)
         if state.phase == Phase.FAILED:
             findings["failed"][state.run_id].append(state.table_label)
+            result.tables["failed"].add(state.config_id)
         elif state.run.status != RunStatus.RUNNING:
             findings["left"][state.run_id].append(state.table_label)
+            result.tables["unfinished"].add(state.config_id)
         elif state.lease_owner and state.lease_expires_at and state.lease_expires_at < stall_after:
             findings["stalled"][state.run_id].append(state.table_label)
+            result.tables["stalled"].add(state.config_id)
     for run_id, labels in findings["failed"].items():
         result.add(
             CRITICAL, f"run {run_id}: {len(labels)} table(s) failed ({named(labels)}); resume or abandon run {run_id}"
@@ -167,6 +173,8 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
         .values_list("config_id", "table_label")
         .distinct()
     )
+    blocked = list(blocked)
+    result.tables["blocked"].update(config_id for config_id, _ in blocked)
     blocked_labels = sorted({label for _, label in blocked})
     if blocked_labels:
         result.add(
@@ -187,6 +195,7 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
         overdue = [
             pk for pk in active if pk not in has_unfinished and (completed.get(pk) is None or completed[pk] < max_age)
         ]
+        result.tables["overdue"].update(overdue)
         if overdue:
             labels = [str(c) for c in TableConfig.objects.filter(pk__in=overdue)]
             result.add(

@@ -42,7 +42,8 @@ class Role:
 ROLES: dict[str, Role] = {
     COMPLIANCE_OFFICER: Role(
         name=COMPLIANCE_OFFICER,
-        summary="Places and releases holds, approves or rejects disposals, reads configs, runs and the audit trail.",
+        summary="Places and releases holds (also from rows found in the archive search), approves or rejects "
+        "disposals, reads configs, runs and the audit trail.",
         permissions=(
             "governance.view_tableconfig",
             "governance.view_archivalrun",
@@ -56,6 +57,8 @@ ROLES: dict[str, Role] = {
             "governance.view_holdkey",
             "governance.add_holdkey",
             "django_q.view_schedule",
+            # The archive search: find the rows a KEYS hold should cover.
+            "governance.view_archive_search",
         ),
         optional=(
             "governance.view_disposalbatch",
@@ -203,3 +206,44 @@ def sync_roles_after_migrate(sender, using="default", apps=None, **kwargs) -> No
     from django.apps import apps as global_apps
 
     sync_roles(global_apps, using=using)
+
+
+# Short names people type on the command line (``create_role_user --role compliance``).
+ROLE_ALIASES = {
+    "compliance": COMPLIANCE_OFFICER,
+    "administrator": ARCHIVAL_ADMINISTRATOR,
+    "auditor": AUDITOR,
+    "reader": ARCHIVE_READER,
+}
+
+
+def role_named(name: str) -> Role:
+    """The role called ``name`` or one of its ``ROLE_ALIASES``; LookupError otherwise."""
+    role = ROLES.get(ROLE_ALIASES.get(name.strip().lower(), name.strip()))
+    if role is None:
+        known = ", ".join([*ROLE_ALIASES, *ROLES])
+        raise LookupError(f"no role {name!r}; one of: {known}")
+    return role
+
+
+def create_role_user(username: str, role_name: str, password: str, email: str = ""):
+    """A new user in exactly one role's group. Staff (admin access) for every
+    role but the archive reader, who only uses the search pages. Validates the
+    password with the configured validators; never changes an existing user."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    role = role_named(role_name)
+    user_model = get_user_model()
+    if user_model.objects.filter(username=username).exists():
+        raise ValidationError(f"a user named {username!r} already exists")
+    user = user_model(username=username, email=email, is_staff=role.name != ARCHIVE_READER)
+    user.full_clean(exclude=["password"])
+    validate_password(password, user)
+    sync_roles()
+    user.set_password(password)
+    user.save()
+    user.groups.add(Group.objects.get(name=role.name))
+    return user

@@ -84,7 +84,7 @@ def test_a_compliance_officer_places_sees_and_releases_a_contract_hold(live_serv
 
     page.goto(f"{live_server.url}/admin/governance/hold/add/")
     page.select_option("#id_scope", "CONTRACT")
-    page.fill("#id_source_db", SOURCE)
+    page.select_option("#id_source_db", SOURCE)
     page.fill("#id_contract_value", "C-2024-0042")
     page.fill("#id_reason", "Litigation hold: matter 2024-0042")
     page.click("input[name=_save]")

@@ -49,7 +49,7 @@ def test_a_hold_without_its_scope_fields_shows_field_errors(personas, source_tab
     response = client.post(reverse("admin:governance_hold_add"), {"scope": HoldScope.TABLE, "reason": "Matter 9"})
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
-    assert "source_db" in errors and "table_name" in errors
+    assert "table" in errors
     assert not Hold.objects.exists()
 
 
@@ -154,5 +154,6 @@ def test_the_dashboard_shows_active_holds_and_failed_tables_first(personas, obje
     client = client_for(personas["compliance"])
     page = client.get(reverse("admin:index")).content.decode()
     assert 'id="dashboard-holds"' in page and str(objects["hold"]) in page
-    assert "FAILED" in page
+    attention = page.split('id="dashboard-attention"')[1].split("</table>")[0]
+    assert str(objects["tableconfig"]) in attention and ">failed<" in attention
     assert "<svg" in page and "<script" not in page.split('id="dashboard"')[1].split("</svg>")[0]

@@ -94,6 +94,27 @@ def test_a_csv_with_one_bad_row_shows_its_error_and_imports_nothing(personas, de
     assert TableConfig.objects.count() == 0
 
 
+def test_a_failed_row_shows_each_error_beside_its_value(personas, demo_sources):
+    client = Client()
+    client.force_login(personas["administrator"])
+    lines = sample_csv().decode().splitlines()
+    lines[3] = lines[3].replace("settlementDate", "settledOn")
+    html = upload(client, ("\n".join(lines) + "\n").encode()).content.decode()
+    row = html[html.index('id="import-row-3"') :]
+    row = row[: row.index("</div>")]
+    errors = row[: row.index("<details>")]
+    # The failing column, the value from the file and the error, in one table row.
+    cells = re.search(
+        r'<tr><th scope="row">([^<]+)</th><td class="value">([^<]*)</td><td class="error">([^<]+)</td>', errors
+    )
+    assert cells is not None, errors
+    column, value, error = cells.groups()
+    assert (column, value) == ("date_column", "settledOn")
+    assert "settledOn" in error
+    # The row's other values are there, folded.
+    assert '<th scope="row">table_name</th><td class="value">Trade</td>' in row.split("<details>")[1]
+
+
 def test_a_compliance_officer_may_not_import(personas, demo_sources):
     client = Client()
     client.force_login(personas["compliance"])

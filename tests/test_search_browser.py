@@ -92,8 +92,15 @@ def test_a_reader_finds_a_position_opens_it_and_exports_the_csv(page, live_serve
     rows.first.locator("a", has_text="detail").click()
     page.wait_for_selector("#archive-metadata")
     metadata = page.inner_text("#archive-metadata")
-    for label in ("archived_at", "archive_run_id", "reference_date", "retention_until"):
+    # Labels a reader understands; the raw column name on hover.
+    for label, name in (
+        ("Archived at", "archived_at"),
+        ("Archive run", "archive_run_id"),
+        ("Reference date", "reference_date"),
+        ("Kept until", "retention_until"),
+    ):
         assert label in metadata
+        assert page.get_attribute(f"#archive-metadata th:has-text('{label}')", "title") == name
     assert day.isoformat() in metadata
     assert "No hold covers this row." in page.inner_text("body")
 

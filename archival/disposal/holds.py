@@ -113,6 +113,7 @@ def place_hold(
     keys: Iterable[Sequence | str] | None = None,
     review_by: dt.date | None = None,
     hold_until: dt.date | None = None,
+    dry_run: bool = False,
 ):
     """Place a hold and return it (audited as ``hold.placed``).
 
@@ -120,6 +121,10 @@ def place_hold(
     an already canonical key text (components joined by a TAB). Raises
     ValidationError when the scope's fields are missing or inconsistent
     (``check_hold``).
+
+    ``dry_run``: validate and save the hold inside the archive transaction,
+    count what it covers (``hold.impact``, as ``hold_impact``), then roll
+    back: nothing is kept and nothing is audited. The form's preview.
     """
     from governance.models import AuditEvent, Hold, HoldKey
 
@@ -158,6 +163,12 @@ def place_hold(
             hk = HoldKey(hold=hold, key_text=text)
             hk.full_clean()
             hk.save(using=ARCHIVE)
+        if dry_run:
+            hold.impact = hold_impact(hold)
+            transaction.set_rollback(True, using=ARCHIVE)
+    if dry_run:
+        hold.pk = None
+        return hold
     # Recorded after the archive commit: the audit trail never shows a hold
     # that did not commit.
     AuditEvent.objects.record(

@@ -88,7 +88,8 @@ class ArchiveTable:
         """Condition on ``h`` (a hold row) and ``a`` (an archive row): the hold covers the row.
 
         Scopes: ALL; TABLE (source db + table, schema when given); CONTRACT (this
-        table's hold_contract_column equals the value, same source db); DATE_RANGE
+        table's contract column, ``TableConfig.contract_column_for_holds``,
+        equals the value, same source db); DATE_RANGE
         on reference_date (an open end when a bound is empty); KEYS (a HoldKey of
         this table whose key_text equals the row's canonical key text).
         """
@@ -168,7 +169,7 @@ def archive_table_for(config) -> ArchiveTable | None:
     if not pk:
         raise SchemaError(f"{config}: no primary key columns configured")
     missing = [c for c in (*pk, *REQUIRED_COLUMNS) if info.column(c) is None]
-    contract = config.hold_contract_column or None
+    contract = config.contract_column_for_holds() or None
     if contract and info.column(contract) is None:
         missing.append(contract)
     if missing:

@@ -8,6 +8,7 @@ refused with ``NotSearchable`` (a 404) before any data query runs.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -20,6 +21,14 @@ READONLY_ALIAS = "archive_readonly"
 
 # Columns the archival engine adds to every archive table.
 META_COLUMNS = ("archived_at", "archive_run_id", "reference_date", "retention_until")
+
+# What the archive's own columns mean to a reader.
+META_LABELS = {
+    "archived_at": "Archived at",
+    "archive_run_id": "Archive run",
+    "reference_date": "Reference date",
+    "retention_until": "Kept until",
+}
 
 NUMBER_FAMILIES = {"int", "bigint", "decimal", "float"}
 DATE_FAMILIES = {"date", "datetime"}
@@ -45,6 +54,18 @@ class SearchColumn:
     is_key: bool = False
     is_contract: bool = False
     is_meta: bool = False
+
+    @property
+    def label(self) -> str:
+        """The column as a reader names it: ``businessDate`` and
+        ``business_date`` read "Business date"; the raw name stays on hover."""
+        if self.name in META_LABELS:
+            return META_LABELS[self.name]
+        words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", self.name).replace("_", " ").split()
+        if not words:
+            return self.name
+        text = " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in words)
+        return text[0].upper() + text[1:]
 
     @property
     def filter_kind(self) -> str:
@@ -144,7 +165,7 @@ def resolve_table(source_db: str, schema_name: str, table_name: str) -> SearchTa
     if missing:
         raise NotSearchable(f"archive table of {config} lacks {', '.join(missing)}")
     contract = None
-    for candidate in (config.hold_contract_column, _reference_column(config)):
+    for candidate in (config.contract_column_for_holds(), _reference_column(config)):
         if candidate and candidate in live:
             contract = candidate
             break

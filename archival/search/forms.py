@@ -53,16 +53,18 @@ def search_form_class(table: SearchTable) -> type[forms.Form]:
     for col in table.columns:
         kind = col.filter_kind
         if kind == FilterKind.EXACT:
-            fields[col.name] = _typed_field(col, col.name)
+            fields[col.name] = _typed_field(col, col.label)
         elif kind == FilterKind.RANGE:
-            fields[f"{col.name}__from"] = _typed_field(col, f"{col.name} from")
-            fields[f"{col.name}__to"] = _typed_field(col, f"{col.name} to")
+            fields[f"{col.name}__from"] = _typed_field(col, f"{col.label} from")
+            fields[f"{col.name}__to"] = _typed_field(col, f"{col.label} to")
         elif kind == FilterKind.CONTAINS:
-            fields[col.name] = forms.CharField(label=f"{col.name} contains", required=False, max_length=400)
+            fields[col.name] = forms.CharField(label=f"{col.label} contains", required=False, max_length=400)
         elif kind == FilterKind.BOOLEAN:
             fields[col.name] = forms.ChoiceField(
-                label=col.name, required=False, choices=[("", "any"), ("1", "yes"), ("0", "no")]
+                label=col.label, required=False, choices=[("", "any"), ("1", "yes"), ("0", "no")]
             )
+        for name in field_names(col):
+            fields[name].column = col
     return type(f"{table.config.table_name}SearchForm", (forms.Form,), fields)
 
 
@@ -71,7 +73,15 @@ def check_parameters(table: SearchTable, params) -> None:
     known = {name for col in table.columns for name in field_names(col)} | CONTROL_PARAMS
     unknown = sorted(set(params) - known)
     if unknown:
-        raise NotSearchable(f"{table.label} has no filter {unknown[0]!r}")
+        name = unknown[0]
+        base, _, suffix = name.rpartition("__")
+        exact = next((c for c in table.columns if c.name == base and c.filter_kind == FilterKind.EXACT), None)
+        if exact is not None and suffix in {"from", "to"}:
+            raise NotSearchable(
+                f"{exact.label} ({exact.name}) is matched exactly, not by a range: search for one value of it, "
+                "or narrow by reference date"
+            )
+        raise NotSearchable(f"{table.label} has no filter {name!r}")
     sort = params.get(SORT_PARAM)
     if sort:
         table.column(sort)  # NotSearchable for an unknown column

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.views import LoginView
-from django.http import Http404, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils import timezone
@@ -22,10 +22,12 @@ from django.views.decorators.http import require_GET
 from archival.search import service
 from archival.search.catalog import NotSearchable, archived_table_names, resolve_table, searchable_configs
 from archival.search.forms import AFTER_PARAM, BEFORE_PARAM, CAPPED_PARAM, DIR_PARAM, SORT_PARAM
+from archival.search.problems import problem
 from archival.search.query import BadRequest, value_text
 
 VIEW_PERM = "governance.view_archive_search"
 EXPORT_PERM = "governance.export_archive_search"
+HOLD_PERM = "governance.add_hold"
 LOGIN_URL = reverse_lazy("search:login")
 
 
@@ -47,6 +49,14 @@ def _table_or_404(source_db: str, schema: str, table: str):
         return resolve_table(source_db, schema, table)
     except NotSearchable as exc:
         raise Http404(str(exc)) from None
+
+
+def _table_or_problem(request, source_db: str, schema: str, table: str):
+    """(table, None), or (None, the 404 page saying why and what to do)."""
+    try:
+        return resolve_table(source_db, schema, table), None
+    except NotSearchable as exc:
+        return None, problem(request, 404, str(exc))
 
 
 def _query_string(params, **changes) -> str:
@@ -76,13 +86,15 @@ def index(request):
 @require_GET
 @reader_required(VIEW_PERM)
 def table_search(request, source_db: str, schema: str, table: str):
-    search_table = _table_or_404(source_db, schema, table)
+    search_table, refused = _table_or_problem(request, source_db, schema, table)
+    if refused:
+        return refused
     try:
         result = service.search(request.user, search_table, request.GET)
     except NotSearchable as exc:
-        raise Http404(str(exc)) from None
+        return problem(request, 404, str(exc), search_table)
     except BadRequest as exc:
-        return HttpResponseBadRequest(str(exc))
+        return problem(request, 400, str(exc), search_table)
     params = request.GET
     current_sort = params.get(SORT_PARAM, "")
     current_dir = params.get(DIR_PARAM, "asc")
@@ -92,6 +104,8 @@ def table_search(request, source_db: str, schema: str, table: str):
         headers.append(
             {
                 "name": col.name,
+                "label": col.label,
+                "meta": col.is_meta,
                 "url": "?" + _query_string(params, **{SORT_PARAM: col.name, DIR_PARAM: flip}),
                 "active": current_sort == col.name,
                 "dir": current_dir if current_sort == col.name else "",
@@ -103,7 +117,17 @@ def table_search(request, source_db: str, schema: str, table: str):
         index_of = {name: i for i, name in enumerate(page.columns)}
         for row in page.rows:
             key = {name: value_text(row[index_of[name]]) for name in search_table.key}
-            rows.append({"cells": [_display(v) for v in row], "detail_query": urlencode(key)})
+            rows.append(
+                {
+                    "cells": [
+                        {"text": _display(v), "name": name, "meta": search_table.column(name).is_meta}
+                        for name, v in zip(page.columns, row, strict=True)
+                    ],
+                    "detail_query": urlencode(key),
+                    # A line of the hold form's keys: components in key order.
+                    "hold_key": ",".join(key[name] or "" for name in search_table.key),
+                }
+            )
     context = {
         "table": search_table,
         "result": result,
@@ -116,6 +140,8 @@ def table_search(request, source_db: str, schema: str, table: str):
         "first_url": "?" + _query_string(params) if page and page.has_previous else None,
         "export_url": reverse("search:export", args=[source_db, schema, table]) + "?" + _query_string(params),
         "can_export": request.user.has_perm(EXPORT_PERM),
+        # A compliance officer places a keys hold on the rows selected here.
+        "hold_add_url": reverse("admin:governance_hold_add") if request.user.has_perm(HOLD_PERM) else None,
         # The sort survives a new search; the page cursor does not.
         "hidden_controls": [(k, params[k]) for k in (SORT_PARAM, DIR_PARAM) if params.get(k)],
     }
@@ -126,15 +152,17 @@ def table_search(request, source_db: str, schema: str, table: str):
 @require_GET
 @reader_required(VIEW_PERM)
 def row_detail(request, source_db: str, schema: str, table: str):
-    search_table = _table_or_404(source_db, schema, table)
+    search_table, refused = _table_or_problem(request, source_db, schema, table)
+    if refused:
+        return refused
     try:
         result = service.row_detail(request.user, search_table, request.GET)
     except NotSearchable as exc:
-        raise Http404(str(exc)) from None
+        return problem(request, 404, str(exc), search_table)
     except BadRequest as exc:
-        return HttpResponseBadRequest(str(exc))
-    data = [(c.name, _display(result.row[c.name]), c.is_key, c.is_contract) for c in search_table.data_columns]
-    meta = [(c.name, _display(result.row[c.name])) for c in search_table.meta_columns]
+        return problem(request, 400, str(exc), search_table)
+    data = [(c, _display(result.row[c.name]), c.is_key, c.is_contract) for c in search_table.data_columns]
+    meta = [(c, _display(result.row[c.name])) for c in search_table.meta_columns]
     return render(request, "search/detail.html", {"table": search_table, "result": result, "data": data, "meta": meta})
 
 

@@ -71,7 +71,8 @@ def iter_audit_csv(queryset, page_size: int = EXPORT_PAGE) -> Iterator[str]:
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ("occurred_at", "actor", "action", "outcome", "table_label", "run_id", "object_repr", "host")
+    # The host and the full object text are on the event page.
+    list_display = ("occurred_at", "actor", "action", "outcome", "table_label", "run_id", "object_short")
     list_filter = ("occurred_at", "outcome", "action", "table_label", "actor")
     search_fields = ("actor", "action", "table_label", "object_repr", "=run_id")
     date_hierarchy = "occurred_at"
@@ -79,6 +80,10 @@ class AuditEventAdmin(admin.ModelAdmin):
     show_full_result_count = False
     actions = None
     change_list_template = "admin/governance/auditevent/change_list.html"
+
+    @admin.display(description="object", ordering="object_repr")
+    def object_short(self, obj):
+        return obj.object_repr if len(obj.object_repr) <= 40 else obj.object_repr[:37] + "..."
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields]

@@ -233,10 +233,15 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
     tmp_storage_class = UploadStorage
     # Exports escape formulas (governance.spreadsheet); imports read the same formats.
     formats = [SafeCSV, SafeXLSX]
+    # The library's page plus a same-origin script for its "Select all" toggle
+    # (its inline handler is blocked by the Content-Security-Policy).
+    export_template_name = "admin/governance/tableconfig/export.html"
+    # Failed rows with each error beside its value; the preview fits the window.
+    import_template_name = "admin/governance/tableconfig/import.html"
+    # The table's full name in one column (database and schema filter on the
+    # right); the join and batch settings are on the config page.
     list_display = (
-        "table_name",
-        "source_db",
-        "schema_name",
+        "table",
         "table_type",
         "archival_logic",
         "months",
@@ -245,7 +250,8 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
         "last_outcome",
         "rows_archived",
     )
-    list_display_links = ("table_name",)
+    list_display_links = ("table",)
+    ordering = ("source_db", "schema_name", "table_name")
     list_filter = ("source_db", "table_type", "archival_logic", "is_active", LastOutcomeFilter)
     search_fields = ("table_name", "schema_name", "source_db")
     readonly_fields = ("created_at", "updated_at")
@@ -282,6 +288,46 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
         ),
         ("Record", {"fields": ("created_at", "updated_at")}),
     )
+
+    # A reader (no change permission) sees the values that apply, with where
+    # they come from, instead of empty fields and the editor's reason box.
+    READ_ONLY_SWAPS = {
+        "months_retention_source": "months_applied",
+        "years_retention_archive": "years_applied",
+        "batch_size": "batch_size_applied",
+        "retention_reason": None,
+    }
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+        swapped = []
+        for name, options in fieldsets:
+            fields = [self.READ_ONLY_SWAPS.get(f, f) for f in options["fields"]]
+            swapped.append((name, {**options, "fields": [f for f in fields if f]}))
+        return swapped
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*super().get_readonly_fields(request, obj), "months_applied", "years_applied", "batch_size_applied")
+
+    @admin.display(description="Months kept in source")
+    def months_applied(self, obj):
+        return self._applied(obj.months_retention_source, obj.effective_months, obj)
+
+    @admin.display(description="Years kept in archive")
+    def years_applied(self, obj):
+        return self._applied(obj.years_retention_archive, obj.effective_years, obj)
+
+    @admin.display(description="Batch size")
+    def batch_size_applied(self, obj):
+        origin = "set for this table" if obj.batch_size else f"the default for {obj.source_db}"
+        return f"{obj.effective_batch_size:,} ({origin})"
+
+    @staticmethod
+    def _applied(own, effective, obj) -> str:
+        origin = "set for this table" if own is not None else f"the {obj.get_table_type_display()} default"
+        return f"{effective} ({origin})"
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
@@ -337,6 +383,10 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
                 archived_total=Coalesce(Subquery(totals, output_field=IntegerField()), 0),
             )
         )
+
+    @admin.display(description="table", ordering="table_name")
+    def table(self, obj):
+        return str(obj)
 
     @admin.display(description="months in source")
     def months(self, obj):

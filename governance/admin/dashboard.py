@@ -1,9 +1,12 @@
 """The admin index as a dashboard.
 
-Panels: last run outcome per table (failed first), active holds, holds due
-for review, the next scheduled run, and rows archived and disposed per week
-over the last year as an inline SVG (no script, no CDN: the CSP allows
-neither). Each panel is shown only to users who may view its model.
+It leads with the state of the whole estate in one line (built on
+``archival.monitoring.health_check``: tables OK, failed, blocked, waiting;
+rows archived and disposed this week; holds active and due for review), then
+only the tables that need attention, the holds, the next weekly run and
+disposal, and rows archived and disposed per week over the last year as an
+inline SVG (no script, no CDN: the CSP allows neither) with the numbers as a
+table. Each panel is shown only to users who may view its model.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ from datetime import date, timedelta
 
 from django.apps import apps
 from django.contrib import admin
-from django.db.models import Case, IntegerField, OuterRef, Subquery, Sum, Value, When
+from django.db.models import OuterRef, Subquery, Sum
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
+from django.utils.formats import number_format
 
 from archival.monitoring import health_check
 from governance.checks import deployment_warnings
-from governance.models import BatchLedger, Hold, Phase, RecoveryState, TableConfig
+from governance.models import BatchLedger, Hold, RecoveryState, SchedulerSettings, TableConfig
 
 WEEKS = 52
-PANEL_LIMIT = 50
+PANEL_LIMIT = 10
 
 
 @dataclass
@@ -36,25 +40,72 @@ class Bar:
     series: str
 
 
-def last_outcomes(limit: int = PANEL_LIMIT) -> list[TableConfig]:
-    """Active configs with their latest state, failed first, then never run."""
+# Health findings (archival.monitoring) that put a table on the attention
+# list, most urgent first; a table is listed once, under its first finding.
+ATTENTION = (
+    ("failed", "failed"),
+    ("stalled", "stalled: its lease expired and no worker took it over"),
+    ("blocked", "blocked by an unfinished run"),
+    ("unfinished", "left unfinished by a run that ended"),
+    ("overdue", "no completed run within the weekly window"),
+)
+ATTENTION_LIMIT = 10
+
+
+@dataclass
+class Estate:
+    """The whole estate in one line, and the tables behind its non-OK counts."""
+
+    tables: int
+    failed: int
+    blocked: int
+    waiting: int
+    attention: list[TableConfig]
+    attention_total: int
+    archived_this_week: int
+    disposed_this_week: int | None
+
+    @property
+    def ok(self) -> int:
+        return self.tables - self.attention_total
+
+
+def estate(health, today: date | None = None) -> Estate:
+    """Counts per health finding over the active configs, rows moved this week,
+    and the first ``ATTENTION_LIMIT`` tables that need someone, with their
+    latest run and error."""
+    today = today or timezone.localdate()
+    active_ids = set(TableConfig.objects.active().values_list("pk", flat=True))
+    reason_of: dict[int, str] = {}
+    for key, text in ATTENTION:
+        for config_id in health.tables.get(key, ()):
+            if config_id in active_ids:
+                reason_of.setdefault(config_id, text)
+    texts = dict(ATTENTION)
+    first_finding = [text for text in reason_of.values()]
+    order = {text: i for i, (_, text) in enumerate(ATTENTION)}
     latest = RecoveryState.objects.filter(config=OuterRef("pk")).order_by("-run_id", "-id")
-    return list(
-        TableConfig.objects.active()
-        .annotate(
-            last_phase=Subquery(latest.values("phase")[:1]),
+    shown = sorted(
+        TableConfig.objects.filter(pk__in=reason_of).annotate(
             last_run=Subquery(latest.values("run_id")[:1]),
             last_error=Subquery(latest.values("last_error")[:1]),
-            last_archived=Subquery(latest.values("archived_count")[:1]),
-            rank=Case(
-                When(last_phase=Phase.FAILED, then=Value(0)),
-                When(last_phase__isnull=True, then=Value(2)),
-                When(last_phase=Phase.COMPLETED, then=Value(3)),
-                default=Value(1),
-                output_field=IntegerField(),
-            ),
-        )
-        .order_by("rank", "source_db", "table_name")[:limit]
+        ),
+        key=lambda c: (order[reason_of[c.pk]], c.source_db, c.schema_name, c.table_name),
+    )[:ATTENTION_LIMIT]
+    for config in shown:
+        config.attention = reason_of[config.pk]
+    week_start = today - timedelta(days=today.weekday())
+    since = timezone.make_aware(timezone.datetime.combine(week_start, timezone.datetime.min.time()))
+    disposed = disposed_per_week(since)
+    return Estate(
+        tables=len(active_ids),
+        failed=sum(first_finding.count(texts[k]) for k in ("failed", "stalled")),
+        blocked=first_finding.count(texts["blocked"]),
+        waiting=sum(first_finding.count(texts[k]) for k in ("unfinished", "overdue")),
+        attention=shown,
+        attention_total=len(reason_of),
+        archived_this_week=BatchLedger.objects.filter(committed_at__gte=since).aggregate(n=Sum("row_count"))["n"] or 0,
+        disposed_this_week=None if disposed is None else sum(disposed.values()),
     )
 
 
@@ -90,25 +141,49 @@ def disposed_per_week(since) -> dict[date, int] | None:
     return _weekly(certificate.objects.all(), date_field, count_field, since)
 
 
+def axis_top(peak: int) -> int:
+    """The smallest 1, 2, 2.5 or 5 times a power of ten at or above ``peak``:
+    the top tick is a round number the tallest bar fits under."""
+    if peak <= 0:
+        return 1
+    magnitude = 10 ** (len(str(peak)) - 1)
+    for step in (1, 2, 2.5, 5, 10):
+        if peak <= step * magnitude:
+            return int(step * magnitude)
+    return 10 * magnitude
+
+
+def number(value: int) -> str:
+    """``value`` with the active locale's digit grouping (181,663 in en-us)."""
+    return number_format(value, force_grouping=True)
+
+
 def weekly_chart(today: date | None = None) -> dict:
-    """Bars for the last ``WEEKS`` weeks (Monday-based), archived and disposed."""
+    """Bars for the last ``WEEKS`` weeks (Monday-based), archived and disposed,
+    on a round y axis whose labels fit their margin, with the weeks as a table
+    for screen readers and anyone who wants the numbers."""
     today = today or timezone.localdate()
     first_week = today - timedelta(days=today.weekday()) - timedelta(weeks=WEEKS - 1)
     since = timezone.make_aware(timezone.datetime.combine(first_week, timezone.datetime.min.time()))
     archived = _weekly(BatchLedger.objects.all(), "committed_at", "row_count", since)
     disposed = disposed_per_week(since)
     weeks = [first_week + timedelta(weeks=i) for i in range(WEEKS)]
-    peak = max([1, *archived.values(), *((disposed or {}).values())])
-    height, slot, bar = 160.0, 14.0, 6.0
+    top = axis_top(max([0, *archived.values(), *((disposed or {}).values())]))
+    ticks = [{"value": top * i // 4, "label": number(top * i // 4)} for i in range(5)]
+    # Room for the longest label at about 6 px a character of 10 px text.
+    left = 12 + 6 * max(len(t["label"]) for t in ticks)
+    height, top_pad, slot, bar = 160.0, 12.0, 14.0, 6.0
+    for t in ticks:
+        t["y"] = round(top_pad + height - height * t["value"] / top, 1)
     bars = []
     for i, week in enumerate(weeks):
         for offset, series, values in ((0.0, "archived", archived), (bar, "disposed", disposed or {})):
             value = values.get(week, 0)
-            h = round(height * value / peak, 1)
+            h = round(height * value / top, 1)
             bars.append(
                 Bar(
-                    x=40 + i * slot + offset,
-                    y=10 + height - h,
+                    x=left + i * slot + offset,
+                    y=top_pad + height - h,
                     height=h,
                     width=bar,
                     value=value,
@@ -116,44 +191,64 @@ def weekly_chart(today: date | None = None) -> dict:
                     series=series,
                 )
             )
-    ticks = [{"y": 10 + height - height * f, "label": f"{int(peak * f):,}"} for f in (0, 0.5, 1)]
-    months = [{"x": 40 + i * slot, "label": w.strftime("%b")} for i, w in enumerate(weeks) if w.day <= 7]
+    months = [{"x": left + i * slot, "label": w.strftime("%b")} for i, w in enumerate(weeks) if w.day <= 7]
+    table = [
+        {"week": w, "archived": number(archived.get(w, 0)), "disposed": number((disposed or {}).get(w, 0))}
+        for w in weeks
+        if archived.get(w) or (disposed or {}).get(w)
+    ]
     return {
         "bars": bars,
         "ticks": ticks,
         "months": months,
-        "width": 40 + WEEKS * slot + 10,
-        "height": height + 40,
-        "baseline": 10 + height,
-        "total_archived": sum(archived.values()),
-        "total_disposed": sum((disposed or {}).values()),
+        "left": left,
+        "width": left + WEEKS * slot + 10,
+        "height": top_pad + height + 28,
+        "baseline": top_pad + height,
+        "total_archived": number(sum(archived.values())),
+        "total_disposed": number(sum((disposed or {}).values())),
         "has_disposal": disposed is not None,
+        "table": table,
     }
 
 
-def next_scheduled_run():
-    """The next django-q2 schedule due, preferring the archival ones."""
+def upcoming_runs() -> list:
+    """The weekly run and the weekly disposal, each with its next firing.
+
+    The sweeper and the reminder fire every few minutes or daily; what a
+    reader wants to know is when rows next move and when they are next
+    destroyed."""
     from django_q.models import Schedule
 
-    upcoming = Schedule.objects.filter(next_run__isnull=False).order_by("next_run")
-    return upcoming.filter(func__startswith="archival.").first() or upcoming.first()
+    from archival.schedules import DISPOSAL_SCHEDULE, RUN_SCHEDULE
+
+    labels = {RUN_SCHEDULE: "Weekly archival run", DISPOSAL_SCHEDULE: "Weekly disposal"}
+    found = {s.name: s for s in Schedule.objects.filter(name__in=labels)}
+    return [{"label": label, "schedule": found.get(name)} for name, label in labels.items()]
+
+
+def scheduler_paused() -> bool:
+    return SchedulerSettings.objects.current().paused
 
 
 def dashboard_context(request) -> dict:
     user = request.user
     context: dict = {"dashboard": True}
     if user.has_perm("governance.view_tableconfig") and user.has_perm("governance.view_recoverystate"):
-        context["outcomes"] = last_outcomes()
         context["health"] = health_check()
+        context["estate"] = summary = estate(context["health"])
+        context["estate_archived"] = number(summary.archived_this_week)
+        context["estate_disposed"] = number(summary.disposed_this_week or 0)
         context["deployment_warnings"] = deployment_warnings()
     if user.has_perm("governance.view_hold"):
         today = timezone.localdate()
-        context["active_holds"] = list(Hold.objects.active(today)[:PANEL_LIMIT])
+        context["active_holds"] = list(Hold.objects.active(today).order_by("-placed_at")[:PANEL_LIMIT])
+        context["review_hold_count"] = Hold.objects.due_for_review(today).count()
         context["active_hold_count"] = Hold.objects.active(today).count()
         context["review_holds"] = list(Hold.objects.due_for_review(today).order_by("review_by")[:PANEL_LIMIT])
     if user.has_perm("django_q.view_schedule"):
-        context["next_schedule"] = next_scheduled_run()
-        context["show_schedule"] = True
+        context["upcoming_runs"] = upcoming_runs()
+        context["paused"] = scheduler_paused()
     if user.has_perm("governance.view_batchledger"):
         context["chart"] = weekly_chart()
     return context

@@ -7,10 +7,14 @@ event); this module only collects input and renders results.
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import flatten_fieldsets
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -21,38 +25,54 @@ from governance.admin.lookups import posted_ids
 from governance.models import Hold, HoldScope, TableConfig
 from governance.models.text import FREE_TEXT_MAX_LENGTH
 
+# The form fields each scope needs; the others are hidden (static/governance/hold_form.js)
+# and ignored when the hold is placed.
 SCOPE_FIELDS = {
     HoldScope.ALL: (),
-    HoldScope.TABLE: ("source_db", "schema_name", "table_name"),
+    HoldScope.TABLE: ("table",),
     HoldScope.CONTRACT: ("source_db", "contract_value"),
     HoldScope.DATE_RANGE: ("date_from", "date_to"),
-    HoldScope.KEYS: ("source_db", "schema_name", "table_name"),
+    HoldScope.KEYS: ("table", "keys"),
 }
+CONTRACT_HELP = (
+    "A contract hold covers the archived rows of every configured table of this source database that carries "
+    "the contract: directly (its hold contract column) or through its contract join (a table archived by its "
+    "contract's maturity, and the contract table it joins to). The preview lists them."
+)
 
 
 class PlaceHoldForm(forms.ModelForm):
-    """The add form: a scope and exactly the fields that scope needs."""
+    """The add form: a scope and exactly the fields that scope needs, the
+    table chosen from the configured ones."""
 
+    table = forms.ModelChoiceField(
+        queryset=TableConfig.objects.none(),
+        required=False,
+        help_text="One table, or explicit keys of one table: a configured table.",
+    )
     keys = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 4}),
-        help_text="KEYS scope: one primary key per line; components in key order separated by a comma.",
+        help_text="Explicit keys: one primary key per line; components in key order separated by a comma. "
+        "The archive search fills this from the rows you select there.",
     )
 
     class Meta:
         model = Hold
-        fields = (
-            "scope",
-            "source_db",
-            "schema_name",
-            "table_name",
-            "contract_value",
-            "date_from",
-            "date_to",
-            "reason",
-            "review_by",
-            "hold_until",
+        fields = ("scope", "source_db", "contract_value", "date_from", "date_to", "reason", "review_by", "hold_until")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["table"].queryset = TableConfig.objects.order_by("source_db", "schema_name", "table_name")
+        self.fields["source_db"] = forms.ChoiceField(
+            label="Source database",
+            required=False,
+            choices=[("", "---------"), *((alias, alias) for alias in settings.SOURCE_DATABASES)],
+            help_text=CONTRACT_HELP,
         )
+        # hold_form.js shows only the chosen scope's fields.
+        self.fields["scope"].widget.attrs["data-scope-fields"] = json.dumps(SCOPE_FIELDS)
+        self.fields["contract_value"].help_text = "The contract id, as stored in the archived rows."
 
     def clean(self):
         data = super().clean()
@@ -60,16 +80,6 @@ class PlaceHoldForm(forms.ModelForm):
         for name in SCOPE_FIELDS.get(scope, ()):
             if not data.get(name):
                 self.add_error(name, f"Required for a hold on {HoldScope(scope).label.lower()}.")
-        if data.get("source_db") and data["source_db"] not in settings.SOURCE_DATABASES:
-            self.add_error("source_db", f"Unknown source database; configured: {', '.join(settings.SOURCE_DATABASES)}.")
-        if (
-            scope in (HoldScope.TABLE, HoldScope.KEYS)
-            and not self.errors
-            and not TableConfig.objects.filter(
-                source_db=data["source_db"], schema_name=data["schema_name"], table_name=data["table_name"]
-            ).exists()
-        ):
-            self.add_error("table_name", "No table config names this table.")
         if (
             scope == HoldScope.DATE_RANGE
             and data.get("date_from")
@@ -82,6 +92,15 @@ class PlaceHoldForm(forms.ModelForm):
             if not keys:
                 self.add_error("keys", "A KEYS hold needs at least one key.")
             data["key_list"] = [[part.strip() for part in line.split(",")] for line in keys]
+            table = data.get("table")
+            width = len(table.pk_columns) if table else 0
+            wrong = [line for line, parts in zip(keys, data["key_list"], strict=True) if width and len(parts) != width]
+            if wrong:
+                self.add_error(
+                    "keys",
+                    f"Each key of {table} has {width} component(s) ({', '.join(table.pk_columns)}); "
+                    f"not: {', '.join(wrong[:3])}.",
+                )
         today = timezone.localdate()
         if data.get("hold_until") and data["hold_until"] < today:
             self.add_error("hold_until", "A hold cannot end in the past.")
@@ -104,6 +123,27 @@ class PlaceHoldForm(forms.ModelForm):
             for name, message in checked.errors.items():
                 self.add_error(name if name in self.fields else None, message)
         return data
+
+    def place_hold_arguments(self) -> dict:
+        """``archival.disposal.holds.place_hold`` keyword arguments: the scope's
+        own fields only (what another scope's hidden fields hold is ignored)."""
+        data = self.cleaned_data
+        scope = data["scope"]
+        fields = SCOPE_FIELDS.get(scope, ())
+        table = data.get("table") if "table" in fields else None
+        return {
+            "scope": scope,
+            "reason": data["reason"],
+            "source_db": table.source_db if table else (data.get("source_db") or "" if "source_db" in fields else ""),
+            "schema_name": table.schema_name if table else "",
+            "table_name": table.table_name if table else "",
+            "contract_value": data.get("contract_value") or "" if "contract_value" in fields else "",
+            "date_from": data.get("date_from") if "date_from" in fields else None,
+            "date_to": data.get("date_to") if "date_to" in fields else None,
+            "review_by": data.get("review_by"),
+            "hold_until": data.get("hold_until"),
+            "keys": data.get("key_list") or None if "keys" in fields else None,
+        }
 
 
 class ReleaseForm(forms.Form):
@@ -138,12 +178,12 @@ class HoldStatusFilter(admin.SimpleListFilter):
 
 @admin.register(Hold)
 class HoldAdmin(admin.ModelAdmin):
+    # What a compliance officer scans at 1366 px: what is held, why, until
+    # when and whether it is still in force; who placed it is on the hold page.
     list_display = (
         "id",
-        "scope",
         "target",
         "reason_short",
-        "placed_by",
         "placed_at",
         "review_by",
         "hold_until",
@@ -193,7 +233,33 @@ class HoldAdmin(admin.ModelAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = PlaceHoldForm
+            kwargs["fields"] = flatten_fieldsets(self.get_fieldsets(request, obj))
         return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None:
+            return super().get_fieldsets(request, obj)
+        return [
+            (None, {"fields": ("scope",)}),
+            (
+                "What the hold covers",
+                {"fields": ("table", "source_db", "contract_value", "date_from", "date_to", "keys")},
+            ),
+            ("Why and for how long", {"fields": ("reason", "review_by", "hold_until")}),
+        ]
+
+    def get_changeform_initial_data(self, request):
+        """The archive search links here with ``scope=KEYS``, the table and one
+        ``keys`` parameter per selected row."""
+        initial = super().get_changeform_initial_data(request)
+        keys = request.GET.getlist("keys")
+        if keys:
+            initial["keys"] = "\n".join(keys)
+        return initial
+
+    @property
+    def media(self):
+        return super().media + forms.Media(js=["governance/hold_form.js"])
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
@@ -204,7 +270,7 @@ class HoldAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return (*PlaceHoldForm.Meta.fields, "keys")
+            return flatten_fieldsets(self.get_fieldsets(request, obj))
         return (*self.readonly_fields[:11], "review_by", *self.readonly_fields[11:])
 
     def save_model(self, request, obj, form, change):
@@ -213,21 +279,7 @@ class HoldAdmin(admin.ModelAdmin):
         if change:
             update_review_date(obj.pk, review_by=form.cleaned_data.get("review_by"), actor=request.user)
             return
-        data = form.cleaned_data
-        hold = place_hold(
-            scope=data["scope"],
-            reason=data["reason"],
-            actor=request.user,
-            source_db=data.get("source_db") or "",
-            schema_name=data.get("schema_name") or "",
-            table_name=data.get("table_name") or "",
-            contract_value=data.get("contract_value") or "",
-            date_from=data.get("date_from"),
-            date_to=data.get("date_to"),
-            review_by=data.get("review_by"),
-            hold_until=data.get("hold_until"),
-            keys=data.get("key_list") or None,
-        )
+        hold = place_hold(actor=request.user, **form.place_hold_arguments())
         # The admin's response and LogEntry need the saved object.
         obj.pk = hold.pk
         obj.placed_by = hold.placed_by
@@ -288,6 +340,49 @@ class HoldAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/governance/hold/release.html", context)
 
+    # --- preview: what the hold would cover, before it is placed ----------
+    def add_view(self, request, form_url="", extra_context=None):
+        if request.method == "POST" and "_preview" in request.POST and self.has_add_permission(request):
+            return self.preview_view(request, form_url)
+        return super().add_view(request, form_url, extra_context)
+
+    def preview_view(self, request, form_url=""):
+        """The add form again, filled in, with the tables and archived rows the
+        hold would cover: ``place_hold(dry_run=True)`` places it inside the
+        archive transaction, counts, and rolls back (nothing kept, nothing
+        audited)."""
+        from archival.disposal.holds import place_hold
+
+        form = self.get_form(request, None)(request.POST)
+        preview = None
+        if form.is_valid():
+            try:
+                preview = place_hold(actor=request.user, dry_run=True, **form.place_hold_arguments()).impact
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+        fieldsets = self.get_fieldsets(request, None)
+        admin_form = helpers.AdminForm(
+            form, list(fieldsets), {}, self.get_readonly_fields(request, None), model_admin=self
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add hold",
+            "subtitle": None,
+            "adminform": admin_form,
+            "object_id": None,
+            "original": None,
+            "is_popup": False,
+            "to_field": None,
+            "media": self.media + admin_form.media,
+            "inline_admin_formsets": [],
+            "errors": helpers.AdminErrorList(form, []),
+            "preserved_filters": self.get_preserved_filters(request),
+            "preview": preview,
+            "preview_rows": sum(row.rows for row in preview or []),
+        }
+        return self.render_change_form(request, context, add=True, change=False, obj=None, form_url=form_url)
+
     # --- impact (change page only: one count query per configured table) --
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = extra_context or {}
@@ -299,13 +394,13 @@ class HoldAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     # --- columns ----------------------------------------------------------
-    @admin.display(description="covers")
+    @admin.display(description="covers", ordering="scope")
     def target(self, obj):
         return str(obj).split(": ", 1)[-1]
 
     @admin.display(description="reason")
     def reason_short(self, obj):
-        return obj.reason if len(obj.reason) <= 60 else obj.reason[:57] + "..."
+        return obj.reason if len(obj.reason) <= 40 else obj.reason[:37] + "..."
 
     @admin.display(description="status")
     def status(self, obj):

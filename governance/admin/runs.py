@@ -13,8 +13,9 @@ from django.db.models import Count, Q, Sum
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 
-from governance.models import OPEN_PHASES, ArchivalRun, Phase, RecoveryState, RunStatus
+from governance.models import OPEN_PHASES, ArchivalRun, Phase, RunStatus
 from governance.models.text import FREE_TEXT_MAX_LENGTH
 
 
@@ -27,36 +28,35 @@ class AbandonForm(forms.Form):
     )
 
 
-class RecoveryStateInline(admin.TabularInline):
-    model = RecoveryState
-    fields = (
-        "table_label",
-        "phase",
-        "threshold",
-        "eligible_count",
-        "archived_count",
-        "batches_done",
-        "attempts",
-        "duration",
-        "lease_owner",
-        "last_error",
-    )
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = False
+# Phases a reader of a run page must see first: the table did not finish
+# normally in this run.
+ATTENTION_PHASES = (Phase.FAILED, Phase.BLOCKED, Phase.ABANDONED, *OPEN_PHASES)
 
-    def has_add_permission(self, request, obj=None):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+def run_sentence(run: ArchivalRun, result, verb: str) -> str:
+    """One line for the message bar: what happened to the run, in counts.
 
-    @admin.display(description="duration")
-    def duration(self, obj):
-        if obj.started_at and obj.finished_at:
-            return str(obj.finished_at - obj.started_at).split(".")[0]
-        return ""
+    ``result`` is the engine's RunResult (resume, abandon); failures are
+    named (a few, then a count) so the reader knows where to click."""
+    from archival.monitoring import named
+
+    moved = getattr(result, "moved", 0) or 0
+    tables = list(getattr(result, "tables", []) or [])
+    phases: dict[str, int] = {}
+    for table in tables:
+        phases[table.phase] = phases.get(table.phase, 0) + 1
+    parts = [
+        f"{count} {Phase(phase).label.lower() if phase in Phase.values else phase}"
+        for phase, count in sorted(phases.items())
+    ]
+    text = f"Run {run.pk} {verb}: {len(tables)} table{'s' if len(tables) != 1 else ''}"
+    if parts:
+        text += f" ({', '.join(parts)})"
+    text += f", {moved:,} row{'s' if moved != 1 else ''} archived"
+    failed = [t.label for t in getattr(result, "failed", [])]
+    if failed:
+        text += f"; failed: {named(failed)}"
+    return text + "."
 
 
 @admin.register(ArchivalRun)
@@ -75,7 +75,6 @@ class ArchivalRunAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "trigger", "started_at")
     date_hierarchy = "started_at"
-    inlines = [RecoveryStateInline]
     actions = ["resume_runs"]
     readonly_fields = (
         "cutoff",
@@ -86,8 +85,11 @@ class ArchivalRunAdmin(admin.ModelAdmin):
         "finished_at",
         "deadline",
         "stop_requested",
-        "summary",
+        "occurrence",
     )
+    # The summary JSON is shown in words above the fields (change_form.html).
+    fields = readonly_fields
+    change_form_template = "admin/governance/archivalrun/change_form.html"
 
     def get_queryset(self, request):
         # Aggregates in the changelist query: no query per run.
@@ -147,7 +149,12 @@ class ArchivalRunAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{run}: {exc}", messages.ERROR)
                 continue
             level = messages.SUCCESS if getattr(result, "ok", True) else messages.ERROR
-            self.message_user(request, f"{run}: {result}", level)
+            link = reverse("admin:governance_archivalrun_change", args=[run.pk])
+            self.message_user(
+                request,
+                format_html('{} <a href="{}">Open run {}</a>', run_sentence(run, result, "resumed"), link, run.pk),
+                level,
+            )
 
     def get_urls(self):
         return [
@@ -160,7 +167,29 @@ class ArchivalRunAdmin(admin.ModelAdmin):
         ]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The run page: its summary in words, the tables that need attention
+        first, the rest collapsed (a run has a hundred tables or more)."""
         extra_context = {**(extra_context or {}), "can_abandon": self.has_abandon_permission(request)}
+        run = self.get_object(request, object_id)
+        if run is not None:
+            states = list(run.states.order_by("table_label"))
+            phases: dict[str, int] = {}
+            for state in states:
+                state.took = (
+                    str(state.finished_at - state.started_at).split(".")[0]
+                    if state.started_at and state.finished_at
+                    else ""
+                )
+                phases[state.get_phase_display()] = phases.get(state.get_phase_display(), 0) + 1
+            extra_context.update(
+                {
+                    "phase_counts": sorted(phases.items(), key=lambda item: -item[1]),
+                    "table_count": len(states),
+                    "rows_archived": f"{sum(s.archived_count or 0 for s in states):,}",
+                    "attention_states": [s for s in states if s.phase in ATTENTION_PHASES],
+                    "other_states": [s for s in states if s.phase not in ATTENTION_PHASES],
+                }
+            )
         return super().change_view(request, object_id, form_url, extra_context)
 
     def abandon_view(self, request, run_id: int):
@@ -176,7 +205,7 @@ class ArchivalRunAdmin(admin.ModelAdmin):
             from archival.engine import abandon_run
 
             result = abandon_run(run.pk, actor=request.user, reason=form.cleaned_data["reason"])
-            self.message_user(request, f"{run}: abandoned. {result or ''}".strip(), messages.SUCCESS)
+            self.message_user(request, run_sentence(run, result, "abandoned"), messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:governance_archivalrun_change", args=[run.pk]))
         context = {
             **self.admin_site.each_context(request),

@@ -164,6 +164,36 @@ class TableConfig(models.Model):
     def label(self) -> str:
         return str(self)
 
+    def contract_column_for_holds(self) -> str:
+        """The column a contract hold matches in this table's archived rows.
+
+        A table carries a contract directly (its hold contract column) or
+        through the contract join: a table archived by its contract's maturity
+        holds the contract id in its reference column (the child), and the
+        contract table another config joins to holds it in the key column that
+        join names (the parent). '' when the table carries no contract. The
+        disposal hold check (every engine, SQL Server's procedures included),
+        the hold preview and the search all read it here.
+        """
+        if self.hold_contract_column:
+            return self.hold_contract_column
+        if self.archival_logic == ArchivalLogic.CONTRACT_MATURITY and self.contract_reference_column:
+            return self.contract_reference_column
+        joined_by = (
+            TableConfig.objects.filter(
+                source_db=self.source_db,
+                schema_name=self.schema_name,
+                contract_table=self.table_name,
+                archival_logic=ArchivalLogic.CONTRACT_MATURITY,
+            )
+            .exclude(contract_key_column="")
+            .exclude(pk=self.pk)
+            .order_by("pk")
+            .values_list("contract_key_column", flat=True)
+            .first()
+        )
+        return joined_by or ""
+
     @property
     def pk_columns(self) -> list[str]:
         return [c.strip() for c in self.primary_key_columns.split(",") if c.strip()]

@@ -296,7 +296,8 @@ def procedure_table_for(config) -> ProcedureTable:
         contract_key_column=config.contract_key_column,
         contract_reference_column=config.contract_reference_column,
         contract_maturity_column=config.contract_maturity_column,
-        hold_contract_column=config.hold_contract_column,
+        # The column contract holds match, direct or through the contract join.
+        hold_contract_column=config.contract_column_for_holds(),
         children=children,
         spatial_columns=tuple(c.name for c in info.columns if c.db_type in {"geography", "geometry"}),
         child_rules=tuple(

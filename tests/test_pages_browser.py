@@ -1,0 +1,352 @@
+"""Every page compliance staff use, as each role, at 1366×768 (a common office
+laptop) and 1920×1080: the key columns are on screen, nothing runs off the
+right edge, and a screenshot of each is saved under ``$ARCHIVAL_DATA_DIR/screenshots``
+(CI keeps ``data/`` as its artifacts).
+
+Playwright drives Debian's Chromium; skipped only without /usr/bin/chromium
+outside CI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from governance.models import BatchLedger
+from tests.admin_fixtures import (  # noqa: F401
+    PASSWORD,
+    make_config,
+    objects,
+    personas,
+    source_table,
+)
+from tests.search_fixtures import (  # noqa: F401 - fixtures are found by name
+    build_search_archive,
+    fixture_allow_test_flush_in_module,
+    make_position_config,
+)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
+    pytest.skip("no Chromium on this machine (apt-get install -y chromium); CI runs this test", allow_module_level=True)
+
+if os.environ.get("CI"):
+    from playwright import sync_api as playwright_api
+else:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    pytest.mark.usefixtures("allow_test_flush_in_module"),
+    pytest.mark.browser,
+]
+
+VIEWPORTS = [(1366, 768), (1920, 1080)]
+
+# Elements that end right of the viewport and are not inside a scroll box
+# that itself fits: what a reader would have to scroll the page sideways for.
+OVERFLOWING = """
+() => {
+  const width = document.documentElement.clientWidth;
+  const found = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0 || box.right <= width + 1) continue;
+    if (getComputedStyle(el).visibility === "hidden") continue;
+    let parent = el.parentElement, clipped = false;
+    while (parent && parent !== document.body) {
+      const overflow = getComputedStyle(parent).overflowX;
+      if (overflow !== "visible" && parent.getBoundingClientRect().right <= width + 1) { clipped = true; break; }
+      parent = parent.parentElement;
+    }
+    if (!clipped) found.push(`${el.tagName.toLowerCase()}#${el.id}.${el.className} right=${Math.round(box.right)}`);
+  }
+  return found.slice(0, 10);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-sync"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    folder = Path(settings.DATA_DIR) / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def sign_in(browser, base: str, username: str, width: int, height: int):
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.set_default_timeout(15_000)
+    login = "/search/login/" if username == "reader" else "/admin/login/"
+    page.goto(f"{base}{login}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("#login-form [type=submit]")
+    page.wait_for_load_state()
+    return page
+
+
+def check_page(page, folder: Path, name: str, width: int, height: int, columns=(), selectors=()) -> None:
+    """The page fits the window, its key columns and panels are on screen; a screenshot is kept."""
+    page.screenshot(path=str(folder / f"{name}-{width}x{height}.png"), full_page=True)
+    assert page.evaluate(OVERFLOWING) == [], f"{name} at {width}px overflows"
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, name
+    headers = {}
+    for th in page.locator("thead th").all():
+        text = " ".join((th.text_content() or "").split()).lower()
+        if text:
+            headers[text] = th
+    for column in columns:
+        assert column in headers, f"{name}: no column {column!r} in {sorted(headers)}"
+        box = headers[column].bounding_box()
+        assert headers[column].is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= width, (
+            f"{name} at {width}px: column {column!r} is off screen ({box})"
+        )
+    for selector in selectors:
+        element = page.locator(selector).first
+        assert element.is_visible(), f"{name}: {selector} not shown"
+        box = element.bounding_box()
+        assert box["x"] + box["width"] <= width, f"{name} at {width}px: {selector} runs off screen"
+
+
+@pytest.fixture
+def schedules(transactional_db):
+    """The migration's schedules, again: a live-server test's flush empties them."""
+    from django_q.models import Schedule
+
+    from archival.schedules import ensure_schedules
+
+    ensure_schedules(Schedule)
+
+
+@pytest.fixture
+def estate(schedules, objects):
+    """The admin fixture's objects (a failed table, a hold, a batch waiting for
+    approval, a retention change) plus a week of archived rows for the chart
+    and an archived table for the search."""
+    BatchLedger.objects.create(
+        run_id=objects["archivalrun"].pk,
+        config_id=objects["tableconfig"].pk,
+        table_label=str(objects["tableconfig"]),
+        batch_no=1,
+        key_low=[1],
+        key_high=[10],
+        row_count=181_663,
+        state="DELETED",
+        committed_at=timezone.now() - dt.timedelta(days=1),
+    )
+    # Rebuilt here rather than through the session fixture: tests between this
+    # module and the search modules drop every archive table.
+    build_search_archive()
+    objects["position"] = make_position_config()
+    return objects
+
+
+def admin_pages(objects) -> list[tuple[str, str, str, tuple, tuple]]:
+    config, run = objects["tableconfig"], objects["archivalrun"]
+    return [
+        # (persona, page name, url, key columns, key panels)
+        (
+            "compliance",
+            "dashboard",
+            "/admin/",
+            (),
+            ("#estate-line", "#dashboard-attention", "#dashboard-holds", "#dashboard-schedule", "#dashboard-chart"),
+        ),
+        (
+            "compliance",
+            "holds",
+            "/admin/governance/hold/",
+            ("covers", "reason", "review by", "hold until", "status"),
+            (),
+        ),
+        (
+            "compliance",
+            "disposal-batches",
+            "/admin/governance/disposalbatch/",
+            ("table label", "rows", "status", "approvals", "planned by", "planned at", "deleted"),
+            (),
+        ),
+        (
+            "compliance",
+            "table-configs",
+            "/admin/governance/tableconfig/",
+            ("table", "years in archive", "active", "last run outcome", "rows archived"),
+            (),
+        ),
+        ("compliance", "audit", "/admin/governance/auditevent/", ("actor", "action", "table label", "run id"), ()),
+        (
+            "compliance",
+            "run",
+            f"/admin/governance/archivalrun/{run.pk}/change/",
+            (),
+            ("#run-summary", "#run-attention"),
+        ),
+        ("compliance", "config", f"/admin/governance/tableconfig/{config.pk}/change/", (), ("fieldset",)),
+        ("compliance", "hold-add", "/admin/governance/hold/add/", (), ("#id_scope",)),
+        ("administrator", "dashboard", "/admin/", (), ("#estate-line", "#dashboard-chart")),
+        (
+            "administrator",
+            "table-configs",
+            "/admin/governance/tableconfig/",
+            ("table", "years in archive", "active", "last run outcome", "rows archived"),
+            (),
+        ),
+        (
+            "administrator",
+            "runs",
+            "/admin/governance/archivalrun/",
+            ("cutoff", "status", "failed", "rows archived"),
+            (),
+        ),
+        ("administrator", "config-export", "/admin/governance/tableconfig/export/", (), ("input.select-toggle",)),
+        ("auditor", "dashboard", "/admin/", (), ("#estate-line", "#dashboard-holds")),
+        ("auditor", "audit", "/admin/governance/auditevent/", ("actor", "action", "table label", "run id"), ()),
+    ]
+
+
+@pytest.mark.parametrize(("width", "height"), VIEWPORTS)
+def test_every_admin_page_fits_and_shows_its_key_columns_per_role(
+    live_server, browser, personas, estate, screenshots, width, height
+):
+    pages = {}
+    for persona, name, url, columns, selectors in admin_pages(estate):
+        page = pages.get(persona) or sign_in(browser, live_server.url, persona, width, height)
+        pages[persona] = page
+        response = page.goto(f"{live_server.url}{url}")
+        assert response.status == 200, (persona, url)
+        check_page(page, screenshots, f"{persona}-{name}", width, height, columns, selectors)
+    for page in pages.values():
+        page.context.close()
+
+
+@pytest.mark.parametrize(("width", "height"), VIEWPORTS)
+def test_every_search_page_fits_and_shows_its_key_columns(
+    live_server, browser, personas, estate, screenshots, width, height
+):
+    page = sign_in(browser, live_server.url, "reader", width, height)
+    base = f"{live_server.url}/search/"
+    page.goto(base)
+    check_page(page, screenshots, "reader-search-index", width, height, ("table", "source database", "archive"))
+    table = f"{base}SourceDB1/{estate['position'].schema_name}/Position/"
+    page.goto(f"{table}?contractId=7")
+    check_page(
+        page,
+        screenshots,
+        "reader-search-results",
+        width,
+        height,
+        ("basket id", "position id", "business date", "contract id"),
+        ("#search-form", "#results"),
+    )
+    page.locator("#results a", has_text="detail").first.click()
+    page.wait_for_selector("#archive-metadata")
+    check_page(page, screenshots, "reader-search-row", width, height, (), ("#row-values", "#archive-metadata"))
+    response = page.goto(f"{table}?_after=damaged")
+    assert response.status == 400
+    check_page(page, screenshots, "reader-search-bad-link", width, height, (), ("#problem", "#problem-restart"))
+    page.context.close()
+
+
+def test_the_export_select_all_toggle_works_under_the_content_security_policy(live_server, browser, personas, estate):
+    page = sign_in(browser, live_server.url, "administrator", 1366, 768)
+    response = page.goto(f"{live_server.url}/admin/governance/tableconfig/export/")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    fields = page.locator('.selectable-field-export-row input[type="checkbox"]')
+    assert fields.count() > 5
+    assert all(box.is_checked() for box in fields.all())
+    page.uncheck("input.select-toggle")
+    assert not any(box.is_checked() for box in fields.all())
+    page.check("input.select-toggle")
+    assert all(box.is_checked() for box in fields.all())
+    page.context.close()
+
+
+@pytest.mark.parametrize(("width", "height"), VIEWPORTS)
+def test_the_config_import_shows_failed_rows_first_and_fits(live_server, browser, personas, screenshots, width, height):
+    from archival.demo import DemoSize, build_demo
+    from tests.test_admin_import import sample_csv
+
+    build_demo(
+        DemoSize(positions=50, contracts=10, trades=20, prices=20, generated_tables=0, generated_rows=0), configs=False
+    )
+    bad = screenshots.parent / "configs-with-a-bad-row.csv"
+    bad.write_bytes(sample_csv().replace(b"settlementDate", b"settledOn"))
+    good = screenshots.parent / "configs.csv"
+    good.write_bytes(sample_csv())
+    page = sign_in(browser, live_server.url, "administrator", width, height)
+    for name, upload in (("config-import-errors", bad), ("config-import-preview", good)):
+        page.goto(f"{live_server.url}/admin/governance/tableconfig/import/")
+        page.set_input_files("#id_import_file", str(upload))
+        page.select_option("#id_format", "0")
+        page.click("input[type=submit]")
+        page.wait_for_load_state()
+        if name == "config-import-errors":
+            check_page(
+                page,
+                screenshots,
+                f"administrator-{name}",
+                width,
+                height,
+                ("column", "value in the file", "error"),
+                ("#import-row-3",),
+            )
+            assert "settledOn" in page.inner_text("#import-row-3 tbody")
+        else:
+            check_page(page, screenshots, f"administrator-{name}", width, height, (), ("input[name=confirm]",))
+    page.context.close()
+
+
+def test_a_compliance_officer_holds_rows_found_in_the_search(live_server, browser, personas, estate, screenshots):
+    from governance.models import Hold, HoldKey
+
+    page = sign_in(browser, live_server.url, "compliance", 1366, 768)
+    page.goto(f"{live_server.url}/admin/governance/hold/add/")
+    # Only the chosen scope's fields show.
+    page.select_option("#id_scope", "CONTRACT")
+    assert page.locator("#id_source_db").is_visible() and not page.locator("#id_table").is_visible()
+    page.select_option("#id_scope", "KEYS")
+    assert page.locator("#id_table").is_visible() and page.locator("#id_keys").is_visible()
+    assert not page.locator("#id_contract_value").is_visible()
+
+    position = estate["position"]
+    page.goto(f"{live_server.url}/search/SourceDB1/{position.schema_name}/Position/?contractId=7")
+    boxes = page.locator("#results input[name=keys]")
+    chosen = [boxes.nth(0).get_attribute("value"), boxes.nth(1).get_attribute("value")]
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.click("#hold-selected")
+    page.wait_for_selector("#id_keys")
+    assert page.input_value("#id_keys").splitlines() == chosen
+    assert page.input_value("#id_scope") == "KEYS"
+    page.fill("#id_reason", "Matter 7: two positions under review")
+    page.click("#hold-preview-button")
+    page.wait_for_selector("#hold-preview")
+    assert "cover 2 archived rows" in page.inner_text("#hold-preview").lower()
+    check_page(page, screenshots, "compliance-hold-preview", 1366, 768, (), ("#hold-preview",))
+    assert not Hold.objects.filter(scope="KEYS").exists()
+    page.click("input[name=_save]")
+    page.wait_for_url("**/admin/governance/hold/")
+    hold = Hold.objects.get(scope="KEYS")
+    assert hold.scope == "KEYS" and hold.table_name == "Position" and hold.placed_by == "compliance"
+    assert HoldKey.objects.filter(hold=hold).count() == 2
+    page.context.close()
