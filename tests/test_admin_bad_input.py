@@ -44,9 +44,7 @@ def test_a_keys_hold_whose_key_has_the_wrong_number_of_parts_is_refused_on_the_f
         reverse("admin:governance_hold_add"),
         {
             "scope": HoldScope.KEYS,
-            "source_db": SOURCE,
-            "schema_name": objects["tableconfig"].schema_name,
-            "table_name": TABLE,
+            "table": objects["tableconfig"].pk,
             "reason": "Matter 18",
             "keys": "1\n2, 2015-01-02",  # adm_trade is keyed by tradeId alone
         },
@@ -64,9 +62,7 @@ def test_a_keys_hold_with_keys_of_the_right_size_is_placed(personas, objects):
         reverse("admin:governance_hold_add"),
         {
             "scope": HoldScope.KEYS,
-            "source_db": SOURCE,
-            "schema_name": objects["tableconfig"].schema_name,
-            "table_name": TABLE,
+            "table": objects["tableconfig"].pk,
             "reason": "Matter 18",
             "keys": "1\n2",
         },
