@@ -53,11 +53,17 @@ def test_the_root_leads_staff_to_the_dashboard_and_readers_to_the_search(persona
     assert 'href="/search/"' in page
 
 
-def test_static_files_are_served_with_debug_off(client, settings):
+def test_static_files_are_served_with_debug_off(settings, tmp_path):
+    # As `make serve` does: collectstatic, then the app (whitenoise) serves
+    # STATIC_ROOT. A fresh client builds the middleware with this STATIC_ROOT.
+    settings.STATIC_ROOT = tmp_path / "static"
     assert settings.DEBUG is False
-    response = client.get("/static/admin/css/base.css")
+    assert Client().get("/static/admin/css/base.css").status_code == 404  # nothing collected yet
+    call_command("collectstatic", interactive=False, verbosity=0)
+    response = Client().get("/static/admin/css/base.css")
     assert response.status_code == 200
     assert b"".join(response.streaming_content).startswith(b"/*")
+    assert Client().get("/static/governance/hold_form.js").status_code == 200
 
 
 class TestCreateRoleUser:

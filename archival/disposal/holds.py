@@ -86,9 +86,10 @@ def check_hold(
             text = k if isinstance(k, str) else key_text(k)
             parts = text.split("\t")
             if config is not None and len(parts) != len(config.pk_columns):
+                # Components shown comma-separated, as the hold form takes them.
                 errors["keys"] = (
-                    f"Key {', '.join(parts)!r} has {len(parts)} component(s); {config.table_name} is keyed by "
-                    f"{len(config.pk_columns)} ({', '.join(config.pk_columns)}), in that order."
+                    f"Key {','.join(parts)} has {len(parts)} component(s); each key of {config.table_name} has "
+                    f"{len(config.pk_columns)} component(s) ({', '.join(config.pk_columns)}), in that order."
                 )
                 break
             key_texts.append(text)

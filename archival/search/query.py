@@ -95,6 +95,13 @@ class Page:
 
 
 # -- values -------------------------------------------------------------------
+def named(column: SearchColumn) -> str:
+    """A column in a message: its label, then its raw name as the link spells
+    it. The label leads so that an error page may capitalize the message
+    without changing the raw name (``basketId``, not ``BasketId``)."""
+    return f"{column.label} ({column.name})"
+
+
 def parse_value(column: SearchColumn, text: str | None) -> Any:
     """A typed parameter from the text of a cursor or a URL (BadRequest if unreadable)."""
     if text is None:
@@ -104,13 +111,13 @@ def parse_value(column: SearchColumn, text: str | None) -> Any:
             number = int(text)
             if not INT64_MIN <= number <= INT64_MAX:
                 raise BadRequest(
-                    f"{column.name}: {text} is out of range (a whole number from {INT64_MIN} to {INT64_MAX})"
+                    f"{named(column)}: {text} is out of range (a whole number from {INT64_MIN} to {INT64_MAX})"
                 )
             return number
         if column.generic == "decimal":
             number = Decimal(text)
             if not decimal_fits(number):
-                raise BadRequest(f"{column.name}: {text} is not a decimal of at most {MAX_DECIMAL_DIGITS} digits")
+                raise BadRequest(f"{named(column)}: {text} is not a decimal of at most {MAX_DECIMAL_DIGITS} digits")
             return number
         if column.generic == "float":
             return float(text)
@@ -129,7 +136,7 @@ def parse_value(column: SearchColumn, text: str | None) -> Any:
     except BadRequest:
         raise
     except (ValueError, InvalidOperation):
-        raise BadRequest(f"{column.name}: {text!r} is not a valid {column.generic}") from None
+        raise BadRequest(f"{named(column)}: {text!r} is not a valid {column.generic}") from None
     return text
 
 

@@ -34,6 +34,20 @@ SCOPE_FIELDS = {
     HoldScope.DATE_RANGE: ("date_from", "date_to"),
     HoldScope.KEYS: ("table", "keys"),
 }
+# check_hold's error keys that name something other than a form field here:
+# the form chooses a configured table instead of typing its name.
+CHECK_FIELDS = {"table_name": "table", "schema_name": "table"}
+CHECKED_ARGUMENTS = (
+    "scope",
+    "reason",
+    "source_db",
+    "schema_name",
+    "table_name",
+    "contract_value",
+    "date_from",
+    "date_to",
+    "keys",
+)
 CONTRACT_HELP = (
     "A contract hold covers the archived rows of every configured table of this source database that carries "
     "the contract: directly (its hold contract column) or through its contract join (a table archived by its "
@@ -80,48 +94,23 @@ class PlaceHoldForm(forms.ModelForm):
         for name in SCOPE_FIELDS.get(scope, ()):
             if not data.get(name):
                 self.add_error(name, f"Required for a hold on {HoldScope(scope).label.lower()}.")
-        if (
-            scope == HoldScope.DATE_RANGE
-            and data.get("date_from")
-            and data.get("date_to")
-            and data["date_from"] > data["date_to"]
-        ):
-            self.add_error("date_to", "The range ends before it starts.")
         if scope == HoldScope.KEYS:
             keys = [line.strip() for line in (data.get("keys") or "").splitlines() if line.strip()]
-            if not keys:
-                self.add_error("keys", "A KEYS hold needs at least one key.")
             data["key_list"] = [[part.strip() for part in line.split(",")] for line in keys]
-            table = data.get("table")
-            width = len(table.pk_columns) if table else 0
-            wrong = [line for line, parts in zip(keys, data["key_list"], strict=True) if width and len(parts) != width]
-            if wrong:
-                self.add_error(
-                    "keys",
-                    f"Each key of {table} has {width} component(s) ({', '.join(table.pk_columns)}); "
-                    f"not: {', '.join(wrong[:3])}.",
-                )
         today = timezone.localdate()
         if data.get("hold_until") and data["hold_until"] < today:
             self.add_error("hold_until", "A hold cannot end in the past.")
         if not self.errors:
             # The placement's own rules (a key's number of components, ...),
-            # shown here beside their fields instead of failing the save.
+            # checked on exactly what will be placed and shown beside the
+            # fields instead of failing the save.
             from archival.disposal.holds import check_hold
 
-            checked = check_hold(
-                scope=scope,
-                reason=data.get("reason") or "",
-                source_db=data.get("source_db") or "",
-                schema_name=data.get("schema_name") or "",
-                table_name=data.get("table_name") or "",
-                contract_value=data.get("contract_value") or "",
-                date_from=data.get("date_from"),
-                date_to=data.get("date_to"),
-                keys=data.get("key_list") or None,
-            )
+            arguments = self.place_hold_arguments()
+            checked = check_hold(**{name: arguments[name] for name in CHECKED_ARGUMENTS})
             for name, message in checked.errors.items():
-                self.add_error(name if name in self.fields else None, message)
+                field = CHECK_FIELDS.get(name, name)
+                self.add_error(field if field in self.fields else None, message)
         return data
 
     def place_hold_arguments(self) -> dict:
