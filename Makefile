@@ -74,7 +74,7 @@ test-pg: $(VENV_DEV)
 	# checks parse files, and the browser tests drive pages the other admin
 	# and search tests cover on PostgreSQL: all ran in the SQLite leg already.
 	$(PG_ENV) $(PYTHON) -m pytest --ignore=tests/test_sched_clusters.py --ignore=tests/test_bench_chaos.py \
-		--ignore=tests/test_admin_browser.py --ignore=tests/test_search_browser.py \
+		--ignore=tests/test_admin_browser.py --ignore=tests/test_search_browser.py --ignore=tests/test_pages_browser.py \
 		--ignore=tests/test_mssql_sql.py --ignore=tests/test_mssql_dry_run.py --ignore=tests/test_mssql_deploy.py
 
 # The engine's invariant and crash tests on MariaDB (127.0.0.1:3306, root):

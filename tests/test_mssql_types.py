@@ -93,6 +93,8 @@ def test_a_key_column_the_procedures_cannot_carry_is_refused(type_name):
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_a_table_whose_provisioned_names_pass_128_characters_is_refused_on_sql_server(demo, monkeypatch):
+    if connections["SourceDB1"].vendor != "sqlite":
+        pytest.skip("the source needs a 110-character table name (PostgreSQL stops at 63); the SQLite leg runs it")
     long_name = "T" * 110  # pk_archive_sourcedb1_<name> is 131 characters
     with connections["SourceDB1"].cursor() as cur:
         cur.execute(f'CREATE TABLE "{long_name}" (id INTEGER PRIMARY KEY, booked DATE)')
