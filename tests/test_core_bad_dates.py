@@ -277,6 +277,9 @@ def test_the_command_names_the_unreadable_dates_in_the_plan_and_the_run_summary(
     assert "unreadable dates: 5 rows (never eligible), keys 6; 7; 8; 9; 10" in plan_out.getvalue()
     assert "5 rows with unreadable dates; nothing changed." in plan_out.getvalue()
     assert f"5 rows have a date that is not a date and stay in the source ({config})" in run_out.getvalue()
+    status_out = StringIO()
+    call_command("archival", "status", stdout=status_out)
+    assert "(5 unreadable dates left in the source)" in status_out.getvalue()
 
 
 def test_a_text_column_that_does_not_hold_dates_is_refused(memo_table):

@@ -22,6 +22,7 @@ class TableStatus:
     table: str
     phase: str
     eligible: int | None
+    unreadable_dates: int | None  # rows whose reference value is not a date (never eligible), counted by Mark
     archived: int  # rows taken out of the source, per the ledger
     batches: int  # committed batches, per the ledger
     copied_pending_delete: int  # streamed rows copied whose source delete has not committed
@@ -89,6 +90,7 @@ def run_status(run_id: int | None = None, *, runs: int = 1) -> list[RunStatusRep
                     table=s.table_label,
                     phase=s.phase,
                     eligible=s.eligible_count,
+                    unreadable_dates=s.unreadable_date_count,
                     archived=int(total["archived"] or 0) if total else (0 if ledger_read else s.archived_count),
                     batches=int(total["batches"]) if total else (0 if ledger_read else s.batches_done),
                     copied_pending_delete=int(total["copied"] or 0) if total else 0,

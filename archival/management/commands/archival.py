@@ -239,6 +239,8 @@ class Command(BaseCommand):
             for t in run["tables"]:
                 elig = t["eligible"] if t["eligible"] is not None else "-"
                 note = f" (+{t['copied_pending_delete']} copied, delete pending)" if t["copied_pending_delete"] else ""
+                if t["unreadable_dates"]:
+                    note += f" ({t['unreadable_dates']} unreadable dates left in the source)"
                 self.stdout.write(
                     f"{t['table']:<45} {t['phase']:<10} {elig:>9} {t['archived']:>9} {t['batches']:>7}  "
                     f"{t['error'][:80]}{note}"
