@@ -55,6 +55,7 @@ from pathlib import Path
 
 import pyodbc
 import sqlglot
+from django.conf import settings
 from django.db import connections
 
 from archival.backends.sqlite import SQLiteBackend, namespace_for
@@ -257,6 +258,7 @@ class StandInCursor:
         params = tuple(params or ())
         statement = Statement(conn.alias, conn.login, conn.database, sql, params)
         conn.server.statements.append(statement)
+        self._last_sql = sql
         self.rows, self.description, self.rowcount = [], None, -1
         from tests.mssql_capture_checks import foreign_constructs
 
@@ -286,6 +288,16 @@ class StandInCursor:
             return self._answer([(1,)])
         if body_upper.startswith(("SAVE TRANSACTION", "ROLLBACK TRANSACTION", "BEGIN TRANSACTION")):
             return self._savepoint(body)
+        ddl = re.match(r"(?i)(CREATE|ALTER|DROP)\s+(TABLE|INDEX|SCHEMA|VIEW|PROCEDURE|TRIGGER)\b", body)
+        if ddl:
+            # The runtime logins hold no DDL right (sql/03): error 262.
+            verb = f"{ddl.group(1).upper()} {ddl.group(2).upper()}"
+            statement.error = "262"
+            raise pyodbc.ProgrammingError(
+                "42000",
+                f"[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]{verb} permission denied in "
+                f"database '{conn.database}'. (262) (SQLExecDirectW)",
+            )
         proc = _EXEC_PROC.search(body)
         if proc:
             return self._procedure(proc.group(1).lower(), params)
@@ -406,33 +418,33 @@ class StandInCursor:
         server = self.conn.server
         if self.conn.alias != "archive":
             raise AssertionError(f"{name} called through {self.conn.alias}")
-        source_alias, schema, table = params[:3]
-        alias = {v: k for k, v in SOURCE_DATABASES.items()}.get(source_alias, source_alias)
-        src = server.shadows[alias]
-        src.ensure_connection()
-        if alias not in SOURCE_DATABASES or (alias, table) not in server.provisioned:
-            # The procedures look the table up in archival.archive_table (the registry).
+        # Inputs by name, in the order the batch names them (@name = ?).
+        names = re.findall(r"@(\w+)\s*=\s*\?", self._last_sql)
+        args = dict(zip(names, params, strict=False))
+        alias, table = args.get("source_alias"), args.get("table_name")
+        # The registry (archival.archive_table) is keyed by the Django alias the
+        # DBA provisioned with (usp_provision_table @source_alias).
+        if (alias, table) not in server.provisioned:
             raise pyodbc.ProgrammingError(
-                "42000", f"[42000] [SQL Server]archival: {source_alias}.{schema}.{table} is not provisioned (50201)"
+                "42000",
+                f"[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]archival: "
+                f"{alias}.{args.get('schema_name')}.{table} is not provisioned (50201) (SQLExecDirectW)",
             )
         config = server.configs[(alias, table)]
         info = SQLiteBackend(alias)
-        info.connection = src
+        info.connection = server.shadows[alias]
         pk = info.describe("main", table).primary_key
         ref = config.date_column or None
         if name == "archival.usp_mark_table":
-            threshold = params[3]
-            eligible, low, high = self._eligible(alias, table, pk, ref, threshold)
+            eligible, low, high = self._eligible(alias, table, pk, ref, args["threshold"])
             return self._answer([(eligible, 0, low, high)], ["a", "b", "c", "d"])
         if name == "archival.usp_archive_batch":
-            run_id, config_id = params[3], params[4] if False else (None, None)
-            (
-                run_id, config_id, source_alias, schema, table, threshold, years, batch_size, batch_no, key_after,
-            ) = params  # fmt: skip
-            return self._archive(alias, table, pk, ref, run_id, config_id, threshold, years, batch_size, batch_no)
+            return self._archive(
+                alias, table, pk, ref, args["run_id"], args["config_id"], args["threshold"],
+                args["years_retention"], args["batch_size"], args["batch_no"],
+            )  # fmt: skip
         if name == "archival.usp_dispose_batch":
-            source_alias, schema, table, as_of, batch_size, _key_after = params
-            return self._dispose(alias, table, pk, as_of, batch_size)
+            return self._dispose(alias, table, pk, args["as_of"], args["batch_size"])
         raise AssertionError(f"the stand-in does not know {name}")
 
     def _eligible(self, alias, table, pk, ref, threshold):
@@ -464,6 +476,27 @@ class StandInCursor:
         own = not arc.in_transaction
         if own:
             arc.execute("BEGIN")
+        try:
+            self._move(arc, picked, ns, table, src, collist, ref_expr, match, now, run_id, years)
+        except sqlite3.IntegrityError as exc:
+            # A child row still references a picked key: the procedure's DELETE
+            # fails with 547 and XACT_ABORT rolls the batch back.
+            if own:
+                arc.execute("ROLLBACK")
+            raise pyodbc.IntegrityError(
+                "23000",
+                "[23000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]The DELETE statement conflicted with "
+                f"the REFERENCE constraint on {alias}.dbo.{table}. (547) (SQLExecDirectW)",
+            ) from exc
+        self._ledger_row(arc, alias, table, picked, run_id, config_id, batch_no, now)
+        if own:
+            arc.execute("COMMIT")
+        done = len(picked) < batch_size
+        high = json.dumps([str(v) for v in picked[-1]])
+        return self._answer([(len(picked), 0, None if done else high)], ["a", "b", "c"])
+
+    @staticmethod
+    def _move(arc, picked, ns, table, src, collist, ref_expr, match, now, run_id, years):
         for key in picked:
             arc.execute(
                 f'INSERT INTO "{ns}"."{table}" ({collist}, "archived_at", "archive_run_id", "reference_date", '
@@ -471,16 +504,15 @@ class StandInCursor:
                 [now, run_id, f"+{years} years", *key],
             )
             arc.execute(f"DELETE FROM {src} WHERE {match}", list(key))
+
+    @staticmethod
+    def _ledger_row(arc, alias, table, picked, run_id, config_id, batch_no, now):
         low, high = json.dumps([str(v) for v in picked[0]]), json.dumps([str(v) for v in picked[-1]])
         arc.execute(
             "INSERT INTO governance_batchledger (run_id, config_id, table_label, batch_no, key_low, key_high, "
             "row_count, deleted_count, state, committed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [run_id, config_id, f"{alias}.dbo.{table}", batch_no, low, high, len(picked), len(picked), "MOVED", now],
         )
-        if own:
-            arc.execute("COMMIT")
-        done = len(picked) < batch_size
-        return self._answer([(len(picked), 0, None if done else high)], ["a", "b", "c"])
 
     def _dispose(self, alias, table, pk, as_of, batch_size):
         arc = self.conn.shadow
@@ -567,15 +599,18 @@ def install(server: Server, production: dict) -> dict:
         }
         wrapper = DatabaseWrapper(settings_dict, alias)
         wrapper.get_new_connection = lambda params, alias=alias: server.connect(alias)
-        replaced[alias] = connections[alias]
+        replaced[alias] = (connections[alias], settings.DATABASES[alias])
         connections[alias] = wrapper
+        # Code that reads the settings (not the connection) sees production's too.
+        settings.DATABASES[alias] = wrapper.settings_dict
     return replaced
 
 
 def uninstall(replaced: dict) -> None:
-    for alias, original in replaced.items():
+    for alias, (original, configured) in replaced.items():
         try:
             connections[alias].close()
         except Exception:
             pass
         connections[alias] = original
+        settings.DATABASES[alias] = configured
