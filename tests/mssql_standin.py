@@ -67,7 +67,7 @@ ARCHIVE_DB = "ArchivalArchive"
 APP_LOGIN = "archival_app"
 READER_LOGIN = "archival_reader"
 SOURCE_DATABASES = {"SourceDB1": "Sales", "SourceDB2": "Trading", "SourceDB3": "Prices"}
-DATABASES = {"archive": ARCHIVE_DB, "archive_readonly": ARCHIVE_DB, **SOURCE_DATABASES}
+DATABASES = {"default": CONTROL_DB, "archive": ARCHIVE_DB, "archive_readonly": ARCHIVE_DB, **SOURCE_DATABASES}
 LOGINS = {alias: APP_LOGIN for alias in DATABASES} | {"archive_readonly": READER_LOGIN}
 SQLCMD_VARIABLES = {
     "ControlDb": CONTROL_DB,
