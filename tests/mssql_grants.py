@@ -120,6 +120,12 @@ class Grants:
                 for db, who, verb, sec in rows
             )
 
+        if need.verb == "VIEW DEFINITION":
+            # Metadata visibility: any permission on the securable (or one covering it) shows it.
+            return any(
+                db == need.database.lower() and who in principals and self._covers(sec, need.obj)
+                for db, who, _, sec in self.granted
+            ) or any(FIXED_ROLES.get(p) for p in principals)
         if matching(self.denied):
             return False
         return fixed or matching(self.granted)
@@ -282,9 +288,41 @@ def _is_catalog(obj: str) -> bool:
     return obj.lower().startswith(("sys.", "information_schema."))
 
 
+# How the catalog reads name the object they look up: by parameters.
+_CATALOG_OBJECT = [
+    re.compile(r"SCHEMA_ID\(@P(\d+)\)\s+AND\s+\w+\.name\s*=\s*@P(\d+)", re.I),
+    re.compile(r"TABLE_SCHEMA\s*=\s*@P(\d+)\s+AND\s+TABLE_NAME\s*=\s*@P(\d+)", re.I),
+    re.compile(r"OBJECT_ID\(\s*QUOTENAME\(@P(\d+)\)\s*\+\s*N'\.'\s*\+\s*QUOTENAME\(@P(\d+)\)", re.I),
+]
+_CATALOG_SCHEMA = re.compile(r"FROM\s+sys\.schemas\s+WHERE\s+name\s*=\s*@P(\d+)", re.I)
+
+
+def _catalog_needs(tsql: str, database: str, params: tuple) -> list[Need]:
+    """A catalog read shows only securables the user has some permission on (metadata visibility).
+
+    https://learn.microsoft.com/sql/relational-databases/security/metadata-visibility-configuration
+    """
+    needs = []
+    for pattern in _CATALOG_OBJECT:
+        for m in pattern.finditer(tsql):
+            schema, table = (params[int(g) - 1] for g in m.groups())
+            needs.append(Need(database, f"{schema}.{table}", "VIEW DEFINITION"))
+    for m in _CATALOG_SCHEMA.finditer(tsql):
+        needs.append(Need(database, f"{params[int(m.group(1)) - 1]}.*", "VIEW DEFINITION"))
+    return needs
+
+
+def required_permissions(tsql: str, *, database: str, params: tuple = ()) -> tuple[Need, ...]:
+    """(database, object, verb) a batch needs: its statements' and, for catalog reads, the object they name."""
+    needs = list(_statement_needs(tsql, database=database))
+    if any(n.obj == "" and n.verb == "CONNECT" for n in needs) and re.search(r"\bsys\.|INFORMATION_SCHEMA", tsql, re.I):
+        needs += _catalog_needs(tsql, database, tuple(str(p) for p in params))
+    return tuple(dict.fromkeys(needs))
+
+
 @cache
-def required_permissions(tsql: str, *, database: str) -> tuple[Need, ...]:
-    """(database, object, verb) a batch needs, from its sqlfluff parse tree."""
+def _statement_needs(tsql: str, *, database: str) -> tuple[Need, ...]:
+    """(database, object, verb) a batch's statements need, from its sqlfluff parse tree."""
     parsed = _linter().parse_string(tsql)
     if parsed.tree is None:
         return ()

@@ -2,8 +2,8 @@
 
 What is real and what stands in:
 
-* Each data-plane alias (``archive``, ``archive_readonly``, every source) is
-  served by mssql-django's own ``DatabaseWrapper`` (the ``mssql`` engine of
+* Each alias (``default``, ``archive``, ``archive_readonly``, every source)
+  is served by mssql-django's own ``DatabaseWrapper`` (the ``mssql`` engine of
   the production settings): its ORM compilers write the T-SQL, its cursor
   wrapper turns ``%s`` into ``?`` and its transaction handling runs. Only the
   DB-API connection under it (what pyodbc/mssql-python would return) is
