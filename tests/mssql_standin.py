@@ -51,6 +51,7 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import pyodbc
@@ -531,29 +532,63 @@ class StandInCursor:
     # -- everything else: translated to SQLite, run on the alias's test database
     def _shadow(self, body: str, params: tuple):
         shadow = self.conn.shadow
+        named = qmark_to_named(body)
+        # OUTPUT inserted.c / deleted.c (no INTO) returns rows like SQLite's RETURNING.
+        returning = ""
+        output = _OUTPUT.search(named)
+        if output:
+            returning = " RETURNING " + ", ".join(
+                '"' + _name_of(c.split(".", 1)[1]) + '"' for c in output.group(1).split(",")
+            )
+            named = named[: output.start()] + " " + named[output.end() :]
         try:
-            translated = sqlglot.transpile(body, read="tsql", write="sqlite")
+            translated = sqlglot.transpile(named, read="tsql", write="sqlite")
         except sqlglot.errors.ParseError as exc:
             raise AssertionError(f"sqlglot cannot translate {body[:300]!r}: {exc}") from exc
-        remaining = list(params)
-        rows, columns, rowcount = [], None, -1
+        values = {f"P{n}": _sqlite_value(v) for n, v in enumerate(params, start=1)}
+        rows, columns, rowcount, last_count = [], None, -1, 0
         for sql in translated:
+            sql = re.sub(r"\bN'", "'", sql)
             if re.match(r"(?i)^\s*SELECT\s+CAST\(SCOPE_IDENTITY\(\)", sql):
                 rows, columns = [(shadow.execute("SELECT last_insert_rowid()").fetchone()[0],)], ["id"]
                 continue
-            n = sql.count("?")
-            args, remaining = remaining[:n], remaining[n:]
-            args = [a.isoformat(sep=" ") if isinstance(a, dt.datetime) else a for a in args]
-            args = [a.isoformat() if isinstance(a, dt.date) and not isinstance(a, dt.datetime) else a for a in args]
+            if re.match(r"(?i)^\s*SELECT\s+@@ROWCOUNT\s*;?\s*$", sql):
+                # @@ROWCOUNT is the last statement's count whatever NOCOUNT says.
+                rows, columns = [(last_count,)], ["rowcount"]
+                continue
+            if returning and _DML.match(sql):
+                sql += returning
             try:
-                cur = shadow.execute(sql, args)
+                cur = shadow.execute(sql, {k: v for k, v in values.items() if f"@{k}" in sql})
             except sqlite3.Error as exc:
                 raise AssertionError(f"SQLite refused the translation {sql!r} of {body[:300]!r}: {exc}") from exc
             if cur.description:
                 rows, columns = cur.fetchall(), [d[0] for d in cur.description]
             if _DML.match(sql):
-                rowcount = -1 if self.conn.nocount else cur.rowcount
+                last_count = cur.rowcount if not cur.description else len(rows)
+                rowcount = -1 if self.conn.nocount else last_count
         return self._answer(rows, columns, rowcount)
+
+
+_OUTPUT = re.compile(
+    r"\bOUTPUT\s+((?:(?:inserted|deleted)\.(?:\[[^\]]+\]|\w+)\s*,\s*)*(?:inserted|deleted)\.(?:\[[^\]]+\]|\w+))(?!\s+INTO)",
+    re.IGNORECASE,
+)
+
+
+def _name_of(raw: str) -> str:
+    raw = raw.strip()
+    return raw[1:-1].replace("]]", "]") if raw.startswith("[") else raw
+
+
+def _sqlite_value(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
 
 
 PRINT_DATABASES = (
