@@ -140,17 +140,42 @@ _CREATE_USER_RE = re.compile(r"^CREATE\s+USER\s+(\S+)\s+(?:FOR|FROM)\s+LOGIN\s+(
 _EXEC_LITERAL_RE = re.compile(r"^EXEC(?:UTE)?\s*\(\s*N'((?:[^']|'')*)'\s*\)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 
 
+_GRANTISH = re.compile(r"\b(CREATE\s+USER|ALTER\s+ROLE|GRANT|DENY)\b", re.IGNORECASE)
+
+
+def _split_statements(text: str) -> list[str]:
+    """Split on ; outside string literals and [names]."""
+    pieces, current = [], []
+    for m in re.finditer(r"N?'(?:[^']|'')*'|\[(?:[^\]]|\]\])*\]|;|[^';\[]+|.", text):
+        if m.group(0) == ";":
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(m.group(0))
+    pieces.append("".join(current))
+    return pieces
+
+
 class _Reader:
     def __init__(self):
         self.grants = Grants()
         self.database = "master"
+        self.patterns: dict[str, str] = {}
 
-    def batch(self, text: str) -> None:
+    def batch(self, text: str, dynamic: bool = False) -> None:
         if re.search(r"\bCURSOR\b", text, re.IGNORECASE):
             self._cursor_loop(text)
             return
         parsed = _linter().parse_string(text)
         if parsed.violations or parsed.tree is None:
+            pieces = [p for p in _split_statements(text) if p and p.strip()] if dynamic else []
+            if len(pieces) > 1:
+                # Dynamic SQL may hold statements sqlfluff does not know
+                # (CREATE CERTIFICATE ... FROM BINARY): read the others one by one.
+                for piece in pieces:
+                    if _GRANTISH.search(piece):
+                        self.batch(piece, dynamic=True)
+                return
             raise AssertionError(f"grant script batch does not parse: {parsed.violations[:1]} in {text[:200]!r}")
         for segment in parsed.tree.recursive_crawl("statement", recurse_into=False):
             self.statement(segment)
@@ -180,7 +205,7 @@ class _Reader:
             inner = m.group(1).replace("''", "'") if m else ""
             # Only dynamic statements that grant or map users matter here.
             if re.match(r"\s*(CREATE\s+USER|ALTER\s+ROLE|GRANT|DENY)\b", inner, re.IGNORECASE):
-                self.batch(inner)
+                self.batch(inner, dynamic=True)
 
     def _grant(self, raw: str) -> None:
         m = _GRANT_RE.match(raw)
@@ -193,6 +218,8 @@ class _Reader:
             securable = f"{cls}::{'.'.join(parts if cls != 'OBJECT' or len(parts) > 1 else ['dbo', *parts])}"
         else:
             securable = "DATABASE"
+        for token, pattern in self.patterns.items():
+            securable = securable.replace(token, pattern)
         target = self.grants.denied if m.group(1).upper() == "DENY" else self.grants.granted
         for principal in m.group("to").split(","):
             for perm in perms:
@@ -201,7 +228,7 @@ class _Reader:
     # -- the scripts' dynamic SQL in cursor loops ------------------------------
     def _cursor_loop(self, text: str) -> None:
         split = re.search(r"STRING_SPLIT\(\s*N'([^']*)'", text, re.IGNORECASE)
-        like = re.search(r"FROM\s+sys\.schemas\s+WHERE\s+name\s+LIKE\s+N'([^']*)'", text, re.IGNORECASE)
+        like = re.search(r"FROM\s+sys\.schemas\s+WHERE\s+name\s+LIKE\s+(.+?);", text, re.IGNORECASE | re.DOTALL)
         fetch = re.search(r"FETCH\s+NEXT\s+FROM\s+\w+\s+INTO\s+(@\w+)", text, re.IGNORECASE)
         if not fetch or not (split or like):
             return  # a loop over other things (signing procedures) grants nothing
@@ -209,13 +236,18 @@ class _Reader:
         if split:
             values = [v.strip() for v in split.group(1).split(",") if v.strip()]
         else:
-            # Every schema the pattern matches, now and later: LIKE's % and _ as fnmatch wildcards.
-            pattern = like.group(1)
-            values = [pattern.replace("%", "*").replace("_", "?")]
+            # Every schema the LIKE pattern matches, now and later: a stand-in
+            # name that parses, read back as the fnmatch pattern in _grant.
+            token = f"like_pattern_{len(self.patterns)}"
+            self.patterns[token] = _like_to_fnmatch(_evaluate(like.group(1), {}))
+            values = [token]
+        declared = {}
+        for m in re.finditer(r"DECLARE\s+(@\w+)\s+[\w()]+\s*=\s*(.+?);\s*$", text, re.I | re.M | re.S):
+            declared[m.group(1).lower()] = _evaluate(m.group(2), declared)
         for value in values:
-            env = {var.lower(): value}
+            env = {**declared, var.lower(): value}
             for assign in re.finditer(r"SET\s+(@\w+)\s*=\s*(.+?);\s*$", text, re.IGNORECASE | re.MULTILINE | re.DOTALL):
-                env[assign.group(1).lower()] = _concat(assign.group(2), env)
+                env[assign.group(1).lower()] = _evaluate(assign.group(2), env)
             for call in re.finditer(r"EXEC\s+(@\w+|sys\.sp_executesql)\s+(@\w+)\s*;", text, re.IGNORECASE):
                 where = call.group(1).lower()
                 sql = env.get(call.group(2).lower())
@@ -226,31 +258,68 @@ class _Reader:
                     target = env.get(where, "")
                     self.database = _parts(target)[0] if target else saved
                 try:
-                    self.batch(sql)
-                except AssertionError:
-                    pass  # pieces built from values only the server knows (a certificate's bytes)
+                    self.batch(sql, dynamic=True)
                 finally:
                     self.database = saved
 
 
-def _concat(expr: str, env: dict) -> str:
-    """Value of a T-SQL string concatenation of N'literals', QUOTENAME(@v | N'lit'[, q]) and @variables."""
+# A value the scripts compute from the server (a certificate's bytes): any
+# binary literal keeps the statement it is spliced into parseable.
+UNKNOWN = "0x00"
+_TOKEN = re.compile(
+    r"N?'(?P<lit>(?:[^']|'')*)'"
+    r"|QUOTENAME\(\s*(?P<quoted>@\w+|N'(?:[^']|'')*')\s*(?:,\s*N?'[^']*')?\s*\)"
+    r"|REPLACE\(\s*(?P<rep>(?:[^()]|\([^()]*\))*?)\s*,\s*N?'(?P<old>(?:[^']|'')*)'\s*,\s*N?'(?P<new>(?:[^']|'')*)'\s*\)"
+    r"|(?P<var>@\w+)|(?P<plus>\+)|(?P<other>\S)",
+    re.IGNORECASE,
+)
+
+
+def _evaluate(expr: str, env: dict) -> str:
+    """A T-SQL string expression: N'literals', QUOTENAME, REPLACE, @variables joined by +.
+
+    Anything else (CONVERT of a certificate, ...) is a value only the server
+    knows: :data:`UNKNOWN`.
+    """
+    expr = expr.strip()
     out = []
-    for token in re.finditer(
-        r"N?'((?:[^']|'')*)'|QUOTENAME\(\s*(@\w+|N'(?:[^']|'')*')\s*(?:,\s*N?'[^']*')?\s*\)|(@\w+)|\+",
-        expr,
-        re.IGNORECASE,
-    ):
-        if token.group(0) == "+":
+    pos = 0
+    while pos < len(expr):
+        m = _TOKEN.match(expr, pos)
+        if expr[pos].isspace():
+            pos += 1
             continue
-        if token.group(1) is not None:
-            out.append(token.group(1).replace("''", "'"))
-        elif token.group(2):
-            arg = token.group(2)
+        if m is None or m.group("other"):
+            return UNKNOWN
+        pos = m.end()
+        if m.group("plus"):
+            continue
+        if m.group("lit") is not None:
+            out.append(m.group("lit").replace("''", "'"))
+        elif m.group("quoted"):
+            arg = m.group("quoted")
             value = env.get(arg.lower(), "") if arg.startswith("@") else arg[2:-1].replace("''", "'")
             out.append("[" + value.replace("]", "]]") + "]")
+        elif m.group("rep") is not None:
+            inner = _evaluate(m.group("rep"), env)
+            out.append(inner.replace(m.group("old").replace("''", "'"), m.group("new").replace("''", "'")))
         else:
-            out.append(env.get(token.group(3).lower(), ""))
+            out.append(env.get(m.group("var").lower(), UNKNOWN))
+    return "".join(out)
+
+
+def _like_to_fnmatch(pattern: str) -> str:
+    """LIKE's % and _ as fnmatch's * and ?; [..] classes stay classes."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "[":
+            end = pattern.index("]", i + 2) if pattern[i + 1 : i + 2] == "[" else pattern.index("]", i)
+            out.append(pattern[i : end + 1])
+            i = end + 1
+            continue
+        out.append({"%": "*", "_": "?"}.get(c, c))
+        i += 1
     return "".join(out)
 
 

@@ -345,8 +345,6 @@ class StandInCursor:
         return None
 
     def _catalog(self, body_upper: str, params: tuple):
-        from archival.backends.mssql import mssql_type_for
-
         if "FROM SYS.SCHEMAS WHERE NAME" in body_upper:
             (schema,) = params[:1]
             exists = self.conn.alias not in SOURCE_DATABASES and schema in {
@@ -376,7 +374,7 @@ class StandInCursor:
                 return self._answer([], ["n", "t", "l", "p", "s", "nl"])
             rows = []
             for col in info.columns:
-                typ = mssql_type_for(col)
+                typ = _sql_server_type(col)
                 m = re.match(r"(\w+)(?:\((\w+)(?:,(\d+))?\))?", typ)
                 name = m.group(1)
                 length = -1 if m.group(2) == "max" else int(m.group(2) or 0)
@@ -568,6 +566,18 @@ class StandInCursor:
                 last_count = cur.rowcount if not cur.description else len(rows)
                 rowcount = -1 if self.conn.nocount else last_count
         return self._answer(rows, columns, rowcount)
+
+
+def _sql_server_type(col) -> str:
+    """How sql/00_demo_sources.sql declares a demo column of this family on SQL Server."""
+    if col.generic == "decimal":
+        precision, scale = col.size
+        return f"decimal({precision or 18},{scale or 0})"
+    if col.generic == "text":
+        length = col.size[0]
+        return f"nvarchar({length})" if length and length <= 4000 else "nvarchar(max)"
+    return {"int": "int", "bigint": "bigint", "float": "float", "bool": "bit", "date": "date",
+            "datetime": "datetime2(6)", "binary": "varbinary(max)"}[col.generic]  # fmt: skip
 
 
 _OUTPUT = re.compile(
