@@ -391,6 +391,12 @@ class StandInCursor:
                     ("retention_until", "date", 3, 0, 0, 1),
                 ][: len(META_COLUMNS)]
             return self._answer(rows, ["n", "t", "l", "p", "s", "nl"])
+        if "COLLATION_NAME" in body_upper and "OBJECT_ID(QUOTENAME" in body_upper:
+            # The demo databases' default collation for every text column.
+            schema, table = params[:2]
+            info = self._describe(schema, table)
+            text = [c.name for c in (info.columns if info else []) if c.generic == "text"]
+            return self._answer([(c, "SQL_Latin1_General_CP1_CI_AS") for c in text], ["n", "c"])
         if "IS_PRIMARY_KEY = 1" in body_upper:
             schema, table = params[:2]
             info = self._describe(schema, table)
@@ -446,9 +452,24 @@ class StandInCursor:
             return self._dispose(alias, table, pk, args["as_of"], args["batch_size"])
         raise AssertionError(f"the stand-in does not know {name}")
 
+    def _child_guard(self, alias: str, table: str, src_prefix: str = "") -> str:
+        """NOT EXISTS per foreign-key child: usp_build_sql's guard (a parent waits for its children)."""
+        src = self.conn.server.shadows[alias].connection
+        guards = []
+        tables = [r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for child in tables:
+            for fk in src.execute(f'PRAGMA foreign_key_list("{child}")').fetchall():
+                if fk[2] == table:
+                    guards.append(
+                        f' AND NOT EXISTS (SELECT 1 FROM {src_prefix}"{child}" AS ch'
+                        f' WHERE ch."{fk[3]}" = "{table}"."{fk[4]}")'
+                    )
+        return "".join(guards)
+
     def _eligible(self, alias, table, pk, ref, threshold):
         src = self.conn.server.shadows[alias].connection
         where, args = ("1 = 1", []) if not ref else (f'"{ref}" < ?', [str(threshold)])
+        where += self._child_guard(alias, table)
         keys = ", ".join(f'"{k}"' for k in pk)
         rows = src.execute(f'SELECT {keys} FROM "{table}" WHERE {where} ORDER BY {keys}', args).fetchall()
         if not rows:
@@ -461,6 +482,7 @@ class StandInCursor:
         ns = namespace_for(alias)
         src = f'"src_{alias}"."{table}"'
         where, args = ("1 = 1", []) if not ref else (f'"{ref}" < ?', [str(threshold)])
+        where += self._child_guard(alias, table, f'"src_{alias}".')
         keys = ", ".join(f'"{k}"' for k in pk)
         picked = arc.execute(
             f"SELECT {keys} FROM {src} WHERE {where} ORDER BY {keys} LIMIT ?", [*args, batch_size]
@@ -543,10 +565,19 @@ class StandInCursor:
             translated = sqlglot.transpile(named, read="tsql", write="sqlite")
         except sqlglot.errors.ParseError as exc:
             raise AssertionError(f"sqlglot cannot translate {body[:300]!r}: {exc}") from exc
+        for m in re.finditer(r"\bTOP\s*\(\s*@P(\d+)\s*\)", named, re.IGNORECASE):
+            value = params[int(m.group(1)) - 1]
+            if isinstance(value, bool) or not isinstance(value, int):
+                # TOP takes a bigint; a parameter that does not convert fails the batch.
+                raise pyodbc.DataError(
+                    "22018",
+                    "[22018] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Error converting data type "
+                    f"nvarchar to bigint (TOP (@P{m.group(1)}) = {value!r}). (8114) (SQLExecDirectW)",
+                )
         values = {f"P{n}": _sqlite_value(v) for n, v in enumerate(params, start=1)}
         rows, columns, rowcount, last_count = [], None, -1, 0
         for sql in translated:
-            sql = re.sub(r"\bN'", "'", sql)
+            sql = re.sub(r"\(MAX\)", "", re.sub(r"\bN'", "'", sql), flags=re.IGNORECASE)
             if re.match(r"(?i)^\s*SELECT\s+CAST\(SCOPE_IDENTITY\(\)", sql):
                 rows, columns = [(shadow.execute("SELECT last_insert_rowid()").fetchone()[0],)], ["id"]
                 continue
@@ -559,7 +590,7 @@ class StandInCursor:
             try:
                 cur = shadow.execute(sql, {k: v for k, v in values.items() if f"@{k}" in sql})
             except sqlite3.Error as exc:
-                raise AssertionError(f"SQLite refused the translation {sql!r} of {body[:300]!r}: {exc}") from exc
+                raise AssertionError(f"SQLite refused ({exc}) the translation {sql[-700:]!r}") from exc
             if cur.description:
                 rows, columns = cur.fetchall(), [d[0] for d in cur.description]
             if _DML.match(sql):
