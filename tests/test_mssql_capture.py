@@ -128,11 +128,18 @@ def _command(*args) -> None:
     The table left unprovisioned must fail alone, with an error naming the
     provisioning call: that is recorded, not counted as a failed step.
     """
+    from governance.models import RecoveryState
+
     out, err = StringIO(), StringIO()
+    before = RecoveryState.objects.filter(phase="FAILED").values_list("pk", flat=True)
+    before = set(before)
     try:
         call_command(*args, stdout=out, stderr=err)
     except SystemExit as exc:
-        failures = re.findall(r"^table (\S+) failed: (.*)$", err.getvalue(), re.MULTILINE)
+        failures = [
+            (state.table_label, state.last_error)
+            for state in RecoveryState.objects.filter(phase="FAILED").exclude(pk__in=before)
+        ]
         others = []
         for label, message in failures:
             if label == UNPROVISIONED_LABEL:
