@@ -185,8 +185,13 @@ def _cycle(client, server: Server) -> list[str]:
         ),
     )
     far = dt.date.today() + dt.timedelta(days=365 * 60)
-    planned = []
-    _step(failed, "dispose plan", lambda: planned.append(disposal.plan_disposal(actor=admin, today=far)))
+
+    def plan_disposal():
+        result = disposal.plan_disposal(actor=admin, today=far)
+        errors = [f"{t.table_label}: {t.error}" for t in result.tables if t.error]
+        assert not errors and result.batch_count, errors or "nothing planned"
+
+    _step(failed, "dispose plan", plan_disposal)
 
     def approve():
         from governance.models import DisposalBatch
@@ -196,7 +201,14 @@ def _cycle(client, server: Server) -> list[str]:
                 disposal.decide_batch(batch.pk, user=user, decision="APPROVE", comment="capture")
 
     _step(failed, "dispose approve", approve)
-    _step(failed, "dispose execute", lambda: disposal.execute_disposal(actor=admin, today=far))
+
+    def execute_disposal():
+        result = disposal.execute_disposal(actor=admin, today=far)
+        assert result.ok and result.deleted, [
+            f"batch {b.batch_id}: {b.error[:300]}" for b in result.errors
+        ] or "nothing deleted"
+
+    _step(failed, "dispose execute", execute_disposal)
     _step(failed, "release hold", lambda: [release_hold(h.pk, actor=admin, reason="capture") for h in holds])
 
     def search():
@@ -268,7 +280,6 @@ def test_the_cycle_runs_every_step(captured):
 
 
 def test_a_table_not_provisioned_fails_alone_naming_the_provisioning_call(captured):
-    server, _ = captured
     assert unprovisioned_errors, "the unprovisioned table did not fail"
     for message in unprovisioned_errors:
         assert "archival_admin.usp_provision_table" in message and "@table_name = N'PriceHistory'" in message, message
