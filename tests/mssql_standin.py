@@ -92,6 +92,7 @@ class Statement:
     sql: str  # as the driver received it: ``?`` placeholders
     params: tuple
     error: str = ""
+    transaction: int | None = None  # per connection; None: autocommit
 
     @property
     def tsql(self) -> str:
@@ -149,6 +150,7 @@ class StandInConnection:
         self._autocommit = True
         self.nocount = False
         self.trancount = 0
+        self.transactions = 0
         shadow = server.shadows[alias]
         shadow.ensure_connection()
         self.shadow = shadow.connection  # sqlite3.Connection (archive: sources and namespaces attached)
@@ -163,8 +165,17 @@ class StandInConnection:
     def autocommit(self, value: bool) -> None:
         self._autocommit = value
         if not value and not self.shadow.in_transaction:
-            self.shadow.execute("BEGIN")
-            self.trancount = 1
+            self._begin()
+
+    def _begin(self) -> None:
+        self.shadow.execute("BEGIN")
+        self.trancount = 1
+        self.transactions += 1
+
+    @property
+    def transaction(self) -> int | None:
+        """Which transaction of this connection a statement runs in (None: autocommit)."""
+        return self.transactions if self.shadow.in_transaction else None
 
     def cursor(self) -> StandInCursor:
         return StandInCursor(self)
@@ -174,16 +185,14 @@ class StandInConnection:
             self.shadow.execute("COMMIT")
         self.trancount = 0
         if not self._autocommit:
-            self.shadow.execute("BEGIN")
-            self.trancount = 1
+            self._begin()
 
     def rollback(self) -> None:
         if self.shadow.in_transaction:
             self.shadow.execute("ROLLBACK")
         self.trancount = 0
         if not self._autocommit:
-            self.shadow.execute("BEGIN")
-            self.trancount = 1
+            self._begin()
 
     def close(self) -> None:
         if self.shadow.in_transaction:
@@ -257,7 +266,7 @@ class StandInCursor:
     def execute(self, sql, params=()):
         conn = self.conn
         params = tuple(params or ())
-        statement = Statement(conn.alias, conn.login, conn.database, sql, params)
+        statement = Statement(conn.alias, conn.login, conn.database, sql, params, transaction=conn.transaction)
         conn.server.statements.append(statement)
         self._last_sql = sql
         self.rows, self.description, self.rowcount = [], None, -1
@@ -314,8 +323,9 @@ class StandInCursor:
         shadow = self.conn.shadow
         if words[0].upper() == "BEGIN":
             if not shadow.in_transaction:
-                shadow.execute("BEGIN")
-            self.conn.trancount += 1
+                self.conn._begin()
+            else:
+                self.conn.trancount += 1
         elif words[0].upper() == "SAVE":
             shadow.execute(f'SAVEPOINT "{name}"')
         elif name:

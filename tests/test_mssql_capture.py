@@ -285,6 +285,26 @@ def test_a_table_not_provisioned_fails_alone_naming_the_provisioning_call(captur
         assert "archival_admin.usp_provision_table" in message and "@table_name = N'PriceHistory'" in message, message
 
 
+def test_holds_change_only_under_the_hold_lock_disposal_takes(captured):
+    # docs/sqlserver.md: placing or releasing a hold calls archival.usp_lock_holds in the
+    # same transaction, so it waits for a running disposal batch.
+    server, _ = captured
+    locked = {(s.alias, s.transaction) for s in server.statements if "archival.usp_lock_holds" in s.sql}
+    changes = [
+        s for s in server.statements if re.search(r"(?i)\b(INSERT\s+INTO|UPDATE)\s+\[governance_hold(key)?\]", s.sql)
+    ]
+    assert changes, "no hold was placed or released"
+    unlocked = [s for s in changes if s.transaction is None or (s.alias, s.transaction) not in locked]
+    assert not unlocked, "\n".join(s.sql[:160] for s in unlocked)
+
+
+def test_disposal_deletes_archive_rows_only_through_usp_dispose_batch(captured):
+    server, _ = captured
+    calls = [s for s in server.statements if "archival.usp_dispose_batch" in s.sql]
+    direct = [s for s in server.statements if re.search(r"(?i)\bDELETE\b[^;]*\[archive_", s.sql)]
+    assert calls and not direct, [s.sql[:160] for s in direct] or "usp_dispose_batch was never called"
+
+
 def test_every_captured_batch_is_tsql_sql_server_2019_runs(captured):
     server, _ = captured
     bad = {}
