@@ -196,7 +196,9 @@ def _cycle(client, server: Server) -> list[str]:
     def approve():
         from governance.models import DisposalBatch
 
-        for batch in DisposalBatch.objects.all():
+        batches = list(DisposalBatch.objects.all())
+        assert batches, "no disposal batch to approve"
+        for batch in batches:
             for user in (alice, bob):
                 disposal.decide_batch(batch.pk, user=user, decision="APPROVE", comment="capture")
 
@@ -209,22 +211,23 @@ def _cycle(client, server: Server) -> list[str]:
         ] or "nothing deleted"
 
     _step(failed, "dispose execute", execute_disposal)
-    _step(failed, "release hold", lambda: [release_hold(h.pk, actor=admin, reason="capture") for h in holds])
 
     def search():
         client.force_login(reader)
-        url = reverse("search:table", args=["SourceDB1", "dbo", "Contract"])
+        # Position: archived, and kept from disposal by the table hold.
+        url = reverse("search:table", args=["SourceDB1", "dbo", "Position"])
         page = client.get(url)
         assert page.status_code == 200, page.status_code
         link = re.search(r'href="([^"]*row/\?[^"]+)"', page.content.decode())
-        if link:
-            row = client.get(link.group(1).replace("&amp;", "&"))
-            assert row.status_code == 200, row.status_code
-        export = client.get(reverse("search:export", args=["SourceDB1", "dbo", "Contract"]))
+        assert link, "the search page lists no archived row"
+        row = client.get(link.group(1).replace("&amp;", "&"))
+        assert row.status_code == 200, row.status_code
+        export = client.get(reverse("search:export", args=["SourceDB1", "dbo", "Position"]))
         assert export.status_code == 200, export.status_code
         b"".join(export.streaming_content) if export.streaming else export.content
 
     _step(failed, "search", search)
+    _step(failed, "release hold", lambda: [release_hold(h.pk, actor=admin, reason="capture") for h in holds])
     _step(failed, "status", lambda: _command("archival", "status"))
     return failed
 
