@@ -587,7 +587,7 @@ class StandInCursor:
             raise AssertionError(f"sqlglot cannot translate {body[:300]!r}: {exc}") from exc
         for m in re.finditer(r"\bTOP\s*\(\s*@P(\d+)\s*\)", named, re.IGNORECASE):
             value = params[int(m.group(1)) - 1]
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) or not re.fullmatch(r"\s*[+-]?\d+\s*", str(value)):
                 # TOP takes a bigint; a parameter that does not convert fails the batch.
                 raise pyodbc.DataError(
                     "22018",

@@ -222,6 +222,10 @@ def _cycle(client, server: Server) -> list[str]:
         assert link, "the search page lists no archived row"
         row = client.get(link.group(1).replace("&amp;", "&"))
         assert row.status_code == 200, row.status_code
+        # A filtered search (its parameters come before the page size).
+        filtered = client.get(url, {"businessDate__from": "2000-01-01"})
+        assert filtered.status_code == 200, filtered.status_code
+        assert link.group(1).split("?")[1].split("&amp;")[0] in filtered.content.decode(), "the filter lost rows"
         export = client.get(reverse("search:export", args=["SourceDB1", "dbo", "Position"]))
         assert export.status_code == 200, export.status_code
         b"".join(export.streaming_content) if export.streaming else export.content
