@@ -59,8 +59,7 @@ import sqlglot
 from django.conf import settings
 from django.db import connections
 
-from archival.backends.sqlite import SQLiteBackend, namespace_for
-from archival.engine.spec import META_COLUMNS
+from archival.backends.sqlite import SQLiteBackend
 
 # The deployment the capture stands for (docs/sqlserver.md, section 3).
 CONTROL_DB = "ArchivalControl"
@@ -82,6 +81,11 @@ SQLCMD_VARIABLES = {
     "ReaderPassword": "reader-secret",
     "CertPassword": "cert-secret",
 }
+
+
+def namespace_for(alias: str) -> str:
+    """The archive schema of a source (archive_<alias>, as sql/02 and provisioning name it)."""
+    return f"{settings.ARCHIVAL['NAMESPACE_PREFIX']}{alias.lower()}"
 
 
 @dataclass
@@ -399,7 +403,7 @@ class StandInCursor:
                     ("archive_run_id", "bigint", 8, 19, 0, 0),
                     ("reference_date", "date", 3, 0, 0, 1),
                     ("retention_until", "date", 3, 0, 0, 1),
-                ][: len(META_COLUMNS)]
+                ]
             return self._answer(rows, ["n", "t", "l", "p", "s", "nl"])
         if "COLLATION_NAME" in body_upper and "OBJECT_ID(QUOTENAME" in body_upper:
             # The demo databases' default collation for every text column.
