@@ -314,7 +314,11 @@ class StandInCursor:
             )
         proc = _EXEC_PROC.search(body)
         if proc:
-            return self._procedure(proc.group(1).lower(), params)
+            self._procedure(proc.group(1).lower(), params)
+            if not re.search(r"\bSELECT\s+@", body, re.IGNORECASE):
+                # OUTPUT parameters reach the client only through the caller's SELECT of them.
+                self.rows, self.description = [], None
+            return self
         if re.search(r"\bsys\.|INFORMATION_SCHEMA\.|OBJECT_ID\(|SCHEMA_ID\(", body, re.IGNORECASE):
             return self._catalog(body_upper, params)
         del upper

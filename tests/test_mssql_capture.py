@@ -425,3 +425,14 @@ def test_a_statement_needs_what_its_parse_tree_names():
     assert Need("Sales", "dbo.Position", "SELECT") in needs
     needs = required_permissions("DECLARE @o1 int; EXEC archival.usp_lock_holds; SELECT @o1;", database="A")
     assert Need("A", "archival.usp_lock_holds", "EXECUTE") in needs
+
+
+def test_the_reader_reads_the_archive_schemas_and_nothing_named_like_them():
+    # LIKE's _ matches any one character: N'archive_%' would also grant a schema
+    # named archiveX... (https://learn.microsoft.com/sql/t-sql/language-elements/like-transact-sql).
+    from tests.mssql_grants import Need
+    from tests.mssql_standin import ARCHIVE_DB, READER_LOGIN
+
+    grants = load_grants()
+    assert grants.allows(READER_LOGIN, Need(ARCHIVE_DB, "archive_sourcedb2.Trade", "SELECT"))
+    assert not grants.allows(READER_LOGIN, Need(ARCHIVE_DB, "archiveXpayroll.Salary", "SELECT"))
