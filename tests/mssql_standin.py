@@ -60,6 +60,7 @@ from django.conf import settings
 from django.db import connections
 
 from archival.backends.sqlite import SQLiteBackend
+from tests.mssql_capture_checks import foreign_constructs
 
 # The deployment the capture stands for (docs/sqlserver.md, section 3).
 CONTROL_DB = "ArchivalControl"
@@ -274,8 +275,6 @@ class StandInCursor:
         conn.server.statements.append(statement)
         self._last_sql = sql
         self.rows, self.description, self.rowcount = [], None, -1
-        from tests.mssql_capture_checks import foreign_constructs
-
         # What SQL Server certainly rejects fails here as it would there. A
         # batch only sqlfluff cannot parse runs on (sqlfluff lags T-SQL in
         # places); the capture test still reports it.
@@ -284,7 +283,6 @@ class StandInCursor:
             statement.error = "102: " + problems[0]
             raise syntax_error(problems[0][:40])
         text = sql.strip()
-        upper = text.upper()
         # Session settings.
         for m in _SET_NOCOUNT.finditer(text):
             conn.nocount = m.group(1).upper() == "ON"
@@ -321,7 +319,6 @@ class StandInCursor:
             return self
         if re.search(r"\bsys\.|INFORMATION_SCHEMA\.|OBJECT_ID\(|SCHEMA_ID\(", body, re.IGNORECASE):
             return self._catalog(body_upper, params)
-        del upper
         return self._shadow(body, params)
 
     # -- transactions --------------------------------------------------------
