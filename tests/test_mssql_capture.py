@@ -168,6 +168,20 @@ def _cycle(client, server: Server) -> list[str]:
     _step(failed, "run", lambda: _command("archival", "run", "--cutoff", cutoff))
     _step(failed, "resume", lambda: _command("archival", "resume"))
 
+    def archived_and_verified():
+        from governance.models import RecoveryState
+
+        left = {
+            state.table_label: state.phase
+            for state in RecoveryState.objects.exclude(table_label=UNPROVISIONED_LABEL)
+            if state.phase != "COMPLETED"
+        }
+        assert not left, f"not archived and verified: {left}"
+        moved = RecoveryState.objects.exclude(table_label=UNPROVISIONED_LABEL).values_list("archived_count", flat=True)
+        assert sum(n or 0 for n in moved), "no row was archived"
+
+    _step(failed, "archive and verify", archived_and_verified)
+
     def abandon():
         from governance.models import ArchivalRun
 
