@@ -684,12 +684,13 @@ def production_settings(tmp_dir) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def install(server: Server, production: dict) -> dict:
-    """Serve every data-plane alias with mssql-django over the stand-in; returns the SQLite wrappers."""
+def install(server: Server, production: dict, aliases=tuple(DATABASES)) -> dict:
+    """Serve ``aliases`` with mssql-django over the stand-in; returns what to put back."""
     from mssql.base import DatabaseWrapper
 
     replaced = {}
-    for alias, database in DATABASES.items():
+    for alias in aliases:
+        database = DATABASES[alias]
         prod = production[alias]
         assert (prod["ENGINE"], prod["NAME"], prod["USER"]) == ("mssql", database, LOGINS[alias]), prod
         settings_dict = {

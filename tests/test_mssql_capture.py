@@ -27,7 +27,7 @@ the login and database of its alias and answers it:
 
 The cycle: build the demo, provision every archive table but one (the DBA's
 ``usp_provision_table``), then plan, run (mark, archive, verify), resume,
-run again and abandon, place a hold, plan/approve/execute a disposal,
+abandon the run the unprovisioned table left unfinished, place a hold, plan/approve/execute a disposal,
 release the hold, search (list, row, CSV export) as the reader, status.
 
 Checks over every recorded batch:
@@ -42,6 +42,13 @@ Checks over every recorded batch:
   sql/03 and sql/08 (tests/mssql_grants.py);
 * the runtime logins send no DDL (provisioning owns it);
 * every step of the cycle completes.
+
+The cycle runs twice: with only the data-plane aliases on the stand-in
+(the control database on SQLite), so what the archive, reader and source
+logins send is seen even while the control plane fails on SQL Server; and
+with every alias on it. Before the cycle, tables no other table references
+get a few rows "archived by an earlier run", so disposal has work whatever
+this run moves.
 
 A step that fails is recorded and the cycle goes on; a failure early in a
 step (the audit chain, say) hides what that step would have sent later, so
@@ -61,6 +68,7 @@ import json
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 
@@ -257,20 +265,39 @@ def _cycle(client, server: Server) -> list[str]:
     return failed
 
 
-@pytest.fixture(scope="module")
-def captured(django_db_setup, django_db_blocker):
-    """(server, failed steps) of one cycle; the databases are emptied afterwards."""
+@dataclass
+class Capture:
+    server: Server
+    failed: list[str]  # steps of the cycle that failed
+    unprovisioned: list[str]  # what the engine said about the table not provisioned
+
+
+# Two runs of the cycle. "data plane": the control database stays on SQLite,
+# only the archive, read-only and source aliases go through the stand-in, so
+# what they send is seen even while the control plane cannot run on SQL
+# Server. "every alias": the control database goes through it too.
+SCENARIOS = {
+    "data plane": tuple(a for a in DATABASES if a != "default"),
+    "every alias": tuple(DATABASES),
+}
+
+
+@pytest.fixture(scope="module", params=list(SCENARIOS))
+def captured(request, django_db_setup, django_db_blocker) -> Capture:
+    """One cycle through the stand-in; the databases are emptied afterwards."""
     from django.test import Client
 
+    aliases = SCENARIOS[request.param]
+    unprovisioned_errors.clear()
     with django_db_blocker.unblock():
         build_demo(TINY, configs=True)
         # SQL Server's default schema; a batch size the procedures take (<= 4,000).
         TableConfig.objects.filter(schema_name="main").update(schema_name="dbo", batch_size=25)
         configs = {(c.source_db, c.table_name): c for c in TableConfig.objects.all()}
-        server = Server(shadows={alias: connections[alias] for alias in DATABASES}, configs=configs)
+        server = Server(shadows={alias: connections[alias] for alias in aliases}, configs=configs)
         server.provisioned = set(configs) - {UNPROVISIONED}
         _provision_shadow(server)
-        replaced = install(server, production_settings(settings.DATA_DIR / "capture-settings"))
+        replaced = install(server, production_settings(settings.DATA_DIR / "capture-settings"), aliases)
         try:
             failed = _cycle(Client(), server)
         finally:
@@ -279,44 +306,67 @@ def captured(django_db_setup, django_db_blocker):
             call_command("flush", interactive=False, database="archive", verbosity=0)
     dump = os.environ.get("MSSQL_CAPTURE_DUMP")
     if dump:  # for a reviewer: every batch with its login, database and parameters
-        Path(dump).write_text(
+        Path(dump).with_suffix(f".{request.param.replace(' ', '-')}.json").write_text(
             json.dumps([{**vars(s), "params": [str(p) for p in s.params]} for s in server.statements], indent=1)
         )
-    return server, failed
+    return Capture(server, failed, list(unprovisioned_errors))
+
+
+SEEDED_ROWS = 3
 
 
 def _provision_shadow(server: Server) -> None:
-    """What usp_provision_table creates, in the SQLite archive the stand-in moves rows into."""
+    """What usp_provision_table creates, in the SQLite archive the stand-in moves rows into.
+
+    Tables no other table references also get a few rows archived by an
+    earlier run, retention long past: disposal has work whatever this run
+    manages to move.
+    """
     from tests.mssql_standin import namespace_for
 
     arc = connections["archive"]
     with arc.cursor() as cur:
+        referenced = set()
+        for alias in {a for a, _ in server.provisioned}:
+            for (child,) in cur.execute(
+                f"SELECT name FROM \"src_{alias}\".sqlite_master WHERE type = 'table'"
+            ).fetchall():
+                rows = cur.execute(f'PRAGMA "src_{alias}".foreign_key_list("{child}")').fetchall()
+                referenced |= {(alias, row[2]) for row in rows}
         for alias, table in sorted(server.provisioned):
-            ns = namespace_for(alias)
+            ns, src = namespace_for(alias), f'"src_{alias}"."{table}"'
             cur.execute(f'DROP TABLE IF EXISTS "{ns}"."{table}"')
-            cur.execute(f'CREATE TABLE "{ns}"."{table}" AS SELECT * FROM "src_{alias}"."{table}" WHERE 0')
+            cur.execute(f'CREATE TABLE "{ns}"."{table}" AS SELECT * FROM {src} WHERE 0')
             for column, typ in (("archived_at", "TEXT"), ("archive_run_id", "INTEGER"), ("reference_date", "DATE"),
                                 ("retention_until", "DATE")):  # fmt: skip
                 cur.execute(f'ALTER TABLE "{ns}"."{table}" ADD COLUMN "{column}" {typ}')
+            if (alias, table) in referenced:
+                continue
+            cur.execute(
+                f"INSERT INTO \"{ns}\".\"{table}\" SELECT *, '2020-01-01 00:00:00', 0, NULL, '2021-01-01' "
+                f"FROM {src} ORDER BY rowid LIMIT {SEEDED_ROWS}"
+            )
+            cur.execute(
+                f"DELETE FROM {src} WHERE rowid IN (SELECT rowid FROM {src} ORDER BY rowid LIMIT {SEEDED_ROWS})"
+            )
 
 
 def test_the_cycle_runs_every_step(captured):
-    server, failed = captured
-    assert failed == [], "\n".join(failed)
-    aliases = Counter(s.alias for s in server.statements)
-    assert set(aliases) == set(DATABASES), aliases
+    assert captured.failed == [], "\n".join(captured.failed)
+    aliases = Counter(s.alias for s in captured.server.statements)
+    assert set(aliases) == set(captured.server.shadows), aliases
 
 
 def test_a_table_not_provisioned_fails_alone_naming_the_provisioning_call(captured):
-    assert unprovisioned_errors, "the unprovisioned table did not fail"
-    for message in unprovisioned_errors:
+    assert captured.unprovisioned, "the unprovisioned table did not fail"
+    for message in captured.unprovisioned:
         assert "archival_admin.usp_provision_table" in message and "@table_name = N'PriceHistory'" in message, message
 
 
 def test_holds_change_only_under_the_hold_lock_disposal_takes(captured):
     # docs/sqlserver.md: placing or releasing a hold calls archival.usp_lock_holds in the
     # same transaction, so it waits for a running disposal batch.
-    server, _ = captured
+    server = captured.server
     locked = {(s.alias, s.transaction) for s in server.statements if "archival.usp_lock_holds" in s.sql}
     changes = [
         s for s in server.statements if re.search(r"(?i)\b(INSERT\s+INTO|UPDATE)\s+\[governance_hold(key)?\]", s.sql)
@@ -327,14 +377,14 @@ def test_holds_change_only_under_the_hold_lock_disposal_takes(captured):
 
 
 def test_disposal_deletes_archive_rows_only_through_usp_dispose_batch(captured):
-    server, _ = captured
+    server = captured.server
     calls = [s for s in server.statements if "archival.usp_dispose_batch" in s.sql]
     direct = [s for s in server.statements if re.search(r"(?i)\bDELETE\b[^;]*\[archive_", s.sql)]
     assert calls and not direct, [s.sql[:160] for s in direct] or "usp_dispose_batch was never called"
 
 
 def test_every_captured_batch_is_tsql_sql_server_2019_runs(captured):
-    server, _ = captured
+    server = captured.server
     bad = {}
     for s in server.statements:
         for problem in violations_of(s.tsql):
@@ -346,7 +396,7 @@ def test_every_captured_batch_is_tsql_sql_server_2019_runs(captured):
 
 
 def test_the_runtime_logins_send_no_ddl(captured):
-    server, _ = captured
+    server = captured.server
     ddl = [
         s for s in server.statements if re.match(r"(?is)\s*(?:SET\s+NOCOUNT\s+\w+;?\s*)?(CREATE|ALTER|DROP)\b", s.sql)
     ]
@@ -354,7 +404,7 @@ def test_the_runtime_logins_send_no_ddl(captured):
 
 
 def test_every_captured_statement_is_covered_by_a_grant(captured):
-    server, _ = captured
+    server = captured.server
     grants = load_grants()
     missing = Counter()
     for s in server.statements:
