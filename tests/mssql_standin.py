@@ -160,6 +160,11 @@ class StandInConnection:
         shadow.ensure_connection()
         self.shadow = shadow.connection  # sqlite3.Connection (archive: sources and namespaces attached)
         self.shadow.isolation_level = None
+        # T-SQL string functions sqlglot passes through and older SQLite lacks.
+        self.shadow.create_function("CONCAT", -1, lambda *parts: "".join(str(p) for p in parts if p is not None))
+        self.shadow.create_function(
+            "CONCAT_WS", -1, lambda sep, *parts: str(sep).join(str(p) for p in parts if p is not None)
+        )
 
     # -- DB-API --------------------------------------------------------------
     @property
