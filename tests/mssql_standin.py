@@ -17,10 +17,13 @@ What is real and what stands in:
     described through the SQLite backend (``dbo`` reads as SQLite's ``main``);
     in the archive database, a table exists once the DBA provisioned it
     (:attr:`Server.provisioned`), with the columns provisioning gives it;
-  - calls of the ``archival.usp_*`` procedures from a small state model
-    (rows left per source table, moved into the SQLite archive as the
-    procedure would, with its ledger row; disposal deletes archive rows
-    whose retention has passed);
+  - calls of the ``archival.usp_*`` procedures from a small state model,
+    keyed by the Django alias as the registry is: usp_mark_table counts the
+    eligible rows no foreign-key child references, usp_archive_batch moves
+    the next batch into the SQLite archive with its ledger row (547 when a
+    child row blocks the delete), usp_dispose_batch deletes expired rows
+    unless an ALL or TABLE hold covers the table (other hold scopes are not
+    modelled);
   - everything else (the ORM's and the engine's own statements) is
     translated by sqlglot from T-SQL to SQLite and run on the alias's SQLite
     test database, so the cycle sees consistent data. That translation is

@@ -16,12 +16,14 @@ the login and database of its alias and answers it:
   ``SET NOCOUNT ON`` DML reports -1 until ``SET NOCOUNT OFF``);
 * catalog reads (``sys.*``, ``INFORMATION_SCHEMA``) from the demo schema;
 * the ``archival.usp_*`` procedures from a small state model, keyed by the
-  Django alias the DBA provisioned with: it moves rows between the SQLite
-  test databases and writes the procedure's ledger row, answers OUTPUT
-  parameters through the caller's final SELECT, raises 547 where a child
-  row still references a key, 50201 for a table not provisioned;
+  Django alias the DBA provisioned with (50201 for a table not provisioned):
+  it moves the eligible rows no foreign-key child still references between
+  the SQLite test databases and writes the procedure's ledger row, disposes
+  expired rows no table-wide hold covers, and answers OUTPUT parameters only
+  through the caller's final SELECT;
 * DDL by the runtime login: error 262 (no DDL right);
-* a construct SQL Server lacks (RETURNING, LIMIT, ...): error 102;
+* a construct SQL Server lacks (RETURNING, LIMIT, ...): error 102; a
+  ``TOP (@Pn)`` whose parameter does not convert to bigint: error 8114;
 * everything else: translated by sqlglot to SQLite and run on the alias's
   SQLite test database, so the cycle sees consistent data.
 
@@ -39,7 +41,10 @@ Checks over every recorded batch:
   from its sqlfluff parse tree (table references and statement type, EXEC ->
   EXECUTE), plus the object a catalog read names (metadata visibility), is
   covered for its login by the users, role memberships and GRANT/DENY of
-  sql/03 and sql/08 (tests/mssql_grants.py);
+  sql/03 and sql/08 (and sql/10's DENYs, where present) (tests/mssql_grants.py);
+* holds change only in a transaction that called usp_lock_holds; archive
+  rows are deleted only by usp_dispose_batch; a table not provisioned fails
+  alone, with an error naming the provisioning call;
 * the runtime logins send no DDL (provisioning owns it);
 * every step of the cycle completes.
 
