@@ -307,6 +307,7 @@ def captured(request, django_db_setup, django_db_blocker) -> Capture:
             failed = _cycle(Client(), server)
         finally:
             uninstall(replaced)
+            _drop_demo_tables(configs)
             call_command("flush", interactive=False, database="default", verbosity=0)
             call_command("flush", interactive=False, database="archive", verbosity=0)
     dump = os.environ.get("MSSQL_CAPTURE_DUMP")
@@ -318,6 +319,16 @@ def captured(request, django_db_setup, django_db_blocker) -> Capture:
 
 
 SEEDED_ROWS = 3
+
+
+def _drop_demo_tables(configs) -> None:
+    """Leave no demo or archive table behind for the modules that run next."""
+    from tests.conftest import drop_archive_tables
+
+    drop_archive_tables()
+    for alias, table in configs:
+        with connections[alias].cursor() as cur:
+            cur.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
 def _provision_shadow(server: Server) -> None:
