@@ -29,8 +29,10 @@ the login and database of its alias and answers it:
 
 The cycle: build the demo, provision every archive table but one (the DBA's
 ``usp_provision_table``), then plan, run (mark, archive, verify), resume,
-abandon the run the unprovisioned table left unfinished, place a hold, plan/approve/execute a disposal,
-release the hold, search (list, row, CSV export) as the reader, status.
+abandon the run the unprovisioned table left unfinished, place a hold,
+plan/approve/execute a disposal, search (list, filtered list, row, CSV
+export) as the reader, release the hold, status. Personas: an archival
+administrator (the planner), two compliance officers (alice, bob), a reader.
 
 Checks over every recorded batch:
 
@@ -72,6 +74,7 @@ import datetime as dt
 import json
 import os
 import re
+import traceback
 from collections import Counter
 from dataclasses import dataclass
 from io import StringIO
@@ -131,8 +134,6 @@ def _step(log: list, name: str, action) -> None:
     try:
         action()
     except (Exception, SystemExit) as exc:  # a failing step is reported; the cycle goes on
-        import traceback
-
         where = traceback.extract_tb(exc.__traceback__)[-1]
         log.append(f"{name}: {type(exc).__name__}: {str(exc)[:300]} (at {where.filename}:{where.lineno})")
 
@@ -172,7 +173,7 @@ def _cycle(client, server: Server) -> list[str]:
     from archival.disposal.holds import place_hold, release_hold
 
     failed: list[str] = []
-    admin = _user("admin_user", "governance.plan_disposal", "governance.view_disposalbatch")
+    planner = _user("planner", "governance.plan_disposal", "governance.view_disposalbatch")
     alice = _user("alice", "governance.approve_disposal", "governance.view_disposalbatch")
     bob = _user("bob", "governance.approve_disposal", "governance.view_disposalbatch")
     reader = _user("reader", "governance.view_archive_search", "governance.export_archive_search")
@@ -210,7 +211,7 @@ def _cycle(client, server: Server) -> list[str]:
         lambda: holds.append(
             place_hold(
                 scope="TABLE",
-                actor=admin,
+                actor=planner,
                 reason="capture",
                 source_db="SourceDB1",
                 schema_name="dbo",
@@ -221,7 +222,7 @@ def _cycle(client, server: Server) -> list[str]:
     far = dt.date.today() + dt.timedelta(days=365 * 60)
 
     def plan_disposal():
-        result = disposal.plan_disposal(actor=admin, today=far)
+        result = disposal.plan_disposal(actor=planner, today=far)
         errors = [f"{t.table_label}: {t.error}" for t in result.tables if t.error]
         assert not errors and result.batch_count, errors or "nothing planned"
 
@@ -239,7 +240,7 @@ def _cycle(client, server: Server) -> list[str]:
     _step(failed, "dispose approve", approve)
 
     def execute_disposal():
-        result = disposal.execute_disposal(actor=admin, today=far)
+        result = disposal.execute_disposal(actor=planner, today=far)
         assert result.ok and result.deleted, [
             f"batch {b.batch_id}: {b.error[:300]}" for b in result.errors
         ] or "nothing deleted"
@@ -265,7 +266,7 @@ def _cycle(client, server: Server) -> list[str]:
         b"".join(export.streaming_content) if export.streaming else export.content
 
     _step(failed, "search", search)
-    _step(failed, "release hold", lambda: [release_hold(h.pk, actor=admin, reason="capture") for h in holds])
+    _step(failed, "release hold", lambda: [release_hold(h.pk, actor=planner, reason="capture") for h in holds])
     _step(failed, "status", lambda: _command("archival", "status"))
     return failed
 
