@@ -585,7 +585,7 @@ class StandInCursor:
     # -- everything else: translated to SQLite, run on the alias's test database
     def _shadow(self, body: str, params: tuple):
         shadow = self.conn.shadow
-        named = qmark_to_named(body)
+        named = _inline_declared_parameters(qmark_to_named(body))
         # OUTPUT inserted.c / deleted.c (no INTO) returns rows like SQLite's RETURNING.
         returning = ""
         output = _OUTPUT.search(named)
@@ -630,6 +630,21 @@ class StandInCursor:
                 last_count = cur.rowcount if not cur.description else len(rows)
                 rowcount = -1 if self.conn.nocount else last_count
         return self._answer(rows, columns, rowcount)
+
+
+_DECLARED = re.compile(r"^\s*DECLARE\s+((?:@var\d+\s+[\w]+(?:\(\w+\))?\s*=\s*@P\d+\s*,?\s*)+)", re.IGNORECASE)
+
+
+def _inline_declared_parameters(sql: str) -> str:
+    """mssql-django declares a variable per repeated parameter (``DECLARE @var0 INT = @P1, ...``
+    before a grouped SELECT); SQLite has no variables, so each is read as the parameter it holds."""
+    declared = _DECLARED.match(sql)
+    if not declared:
+        return sql
+    body = sql[declared.end() :]
+    for var, param in re.findall(r"(@var\d+)\s+[\w]+(?:\(\w+\))?\s*=\s*(@P\d+)", declared.group(1)):
+        body = re.sub(re.escape(var) + r"\b", param, body)
+    return body
 
 
 def _sql_server_type(col) -> str:

@@ -118,3 +118,15 @@ def test_sql_server_moves_through_its_procedures_and_creates_no_namespace():
     assert "sql/02_archive_schemas.sql" in ARCHIVE.namespace_missing("archive_sourcedb1", "SourceDB1")
     # The hold tables' INSTEAD OF DELETE triggers come from sql/08, not the migration.
     assert ARCHIVE.refuse_delete_trigger_sql("governance_hold", "t", "m") == []
+
+
+def test_a_limit_comes_last_so_the_parameters_keep_their_order():
+    # Disposal planning and the search pass the limit as the last parameter,
+    # as LIMIT takes it on the other engines; TOP at the front would bind it
+    # to the first placeholder instead.
+    ordered = ARCHIVE.limit_sql("SELECT a.[id] FROM [x].[T] a WHERE a.[d] < %s ORDER BY a.[id]", "%s")
+    assert ordered.endswith("WHERE a.[d] < %s ORDER BY a.[id] OFFSET 0 ROWS FETCH NEXT %s ROWS ONLY")
+    unordered = ARCHIVE.limit_sql("SELECT v FROM (SELECT a.[id] AS v FROM [x].[T] a ORDER BY a.[id]) t", "5")
+    assert unordered.endswith(") t ORDER BY (SELECT NULL) OFFSET 0 ROWS FETCH NEXT 5 ROWS ONLY")
+    tsql(ordered.replace("%s", "@P1"))
+    tsql(unordered)

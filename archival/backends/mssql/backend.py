@@ -106,7 +106,7 @@ class MSSQLBackend(Backend):
         with self.connection.cursor() as cur:
             cur.execute(
                 """
-                SELECT c.name, t.name, c.max_length, c.precision, c.scale, c.is_nullable
+                SELECT c.name, t.name, c.max_length, c.[precision], c.scale, c.is_nullable
                 FROM sys.columns AS c
                 INNER JOIN sys.types AS t ON t.user_type_id = c.user_type_id
                 INNER JOIN sys.tables AS tb ON tb.object_id = c.object_id
@@ -212,9 +212,13 @@ class MSSQLBackend(Backend):
         return f"EXISTS (SELECT {left} INTERSECT SELECT {right})"
 
     def limit_sql(self, select_sql: str, limit_param: str) -> str:
+        # OFFSET ... FETCH at the end, not TOP at the front: the limit is the
+        # statement's last parameter on every engine, so the parameters keep
+        # their order. FETCH needs an ORDER BY of the statement itself.
         if not select_sql.lstrip().upper().startswith("SELECT "):
             raise SchemaError("limit_sql expects a SELECT statement")
-        return select_sql.lstrip().replace("SELECT ", f"SELECT TOP ({limit_param}) ", 1)
+        order = "" if _ends_with_order_by(select_sql) else " ORDER BY (SELECT NULL)"
+        return f"{select_sql.rstrip()}{order} OFFSET 0 ROWS FETCH NEXT {limit_param} ROWS ONLY"
 
     def type_for_generic(self, col: Column) -> str:
         return mssql_type_for(col)
@@ -567,3 +571,18 @@ class MSSQLBackend(Backend):
         """
         with self.connection.cursor() as cur:
             call_procedure(cur, "archival.usp_lock_holds")
+
+
+def _ends_with_order_by(sql: str) -> bool:
+    """True when the statement itself (not a subquery in it) ends with an ORDER BY clause."""
+    upper = sql.upper()
+    at = upper.rfind("ORDER BY")
+    if at < 0:
+        return False
+    depth = 0
+    for char in upper[at:]:
+        depth += char == "("
+        depth -= char == ")"
+        if depth < 0:
+            return False  # the ORDER BY closes inside a parenthesis: a subquery's
+    return True
