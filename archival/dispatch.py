@@ -136,6 +136,7 @@ class SliceResult:
 @dataclass
 class SweepResult:
     requeued: list[str] = field(default_factory=list)
+    taken_up: list[str] = field(default_factory=list)
     closed: int = 0
     alerts: int = 0
     pump: PumpResult = field(default_factory=PumpResult)
@@ -362,6 +363,10 @@ def continue_run(run_id: int, *, actor=None, pump_now: bool = True) -> bool:
         ArchivalRun.objects.filter(pk=run.pk).update(stop_requested=False, deadline=deadline)
         RunDispatch.objects.filter(run=run).update(finalize_enqueued_at=None, finalized_at=None)
     run.refresh_from_db()
+    # Tables that waited (a database down, a lock held) get another try in the new window.
+    from archival.engine.runner import retake_waiting
+
+    retake_waiting(list(RecoveryState.objects.filter(run=run, phase=Phase.WAITING)), actor=actor)
     adopt(run)
     for row in TableDispatch.objects.filter(run=run, status=DispatchStatus.STOPPED).select_related("state"):
         stage = _stage_for(row.state.phase)
@@ -541,6 +546,12 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
         )
         pump()
         return SliceResult(dispatch_id, "done", label, row.state.phase)
+    if row.state.phase == Phase.WAITING:
+        # Stopped while this task sat in the queue (its database went down):
+        # the sweeper takes it up again when the wait is over.
+        _move_on(row, ticket, status=DispatchStatus.STOPPED, last_outcome=f"waiting for {row.state.waiting_for}"[:200])
+        pump()
+        return SliceResult(dispatch_id, "waiting", label, row.state.phase)
     if cfg.paused:
         _move_on(row, ticket, status=DispatchStatus.WAITING, last_outcome="paused")
         return SliceResult(dispatch_id, "paused", label, row.state.phase)
@@ -576,6 +587,13 @@ def _after_slice(row: TableDispatch, ticket: int, table) -> SliceResult:
         # its batch). The sweeper takes over if that owner dies.
         res.outcome = "lease held elsewhere" if table.skipped else "lease lost"
         _move_on(row, ticket, last_outcome=res.outcome)
+        return res
+    if table.waiting_for:
+        res.outcome = "waiting"
+        _move_on(row, ticket, status=DispatchStatus.STOPPED, last_outcome=f"waiting for {table.waiting_for}"[:200])
+        if table.waiting_for.startswith("database:"):
+            stop_for_outage(row.run_id, table.waiting_for.split(":", 1)[1])
+        pump()
         return res
     if table.phase in DONE_PHASES or (table.done and row.stage == DispatchStage.ARCHIVE):
         res.outcome = "done"
@@ -629,6 +647,82 @@ def _after_slice(row: TableDispatch, ticket: int, table) -> SliceResult:
     if stopping.stop_requested():
         res.outcome += " (worker stopping)"
     return res
+
+
+# --- outages and lock waits --------------------------------------------------
+
+
+def stop_for_outage(run_id: int, alias: str) -> list[str]:
+    """A database of the run does not answer: start none of its tables, alert once, go on with the others.
+
+    The run's unstarted tables that need ``alias`` wait for it (the engine's
+    ``wait_for_database``); their dispatch rows stop, so the pump hands
+    their slots to other databases' tables. One alert per outage names
+    every table waiting for it. Returns the labels of the tables waiting.
+    """
+    from archival.engine.runner import wait_for_database
+    from archival.outage import waiting_key
+
+    wait_for_database(run_id, alias, reason=f"database {alias} does not answer", worker=worker_id())
+    waiting = RecoveryState.objects.filter(run_id=run_id, phase=Phase.WAITING, waiting_for=waiting_key(alias))
+    TableDispatch.objects.filter(run_id=run_id, state__in=waiting, status=DispatchStatus.WAITING).update(
+        status=DispatchStatus.STOPPED, last_outcome=f"waiting for {waiting_key(alias)}", touched_at=timezone.now()
+    )
+    labels = list(waiting.values_list("table_label", flat=True))
+    alerts.database_unreachable(run_id, alias, labels, scheduled=True)
+    return labels
+
+
+def take_up_waiting(now=None) -> list[str]:
+    """Put the waiting tables of runs the workers drive back on the workers when their wait is over.
+
+    A table waiting for a database: once a fresh connection to it answers
+    (tried once per database per sweep). A table waiting for a lock: after
+    ARCHIVAL_LOCK_COOLDOWN_SECONDS. Only within the run window (a halted run's
+    tables wait for the next window, ``continue_run``). Returns the labels.
+    """
+    from django.db import connections
+
+    from archival import outage
+    from archival.engine.runner import retake_waiting
+
+    now = now or timezone.now()
+    cooldown = timedelta(seconds=settings.ARCHIVAL["LOCK_COOLDOWN_SECONDS"])
+    states = [
+        s
+        for s in RecoveryState.objects.filter(
+            phase=Phase.WAITING, run__status=RunStatus.RUNNING, run__dispatch__isnull=False
+        ).select_related("run")
+        if not _halted(s.run, now)
+    ]
+    answers: dict[str, bool] = {}
+    ready: dict[int, list[RecoveryState]] = {}
+    for state in states:
+        if state.waiting_for.startswith("database:"):
+            alias = state.waiting_for.split(":", 1)[1]
+            if alias not in answers:
+                answers[alias] = alias in connections and outage.reachable(alias)
+            if not answers[alias]:
+                continue
+        elif state.updated_at and state.updated_at > now - cooldown:
+            continue
+        ready.setdefault(state.run_id, []).append(state)
+    labels = []
+    for run_id, group in ready.items():
+        with transaction.atomic():
+            labels += retake_waiting(group, actor="sweeper")
+            for state in RecoveryState.objects.filter(pk__in=[s.pk for s in group]).exclude(phase=Phase.WAITING):
+                TableDispatch.objects.filter(
+                    state=state, status__in=[DispatchStatus.STOPPED, DispatchStatus.DONE]
+                ).update(
+                    stage=_stage_for(state.phase),
+                    status=DispatchStatus.WAITING,
+                    last_outcome="taken up again after waiting",
+                    touched_at=now,
+                )
+            # The finalizer may have run while they waited (the run stayed open).
+            RunDispatch.objects.filter(run_id=run_id).update(finalize_enqueued_at=None, finalized_at=None)
+    return labels
 
 
 # --- finalizer ---------------------------------------------------------------
@@ -747,6 +841,7 @@ def sweep() -> SweepResult:
             run_id=state.run_id,
             table_label=state.table_label,
         )
+    result.taken_up = take_up_waiting(now)
     result.alerts += alerts.check_long_runs(cfg.long_run_alert_minutes)
     result.alerts += alerts.scan_hold_violations()
     result.pump = pump()

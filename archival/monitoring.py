@@ -132,14 +132,17 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
     unfinished = (
         RecoveryState.objects.filter(config_id__in=active, phase__in=OPEN_PHASES)
         .select_related("run")
-        .only("config_id", "table_label", "phase", "lease_owner", "lease_expires_at", "run__status")
+        .only("config_id", "table_label", "phase", "lease_owner", "lease_expires_at", "waiting_for", "run__status")
         .order_by("run_id", "pk")
     )
     has_unfinished = set()
+    waiting: dict[tuple[int, str], list[str]] = defaultdict(list)
     for state in unfinished:
         has_unfinished.add(state.config_id)
         if state.phase == Phase.FAILED:
             findings["failed"][state.run_id].append(state.table_label)
+        elif state.phase == Phase.WAITING:
+            waiting[(state.run_id, state.waiting_for)].append(state.table_label)
         elif state.run.status != RunStatus.RUNNING:
             findings["left"][state.run_id].append(state.table_label)
         elif state.lease_owner and state.lease_expires_at and state.lease_expires_at < stall_after:
@@ -153,6 +156,15 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
             CRITICAL,
             f"run {run_id}: {len(labels)} table(s) hold an expired lease nobody took over ({named(labels)}); "
             "workers down or the sweeper not running",
+        )
+    for (run_id, waiting_for), labels in waiting.items():
+        # Not a failure: the sweeper (or a resume) takes them up once the
+        # database answers or the lock is gone; someone should know meanwhile.
+        what = waiting_for.replace("database:", "database ", 1).replace("lock:", "a lock on ", 1)
+        result.add(
+            WARNING,
+            f"run {run_id}: {len(labels)} table(s) waiting for {what} ({named(labels)}); "
+            f"taken up again by the sweeper, or resume run {run_id}",
         )
     for run_id, labels in findings["left"].items():
         result.add(

@@ -128,7 +128,12 @@ def _tune(alias: str, config: dict) -> dict:
         # batch transactions IMMEDIATE itself (archival.engine.txn).
         if alias == "default":
             options.setdefault("transaction_mode", "IMMEDIATE")
-        options.setdefault("timeout", 60)
+            options.setdefault("timeout", 60)
+        else:
+            # The busy timeout is the engine's lock timeout from the first
+            # statement (ATTACH and its PRAGMAs wait for a locked source file
+            # too); archival.engine.txn sets it again before each batch.
+            options.setdefault("timeout", env_int("ARCHIVAL_LOCK_TIMEOUT_MS", 5000, minimum=1) / 1000)
         test_name = str(DATA_DIR / "test" / Path(config["NAME"]).name)
         config.setdefault("TEST", {}).setdefault("NAME", test_name)
     elif engine == "django.db.backends.postgresql":
@@ -378,6 +383,29 @@ ARCHIVAL_SCHEDULER = {
     # does not report workers it never had as down.
     "WORKERS": env_bool("ARCHIVAL_WORKERS", default=True),
 }
+# Every statement of a slice is bounded, so a slice ends (cleanly, its batch
+# rolled back) before q2 kills the task and no process waits past its lease
+# (docs/workers.md, "Bounded waits"). A lock wait gives up after
+# ARCHIVAL_LOCK_TIMEOUT_MS (PostgreSQL lock_timeout, MariaDB
+# innodb_lock_wait_timeout, SQLite busy timeout, SQL Server LOCK_TIMEOUT: the
+# procedures take it as @lock_timeout_ms); any statement after
+# ARCHIVAL_STATEMENT_TIMEOUT_MS. By default a statement gets a third of what
+# the q2 timeout leaves after the slice's time box, and at most half a lease.
+ARCHIVAL_LOCK_TIMEOUT_MS = env_int("ARCHIVAL_LOCK_TIMEOUT_MS", 5000, minimum=1, maximum=600_000)
+_statement_budget_ms = (Q_CLUSTER["timeout"] - ARCHIVAL_SCHEDULER["MAX_SLICE_SECONDS"]) * 1000
+ARCHIVAL["STATEMENT_TIMEOUT_MS"] = env_int(
+    "ARCHIVAL_STATEMENT_TIMEOUT_MS",
+    min(_statement_budget_ms // 3, ARCHIVAL["LEASE_SECONDS"] * 500),
+    minimum=1000,
+    maximum=_statement_budget_ms // 2,
+)
+if ARCHIVAL_LOCK_TIMEOUT_MS > ARCHIVAL["STATEMENT_TIMEOUT_MS"]:
+    raise ImproperlyConfigured("ARCHIVAL_LOCK_TIMEOUT_MS must not exceed ARCHIVAL_STATEMENT_TIMEOUT_MS")
+# Batches in a row that may time out waiting for locks (each retry with half
+# the rows) before the table is left waiting, with that reason, for the
+# sweeper (after LOCK_COOLDOWN_SECONDS) or an `archival resume`.
+ARCHIVAL["LOCK_RETRIES"] = env_int("ARCHIVAL_LOCK_RETRIES", 4, minimum=1, maximum=20)
+ARCHIVAL["LOCK_COOLDOWN_SECONDS"] = env_int("ARCHIVAL_LOCK_COOLDOWN_SECONDS", 60, minimum=0)
 for _key in ("RUN_CRON", "HOLD_REVIEW_CRON"):
     from croniter import croniter as _croniter
 

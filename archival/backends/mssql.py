@@ -497,6 +497,18 @@ class MSSQLBackend(Backend):
         if not self.schema_exists(namespace):
             raise SchemaError(f"archive schema {namespace} is missing: run sql/02_archive_schemas.sql")
 
+    def session_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        # For the statements the engine runs itself (a streamed source); the
+        # procedures set LOCK_TIMEOUT from their @lock_timeout_ms parameter.
+        # SET LOCK_TIMEOUT takes a literal, not a variable: the number is an
+        # int from a validated setting. The statement bound on SQL Server is
+        # the driver's query timeout (MSSQL_QUERY_TIMEOUT).
+        # https://learn.microsoft.com/sql/t-sql/statements/set-lock-timeout-transact-sql
+        return [(f"SET LOCK_TIMEOUT {int(lock_timeout_ms)}; SET DEADLOCK_PRIORITY LOW;", [])]
+
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        return []
+
     # -- procedures ----------------------------------------------------------
     def mark_table(self, *, source_alias: str, schema_name: str, table_name: str, threshold: dt.date) -> MarkResult:
         with self.connection.cursor() as cur:

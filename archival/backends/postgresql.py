@@ -23,6 +23,21 @@ class PostgresBackend(Backend):
     # takes without index-only scans (EXPLAIN ANALYZE, bench/RESULTS.md).
     settings_after_bulk_delete = ("SET LOCAL enable_indexonlyscan = off",)
 
+    def session_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        return []
+
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        # set_config(..., true) is SET LOCAL with parameters: the limits end
+        # with the batch's transaction and never leak to the connection's
+        # next user. lock_timeout covers every lock (a LOCK TABLE ... ACCESS
+        # EXCLUSIVE by another session included); statement_timeout the rest.
+        return [
+            (
+                "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                [f"{int(lock_timeout_ms)}ms", f"{int(statement_timeout_ms)}ms"],
+            )
+        ]
+
     def schema_exists(self, schema: str) -> bool:
         return self._exists("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
 

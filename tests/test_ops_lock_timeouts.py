@@ -1,0 +1,157 @@
+"""Every statement of a slice is bounded: a locked source table makes the engine back off, not hang.
+
+A second session holds an exclusive lock on the source table (PostgreSQL
+LOCK TABLE ... ACCESS EXCLUSIVE, MariaDB LOCK TABLES ... WRITE, SQLite BEGIN
+EXCLUSIVE on the source file), as another application's long transaction
+would. The engine's batch gives up after ARCHIVAL_LOCK_TIMEOUT_MS, rolls
+back, retries with half the rows, and past ARCHIVAL_LOCK_RETRIES leaves the
+table WAITING (not FAILED) with a clear reason; a resume then finishes it and
+the source ∪ archive is the original.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+from django.db import connections
+
+from archival.engine import advance_table, resume_run, run_cycle, start_run
+from archival.engine.txn import bounded_transaction
+from archival.retry import is_wait_timeout
+from governance.models import AuditEvent, Phase, RecoveryState
+from tests.admin_fixtures import SOURCE, create_source_table, drop_source_table, make_config
+from tests.conftest import drop_archive_tables, snapshot, union_check
+from tests.ops_fixtures import LockHolder
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+TABLE = "locked_trade"
+CUTOFF = dt.date(2026, 1, 1)
+
+
+@pytest.fixture
+def bounded(settings):
+    settings.ARCHIVAL_LOCK_TIMEOUT_MS = 300
+    settings.ARCHIVAL = {**settings.ARCHIVAL, "LOCK_RETRIES": 3, "STATEMENT_TIMEOUT_MS": 5000}
+    return settings
+
+
+@pytest.fixture
+def table(transactional_db, bounded):
+    create_source_table(table=TABLE)
+    schema = {"mysql": connections[SOURCE].settings_dict["NAME"]}.get(connections[SOURCE].vendor)
+    config = make_config(
+        table_name=TABLE, months_retention_source=1, batch_size=4, **({"schema_name": schema} if schema else {})
+    )
+    original = snapshot([config])
+    yield config, original
+    drop_source_table(table=TABLE)
+    drop_archive_tables()
+
+
+def lock_after_first_batch(config, holders: list, seconds: float | None = None):
+    def on_batch(_moved):
+        if not holders:
+            holders.append(LockHolder(SOURCE, TABLE, config.schema_name, seconds=seconds).start())
+
+    return on_batch
+
+
+def test_a_statement_waiting_on_a_lock_gives_up_after_the_lock_timeout(table):
+    config, _ = table
+    holder = LockHolder(SOURCE, TABLE, config.schema_name).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception) as raised:
+            with bounded_transaction(SOURCE, write=True), connections[SOURCE].cursor() as cur:
+                cur.execute(f"DELETE FROM {connections[SOURCE].ops.quote_name(TABLE)}")
+    finally:
+        holder.release()
+    waited = time.monotonic() - started
+    assert is_wait_timeout(raised.value), raised.value
+    assert waited < 5, f"waited {waited:.1f}s for a 0.3 s lock timeout"
+
+
+def test_a_table_whose_locks_stay_taken_waits_with_a_reason_and_a_resume_finishes_it(table):
+    config, original = table
+    holders: list[LockHolder] = []
+    started = time.monotonic()
+    try:
+        result = run_cycle(cutoff=CUTOFF, on_batch=lock_after_first_batch(config, holders))
+        took = time.monotonic() - started
+        state = RecoveryState.objects.get(run_id=result.run_id)
+        assert state.phase == Phase.WAITING, state.last_error
+        assert state.waiting_for == f"lock:{config}"
+        assert "could not get its locks within 300 ms" in state.last_error
+        assert state.archived_count == 4  # the first batch committed before the lock was taken
+        (waiting,) = result.waiting
+        assert waiting.waiting_for == f"lock:{config}" and not result.ok
+        # Three tries (4, 2, 1 rows) with backoff between them, not a hang.
+        assert took < 30
+        retries = AuditEvent.objects.filter(action="batch.lock_timeout", run_id=result.run_id)
+        assert [e.details["next_batch_size"] for e in retries.order_by("pk")] == [2, 1]
+        assert not AuditEvent.objects.filter(action="table.failed").exists()
+        assert not AuditEvent.objects.filter(action="alert.sent", details__kind="table_failed").exists()
+    finally:
+        for holder in holders:
+            holder.release()
+    resumed = resume_run(result.run_id)
+    assert resumed.ok, [(t.label, t.phase, t.error) for t in resumed.tables]
+    assert union_check([config], original) == {str(config): (0, 10)}
+
+
+def test_a_batch_that_gets_its_locks_after_a_timeout_carries_on_smaller_then_grows_back(table, bounded):
+    config, original = table
+    holders: list[LockHolder] = []
+    # The lock outlasts one lock timeout (MariaDB's is whole seconds: 1 s)
+    # but not the retries.
+    bounded.ARCHIVAL = {**bounded.ARCHIVAL, "LOCK_RETRIES": 8}
+    result = run_cycle(cutoff=CUTOFF, on_batch=lock_after_first_batch(config, holders, seconds=1.5))
+    for holder in holders:
+        holder.release()
+    assert result.ok, [(t.label, t.phase, t.error) for t in result.tables]
+    state = RecoveryState.objects.get(run_id=result.run_id)
+    assert state.phase == Phase.COMPLETED and state.last_error == ""
+    assert AuditEvent.objects.filter(action="batch.lock_timeout", run_id=result.run_id).exists()
+    assert union_check([config], original) == {str(config): (0, 10)}
+
+
+def test_a_slice_ends_at_its_time_box_while_the_table_is_locked(table, bounded):
+    config, original = table
+    bounded.ARCHIVAL = {**bounded.ARCHIVAL, "LOCK_RETRIES": 20}
+    run = start_run(cutoff=CUTOFF)
+    state = RecoveryState.objects.get(run=run)
+    advance_table(state.pk, until=Phase.MARKED)
+    holders: list[LockHolder] = []
+    try:
+        started = time.monotonic()
+        result = advance_table(state.pk, time_box=2.0, on_batch=lock_after_first_batch(config, holders))
+        took = time.monotonic() - started
+    finally:
+        for holder in holders:
+            holder.release()
+    # Back-offs are cut short by the time box: the slice ends within it and
+    # one lock timeout, cleanly, with the table resumable by the next slice.
+    assert holders and took < 2.0 + 1.5, took
+    assert not result.done and not result.error and result.moved == 4
+    state.refresh_from_db()
+    assert state.phase == Phase.ARCHIVING and state.lease_owner == ""
+    assert "could not get its locks within 300 ms" in state.last_error
+    finished = advance_table(state.pk)
+    assert finished.done and finished.phase == Phase.COMPLETED
+    assert union_check([config], original) == {str(config): (0, 10)}
+
+
+def test_mark_on_a_locked_table_waits_instead_of_failing(table):
+    config, original = table
+    holder = LockHolder(SOURCE, TABLE, config.schema_name).start()
+    try:
+        result = run_cycle(cutoff=CUTOFF)
+    finally:
+        holder.release()
+    state = RecoveryState.objects.get(run_id=result.run_id)
+    assert state.phase == Phase.WAITING and state.waiting_for == f"lock:{config}"
+    assert "could not get its locks in time during pending" in state.last_error
+    assert resume_run(result.run_id).ok
+    assert union_check([config], original) == {str(config): (0, 10)}
