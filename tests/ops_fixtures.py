@@ -85,3 +85,105 @@ class LockHolder:
         self.thread.join(30)
         if self.error:
             raise self.error
+
+
+class DatabaseOutage:
+    """A TCP relay in front of a database server that the test can stop and start, like the server itself.
+
+    Connections to ``alias`` go through the relay (its settings are pointed at
+    the relay's port). ``stop()`` closes the listening socket and every relayed
+    connection: the client sees its connection drop and then "connection
+    refused", as when the server stops. ``start()`` listens again on the
+    same port. The shared server itself is never touched.
+    """
+
+    def __init__(self, alias: str):
+        import socket
+
+        self.alias = alias
+        self.settings = connections[alias].settings_dict
+        self.upstream = (self.settings.get("HOST") or "127.0.0.1", int(self.settings.get("PORT") or 0))
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.listener = None
+        self.open: list = []
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> DatabaseOutage:
+        self.saved = (self.settings.get("HOST"), self.settings.get("PORT"))
+        self.settings["HOST"], self.settings["PORT"] = "127.0.0.1", str(self.port)
+        connections[self.alias].close()
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        connections[self.alias].close()
+        self.settings["HOST"], self.settings["PORT"] = self.saved
+
+    def start(self) -> None:
+        import socket
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        import socket
+
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
+        with self.lock:
+            for sock in self.open:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+            self.open.clear()
+
+    def _accept(self, listener) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                if self.listener is not listener:
+                    client.close()
+                    server.close()
+                    return
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass

@@ -27,15 +27,15 @@ class PostgresBackend(Backend):
         return []
 
     def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
-        # set_config(..., true) is SET LOCAL with parameters: the limits end
-        # with the batch's transaction and never leak to the connection's
-        # next user. lock_timeout covers every lock (a LOCK TABLE ... ACCESS
-        # EXCLUSIVE by another session included); statement_timeout the rest.
+        # SET LOCAL: the limits end with the batch's transaction and never
+        # leak to the connection's next user. A SET takes no snapshot, so a
+        # streamed batch can still choose its isolation level after it (a
+        # SELECT set_config(...) could not). SET takes no parameters: the
+        # numbers are ints from validated settings. lock_timeout covers every
+        # lock (another session's LOCK TABLE ... ACCESS EXCLUSIVE included).
         return [
-            (
-                "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                [f"{int(lock_timeout_ms)}ms", f"{int(statement_timeout_ms)}ms"],
-            )
+            (f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}", []),
+            (f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}", []),
         ]
 
     def schema_exists(self, schema: str) -> bool:
