@@ -14,3 +14,14 @@ class ArchivalConfig(AppConfig):
         # per-source namespace files attached to the archive connection.
         connection_created.connect(attach_namespaces, dispatch_uid="archival.attach_namespaces")
         connection_created.connect(use_wal_for_control, dispatch_uid="archival.use_wal_for_control")
+
+        # django-q2 worker processes beat (archival.heartbeat), and a table
+        # slice that failed or was killed by the q2 timeout is re-enqueued at
+        # once instead of waiting for the sweeper.
+        from django_q.signals import post_execute, post_spawn
+
+        from archival.dispatch import requeue_failed_slice
+        from archival.heartbeat import on_worker_spawn
+
+        post_spawn.connect(on_worker_spawn, dispatch_uid="archival.heartbeat")
+        post_execute.connect(requeue_failed_slice, dispatch_uid="archival.requeue_failed_slice")

@@ -61,6 +61,7 @@ from governance.models import (
     RunStatus,
     SchedulerSettings,
     TableDispatch,
+    WorkerHeartbeat,
 )
 
 logger = logging.getLogger("archival.dispatch")
@@ -487,6 +488,7 @@ def pump() -> PumpResult:
                     ticket=row.ticket + 1,
                     queued_at=now,
                     touched_at=now,
+                    taken_by="",
                 )
                 if claimed:
                     by_stage[row.stage] += 1
@@ -534,7 +536,8 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
     if row is None or row.ticket != ticket or row.status != DispatchStatus.QUEUED:
         return SliceResult(dispatch_id, "stale")
     label = row.state.table_label
-    _move_on(row, ticket, slices=F("slices") + 1)
+    # Who runs this task: if this process dies, the sweeper sees it stop beating.
+    _move_on(row, ticket, slices=F("slices") + 1, taken_by=worker_id())
     cfg = SchedulerSettings.objects.current()
     if row.state.phase in DONE_PHASES:
         _move_on(
@@ -640,7 +643,14 @@ def _after_slice(row: TableDispatch, ticket: int, table) -> SliceResult:
         return res
     # Time box used up (or this process got SIGTERM): hand the rest to a fresh task.
     with transaction.atomic():
-        if _move_on(row, ticket, ticket=ticket + 1, last_outcome=f"slice moved={table.moved}"):
+        if _move_on(
+            row,
+            ticket,
+            ticket=ticket + 1,
+            queued_at=timezone.now(),
+            taken_by="",
+            last_outcome=f"slice moved={table.moved}",
+        ):
             _enqueue_table(row.pk, ticket + 1, _task_name(row, label), row.run_id)
             res.continued = True
     res.outcome = "continued" if res.continued else "superseded"
@@ -740,6 +750,98 @@ def finalize(run_id: int):
 # --- the sweeper -------------------------------------------------------------
 
 
+def _lease_is_lost(state: RecoveryState, now) -> str:
+    """Why the table's lease no longer protects a live worker ("" while it does)."""
+    from archival.engine.leases import owner_is_dead
+
+    if state.lease_expires_at and state.lease_expires_at < now:
+        return f"lease of {state.lease_owner} expired at {state.lease_expires_at:%H:%M:%S}"
+    if owner_is_dead(state.lease_owner):
+        return f"lease owner {state.lease_owner} is dead"
+    return ""
+
+
+def why_lost(row: TableDispatch, now, cfg: SchedulerSettings) -> str:
+    """Why an in-flight table task is presumed lost ("" when it is not); the one rule for the sweeper and health.
+
+    Lost: its lease expired or its owner is dead (no beat, or no process on
+    this host); the worker that picked it up stopped beating; it was never
+    picked up and a worker alive when it was enqueued has died since (its
+    cluster may have fetched it from the broker: Redis hands tasks over
+    without acknowledgement, the ORM broker re-delivers only after q2's
+    retry); or, failing all that, no sign of life for ``lost_task_seconds``.
+    Re-enqueueing a task that was not lost after all costs one stale
+    delivery (the ticket moved on), never a second chain.
+    """
+    from archival import heartbeat
+
+    state = row.state
+    if state.lease_owner:
+        return _lease_is_lost(state, now)
+    if row.taken_by and heartbeat.is_dead(row.taken_by, now):
+        return f"worker {row.taken_by} that took it stopped beating"
+    if not row.taken_by and row.queued_at:
+        dead = heartbeat.died_since(row.queued_at, now)
+        if dead:
+            return f"not picked up, and worker(s) {', '.join(dead[:3])} died since it was enqueued"
+    if row.touched_at is None or row.touched_at < now - timedelta(seconds=cfg.lost_task_seconds):
+        return f"no sign of life since {row.touched_at:%H:%M:%S}" if row.touched_at else "never enqueued"
+    return ""
+
+
+def lost_tasks(now=None) -> list[tuple[TableDispatch, str]]:
+    """In-flight table tasks presumed lost, with why (status --check names them)."""
+    now = now or timezone.now()
+    cfg = SchedulerSettings.objects.current()
+    rows = TableDispatch.objects.in_flight().select_related("state", "run")
+    return [(row, why) for row in rows if (why := why_lost(row, now, cfg))]
+
+
+def requeue(row: TableDispatch, why: str, *, now=None) -> bool:
+    """Enqueue a fresh task for a table whose task is lost; the ticket moves on, so the old one is void."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        claimed = TableDispatch.objects.filter(pk=row.pk, ticket=row.ticket, status=DispatchStatus.QUEUED).update(
+            ticket=row.ticket + 1,
+            requeues=F("requeues") + 1,
+            queued_at=now,
+            touched_at=now,
+            taken_by="",
+            last_outcome=f"re-enqueued: {why}"[:200],
+        )
+        if claimed:
+            _enqueue_table(row.pk, row.ticket + 1, _task_name(row, row.state.table_label), row.run_id)
+    if claimed:
+        AuditEvent.objects.record(
+            "table.requeued", run_id=row.run_id, table_label=row.state.table_label, details={"reason": why}
+        )
+    return bool(claimed)
+
+
+def requeue_failed_slice(sender, task: dict, **kwargs) -> None:
+    """django-q2 ``post_execute`` (in the cluster's monitor): a table slice failed or hit the q2 timeout.
+
+    q2 acknowledges a failed task (``ack_failures``) and never runs it again;
+    the table's next slice is enqueued now rather than after the sweeper's
+    ``lost_task_seconds``. A table error never gets here (the engine records
+    it and the slice returns): this is a worker killed by the timeout or a
+    control database that failed under the slice. Must not raise: it runs in
+    the monitor process.
+    """
+    if task.get("success") or task.get("func") != TABLE_TASK:
+        return
+    try:
+        dispatch_id, ticket = task.get("args", (None, None))[:2]
+        row = TableDispatch.objects.select_related("state").filter(pk=dispatch_id, ticket=ticket).first()
+        if row is None or row.status != DispatchStatus.QUEUED:
+            return
+        if row.requeues >= MAX_REQUEUES:
+            return  # the sweeper stops it and alerts
+        requeue(row, f"slice failed in the worker: {str(task.get('result'))[:120]}")
+    except Exception as exc:  # noqa: BLE001 (the monitor must go on saving results)
+        logger.warning("could not re-enqueue failed slice %s: %s", task.get("id"), exc)
+
+
 def sweep() -> SweepResult:
     """Periodic: recover lost table tasks, close dispatch rows, alert, pump.
 
@@ -749,8 +851,6 @@ def sweep() -> SweepResult:
     a killed cluster, or never reached the broker). Re-enqueueing moves the
     ticket on, so if the presumed-lost task turns up after all it does nothing.
     """
-    from archival.engine.leases import owner_is_dead
-
     cfg = SchedulerSettings.objects.current()
     now = timezone.now()
     result = SweepResult()
@@ -771,13 +871,8 @@ def sweep() -> SweepResult:
     )
     for row in TableDispatch.objects.in_flight().select_related("state", "run"):
         state = row.state
-        why = ""
-        if state.lease_owner:
-            if state.lease_expires_at and state.lease_expires_at < now:
-                why = f"lease of {state.lease_owner} expired at {state.lease_expires_at:%H:%M:%S}"
-            elif owner_is_dead(state.lease_owner):
-                why = f"lease owner {state.lease_owner} is dead"
-            elif state.lease_expires_at and state.lease_expires_at > now + timedelta(seconds=10 * lease_seconds):
+        if state.lease_owner and not _lease_is_lost(state, now):
+            if state.lease_expires_at and state.lease_expires_at > now + timedelta(seconds=10 * lease_seconds):
                 result.alerts += alerts.inconsistent(
                     f"table {state.table_label} in run {row.run_id} has a lease until {state.lease_expires_at}, "
                     f"far beyond the lease length of {lease_seconds}s",
@@ -785,8 +880,8 @@ def sweep() -> SweepResult:
                     run_id=row.run_id,
                     table_label=state.table_label,
                 )
-        elif row.touched_at is None or row.touched_at < now - timedelta(seconds=cfg.lost_task_seconds):
-            why = f"no sign of life since {row.touched_at:%H:%M:%S}" if row.touched_at else "never enqueued"
+            continue
+        why = why_lost(row, now, cfg)
         if not why:
             continue
         if row.requeues >= MAX_REQUEUES:
@@ -804,29 +899,8 @@ def sweep() -> SweepResult:
                     table_label=state.table_label,
                 )
             continue
-        with transaction.atomic():
-            claimed = TableDispatch.objects.filter(pk=row.pk, ticket=row.ticket, status=DispatchStatus.QUEUED).update(
-                ticket=row.ticket + 1,
-                requeues=F("requeues") + 1,
-                queued_at=now,
-                touched_at=now,
-                last_outcome=f"re-enqueued: {why}"[:200],
-            )
-            if claimed:
-                _enqueue_table(
-                    row.pk,
-                    row.ticket + 1,
-                    _task_name(row, state.table_label),
-                    row.run_id,
-                )
-        if claimed:
+        if requeue(row, why, now=now):
             result.requeued.append(state.table_label)
-            AuditEvent.objects.record(
-                "table.requeued",
-                run_id=row.run_id,
-                table_label=state.table_label,
-                details={"reason": why},
-            )
     # Runs nobody drives (a CLI run whose process died): tell a person.
     orphans = RecoveryState.objects.filter(
         run__status=RunStatus.RUNNING,
@@ -842,6 +916,8 @@ def sweep() -> SweepResult:
             table_label=state.table_label,
         )
     result.taken_up = take_up_waiting(now)
+    # Heartbeats of processes gone for a day tell nothing any more.
+    WorkerHeartbeat.objects.filter(seen_at__lt=now - timedelta(days=1)).delete()
     result.alerts += alerts.check_long_runs(cfg.long_run_alert_minutes)
     result.alerts += alerts.scan_hold_violations()
     result.pump = pump()

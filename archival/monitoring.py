@@ -223,6 +223,17 @@ def _check_workers(result: CheckResult, now: datetime, cfg) -> None:
     schedules = {s.name: s for s in Schedule.objects.filter(name__in=[RUN_SCHEDULE, SWEEP_SCHEDULE])}
     if RUN_SCHEDULE not in schedules:
         result.add(WARNING, "the weekly run schedule is missing (manage.py schedule_archival creates it)")
+    from archival.dispatch import lost_tasks
+
+    lost: dict[int, list[str]] = defaultdict(list)
+    for row, why in lost_tasks(now):
+        lost[row.run_id].append(f"{row.state.table_label} ({why})")
+    for run_id, labels in lost.items():
+        result.add(
+            WARNING,
+            f"run {run_id}: {len(labels)} table(s) stalled, their task lost with a worker: {named(labels)}; "
+            "the sweeper re-enqueues them",
+        )
     sweeper = schedules.get(SWEEP_SCHEDULE)
     if sweeper is None:
         result.add(WARNING, "the sweeper schedule is missing (manage.py schedule_archival creates it)")

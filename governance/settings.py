@@ -406,6 +406,14 @@ if ARCHIVAL_LOCK_TIMEOUT_MS > ARCHIVAL["STATEMENT_TIMEOUT_MS"]:
 # sweeper (after LOCK_COOLDOWN_SECONDS) or an `archival resume`.
 ARCHIVAL["LOCK_RETRIES"] = env_int("ARCHIVAL_LOCK_RETRIES", 4, minimum=1, maximum=20)
 ARCHIVAL["LOCK_COOLDOWN_SECONDS"] = env_int("ARCHIVAL_LOCK_COOLDOWN_SECONDS", 60, minimum=0)
+if ARCHIVAL["STATEMENT_TIMEOUT_MS"] > ARCHIVAL["LEASE_SECONDS"] * 500:
+    raise ImproperlyConfigured(
+        "ARCHIVAL_STATEMENT_TIMEOUT_MS must be at most half of ARCHIVAL_LEASE_SECONDS: "
+        "a statement must end (and the lease be renewed) before the lease can expire"
+    )
+# Worker processes write a heartbeat this often; three missed beats mark a
+# worker dead, on any machine (archival.heartbeat, docs/workers.md).
+ARCHIVAL["HEARTBEAT_SECONDS"] = env_int("ARCHIVAL_HEARTBEAT_SECONDS", 10, minimum=1, maximum=300)
 for _key in ("RUN_CRON", "HOLD_REVIEW_CRON"):
     from croniter import croniter as _croniter
 
