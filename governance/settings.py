@@ -194,7 +194,9 @@ ARCHIVAL = {
     # Sources to move by streaming even when they share a server with the
     # archive (tests and benchmarks exercise both topologies this way).
     "STREAMING_SOURCES": env_list("ARCHIVAL_STREAMING_SOURCES", []),
-    "LEASE_SECONDS": env_int("ARCHIVAL_LEASE_SECONDS", 120, minimum=5),
+    # A live worker renews its lease at least once per statement timeout (at
+    # most half a lease); a dead one's lease is free after this (docs/workers.md).
+    "LEASE_SECONDS": env_int("ARCHIVAL_LEASE_SECONDS", 60, minimum=5),
     # A run in one process reads the next table and verifies the last one on
     # a helper thread while it moves batches, where the databases allow it
     # (archival.engine.pipeline); false runs every step on one thread.
@@ -391,13 +393,15 @@ ARCHIVAL_SCHEDULER = {
 # procedures take it as @lock_timeout_ms); any statement after
 # ARCHIVAL_STATEMENT_TIMEOUT_MS. By default a statement gets a third of what
 # the q2 timeout leaves after the slice's time box, and at most half a lease.
-ARCHIVAL_LOCK_TIMEOUT_MS = env_int("ARCHIVAL_LOCK_TIMEOUT_MS", 5000, minimum=1, maximum=600_000)
 _statement_budget_ms = (Q_CLUSTER["timeout"] - ARCHIVAL_SCHEDULER["MAX_SLICE_SECONDS"]) * 1000
 ARCHIVAL["STATEMENT_TIMEOUT_MS"] = env_int(
     "ARCHIVAL_STATEMENT_TIMEOUT_MS",
     min(_statement_budget_ms // 3, ARCHIVAL["LEASE_SECONDS"] * 500),
     minimum=1000,
     maximum=_statement_budget_ms // 2,
+)
+ARCHIVAL_LOCK_TIMEOUT_MS = env_int(
+    "ARCHIVAL_LOCK_TIMEOUT_MS", min(5000, ARCHIVAL["STATEMENT_TIMEOUT_MS"]), minimum=1, maximum=600_000
 )
 if ARCHIVAL_LOCK_TIMEOUT_MS > ARCHIVAL["STATEMENT_TIMEOUT_MS"]:
     raise ImproperlyConfigured("ARCHIVAL_LOCK_TIMEOUT_MS must not exceed ARCHIVAL_STATEMENT_TIMEOUT_MS")

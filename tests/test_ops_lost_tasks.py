@@ -22,7 +22,7 @@ from archival.engine.leases import owner_is_dead
 from archival.monitoring import health_check
 from governance.models import DispatchStatus, RecoveryState, TableDispatch, WorkerHeartbeat
 from tests.admin_fixtures import create_source_table, drop_source_table, make_config
-from tests.conftest import drop_archive_tables
+from tests.conftest import drop_archive_tables, manage, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 ELSEWHERE = "worker-host-2:4711:5eed5eed"
@@ -116,3 +116,11 @@ def test_a_slice_killed_by_the_q2_timeout_is_re_enqueued_at_once(queued):
     )
     post_execute.send(sender="django_q", task={"func": "archival.tasks.other", "args": (row.pk,), "success": False})
     assert TableDispatch.objects.get(pk=row.pk).ticket == moved.ticket
+
+
+def test_a_statement_timeout_longer_than_half_a_lease_is_refused_at_start_up(db):
+    # A statement that may outlast the lease would let a live worker's table be taken over.
+    refused = manage("check", env=subprocess_env(ARCHIVAL_LEASE_SECONDS=60, ARCHIVAL_STATEMENT_TIMEOUT_MS=31000))
+    assert refused.returncode != 0 and "half of ARCHIVAL_LEASE_SECONDS" in refused.stderr
+    accepted = manage("check", env=subprocess_env(ARCHIVAL_LEASE_SECONDS=60, ARCHIVAL_STATEMENT_TIMEOUT_MS=30000))
+    assert accepted.returncode == 0, accepted.stderr
