@@ -679,7 +679,11 @@ def stop_for_outage(run_id: int, alias: str) -> list[str]:
         status=DispatchStatus.STOPPED, last_outcome=f"waiting for {waiting_key(alias)}", touched_at=timezone.now()
     )
     labels = list(waiting.values_list("table_label", flat=True))
-    alerts.database_unreachable(run_id, alias, labels, scheduled=True)
+    # Several workers meet the same outage at once: the pump's lock makes
+    # "already alerted?" and the alert's audit record one step, so one mail goes.
+    with transaction.atomic():
+        SchedulerSettings.objects.select_for_update().filter(pk=1).first()
+        alerts.database_unreachable(run_id, alias, labels, scheduled=True)
     return labels
 
 

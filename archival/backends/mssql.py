@@ -500,9 +500,12 @@ class MSSQLBackend(Backend):
     def session_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
         # For the statements the engine runs itself (a streamed source); the
         # procedures set LOCK_TIMEOUT from their @lock_timeout_ms parameter.
-        # SET LOCK_TIMEOUT takes a literal, not a variable: the number is an
-        # int from a validated setting. The statement bound on SQL Server is
-        # the driver's query timeout (MSSQL_QUERY_TIMEOUT).
+        # "After it is changed, the new setting stays in effect for the
+        # remainder of the connection" - when run as a plain batch: a driver
+        # parameter would turn it into an sp_executesql batch, whose SET
+        # options end with it. So a literal: an int from a validated setting.
+        # The statement bound on SQL Server is the driver's query timeout
+        # (MSSQL_QUERY_TIMEOUT).
         # https://learn.microsoft.com/sql/t-sql/statements/set-lock-timeout-transact-sql
         return [(f"SET LOCK_TIMEOUT {int(lock_timeout_ms)}; SET DEADLOCK_PRIORITY LOW;", [])]
 
