@@ -155,3 +155,32 @@ def test_mark_on_a_locked_table_waits_instead_of_failing(table):
     assert "could not get its locks in time during pending" in state.last_error
     assert resume_run(result.run_id).ok
     assert union_check([config], original) == {str(config): (0, 10)}
+
+
+def test_every_backend_says_how_it_bounds_lock_waits_and_statements():
+    from archival.backends.mariadb import MariaDBBackend
+    from archival.backends.mssql import MSSQLBackend
+    from archival.backends.postgresql import PostgresBackend
+    from archival.backends.sqlite import SQLiteBackend
+
+    def statements(cls):
+        backend = object.__new__(cls)
+        return [sql for sql, _ in backend.session_wait_limits(2500, 30000)], [
+            sql for sql, _ in backend.transaction_wait_limits(2500, 30000)
+        ]
+
+    # PostgreSQL: for the batch's transaction only (SET LOCAL), before any query.
+    assert statements(PostgresBackend) == (
+        [],
+        ["SET LOCAL lock_timeout = 2500", "SET LOCAL statement_timeout = 30000"],
+    )
+    # MariaDB: whole seconds, rounded up, for row and table locks; statements in seconds.
+    session, _ = statements(MariaDBBackend)
+    assert "innodb_lock_wait_timeout" in session[0] and "max_statement_time" in session[0]
+    assert object.__new__(MariaDBBackend).session_wait_limits(2500, 30000)[0][1] == [3, 3, 30.0]
+    # SQLite: the busy timeout, before BEGIN IMMEDIATE waits.
+    assert statements(SQLiteBackend) == (["PRAGMA busy_timeout = 2500"], [])
+    # SQL Server: SET LOCK_TIMEOUT lasts for the rest of the connection when run as
+    # a plain batch (a literal, not a parameter: an sp_executesql batch would end it);
+    # https://learn.microsoft.com/sql/t-sql/statements/set-lock-timeout-transact-sql
+    assert statements(MSSQLBackend) == (["SET LOCK_TIMEOUT 2500; SET DEADLOCK_PRIORITY LOW;"], [])
