@@ -150,6 +150,12 @@ def _tune(alias: str, config: dict) -> dict:
         # (prepare_threshold=5) made no difference the small PostgreSQL
         # bench could measure (bench/RESULTS.md, 2026-12-06).
         options.setdefault("server_side_binding", True)
+        # A server that does not answer (a machine gone, a firewall dropping
+        # packets) is given up on after this many seconds, not the TCP timeout:
+        # the engine's retries and outage handling stay within a slice.
+        options.setdefault("connect_timeout", 10)
+    elif engine == "django.db.backends.mysql":
+        options.setdefault("connect_timeout", 10)
     elif engine == "mssql":
         options.setdefault("driver", "ODBC Driver 18 for SQL Server")
     return config
