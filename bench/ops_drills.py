@@ -146,7 +146,8 @@ def drill_kill(tmp: Path, broker: str) -> dict:
     redis = broker == "redis"
     site = Site(tmp, postgres=redis, redis=redis, name=f"ops_drill_kill_{broker}")
     try:
-        build(site, 20000)
+        # PostgreSQL moves the small set before a kill can land mid-run.
+        build(site, 300000 if redis else 20000)
         before = site.snapshot(with_rows=True)
         doomed, survivor = site.start_cluster("doomed"), site.start_cluster("survivor")
         time.sleep(3)
@@ -240,7 +241,7 @@ def drill_lock(tmp: Path, seconds: int) -> dict:
 
     site = Site(tmp, postgres=True, redis=False, name="ops_drill_lock")
     try:
-        build(site, 60000)
+        build(site, 300000)
         before = site.snapshot(with_rows=True)
         cluster = site.start_cluster("workers")
         time.sleep(3)
@@ -250,7 +251,7 @@ def drill_lock(tmp: Path, seconds: int) -> dict:
 
         def hold() -> None:
             with psycopg.connect(site.env["SOURCEDB1_DATABASE_URL"]) as conn:
-                conn.execute('LOCK TABLE public."Position" IN ACCESS EXCLUSIVE MODE')
+                conn.execute('LOCK TABLE sourcedb1."Position" IN ACCESS EXCLUSIVE MODE')
                 held.set()
                 time.sleep(seconds)
                 conn.rollback()
