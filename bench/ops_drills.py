@@ -153,6 +153,16 @@ def drill_kill(tmp: Path, broker: str) -> dict:
         time.sleep(3)
         start_run(site)
         site.wait_for(mid_run, timeout=180, every=0.5, what="batches to commit")
+        # Kill it while one of its workers holds a table (a slice in flight).
+        doomed_pids = site.cluster_pids(doomed)
+        for _ in range(120):
+            owners = site.py(
+                "from governance.models import RecoveryState\n"
+                "print(' '.join(RecoveryState.objects.exclude(lease_owner='').values_list('lease_owner', flat=True)))"
+            ).split()
+            if any(int(owner.split(":")[1]) in doomed_pids for owner in owners):
+                break
+            time.sleep(0.2)
         site.kill_cluster(doomed)
         killed_at = time.monotonic()
         seen = watched(watch(site, {"stall": "stalled", "expired_lease": "expired lease"}, limit=900))

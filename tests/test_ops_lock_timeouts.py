@@ -184,3 +184,30 @@ def test_every_backend_says_how_it_bounds_lock_waits_and_statements():
     # a plain batch (a literal, not a parameter: an sp_executesql batch would end it);
     # https://learn.microsoft.com/sql/t-sql/statements/set-lock-timeout-transact-sql
     assert statements(MSSQLBackend) == (["SET LOCK_TIMEOUT 2500; SET DEADLOCK_PRIORITY LOW;"], [])
+
+
+def test_lock_timeouts_count_across_short_slices_until_the_table_waits(table, bounded):
+    config, original = table
+    run = start_run(cutoff=CUTOFF)
+    state = RecoveryState.objects.get(run=run)
+    advance_table(state.pk, until=Phase.MARKED)
+    holders: list[LockHolder] = []
+    try:
+        # Slices shorter than one back-off: each meets the lock once or twice and ends.
+        first = advance_table(state.pk, time_box=0.5, on_batch=lock_after_first_batch(config, holders))
+        assert not first.done and holders
+        slices = 1
+        while RecoveryState.objects.get(pk=state.pk).phase != Phase.WAITING and slices < 10:
+            advance_table(state.pk, time_box=0.5)
+            slices += 1
+    finally:
+        for holder in holders:
+            holder.release()
+    state.refresh_from_db()
+    assert state.phase == Phase.WAITING and state.waiting_for == f"lock:{config}", state.last_error
+    # PostgreSQL and MariaDB: the third batch in a row; SQLite: any read of the
+    # locked file (the schema, at the next slice's start) times out first.
+    assert "could not get its locks" in state.last_error
+    assert resume_run(run.pk).ok
+    assert RecoveryState.objects.get(pk=state.pk).lock_waits == 0
+    assert union_check([config], original) == {str(config): (0, 10)}

@@ -234,7 +234,9 @@ def archive(
     # Progress not yet written to the recovery state (see the end of the loop).
     pending: dict = {}
     renewed_at = time.monotonic()
-    lock_waits = 0  # batches in a row that timed out waiting for locks
+    # Batches in a row that timed out waiting for locks, counted across
+    # slices (a slice's time box may end the back-off before the limit).
+    lock_waits = state.lock_waits
     while True:
         if should_stop():
             return ArchiveOutcome(moved_total, batches, False, unsaved=pending)
@@ -307,7 +309,7 @@ def archive(
             # The locks came: say so in the state, and grow back to the configured size.
             lock_waits = 0
             size = spec.config.effective_batch_size
-            renew(state, worker, last_error="")
+            renew(state, worker, last_error="", lock_waits=0)
         if outcome.high is None:
             return ArchiveOutcome(moved_total, batches, True, unsaved=pending)
         checkpoint("batch_after_commit")
@@ -396,7 +398,7 @@ def _pause(seconds: float, should_stop: Callable[[], bool]) -> bool:
 
 def _record_lock_wait(spec, state, worker, note, pending, attempt, delay, size) -> None:
     """What the operator sees while a batch waits for locks: the state's last error and an audit event."""
-    renew(state, worker, **pending, last_error=note[:4000])
+    renew(state, worker, **pending, last_error=note[:4000], lock_waits=attempt)
     AuditEvent.objects.record(
         "batch.lock_timeout",
         actor=worker,

@@ -601,7 +601,7 @@ def retake_waiting(states, *, actor=None) -> list[str]:
     for state in states:
         phase = Phase.PENDING if state.eligible_count is None else Phase.ARCHIVING
         if RecoveryState.objects.filter(pk=state.pk, phase=Phase.WAITING).update(
-            phase=phase, waiting_for="", last_error="", finished_at=None, updated_at=timezone.now()
+            phase=phase, waiting_for="", last_error="", lock_waits=0, finished_at=None, updated_at=timezone.now()
         ):
             labels.setdefault(state.waiting_for, []).append(state.table_label)
     for waiting_for, names in labels.items():

@@ -159,6 +159,10 @@ class RecoveryState(models.Model):
     )
     lease_expires_at = models.DateTimeField(null=True, blank=True, help_text="The lease is free after this instant.")
     last_error = models.TextField(blank=True, help_text="Last error that stopped this table.")
+    lock_waits = models.PositiveIntegerField(
+        default=0,
+        help_text="Batches in a row that timed out waiting for locks (across slices); reset by a batch that got them.",
+    )
     waiting_for = models.CharField(
         max_length=200,
         blank=True,
