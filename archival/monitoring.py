@@ -132,7 +132,16 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
     unfinished = (
         RecoveryState.objects.filter(config_id__in=active, phase__in=OPEN_PHASES)
         .select_related("run")
-        .only("config_id", "table_label", "phase", "lease_owner", "lease_expires_at", "waiting_for", "run__status")
+        .only(
+            "config_id",
+            "table_label",
+            "phase",
+            "lease_owner",
+            "lease_expires_at",
+            "waiting_for",
+            "lock_waits",
+            "run__status",
+        )
         .order_by("run_id", "pk")
     )
     has_unfinished = set()
@@ -143,6 +152,8 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
             findings["failed"][state.run_id].append(state.table_label)
         elif state.phase == Phase.WAITING:
             waiting[(state.run_id, state.waiting_for)].append(state.table_label)
+        elif state.lock_waits:
+            findings["locked"][state.run_id].append(f"{state.table_label} ({state.lock_waits} in a row)")
         elif state.run.status != RunStatus.RUNNING:
             findings["left"][state.run_id].append(state.table_label)
         elif state.lease_owner and state.lease_expires_at and state.lease_expires_at < stall_after:
@@ -165,6 +176,12 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
             WARNING,
             f"run {run_id}: {len(labels)} table(s) waiting for {what} ({named(labels)}); "
             f"taken up again by the sweeper, or resume run {run_id}",
+        )
+    for run_id, labels in findings["locked"].items():
+        result.add(
+            WARNING,
+            f"run {run_id}: {len(labels)} table(s) backing off: their batches timed out waiting for locks "
+            f"another session holds ({named(labels)})",
         )
     for run_id, labels in findings["left"].items():
         result.add(

@@ -19,6 +19,7 @@ from django.db import connections
 
 from archival.engine import advance_table, resume_run, run_cycle, start_run
 from archival.engine.txn import bounded_transaction
+from archival.monitoring import health_check
 from archival.retry import is_wait_timeout
 from governance.models import AuditEvent, Phase, RecoveryState
 from tests.admin_fixtures import SOURCE, create_source_table, drop_source_table, make_config
@@ -138,6 +139,9 @@ def test_a_slice_ends_at_its_time_box_while_the_table_is_locked(table, bounded):
     state.refresh_from_db()
     assert state.phase == Phase.ARCHIVING and state.lease_owner == ""
     assert "could not get its locks within 300 ms" in state.last_error
+    # What the operator sees meanwhile.
+    check = health_check()
+    assert any("backing off" in m and str(config) in m for m in check.messages), check.messages
     finished = advance_table(state.pk)
     assert finished.done and finished.phase == Phase.COMPLETED
     assert union_check([config], original) == {str(config): (0, 10)}

@@ -219,6 +219,7 @@ class Command(BaseCommand):
                             "eligible": s.eligible_count,
                             "archived": s.archived_count,
                             "error": s.last_error,
+                            "waiting_for": s.waiting_for,
                         }
                         for s in states
                     ],
