@@ -49,6 +49,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from archival import alerts, stopping
+from archival.engine.txn import bounded_transaction
 from archival.retry import is_transient
 from governance.models import (
     ArchivalRun,
@@ -222,7 +223,9 @@ def children_map(states: list[RecoveryState]) -> dict[int, list[int]]:
         if cfg.archival_logic == "CONTRACT_MATURITY":
             parents.append(by_table.get((cfg.source_db, cfg.schema_name, cfg.contract_table)))
         try:
-            info = backend_for(cfg.source_db).describe(cfg.schema_name, cfg.table_name)
+            # Bounded: a table another session keeps locked must not hold up the start of the run.
+            with bounded_transaction(cfg.source_db):
+                info = backend_for(cfg.source_db).describe(cfg.schema_name, cfg.table_name)
             parents += [by_table.get((cfg.source_db, cfg.schema_name, fk.ref_table)) for fk in info.foreign_keys]
         except Exception as exc:  # noqa: BLE001 (the engine reports it on the table's turn)
             logger.warning("cannot read the schema of %s: %s", cfg, exc)
@@ -237,7 +240,8 @@ def _estimated_rows(state: RecoveryState) -> int:
 
     cfg = state.config
     try:
-        return backend_for(cfg.source_db).estimated_rows(cfg.schema_name, cfg.table_name) or 0
+        with bounded_transaction(cfg.source_db):
+            return backend_for(cfg.source_db).estimated_rows(cfg.schema_name, cfg.table_name) or 0
     except Exception as exc:  # noqa: BLE001 (a hint only; the engine reports a broken table on its turn)
         logger.warning("cannot estimate the size of %s: %s", cfg, exc)
         return 0

@@ -215,3 +215,51 @@ def test_lock_timeouts_count_across_short_slices_until_the_table_waits(table, bo
     assert resume_run(run.pk).ok
     assert RecoveryState.objects.get(pk=state.pk).lock_waits == 0
     assert union_check([config], original) == {str(config): (0, 10)}
+
+
+def test_the_command_lists_the_waiting_tables_and_how_to_resume_them(table):
+    from io import StringIO
+
+    from archival.management.commands.archival import Command
+
+    config, _ = table
+    holder = LockHolder(SOURCE, TABLE, config.schema_name).start()
+    try:
+        result = run_cycle(cutoff=CUTOFF)
+    finally:
+        holder.release()
+    command = Command(stdout=StringIO(), stderr=StringIO())
+    with pytest.raises(SystemExit) as exited:
+        command.render_run(result, {"json": False})
+    out = command.stdout.getvalue()
+    assert exited.value.code == 1
+    assert f"{config}: waiting for lock:{config}" in out
+    assert f"manage.py archival resume --run {result.run_id}" in out and "Nothing new" not in out
+
+
+def test_the_workers_take_a_table_up_again_after_the_lock_is_gone(table, bounded):
+    from archival import dispatch
+    from governance.models import DispatchStatus, TableDispatch
+
+    config, original = table
+    bounded.ARCHIVAL = {**bounded.ARCHIVAL, "LOCK_COOLDOWN_SECONDS": 0}
+    holder = LockHolder(SOURCE, TABLE, config.schema_name).start()
+    try:
+        started = dispatch.start_scheduled_run(trigger="test", cutoff=CUTOFF)
+        row = TableDispatch.objects.get(run_id=started.run_id)
+        dispatch.run_slice(row.pk, row.ticket)
+        row.refresh_from_db()
+        assert row.status == DispatchStatus.STOPPED and "waiting for lock:" in row.last_outcome
+        assert RecoveryState.objects.get(pk=row.state_id).phase == Phase.WAITING
+    finally:
+        holder.release()
+    assert dispatch.sweep().taken_up == [str(config)]
+    row.refresh_from_db()
+    assert row.status == DispatchStatus.QUEUED
+    for _ in range(20):
+        row.refresh_from_db()
+        if row.status != DispatchStatus.QUEUED:
+            break
+        dispatch.run_slice(row.pk, row.ticket)
+    assert RecoveryState.objects.get(pk=row.state_id).phase == Phase.COMPLETED
+    assert union_check([config], original) == {str(config): (0, 10)}
