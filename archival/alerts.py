@@ -91,6 +91,31 @@ def table_failed(state, message: str) -> bool:
     )
 
 
+def database_unreachable(run_id: int, alias: str, labels: list[str], *, scheduled: bool) -> bool:
+    """One alert per outage of one database in one run, naming the tables that wait for it.
+
+    Mailed once until the tables are taken up again (each take-up, by the
+    sweeper or a resume, starts a new outage for the key).
+    """
+    key_for = f"database:{alias}"
+    taken_up = AuditEvent.objects.filter(action="tables.retaken", run_id=run_id, details__waiting_for=key_for).count()
+    names = "\n".join(f"  - {label}" for label in sorted(set(labels)))
+    then = (
+        "The workers try it again every sweep and take the tables up by themselves when it answers "
+        "(within the run window)."
+        if scheduled
+        else f"When it answers, resume them: manage.py archival resume --run {run_id}"
+    )
+    return send(
+        "database_unreachable",
+        f"database {alias} does not answer: {len(set(labels))} table(s) of run {run_id} wait for it",
+        f"Run {run_id}: database {alias} does not answer. These tables wait for it (none failed, "
+        f"nothing was lost; tables of other databases go on):\n{names}\n\n{then}",
+        key=f"db_unreachable:{run_id}:{alias}:{taken_up}",
+        run_id=run_id,
+    )
+
+
 def long_run(run: ArchivalRun, minutes: int) -> bool:
     age = timezone.now() - run.started_at
     return send(

@@ -21,3 +21,14 @@ class ArchivalConfig(AppConfig):
         from archival.task_guard import refuse_foreign_tasks
 
         pre_enqueue.connect(refuse_foreign_tasks, dispatch_uid="archival.refuse_foreign_tasks")
+
+        # django-q2 worker processes beat (archival.heartbeat), and a table
+        # slice that failed or was killed by the q2 timeout is re-enqueued at
+        # once instead of waiting for the sweeper.
+        from django_q.signals import post_execute, post_spawn
+
+        from archival.dispatch import requeue_failed_slice
+        from archival.heartbeat import on_worker_spawn
+
+        post_spawn.connect(on_worker_spawn, dispatch_uid="archival.heartbeat")
+        post_execute.connect(requeue_failed_slice, dispatch_uid="archival.requeue_failed_slice")

@@ -50,6 +50,7 @@ from django.utils import timezone
 
 from archival import alerts, stopping
 from archival.engine import faults
+from archival.engine.txn import bounded_transaction
 from archival.retry import is_transient
 from governance.models import (
     ArchivalRun,
@@ -62,6 +63,7 @@ from governance.models import (
     RunStatus,
     SchedulerSettings,
     TableDispatch,
+    WorkerHeartbeat,
 )
 
 logger = logging.getLogger("archival.dispatch")
@@ -138,6 +140,7 @@ class SliceResult:
 @dataclass
 class SweepResult:
     requeued: list[str] = field(default_factory=list)
+    taken_up: list[str] = field(default_factory=list)
     closed: int = 0
     alerts: int = 0
     pump: PumpResult = field(default_factory=PumpResult)
@@ -222,7 +225,9 @@ def children_map(states: list[RecoveryState]) -> dict[int, list[int]]:
         if cfg.archival_logic == "CONTRACT_MATURITY":
             parents.append(by_table.get((cfg.source_db, cfg.schema_name, cfg.contract_table)))
         try:
-            info = backend_for(cfg.source_db).describe(cfg.schema_name, cfg.table_name)
+            # Bounded: a table another session keeps locked must not hold up the start of the run.
+            with bounded_transaction(cfg.source_db):
+                info = backend_for(cfg.source_db).describe(cfg.schema_name, cfg.table_name)
             parents += [by_table.get((cfg.source_db, cfg.schema_name, fk.ref_table)) for fk in info.foreign_keys]
         except Exception as exc:  # noqa: BLE001 (the engine reports it on the table's turn)
             logger.warning("cannot read the schema of %s: %s", cfg, exc)
@@ -237,7 +242,8 @@ def _estimated_rows(state: RecoveryState) -> int:
 
     cfg = state.config
     try:
-        return backend_for(cfg.source_db).estimated_rows(cfg.schema_name, cfg.table_name) or 0
+        with bounded_transaction(cfg.source_db):
+            return backend_for(cfg.source_db).estimated_rows(cfg.schema_name, cfg.table_name) or 0
     except Exception as exc:  # noqa: BLE001 (a hint only; the engine reports a broken table on its turn)
         logger.warning("cannot estimate the size of %s: %s", cfg, exc)
         return 0
@@ -396,6 +402,10 @@ def continue_run(run_id: int, *, actor=None, pump_now: bool = True) -> bool:
         ArchivalRun.objects.filter(pk=run.pk).update(stop_requested=False, deadline=deadline)
         RunDispatch.objects.filter(run=run).update(finalize_enqueued_at=None, finalized_at=None)
     run.refresh_from_db()
+    # Tables that waited (a database down, a lock held) get another try in the new window.
+    from archival.engine.runner import retake_waiting
+
+    retake_waiting(list(RecoveryState.objects.filter(run=run, phase=Phase.WAITING)), actor=actor)
     adopt(run)
     for row in TableDispatch.objects.filter(run=run, status=DispatchStatus.STOPPED).select_related("state"):
         stage = _stage_for(row.state.phase)
@@ -516,6 +526,7 @@ def pump() -> PumpResult:
                     ticket=row.ticket + 1,
                     queued_at=now,
                     touched_at=now,
+                    taken_by="",
                 )
                 if claimed:
                     by_stage[row.stage] += 1
@@ -563,7 +574,8 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
     if row is None or row.ticket != ticket or row.status != DispatchStatus.QUEUED:
         return SliceResult(dispatch_id, "stale")
     label = row.state.table_label
-    _move_on(row, ticket, slices=F("slices") + 1)
+    # Who runs this task: if this process dies, the sweeper sees it stop beating.
+    _move_on(row, ticket, slices=F("slices") + 1, taken_by=worker_id())
     cfg = SchedulerSettings.objects.current()
     if row.state.phase in DONE_PHASES:
         _move_on(
@@ -575,6 +587,12 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
         )
         pump()
         return SliceResult(dispatch_id, "done", label, row.state.phase)
+    if row.state.phase == Phase.WAITING:
+        # Stopped while this task sat in the queue (its database went down):
+        # the sweeper takes it up again when the wait is over.
+        _move_on(row, ticket, status=DispatchStatus.STOPPED, last_outcome=f"waiting for {row.state.waiting_for}"[:200])
+        pump()
+        return SliceResult(dispatch_id, "waiting", label, row.state.phase)
     if cfg.paused:
         _move_on(row, ticket, status=DispatchStatus.WAITING, last_outcome="paused")
         return SliceResult(dispatch_id, "paused", label, row.state.phase)
@@ -610,6 +628,13 @@ def _after_slice(row: TableDispatch, ticket: int, table) -> SliceResult:
         # its batch). The sweeper takes over if that owner dies.
         res.outcome = "lease held elsewhere" if table.skipped else "lease lost"
         _move_on(row, ticket, last_outcome=res.outcome)
+        return res
+    if table.waiting_for:
+        res.outcome = "waiting"
+        _move_on(row, ticket, status=DispatchStatus.STOPPED, last_outcome=f"waiting for {table.waiting_for}"[:200])
+        if table.waiting_for.startswith("database:"):
+            stop_for_outage(row.run_id, table.waiting_for.split(":", 1)[1])
+        pump()
         return res
     if table.phase in DONE_PHASES or (table.done and row.stage == DispatchStage.ARCHIVE):
         res.outcome = "done"
@@ -656,13 +681,100 @@ def _after_slice(row: TableDispatch, ticket: int, table) -> SliceResult:
         return res
     # Time box used up (or this process got SIGTERM): hand the rest to a fresh task.
     with transaction.atomic():
-        if _move_on(row, ticket, ticket=ticket + 1, last_outcome=f"slice moved={table.moved}"):
+        if _move_on(
+            row,
+            ticket,
+            ticket=ticket + 1,
+            queued_at=timezone.now(),
+            taken_by="",
+            last_outcome=f"slice moved={table.moved}",
+        ):
             _enqueue_table(row.pk, ticket + 1, _task_name(row, label), row.run_id)
             res.continued = True
     res.outcome = "continued" if res.continued else "superseded"
     if stopping.stop_requested():
         res.outcome += " (worker stopping)"
     return res
+
+
+# --- outages and lock waits --------------------------------------------------
+
+
+def stop_for_outage(run_id: int, alias: str) -> list[str]:
+    """A database of the run does not answer: start none of its tables, alert once, go on with the others.
+
+    The run's unstarted tables that need ``alias`` wait for it (the engine's
+    ``wait_for_database``); their dispatch rows stop, so the pump hands
+    their slots to other databases' tables. One alert per outage names
+    every table waiting for it. Returns the labels of the tables waiting.
+    """
+    from archival.engine.runner import wait_for_database
+    from archival.outage import waiting_key
+
+    wait_for_database(run_id, alias, reason=f"database {alias} does not answer", worker=worker_id())
+    waiting = RecoveryState.objects.filter(run_id=run_id, phase=Phase.WAITING, waiting_for=waiting_key(alias))
+    TableDispatch.objects.filter(run_id=run_id, state__in=waiting, status=DispatchStatus.WAITING).update(
+        status=DispatchStatus.STOPPED, last_outcome=f"waiting for {waiting_key(alias)}", touched_at=timezone.now()
+    )
+    labels = list(waiting.values_list("table_label", flat=True))
+    # Several workers meet the same outage at once: the pump's lock makes
+    # "already alerted?" and the alert's audit record one step, so one mail goes.
+    with transaction.atomic():
+        SchedulerSettings.objects.select_for_update().filter(pk=1).first()
+        alerts.database_unreachable(run_id, alias, labels, scheduled=True)
+    return labels
+
+
+def take_up_waiting(now=None) -> list[str]:
+    """Put the waiting tables of runs the workers drive back on the workers when their wait is over.
+
+    A table waiting for a database: once a fresh connection to it answers
+    (tried once per database per sweep). A table waiting for a lock: after
+    ARCHIVAL_LOCK_COOLDOWN_SECONDS. Only within the run window (a halted run's
+    tables wait for the next window, ``continue_run``). Returns the labels.
+    """
+    from django.db import connections
+
+    from archival import outage
+    from archival.engine.runner import retake_waiting
+
+    now = now or timezone.now()
+    cooldown = timedelta(seconds=settings.ARCHIVAL["LOCK_COOLDOWN_SECONDS"])
+    states = [
+        s
+        for s in RecoveryState.objects.filter(
+            phase=Phase.WAITING, run__status=RunStatus.RUNNING, run__dispatch__isnull=False
+        ).select_related("run")
+        if not _halted(s.run, now)
+    ]
+    answers: dict[str, bool] = {}
+    ready: dict[int, list[RecoveryState]] = {}
+    for state in states:
+        if state.waiting_for.startswith("database:"):
+            alias = state.waiting_for.split(":", 1)[1]
+            if alias not in answers:
+                answers[alias] = alias in connections and outage.reachable(alias)
+            if not answers[alias]:
+                continue
+        elif state.updated_at and state.updated_at > now - cooldown:
+            continue
+        ready.setdefault(state.run_id, []).append(state)
+    labels = []
+    for run_id, group in ready.items():
+        with transaction.atomic():
+            labels += retake_waiting(group, actor="sweeper")
+            for state in RecoveryState.objects.filter(pk__in=[s.pk for s in group]).exclude(phase=Phase.WAITING):
+                TableDispatch.objects.filter(
+                    state=state, status__in=[DispatchStatus.STOPPED, DispatchStatus.DONE]
+                ).update(
+                    stage=_stage_for(state.phase),
+                    status=DispatchStatus.WAITING,
+                    last_outcome="taken up again after waiting",
+                    touched_at=now,
+                )
+            # The finalizer may have run while they waited (the run stayed open).
+            RunDispatch.objects.filter(run_id=run_id).update(finalize_enqueued_at=None, finalized_at=None)
+    return labels
 
 
 # --- finalizer ---------------------------------------------------------------
@@ -680,6 +792,98 @@ def finalize(run_id: int):
 # --- the sweeper -------------------------------------------------------------
 
 
+def _lease_is_lost(state: RecoveryState, now) -> str:
+    """Why the table's lease no longer protects a live worker ("" while it does)."""
+    from archival.engine.leases import owner_is_dead
+
+    if state.lease_expires_at and state.lease_expires_at < now:
+        return f"lease of {state.lease_owner} expired at {state.lease_expires_at:%H:%M:%S}"
+    if owner_is_dead(state.lease_owner):
+        return f"lease owner {state.lease_owner} is dead"
+    return ""
+
+
+def why_lost(row: TableDispatch, now, cfg: SchedulerSettings) -> str:
+    """Why an in-flight table task is presumed lost ("" when it is not); the one rule for the sweeper and health.
+
+    Lost: its lease expired or its owner is dead (no beat, or no process on
+    this host); the worker that picked it up stopped beating; it was never
+    picked up and a worker alive when it was enqueued has died since (its
+    cluster may have fetched it from the broker: Redis hands tasks over
+    without acknowledgement, the ORM broker re-delivers only after q2's
+    retry); or, failing all that, no sign of life for ``lost_task_seconds``.
+    Re-enqueueing a task that was not lost after all costs one stale
+    delivery (the ticket moved on), never a second chain.
+    """
+    from archival import heartbeat
+
+    state = row.state
+    if state.lease_owner:
+        return _lease_is_lost(state, now)
+    if row.taken_by and heartbeat.is_dead(row.taken_by, now):
+        return f"worker {row.taken_by} that took it stopped beating"
+    if not row.taken_by and row.queued_at:
+        dead = heartbeat.died_since(row.queued_at, now)
+        if dead:
+            return f"not picked up, and worker(s) {', '.join(dead[:3])} died since it was enqueued"
+    if row.touched_at is None or row.touched_at < now - timedelta(seconds=cfg.lost_task_seconds):
+        return f"no sign of life since {row.touched_at:%H:%M:%S}" if row.touched_at else "never enqueued"
+    return ""
+
+
+def lost_tasks(now=None) -> list[tuple[TableDispatch, str]]:
+    """In-flight table tasks presumed lost, with why (status --check names them)."""
+    now = now or timezone.now()
+    cfg = SchedulerSettings.objects.current()
+    rows = TableDispatch.objects.in_flight().select_related("state", "run")
+    return [(row, why) for row in rows if (why := why_lost(row, now, cfg))]
+
+
+def requeue(row: TableDispatch, why: str, *, now=None) -> bool:
+    """Enqueue a fresh task for a table whose task is lost; the ticket moves on, so the old one is void."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        claimed = TableDispatch.objects.filter(pk=row.pk, ticket=row.ticket, status=DispatchStatus.QUEUED).update(
+            ticket=row.ticket + 1,
+            requeues=F("requeues") + 1,
+            queued_at=now,
+            touched_at=now,
+            taken_by="",
+            last_outcome=f"re-enqueued: {why}"[:200],
+        )
+        if claimed:
+            _enqueue_table(row.pk, row.ticket + 1, _task_name(row, row.state.table_label), row.run_id)
+    if claimed:
+        AuditEvent.objects.record(
+            "table.requeued", run_id=row.run_id, table_label=row.state.table_label, details={"reason": why}
+        )
+    return bool(claimed)
+
+
+def requeue_failed_slice(sender, task: dict, **kwargs) -> None:
+    """django-q2 ``post_execute`` (in the cluster's monitor): a table slice failed or hit the q2 timeout.
+
+    q2 acknowledges a failed task (``ack_failures``) and never runs it again;
+    the table's next slice is enqueued now rather than after the sweeper's
+    ``lost_task_seconds``. A table error never gets here (the engine records
+    it and the slice returns): this is a worker killed by the timeout or a
+    control database that failed under the slice. Must not raise: it runs in
+    the monitor process.
+    """
+    if task.get("success") or task.get("func") != TABLE_TASK:
+        return
+    try:
+        dispatch_id, ticket = task.get("args", (None, None))[:2]
+        row = TableDispatch.objects.select_related("state").filter(pk=dispatch_id, ticket=ticket).first()
+        if row is None or row.status != DispatchStatus.QUEUED:
+            return
+        if row.requeues >= MAX_REQUEUES:
+            return  # the sweeper stops it and alerts
+        requeue(row, f"slice failed in the worker: {str(task.get('result'))[:120]}")
+    except Exception as exc:  # noqa: BLE001 (the monitor must go on saving results)
+        logger.warning("could not re-enqueue failed slice %s: %s", task.get("id"), exc)
+
+
 def sweep() -> SweepResult:
     """Periodic: recover lost table tasks, close dispatch rows, alert, pump.
 
@@ -689,8 +893,6 @@ def sweep() -> SweepResult:
     a killed cluster, or never reached the broker). Re-enqueueing moves the
     ticket on, so if the presumed-lost task turns up after all it does nothing.
     """
-    from archival.engine.leases import owner_is_dead
-
     cfg = SchedulerSettings.objects.current()
     now = timezone.now()
     result = SweepResult()
@@ -711,13 +913,8 @@ def sweep() -> SweepResult:
     )
     for row in TableDispatch.objects.in_flight().select_related("state", "run"):
         state = row.state
-        why = ""
-        if state.lease_owner:
-            if state.lease_expires_at and state.lease_expires_at < now:
-                why = f"lease of {state.lease_owner} expired at {state.lease_expires_at:%H:%M:%S}"
-            elif owner_is_dead(state.lease_owner):
-                why = f"lease owner {state.lease_owner} is dead"
-            elif state.lease_expires_at and state.lease_expires_at > now + timedelta(seconds=10 * lease_seconds):
+        if state.lease_owner and not _lease_is_lost(state, now):
+            if state.lease_expires_at and state.lease_expires_at > now + timedelta(seconds=10 * lease_seconds):
                 result.alerts += alerts.inconsistent(
                     f"table {state.table_label} in run {row.run_id} has a lease until {state.lease_expires_at}, "
                     f"far beyond the lease length of {lease_seconds}s",
@@ -725,8 +922,8 @@ def sweep() -> SweepResult:
                     run_id=row.run_id,
                     table_label=state.table_label,
                 )
-        elif row.touched_at is None or row.touched_at < now - timedelta(seconds=cfg.lost_task_seconds):
-            why = f"no sign of life since {row.touched_at:%H:%M:%S}" if row.touched_at else "never enqueued"
+            continue
+        why = why_lost(row, now, cfg)
         if not why:
             continue
         if row.requeues >= MAX_REQUEUES:
@@ -744,29 +941,8 @@ def sweep() -> SweepResult:
                     table_label=state.table_label,
                 )
             continue
-        with transaction.atomic():
-            claimed = TableDispatch.objects.filter(pk=row.pk, ticket=row.ticket, status=DispatchStatus.QUEUED).update(
-                ticket=row.ticket + 1,
-                requeues=F("requeues") + 1,
-                queued_at=now,
-                touched_at=now,
-                last_outcome=f"re-enqueued: {why}"[:200],
-            )
-            if claimed:
-                _enqueue_table(
-                    row.pk,
-                    row.ticket + 1,
-                    _task_name(row, state.table_label),
-                    row.run_id,
-                )
-        if claimed:
+        if requeue(row, why, now=now):
             result.requeued.append(state.table_label)
-            AuditEvent.objects.record(
-                "table.requeued",
-                run_id=row.run_id,
-                table_label=state.table_label,
-                details={"reason": why},
-            )
     # Runs nobody drives (a CLI run whose process died): tell a person.
     orphans = RecoveryState.objects.filter(
         run__status=RunStatus.RUNNING,
@@ -781,6 +957,9 @@ def sweep() -> SweepResult:
             run_id=state.run_id,
             table_label=state.table_label,
         )
+    result.taken_up = take_up_waiting(now)
+    # Heartbeats of processes gone for a day tell nothing any more.
+    WorkerHeartbeat.objects.filter(seen_at__lt=now - timedelta(days=1)).delete()
     result.alerts += alerts.check_long_runs(cfg.long_run_alert_minutes)
     result.alerts += alerts.scan_hold_violations()
     result.pump = pump()

@@ -135,15 +135,31 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
     unfinished = (
         RecoveryState.objects.filter(config_id__in=active, phase__in=OPEN_PHASES)
         .select_related("run")
-        .only("config_id", "table_label", "phase", "lease_owner", "lease_expires_at", "run__status")
+        .only(
+            "config_id",
+            "table_label",
+            "phase",
+            "lease_owner",
+            "lease_expires_at",
+            "waiting_for",
+            "lock_waits",
+            "run__status",
+        )
         .order_by("run_id", "pk")
     )
     has_unfinished = set()
+    waiting: dict[tuple[int, str], list[str]] = defaultdict(list)
     for state in unfinished:
         has_unfinished.add(state.config_id)
         if state.phase == Phase.FAILED:
             findings["failed"][state.run_id].append(state.table_label)
             result.tables["failed"].add(state.config_id)
+        elif state.phase == Phase.WAITING:
+            waiting[(state.run_id, state.waiting_for)].append(state.table_label)
+            result.tables["waiting"].add(state.config_id)
+        elif state.lock_waits:
+            findings["locked"][state.run_id].append(f"{state.table_label} ({state.lock_waits} in a row)")
+            result.tables["locked"].add(state.config_id)
         elif state.run.status != RunStatus.RUNNING:
             findings["left"][state.run_id].append(state.table_label)
             result.tables["unfinished"].add(state.config_id)
@@ -159,6 +175,21 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
             CRITICAL,
             f"run {run_id}: {len(labels)} table(s) hold an expired lease nobody took over ({named(labels)}); "
             "workers down or the sweeper not running",
+        )
+    for (run_id, waiting_for), labels in waiting.items():
+        # Not a failure: the sweeper (or a resume) takes them up once the
+        # database answers or the lock is gone; someone should know meanwhile.
+        what = waiting_for.replace("database:", "database ", 1).replace("lock:", "a lock on ", 1)
+        result.add(
+            WARNING,
+            f"run {run_id}: {len(labels)} table(s) waiting for {what} ({named(labels)}); "
+            f"taken up again by the sweeper, or resume run {run_id}",
+        )
+    for run_id, labels in findings["locked"].items():
+        result.add(
+            WARNING,
+            f"run {run_id}: {len(labels)} table(s) backing off: their batches timed out waiting for locks "
+            f"another session holds ({named(labels)})",
         )
     for run_id, labels in findings["left"].items():
         result.add(
@@ -220,6 +251,17 @@ def _check_workers(result: CheckResult, now: datetime, cfg) -> None:
     schedules = {s.name: s for s in Schedule.objects.filter(name__in=[RUN_SCHEDULE, SWEEP_SCHEDULE])}
     if RUN_SCHEDULE not in schedules:
         result.add(WARNING, "the weekly run schedule is missing (manage.py schedule_archival creates it)")
+    from archival.dispatch import lost_tasks
+
+    lost: dict[int, list[str]] = defaultdict(list)
+    for row, why in lost_tasks(now):
+        lost[row.run_id].append(f"{row.state.table_label} ({why})")
+    for run_id, labels in lost.items():
+        result.add(
+            WARNING,
+            f"run {run_id}: {len(labels)} table(s) stalled, their task lost with a worker: {named(labels)}; "
+            "the sweeper re-enqueues them",
+        )
     sweeper = schedules.get(SWEEP_SCHEDULE)
     if sweeper is None:
         result.add(WARNING, "the sweeper schedule is missing (manage.py schedule_archival creates it)")

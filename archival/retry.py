@@ -183,6 +183,96 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+# A wait that a bound set by the engine ended (archival.engine.txn): the
+# statement gave up on another session's lock, or ran out of time.
+# PostgreSQL 55P03 lock_not_available (lock_timeout), 57014 query_canceled
+# (statement_timeout); MariaDB 1205 lock wait timeout (row and table locks),
+# 1969 max_statement_time exceeded; SQLite SQLITE_BUSY after the busy timeout;
+# SQL Server 1222 lock request timeout (SET LOCK_TIMEOUT).
+WAIT_TIMEOUT_SQLSTATES = frozenset({"55P03", "57014"})
+WAIT_TIMEOUT_MYSQL_CODES = frozenset({1205, 1969})
+WAIT_TIMEOUT_MSSQL_CODES = frozenset({1222})
+
+# The server cannot be reached or went away (as opposed to a statement that
+# failed on a working server): PostgreSQL connection exceptions (class 08) and
+# shutdowns (57P01-57P03), a refused or broken socket (no SQLSTATE: the
+# message says it); MariaDB 2002/2003 cannot connect, 2006 gone away, 2013
+# lost connection, 1927 killed, 4031 disconnected; SQL Server link failures.
+UNREACHABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "08S01"})
+UNREACHABLE_MYSQL_CODES = frozenset({1927, 2002, 2003, 2006, 2013, 4031})
+UNREACHABLE_MSSQL_CODES = frozenset({10053, 10054, 233})
+_UNREACHABLE_PHRASES = (
+    "connection refused",
+    "could not connect",
+    "connection failed",
+    "server closed the connection",
+    "connection already closed",
+    "connection is closed",
+    "connection is lost",
+    "consuming input failed",
+    "terminating connection",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "lost connection",
+    "server has gone away",
+    "can't connect",
+    "connection reset",
+    "communication link failure",
+    "no route to host",
+    "timeout expired",
+)
+
+
+def _codes(exc: BaseException) -> tuple[str | None, int | None, str]:
+    """(SQLSTATE, native error number, message) of one exception in the chain."""
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "diag", None), "sqlstate", None)
+    args = getattr(exc, "args", ())
+    module = type(exc).__module__.split(".")[0]
+    number = None
+    if args and isinstance(args[0], int) and module in {"MySQLdb", "pymysql", "mysql"}:
+        number = args[0]
+    if args and isinstance(args[0], str) and module in {"pyodbc", "mssql_python"}:
+        sqlstate = sqlstate or args[0]
+        text = " ".join(str(a) for a in args[1:])
+        number = next((c for c in (*WAIT_TIMEOUT_MSSQL_CODES, *UNREACHABLE_MSSQL_CODES) if f"({c})" in text), None)
+    return (sqlstate if isinstance(sqlstate, str) else None), number, str(exc).lower()
+
+
+def is_wait_timeout(exc: BaseException) -> bool:
+    """Whether a lock or statement timeout set by the engine ended the statement."""
+    for link in _chain(exc):
+        if isinstance(link, sqlite3.Error):
+            code = getattr(link, "sqlite_errorcode", None)
+            if code is not None:
+                return (code & 0xFF) in TRANSIENT_SQLITE_CODES
+            return "locked" in str(link).lower()
+        sqlstate, number, _ = _codes(link)
+        if sqlstate in WAIT_TIMEOUT_SQLSTATES or number in WAIT_TIMEOUT_MYSQL_CODES | WAIT_TIMEOUT_MSSQL_CODES:
+            return True
+    return False
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether the error says the database server cannot be reached (not that a statement failed).
+
+    A candidate only: which database is down, if any, is decided by trying
+    to connect to each one the work used (archival.outage.unreachable).
+    """
+    from django.db import DataError, IntegrityError, ProgrammingError
+
+    for link in _chain(exc):
+        if isinstance(link, (IntegrityError, DataError, ProgrammingError, sqlite3.Error)):
+            return False
+        sqlstate, number, text = _codes(link)
+        if number is not None:
+            return number in UNREACHABLE_MYSQL_CODES | UNREACHABLE_MSSQL_CODES
+        if sqlstate:
+            return sqlstate in UNREACHABLE_SQLSTATES or sqlstate.startswith("08")
+        if any(phrase in text for phrase in _UNREACHABLE_PHRASES):
+            return True
+    return False
+
+
 def _reset_broken_connections() -> None:
     """Close connections a lost-connection error left unusable, so the retry reconnects."""
     for conn in connections.all(initialized_only=True):
@@ -207,6 +297,7 @@ def retry_transient(
     max_delay: float = 30.0,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    retryable: Callable[[BaseException], bool] = is_transient,
 ) -> T:
     """Call ``fn()``; on a transient database error, back off and call it again.
 
@@ -216,6 +307,7 @@ def retry_transient(
     (attempt number, error, delay) lets the caller audit or count retries.
     Refuses to retry (re-raises) while any connection is inside an atomic
     block, because the failed transaction is not ``fn``'s to repeat.
+    ``retryable`` narrows what is retried (default: every transient error).
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
@@ -224,7 +316,7 @@ def retry_transient(
         try:
             return fn()
         except Exception as exc:
-            if attempt >= attempts or not is_transient(exc) or stopping.stop_requested():
+            if attempt >= attempts or not retryable(exc) or stopping.stop_requested():
                 raise
             if any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
                 raise

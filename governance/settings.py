@@ -131,7 +131,12 @@ def _tune(alias: str, config: dict) -> dict:
         # batch transactions IMMEDIATE itself (archival.engine.txn).
         if alias == "default":
             options.setdefault("transaction_mode", "IMMEDIATE")
-        options.setdefault("timeout", 60)
+            options.setdefault("timeout", 60)
+        else:
+            # The busy timeout is the engine's lock timeout from the first
+            # statement (ATTACH and its PRAGMAs wait for a locked source file
+            # too); archival.engine.txn sets it again before each batch.
+            options.setdefault("timeout", env_int("ARCHIVAL_LOCK_TIMEOUT_MS", 5000, minimum=1) / 1000)
         test_name = str(DATA_DIR / "test" / Path(config["NAME"]).name)
         config.setdefault("TEST", {}).setdefault("NAME", test_name)
     elif engine == "django.db.backends.postgresql":
@@ -148,6 +153,12 @@ def _tune(alias: str, config: dict) -> dict:
         # (prepare_threshold=5) made no difference the small PostgreSQL
         # bench could measure (bench/RESULTS.md, 2026-12-06).
         options.setdefault("server_side_binding", True)
+        # A server that does not answer (a machine gone, a firewall dropping
+        # packets) is given up on after this many seconds, not the TCP timeout:
+        # the engine's retries and outage handling stay within a slice.
+        options.setdefault("connect_timeout", 10)
+    elif engine == "django.db.backends.mysql":
+        options.setdefault("connect_timeout", 10)
     elif engine == "mssql":
         options.setdefault("driver", "ODBC Driver 18 for SQL Server")
     return config
@@ -193,7 +204,9 @@ ARCHIVAL = {
     # Sources to move by streaming even when they share a server with the
     # archive (tests and benchmarks exercise both topologies this way).
     "STREAMING_SOURCES": env_list("ARCHIVAL_STREAMING_SOURCES", []),
-    "LEASE_SECONDS": env_int("ARCHIVAL_LEASE_SECONDS", 120, minimum=5),
+    # A live worker renews its lease at least once per statement timeout (at
+    # most half a lease); a dead one's lease is free after this (docs/workers.md).
+    "LEASE_SECONDS": env_int("ARCHIVAL_LEASE_SECONDS", 60, minimum=5),
     # A run in one process reads the next table and verifies the last one on
     # a helper thread while it moves batches, where the databases allow it
     # (archival.engine.pipeline); false runs every step on one thread.
@@ -400,6 +413,39 @@ ARCHIVAL_SCHEDULER = {
     # does not report workers it never had as down.
     "WORKERS": env_bool("ARCHIVAL_WORKERS", default=True),
 }
+# Every statement of a slice is bounded, so a slice ends (cleanly, its batch
+# rolled back) before q2 kills the task and no process waits past its lease
+# (docs/workers.md, "Bounded waits"). A lock wait gives up after
+# ARCHIVAL_LOCK_TIMEOUT_MS (PostgreSQL lock_timeout, MariaDB
+# innodb_lock_wait_timeout, SQLite busy timeout, SQL Server LOCK_TIMEOUT: the
+# procedures take it as @lock_timeout_ms); any statement after
+# ARCHIVAL_STATEMENT_TIMEOUT_MS. By default a statement gets a third of what
+# the q2 timeout leaves after the slice's time box, and at most half a lease.
+_statement_budget_ms = (Q_CLUSTER["timeout"] - ARCHIVAL_SCHEDULER["MAX_SLICE_SECONDS"]) * 1000
+ARCHIVAL["STATEMENT_TIMEOUT_MS"] = env_int(
+    "ARCHIVAL_STATEMENT_TIMEOUT_MS",
+    min(_statement_budget_ms // 3, ARCHIVAL["LEASE_SECONDS"] * 500),
+    minimum=1000,
+    maximum=_statement_budget_ms // 2,
+)
+ARCHIVAL_LOCK_TIMEOUT_MS = env_int(
+    "ARCHIVAL_LOCK_TIMEOUT_MS", min(5000, ARCHIVAL["STATEMENT_TIMEOUT_MS"]), minimum=1, maximum=600_000
+)
+if ARCHIVAL_LOCK_TIMEOUT_MS > ARCHIVAL["STATEMENT_TIMEOUT_MS"]:
+    raise ImproperlyConfigured("ARCHIVAL_LOCK_TIMEOUT_MS must not exceed ARCHIVAL_STATEMENT_TIMEOUT_MS")
+# Batches in a row that may time out waiting for locks (each retry with half
+# the rows) before the table is left waiting, with that reason, for the
+# sweeper (after LOCK_COOLDOWN_SECONDS) or an `archival resume`.
+ARCHIVAL["LOCK_RETRIES"] = env_int("ARCHIVAL_LOCK_RETRIES", 4, minimum=1, maximum=20)
+ARCHIVAL["LOCK_COOLDOWN_SECONDS"] = env_int("ARCHIVAL_LOCK_COOLDOWN_SECONDS", 60, minimum=0)
+if ARCHIVAL["STATEMENT_TIMEOUT_MS"] > ARCHIVAL["LEASE_SECONDS"] * 500:
+    raise ImproperlyConfigured(
+        "ARCHIVAL_STATEMENT_TIMEOUT_MS must be at most half of ARCHIVAL_LEASE_SECONDS: "
+        "a statement must end (and the lease be renewed) before the lease can expire"
+    )
+# Worker processes write a heartbeat this often; three missed beats mark a
+# worker dead, on any machine (archival.heartbeat, docs/workers.md).
+ARCHIVAL["HEARTBEAT_SECONDS"] = env_int("ARCHIVAL_HEARTBEAT_SECONDS", 10, minimum=1, maximum=300)
 for _key in ("RUN_CRON", "HOLD_REVIEW_CRON"):
     from croniter import croniter as _croniter
 

@@ -33,6 +33,9 @@ CONTRACT = (
     "add_years_sql",
     # reference dates: which stored values are dates
     "readable_date_sql",
+    # bounded waits
+    "session_wait_limits",
+    "transaction_wait_limits",
     "timestamp_type",
     "create_namespace",
     # engines and connections

@@ -47,7 +47,7 @@ def test_an_approved_range_is_disposed_by_the_procedure_and_no_delete_is_sent():
     deleted = backend.dispose_batch(position_table(backend), key_low=[11], key_high=[13], cutoff=CUTOFF, held=NO_HOLD)
 
     assert deleted == [(11,), (13,)]
-    assert procedure_calls(cursor) == [["SourceDB1", "dbo", "Position", CUTOFF, 3, '["10"]']]
+    assert procedure_calls(cursor) == [["SourceDB1", "dbo", "Position", CUTOFF, 3, '["10"]', 5000]]
     assert not [sql for sql, _ in cursor.sent if sql.lstrip().upper().startswith("DELETE")]
 
 
@@ -86,5 +86,5 @@ def test_placing_a_hold_takes_the_procedures_hold_lock_after_the_archive_lock(mo
     place_hold(scope=HoldScope.ALL, actor="compliance", reason="Regulator inquiry 12")
     monkeypatch.setattr(tables, "backend_for", real_backend_for)
 
-    assert [sql for sql, _ in cursor.sent] == ["EXEC archival.usp_lock_holds;"]
+    assert cursor.sent == [("EXEC archival.usp_lock_holds @lock_timeout_ms = %s;", [5000])]
     assert lock_row_taken == [True]

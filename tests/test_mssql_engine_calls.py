@@ -25,6 +25,7 @@ def spec_for(backend):
         config=config,
         threshold=dt.date(2024, 11, 25),
         label="SourceDB1.dbo.Position",
+        children=[SimpleNamespace(table="PositionLeg", threshold=dt.date(2024, 10, 25))],
     )
 
 
@@ -53,7 +54,9 @@ def test_mark_calls_usp_mark_table_and_reads_counts_and_bounds():
     eligible, nulls, low, high = mssql_path.mark_counts(spec_for(backend))
     ((sql, params),) = cursor.sent
     assert "EXEC archival.usp_mark_table" in sql
-    assert params == ["SourceDB1", "dbo", "Position", dt.date(2024, 11, 25)]
+    # The lock wait bound, and each child's threshold so a parent counts as
+    # the rows its children will leave behind (sql/07's @child_thresholds).
+    assert params == ["SourceDB1", "dbo", "Position", dt.date(2024, 11, 25), 5000, '{"PositionLeg": "2024-10-25"}']
     assert (eligible, nulls, low, high) == (1234, 5, ["1"], ["99"])
 
 

@@ -119,12 +119,12 @@ class TestContract:
             {
                 "run_id": 1, "config_id": 2, "source_alias": "SourceDB1", "schema_name": "dbo",
                 "table_name": "Position", "threshold": "2024-01-31", "years_retention": 10,
-                "batch_size": 4000, "batch_no": 1, "key_after": None,
+                "batch_size": 4000, "batch_no": 1, "key_after": None, "lock_timeout_ms": 5000,
             },
         )  # fmt: skip
         assert sql.startswith("DECLARE @o1 int; DECLARE @o2 int; DECLARE @o3 nvarchar(max); ")
         assert "@rows_moved = @o1 OUTPUT" in sql and sql.endswith("SELECT @o1, @o2, @o3;")
-        assert params == [1, 2, "SourceDB1", "dbo", "Position", "2024-01-31", 10, 4000, 1, None]
+        assert params == [1, 2, "SourceDB1", "dbo", "Position", "2024-01-31", 10, 4000, 1, None, 5000]
         assert parse_errors(sql.replace("%s", "NULL")) == []
 
     def test_a_call_leaves_the_session_settings_alone_and_each_procedure_sets_nocount_itself(self):

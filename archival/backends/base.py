@@ -275,6 +275,24 @@ class Backend(ABC):
             )
             return cur.fetchall()
 
+    # -- bounded waits -------------------------------------------------------
+    # Every statement the engine runs in a batch or a count is bounded: a lock
+    # wait by ``lock_timeout_ms``, the statement by ``statement_timeout_ms``
+    # (settings ARCHIVAL_LOCK_TIMEOUT_MS and ARCHIVAL["STATEMENT_TIMEOUT_MS"]).
+    # A wait that runs out raises the engine's lock-timeout error (see
+    # archival.retry.is_wait_timeout), its transaction rolls back, and the
+    # batch is retried smaller or the table left waiting. The statements are
+    # (SQL, parameters) pairs; the numbers come from validated settings.
+    @abstractmethod
+    def session_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        """Statements for the connection before its transaction begins (where the wait happens at BEGIN)."""
+        ...
+
+    @abstractmethod
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        """Statements to run first inside the transaction (limits that last for that transaction only)."""
+        ...
+
     # -- SQL fragments -------------------------------------------------------
     @abstractmethod
     def add_years_sql(self, expr: str) -> str:

@@ -33,6 +33,24 @@ class MariaDBBackend(Backend):
     quote_char = "`"
     reads_beside_writes = True
 
+    def session_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        # Row locks wait innodb_lock_wait_timeout, table and metadata locks
+        # (LOCK TABLES, DDL) lock_wait_timeout: both in whole seconds, at
+        # least 1. max_statement_time (MariaDB, seconds, fractions allowed)
+        # aborts any statement that runs longer. Session variables: they
+        # must be in place before the transaction's first statement waits.
+        seconds = max(1, -(-int(lock_timeout_ms) // 1000))
+        return [
+            (
+                "SET SESSION innodb_lock_wait_timeout = %s, SESSION lock_wait_timeout = %s, "
+                "SESSION max_statement_time = %s",
+                [seconds, seconds, int(statement_timeout_ms) / 1000],
+            )
+        ]
+
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        return []
+
     def schema_exists(self, schema: str) -> bool:
         return self._exists("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", [schema])
 

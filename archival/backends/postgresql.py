@@ -36,6 +36,21 @@ class PostgresBackend(Backend):
     # takes without index-only scans (EXPLAIN ANALYZE, bench/RESULTS.md).
     settings_after_bulk_delete = ("SET LOCAL enable_indexonlyscan = off",)
 
+    def session_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        return []
+
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        # SET LOCAL: the limits end with the batch's transaction and never
+        # leak to the connection's next user. A SET takes no snapshot, so a
+        # streamed batch can still choose its isolation level after it (a
+        # SELECT set_config(...) could not). SET takes no parameters: the
+        # numbers are ints from validated settings. lock_timeout covers every
+        # lock (another session's LOCK TABLE ... ACCESS EXCLUSIVE included).
+        return [
+            (f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}", []),
+            (f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}", []),
+        ]
+
     def schema_exists(self, schema: str) -> bool:
         return self._exists("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
 

@@ -52,10 +52,21 @@ def attach_namespaces(sender, connection, **kwargs) -> None:
         "archive_readonly",
     }:
         return
-    readonly = connection.alias == "archive_readonly"
     archive_name = connection.settings_dict["NAME"]
     if str(archive_name).startswith(":memory:") or "mode=memory" in str(archive_name):
         return
+    try:
+        _attach(connection, archive_name)
+    except Exception:
+        # A source file locked past the busy timeout: without its ATTACH the
+        # connection is not the archive connection; the next use connects again.
+        connection.connection.close()
+        connection.connection = None
+        raise
+
+
+def _attach(connection, archive_name) -> None:
+    readonly = connection.alias == "archive_readonly"
     from django.db import connections
 
     cur = connection.connection.cursor()
@@ -132,6 +143,17 @@ def _q(name: str) -> str:
 
 class SQLiteBackend(Backend):
     vendor = "sqlite"
+
+    def session_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        # SQLite waits for another connection's lock on its busy timeout, at
+        # BEGIN IMMEDIATE for a batch and at the first read of a count: the
+        # PRAGMA must precede them. (PRAGMA takes no parameters; the number
+        # is an int from a validated setting.) SQLite has no statement
+        # timeout: with the file locked for us, a statement only computes.
+        return [(f"PRAGMA busy_timeout = {int(lock_timeout_ms)}", [])]
+
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        return []
 
     def schema_exists(self, schema: str) -> bool:
         with self.connection.cursor() as cur:

@@ -40,14 +40,21 @@ def _lease_seconds() -> int:
 
 
 def owner_is_dead(owner: str) -> bool:
-    """True when the owner is a process on this host that no longer exists."""
+    """True when the owner is a process known to be gone.
+
+    On this host: no process with its PID. On another host: a worker whose
+    heartbeat stopped (archival.heartbeat); a process that never beat (a CLI
+    run elsewhere) is presumed alive until its lease expires.
+    """
     try:
         host, pid, _ = owner.split(":", 2)
         pid_num = int(pid)
     except ValueError:
         return False
     if host != socket.gethostname():
-        return False
+        from archival import heartbeat
+
+        return heartbeat.is_dead(owner)
     try:
         os.kill(pid_num, 0)
     except ProcessLookupError:

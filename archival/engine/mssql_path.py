@@ -30,6 +30,7 @@ def mark_counts(spec: TableSpec) -> tuple[int, int, list | None, list | None]:
             schema_name=spec.config.schema_name,
             table_name=spec.config.table_name,
             threshold=spec.threshold,
+            child_thresholds={child.table: child.threshold for child in spec.children},
         )
     return result.eligible, result.null_dates, result.key_low, result.key_high
 

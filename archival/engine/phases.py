@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from django.conf import settings
 from django.db import transaction
 
 from archival.engine import keys, mssql_path, same_server, streaming
 from archival.engine.archive_tables import created_by_first_batch, ensure_archive_table
-from archival.engine.errors import TableError
+from archival.engine.errors import TableError, TableWaiting
 from archival.engine.faults import checkpoint
 from archival.engine.jsonkeys import to_json
 from archival.engine.leases import renew
 from archival.engine.spec import TableSpec
-from archival.retry import retry_transient
+from archival.engine.txn import bounded_transaction, wait_limits
+from archival.retry import backoff_delay, is_transient, is_wait_timeout, retry_transient
 from governance.models import AuditEvent, BatchLedger, LedgerState, Phase, RecoveryState
 from governance.rowsql import insert, select_rows
 
@@ -76,7 +78,9 @@ def count_eligible(spec: TableSpec) -> MarkCounts:
     case_bounds = (
         f", MIN(CASE WHEN {where} THEN {pk_s[0]} END), MAX(CASE WHEN {where} THEN {pk_s[0]} END)" if one_column else ""
     )
-    with on.connection.cursor() as cur:
+    # Bounded like a batch: a count waiting on another session's lock gives
+    # up (archival.engine.txn) and the table waits instead of hanging.
+    with bounded_transaction(on.alias), on.connection.cursor() as cur:
         if spec.children:
             cur.execute(f"SELECT COUNT(*){bounds} FROM {spec.from_clause(on, pin_source=False)} WHERE {where}", params)
             eligible, *found = cur.fetchone()
@@ -131,10 +135,9 @@ def count_left(spec: TableSpec) -> int:
         return mssql_path.mark_counts(spec)[0]
     on = spec.count_backend
     where, params = spec.selection(on, at_mark=True)
-    settings = on.settings_after_bulk_delete
-    # SET LOCAL lasts for one transaction: the count gets its own.
-    with transaction.atomic(using=on.alias) if settings else nullcontext(), on.connection.cursor() as cur:
-        for statement in settings:
+    # SET LOCAL lasts for one transaction: the count gets its own (bounded).
+    with bounded_transaction(on.alias), on.connection.cursor() as cur:
+        for statement in on.settings_after_bulk_delete:
             cur.execute(statement)
         cur.execute(f"SELECT COUNT(*) FROM {spec.from_clause(on, pin_source=False)} WHERE {where}", params)
         return cur.fetchone()[0]
@@ -198,6 +201,8 @@ def ledger_digest(run_id: int, config_id: int) -> tuple[int, int, str]:
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
     return len(rows), sum(r[4] for r in rows), digest
 
+
+logger = logging.getLogger("archival")
 
 # The longest the recovery state's progress lags the ledger while a table
 # archives; well inside the shortest lease (ARCHIVAL_LEASE_SECONDS >= 5), so
@@ -270,12 +275,15 @@ def archive(
     # Progress not yet written to the recovery state (see the end of the loop).
     pending: dict = {}
     renewed_at = time.monotonic()
+    # Batches in a row that timed out waiting for locks, counted across
+    # slices (a slice's time box may end the back-off before the limit).
+    lock_waits = state.lock_waits
     while True:
         if should_stop():
             return ArchiveOutcome(moved_total, batches, False, unsaved=pending)
         batch_no += 1
 
-        def one_batch(batch_no=batch_no, cursor=cursor):
+        def one_batch(batch_no=batch_no, cursor=cursor, size=size):
             if mssql_path.uses_procedures(spec):
                 return mssql_path.move_batch(spec, run_id=state.run_id, batch_no=batch_no, low=cursor, size=size)
             if spec.mode == "streaming":
@@ -295,12 +303,54 @@ def archive(
         # A deadlock, lock timeout, lost connection or serialization failure
         # rolled the batch back; it is retried with backoff (a streamed batch
         # whose copy had committed is finished instead of copied again).
+        # A lock or statement timeout is not retried as it is: see below.
         try:
-            outcome = retry_transient(one_batch, attempts=5, base_delay=0.5, on_retry=_retrying(spec, state, worker))
+            outcome = retry_transient(
+                one_batch,
+                attempts=5,
+                base_delay=0.5,
+                on_retry=_retrying(spec, state, worker),
+                retryable=lambda exc: is_transient(exc) and not is_wait_timeout(exc),
+            )
         except Exception as exc:
-            # The table fails: its FAILED row carries the progress of the batches that committed.
-            exc.unsaved_progress = pending
-            raise
+            if not is_wait_timeout(exc):
+                # The table fails (or waits for its database): its row
+                # carries the progress of the batches that committed.
+                exc.unsaved_progress = pending
+                raise
+            # Another session held the locks this batch needs past the lock
+            # timeout (or the batch ran out of time); it rolled back. Back
+            # off and try again with half the rows, a few times, then leave
+            # the table waiting for the lock with that reason.
+            lock_waits += 1
+            batch_no -= 1
+            failed_size, size = size, max(1, size // 2)
+            lock_ms, _ = wait_limits()
+            limit = settings.ARCHIVAL["LOCK_RETRIES"]
+            reason = (
+                f"batch {batch_no + 1} of {spec.label} ({failed_size} rows) could not get its locks within "
+                f"{lock_ms} ms ({type(exc).__name__}: {str(exc).strip()[:200]})"
+            )
+            if lock_waits >= limit:
+                raise TableWaiting(
+                    f"lock:{spec.label}",
+                    f"{reason}; {limit} batches in a row timed out, so the table waits for the lock to be released "
+                    "and is taken up again later (the sweeper, or archival resume)",
+                    unsaved_progress=pending,
+                ) from exc
+            delay = backoff_delay(lock_waits, 1.0, 30.0)
+            note = f"{reason}; retrying with {size} rows in {delay:.1f}s (lock wait {lock_waits} of {limit})"
+            logger.warning(note)
+            _record_lock_wait(spec, state, worker, note, pending, lock_waits, delay, size)
+            pending = {}
+            if not _pause(delay, should_stop):
+                return ArchiveOutcome(moved_total, batches, False)
+            continue
+        if lock_waits:
+            # The locks came: say so in the state, and grow back to the configured size.
+            lock_waits = 0
+            size = spec.config.effective_batch_size
+            renew(state, worker, last_error="", lock_waits=0)
         if outcome.high is None:
             return ArchiveOutcome(moved_total, batches, True, unsaved=pending)
         checkpoint("batch_after_commit")
@@ -375,6 +425,29 @@ def record_verified(state: RecoveryState, worker: str, proof: VerifyProof, unsav
                 details={"ledger_sha256": proof.ledger_sha256},
             ),
         )
+
+
+def _pause(seconds: float, should_stop: Callable[[], bool]) -> bool:
+    """Sleep ``seconds`` unless the slice must stop first; True when the full pause passed."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if should_stop():
+            return False
+        time.sleep(min(left, 0.5))
+    return not should_stop()
+
+
+def _record_lock_wait(spec, state, worker, note, pending, attempt, delay, size) -> None:
+    """What the operator sees while a batch waits for locks: the state's last error and an audit event."""
+    renew(state, worker, **pending, last_error=note[:4000], lock_waits=attempt)
+    AuditEvent.objects.record(
+        "batch.lock_timeout",
+        actor=worker,
+        outcome="RETRY",
+        run_id=state.run_id,
+        table_label=spec.label,
+        details={"attempt": attempt, "delay": round(delay, 2), "next_batch_size": size, "error": note[:500]},
+    )
 
 
 def _retrying(spec: TableSpec, state: RecoveryState, worker: str):

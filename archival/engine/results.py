@@ -16,6 +16,7 @@ class TableResult:
     skipped: str = ""  # why this worker did nothing (lease held elsewhere, final phase)
     lease_lost: bool = False  # another worker took the table over mid-way; this one stopped
     lease_taken_by: str = ""
+    waiting_for: str = ""  # WAITING: "database:<alias>" or "lock:<table>"
     error: str = ""
     eligible: int | None = None
     archived_total: int = 0
@@ -47,8 +48,12 @@ class RunResult:
         return [t for t in self.tables if t.lease_lost]
 
     @property
+    def waiting(self) -> list[TableResult]:
+        return [t for t in self.tables if t.phase == "WAITING"]
+
+    @property
     def ok(self) -> bool:
-        return not self.failed and not self.lease_lost
+        return not self.failed and not self.lease_lost and not self.waiting
 
     @property
     def unreadable_dates(self) -> int:
@@ -63,6 +68,7 @@ class RunResult:
             "failed": len(self.failed),
             "lease_lost": len(self.lease_lost),
             "unreadable_dates": self.unreadable_dates,
+            "waiting": len(self.waiting),
             "tables": [t.as_dict() for t in self.tables],
         }
 

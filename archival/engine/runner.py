@@ -18,10 +18,11 @@ from django.utils import timezone
 from archival.engine import leases, phases
 from archival.engine.cutoff import resolve_cutoff
 from archival.engine.dailylog import log_line
-from archival.engine.errors import LeaseLost, TableError, describe_database_error
+from archival.engine.errors import LeaseLost, TableError, TableWaiting, describe_database_error
 from archival.engine.pipeline import Pipeline, pipeline_for
 from archival.engine.results import RunResult, TableResult
 from archival.engine.spec import build_spec, dependency_order
+from archival.engine.txn import bound_sessions
 from governance.models import (
     OPEN_PHASES,
     ArchivalRun,
@@ -251,6 +252,8 @@ def advance_table(
     unsaved: dict = {}  # the last batch's progress, written with the next phase
     marked_here = bool(ahead and ahead.marked)
     try:
+        # Every statement from here on waits for locks only so long (archival.engine.txn).
+        bound_sessions(["archive", state.config.source_db])
         spec = ahead.spec if ahead else build_spec(state.config, state.run.cutoff)
         target = PHASE_ORDER.index(until)
         while True:
@@ -300,9 +303,8 @@ def advance_table(
     # Error, not only DatabaseError: pyodbc raises its base Error for SQLSTATE
     # HY000 (a SQL Server lock timeout once its retries are spent), which
     # Django wraps as django.db.Error. It fails this table, not the run.
-    except (TableError, Error) as exc:
-        _fail(state, worker, exc, getattr(exc, "unsaved_progress", None) or unsaved)
-        result.error = str(exc)
+    except (TableError, TableWaiting, Error) as exc:
+        _stop_table(state, worker, exc, getattr(exc, "unsaved_progress", None) or unsaved, result)
     finally:
         if not deferred:
             _release(state, worker, clean_exit)
@@ -337,9 +339,8 @@ def _deferred_wrap_up(spec, state, worker, target, unsaved, result, started) -> 
             result.done = clean_exit = True
         except LeaseLost:
             result.lease_lost = True
-        except (TableError, Error) as exc:
-            _fail(state, worker, exc, unsaved)
-            result.error = str(exc)
+        except (TableError, TableWaiting, Error) as exc:
+            _stop_table(state, worker, exc, unsaved, result)
         finally:
             _release(state, worker, clean_exit)
         return _finished(result, state, clean_exit, started)
@@ -394,6 +395,112 @@ def _complete(state: RecoveryState, worker: str, proof: phases.VerifyProof | Non
     )
 
 
+def waiting_reason(exc: Exception, state: RecoveryState) -> TableWaiting | None:
+    """The wait an error means for this table, or None when it is a failure.
+
+    A lock or statement timeout means another session held the table's
+    locks. An error that looks like a lost server means a wait only when a
+    fresh connection to the archive or the table's source database fails
+    too: that database is named. Anything else fails the table.
+    """
+    from archival import outage
+    from archival.retry import is_unreachable, is_wait_timeout
+
+    if isinstance(exc, TableWaiting):
+        return exc
+    if not isinstance(exc, DatabaseError):
+        return None
+    if is_wait_timeout(exc):
+        return TableWaiting(
+            f"lock:{state.table_label}",
+            f"{state.table_label} could not get its locks in time during {state.phase.lower()} "
+            f"({type(exc).__name__}: {str(exc).strip()[:300]}); it waits for the lock and is taken up again later",
+        )
+    if is_unreachable(exc):
+        alias = outage.unreachable([outage.ARCHIVE, state.config.source_db])
+        if alias:
+            return TableWaiting(
+                outage.waiting_key(alias),
+                f"database {alias} does not answer ({type(exc).__name__}: {str(exc).strip()[:300]}); "
+                "the table waits for it and is taken up again when it answers",
+            )
+    return None
+
+
+def _stop_table(state: RecoveryState, worker: str, exc: Exception, unsaved: dict, result: TableResult) -> None:
+    """Record why the table stopped: waiting (a database down, a lock held) or failed."""
+    waiting = waiting_reason(exc, state)
+    if waiting is not None:
+        _wait(state, worker, waiting, unsaved)
+        result.waiting_for = waiting.waiting_for
+        result.error = str(waiting)
+    else:
+        _fail(state, worker, exc, unsaved)
+        result.error = str(exc)
+
+
+def _wait(state: RecoveryState, worker: str, waiting: TableWaiting, unsaved: dict | None = None) -> None:
+    """Leave the table WAITING (not failed): no alert per table, the lease freed for whoever takes it up."""
+    message = str(waiting)
+    RecoveryState.objects.filter(pk=state.pk).update(
+        **(unsaved or {}),
+        phase=Phase.WAITING,
+        waiting_for=waiting.waiting_for[:200],
+        last_error=message[:4000],
+        lease_owner="",
+        lease_expires_at=None,
+        updated_at=timezone.now(),
+    )
+    AuditEvent.objects.record(
+        "table.waiting",
+        actor=worker,
+        outcome="WAITING",
+        run_id=state.run_id,
+        table_label=state.table_label,
+        details={"waiting_for": waiting.waiting_for, "reason": message[:4000]},
+    )
+    log_line(f"run {state.run_id} table {state.table_label} WAITING for {waiting.waiting_for}: {message}")
+    logger.warning("table %s waits for %s: %s", state.table_label, waiting.waiting_for, message)
+
+
+def wait_for_database(run_id: int, alias: str, *, reason: str, worker: str = "", exclude: list[int] = ()) -> list[str]:
+    """Leave every unfinished table of ``run_id`` that needs ``alias`` WAITING for it, without starting it.
+
+    Only tables no other worker holds (no lease, or this worker's): a table
+    another worker is moving meets the outage itself. Returns the labels of
+    the tables it stopped.
+    """
+    from archival import outage
+
+    states = RecoveryState.objects.filter(
+        run_id=run_id, phase__in=PHASE_ORDER[:-1], lease_owner__in=["", worker]
+    ).exclude(pk__in=list(exclude))
+    if alias != outage.ARCHIVE:
+        states = states.filter(config__source_db=alias)
+    labels = []
+    for state in states.select_related("config"):
+        updated = RecoveryState.objects.filter(pk=state.pk, phase=state.phase, lease_owner__in=["", worker]).update(
+            phase=Phase.WAITING,
+            waiting_for=outage.waiting_key(alias),
+            last_error=f"not started: {reason}"[:4000],
+            lease_owner="",
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+        )
+        if updated:
+            labels.append(state.table_label)
+    if labels:
+        AuditEvent.objects.record(
+            "table.waiting",
+            actor=worker or "system",
+            outcome="WAITING",
+            run_id=run_id,
+            counts={"tables": len(labels)},
+            details={"waiting_for": outage.waiting_key(alias), "reason": reason[:2000], "tables": labels[:500]},
+        )
+    return labels
+
+
 def _fail(state: RecoveryState, worker: str, exc: Exception, unsaved: dict | None = None) -> None:
     message = str(exc) if isinstance(exc, TableError) else _database_error_text(exc, state)
     RecoveryState.objects.filter(pk=state.pk).update(
@@ -423,7 +530,7 @@ def _database_error_text(exc: Exception, state: RecoveryState) -> str:
     return plain or f"{type(exc).__name__}: {exc}"
 
 
-FINAL_PHASES = (Phase.BLOCKED, Phase.ABANDONED, Phase.COMPLETED, Phase.FAILED)
+FINAL_PHASES = (Phase.BLOCKED, Phase.ABANDONED, Phase.COMPLETED, Phase.FAILED, Phase.WAITING)
 
 
 def _process(run: ArchivalRun, *, worker: str, on_table=None, on_batch=None) -> list[TableResult]:
@@ -449,8 +556,14 @@ def _process(run: ArchivalRun, *, worker: str, on_table=None, on_batch=None) -> 
                 on_table(result)
             reported += 1
 
+    # Databases found down in this pass: the tables that need them are not
+    # started (they wait), and one alert per database names them all.
+    down: dict[str, list[str]] = {}
     try:
         for state in states:
+            alias = _outage_for(state, down)
+            if alias and state.phase not in FINAL_PHASES:
+                state.refresh_from_db(fields=["phase", "last_error", "waiting_for"])
             if state.phase in FINAL_PHASES:
                 results.append(
                     TableResult(
@@ -459,6 +572,7 @@ def _process(run: ArchivalRun, *, worker: str, on_table=None, on_batch=None) -> 
                         state.phase,
                         error=state.last_error,
                         done=state.phase == Phase.COMPLETED,
+                        waiting_for=state.waiting_for,
                     )
                 )
                 continue
@@ -467,12 +581,57 @@ def _process(run: ArchivalRun, *, worker: str, on_table=None, on_batch=None) -> 
             result = advance_table(state.pk, worker=worker, on_batch=on_batch, pipeline=pipeline)
             results.append(result)
             advanced.append(result)
+            if result.waiting_for.startswith("database:"):
+                alias = result.waiting_for.split(":", 1)[1]
+                down.setdefault(alias, []).append(result.label)
+                down[alias] += wait_for_database(
+                    run.pk, alias, reason=f"database {alias} does not answer", worker=worker
+                )
             report(wait=False)
     finally:
         if pipeline:
             pipeline.close()
     report(wait=True)
+    from archival import alerts
+
+    for alias, labels in down.items():
+        alerts.database_unreachable(run.pk, alias, labels, scheduled=False)
     return results
+
+
+def _outage_for(state: RecoveryState, down: dict[str, list[str]]) -> str | None:
+    """The database found down in this pass that ``state``'s table needs, if any."""
+    from archival import outage
+
+    for alias in down:
+        if alias in (outage.ARCHIVE, state.config.source_db):
+            return alias
+    return None
+
+
+def retake_waiting(states, *, actor=None) -> list[str]:
+    """Put WAITING tables back to the last phase that is safe to redo; returns their labels.
+
+    Archive again (it reconciles with the ledger first, then verifies) or
+    mark again if never marked: the same rule as for a failed table.
+    """
+    labels: dict[str, list[str]] = {}
+    for state in states:
+        phase = Phase.PENDING if state.eligible_count is None else Phase.ARCHIVING
+        if RecoveryState.objects.filter(pk=state.pk, phase=Phase.WAITING).update(
+            phase=phase, waiting_for="", last_error="", lock_waits=0, finished_at=None, updated_at=timezone.now()
+        ):
+            labels.setdefault(state.waiting_for, []).append(state.table_label)
+    for waiting_for, names in labels.items():
+        AuditEvent.objects.record(
+            "tables.retaken",
+            actor=actor,
+            run_id=states[0].run_id if states else None,
+            counts={"tables": len(names)},
+            details={"waiting_for": waiting_for, "tables": names[:500]},
+        )
+        log_line(f"run {states[0].run_id} takes up {len(names)} table(s) that waited for {waiting_for}")
+    return [name for names in labels.values() for name in names]
 
 
 def finalize_run(run_id: int) -> RunResult:
@@ -492,6 +651,8 @@ def finalize_run(run_id: int) -> RunResult:
             Phase.ARCHIVING,
             Phase.ARCHIVED,
             Phase.VERIFIED,
+            # A waiting table is unfinished work: the run stays open for it.
+            Phase.WAITING,
         )
     ]
     summary = {"phases": by_phase, "archived": sum(s.archived_count for s in states)}
@@ -522,7 +683,7 @@ def _run_result(run: ArchivalRun, results: list[TableResult] | None = None) -> R
     tables = []
     for s in ordered_states(run):
         r = by_id.get(s.pk) or TableResult(s.pk, s.table_label, s.phase)
-        r.phase, r.error = s.phase, s.last_error
+        r.phase, r.error, r.waiting_for = s.phase, s.last_error, s.waiting_for
         r.eligible, r.archived_total = s.eligible_count, s.archived_count
         r.unreadable_dates = s.unreadable_date_count
         tables.append(r)
@@ -560,6 +721,7 @@ def resume_run(run_id: int | None = None, *, actor=None, on_table=None, on_batch
             raise TableError("no run has unfinished tables")
     else:
         run = ArchivalRun.objects.get(pk=run_id)
+    retake_waiting(list(RecoveryState.objects.filter(run=run, phase=Phase.WAITING)), actor=actor)
     if not RecoveryState.objects.filter(run=run, phase__in=OPEN_PHASES).exists():
         if run.status == RunStatus.RUNNING:
             return finalize_run(run.pk)

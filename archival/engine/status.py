@@ -28,6 +28,7 @@ class TableStatus:
     copied_pending_delete: int  # streamed rows copied whose source delete has not committed
     state_archived: int  # what the recovery state last recorded (lags after a kill)
     error: str
+    waiting_for: str = ""  # WAITING tables: database:<alias> or lock:<table>
 
 
 @dataclass
@@ -96,6 +97,7 @@ def run_status(run_id: int | None = None, *, runs: int = 1) -> list[RunStatusRep
                     copied_pending_delete=int(total["copied"] or 0) if total else 0,
                     state_archived=s.archived_count,
                     error=s.last_error,
+                    waiting_for=s.waiting_for,
                 )
             )
         reports.append(report)

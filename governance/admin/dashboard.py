@@ -45,6 +45,8 @@ class Bar:
 ATTENTION = (
     ("failed", "failed"),
     ("stalled", "stalled: its lease expired and no worker took it over"),
+    ("waiting", "waiting for a database that does not answer, or for a lock"),
+    ("locked", "backing off: its batches could not get their locks in time"),
     ("blocked", "blocked by an unfinished run"),
     ("unfinished", "left unfinished by a run that ended"),
     ("overdue", "no completed run within the weekly window"),
@@ -101,7 +103,7 @@ def estate(health, today: date | None = None) -> Estate:
         tables=len(active_ids),
         failed=sum(first_finding.count(texts[k]) for k in ("failed", "stalled")),
         blocked=first_finding.count(texts["blocked"]),
-        waiting=sum(first_finding.count(texts[k]) for k in ("unfinished", "overdue")),
+        waiting=sum(first_finding.count(texts[k]) for k in ("waiting", "locked", "unfinished", "overdue")),
         attention=shown,
         attention_total=len(reason_of),
         archived_this_week=BatchLedger.objects.filter(committed_at__gte=since).aggregate(n=Sum("row_count"))["n"] or 0,

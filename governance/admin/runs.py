@@ -71,6 +71,7 @@ class ArchivalRunAdmin(admin.ModelAdmin):
         "duration",
         "tables",
         "failed_tables",
+        "waiting_tables",
         "rows_archived",
     )
     list_filter = ("status", "trigger", "started_at")
@@ -99,6 +100,7 @@ class ArchivalRunAdmin(admin.ModelAdmin):
             .annotate(
                 n_tables=Count("states", distinct=True),
                 n_failed=Count("states", filter=Q(states__phase=Phase.FAILED), distinct=True),
+                n_waiting=Count("states", filter=Q(states__phase=Phase.WAITING), distinct=True),
                 n_archived=Sum("states__archived_count"),
             )
         )
@@ -110,6 +112,11 @@ class ArchivalRunAdmin(admin.ModelAdmin):
     @admin.display(description="failed", ordering="n_failed")
     def failed_tables(self, obj):
         return obj.n_failed
+
+    @admin.display(description="waiting", ordering="n_waiting")
+    def waiting_tables(self, obj):
+        """Tables waiting for a database or a lock (not failed: taken up again by the sweeper or a resume)."""
+        return obj.n_waiting
 
     @admin.display(description="rows archived", ordering="n_archived")
     def rows_archived(self, obj):

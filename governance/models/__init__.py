@@ -27,6 +27,7 @@ from governance.models.scheduling import (
     RunDispatch,
     SchedulerSettings,
     TableDispatch,
+    WorkerHeartbeat,
 )
 
 __all__ = [
@@ -60,4 +61,5 @@ __all__ = [
     "TableConfig",
     "TableDispatch",
     "TableType",
+    "WorkerHeartbeat",
 ]

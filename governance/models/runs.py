@@ -23,6 +23,10 @@ class Phase(models.TextChoices):
     FAILED = "FAILED", "Failed"
     ABANDONED = "ABANDONED", "Abandoned"
     BLOCKED = "BLOCKED", "Blocked by an unfinished run"
+    # Not a failure: a database this table needs does not answer, or its
+    # source table stayed locked by another session. Picked up again by the
+    # sweeper (scheduled runs) or `archival resume` (see ``waiting_for``).
+    WAITING = "WAITING", "Waiting for a database or a lock"
 
 
 OPEN_PHASES = (
@@ -32,6 +36,7 @@ OPEN_PHASES = (
     Phase.ARCHIVED,
     Phase.VERIFIED,
     Phase.FAILED,
+    Phase.WAITING,
 )
 FINAL_PHASES = (Phase.COMPLETED, Phase.ABANDONED, Phase.BLOCKED)
 
@@ -170,6 +175,18 @@ class RecoveryState(models.Model):
     )
     lease_expires_at = models.DateTimeField(null=True, blank=True, help_text="The lease is free after this instant.")
     last_error = models.TextField(blank=True, help_text="Last error that stopped this table.")
+    lock_waits = models.PositiveIntegerField(
+        default=0,
+        help_text="Batches in a row that timed out waiting for locks (across slices); reset by a batch that got them.",
+    )
+    waiting_for = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text=(
+            "What a WAITING table waits for: 'database:<alias>' (the server does not answer) or "
+            "'lock:<table>' (another session held its locks past the lock timeout)."
+        ),
+    )
     started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker first started on this table.")
     finished_at = models.DateTimeField(null=True, blank=True, help_text="When this table reached a final phase.")
     updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")

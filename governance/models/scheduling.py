@@ -176,6 +176,11 @@ class TableDispatch(models.Model):
         help_text="Times the sweeper re-enqueued this table after a lost task or an expired lease.",
     )
     last_outcome = models.CharField(max_length=200, blank=True, help_text="What the last slice reported.")
+    taken_by = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Worker process (host:pid:id) that picked up the current task; empty until one does.",
+    )
     position = models.PositiveIntegerField(
         default=0,
         help_text=(
@@ -224,3 +229,41 @@ class RunDispatch(models.Model):
 
     def __str__(self) -> str:
         return f"Dispatch of run {self.run_id}"
+
+
+class WorkerHeartbeatQuerySet(models.QuerySet):
+    def stale(self, before):
+        """Workers not seen since ``before``: dead, or their machine unreachable."""
+        return self.filter(seen_at__lt=before)
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker process's sign of life, written every few seconds by a thread in that process.
+
+    Tells a dead worker on another machine from a live one (a PID check works
+    only on the same host): the sweeper re-enqueues the tasks a dead worker,
+    or a dead cluster's queue, took with it, and a lease whose owner stopped
+    beating is taken over without waiting for it to expire.
+    """
+
+    worker = models.CharField(
+        max_length=200, unique=True, help_text="The process's worker id (host:pid:id), as in lease owners."
+    )
+    host = models.CharField(max_length=200, help_text="Machine the process runs on.")
+    pid = models.PositiveIntegerField(help_text="Process id on that machine.")
+    cluster = models.CharField(
+        max_length=200, blank=True, help_text="The django-q2 cluster (host:pid of its sentinel) the process belongs to."
+    )
+    started_at = models.DateTimeField(help_text="When the process first beat.")
+    seen_at = models.DateTimeField(help_text="Its last beat.")
+
+    objects = WorkerHeartbeatQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The sweeper looks for workers that stopped beating.
+            models.Index(fields=["seen_at"], name="heartbeat_seen_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.worker} (seen {self.seen_at:%H:%M:%S})"

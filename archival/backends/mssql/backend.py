@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
@@ -432,11 +433,42 @@ class MSSQLBackend(Backend):
         raise NotOnThisEngine("the reader login and its grants come from sql/08_signing_and_grants.sql (DBA)")
 
     # -- procedures ----------------------------------------------------------
-    def mark_table(self, *, source_alias: str, schema_name: str, table_name: str, threshold: dt.date) -> MarkResult:
+    def session_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        # For the statements the engine runs itself (a streamed source); the
+        # procedures set LOCK_TIMEOUT from their @lock_timeout_ms parameter.
+        # "After it is changed, the new setting stays in effect for the
+        # remainder of the connection" - when run as a plain batch: a driver
+        # parameter would turn it into an sp_executesql batch, whose SET
+        # options end with it. So a literal: an int from a validated setting.
+        # The statement bound on SQL Server is the driver's query timeout
+        # (MSSQL_QUERY_TIMEOUT).
+        # https://learn.microsoft.com/sql/t-sql/statements/set-lock-timeout-transact-sql
+        return [(f"SET LOCK_TIMEOUT {int(lock_timeout_ms)}; SET DEADLOCK_PRIORITY LOW;", [])]
+
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+        return []
+
+    def mark_table(
+        self,
+        *,
+        source_alias: str,
+        schema_name: str,
+        table_name: str,
+        threshold: dt.date,
+        child_thresholds: dict[str, dt.date] | None = None,
+    ) -> MarkResult:
+        """Count a table's eligible rows and key bounds (``archival.usp_mark_table``).
+
+        ``child_thresholds``: each configured child table's threshold by its
+        name, so a parent row counts when every child row referencing it will
+        move in this run (the rule of the other engines' Mark).
+        """
+        children = json.dumps({name: day.isoformat() for name, day in (child_thresholds or {}).items()})
         with self.connection.cursor() as cur:
             out = call_procedure(
                 cur, "archival.usp_mark_table",
                 source_alias=source_alias, schema_name=schema_name, table_name=table_name, threshold=threshold,
+                lock_timeout_ms=settings.ARCHIVAL_LOCK_TIMEOUT_MS, child_thresholds=children,
             )  # fmt: skip
         return MarkResult(
             int(out["eligible"]), int(out["null_dates"]), decode_key(out["key_low"]), decode_key(out["key_high"])
@@ -469,6 +501,7 @@ class MSSQLBackend(Backend):
                 run_id=run_id, config_id=config_id, source_alias=source_alias, schema_name=schema_name,
                 table_name=table_name, threshold=threshold, years_retention=years_retention,
                 batch_size=batch_size, batch_no=batch_no, key_after=encode_key(key_after),
+                lock_timeout_ms=settings.ARCHIVAL_LOCK_TIMEOUT_MS,
             )  # fmt: skip
         return BatchResult(int(out["rows_moved"] or 0), int(out["rows_skipped"] or 0), decode_key(out["key_high"]))
 
@@ -491,6 +524,7 @@ class MSSQLBackend(Backend):
                 cur, "archival.usp_dispose_batch",
                 source_alias=source_alias, schema_name=schema_name, table_name=table_name,
                 as_of=as_of, batch_size=batch_size, key_after=encode_key(key_after),
+                lock_timeout_ms=settings.ARCHIVAL_LOCK_TIMEOUT_MS,
             )  # fmt: skip
         return DisposeResult(int(out["rows_disposed"] or 0), int(out["rows_held"] or 0), decode_key(out["key_high"]))
 
@@ -570,7 +604,7 @@ class MSSQLBackend(Backend):
         for it, in the same order everywhere.
         """
         with self.connection.cursor() as cur:
-            call_procedure(cur, "archival.usp_lock_holds")
+            call_procedure(cur, "archival.usp_lock_holds", lock_timeout_ms=settings.ARCHIVAL_LOCK_TIMEOUT_MS)
 
 
 def _ends_with_order_by(sql: str) -> bool:

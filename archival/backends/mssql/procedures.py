@@ -60,6 +60,8 @@ PROCEDURES: dict[str, list[ProcParam]] = {
         ProcParam("null_dates", "bigint", True),
         ProcParam("key_low", "nvarchar(max)", True),
         ProcParam("key_high", "nvarchar(max)", True),
+        ProcParam("lock_timeout_ms", "int"),
+        ProcParam("child_thresholds", "nvarchar(max)"),
     ],
     "archival.usp_archive_batch": [
         ProcParam("run_id", "bigint"),
@@ -75,6 +77,7 @@ PROCEDURES: dict[str, list[ProcParam]] = {
         ProcParam("rows_moved", "int", True),
         ProcParam("rows_skipped", "int", True),
         ProcParam("key_high", "nvarchar(max)", True),
+        ProcParam("lock_timeout_ms", "int"),
     ],
     "archival.usp_dispose_batch": [
         ProcParam("source_alias", "sysname"),
@@ -86,8 +89,9 @@ PROCEDURES: dict[str, list[ProcParam]] = {
         ProcParam("rows_disposed", "int", True),
         ProcParam("rows_held", "int", True),
         ProcParam("key_high", "nvarchar(max)", True),
+        ProcParam("lock_timeout_ms", "int"),
     ],
-    "archival.usp_lock_holds": [],
+    "archival.usp_lock_holds": [ProcParam("lock_timeout_ms", "int")],
 }
 
 

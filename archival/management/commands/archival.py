@@ -181,7 +181,7 @@ class Command(BaseCommand):
         lost = result.lease_lost
         if lost:
             summary += f" {len(lost)} table(s) taken over by another worker mid-way: this process stopped on them."
-        elif moved == 0 and not failed and not blocked:
+        elif moved == 0 and not failed and not blocked and not result.waiting:
             summary += " Nothing new to archive."
         if result.unreadable_dates:
             tables = ", ".join(t.label for t in result.tables if t.unreadable_dates)
@@ -189,10 +189,15 @@ class Command(BaseCommand):
                 f" {result.unreadable_dates} rows have a date that is not a date and stay in the source ({tables});"
                 " `archival plan` lists their keys."
             )
+        waiting = result.waiting
+        if waiting:
+            summary += f" {len(waiting)} table(s) waiting (a database down or a lock held): resume them with 'manage.py archival resume --run {result.run_id}'."
         out = self.stderr if options["json"] else self.stdout
         for t in lost:
             out.write(self.style.ERROR(f"{t.label}: lease lost to {t.lease_taken_by}; its progress is theirs now"))
-        if failed or blocked or lost:
+        for t in waiting:
+            out.write(self.style.WARNING(f"{t.label}: waiting for {t.waiting_for}: {t.error[:300]}"))
+        if failed or blocked or lost or waiting:
             out.write(self.style.ERROR(summary))
             sys.exit(1)
         out.write(self.style.SUCCESS(summary))
