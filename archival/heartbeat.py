@@ -84,7 +84,16 @@ def start(worker: str | None = None) -> bool:
 
 
 def on_worker_spawn(sender, proc_name: str = "", **kwargs) -> None:
-    """django-q2 ``post_spawn``: a worker process started; it beats from now on."""
+    """django-q2 ``post_spawn``: a worker process started; it beats from now on.
+
+    Not in sync mode: there q2 runs each task inline in the caller's process
+    (and sends ``post_spawn`` there), which is no worker for the sweeper to
+    watch, and a beating thread would outlive the caller's databases.
+    """
+    from django_q.conf import Conf
+
+    if Conf.SYNC:
+        return
     start()
 
 

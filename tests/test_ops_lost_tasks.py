@@ -124,3 +124,15 @@ def test_a_statement_timeout_longer_than_half_a_lease_is_refused_at_start_up(db)
     assert refused.returncode != 0 and "half of ARCHIVAL_LEASE_SECONDS" in refused.stderr
     accepted = manage("check", env=subprocess_env(ARCHIVAL_LEASE_SECONDS=60, ARCHIVAL_STATEMENT_TIMEOUT_MS=30000))
     assert accepted.returncode == 0, accepted.stderr
+
+
+def test_a_task_run_inline_in_sync_mode_starts_no_heartbeat(monkeypatch):
+    # q2's sync mode sends post_spawn in the caller's process (a test, a
+    # shell): no worker is there to watch, so nothing may start beating.
+    from django_q.conf import Conf
+    from django_q.signals import post_spawn
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+    monkeypatch.setitem(heartbeat._started, "pid", None)
+    post_spawn.send(sender="django_q", proc_name="inline")
+    assert heartbeat._started["pid"] is None
