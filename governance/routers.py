@@ -13,7 +13,18 @@ READONLY_ALIAS = "archive_readonly"
 CONTROL_ALIAS = "default"
 
 # Lower-case model names, as Django passes them to allow_migrate.
-ARCHIVE_MODELS = frozenset({"hold", "holdkey", "batchledger", "disposalcertificate", "archivelock"})
+ARCHIVE_MODELS = frozenset(
+    {
+        "hold",
+        "holdkey",
+        "batchledger",
+        "disposalcertificate",
+        "archivelock",
+        "restorekey",
+        "restoreledger",
+        "restorecertificate",
+    }
+)
 
 
 def is_archive_model(model_name: str | None) -> bool:

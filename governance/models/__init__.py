@@ -13,6 +13,18 @@ from governance.models.disposal import (
     RetentionChange,
     RetentionChangeStatus,
 )
+from governance.models.restore import (
+    OPEN_RESTORE_STATUSES,
+    RestoreCertificate,
+    RestoreKey,
+    RestoreLedger,
+    RestoreLedgerState,
+    RestorePhase,
+    RestoreRequest,
+    RestoreSelection,
+    RestoreStatus,
+    RestoreTable,
+)
 from governance.models.runs import (
     FINAL_PHASES,
     OPEN_PHASES,
@@ -33,6 +45,7 @@ from governance.models.scheduling import (
 __all__ = [
     "FINAL_PHASES",
     "OPEN_PHASES",
+    "OPEN_RESTORE_STATUSES",
     "ArchivalLogic",
     "ArchivalRun",
     "ArchiveLock",
@@ -53,6 +66,15 @@ __all__ = [
     "LedgerState",
     "Phase",
     "RecoveryState",
+    "RestoreCertificate",
+    "RestoreKey",
+    "RestoreLedger",
+    "RestoreLedgerState",
+    "RestorePhase",
+    "RestoreRequest",
+    "RestoreSelection",
+    "RestoreStatus",
+    "RestoreTable",
     "RetentionChange",
     "RetentionChangeStatus",
     "RunDispatch",
