@@ -43,7 +43,7 @@ ROLES: dict[str, Role] = {
     COMPLIANCE_OFFICER: Role(
         name=COMPLIANCE_OFFICER,
         summary="Places and releases holds (also from rows found in the archive search), approves or rejects "
-        "disposals, reads configs, runs and the audit trail.",
+        "disposals and restores, reads configs, runs and the audit trail.",
         permissions=(
             "governance.view_tableconfig",
             "governance.view_archivalrun",
@@ -68,11 +68,18 @@ ROLES: dict[str, Role] = {
             "governance.view_retentionchange",
             "governance.approve_retentionchange",
             "governance.view_schedulersettings",
+            # Restore (docs/restore.md): approves or rejects what an administrator asked for.
+            "governance.approve_restore",
+            "governance.view_restorerequest",
+            "governance.view_restoretable",
+            "governance.view_restoreledger",
+            "governance.view_restorecertificate",
         ),
     ),
     ARCHIVAL_ADMINISTRATOR: Role(
         name=ARCHIVAL_ADMINISTRATOR,
-        summary="Edits table configs; starts, resumes and abandons runs; plans and executes disposals; edits the schedule.",
+        summary="Edits table configs; starts, resumes and abandons runs; plans and executes disposals; requests and "
+        "executes restores; edits the schedule.",
         permissions=(
             "governance.view_tableconfig",
             "governance.add_tableconfig",
@@ -104,6 +111,13 @@ ROLES: dict[str, Role] = {
             "governance.pause_scheduler",
             "governance.view_tabledispatch",
             "governance.view_rundispatch",
+            # Restore (docs/restore.md): asks for archived rows back and executes
+            # the request once a compliance officer approved it.
+            "governance.request_restore",
+            "governance.view_restorerequest",
+            "governance.view_restoretable",
+            "governance.view_restoreledger",
+            "governance.view_restorecertificate",
         ),
     ),
     AUDITOR: Role(
@@ -115,7 +129,7 @@ ROLES: dict[str, Role] = {
             "governance.export_archive_search",
         ),
         view_all_of=AUDITED_APPS,
-        optional=("governance.export_disposalcertificate",),
+        optional=("governance.export_disposalcertificate", "governance.export_restorecertificate"),
     ),
     ARCHIVE_READER: Role(
         name=ARCHIVE_READER,

@@ -271,6 +271,8 @@ class RestoreCertificate(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["request_id", "config_id"], name="restorecertificate_one_per_table"),
         ]
+        # Auditors hand certificates to regulators, as they do disposal certificates.
+        permissions = [("export_restorecertificate", "Can export restore certificates")]
 
     def __str__(self) -> str:
         return f"Restore certificate {self.pk}: {self.table_label}, {self.row_count} rows"
