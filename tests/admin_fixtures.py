@@ -23,6 +23,11 @@ from governance.models import (
     HoldScope,
     Phase,
     RecoveryState,
+    RestoreCertificate,
+    RestoreLedger,
+    RestoreRequest,
+    RestoreStatus,
+    RestoreTable,
     RetentionChange,
     RetentionChangeStatus,
     TableConfig,
@@ -151,6 +156,61 @@ def objects(personas, source_table):
     )
     change.full_clean()
     change.save()
+    # A restore whose execution failed half-way (so its page shows progress
+    # and offers "execute" again), with one batch and one certificate in the
+    # archive database, so the restore admin's pages show real rows.
+    restore = RestoreRequest(
+        config=config,
+        table_label=str(config),
+        selection="KEY_RANGE",
+        key_low=[1],
+        key_high=[5],
+        reason="Ticket 4711: recalculation of 2015 trades",
+        requested_by="administrator",
+        status=RestoreStatus.FAILED,
+        decided_by="compliance",
+        decision_comment="Approved for the recalculation.",
+        executed_by="administrator",
+        last_error="the source database did not answer",
+    )
+    restore.full_clean()
+    restore.save()
+    restore_table = RestoreTable(
+        request=restore, config=config, table_label=str(config), position=1, planned_count=5, phase="FAILED"
+    )
+    restore_table.full_clean()
+    restore_table.save()
+    restore_batch = RestoreLedger(
+        request_id=restore.pk,
+        config_id=config.pk,
+        table_label=str(config),
+        batch_no=1,
+        key_low=None,
+        key_high=[2],
+        row_count=2,
+        deleted_count=2,
+        state="MOVED",
+    )
+    restore_batch.full_clean(exclude=["key_low"])  # null: the first batch (no blank=True on the model)
+    restore_batch.save()
+    restore_certificate = RestoreCertificate(
+        request_id=restore.pk,
+        config_id=config.pk,
+        table_label=str(config),
+        key_columns=["tradeId"],
+        row_count=2,
+        skipped_identical=0,
+        held_count=0,
+        digest="0" * 64,
+        selection={"kind": "KEY_RANGE", "key_low": [1], "key_high": [5]},
+        reason=restore.reason,
+        requested_by="administrator",
+        approved_by="compliance",
+        executed_by="administrator",
+        certificate_hash="1" * 64,
+    )
+    restore_certificate.full_clean()
+    restore_certificate.save()
     # The migration's weekly-run schedule, so the schedule admin's change and
     # history pages are walked with a real object.
     schedule = Schedule.objects.get(name=RUN_SCHEDULE)
@@ -164,6 +224,9 @@ def objects(personas, source_table):
         "disposalbatch": batch,
         "disposalapproval": approval,
         "retentionchange": change,
+        "restorerequest": restore,
+        "restoreledger": restore_batch,
+        "restorecertificate": restore_certificate,
     }
 
 

@@ -65,6 +65,17 @@ DECISIONS: dict[str, dict[str, frozenset]] = {
     "governance.retentionchange": viewers(
         confirm=NOBODY, **{"confirm:APPROVE": frozenset({CO}), "confirm:REJECT": frozenset({CO})}
     ),
+    # Restore (issue 32, docs/roles.md): every staff role reads requests, their
+    # batches and certificates; administrators ask (add) and execute, compliance
+    # officers approve or reject. Nothing is changed or deleted through the
+    # admin. The confirmation page without a known operation refuses everybody.
+    "governance.restorerequest": viewers(
+        add=frozenset({AA}),
+        confirm=NOBODY,
+        **{"confirm:APPROVE": frozenset({CO}), "confirm:REJECT": frozenset({CO}), "confirm:EXECUTE": frozenset({AA})},
+    ),
+    "governance.restoreledger": viewers(),
+    "governance.restorecertificate": viewers(),
     "auth.user": viewers(readers=NOBODY, password_change=NOBODY),
     "auth.group": viewers(readers=NOBODY),
     # Schedules: administrators add and change them (only our own tasks:
@@ -96,6 +107,14 @@ ACTION_DECISIONS: dict[str, dict[str, frozenset]] = {
     # Certificates are exported by auditors (the proof handed to regulators).
     "governance.disposalcertificate": {"export_csv": frozenset({AU})},
     "governance.retentionchange": {"approve_changes": frozenset({CO}), "reject_changes": frozenset({CO})},
+    "governance.restorerequest": {
+        "approve_requests": frozenset({CO}),
+        "reject_requests": frozenset({CO}),
+        "execute_requests": frozenset({AA}),
+    },
+    "governance.restoreledger": {},
+    # Restore certificates, like disposal certificates, are exported by auditors.
+    "governance.restorecertificate": {"export_csv": frozenset({AU})},
     "auth.user": {},
     "auth.group": {},
     "django_q.schedule": {},
@@ -119,6 +138,7 @@ URL_ARGS = {"governance_schedule_control": lambda objects: ["stop", objects["arc
 OPERATIONS = {
     "governance_disposalbatch_confirm": ("disposalbatch", ("APPROVE", "REJECT", "EXECUTE")),
     "governance_retentionchange_confirm": ("retentionchange", ("APPROVE", "REJECT")),
+    "governance_restorerequest_confirm": ("restorerequest", ("APPROVE", "REJECT", "EXECUTE")),
 }
 
 
@@ -227,7 +247,15 @@ def test_nobody_may_delete_through_the_admin_superusers_included(personas, objec
     boss = django_user_model.objects.create_superuser("boss", "boss@example.com", "another long password 99")
     client = Client()
     client.force_login(boss)
-    for name in ("hold", "auditevent", "archivalrun", "tableconfig"):
+    for name in (
+        "hold",
+        "auditevent",
+        "archivalrun",
+        "tableconfig",
+        "restorerequest",
+        "restoreledger",
+        "restorecertificate",
+    ):
         obj = objects[name]
         url = reverse(f"admin:governance_{name}_delete", args=[obj.pk])
         assert client.get(url).status_code == 403, url

@@ -1,7 +1,8 @@
 """Admin registrations for the governance app, one module per area.
 
 Disposal review (``disposal``) and the schedule (``schedule``) are written by
-their own areas; they are imported here when present.
+their own areas; they are imported here when present. Restore (``restore``)
+imports the disposal admin's read-only base and comment form.
 """
 
 from importlib import import_module
@@ -9,7 +10,7 @@ from importlib.util import find_spec
 
 from django.contrib import admin
 
-from governance.admin import audit, configs, dashboard, holds, lookups, queue, runs, schedule
+from governance.admin import audit, configs, dashboard, holds, lookups, queue, restore, runs, schedule
 
 for _name in ("disposal", "schedule"):
     if find_spec(f"governance.admin.{_name}") is not None:
@@ -30,4 +31,4 @@ schedule.install(admin.site)
 # Last: it wraps whatever admins the modules above registered.
 lookups.install(admin.site)
 
-__all__ = ["audit", "configs", "dashboard", "holds", "lookups", "queue", "runs", "schedule"]
+__all__ = ["audit", "configs", "dashboard", "holds", "lookups", "queue", "restore", "runs", "schedule"]

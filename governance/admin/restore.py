@@ -1,0 +1,689 @@
+"""Restore admin: request, preview, approve or reject, execute on the workers, watch the progress.
+
+Thin adapters over ``archival.restore``: the request form collects input and
+calls ``create_request`` (which validates, plans and previews; a refusal is
+shown beside the form and nothing is saved); the confirmation page (the shape
+of Django's ``delete_selected``: the objects, a comment where one is needed, a
+button and a way back) calls ``approve``, ``reject`` or ``execute_on_workers``
+once per request and reports each in words. No row moves inside an HTTP
+request: execution is enqueued and the request's page shows its progress.
+
+The batch ledger and the certificates live in the archive database (the
+router sends every query there) and are read-only for everyone.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError
+from django.db.models import Sum
+from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from governance.admin.audit import cell
+from governance.admin.disposal import CommentForm, ReadOnlyAdmin
+from governance.admin.lookups import INT64_MAX, posted_ids
+from governance.models import (
+    RestoreCertificate,
+    RestoreKey,
+    RestoreLedger,
+    RestoreRequest,
+    RestoreSelection,
+    RestoreStatus,
+    TableConfig,
+)
+from governance.models.text import FREE_TEXT_MAX_LENGTH
+from governance.spreadsheet import SafeCsvWriter
+
+# The form fields each kind of selection needs; the others are hidden
+# (static/governance/restore_form.js) and ignored when the request is made.
+SELECTION_FIELDS = {
+    RestoreSelection.KEY_RANGE: ("key_from", "key_to"),
+    RestoreSelection.CONTRACT: ("contract_value",),
+    RestoreSelection.KEYS: ("keys",),
+    RestoreSelection.DATE_RANGE: ("date_from", "date_to"),
+    RestoreSelection.RUN: ("archive_run_id",),
+}
+# Kinds whose range may be open at one end, but not at both.
+EITHER_END = {RestoreSelection.KEY_RANGE: ("key_from", "key_to"), RestoreSelection.DATE_RANGE: ("date_from", "date_to")}
+
+# Which statuses each operation of the confirmation page applies to; the
+# engine checks again (and refuses with a reason) when it is called.
+OPERATIONS = {
+    "APPROVE": (RestoreStatus.PENDING_APPROVAL,),
+    "REJECT": (RestoreStatus.PENDING_APPROVAL,),
+    "EXECUTE": (RestoreStatus.APPROVED, RestoreStatus.FAILED),
+}
+# Statuses whose preview is recomputed when the page opens: nothing has moved
+# yet, and the approver must see the conflicts of now, not of the request.
+PREVIEWED = (RestoreStatus.PENDING_APPROVAL, RestoreStatus.APPROVED)
+# The page reloads itself while rows move (a meta refresh: no script needed).
+REFRESH_SECONDS = 10
+# A KEYS request's page lists this many of its keys (the certificate proves them all).
+KEYS_SHOWN = 50
+
+CERT_COLUMNS = (
+    "id",
+    "request_id",
+    "config_id",
+    "table_label",
+    "key_columns",
+    "row_count",
+    "skipped_identical",
+    "held_count",
+    "digest",
+    "encoding",
+    "selection",
+    "reason",
+    "requested_by",
+    "approved_by",
+    "executed_by",
+    "executed_at",
+    "prev_hash",
+    "certificate_hash",
+)
+
+
+def split_key(line: str) -> list[str]:
+    """One primary key as typed: components in key order, separated by a tab
+    (pasted from a spreadsheet, as the command's keys file) or else by a comma."""
+    separator = "\t" if "\t" in line else ","
+    return [part.strip() for part in line.split(separator)]
+
+
+def _key_parts(text: str) -> list[str]:
+    """A stored key's components (canonical key text: TAB-separated, archival/disposal/keys.py)."""
+    return text.split("\t")
+
+
+def describe_selection(obj: RestoreRequest) -> str:
+    """The rows a request selects, in words (never a list's repr)."""
+    kind = obj.selection
+    if kind == RestoreSelection.KEY_RANGE:
+        low = ", ".join(str(v) for v in obj.key_low) if obj.key_low else "the first key"
+        high = ", ".join(str(v) for v in obj.key_high) if obj.key_high else "the last key"
+        return f"keys {low} to {high}"
+    if kind == RestoreSelection.CONTRACT:
+        return f"contract {obj.contract_value}"
+    if kind == RestoreSelection.KEYS:
+        return f"{obj.key_count:,} listed key{'s' if obj.key_count != 1 else ''}"
+    if kind == RestoreSelection.DATE_RANGE:
+        return f"reference dates {obj.date_from or 'any'} to {obj.date_to or 'any'}"
+    if kind == RestoreSelection.RUN:
+        return f"rows of run {obj.archive_run_id}"
+    return obj.get_selection_display()
+
+
+class RestoreRequestForm(forms.ModelForm):
+    """The request form: a configured table, the kind of selection and exactly
+    its fields, and the reason."""
+
+    key_from = forms.CharField(
+        required=False,
+        max_length=1000,
+        label="From key",
+        help_text="First primary key (inclusive). A key of several columns: its components in key order, "
+        "separated by a comma. Empty: from the first archived row.",
+    )
+    key_to = forms.CharField(
+        required=False,
+        max_length=1000,
+        label="To key",
+        help_text="Last primary key (inclusive), written as the first. Empty: up to the last archived row.",
+    )
+    keys = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 5}),
+        label="Keys",
+        help_text="One primary key per line; components in key order separated by a comma "
+        "(or a tab, as pasted from a spreadsheet).",
+    )
+    archive_run_id = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=INT64_MAX,
+        label="Archive run",
+        help_text="The number of the archival run whose rows of this table come back (see Runs).",
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        min_length=5,
+        max_length=FREE_TEXT_MAX_LENGTH,
+        help_text="Why the rows come back (ticket, recalculation, regulator's case). Recorded in the audit trail "
+        "and on the certificate.",
+    )
+
+    class Meta:
+        model = RestoreRequest
+        fields = ("config", "selection", "contract_value", "date_from", "date_to")
+        labels = {"config": "Table", "selection": "Rows", "date_from": "From date", "date_to": "To date"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["config"].queryset = TableConfig.objects.order_by("source_db", "schema_name", "table_name")
+        self.fields["config"].help_text = (
+            "The configured table whose archived rows go back to its source. Tables it references come back "
+            "first (the preview lists them)."
+        )
+        self.fields["contract_value"].help_text = (
+            "The contract id, as stored in the archived rows (the table's hold contract column, or its contract "
+            "reference column for a table archived by its contract's maturity)."
+        )
+        self.fields["date_from"].help_text = "First reference date (inclusive): the date that made the row eligible."
+        self.fields["date_to"].help_text = "Last reference date (inclusive)."
+        # restore_form.js shows only the chosen selection's fields.
+        self.fields["selection"].widget.attrs["data-scope-fields"] = json.dumps(SELECTION_FIELDS)
+
+    def clean(self):
+        data = super().clean()
+        kind = data.get("selection")
+        if kind in EITHER_END:
+            first, last = EITHER_END[kind]
+            if not data.get(first) and not data.get(last) and first not in self.errors and last not in self.errors:
+                self.add_error(
+                    first,
+                    f"Give at least one end of the range ({self.fields[first].label.lower()} "
+                    f"or {self.fields[last].label.lower()}).",
+                )
+        else:
+            for name in SELECTION_FIELDS.get(kind, ()):
+                if data.get(name) in (None, "") and name not in self.errors:
+                    label = RestoreSelection(kind).label.lower()
+                    self.add_error(name, f"Required to restore {label}.")
+        if kind == RestoreSelection.KEYS:
+            lines = [line for line in (data.get("keys") or "").splitlines() if line.strip()]
+            data["key_list"] = [split_key(line) for line in lines]
+        return data
+
+    def create_request_arguments(self) -> dict:
+        """``archival.restore.requests.create_request`` keyword arguments: the
+        chosen selection's own fields only (another kind's hidden fields are ignored)."""
+        data = self.cleaned_data
+        kind = data["selection"]
+        fields = SELECTION_FIELDS[kind]
+        return {
+            "selection": kind,
+            "reason": data["reason"],
+            "key_low": split_key(data["key_from"]) if "key_from" in fields and data.get("key_from") else None,
+            "key_high": split_key(data["key_to"]) if "key_to" in fields and data.get("key_to") else None,
+            "contract_value": data.get("contract_value") or "" if "contract_value" in fields else "",
+            "keys": data.get("key_list") if "keys" in fields else None,
+            "date_from": data.get("date_from") if "date_from" in fields else None,
+            "date_to": data.get("date_to") if "date_to" in fields else None,
+            "archive_run_id": data.get("archive_run_id") if "archive_run_id" in fields else None,
+        }
+
+
+def request_link(request_id: int | None, text: str | None = None):
+    if request_id is None:
+        return ""
+    url = reverse("admin:governance_restorerequest_change", args=[request_id])
+    return format_html('<a href="{}">{}</a>', url, text or f"Restore {request_id}")
+
+
+@admin.register(RestoreRequest)
+class RestoreRequestAdmin(admin.ModelAdmin):
+    # What a reviewer scans at 1366 px: which table, which rows, where the
+    # request is, who asked and decided, and how many rows it moves; the
+    # reason, comment and timings are on the request's page.
+    list_display = (
+        "id",
+        "table_label",
+        "rows_selected",
+        "status",
+        "requested_by",
+        "requested_at",
+        "decided_by",
+        "planned",
+        "restored",
+    )
+    list_display_links = ("id", "table_label")
+    list_filter = ("status", "selection", "requested_at")
+    search_fields = ("table_label", "requested_by", "decided_by", "reason", "=id")
+    date_hierarchy = "requested_at"
+    actions = ("approve_requests", "reject_requests", "execute_requests")
+    change_form_template = "admin/governance/restorerequest/change_form.html"
+    fieldsets = (
+        (None, {"fields": ("table_label", "rows_selected", "reason", "requested_by", "requested_at")}),
+        ("Review", {"fields": ("status", "decided_by", "decided_at", "decision_comment")}),
+        (
+            "Execution",
+            {"fields": ("executed_by", "started_at", "finished_at", "attempts", "lease_owner", "last_error")},
+        ),
+    )
+    readonly_fields = (
+        "table_label",
+        "rows_selected",
+        "reason",
+        "requested_by",
+        "requested_at",
+        "status",
+        "decided_by",
+        "decided_at",
+        "decision_comment",
+        "executed_by",
+        "started_at",
+        "finished_at",
+        "attempts",
+        "lease_owner",
+        "last_error",
+    )
+
+    def get_queryset(self, request):
+        # Row counts in the changelist query: no query per request.
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(n_planned=Sum("tables__planned_count"), n_restored=Sum("tables__restored_count"))
+        )
+
+    # --- columns ------------------------------------------------------------
+    @admin.display(description="rows", ordering="selection")
+    def rows_selected(self, obj):
+        return describe_selection(obj)
+
+    @admin.display(description="planned", ordering="n_planned")
+    def planned(self, obj):
+        return f"{getattr(obj, 'n_planned', None) or 0:,}"
+
+    @admin.display(description="restored", ordering="n_restored")
+    def restored(self, obj):
+        return f"{getattr(obj, 'n_restored', None) or 0:,}"
+
+    # --- who may do what ----------------------------------------------------
+    def has_add_permission(self, request):
+        return request.user.has_perm("governance.request_restore")
+
+    # A request changes only through the engine (approve, reject, execute).
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_request_permission(self, request):
+        return request.user.has_perm("governance.request_restore")
+
+    def has_approve_permission(self, request):
+        return request.user.has_perm("governance.approve_restore")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    # --- the request form ---------------------------------------------------
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None:
+            return self.fieldsets
+        return [
+            (None, {"fields": ("config", "selection")}),
+            (
+                "Which rows",
+                {"fields": ("key_from", "key_to", "contract_value", "keys", "date_from", "date_to", "archive_run_id")},
+            ),
+            ("Why", {"fields": ("reason",)}),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.readonly_fields
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = RestoreRequestForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    @property
+    def media(self):
+        return super().media + forms.Media(js=["governance/restore_form.js"])
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """GET: Django's add page. POST: ``create_request`` with the form's
+        values; a refusal is shown beside the form, nothing saved."""
+        if request.method != "POST":
+            return super().add_view(request, form_url, extra_context)
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        from archival.restore.errors import RestoreRefused
+        from archival.restore.requests import create_request
+
+        form = self.get_form(request, None)(request.POST)
+        if form.is_valid():
+            try:
+                created = create_request(
+                    form.cleaned_data["config"], actor=request.user, **form.create_request_arguments()
+                )
+            except RestoreRefused as exc:
+                field = getattr(exc, "field", None)
+                form.add_error(field if field in form.fields else None, str(exc))
+            else:
+                self.message_user(
+                    request,
+                    format_html(
+                        "{} asked for: {}. Review the preview below; a compliance officer approves it.",
+                        request_link(created.pk),
+                        describe_selection(created),
+                    ),
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:governance_restorerequest_change", args=[created.pk]))
+        fieldsets = self.get_fieldsets(request, None)
+        admin_form = helpers.AdminForm(form, list(fieldsets), {}, (), model_admin=self)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Add {self.opts.verbose_name}",
+            "subtitle": None,
+            "adminform": admin_form,
+            "object_id": None,
+            "original": None,
+            "is_popup": False,
+            "to_field": None,
+            "media": self.media + admin_form.media,
+            "inline_admin_formsets": [],
+            "errors": helpers.AdminErrorList(form, []),
+            "preserved_filters": self.get_preserved_filters(request),
+            **(extra_context or {}),
+        }
+        return self.render_change_form(request, context, add=True, change=False, obj=None, form_url=form_url)
+
+    # --- the request's page: preview, decision, progress ----------------------
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        obj = self.get_object(request, object_id)
+        if request.method == "GET" and obj is not None and self.has_view_permission(request, obj):
+            extra_context.update(self.page_context(request, obj))
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def page_context(self, request, obj: RestoreRequest) -> dict:
+        """The plan per table (parents first), the problems the engine found,
+        and which buttons this user gets."""
+        problems: list[str] = []
+        tables = None
+        previewed_at = None
+        if obj.status in PREVIEWED:
+            from archival.restore.errors import RestoreRefused
+            from archival.restore.requests import preview
+
+            try:
+                result = preview(obj)
+            except (RestoreRefused, DatabaseError) as exc:
+                problems.append(f"The preview could not be computed now: {exc}")
+            else:
+                tables = list(result.tables)
+                problems.extend(result.problems)
+                previewed_at = timezone.now()
+        if tables is None:
+            tables = list(obj.tables.order_by("position"))
+        by_id = {t.pk: t for t in tables}
+        for table in tables:
+            parent_of = by_id.get(table.referenced_by_id)
+            table.parent_of = parent_of.table_label if parent_of else ""
+        eligible_again = [t for t in tables if t.eligible_again_count]
+        listed_keys = []
+        if obj.selection == RestoreSelection.KEYS:
+            listed_keys = [
+                ", ".join(str(v) for v in _key_parts(text))
+                for text in RestoreKey.objects.filter(request_id=obj.pk)
+                .order_by("id")
+                .values_list("key_text", flat=True)[:KEYS_SHOWN]
+            ]
+        status = obj.status
+        return {
+            "restore": obj,
+            "rows_selected": describe_selection(obj),
+            "restore_tables": tables,
+            "restore_problems": problems,
+            "previewed_at": previewed_at,
+            "eligible_again_tables": eligible_again,
+            "listed_keys": listed_keys,
+            "more_keys": max(obj.key_count - len(listed_keys), 0),
+            "restore_totals": {
+                "planned": sum(t.planned_count for t in tables),
+                "restored": sum(t.restored_count for t in tables),
+                "skipped": sum(t.skipped_identical for t in tables),
+            },
+            "refresh_seconds": REFRESH_SECONDS if status == RestoreStatus.EXECUTING else None,
+            "can_decide": self.has_approve_permission(request) and status in OPERATIONS["APPROVE"],
+            "can_execute": self.has_request_permission(request) and status in OPERATIONS["EXECUTE"],
+        }
+
+    # --- approve, reject, execute --------------------------------------------
+    @admin.action(description="Approve the selected requests (asks for a comment)", permissions=["approve"])
+    def approve_requests(self, request, queryset):
+        return self._to_confirmation(request, queryset, "APPROVE")
+
+    @admin.action(description="Reject the selected requests (asks for a comment)", permissions=["approve"])
+    def reject_requests(self, request, queryset):
+        return self._to_confirmation(request, queryset, "REJECT")
+
+    @admin.action(
+        description="Execute the selected approved requests on the workers (asks to confirm)", permissions=["request"]
+    )
+    def execute_requests(self, request, queryset):
+        return self._to_confirmation(request, queryset, "EXECUTE")
+
+    def _to_confirmation(self, request, queryset, what):
+        ids = ",".join(str(pk) for pk in queryset.filter(status__in=OPERATIONS[what]).values_list("pk", flat=True))
+        if not ids:
+            self.message_user(request, "None of the selected requests can take this action.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:governance_restorerequest_confirm") + f"?ids={ids}&what={what}")
+
+    def get_urls(self):
+        return [
+            path("confirm/", self.admin_site.admin_view(self.confirm_view), name="governance_restorerequest_confirm"),
+            *super().get_urls(),
+        ]
+
+    def confirm_view(self, request):
+        """Confirmation page for approve / reject (a comment required) and
+        execute (enqueued on the workers), for one or several requests."""
+        what = request.POST.get("what") if request.method == "POST" else request.GET.get("what", "")
+        if what in ("APPROVE", "REJECT"):
+            allowed = self.has_approve_permission(request)
+        elif what == "EXECUTE":
+            allowed = self.has_request_permission(request)
+        else:
+            allowed = False  # an unknown operation: refused, whoever asks
+        if not allowed:
+            raise PermissionDenied
+        raw = request.POST.get("ids") if request.method == "POST" else request.GET.get("ids", "")
+        requests = list(
+            RestoreRequest.objects.filter(pk__in=posted_ids(raw), status__in=OPERATIONS[what]).order_by("pk")
+        )
+        form = CommentForm(request.POST or None) if what != "EXECUTE" else None
+        if request.method == "POST" and requests and (form is None or form.is_valid()):
+            for restore in requests:
+                self._apply(request, restore, what, form.cleaned_data["comment"] if form else "")
+            if len(requests) == 1:
+                return HttpResponseRedirect(reverse("admin:governance_restorerequest_change", args=[requests[0].pk]))
+            return HttpResponseRedirect(reverse("admin:governance_restorerequest_changelist"))
+        titles = {"APPROVE": "Approve restore", "REJECT": "Reject restore", "EXECUTE": "Execute restore"}
+        warnings = {
+            "APPROVE": "Approving lets an archival administrator move these rows back into their source databases.",
+            "REJECT": "Rejecting closes the request; nothing moves.",
+            "EXECUTE": "The rows move back on the workers, in batches, parents first; each request's page shows "
+            "its progress. A failed execution resumes where it stopped.",
+        }
+        context = {
+            **self.admin_site.each_context(request),
+            "title": titles[what],
+            "opts": self.model._meta,
+            "requests": requests,
+            "ids": ",".join(str(r.pk) for r in requests),
+            "what": what,
+            "form": form,
+            "warning": warnings[what],
+        }
+        return TemplateResponse(request, "admin/governance/restorerequest/confirm.html", context)
+
+    def _apply(self, request, restore: RestoreRequest, what: str, comment: str) -> None:
+        """One engine call, its outcome as one message with a link to the request."""
+        from archival.restore.errors import RestoreRefused
+        from archival.restore.requests import approve, reject
+        from archival.restore.workers import execute_on_workers
+
+        link = request_link(restore.pk)
+        try:
+            if what == "APPROVE":
+                approve(restore, actor=request.user, comment=comment)
+                text, level = "approved; an archival administrator may now execute it.", messages.SUCCESS
+            elif what == "REJECT":
+                reject(restore, actor=request.user, comment=comment)
+                text, level = "rejected; nothing moves.", messages.SUCCESS
+            else:
+                execute_on_workers(restore, actor=request.user)
+                text, level = "queued for the workers; its page shows the progress.", messages.SUCCESS
+        except RestoreRefused as exc:
+            text, level = f"refused: {exc}", messages.ERROR
+        self.message_user(request, format_html("{} ({}): {}", link, restore.table_label, text), level)
+
+
+class RequestColumn:
+    """A column linking an archive-side row to its request (a control-database id, no foreign key)."""
+
+    @admin.display(description="request", ordering="request_id")
+    def request(self, obj):
+        return request_link(obj.request_id, str(obj.request_id))
+
+
+@admin.register(RestoreLedger)
+class RestoreLedgerAdmin(RequestColumn, ReadOnlyAdmin):
+    # A batch: its table, how many rows went where, and how far it got.
+    list_display = (
+        "request",
+        "table_label",
+        "batch_no",
+        "rows",
+        "skipped",
+        "deleted",
+        "held",
+        "state",
+        "committed_at",
+    )
+    list_filter = ("state", "committed_at")
+    search_fields = ("table_label", "=request_id")
+    readonly_fields = (
+        "request",
+        "table_label",
+        "batch_no",
+        "key_range",
+        "row_count",
+        "skipped_identical",
+        "deleted_count",
+        "held_count",
+        "state",
+        "committed_at",
+    )
+    fields = readonly_fields
+    show_full_result_count = False
+
+    @admin.display(description="rows", ordering="row_count")
+    def rows(self, obj):
+        return f"{obj.row_count:,}"
+
+    @admin.display(description="skipped", ordering="skipped_identical")
+    def skipped(self, obj):
+        return f"{obj.skipped_identical:,}"
+
+    @admin.display(description="deleted", ordering="deleted_count")
+    def deleted(self, obj):
+        return f"{obj.deleted_count:,}"
+
+    @admin.display(description="held", ordering="held_count")
+    def held(self, obj):
+        return f"{obj.held_count:,}"
+
+    @admin.display(description="keys")
+    def key_range(self, obj):
+        low = ", ".join(str(v) for v in obj.key_low) if obj.key_low else "the start"
+        high = ", ".join(str(v) for v in obj.key_high) if obj.key_high else ""
+        return f"after {low}, up to {high}" if obj.key_low else f"from {low} up to {high}"
+
+
+@admin.register(RestoreCertificate)
+class RestoreCertificateAdmin(RequestColumn, ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "request",
+        "table_label",
+        "rows",
+        "skipped",
+        "held",
+        "digest_short",
+        "approved_by",
+        "executed_at",
+    )
+    list_filter = ("executed_at",)
+    search_fields = ("table_label", "digest", "certificate_hash", "=request_id")
+    readonly_fields = (
+        "request",
+        "table_label",
+        "key_column_names",
+        "row_count",
+        "skipped_identical",
+        "held_count",
+        "digest",
+        "encoding",
+        "selection_text",
+        "reason",
+        "requested_by",
+        "approved_by",
+        "executed_by",
+        "executed_at",
+        "prev_hash",
+        "certificate_hash",
+    )
+    fields = readonly_fields
+    actions = ("export_csv",)
+
+    @admin.display(description="rows", ordering="row_count")
+    def rows(self, obj):
+        return f"{obj.row_count:,}"
+
+    @admin.display(description="skipped", ordering="skipped_identical")
+    def skipped(self, obj):
+        return f"{obj.skipped_identical:,}"
+
+    @admin.display(description="held", ordering="held_count")
+    def held(self, obj):
+        return f"{obj.held_count:,}"
+
+    @admin.display(description="digest")
+    def digest_short(self, obj):
+        return obj.digest[:16] + "…"
+
+    @admin.display(description="key columns")
+    def key_column_names(self, obj):
+        return ", ".join(str(c) for c in obj.key_columns or [])
+
+    @admin.display(description="selection")
+    def selection_text(self, obj):
+        selection = obj.selection if isinstance(obj.selection, dict) else {}
+        return ", ".join(f"{k}: {v}" for k, v in selection.items()) or ""
+
+    def has_export_permission(self, request):
+        return request.user.has_perm("governance.export_restorecertificate")
+
+    @admin.action(description="Export the selected certificates as CSV", permissions=["export"])
+    def export_csv(self, request, queryset):
+        writer = SafeCsvWriter()
+
+        def lines():
+            yield writer.writerow(CERT_COLUMNS)
+            for cert in queryset.order_by("id").iterator(chunk_size=500):
+                yield writer.writerow([cell(getattr(cert, c)) for c in CERT_COLUMNS])
+
+        response = StreamingHttpResponse(lines(), content_type="text/csv")
+        response["Content-Disposition"] = (
+            f'attachment; filename="restore_certificates_{timezone.now():%Y%m%d_%H%M%S}.csv"'
+        )
+        return response
