@@ -161,7 +161,7 @@ def estate(schedules, objects):
 
 
 def admin_pages(objects) -> list[tuple[str, str, str, tuple, tuple]]:
-    config, run = objects["tableconfig"], objects["archivalrun"]
+    config, run, restore = objects["tableconfig"], objects["archivalrun"], objects["restorerequest"]
     return [
         # (persona, page name, url, key columns, key panels)
         (
@@ -220,6 +220,44 @@ def admin_pages(objects) -> list[tuple[str, str, str, tuple, tuple]]:
         ("administrator", "config-export", "/admin/governance/tableconfig/export/", (), ("input.select-toggle",)),
         ("auditor", "dashboard", "/admin/", (), ("#estate-line", "#dashboard-holds")),
         ("auditor", "audit", "/admin/governance/auditevent/", ("actor", "action", "table label", "run id"), ()),
+        # Restore (issue 32): the requests, one request's page (a failed execution: its
+        # progress and the way to execute again), the request form, batches and certificates.
+        (
+            "administrator",
+            "restore-requests",
+            "/admin/governance/restorerequest/",
+            ("table label", "rows", "status", "requested by", "decided by", "planned", "restored"),
+            (),
+        ),
+        (
+            "administrator",
+            "restore-request",
+            f"/admin/governance/restorerequest/{restore.pk}/change/",
+            (),
+            ("#restore-summary", "#restore-plan", "#restore-execute"),
+        ),
+        ("administrator", "restore-add", "/admin/governance/restorerequest/add/", (), ("#id_config", "#id_selection")),
+        (
+            "compliance",
+            "restore-requests",
+            "/admin/governance/restorerequest/",
+            ("table label", "rows", "status", "requested by", "planned"),
+            (),
+        ),
+        (
+            "auditor",
+            "restore-batches",
+            "/admin/governance/restoreledger/",
+            ("request", "table label", "rows", "skipped", "deleted", "held", "state", "committed at"),
+            (),
+        ),
+        (
+            "auditor",
+            "restore-certificates",
+            "/admin/governance/restorecertificate/",
+            ("request", "table label", "rows", "held", "digest", "approved by", "executed at"),
+            (),
+        ),
     ]
 
 
@@ -350,3 +388,83 @@ def test_a_compliance_officer_holds_rows_found_in_the_search(live_server, browse
     assert hold.scope == "KEYS" and hold.table_name == "Position" and hold.placed_by == "compliance"
     assert HoldKey.objects.filter(hold=hold).count() == 2
     page.context.close()
+
+
+@pytest.fixture
+def archived_trades(personas):
+    """Ten trades of 2015 archived by a run (the config keeps one month in the source)."""
+    from archival.engine import run_cycle
+    from tests.admin_fixtures import create_source_table, drop_source_table
+    from tests.conftest import drop_archive_tables
+
+    create_source_table(table="rst_trade")
+    config = make_config(table_name="rst_trade", months_retention_source=1)
+    run_cycle(cutoff=dt.date(2026, 1, 1))
+    yield config
+    drop_source_table(table="rst_trade")
+    drop_archive_tables()
+
+
+def test_a_restore_is_asked_for_approved_and_executed_on_the_workers(
+    live_server, browser, personas, archived_trades, screenshots, monkeypatch
+):
+    """An administrator asks for trades 3 to 6 back and sees the preview; a
+    compliance officer approves with a comment; the administrator executes it
+    on the workers (django-q2 in sync mode: the enqueued task runs at once, in
+    the live server's thread) and the page shows the rows restored and the
+    certificate."""
+    from django.db import connections
+    from django_q.conf import Conf
+
+    from governance.models import RestoreCertificate, RestoreRequest
+
+    config = archived_trades
+    admin_page = sign_in(browser, live_server.url, "administrator", 1366, 768)
+    admin_page.goto(f"{live_server.url}/admin/governance/restorerequest/add/")
+    admin_page.select_option("#id_config", str(config.pk))
+    admin_page.select_option("#id_selection", "CONTRACT")
+    assert admin_page.locator("#id_contract_value").is_visible() and not admin_page.locator("#id_key_from").is_visible()
+    admin_page.select_option("#id_selection", "KEY_RANGE")
+    assert admin_page.locator("#id_key_from").is_visible() and not admin_page.locator("#id_keys").is_visible()
+    admin_page.fill("#id_key_from", "3")
+    admin_page.fill("#id_key_to", "6")
+    admin_page.fill("#id_reason", "Ticket 4711: recalculation of the 2015 trades")
+    admin_page.click("input[name=_save]")
+    admin_page.wait_for_selector("#restore-plan")
+    restore = RestoreRequest.objects.get()
+    assert "4 archived rows selected" in admin_page.inner_text("#restore-summary")
+    assert "fix the config first" in admin_page.inner_text("#restore-problems")
+    assert admin_page.locator("#restore-approve").count() == 0
+    check_page(admin_page, screenshots, "administrator-restore-preview", 1366, 768, (), ("#restore-plan",))
+
+    officer = sign_in(browser, live_server.url, "compliance", 1366, 768)
+    officer.goto(f"{live_server.url}/admin/governance/restorerequest/{restore.pk}/change/")
+    officer.click("#restore-approve")
+    officer.wait_for_selector("#id_comment")
+    officer.fill("#id_comment", "Checked with the desk: restore for the recalculation")
+    officer.click("#restore-confirm")
+    officer.wait_for_selector("#restore-summary")
+    assert "approved" in officer.inner_text(".messagelist").lower()
+    restore.refresh_from_db()
+    assert (restore.status, restore.decided_by) == ("APPROVED", "compliance")
+    officer.context.close()
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+    admin_page.goto(f"{live_server.url}/admin/governance/restorerequest/{restore.pk}/change/")
+    admin_page.click("#restore-execute")
+    admin_page.wait_for_selector("#restore-confirm")
+    admin_page.click("#restore-confirm")
+    admin_page.wait_for_selector("#restore-summary")
+    assert "queued for the workers" in admin_page.inner_text(".messagelist")
+    admin_page.click("#restore-refresh")
+    admin_page.wait_for_selector("#restore-plan")
+    restore.refresh_from_db()
+    assert restore.status == "COMPLETED", restore.last_error
+    certificate = RestoreCertificate.objects.get(request_id=restore.pk)
+    plan = admin_page.inner_text("#restore-plan")
+    assert "Restored (certificate issued)" in plan and str(certificate.pk) in plan
+    check_page(admin_page, screenshots, "administrator-restore-completed", 1366, 768, (), ("#restore-plan",))
+    with connections["SourceDB1"].cursor() as cur:
+        cur.execute('SELECT "tradeId" FROM "rst_trade" ORDER BY 1')
+        assert [row[0] for row in cur.fetchall()] == [3, 4, 5, 6]
+    admin_page.context.close()

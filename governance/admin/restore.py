@@ -52,9 +52,6 @@ SELECTION_FIELDS = {
     RestoreSelection.DATE_RANGE: ("date_from", "date_to"),
     RestoreSelection.RUN: ("archive_run_id",),
 }
-# Kinds whose range may be open at one end, but not at both.
-EITHER_END = {RestoreSelection.KEY_RANGE: ("key_from", "key_to"), RestoreSelection.DATE_RANGE: ("date_from", "date_to")}
-
 # Which statuses each operation of the confirmation page applies to; the
 # engine checks again (and refuses with a reason) when it is called.
 OPERATIONS = {
@@ -99,6 +96,12 @@ def split_key(line: str) -> list[str]:
     return [part.strip() for part in line.split(separator)]
 
 
+def sentence(exc: Exception) -> str:
+    """An engine refusal ("a key range needs ...") as a sentence for the page."""
+    text = str(exc).strip()
+    return (text[:1].upper() + text[1:]).rstrip(".") + "."
+
+
 def _key_parts(text: str) -> list[str]:
     """A stored key's components (canonical key text: TAB-separated, archival/disposal/keys.py)."""
     return text.split("\t")
@@ -131,13 +134,13 @@ class RestoreRequestForm(forms.ModelForm):
         max_length=1000,
         label="From key",
         help_text="First primary key (inclusive). A key of several columns: its components in key order, "
-        "separated by a comma. Empty: from the first archived row.",
+        "separated by a comma.",
     )
     key_to = forms.CharField(
         required=False,
         max_length=1000,
         label="To key",
-        help_text="Last primary key (inclusive), written as the first. Empty: up to the last archived row.",
+        help_text="Last primary key (inclusive), written as the first.",
     )
     keys = forms.CharField(
         required=False,
@@ -185,19 +188,9 @@ class RestoreRequestForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         kind = data.get("selection")
-        if kind in EITHER_END:
-            first, last = EITHER_END[kind]
-            if not data.get(first) and not data.get(last) and first not in self.errors and last not in self.errors:
-                self.add_error(
-                    first,
-                    f"Give at least one end of the range ({self.fields[first].label.lower()} "
-                    f"or {self.fields[last].label.lower()}).",
-                )
-        else:
-            for name in SELECTION_FIELDS.get(kind, ()):
-                if data.get(name) in (None, "") and name not in self.errors:
-                    label = RestoreSelection(kind).label.lower()
-                    self.add_error(name, f"Required to restore {label}.")
+        for name in SELECTION_FIELDS.get(kind, ()):
+            if data.get(name) in (None, "") and name not in self.errors:
+                self.add_error(name, f"Required to restore {RestoreSelection(kind).label.lower()}.")
         if kind == RestoreSelection.KEYS:
             lines = [line for line in (data.get("keys") or "").splitlines() if line.strip()]
             data["key_list"] = [split_key(line) for line in lines]
@@ -362,8 +355,7 @@ class RestoreRequestAdmin(admin.ModelAdmin):
                     form.cleaned_data["config"], actor=request.user, **form.create_request_arguments()
                 )
             except RestoreRefused as exc:
-                field = getattr(exc, "field", None)
-                form.add_error(field if field in form.fields else None, str(exc))
+                form.add_error(None, sentence(exc))
             else:
                 self.message_user(
                     request,
@@ -415,7 +407,7 @@ class RestoreRequestAdmin(admin.ModelAdmin):
             try:
                 result = preview(obj)
             except (RestoreRefused, DatabaseError) as exc:
-                problems.append(f"The preview could not be computed now: {exc}")
+                problems.append(f"The preview could not be computed now: {sentence(exc)}")
             else:
                 tables = list(result.tables)
                 problems.extend(result.problems)
@@ -543,7 +535,7 @@ class RestoreRequestAdmin(admin.ModelAdmin):
                 execute_on_workers(restore, actor=request.user)
                 text, level = "queued for the workers; its page shows the progress.", messages.SUCCESS
         except RestoreRefused as exc:
-            text, level = f"refused: {exc}", messages.ERROR
+            text, level = f"refused: {exc}.", messages.ERROR
         self.message_user(request, format_html("{} ({}): {}", link, restore.table_label, text), level)
 
 

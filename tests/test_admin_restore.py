@@ -1,0 +1,378 @@
+"""Restore in the admin (issue 32): request, preview, approve or reject, execute on the workers, progress.
+
+Personas of tests/admin_fixtures.py: an archival administrator asks and
+executes, a compliance officer decides, an auditor reads and exports, an
+outsider (staff, no group) and an anonymous visitor are refused. Scenarios
+are made by the real engine: ten trades archived by a run, some asked back.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import pytest
+from django.contrib.auth.models import Group
+from django.contrib.messages import get_messages
+from django.db import connections
+from django.test import Client
+from django.urls import reverse
+from django_q.conf import Conf
+from django_q.models import OrmQ
+
+from archival.engine import run_cycle
+from governance.models import (
+    AuditEvent,
+    RestoreCertificate,
+    RestoreLedger,
+    RestoreRequest,
+    RestoreStatus,
+    RestoreTable,
+)
+from governance.roles import ARCHIVAL_ADMINISTRATOR, COMPLIANCE_OFFICER
+from tests.admin_fixtures import SOURCE, create_source_table, drop_source_table, make_config, personas  # noqa: F401
+from tests.conftest import drop_archive_tables
+
+pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
+
+TABLE = "rst_trade"
+CUTOFF = dt.date(2026, 1, 1)
+HUGE = "9" * 30
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def texts(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def source_ids() -> list[int]:
+    with connections[SOURCE].cursor() as cur:
+        cur.execute(f'SELECT "tradeId" FROM "{TABLE}" ORDER BY 1')
+        return [row[0] for row in cur.fetchall()]
+
+
+@pytest.fixture
+def archived(personas):
+    """Ten trades of 2015, all archived by one run (the config keeps one month in the source)."""
+    create_source_table(table=TABLE)
+    config = make_config(table_name=TABLE, months_retention_source=1)
+    run_cycle(cutoff=CUTOFF)
+    assert source_ids() == []
+    yield config
+    drop_source_table(table=TABLE)
+    drop_archive_tables()
+
+
+@pytest.fixture
+def q2_sync(monkeypatch, settings):
+    """Enqueued tasks run at once, through django-q2's own worker function, in this process."""
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+def ask(personas, config, **fields) -> tuple:
+    values = {"config": config.pk, "selection": "KEY_RANGE", "reason": "Ticket 4711: recalculation of 2015 trades"}
+    values.update(fields)
+    response = client_for(personas["administrator"]).post(reverse("admin:governance_restorerequest_add"), values)
+    return response, RestoreRequest.objects.order_by("-pk").first()
+
+
+def confirm(user, restore, what: str, comment: str = ""):
+    data = {"ids": str(restore.pk), "what": what}
+    if comment:
+        data["comment"] = comment
+    return client_for(user).post(reverse("admin:governance_restorerequest_confirm"), data)
+
+
+# -- request and preview -------------------------------------------------------------------
+def test_an_administrator_asks_for_a_key_range_and_sees_what_it_would_do(personas, archived):
+    response, restore = ask(personas, archived, key_from="3", key_to="6")
+    assert response.status_code == 302
+    assert response.url == reverse("admin:governance_restorerequest_change", args=[restore.pk])
+    assert (restore.status, restore.requested_by, restore.key_low, restore.key_high) == (
+        RestoreStatus.PENDING_APPROVAL,
+        "administrator",
+        [3],
+        [6],
+    )
+    assert any(f"Restore {restore.pk}" in t and "keys 3 to 6" in t for t in texts(response))
+    assert AuditEvent.objects.filter(action="restore.requested", object_id=str(restore.pk)).exists()
+
+    page = client_for(personas["compliance"]).get(response.url).content.decode()
+    assert "4 archived rows selected" in page
+    # The config would archive them again: the page says so and leads to the config.
+    assert "fix the config first" in page
+    assert reverse("admin:governance_tableconfig_change", args=[archived.pk]) in page
+    # The compliance officer is offered the decision, not the execution.
+    assert 'id="restore-approve"' in page and 'id="restore-execute"' not in page
+    assert source_ids() == []
+
+
+def test_keys_one_per_line_are_asked_for_and_listed_on_the_page(personas, archived):
+    response, restore = ask(personas, archived, selection="KEYS", keys="2\n5\n\n9\n")
+    assert response.status_code == 302
+    assert restore.key_count == 3
+    page = client_for(personas["auditor"]).get(response.url).content.decode()
+    assert "3 listed keys" in page and 'id="restore-keys"' in page
+
+
+# -- decisions -------------------------------------------------------------------------
+def test_a_compliance_officer_approves_with_a_comment_and_nothing_moves_yet(personas, archived):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    response = confirm(personas["compliance"], restore, "APPROVE", "Checked with the business: go ahead")
+    assert response.status_code == 302
+    assert response.url == reverse("admin:governance_restorerequest_change", args=[restore.pk])
+    restore.refresh_from_db()
+    assert (restore.status, restore.decided_by) == (RestoreStatus.APPROVED, "compliance")
+    assert restore.decision_comment == "Checked with the business: go ahead"
+    assert any("approved" in t for t in texts(response))
+    assert source_ids() == []
+
+
+def test_a_decision_without_a_comment_is_asked_again_and_changes_nothing(personas, archived):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    response = confirm(personas["compliance"], restore, "APPROVE", "")
+    assert response.status_code == 200
+    assert "comment" in response.context["form"].errors
+    restore.refresh_from_db()
+    assert restore.status == RestoreStatus.PENDING_APPROVAL
+
+
+def test_the_requester_may_not_approve_their_own_request_whatever_their_groups(personas, archived):
+    both = personas["administrator"]
+    both.groups.add(Group.objects.get(name=COMPLIANCE_OFFICER))
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    response = confirm(both, restore, "APPROVE", "I asked, I approve")
+    assert response.status_code == 302
+    message = " ".join(texts(response))
+    assert "refused" in message and "requested restore" in message and "may not decide" in message
+    restore.refresh_from_db()
+    assert restore.status == RestoreStatus.PENDING_APPROVAL
+    assert not AuditEvent.objects.filter(action="restore.approved").exists()
+
+
+@pytest.mark.parametrize(
+    ("persona", "what"),
+    [
+        ("administrator", "APPROVE"),
+        ("auditor", "REJECT"),
+        ("outsider", "APPROVE"),
+        ("compliance", "EXECUTE"),
+        ("auditor", "EXECUTE"),
+    ],
+)
+def test_roles_without_the_permission_are_refused_the_operation(personas, archived, persona, what):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    response = confirm(personas[persona], restore, what, "Trying my luck")
+    assert response.status_code == 403
+    restore.refresh_from_db()
+    assert restore.status == RestoreStatus.PENDING_APPROVAL and restore.decided_by == ""
+
+
+def test_anonymous_visitors_are_sent_to_the_login_page_and_change_nothing(personas, archived):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    anonymous = Client()
+    for url in (
+        reverse("admin:governance_restorerequest_changelist"),
+        reverse("admin:governance_restorerequest_add"),
+        reverse("admin:governance_restorerequest_change", args=[restore.pk]),
+        reverse("admin:governance_restorerequest_confirm") + f"?ids={restore.pk}&what=APPROVE",
+        reverse("admin:governance_restoreledger_changelist"),
+        reverse("admin:governance_restorecertificate_changelist"),
+    ):
+        response = anonymous.get(url)
+        assert response.status_code == 302 and "/admin/login/" in response.url, url
+    response = anonymous.post(
+        reverse("admin:governance_restorerequest_confirm"),
+        {"ids": str(restore.pk), "what": "APPROVE", "comment": "Who am I"},
+    )
+    assert response.status_code == 302 and "/admin/login/" in response.url
+    restore.refresh_from_db()
+    assert restore.status == RestoreStatus.PENDING_APPROVAL
+
+
+def test_a_rejected_request_cannot_be_executed(personas, archived):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    confirm(personas["compliance"], restore, "REJECT", "Not without the regulator's letter")
+    restore.refresh_from_db()
+    assert restore.status == RestoreStatus.REJECTED
+    response = client_for(personas["administrator"]).get(
+        reverse("admin:governance_restorerequest_confirm") + f"?ids={restore.pk}&what=EXECUTE"
+    )
+    assert "None of the selected requests can take this action" in response.content.decode()
+    confirm(personas["administrator"], restore, "EXECUTE")
+    restore.refresh_from_db()
+    assert restore.status == RestoreStatus.REJECTED and source_ids() == []
+
+
+# -- execution ------------------------------------------------------------------------
+def test_execute_enqueues_on_the_workers_and_moves_nothing_inside_the_request(personas, archived):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    confirm(personas["compliance"], restore, "APPROVE", "Go ahead")
+    queued = OrmQ.objects.count()
+    response = confirm(personas["administrator"], restore, "EXECUTE")
+    assert response.status_code == 302
+    assert any("queued for the workers" in t for t in texts(response))
+    assert OrmQ.objects.count() == queued + 1
+    assert source_ids() == []
+    assert not RestoreLedger.objects.filter(request_id=restore.pk).exists()
+
+
+def test_executed_on_the_workers_the_rows_are_back_and_the_page_shows_the_certificate(personas, archived, q2_sync):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    confirm(personas["compliance"], restore, "APPROVE", "Go ahead")
+    response = confirm(personas["administrator"], restore, "EXECUTE")
+    assert response.status_code == 302
+    restore.refresh_from_db()
+    assert restore.status == RestoreStatus.COMPLETED, restore.last_error
+    assert source_ids() == [3, 4, 5, 6]
+    table = RestoreTable.objects.get(request=restore)
+    assert (table.phase, table.restored_count) == ("RESTORED", 4)
+    certificate = RestoreCertificate.objects.get(request_id=restore.pk)
+    page = client_for(personas["auditor"]).get(response.url).content.decode()
+    assert reverse("admin:governance_restorecertificate_change", args=[certificate.pk]) in page
+    assert "Restored (certificate issued)" in page
+    # Finished: no button to decide or execute, nobody's.
+    for persona in ("administrator", "compliance"):
+        html = client_for(personas[persona]).get(response.url).content.decode()
+        assert 'id="restore-approve"' not in html and 'id="restore-execute"' not in html
+    ledger = client_for(personas["auditor"]).get(reverse("admin:governance_restoreledger_changelist"))
+    assert ledger.status_code == 200 and TABLE in ledger.content.decode()
+
+
+def test_an_auditor_finds_every_restore_event_in_the_audit_csv_and_exports_the_certificate(personas, archived, q2_sync):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    confirm(personas["compliance"], restore, "APPROVE", "Go ahead")
+    confirm(personas["administrator"], restore, "EXECUTE")
+    auditor = client_for(personas["auditor"])
+    response = auditor.get(reverse("admin:governance_auditevent_export"))
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    actions = [row["action"] for row in rows if row["action"].startswith("restore.")]
+    for action in ("restore.requested", "restore.approved", "restore.started", "restore.table_restored"):
+        assert action in actions, actions
+    assert actions[-1] == "restore.completed"
+    approved = next(row for row in rows if row["action"] == "restore.approved")
+    assert approved["actor"] == "compliance" and "Go ahead" in approved["details"]
+    assert approved["object_id"] == str(restore.pk)
+
+    certificate = RestoreCertificate.objects.get(request_id=restore.pk)
+    exported = auditor.post(
+        reverse("admin:governance_restorecertificate_changelist"),
+        {"action": "export_csv", "_selected_action": [certificate.pk]},
+    )
+    assert exported.status_code == 200
+    lines = list(csv.reader(io.StringIO(b"".join(exported.streaming_content).decode())))
+    assert lines[0][:4] == ["id", "request_id", "config_id", "table_label"]
+    assert lines[1][1] == str(restore.pk) and lines[1][5] == "4"
+
+
+# -- bad input: a form error, nothing saved, never a 500 ------------------------------------
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"key_from": "", "key_to": ""}, "key_from", "Required"),
+        ({"key_from": "3", "key_to": ""}, "key_to", "Required"),
+        ({"selection": "CONTRACT", "contract_value": ""}, "contract_value", "Required"),
+        ({"selection": "CONTRACT", "contract_value": "C1\x00"}, "contract_value", "Null characters"),
+        ({"selection": "KEYS", "keys": "\n  \n"}, "keys", "Required"),
+        ({"selection": "DATE_RANGE", "date_from": "2015-01-01", "date_to": "notadate"}, "date_to", "valid date"),
+        ({"selection": "DATE_RANGE", "date_from": "99999-01-01", "date_to": "2015-01-01"}, "date_from", "valid date"),
+        ({"selection": "RUN", "archive_run_id": "abc"}, "archive_run_id", "whole number"),
+        ({"selection": "RUN", "archive_run_id": HUGE}, "archive_run_id", "less than or equal"),
+        ({"selection": "RUN", "archive_run_id": "0"}, "archive_run_id", "greater than or equal"),
+        ({"selection": "EVERYTHING"}, "selection", "valid choice"),
+        ({"config": HUGE, "key_from": "1", "key_to": "2"}, "config", "valid choice"),
+        ({"config": "abc", "key_from": "1", "key_to": "2"}, "config", "valid choice"),
+        ({"reason": "", "key_from": "1", "key_to": "2"}, "reason", "required"),
+        ({"reason": "x" * 5000, "key_from": "1", "key_to": "2"}, "reason", "at most"),
+    ],
+)
+def test_a_request_the_form_cannot_take_is_shown_again_with_the_error_beside_its_field(
+    personas, archived, fields, field, words
+):
+    response, _ = ask(personas, archived, **fields)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert field in errors and words in " ".join(errors[field]), errors
+    assert not RestoreRequest.objects.exists()
+    assert not AuditEvent.objects.filter(action="restore.requested").exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"key_from": "1, 2015-01-02", "key_to": "5"}, "has 1 component"),
+        ({"key_from": "one", "key_to": "5"}, "not a valid tradeId"),
+        ({"key_from": "8", "key_to": "3"}, "first key of the range is after the last key"),
+        ({"key_from": "100", "key_to": "200"}, "no archived row"),
+        ({"selection": "KEYS", "keys": "1\n2\tC1"}, "has 1 component"),
+        ({"selection": "DATE_RANGE", "date_from": "2015-02-01", "date_to": "2015-01-01"}, "first date"),
+        ({"selection": "RUN", "archive_run_id": "424242"}, "no archival run 424242"),
+    ],
+)
+def test_a_request_the_engine_refuses_is_explained_on_the_form_and_nothing_is_saved(personas, archived, fields, words):
+    response, _ = ask(personas, archived, **fields)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.non_field_errors()
+    assert any(words in e for e in errors), errors
+    assert not RestoreRequest.objects.exists() and not RestoreTable.objects.exists()
+    assert not AuditEvent.objects.filter(action="restore.requested").exists()
+
+
+def test_a_table_with_nothing_archived_is_refused_on_the_form(personas):
+    create_source_table(table=TABLE)
+    try:
+        config = make_config(table_name=TABLE)
+        response, _ = ask(personas, config, key_from="1", key_to="5")
+        assert response.status_code == 200
+        assert response.context["adminform"].form.non_field_errors()
+        assert not RestoreRequest.objects.exists()
+    finally:
+        drop_source_table(table=TABLE)
+
+
+@pytest.mark.parametrize("ids", [HUGE, "abc", "1,abc", "", "-1"])
+def test_a_confirmation_with_ids_that_name_nothing_says_so_and_changes_nothing(personas, archived, ids):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    client = client_for(personas["compliance"])
+    page = client.get(reverse("admin:governance_restorerequest_confirm") + f"?ids={ids}&what=APPROVE")
+    assert page.status_code == 200 and "None of the selected requests" in page.content.decode()
+    posted = client.post(
+        reverse("admin:governance_restorerequest_confirm"), {"ids": ids, "what": "APPROVE", "comment": "Fine by me"}
+    )
+    assert posted.status_code == 200
+    restore.refresh_from_db()
+    assert restore.status == RestoreStatus.PENDING_APPROVAL
+
+
+@pytest.mark.parametrize("what", ["", "DELETE", "approve", "\x00"])
+def test_an_unknown_operation_is_refused_to_everybody(personas, archived, what):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    for persona in ("compliance", "administrator"):
+        response = client_for(personas[persona]).post(
+            reverse("admin:governance_restorerequest_confirm"),
+            {"ids": str(restore.pk), "what": what, "comment": "x" * 5},
+        )
+        assert response.status_code == 403
+    restore.refresh_from_db()
+    assert restore.status == RestoreStatus.PENDING_APPROVAL
+
+
+def test_the_request_form_shows_only_the_chosen_selections_fields_without_inline_script(personas):
+    html = client_for(personas["administrator"]).get(reverse("admin:governance_restorerequest_add")).content.decode()
+    assert '<script src="/static/governance/restore_form.js"' in html
+    assert "&quot;KEY_RANGE&quot;: [&quot;key_from&quot;, &quot;key_to&quot;]" in html
+    assert "onchange=" not in html
+
+
+def test_an_administrator_in_no_other_group_may_not_open_the_confirmation_to_approve(personas):
+    administrator = personas["administrator"]
+    assert list(administrator.groups.values_list("name", flat=True)) == [ARCHIVAL_ADMINISTRATOR]
+    response = client_for(administrator).get(reverse("admin:governance_restorerequest_confirm") + "?what=APPROVE")
+    assert response.status_code == 403
