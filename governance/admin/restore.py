@@ -62,6 +62,15 @@ OPERATIONS = {
 # Statuses whose preview is recomputed when the page opens: nothing has moved
 # yet, and the approver must see the conflicts of now, not of the request.
 PREVIEWED = (RestoreStatus.PENDING_APPROVAL, RestoreStatus.APPROVED)
+# A status in a word or two, for the list and the page's first sentence.
+STATUS_WORDS = {
+    RestoreStatus.PENDING_APPROVAL: "waiting for approval",
+    RestoreStatus.APPROVED: "approved",
+    RestoreStatus.EXECUTING: "executing",
+    RestoreStatus.COMPLETED: "completed",
+    RestoreStatus.REJECTED: "rejected",
+    RestoreStatus.FAILED: "failed",
+}
 # The page reloads itself while rows move (a meta refresh: no script needed).
 REFRESH_SECONDS = 10
 # A KEYS request's page lists this many of its keys (the certificate proves them all).
@@ -128,6 +137,10 @@ def describe_selection(obj: RestoreRequest) -> str:
 class RestoreRequestForm(forms.ModelForm):
     """The request form: a configured table, the kind of selection and exactly
     its fields, and the reason."""
+
+    # Declared, not derived from the model: no "add a config" or "change it"
+    # buttons beside the choice (configs are edited on their own page).
+    config = forms.ModelChoiceField(queryset=TableConfig.objects.none(), label="Table")
 
     key_from = forms.CharField(
         required=False,
@@ -231,7 +244,7 @@ class RestoreRequestAdmin(admin.ModelAdmin):
         "id",
         "table_label",
         "rows_selected",
-        "status",
+        "state",
         "requested_by",
         "requested_at",
         "decided_by",
@@ -282,6 +295,10 @@ class RestoreRequestAdmin(admin.ModelAdmin):
     @admin.display(description="rows", ordering="selection")
     def rows_selected(self, obj):
         return describe_selection(obj)
+
+    @admin.display(description="status", ordering="status")
+    def state(self, obj):
+        return STATUS_WORDS.get(obj.status, obj.status)
 
     @admin.display(description="planned", ordering="n_planned")
     def planned(self, obj):
@@ -341,6 +358,8 @@ class RestoreRequestAdmin(admin.ModelAdmin):
     def add_view(self, request, form_url="", extra_context=None):
         """GET: Django's add page. POST: ``create_request`` with the form's
         values; a refusal is shown beside the form, nothing saved."""
+        # One way out of the form: the new request's page, with its preview.
+        extra_context = {**(extra_context or {}), "show_save_and_add_another": False, "show_save_and_continue": False}
         if request.method != "POST":
             return super().add_view(request, form_url, extra_context)
         if not self.has_add_permission(request):
@@ -431,6 +450,7 @@ class RestoreRequestAdmin(admin.ModelAdmin):
         return {
             "restore": obj,
             "rows_selected": describe_selection(obj),
+            "status_words": STATUS_WORDS.get(obj.status, obj.status),
             "restore_tables": tables,
             "restore_problems": problems,
             "previewed_at": previewed_at,
@@ -553,7 +573,7 @@ class RestoreLedgerAdmin(RequestColumn, ReadOnlyAdmin):
     list_display = (
         "request",
         "table_label",
-        "batch_no",
+        "batch",
         "rows",
         "skipped",
         "deleted",
@@ -563,6 +583,8 @@ class RestoreLedgerAdmin(RequestColumn, ReadOnlyAdmin):
     )
     list_filter = ("state", "committed_at")
     search_fields = ("table_label", "=request_id")
+    # Newest batches first (the model's order, request then table then batch, suits a resume, not a reader).
+    ordering = ("-id",)
     readonly_fields = (
         "request",
         "table_label",
@@ -577,6 +599,10 @@ class RestoreLedgerAdmin(RequestColumn, ReadOnlyAdmin):
     )
     fields = readonly_fields
     show_full_result_count = False
+
+    @admin.display(description="batch", ordering="batch_no")
+    def batch(self, obj):
+        return obj.batch_no
 
     @admin.display(description="rows", ordering="row_count")
     def rows(self, obj):
