@@ -103,6 +103,10 @@ def _claim(request_id: int, worker: str, executor: str) -> bool:
     from governance.models import OPEN_PHASES, RecoveryState, RestoreRequest, RestoreStatus, RestoreTable, TableConfig
 
     now = timezone.now()
+    message = ""
+    won = 0
+    # One transaction with the config rows locked: the check and the claim,
+    # so a run cannot start on a table between them.
     with transaction.atomic(using="default"):
         config_ids = list(RestoreTable.objects.filter(request_id=request_id).values_list("config_id", flat=True))
         list(TableConfig.objects.select_for_update().filter(pk__in=config_ids).order_by("pk"))
@@ -111,10 +115,6 @@ def _claim(request_id: int, worker: str, executor: str) -> bool:
             .values_list("table_label", "run_id")
             .first()
         )
-        if busy:
-            message = f"archival run {busy[1]} has not finished {busy[0]}; resume or abandon it, then execute again"
-            RestoreRequest.objects.filter(pk=request_id).update(last_error=message)
-            raise RestoreRefused(message)
         other = (
             RestoreRequest.objects.filter(status=RestoreStatus.EXECUTING, tables__config_id__in=config_ids)
             .exclude(pk=request_id)
@@ -122,25 +122,32 @@ def _claim(request_id: int, worker: str, executor: str) -> bool:
             .values_list("pk", flat=True)
             .first()
         )
-        if other:
-            raise RestoreRefused(f"restore {other} is executing one of these tables now; execute this one after it")
-        fields = dict(
-            status=RestoreStatus.EXECUTING,
-            lease_owner=worker,
-            lease_expires_at=now + _lease(),
-            attempts=F("attempts") + 1,
-            executed_by=executor,
-            last_error="",
-        )
-        qs = RestoreRequest.objects.filter(pk=request_id, status__in=EXECUTABLE)
-        won = qs.filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker)).update(**fields)
-        if not won:
-            # A crashed executor on this machine cannot renew: take over now, not at expiry.
-            holder = qs.values_list("lease_owner", flat=True).first()
-            if holder and owner_is_dead(holder):
-                won = qs.filter(lease_owner=holder).update(**fields)
-        if won:
-            RestoreRequest.objects.filter(pk=request_id, started_at__isnull=True).update(started_at=now)
+        if busy:
+            message = f"archival run {busy[1]} has not finished {busy[0]}; resume or abandon it, then execute again"
+        elif other:
+            message = f"restore {other} is executing one of these tables now; execute this one after it"
+        else:
+            fields = dict(
+                status=RestoreStatus.EXECUTING,
+                lease_owner=worker,
+                lease_expires_at=now + _lease(),
+                attempts=F("attempts") + 1,
+                executed_by=executor,
+                last_error="",
+            )
+            qs = RestoreRequest.objects.filter(pk=request_id, status__in=EXECUTABLE)
+            won = qs.filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker)).update(**fields)
+            if not won:
+                # A crashed executor on this machine cannot renew: take over now, not at expiry.
+                holder = qs.values_list("lease_owner", flat=True).first()
+                if holder and owner_is_dead(holder):
+                    won = qs.filter(lease_owner=holder).update(**fields)
+            if won:
+                RestoreRequest.objects.filter(pk=request_id, started_at__isnull=True).update(started_at=now)
+    if message:
+        # The request says why it waits (the claim changed nothing).
+        RestoreRequest.objects.filter(pk=request_id).update(last_error=message)
+        raise RestoreRefused(message)
     return bool(won)
 
 
