@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('governance', '0017_restore'),
+        ('governance', '0018_restored_keys'),
     ]
 
     operations = [
