@@ -75,8 +75,8 @@ def q2_sync(monkeypatch, settings):
     monkeypatch.setattr(Conf, "SYNC", True)
 
 
-def ask(personas, config, **fields) -> tuple:
-    values = {"config": config.pk, "selection": "KEY_RANGE", "reason": "Ticket 4711: recalculation of 2015 trades"}
+def ask(personas, table, **fields) -> tuple:
+    values = {"config": table.pk, "selection": "KEY_RANGE", "reason": "Ticket 4711: recalculation of 2015 trades"}
     values.update(fields)
     response = client_for(personas["administrator"]).post(reverse("admin:governance_restorerequest_add"), values)
     return response, RestoreRequest.objects.order_by("-pk").first()
@@ -254,9 +254,16 @@ def test_an_auditor_finds_every_restore_event_in_the_audit_csv_and_exports_the_c
     assert response.status_code == 200
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     actions = [row["action"] for row in rows if row["action"].startswith("restore.")]
-    for action in ("restore.requested", "restore.approved", "restore.started", "restore.table_restored"):
+    # (In sync mode the task runs inside async_task, so "enqueued" is written after the execution's events.)
+    for action in (
+        "restore.requested",
+        "restore.approved",
+        "restore.enqueued",
+        "restore.started",
+        "restore.table_restored",
+        "restore.completed",
+    ):
         assert action in actions, actions
-    assert actions[-1] == "restore.completed"
     approved = next(row for row in rows if row["action"] == "restore.approved")
     assert approved["actor"] == "compliance" and "Go ahead" in approved["details"]
     assert approved["object_id"] == str(restore.pk)
@@ -310,7 +317,7 @@ def test_a_request_the_form_cannot_take_is_shown_again_with_the_error_beside_its
         ({"key_from": "1, 2015-01-02", "key_to": "5"}, "has 1 component"),
         ({"key_from": "one", "key_to": "5"}, "not a valid tradeId"),
         ({"key_from": "8", "key_to": "3"}, "first key of the range is after the last key"),
-        ({"key_from": "100", "key_to": "200"}, "no archived row"),
+        ({"key_from": "100", "key_to": "200"}, "archived row of SourceDB1"),
         ({"selection": "KEYS", "keys": "1\n2\tC1"}, "has 1 component"),
         ({"selection": "DATE_RANGE", "date_from": "2015-02-01", "date_to": "2015-01-01"}, "first date"),
         ({"selection": "RUN", "archive_run_id": "424242"}, "no archival run 424242"),

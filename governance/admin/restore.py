@@ -449,6 +449,8 @@ class RestoreRequestAdmin(admin.ModelAdmin):
         status = obj.status
         return {
             "restore": obj,
+            # The heading and breadcrumbs name the request in words (its __str__ carries the status code).
+            "subtitle": f"Restore {obj.pk}: {obj.table_label}, {describe_selection(obj)}",
             "rows_selected": describe_selection(obj),
             "status_words": STATUS_WORDS.get(obj.status, obj.status),
             "restore_tables": tables,
