@@ -121,6 +121,64 @@ def test_keys_one_per_line_are_asked_for_and_listed_on_the_page(personas, archiv
     assert "3 listed keys" in page and 'id="restore-keys"' in page
 
 
+def test_the_preview_shows_conflicts_and_held_rows_as_they_are_when_the_page_opens(personas, archived):
+    from archival.disposal.holds import place_hold
+
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    # Trade 4 is typed into the source again by hand, with another date; trade 4's contract (C1) is held.
+    with connections[SOURCE].cursor() as cur:
+        cur.execute(f'INSERT INTO "{TABLE}" VALUES (%s, %s, %s)', [4, dt.date(2020, 2, 2), "C1"])
+    place_hold(
+        scope="CONTRACT", actor=personas["compliance"], reason="Matter 12", source_db=SOURCE, contract_value="C1"
+    )
+    response = client_for(personas["compliance"]).get(
+        reverse("admin:governance_restorerequest_change", args=[restore.pk])
+    )
+    assert response.status_code == 200
+    table = next(iter(response.context["restore_tables"]))
+    assert (table.planned_count, table.conflict_count, table.held_count) == (4, 1, 1)
+    problems = " ".join(response.context["restore_problems"])
+    assert "exist in the source with other values" in problems and "under an active hold" in problems
+    assert 'id="restore-problems"' in response.content.decode()
+
+
+def test_a_preview_that_cannot_be_computed_is_a_problem_on_the_page_not_an_error(personas, archived):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    drop_source_table(table=TABLE)
+    response = client_for(personas["auditor"]).get(reverse("admin:governance_restorerequest_change", args=[restore.pk]))
+    assert response.status_code == 200
+    assert "cannot be restored" in " ".join(response.context["restore_problems"])
+
+
+def test_the_page_reloads_itself_only_while_the_rows_move(personas, archived):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    url = reverse("admin:governance_restorerequest_change", args=[restore.pk])
+    client = client_for(personas["administrator"])
+    assert 'http-equiv="refresh"' not in client.get(url).content.decode()
+    RestoreRequest.objects.filter(pk=restore.pk).update(status=RestoreStatus.EXECUTING)
+    page = client.get(url).content.decode()
+    assert '<meta http-equiv="refresh" content="10">' in page and "reloads every 10 seconds" in page
+
+
+# -- roles -----------------------------------------------------------------------------
+def test_each_role_holds_exactly_its_restore_permissions(personas):
+    def restore_perms(persona):
+        return sorted(
+            p.split(".", 1)[1]
+            for p in personas[persona].get_all_permissions()
+            if "restore" in p and p.startswith("governance.")
+        )
+
+    read = ["view_restorecertificate", "view_restoreledger", "view_restorerequest", "view_restoretable"]
+    assert restore_perms("administrator") == sorted([*read, "request_restore"])
+    assert restore_perms("compliance") == sorted([*read, "approve_restore"])
+    # Auditors read every model of the app (the keys and restored keys included) and export certificates.
+    assert restore_perms("auditor") == sorted(
+        [*read, "view_restorekey", "view_restoredkey", "export_restorecertificate"]
+    )
+    assert restore_perms("reader") == [] and restore_perms("outsider") == []
+
+
 # -- decisions -------------------------------------------------------------------------
 def test_a_compliance_officer_approves_with_a_comment_and_nothing_moves_yet(personas, archived):
     _, restore = ask(personas, archived, key_from="3", key_to="6")
