@@ -160,6 +160,61 @@ def test_the_page_reloads_itself_only_while_the_rows_move(personas, archived):
     assert '<meta http-equiv="refresh" content="10">' in page and "reloads every 10 seconds" in page
 
 
+@pytest.fixture
+def contracts_and_positions(personas):
+    """Four contracts (matured in 2010) and three positions each, archived by
+    their contract's maturity: positions first, then the contracts."""
+    with connections[SOURCE].cursor() as cur:
+        for table in ("rst_position", "rst_contract"):
+            cur.execute(f'DROP TABLE IF EXISTS "{table}"')
+        cur.execute(
+            'CREATE TABLE "rst_contract" ("contractId" INTEGER NOT NULL PRIMARY KEY, "maturityDate" DATE NOT NULL)'
+        )
+        cur.execute(
+            'CREATE TABLE "rst_position" ("positionId" INTEGER NOT NULL PRIMARY KEY, "contractId" INTEGER NOT NULL, '
+            '"quantity" INTEGER NOT NULL)'
+        )
+        cur.executemany('INSERT INTO "rst_contract" VALUES (%s, %s)', [(c, dt.date(2010, 1, c)) for c in range(1, 5)])
+        cur.executemany(
+            'INSERT INTO "rst_position" VALUES (%s, %s, %s)',
+            [(c * 10 + p, c, p) for c in range(1, 5) for p in range(3)],
+        )
+    make_config(table_name="rst_contract", date_column="maturityDate", hold_contract_column="", execution_priority=20)
+    positions = make_config(
+        table_name="rst_position",
+        archival_logic="CONTRACT_MATURITY",
+        date_column="",
+        contract_table="rst_contract",
+        contract_key_column="contractId",
+        contract_reference_column="contractId",
+        contract_maturity_column="maturityDate",
+        hold_contract_column="",
+        execution_priority=10,
+    )
+    run_cycle(cutoff=CUTOFF)
+    run_cycle(cutoff=CUTOFF)
+    yield positions
+    with connections[SOURCE].cursor() as cur:
+        for table in ("rst_position", "rst_contract"):
+            cur.execute(f'DROP TABLE IF EXISTS "{table}"')
+    drop_archive_tables()
+
+
+def test_the_page_lists_the_parent_tables_first_with_the_rows_that_come_back_with_the_child(
+    personas, contracts_and_positions
+):
+    response, _ = ask(personas, contracts_and_positions, key_from="20", key_to="32")
+    assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+    page = client_for(personas["compliance"]).get(response.url)
+    tables = [(t.table_label.rsplit(".", 1)[-1], t.planned_count, t.parent_of) for t in page.context["restore_tables"]]
+    # Positions 20-22 and 30-32 reference contracts 2 and 3: those two come back first.
+    assert [(name, n) for name, n, _ in tables] == [("rst_contract", 2), ("rst_position", 6)]
+    assert tables[0][2].endswith("rst_position")
+    html = page.content.decode()
+    assert html.index('id="restore-table-1"') < html.index('id="restore-table-2"')
+    assert "referenced by" in html and "in 2 tables" in html
+
+
 # -- roles -----------------------------------------------------------------------------
 def test_each_role_holds_exactly_its_restore_permissions(personas):
     def restore_perms(persona):
@@ -441,3 +496,15 @@ def test_an_administrator_in_no_other_group_may_not_open_the_confirmation_to_app
     assert list(administrator.groups.values_list("name", flat=True)) == [ARCHIVAL_ADMINISTRATOR]
     response = client_for(administrator).get(reverse("admin:governance_restorerequest_confirm") + "?what=APPROVE")
     assert response.status_code == 403
+
+
+# -- keys as people type them and read them ---------------------------------------------------
+def test_a_key_is_typed_with_commas_or_pasted_with_tabs_and_shown_in_words():
+    from governance.admin.restore import key_words, plain, split_key
+
+    assert split_key(" 3, p1 ,2021-04-30") == ["3", "p1", "2021-04-30"]
+    # A tab (a spreadsheet's cells) wins: a comma inside a text key stays in its component.
+    assert split_key("3\tp,1\t2021-04-30") == ["3", "p,1", "2021-04-30"]
+    assert key_words([17]) == "17" and key_words([3, "p1", "2021-04-30"]) == "(3, p1, 2021-04-30)"
+    assert plain({"kind": "KEY_RANGE", "key_low": [3], "key_high": [6]}) == "kind: KEY_RANGE; key low: 3; key high: 6"
+    assert "[" not in plain({"kind": "REFERENCED", "child": {"kind": "KEYS", "request_id": 4}})

@@ -116,13 +116,28 @@ def _key_parts(text: str) -> list[str]:
     return text.split("\t")
 
 
+def key_words(key) -> str:
+    """A key as a person writes it: ``17``, or ``(3, p1, 2021-04-30)`` for a key of several columns."""
+    if not key:
+        return ""
+    parts = [str(v) for v in key] if isinstance(key, list | tuple) else [str(key)]
+    return parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
+
+
+def plain(value) -> str:
+    """A stored JSON value (a certificate's selection) in words, not as a Python repr."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k.replace('_', ' ')}: {plain(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return key_words(value)
+    return "" if value is None else str(value)
+
+
 def describe_selection(obj: RestoreRequest) -> str:
     """The rows a request selects, in words (never a list's repr)."""
     kind = obj.selection
     if kind == RestoreSelection.KEY_RANGE:
-        low = ", ".join(str(v) for v in obj.key_low) if obj.key_low else "the first key"
-        high = ", ".join(str(v) for v in obj.key_high) if obj.key_high else "the last key"
-        return f"keys {low} to {high}"
+        return f"keys {key_words(obj.key_low) or 'the first'} to {key_words(obj.key_high) or 'the last'}"
     if kind == RestoreSelection.CONTRACT:
         return f"contract {obj.contract_value}"
     if kind == RestoreSelection.KEYS:
@@ -441,7 +456,7 @@ class RestoreRequestAdmin(admin.ModelAdmin):
         listed_keys = []
         if obj.selection == RestoreSelection.KEYS:
             listed_keys = [
-                ", ".join(str(v) for v in _key_parts(text))
+                key_words(_key_parts(text))
                 for text in RestoreKey.objects.filter(request_id=obj.pk)
                 .order_by("id")
                 .values_list("key_text", flat=True)[:KEYS_SHOWN]
@@ -624,9 +639,8 @@ class RestoreLedgerAdmin(RequestColumn, ReadOnlyAdmin):
 
     @admin.display(description="keys")
     def key_range(self, obj):
-        low = ", ".join(str(v) for v in obj.key_low) if obj.key_low else "the start"
-        high = ", ".join(str(v) for v in obj.key_high) if obj.key_high else ""
-        return f"after {low}, up to {high}" if obj.key_low else f"from {low} up to {high}"
+        high = key_words(obj.key_high)
+        return f"after {key_words(obj.key_low)}, up to {high}" if obj.key_low else f"from the start up to {high}"
 
 
 @admin.register(RestoreCertificate)
@@ -687,8 +701,7 @@ class RestoreCertificateAdmin(RequestColumn, ReadOnlyAdmin):
 
     @admin.display(description="selection")
     def selection_text(self, obj):
-        selection = obj.selection if isinstance(obj.selection, dict) else {}
-        return ", ".join(f"{k}: {v}" for k, v in selection.items()) or ""
+        return plain(obj.selection)
 
     def has_export_permission(self, request):
         return request.user.has_perm("governance.export_restorecertificate")
