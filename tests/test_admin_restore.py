@@ -18,6 +18,7 @@ from django.contrib.messages import get_messages
 from django.db import connections
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
@@ -155,9 +156,34 @@ def test_the_page_reloads_itself_only_while_the_rows_move(personas, archived):
     url = reverse("admin:governance_restorerequest_change", args=[restore.pk])
     client = client_for(personas["administrator"])
     assert 'http-equiv="refresh"' not in client.get(url).content.decode()
-    RestoreRequest.objects.filter(pk=restore.pk).update(status=RestoreStatus.EXECUTING)
+    RestoreRequest.objects.filter(pk=restore.pk).update(
+        status=RestoreStatus.EXECUTING,
+        lease_owner="worker-1:4242:abc",
+        lease_expires_at=timezone.now() + dt.timedelta(minutes=5),
+    )
     page = client.get(url).content.decode()
     assert '<meta http-equiv="refresh" content="10">' in page and "reloads every 10 seconds" in page
+    # A live worker holds it: nobody is offered to execute it a second time.
+    assert 'id="restore-execute"' not in page
+
+
+def test_an_execution_whose_worker_stopped_answering_is_offered_again_and_resumes(personas, archived, q2_sync):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    confirm(personas["compliance"], restore, "APPROVE", "Go ahead")
+    # A worker claimed it and was killed before its first batch: its lease ran out.
+    RestoreRequest.objects.filter(pk=restore.pk).update(
+        status=RestoreStatus.EXECUTING,
+        lease_owner="gone-host:4242:abc",
+        lease_expires_at=timezone.now() - dt.timedelta(minutes=1),
+    )
+    url = reverse("admin:governance_restorerequest_change", args=[restore.pk])
+    page = client_for(personas["administrator"]).get(url).content.decode()
+    assert 'id="restore-stalled"' in page and 'id="restore-execute"' in page
+    response = confirm(personas["administrator"], restore, "EXECUTE")
+    assert response.status_code == 302 and any("queued for the workers" in t for t in texts(response))
+    restore.refresh_from_db()
+    assert restore.status == RestoreStatus.COMPLETED, restore.last_error
+    assert source_ids() == [3, 4, 5, 6]
 
 
 @pytest.fixture

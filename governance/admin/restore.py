@@ -21,7 +21,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -59,6 +59,20 @@ OPERATIONS = {
     "REJECT": (RestoreStatus.PENDING_APPROVAL,),
     "EXECUTE": (RestoreStatus.APPROVED, RestoreStatus.FAILED),
 }
+
+
+def stalled() -> Q:
+    """An execution whose worker stopped renewing its lease (killed, machine gone):
+    executing again takes the request over and resumes from its ledger."""
+    return Q(status=RestoreStatus.EXECUTING) & (Q(lease_owner="") | Q(lease_expires_at__lt=timezone.now()))
+
+
+def able_to(what: str) -> Q:
+    """The requests an operation applies to (a stalled execution may be executed again)."""
+    able = Q(status__in=OPERATIONS[what])
+    return able | stalled() if what == "EXECUTE" else able
+
+
 # Statuses whose preview is recomputed when the page opens: nothing has moved
 # yet, and the approver must see the conflicts of now, not of the request.
 PREVIEWED = (RestoreStatus.PENDING_APPROVAL, RestoreStatus.APPROVED)
@@ -481,7 +495,9 @@ class RestoreRequestAdmin(admin.ModelAdmin):
             },
             "refresh_seconds": REFRESH_SECONDS if status == RestoreStatus.EXECUTING else None,
             "can_decide": self.has_approve_permission(request) and status in OPERATIONS["APPROVE"],
-            "can_execute": self.has_request_permission(request) and status in OPERATIONS["EXECUTE"],
+            "can_execute": self.has_request_permission(request)
+            and RestoreRequest.objects.filter(able_to("EXECUTE"), pk=obj.pk).exists(),
+            "is_stalled": RestoreRequest.objects.filter(stalled(), pk=obj.pk).exists(),
         }
 
     # --- approve, reject, execute --------------------------------------------
@@ -500,7 +516,7 @@ class RestoreRequestAdmin(admin.ModelAdmin):
         return self._to_confirmation(request, queryset, "EXECUTE")
 
     def _to_confirmation(self, request, queryset, what):
-        ids = ",".join(str(pk) for pk in queryset.filter(status__in=OPERATIONS[what]).values_list("pk", flat=True))
+        ids = ",".join(str(pk) for pk in queryset.filter(able_to(what)).values_list("pk", flat=True))
         if not ids:
             self.message_user(request, "None of the selected requests can take this action.", messages.WARNING)
             return None
@@ -525,9 +541,7 @@ class RestoreRequestAdmin(admin.ModelAdmin):
         if not allowed:
             raise PermissionDenied
         raw = request.POST.get("ids") if request.method == "POST" else request.GET.get("ids", "")
-        requests = list(
-            RestoreRequest.objects.filter(pk__in=posted_ids(raw), status__in=OPERATIONS[what]).order_by("pk")
-        )
+        requests = list(RestoreRequest.objects.filter(able_to(what), pk__in=posted_ids(raw)).order_by("pk"))
         form = CommentForm(request.POST or None) if what != "EXECUTE" else None
         if request.method == "POST" and requests and (form is None or form.is_valid()):
             for restore in requests:
