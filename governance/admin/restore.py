@@ -404,6 +404,9 @@ class RestoreRequestAdmin(admin.ModelAdmin):
                 )
             except RestoreRefused as exc:
                 form.add_error(None, sentence(exc))
+            except DatabaseError as exc:
+                # A source or the archive did not answer: both transactions rolled back.
+                form.add_error(None, f"The databases could not be read now ({exc}); nothing was saved. Try again.")
             else:
                 self.message_user(
                     request,
@@ -587,6 +590,8 @@ class RestoreRequestAdmin(admin.ModelAdmin):
                 text, level = "queued for the workers; its page shows the progress.", messages.SUCCESS
         except RestoreRefused as exc:
             text, level = f"refused: {exc}.", messages.ERROR
+        except DatabaseError as exc:
+            text, level = f"the database did not answer ({exc}); open the request to see its state.", messages.ERROR
         self.message_user(request, format_html("{} ({}): {}", link, restore.table_label, text), level)
 
 
