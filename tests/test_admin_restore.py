@@ -534,3 +534,12 @@ def test_a_key_is_typed_with_commas_or_pasted_with_tabs_and_shown_in_words():
     assert key_words([17]) == "17" and key_words([3, "p1", "2021-04-30"]) == "(3, p1, 2021-04-30)"
     assert plain({"kind": "KEY_RANGE", "key_low": [3], "key_high": [6]}) == "kind: KEY_RANGE; key low: 3; key high: 6"
     assert "[" not in plain({"kind": "REFERENCED", "child": {"kind": "KEYS", "request_id": 4}})
+
+
+@pytest.mark.parametrize("term", ["abc", HUGE, "rst_trade", "administrator", "\x00"])
+def test_the_lists_search_any_text_without_an_error(personas, archived, term):
+    ask(personas, archived, key_from="3", key_to="6")
+    client = client_for(personas["auditor"])
+    for name in ("restorerequest", "restoreledger", "restorecertificate"):
+        response = client.get(reverse(f"admin:governance_{name}_changelist"), {"q": term})
+        assert response.status_code in (200, 400), (name, term, response.status_code)
