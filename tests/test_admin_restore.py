@@ -543,3 +543,18 @@ def test_the_lists_search_any_text_without_an_error(personas, archived, term):
     for name in ("restorerequest", "restoreledger", "restorecertificate"):
         response = client.get(reverse(f"admin:governance_{name}_changelist"), {"q": term})
         assert response.status_code in (200, 400), (name, term, response.status_code)
+
+
+def test_open_requests_are_on_the_dashboard_of_the_staff_who_act_on_them_until_they_finish(personas, archived, q2_sync):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    link = reverse("admin:governance_restorerequest_change", args=[restore.pk])
+    for persona in ("compliance", "administrator", "auditor"):
+        page = client_for(personas[persona]).get(reverse("admin:index")).content.decode()
+        assert 'id="dashboard-restores"' in page and link in page and "waiting for approval" in page, persona
+    assert (
+        'id="dashboard-restores"' not in client_for(personas["outsider"]).get(reverse("admin:index")).content.decode()
+    )
+    confirm(personas["compliance"], restore, "APPROVE", "Go ahead")
+    confirm(personas["administrator"], restore, "EXECUTE")
+    page = client_for(personas["compliance"]).get(reverse("admin:index")).content.decode()
+    assert 'id="dashboard-restores"' not in page

@@ -169,7 +169,14 @@ def admin_pages(objects) -> list[tuple[str, str, str, tuple, tuple]]:
             "dashboard",
             "/admin/",
             (),
-            ("#estate-line", "#dashboard-attention", "#dashboard-holds", "#dashboard-schedule", "#dashboard-chart"),
+            (
+                "#estate-line",
+                "#dashboard-attention",
+                "#dashboard-holds",
+                "#dashboard-restores",
+                "#dashboard-schedule",
+                "#dashboard-chart",
+            ),
         ),
         (
             "compliance",

@@ -3,8 +3,8 @@
 It leads with the state of the whole estate in one line (built on
 ``archival.monitoring.health_check``: tables OK, failed, blocked, waiting;
 rows archived and disposed this week; holds active and due for review), then
-only the tables that need attention, the holds, the next weekly run and
-disposal, and rows archived and disposed per week over the last year as an
+only the tables that need attention, the holds, the open restore requests,
+the next weekly run and disposal, and rows archived and disposed per week over the last year as an
 inline SVG (no script, no CDN: the CSP allows neither) with the numbers as a
 table. Each panel is shown only to users who may view its model.
 """
@@ -23,7 +23,7 @@ from django.utils.formats import number_format
 
 from archival.monitoring import health_check
 from governance.checks import deployment_warnings
-from governance.models import BatchLedger, Hold, RecoveryState, SchedulerSettings, TableConfig
+from governance.models import BatchLedger, Hold, RecoveryState, RestoreRequest, SchedulerSettings, TableConfig
 
 WEEKS = 52
 PANEL_LIMIT = 10
@@ -248,6 +248,15 @@ def dashboard_context(request) -> dict:
         context["review_hold_count"] = Hold.objects.due_for_review(today).count()
         context["active_hold_count"] = Hold.objects.active(today).count()
         context["review_holds"] = list(Hold.objects.due_for_review(today).order_by("review_by")[:PANEL_LIMIT])
+    if user.has_perm("governance.view_restorerequest"):
+        # Restores someone must act on (approve, execute, resume) or that are moving rows now, oldest first.
+        from governance.admin.restore import STATUS_WORDS
+
+        restores = RestoreRequest.objects.open().order_by("requested_at", "pk")
+        context["open_restores"] = list(restores[:PANEL_LIMIT])
+        for restore in context["open_restores"]:
+            restore.status_words = STATUS_WORDS.get(restore.status, restore.status)
+        context["open_restore_count"] = restores.count()
     if user.has_perm("django_q.view_schedule"):
         context["upcoming_runs"] = upcoming_runs()
         context["paused"] = scheduler_paused()
