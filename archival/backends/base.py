@@ -125,6 +125,15 @@ def day_in_month_sql(expr: str, to_int) -> str:
     )
 
 
+@dataclass
+class RestoreBatchCounts:
+    restored: int
+    skipped_identical: int
+    deleted: int
+    held: int
+    key_high: list | None
+
+
 class Backend(ABC):
     """Catalog reads and SQL fragments for one connection alias."""
 
@@ -426,6 +435,9 @@ class Backend(ABC):
     @abstractmethod
     def moves_through_procedures(self) -> bool:
         """True when a same-server batch is moved by the engine's stored procedures, not by the engine's SQL."""
+
+    def restore_batch(self, *, request_id, config, batch_no, key_after, batch_size, selection) -> RestoreBatchCounts:
+        raise NotImplementedError(f"restore batches on {self.vendor} are moved by the engine's SQL")
 
     @abstractmethod
     def moves_in_one_statement(self) -> bool:

@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, contextmanager
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.utils import timezone
 
 from archival.backends.base import (
     DATE_FAMILIES,
@@ -17,6 +18,7 @@ from archival.backends.base import (
     Column,
     ForeignKey,
     NotOnThisEngine,
+    RestoreBatchCounts,
     SchemaError,
     TableInfo,
     generic_type,
@@ -30,6 +32,7 @@ from archival.backends.mssql.procedures import (
     call_procedure,
     decode_key,
     encode_key,
+    encode_selection,
 )
 from archival.backends.mssql.sqltypes import (
     _NSIZED,
@@ -41,6 +44,11 @@ from archival.backends.mssql.sqltypes import (
     quote,
     type_sql,
 )
+
+# Calls of archival.usp_restore_batch per batch when SQL Server rolls it back
+# as a deadlock victim (1205) or on a lock time-out (1222): the whole batch
+# was undone, so it is simply called again (archival.retry).
+RESTORE_BATCH_ATTEMPTS = 3
 
 # Engine-neutral families of the types generic_type does not know: the CLR
 # types and rowversion reach Python as bytes.
@@ -504,6 +512,56 @@ class MSSQLBackend(Backend):
                 lock_timeout_ms=settings.ARCHIVAL_LOCK_TIMEOUT_MS,
             )  # fmt: skip
         return BatchResult(int(out["rows_moved"] or 0), int(out["rows_skipped"] or 0), decode_key(out["key_high"]))
+
+    def restore_batch(
+        self,
+        *,
+        request_id: int,
+        config,
+        batch_no: int,
+        key_after: list | None,
+        batch_size: int,
+        selection: dict,
+    ) -> RestoreBatchCounts:
+        """One restore batch inside the instance (``archival.usp_restore_batch``); the procedure owns the transaction.
+
+        The next ``batch_size`` archive rows of ``selection`` after
+        ``key_after`` in key order go back into the source in one
+        transaction: conflict check (a source row with the same key and
+        other values stops the table, error 50804 naming the key; identical
+        ones are skipped), INSERT with the source's insertable columns
+        (IDENTITY_INSERT for an identity column), DELETE from the archive,
+        the RestoreLedger row (state MOVED), reconciliation, commit.
+        ``key_high`` None: nothing was left after ``key_after``. A deadlock
+        (1205) or lock time-out (1222) rolled the whole batch back, so the
+        call is simply made again (with backoff); it must not run inside a
+        Django atomic block on this connection (retry_transient refuses to
+        retry there).
+        """
+        from archival.retry import is_transient, retry_transient
+
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ProcedureCallError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server, not {batch_size}")
+        inputs = dict(
+            request_id=request_id, config_id=config.pk, source_alias=config.source_db,
+            schema_name=config.schema_name, table_name=config.table_name, selection=encode_selection(selection),
+            # Holds active today, as Hold.objects.active() counts them.
+            as_of=timezone.localdate(), batch_size=batch_size, batch_no=batch_no, key_after=encode_key(key_after),
+            lock_timeout_ms=settings.ARCHIVAL_LOCK_TIMEOUT_MS,
+        )  # fmt: skip
+
+        def call() -> dict:
+            with self.connection.cursor() as cur:
+                return call_procedure(cur, "archival.usp_restore_batch", **inputs)
+
+        out = retry_transient(call, attempts=RESTORE_BATCH_ATTEMPTS, base_delay=0.5, retryable=is_transient)
+        return RestoreBatchCounts(
+            restored=int(out["rows_restored"] or 0),
+            skipped_identical=int(out["rows_skipped"] or 0),
+            deleted=int(out["rows_deleted"] or 0),
+            held=int(out["rows_held"] or 0),
+            key_high=decode_key(out["key_high"]),
+        )
 
     def run_dispose_procedure(
         self,
