@@ -420,6 +420,10 @@ class StandInCursor:
             info = self._describe(schema, table)
             text = [c.name for c in (info.columns if info else []) if c.generic == "text"]
             return self._answer([(c, "SQL_Latin1_General_CP1_CI_AS") for c in text], ["n", "c"])
+        if "IS_IDENTITY" in body_upper and "OBJECT_ID(QUOTENAME" in body_upper:
+            # Identity and computed columns (a restore's INSERT list): the
+            # demo tables (sql/00_demo_sources.sql) have neither.
+            return self._answer([], ["n", "i", "c"])
         if "IS_PRIMARY_KEY = 1" in body_upper:
             schema, table = params[:2]
             info = self._describe(schema, table)

@@ -517,3 +517,30 @@ def test_the_reader_reads_the_archive_schemas_and_nothing_named_like_them():
     grants = load_grants()
     assert grants.allows(READER_LOGIN, Need(ARCHIVE_DB, "archive_sourcedb2.Trade", "SELECT"))
     assert not grants.allows(READER_LOGIN, Need(ARCHIVE_DB, "archiveXpayroll.Salary", "SELECT"))
+
+
+def test_the_app_login_runs_a_restore_only_through_the_signed_procedure():
+    """sql/03 and sql/08: EXECUTE on usp_restore_batch (schema archival); no write of its own in a source,
+    no DELETE in the archive, no ALTER anywhere (the IDENTITY_INSERT right is the certificate user's)."""
+    from tests.mssql_grants import Need
+    from tests.mssql_standin import APP_LOGIN, ARCHIVE_DB, READER_LOGIN, SOURCE_DATABASES
+
+    grants = load_grants()
+    assert grants.allows(APP_LOGIN, Need(ARCHIVE_DB, "archival.usp_restore_batch", "EXECUTE"))
+    assert not grants.allows(READER_LOGIN, Need(ARCHIVE_DB, "archival.usp_restore_batch", "EXECUTE"))
+    for database in SOURCE_DATABASES.values():
+        for verb in ("INSERT", "DELETE", "UPDATE", "ALTER", "SELECT"):
+            assert not grants.allows(APP_LOGIN, Need(database, "dbo.Position", verb)), (database, verb)
+    for obj in ("archive_sourcedb1.Position", "dbo.governance_restoreledger", "dbo.governance_restorekey"):
+        assert not grants.allows(APP_LOGIN, Need(ARCHIVE_DB, obj, "DELETE")), obj
+        assert not grants.allows(APP_LOGIN, Need(ARCHIVE_DB, obj, "ALTER")), obj
+    assert not grants.allows(APP_LOGIN, Need(ARCHIVE_DB, "archive_sourcedb1.Position", "INSERT"))
+    # The certificate user (a user without login) holds what the signed body
+    # needs in the archive database: read the keys, write the ledger row.
+    signer = {(verb, obj) for db, who, verb, obj in grants.granted if who == "archival_signer"}
+    assert {
+        ("SELECT", "OBJECT::dbo.governance_restorekey"),
+        ("SELECT", "OBJECT::dbo.governance_restoreledger"),
+        ("INSERT", "OBJECT::dbo.governance_restoreledger"),
+    } <= signer
+    assert not {verb for verb, obj in signer if obj == "OBJECT::dbo.governance_restorekey"} - {"SELECT"}
