@@ -16,7 +16,8 @@ Purpose
                       source: pick ({SELECTION}, filled by
                       archival.usp_restore_batch), conflict check, held rows
                       counted, INSERT into the source (explicit columns,
-                      IDENTITY_INSERT when needed), DELETE from the archive
+                      IDENTITY_INSERT when needed), the restored keys
+                      recorded (RestoredKey), DELETE from the archive
 Parameters
     None at install. At run time the templates' @parameters are passed by
     the procedures through sp_executesql (values never enter the text).
@@ -293,6 +294,15 @@ INNER JOIN #batch AS b ON {KEY_JOIN_A_B}
 WHERE b.in_source = 0;
 SET @rows_restored = @@ROWCOUNT;
 {IDENTITY_INSERT_OFF}
+
+-- The record of what came back (RestoredKey: the digest of the restore
+-- certificate is computed over these keys), written before the rows leave the
+-- archive; a replayed batch fails on its unique key instead of counting twice.
+INSERT INTO [dbo].[governance_restoredkey] ([request_id], [config_id], [batch_no], [key_text])
+SELECT @request_id, @config_id, @batch_no, {KEY_TEXT_A}
+FROM {ARCHIVE} AS a
+INNER JOIN #batch AS b ON {KEY_JOIN_A_B};
+SET @rows_recorded = @@ROWCOUNT;
 
 DELETE a
 FROM {ARCHIVE} AS a

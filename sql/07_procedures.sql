@@ -884,6 +884,7 @@ BEGIN
     DECLARE @conflicts int = 0;
     DECLARE @conflict_key nvarchar(max);
     DECLARE @rows_in_source int = 0;
+    DECLARE @rows_recorded int = 0;
     DECLARE @ledger_rows int;
     DECLARE @message nvarchar(2048);
     DECLARE @committed_at datetime2(6) = SYSUTCDATETIME();
@@ -918,7 +919,10 @@ BEGIN
         BEGIN TRANSACTION;
         EXEC sys.sp_executesql
             @statement,
-            N'@source_alias sysname, @schema_name sysname, @table_name sysname, @selection nvarchar(max), @as_of date, @batch_size int, @key_after nvarchar(max), @batch_rows int OUTPUT, @conflicts int OUTPUT, @conflict_key nvarchar(max) OUTPUT, @rows_restored int OUTPUT, @rows_skipped int OUTPUT, @rows_deleted int OUTPUT, @rows_held int OUTPUT, @rows_in_source int OUTPUT, @key_high nvarchar(max) OUTPUT',
+            N'@request_id bigint, @config_id bigint, @batch_no int, @source_alias sysname, @schema_name sysname, @table_name sysname, @selection nvarchar(max), @as_of date, @batch_size int, @key_after nvarchar(max), @batch_rows int OUTPUT, @conflicts int OUTPUT, @conflict_key nvarchar(max) OUTPUT, @rows_restored int OUTPUT, @rows_skipped int OUTPUT, @rows_deleted int OUTPUT, @rows_held int OUTPUT, @rows_in_source int OUTPUT, @rows_recorded int OUTPUT, @key_high nvarchar(max) OUTPUT',
+            @request_id = @request_id,
+            @config_id = @config_id,
+            @batch_no = @batch_no,
             @source_alias = @source_alias,
             @schema_name = @schema_name,
             @table_name = @table_name,
@@ -934,6 +938,7 @@ BEGIN
             @rows_deleted = @rows_deleted OUTPUT,
             @rows_held = @rows_held OUTPUT,
             @rows_in_source = @rows_in_source OUTPUT,
+            @rows_recorded = @rows_recorded OUTPUT,
             @key_high = @key_high OUTPUT;
 
         IF @conflicts > 0
@@ -960,10 +965,12 @@ BEGIN
 
             -- Reconcile before commit: every picked row left the archive,
             -- each either inserted or already there identical; every one of
-            -- them is in the source now; the ledger says what was inserted.
+            -- them is in the source now and recorded as restored; the
+            -- ledger says what was inserted.
             IF @rows_deleted <> @batch_rows
                 OR @rows_deleted <> @rows_restored + @rows_skipped
                 OR @rows_in_source <> @rows_deleted
+                OR @rows_recorded <> @rows_deleted
                 OR @ledger_rows <> @rows_restored
                 THROW 50805, N'Restore batch counts do not reconcile; the batch is rolled back.', 1;
         END;

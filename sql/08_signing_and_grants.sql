@@ -62,6 +62,7 @@ IF OBJECT_ID(N'dbo.governance_hold', N'U') IS NULL
     OR OBJECT_ID(N'dbo.governance_batchledger', N'U') IS NULL
     OR OBJECT_ID(N'dbo.governance_restoreledger', N'U') IS NULL
     OR OBJECT_ID(N'dbo.governance_restorekey', N'U') IS NULL
+    OR OBJECT_ID(N'dbo.governance_restoredkey', N'U') IS NULL
     THROW 50700, N'Run manage.py migrate --database archive first, then re-run this script.', 1;
 GO
 
@@ -72,8 +73,11 @@ GO
 GRANT SELECT, INSERT ON OBJECT::[dbo].[governance_batchledger] TO [archival_signer];
 GO
 -- Restore (archival.usp_restore_batch): the keys of a KEYS request are read,
--- each batch writes its ledger row in the batch's transaction.
+-- each batch records the keys it restored and writes its ledger row in the
+-- batch's transaction.
 GRANT SELECT ON OBJECT::[dbo].[governance_restorekey] TO [archival_signer];
+GO
+GRANT SELECT, INSERT ON OBJECT::[dbo].[governance_restoredkey] TO [archival_signer];
 GO
 GRANT SELECT, INSERT ON OBJECT::[dbo].[governance_restoreledger] TO [archival_signer];
 GO

@@ -161,8 +161,12 @@ def test_a_conflict_is_not_retried_and_reaches_the_caller_with_its_key(monkeypat
         raise through_django(pyodbc, conflict)
 
     monkeypatch.setattr(cursor, "execute", execute)
-    with pytest.raises(Exception, match=r'already has key \["12","2024-01-31"\]'):
+    from archival.restore.errors import RestoreConflict
+
+    # The restore engine's conflict (the table stops), with the server's words.
+    with pytest.raises(RestoreConflict, match=r'already has key \["12","2024-01-31"\]') as caught:
         restore(backend)
+    assert str(caught.value).startswith("Restore of SourceDB1.dbo.Position stops")
     assert len(cursor.sent) == 1
 
 

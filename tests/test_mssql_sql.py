@@ -734,6 +734,7 @@ class TestRestore:
             "@rows_deleted <> @batch_rows",
             "@rows_deleted <> @rows_restored + @rows_skipped",
             "@rows_in_source <> @rows_deleted",
+            "@rows_recorded <> @rows_deleted",
             "@ledger_rows <> @rows_restored",
         ):
             assert condition in check
@@ -751,6 +752,19 @@ class TestRestore:
         inserted = {c.strip() for c in m.group(2).split(",")}
         assert inserted == {f.column for f in RestoreLedger._meta.concrete_fields if not f.primary_key}
         assert "N'MOVED'" in _procedure("usp_restore_batch")
+
+    def test_the_restored_keys_are_recorded_before_the_rows_leave_the_archive(self):
+        from governance.models import RestoredKey
+
+        body = templates.load_templates()["restore_batch"]
+        m = re.search(r"INSERT INTO \[dbo\]\.\[(\w+)\] \((.*?)\)\nSELECT (.*?)\n", body)
+        assert m.group(1) == RestoredKey._meta.db_table
+        columns = [c.strip(" []") for c in m.group(2).split(",")]
+        assert set(columns) == {f.column for f in RestoredKey._meta.concrete_fields if not f.primary_key}
+        assert m.group(3) == "@request_id, @config_id, @batch_no, {KEY_TEXT_A}"
+        assert body.index("[governance_restoredkey]") < body.index("DELETE a\nFROM {ARCHIVE}")
+        grants = _script("08_")
+        assert "GRANT SELECT, INSERT ON OBJECT::[dbo].[governance_restoredkey] TO [archival_signer];" in grants
 
     def test_keys_match_restore_keys_by_the_canonical_key_text_of_holds(self):
         from governance.models import RestoreKey

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import Error, transaction
 from django.utils import timezone
 
 from archival.backends.base import (
@@ -554,7 +555,13 @@ class MSSQLBackend(Backend):
             with self.connection.cursor() as cur:
                 return call_procedure(cur, "archival.usp_restore_batch", **inputs)
 
-        out = retry_transient(call, attempts=RESTORE_BATCH_ATTEMPTS, base_delay=0.5, retryable=is_transient)
+        try:
+            out = retry_transient(call, attempts=RESTORE_BATCH_ATTEMPTS, base_delay=0.5, retryable=is_transient)
+        except Error as exc:
+            typed = _restore_error(exc)
+            if typed is None:
+                raise
+            raise typed from exc
         return RestoreBatchCounts(
             restored=int(out["rows_restored"] or 0),
             skipped_identical=int(out["rows_skipped"] or 0),
@@ -663,6 +670,29 @@ class MSSQLBackend(Backend):
         """
         with self.connection.cursor() as cur:
             call_procedure(cur, "archival.usp_lock_holds", lock_timeout_ms=settings.ARCHIVAL_LOCK_TIMEOUT_MS)
+
+
+# What archival.usp_restore_batch THROWs when a batch must stop the table
+# (50804: a source row with the key and other values; 50805: counts that do
+# not reconcile), matched in the server's message as every driver reports it.
+_RESTORE_CONFLICT = re.compile(r"Restore of .*? nothing of the batch moved\.", re.DOTALL)
+_RESTORE_RECONCILE = re.compile(r"Restore batch counts do not reconcile; the batch is rolled back\.")
+
+
+def _restore_error(exc: BaseException):
+    """The restore engine's own error for a THROW of usp_restore_batch (None: any other error)."""
+    from archival.restore.errors import RestoreConflict, RestoreReconcileError
+
+    seen, link = set(), exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        text = " ".join(str(a) for a in getattr(link, "args", ())) or str(link)
+        for pattern, error in ((_RESTORE_CONFLICT, RestoreConflict), (_RESTORE_RECONCILE, RestoreReconcileError)):
+            found = pattern.search(text)
+            if found:
+                return error(found.group(0))
+        link = link.__cause__ or link.__context__
+    return None
 
 
 def _ends_with_order_by(sql: str) -> bool:
