@@ -12,6 +12,9 @@ Purpose
                       deleted.<columns> INTO the archive, counts
       dispose_batch   one keyset batch of archive rows past retention, minus
                       rows under an active hold, deleted
+      restore_compare the selected archive rows whose key is in the source:
+                      how many with other values (conflicts), how many
+                      identical (a restore preview on SQL Server)
       restore_batch   one keyset batch of selected archive rows back into the
                       source: pick ({SELECTION}, filled by
                       archival.usp_restore_batch), conflict check, held rows
@@ -318,5 +321,25 @@ INNER JOIN #batch AS b ON {KEY_JOIN_S_B};
 SELECT TOP (1) @key_high = {KEY_JSON_B}
 FROM #batch AS b
 ORDER BY {KEY_COLUMNS_B_DESC};
+';
+GO
+
+EXEC archival_admin.usp_set_template @name = N'restore_compare', @body = N'
+{SELECTION_DECLARE}
+-- The columns a restore writes (not computed, not rowversion) decide:
+-- identical rows are skipped by the batch, others stop the table.
+SELECT @conflicts = COUNT_BIG(*)
+FROM {ARCHIVE} AS a
+INNER JOIN {SOURCE} AS s ON {KEY_JOIN_S_A}
+WHERE ({SELECTION})
+    AND NOT EXISTS (SELECT {RESTORE_COMPARE_S} INTERSECT SELECT {RESTORE_COMPARE_A})
+OPTION (RECOMPILE);
+
+SELECT @identical = COUNT_BIG(*)
+FROM {ARCHIVE} AS a
+INNER JOIN {SOURCE} AS s ON {KEY_JOIN_S_A}
+WHERE ({SELECTION})
+    AND EXISTS (SELECT {RESTORE_COMPARE_S} INTERSECT SELECT {RESTORE_COMPARE_A})
+OPTION (RECOMPILE);
 ';
 GO

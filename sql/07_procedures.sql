@@ -11,6 +11,9 @@ Purpose
                                   the predicate of a restore selection (key
                                   range, contract, keys, dates, run, rows a
                                   child references), names from the catalog
+      archival.usp_restore_compare
+                                  a restore preview's comparison with the
+                                  source: conflicting and identical rows
       archival.usp_restore_batch  moves one keyset batch of selected archive
                                   rows back into the source atomically and
                                   writes its RestoreLedger row
@@ -376,7 +379,7 @@ WHERE fk.referenced_object_id = OBJECT_ID(@qualified, N''U'')
     END;
     -- An archive column the source no longer has (dropped there since the
     -- rows were archived) would be lost by a restore: refused, with names.
-    IF @template_name = N'restore_batch'
+    IF @template_name IN (N'restore_batch', N'restore_compare')
     BEGIN
         SET @missing = NULL;
         SELECT @missing = STRING_AGG(CONVERT(nvarchar(max), ac.name), N', ')
@@ -419,6 +422,7 @@ WHERE fk.referenced_object_id = OBJECT_ID(@qualified, N''U'')
     SET @sql = REPLACE(@sql, N'{COMPARE_S}', @compare_s);
     SET @sql = REPLACE(@sql, N'{COMPARE_A}', @compare_a);
     SET @sql = REPLACE(@sql, N'{KEY_COLUMNS_B}', archival.fn_column_list(@keys, N'b.'));
+    SET @sql = REPLACE(@sql, N'{KEY_JOIN_S_A}', archival.fn_key_join(@keys, N's', N'a'));
     SET @sql = REPLACE(@sql, N'{INSERT_COLUMNS}', @insert_columns);
     SET @sql = REPLACE(@sql, N'{INSERT_COLUMNS_A}', @insert_columns_a);
     SET @sql = REPLACE(@sql, N'{IDENTITY_INSERT_ON}', @identity_on);
@@ -843,6 +847,57 @@ WHERE fk.parent_object_id = OBJECT_ID(@child, N''U'') AND fk.referenced_object_i
     -- predicate NULL, and the statement with it.
     IF @predicate IS NULL OR @declare IS NULL
         THROW 50869, N'The restore selection came out NULL (a name over 128 characters?); nothing was run.', 1;
+END;
+GO
+
+CREATE OR ALTER PROCEDURE archival.usp_restore_compare
+    @source_alias sysname,
+    @schema_name sysname,
+    @table_name sysname,
+    @selection nvarchar(max),
+    @conflicts bigint OUTPUT,
+    @identical bigint OUTPUT,
+    @lock_timeout_ms int = 10000
+AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    SET DEADLOCK_PRIORITY LOW;
+    IF @lock_timeout_ms IS NULL OR @lock_timeout_ms < 0
+        THROW 50305, N'@lock_timeout_ms must be 0 or more milliseconds.', 1;
+    -- Reads only; like usp_mark_table it leaves no implicit transaction open
+    -- in the caller's session. Reverts when the procedure returns.
+    SET IMPLICIT_TRANSACTIONS OFF;
+    SET LOCK_TIMEOUT @lock_timeout_ms;
+    -- A restore preview on SQL Server: the runtime login reads no source
+    -- table, so the comparison of the selected archive rows with the source
+    -- runs here, signed, with the batch's own selection and columns.
+    DECLARE @statement nvarchar(max);
+    DECLARE @selection_declare nvarchar(max);
+    DECLARE @selection_predicate nvarchar(max);
+    SET @conflicts = 0;
+    SET @identical = 0;
+    BEGIN TRY
+        EXEC archival.usp_build_sql
+            @source_alias = @source_alias, @schema_name = @schema_name, @table_name = @table_name,
+            @template_name = N'restore_compare', @sql = @statement OUTPUT;
+        EXEC archival.usp_build_restore_selection
+            @source_alias = @source_alias, @schema_name = @schema_name, @table_name = @table_name,
+            @selection = @selection, @declare = @selection_declare OUTPUT, @predicate = @selection_predicate OUTPUT;
+        SET @statement = REPLACE(@statement, N'{SELECTION_DECLARE}', @selection_declare);
+        SET @statement = REPLACE(@statement, N'{SELECTION}', @selection_predicate);
+        IF @statement IS NULL
+            THROW 50806, N'The restore comparison came out NULL; nothing was run.', 1;
+        EXEC sys.sp_executesql
+            @statement,
+            N'@selection nvarchar(max), @conflicts bigint OUTPUT, @identical bigint OUTPUT',
+            @selection = @selection,
+            @conflicts = @conflicts OUTPUT,
+            @identical = @identical OUTPUT;
+    END TRY
+    BEGIN CATCH
+        THROW;
+    END CATCH;
 END;
 GO
 

@@ -31,7 +31,7 @@ DECLARE procs CURSOR LOCAL FAST_FORWARD FOR
     WHERE schema_id = SCHEMA_ID(N'archival')
         AND name IN (
             N'usp_build_sql', N'usp_mark_table', N'usp_archive_batch', N'usp_dispose_batch', N'usp_lock_holds',
-            N'usp_build_restore_selection', N'usp_restore_batch'
+            N'usp_build_restore_selection', N'usp_restore_compare', N'usp_restore_batch'
         );
 OPEN procs;
 FETCH NEXT FROM procs INTO @proc;

@@ -179,6 +179,36 @@ def test_other_engines_say_their_restore_batches_are_moved_by_the_engines_sql():
         )
 
 
+def test_the_preview_counts_come_from_usp_restore_compare():
+    backend, cursor = backend_answering((2, 5))
+    conflicts, identical = backend.restore_source_counts(config=CONFIG, selection={"kind": "RUN", "archive_run_id": 3})
+    ((sql, params),) = cursor.sent
+    assert "EXEC archival.usp_restore_compare @source_alias = %s" in sql
+    assert "@conflicts = @o1 OUTPUT, @identical = @o2 OUTPUT" in sql and sql.endswith("SELECT @o1, @o2;")
+    assert params == ["SourceDB1", "dbo", "Position", '{"kind": "RUN", "archive_run_id": 3}', 5000]
+    assert (conflicts, identical) == (2, 5)
+
+
+def test_the_columns_a_restore_writes_leave_out_computed_and_rowversion(monkeypatch):
+    from archival.backends.base import Column, TableInfo
+
+    backend, cursor = backend_answering([("positionId", True, False), ("amountEur", False, True)])
+    columns = [
+        Column("positionId", "int", "int", False),
+        Column("amount", "decimal(18,2)", "decimal", True),
+        Column("amountEur", "decimal(18,2)", "decimal", True),
+        Column("rv", "rowversion", "binary", False),
+    ]
+    monkeypatch.setattr(
+        backend, "describe", lambda schema, table: TableInfo(schema, table, columns, ["positionId"], [])
+    )
+    target = backend.insertable_columns("dbo", "Position")
+    assert target.columns == ["positionId", "amount"] and target.derived == ("amountEur", "rv")
+    assert target.overriding == ""  # the identity column goes in under IDENTITY_INSERT, set by the procedure
+    ((sql, params),) = cursor.sent
+    assert "c.is_identity, c.is_computed FROM sys.columns" in sql and params == ["dbo", "Position"]
+
+
 def test_the_selection_is_json_with_keys_as_strings():
     text = encode_selection({"kind": "KEY_RANGE", "key_low": [1, True], "key_high": [2, False]})
     assert json.loads(text) == {"kind": "KEY_RANGE", "key_low": ["1", "True"], "key_high": ["2", "False"]}

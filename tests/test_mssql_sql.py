@@ -315,8 +315,12 @@ class TestProcedureSettings:
     """
 
     @pytest.mark.parametrize(
-        "name", ["usp_mark_table", "usp_archive_batch", "usp_dispose_batch", "usp_lock_holds", "usp_restore_batch"]
-    )
+        "name",
+        [
+            "usp_mark_table", "usp_archive_batch", "usp_dispose_batch", "usp_lock_holds", "usp_restore_batch",
+            "usp_restore_compare",
+        ],
+    )  # fmt: skip
     def test_each_runtime_procedure_sets_its_own_session_options(self, name):
         body = _procedure(name)
         header, code = body.split("\nAS\nBEGIN\n", 1)
@@ -344,7 +348,9 @@ class TestProcedureSettings:
         assert "SET IMPLICIT_TRANSACTIONS OFF" not in body  # this one joins the caller's transaction
         assert opened < body.index("THROW 50400") < body.index("sys.sp_getapplock")
 
-    @pytest.mark.parametrize("name", ["usp_mark_table", "usp_archive_batch", "usp_dispose_batch", "usp_restore_batch"])
+    @pytest.mark.parametrize(
+        "name", ["usp_mark_table", "usp_archive_batch", "usp_dispose_batch", "usp_restore_batch", "usp_restore_compare"]
+    )
     def test_the_batch_procedures_own_their_transaction_under_implicit_transactions(self, name):
         # With IMPLICIT_TRANSACTIONS on, BEGIN TRANSACTION itself opens one
         # more (https://learn.microsoft.com/sql/t-sql/statements/set-implicit-transactions-transact-sql):
@@ -744,6 +750,21 @@ class TestRestore:
             "SELECT @rows_in_source = COUNT(*)\nFROM {SOURCE} AS s\nINNER JOIN #batch AS b ON {KEY_JOIN_S_B};" in body
         )
 
+    def test_the_preview_compares_with_the_source_through_the_signed_procedure(self):
+        # The runtime login reads no source table (VIEW DEFINITION only): the
+        # preview's conflicting and identical counts come from usp_restore_compare,
+        # with the batch's own selection and compared columns.
+        body = templates.render("restore_compare", self.position, selection=self.SELECTIONS["keys"])
+        assert "{" not in body and parse_errors(body) == []
+        join = "INNER JOIN [Sales].[dbo].[Position] AS s ON s.[positionId] = a.[positionId] AND s.[businessDate] = a.[businessDate]"
+        assert body.count(join) == 2
+        compare = "(SELECT s.[positionId], s.[bookId], s.[businessDate], s.[amount] INTERSECT SELECT a.[positionId]"
+        assert "AND NOT EXISTS " + compare in body and "AND EXISTS " + compare in body
+        assert "DELETE" not in body and "INSERT" not in body and "UPDATE" not in body
+        proc = _procedure("usp_restore_compare")
+        assert "BEGIN TRANSACTION" not in proc and "@template_name = N'restore_compare'" in proc
+        assert "EXEC archival.usp_build_restore_selection" in proc
+
     def test_the_ledger_insert_matches_the_restore_ledger_model(self):
         from governance.models import RestoreLedger
 
@@ -798,13 +819,14 @@ class TestRestore:
 
     def test_an_archive_column_the_source_lost_stops_the_restore(self):
         builder = _procedure("usp_build_sql")
-        block = builder.split("IF @template_name = N'restore_batch'", 1)[1].split("END;\n    END;", 1)[0]
+        block = builder.split("IF @template_name IN (N'restore_batch', N'restore_compare')", 1)[1]
+        block = block.split("END;\n    END;", 1)[0]
         assert "NOT EXISTS (SELECT 1 FROM @cols AS c WHERE c.name = ac.name)" in block and "THROW 50214" in block
 
     def test_the_restore_procedures_are_signed_and_their_rights_granted(self):
         grants, provisioning = _script("08_"), _script("06_")
         signed = grants.split("DECLARE procs CURSOR", 1)[1].split("OPEN procs;", 1)[0]
-        assert "N'usp_build_restore_selection', N'usp_restore_batch'" in signed
+        assert "N'usp_build_restore_selection', N'usp_restore_compare', N'usp_restore_batch'" in signed
         assert "GRANT SELECT, INSERT ON OBJECT::[dbo].[governance_restoreledger] TO [archival_signer];" in grants
         assert "GRANT SELECT ON OBJECT::[dbo].[governance_restorekey] TO [archival_signer];" in grants
         # INSERT on each source table; ALTER where an identity column needs IDENTITY_INSERT.

@@ -18,6 +18,7 @@ from archival.backends.base import (
     Backend,
     Column,
     ForeignKey,
+    InsertTarget,
     NotOnThisEngine,
     RestoreBatchCounts,
     SchemaError,
@@ -170,6 +171,36 @@ class MSSQLBackend(Backend):
             )
             fks = [ForeignKey(*r) for r in cur.fetchall()]
         return TableInfo(schema, table, columns, pk, fks)
+
+    def insertable_columns(self, schema: str, table: str) -> InsertTarget:
+        # Computed columns and rowversion (sys.types: timestamp) cannot be
+        # inserted into: the source derives them again. An identity column is
+        # written with its archived value under SET IDENTITY_INSERT, which
+        # archival.usp_restore_batch sets around its INSERT (no clause here).
+        from archival.backends.mssql.templates import source_column_kinds
+
+        info = self.describe(schema, table)
+        _, computed = source_column_kinds(self, schema, table)
+        derived = [c.name for c in info.columns if c.name in computed or c.db_type in _ROWVERSION]
+        return InsertTarget(
+            columns=[c for c in info.column_names if c not in derived], overriding="", derived=tuple(derived)
+        )
+
+    def restore_source_counts(self, *, config, selection: dict) -> tuple[int, int]:
+        """(conflicting, identical) selected archive rows whose key is in the source (``archival.usp_restore_compare``).
+
+        The preview's comparison with the source on SQL Server: the runtime
+        login reads no source table, the signed procedure does. Conflicting:
+        the source row has other values in the columns a restore writes;
+        identical: it has the same (the batch skips it).
+        """
+        with self.connection.cursor() as cur:
+            out = call_procedure(
+                cur, "archival.usp_restore_compare",
+                source_alias=config.source_db, schema_name=config.schema_name, table_name=config.table_name,
+                selection=encode_selection(selection), lock_timeout_ms=settings.ARCHIVAL_LOCK_TIMEOUT_MS,
+            )  # fmt: skip
+        return int(out["conflicts"] or 0), int(out["identical"] or 0)
 
     # -- SQL fragments -------------------------------------------------------
     def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:

@@ -92,6 +92,15 @@ PROCEDURES: dict[str, list[ProcParam]] = {
         ProcParam("lock_timeout_ms", "int"),
     ],
     "archival.usp_lock_holds": [ProcParam("lock_timeout_ms", "int")],
+    "archival.usp_restore_compare": [
+        ProcParam("source_alias", "sysname"),
+        ProcParam("schema_name", "sysname"),
+        ProcParam("table_name", "sysname"),
+        ProcParam("selection", "nvarchar(max)"),
+        ProcParam("conflicts", "bigint", True),
+        ProcParam("identical", "bigint", True),
+        ProcParam("lock_timeout_ms", "int"),
+    ],
     "archival.usp_restore_batch": [
         ProcParam("request_id", "bigint"),
         ProcParam("config_id", "bigint"),

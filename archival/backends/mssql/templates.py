@@ -252,6 +252,7 @@ def tokens_for(spec: ProcedureTable) -> dict[str, str]:
         "COMPARE_S": compare("s"),
         "COMPARE_A": compare("a"),
         "KEY_COLUMNS_B": column_list(keys, "b."),
+        "KEY_JOIN_S_A": key_join(keys, "s", "a"),
         "INSERT_COLUMNS": column_list(insertable),
         "INSERT_COLUMNS_A": column_list(insertable, "a."),
         "IDENTITY_INSERT_ON": identity_on,
@@ -395,7 +396,7 @@ def render(
     body = (templates or load_templates())[template]
     for token, value in tokens_for(spec).items():
         body = body.replace("{" + token + "}", value)
-    if template == "restore_batch":
+    if template in {"restore_batch", "restore_compare"}:
         chosen = selection if selection is not None else example_restore_selection(spec)
         for token, value in restore_selection(spec, chosen, tables).items():
             body = body.replace("{" + token + "}", value)
