@@ -144,6 +144,27 @@ def test_a_deadlock_or_lock_timeout_rolls_the_batch_back_so_it_is_called_again(m
     assert counts.restored == 5 and counts.key_high == ["5"]
 
 
+def test_a_lost_connection_is_not_called_again_the_executor_resumes_from_the_ledger(monkeypatch):
+    # The batch may have committed before the answer was lost: calling it again
+    # would pick the next rows under the same batch number.
+    pyodbc = pytest.importorskip("pyodbc")
+    from tests.test_mssql_retry import through_django
+
+    lost = pyodbc.OperationalError(
+        "08S01", "[08S01] [Microsoft][ODBC Driver 18 for SQL Server]Communication link failure (10054) (SQLExecDirectW)"
+    )
+    backend, cursor = backend_answering()
+
+    def execute(sql, params=None):
+        cursor.sent.append((sql, params))
+        raise through_django(pyodbc, lost)
+
+    monkeypatch.setattr(cursor, "execute", execute)
+    with pytest.raises(Exception, match="Communication link failure"):
+        restore(backend)
+    assert len(cursor.sent) == 1
+
+
 def test_a_conflict_is_not_retried_and_reaches_the_caller_with_its_key(monkeypatch):
     pyodbc = pytest.importorskip("pyodbc")
     from tests.test_mssql_retry import through_django

@@ -570,7 +570,7 @@ class MSSQLBackend(Backend):
         Django atomic block on this connection (retry_transient refuses to
         retry there).
         """
-        from archival.retry import is_transient, retry_transient
+        from archival.retry import is_transient, is_unreachable, retry_transient
 
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ProcedureCallError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server, not {batch_size}")
@@ -587,7 +587,14 @@ class MSSQLBackend(Backend):
                 return call_procedure(cur, "archival.usp_restore_batch", **inputs)
 
         try:
-            out = retry_transient(call, attempts=RESTORE_BATCH_ATTEMPTS, base_delay=0.5, retryable=is_transient)
+            out = retry_transient(
+                call,
+                attempts=RESTORE_BATCH_ATTEMPTS,
+                base_delay=0.5,
+                # Not a lost connection: the batch may have committed before
+                # the answer was lost; the executor resumes from the ledger.
+                retryable=lambda exc: is_transient(exc) and not is_unreachable(exc),
+            )
         except Error as exc:
             typed = _restore_error(exc)
             if typed is None:
