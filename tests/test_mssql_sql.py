@@ -653,10 +653,11 @@ class TestRestore:
         for selection in (
             {"kind": "CONTRACT", "column": "bookId", "value": poison},
             {"kind": "KEY_RANGE", "key_low": [poison, poison], "key_high": None},
-            {"kind": "DATE_RANGE", "date_from": poison, "date_to": None},
         ):
             body = templates.render("restore_batch", self.position, selection=selection)
             assert poison not in body and "DROP" not in body
+        with pytest.raises(templates.RestoreSelectionError):  # not a date: refused (THROW 50866 in the procedure)
+            templates.render("restore_batch", self.position, selection={"kind": "DATE_RANGE", "date_from": poison})
         declare = templates.restore_selection(self.position, self.SELECTIONS["contract"])["SELECTION_DECLARE"]
         assert declare == "DECLARE @s0_contract nvarchar(4000) = JSON_VALUE(@selection, N'$.value');\n"
 
@@ -669,6 +670,7 @@ class TestRestore:
             {"kind": "CONTRACT", "column": "bookId"},
             {"kind": "KEYS"},
             {"kind": "RUN", "archive_run_id": "12"},
+            {"kind": "DATE_RANGE", "date_from": "31.01.2020", "date_to": None},
             {"kind": "REFERENCED", "key_column": "positionId", "child_table": "Nope", "ref_column": "x", "child": {}},
         ]
         for selection in bad:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from django.conf import settings
@@ -354,6 +355,13 @@ def restore_selection(
                 f"{prefix}request AND rk{depth}.[key_text] = {text})"
             )
         elif kind == "DATE_RANGE":
+            for end in ("date_from", "date_to"):
+                value = level.get(end)
+                try:
+                    if value is not None:
+                        date.fromisoformat(str(value))
+                except ValueError:
+                    raise RestoreSelectionError(f"{end} of a DATE_RANGE selection is a YYYY-MM-DD date") from None
             declare += [
                 f"DECLARE {prefix}from date = CONVERT(date, JSON_VALUE(@selection, N'{path}.date_from'), 23);\n",
                 f"DECLARE {prefix}to date = CONVERT(date, JSON_VALUE(@selection, N'{path}.date_to'), 23);\n",

@@ -13,7 +13,7 @@ class Command(BaseCommand):
     help = (
         "Dry run for the SQL Server path: for each active table config (or the ones named), print the "
         "DBA's provisioning call and the dynamic SQL archival.usp_build_sql builds from sql/05_templates.sql "
-        "(mark, archive batch, dispose batch, restore batch). Run it before provisioning and when reviewing a config. "
+        "(mark, archive batch, dispose batch, restore comparison and batch). Run it before provisioning and when reviewing a config. "
         "Changes nothing and needs no SQL Server."
     )
 
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--template",
-            choices=["mark_table", "archive_batch", "dispose_batch", "restore_batch"],
+            choices=["mark_table", "archive_batch", "dispose_batch", "restore_compare", "restore_batch"],
             help="Only this statement.",
         )
 
@@ -50,7 +50,7 @@ class Command(BaseCommand):
                 if options["template"] and name != options["template"]:
                     continue
                 self.stdout.write(f"-- {name}")
-                if name == "restore_batch":
+                if name in {"restore_batch", "restore_compare"}:
                     self.stdout.write(
                         "-- (selection shown: a KEY_RANGE; archival.usp_restore_batch fills a request's own "
                         "selection from archival.usp_build_restore_selection)"
