@@ -693,6 +693,11 @@ BEGIN
             -- Our rows that the child's selected archived rows reference:
             -- through a one-column foreign key of the child (the source
             -- catalog) or through the child's contract join (the registry).
+            -- Names are sysname: a longer one would be cut silently, so it is refused.
+            IF LEN(JSON_VALUE(@selection, @path + N'.key_column')) > 128
+                OR LEN(JSON_VALUE(@selection, @path + N'.child_table')) > 128
+                OR LEN(JSON_VALUE(@selection, @path + N'.ref_column')) > 128
+                THROW 50870, N'A name in the restore selection is longer than 128 characters.', 1;
             SET @column = JSON_VALUE(@selection, @path + N'.key_column');
             SET @child_table = JSON_VALUE(@selection, @path + N'.child_table');
             SET @ref_column = JSON_VALUE(@selection, @path + N'.ref_column');
@@ -786,6 +791,8 @@ WHERE fk.parent_object_id = OBJECT_ID(@child, N''U'') AND fk.referenced_object_i
         BEGIN
             -- The contract column holds match (TableConfig.contract_column_for_holds),
             -- compared as text like the hold match, in the archive's collation.
+            IF LEN(JSON_VALUE(@selection, @path + N'.column')) > 128
+                THROW 50870, N'A name in the restore selection is longer than 128 characters.', 1;
             SET @column = JSON_VALUE(@selection, @path + N'.column');
             IF @column IS NULL OR JSON_VALUE(@selection, @path + N'.value') IS NULL
                 THROW 50862, N'A CONTRACT selection needs the contract column and a value.', 1;

@@ -677,7 +677,7 @@ class TestRestore:
             with pytest.raises(templates.RestoreSelectionError):
                 templates.restore_selection(self.position, selection)
         builder = _procedure("usp_build_restore_selection")
-        for number in range(50850, 50870):
+        for number in range(50850, 50871):
             assert f"THROW {number}," in builder, number
         # Nesting is bounded, as in the procedure.
         deep = {"kind": "RUN", "archive_run_id": 1}
