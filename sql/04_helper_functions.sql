@@ -8,6 +8,8 @@ Purpose
       archival.fn_column_list       [a], [b] / s.[a], s.[b] from a JSON array of names
       archival.fn_key_join          l.[a] = r.[a] AND ...
       archival.fn_keyset_predicate  expanded OR keyset predicate on @k1..@kn
+      archival.fn_key_bound         expanded OR inclusive bound (>= or <=) on
+                                    @<prefix>1..n (restore key ranges)
       archival.fn_key_json          expression giving a key as a JSON array of strings
       archival.fn_key_text          expression giving a key in HoldKey.key_text form
                                     (archival.disposal.keys canonical text)
@@ -101,6 +103,38 @@ BEGIN
         SET @predicate = CASE
             WHEN @predicate IS NULL THEN @column + N' > ' + @param
             ELSE @column + N' > ' + @param + N' OR (' + @column + N' = ' + @param + N' AND (' + @predicate + N'))'
+        END;
+        SET @i = @i - 1;
+    END;
+    RETURN @predicate;
+END;
+GO
+
+-- The inclusive form of the keyset predicate, for a restore KEY_RANGE:
+-- @op N'>' gives key >= (@p1, @p2, ...), N'<' gives key <= (...):
+-- a > @p1 OR (a = @p1 AND (b >= @p2)). @variable_prefix names the variables
+-- (N'@s0_lo' -> @s0_lo1, @s0_lo2, ...); it is a constant of the caller.
+CREATE OR ALTER FUNCTION archival.fn_key_bound(
+    @columns nvarchar(max), @alias sysname, @op nchar(1), @variable_prefix nvarchar(20)
+)
+RETURNS nvarchar(max)
+AS
+BEGIN
+    DECLARE @i int = (SELECT COUNT(*) FROM OPENJSON(@columns));
+    DECLARE @predicate nvarchar(max) = NULL;
+    DECLARE @column nvarchar(300);
+    DECLARE @variable nvarchar(40);
+    IF @op NOT IN (N'>', N'<')
+        RETURN NULL;
+    WHILE @i >= 1
+    BEGIN
+        SELECT @column = @alias + N'.' + QUOTENAME(j.value)
+        FROM OPENJSON(@columns) AS j
+        WHERE j.[key] = CONVERT(nvarchar(10), @i - 1);
+        SET @variable = @variable_prefix + CONVERT(nvarchar(10), @i);
+        SET @predicate = CASE
+            WHEN @predicate IS NULL THEN @column + N' ' + @op + N'= ' + @variable
+            ELSE @column + N' ' + @op + N' ' + @variable + N' OR (' + @column + N' = ' + @variable + N' AND (' + @predicate + N'))'
         END;
         SET @i = @i - 1;
     END;

@@ -12,6 +12,15 @@ Purpose
                       deleted.<columns> INTO the archive, counts
       dispose_batch   one keyset batch of archive rows past retention, minus
                       rows under an active hold, deleted
+      restore_compare the selected archive rows whose key is in the source:
+                      how many with other values (conflicts), how many
+                      identical (a restore preview on SQL Server)
+      restore_batch   one keyset batch of selected archive rows back into the
+                      source: pick ({SELECTION}, filled by
+                      archival.usp_restore_batch), conflict check, held rows
+                      counted, INSERT into the source (explicit columns,
+                      IDENTITY_INSERT when needed), the restored keys
+                      recorded (RestoredKey), DELETE from the archive
 Parameters
     None at install. At run time the templates' @parameters are passed by
     the procedures through sp_executesql (values never enter the text).
@@ -196,5 +205,141 @@ SET @rows_disposed = @@ROWCOUNT;
 SELECT TOP (1) @key_high = {KEY_JSON_B}
 FROM #candidate AS b
 ORDER BY {KEY_COLUMNS_B_DESC};
+';
+GO
+
+EXEC archival_admin.usp_set_template @name = N'restore_batch', @body = N'
+{CURSOR_DECLARE}
+{SELECTION_DECLARE}
+CREATE TABLE #batch (
+    {KEY_DEFS},
+    in_source bit NOT NULL DEFAULT 0,
+    held bit NOT NULL DEFAULT 0,
+    PRIMARY KEY ({KEY_COLUMNS})
+);
+
+-- The batch: the next @batch_size selected archive rows after the cursor, in
+-- key order, locked (UPDLOCK) until the transaction ends so the rows copied
+-- and deleted below are the rows picked here. {SELECTION} reads its values
+-- from the @selection parameter (archival.usp_build_restore_selection).
+WITH selected AS (
+    SELECT TOP (@batch_size) {KEY_COLUMNS_A}
+    FROM {ARCHIVE} AS a WITH (UPDLOCK, ROWLOCK)
+    WHERE ({SELECTION})
+        AND (@key_after IS NULL OR ({KEYSET_A}))
+    ORDER BY {KEY_COLUMNS_A}
+)
+INSERT INTO #batch ({KEY_COLUMNS})
+SELECT {KEY_COLUMNS} FROM selected
+OPTION (RECOMPILE);
+SET @batch_rows = @@ROWCOUNT;
+
+-- A key already in the source (locked, with its range, until the commit, so
+-- no insert slips in between): identical values (the columns the source
+-- stores: not computed, not rowversion) are skipped, their archive copy is
+-- deleted; other values stop the table with nothing of the batch moved.
+UPDATE b SET in_source = 1
+FROM #batch AS b
+INNER JOIN {SOURCE} AS s WITH (UPDLOCK, HOLDLOCK) ON {KEY_JOIN_S_B};
+
+SELECT @conflicts = COUNT(*)
+FROM #batch AS b
+INNER JOIN {SOURCE} AS s ON {KEY_JOIN_S_B}
+INNER JOIN {ARCHIVE} AS a ON {KEY_JOIN_A_B}
+WHERE NOT EXISTS (SELECT {RESTORE_COMPARE_S} INTERSECT SELECT {RESTORE_COMPARE_A});
+IF @conflicts > 0
+BEGIN
+    SELECT TOP (1) @conflict_key = {KEY_JSON_B}
+    FROM #batch AS b
+    INNER JOIN {SOURCE} AS s ON {KEY_JOIN_S_B}
+    INNER JOIN {ARCHIVE} AS a ON {KEY_JOIN_A_B}
+    WHERE NOT EXISTS (SELECT {RESTORE_COMPARE_S} INTERSECT SELECT {RESTORE_COMPARE_A})
+    ORDER BY {KEY_COLUMNS_B};
+    RETURN;
+END;
+
+-- Restoring held rows is allowed (nothing is destroyed) and recorded: the
+-- rows an active hold covers, by the hold match of dispose_batch.
+UPDATE b SET held = 1
+FROM #batch AS b
+INNER JOIN {ARCHIVE} AS a ON {KEY_JOIN_A_B}
+WHERE EXISTS (
+    SELECT 1
+    FROM [dbo].[governance_hold] AS h
+    WHERE h.[released_at] IS NULL
+        AND (h.[hold_until] IS NULL OR h.[hold_until] >= @as_of)
+        AND (
+            h.[scope] = N''ALL''
+            OR (h.[scope] = N''TABLE'' AND h.[source_db] = @source_alias
+                AND (h.[schema_name] = @schema_name OR h.[schema_name] = N'''') AND h.[table_name] = @table_name)
+            OR (h.[scope] = N''DATE_RANGE'' AND a.[reference_date] IS NOT NULL
+                AND (h.[date_from] IS NULL OR a.[reference_date] >= h.[date_from])
+                AND (h.[date_to] IS NULL OR a.[reference_date] <= h.[date_to]))
+            OR (h.[scope] = N''KEYS'' AND h.[source_db] = @source_alias
+                AND (h.[schema_name] = @schema_name OR h.[schema_name] = N'''') AND h.[table_name] = @table_name
+                AND EXISTS (
+                    SELECT 1 FROM [dbo].[governance_holdkey] AS k
+                    WHERE k.[hold_id] = h.[id] AND k.[key_text] = {KEY_TEXT_A}
+                )){HOLD_CONTRACT_MATCH}
+        )
+);
+
+-- Back into the source with an explicit column list: no computed and no
+-- rowversion column (neither can be inserted into); an identity column keeps
+-- its archived value under IDENTITY_INSERT. Not DELETE ... OUTPUT INTO the
+-- source: an OUTPUT INTO target may have no enabled trigger, no foreign key
+-- and no CHECK constraint, which a source table may well have.
+{IDENTITY_INSERT_ON}
+INSERT INTO {SOURCE} ({INSERT_COLUMNS})
+SELECT {INSERT_COLUMNS_A}
+FROM {ARCHIVE} AS a
+INNER JOIN #batch AS b ON {KEY_JOIN_A_B}
+WHERE b.in_source = 0;
+SET @rows_restored = @@ROWCOUNT;
+{IDENTITY_INSERT_OFF}
+
+-- The record of what came back (RestoredKey: the digest of the restore
+-- certificate is computed over these keys), written before the rows leave the
+-- archive; a replayed batch fails on its unique key instead of counting twice.
+INSERT INTO [dbo].[governance_restoredkey] ([request_id], [config_id], [batch_no], [key_text])
+SELECT @request_id, @config_id, @batch_no, {KEY_TEXT_A}
+FROM {ARCHIVE} AS a
+INNER JOIN #batch AS b ON {KEY_JOIN_A_B};
+SET @rows_recorded = @@ROWCOUNT;
+
+DELETE a
+FROM {ARCHIVE} AS a
+INNER JOIN #batch AS b ON {KEY_JOIN_A_B};
+SET @rows_deleted = @@ROWCOUNT;
+
+SELECT @rows_skipped = COUNT(*) FROM #batch WHERE in_source = 1;
+SELECT @rows_held = COUNT(*) FROM #batch WHERE held = 1;
+SELECT @rows_in_source = COUNT(*)
+FROM {SOURCE} AS s
+INNER JOIN #batch AS b ON {KEY_JOIN_S_B};
+
+SELECT TOP (1) @key_high = {KEY_JSON_B}
+FROM #batch AS b
+ORDER BY {KEY_COLUMNS_B_DESC};
+';
+GO
+
+EXEC archival_admin.usp_set_template @name = N'restore_compare', @body = N'
+{SELECTION_DECLARE}
+-- The columns a restore writes (not computed, not rowversion) decide:
+-- identical rows are skipped by the batch, others stop the table.
+SELECT @conflicts = COUNT_BIG(*)
+FROM {ARCHIVE} AS a
+INNER JOIN {SOURCE} AS s ON {KEY_JOIN_S_A}
+WHERE ({SELECTION})
+    AND NOT EXISTS (SELECT {RESTORE_COMPARE_S} INTERSECT SELECT {RESTORE_COMPARE_A})
+OPTION (RECOMPILE);
+
+SELECT @identical = COUNT_BIG(*)
+FROM {ARCHIVE} AS a
+INNER JOIN {SOURCE} AS s ON {KEY_JOIN_S_A}
+WHERE ({SELECTION})
+    AND EXISTS (SELECT {RESTORE_COMPARE_S} INTERSECT SELECT {RESTORE_COMPARE_A})
+OPTION (RECOMPILE);
 ';
 GO

@@ -3,7 +3,8 @@ Purpose
     archival_admin.usp_provision_table: the DBA's step that registers one
     source table for archival, creates its archive table (or adds the
     columns the source gained since) and grants the signing certificate's
-    users exactly the rights the procedures need on it. It is the only
+    users exactly the rights the procedures need on it (restore included:
+    INSERT on the source table, ALTER when it has an identity column). It is the only
     writer of archival.archived_table. Run it once per TableConfig (the same
     values as the config; manage.py mssql_sql prints the calls).
 Parameters
@@ -60,7 +61,8 @@ BEGIN
         scale tinyint NOT NULL,
         is_nullable bit NOT NULL,
         key_ordinal int NULL,
-        collation_name sysname NULL
+        collation_name sysname NULL,
+        is_identity bit NOT NULL
     );
     DECLARE @contract_cols TABLE (name sysname NOT NULL PRIMARY KEY);
 
@@ -73,7 +75,7 @@ BEGIN
 
     SET @exec = QUOTENAME(@source_database) + N'.sys.sp_executesql';
     SET @catalog_sql = N'SELECT c.column_id, c.name, t.name, c.max_length, c.[precision], c.scale, c.is_nullable, ic.key_ordinal,
-    c.collation_name
+    c.collation_name, c.is_identity
 FROM sys.columns AS c
 INNER JOIN sys.types AS t ON t.user_type_id = c.user_type_id
 LEFT OUTER JOIN sys.indexes AS i ON i.object_id = c.object_id AND i.is_primary_key = 1
@@ -81,7 +83,9 @@ LEFT OUTER JOIN sys.index_columns AS ic
     ON ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.column_id = c.column_id
 WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
     SET @qualified = QUOTENAME(@schema_name) + N'.' + QUOTENAME(@table_name);
-    INSERT INTO @cols (column_id, name, type_name, max_length, [precision], scale, is_nullable, key_ordinal, collation_name)
+    INSERT INTO @cols (
+        column_id, name, type_name, max_length, [precision], scale, is_nullable, key_ordinal, collation_name, is_identity
+    )
     EXEC @exec @catalog_sql, N'@qualified nvarchar(600)', @qualified = @qualified;
 
     IF NOT EXISTS (SELECT 1 FROM @cols)
@@ -189,10 +193,21 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
     IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
     EXEC sys.sp_executesql @sql;
     -- ... and SELECT + DELETE on the source table (SELECT on its contract
-    -- table) in the source database. The runtime login gets neither.
-    SET @sql = N'GRANT SELECT, DELETE ON ' + QUOTENAME(@schema_name) + N'.' + QUOTENAME(@table_name) + N' TO [archival_signer]';
+    -- table) in the source database; INSERT for a restore
+    -- (archival.usp_restore_batch), and ALTER when the table has an identity
+    -- column: a restore puts the archived identity values back under
+    -- SET IDENTITY_INSERT, which needs ALTER on the table
+    -- (https://learn.microsoft.com/sql/t-sql/statements/set-identity-insert-transact-sql).
+    -- The runtime login gets none of these.
+    SET @sql = N'GRANT SELECT, INSERT, DELETE ON ' + QUOTENAME(@schema_name) + N'.' + QUOTENAME(@table_name) + N' TO [archival_signer]';
     IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
     EXEC @exec @sql;
+    IF EXISTS (SELECT 1 FROM @cols WHERE is_identity = 1)
+    BEGIN
+        SET @sql = N'GRANT ALTER ON ' + QUOTENAME(@schema_name) + N'.' + QUOTENAME(@table_name) + N' TO [archival_signer]';
+        IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
+        EXEC @exec @sql;
+    END;
     IF @archival_logic = 'CONTRACT_MATURITY'
     BEGIN
         SET @sql = N'GRANT SELECT ON ' + QUOTENAME(@schema_name) + N'.' + QUOTENAME(@contract_table) + N' TO [archival_signer]';

@@ -1,7 +1,10 @@
 /*
 Purpose
     Sign the runtime procedures with the certificate archival_signing and
-    grant its user the rights on the Django-managed archive tables; grant
+    grant its user the rights on the Django-managed archive tables (the
+    restore ledger and keys too) and, for restore, INSERT on every
+    provisioned source table and ALTER on one with an identity column
+    (IDENTITY_INSERT); grant
     the app and reader roles their rights on those tables. Run after
     07_procedures.sql (ALTER drops a signature) and after
     `manage.py migrate --database archive` (the governance_* tables must
@@ -26,7 +29,10 @@ DECLARE @sql nvarchar(max);
 DECLARE procs CURSOR LOCAL FAST_FORWARD FOR
     SELECT N'archival.' + name FROM sys.procedures
     WHERE schema_id = SCHEMA_ID(N'archival')
-        AND name IN (N'usp_build_sql', N'usp_mark_table', N'usp_archive_batch', N'usp_dispose_batch', N'usp_lock_holds');
+        AND name IN (
+            N'usp_build_sql', N'usp_mark_table', N'usp_archive_batch', N'usp_dispose_batch', N'usp_lock_holds',
+            N'usp_build_restore_selection', N'usp_restore_compare', N'usp_restore_batch'
+        );
 OPEN procs;
 FETCH NEXT FROM procs INTO @proc;
 WHILE @@FETCH_STATUS = 0
@@ -54,6 +60,9 @@ GO
 IF OBJECT_ID(N'dbo.governance_hold', N'U') IS NULL
     OR OBJECT_ID(N'dbo.governance_holdkey', N'U') IS NULL
     OR OBJECT_ID(N'dbo.governance_batchledger', N'U') IS NULL
+    OR OBJECT_ID(N'dbo.governance_restoreledger', N'U') IS NULL
+    OR OBJECT_ID(N'dbo.governance_restorekey', N'U') IS NULL
+    OR OBJECT_ID(N'dbo.governance_restoredkey', N'U') IS NULL
     THROW 50700, N'Run manage.py migrate --database archive first, then re-run this script.', 1;
 GO
 
@@ -62,6 +71,65 @@ GO
 GRANT SELECT ON OBJECT::[dbo].[governance_holdkey] TO [archival_signer];
 GO
 GRANT SELECT, INSERT ON OBJECT::[dbo].[governance_batchledger] TO [archival_signer];
+GO
+-- Restore (archival.usp_restore_batch): the keys of a KEYS request are read,
+-- each batch records the keys it restored and writes its ledger row in the
+-- batch's transaction.
+GRANT SELECT ON OBJECT::[dbo].[governance_restorekey] TO [archival_signer];
+GO
+GRANT SELECT, INSERT ON OBJECT::[dbo].[governance_restoredkey] TO [archival_signer];
+GO
+GRANT SELECT, INSERT ON OBJECT::[dbo].[governance_restoreledger] TO [archival_signer];
+GO
+
+-- Restore writes rows back into the source tables: the certificate user
+-- needs INSERT on each provisioned source table, and ALTER on one with an
+-- identity column (SET IDENTITY_INSERT needs ALTER on the table:
+-- https://learn.microsoft.com/sql/t-sql/statements/set-identity-insert-transact-sql).
+-- archival_admin.usp_provision_table grants both for the tables it
+-- provisions from now on; this loop grants them for the tables provisioned
+-- before restore existed. Only the signed procedures carry these rights: the
+-- runtime login itself still has no INSERT and no ALTER in any source.
+DECLARE @source_database sysname;
+DECLARE @schema_name sysname;
+DECLARE @table_name sysname;
+DECLARE @qualified nvarchar(600);
+DECLARE @exec nvarchar(400);
+DECLARE @sql nvarchar(max);
+DECLARE @exists int;
+DECLARE @has_identity int;
+DECLARE registered CURSOR LOCAL FAST_FORWARD FOR
+    SELECT source_database, schema_name, table_name FROM archival.archived_table;
+OPEN registered;
+FETCH NEXT FROM registered INTO @source_database, @schema_name, @table_name;
+WHILE @@FETCH_STATUS = 0
+BEGIN
+    IF DB_ID(@source_database) IS NOT NULL
+    BEGIN
+        SET @exec = QUOTENAME(@source_database) + N'.sys.sp_executesql';
+        SET @qualified = QUOTENAME(@schema_name) + N'.' + QUOTENAME(@table_name);
+        SET @exists = 0;
+        SET @has_identity = 0;
+        SET @sql = N'SELECT @exists = CASE WHEN OBJECT_ID(@qualified, N''U'') IS NULL THEN 0 ELSE 1 END,
+    @has_identity = (SELECT COUNT(*) FROM sys.identity_columns WHERE object_id = OBJECT_ID(@qualified, N''U''));';
+        EXEC @exec @sql, N'@qualified nvarchar(600), @exists int OUTPUT, @has_identity int OUTPUT',
+            @qualified = @qualified, @exists = @exists OUTPUT, @has_identity = @has_identity OUTPUT;
+        IF @exists = 1
+        BEGIN
+            SET @sql = N'GRANT INSERT ON ' + @qualified + N' TO [archival_signer]';
+            IF @sql IS NULL THROW 50701, N'A grant statement came out NULL (a name over 128 characters?); stopped.', 1;
+            EXEC @exec @sql;
+            IF @has_identity > 0
+            BEGIN
+                SET @sql = N'GRANT ALTER ON ' + @qualified + N' TO [archival_signer]';
+                EXEC @exec @sql;
+            END;
+        END;
+    END;
+    FETCH NEXT FROM registered INTO @source_database, @schema_name, @table_name;
+END;
+CLOSE registered;
+DEALLOCATE registered;
 GO
 
 -- The Django app's own tables in the archive database: SELECT, INSERT,

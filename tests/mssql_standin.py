@@ -420,6 +420,10 @@ class StandInCursor:
             info = self._describe(schema, table)
             text = [c.name for c in (info.columns if info else []) if c.generic == "text"]
             return self._answer([(c, "SQL_Latin1_General_CP1_CI_AS") for c in text], ["n", "c"])
+        if "IS_IDENTITY" in body_upper and "OBJECT_ID(QUOTENAME" in body_upper:
+            # Identity and computed columns (a restore's INSERT list): the
+            # demo tables (sql/00_demo_sources.sql) have neither.
+            return self._answer([], ["n", "i", "c"])
         if "IS_PRIMARY_KEY = 1" in body_upper:
             schema, table = params[:2]
             info = self._describe(schema, table)
@@ -473,7 +477,141 @@ class StandInCursor:
             )  # fmt: skip
         if name == "archival.usp_dispose_batch":
             return self._dispose(alias, table, pk, args["as_of"], args["batch_size"])
+        if name == "archival.usp_restore_batch":
+            return self._restore(alias, table, pk, args)
+        if name == "archival.usp_restore_compare":
+            conflicts, identical, _ = self._compare_with_source(alias, table, pk, json.loads(args["selection"]), None)
+            return self._answer([(len(conflicts), len(identical))], ["a", "b"])
         raise AssertionError(f"the stand-in does not know {name}")
+
+    # -- restore (usp_restore_batch, usp_restore_compare) ---------------------
+    def _pk(self, alias: str, table: str) -> list[str]:
+        info = SQLiteBackend(alias)
+        info.connection = self.conn.server.shadows[alias]
+        return info.describe("main", table).primary_key
+
+    def _selection(self, alias: str, table: str, selection: dict, a: str = "a", depth: int = 0) -> tuple[str, list]:
+        """The selection's predicate on the archive row ``a`` (usp_build_restore_selection's kinds), in SQLite."""
+        ns, kind = namespace_for(alias), selection["kind"]
+        pk = self._pk(alias, table)
+        cols = ", ".join(f'{a}."{k}"' for k in pk)
+        if kind == "KEY_RANGE":
+            parts, params = [], []
+            for end, op in (("key_low", ">="), ("key_high", "<=")):
+                if selection.get(end) is not None:
+                    parts.append(f"({cols}) {op} ({', '.join('?' for _ in pk)})")
+                    params += list(selection[end])
+            return " AND ".join(parts) or "1 = 1", params
+        if kind == "RUN":
+            return f'{a}."archive_run_id" = ?', [selection["archive_run_id"]]
+        if kind == "DATE_RANGE":
+            return (
+                f'{a}."reference_date" IS NOT NULL AND (? IS NULL OR {a}."reference_date" >= ?) '
+                f'AND (? IS NULL OR {a}."reference_date" <= ?)',
+                [selection["date_from"]] * 2 + [selection["date_to"]] * 2,
+            )
+        if kind == "CONTRACT":
+            return f'CAST({a}."{selection["column"]}" AS TEXT) = ?', [selection["value"]]
+        if kind == "KEYS":
+            text = " || char(9) || ".join(f'CAST({a}."{k}" AS TEXT)' for k in pk)
+            return (
+                f"EXISTS (SELECT 1 FROM governance_restorekey AS rk WHERE rk.request_id = ? AND rk.key_text = {text})",
+                [selection["request_id"]],
+            )
+        if kind == "REFERENCED":
+            r = f"r{depth + 1}"
+            inner, params = self._selection(alias, selection["child_table"], selection["child"], r, depth + 1)
+            return (
+                f'EXISTS (SELECT 1 FROM "{ns}"."{selection["child_table"]}" AS {r} '
+                f'WHERE {r}."{selection["ref_column"]}" = {a}."{selection["key_column"]}" AND ({inner}))',
+                params,
+            )
+        raise AssertionError(f"the stand-in does not know selection kind {kind!r}")
+
+    def _compare_with_source(self, alias, table, pk, selection, picked):
+        """(conflicting keys, identical keys, columns) among the selected (or ``picked``) archive rows."""
+        arc = self.conn.shadow
+        ns = namespace_for(alias)
+        cols = [r[1] for r in arc.execute(f'PRAGMA "src_{alias}".table_info("{table}")')]
+        if picked is None:
+            where, params = self._selection(alias, table, selection)
+            keys = ", ".join(f'a."{k}"' for k in pk)
+            picked = arc.execute(f'SELECT {keys} FROM "{ns}"."{table}" AS a WHERE {where}', params).fetchall()
+        match = " AND ".join(f'"{k}" = ?' for k in pk)
+        collist = ", ".join(f'"{c}"' for c in cols)
+        conflicts, identical = [], []
+        for key in picked:
+            there = arc.execute(f'SELECT {collist} FROM "src_{alias}"."{table}" WHERE {match}', list(key)).fetchone()
+            if there is None:
+                continue
+            archived = arc.execute(f'SELECT {collist} FROM "{ns}"."{table}" WHERE {match}', list(key)).fetchone()
+            (identical if tuple(there) == tuple(archived) else conflicts).append(key)
+        return conflicts, identical, cols
+
+    def _restore(self, alias, table, pk, args):
+        """The next batch of selected archive rows back into the source, with RestoredKey and ledger rows."""
+        arc = self.conn.shadow
+        ns = namespace_for(alias)
+        selection = json.loads(args["selection"])
+        where, params = self._selection(alias, table, selection)
+        keys = ", ".join(f'a."{k}"' for k in pk)
+        if args.get("key_after"):
+            where += f" AND ({keys}) > ({', '.join('?' for _ in pk)})"
+            params += json.loads(args["key_after"])
+        picked = arc.execute(
+            f'SELECT {keys} FROM "{ns}"."{table}" AS a WHERE {where} ORDER BY {keys} LIMIT ?',
+            [*params, args["batch_size"]],
+        ).fetchall()
+        if not picked:
+            return self._answer([(0, 0, 0, 0, None)], ["a", "b", "c", "d", "e"])
+        conflicts, identical, cols = self._compare_with_source(alias, table, pk, selection, picked)
+        if conflicts:
+            raise pyodbc.ProgrammingError(
+                "42000",
+                f"[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Restore of {alias}.dbo.{table} stops: "
+                f"the source already has key {json.dumps([str(v) for v in conflicts[0]])} with other values "
+                f"({len(conflicts)} such row(s) in this batch); nothing is overwritten and nothing of the batch "
+                "moved. (50804) (SQLExecDirectW)",
+            )
+        held = arc.execute(
+            "SELECT COUNT(*) FROM governance_hold WHERE released_at IS NULL AND (scope = 'ALL' OR "
+            "(scope = 'TABLE' AND source_db = ? AND table_name = ?))",
+            [alias, table],
+        ).fetchone()[0]
+        match = " AND ".join(f'"{k}" = ?' for k in pk)
+        collist = ", ".join(f'"{c}"' for c in cols)
+        now = dt.datetime.now(dt.UTC).isoformat(sep=" ")
+        own = not arc.in_transaction
+        if own:
+            arc.execute("BEGIN")
+        for key in picked:
+            if key not in identical:
+                arc.execute(
+                    f'INSERT INTO "src_{alias}"."{table}" ({collist}) SELECT {collist} FROM "{ns}"."{table}" '
+                    f"WHERE {match}",
+                    list(key),
+                )
+            arc.execute(
+                "INSERT INTO governance_restoredkey (request_id, config_id, batch_no, key_text) VALUES (?, ?, ?, ?)",
+                [args["request_id"], args["config_id"], args["batch_no"], "\t".join(str(v) for v in key)],
+            )
+            arc.execute(f'DELETE FROM "{ns}"."{table}" WHERE {match}', list(key))
+        high = json.dumps([str(v) for v in picked[-1]])
+        restored = len(picked) - len(identical)
+        arc.execute(
+            "INSERT INTO governance_restoreledger (request_id, config_id, table_label, batch_no, key_low, key_high, "
+            "row_count, skipped_identical, deleted_count, held_count, state, committed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                args["request_id"], args["config_id"], f"{alias}.dbo.{table}", args["batch_no"], args["key_after"],
+                high, restored, len(identical), len(picked), len(picked) if held else 0, "MOVED", now,
+            ],
+        )  # fmt: skip
+        if own:
+            arc.execute("COMMIT")
+        return self._answer(
+            [(restored, len(identical), len(picked), len(picked) if held else 0, high)], ["a", "b", "c", "d", "e"]
+        )
 
     def _child_guard(self, alias: str, table: str, src_prefix: str = "") -> str:
         """NOT EXISTS per foreign-key child: usp_build_sql's guard (a parent waits for its children)."""
@@ -586,6 +724,12 @@ class StandInCursor:
     def _shadow(self, body: str, params: tuple):
         shadow = self.conn.shadow
         named = _inline_declared_parameters(qmark_to_named(body))
+        # A source table named by three parts from the archive database
+        # ([Sales].[dbo].[Position]) is the source's database attached to the
+        # archive's SQLite connection (src_<alias>). Plumbing: whether the
+        # login may read it is the permission contract's question.
+        for source_alias, database in SOURCE_DATABASES.items():
+            named = re.sub(rf"\[{database}\]\.\[dbo\]\.", f"[src_{source_alias}].", named, flags=re.IGNORECASE)
         # OUTPUT inserted.c / deleted.c (no INTO) returns rows like SQLite's RETURNING.
         returning = ""
         output = _OUTPUT.search(named)

@@ -219,6 +219,60 @@ def _cycle(client, server: Server) -> list[str]:
             )
         ),
     )
+    restores: list = []
+    restorer = _user("restorer", "governance.request_restore")
+    carol = _user("carol", "governance.approve_restore")
+
+    def request_restores():
+        from archival.restore.requests import create_request
+        from governance.models import ArchivalRun
+
+        run = ArchivalRun.objects.order_by("pk").first()
+        trade = TableConfig.objects.get(source_db="SourceDB2", table_name="Trade")
+        # The trades of the first run, and the contracts they reference (a
+        # parent: REFERENCED through the foreign key, restored first).
+        restores.append(
+            create_request(trade, "RUN", actor=restorer, reason="capture: recalculation", archive_run_id=run.pk)
+        )
+        # Two archived positions (a composite key) under the table hold placed
+        # above: restoring held rows is allowed and recorded.
+        with connections["archive"].cursor() as cur:
+            cur.execute(
+                "SELECT TOP (2) [basketId], [positionId], [businessDate] FROM [archive_sourcedb1].[Position] "
+                "ORDER BY [basketId], [positionId], [businessDate]"
+            )
+            first, second = cur.fetchall()
+        position = TableConfig.objects.get(source_db="SourceDB1", table_name="Position")
+        restores.append(
+            create_request(
+                position, "KEY_RANGE", actor=restorer, reason="capture: regulator", key_low=list(first),
+                key_high=list(second),
+            )
+        )  # fmt: skip
+
+    _step(failed, "restore request", request_restores)
+
+    def approve_restores():
+        from archival.restore.requests import approve
+
+        assert restores, "no restore was requested"
+        for request in restores:
+            approve(request, actor=carol, comment="capture")
+
+    _step(failed, "restore approve", approve_restores)
+
+    def execute_restores():
+        from archival.restore.executor import execute
+
+        assert restores, "no restore was requested"
+        for request in restores:
+            result = execute(request.pk, actor=restorer)
+            assert result.ok and result.restored, str(result)
+            if request.config.table_name == "Position":
+                # Held by the table hold placed above: restored, and recorded as held.
+                assert sum(t.held for t in result.tables) == result.restored, str(result)
+
+    _step(failed, "restore execute", execute_restores)
     far = dt.date.today() + dt.timedelta(days=365 * 60)
 
     def plan_disposal():
@@ -400,6 +454,42 @@ def test_disposal_deletes_archive_rows_only_through_usp_dispose_batch(captured):
     assert calls and not direct, [s.sql[:160] for s in direct] or "usp_dispose_batch was never called"
 
 
+def test_a_restore_moves_rows_only_through_usp_restore_batch_parents_first(captured):
+    # docs/sqlserver.md: the runtime login writes no source table and deletes no
+    # archive row; usp_restore_batch (signed) does both in one transaction.
+    server = captured.server
+    calls = [s for s in server.statements if "archival.usp_restore_batch" in s.sql]
+    assert calls, "usp_restore_batch was never called"
+    assert {s.login for s in calls} == {"archival_app"} and {s.alias for s in calls} == {"archive"}
+    sources = "|".join(DATABASES[a] for a in ("SourceDB1", "SourceDB2", "SourceDB3"))
+    writes = [
+        s
+        for s in server.statements
+        if re.search(rf"(?i)\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\[({sources})\]", s.sql)
+        or (
+            s.alias.startswith("SourceDB")
+            and re.search(r"(?i)^\s*(SET\s+NOCOUNT\s+\w+;\s*)?(INSERT|UPDATE|DELETE)\b", s.sql)
+        )
+        or re.search(r"(?i)\bDELETE\b[^;]*\[archive_", s.sql)
+        or re.search(r"(?i)\bIDENTITY_INSERT\b", s.sql)
+    ]
+    assert not writes, [s.sql[:200] for s in writes]
+    # The parent (Contract, referenced by the restored trades) comes back first,
+    # selected by the trades' own selection nested in a REFERENCED one.
+    tables = [dict(zip(re.findall(r"@(\w+)\s*=\s*\?", s.sql), s.params, strict=False)) for s in calls]
+    trading = [t for t in tables if t["source_alias"] == "SourceDB2"]
+    assert trading[0]["table_name"] == "Contract" and trading[-1]["table_name"] == "Trade"
+    parent = json.loads(trading[0]["selection"])
+    assert parent["kind"] == "REFERENCED" and parent["child_table"] == "Trade" and parent["child"]["kind"] == "RUN"
+    # The restore preview compares with the source through the signed procedure
+    # too: the runtime login has no SELECT on a source table.
+    assert any("archival.usp_restore_compare" in s.sql for s in server.statements), (
+        "the restore preview (archival/restore/requests.py count_table) reads the source tables itself; on SQL "
+        "Server (backend.moves_through_procedures()) it must take conflict_count and identical_count from "
+        "MSSQLBackend.restore_source_counts (archival.usp_restore_compare)"
+    )
+
+
 def test_every_captured_batch_is_tsql_sql_server_2019_runs(captured):
     server = captured.server
     bad = {}
@@ -517,3 +607,30 @@ def test_the_reader_reads_the_archive_schemas_and_nothing_named_like_them():
     grants = load_grants()
     assert grants.allows(READER_LOGIN, Need(ARCHIVE_DB, "archive_sourcedb2.Trade", "SELECT"))
     assert not grants.allows(READER_LOGIN, Need(ARCHIVE_DB, "archiveXpayroll.Salary", "SELECT"))
+
+
+def test_the_app_login_runs_a_restore_only_through_the_signed_procedure():
+    """sql/03 and sql/08: EXECUTE on usp_restore_batch (schema archival); no write of its own in a source,
+    no DELETE in the archive, no ALTER anywhere (the IDENTITY_INSERT right is the certificate user's)."""
+    from tests.mssql_grants import Need
+    from tests.mssql_standin import APP_LOGIN, ARCHIVE_DB, READER_LOGIN, SOURCE_DATABASES
+
+    grants = load_grants()
+    assert grants.allows(APP_LOGIN, Need(ARCHIVE_DB, "archival.usp_restore_batch", "EXECUTE"))
+    assert not grants.allows(READER_LOGIN, Need(ARCHIVE_DB, "archival.usp_restore_batch", "EXECUTE"))
+    for database in SOURCE_DATABASES.values():
+        for verb in ("INSERT", "DELETE", "UPDATE", "ALTER", "SELECT"):
+            assert not grants.allows(APP_LOGIN, Need(database, "dbo.Position", verb)), (database, verb)
+    for obj in ("archive_sourcedb1.Position", "dbo.governance_restoreledger", "dbo.governance_restorekey"):
+        assert not grants.allows(APP_LOGIN, Need(ARCHIVE_DB, obj, "DELETE")), obj
+        assert not grants.allows(APP_LOGIN, Need(ARCHIVE_DB, obj, "ALTER")), obj
+    assert not grants.allows(APP_LOGIN, Need(ARCHIVE_DB, "archive_sourcedb1.Position", "INSERT"))
+    # The certificate user (a user without login) holds what the signed body
+    # needs in the archive database: read the keys, write the ledger row.
+    signer = {(verb, obj) for db, who, verb, obj in grants.granted if who == "archival_signer"}
+    assert {
+        ("SELECT", "OBJECT::dbo.governance_restorekey"),
+        ("SELECT", "OBJECT::dbo.governance_restoreledger"),
+        ("INSERT", "OBJECT::dbo.governance_restoreledger"),
+    } <= signer
+    assert not {verb for verb, obj in signer if obj == "OBJECT::dbo.governance_restorekey"} - {"SELECT"}

@@ -145,3 +145,14 @@ def test_an_mssql_url_selects_mssql_django_and_makemigrations_reports_no_changes
     assert "No changes detected" in result.stdout
     # The mssql engine really was loaded (it tried to connect through mssql-python).
     assert "consistent migration history" in result.stderr
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_the_restore_batch_is_printed_with_its_insert_back_into_the_source(demo_configs):
+    text = dry_run("--table", "SourceDB2.main.Trade", "--template", "restore_batch")
+    assert parse_errors(text) == []
+    assert "-- restore_batch" in text and "selection shown: a KEY_RANGE" in text
+    assert "INSERT INTO [SourceDB2].[dbo].[Trade] (" in text
+    assert "DELETE a\nFROM [archive_sourcedb2].[Trade] AS a" in text
+    # The demo tables have no identity column: no IDENTITY_INSERT.
+    assert "SET IDENTITY_INSERT" not in text

@@ -72,7 +72,7 @@ def test_archive_batch_moves_with_an_ordered_cte_and_explicit_output_columns():
 
 def test_the_procedures_are_atomic_and_capped_below_lock_escalation():
     procs = (SQL_DIR / "07_procedures.sql").read_text()
-    for name in ("usp_archive_batch", "usp_dispose_batch"):
+    for name in ("usp_archive_batch", "usp_dispose_batch", "usp_restore_batch"):
         body = procs.split(f"PROCEDURE archival.{name}", 1)[1].split("\nGO\n", 1)[0]
         assert "SET XACT_ABORT ON;" in body and "BEGIN TRY" in body and "BEGIN CATCH" in body
         assert "@batch_size > 4000" in body
@@ -95,6 +95,14 @@ def test_dynamic_sql_concatenates_identifiers_only_through_quotename():
     assert not re.search(r"\+\s*@" + identifiers + r"\b", builder)
     assert not re.search(r"@" + identifiers + r"\s*\+", builder)
     assert builder.count("QUOTENAME(") >= 15
+    # The restore selection: the names a request gives (column, key_column,
+    # child_table, ref_column) enter the text only QUOTENAME'd, after the
+    # registry and the catalog confirmed them; values never (JSON paths).
+    selection = procs.split("PROCEDURE archival.usp_build_restore_selection", 1)[1].split("\nGO\n", 1)[0]
+    names = r"(column|ref_column|child_table|table|archive_schema|source_database|schema_name|table_name)"
+    assert not re.search(r"\+\s*@" + names + r"\b", selection)
+    assert not re.search(r"@" + names + r"\s*\+", selection)
+    assert "JSON_VALUE(@selection, N''' + @path" in selection
 
 
 class TestContract:
@@ -110,7 +118,9 @@ class TestContract:
         assert python in (self.declared[procedure], self.required[procedure])
 
     def test_every_runtime_procedure_has_a_python_caller(self):
-        runtime = {n for n in self.declared if n != "archival.usp_build_sql"}
+        # The builders are called by the batch procedures, not by Python.
+        builders = {"archival.usp_build_sql", "archival.usp_build_restore_selection"}
+        runtime = {n for n in self.declared if n not in builders}
         assert runtime == set(procedures.PROCEDURES)
 
     def test_the_call_text_uses_exec_output_and_parses(self):
@@ -158,7 +168,11 @@ class TestContract:
             "S", "S", "dbo", "T", "archive_s", "DATE_BASED", ["a"], [templates.KeyColumn("a", "int")], "a"
         )
         python_tokens = set(templates.tokens_for(spec))
-        assert template_tokens == tsql_tokens == python_tokens
+        # usp_restore_batch fills the selection's two tokens after usp_build_sql.
+        restore_tokens = re.findall(r"REPLACE\(@statement, N'\{(\w+)\}'", _procedure("usp_restore_batch"))
+        selection_tokens = templates.restore_selection(spec, {"kind": "RUN", "archive_run_id": 1})
+        assert restore_tokens == list(selection_tokens) and not tsql_tokens & set(restore_tokens)
+        assert template_tokens == tsql_tokens | set(restore_tokens) == python_tokens | set(selection_tokens)
         # ... and in the same order (REPLACE of {KEY_COLUMNS} must not eat {KEY_COLUMNS_S}).
         assert re.findall(r"REPLACE\(@sql, N'\{(\w+)\}'", procs) == list(templates.tokens_for(spec))
 
@@ -300,7 +314,13 @@ class TestProcedureSettings:
     https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2012/ms190356(v=sql.110)
     """
 
-    @pytest.mark.parametrize("name", ["usp_mark_table", "usp_archive_batch", "usp_dispose_batch", "usp_lock_holds"])
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "usp_mark_table", "usp_archive_batch", "usp_dispose_batch", "usp_lock_holds", "usp_restore_batch",
+            "usp_restore_compare",
+        ],
+    )  # fmt: skip
     def test_each_runtime_procedure_sets_its_own_session_options(self, name):
         body = _procedure(name)
         header, code = body.split("\nAS\nBEGIN\n", 1)
@@ -312,9 +332,10 @@ class TestProcedureSettings:
 
     def test_the_builder_sets_nocount_too(self):
         assert "SET NOCOUNT ON;" in _procedure("usp_build_sql")
+        assert "SET NOCOUNT ON;" in _procedure("usp_build_restore_selection")
 
     def test_a_lock_timeout_rolls_the_batch_back_and_reaches_the_caller(self):
-        for name in ("usp_archive_batch", "usp_dispose_batch"):
+        for name in ("usp_archive_batch", "usp_dispose_batch", "usp_restore_batch"):
             catch = _procedure(name).split("BEGIN CATCH", 1)[1]
             assert "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;" in catch and "THROW;" in catch
 
@@ -327,7 +348,9 @@ class TestProcedureSettings:
         assert "SET IMPLICIT_TRANSACTIONS OFF" not in body  # this one joins the caller's transaction
         assert opened < body.index("THROW 50400") < body.index("sys.sp_getapplock")
 
-    @pytest.mark.parametrize("name", ["usp_mark_table", "usp_archive_batch", "usp_dispose_batch"])
+    @pytest.mark.parametrize(
+        "name", ["usp_mark_table", "usp_archive_batch", "usp_dispose_batch", "usp_restore_batch", "usp_restore_compare"]
+    )
     def test_the_batch_procedures_own_their_transaction_under_implicit_transactions(self, name):
         # With IMPLICIT_TRANSACTIONS on, BEGIN TRANSACTION itself opens one
         # more (https://learn.microsoft.com/sql/t-sql/statements/set-implicit-transactions-transact-sql):
@@ -354,7 +377,7 @@ class TestDynamicSql:
         # ("Collations and tempdb",
         # https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2012/ms190920(v=sql.110));
         # a mismatch in a join fails with error 468.
-        for name in ("archive_batch", "dispose_batch"):
+        for name in ("archive_batch", "dispose_batch", "restore_batch"):
             body = templates.load_templates()[name]
             temp = body.split("CREATE TABLE #", 1)[1].split(");", 1)[0]
             assert "{KEY_DEFS}" in temp and "char" not in temp
@@ -558,3 +581,263 @@ class TestMarkChildGuard:
         assert "@child_thresholds = @child_thresholds," in marker
         body = templates.load_templates()["mark_table"]
         assert body.count("{MARK_CHILD_GUARD}") == 3 and "{CHILD_GUARD}" not in body
+
+
+class TestRestore:
+    """archival.usp_restore_batch (sql/07), its template (sql/05) and selection builder, and their Python twins."""
+
+    position = templates.ProcedureTable(
+        "SourceDB1", "Sales", "dbo", "Position", "archive_sourcedb1", "DATE_BASED",
+        ["positionId", "bookId", "businessDate", "amount", "amountEur", "rv"],
+        [templates.KeyColumn("positionId", "int"), templates.KeyColumn("businessDate", "date")], "businessDate",
+        hold_contract_column="bookId",
+        identity_columns=("positionId",), computed_columns=("amountEur",), rowversion_columns=("rv",),
+    )  # fmt: skip
+    trade = templates.ProcedureTable(
+        "SourceDB2", "Trading", "dbo", "Trade", "archive_sourcedb2", "CONTRACT_MATURITY",
+        ["tradeId", "contractId", "bookId"], [templates.KeyColumn("tradeId", "bigint")],
+        contract_table="Contract", contract_key_column="contractId", contract_reference_column="contractId",
+        contract_maturity_column="maturityDate",
+    )  # fmt: skip
+    leg = templates.ProcedureTable(
+        "SourceDB2", "Trading", "dbo", "Leg", "archive_sourcedb2", "DATE_BASED",
+        ["legId", "tradeId", "d"], [templates.KeyColumn("legId", "nvarchar(20)", "Latin1_General_CS_AS")], "d",
+    )  # fmt: skip
+    contract = templates.ProcedureTable(
+        "SourceDB2", "Trading", "dbo", "Contract", "archive_sourcedb2", "DATE_BASED",
+        ["contractId", "maturityDate"], [templates.KeyColumn("contractId", "int")], "maturityDate",
+    )  # fmt: skip
+
+    SELECTIONS = {
+        "key range": {"kind": "KEY_RANGE", "key_low": ["10", "2020-01-01"], "key_high": ["200", "2020-12-31"]},
+        "key range open end": {"kind": "KEY_RANGE", "key_low": ["10", "2020-01-01"], "key_high": None},
+        "contract": {"kind": "CONTRACT", "column": "bookId", "value": "B-7"},
+        "keys": {"kind": "KEYS", "request_id": 4},
+        "date range": {"kind": "DATE_RANGE", "date_from": "2020-01-01", "date_to": "2020-06-30"},
+        "run": {"kind": "RUN", "archive_run_id": 12},
+    }
+
+    @pytest.mark.parametrize("name", sorted(SELECTIONS))
+    def test_every_selection_kind_renders_tsql_that_parses(self, name):
+        body = templates.render("restore_batch", self.position, selection=self.SELECTIONS[name])
+        assert "{" not in body and parse_errors(body) == []
+        assert "WHERE (" in body and "AND (@key_after IS NULL OR (a.[positionId] > @k1" in body
+
+    def test_a_parent_selection_nests_the_childs_through_the_archived_child_rows(self):
+        # Contract <- Trade (contract join) <- Leg (foreign key): the contracts
+        # the selected legs' trades reference, level by level.
+        selection = {
+            "kind": "REFERENCED", "key_column": "contractId", "child_table": "Trade", "ref_column": "contractId",
+            "child": {
+                "kind": "REFERENCED", "key_column": "tradeId", "child_table": "Leg", "ref_column": "tradeId",
+                "child": {"kind": "KEY_RANGE", "key_low": ["L-1"], "key_high": ["L-9"]},
+            },
+        }  # fmt: skip
+        tokens = templates.restore_selection(self.contract, selection, {"Trade": self.trade, "Leg": self.leg})
+        assert tokens["SELECTION"] == (
+            "EXISTS (SELECT 1 FROM [archive_sourcedb2].[Trade] AS r1 WHERE r1.[contractId] = a.[contractId] AND ("
+            "EXISTS (SELECT 1 FROM [archive_sourcedb2].[Leg] AS r2 WHERE r2.[tradeId] = r1.[tradeId] AND ("
+            "(r2.[legId] >= @s2_lo1) AND (r2.[legId] <= @s2_hi1)))))"
+        )
+        assert tokens["SELECTION_DECLARE"] == (
+            "DECLARE @s2_lo1 nvarchar(20) = CAST(JSON_VALUE(@selection, N'$.child.child.key_low[0]') AS nvarchar(20));\n"
+            "DECLARE @s2_hi1 nvarchar(20) = CAST(JSON_VALUE(@selection, N'$.child.child.key_high[0]') AS nvarchar(20));\n"
+        )
+        body = templates.render(
+            "restore_batch", self.contract, selection=selection, tables={"Trade": self.trade, "Leg": self.leg}
+        )
+        assert parse_errors(body) == []
+
+    def test_values_stay_in_the_selection_parameter(self):
+        poison = "x'); DROP TABLE [dbo].[Position]; --"
+        for selection in (
+            {"kind": "CONTRACT", "column": "bookId", "value": poison},
+            {"kind": "KEY_RANGE", "key_low": [poison, poison], "key_high": None},
+        ):
+            body = templates.render("restore_batch", self.position, selection=selection)
+            assert poison not in body and "DROP" not in body
+        with pytest.raises(templates.RestoreSelectionError):  # not a date: refused (THROW 50866 in the procedure)
+            templates.render("restore_batch", self.position, selection={"kind": "DATE_RANGE", "date_from": poison})
+        declare = templates.restore_selection(self.position, self.SELECTIONS["contract"])["SELECTION_DECLARE"]
+        assert declare == "DECLARE @s0_contract nvarchar(4000) = JSON_VALUE(@selection, N'$.value');\n"
+
+    def test_the_python_twin_refuses_what_the_procedure_refuses(self):
+        bad = [
+            {"kind": "DELETE_ALL"},
+            {"kind": "KEY_RANGE", "key_low": ["1"], "key_high": None},  # two key columns
+            {"kind": "KEY_RANGE", "key_low": "1", "key_high": None},
+            {"kind": "CONTRACT", "column": "amount", "value": "x"},  # not the contract column
+            {"kind": "CONTRACT", "column": "bookId"},
+            {"kind": "KEYS"},
+            {"kind": "RUN", "archive_run_id": "12"},
+            {"kind": "DATE_RANGE", "date_from": "31.01.2020", "date_to": None},
+            {"kind": "REFERENCED", "key_column": "positionId", "child_table": "Nope", "ref_column": "x", "child": {}},
+        ]
+        for selection in bad:
+            with pytest.raises(templates.RestoreSelectionError):
+                templates.restore_selection(self.position, selection)
+        builder = _procedure("usp_build_restore_selection")
+        for number in range(50850, 50871):
+            assert f"THROW {number}," in builder, number
+        # Nesting is bounded, as in the procedure.
+        deep = {"kind": "RUN", "archive_run_id": 1}
+        for _ in range(templates.MAX_RESTORE_DEPTH + 1):
+            deep = {"kind": "REFERENCED", "key_column": "contractId", "child_table": "Contract",
+                    "ref_column": "contractId", "child": deep}  # fmt: skip
+        with pytest.raises(templates.RestoreSelectionError, match="levels deep"):
+            templates.restore_selection(self.contract, deep, {"Contract": self.contract})
+        assert "IF @depth > 8" in builder and templates.MAX_RESTORE_DEPTH == 8
+
+    def test_a_referenced_child_must_really_reference_the_table(self):
+        # The foreign key in the source catalog, or the child's contract join in the registry.
+        builder = _procedure("usp_build_restore_selection")
+        link = builder.split("IF @kind = N'REFERENCED'", 1)[1].split("CONTINUE;", 1)[0]
+        assert "archival_logic = 'CONTRACT_MATURITY' AND contract_table = @table" in link
+        assert "FROM sys.foreign_keys AS fk" in link and "fk.referenced_object_id = OBJECT_ID(@qualified" in link
+        assert link.index("THROW 50857") < link.index("SET @opening")
+
+    def test_the_insert_leaves_out_computed_and_rowversion_columns_and_sets_identity_insert_around_it(self):
+        # rowversion and computed columns cannot be inserted into; an identity
+        # column takes explicit values only under IDENTITY_INSERT, which needs
+        # ALTER on the table:
+        # https://learn.microsoft.com/sql/t-sql/statements/set-identity-insert-transact-sql
+        body = templates.render("restore_batch", self.position, selection=self.SELECTIONS["run"])
+        insert = "INSERT INTO [Sales].[dbo].[Position] ([positionId], [bookId], [businessDate], [amount])\n"
+        assert insert + "SELECT a.[positionId], a.[bookId], a.[businessDate], a.[amount]\n" in body
+        on = body.index("SET IDENTITY_INSERT [Sales].[dbo].[Position] ON;")
+        assert on < body.index(insert) < body.index("SET IDENTITY_INSERT [Sales].[dbo].[Position] OFF;")
+        assert body.index("SET @rows_restored = @@ROWCOUNT;") < body.index(
+            "IDENTITY_INSERT [Sales].[dbo].[Position] OFF"
+        )
+        plain = templates.render("restore_batch", self.contract, selection=self.SELECTIONS["run"])
+        assert "SET IDENTITY_INSERT" not in plain and "([contractId], [maturityDate])" in plain
+        # No OUTPUT INTO a source table: its target may have no enabled trigger,
+        # foreign key or CHECK constraint (docs/sqlserver.md, "OUTPUT ... INTO").
+        code = [line for line in plain.splitlines() if not line.lstrip().startswith("--")]
+        assert not [line for line in code if "OUTPUT" in line]
+        builder = _procedure("usp_build_sql")
+        assert "WHERE is_computed = 0 AND type_name <> N'timestamp';" in builder
+        assert "SET @identity_on = N'SET IDENTITY_INSERT ' + @source + N' ON;';" in builder
+        assert "c.is_identity, c.is_computed" in builder
+
+    def test_identical_rows_are_skipped_and_other_values_stop_with_the_key(self):
+        body = templates.render("restore_batch", self.position, selection=self.SELECTIONS["run"])
+        compare = "WHERE NOT EXISTS (SELECT s.[positionId], s.[bookId], s.[businessDate], s.[amount] INTERSECT "
+        assert body.count(compare) == 2  # counted, then the first key in key order
+        assert "ORDER BY b.[positionId], b.[businessDate];\n    RETURN;" in body
+        assert body.index("RETURN;") < body.index("INSERT INTO [Sales]")
+        assert "INNER JOIN [Sales].[dbo].[Position] AS s WITH (UPDLOCK, HOLDLOCK)" in body
+        assert "WHERE b.in_source = 0;" in body  # identical rows are not inserted again ...
+        delete = body.split("DELETE a\n", 1)[1].split(";", 1)[0]
+        assert "in_source" not in delete  # ... but their archive copy goes
+        proc = _procedure("usp_restore_batch")
+        conflict = proc.split("IF @conflicts > 0", 1)[1].split("END;", 1)[0]
+        assert "THROW 50804, @message, 1;" in conflict and "@conflict_key" in conflict
+        assert proc.index("IF @conflicts > 0") < proc.index("INSERT INTO [dbo].[governance_restoreledger]")
+
+    def test_counts_reconcile_before_commit(self):
+        proc = _procedure("usp_restore_batch")
+        check = proc.split("-- Reconcile before commit", 1)[1].split("THROW 50805", 1)[0]
+        for condition in (
+            "@rows_deleted <> @batch_rows",
+            "@rows_deleted <> @rows_restored + @rows_skipped",
+            "@rows_in_source <> @rows_deleted",
+            "@rows_recorded <> @rows_deleted",
+            "@ledger_rows <> @rows_restored",
+        ):
+            assert condition in check
+        assert proc.index("BEGIN TRANSACTION;") < proc.index("THROW 50805") < proc.index("COMMIT TRANSACTION;")
+        body = templates.load_templates()["restore_batch"]
+        assert (
+            "SELECT @rows_in_source = COUNT(*)\nFROM {SOURCE} AS s\nINNER JOIN #batch AS b ON {KEY_JOIN_S_B};" in body
+        )
+
+    def test_the_preview_compares_with_the_source_through_the_signed_procedure(self):
+        # The runtime login reads no source table (VIEW DEFINITION only): the
+        # preview's conflicting and identical counts come from usp_restore_compare,
+        # with the batch's own selection and compared columns.
+        body = templates.render("restore_compare", self.position, selection=self.SELECTIONS["keys"])
+        assert "{" not in body and parse_errors(body) == []
+        join = "INNER JOIN [Sales].[dbo].[Position] AS s ON s.[positionId] = a.[positionId] AND s.[businessDate] = a.[businessDate]"
+        assert body.count(join) == 2
+        compare = "(SELECT s.[positionId], s.[bookId], s.[businessDate], s.[amount] INTERSECT SELECT a.[positionId]"
+        assert "AND NOT EXISTS " + compare in body and "AND EXISTS " + compare in body
+        assert "DELETE" not in body and "INSERT" not in body and "UPDATE" not in body
+        proc = _procedure("usp_restore_compare")
+        assert "BEGIN TRANSACTION" not in proc and "@template_name = N'restore_compare'" in proc
+        assert "EXEC archival.usp_build_restore_selection" in proc
+
+    def test_the_ledger_insert_matches_the_restore_ledger_model(self):
+        from governance.models import RestoreLedger
+
+        m = re.search(r"INSERT INTO \[dbo\]\.\[(\w+)\] \((.*?)\)", _procedure("usp_restore_batch"), re.DOTALL)
+        assert m.group(1) == RestoreLedger._meta.db_table
+        inserted = {c.strip() for c in m.group(2).split(",")}
+        assert inserted == {f.column for f in RestoreLedger._meta.concrete_fields if not f.primary_key}
+        assert "N'MOVED'" in _procedure("usp_restore_batch")
+
+    def test_the_restored_keys_are_recorded_before_the_rows_leave_the_archive(self):
+        from governance.models import RestoredKey
+
+        body = templates.load_templates()["restore_batch"]
+        m = re.search(r"INSERT INTO \[dbo\]\.\[(\w+)\] \((.*?)\)\nSELECT (.*?)\n", body)
+        assert m.group(1) == RestoredKey._meta.db_table
+        columns = [c.strip(" []") for c in m.group(2).split(",")]
+        assert set(columns) == {f.column for f in RestoredKey._meta.concrete_fields if not f.primary_key}
+        assert m.group(3) == "@request_id, @config_id, @batch_no, {KEY_TEXT_A}"
+        assert body.index("[governance_restoredkey]") < body.index("DELETE a\nFROM {ARCHIVE}")
+        grants = _script("08_")
+        assert "GRANT SELECT, INSERT ON OBJECT::[dbo].[governance_restoredkey] TO [archival_signer];" in grants
+
+    def test_keys_match_restore_keys_by_the_canonical_key_text_of_holds(self):
+        from governance.models import RestoreKey
+
+        selection = templates.restore_selection(self.position, self.SELECTIONS["keys"])["SELECTION"]
+        used = set(re.findall(r"\brk0\.\[(\w+)\]", selection))
+        assert used == {f.column for f in RestoreKey._meta.concrete_fields} - {"id"}
+        assert f"[dbo].[{RestoreKey._meta.db_table}]" in selection
+        key_text = templates.tokens_for(self.position)["KEY_TEXT_A"]
+        assert selection.endswith(f"rk0.[key_text] = {key_text})")
+        assert "archival.fn_key_text(@keys, @key_types, @alias)" in _procedure("usp_build_restore_selection")
+
+    def test_held_rows_are_counted_with_the_disposal_hold_match(self):
+        restore, dispose = templates.load_templates()["restore_batch"], templates.load_templates()["dispose_batch"]
+
+        def match(body):
+            return body.split("WHERE EXISTS (\n    SELECT 1\n    FROM [dbo].[governance_hold] AS h", 1)[1].split(
+                ");", 1
+            )[0]
+
+        assert match(restore) == match(dispose)
+        assert "SELECT @rows_held = COUNT(*) FROM #batch WHERE held = 1;" in restore
+
+    def test_key_bound_is_the_inclusive_expanded_or_form(self):
+        assert templates.key_bound(["a", "b", "c"], "x", ">", "@lo") == (
+            "x.[a] > @lo1 OR (x.[a] = @lo1 AND (x.[b] > @lo2 OR (x.[b] = @lo2 AND (x.[c] >= @lo3))))"
+        )
+        assert templates.key_bound(["a"], "x", "<", "@hi") == "x.[a] <= @hi1"
+        assert "CREATE OR ALTER FUNCTION archival.fn_key_bound(" in _script("04_")
+        assert "WHEN @predicate IS NULL THEN @column + N' ' + @op + N'= ' + @variable" in _script("04_")
+
+    def test_an_archive_column_the_source_lost_stops_the_restore(self):
+        builder = _procedure("usp_build_sql")
+        block = builder.split("IF @template_name IN (N'restore_batch', N'restore_compare')", 1)[1]
+        block = block.split("END;\n    END;", 1)[0]
+        assert "NOT EXISTS (SELECT 1 FROM @cols AS c WHERE c.name = ac.name)" in block and "THROW 50214" in block
+
+    def test_the_restore_procedures_are_signed_and_their_rights_granted(self):
+        grants, provisioning = _script("08_"), _script("06_")
+        signed = grants.split("DECLARE procs CURSOR", 1)[1].split("OPEN procs;", 1)[0]
+        assert "N'usp_build_restore_selection', N'usp_restore_compare', N'usp_restore_batch'" in signed
+        assert "GRANT SELECT, INSERT ON OBJECT::[dbo].[governance_restoreledger] TO [archival_signer];" in grants
+        assert "GRANT SELECT ON OBJECT::[dbo].[governance_restorekey] TO [archival_signer];" in grants
+        # INSERT on each source table; ALTER where an identity column needs IDENTITY_INSERT.
+        assert "N'GRANT SELECT, INSERT, DELETE ON ' + QUOTENAME(@schema_name)" in provisioning
+        assert "IF EXISTS (SELECT 1 FROM @cols WHERE is_identity = 1)" in provisioning
+        assert "N'GRANT ALTER ON ' + QUOTENAME(@schema_name)" in provisioning
+        loop = grants.split("DECLARE registered CURSOR", 1)[1]
+        assert "N'GRANT INSERT ON ' + @qualified + N' TO [archival_signer]'" in loop
+        assert "IF @has_identity > 0" in loop and "N'GRANT ALTER ON ' + @qualified" in loop
+        # Never to the runtime login's roles: no ALTER, and provisioning grants them nothing.
+        assert not re.search(r"GRANT[^;]*\bALTER\b[^;]*TO \[(archival_app_data|archival_executor)\]", grants)
+        assert not re.search(r"TO \[(archival_app_data|archival_executor)\]", provisioning)

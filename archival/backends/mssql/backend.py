@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import Error, transaction
+from django.utils import timezone
 
 from archival.backends.base import (
     DATE_FAMILIES,
     Backend,
     Column,
     ForeignKey,
+    InsertTarget,
     NotOnThisEngine,
+    RestoreBatchCounts,
     SchemaError,
     TableInfo,
     generic_type,
@@ -30,6 +34,7 @@ from archival.backends.mssql.procedures import (
     call_procedure,
     decode_key,
     encode_key,
+    encode_selection,
 )
 from archival.backends.mssql.sqltypes import (
     _NSIZED,
@@ -41,6 +46,11 @@ from archival.backends.mssql.sqltypes import (
     quote,
     type_sql,
 )
+
+# Calls of archival.usp_restore_batch per batch when SQL Server rolls it back
+# as a deadlock victim (1205) or on a lock time-out (1222): the whole batch
+# was undone, so it is simply called again (archival.retry).
+RESTORE_BATCH_ATTEMPTS = 3
 
 # Engine-neutral families of the types generic_type does not know: the CLR
 # types and rowversion reach Python as bytes.
@@ -161,6 +171,36 @@ class MSSQLBackend(Backend):
             )
             fks = [ForeignKey(*r) for r in cur.fetchall()]
         return TableInfo(schema, table, columns, pk, fks)
+
+    def insertable_columns(self, schema: str, table: str) -> InsertTarget:
+        # Computed columns and rowversion (sys.types: timestamp) cannot be
+        # inserted into: the source derives them again. An identity column is
+        # written with its archived value under SET IDENTITY_INSERT, which
+        # archival.usp_restore_batch sets around its INSERT (no clause here).
+        from archival.backends.mssql.templates import source_column_kinds
+
+        info = self.describe(schema, table)
+        _, computed = source_column_kinds(self, schema, table)
+        derived = [c.name for c in info.columns if c.name in computed or c.db_type in _ROWVERSION]
+        return InsertTarget(
+            columns=[c for c in info.column_names if c not in derived], overriding="", derived=tuple(derived)
+        )
+
+    def restore_source_counts(self, *, config, selection: dict) -> tuple[int, int]:
+        """(conflicting, identical) selected archive rows whose key is in the source (``archival.usp_restore_compare``).
+
+        The preview's comparison with the source on SQL Server: the runtime
+        login reads no source table, the signed procedure does. Conflicting:
+        the source row has other values in the columns a restore writes;
+        identical: it has the same (the batch skips it).
+        """
+        with self.connection.cursor() as cur:
+            out = call_procedure(
+                cur, "archival.usp_restore_compare",
+                source_alias=config.source_db, schema_name=config.schema_name, table_name=config.table_name,
+                selection=encode_selection(selection), lock_timeout_ms=settings.ARCHIVAL_LOCK_TIMEOUT_MS,
+            )  # fmt: skip
+        return int(out["conflicts"] or 0), int(out["identical"] or 0)
 
     # -- SQL fragments -------------------------------------------------------
     def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
@@ -505,6 +545,69 @@ class MSSQLBackend(Backend):
             )  # fmt: skip
         return BatchResult(int(out["rows_moved"] or 0), int(out["rows_skipped"] or 0), decode_key(out["key_high"]))
 
+    def restore_batch(
+        self,
+        *,
+        request_id: int,
+        config,
+        batch_no: int,
+        key_after: list | None,
+        batch_size: int,
+        selection: dict,
+    ) -> RestoreBatchCounts:
+        """One restore batch inside the instance (``archival.usp_restore_batch``); the procedure owns the transaction.
+
+        The next ``batch_size`` archive rows of ``selection`` after
+        ``key_after`` in key order go back into the source in one
+        transaction: conflict check (a source row with the same key and
+        other values stops the table, error 50804 naming the key; identical
+        ones are skipped), INSERT with the source's insertable columns
+        (IDENTITY_INSERT for an identity column), DELETE from the archive,
+        the RestoreLedger row (state MOVED), reconciliation, commit.
+        ``key_high`` None: nothing was left after ``key_after``. A deadlock
+        (1205) or lock time-out (1222) rolled the whole batch back, so the
+        call is simply made again (with backoff); it must not run inside a
+        Django atomic block on this connection (retry_transient refuses to
+        retry there).
+        """
+        from archival.retry import is_transient, is_unreachable, retry_transient
+
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ProcedureCallError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server, not {batch_size}")
+        inputs = dict(
+            request_id=request_id, config_id=config.pk, source_alias=config.source_db,
+            schema_name=config.schema_name, table_name=config.table_name, selection=encode_selection(selection),
+            # Holds active today, as Hold.objects.active() counts them.
+            as_of=timezone.localdate(), batch_size=batch_size, batch_no=batch_no, key_after=encode_key(key_after),
+            lock_timeout_ms=settings.ARCHIVAL_LOCK_TIMEOUT_MS,
+        )  # fmt: skip
+
+        def call() -> dict:
+            with self.connection.cursor() as cur:
+                return call_procedure(cur, "archival.usp_restore_batch", **inputs)
+
+        try:
+            out = retry_transient(
+                call,
+                attempts=RESTORE_BATCH_ATTEMPTS,
+                base_delay=0.5,
+                # Not a lost connection: the batch may have committed before
+                # the answer was lost; the executor resumes from the ledger.
+                retryable=lambda exc: is_transient(exc) and not is_unreachable(exc),
+            )
+        except Error as exc:
+            typed = _restore_error(exc)
+            if typed is None:
+                raise
+            raise typed from exc
+        return RestoreBatchCounts(
+            restored=int(out["rows_restored"] or 0),
+            skipped_identical=int(out["rows_skipped"] or 0),
+            deleted=int(out["rows_deleted"] or 0),
+            held=int(out["rows_held"] or 0),
+            key_high=decode_key(out["key_high"]),
+        )
+
     def run_dispose_procedure(
         self,
         *,
@@ -605,6 +708,29 @@ class MSSQLBackend(Backend):
         """
         with self.connection.cursor() as cur:
             call_procedure(cur, "archival.usp_lock_holds", lock_timeout_ms=settings.ARCHIVAL_LOCK_TIMEOUT_MS)
+
+
+# What archival.usp_restore_batch THROWs when a batch must stop the table
+# (50804: a source row with the key and other values; 50805: counts that do
+# not reconcile), matched in the server's message as every driver reports it.
+_RESTORE_CONFLICT = re.compile(r"Restore of .*? nothing of the batch moved\.", re.DOTALL)
+_RESTORE_RECONCILE = re.compile(r"Restore batch counts do not reconcile; the batch is rolled back\.")
+
+
+def _restore_error(exc: BaseException):
+    """The restore engine's own error for a THROW of usp_restore_batch (None: any other error)."""
+    from archival.restore.errors import RestoreConflict, RestoreReconcileError
+
+    seen, link = set(), exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        text = " ".join(str(a) for a in getattr(link, "args", ())) or str(link)
+        for pattern, error in ((_RESTORE_CONFLICT, RestoreConflict), (_RESTORE_RECONCILE, RestoreReconcileError)):
+            found = pattern.search(text)
+            if found:
+                return error(found.group(0))
+        link = link.__cause__ or link.__context__
+    return None
 
 
 def _ends_with_order_by(sql: str) -> bool:

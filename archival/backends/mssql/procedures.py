@@ -92,7 +92,72 @@ PROCEDURES: dict[str, list[ProcParam]] = {
         ProcParam("lock_timeout_ms", "int"),
     ],
     "archival.usp_lock_holds": [ProcParam("lock_timeout_ms", "int")],
+    "archival.usp_restore_compare": [
+        ProcParam("source_alias", "sysname"),
+        ProcParam("schema_name", "sysname"),
+        ProcParam("table_name", "sysname"),
+        ProcParam("selection", "nvarchar(max)"),
+        ProcParam("conflicts", "bigint", True),
+        ProcParam("identical", "bigint", True),
+        ProcParam("lock_timeout_ms", "int"),
+    ],
+    "archival.usp_restore_batch": [
+        ProcParam("request_id", "bigint"),
+        ProcParam("config_id", "bigint"),
+        ProcParam("source_alias", "sysname"),
+        ProcParam("schema_name", "sysname"),
+        ProcParam("table_name", "sysname"),
+        ProcParam("selection", "nvarchar(max)"),
+        ProcParam("as_of", "date"),
+        ProcParam("batch_size", "int"),
+        ProcParam("batch_no", "int"),
+        ProcParam("key_after", "nvarchar(max)"),
+        ProcParam("rows_restored", "int", True),
+        ProcParam("rows_skipped", "int", True),
+        ProcParam("rows_deleted", "int", True),
+        ProcParam("rows_held", "int", True),
+        ProcParam("key_high", "nvarchar(max)", True),
+        ProcParam("lock_timeout_ms", "int"),
+    ],
 }
+
+RESTORE_KINDS = ("KEY_RANGE", "CONTRACT", "KEYS", "DATE_RANGE", "RUN", "REFERENCED")
+
+
+def encode_selection(selection: dict) -> str:
+    """A restore selection as archival.usp_restore_batch takes it: one JSON object.
+
+    Keys (``key_low``/``key_high``) travel as JSON arrays of strings like
+    every key the procedures take; dates as YYYY-MM-DD; a REFERENCED
+    selection nests its child's. The procedure reads each value at a
+    constant JSON path (archival.usp_build_restore_selection): values never
+    enter the statement text.
+    """
+
+    def plain(level, depth: int = 0):
+        if not isinstance(level, dict) or level.get("kind") not in RESTORE_KINDS:
+            raise ProcedureCallError(
+                f"a restore selection is an object whose kind is one of {', '.join(RESTORE_KINDS)}, not {level!r}"[:300]
+            )
+        if depth > 8:
+            raise ProcedureCallError("a restore selection nests parent tables more than 8 levels deep")
+        out = {}
+        for name, value in level.items():
+            if name in {"key_low", "key_high"} and value is not None:
+                if not isinstance(value, (list, tuple)):
+                    raise ProcedureCallError(f"{name} of a KEY_RANGE selection is a list of key values")
+                out[name] = json.loads(encode_key(value))
+            elif name == "child":
+                out[name] = plain(value, depth + 1)
+            elif isinstance(value, (dt.date, dt.datetime)):
+                out[name] = value.isoformat()
+            elif isinstance(value, Decimal):
+                out[name] = format(value, "f")
+            else:
+                out[name] = value
+        return out
+
+    return json.dumps(plain(selection), ensure_ascii=False)
 
 
 def call_sql(procedure: str, inputs: dict) -> tuple[str, list]:

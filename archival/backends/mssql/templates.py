@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from django.conf import settings
@@ -34,6 +35,21 @@ def keyset_predicate(columns: list[str], alias: str) -> str:
             predicate = f"{column} > {param}"
         else:
             predicate = f"{column} > {param} OR ({column} = {param} AND ({predicate}))"
+    return predicate or ""
+
+
+def key_bound(columns: list[str], alias: str, op: str, variable_prefix: str) -> str:
+    """Twin of archival.fn_key_bound: inclusive bound, op ``>`` (key >= ...) or ``<`` (key <= ...)."""
+    if op not in {">", "<"}:
+        raise ValueError(f"key_bound takes > or <, not {op!r}")
+    predicate = None
+    for i in range(len(columns), 0, -1):
+        column = f"{alias}.{quote(columns[i - 1])}"
+        variable = f"{variable_prefix}{i}"
+        if predicate is None:
+            predicate = f"{column} {op}= {variable}"
+        else:
+            predicate = f"{column} {op} {variable} OR ({column} = {variable} AND ({predicate}))"
     return predicate or ""
 
 
@@ -127,6 +143,13 @@ class ProcedureTable:
     # Each child table's rule, as the registry has it: (table, archival logic,
     # date column, contract table, contract key, contract reference, maturity).
     child_rules: tuple[tuple[str, str, str, str, str, str, str], ...] = ()
+    # Source columns a restore treats apart (sys.columns is_identity,
+    # is_computed; rowversion, which sys.types calls timestamp): computed and
+    # rowversion columns are left out of the INSERT, an identity column is
+    # inserted under IDENTITY_INSERT.
+    identity_columns: tuple[str, ...] = ()
+    computed_columns: tuple[str, ...] = ()
+    rowversion_columns: tuple[str, ...] = ()
 
 
 def tokens_for(spec: ProcedureTable) -> dict[str, str]:
@@ -190,6 +213,19 @@ def tokens_for(spec: ProcedureTable) -> dict[str, str]:
             for c in spec.columns
         )
 
+    insertable = [c for c in spec.columns if c not in spec.computed_columns and c not in spec.rowversion_columns]
+
+    def restore_compare(alias: str) -> str:
+        return ", ".join(
+            f"CONVERT(varbinary(max), {alias}.{quote(c)})" if c in spec.spatial_columns else f"{alias}.{quote(c)}"
+            for c in insertable
+        )
+
+    identity_on = identity_off = ""
+    if spec.identity_columns:
+        identity_on = f"SET IDENTITY_INSERT {source} ON;"
+        identity_off = f"SET IDENTITY_INSERT {source} OFF;"
+
     return {
         "CURSOR_DECLARE": cursor_declare,
         "KEY_DEFS": key_defs,
@@ -216,14 +252,162 @@ def tokens_for(spec: ProcedureTable) -> dict[str, str]:
         "COLUMNS_DELETED": column_list(spec.columns, "deleted."),
         "COMPARE_S": compare("s"),
         "COMPARE_A": compare("a"),
+        "KEY_COLUMNS_B": column_list(keys, "b."),
+        "KEY_JOIN_S_A": key_join(keys, "s", "a"),
+        "INSERT_COLUMNS": column_list(insertable),
+        "INSERT_COLUMNS_A": column_list(insertable, "a."),
+        "IDENTITY_INSERT_ON": identity_on,
+        "IDENTITY_INSERT_OFF": identity_off,
+        "RESTORE_COMPARE_S": restore_compare("s"),
+        "RESTORE_COMPARE_A": restore_compare("a"),
     }
 
 
-def render(template: str, spec: ProcedureTable, templates: dict[str, str] | None = None) -> str:
-    """The dynamic SQL archival.usp_build_sql builds for ``template`` and ``spec``."""
+# -- restore selections (twin of archival.usp_build_restore_selection) -----------
+RESTORE_KINDS = ("KEY_RANGE", "CONTRACT", "KEYS", "DATE_RANGE", "RUN", "REFERENCED")
+MAX_RESTORE_DEPTH = 8
+
+
+class RestoreSelectionError(ValueError):
+    """A selection the procedure would refuse (the same rules, checked before anything is sent)."""
+
+
+def restore_selection(
+    spec: ProcedureTable, selection: dict, tables: dict[str, ProcedureTable] | None = None
+) -> dict[str, str]:
+    """The {SELECTION_DECLARE} and {SELECTION} tokens archival.usp_build_restore_selection builds.
+
+    ``selection``: the JSON-able selection of the restore contract
+    (``{"kind": "KEY_RANGE", "key_low": [...], "key_high": [...]}``, ...,
+    ``{"kind": "REFERENCED", "key_column", "child_table", "ref_column",
+    "child": {...}}``). ``tables``: the ProcedureTable of each child table a
+    REFERENCED selection names, by table name (same source and schema).
+    Values never enter the text: the DECLAREs read them from the
+    ``@selection`` parameter at constant JSON paths.
+    """
+    tables = tables or {}
+    declare: list[str] = []
+    opening, closing = "", ""
+    path, table, level, depth = "$", spec, selection, 0
+    while True:
+        if depth > MAX_RESTORE_DEPTH:
+            raise RestoreSelectionError(f"the selection nests parent tables more than {MAX_RESTORE_DEPTH} levels deep")
+        if not isinstance(level, dict):
+            raise RestoreSelectionError("a selection is a JSON object with its kind and values")
+        alias = "a" if depth == 0 else f"r{depth}"
+        prefix = f"@s{depth}_"
+        kind = level.get("kind")
+        keys = [k.name for k in table.key]
+        if kind == "REFERENCED":
+            child_name = level.get("child_table")
+            key_column, ref_column = level.get("key_column"), level.get("ref_column")
+            child = tables.get(child_name)
+            if not (key_column and ref_column and isinstance(level.get("child"), dict)):
+                raise RestoreSelectionError(
+                    "a REFERENCED selection needs key_column, child_table, ref_column and the child's selection"
+                )
+            if key_column not in table.columns:
+                raise RestoreSelectionError(f"{key_column!r} is not a column of {table.table_name}")
+            if child is None or ref_column not in child.columns:
+                raise RestoreSelectionError(f"child table {child_name!r} is unknown or lacks {ref_column!r}")
+            child_alias = f"r{depth + 1}"
+            opening += (
+                f"EXISTS (SELECT 1 FROM {quote(child.archive_schema)}.{quote(child.table_name)} AS {child_alias} "
+                f"WHERE {child_alias}.{quote(ref_column)} = {alias}.{quote(key_column)} AND ("
+            )
+            closing += "))"
+            table, level, path, depth = child, level["child"], f"{path}.child", depth + 1
+            continue
+        if kind == "KEY_RANGE":
+            parts = []
+            for end, short, op in (("key_low", "lo", ">"), ("key_high", "hi", "<")):
+                bound = level.get(end)
+                if bound is None:
+                    continue
+                if not isinstance(bound, list) or len(bound) != len(keys):
+                    raise RestoreSelectionError(f"{end} of a KEY_RANGE selection needs one value per key column")
+                declare += [
+                    f"DECLARE {prefix}{short}{i} {k.type_sql} = "
+                    f"CAST(JSON_VALUE(@selection, N'{path}.{end}[{i - 1}]') AS {k.type_sql});\n"
+                    for i, k in enumerate(table.key, start=1)
+                ]
+                parts.append(f"({key_bound(keys, alias, op, f'{prefix}{short}')})")
+            own = " AND ".join(parts) or "1 = 1"
+        elif kind == "CONTRACT":
+            column = level.get("column")
+            if not column or level.get("value") is None:
+                raise RestoreSelectionError("a CONTRACT selection needs the contract column and a value")
+            if column not in {table.hold_contract_column, table.contract_reference_column} - {""}:
+                raise RestoreSelectionError(
+                    f"{column!r} is not the contract column {table.table_name} was provisioned with"
+                )
+            declare.append(f"DECLARE {prefix}contract nvarchar(4000) = JSON_VALUE(@selection, N'{path}.value');\n")
+            own = f"CONVERT(nvarchar(4000), {alias}.{quote(column)}) COLLATE DATABASE_DEFAULT = {prefix}contract"
+        elif kind == "KEYS":
+            if not isinstance(level.get("request_id"), int):
+                raise RestoreSelectionError("a KEYS selection needs the request_id whose RestoreKey rows list the keys")
+            declare.append(
+                f"DECLARE {prefix}request bigint = CAST(JSON_VALUE(@selection, N'{path}.request_id') AS bigint);\n"
+            )
+            text = key_text(keys, alias, [k.type_name for k in table.key])
+            own = (
+                f"EXISTS (SELECT 1 FROM [dbo].[governance_restorekey] AS rk{depth} WHERE rk{depth}.[request_id] = "
+                f"{prefix}request AND rk{depth}.[key_text] = {text})"
+            )
+        elif kind == "DATE_RANGE":
+            for end in ("date_from", "date_to"):
+                value = level.get(end)
+                try:
+                    if value is not None:
+                        date.fromisoformat(str(value))
+                except ValueError:
+                    raise RestoreSelectionError(f"{end} of a DATE_RANGE selection is a YYYY-MM-DD date") from None
+            declare += [
+                f"DECLARE {prefix}from date = CONVERT(date, JSON_VALUE(@selection, N'{path}.date_from'), 23);\n",
+                f"DECLARE {prefix}to date = CONVERT(date, JSON_VALUE(@selection, N'{path}.date_to'), 23);\n",
+            ]
+            own = (
+                f"{alias}.[reference_date] IS NOT NULL AND ({prefix}from IS NULL OR {alias}.[reference_date] >= "
+                f"{prefix}from) AND ({prefix}to IS NULL OR {alias}.[reference_date] <= {prefix}to)"
+            )
+        elif kind == "RUN":
+            if not isinstance(level.get("archive_run_id"), int):
+                raise RestoreSelectionError("a RUN selection needs the archive_run_id")
+            declare.append(
+                f"DECLARE {prefix}run bigint = CAST(JSON_VALUE(@selection, N'{path}.archive_run_id') AS bigint);\n"
+            )
+            own = f"{alias}.[archive_run_id] = {prefix}run"
+        else:
+            raise RestoreSelectionError(f"unknown restore selection kind {kind!r} (one of {', '.join(RESTORE_KINDS)})")
+        break
+    return {"SELECTION_DECLARE": "".join(declare), "SELECTION": opening + own + closing}
+
+
+def example_restore_selection(spec: ProcedureTable) -> dict:
+    """The selection the dry run shows for restore_batch: a key range (a request's own selection replaces it)."""
+    return {"kind": "KEY_RANGE", "key_low": ["..."] * len(spec.key), "key_high": ["..."] * len(spec.key)}
+
+
+def render(
+    template: str,
+    spec: ProcedureTable,
+    templates: dict[str, str] | None = None,
+    *,
+    selection: dict | None = None,
+    tables: dict[str, ProcedureTable] | None = None,
+) -> str:
+    """The dynamic SQL archival.usp_build_sql builds for ``template`` and ``spec``.
+
+    For restore_batch, archival.usp_restore_batch then fills the selection
+    tokens: from ``selection`` (default: the dry run's example key range).
+    """
     body = (templates or load_templates())[template]
     for token, value in tokens_for(spec).items():
         body = body.replace("{" + token + "}", value)
+    if template in {"restore_batch", "restore_compare"}:
+        chosen = selection if selection is not None else example_restore_selection(spec)
+        for token, value in restore_selection(spec, chosen, tables).items():
+            body = body.replace("{" + token + "}", value)
     return body
 
 
@@ -268,6 +452,7 @@ def procedure_table_for(config) -> ProcedureTable:
     native = source.vendor == "microsoft"
     schema = config.schema_name if native or config.schema_name != "main" else "dbo"
     collations = source_collations(source, config.schema_name, config.table_name) if native else {}
+    identity, computed = source_column_kinds(source, config.schema_name, config.table_name) if native else ((), ())
     key = []
     for name in info.primary_key:
         col = info.column(name)
@@ -300,6 +485,9 @@ def procedure_table_for(config) -> ProcedureTable:
         hold_contract_column=config.contract_column_for_holds(),
         children=children,
         spatial_columns=tuple(c.name for c in info.columns if c.db_type in {"geography", "geometry"}),
+        identity_columns=identity,
+        computed_columns=computed,
+        rowversion_columns=tuple(c.name for c in info.columns if c.db_type == "rowversion"),
         child_rules=tuple(
             (
                 c.table_name,
@@ -335,6 +523,19 @@ def source_collations(source, schema: str, table: str) -> dict[str, str]:
             [schema, table],
         )
         return {name: collation for name, collation in cur.fetchall()}
+
+
+def source_column_kinds(source, schema: str, table: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(identity columns, computed columns) of a SQL Server table (sys.columns is_identity, is_computed)."""
+    with source.connection.cursor() as cur:
+        cur.execute(
+            "SELECT c.name, c.is_identity, c.is_computed FROM sys.columns AS c "
+            "WHERE c.object_id = OBJECT_ID(QUOTENAME(%s) + N'.' + QUOTENAME(%s)) "
+            "AND (c.is_identity = 1 OR c.is_computed = 1) ORDER BY c.column_id",
+            [schema, table],
+        )
+        rows = cur.fetchall()
+    return tuple(r[0] for r in rows if r[1]), tuple(r[0] for r in rows if r[2])
 
 
 def provision_call(spec: ProcedureTable) -> str:

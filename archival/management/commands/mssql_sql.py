@@ -13,7 +13,7 @@ class Command(BaseCommand):
     help = (
         "Dry run for the SQL Server path: for each active table config (or the ones named), print the "
         "DBA's provisioning call and the dynamic SQL archival.usp_build_sql builds from sql/05_templates.sql "
-        "(mark, archive batch, dispose batch). Run it before provisioning and when reviewing a config. "
+        "(mark, archive batch, dispose batch, restore comparison and batch). Run it before provisioning and when reviewing a config. "
         "Changes nothing and needs no SQL Server."
     )
 
@@ -22,7 +22,9 @@ class Command(BaseCommand):
             "--table", action="append", default=[], metavar="SOURCE.SCHEMA.TABLE", help="Only this config (repeatable)."
         )
         parser.add_argument(
-            "--template", choices=["mark_table", "archive_batch", "dispose_batch"], help="Only this statement."
+            "--template",
+            choices=["mark_table", "archive_batch", "dispose_batch", "restore_compare", "restore_batch"],
+            help="Only this statement.",
         )
 
     def handle(self, *args, **options):
@@ -48,6 +50,11 @@ class Command(BaseCommand):
                 if options["template"] and name != options["template"]:
                     continue
                 self.stdout.write(f"-- {name}")
+                if name in {"restore_batch", "restore_compare"}:
+                    self.stdout.write(
+                        "-- (selection shown: a KEY_RANGE; archival.usp_restore_batch fills a request's own "
+                        "selection from archival.usp_build_restore_selection)"
+                    )
                 self.stdout.write(sql.strip())
                 self.stdout.write("GO")
         self.stdout.write(self.style.SUCCESS(f"-- Printed the SQL Server dynamic SQL for {len(tables)} table(s)."))
