@@ -272,7 +272,12 @@ def count_table(table, target: RestoreTarget, today: dt.date) -> dict:
     counts["eligible_again_count"] = _count(
         b, f"SELECT COUNT(*) {base} AND {t.col('reference_date')} < %s", [*params, b.param(threshold)]
     )
-    if target.mode == "same_server":
+    if target.mode == "same_server" and b.moves_through_procedures():
+        # The runtime login reads no source table on SQL Server; the signed procedure compares.
+        counts["conflict_count"], counts["identical_count"] = b.restore_source_counts(
+            config=table.config, selection=selection_of(table)
+        )
+    elif target.mode == "same_server":
         src = target.source_table(b)
         joined = f"FROM {t.qualified} a, {src} s WHERE {target.key_match(b, 's', 'a')} AND {sel}"
         same = target.identical(b, "a", "s")
