@@ -1,0 +1,497 @@
+"""Crash safety of restore: ``archival restore execute`` killed with SIGKILL, then run again.
+
+Each test archives the small demo first (a normal ``archival run`` in a
+subprocess), then creates and approves restore requests of several selection
+kinds: a key range of ``Trade`` (its ``Contract`` parent, by foreign key,
+comes back first), one contract's ``Position`` rows (its ``Contract`` by the
+contract join), a reference-date range of ``PriceHistory`` (SourceDB3, a
+database of its own on PostgreSQL: streamed in both topologies), a list of
+keys, and the rows of one archive run. ``manage.py archival restore execute
+N`` then runs in a subprocess that kills itself with SIGKILL at a named point
+(archival.engine.faults, ARCHIVAL_FAULT) or is killed from outside after a
+random number of committed batches; executing again must finish the request.
+
+Afterwards: source ∪ archive equals the rows as they were before the restore
+(nothing lost, nothing duplicated, no key in both places), exactly the
+selected rows (and the parents they reference) moved and nothing else, each
+restored row holds its archived values, the ledger agrees with the plan's
+counts, and each table has one certificate whose hash chain verifies.
+
+CI size: every named point once per topology plus two random kills each.
+CRASH_TRIALS=N adds N random kills per topology (the full size).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import connections
+
+from archival.backends import backend_for
+from archival.backends.sqlite import namespace_for
+from archival.disposal.keys import digest_of_keys
+from archival.engine.dates import subtract_months
+from archival.engine.spec import META_COLUMNS
+from governance.models import BatchLedger, TableConfig
+from tests.conftest import BASE_DIR, digest, manage, rows_of, snapshot, subprocess_env, union_check
+
+pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.crash]
+
+CUTOFF = "2026-11-25"
+# Small batches: the key range of Trade alone takes about fifty.
+BATCH = "10"
+SAME_SERVER_POINTS = [
+    "restore_batch_before_commit:2",
+    "restore_batch_after_commit:3",
+    "restore_table_done:1",
+]
+STREAMING_POINTS = [
+    "restore_stream_after_copy:2",
+    "restore_stream_after_delete:3",
+    "restore_table_done:1",
+]
+RANDOM_TRIALS = int(os.environ.get("CRASH_TRIALS", "2"))
+PASSWORD = "correct horse battery staple 42"
+# Trade keys restored by the KEY_RANGE request (inclusive both ends).
+TRADE_LOW, TRADE_HIGH = 200, 1100
+
+
+def topology_env(topology: str, batch: str = BATCH, **extra) -> dict:
+    env = subprocess_env(ARCHIVAL_BATCH_SIZE=batch, **extra)
+    if topology == "streaming":
+        env["ARCHIVAL_STREAMING_SOURCES"] = "SourceDB1,SourceDB2,SourceDB3"
+    return env
+
+
+def config_of(source: str, table: str) -> TableConfig:
+    return TableConfig.objects.get(source_db=source, table_name=table)
+
+
+# --- the archive, read directly --------------------------------------------
+
+
+@dataclass
+class ArchivedRow:
+    values: tuple  # the source's columns, canonical (tests.conftest.rows_of)
+    run_id: int
+    reference_date: str
+
+
+def archive_rows(config) -> dict[tuple, ArchivedRow]:
+    """Every archived row of a table by key: its source columns and the metadata a selection reads."""
+    source = backend_for(config.source_db)
+    info = source.describe(config.schema_name, config.table_name)
+    cols = info.column_names
+    pk_pos = [cols.index(c) for c in info.primary_key]
+    arc = backend_for("archive")
+    ns = namespace_for(config.source_db)
+    if not arc.table_exists(ns, config.table_name):
+        return {}
+    rows = rows_of(
+        "archive", arc.qualified(ns, config.table_name), [*cols, "archive_run_id", "reference_date"], arc.quote
+    )
+    n = len(cols)
+    return {
+        tuple(r[i] for i in pk_pos): ArchivedRow(values=r[:n], run_id=int(r[n]), reference_date=str(r[n + 1])[:10])
+        for r in rows
+    }
+
+
+def source_rows(config) -> dict[tuple, tuple]:
+    return snapshot([config])[str(config)]
+
+
+def union_digest(configs) -> str:
+    """One checksum over source ∪ archive of every table (archive values, source columns only)."""
+    merged = {}
+    for config in configs:
+        merged.update({(str(config), k): v.values for k, v in archive_rows(config).items()})
+        merged.update({(str(config), k): v for k, v in source_rows(config).items()})
+    return digest(merged)
+
+
+# --- the scenario: demo archived, requests approved -------------------------
+
+
+@dataclass
+class Planned:
+    """One request and, per table label, the keys it must bring back (computed here, not by the engine)."""
+
+    request_id: int
+    kind: str
+    main_label: str
+    expected: dict[str, set[tuple]] = field(default_factory=dict)
+
+
+@dataclass
+class Scenario:
+    original: dict  # source rows before the archival run
+    configs: list
+    before_source: dict[str, set[tuple]]  # keys in the source before the restore
+    before_archive: dict[str, dict[tuple, ArchivedRow]]
+    checksum: str  # union_digest before the restore
+    requests: list[Planned] = field(default_factory=list)
+
+
+def personas() -> tuple[User, User]:
+    def persona(name: str, perm: str) -> User:
+        user = User.objects.create_user(name, f"{name}@example.com", PASSWORD, is_staff=True)
+        user.user_permissions.add(Permission.objects.get(content_type__app_label="governance", codename=perm))
+        return User.objects.get(pk=user.pk)
+
+    return persona("restorer", "request_restore"), persona("approver", "approve_restore")
+
+
+def settle_recent_trades_on_open_contracts() -> None:
+    """Point every trade the run keeps at a contract that has not matured.
+
+    Then every matured SourceDB2 contract is referenced only by archived
+    trades and is archived too: the Trade -> Contract foreign key has many
+    parent rows in the archive, which a restore of trades must bring back first.
+    """
+    alias = "SourceDB2"
+    config = config_of(alias, "Trade")
+    backend = backend_for(alias)
+    threshold = subtract_months(dt.date.fromisoformat(CUTOFF), 24)
+    contracts = backend.qualified(config.schema_name, "Contract")
+    trades = backend.qualified(config.schema_name, "Trade")
+    q = backend.quote
+    param = backend.param
+    with connections[alias].cursor() as cur:
+        cur.execute(
+            f"SELECT {q('contractId')} FROM {contracts} WHERE {q('maturityDate')} IS NULL "
+            f"OR {q('maturityDate')} >= %s ORDER BY {q('contractId')}",
+            [param(threshold)],
+        )
+        open_contracts = [r[0] for r in cur.fetchall()]
+        cur.execute(
+            f"SELECT {q('tradeId')} FROM {trades} WHERE {q('settlementDate')} IS NULL OR {q('settlementDate')} >= %s",
+            [param(threshold)],
+        )
+        kept = [r[0] for r in cur.fetchall()]
+        cur.executemany(
+            f"UPDATE {trades} SET {q('contractId')} = %s WHERE {q('tradeId')} = %s",
+            [(open_contracts[i % len(open_contracts)], trade) for i, trade in enumerate(kept)],
+        )
+
+
+def archive_everything(topology: str) -> None:
+    done = manage("archival", "run", "--cutoff", CUTOFF, env=topology_env(topology, batch="500"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def make_scenario(topology: str) -> Scenario:
+    settle_recent_trades_on_open_contracts()
+    configs = list(TableConfig.objects.active())
+    original = snapshot(configs)
+    archive_everything(topology)
+    union_check(configs, original)
+    return Scenario(
+        original=original,
+        configs=configs,
+        before_source={str(c): set(source_rows(c)) for c in configs},
+        before_archive={str(c): archive_rows(c) for c in configs},
+        checksum=union_digest(configs),
+    )
+
+
+def plan_requests(scenario: Scenario, kinds: list[str]) -> list[Planned]:
+    """Create and approve one request per kind; return what each must restore."""
+    from archival.restore.requests import approve, create_request
+
+    restorer, approver = personas()
+    arc = scenario.before_archive
+    planned = []
+
+    def request(config, selection, expected, **values) -> None:
+        req = create_request(config, selection, actor=restorer, reason=f"crash test: {selection}", **values)
+        approve(req, actor=approver, comment="approved for the crash test")
+        planned.append(Planned(request_id=req.pk, kind=selection, main_label=str(config), expected=expected))
+
+    for kind in kinds:
+        if kind == "KEY_RANGE":
+            trade, contract = config_of("SourceDB2", "Trade"), config_of("SourceDB2", "Contract")
+            selected = {k for k in arc[str(trade)] if TRADE_LOW <= k[0] <= TRADE_HIGH}
+            contract_col = (
+                backend_for("SourceDB2").describe(trade.schema_name, "Trade").column_names.index("contractId")
+            )
+            referenced = {arc[str(trade)][k].values[contract_col] for k in selected}
+            parents = {k for k in arc[str(contract)] if k[0] in referenced}
+            assert len(selected) > 300 and len(parents) > 10, (len(selected), len(parents))
+            request(
+                trade,
+                "KEY_RANGE",
+                {str(trade): selected, str(contract): parents},
+                key_low=[TRADE_LOW],
+                key_high=[TRADE_HIGH],
+            )
+        elif kind == "CONTRACT":
+            position, contract = config_of("SourceDB1", "Position"), config_of("SourceDB1", "Contract")
+            cols = backend_for("SourceDB1").describe(position.schema_name, "Position").column_names
+            contract_col = cols.index("contractId")
+            by_contract: dict[int, set] = {}
+            for k, row in arc[str(position)].items():
+                by_contract.setdefault(row.values[contract_col], set()).add(k)
+            # An archived contract (so a parent row comes back) with the most archived positions.
+            cid = max((c for c in by_contract if (c,) in arc[str(contract)]), key=lambda c: len(by_contract[c]))
+            assert len(by_contract[cid]) > 10
+            request(
+                position,
+                "CONTRACT",
+                {str(position): by_contract[cid], str(contract): {(cid,)}},
+                contract_value=str(cid),
+            )
+        elif kind == "DATE_RANGE":
+            prices = config_of("SourceDB3", "PriceHistory")
+            dates = sorted({row.reference_date for row in arc[str(prices)].values()})
+            low, high = dates[len(dates) // 5], dates[len(dates) * 4 // 5]
+            selected = {k for k, row in arc[str(prices)].items() if low <= row.reference_date <= high}
+            assert len(selected) > 30
+            request(
+                prices,
+                "DATE_RANGE",
+                {str(prices): selected},
+                date_from=dt.date.fromisoformat(low),
+                date_to=dt.date.fromisoformat(high),
+            )
+        elif kind == "KEYS":
+            rates = config_of("SourceDB1", "RefRate000")
+            selected = set(sorted(arc[str(rates)])[::2])
+            assert len(selected) > 10
+            request(rates, "KEYS", {str(rates): selected}, keys=[list(k) for k in sorted(selected)])
+        elif kind == "RUN":
+            events = config_of("SourceDB2", "OpsEvent001")
+            run_id = next(iter(arc[str(events)].values())).run_id
+            selected = {k for k, row in arc[str(events)].items() if row.run_id == run_id}
+            request(events, "RUN", {str(events): selected}, archive_run_id=run_id)
+        else:
+            raise AssertionError(kind)
+    scenario.requests.extend(planned)
+    return planned
+
+
+ALL_KINDS = ["KEY_RANGE", "CONTRACT", "DATE_RANGE", "KEYS", "RUN"]
+
+
+# --- running and checking ----------------------------------------------------
+
+
+EXECUTE = ("archival", "restore", "execute")
+
+
+def execute(request_id: int, env: dict) -> subprocess.CompletedProcess:
+    return manage(*EXECUTE, str(request_id), "--as", "restorer", env=env)
+
+
+def status_of(request_id: int) -> str:
+    from governance.models.restore import RestoreRequest
+
+    return RestoreRequest.objects.get(pk=request_id).status
+
+
+def finish(request_id: int, topology: str) -> None:
+    done = execute(request_id, topology_env(topology))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert status_of(request_id) == "COMPLETED", done.stdout
+
+
+def check_request(planned: Planned) -> None:
+    """The request's plan, ledger and certificates agree with what had to move."""
+    from governance.models import AuditEvent
+    from governance.models.restore import (
+        RestoreCertificate,
+        RestoreLedger,
+        RestoreRequest,
+        RestoreTable,
+    )
+
+    req = RestoreRequest.objects.get(pk=planned.request_id)
+    assert req.status == "COMPLETED" and not req.lease_owner, (req.status, req.lease_owner, req.last_error)
+    tables = list(RestoreTable.objects.filter(request_id=req.pk).order_by("position"))
+    assert {t.table_label for t in tables} == set(planned.expected), [t.table_label for t in tables]
+    # Parents first: the requested table is the last one of the plan.
+    assert tables[-1].table_label == planned.main_label
+    for table in tables:
+        expected = planned.expected[table.table_label]
+        assert table.phase == "RESTORED", (table.table_label, table.phase, table.last_error)
+        ledger = list(RestoreLedger.objects.filter(request_id=req.pk, config_id=table.config_id).order_by("batch_no"))
+        assert [b.batch_no for b in ledger] == list(range(1, len(ledger) + 1)), "batch numbers skip or repeat"
+        assert all(b.state in ("MOVED", "DELETED") for b in ledger), "a restore batch was left half done"
+        assert all(b.deleted_count == b.row_count + b.skipped_identical for b in ledger), [
+            (b.batch_no, b.row_count, b.skipped_identical, b.deleted_count) for b in ledger
+        ]
+        restored = sum(b.row_count for b in ledger)
+        skipped = sum(b.skipped_identical for b in ledger)
+        assert (restored, skipped, len(ledger)) == (table.restored_count, table.skipped_identical, table.batches_done)
+        # Nothing was in the source before: every selected row is inserted, none skipped.
+        assert (restored, skipped) == (len(expected), 0), (table.table_label, restored, skipped, len(expected))
+        assert table.batches_done >= -(-len(expected) // int(BATCH))
+        certs = list(RestoreCertificate.objects.filter(request_id=req.pk, config_id=table.config_id))
+        assert len(certs) == 1, f"{table.table_label}: {len(certs)} certificates"
+        cert = certs[0]
+        assert table.certificate_id == cert.pk
+        assert (cert.row_count, cert.skipped_identical) == (len(expected), 0)
+        assert (cert.digest, cert.row_count) == digest_of_keys(expected), (
+            "certificate digest is not over the restored keys"
+        )
+        anchors = [
+            e
+            for e in AuditEvent.objects.filter(action="restore.table_restored")
+            if isinstance(e.details, dict) and e.details.get("certificate_hash") == cert.certificate_hash
+        ]
+        assert len(anchors) == 1, f"{table.table_label}: certificate anchored {len(anchors)} times in the audit chain"
+    assert AuditEvent.objects.filter(action="restore.completed", object_id=str(req.pk)).count() == 1
+
+
+def check_certificate_chain() -> None:
+    from archival.disposal.chain import verify_chains
+    from governance.models.restore import RestoreCertificate
+
+    certs = list(RestoreCertificate.objects.order_by("id"))
+    prev = ""
+    for cert in certs:
+        assert cert.prev_hash == prev, f"certificate {cert.pk}: prev_hash does not link to the one before"
+        prev = cert.certificate_hash
+    report = verify_chains(write_log=False)
+    assert report.ok, report.first_broken
+
+
+def check_end_state(scenario: Scenario) -> None:
+    """Source ∪ archive as before the restore; exactly the selected rows moved, with their archived values."""
+    union_check(scenario.configs, scenario.original)
+    assert union_digest(scenario.configs) == scenario.checksum
+    expected: dict[str, set] = {}
+    for planned in scenario.requests:
+        for label, keys in planned.expected.items():
+            assert not (expected.get(label, set()) & keys), f"{label}: two requests select the same rows"
+            expected.setdefault(label, set()).update(keys)
+    for config in scenario.configs:
+        label = str(config)
+        moved = expected.get(label, set())
+        now_source = source_rows(config)
+        now_archive = archive_rows(config)
+        assert set(now_source) == scenario.before_source[label] | moved, (
+            f"{label}: the source holds other keys than before plus the selection: "
+            f"missing {sorted(scenario.before_source[label] | moved - set(now_source))[:3]}, "
+            f"extra {sorted(set(now_source) - scenario.before_source[label] - moved)[:3]}"
+        )
+        assert set(now_archive) == set(scenario.before_archive[label]) - moved, f"{label}: archive keys differ"
+        for key in moved:
+            assert now_source[key] == scenario.before_archive[label][key].values, (
+                f"{label}: restored row {key} differs from its archived values"
+            )
+    for planned in scenario.requests:
+        check_request(planned)
+    check_certificate_chain()
+
+
+# --- the tests ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("topology", "point"),
+    [("same_server", p) for p in SAME_SERVER_POINTS] + [("streaming", p) for p in STREAMING_POINTS],
+)
+def test_a_kill_at_a_named_point_then_execute_again_restores_exactly_the_selection(demo, topology, point):
+    scenario = make_scenario(topology)
+    planned = plan_requests(scenario, ALL_KINDS)
+    killed_any = False
+    for request in planned:
+        killed = execute(request.request_id, topology_env(topology, ARCHIVAL_FAULT=point))
+        if request.kind == "KEY_RANGE":
+            # The longest request (two tables, ~60 batches) reaches every point.
+            assert killed.returncode == -signal.SIGKILL, (
+                f"the fault point {point} was not reached: {killed.stdout}{killed.stderr}"
+            )
+        else:
+            # Short requests may finish before the point's n-th pass.
+            assert killed.returncode in (-signal.SIGKILL, 0), killed.stdout + killed.stderr
+        if killed.returncode == -signal.SIGKILL:
+            killed_any = True
+            assert status_of(request.request_id) == "EXECUTING"
+            # Already true at the instant of the kill (a streamed batch may hold a row in both places).
+            union_check(scenario.configs, scenario.original, allow_both=True)
+        finish(request.request_id, topology)
+    assert killed_any
+    check_end_state(scenario)
+    # Executing a completed request again moves nothing and says so.
+    again = execute(planned[0].request_id, topology_env(topology))
+    assert again.returncode != 0 or "0 rows" in again.stdout, again.stdout
+    check_end_state(scenario)
+
+
+@pytest.mark.parametrize("topology", ["same_server", "streaming"])
+@pytest.mark.parametrize("trial", range(RANDOM_TRIALS))
+def test_a_kill_at_a_random_moment_then_execute_again_loses_nothing(demo, topology, trial):
+    from governance.models.restore import RestoreLedger
+
+    scenario = make_scenario(topology)
+    rng = random.Random(f"restore-{topology}-{trial}")
+    (request,) = plan_requests(scenario, ["KEY_RANGE"])
+    batches = sum(-(-len(keys) // int(BATCH)) for keys in request.expected.values())
+    proc = subprocess.Popen(
+        [sys.executable, str(BASE_DIR / "manage.py"), *EXECUTE, str(request.request_id), "--as", "restorer"],
+        env=topology_env(topology),
+        cwd=BASE_DIR,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # Kill after a random number of committed batches plus a random fraction
+    # of the next one: anywhere inside the move, between or within batches.
+    target = rng.randint(1, batches - 5)
+    deadline = time.monotonic() + 120
+    while (
+        RestoreLedger.objects.filter(request_id=request.request_id).count() < target
+        and proc.poll() is None
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0, 0.03))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    assert proc.returncode == -signal.SIGKILL, "the restore ended before the kill"
+    assert status_of(request.request_id) == "EXECUTING", "the kill came after the restore ended"
+    union_check(scenario.configs, scenario.original, allow_both=True)
+    finish(request.request_id, topology)
+    check_end_state(scenario)
+
+
+def test_archival_waits_for_a_restore_killed_mid_table(demo):
+    """A run while a killed restore is EXECUTING leaves its tables alone: the partly restored rows stay."""
+    scenario = make_scenario("same_server")
+    (request,) = plan_requests(scenario, ["KEY_RANGE"])
+    trade, contract = config_of("SourceDB2", "Trade"), config_of("SourceDB2", "Contract")
+    killed = execute(request.request_id, topology_env("same_server", ARCHIVAL_FAULT="restore_batch_after_commit:8"))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert status_of(request.request_id) == "EXECUTING"
+    partly = {str(c): set(source_rows(c)) for c in (trade, contract)}
+    back_already = partly[str(trade)] - scenario.before_source[str(trade)]
+    assert back_already and partly[str(contract)] - scenario.before_source[str(contract)], (
+        "the kill came before any row of both tables was back"
+    )
+    ledger_before = BatchLedger.objects.count()
+
+    # The restored trades are old: the current config finds them eligible again.
+    run = manage("archival", "run", "--cutoff", CUTOFF, env=topology_env("same_server"))
+    output = run.stdout + run.stderr
+
+    assert f"restore {request.request_id}" in output.lower(), output
+    assert run.returncode in (0, 1), output
+    for config in (trade, contract):
+        assert set(source_rows(config)) == partly[str(config)], f"{config}: archived while its restore was executing"
+    # Every other table was archived completely by the first run: nothing moved at all.
+    assert BatchLedger.objects.count() == ledger_before
+    union_check(scenario.configs, scenario.original)
+
+    finish(request.request_id, "same_server")
+    check_end_state(scenario)
