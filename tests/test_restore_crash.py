@@ -38,10 +38,11 @@ from django.db import connections
 
 from archival.backends import backend_for
 from archival.backends.sqlite import namespace_for
+from archival.disposal.holds import place_hold
 from archival.disposal.keys import digest_of_keys
 from archival.engine.dates import subtract_months
 from archival.engine.spec import META_COLUMNS
-from governance.models import BatchLedger, TableConfig
+from governance.models import BatchLedger, HoldScope, TableConfig
 from tests.conftest import BASE_DIR, digest, manage, rows_of, snapshot, subprocess_env, union_check
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.crash]
@@ -130,6 +131,8 @@ class Planned:
     kind: str
     main_label: str
     expected: dict[str, set[tuple]] = field(default_factory=dict)
+    # Per table label: how many of the expected rows an active hold covers (restored anyway, and counted).
+    held: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -212,10 +215,12 @@ def plan_requests(scenario: Scenario, kinds: list[str]) -> list[Planned]:
     arc = scenario.before_archive
     planned = []
 
-    def request(config, selection, expected, **values) -> None:
+    def request(config, selection, expected, held=None, **values) -> None:
         req = create_request(config, selection, actor=restorer, reason=f"crash test: {selection}", **values)
         approve(req, actor=approver, comment="approved for the crash test")
-        planned.append(Planned(request_id=req.pk, kind=selection, main_label=str(config), expected=expected))
+        planned.append(
+            Planned(request_id=req.pk, kind=selection, main_label=str(config), expected=expected, held=held or {})
+        )
 
     for kind in kinds:
         if kind == "KEY_RANGE":
@@ -244,10 +249,19 @@ def plan_requests(scenario: Scenario, kinds: list[str]) -> list[Planned]:
             # An archived contract (so a parent row comes back) with the most archived positions.
             cid = max((c for c in by_contract if (c,) in arc[str(contract)]), key=lambda c: len(by_contract[c]))
             assert len(by_contract[cid]) > 10
+            # A legal hold on the contract: restoring held rows is allowed (nothing is destroyed) and counted.
+            place_hold(
+                scope=HoldScope.CONTRACT,
+                actor=approver,
+                reason="Matter 7",
+                source_db="SourceDB1",
+                contract_value=str(cid),
+            )
             request(
                 position,
                 "CONTRACT",
                 {str(position): by_contract[cid], str(contract): {(cid,)}},
+                held={str(position): len(by_contract[cid]), str(contract): 1},
                 contract_value=str(cid),
             )
         elif kind == "DATE_RANGE":
@@ -339,7 +353,9 @@ def check_request(planned: Planned) -> None:
         assert len(certs) == 1, f"{table.table_label}: {len(certs)} certificates"
         cert = certs[0]
         assert table.certificate_id == cert.pk
-        assert (cert.row_count, cert.skipped_identical) == (len(expected), 0)
+        held = planned.held.get(table.table_label, 0)
+        assert sum(b.held_count for b in ledger) == held, f"{table.table_label}: held rows counted wrong"
+        assert (cert.row_count, cert.skipped_identical, cert.held_count) == (len(expected), 0, held)
         assert (cert.digest, cert.row_count) == digest_of_keys(expected), (
             "certificate digest is not over the restored keys"
         )
