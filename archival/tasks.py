@@ -76,6 +76,20 @@ def dispose_slice(failed: list[int] | None = None, **kwargs) -> dict:
     return result
 
 
+def execute_restore(request_id: int, actor: str) -> dict:
+    """Execute (or resume) an approved restore request on a worker (archival.restore.workers enqueues it)."""
+    from archival.restore.errors import RestoreRefused
+    from archival.restore.executor import execute
+
+    stopping.install_sigterm_handler()
+    try:
+        result = execute(request_id, actor=actor).as_dict()
+    except RestoreRefused as exc:
+        result = {"request_id": request_id, "refused": str(exc)}
+    stopping.exit_if_stopping()
+    return result
+
+
 def refused_task(func: str = "", reason: str = "", **kwargs) -> dict:
     """What the workers run instead of a task that is not one of ours (see ``archival.task_guard``).
 
@@ -140,6 +154,15 @@ def _failed_batches(args: tuple, kwargs: dict) -> None:
         _whole_number(batch_id, "a batch id")
 
 
+def _restore_arguments(args: tuple, kwargs: dict) -> None:
+    """A request id and the name of who asked for the execution (kept in the audit trail)."""
+    if kwargs or len(args) != 2:
+        raise ValidationError("This task takes exactly 2 arguments: request_id, actor.")
+    _whole_number(args[0], "request_id")
+    if not isinstance(args[1], str) or not args[1].strip() or len(args[1]) > 150:
+        raise ValidationError("actor must be a user name of at most 150 characters.")
+
+
 def _refusal(args: tuple, kwargs: dict) -> None:
     if args or set(kwargs) != {"func", "reason"} or not all(isinstance(v, str) for v in kwargs.values()):
         raise ValidationError("refused_task takes func and reason, as text.")
@@ -180,6 +203,7 @@ REGISTRY: dict[str, RegisteredTask] = {
         RegisteredTask(table_slice, "One slice of one table of a run", _ids(("dispatch_id", 1), ("ticket", 0))),
         RegisteredTask(finalize_run, "Close a run whose tables are done", _ids(("run_id", 1))),
         RegisteredTask(dispose_slice, "Continue executing approved disposal batches", _failed_batches),
+        RegisteredTask(execute_restore, "Execute an approved restore request", _restore_arguments),
         RegisteredTask(refused_task, "Stands in for a refused task", _refusal),
     )
 }

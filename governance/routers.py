@@ -21,6 +21,7 @@ ARCHIVE_MODELS = frozenset(
         "disposalcertificate",
         "archivelock",
         "restorekey",
+        "restoredkey",
         "restoreledger",
         "restorecertificate",
     }

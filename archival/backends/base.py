@@ -125,6 +125,31 @@ def day_in_month_sql(expr: str, to_int) -> str:
     )
 
 
+@dataclass(frozen=True)
+class InsertTarget:
+    """How a restore writes rows back into a source table (``Backend.insertable_columns``)."""
+
+    # The columns an INSERT may name, in table order: generated, computed and
+    # rowversion columns are left out (the database derives them again).
+    columns: list[str]
+    # Written between the column list and SELECT/VALUES: PostgreSQL's
+    # OVERRIDING SYSTEM VALUE for a GENERATED ALWAYS identity; empty elsewhere.
+    overriding: str = ""
+    # Columns the engine computes that the INSERT leaves out (for the docs and the preview).
+    derived: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RestoreBatchCounts:
+    """What one same-server restore batch did (``Backend.restore_batch``)."""
+
+    restored: int  # rows inserted into the source
+    skipped_identical: int  # rows the source already had with identical values
+    deleted: int  # rows deleted from the archive (restored + skipped_identical)
+    held: int  # of those, rows an active hold covered
+    key_high: list | None  # the batch's last key (None: nothing was left to restore)
+
+
 class Backend(ABC):
     """Catalog reads and SQL fragments for one connection alias."""
 
@@ -274,6 +299,28 @@ class Backend(ABC):
                 [*rng_params, cutoff, *held_params],
             )
             return cur.fetchall()
+
+    # -- restore -------------------------------------------------------------
+    def insertable_columns(self, schema: str, table: str) -> InsertTarget:
+        """The columns a restore INSERT writes into ``schema``.``table`` (a source table), from the live catalog.
+
+        Generated and computed columns are left out; where the engine refuses
+        an explicit value for an identity column unless told, ``overriding``
+        tells it. Every engine a restore writes to through the engine's SQL
+        provides it (SQL Server's procedure builds its own list).
+        """
+        raise NotImplementedError(f"restoring into {self.vendor or 'this engine'} is done by the engine's procedures")
+
+    def restore_batch(
+        self, *, request_id: int, config, batch_no: int, key_after: list | None, batch_size: int, selection: dict
+    ) -> RestoreBatchCounts:
+        """Restore one same-server batch in one transaction (engines that ``moves_through_procedures``).
+
+        The next ``batch_size`` selected archive rows after ``key_after``:
+        conflict check, INSERT into the source, DELETE from the archive, the
+        RestoreLedger row, reconciliation, commit (docs/restore.md).
+        """
+        raise NotImplementedError(f"restore batches on {self.vendor or 'this engine'} are moved by the engine's SQL")
 
     # -- bounded waits -------------------------------------------------------
     # Every statement the engine runs in a batch or a count is bounded: a lock

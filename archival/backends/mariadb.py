@@ -20,6 +20,7 @@ from archival.backends.base import (
     Backend,
     Column,
     ForeignKey,
+    InsertTarget,
     NotOnThisEngine,
     SchemaError,
     TableInfo,
@@ -135,6 +136,24 @@ class MariaDBBackend(Backend):
             )
             fks = [ForeignKey(*r) for r in cur.fetchall()]
         return TableInfo(schema, table, columns, pk, fks)
+
+    def insertable_columns(self, schema: str, table: str) -> InsertTarget:
+        # VIRTUAL and PERSISTENT (STORED) columns refuse an explicit value
+        # in strict mode; IS_GENERATED names both. AUTO_INCREMENT columns take
+        # the archived value as it is (and move the counter past it if needed).
+        with self.connection.cursor() as cur:
+            cur.execute(
+                "SELECT column_name, is_generated <> 'NEVER' FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                [schema, table],
+            )
+            rows = [(_text(name), bool(generated)) for name, generated in cur.fetchall()]
+        if not rows:
+            raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
+        return InsertTarget(
+            columns=[name for name, generated in rows if not generated],
+            derived=tuple(name for name, generated in rows if generated),
+        )
 
     def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
         """(child table, its column, our column) for single-column foreign keys into ``table``."""

@@ -14,6 +14,7 @@ from archival.backends.base import (
     Backend,
     Column,
     ForeignKey,
+    InsertTarget,
     QueryTimeout,
     SchemaError,
     TableInfo,
@@ -136,6 +137,29 @@ class PostgresBackend(Backend):
             info.foreign_keys = [ForeignKey(col, ref_t, ref_col) for out, _, _, col, ref_t, ref_col in fks if out]
             info.referenced_by = [(child, col, ref_col) for _, into, child, col, _, ref_col in fks if into]
         return info
+
+    def insertable_columns(self, schema: str, table: str) -> InsertTarget:
+        # attgenerated 's': GENERATED ALWAYS AS (...) STORED, refused in an
+        # INSERT's column list. attidentity 'a': GENERATED ALWAYS AS IDENTITY,
+        # which takes the archived value only with OVERRIDING SYSTEM VALUE
+        # ('d', BY DEFAULT, takes it as it is). The sequence is not moved: the
+        # restored ids were drawn from it before.
+        with self.connection.cursor() as cur:
+            cur.execute(
+                "SELECT a.attname, a.attgenerated <> '', a.attidentity = 'a' FROM pg_attribute a "
+                f"WHERE a.attrelid = {self._OID} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                [schema, table],
+            )
+            rows = cur.fetchall()
+        if not rows:
+            raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
+        return InsertTarget(
+            columns=[name for name, generated, _ in rows if not generated],
+            overriding="OVERRIDING SYSTEM VALUE"
+            if any(always for _, generated, always in rows if not generated)
+            else "",
+            derived=tuple(name for name, generated, _ in rows if generated),
+        )
 
     def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
         with self.connection.cursor() as cur:

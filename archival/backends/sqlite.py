@@ -24,6 +24,7 @@ from archival.backends.base import (
     Backend,
     Column,
     ForeignKey,
+    InsertTarget,
     NotOnThisEngine,
     QueryTimeout,
     SchemaError,
@@ -210,6 +211,20 @@ class SQLiteBackend(Backend):
                 pk_pos.append((pk, name))
         pk_cols = [name for _, name in sorted(pk_pos)]
         return TableInfo(schema, table, columns, pk_cols, fks)
+
+    def insertable_columns(self, schema: str, table: str) -> InsertTarget:
+        # table_xinfo lists generated columns too (hidden 2: VIRTUAL, 3:
+        # STORED); table_info, which ``describe`` reads, leaves them out, so
+        # they never reach an archive table and are derived again here.
+        with self.connection.cursor() as cur:
+            cur.execute("SELECT name, hidden FROM pragma_table_xinfo(%s, %s) ORDER BY cid", [table, schema])
+            rows = cur.fetchall()
+        if not rows:
+            raise SchemaError(f"table {schema}.{table} does not exist in {self.alias}")
+        return InsertTarget(
+            columns=[name for name, hidden in rows if not hidden],
+            derived=tuple(name for name, hidden in rows if hidden),
+        )
 
     def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
         with self.connection.cursor() as cur:

@@ -29,6 +29,8 @@ from governance.models import (
     AuditEvent,
     Phase,
     RecoveryState,
+    RestoreStatus,
+    RestoreTable,
     RunStatus,
     TableConfig,
 )
@@ -82,7 +84,8 @@ def start_run(
     """Create a run with its cutoff fixed now, and one recovery state per table.
 
     A table whose earlier run is unfinished is BLOCKED in this run until that
-    run is resumed or abandoned. The config rows are locked for the check so
+    run is resumed or abandoned; so is a table a restore is EXECUTING on
+    ("restore N" in its error). The config rows are locked for the check so
     two runs started at once cannot both take the same table.
     ``occurrence``: the schedule firing's key; a second run with the same key
     raises IntegrityError and nothing of it is written.
@@ -104,18 +107,30 @@ def start_run(
             .exclude(run=run)
             .values_list("config_id", "run_id")
         )
+        # A restore moving rows of a table back to its source (archival.restore)
+        # holds the table too: archiving it now would take the rows being
+        # restored. The restore's claim locks the same config rows.
+        restoring = dict(
+            RestoreTable.objects.filter(config__in=locked, request__status=RestoreStatus.EXECUTING).values_list(
+                "config_id", "request_id"
+            )
+        )
         states = []
         for config in locked:
             blocked_by = open_elsewhere.get(config.pk)
+            restore = restoring.get(config.pk)
+            why = ""
+            if blocked_by:
+                why = f"run {blocked_by} has not finished this table; resume or abandon it first"
+            elif restore:
+                why = f"restore {restore} is moving rows of this table back to the source; the next run takes it"
             states.append(
                 RecoveryState(
                     run=run,
                     config=config,
                     table_label=str(config),
-                    phase=Phase.BLOCKED if blocked_by else Phase.PENDING,
-                    last_error=f"run {blocked_by} has not finished this table; resume or abandon it first"
-                    if blocked_by
-                    else "",
+                    phase=Phase.BLOCKED if why else Phase.PENDING,
+                    last_error=why,
                 )
             )
         RecoveryState.objects.bulk_create(states)

@@ -16,6 +16,7 @@ from governance.models.disposal import (
 from governance.models.restore import (
     OPEN_RESTORE_STATUSES,
     RestoreCertificate,
+    RestoredKey,
     RestoreKey,
     RestoreLedger,
     RestoreLedgerState,
@@ -75,6 +76,7 @@ __all__ = [
     "RestoreSelection",
     "RestoreStatus",
     "RestoreTable",
+    "RestoredKey",
     "RetentionChange",
     "RetentionChangeStatus",
     "RunDispatch",

@@ -5,7 +5,7 @@ Where each model lives, and why:
 * ``RestoreRequest`` and ``RestoreTable`` are control-database rows: the
   request, its review, and per table its plan, cursor and progress (the
   recovery state of a restore, as ``RecoveryState`` is that of a run).
-* ``RestoreKey``, ``RestoreLedger`` and ``RestoreCertificate`` live in the
+* ``RestoreKey``, ``RestoredKey``, ``RestoreLedger`` and ``RestoreCertificate`` live in the
   ARCHIVE database (``governance.routers.ARCHIVE_MODELS``): the keys of a
   KEYS request are matched in SQL inside the batch that moves the rows, and
   a batch's ledger row and a table's certificate commit in the same
@@ -199,6 +199,29 @@ class RestoreKey(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["request_id", "key_text"], name="restorekey_unique")]
+
+    def __str__(self) -> str:
+        return self.key_text
+
+
+class RestoredKey(models.Model):
+    """ARCHIVE database: one key a restore took out of the archive (the record of what came back).
+
+    Written in the transaction that deletes the row from the archive, so the
+    archive keeps, per request and table, exactly the keys it gave back; the
+    restore certificate's digest is computed over these lines.
+    """
+
+    request_id = models.BigIntegerField(help_text="Restore request (control database id).")
+    config_id = models.BigIntegerField(help_text="Table config (control database id).")
+    batch_no = models.IntegerField(help_text="The ledger batch that restored it.")
+    key_text = models.CharField(max_length=1000, help_text="Primary key in canonical text (pk-lines-v1).")
+
+    class Meta:
+        constraints = [
+            # A key comes back once per request and table; a replayed batch fails here instead of counting twice.
+            models.UniqueConstraint(fields=["request_id", "config_id", "key_text"], name="restoredkey_unique"),
+        ]
 
     def __str__(self) -> str:
         return self.key_text

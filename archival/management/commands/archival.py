@@ -5,6 +5,8 @@
     python manage.py archival resume  [--run N] [--json]
     python manage.py archival abandon --run N --reason "..." [--table T ...]
     python manage.py archival status  [--run N] [--runs N] [--json] [--check]
+    python manage.py archival restore request --table T --rows KIND ... --reason "..." --as USER
+    python manage.py archival restore preview|approve|reject|execute|status ...   (docs/restore.md)
 
 The archived counts of ``status`` are the batch ledger's (the record of what
 committed), so they are right after a kill too.
@@ -24,6 +26,7 @@ from archival import engine
 from archival.engine.cutoff import CutoffError, resolve_cutoff
 from archival.engine.errors import TableError
 from archival.engine.status import run_status
+from archival.management.restore_cli import RestoreCommands, add_restore_parser
 from archival.progress import Progress
 from governance.models import ArchivalRun
 
@@ -91,9 +94,12 @@ class Command(BaseCommand):
                     help="Monitoring mode: exit 0 OK, 1 WARNING, 2 CRITICAL.",
                 )
                 p.add_argument("--runs", type=int, default=1, help="How many of the latest runs to show (default 1).")
+        add_restore_parser(sub)
 
     def handle(self, *args, **options):
         action = options["action"]
+        if action == "restore":
+            return RestoreCommands(self).handle(options)
         if options.get("cutoff") is not None:
             try:
                 options["cutoff"] = resolve_cutoff(options["cutoff"])
