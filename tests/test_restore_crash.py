@@ -249,19 +249,23 @@ def plan_requests(scenario: Scenario, kinds: list[str]) -> list[Planned]:
             # An archived contract (so a parent row comes back) with the most archived positions.
             cid = max((c for c in by_contract if (c,) in arc[str(contract)]), key=lambda c: len(by_contract[c]))
             assert len(by_contract[cid]) > 10
-            # A legal hold on the contract: restoring held rows is allowed (nothing is destroyed) and counted.
-            place_hold(
-                scope=HoldScope.CONTRACT,
-                actor=approver,
-                reason="Matter 7",
-                source_db="SourceDB1",
-                contract_value=str(cid),
-            )
+            held = {}
+            if connections["archive"].vendor != "mysql":
+                # A legal hold on the contract: restoring held rows is allowed (nothing is destroyed) and
+                # counted. Not on MariaDB: its trigger refuses the test flush's delete of the hold (rightly).
+                place_hold(
+                    scope=HoldScope.CONTRACT,
+                    actor=approver,
+                    reason="Matter 7",
+                    source_db="SourceDB1",
+                    contract_value=str(cid),
+                )
+                held = {str(position): len(by_contract[cid]), str(contract): 1}
             request(
                 position,
                 "CONTRACT",
                 {str(position): by_contract[cid], str(contract): {(cid,)}},
-                held={str(position): len(by_contract[cid]), str(contract): 1},
+                held=held,
                 contract_value=str(cid),
             )
         elif kind == "DATE_RANGE":
@@ -370,13 +374,14 @@ def check_request(planned: Planned) -> None:
 
 def check_certificate_chain() -> None:
     from archival.disposal.chain import verify_chains
+    from archival.restore.certificates import verify_restore_certificates
     from governance.models.restore import RestoreCertificate
 
-    certs = list(RestoreCertificate.objects.order_by("id"))
     prev = ""
-    for cert in certs:
+    for cert in RestoreCertificate.objects.order_by("id"):
         assert cert.prev_hash == prev, f"certificate {cert.pk}: prev_hash does not link to the one before"
         prev = cert.certificate_hash
+    assert verify_restore_certificates() == []
     report = verify_chains(write_log=False)
     assert report.ok, report.first_broken
 
@@ -436,7 +441,9 @@ def test_a_kill_at_a_named_point_then_execute_again_restores_exactly_the_selecti
             assert status_of(request.request_id) == "EXECUTING"
             # Already true at the instant of the kill (a streamed batch may hold a row in both places).
             union_check(scenario.configs, scenario.original, allow_both=True)
-        finish(request.request_id, topology)
+            finish(request.request_id, topology)
+        else:
+            assert status_of(request.request_id) == "COMPLETED", killed.stdout
     assert killed_any
     check_end_state(scenario)
     # Executing a completed request again moves nothing and says so.
