@@ -446,28 +446,30 @@ def test_a_kill_at_a_named_point_then_execute_again_restores_exactly_the_selecti
             assert status_of(request.request_id) == "COMPLETED", killed.stdout
     assert killed_any
     check_end_state(scenario)
-    # Executing a completed request again moves nothing and says so.
+    # Executing a completed request again is refused, says why, and moves nothing.
     again = execute(planned[0].request_id, topology_env(topology))
-    assert again.returncode != 0 or "0 rows" in again.stdout, again.stdout
+    assert again.returncode == 1 and "completed" in again.stderr, again.stdout + again.stderr
     check_end_state(scenario)
 
 
 @pytest.mark.parametrize("topology", ["same_server", "streaming"])
 @pytest.mark.parametrize("trial", range(RANDOM_TRIALS))
-def test_a_kill_at_a_random_moment_then_execute_again_loses_nothing(demo, topology, trial):
+def test_a_kill_at_a_random_moment_then_execute_again_loses_nothing(demo, topology, trial, tmp_path):
     from governance.models.restore import RestoreLedger
 
     scenario = make_scenario(topology)
     rng = random.Random(f"restore-{topology}-{trial}")
     (request,) = plan_requests(scenario, ["KEY_RANGE"])
     batches = sum(-(-len(keys) // int(BATCH)) for keys in request.expected.values())
-    proc = subprocess.Popen(
-        [sys.executable, str(BASE_DIR / "manage.py"), *EXECUTE, str(request.request_id), "--as", "restorer"],
-        env=topology_env(topology),
-        cwd=BASE_DIR,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    output = tmp_path / "execute.out"
+    with output.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(BASE_DIR / "manage.py"), *EXECUTE, str(request.request_id), "--as", "restorer"],
+            env=topology_env(topology),
+            cwd=BASE_DIR,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     # Kill after a random number of committed batches plus a random fraction
     # of the next one: anywhere inside the move, between or within batches.
     target = rng.randint(1, batches - 5)
@@ -482,7 +484,7 @@ def test_a_kill_at_a_random_moment_then_execute_again_loses_nothing(demo, topolo
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
-    assert proc.returncode == -signal.SIGKILL, "the restore ended before the kill"
+    assert proc.returncode == -signal.SIGKILL, f"the restore ended before the kill: {output.read_text()}"
     assert status_of(request.request_id) == "EXECUTING", "the kill came after the restore ended"
     union_check(scenario.configs, scenario.original, allow_both=True)
     finish(request.request_id, topology)
@@ -518,3 +520,65 @@ def test_archival_waits_for_a_restore_killed_mid_table(demo):
 
     finish(request.request_id, "same_server")
     check_end_state(scenario)
+
+
+@pytest.mark.parametrize("topology", ["same_server", "streaming"])
+def test_two_executions_at_once_move_each_row_once(demo, topology):
+    scenario = make_scenario(topology)
+    (request,) = plan_requests(scenario, ["KEY_RANGE"])
+    cmd = [sys.executable, str(BASE_DIR / "manage.py"), *EXECUTE, str(request.request_id), "--as", "restorer"]
+    env = topology_env(topology)
+    procs = [
+        subprocess.Popen(cmd, env=env, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+
+    # One executes the request; the other found it taken (the lease) or
+    # started after it had completed: refused either way, with the reason.
+    assert sorted(p.returncode for p in procs) == [0, 1], outputs
+    loser = outputs[[p.returncode for p in procs].index(1)]
+    assert "another worker is executing" in loser or "is completed" in loser, loser
+    check_end_state(scenario)
+
+
+def test_a_restore_waits_for_an_archival_run_killed_mid_table(demo):
+    """A table with an unfinished archival run is not restored until the run is resumed."""
+    from archival.engine.spec import topology
+    from governance.models import OPEN_PHASES, RecoveryState
+    from governance.models.restore import RestoreLedger
+
+    scenario = make_scenario("same_server")
+    (request,) = plan_requests(scenario, ["DATE_RANGE"])
+    prices = config_of("SourceDB3", "PriceHistory")
+    # Today's run finds the prices of the days since the first run's cutoff
+    # eligible (all of them after the restored date range); killed after its
+    # first batch of two.
+    point = "batch_after_commit:1" if topology("SourceDB3") == "same_server" else "stream_after_delete:1"
+    killed = manage(
+        "archival", "run", "--table", "PriceHistory", env=topology_env("same_server", batch="2", ARCHIVAL_FAULT=point)
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    open_state = RecoveryState.objects.get(config=prices, phase__in=OPEN_PHASES)
+    source_before = set(source_rows(prices))
+
+    refused = execute(request.request_id, topology_env("same_server"))
+
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"archival run {open_state.run_id}" in refused.stderr, refused.stderr
+    assert status_of(request.request_id) == "APPROVED"
+    assert not RestoreLedger.objects.filter(request_id=request.request_id).exists()
+    assert set(source_rows(prices)) == source_before
+
+    resumed = manage("archival", "resume", env=topology_env("same_server", batch="2"))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    newly_archived = source_before - set(source_rows(prices))
+    assert newly_archived, "today's run archived nothing: the run was not unfinished"
+    finish(request.request_id, "same_server")
+    union_check(scenario.configs, scenario.original)
+    check_request(request)
+    check_certificate_chain()
+    now_source, now_archive = source_rows(prices), archive_rows(prices)
+    selected = request.expected[str(prices)]
+    assert not (selected & set(now_archive)) and not (selected & newly_archived)
+    assert all(now_source[k] == scenario.before_archive[str(prices)][k].values for k in selected)
