@@ -10,6 +10,7 @@ archive columns).
 from __future__ import annotations
 
 from datetime import date
+from io import StringIO
 
 import pytest
 from django.conf import settings
@@ -394,6 +395,10 @@ def test_certificates_chain_and_a_changed_one_is_found(archived_demo, requester,
 
     problems = verify_restore_certificates()
     assert any(f"restore certificate {certs[0].pk}" in p and "hash" in p for p in problems)
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="restore certificates"):
+        call_command("verify_chain", "--no-log", stdout=StringIO())
 
 
 def test_the_audit_trail_records_each_step(archived_demo, requester, approver):
@@ -473,3 +478,53 @@ def test_generated_and_identity_columns_of_the_source_are_derived_again(archived
     with connections[alias].cursor() as cur:
         cur.execute(f"SELECT {q('id')}, {q('total')} FROM {qualified} ORDER BY {q('id')}")
         assert [tuple(r) for r in cur.fetchall()] == [(1, 30), (2, 40), (3, 50)]
+
+
+@pytest.mark.parametrize("point", ["restore_stream_after_copy", "restore_stream_after_delete", "restore_table_done"])
+def test_an_interrupted_streamed_restore_is_finished_by_the_next_execution(
+    archived_demo, requester, approver, monkeypatch, point
+):
+    """A worker dying between the commits (here: an exception at the point) leaves rows in both places at
+    worst; the next execution finishes the COPYING batch and ends as an uninterrupted restore would."""
+    import archival.restore.executor as executor_module
+    import archival.restore.streaming as streaming_module
+
+    table = config("SourceDB3", "PriceHistory")
+    streamed("SourceDB3")
+    TableConfig.objects.filter(pk=table.pk).update(batch_size=50)
+    n = archive_count(table)
+    request = create_request(
+        table,
+        "RUN",
+        actor=requester,
+        reason="r",
+        archive_run_id=RecoveryState.objects.values_list("run_id", flat=True).first(),
+    )
+    approve(request, actor=approver, comment="ok")
+    hits = {"n": 0}
+
+    def dying(name):
+        if name == point:
+            hits["n"] += 1
+            if hits["n"] == 2:
+                raise KeyboardInterrupt(f"killed at {name}")
+
+    monkeypatch.setattr(streaming_module, "checkpoint", dying)
+    monkeypatch.setattr(executor_module, "checkpoint", dying)
+    if point == "restore_table_done":
+        hits["n"] = 1
+    with pytest.raises(KeyboardInterrupt):
+        execute(request.pk, actor=requester, worker_id="host:1:dead")
+    union_check(configs(), archived_demo, allow_both=True)
+    monkeypatch.setattr(streaming_module, "checkpoint", lambda name: None)
+    monkeypatch.setattr(executor_module, "checkpoint", lambda name: None)
+
+    # The same worker id takes its own lease back (a dead worker's is taken over the same way once it expires).
+    result = execute(request.pk, actor=requester, worker_id="host:1:dead")
+
+    assert result.ok, result.error
+    assert archive_count(table) == 0 and result.tables[-1].restored == n
+    assert not RestoreLedger.objects.using("archive").filter(request_id=request.pk).exclude(state="DELETED").exists()
+    assert RestoredKey.objects.using("archive").filter(request_id=request.pk).count() == n
+    union_check(configs(), archived_demo)
+    assert verify_restore_certificates() == []

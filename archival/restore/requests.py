@@ -99,10 +99,6 @@ def _key(target: RestoreTarget, values, what: str) -> list:
     return typed
 
 
-def _comparable(key: list) -> tuple:
-    return tuple(key)
-
-
 def _date(value, what: str) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()
@@ -128,8 +124,8 @@ def _validated_values(target: RestoreTarget, selection: str, values: dict) -> tu
         low = _key(target, values["key_low"], "first key")
         high = _key(target, values["key_high"], "last key")
         try:
-            backwards = _comparable(low) > _comparable(high)
-        except TypeError:
+            backwards = tuple(low) > tuple(high)
+        except TypeError:  # components the database orders but Python does not compare: it finds nothing
             backwards = False
         if backwards:
             raise RestoreRefused("the first key of the range is after the last key")

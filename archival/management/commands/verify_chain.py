@@ -11,7 +11,7 @@ from archival.disposal import verify_chains
 
 class Command(BaseCommand):
     help = (
-        "Recompute the hash chains over the audit trail and the disposal certificates. Run daily (the schedule "
+        "Recompute the hash chains over the audit trail, the disposal certificates and the restore certificates. Run daily (the schedule "
         "does) and before an audit: it appends the head hashes to archival_YYYYMMDD.log for anchoring outside "
         "the database, and exits non-zero naming the first broken entry."
     )
@@ -21,16 +21,22 @@ class Command(BaseCommand):
         parser.add_argument("--no-log", action="store_true", help="Do not append the head hashes to the daily log.")
 
     def handle(self, *args, **options):
+        from archival.restore.certificates import verify_restore_certificates
+
         report = verify_chains(write_log=not options["no_log"])
+        # The restore certificates' own chain, digests and audit anchors (docs/restore.md).
+        restore_problems = verify_restore_certificates()
         if options["json"]:
             self.stdout.write(json.dumps(report.__dict__, indent=2))
         else:
             for warning in report.warnings:
                 self.stdout.write(self.style.WARNING(f"warning: {warning}"))
-            for error in report.errors:
+            for error in report.errors + restore_problems:
                 self.stdout.write(self.style.ERROR(error))
         if not report.ok:
             raise CommandError(f"chain broken at {report.first_broken} ({len(report.errors)} problem(s))")
+        if restore_problems:
+            raise CommandError(f"restore certificates: {restore_problems[0]} ({len(restore_problems)} problem(s))")
         self.stdout.write(
             self.style.SUCCESS(
                 f"chain OK: {report.audit_events} audit events (head {report.audit_head[:16] or '-'}), "
