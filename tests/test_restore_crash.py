@@ -595,3 +595,49 @@ def test_a_restore_waits_for_an_archival_run_killed_mid_table(demo):
     selected = request.expected[str(prices)]
     assert not (selected & set(now_archive)) and not (selected & newly_archived)
     assert all(now_source[k] == scenario.before_archive[str(prices)][k].values for k in selected)
+
+
+@pytest.mark.parametrize("trial", range(max(1, RANDOM_TRIALS // 2)))
+def test_a_run_started_during_a_restore_never_moves_its_tables_at_the_same_time(demo, trial):
+    """A restore and an archival run started at nearly the same moment: one of them holds the shared tables.
+
+    Either the restore claims first (the run reports the tables blocked by
+    it) or the run does (the restore is refused until the run finishes, then
+    executed again). The restored rows are eligible again under the current
+    config, so a run may archive them again, but only after the restore completed.
+    """
+    from governance.models.restore import RestoreLedger, RestoreRequest
+
+    scenario = make_scenario("same_server")
+    (request,) = plan_requests(scenario, ["KEY_RANGE"])
+    rng = random.Random(f"restore-run-race-{trial}")
+    env = topology_env("same_server")
+    restore = subprocess.Popen(
+        [sys.executable, str(BASE_DIR / "manage.py"), *EXECUTE, str(request.request_id), "--as", "restorer"],
+        env=env,
+        cwd=BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # Anywhere from before the restore's claim to the middle of its batches.
+    time.sleep(rng.uniform(0, 0.8))
+    run = manage("archival", "run", "--cutoff", CUTOFF, env=env)
+    restore_output = restore.communicate(timeout=300)[0]
+
+    assert run.returncode in (0, 1), run.stdout + run.stderr
+    if restore.returncode != 0:
+        assert restore.returncode == 1 and "archival run" in restore_output, restore_output
+        finish(request.request_id, "same_server")
+    req = RestoreRequest.objects.get(pk=request.request_id)
+    assert req.status == "COMPLETED"
+    first_restore_batch = RestoreLedger.objects.filter(request_id=req.pk).order_by("committed_at").first()
+    shared = [config_of("SourceDB2", "Trade").pk, config_of("SourceDB2", "Contract").pk]
+    for batch in BatchLedger.objects.filter(config_id__in=shared):
+        # The first run's batches came before the restore; any other run's, after it completed.
+        assert batch.committed_at < first_restore_batch.committed_at or batch.committed_at > req.finished_at, (
+            f"run {batch.run_id} moved {batch.table_label} batch {batch.batch_no} while restore {req.pk} executed"
+        )
+    union_check(scenario.configs, scenario.original)
+    check_request(request)
+    check_certificate_chain()
