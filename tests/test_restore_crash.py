@@ -676,3 +676,54 @@ def test_rows_archived_after_the_approval_do_not_come_back_unapproved(demo):
 
     restored = RestoreTable.objects.get(request=request).restored_count
     assert restored == approved, f"{approved} rows approved, {restored} restored"
+
+
+@pytest.mark.parametrize(
+    ("topology", "point"),
+    [("same_server", "restore_batch_after_commit:10"), ("streaming", "restore_stream_after_delete:10")],
+)
+def test_a_conflict_met_on_resume_fails_the_table_and_execute_finishes_once_it_is_resolved(demo, topology, point):
+    """After a kill mid-table, a row with a selected key and other values appears in the source.
+
+    The resume stops the table before anything of that batch moves (FAILED,
+    the key named); once the row is resolved, executing again finishes the
+    request as if nothing had happened.
+    """
+    from governance.models.restore import RestoreLedger, RestoreTable
+
+    scenario = make_scenario(topology)
+    (request,) = plan_requests(scenario, ["KEY_RANGE"])
+    trade = config_of("SourceDB2", "Trade")
+    killed = execute(request.request_id, topology_env(topology, ARCHIVAL_FAULT=point))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    # The next selected trade still in the archive, written into the source with another side.
+    key = min(set(archive_rows(trade)) & request.expected[str(trade)])
+    backend = backend_for("SourceDB2")
+    columns = backend.describe(trade.schema_name, "Trade").column_names
+    values = list(scenario.before_archive[str(trade)][key].values)
+    side = columns.index("side")
+    values[side] = "S" if values[side] == "B" else "B"
+    table = backend.qualified(trade.schema_name, "Trade")
+    with connections["SourceDB2"].cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {table} ({', '.join(backend.quote(c) for c in columns)}) "
+            f"VALUES ({', '.join(['%s'] * len(columns))})",
+            values,
+        )
+    ledger_before = RestoreLedger.objects.filter(request_id=request.request_id).count()
+
+    failed = execute(request.request_id, topology_env(topology))
+
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert status_of(request.request_id) == "FAILED"
+    stopped = RestoreTable.objects.get(request_id=request.request_id, config=trade)
+    assert stopped.phase == "FAILED" and f"tradeId={key[0]}" in stopped.last_error, stopped.last_error
+    assert f"tradeId={key[0]}" in failed.stdout + failed.stderr
+    # Nothing of the conflicting batch moved: no ledger row, the key still archived.
+    assert RestoreLedger.objects.filter(request_id=request.request_id).count() == ledger_before
+    assert key in archive_rows(trade)
+
+    with connections["SourceDB2"].cursor() as cur:
+        cur.execute(f"DELETE FROM {table} WHERE {backend.quote('tradeId')} = %s", [key[0]])
+    finish(request.request_id, topology)
+    check_end_state(scenario)
