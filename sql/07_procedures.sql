@@ -634,6 +634,7 @@ BEGIN
     DECLARE @opening nvarchar(max) = N'';
     DECLARE @closing nvarchar(max) = N'';
     DECLARE @own nvarchar(max);
+    DECLARE @bound nvarchar(max);
     DECLARE @key_cols TABLE (
         key_ordinal int NOT NULL PRIMARY KEY,
         name sysname NOT NULL,
@@ -688,6 +689,18 @@ BEGIN
             @key_count = COUNT(*)
         FROM @key_cols;
 
+        -- An approved request takes only rows archived by its approval: rows
+        -- archived since were in no preview anyone approved.
+        SET @bound = N'';
+        IF JSON_VALUE(@selection, @path + N'.archived_by') IS NOT NULL
+        BEGIN
+            IF TRY_CONVERT(datetime2, JSON_VALUE(@selection, @path + N'.archived_by'), 126) IS NULL
+                THROW 50871, N'archived_by of a restore selection is an ISO 8601 timestamp.', 1;
+            SET @declare = @declare + N'DECLARE ' + @prefix + N'archived_by datetime2 = CONVERT(datetime2, '
+                + N'JSON_VALUE(@selection, N''' + @path + N'.archived_by''), 126);' + NCHAR(10);
+            SET @bound = @alias + N'.[archived_at] <= ' + @prefix + N'archived_by AND ';
+        END;
+
         IF @kind = N'REFERENCED'
         BEGIN
             -- Our rows that the child's selected archived rows reference:
@@ -738,7 +751,7 @@ WHERE fk.parent_object_id = OBJECT_ID(@child, N''U'') AND fk.referenced_object_i
             IF @child_archive IS NULL OR COL_LENGTH(@child_archive, @ref_column) IS NULL
                 THROW 50858, N'The child table of a REFERENCED selection is not provisioned or lacks ref_column.', 1;
             SET @child_alias = N'r' + CONVERT(nvarchar(10), @depth + 1);
-            SET @opening = @opening + N'EXISTS (SELECT 1 FROM ' + @child_archive + N' AS ' + @child_alias + N' WHERE '
+            SET @opening = @opening + @bound + N'EXISTS (SELECT 1 FROM ' + @child_archive + N' AS ' + @child_alias + N' WHERE '
                 + @child_alias + N'.' + QUOTENAME(@ref_column) + N' = ' + @alias + N'.' + QUOTENAME(@column) + N' AND (';
             SET @closing = @closing + N'))';
             SET @table = @child_table;
@@ -846,6 +859,8 @@ WHERE fk.parent_object_id = OBJECT_ID(@child, N''U'') AND fk.referenced_object_i
         END
         ELSE
             THROW 50868, N'Unknown restore selection kind (KEY_RANGE, CONTRACT, KEYS, DATE_RANGE, RUN or REFERENCED).', 1;
+        IF @bound <> N''
+            SET @own = @bound + N'(' + @own + N')';
         BREAK;
     END;
 

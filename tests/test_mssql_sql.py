@@ -648,6 +648,24 @@ class TestRestore:
         )
         assert parse_errors(body) == []
 
+    def test_an_approved_selection_takes_only_rows_archived_by_its_approval_at_every_level(self):
+        selection = {
+            "kind": "REFERENCED", "key_column": "contractId", "child_table": "Trade", "ref_column": "contractId",
+            "archived_by": "2026-12-07T13:40:00.123456",
+            "child": {"kind": "RUN", "archive_run_id": 7, "archived_by": "2026-12-07T13:40:00.123456"},
+        }  # fmt: skip
+        tokens = templates.restore_selection(self.contract, selection, {"Trade": self.trade})
+        assert tokens["SELECTION"] == (
+            "a.[archived_at] <= @s0_archived_by AND EXISTS (SELECT 1 FROM [archive_sourcedb2].[Trade] AS r1 "
+            "WHERE r1.[contractId] = a.[contractId] AND (r1.[archived_at] <= @s1_archived_by AND "
+            "(r1.[archive_run_id] = @s1_run)))"
+        )
+        assert "N'$.child.archived_by'), 126)" in tokens["SELECTION_DECLARE"]
+        body = templates.render("restore_batch", self.contract, selection=selection, tables={"Trade": self.trade})
+        assert parse_errors(body) == []
+        with pytest.raises(templates.RestoreSelectionError, match="ISO 8601"):
+            templates.restore_selection(self.contract, {**selection, "archived_by": "yesterday"}, {"Trade": self.trade})
+
     def test_values_stay_in_the_selection_parameter(self):
         poison = "x'); DROP TABLE [dbo].[Position]; --"
         for selection in (

@@ -645,11 +645,6 @@ def test_a_run_started_during_a_restore_never_moves_its_tables_at_the_same_time(
     check_certificate_chain()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (restore core): the selection is evaluated when the request executes, so rows archived "
-    "between the approval and the execution come back too, though no one saw them in the approved preview",
-)
 def test_rows_archived_after_the_approval_do_not_come_back_unapproved(demo):
     from archival.restore.requests import approve, create_request
     from governance.models.restore import RestoreTable

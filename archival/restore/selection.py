@@ -130,7 +130,29 @@ def sibling_config(config, table_name: str):
 
 
 def selection_sql(t: ArchiveTable, selection: dict, alias: str = "a") -> tuple[str, list]:
-    """The predicate (no leading WHERE) of the rows of archive table ``t`` (alias ``alias``) that ``selection`` takes."""
+    """The predicate (no leading WHERE) of the rows of archive table ``t`` (alias ``alias``) that ``selection`` takes.
+
+    ``archived_by`` (an approved request's, see ``approval_bound``) leaves out
+    rows archived after the approval: nobody approved them.
+    """
+    sql, params = _kind_sql(t, selection, alias)
+    if selection.get("archived_by") is None:
+        return sql, params
+    try:
+        bound = dt.datetime.fromisoformat(str(selection["archived_by"])).replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise RestoreRefused("archived_by of a restore selection is an ISO 8601 timestamp") from None
+    return f"{t.col('archived_at', alias)} <= %s AND ({sql})", [t.backend.param(bound), *params]
+
+
+def approval_bound(request) -> dict:
+    """``{"archived_by": <approval instant, UTC, ISO 8601>}`` once the request is approved, else ``{}``."""
+    if request.decided_at is None or request.status == "REJECTED":
+        return {}
+    return {"archived_by": request.decided_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat()}
+
+
+def _kind_sql(t: ArchiveTable, selection: dict, alias: str) -> tuple[str, list]:
     from governance.models import RestoreKey
 
     b = t.backend
@@ -182,23 +204,24 @@ def selection_sql(t: ArchiveTable, selection: dict, alias: str = "a") -> tuple[s
 
 
 def request_selection(request) -> dict:
-    """The JSON selection of a request's own table (the kind and its values)."""
+    """The JSON selection of a request's own table (the kind, its values, and the approval's bound)."""
     kind = request.selection
     if kind == "KEY_RANGE":
-        return {"kind": kind, "key_low": request.key_low, "key_high": request.key_high}
-    if kind == "CONTRACT":
-        return {"kind": kind, "column": request.config.contract_column_for_holds(), "value": request.contract_value}
-    if kind == "KEYS":
-        return {"kind": kind, "request_id": request.pk}
-    if kind == "DATE_RANGE":
-        return {
-            "kind": kind,
+        own = {"key_low": request.key_low, "key_high": request.key_high}
+    elif kind == "CONTRACT":
+        own = {"column": request.config.contract_column_for_holds(), "value": request.contract_value}
+    elif kind == "KEYS":
+        own = {"request_id": request.pk}
+    elif kind == "DATE_RANGE":
+        own = {
             "date_from": request.date_from.isoformat() if request.date_from else None,
             "date_to": request.date_to.isoformat() if request.date_to else None,
         }
-    if kind == "RUN":
-        return {"kind": kind, "archive_run_id": request.archive_run_id}
-    raise RestoreRefused(f"unknown selection {kind!r}")
+    elif kind == "RUN":
+        own = {"archive_run_id": request.archive_run_id}
+    else:
+        raise RestoreRefused(f"unknown selection {kind!r}")
+    return {"kind": kind, **own, **approval_bound(request)}
 
 
 def selection_of(table) -> dict:
@@ -212,6 +235,7 @@ def selection_of(table) -> dict:
         "child_table": child.config.table_name,
         "ref_column": table.ref_column,
         "child": selection_of(child),
+        **approval_bound(table.request),
     }
 
 

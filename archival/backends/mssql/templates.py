@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -298,6 +298,17 @@ def restore_selection(
         prefix = f"@s{depth}_"
         kind = level.get("kind")
         keys = [k.name for k in table.key]
+        archived_by = ""
+        if level.get("archived_by") is not None:
+            try:
+                datetime.fromisoformat(str(level["archived_by"]))
+            except ValueError:
+                raise RestoreSelectionError("archived_by of a restore selection is an ISO 8601 timestamp") from None
+            declare.append(
+                f"DECLARE {prefix}archived_by datetime2 = CONVERT(datetime2, "
+                f"JSON_VALUE(@selection, N'{path}.archived_by'), 126);\n"
+            )
+            archived_by = f"{alias}.[archived_at] <= {prefix}archived_by AND "
         if kind == "REFERENCED":
             child_name = level.get("child_table")
             key_column, ref_column = level.get("key_column"), level.get("ref_column")
@@ -311,7 +322,7 @@ def restore_selection(
             if child is None or ref_column not in child.columns:
                 raise RestoreSelectionError(f"child table {child_name!r} is unknown or lacks {ref_column!r}")
             child_alias = f"r{depth + 1}"
-            opening += (
+            opening += archived_by + (
                 f"EXISTS (SELECT 1 FROM {quote(child.archive_schema)}.{quote(child.table_name)} AS {child_alias} "
                 f"WHERE {child_alias}.{quote(ref_column)} = {alias}.{quote(key_column)} AND ("
             )
@@ -379,6 +390,7 @@ def restore_selection(
             own = f"{alias}.[archive_run_id] = {prefix}run"
         else:
             raise RestoreSelectionError(f"unknown restore selection kind {kind!r} (one of {', '.join(RESTORE_KINDS)})")
+        own = f"{archived_by}({own})" if archived_by else own
         break
     return {"SELECTION_DECLARE": "".join(declare), "SELECTION": opening + own + closing}
 
