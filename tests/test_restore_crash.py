@@ -17,6 +17,13 @@ selected rows (and the parents they reference) moved and nothing else, each
 restored row holds its archived values, the ledger agrees with the plan's
 counts, and each table has one certificate whose hash chain verifies.
 
+Also: archival and restore wait for each other (a run while a killed restore
+is EXECUTING leaves its tables alone; a restore is refused while a killed
+run has not finished its table; the two started at once never move one table
+together), two executions at once move each row once, and a conflict met on
+resume fails the table until it is resolved. Rows archived after the
+approval are restored though unapproved (a known bug, xfail strict).
+
 CI size: every named point once per topology (with the key range and two
 other kinds in turn) plus two random kills each. CRASH_TRIALS=N makes it N
 random kills per topology, and every kind at every named point (the full size).
@@ -42,7 +49,6 @@ from archival.backends.sqlite import namespace_for
 from archival.disposal.holds import place_hold
 from archival.disposal.keys import digest_of_keys
 from archival.engine.dates import subtract_months
-from archival.engine.spec import META_COLUMNS
 from governance.models import BatchLedger, HoldScope, TableConfig
 from tests.conftest import BASE_DIR, digest, manage, rows_of, snapshot, subprocess_env, union_check
 
