@@ -525,6 +525,11 @@ def test_archival_waits_for_a_restore_killed_mid_table(demo):
         "the kill came before any row of both tables was back"
     )
     ledger_before = BatchLedger.objects.count()
+    # The status says the executing process is gone, and what to run.
+    shown = manage("archival", "restore", "status", str(request.request_id), env=topology_env("same_server"))
+    assert (
+        "a process that is gone" in shown.stdout and f"archival restore execute {request.request_id}" in shown.stdout
+    ), shown.stdout + shown.stderr
 
     # The restored trades are old: the current config finds them eligible again.
     run = manage("archival", "run", "--cutoff", CUTOFF, env=topology_env("same_server"))

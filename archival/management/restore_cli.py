@@ -193,8 +193,28 @@ class RestoreCommands:
                 f"{t.restored_count:>8} identical {t.skipped_identical:>6} batches {t.batches_done:>5}"
                 f"{f'  error: {t.last_error}' if t.last_error else ''}"
             )
+        if r.status == "EXECUTING":
+            self.stdout.write(self._executor_line(r))
         if r.last_error:
             self.stdout.write(self.style.ERROR(f"last error: {r.last_error}"))
+
+    def _executor_line(self, r) -> str:
+        """Who is executing, and whether that process still is (a killed one holds its tables until executed again)."""
+        from django.utils import timezone
+
+        from archival.engine.leases import owner_is_dead
+
+        if not r.lease_owner or (r.lease_expires_at and r.lease_expires_at < timezone.now()):
+            return self.style.WARNING(
+                f"no process holds this restore (lease of {r.lease_owner or 'nobody'} expired): its tables wait; "
+                f"run `archival restore execute {r.pk}` to finish it"
+            )
+        if owner_is_dead(r.lease_owner):
+            return self.style.WARNING(
+                f"executed by {r.lease_owner}, a process that is gone: its tables wait; "
+                f"run `archival restore execute {r.pk}` to finish it (it takes the lease over at once)"
+            )
+        return f"executing in {r.lease_owner} (lease until {r.lease_expires_at:%Y-%m-%d %H:%M:%S %Z})"
 
     def _request(self, request_id: int):
         from governance.models import RestoreRequest

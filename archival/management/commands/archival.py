@@ -182,7 +182,7 @@ class Command(BaseCommand):
         moved = result.moved
         summary = (
             f"Run {result.run_id} ({result.status}, cutoff {result.cutoff}): {len(result.tables)} tables, "
-            f"{moved} rows moved, {failed} failed, {blocked} blocked by unfinished runs."
+            f"{moved} rows moved, {failed} failed, {blocked} blocked by unfinished runs or restores."
         )
         lost = result.lease_lost
         if lost:
