@@ -80,8 +80,12 @@ def limits_for(config, scheduler=None) -> Limits:
     """The limits for ``config`` (a TableConfig), from its fields and the scheduler settings."""
     if scheduler is None:
         from governance.models import SchedulerSettings
+        from governance.models.scheduling import SETTINGS_PK
 
-        scheduler = SchedulerSettings.objects.current()
+        # Read only: the defaults when nobody saved settings yet (creating
+        # the row here would be a write, and on SQL Server an IDENTITY_INSERT
+        # the runtime login may not do).
+        scheduler = SchedulerSettings.objects.filter(pk=SETTINGS_PK).first() or SchedulerSettings()
     max_batch = config.effective_batch_size
     return Limits(
         enabled=scheduler.pacing_enabled,
