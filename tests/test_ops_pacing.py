@@ -27,15 +27,11 @@ from archival.engine import pacing, resume_run, run_cycle
 from archival.engine.pacing import Limits, Pacer
 from archival.engine.status import run_status
 from archival.monitoring import health_check
-from governance.models import BatchLedger, Phase, RecoveryState, SchedulerSettings
-from tests.admin_fixtures import SOURCE, make_config, make_persona
-from tests.conftest import drop_archive_tables, snapshot, union_check
+from governance.models import BatchLedger, Phase, RecoveryState, ReplicaWatch, SchedulerSettings
+from tests.admin_fixtures import SOURCE, make_persona
+from tests.conftest import union_check
 from tests.ops_fixtures import LockHolder
-
-CUTOFF = dt.date(2026, 1, 1)
-TABLE = "paced_trade"
-ROWS = 48
-
+from tests.pacing_fixtures import CUTOFF, ROWS, TABLE, pytestmark_db, table  # noqa: F401 (the fixture)
 
 # -- the pacer's rules -------------------------------------------------------------
 
@@ -131,38 +127,6 @@ def test_the_summary_says_what_pacing_does_and_the_time_spent_per_reason():
 
 
 # -- on the engine ---------------------------------------------------------------------
-
-pytestmark_db = pytest.mark.django_db(transaction=True, databases="__all__")
-
-
-def _create(rows: int = ROWS) -> None:
-    with connections[SOURCE].cursor() as cursor:
-        cursor.execute(f'DROP TABLE IF EXISTS "{TABLE}"')
-        cursor.execute(f'CREATE TABLE "{TABLE}" ("tradeId" INTEGER NOT NULL PRIMARY KEY, "tradeDate" DATE NOT NULL)')
-        cursor.executemany(
-            f'INSERT INTO "{TABLE}" VALUES (%s, %s)',
-            [(i, dt.date(2015, 1, 1) + dt.timedelta(days=i)) for i in range(1, rows + 1)],
-        )
-
-
-@pytest.fixture
-def table(transactional_db, settings):
-    settings.ARCHIVAL_LOCK_TIMEOUT_MS = 4000
-    _create()
-    schema = {"mysql": connections[SOURCE].settings_dict["NAME"]}.get(connections[SOURCE].vendor)
-    config = make_config(
-        table_name=TABLE,
-        months_retention_source=1,
-        batch_size=8,
-        min_batch_size=2,
-        hold_contract_column="",
-        **({"schema_name": schema} if schema else {}),
-    )
-    original = snapshot([config])
-    yield config, original
-    with connections[SOURCE].cursor() as cursor:
-        cursor.execute(f'DROP TABLE IF EXISTS "{TABLE}"')
-    drop_archive_tables()
 
 
 def _window_around(now: dt.datetime, *, inside: bool) -> tuple[dt.time, dt.time]:
@@ -308,3 +272,29 @@ def test_status_and_the_dashboard_say_why_the_engine_waits_and_for_how_long(tabl
     page = client.get(reverse("admin:index")).content.decode()
     assert "Yielding to the sources" in page and "replica standby-1" in page
     assert "replica lag 42.0 s" in page and "lock timeouts 1.0 s" in page
+
+
+@pytest.mark.django_db
+def test_a_watch_names_a_connection_and_never_holds_a_connection_string(monkeypatch):
+    from django.core.exceptions import ValidationError
+
+    monkeypatch.setenv("ARCHIVAL_REPLICA_OK", "postgres://postgres@127.0.0.1:1/postgres")
+    monkeypatch.setenv("DATABASE_URL_COPY", "postgres://postgres@127.0.0.1:1/postgres")
+    base = {"source_db": "SourceDB1", "name": "r1", "measured_on": "REPLICA"}
+    ReplicaWatch(**base, connection_kind="ENV", connection="ARCHIVAL_REPLICA_OK").full_clean()
+    refused = {
+        ("ENV", "postgres://postgres@10.0.0.9/postgres"): "A plain alias or variable name",
+        ("ENV", "DATABASE_URL_COPY"): "must start with ARCHIVAL_REPLICA_",
+        ("ENV", "ARCHIVAL_REPLICA_UNSET"): "is not set",
+        ("ALIAS", "archive"): "Not a replica alias",
+        ("ALIAS", "nowhere"): "Not a replica alias",
+        ("ENV", ""): "name the connection",
+    }
+    for (kind, connection), message in refused.items():
+        with pytest.raises(ValidationError) as raised:
+            ReplicaWatch(**base, connection_kind=kind, connection=connection).full_clean()
+        assert message in str(raised.value), (kind, connection, raised.value)
+    with pytest.raises(ValidationError, match="Unknown source database"):
+        ReplicaWatch(
+            **{**base, "source_db": "Elsewhere"}, connection_kind="ENV", connection="ARCHIVAL_REPLICA_OK"
+        ).full_clean()
