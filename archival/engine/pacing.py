@@ -255,6 +255,10 @@ class Pacer:
     def after_batch(self, rows: int, seconds: float) -> None:
         """Adapt to the batch just committed (``rows`` moved in ``seconds``)."""
         if not self.limits.enabled:
+            # Off: the configured size again as soon as a batch got its locks.
+            if self.size != self.limits.max_batch or self.doing:
+                self.size = self.limits.max_batch
+                self._set("", "")
             return
         ms = seconds * 1000
         per_row = seconds / max(rows, 1)
