@@ -118,6 +118,10 @@ ROLES: dict[str, Role] = {
             "governance.view_restoretable",
             "governance.view_restoreledger",
             "governance.view_restorecertificate",
+            # Replicas whose lag pauses the batches (archival.engine.replicas).
+            "governance.view_replicawatch",
+            "governance.add_replicawatch",
+            "governance.change_replicawatch",
         ),
     ),
     AUDITOR: Role(
