@@ -22,11 +22,13 @@ is EXECUTING leaves its tables alone; a restore is refused while a killed
 run has not finished its table; the two started at once never move one table
 together), two executions at once move each row once, and a conflict met on
 resume fails the table until it is resolved. Rows archived after the
-approval are restored though unapproved (a known bug, xfail strict).
+approval stay in the archive (the approval covers what it saw).
 
-CI size: every named point once per topology (with the key range and two
-other kinds in turn) plus two random kills each. CRASH_TRIALS=N makes it N
-random kills per topology, and every kind at every named point (the full size).
+CI size: every named point once (table_done in one topology), with the key
+range and two other kinds in turn, one random kill per topology, the
+conflict on resume in one topology. CRASH_TRIALS=N makes it N random kills
+per topology, every kind at every named point in both topologies (the full
+size).
 """
 
 from __future__ import annotations
@@ -62,13 +64,12 @@ SAME_SERVER_POINTS = [
     "restore_batch_after_commit:3",
     "restore_table_done:1",
 ]
-STREAMING_POINTS = [
-    "restore_stream_after_copy:2",
-    "restore_stream_after_delete:3",
-    "restore_table_done:1",
-]
-RANDOM_TRIALS = int(os.environ.get("CRASH_TRIALS", "2"))
+RANDOM_TRIALS = int(os.environ.get("CRASH_TRIALS", "1"))
 FULL_SIZE = "CRASH_TRIALS" in os.environ
+# The last point is the same code in both topologies: both at the full size.
+STREAMING_POINTS = ["restore_stream_after_copy:2", "restore_stream_after_delete:3"] + (
+    ["restore_table_done:1"] if FULL_SIZE else []
+)
 PASSWORD = "correct horse battery staple 42"
 # Trade keys restored by the KEY_RANGE request (inclusive both ends).
 TRADE_LOW, TRADE_HIGH = 200, 1100
@@ -688,7 +689,8 @@ def test_rows_archived_after_the_approval_do_not_come_back_unapproved(demo):
 
 @pytest.mark.parametrize(
     ("topology", "point"),
-    [("same_server", "restore_batch_after_commit:10"), ("streaming", "restore_stream_after_delete:10")],
+    [("same_server", "restore_batch_after_commit:10")]
+    + ([("streaming", "restore_stream_after_delete:10")] if FULL_SIZE else []),
 )
 def test_a_conflict_met_on_resume_fails_the_table_and_execute_finishes_once_it_is_resolved(demo, topology, point):
     """After a kill mid-table, a row with a selected key and other values appears in the source.
