@@ -78,7 +78,7 @@ class TestTheForm:
 
     def test_the_page_shows_only_the_chosen_scopes_fields_with_a_same_origin_script(self, personas):
         html = client_for(personas["compliance"]).get(reverse("admin:governance_hold_add")).content.decode()
-        assert '<script src="/static/governance/hold_form.js"' in html
+        assert '<script src="/static/governance/scoped_fields.js"' in html
         scope_map = re.search(r'data-scope-fields="([^"]+)"', html).group(1).replace("&quot;", '"')
         assert '"CONTRACT": ["source_db", "contract_value"]' in scope_map
         assert '"KEYS": ["table", "keys"]' in scope_map

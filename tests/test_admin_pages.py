@@ -63,7 +63,7 @@ def test_static_files_are_served_with_debug_off(settings, tmp_path):
     response = Client().get("/static/admin/css/base.css")
     assert response.status_code == 200
     assert b"".join(response.streaming_content).startswith(b"/*")
-    assert Client().get("/static/governance/hold_form.js").status_code == 200
+    assert Client().get("/static/governance/scoped_fields.js").status_code == 200
 
 
 class TestCreateRoleUser:

@@ -512,7 +512,7 @@ def test_an_unknown_operation_is_refused_to_everybody(personas, archived, what):
 
 def test_the_request_form_shows_only_the_chosen_selections_fields_without_inline_script(personas):
     html = client_for(personas["administrator"]).get(reverse("admin:governance_restorerequest_add")).content.decode()
-    assert '<script src="/static/governance/restore_form.js"' in html
+    assert '<script src="/static/governance/scoped_fields.js"' in html
     assert "&quot;KEY_RANGE&quot;: [&quot;key_from&quot;, &quot;key_to&quot;]" in html
     assert "onchange=" not in html
 

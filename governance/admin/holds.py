@@ -25,7 +25,7 @@ from governance.admin.lookups import posted_ids
 from governance.models import Hold, HoldScope, TableConfig
 from governance.models.text import FREE_TEXT_MAX_LENGTH
 
-# The form fields each scope needs; the others are hidden (static/governance/hold_form.js)
+# The form fields each scope needs; the others are hidden (static/governance/scoped_fields.js)
 # and ignored when the hold is placed.
 SCOPE_FIELDS = {
     HoldScope.ALL: (),
@@ -84,7 +84,7 @@ class PlaceHoldForm(forms.ModelForm):
             choices=[("", "---------"), *((alias, alias) for alias in settings.SOURCE_DATABASES)],
             help_text=CONTRACT_HELP,
         )
-        # hold_form.js shows only the chosen scope's fields.
+        # scoped_fields.js shows only the chosen scope's fields.
         self.fields["scope"].widget.attrs["data-scope-fields"] = json.dumps(SCOPE_FIELDS)
         self.fields["contract_value"].help_text = "The contract id, as stored in the archived rows."
 
@@ -248,7 +248,7 @@ class HoldAdmin(admin.ModelAdmin):
 
     @property
     def media(self):
-        return super().media + forms.Media(js=["governance/hold_form.js"])
+        return super().media + forms.Media(js=["governance/scoped_fields.js"])
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:

@@ -44,7 +44,7 @@ from governance.models.text import FREE_TEXT_MAX_LENGTH
 from governance.spreadsheet import SafeCsvWriter
 
 # The form fields each kind of selection needs; the others are hidden
-# (static/governance/restore_form.js) and ignored when the request is made.
+# (static/governance/scoped_fields.js) and ignored when the request is made.
 SELECTION_FIELDS = {
     RestoreSelection.KEY_RANGE: ("key_from", "key_to"),
     RestoreSelection.CONTRACT: ("contract_value",),
@@ -224,7 +224,7 @@ class RestoreRequestForm(forms.ModelForm):
         )
         self.fields["date_from"].help_text = "First reference date (inclusive): the date that made the row eligible."
         self.fields["date_to"].help_text = "Last reference date (inclusive)."
-        # restore_form.js shows only the chosen selection's fields.
+        # scoped_fields.js shows only the chosen selection's fields.
         self.fields["selection"].widget.attrs["data-scope-fields"] = json.dumps(SELECTION_FIELDS)
 
     def clean(self):
@@ -382,7 +382,7 @@ class RestoreRequestAdmin(admin.ModelAdmin):
 
     @property
     def media(self):
-        return super().media + forms.Media(js=["governance/restore_form.js"])
+        return super().media + forms.Media(js=["governance/scoped_fields.js"])
 
     def add_view(self, request, form_url="", extra_context=None):
         """GET: Django's add page. POST: ``create_request`` with the form's

@@ -1,12 +1,14 @@
 /*
- * The restore request form shows only the fields of the chosen selection. The select
- * carries the map (data-scope-fields, from governance.admin.restore.SELECTION_FIELDS);
- * a same-origin file, as the Content-Security-Policy allows no inline script.
- * Without script every field shows and the server ignores the other selections'.
+ * A form shows only the fields of the choice made in its one select that
+ * carries the map (data-scope-fields): the hold form's scope
+ * (governance.admin.holds.SCOPE_FIELDS), the restore request's selection
+ * (governance.admin.restore.SELECTION_FIELDS). A same-origin file, as the
+ * Content-Security-Policy allows no inline script. Without script every field
+ * shows and the server ignores the other choices' fields.
  */
 document.addEventListener("DOMContentLoaded", () => {
-  const scope = document.getElementById("id_selection");
-  if (!scope || !scope.dataset.scopeFields) {
+  const scope = document.querySelector("select[data-scope-fields]");
+  if (!scope) {
     return;
   }
   const fieldsOf = JSON.parse(scope.dataset.scopeFields);
