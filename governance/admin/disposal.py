@@ -45,6 +45,20 @@ CERT_COLUMNS = (
 )
 
 
+def certificates_csv(queryset, columns, name: str) -> StreamingHttpResponse:
+    """Certificates as a streamed CSV download (disposal and restore certificates alike)."""
+    writer = SafeCsvWriter()
+
+    def lines():
+        yield writer.writerow(columns)
+        for cert in queryset.order_by("id").iterator(chunk_size=500):
+            yield writer.writerow([cell(getattr(cert, c)) for c in columns])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{name}_{timezone.now():%Y%m%d_%H%M%S}.csv"'
+    return response
+
+
 class CommentForm(forms.Form):
     comment = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
@@ -247,18 +261,7 @@ class DisposalCertificateAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Export the selected certificates as CSV", permissions=["export"])
     def export_csv(self, request, queryset):
-        writer = SafeCsvWriter()
-
-        def lines():
-            yield writer.writerow(CERT_COLUMNS)
-            for cert in queryset.order_by("id").iterator(chunk_size=500):
-                yield writer.writerow([cell(getattr(cert, c)) for c in CERT_COLUMNS])
-
-        response = StreamingHttpResponse(lines(), content_type="text/csv")
-        response["Content-Disposition"] = (
-            f'attachment; filename="disposal_certificates_{timezone.now():%Y%m%d_%H%M%S}.csv"'
-        )
-        return response
+        return certificates_csv(queryset, CERT_COLUMNS, "disposal_certificates")
 
 
 @admin.register(RetentionChange)

@@ -22,14 +22,13 @@ from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
 from django.db.models import Q, Sum
-from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from governance.admin.audit import cell
-from governance.admin.disposal import CommentForm, ReadOnlyAdmin
+from governance.admin.disposal import CommentForm, ReadOnlyAdmin, certificates_csv
 from governance.admin.lookups import INT64_MAX, posted_ids
 from governance.models import (
     RestoreCertificate,
@@ -41,7 +40,6 @@ from governance.models import (
     TableConfig,
 )
 from governance.models.text import FREE_TEXT_MAX_LENGTH
-from governance.spreadsheet import SafeCsvWriter
 
 # The form fields each kind of selection needs; the others are hidden
 # (static/governance/scoped_fields.js) and ignored when the request is made.
@@ -727,15 +725,4 @@ class RestoreCertificateAdmin(RequestColumn, ReadOnlyAdmin):
 
     @admin.action(description="Export the selected certificates as CSV", permissions=["export"])
     def export_csv(self, request, queryset):
-        writer = SafeCsvWriter()
-
-        def lines():
-            yield writer.writerow(CERT_COLUMNS)
-            for cert in queryset.order_by("id").iterator(chunk_size=500):
-                yield writer.writerow([cell(getattr(cert, c)) for c in CERT_COLUMNS])
-
-        response = StreamingHttpResponse(lines(), content_type="text/csv")
-        response["Content-Disposition"] = (
-            f'attachment; filename="restore_certificates_{timezone.now():%Y%m%d_%H%M%S}.csv"'
-        )
-        return response
+        return certificates_csv(queryset, CERT_COLUMNS, "restore_certificates")
