@@ -601,8 +601,24 @@ class RequestColumn:
         return request_link(obj.request_id, str(obj.request_id))
 
 
+class RestoredCounts:
+    """The counts a restore batch and a restore certificate both show, with separators."""
+
+    @admin.display(description="rows", ordering="row_count")
+    def rows(self, obj):
+        return f"{obj.row_count:,}"
+
+    @admin.display(description="skipped", ordering="skipped_identical")
+    def skipped(self, obj):
+        return f"{obj.skipped_identical:,}"
+
+    @admin.display(description="held", ordering="held_count")
+    def held(self, obj):
+        return f"{obj.held_count:,}"
+
+
 @admin.register(RestoreLedger)
-class RestoreLedgerAdmin(RequestColumn, ReadOnlyAdmin):
+class RestoreLedgerAdmin(RequestColumn, RestoredCounts, ReadOnlyAdmin):
     # A batch: its table, how many rows went where, and how far it got.
     list_display = (
         "request",
@@ -638,21 +654,9 @@ class RestoreLedgerAdmin(RequestColumn, ReadOnlyAdmin):
     def batch(self, obj):
         return obj.batch_no
 
-    @admin.display(description="rows", ordering="row_count")
-    def rows(self, obj):
-        return f"{obj.row_count:,}"
-
-    @admin.display(description="skipped", ordering="skipped_identical")
-    def skipped(self, obj):
-        return f"{obj.skipped_identical:,}"
-
     @admin.display(description="deleted", ordering="deleted_count")
     def deleted(self, obj):
         return f"{obj.deleted_count:,}"
-
-    @admin.display(description="held", ordering="held_count")
-    def held(self, obj):
-        return f"{obj.held_count:,}"
 
     @admin.display(description="keys")
     def key_range(self, obj):
@@ -661,7 +665,7 @@ class RestoreLedgerAdmin(RequestColumn, ReadOnlyAdmin):
 
 
 @admin.register(RestoreCertificate)
-class RestoreCertificateAdmin(RequestColumn, ReadOnlyAdmin):
+class RestoreCertificateAdmin(RequestColumn, RestoredCounts, ReadOnlyAdmin):
     list_display = (
         "id",
         "request",
@@ -695,18 +699,6 @@ class RestoreCertificateAdmin(RequestColumn, ReadOnlyAdmin):
     )
     fields = readonly_fields
     actions = ("export_csv",)
-
-    @admin.display(description="rows", ordering="row_count")
-    def rows(self, obj):
-        return f"{obj.row_count:,}"
-
-    @admin.display(description="skipped", ordering="skipped_identical")
-    def skipped(self, obj):
-        return f"{obj.skipped_identical:,}"
-
-    @admin.display(description="held", ordering="held_count")
-    def held(self, obj):
-        return f"{obj.held_count:,}"
 
     @admin.display(description="digest")
     def digest_short(self, obj):
