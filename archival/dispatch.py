@@ -49,7 +49,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from archival import alerts, stopping
-from archival.engine import faults
+from archival.engine import faults, pacing
 from archival.engine.txn import bounded_transaction
 from archival.retry import is_transient
 from governance.models import (
@@ -729,8 +729,9 @@ def take_up_waiting(now=None) -> list[str]:
     """Put the waiting tables of runs the workers drive back on the workers when their wait is over.
 
     A table waiting for a database: once a fresh connection to it answers
-    (tried once per database per sweep). A table waiting for a lock: after
-    ARCHIVAL_LOCK_COOLDOWN_SECONDS. Only within the run window (a halted run's
+    (tried once per database per sweep). A table waiting outside its run
+    window: once the window is open. A table waiting for a lock or for a
+    replica's lag: after ARCHIVAL_LOCK_COOLDOWN_SECONDS. Only within the run window (a halted run's
     tables wait for the next window, ``continue_run``). Returns the labels.
     """
     from django.db import connections
@@ -756,7 +757,13 @@ def take_up_waiting(now=None) -> list[str]:
                 answers[alias] = alias in connections and outage.reachable(alias)
             if not answers[alias]:
                 continue
+        elif state.waiting_for.startswith("window:"):
+            # Outside the table's own run window: taken up once it opens
+            # (the run's window still bounds it: ``_halted`` above).
+            if not pacing.in_window(pacing.window_from_key(state.waiting_for), now):
+                continue
         elif state.updated_at and state.updated_at > now - cooldown:
+            # A lock, or a replica's lag: after the cooldown.
             continue
         ready.setdefault(state.run_id, []).append(state)
     labels = []

@@ -154,6 +154,9 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
         if state.phase == Phase.FAILED:
             findings["failed"][state.run_id].append(state.table_label)
             result.tables["failed"].add(state.config_id)
+        elif state.phase == Phase.WAITING and state.waiting_for.startswith("window:"):
+            # Waiting for its own run window to open: as configured, not a problem.
+            pass
         elif state.phase == Phase.WAITING:
             waiting[(state.run_id, state.waiting_for)].append(state.table_label)
             result.tables["waiting"].add(state.config_id)
@@ -179,7 +182,11 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
     for (run_id, waiting_for), labels in waiting.items():
         # Not a failure: the sweeper (or a resume) takes them up once the
         # database answers or the lock is gone; someone should know meanwhile.
-        what = waiting_for.replace("database:", "database ", 1).replace("lock:", "a lock on ", 1)
+        what = (
+            waiting_for.replace("database:", "database ", 1)
+            .replace("lock:", "a lock on ", 1)
+            .replace("replica:", "the lag of replica ", 1)
+        )
         result.add(
             WARNING,
             f"run {run_id}: {len(labels)} table(s) waiting for {what} ({named(labels)}); "

@@ -104,6 +104,10 @@ ROLES: dict[str, Role] = {
             "governance.pause_scheduler",
             "governance.view_tabledispatch",
             "governance.view_rundispatch",
+            # Replicas whose lag pauses the batches (archival.engine.replicas).
+            "governance.view_replicawatch",
+            "governance.add_replicawatch",
+            "governance.change_replicawatch",
         ),
     ),
     AUDITOR: Role(

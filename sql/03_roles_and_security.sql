@@ -53,6 +53,14 @@ IF SUSER_ID(N'$(ReaderLogin)') IS NULL
     EXEC (N'CREATE LOGIN [$(ReaderLogin)] WITH PASSWORD = N''$(ReaderPassword)'', CHECK_POLICY = ON, DEFAULT_DATABASE = [$(ArchiveDb)]');
 GO
 
+-- Replica lag (docs/pacing.md): between batches the engine reads the
+-- availability group's send and redo queues of the source databases'
+-- secondaries in sys.dm_hadr_database_replica_states, which needs VIEW
+-- SERVER STATE (a server permission: it shows server-wide state, no data).
+-- https://learn.microsoft.com/sql/relational-databases/system-dynamic-management-views/sys-dm-hadr-database-replica-states-transact-sql
+GRANT VIEW SERVER STATE TO [$(AppLogin)];
+GO
+
 -- Control database: the Django control plane. Migrations run as the DBA
 -- (see docs/sqlserver.md), so the runtime login needs DML only.
 USE [$(ControlDb)];

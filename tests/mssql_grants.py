@@ -78,6 +78,10 @@ class Need:
     verb: str
 
 
+# The securable of a server permission (granted to a login, not a database user).
+SERVER = "<server>"
+
+
 @dataclass
 class Grants:
     users: dict = field(default_factory=dict)  # (database, login) -> user
@@ -105,6 +109,11 @@ class Grants:
         return fnmatchcase(obj.lower(), name.lower())
 
     def allows(self, login: str, need: Need) -> bool:
+        if need.obj == SERVER:
+            # A server permission (VIEW SERVER STATE) is granted to the login, in master.
+            return ("master", login.lower(), need.verb, "DATABASE") in self.granted and not any(
+                d == "master" and who == login.lower() and verb == need.verb for d, who, verb, _ in self.denied
+            )
         user = self.users.get((need.database.lower(), login.lower()))
         if user is None:
             return False  # 916: no user for this login in the database
@@ -428,6 +437,10 @@ def _statement_needs(tsql: str, *, database: str) -> tuple[Need, ...]:
         for n, (db, obj) in enumerate(refs):
             if _is_catalog(obj):
                 needs.append(Need(db, "", "CONNECT"))
+                if obj.lower().startswith("sys.dm_"):
+                    # Dynamic management views show server state: VIEW SERVER STATE
+                    # (SQL Server 2019; https://learn.microsoft.com/sql/relational-databases/system-dynamic-management-views/system-dynamic-management-views).
+                    needs.append(Need("master", SERVER, "VIEW SERVER STATE"))
                 continue
             if verb and n == 0:
                 needs.append(Need(db, obj, verb))

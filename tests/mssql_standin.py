@@ -368,6 +368,9 @@ class StandInCursor:
         return None
 
     def _catalog(self, body_upper: str, params: tuple):
+        if "SYS.DM_HADR_DATABASE_REPLICA_STATES" in body_upper:
+            # A secondary that is caught up: no lag, empty queues (KB).
+            return self._answer([(0, 0, 0, "SYNCHRONIZED")], ["lag", "send", "redo", "state"])
         if "FROM SYS.SCHEMAS WHERE NAME" in body_upper:
             (schema,) = params[:1]
             exists = self.conn.alias not in SOURCE_DATABASES and schema in {

@@ -72,6 +72,8 @@ CONTRACT = (
     "contains_sql",
     "query_time_limit",
     "create_readonly_role",
+    # replicas watched between batches (archival.engine.replicas)
+    "replica_lag",
 )
 
 # Statements a backend provides only when one of its answers says so.

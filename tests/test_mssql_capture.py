@@ -88,10 +88,10 @@ from django.db import connections
 from django.urls import reverse
 
 from archival.demo import DemoSize, build_demo
-from governance.models import TableConfig
+from governance.models import MeasuredOn, ReplicaWatch, TableConfig
 from tests.mssql_capture_checks import violations_of
-from tests.mssql_grants import load_grants, required_permissions
-from tests.mssql_standin import DATABASES, Server, install, production_settings, uninstall
+from tests.mssql_grants import SERVER, Need, load_grants, required_permissions
+from tests.mssql_standin import DATABASES, SOURCE_DATABASES, Server, install, production_settings, uninstall
 
 TINY = DemoSize(positions=60, contracts=10, trades=30, prices=40, generated_tables=0, generated_rows=0)
 UNPROVISIONED = ("SourceDB3", "PriceHistory")
@@ -299,6 +299,11 @@ def captured(request, django_db_setup, django_db_blocker) -> Capture:
         build_demo(TINY, configs=True)
         # SQL Server's default schema; a batch size the procedures take (<= 4,000).
         TableConfig.objects.filter(schema_name="main").update(schema_name="dbo", batch_size=25)
+        # An availability-group secondary of SourceDB1 whose lag the batches
+        # watch, read on the primary (docs/pacing.md, docs/sqlserver.md).
+        ReplicaWatch.objects.create(
+            source_db="SourceDB1", name="SQL02", measured_on=MeasuredOn.PRIMARY, connection_kind="ALIAS"
+        )
         configs = {(c.source_db, c.table_name): c for c in TableConfig.objects.all()}
         server = Server(shadows={alias: connections[alias] for alias in aliases}, configs=configs)
         server.provisioned = set(configs) - {UNPROVISIONED}
@@ -418,6 +423,16 @@ def test_the_runtime_logins_send_no_ddl(captured):
         s for s in server.statements if re.match(r"(?is)\s*(?:SET\s+NOCOUNT\s+\w+;?\s*)?(CREATE|ALTER|DROP)\b", s.sql)
     ]
     assert not ddl, "\n".join(f"[{s.alias} as {s.login}] {s.sql[:200]}" for s in ddl)
+
+
+def test_the_replica_lag_is_read_from_the_availability_group_on_the_source_with_view_server_state(captured):
+    reads = [s for s in captured.server.statements if "dm_hadr_database_replica_states" in s.sql]
+    assert reads, "no batch read the watched replica's lag"
+    assert {(s.alias, s.database) for s in reads} == {("SourceDB1", SOURCE_DATABASES["SourceDB1"])}
+    assert all(s.params == ("SQL02",) for s in reads)
+    needs = required_permissions(reads[0].tsql, database=reads[0].database, params=reads[0].params)
+    assert Need("master", SERVER, "VIEW SERVER STATE") in needs
+    assert load_grants().allows(reads[0].login, Need("master", SERVER, "VIEW SERVER STATE"))
 
 
 def test_every_captured_statement_is_covered_by_a_grant(captured):

@@ -16,23 +16,33 @@ from archival.backends.base import (
 
 
 def backend_for(alias: str) -> Backend:
-    vendor = connections[alias].vendor
+    return _backend_class(connections[alias].vendor, alias)(alias)
+
+
+def backend_on(connection) -> Backend:
+    """The backend of a connection that is not one of ``DATABASES``' aliases (a replica named by a URL)."""
+    backend = _backend_class(connection.vendor, connection.alias)(connection.alias)
+    backend.connection = connection
+    return backend
+
+
+def _backend_class(vendor: str, alias: str) -> type[Backend]:
     if vendor == "sqlite":
         from archival.backends.sqlite import SQLiteBackend
 
-        return SQLiteBackend(alias)
+        return SQLiteBackend
     if vendor == "postgresql":
         from archival.backends.postgresql import PostgresBackend
 
-        return PostgresBackend(alias)
+        return PostgresBackend
     if vendor == "mysql":
         from archival.backends.mariadb import MariaDBBackend
 
-        return MariaDBBackend(alias)
+        return MariaDBBackend
     if vendor == "microsoft":
         from archival.backends.mssql.backend import MSSQLBackend
 
-        return MSSQLBackend(alias)
+        return MSSQLBackend
     raise SchemaError(f"database {alias} uses an unsupported engine ({vendor})")
 
 
@@ -44,5 +54,6 @@ __all__ = [
     "SchemaError",
     "TableInfo",
     "backend_for",
+    "backend_on",
     "namespace_for",
 ]

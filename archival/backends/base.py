@@ -40,6 +40,21 @@ def namespace_for(alias: str) -> str:
 
 
 @dataclass(frozen=True)
+class ReplicaLag:
+    """How far a replica is behind, as its database reports it.
+
+    ``seconds`` None: the lag is unknown (replication broken or stopped, the
+    replica not connected, or not readable with our privileges), which the
+    engine treats as over any bound. ``queue_kb``: log not yet sent or not
+    yet replayed, where the engine reports it (SQL Server); None elsewhere.
+    """
+
+    seconds: float | None
+    detail: str
+    queue_kb: int | None = None
+
+
+@dataclass(frozen=True)
 class Column:
     name: str
     db_type: str  # the type as the engine declares it, e.g. numeric(18,6)
@@ -587,6 +602,17 @@ class Backend(ABC):
         Raises QueryTimeout when the database stopped a statement for it, and
         ImproperlyConfigured where no limit is in force. A cursor fetched
         from must be drained inside the block.
+        """
+
+    # -- replicas ------------------------------------------------------------
+    @abstractmethod
+    def replica_lag(self, cursor, *, on_primary: bool, replica: str) -> ReplicaLag:
+        """The lag of one replica, read through ``cursor`` (a connection of this engine).
+
+        ``on_primary``: ``cursor`` is the primary's, and ``replica`` the name
+        the primary gives the replica; otherwise ``cursor`` is the replica's
+        own. Raises NotOnThisEngine where the engine cannot tell (SQLite has
+        no replicas). Read-only, one statement, no transaction of its own.
         """
 
     @abstractmethod

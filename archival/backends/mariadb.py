@@ -21,6 +21,7 @@ from archival.backends.base import (
     Column,
     ForeignKey,
     NotOnThisEngine,
+    ReplicaLag,
     SchemaError,
     TableInfo,
     day_in_month_sql,
@@ -339,6 +340,29 @@ class MariaDBBackend(Backend):
 
     def query_time_limit(self, timeout_ms: int) -> AbstractContextManager[None]:
         raise ImproperlyConfigured(f"{self.alias}: no query time limit is implemented for MariaDB")
+
+    def replica_lag(self, cursor, *, on_primary: bool, replica: str) -> ReplicaLag:
+        # A MariaDB primary does not know its replicas' positions: the
+        # replica says, in SHOW SLAVE STATUS (privilege REPLICA MONITOR, or
+        # REPLICATION CLIENT before 10.5). Seconds_Behind_Master NULL means
+        # the SQL or IO thread is not running: replication is broken, which
+        # counts as over any bound. Several rows: multi-source, the worst one.
+        if on_primary:
+            raise NotOnThisEngine("MariaDB reports replication lag on the replica only: measure it there")
+        cursor.execute("SHOW SLAVE STATUS")
+        names = [d[0] for d in cursor.description or ()]
+        rows = [dict(zip(names, row, strict=False)) for row in cursor.fetchall()]
+        if not rows:
+            return ReplicaLag(None, f"{replica} is not a replica (SHOW SLAVE STATUS is empty)")
+        behind = [r.get("Seconds_Behind_Master") for r in rows]
+        if any(b is None for b in behind):
+            broken = next(r for r in rows if r.get("Seconds_Behind_Master") is None)
+            return ReplicaLag(
+                None,
+                f"{replica}: replication is not running (IO {broken.get('Slave_IO_Running')}, "
+                f"SQL {broken.get('Slave_SQL_Running')}: {str(broken.get('Last_Error') or '')[:200]})",
+            )
+        return ReplicaLag(float(max(behind)), f"{replica}: Seconds_Behind_Master {max(behind)}")
 
     def create_readonly_role(
         self, role: str, password: str | None, namespaces: list[str], tables: list[str]

@@ -15,6 +15,7 @@ from archival.backends.base import (
     Column,
     ForeignKey,
     QueryTimeout,
+    ReplicaLag,
     SchemaError,
     TableInfo,
     day_in_month_sql,
@@ -408,6 +409,54 @@ class PostgresBackend(Backend):
             if getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
                 raise QueryTimeout(timeout_ms) from exc
             raise
+
+    # On the replica: the delay of the last transaction replayed, but only
+    # while WAL received is waiting to be replayed. On an idle primary
+    # nothing new arrives and now() - pg_last_xact_replay_timestamp() grows
+    # without any lag: received == replayed means caught up (0). NULL
+    # receive position: no WAL receiver (replication broken or a standby fed
+    # from an archive only), unknown. Not in recovery: not a replica.
+    REPLICA_LAG_ON_REPLICA = (
+        "SELECT pg_is_in_recovery(), "
+        "CASE WHEN pg_last_wal_receive_lsn() IS NULL THEN NULL "
+        "WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 "
+        "ELSE EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()) END, "
+        "pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), "
+        "pg_is_wal_replay_paused()"
+    )
+    # On the primary: pg_stat_replication's row for the standby (by its
+    # application_name). replay_lag goes NULL once a standby has caught up
+    # and the primary is idle: replayed up to the current position is 0.
+    # No row: the standby is not connected. Reading another session's
+    # positions needs pg_monitor (or superuser); without it they are NULL.
+    REPLICA_LAG_ON_PRIMARY = (
+        "SELECT CASE WHEN replay_lsn >= pg_current_wal_lsn() THEN 0 "
+        "ELSE EXTRACT(EPOCH FROM replay_lag) END, "
+        "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), state "
+        "FROM pg_stat_replication WHERE application_name = %s"
+    )
+
+    def replica_lag(self, cursor, *, on_primary: bool, replica: str) -> ReplicaLag:
+        if on_primary:
+            cursor.execute(self.REPLICA_LAG_ON_PRIMARY, [replica])
+            rows = cursor.fetchall()
+            if not rows:
+                return ReplicaLag(None, f"no standby named {replica!r} is connected (pg_stat_replication)")
+            seconds = [r[0] for r in rows]
+            if any(s is None for s in seconds):
+                return ReplicaLag(
+                    None, f"{replica}: replay position unknown (state {rows[0][2]}; the login needs pg_monitor)"
+                )
+            behind = max(int(r[1] or 0) for r in rows)
+            return ReplicaLag(float(max(seconds)), f"{replica}: {behind:,} bytes of WAL not replayed")
+        cursor.execute(self.REPLICA_LAG_ON_REPLICA)
+        in_recovery, seconds, behind, paused = cursor.fetchone()
+        if not in_recovery:
+            return ReplicaLag(None, f"{replica} is not a standby (pg_is_in_recovery() is false)")
+        if seconds is None:
+            return ReplicaLag(None, f"{replica} receives no WAL (no WAL receiver: replication broken?)")
+        detail = f"{replica}: {int(behind or 0):,} bytes of WAL received, not replayed"
+        return ReplicaLag(float(seconds), detail + ("; replay is paused" if paused else ""))
 
     def create_readonly_role(
         self, role: str, password: str | None, namespaces: list[str], tables: list[str]

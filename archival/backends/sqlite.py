@@ -26,6 +26,7 @@ from archival.backends.base import (
     ForeignKey,
     NotOnThisEngine,
     QueryTimeout,
+    ReplicaLag,
     SchemaError,
     TableInfo,
     generic_type,
@@ -463,6 +464,9 @@ class SQLiteBackend(Backend):
             raise
         finally:
             raw.set_progress_handler(None, PROGRESS_STEPS)
+
+    def replica_lag(self, cursor, *, on_primary: bool, replica: str) -> ReplicaLag:
+        raise NotOnThisEngine("SQLite has no replicas to watch: a file has one writer and no standby")
 
     def create_readonly_role(
         self, role: str, password: str | None, namespaces: list[str], tables: list[str]

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from django.conf import settings
 from django.db import transaction
 
-from archival.engine import keys, mssql_path, same_server, streaming
+from archival.engine import keys, mssql_path, pacing, same_server, streaming
 from archival.engine.archive_tables import created_by_first_batch, ensure_archive_table
 from archival.engine.errors import TableError, TableWaiting
 from archival.engine.faults import checkpoint
@@ -246,8 +246,6 @@ def archive(
     # state (a batch's renewal, or the phase after the last batch) carries the
     # reconciled cursor and counts.
     batch_no, archived, cursor = (0, 0, None) if marked_by_caller else ledger_progress(state.run_id, spec.config.pk)
-    size = spec.config.effective_batch_size
-    moved_total = batches = 0
 
     def record_ledger(*, batch_no, low, high, rows, deleted, state=LedgerState.MOVED, counted_rows=None):
         """The batch's ledger row.
@@ -272,33 +270,69 @@ def archive(
         return ledger
 
     spec_run_id = state.run_id
+    # Batch size and pauses adapt to what batches cost (archival.engine.pacing).
+    pacer = pacing.for_table(spec, state)
+    try:
+        return _batches(spec, state, worker, pacer, (batch_no, archived, cursor), record_ledger, should_stop, on_batch)
+    finally:
+        pacer.close()
+
+
+def _batches(spec, state, worker, pacer, start, record_ledger, should_stop, on_batch) -> ArchiveOutcome:
+    """The batch loop of ``archive``: move, reconcile, record; pace between batches.
+
+    ``start``: (last batch number, rows archived, keyset cursor) from the ledger.
+    """
+    batch_no, archived, cursor = start
+    size = pacer.size
+    moved_total = batches = 0
     # Progress not yet written to the recovery state (see the end of the loop).
     pending: dict = {}
     renewed_at = time.monotonic()
     # Batches in a row that timed out waiting for locks, counted across
     # slices (a slice's time box may end the back-off before the limit).
     lock_waits = state.lock_waits
+
+    def keepalive() -> None:
+        """Renew the lease and show what pacing does, during a long wait between batches."""
+        nonlocal pending, renewed_at
+        renew(state, worker, **pending, **pacer.changes())
+        pending = {}
+        renewed_at = time.monotonic()
+
+    def unsaved(progress: dict) -> dict:
+        return {**progress, **pacer.changes()}
+
     while True:
         if should_stop():
-            return ArchiveOutcome(moved_total, batches, False, unsaved=pending)
+            return ArchiveOutcome(moved_total, batches, False, unsaved=unsaved(pending))
+        # The pause pacing asks for, replica lag, the table's run window.
+        if not pacer.before_batch(should_stop, keepalive, pending):
+            return ArchiveOutcome(moved_total, batches, False, unsaved=unsaved(pending))
         batch_no += 1
+        took = [0.0]
 
-        def one_batch(batch_no=batch_no, cursor=cursor, size=size):
-            if mssql_path.uses_procedures(spec):
-                return mssql_path.move_batch(spec, run_id=state.run_id, batch_no=batch_no, low=cursor, size=size)
-            if spec.mode == "streaming":
-                # An earlier attempt of this batch may have committed its copy.
-                earlier = BatchLedger.objects.filter(
-                    run_id=state.run_id, config_id=spec.config.pk, batch_no=batch_no
-                ).first()
-                if earlier is not None:
-                    return streaming.finish_earlier_attempt(spec, earlier)
-                return streaming.move_batch(
+        def one_batch(batch_no=batch_no, cursor=cursor, size=size, took=took):
+            started = time.monotonic()
+            try:
+                if mssql_path.uses_procedures(spec):
+                    return mssql_path.move_batch(spec, run_id=state.run_id, batch_no=batch_no, low=cursor, size=size)
+                if spec.mode == "streaming":
+                    # An earlier attempt of this batch may have committed its copy.
+                    earlier = BatchLedger.objects.filter(
+                        run_id=state.run_id, config_id=spec.config.pk, batch_no=batch_no
+                    ).first()
+                    if earlier is not None:
+                        return streaming.finish_earlier_attempt(spec, earlier)
+                    return streaming.move_batch(
+                        spec, run_id=state.run_id, batch_no=batch_no, low=cursor, size=size, record_ledger=record_ledger
+                    )
+                return same_server.move_batch(
                     spec, run_id=state.run_id, batch_no=batch_no, low=cursor, size=size, record_ledger=record_ledger
                 )
-            return same_server.move_batch(
-                spec, run_id=state.run_id, batch_no=batch_no, low=cursor, size=size, record_ledger=record_ledger
-            )
+            finally:
+                # The last attempt's time, without the back-off before it.
+                took[0] = time.monotonic() - started
 
         # A deadlock, lock timeout, lost connection or serialization failure
         # rolled the batch back; it is retried with backoff (a streamed batch
@@ -309,14 +343,14 @@ def archive(
                 one_batch,
                 attempts=5,
                 base_delay=0.5,
-                on_retry=_retrying(spec, state, worker),
+                on_retry=_retrying(spec, state, worker, pacer),
                 retryable=lambda exc: is_transient(exc) and not is_wait_timeout(exc),
             )
         except Exception as exc:
             if not is_wait_timeout(exc):
                 # The table fails (or waits for its database): its row
                 # carries the progress of the batches that committed.
-                exc.unsaved_progress = pending
+                exc.unsaved_progress = unsaved(pending)
                 raise
             # Another session held the locks this batch needs past the lock
             # timeout (or the batch ran out of time); it rolled back. Back
@@ -324,35 +358,42 @@ def archive(
             # the table waiting for the lock with that reason.
             lock_waits += 1
             batch_no -= 1
-            failed_size, size = size, max(1, size // 2)
+            failed_size = size
             lock_ms, _ = wait_limits()
             limit = settings.ARCHIVAL["LOCK_RETRIES"]
             reason = (
                 f"batch {batch_no + 1} of {spec.label} ({failed_size} rows) could not get its locks within "
                 f"{lock_ms} ms ({type(exc).__name__}: {str(exc).strip()[:200]})"
             )
+            pacer.add_lock_wait(took[0])
             if lock_waits >= limit:
                 raise TableWaiting(
                     f"lock:{spec.label}",
                     f"{reason}; {limit} batches in a row timed out, so the table waits for the lock to be released "
                     "and is taken up again later (the sweeper, or archival resume)",
-                    unsaved_progress=pending,
+                    unsaved_progress=unsaved(pending),
                 ) from exc
             delay = backoff_delay(lock_waits, 1.0, 30.0)
+            size = pacer.after_lock_timeout(f"lock timeouts: {reason}")
             note = f"{reason}; retrying with {size} rows in {delay:.1f}s (lock wait {lock_waits} of {limit})"
             logger.warning(note)
-            _record_lock_wait(spec, state, worker, note, pending, lock_waits, delay, size)
+            _record_lock_wait(spec, state, worker, note, unsaved(pending), lock_waits, delay, size)
             pending = {}
-            if not _pause(delay, should_stop):
-                return ArchiveOutcome(moved_total, batches, False)
+            started = time.monotonic()
+            full = _pause(delay, should_stop)
+            pacer.add_lock_wait(time.monotonic() - started)
+            if not full:
+                return ArchiveOutcome(moved_total, batches, False, unsaved=pacer.changes())
             continue
+        pacer.after_batch(outcome.moved, took[0])
+        size = pacer.size
         if lock_waits:
-            # The locks came: say so in the state, and grow back to the configured size.
+            # The locks came: say so in the state; the batch size grows back
+            # as batches stay quick (archival.engine.pacing).
             lock_waits = 0
-            size = spec.config.effective_batch_size
-            renew(state, worker, last_error="", lock_waits=0)
+            renew(state, worker, last_error="", lock_waits=0, **pacer.changes())
         if outcome.high is None:
-            return ArchiveOutcome(moved_total, batches, True, unsaved=pending)
+            return ArchiveOutcome(moved_total, batches, True, unsaved=unsaved(pending))
         checkpoint("batch_after_commit")
         cursor = to_json(outcome.high)
         archived += outcome.moved
@@ -367,7 +408,7 @@ def archive(
             # other). Verify still counts what is left (a row made eligible
             # meanwhile fails it). Streamed batches never say so: one may
             # delete fewer rows than it read (a row changed after its copy stays).
-            return ArchiveOutcome(moved_total, batches, True, unsaved=progress)
+            return ArchiveOutcome(moved_total, batches, True, unsaved=unsaved(progress))
         # Progress and the lease go to the control database with the first
         # batch (the phase becomes ARCHIVING), then at most once every
         # PROGRESS_SECONDS: each write is a durable commit, and the batch's own
@@ -375,7 +416,7 @@ def archive(
         # (the truth on resume). The audit trail gets the whole ledger's
         # digest at verify (one chained event per table, not one per batch).
         if state.phase != Phase.ARCHIVING or time.monotonic() - renewed_at >= PROGRESS_SECONDS:
-            renew(state, worker, phase=Phase.ARCHIVING, **progress)
+            renew(state, worker, phase=Phase.ARCHIVING, **progress, **pacer.changes())
             renewed_at = time.monotonic()
             pending = {}
         else:
@@ -429,12 +470,7 @@ def record_verified(state: RecoveryState, worker: str, proof: VerifyProof, unsav
 
 def _pause(seconds: float, should_stop: Callable[[], bool]) -> bool:
     """Sleep ``seconds`` unless the slice must stop first; True when the full pause passed."""
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        if should_stop():
-            return False
-        time.sleep(min(left, 0.5))
-    return not should_stop()
+    return pacing.pause(seconds, should_stop)
 
 
 def _record_lock_wait(spec, state, worker, note, pending, attempt, delay, size) -> None:
@@ -450,8 +486,11 @@ def _record_lock_wait(spec, state, worker, note, pending, attempt, delay, size) 
     )
 
 
-def _retrying(spec: TableSpec, state: RecoveryState, worker: str):
+def _retrying(spec: TableSpec, state: RecoveryState, worker: str, pacer=None):
     def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
+        if pacer is not None:
+            # A deadlock or serialization failure: the back-off is time lost to other sessions' locks.
+            pacer.add_lock_wait(delay)
         AuditEvent.objects.record(
             "batch.retried",
             actor=worker,

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from django.db import DatabaseError, Error, transaction
 from django.utils import timezone
 
-from archival.engine import leases, phases
+from archival.engine import leases, pacing, phases
 from archival.engine.cutoff import resolve_cutoff
 from archival.engine.dailylog import log_line
 from archival.engine.errors import LeaseLost, TableError, TableWaiting, describe_database_error
@@ -254,6 +254,8 @@ def advance_table(
     try:
         # Every statement from here on waits for locks only so long (archival.engine.txn).
         bound_sessions(["archive", state.config.source_db])
+        # Outside the table's own run window nothing starts (not even Mark's count).
+        pacing.check_window(state.table_label, pacing.window_of(state.config))
         spec = ahead.spec if ahead else build_spec(state.config, state.run.cutoff)
         target = PHASE_ORDER.index(until)
         while True:
@@ -616,10 +618,18 @@ def retake_waiting(states, *, actor=None) -> list[str]:
     mark again if never marked: the same rule as for a failed table.
     """
     labels: dict[str, list[str]] = {}
+    now = timezone.now()
     for state in states:
         phase = Phase.PENDING if state.eligible_count is None else Phase.ARCHIVING
+        # The time it waited outside its run window or for a replica counts
+        # in its pacing record (status shows the time spent per reason).
+        reason = {"window": "window", "replica": "lag", "lock": "lock"}.get(state.waiting_for.split(":", 1)[0])
+        extra = {}
+        if reason and state.updated_at:
+            waited = (now - state.updated_at).total_seconds()
+            extra["pacing"] = pacing.with_waited(state.pacing, reason, waited)
         if RecoveryState.objects.filter(pk=state.pk, phase=Phase.WAITING).update(
-            phase=phase, waiting_for="", last_error="", lock_waits=0, finished_at=None, updated_at=timezone.now()
+            phase=phase, waiting_for="", last_error="", lock_waits=0, finished_at=None, updated_at=now, **extra
         ):
             labels.setdefault(state.waiting_for, []).append(state.table_label)
     for waiting_for, names in labels.items():

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from django.db import DatabaseError
 from django.db.models import Count, Q, Sum
 
+from archival.engine import pacing
 from governance.models import ArchivalRun, BatchLedger, LedgerState, RecoveryState
 
 
@@ -28,7 +29,11 @@ class TableStatus:
     copied_pending_delete: int  # streamed rows copied whose source delete has not committed
     state_archived: int  # what the recovery state last recorded (lags after a kill)
     error: str
-    waiting_for: str = ""  # WAITING tables: database:<alias> or lock:<table>
+    waiting_for: str = ""  # WAITING tables: database:<alias>, lock:<table>, window:<from>-<until>, replica:<name>
+    # Pacing (archival.engine.pacing): what the engine does instead of moving
+    # rows now, and the time it spent so per reason, in one line; and the figures.
+    pacing: str = ""
+    pacing_seconds: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +103,8 @@ def run_status(run_id: int | None = None, *, runs: int = 1) -> list[RunStatusRep
                     state_archived=s.archived_count,
                     error=s.last_error,
                     waiting_for=s.waiting_for,
+                    pacing=pacing.summary(s.pacing),
+                    pacing_seconds=(s.pacing or {}).get("seconds", {}),
                 )
             )
         reports.append(report)

@@ -9,7 +9,7 @@ from importlib.util import find_spec
 
 from django.contrib import admin
 
-from governance.admin import audit, configs, dashboard, holds, lookups, queue, runs, schedule
+from governance.admin import audit, configs, dashboard, holds, lookups, pacing, queue, runs, schedule
 
 for _name in ("disposal", "schedule"):
     if find_spec(f"governance.admin.{_name}") is not None:
@@ -30,4 +30,4 @@ schedule.install(admin.site)
 # Last: it wraps whatever admins the modules above registered.
 lookups.install(admin.site)
 
-__all__ = ["audit", "configs", "dashboard", "holds", "lookups", "queue", "runs", "schedule"]
+__all__ = ["audit", "configs", "dashboard", "holds", "lookups", "pacing", "queue", "runs", "schedule"]

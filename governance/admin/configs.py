@@ -49,6 +49,10 @@ CONFIG_FIELDS = (
     "primary_key_columns",
     "execution_priority",
     "batch_size",
+    "min_batch_size",
+    "max_pause_ms",
+    "window_start",
+    "window_end",
     "is_active",
 )
 
@@ -285,6 +289,10 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
                     "batch_size",
                 )
             },
+        ),
+        (
+            "Pacing and run window (docs/pacing.md)",
+            {"fields": ("min_batch_size", "max_pause_ms", "window_start", "window_end")},
         ),
         ("Record", {"fields": ("created_at", "updated_at")}),
     )

@@ -21,9 +21,10 @@ from django.db.models.functions import TruncWeek
 from django.utils import timezone
 from django.utils.formats import number_format
 
+from archival.engine import pacing
 from archival.monitoring import health_check
 from governance.checks import deployment_warnings
-from governance.models import BatchLedger, Hold, RecoveryState, SchedulerSettings, TableConfig
+from governance.models import BatchLedger, Hold, Phase, RecoveryState, RunStatus, SchedulerSettings, TableConfig
 
 WEEKS = 52
 PANEL_LIMIT = 10
@@ -233,6 +234,42 @@ def scheduler_paused() -> bool:
     return SchedulerSettings.objects.current().paused
 
 
+@dataclass
+class PacedTable:
+    """A table of an open run that is yielding to its source's workload, or spent time doing so."""
+
+    run_id: int
+    label: str
+    now: str  # what it does instead of moving rows now ("" when it moves at full speed)
+    spent: list[tuple[str, float]]  # (reason, seconds) with time spent
+
+
+def paced_tables(limit: int = PANEL_LIMIT) -> tuple[list[PacedTable], int]:
+    """The tables of running runs that pace or wait (window, replica lag, locks, latency), first ``limit``, and the count.
+
+    One query over the open runs' states (what ``pacing`` records, see
+    archival.engine.pacing), no query per table.
+    """
+    states = (
+        RecoveryState.objects.filter(run__status=RunStatus.RUNNING)
+        .only("run_id", "table_label", "phase", "waiting_for", "last_error", "pacing")
+        .order_by("run_id", "pk")
+    )
+    found = []
+    for state in states:
+        record = state.pacing or {}
+        spent = [(pacing.REASON_WORDS[r], float((record.get("seconds") or {}).get(r, 0.0))) for r in pacing.REASONS]
+        spent = [(reason, seconds) for reason, seconds in spent if seconds >= 0.05]
+        now = ""
+        if state.phase == Phase.WAITING and state.waiting_for.split(":", 1)[0] in ("window", "replica", "lock"):
+            now = state.last_error
+        elif record.get("doing"):
+            now = record.get("note") or pacing.REASON_WORDS.get(record["doing"], "")
+        if now or spent:
+            found.append(PacedTable(state.run_id, state.table_label, now, spent))
+    return found[:limit], len(found)
+
+
 def dashboard_context(request) -> dict:
     user = request.user
     context: dict = {"dashboard": True}
@@ -242,6 +279,7 @@ def dashboard_context(request) -> dict:
         context["estate_archived"] = number(summary.archived_this_week)
         context["estate_disposed"] = number(summary.disposed_this_week or 0)
         context["deployment_warnings"] = deployment_warnings()
+        context["paced"], context["paced_total"] = paced_tables()
     if user.has_perm("governance.view_hold"):
         today = timezone.localdate()
         context["active_holds"] = list(Hold.objects.active(today).order_by("-placed_at")[:PANEL_LIMIT])

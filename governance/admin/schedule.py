@@ -88,6 +88,24 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        (
+            "Pacing (docs/pacing.md): batches yield to the sources' workload",
+            {
+                "fields": (
+                    "pacing_enabled",
+                    "pace_slow_batch_ms",
+                    "pace_quick_batch_ms",
+                    "pace_slowdown_factor",
+                    "pace_sleep_coefficient",
+                    "pace_min_batch_size",
+                    "pace_max_pause_ms",
+                )
+            },
+        ),
+        (
+            "Replica lag (the replicas are listed under Watched replicas)",
+            {"fields": ("replica_check_seconds", "replica_max_wait_seconds")},
+        ),
     )
     # Pausing goes through its own audited button, not a checkbox edit.
     readonly_fields = ("paused",)

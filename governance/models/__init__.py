@@ -13,6 +13,7 @@ from governance.models.disposal import (
     RetentionChange,
     RetentionChangeStatus,
 )
+from governance.models.pacing import ConnectionKind, MeasuredOn, ReplicaWatch
 from governance.models.restore import (
     OPEN_RESTORE_STATUSES,
     RestoreCertificate,
@@ -54,6 +55,7 @@ __all__ = [
     "AuditEvent",
     "BatchLedger",
     "BatchStatus",
+    "ConnectionKind",
     "Decision",
     "DispatchStage",
     "DispatchStatus",
@@ -64,8 +66,10 @@ __all__ = [
     "HoldKey",
     "HoldScope",
     "LedgerState",
+    "MeasuredOn",
     "Phase",
     "RecoveryState",
+    "ReplicaWatch",
     "RestoreCertificate",
     "RestoreKey",
     "RestoreLedger",

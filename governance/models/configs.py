@@ -133,6 +133,35 @@ class TableConfig(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(100_000)],
         help_text="Rows per batch transaction. Empty: 5,000 (4,000 on SQL Server, below lock escalation).",
     )
+    min_batch_size = models.PositiveIntegerField(
+        "smallest batch",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)],
+        help_text="Pacing shrinks this table's batches no further than this when they slow down or wait for locks. "
+        "Empty: the scheduler settings' smallest batch (never more than the batch size).",
+    )
+    max_pause_ms = models.PositiveIntegerField(
+        "longest pause (ms)",
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(600_000)],
+        help_text="The longest pause pacing puts between two batches of this table. Empty: the scheduler settings' value.",
+    )
+    window_start = models.TimeField(
+        "run window from",
+        null=True,
+        blank=True,
+        help_text="Archive this table only from this time of day (local time, TIME_ZONE), e.g. 01:00. "
+        "Empty with 'until': any time (the run's own window still applies). A window may span midnight (22:00 to 04:00).",
+    )
+    window_end = models.TimeField(
+        "run window until",
+        null=True,
+        blank=True,
+        help_text="...and until this time of day (local time), e.g. 05:00: no batch starts after it; the table "
+        "waits with reason 'run window' and the scheduled run takes it up when the window opens again.",
+    )
     is_active = models.BooleanField("active", default=True, help_text="Inactive configs are skipped by runs.")
     created_at = models.DateTimeField(auto_now_add=True, help_text="When the config was created.")
     updated_at = models.DateTimeField(auto_now=True, help_text="When the config last changed.")
@@ -246,6 +275,14 @@ class TableConfig(models.Model):
             ceiling = backend_for(ARCHIVE_ALIAS).max_batch_size
             if ceiling is not None and self.batch_size > ceiling:
                 errors["batch_size"] = f"At most {ceiling:,} rows per batch on this archive database."
+        if self.min_batch_size and self.batch_size and self.min_batch_size > self.batch_size:
+            errors["min_batch_size"] = "The smallest batch cannot be larger than the batch size."
+        if (self.window_start is None) != (self.window_end is None):
+            errors["window_end" if self.window_end is None else "window_start"] = (
+                "A run window needs both its start and its end (or neither)."
+            )
+        elif self.window_start is not None and self.window_start == self.window_end:
+            errors["window_end"] = "The window would be empty: give a different end, or leave both empty."
         if errors:
             raise ValidationError(errors)
         # Only a well-formed config is checked against the live schema.

@@ -183,8 +183,17 @@ class RecoveryState(models.Model):
         max_length=200,
         blank=True,
         help_text=(
-            "What a WAITING table waits for: 'database:<alias>' (the server does not answer) or "
-            "'lock:<table>' (another session held its locks past the lock timeout)."
+            "What a WAITING table waits for: 'database:<alias>' (the server does not answer), "
+            "'lock:<table>' (another session held its locks past the lock timeout), 'window:<from>-<until>' "
+            "(outside the table's run window) or 'replica:<name>' (a watched replica lags too far behind)."
+        ),
+    )
+    pacing = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "How the engine yielded to the source's workload (archival.engine.pacing): seconds spent pausing per "
+            "reason (latency, lock, lag, window), the current batch size and pause, and what it is doing now."
         ),
     )
     started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker first started on this table.")

@@ -71,6 +71,62 @@ class SchedulerSettings(models.Model):
         validators=[MinValueValidator(10)],
         help_text="A queued table task with no lease and no sign of life for this long is presumed lost (killed worker) and enqueued again.",
     )
+    # Pacing (archival.engine.pacing): how batches yield to the operational
+    # workload of the source databases. docs/pacing.md gives the rules.
+    pacing_enabled = models.BooleanField(
+        default=True,
+        help_text="Adapt batch size and pauses to how quickly batches run (off: every batch at the configured size, no pause).",
+    )
+    pace_slow_batch_ms = models.PositiveIntegerField(
+        "slow batch (ms)",
+        default=1000,
+        validators=[MinValueValidator(10), MaxValueValidator(600_000)],
+        help_text="A batch that takes longer than this is slow: the next batches are smaller and a pause follows.",
+    )
+    pace_slowdown_factor = models.FloatField(
+        "slowdown factor",
+        default=4.0,
+        validators=[MinValueValidator(1.5), MaxValueValidator(100)],
+        help_text="A batch whose time per row is this many times the table's quickest batch in this slice is slow too "
+        "(once it takes longer than the quick batch time).",
+    )
+    pace_quick_batch_ms = models.PositiveIntegerField(
+        "quick batch (ms)",
+        default=250,
+        validators=[MinValueValidator(1), MaxValueValidator(600_000)],
+        help_text="A batch quicker than this is never slow, whatever its slowdown: batches grow back and pauses shrink.",
+    )
+    pace_sleep_coefficient = models.FloatField(
+        "pause per batch time",
+        default=1.0,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="After a slow batch, pause this many times its duration (pt-archiver's --sleep-coef).",
+    )
+    pace_min_batch_size = models.PositiveIntegerField(
+        "smallest batch",
+        default=250,
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)],
+        help_text="Batches are never made smaller than this (a table config may set its own).",
+    )
+    pace_max_pause_ms = models.PositiveIntegerField(
+        "longest pause (ms)",
+        default=5000,
+        validators=[MaxValueValidator(600_000)],
+        help_text="The longest pause between two batches (a table config may set its own).",
+    )
+    replica_check_seconds = models.PositiveIntegerField(
+        "replica check every (s)",
+        default=2,
+        validators=[MinValueValidator(1), MaxValueValidator(3600)],
+        help_text="How often, between batches, the watched replicas of the table's source database are asked their lag.",
+    )
+    replica_max_wait_seconds = models.PositiveIntegerField(
+        "longest wait for a replica (s)",
+        default=300,
+        validators=[MinValueValidator(1), MaxValueValidator(24 * 3600)],
+        help_text="A table that waited this long for a replica to catch up is left WAITING ('replica lag') "
+        "and taken up again later.",
+    )
     alert_cursor = models.BigIntegerField(
         default=0,
         editable=False,
@@ -105,6 +161,8 @@ class SchedulerSettings(models.Model):
         # A slice must end, and its last batch commit, before q2 kills the task.
         if timeout and self.slice_seconds > timeout / 2:
             raise ValidationError({"slice_seconds": f"Must be at most half the q2 timeout ({timeout}s)."})
+        if self.pace_quick_batch_ms > self.pace_slow_batch_ms:
+            raise ValidationError({"pace_quick_batch_ms": "A quick batch must not take longer than a slow one."})
 
 
 class DispatchStage(models.TextChoices):

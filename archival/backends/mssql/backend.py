@@ -17,6 +17,7 @@ from archival.backends.base import (
     Column,
     ForeignKey,
     NotOnThisEngine,
+    ReplicaLag,
     SchemaError,
     TableInfo,
     generic_type,
@@ -426,6 +427,40 @@ class MSSQLBackend(Backend):
                 f"{self.alias}: set OPTIONS query_timeout (seconds) on SQL Server; searches do not run without a time limit"
             )
         yield
+
+    # The availability group's view of each secondary of this database, read
+    # on the primary (one row per secondary; needs VIEW SERVER STATE, granted
+    # in sql/08): the log not yet sent (log_send_queue_size, KB), the log
+    # received but not yet redone (redo_queue_size, KB) and how far the
+    # secondary is behind in seconds (secondary_lag_seconds, SQL Server 2016
+    # and later). NULL where the primary has no current figure: unknown.
+    # https://learn.microsoft.com/sql/relational-databases/system-dynamic-management-views/sys-dm-hadr-database-replica-states-transact-sql
+    REPLICA_LAG_SQL = (
+        "SELECT drs.secondary_lag_seconds, drs.log_send_queue_size, drs.redo_queue_size, "
+        "drs.synchronization_state_desc "
+        "FROM sys.dm_hadr_database_replica_states AS drs "
+        "JOIN sys.availability_replicas AS ar ON ar.replica_id = drs.replica_id "
+        "WHERE drs.database_id = DB_ID() AND drs.is_local = 0 AND ar.replica_server_name = %s"
+    )
+
+    def replica_lag(self, cursor, *, on_primary: bool, replica: str) -> ReplicaLag:
+        if not on_primary:
+            raise NotOnThisEngine(
+                "on SQL Server the lag of a secondary is read on the primary (sys.dm_hadr_database_replica_states)"
+            )
+        cursor.execute(self.REPLICA_LAG_SQL, [replica])
+        row = cursor.fetchone()
+        if row is None:
+            return ReplicaLag(None, f"{replica} is not a secondary of this database's availability group")
+        seconds, send_kb, redo_kb, state = row
+        if send_kb is None or redo_kb is None:
+            return ReplicaLag(None, f"{replica}: queues unknown ({state})")
+        queue = int(send_kb) + int(redo_kb)
+        detail = f"{replica}: log send queue {int(send_kb):,} KB, redo queue {int(redo_kb):,} KB ({state})"
+        if seconds is None:
+            # No figure in seconds (no commit measured yet): nothing queued is caught up.
+            return ReplicaLag(0.0 if queue == 0 else None, detail, queue_kb=queue)
+        return ReplicaLag(float(seconds), detail, queue_kb=queue)
 
     def create_readonly_role(
         self, role: str, password: str | None, namespaces: list[str], tables: list[str]

@@ -191,7 +191,15 @@ class Command(BaseCommand):
             )
         waiting = result.waiting
         if waiting:
-            summary += f" {len(waiting)} table(s) waiting (a database down or a lock held): resume them with 'manage.py archival resume --run {result.run_id}'."
+            summary += (
+                f" {len(waiting)} table(s) waiting (a database down, a lock held, a replica behind or outside "
+                f"their run window): resume them with 'manage.py archival resume --run {result.run_id}'"
+                + (
+                    " (tables waiting for their run window: within the window, or let the scheduled run take them up)."
+                    if any(t.waiting_for.startswith("window:") for t in waiting)
+                    else "."
+                )
+            )
         out = self.stderr if options["json"] else self.stdout
         for t in lost:
             out.write(self.style.ERROR(f"{t.label}: lease lost to {t.lease_taken_by}; its progress is theirs now"))
@@ -251,4 +259,8 @@ class Command(BaseCommand):
                     f"{t['error'][:80]}{note}"
                 )
             self.render_errors((t["table"], t["phase"], t["error"]) for t in run["tables"])
+            # How the engine yielded to the sources' workload, and why (archival.engine.pacing).
+            for t in run["tables"]:
+                if t["pacing"]:
+                    self.stdout.write(f"  {t['table']}: {t['pacing']}")
         self.stdout.write(f"{len(payload)} run(s) shown.")
