@@ -662,7 +662,7 @@ def counter_deltas(counters: dict[str, dict]) -> dict:
 # -- the engine's run and its own records ----------------------------------------
 def engine_run(engine: str, env_extra: dict[str, str]) -> dict:
     """``manage.py archival run`` in its own process, as a user runs it; its JSON and the wall time."""
-    env = envs.environment(engine) | env_extra
+    env = envs.environment(engine) | split_variant(env_extra)[0]
     t0 = time.monotonic()
     proc = subprocess.run(
         [envs.PYTHON, str(REPO / "manage.py"), "archival", "run", "--cutoff", CUTOFF, "--json"],
@@ -722,6 +722,13 @@ def engine_report_main(args) -> int:
         "tables": len(states),
         "phases": dict(sorted({s.phase: sum(1 for x in states if x.phase == s.phase) for s in states}.items())),
         "lock_waits_left": sum(s.lock_waits for s in states),
+        # What pacing did (archival.engine.pacing): seconds not moving rows per reason, slow batches.
+        "pacing_seconds": {
+            r: round(sum(float(((s.pacing or {}).get("seconds") or {}).get(r, 0)) for s in states), 3)
+            for r in ("latency", "lock", "lag", "window")
+        },
+        "slow_batches": sum(int((s.pacing or {}).get("slow_batches", 0)) for s in states),
+        "paced_tables": sorted(s.table_label for s in states if (s.pacing or {}).get("slow_batches")),
         "waiting_for": [f"{s.table_label}: {s.waiting_for}" for s in states if s.waiting_for],
         "errors": [f"{s.table_label}: {s.last_error[:300]}" for s in states if s.last_error][:10],
         "audit_actions": actions,
@@ -732,8 +739,55 @@ def engine_report_main(args) -> int:
     return 0
 
 
+def scheduler_settings_main(args) -> int:
+    """``oltp.py scheduler-settings FIELD=VALUE ...``: the scheduler settings the engine reads (pacing), validated."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+    import django
+
+    django.setup()
+    from governance.models import SchedulerSettings
+
+    obj = SchedulerSettings.objects.current()
+    for item in args.fields:
+        name, _, value = item.partition("=")
+        field = SchedulerSettings._meta.get_field(name)
+        setattr(obj, name, field.to_python(value))
+    obj.full_clean()
+    obj.save()
+    print(
+        json.dumps(
+            {
+                f.name: getattr(obj, f.name)
+                for f in SchedulerSettings._meta.concrete_fields
+                if f.name.startswith(("pac", "replica"))
+            }
+        )
+    )
+    return 0
+
+
+def split_variant(env_extra: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """A variant's environment (UPPER_CASE keys) and its scheduler settings (lower_case field names)."""
+    env = {k: v for k, v in env_extra.items() if not k.islower()}
+    fields = [f"{k}={v}" for k, v in env_extra.items() if k.islower()]
+    return env, fields
+
+
+def apply_settings(engine: str, env_extra: dict[str, str]) -> dict:
+    """Write the variant's scheduler settings (the restored control database has the defaults)."""
+    env, fields = split_variant(env_extra)
+    proc = subprocess.run(
+        [envs.PYTHON, str(Path(__file__).resolve()), "scheduler-settings", *fields],
+        env=envs.environment(engine) | env, cwd=REPO, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise RuntimeError(f"scheduler settings failed on {engine}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def engine_report(engine: str, run_id: int, env_extra: dict[str, str]) -> dict:
-    env = envs.environment(engine) | env_extra
+    env = envs.environment(engine) | split_variant(env_extra)[0]
     proc = subprocess.run(
         [envs.PYTHON, str(Path(__file__).resolve()), "engine-report", str(run_id)],
         env=env, cwd=REPO, capture_output=True, text=True, check=False,
@@ -765,8 +819,9 @@ def machine_state() -> dict:
 def under_load(engine: str, args, env_extra: dict[str, str], log) -> dict:
     """Restore, start the load, baseline, the engine's run, a tail; the load's and the engine's figures."""
     restore(engine, args)
+    pacing = apply_settings(engine, env_extra)
     before = machine_state()
-    env = envs.environment(engine) | env_extra
+    env = envs.environment(engine) | split_variant(env_extra)[0]
     out_file = envs.ROOT / f"load-{engine}.json"
     max_seconds = args.baseline + args.max_engine_seconds + args.tail + 10
     load_cmd = [envs.PYTHON, str(Path(__file__).resolve()), "load", "--rate", str(args.rate),
@@ -811,6 +866,7 @@ def under_load(engine: str, args, env_extra: dict[str, str], log) -> dict:
     waits = summarize_waits(monitor.samples, marks, monitor.interval)
     result = {
         "env": env_extra,
+        "scheduler_settings": pacing,
         "machine_before": before,
         "machine_after": machine_state(),
         "load": load_summary,
@@ -853,10 +909,11 @@ def fmt_env(env: dict[str, str]) -> str:
 def alone(engine: str, args, env_extra: dict[str, str]) -> dict:
     """The engine's run with no load (same restored data)."""
     restore(engine, args)
+    pacing = apply_settings(engine, env_extra)
     before = machine_state()
     run = engine_run(engine, env_extra)
     report = engine_report(engine, run["run_id"], env_extra)
-    return {"env": env_extra, "machine_before": before, **run, "report": report,
+    return {"env": env_extra, "scheduler_settings": pacing, "machine_before": before, **run, "report": report,
             "wall_seconds": round(run["end"] - run["start"], 3)}  # fmt: skip
 
 
@@ -1011,6 +1068,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=20250101)
         p.add_argument("--out", required=True)
         return load_main(p.parse_args(argv[1:]))
+    if argv[:1] == ["scheduler-settings"]:
+        p = argparse.ArgumentParser(prog="oltp.py scheduler-settings")
+        p.add_argument("fields", nargs="*")
+        return scheduler_settings_main(p.parse_args(argv[1:]))
     if argv[:1] == ["engine-report"]:
         p = argparse.ArgumentParser(prog="oltp.py engine-report")
         p.add_argument("run", type=int)
@@ -1030,7 +1091,8 @@ def main(argv: list[str] | None = None) -> int:
         "--variant",
         action="append",
         type=parse_variant,
-        help="name:KEY=VALUE,... an environment for the engine's run (repeatable; default: 'default:')",
+        help="name:KEY=VALUE,... for the engine's run: UPPER_CASE keys go to its environment, lower_case ones are "
+        "scheduler settings (pacing: pacing_enabled=false, pace_slow_batch_ms=200, ...); repeatable; default 'default:'",
     )
     p.add_argument("--ceiling-repeat", type=int, default=1, help="ceiling runs; the median is the yardstick")
     p.add_argument("--no-alone", action="store_true", help="skip the engine's run without load")
