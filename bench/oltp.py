@@ -72,12 +72,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# Our own databases and files, beside any other benchmark (read by bench.envs at import).
-os.environ.setdefault("BENCH_DB_PREFIX", "oltp")
-os.environ.setdefault("BENCH_ROOT", "/tmp/oltp_bench")
-
 from bench import envs  # noqa: E402
 from bench.generate import CUTOFF, THRESHOLD  # noqa: E402
+
+# Our own databases and files, beside any other benchmark (BENCH_DB_PREFIX and
+# BENCH_ROOT override them; set by main(), not at import, so importing this
+# module changes nothing for the other benchmarks).
+DB_PREFIX, ROOT = "oltp", "/tmp/oltp_bench"
+
+
+def use_own_databases() -> None:
+    os.environ.setdefault("BENCH_DB_PREFIX", DB_PREFIX)
+    os.environ.setdefault("BENCH_ROOT", ROOT)
+    envs.P = os.environ["BENCH_DB_PREFIX"]
+    envs.ROOT = Path(os.environ["BENCH_ROOT"])
+
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -1000,8 +1009,9 @@ def table(doc: dict) -> list[str]:
     """The Markdown table of bench/RESULTS.md and the README."""
     lines = [
         "| engine | variant | load p50 / p95 / p99 ms, baseline | during the run | p99 rise | load errors (during) "
-        "| load lock waits / busy (during) | engine rows/s under load | × ceiling | alone × ceiling | engine lock timeouts, retries | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| load lock waits / busy (during) | engine rows/s under load | × ceiling | alone × ceiling "
+        "| engine lock timeouts, retries | engine paced (s) | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for engine, res in doc["results"].items():
         if "variants" not in res:
@@ -1020,12 +1030,14 @@ def table(doc: dict) -> list[str]:
             rep = m["engine"]["report"]
             acts = rep["audit_actions"]
             eng_w = f"{acts.get('batch.lock_timeout', 0)}, {acts.get('batch.retried', 0)}"
+            spent = rep.get("pacing_seconds") or {}
+            paced = ", ".join(f"{r} {v:.1f}" for r, v in spent.items() if v >= 0.05) or "0"
             alone_ratio = (res.get("alone", {}).get(name) or {}).get("ratio")
             rate = engine_rate(m["engine"])
             lines.append(
                 f"| {engine} | {name} | {lat(b)} | {lat(d)} | {_pct(m['p99_rise'])} | {errs} | {waits} "
                 f"| {rate:,.0f} | {m['ratio']} | {alone_ratio if alone_ratio is not None else '-'} | {eng_w} "
-                f"| {m['machine_before']['loadavg'][0]} |"
+                f"| {paced} | {m['machine_before']['loadavg'][0]} |"
             )
         lines.append("")
         lines.append(
@@ -1099,6 +1111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="", help="added to the result file's name")
     args = p.parse_args(argv)
     variants = args.variant or [("default", {})]
+    use_own_databases()
 
     def log(msg: str) -> None:
         print(msg, flush=True)
