@@ -760,6 +760,8 @@ def scheduler_settings_main(args) -> int:
     for item in args.fields:
         name, _, value = item.partition("=")
         field = SchedulerSettings._meta.get_field(name)
+        if value.lower() in ("true", "false"):
+            value = value.capitalize()  # what BooleanField.to_python reads
         setattr(obj, name, field.to_python(value))
     obj.full_clean()
     obj.save()
@@ -1001,12 +1003,46 @@ def measure_engine(engine: str, args, variants: list[tuple[str, dict]], log) -> 
     return out
 
 
+def pacing_pairs(engine: str, args, log) -> dict:
+    """The small benchmark's engine run (bench/run.py's ``engine`` step), pacing on and off, no load.
+
+    ``--pacing-pairs N`` pairs on the same restored data, every other pair
+    pacing off first; the figure is the median of the pairs' on/off time ratios.
+    """
+    from bench.generate import SIZES
+
+    rows = SIZES[args.pairs_size]
+    log(f"== {engine}: pacing on/off without load, {args.pairs_size} ({rows:,} rows), {args.pacing_pairs} pairs")
+    envs.build(engine, rows, args.tables)
+    settings = {"on": {"pacing_enabled": "true"}, "off": {"pacing_enabled": "false"}}
+    pairs = []
+    for i in range(args.pacing_pairs):
+        pair = {}
+        for name in ("on", "off") if i % 2 == 0 else ("off", "on"):
+            envs.restore(engine, rows, args.tables)
+            apply_settings(engine, settings[name])
+            before = machine_state()
+            out = json.loads(
+                envs.worker("engine", engine, "same", str(rows), str(args.tables)).strip().splitlines()[-1]
+            )
+            pair[name] = {"seconds": round(out["seconds"], 3), "rows": out["rows"], "loadavg": before["loadavg"]}
+        pair["ratio"] = round(pair["on"]["seconds"] / pair["off"]["seconds"], 4)
+        log(f"   pair {i + 1}: on {pair['on']['seconds']:.2f} s, off {pair['off']['seconds']:.2f} s, "
+            f"on/off {pair['ratio']:.3f}, loadavg {pair['on']['loadavg'][0]}")  # fmt: skip
+        pairs.append(pair)
+    ratios = sorted(p["ratio"] for p in pairs)
+    return {"size": args.pairs_size, "rows": rows, "pairs": pairs, "median_ratio": ratios[len(ratios) // 2],
+            "within_5_percent": ratios[len(ratios) // 2] <= 1.05}  # fmt: skip
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:+.1f}%"
 
 
 def table(doc: dict) -> list[str]:
     """The Markdown table of bench/RESULTS.md and the README."""
+    if not any("variants" in res for res in doc["results"].values()):
+        return []
     lines = [
         "| engine | variant | load p50 / p95 / p99 ms, baseline | during the run | p99 rise | load errors (during) "
         "| load lock waits / busy (during) | engine rows/s under load | × ceiling | alone × ceiling "
@@ -1044,6 +1080,23 @@ def table(doc: dict) -> list[str]:
             f"{engine}: ceiling {ceil:,.0f} rows/s ({res['ceiling']['rows']:,} rows in {res['ceiling']['seconds']:.2f} s, no load)"
         )
         lines.append("")
+    return lines
+
+
+def pairs_table(doc: dict) -> list[str]:
+    lines = []
+    for engine, res in doc["results"].items():
+        if "pacing_pairs" not in res:
+            continue
+        pp = res["pacing_pairs"]
+        if not lines:
+            lines = ["| engine | size | pacing on (s) | pacing off (s) | on/off per pair | median | within 5% |",
+                     "|---|---|---|---|---|---|---|"]  # fmt: skip
+        on = ", ".join(f"{p['on']['seconds']:.2f}" for p in pp["pairs"])
+        off = ", ".join(f"{p['off']['seconds']:.2f}" for p in pp["pairs"])
+        ratios = ", ".join(f"{p['ratio']:.3f}" for p in pp["pairs"])
+        lines.append(f"| {engine} | {pp['size']} | {on} | {off} | {ratios} | {pp['median_ratio']:.3f} "
+                     f"| {'yes' if pp['within_5_percent'] else 'no'} |")  # fmt: skip
     return lines
 
 
@@ -1109,6 +1162,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ceiling-repeat", type=int, default=1, help="ceiling runs; the median is the yardstick")
     p.add_argument("--no-alone", action="store_true", help="skip the engine's run without load")
     p.add_argument("--tag", default="", help="added to the result file's name")
+    p.add_argument(
+        "--pacing-pairs",
+        type=int,
+        default=0,
+        help="instead of the load: N pairs of the engine's run with pacing on and off, no load (the 5%% check)",
+    )
+    p.add_argument("--pairs-size", default="small", help="data size of --pacing-pairs (bench/generate.py SIZES)")
     args = p.parse_args(argv)
     variants = args.variant or [("default", {})]
     use_own_databases()
@@ -1127,18 +1187,22 @@ def main(argv: list[str] | None = None) -> int:
     for engine in args.engines:
         try:
             envs.check_reachable(engine)
+            if args.pacing_pairs:
+                doc["results"][engine] = {"pacing_pairs": pacing_pairs(engine, args, log)}
+                continue
             doc["results"][engine] = measure_engine(engine, args, variants, log)
         except Exception as exc:  # the other engines are still measured
             doc["failures"].append(f"{engine}: {type(exc).__name__}: {exc}")
             log(f"   FAILED {engine}: {exc}")
     doc["machine_end"] = machine_state()
-    lines = table(doc)
+    lines = table(doc) + pairs_table(doc)
     print("\n".join(lines))
-    name = f"{stamp}-oltp{'-' + args.tag if args.tag else ''}.json"
+    kind = "pacing-pairs" if args.pacing_pairs else "oltp"
+    name = f"{stamp}-{kind}{'-' + args.tag if args.tag else ''}.json"
     path = RESULTS / name
     path.write_text(json.dumps(doc, indent=2, default=str))
     if doc["results"]:
-        (RESULTS / "latest-oltp.json").write_text(json.dumps(doc, indent=2, default=str))
+        (RESULTS / f"latest-{kind}.json").write_text(json.dumps(doc, indent=2, default=str))
     log(f"wrote {path}")
     for f in doc["failures"]:
         log(f"FAILED {f}")

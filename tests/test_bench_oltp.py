@@ -233,3 +233,16 @@ def test_the_bench_uses_databases_of_its_own(monkeypatch):
     oltp.use_own_databases()
     assert envs.P == "oltp" and str(envs.ROOT) == "/tmp/oltp_bench"
     assert envs.environment("postgresql")["DATABASE_URL"].endswith("/oltp_control")
+
+
+def test_the_pacing_check_reports_each_pair_and_the_median_ratio():
+    pairs = [
+        {"on": {"seconds": 10.2}, "off": {"seconds": 10.0}, "ratio": 1.02},
+        {"on": {"seconds": 9.9}, "off": {"seconds": 10.0}, "ratio": 0.99},
+        {"on": {"seconds": 10.7}, "off": {"seconds": 10.0}, "ratio": 1.07},
+    ]
+    doc = {"results": {"sqlite": {"pacing_pairs": {"size": "small", "pairs": pairs, "median_ratio": 1.02,
+                                                   "within_5_percent": True}}}}  # fmt: skip
+    assert oltp.table(doc) == []
+    line = oltp.pairs_table(doc)[-1]
+    assert line == "| sqlite | small | 10.20, 9.90, 10.70 | 10.00, 10.00, 10.00 | 1.020, 0.990, 1.070 | 1.020 | yes |"
