@@ -670,11 +670,18 @@ def counter_deltas(counters: dict[str, dict]) -> dict:
 
 # -- the engine's run and its own records ----------------------------------------
 def engine_run(engine: str, env_extra: dict[str, str]) -> dict:
-    """``manage.py archival run`` in its own process, as a user runs it; its JSON and the wall time."""
+    """``manage.py archival run`` in its own process, as a user runs it; its JSON and the wall time.
+
+    ``BENCH_PACE_DUTY=c`` in the variant (an experiment, not a setting of the
+    product): the same command with every batch followed by a pause of ``c``
+    times its duration (pt-archiver's ``--sleep-coef`` on every batch), added
+    to archival.engine.pacing.Pacer from outside; see duty_main.
+    """
     env = envs.environment(engine) | split_variant(env_extra)[0]
+    command = [REPO / "manage.py"] if "BENCH_PACE_DUTY" not in env else [Path(__file__).resolve(), "duty"]
     t0 = time.monotonic()
     proc = subprocess.run(
-        [envs.PYTHON, str(REPO / "manage.py"), "archival", "run", "--cutoff", CUTOFF, "--json"],
+        [envs.PYTHON, *map(str, command), "archival", "run", "--cutoff", CUTOFF, "--json"],
         env=env, cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     t1 = time.monotonic()
@@ -688,6 +695,26 @@ def engine_run(engine: str, env_extra: dict[str, str]) -> dict:
     return {"start": t0, "end": t1, "exit": proc.returncode, "run_id": result["run_id"], "status": result["status"],
             "moved": result["moved"], "failed": result["failed"], "waiting": result["waiting"],
             "stderr_tail": proc.stderr[-1500:]}  # fmt: skip
+
+
+def duty_main(argv: list[str]) -> int:
+    """``oltp.py duty archival run ...``: manage.py with a pause after every batch (experiment; engine_run)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+    coef = float(os.environ["BENCH_PACE_DUTY"])
+    from archival.engine import pacing
+
+    after = pacing.Pacer.after_batch
+
+    def after_batch(self, rows: int, seconds: float) -> None:
+        after(self, rows, seconds)
+        if self.pause_s < coef * seconds:
+            self.pause_s = min(self.limits.max_pause_ms / 1000, coef * seconds)
+
+    pacing.Pacer.after_batch = after_batch
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["manage.py", *argv])
+    return 0
 
 
 def engine_report_main(args) -> int:
@@ -1133,6 +1160,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=20250101)
         p.add_argument("--out", required=True)
         return load_main(p.parse_args(argv[1:]))
+    if argv[:1] == ["duty"]:
+        return duty_main(argv[1:])
     if argv[:1] == ["scheduler-settings"]:
         p = argparse.ArgumentParser(prog="oltp.py scheduler-settings")
         p.add_argument("fields", nargs="*")
