@@ -701,6 +701,9 @@ def duty_main(argv: list[str]) -> int:
     """``oltp.py duty archival run ...``: manage.py with a pause after every batch (experiment; engine_run)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
     coef = float(os.environ["BENCH_PACE_DUTY"])
+    import django
+
+    django.setup()
     from archival.engine import pacing
 
     after = pacing.Pacer.after_batch
@@ -1020,7 +1023,12 @@ def measure_engine(engine: str, args, variants: list[tuple[str, dict]], log) -> 
             out.setdefault("alone", {})[name] = a
             log(f"   {a['report']['rows']:,} rows in {a['report']['run_seconds']:.2f}s, {a['ratio']} x ceiling")
         log(f"== {engine}: under load ({name}): {args.rate:g} tx/s, {args.clients} clients")
-        m = under_load(engine, args, env_extra, log)
+        try:
+            m = under_load(engine, args, env_extra, log)
+        except Exception as exc:  # the other variants are still measured
+            out.setdefault("failures", []).append(f"{name}: {type(exc).__name__}: {exc}")
+            log(f"   FAILED {name}: {exc}")
+            continue
         m["ratio"] = round(engine_rate(m["engine"]) / ceil, 3) if engine_rate(m["engine"]) and ceil else None
         m["goal_met"] = goal(m["p99_rise"], m["ratio"]) if engine == "postgresql" else None
         out["variants"][name] = m
