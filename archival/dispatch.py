@@ -745,7 +745,7 @@ def take_up_waiting(now=None) -> list[str]:
         s
         for s in RecoveryState.objects.filter(
             phase=Phase.WAITING, run__status=RunStatus.RUNNING, run__dispatch__isnull=False
-        ).select_related("run")
+        ).select_related("run", "config")
         if not _halted(s.run, now)
     ]
     answers: dict[str, bool] = {}
@@ -760,7 +760,8 @@ def take_up_waiting(now=None) -> list[str]:
         elif state.waiting_for.startswith("window:"):
             # Outside the table's own run window: taken up once it opens
             # (the run's window still bounds it: ``_halted`` above).
-            if not pacing.in_window(pacing.window_from_key(state.waiting_for), now):
+            # The config's window now (an administrator may have changed it meanwhile).
+            if not pacing.in_window(pacing.window_of(state.config), now):
                 continue
         elif state.updated_at and state.updated_at > now - cooldown:
             # A lock, or a replica's lag: after the cooldown.

@@ -50,6 +50,9 @@ DECISIONS: dict[str, dict[str, frozenset]] = {
     # driven (stop/continue a run) by administrators.
     "governance.schedulersettings": viewers(schedule_control=frozenset({AA})),
     "governance.tabledispatch": viewers(readers=frozenset({AA, AU})),
+    # Watched replicas (docs/pacing.md): the administrator names them, the
+    # auditor reads them; switched off, never deleted.
+    "governance.replicawatch": viewers(readers=frozenset({AA, AU}), add=frozenset({AA})),
     # Disposal (issue 5, docs/disposal.md): every staff role reads the review
     # queue, decisions and certificates; nothing is added, edited or deleted
     # through the admin. Planning and execution are the administrator's, the
@@ -87,6 +90,7 @@ ACTION_DECISIONS: dict[str, dict[str, frozenset]] = {
     "governance.archivalrun": {"resume_runs": frozenset({AA})},
     "governance.schedulersettings": {"run_now": frozenset({AA})},
     "governance.tabledispatch": {},
+    "governance.replicawatch": {},
     "governance.disposalbatch": {
         "approve_batches": frozenset({CO}),
         "reject_batches": frozenset({CO}),

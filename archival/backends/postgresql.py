@@ -448,7 +448,13 @@ class PostgresBackend(Backend):
                     None, f"{replica}: replay position unknown (state {rows[0][2]}; the login needs pg_monitor)"
                 )
             behind = max(int(r[1] or 0) for r in rows)
-            return ReplicaLag(float(max(seconds)), f"{replica}: {behind:,} bytes of WAL not replayed")
+            # replay_lag is sampled as replay passes the positions the primary
+            # timed: while the standby's replay stalls it keeps its last value
+            # (it does not grow). The WAL not yet replayed does: the watch's
+            # queue bound (KB) catches a stalled standby from the primary.
+            return ReplicaLag(
+                float(max(seconds)), f"{replica}: {behind:,} bytes of WAL not replayed", queue_kb=-(-behind // 1024)
+            )
         cursor.execute(self.REPLICA_LAG_ON_REPLICA)
         in_recovery, seconds, behind, paused = cursor.fetchone()
         if not in_recovery:

@@ -11,7 +11,7 @@ batches it decides, from what the last batch cost:
   A slow batch halves the next batch (not below the smallest batch) and
   puts a pause of ``sleep_coef`` times its duration before it (at most
   ``max_pause_ms``; pt-archiver's ``--sleep-coef``). Every quick batch
-  doubles the size back towards the configured batch size and halves the
+  doubles the size back towards the configured batch size and quarters the
   pause. A batch quicker than ``quick_ms`` is never slow, so on an idle
   server pacing costs two comparisons per batch and no pause at all.
 - **locks**: a batch that timed out on another session's locks is retried
@@ -57,6 +57,10 @@ REASON_WORDS = {
     "lag": "replica lag",
     "window": "run window",
 }
+
+
+# A pause shorter than this is dropped: it would cost a wake-up for nothing.
+MIN_PAUSE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,9 @@ class Pacer:
             self._best = per_row
         if self.size < self.limits.max_batch or self.pause_s:
             self.size = min(self.limits.max_batch, self.size * 2)
-            self.pause_s = self.pause_s / 2 if self.pause_s >= 0.02 else 0.0
+            # The pause falls faster than it rose: one slow batch costs about
+            # a third more than its own pause, then nothing.
+            self.pause_s = self.pause_s / 4 if self.pause_s / 4 >= MIN_PAUSE_S else 0.0
             self._changed = True
             if self.size == self.limits.max_batch and not self.pause_s and self.doing in ("latency", "lock"):
                 logger.info("%s: batches quick again, back to %s rows without pauses", self.label, f"{self.size:,}")

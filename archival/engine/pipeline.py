@@ -35,7 +35,7 @@ from django.db import connections
 from django.utils import timezone
 
 from archival.backends import backend_for
-from archival.engine import leases, phases
+from archival.engine import leases, pacing, phases
 from archival.engine.archive_tables import created_by_first_batch
 from archival.engine.errors import LeaseLost
 from archival.engine.spec import TableSpec, build_spec
@@ -62,7 +62,10 @@ def _start(state_id: int, worker: str, claimable: list[str]) -> StartedTable | N
         # Where Mark creates the archive table (streamed tables, MariaDB),
         # the run's thread marks: two tables' DDL at once in a namespace not
         # yet committed collide on CREATE SCHEMA.
-        marked = state.phase == Phase.PENDING and created_by_first_batch(spec)
+        # Outside its run window a table is not marked ahead: the run's
+        # thread finds it outside and leaves it waiting (archival.engine.pacing).
+        window = pacing.window_of(state.config)
+        marked = state.phase == Phase.PENDING and created_by_first_batch(spec) and pacing.in_window(window)
         if marked:
             phases.mark(spec, state, worker)
     except BaseException:

@@ -75,7 +75,11 @@ class ReplicaProbe:
             if config["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.mysql"):
                 config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
             alias = watch.connection.lower()
-            self._own[watch.connection] = ConnectionHandler({alias: config})[alias]
+            # A handler of its own: the replica never joins django.db.connections
+            # (nothing else can route a query to it). Django's handler insists on
+            # a "default"; a dummy one that is never connected.
+            handler = ConnectionHandler({"default": {"ENGINE": "django.db.backends.dummy"}, alias: config})
+            self._own[watch.connection] = handler[alias]
         return self._own[watch.connection]
 
     def read(self, watch: ReplicaWatch) -> Reading:

@@ -46,7 +46,7 @@ class Bar:
 ATTENTION = (
     ("failed", "failed"),
     ("stalled", "stalled: its lease expired and no worker took it over"),
-    ("waiting", "waiting for a database that does not answer, or for a lock"),
+    ("waiting", "waiting for a database that does not answer, a lock, or a replica that lags"),
     ("locked", "backing off: its batches could not get their locks in time"),
     ("blocked", "blocked by an unfinished run"),
     ("unfinished", "left unfinished by a run that ended"),

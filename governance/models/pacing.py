@@ -85,7 +85,9 @@ class ReplicaWatch(models.Model):
         "queue bound (KB)",
         null=True,
         blank=True,
-        help_text="SQL Server only: batches also pause while the log send queue or the redo queue is larger than this.",
+        help_text="Measured on the primary (SQL Server, PostgreSQL): batches also pause while the log not yet "
+        "sent or replayed is larger than this. On PostgreSQL the primary's replay_lag stops growing while a "
+        "standby's replay stalls: set this bound there (0: any WAL not replayed), or measure on the replica.",
     )
     is_active = models.BooleanField("active", default=True, help_text="Inactive watches are ignored.")
     updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")

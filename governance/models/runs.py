@@ -23,10 +23,11 @@ class Phase(models.TextChoices):
     FAILED = "FAILED", "Failed"
     ABANDONED = "ABANDONED", "Abandoned"
     BLOCKED = "BLOCKED", "Blocked by an unfinished run"
-    # Not a failure: a database this table needs does not answer, or its
-    # source table stayed locked by another session. Picked up again by the
+    # Not a failure: a database this table needs does not answer, its
+    # source table stayed locked by another session, a watched replica stayed
+    # behind, or the table is outside its run window. Picked up again by the
     # sweeper (scheduled runs) or `archival resume` (see ``waiting_for``).
-    WAITING = "WAITING", "Waiting for a database or a lock"
+    WAITING = "WAITING", "Waiting for a database, a lock, a replica or its run window"
 
 
 OPEN_PHASES = (
