@@ -1146,6 +1146,20 @@ def load_waits(seen: dict, interval: float) -> str:
     return text
 
 
+def write_latest(path: Path, doc: dict) -> dict:
+    """The latest figures per engine: this run's engines replace theirs, the others keep their own (and date)."""
+    latest = {"results": {}}
+    if path.exists():
+        try:
+            latest = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass
+    merged = {**doc, "results": {**latest.get("results", {}), **doc["results"]}}
+    merged["files"] = sorted({*latest.get("files", []), doc["date"]})
+    path.write_text(json.dumps(merged, indent=2, default=str))
+    return merged
+
+
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     """``name:KEY=VALUE,KEY=VALUE`` (``name:`` alone: the engine's defaults)."""
     name, _, rest = text.partition(":")
@@ -1225,9 +1239,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             envs.check_reachable(engine)
             if args.pacing_pairs:
-                doc["results"][engine] = {"pacing_pairs": pacing_pairs(engine, args, log)}
+                doc["results"][engine] = {"pacing_pairs": pacing_pairs(engine, args, log), "date": stamp}
                 continue
             doc["results"][engine] = measure_engine(engine, args, variants, log)
+            doc["results"][engine]["date"] = stamp
         except Exception as exc:  # the other engines are still measured
             doc["failures"].append(f"{engine}: {type(exc).__name__}: {exc}")
             log(f"   FAILED {engine}: {exc}")
@@ -1239,7 +1254,7 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / name
     path.write_text(json.dumps(doc, indent=2, default=str))
     if doc["results"]:
-        (RESULTS / f"latest-{kind}.json").write_text(json.dumps(doc, indent=2, default=str))
+        write_latest(RESULTS / f"latest-{kind}.json", doc)
     log(f"wrote {path}")
     for f in doc["failures"]:
         log(f"FAILED {f}")

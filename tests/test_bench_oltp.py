@@ -246,3 +246,11 @@ def test_the_pacing_check_reports_each_pair_and_the_median_ratio():
     assert oltp.table(doc) == []
     line = oltp.pairs_table(doc)[-1]
     assert line == "| sqlite | small | 10.20, 9.90, 10.70 | 10.00, 10.00, 10.00 | 1.020, 0.990, 1.070 | 1.020 | yes |"
+
+
+def test_the_latest_figures_keep_the_engines_this_run_did_not_measure(tmp_path):
+    path = tmp_path / "latest-oltp.json"
+    oltp.write_latest(path, {"date": "A", "results": {"sqlite": {"date": "A"}, "postgresql": {"date": "A"}}})
+    merged = oltp.write_latest(path, {"date": "B", "results": {"postgresql": {"date": "B"}}})
+    assert merged["results"] == {"sqlite": {"date": "A"}, "postgresql": {"date": "B"}}
+    assert json.loads(path.read_text())["files"] == ["A", "B"]
