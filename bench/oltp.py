@@ -1081,7 +1081,7 @@ def table(doc: dict) -> list[str]:
     lines = [
         "| engine | variant | load p50 / p95 / p99 ms, baseline | during the run | p99 rise | load errors (during) "
         "| load lock waits / busy (during) | engine rows/s under load | × ceiling | alone × ceiling "
-        "| engine lock timeouts, retries | engine paced (s) | load avg |",
+        "| engine: lock timeouts, retries; lock waits seen | engine paced (s) | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for engine, res in doc["results"].items():
@@ -1100,7 +1100,12 @@ def table(doc: dict) -> list[str]:
                 waits = load_waits(m["waits"]["during"]["waits"], m["sample_interval"])
             rep = m["engine"]["report"]
             acts = rep["audit_actions"]
+            engine_locks = sum(
+                v["samples"] for k, v in m["waits"]["during"]["waits"].items() if k.lower().startswith("engine lock")
+            )
             eng_w = f"{acts.get('batch.lock_timeout', 0)}, {acts.get('batch.retried', 0)}"
+            if engine != "sqlite":
+                eng_w += f"; lock waits ~{engine_locks * m['sample_interval']:.1f} s"
             spent = rep.get("pacing_seconds") or {}
             paced = ", ".join(f"{r} {v:.1f}" for r, v in spent.items() if v >= 0.05) or "0"
             alone_ratio = (res.get("alone", {}).get(name) or {}).get("ratio")
