@@ -1221,6 +1221,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-alone", action="store_true", help="skip the engine's run without load")
     p.add_argument("--tag", default="", help="added to the result file's name")
+    p.add_argument("--no-latest", action="store_true", help="an experiment: leave latest-oltp.json as it is")
     p.add_argument(
         "--pacing-pairs",
         type=int,
@@ -1261,7 +1262,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{stamp}-{kind}{'-' + args.tag if args.tag else ''}.json"
     path = RESULTS / name
     path.write_text(json.dumps(doc, indent=2, default=str))
-    if doc["results"]:
+    if doc["results"] and not args.no_latest:
         write_latest(RESULTS / f"latest-{kind}.json", doc)
     log(f"wrote {path}")
     for f in doc["failures"]:
