@@ -163,6 +163,9 @@ def summarize(records: list[list], marks: dict[str, float]) -> dict:
         name = window_of(rec[2], marks)
         if name:
             grouped[name].append(rec)
+    # Before and after the run together: a second estimate of the undisturbed load (the noise of one baseline).
+    grouped["baseline_and_after"] = grouped["baseline"] + grouped["after"]
+    periods["baseline_and_after"] = periods["baseline"] + periods["after"]
     for name, recs in grouped.items():
         ok = [r for r in recs if not r[6]]
         latency = [(r[4] - r[2]) * 1000 for r in ok]
@@ -210,6 +213,11 @@ def p99_rise(load: dict) -> float | None:
     if not base or during is None:
         return None
     return round(during / base - 1, 4)
+
+
+def p99_rise_pooled(load: dict) -> float | None:
+    """The same rise against the baseline and the tail after the run pooled."""
+    return p99_rise({"baseline": load.get("baseline_and_after", {}), "during": load.get("during", {})})
 
 
 def goal(p99_rise_: float | None, ratio: float | None) -> bool | None:
@@ -912,6 +920,7 @@ def under_load(engine: str, args, env_extra: dict[str, str], log) -> dict:
         "machine_after": machine_state(),
         "load": load_summary,
         "p99_rise": p99_rise(load_summary),
+        "p99_rise_pooled": p99_rise_pooled(load_summary),
         "engine": {**run, "report": report, "wall_seconds": round(run["end"] - run["start"], 3)},
         "waits": waits,
         "server_counters": counter_deltas(monitor.counters),
@@ -1080,7 +1089,8 @@ def table(doc: dict) -> list[str]:
     if not any("variants" in res for res in doc["results"].values()):
         return []
     lines = [
-        "| engine | variant | load p50 / p95 / p99 ms, baseline | during the run | p99 rise | load errors (during) "
+        "| engine | variant | load p50 / p95 / p99 ms, baseline | during the run "
+        "| p99 rise (against before and after pooled) | load errors (during) "
         "| load lock waits / busy (during) | engine rows/s under load | × ceiling | alone × ceiling "
         "| engine: lock timeouts, retries; lock waits seen | engine paced (s) | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -1112,7 +1122,8 @@ def table(doc: dict) -> list[str]:
             alone_ratio = (res.get("alone", {}).get(name) or {}).get("ratio")
             rate = engine_rate(m["engine"])
             lines.append(
-                f"| {engine} | {name} | {lat(b)} | {lat(d)} | {_pct(m['p99_rise'])} | {errs} | {waits} "
+                f"| {engine} | {name} | {lat(b)} | {lat(d)} | {_pct(m['p99_rise'])} ({_pct(m.get('p99_rise_pooled'))}) "
+                f"| {errs} | {waits} "
                 f"| {rate:,.0f} | {m['ratio']} | {alone_ratio if alone_ratio is not None else '-'} | {eng_w} "
                 f"| {paced} | {m['machine_before']['loadavg'][0]} |"
             )

@@ -254,3 +254,14 @@ def test_the_latest_figures_keep_the_engines_this_run_did_not_measure(tmp_path):
     merged = oltp.write_latest(path, {"date": "B", "results": {"postgresql": {"date": "B"}}})
     assert merged["results"] == {"sqlite": {"date": "A"}, "postgresql": {"date": "B"}}
     assert json.loads(path.read_text())["files"] == ["A", "B"]
+
+
+def test_the_undisturbed_load_is_also_estimated_from_before_and_after_the_run_pooled():
+    recs = [record(i, "read_position", 106 + i * 0.1, 4.0) for i in range(50)]
+    recs += [record(100 + i, "read_position", 156 + i * 0.1, 2.0) for i in range(50)]
+    recs += [record(200 + i, "read_position", 126 + i * 0.1, 5.0) for i in range(100)]
+    out = oltp.summarize(recs, MARKS)
+    assert out["baseline_and_after"]["transactions"] == 100
+    assert out["baseline_and_after"]["latency_ms"]["p50"] == pytest.approx(2.0)
+    assert oltp.p99_rise(out) == pytest.approx(0.25)
+    assert oltp.p99_rise_pooled(out) == pytest.approx(0.25)
