@@ -32,3 +32,15 @@ class ArchivalConfig(AppConfig):
 
         post_spawn.connect(on_worker_spawn, dispatch_uid="archival.heartbeat")
         post_execute.connect(requeue_failed_slice, dispatch_uid="archival.requeue_failed_slice")
+
+        # Pacing keeps the scheduler settings and the watched replicas for a
+        # few seconds per process (two reads per table would cost a run of
+        # small tables ~2%); a change saved here is seen at once.
+        from django.db.models.signals import post_delete, post_save
+
+        from archival.engine.pacing import forget
+
+        for model in ("SchedulerSettings", "ReplicaWatch"):
+            sender = f"governance.{model}"
+            post_save.connect(forget, sender=sender, dispatch_uid=f"archival.pacing.forget.save.{model}")
+            post_delete.connect(forget, sender=sender, dispatch_uid=f"archival.pacing.forget.delete.{model}")

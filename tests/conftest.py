@@ -66,6 +66,16 @@ def _flush_allowed(self, *args, **kwargs):
 flush_command.Command.handle = _flush_allowed
 
 
+@pytest.fixture(autouse=True)
+def _fresh_pacing_settings():
+    """Each test reads the scheduler settings and watched replicas afresh (a flush sends no signal)."""
+    from archival.engine.pacing import forget
+
+    forget()
+    yield
+    forget()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _reattach_after_setup(django_db_setup, django_db_blocker):
     """Reopen connections once every test database exists.

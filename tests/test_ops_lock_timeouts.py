@@ -21,7 +21,7 @@ from archival.engine import advance_table, resume_run, run_cycle, start_run
 from archival.engine.txn import bounded_transaction
 from archival.monitoring import health_check
 from archival.retry import is_wait_timeout
-from governance.models import AuditEvent, Phase, RecoveryState
+from governance.models import AuditEvent, BatchLedger, Phase, RecoveryState
 from tests.admin_fixtures import SOURCE, create_source_table, drop_source_table, make_config
 from tests.conftest import drop_archive_tables, snapshot, union_check
 from tests.ops_fixtures import LockHolder
@@ -142,8 +142,14 @@ def test_a_slice_ends_at_its_time_box_while_the_table_is_locked(table, bounded):
     # What the operator sees meanwhile.
     check = health_check()
     assert any("backing off" in m and str(config) in m for m in check.messages), check.messages
+    # The smaller batch is kept (archival.engine.pacing): the next slice
+    # starts with it, not with the configured 4 rows again.
+    smaller = state.pacing["batch_size"]
+    assert smaller < 4 and state.pacing["doing"] == "lock" and state.pacing["seconds"]["lock"] > 0
     finished = advance_table(state.pk)
     assert finished.done and finished.phase == Phase.COMPLETED
+    second = BatchLedger.objects.get(run_id=run.pk, batch_no=2)
+    assert second.row_count == smaller
     assert union_check([config], original) == {str(config): (0, 10)}
 
 

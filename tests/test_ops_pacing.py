@@ -88,10 +88,13 @@ def test_lock_timeouts_halve_the_batch_down_to_one_row_and_the_next_slice_starts
     assert Pacer("t", quick_limits(max_batch=4, enabled=False), saved).size == 4
 
 
-def test_pacing_switched_off_changes_nothing():
+def test_pacing_switched_off_changes_nothing_and_a_lock_timeouts_smaller_batch_lasts_one_batch():
     pacer = Pacer("t", quick_limits(enabled=False))
     pacer.after_batch(5000, 30.0)
     assert (pacer.size, pacer.pause_s) == (5000, 0.0)
+    assert pacer.after_lock_timeout("x") == 2500
+    pacer.after_batch(2500, 0.01)
+    assert (pacer.size, pacer.doing) == (5000, "")
 
 
 @pytest.mark.parametrize(

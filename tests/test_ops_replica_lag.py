@@ -237,7 +237,7 @@ def test_an_idle_primary_is_not_lag(clusters, watched, table):  # noqa: F811
 @pytestmark_db
 def test_a_standby_that_stays_behind_leaves_the_table_waiting_for_replica_lag(clusters, watched, table):  # noqa: F811
     config, original = table
-    SchedulerSettings.objects.filter(pk=1).update(replica_max_wait_seconds=2)
+    SchedulerSettings.objects.update_or_create(pk=1, defaults={"replica_max_wait_seconds": 2})
     clusters.lag_behind(1.5)
     result = run_cycle(cutoff=CUTOFF)
     state = RecoveryState.objects.get(run_id=result.run_id)

@@ -80,16 +80,43 @@ class Limits:
     window: tuple[clock_time, clock_time] | None = None
 
 
+# The scheduler settings and the watched replicas, read at most once per
+# CACHE_SECONDS per process: a run of many small tables would otherwise read
+# them for every table. Saving either (admin, code) forgets them at once in
+# that process (archival.apps); other processes see a change within this time.
+CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[float, object]] = {}
+
+
+def cached(key: str, load: Callable[[], object]):
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit is not None and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    value = load()
+    _cache[key] = (now, value)
+    return value
+
+
+def forget(*args, **kwargs) -> None:
+    """Drop the cached settings and watches (a signal receiver; tests call it between tests)."""
+    _cache.clear()
+
+
+def _scheduler_settings():
+    from governance.models import SchedulerSettings
+    from governance.models.scheduling import SETTINGS_PK
+
+    # Read only: the defaults when nobody saved settings yet (creating the
+    # row here would be a write, and on SQL Server an IDENTITY_INSERT the
+    # runtime login may not do).
+    return SchedulerSettings.objects.filter(pk=SETTINGS_PK).first() or SchedulerSettings()
+
+
 def limits_for(config, scheduler=None) -> Limits:
     """The limits for ``config`` (a TableConfig), from its fields and the scheduler settings."""
     if scheduler is None:
-        from governance.models import SchedulerSettings
-        from governance.models.scheduling import SETTINGS_PK
-
-        # Read only: the defaults when nobody saved settings yet (creating
-        # the row here would be a write, and on SQL Server an IDENTITY_INSERT
-        # the runtime login may not do).
-        scheduler = SchedulerSettings.objects.filter(pk=SETTINGS_PK).first() or SchedulerSettings()
+        scheduler = cached("scheduler", _scheduler_settings)
     max_batch = config.effective_batch_size
     return Limits(
         enabled=scheduler.pacing_enabled,
@@ -255,6 +282,10 @@ class Pacer:
     def after_batch(self, rows: int, seconds: float) -> None:
         """Adapt to the batch just committed (``rows`` moved in ``seconds``)."""
         if not self.limits.enabled:
+            # Off: the configured size again as soon as a batch got its locks.
+            if self.size != self.limits.max_batch or self.doing:
+                self.size = self.limits.max_batch
+                self._set("", "")
             return
         ms = seconds * 1000
         per_row = seconds / max(rows, 1)

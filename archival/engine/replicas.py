@@ -116,4 +116,7 @@ class ReplicaProbe:
 
 def probe_for(source_db: str) -> ReplicaProbe:
     """A probe over the active watches of ``source_db`` (empty, and free, when there are none)."""
-    return ReplicaProbe(source_db, list(ReplicaWatch.objects.active_for(source_db).order_by("name")))
+    from archival.engine.pacing import cached
+
+    watches = cached("replicas", lambda: list(ReplicaWatch.objects.filter(is_active=True).order_by("name")))
+    return ReplicaProbe(source_db, [w for w in watches if w.source_db == source_db])
