@@ -1095,6 +1095,7 @@ def table(doc: dict) -> list[str]:
         "| engine: lock timeouts, retries; lock waits seen | engine paced (s) | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    notes = []
     for engine, res in doc["results"].items():
         if "variants" not in res:
             continue
@@ -1127,12 +1128,10 @@ def table(doc: dict) -> list[str]:
                 f"| {rate:,.0f} | {m['ratio']} | {alone_ratio if alone_ratio is not None else '-'} | {eng_w} "
                 f"| {paced} | {m['machine_before']['loadavg'][0]} |"
             )
-        lines.append("")
-        lines.append(
+        notes.append(
             f"{engine}: ceiling {ceil:,.0f} rows/s ({res['ceiling']['rows']:,} rows in {res['ceiling']['seconds']:.2f} s, no load)"
         )
-        lines.append("")
-    return lines
+    return [*lines, "", *"\n\n".join(notes).splitlines()]
 
 
 def pairs_table(doc: dict) -> list[str]:
