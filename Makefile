@@ -160,7 +160,7 @@ clean:
 # and a chart to bench/results/. Installs requirements-bench.txt, the MariaDB
 # driver and pt-archiver first (bench-mariadb-deps); an engine whose server is
 # not reachable is reported and skipped, the others still measured.
-.PHONY: bench-deps bench-mariadb-deps bench bench-large bench-scaling bench-workers chaos
+.PHONY: bench-deps bench-mariadb-deps bench bench-large bench-scaling bench-workers bench-oltp chaos
 # BENCH_REPEAT=3: each setup's engine and yardstick alternate three times (median pair ratio).
 BENCH_REPEAT ?= 1
 bench: $(VENV_DEV) bench-deps bench-mariadb-deps
@@ -176,6 +176,15 @@ bench-scaling: $(VENV_DEV) bench-deps
 # workers, PostgreSQL; BENCH_WORKERS_SIZE=large for 12,000,000 rows.
 bench-workers: $(VENV_DEV) bench-deps
 	$(PYTHON) bench/sched_workers.py --size $${BENCH_WORKERS_SIZE:-small} --workers 1 2 4 --reuse --keep
+
+# bench-oltp: what an archival run costs an operational load beside it (issue 30):
+# a fixed-rate read/update/insert mix on Position and Trade from a second
+# process, before and during `manage.py archival run`, on every engine reachable
+# here (3,000,000 rows; about 12 min); load latency percentiles, errors and lock waits
+# on both sides, the engine's rows/s against the plain ceiling. BENCH_OLTP_ARGS
+# adds options, e.g. "--engines postgresql --variant nopacing:pacing_enabled=false".
+bench-oltp: $(VENV_DEV) bench-deps bench-mariadb-deps
+	$(PYTHON) bench/oltp.py $(BENCH_OLTP_ARGS)
 
 chaos: $(VENV_DEV)
 	$(PYTHON) bench/chaos.py --trials $${CHAOS_TRIALS:-200}
