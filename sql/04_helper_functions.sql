@@ -12,7 +12,7 @@ Purpose
                                     @<prefix>1..n (restore key ranges)
       archival.fn_key_json          expression giving a key as a JSON array of strings
       archival.fn_key_text          expression giving a key in HoldKey.key_text form
-                                    (archival.disposal.keys canonical text)
+                                    (archival.rowkeys canonical text)
 Parameters
     @columns: JSON array of column names in key (or column) order; every name
     has been read from the live catalog by the caller, never from a config.
@@ -162,7 +162,7 @@ BEGIN
 END;
 GO
 
--- HoldKey.key_text (archival.disposal.keys): key components in key order
+-- HoldKey.key_text (archival.rowkeys): key components in key order
 -- joined by a tab; integers and decimals as text, dates YYYY-MM-DD,
 -- timestamps YYYY-MM-DD HH:MM:SS[.ffffff], bit true/false, binary as
 -- lower-case hex, uniqueidentifier in lower case, text with backslash, tab

@@ -822,7 +822,7 @@ WHERE fk.parent_object_id = OBJECT_ID(@child, N''U'') AND fk.referenced_object_i
         ELSE IF @kind = N'KEYS'
         BEGIN
             -- The request's keys (RestoreKey) in the canonical key text of
-            -- HoldKey (archival.disposal.keys), built as the hold check builds it.
+            -- HoldKey (archival.rowkeys), built as the hold check builds it.
             IF TRY_CAST(JSON_VALUE(@selection, @path + N'.request_id') AS bigint) IS NULL
                 THROW 50865, N'A KEYS selection needs the request_id whose RestoreKey rows list the keys.', 1;
             SET @declare = @declare + N'DECLARE ' + @prefix + N'request bigint = CAST(JSON_VALUE(@selection, N'''

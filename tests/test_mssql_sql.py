@@ -431,7 +431,7 @@ class TestDynamicSql:
     def test_keys_hold_text_is_the_canonical_key_text(self):
         import datetime as dt
 
-        from archival.disposal.keys import component_text
+        from archival.rowkeys import component_text
 
         # CONVERT style 120 is yyyy-mm-dd hh:mi:ss, 23 is yyyy-mm-dd:
         # https://learn.microsoft.com/sql/t-sql/functions/cast-and-convert-transact-sql

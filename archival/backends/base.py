@@ -583,7 +583,7 @@ class Backend(ABC):
     # -- disposal --------------------------------------------------------------
     @abstractmethod
     def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
-        """SQL (and its parameters) of a row's canonical key text (``archival.disposal.keys``).
+        """SQL (and its parameters) of a row's canonical key text (``archival.rowkeys``).
 
         ``columns``: each key column's SQL expression and its generic type.
         The text must equal ``keys.key_text`` of the values read back, so a

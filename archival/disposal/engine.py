@@ -34,9 +34,9 @@ from django.utils import timezone
 
 from archival.backends import SchemaError
 from archival.disposal.chain import certificate_hash
-from archival.disposal.keys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
 from archival.disposal.policy import required_approvals
 from archival.disposal.tables import ARCHIVE, ArchiveTable, DisposalError, archive_table_for, take_archive_lock
+from archival.rowkeys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
 
 
 def actor_name(actor) -> str:

@@ -16,7 +16,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from archival.disposal.engine import actor_name
-from archival.disposal.keys import key_text
 from archival.disposal.tables import ARCHIVE, take_archive_lock
 
 

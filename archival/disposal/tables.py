@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from archival.backends import Backend, SchemaError, backend_for, namespace_for
-from archival.disposal.keys import coerce, keyset_params, keyset_predicate
+from archival.rowkeys import coerce, keyset_predicate
 
 ARCHIVE = "archive"
 LOCK_NAME = "archive"
@@ -61,25 +61,21 @@ class ArchiveTable:
         """Inclusive key range [low, high]; either bound may be None."""
         parts, params = [], []
         cols = self.pk_cols(alias)
-        if low is not None:
-            sql, _ = keyset_predicate(cols, ">=")
-            parts.append(sql)
-            params += keyset_params(self.coerce_key(low))
-        if high is not None:
-            sql, _ = keyset_predicate(cols, "<=")
-            parts.append(sql)
-            params += keyset_params(self.coerce_key(high))
+        for op, bound in ((">=", low), ("<=", high)):
+            if bound is not None:
+                sql, bound_params = keyset_predicate(cols, op, self.coerce_key(bound))
+                parts.append(sql)
+                params += bound_params
         return (" AND ".join(parts) or "1=1"), params
 
     def after_sql(self, cursor_key, alias: str = "a") -> tuple[str, list]:
         if cursor_key is None:
             return "1=1", []
-        sql, _ = keyset_predicate(self.pk_cols(alias), ">")
-        return sql, keyset_params(self.coerce_key(cursor_key))
+        return keyset_predicate(self.pk_cols(alias), ">", self.coerce_key(cursor_key))
 
     # -- canonical key text in SQL (KEYS holds) --------------------------------
     def key_text_sql(self, alias: str = "a") -> tuple[str, list]:
-        """SQL (and parameters) building the canonical key text (archival.disposal.keys) of row ``alias``."""
+        """SQL (and parameters) building the canonical key text (archival.rowkeys) of row ``alias``."""
         columns = [(self.col(name, alias), generic) for name, generic in zip(self.pk, self.pk_generic, strict=True)]
         return self.backend.key_text_sql(columns)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.conf import settings
 
 from archival.backends.mssql.sqltypes import mssql_type_for, quote
+from archival.rowkeys import keyset_template
 
 SQL_DIR = Path(__file__).resolve().parents[3] / "sql"
 TEMPLATES_FILE = SQL_DIR / "05_templates.sql"
@@ -26,31 +27,22 @@ def key_join(columns: list[str], left: str, right: str) -> str:
 
 
 def keyset_predicate(columns: list[str], alias: str) -> str:
-    """Expanded OR form: a > @k1 OR (a = @k1 AND (b > @k2 OR (b = @k2 AND (c > @k3))))."""
-    predicate = None
-    for i in range(len(columns), 0, -1):
-        column = f"{alias}.{quote(columns[i - 1])}"
-        param = f"@k{i}"
-        if predicate is None:
-            predicate = f"{column} > {param}"
-        else:
-            predicate = f"{column} > {param} OR ({column} = {param} AND ({predicate}))"
-    return predicate or ""
+    """Twin of archival.fn_keyset_predicate (``rowkeys.keyset_template`` on @k1..@kn):
+    a > @k1 OR (a = @k1 AND (b > @k2 OR (b = @k2 AND (c > @k3))))."""
+    if not columns:
+        return ""
+    qualified = [f"{alias}.{quote(c)}" for c in columns]
+    return keyset_template(qualified, ">", [f"@k{i}" for i in range(1, len(columns) + 1)])[0]
 
 
 def key_bound(columns: list[str], alias: str, op: str, variable_prefix: str) -> str:
     """Twin of archival.fn_key_bound: inclusive bound, op ``>`` (key >= ...) or ``<`` (key <= ...)."""
     if op not in {">", "<"}:
         raise ValueError(f"key_bound takes > or <, not {op!r}")
-    predicate = None
-    for i in range(len(columns), 0, -1):
-        column = f"{alias}.{quote(columns[i - 1])}"
-        variable = f"{variable_prefix}{i}"
-        if predicate is None:
-            predicate = f"{column} {op}= {variable}"
-        else:
-            predicate = f"{column} {op} {variable} OR ({column} = {variable} AND ({predicate}))"
-    return predicate or ""
+    if not columns:
+        return ""
+    qualified = [f"{alias}.{quote(c)}" for c in columns]
+    return keyset_template(qualified, f"{op}=", [f"{variable_prefix}{i}" for i in range(1, len(columns) + 1)])[0]
 
 
 def key_json(columns: list[str], alias: str) -> str:
@@ -84,7 +76,7 @@ def _key_text_part(column: str, type_name: str, alias: str) -> str:
 
 
 def key_text(columns: list[str], alias: str, types: list[str] | None = None) -> str:
-    """Twin of archival.fn_key_text: the key in archival.disposal.keys' canonical text.
+    """Twin of archival.fn_key_text: the key in archival.rowkeys' canonical text.
 
     ``types``: each column's type name as sys.types has it (``varchar``,
     ``datetime2``, ...), in key order.

@@ -1,0 +1,254 @@
+"""Primary keys: their canonical text and the keyset predicates that page through them.
+
+Canonical key text (KEYS holds, restore keys, certificate digests, the
+search page's hold list). One key is its components in key order, each as
+text, joined by a TAB:
+
+- integers in decimal;
+- decimals as the database returns them, never in exponent notation
+  (``12.50`` on a numeric(18,2));
+- booleans ``true`` / ``false`` (whatever the driver hands back: SQLite and
+  MariaDB return 1/0 for a boolean column, so the column's generic type
+  decides);
+- dates ISO 8601 ``YYYY-MM-DD``; timestamps ``YYYY-MM-DD HH:MM:SS``, with
+  ``.ffffff`` only when the fraction is not zero;
+- text as is, with backslash, TAB and newline escaped as ``\\\\``, ``\\t``,
+  ``\\n`` (so the TAB between components and the newline between keys of a
+  digest stay unambiguous);
+- binary as lower-case hex.
+
+A KEYS hold stores this text and the disposal delete compares it with the
+same text built in SQL (``Backend.key_text_sql``, per dialect, and
+``archival.fn_key_text`` in the SQL Server procedures): those expressions are
+forms of this rule and are tested against ``key_text`` on real rows.
+
+The digest is SHA-256 over the lines (one key per line, each ending in a
+newline) sorted by their UTF-8 bytes, so an auditor can recompute it from any
+export of the keys, whatever the database's collation.
+
+Keyset predicates, in the expanded OR form ``a > ? OR (a = ? AND b > ?)``:
+row-value comparisons are avoided because MariaDB does not range-scan them
+and SQL Server has none. The leading column may also get a plain ``a >= ?``
+conjunct (``index_bound``), redundant with the OR chain but sargable, so
+every planner starts its index range there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+ENCODING_NAME = "pk-lines-v1"
+
+TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y"})
+FALSE_WORDS = frozenset({"0", "false", "f", "no", "n"})
+
+
+# -- canonical key text ------------------------------------------------------------
+def escape_text(value: str) -> str:
+    """A text component with backslash, TAB and newline escaped."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def _datetime_text(value: dt.datetime) -> str:
+    # isoformat omits the fraction when it is zero and prints six digits otherwise.
+    return value.isoformat(sep=" ")
+
+
+def component_text(value: Any, generic: str | None = None) -> str:
+    """Canonical text of one key component.
+
+    ``generic``: the column's generic type (``archival.backends.base.Column``)
+    when known; it decides what a driver's 1/0 for a boolean column means.
+    """
+    if value is None:
+        return ""
+    if generic == "bool" and not isinstance(value, str):
+        return "true" if value else "false"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dt.datetime):
+        return _datetime_text(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    return escape_text(str(value))
+
+
+def key_text(components: Sequence[Any], generics: Sequence[str] | None = None) -> str:
+    """Canonical text of one key (its components in key order)."""
+    if generics is None:
+        return "\t".join(component_text(c) for c in components)
+    return "\t".join(component_text(c, g) for c, g in zip(components, generics, strict=True))
+
+
+def parse_component(text: str, generic: str) -> Any:
+    """A key component typed by a person (the hold form) as a value of its column's type.
+
+    Raises ValueError when ``text`` is not a value of that type. Text columns
+    take the text as typed (``key_text`` escapes it).
+    """
+    if generic == "bool":
+        word = text.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise ValueError(f"{text!r} is not a boolean (true/false, 1/0)")
+    if generic in {"int", "bigint"}:
+        return int(text)
+    if generic == "decimal":
+        try:
+            return decimal.Decimal(text)
+        except decimal.InvalidOperation:
+            raise ValueError(f"{text!r} is not a decimal") from None
+    if generic == "float":
+        return float(text)
+    if generic == "date":
+        return dt.date.fromisoformat(text.strip())
+    if generic == "datetime":
+        return dt.datetime.fromisoformat(text.strip())
+    if generic == "binary":
+        return bytes.fromhex(text.strip())
+    return text
+
+
+def key_text_of_input(parts: Sequence[str], generics: Sequence[str] | None) -> str:
+    """Canonical text of a key typed as text components (ValueError when one is not of its type).
+
+    Without ``generics`` (the table's types are unknown) every component is text.
+    """
+    if generics is None:
+        return key_text(parts)
+    return key_text([parse_component(p, g) for p, g in zip(parts, generics, strict=True)], generics)
+
+
+def digest_of_lines(lines: Iterable[str]) -> str:
+    """Digest of already-canonical key texts (one per item, without newline)."""
+    h = hashlib.sha256()
+    for line in sorted((t + "\n").encode("utf-8") for t in lines):
+        h.update(line)
+    return h.hexdigest()
+
+
+def digest_of_keys(keys: Iterable[Sequence[Any]]) -> tuple[str, int]:
+    """(SHA-256 hex digest, count) of keys in the canonical encoding."""
+    texts = [key_text(k) for k in keys]
+    return digest_of_lines(texts), len(texts)
+
+
+# -- keys as JSON (batch bounds, recovery state) ----------------------------------
+def to_json_component(value: Any) -> Any:
+    """A key component as a JSON value for batch bounds (typed back by ``coerce``)."""
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    return value
+
+
+def coerce(value: Any, generic: str) -> Any:
+    """Turn a JSON bound back into a parameter of the column's type."""
+    if value is None:
+        return None
+    if generic == "date" and isinstance(value, str):
+        return dt.date.fromisoformat(value[:10])
+    if generic == "datetime" and isinstance(value, str):
+        return dt.datetime.fromisoformat(value)
+    if generic == "decimal" and isinstance(value, (str, int)):
+        return decimal.Decimal(str(value))
+    if generic in {"int", "bigint"} and isinstance(value, str):
+        return int(value)
+    if generic == "binary" and isinstance(value, str):
+        return bytes.fromhex(value)
+    return value
+
+
+# -- keyset predicates ---------------------------------------------------------------
+KEYSET_OPS = (">", ">=", "<", "<=")
+
+
+def keyset_template(columns: Sequence[str], op: str, slots: Sequence[str]) -> tuple[str, list[int]]:
+    """The expanded-OR comparison ``(columns) op (slots)``, without outer parentheses.
+
+    ``columns``: SQL expressions (already quoted); ``slots``: what stands for
+    each component's value (``%s``, or a T-SQL variable ``@k1``). ``op``: one
+    of ``KEYSET_OPS``; the inclusive forms apply the ``=`` to the last column
+    only. Returns the SQL and, for each slot occurrence in reading order, the
+    index of the component it takes (the parameter order for ``%s`` slots):
+    ``a > @k1 OR (a = @k1 AND (b > @k2))``.
+    """
+    if op not in KEYSET_OPS:
+        raise ValueError(f"a keyset comparison is one of {', '.join(KEYSET_OPS)}, not {op!r}")
+    if not columns or len(columns) != len(slots):
+        raise ValueError("a keyset comparison needs one slot per key column, and at least one column")
+    strict = op[0]
+    sql, order = "", []
+    for i in range(len(columns) - 1, -1, -1):
+        column, slot = columns[i], slots[i]
+        if not sql:
+            sql, order = f"{column} {op} {slot}", [i]
+        else:
+            sql, order = f"{column} {strict} {slot} OR ({column} = {slot} AND ({sql}))", [i, i, *order]
+    return sql, order
+
+
+def keyset_predicate(
+    columns: Sequence[str], op: str, values: Sequence[Any], *, index_bound: bool = False
+) -> tuple[str, list[Any]]:
+    """Rows whose key compares ``op`` to ``values``: (parenthesized SQL, parameters).
+
+    ``index_bound``: also ``columns[0] >= values[0]`` (``<=`` for ``<``/``<=``),
+    so the planner starts an index range at the bound (a multi-column
+    keyset otherwise reads as a filter on some engines).
+    """
+    sql, order = keyset_template(columns, op, ["%s"] * len(columns))
+    params = [values[i] for i in order]
+    if index_bound and len(columns) > 1:
+        return f"({columns[0]} {op[0]}= %s AND ({sql}))", [values[0], *params]
+    return f"({sql})", params
+
+
+def after(columns: Sequence[str], values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """Rows whose key is strictly greater than ``values``."""
+    return keyset_predicate(columns, ">", values, index_bound=True)
+
+
+def up_to(columns: Sequence[str], values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """Rows whose key is less than or equal to ``values``."""
+    return keyset_predicate(columns, "<=", values, index_bound=True)
+
+
+def key_range(columns: Sequence[str], low: Sequence[Any] | None, high: Sequence[Any] | None) -> tuple[str, list[Any]]:
+    """``low < key <= high``; either bound may be None (open)."""
+    parts, params = [], []
+    if low is not None:
+        sql, p = after(columns, low)
+        parts.append(sql)
+        params += p
+    if high is not None:
+        sql, p = up_to(columns, high)
+        parts.append(sql)
+        params += p
+    return (" AND ".join(parts) if parts else "1 = 1"), params
+
+
+def order_by(columns: Sequence[str], descending: bool = False) -> str:
+    direction = " DESC" if descending else ""
+    return ", ".join(f"{c}{direction}" for c in columns)
+
+
+def qualify(alias: str, quote: Callable[[str], str], names: Sequence[str]) -> list[str]:
+    return [f"{alias}.{quote(n)}" for n in names]
