@@ -123,14 +123,18 @@ def parse_component(text: str, generic: str) -> Any:
     return text
 
 
-def key_text_of_input(parts: Sequence[str], generics: Sequence[str] | None) -> str:
-    """Canonical text of a key typed as text components (ValueError when one is not of its type).
+def key_text_of_input(components: Sequence[Any], generics: Sequence[str] | None) -> str:
+    """Canonical text of a key given as values or as typed text (ValueError when a text is not of its type).
 
-    Without ``generics`` (the table's types are unknown) every component is text.
+    A text component of a column that is not text is read as a value of the
+    column's type first (``1`` and ``true`` name the same boolean; a date
+    typed ``2024-02-29`` is the date). Without ``generics`` (the table's
+    types are unknown) the components are taken as they are.
     """
     if generics is None:
-        return key_text(parts)
-    return key_text([parse_component(p, g) for p, g in zip(parts, generics, strict=True)], generics)
+        return key_text(components)
+    values = [parse_component(c, g) if isinstance(c, str) else c for c, g in zip(components, generics, strict=True)]
+    return key_text(values, generics)
 
 
 def digest_of_lines(lines: Iterable[str]) -> str:

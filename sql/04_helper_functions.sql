@@ -190,6 +190,8 @@ BEGIN
                 THEN N'CASE WHEN ' + @alias + N'.' + QUOTENAME(j.value) + N' = 1 THEN N''true'' ELSE N''false'' END'
             WHEN t.value = N'uniqueidentifier'
                 THEN N'LOWER(CONVERT(nvarchar(36), ' + @alias + N'.' + QUOTENAME(j.value) + N'))'
+            WHEN t.value IN (N'binary', N'varbinary')
+                THEN N'LOWER(CONVERT(nvarchar(max), ' + @alias + N'.' + QUOTENAME(j.value) + N', 2))'
             ELSE N'CONVERT(nvarchar(4000), ' + @alias + N'.' + QUOTENAME(j.value) + N')'
         END + N' COLLATE DATABASE_DEFAULT'), N', ') WITHIN GROUP (ORDER BY CONVERT(int, j.[key]))
         FROM OPENJSON(@columns) AS j

@@ -586,8 +586,10 @@ class Backend(ABC):
         """SQL (and its parameters) of a row's canonical key text (``archival.rowkeys``).
 
         ``columns``: each key column's SQL expression and its generic type.
-        The text must equal ``keys.key_text`` of the values read back, so a
-        KEYS hold matches the rows it names.
+        A dialect's form of ``rowkeys.key_text``: the text must equal
+        ``rowkeys.key_text(values, generics)`` of the values read back, so a
+        KEYS hold matches the rows it names (tests/test_rowkeys.py checks
+        every key type on a real table).
         """
 
     @abstractmethod

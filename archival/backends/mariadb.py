@@ -311,6 +311,12 @@ class MariaDBBackend(Backend):
                 params.append("\t")
             if generic == "binary":
                 pieces.append(f"LOWER(HEX({col}))")
+            elif generic == "bool":
+                # TINYINT(1): CAST would give 1/0.
+                pieces.append(f"CASE WHEN {col} THEN 'true' ELSE 'false' END")
+            elif generic == "datetime":
+                # DATETIME(6) prints all six digits; isoformat omits a zero fraction.
+                pieces.append(f"REPLACE(CAST({col} AS CHAR), '.000000', '')")
             elif generic == "text":
                 pieces.append(f"REPLACE(REPLACE(REPLACE(CAST({col} AS CHAR), %s, %s), %s, %s), %s, %s)")
                 params += ["\\", "\\\\", "\t", "\\t", "\n", "\\n"]

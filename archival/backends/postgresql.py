@@ -337,6 +337,15 @@ class PostgresBackend(Backend):
                 params.append("\t")
             if generic == "date":
                 pieces.append(f"to_char({col}, 'YYYY-MM-DD')")
+            elif generic == "datetime":
+                # CAST prints 10:00:00.12; Python's isoformat .120000 (and
+                # no fraction at all when it is zero).
+                pieces.append(
+                    f"to_char({col}, 'YYYY-MM-DD HH24:MI:SS') || CASE WHEN date_trunc('second', {col}) = {col} "
+                    f"THEN '' ELSE to_char({col}, '.US') END"
+                )
+            elif generic == "bool":
+                pieces.append(f"CASE WHEN {col} THEN 'true' ELSE 'false' END")
             elif generic == "binary":
                 pieces.append(f"encode({col}, 'hex')")
             elif generic == "text":

@@ -410,6 +410,12 @@ class SQLiteBackend(Backend):
                 params.append("\t")
             if generic == "binary":
                 pieces.append(f"lower(hex({col}))")
+            elif generic == "bool":
+                # Stored as 1/0.
+                pieces.append(f"CASE WHEN {col} THEN 'true' ELSE 'false' END")
+            elif generic == "datetime":
+                # Stored as the text it was written with; isoformat separates with a space.
+                pieces.append(f"replace(CAST({col} AS TEXT), 'T', ' ')")
             elif generic == "text":
                 pieces.append(f"REPLACE(REPLACE(REPLACE(CAST({col} AS TEXT), %s, %s), %s, %s), %s, %s)")
                 params += ["\\", "\\\\", "\t", "\\t", "\n", "\\n"]

@@ -12,11 +12,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
+from django.utils.connection import ConnectionDoesNotExist
 
+from archival.backends import SchemaError, backend_for
 from archival.disposal.engine import actor_name
-from archival.disposal.tables import ARCHIVE, take_archive_lock
+from archival.disposal.tables import ARCHIVE, archive_table_for, take_archive_lock
+from archival.rowkeys import key_text_of_input
 
 
 def _config_for(source_db: str, schema_name: str, table_name: str):
@@ -26,6 +29,22 @@ def _config_for(source_db: str, schema_name: str, table_name: str):
     if schema_name:
         qs = qs.filter(schema_name=schema_name)
     return qs.first()
+
+
+def _key_generics(config) -> list[str] | None:
+    """The generic types of ``config``'s key columns: the archive table's, else the
+    source table's; None when neither can be read (the keys are then taken as text)."""
+    try:
+        table = archive_table_for(config)
+        if table is not None:
+            return table.pk_generic
+        info = backend_for(config.source_db).describe(config.schema_name, config.table_name)
+    except (SchemaError, DatabaseError, ConnectionDoesNotExist):
+        return None
+    columns = [info.column(name) for name in config.pk_columns]
+    if any(c is None for c in columns):
+        return None
+    return [c.generic for c in columns]
 
 
 @dataclass
@@ -81,17 +100,25 @@ def check_hold(
         elif date_from and date_to and date_from > date_to:
             errors["date_to"] = "The range ends before it starts."
     if scope == HoldScope.KEYS:
+        generics = _key_generics(config) if config is not None else None
         for k in keys or []:
-            text = k if isinstance(k, str) else key_text(k)
-            parts = text.split("\t")
+            parts = k.split("\t") if isinstance(k, str) else list(k)
+            shown = ",".join(str(p) for p in parts)  # comma-separated, as the hold form takes them
             if config is not None and len(parts) != len(config.pk_columns):
-                # Components shown comma-separated, as the hold form takes them.
                 errors["keys"] = (
-                    f"Key {','.join(parts)} has {len(parts)} component(s); each key of {config.table_name} has "
+                    f"Key {shown} has {len(parts)} component(s); each key of {config.table_name} has "
                     f"{len(config.pk_columns)} component(s) ({', '.join(config.pk_columns)}), in that order."
                 )
                 break
-            key_texts.append(text)
+            if isinstance(k, str):
+                # Already canonical key text (components escaped, joined by a TAB).
+                key_texts.append(k)
+                continue
+            try:
+                key_texts.append(key_text_of_input(parts, generics))
+            except ValueError as exc:
+                errors["keys"] = f"Key {shown}: {exc}."
+                break
         if not key_texts and "keys" not in errors:
             errors["keys"] = "A keys hold needs at least one key."
     if scope not in HoldScope.values:
@@ -117,8 +144,10 @@ def place_hold(
 ):
     """Place a hold and return it (audited as ``hold.placed``).
 
-    ``keys`` (KEYS scope): each a sequence of key components in key order, or
-    an already canonical key text (components joined by a TAB). Raises
+    ``keys`` (KEYS scope): each a sequence of key components in key order
+    (values, or text as the hold form takes it: ``rowkeys.key_text_of_input``
+    reads it by the key columns' types), or an already canonical key text
+    (components joined by a TAB). Raises
     ValidationError when the scope's fields are missing or inconsistent
     (``check_hold``).
 
@@ -233,7 +262,6 @@ class HoldImpact:
 def hold_impact(hold) -> list[HoldImpact]:
     """Archived rows the hold covers, per configured table (one count query per table)."""
     from archival.disposal.engine import _configs
-    from archival.disposal.tables import archive_table_for
 
     out = []
     for config in _configs(None):

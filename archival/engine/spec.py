@@ -14,9 +14,9 @@ from datetime import date
 
 from django.conf import settings
 
+from archival import rowkeys
 from archival.backends import Backend, SchemaError, TableInfo, backend_for, namespace_for
 from archival.backends.base import Column
-from archival import rowkeys
 from archival.engine.dates import subtract_months
 from archival.engine.errors import TableError
 

@@ -17,11 +17,11 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from archival.disposal.chain import _canonical_json, _ts
-from archival.rowkeys import ENCODING_NAME, digest_of_lines
 from archival.disposal.tables import ARCHIVE, take_archive_lock
 from archival.engine.txn import write_transaction
 from archival.restore.errors import RestoreReconcileError
 from archival.restore.selection import selection_of
+from archival.rowkeys import ENCODING_NAME, digest_of_lines
 
 
 def restore_certificate_hash(cert) -> str:

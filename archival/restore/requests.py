@@ -25,11 +25,11 @@ from django.utils import timezone
 
 from archival.backends import SchemaError, backend_for
 from archival.disposal.engine import actor_name
-from archival.rowkeys import coerce, key_text, to_json_component
 from archival.disposal.tables import ARCHIVE, archive_table_for
 from archival.engine.dates import subtract_months
 from archival.restore.errors import RestoreRefused
 from archival.restore.selection import RestoreTarget, resolve_target, selection_of, selection_sql
+from archival.rowkeys import coerce, key_text, to_json_component
 
 MAX_KEYS = 100_000
 REQUEST_PERMISSION = "governance.request_restore"

@@ -13,12 +13,12 @@ in ``archival.usp_restore_batch`` (``Backend.restore_batch``).
 from __future__ import annotations
 
 from archival.backends.base import RestoreBatchCounts
-from archival.rowkeys import keyset_predicate, to_json_component
 from archival.disposal.tables import ARCHIVE
 from archival.engine.faults import checkpoint
 from archival.engine.txn import write_transaction
 from archival.restore.errors import RestoreConflict, RestoreReconcileError
 from archival.restore.selection import RestoreTarget, selection_sql
+from archival.rowkeys import keyset_predicate, to_json_component
 
 
 def batch_predicate(target: RestoreTarget, selection: dict, low, high, alias: str = "a") -> tuple[str, list]:

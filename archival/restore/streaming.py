@@ -22,7 +22,6 @@ COPYING ledger row) repeats 2 and 3, which are idempotent.
 from __future__ import annotations
 
 from archival.backends.base import RestoreBatchCounts
-from archival.rowkeys import coerce, keyset_predicate, to_json_component
 from archival.disposal.tables import ARCHIVE
 from archival.engine.faults import checkpoint
 from archival.engine.streaming import _canon, _same
@@ -30,6 +29,7 @@ from archival.engine.txn import write_transaction
 from archival.restore.errors import RestoreConflict, RestoreReconcileError
 from archival.restore.same_server import batch_predicate, conflict_message
 from archival.restore.selection import RestoreTarget
+from archival.rowkeys import coerce, keyset_predicate, to_json_component
 
 
 def _key_positions(target: RestoreTarget) -> list[int]:

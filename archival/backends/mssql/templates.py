@@ -11,6 +11,7 @@ from pathlib import Path
 from django.conf import settings
 
 from archival.backends.mssql.sqltypes import mssql_type_for, quote
+from archival.hold_coverage import tsql_contract_match
 from archival.rowkeys import keyset_template
 
 SQL_DIR = Path(__file__).resolve().parents[3] / "sql"
@@ -52,8 +53,25 @@ def key_json(columns: list[str], alias: str) -> str:
     return f"N'[' + {parts} + N']'"
 
 
-def _key_text_part(column: str, type_name: str, alias: str) -> str:
-    col = f"{alias}.{quote(column)}"
+# The sys.types name standing for each generic type (``Backend.key_text_sql``
+# knows a column's generic type, the procedures its sys.types name).
+TYPE_NAME_OF_GENERIC = {
+    "text": "nvarchar",
+    "date": "date",
+    "datetime": "datetime2",
+    "bool": "bit",
+    "binary": "varbinary",
+}
+
+
+def key_text_part(col: str, type_name: str) -> str:
+    """One component of the canonical key text (``archival.rowkeys``) in T-SQL.
+
+    ``col``: the column's SQL expression; ``type_name``: its sys.types name.
+    Twin of one CASE branch of archival.fn_key_text. CONVERT styles
+    (learn.microsoft.com, "CAST and CONVERT"): 23 is yyyy-mm-dd, 120
+    yyyy-mm-dd hh:mi:ss; binary style 2 is hex without 0x.
+    """
     if type_name in {"char", "varchar", "nchar", "nvarchar"}:
         text = (
             f"REPLACE(REPLACE(REPLACE(CONVERT(nvarchar(4000), {col}), N'\\', N'\\\\'), "
@@ -68,6 +86,8 @@ def _key_text_part(column: str, type_name: str, alias: str) -> str:
         )
     elif type_name == "bit":
         text = f"CASE WHEN {col} = 1 THEN N'true' ELSE N'false' END"
+    elif type_name in {"binary", "varbinary"}:
+        text = f"LOWER(CONVERT(nvarchar(max), {col}, 2))"
     elif type_name == "uniqueidentifier":
         text = f"LOWER(CONVERT(nvarchar(36), {col}))"
     else:
@@ -82,8 +102,12 @@ def key_text(columns: list[str], alias: str, types: list[str] | None = None) -> 
     ``datetime2``, ...), in key order.
     """
     types = types or ["int"] * len(columns)
-    parts = ", ".join(_key_text_part(c, t, alias) for c, t in zip(columns, types, strict=True))
-    return parts if len(columns) == 1 else f"CONCAT_WS(NCHAR(9), {parts})"
+    return key_text_of_parts([key_text_part(f"{alias}.{quote(c)}", t) for c, t in zip(columns, types, strict=True)])
+
+
+def key_text_of_parts(parts: list[str]) -> str:
+    """The components joined by a TAB (CONCAT_WS: key columns are never NULL)."""
+    return parts[0] if len(parts) == 1 else f"CONCAT_WS(NCHAR(9), {', '.join(parts)})"
 
 
 # -- templates ---------------------------------------------------------------------
@@ -186,11 +210,7 @@ def tokens_for(spec: ProcedureTable) -> dict[str, str]:
         )
     hold_contract_match = ""
     if spec.hold_contract_column and spec.hold_contract_column in spec.columns:
-        hold_contract_match = (
-            "\n            OR (h.[scope] = N'CONTRACT' AND h.[source_db] = @source_alias"
-            f" AND h.[contract_value] = CONVERT(nvarchar(200), a.{quote(spec.hold_contract_column)})"
-            " COLLATE DATABASE_DEFAULT)"
-        )
+        hold_contract_match = tsql_contract_match(quote(spec.hold_contract_column))
     cursor_declare = "\n".join(
         f"DECLARE @k{i} {k.type_sql} = CAST(JSON_VALUE(@key_after, N'$[{i - 1}]') AS {k.type_sql});"
         for i, k in enumerate(spec.key, start=1)
