@@ -1,0 +1,271 @@
+"""archival.rowkeys: one canonical key text and one keyset predicate, and every form of them agreeing.
+
+A KEYS hold on a key of every type (boolean, text with a TAB, a backslash and
+a newline, date, timestamp, decimal, all in one composite key) is seen as
+held by the disposal delete's SQL, the hold preview, the search's row page
+and (by construction) the SQL Server procedures' key text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.db import connections
+
+from archival import rowkeys
+from archival.backends import backend_for
+from archival.backends.mssql import templates
+from archival.backends.mssql.backend import MSSQLBackend
+from archival.backends.sqlite import namespace_for
+from archival.disposal import place_hold
+from archival.disposal.tables import archive_table_for
+from archival.hold_coverage import covering_q
+from archival.search.catalog import SearchColumn, SearchTable
+from archival.search.holds import row_facts
+from archival.search.query import value_text
+from governance.models import Hold, HoldScope, TableConfig
+from tests.disposal_fixtures import DATABASES, SOURCE, personas, source_schema  # noqa: F401 - fixture
+
+TODAY = dt.date(2030, 6, 15)
+TABLE = "key_kinds"
+KEY = ("flag", "label", "day", "at", "amount")
+GENERICS = ("bool", "text", "date", "datetime", "decimal")
+ROWS = [
+    (True, "a\tb", dt.date(2024, 2, 29), dt.datetime(2024, 2, 29, 10, 0, 0), Decimal("12.50")),
+    (False, "x\\y", dt.date(2024, 3, 1), dt.datetime(2024, 3, 1, 10, 0, 0, 120000), Decimal("0.05")),
+    (True, "n\nl", dt.date(2024, 3, 2), dt.datetime(2024, 3, 2, 23, 59, 59, 999999), Decimal("-7.00")),
+    (False, "plain", dt.date(2024, 3, 3), dt.datetime(2024, 3, 3, 0, 0, 0), Decimal("100.10")),
+]
+
+
+# -- the encoder ---------------------------------------------------------------------
+def test_each_component_type_has_one_text():
+    assert rowkeys.component_text(True) == "true"
+    assert rowkeys.component_text(1, "bool") == "true"  # SQLite and MariaDB hand back 1/0
+    assert rowkeys.component_text(0, "bool") == "false"
+    assert rowkeys.component_text(7) == "7"
+    assert rowkeys.component_text(Decimal("12.50")) == "12.50"
+    assert rowkeys.component_text(Decimal("1E+2")) == "100"
+    assert rowkeys.component_text(dt.date(2024, 2, 29)) == "2024-02-29"
+    assert rowkeys.component_text(dt.datetime(2024, 2, 29, 10, 0)) == "2024-02-29 10:00:00"
+    assert rowkeys.component_text(dt.datetime(2024, 2, 29, 10, 0, 0, 120000)) == "2024-02-29 10:00:00.120000"
+    assert rowkeys.component_text(b"\x0a\xff") == "0aff"
+    assert rowkeys.component_text("a\tb\\c\nd") == "a\\tb\\\\c\\nd"
+    assert rowkeys.key_text([1, "a\tb"]) == "1\ta\\tb"
+
+
+def test_a_key_typed_as_text_reads_by_the_column_types():
+    """The hold form and the search's link give text; 1 and true name one boolean."""
+    typed = ["1", "a\tb", "2024-02-29", "2024-02-29 10:00:00", "12.50"]
+    assert rowkeys.key_text_of_input(typed, GENERICS) == rowkeys.key_text(ROWS[0])
+    assert rowkeys.key_text_of_input(["true", *typed[1:]], GENERICS) == rowkeys.key_text(ROWS[0])
+    with pytest.raises(ValueError):
+        rowkeys.key_text_of_input(["maybe", *typed[1:]], GENERICS)
+    with pytest.raises(ValueError):
+        rowkeys.key_text_of_input([*typed[:2], "29/02/2024", *typed[3:]], GENERICS)
+
+
+# -- the keyset predicate ------------------------------------------------------------
+def test_the_keyset_predicate_consumes_its_parameters_in_reading_order():
+    sql, params = rowkeys.keyset_predicate(["a", "b", "c"], ">", [1, 2, 3])
+    assert sql == "(a > %s OR (a = %s AND (b > %s OR (b = %s AND (c > %s)))))"
+    assert params == [1, 1, 2, 2, 3]
+    sql, params = rowkeys.keyset_predicate(["a", "b"], "<=", [1, 2], index_bound=True)
+    assert sql == "(a <= %s AND (a < %s OR (a = %s AND (b <= %s))))"
+    assert params == [1, 1, 1, 2]
+    with pytest.raises(ValueError):
+        rowkeys.keyset_predicate(["a"], "<>", [1])
+
+
+def test_the_sql_server_keyset_is_the_same_predicate_on_variables():
+    sql, _ = rowkeys.keyset_predicate(["s.[a]", "s.[b]"], ">", ["@k1", "@k2"])
+    assert templates.keyset_predicate(["a", "b"], "s") == sql.replace("%s", "{}").format("@k1", "@k1", "@k2")[1:-1]
+    assert templates.key_bound(["a", "b"], "s", "<", "@hi") == "s.[a] < @hi1 OR (s.[a] = @hi1 AND (s.[b] <= @hi2))"
+
+
+@pytest.mark.django_db(databases=DATABASES)
+def test_keyset_pages_of_a_composite_key_visit_every_row_once_in_order():
+    """Against the database: every row after each key, in order, by the expanded predicate."""
+    create_key_table()
+    backend = backend_for("archive")
+    cols = [f"a.{backend.quote(c)}" for c in KEY]
+    order = ", ".join(cols)
+    with connections["archive"].cursor() as cur:
+        cur.execute(f"SELECT {order} FROM {qualified()} a ORDER BY {order}")
+        ordered = cur.fetchall()
+    assert len(ordered) == len(ROWS)
+    for i, row in enumerate(ordered):
+        where, params = rowkeys.keyset_predicate(cols, ">", list(row), index_bound=True)
+        with connections["archive"].cursor() as cur:
+            cur.execute(f"SELECT {order} FROM {qualified()} a WHERE {where} ORDER BY {order}", params)
+            assert cur.fetchall() == ordered[i + 1 :]
+
+
+# -- every form agrees on a real table -------------------------------------------------
+def qualified() -> str:
+    backend = backend_for("archive")
+    return backend.qualified(namespace_for(SOURCE), TABLE)
+
+
+def create_key_table() -> None:
+    """A source table (for the config) and its archive table, keyed on one column of each type."""
+    source, archive = backend_for(SOURCE), backend_for("archive")
+    for alias, backend, extra in (
+        (SOURCE, source, ""),
+        ("archive", archive, ', "reference_date" DATE, "retention_until" DATE'),
+    ):
+        types = {**backend.generic_types, "text": "VARCHAR(40)", "decimal": "NUMERIC(18,2)"}
+        columns = ", ".join(f'"{c}" {types[g]} NOT NULL' for c, g in zip(KEY, GENERICS, strict=True))
+        name = qualified() if alias == "archive" else f'"{TABLE}"'
+        with connections[alias].cursor() as cur:
+            if alias == "archive" and backend.vendor == "postgresql":
+                cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{namespace_for(SOURCE)}"')
+            cur.execute(f"DROP TABLE IF EXISTS {name}")
+            cur.execute(
+                f'CREATE TABLE {name} ({columns}, "contractId" VARCHAR(20){extra}, PRIMARY KEY ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in KEY)}))'
+            )
+    with connections["archive"].cursor() as cur:
+        cur.executemany(
+            f'INSERT INTO {qualified()} ({", ".join(archive.quote(c) for c in KEY)}, "contractId", '
+            '"reference_date", "retention_until") VALUES (%s, %s, %s, %s, %s, %s, %s, %s)',
+            [(*row, "C1", row[2], TODAY - dt.timedelta(days=1)) for row in ROWS],
+        )
+
+
+def make_key_config() -> TableConfig:
+    config = TableConfig(
+        source_db=SOURCE,
+        schema_name=source_schema(),
+        table_name=TABLE,
+        table_type="OPERATIONAL",
+        date_column="day",
+        primary_key_columns=",".join(KEY),
+    )
+    config.full_clean()
+    config.save()
+    return config
+
+
+def read_back() -> list[tuple]:
+    """Each row's key as the driver returns it, and its key text built in SQL."""
+    backend = backend_for("archive")
+    sql, params = backend.key_text_sql([(f"a.{backend.quote(c)}", g) for c, g in zip(KEY, GENERICS, strict=True)])
+    with connections["archive"].cursor() as cur:
+        cur.execute(f"SELECT {', '.join(f'a.{backend.quote(c)}' for c in KEY)}, {sql} FROM {qualified()} a", params)
+        return [(tuple(r[:-1]), r[-1]) for r in cur.fetchall()]
+
+
+@pytest.mark.django_db(databases=DATABASES)
+def test_the_sql_key_text_of_every_type_is_the_python_key_text():
+    create_key_table()
+    rows = read_back()
+    assert len(rows) == len(ROWS)
+    for values, sql_text in rows:
+        assert sql_text == rowkeys.key_text(values, GENERICS)
+    # The inserted values' text, but for the decimal (SQLite keeps 12.50 as 12.5).
+    assert sorted(t.rsplit("\t", 1)[0] for _, t in rows) == sorted(rowkeys.key_text(r[:-1]) for r in ROWS)
+
+
+@pytest.mark.django_db(databases=DATABASES)
+def test_a_keys_hold_on_every_key_type_is_held_by_disposal_the_preview_and_the_search(personas):  # noqa: F811
+    create_key_table()
+    config = make_key_config()
+    # Keys as the driver returns them (SQLite gives 12.5 for a NUMERIC 12.50:
+    # a decimal's text is the database's), typed as the search's "hold these
+    # rows" link writes them (value_text: a boolean as 1/0).
+    rows = sorted(read_back(), key=lambda r: r[1])
+    held, free = [values for values, _ in rows[:3]], rows[3][0]
+    typed_keys = [[value_text(v) for v in row] for row in held]
+    preview = place_hold(
+        scope=HoldScope.KEYS,
+        source_db=SOURCE,
+        table_name=TABLE,
+        keys=typed_keys,
+        actor=personas["alice"],
+        reason="litigation",
+        dry_run=True,
+    )
+    assert [(i.table_label, i.rows) for i in preview.impact] == [(config.label, len(held))]
+    hold = place_hold(
+        scope=HoldScope.KEYS, source_db=SOURCE, table_name=TABLE, keys=typed_keys, actor=personas["alice"], reason="x"
+    )
+    assert sorted(hold.keys.values_list("key_text", flat=True)) == sorted(rowkeys.key_text(r, GENERICS) for r in held)
+
+    # Disposal: the delete's SQL hold check.
+    t = archive_table_for(config)
+    held_sql, held_params = t.held_sql(TODAY)
+    with connections["archive"].cursor() as cur:
+        cur.execute(f"SELECT {t.pk_select()} FROM {t.qualified} a WHERE {held_sql}", held_params)
+        disposal_held = {rowkeys.key_text(r, GENERICS) for r in cur.fetchall()}
+    assert disposal_held == {rowkeys.key_text(r, GENERICS) for r in held}
+
+    # The search's row page: the row as its driver returns it.
+    backend = backend_for("archive")
+    search_table = SearchTable(
+        config=config,
+        namespace=namespace_for(SOURCE),
+        columns=[
+            SearchColumn(name=c, generic=g, nullable=False, is_key=True) for c, g in zip(KEY, GENERICS, strict=True)
+        ],
+        key=list(KEY),
+        contract_column=None,
+        backend=backend,
+    )
+    for values, _ in read_back():
+        row = {**dict(zip(KEY, values, strict=True)), "reference_date": values[2]}
+        seen = Hold.objects.using("archive").filter(covering_q(*row_facts(search_table, row))).filter(pk=hold.pk)
+        assert seen.exists() == (values != free)
+
+
+# -- SQL Server, by construction -------------------------------------------------------
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+
+
+def test_the_sql_server_key_text_writes_each_type_as_rowkeys_does():
+    """No SQL Server runs here: each type's T-SQL is the CONVERT whose documented
+    output is rowkeys' text (style 23: yyyy-mm-dd; 120: yyyy-mm-dd hh:mi:ss,
+    then the microseconds only when not zero, as isoformat; style 2: hex)."""
+    part = templates.key_text_part
+    assert part("a.[b]", "bit") == "CASE WHEN a.[b] = 1 THEN N'true' ELSE N'false' END COLLATE DATABASE_DEFAULT"
+    assert rowkeys.component_text(True) == "true" and rowkeys.component_text(False) == "false"
+    assert part("a.[d]", "date") == "CONVERT(nvarchar(10), a.[d], 23) COLLATE DATABASE_DEFAULT"
+    assert part("a.[t]", "datetime2").startswith(
+        "CONVERT(nvarchar(19), a.[t], 120) + CASE WHEN DATEPART(MICROSECOND, a.[t]) = 0 THEN N'' ELSE N'.' + RIGHT(N'000000' + "
+    )
+    for value in (ROWS[0][3], ROWS[1][3], ROWS[2][3]):
+        style_120 = value.strftime("%Y-%m-%d %H:%M:%S")
+        assert rowkeys.component_text(value) == style_120 + (
+            "" if value.microsecond == 0 else f".{value.microsecond:06d}"
+        )
+    assert part("a.[s]", "nvarchar") == (
+        "REPLACE(REPLACE(REPLACE(CONVERT(nvarchar(4000), a.[s]), N'\\', N'\\\\'), NCHAR(9), N'\\t'), "
+        "NCHAR(10), N'\\n') COLLATE DATABASE_DEFAULT"
+    )
+    text = "a\tb\\c\nd"
+    assert rowkeys.component_text(text) == text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    assert part("a.[v]", "varbinary") == "LOWER(CONVERT(nvarchar(max), a.[v], 2)) COLLATE DATABASE_DEFAULT"
+    assert part("a.[n]", "decimal") == "CONVERT(nvarchar(4000), a.[n]) COLLATE DATABASE_DEFAULT"
+    composite = templates.key_text(list(KEY), "a", ["bit", "nvarchar", "date", "datetime2", "decimal"])
+    assert composite.startswith("CONCAT_WS(NCHAR(9), CASE WHEN a.[flag] = 1")
+    # The Python side of SQL Server (plan counts, preview) builds the same text as the procedures.
+    sql, params = MSSQLBackend.key_text_sql(None, [(f"a.[{c}]", g) for c, g in zip(KEY, GENERICS, strict=True)])
+    assert params == []
+    assert sql == templates.key_text(list(KEY), "a", ["bit", "nvarchar", "date", "datetime2", "decimal"])
+
+
+def test_fn_key_text_has_a_branch_for_every_type_its_python_twin_knows():
+    """archival.fn_key_text (sql/04) and templates.key_text_part treat the same sys.types names."""
+    body = (SQL_DIR / "04_helper_functions.sql").read_text().split("FUNCTION archival.fn_key_text", 1)[1]
+    body = body.split("\nGO", 1)[0]
+    names = set(re.findall(r"N'(\w+)'", " ".join(re.findall(r"WHEN t\.value[^\n]*", body))))
+    assert names == {
+        "char", "varchar", "nchar", "nvarchar", "date", "datetime", "datetime2", "smalldatetime",
+        "bit", "uniqueidentifier", "binary", "varbinary",
+    }  # fmt: skip
+    for name in names:
+        assert "CONVERT(nvarchar(4000), a.[c]) COLLATE" not in templates.key_text_part("a.[c]", name), name
+    assert "LOWER(CONVERT(nvarchar(max), ' + @alias + N'.' + QUOTENAME(j.value) + N', 2))" in body
