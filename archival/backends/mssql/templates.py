@@ -132,6 +132,17 @@ class KeyColumn:
         return self.type_sql.split("(", 1)[0].lower()
 
 
+def json_key_value(key: KeyColumn, json_value: str) -> str:
+    """A key component read from its JSON carrier (``json_value``: the JSON_VALUE expression) as ``key``'s type.
+
+    ``procedures.encode_key`` writes binary as hex, which CONVERT style 2
+    reads; a CAST of text to binary would take the text's own bytes.
+    """
+    if key.type_name in {"binary", "varbinary"}:
+        return f"CONVERT({key.type_sql}, {json_value}, 2)"
+    return f"CAST({json_value} AS {key.type_sql})"
+
+
 @dataclass(frozen=True)
 class ProcedureTable:
     """What archival.usp_build_sql reads from the registry and the catalog."""
@@ -349,11 +360,9 @@ def restore_selection(
                     continue
                 if not isinstance(bound, list) or len(bound) != len(keys):
                     raise RestoreSelectionError(f"{end} of a KEY_RANGE selection needs one value per key column")
-                declare += [
-                    f"DECLARE {prefix}{short}{i} {k.type_sql} = "
-                    f"CAST(JSON_VALUE(@selection, N'{path}.{end}[{i - 1}]') AS {k.type_sql});\n"
-                    for i, k in enumerate(table.key, start=1)
-                ]
+                for i, k in enumerate(table.key, start=1):
+                    value = json_key_value(k, f"JSON_VALUE(@selection, N'{path}.{end}[{i - 1}]')")
+                    declare.append(f"DECLARE {prefix}{short}{i} {k.type_sql} = {value};\n")
                 parts.append(f"({key_bound(keys, alias, op, f'{prefix}{short}')})")
             own = " AND ".join(parts) or "1 = 1"
         elif kind == "CONTRACT":
