@@ -5,8 +5,10 @@ search page's hold list). One key is its components in key order, each as
 text, joined by a TAB:
 
 - integers in decimal;
-- decimals as the database returns them, never in exponent notation
-  (``12.50`` on a numeric(18,2));
+- decimals with as many fraction digits as the column's scale, never in
+  exponent notation (``12.50`` on a numeric(18,2), as PostgreSQL, MariaDB and
+  SQL Server print it; SQLite keeps 12.5, so its SQL form pads it); a decimal
+  column of unknown scale as the value prints;
 - booleans ``true`` / ``false`` (whatever the driver hands back: SQLite and
   MariaDB return 1/0 for a boolean column, so the column's generic type
   decides);
@@ -58,16 +60,41 @@ def _datetime_text(value: dt.datetime) -> str:
     return value.isoformat(sep=" ")
 
 
-def component_text(value: Any, generic: str | None = None) -> str:
+def scale_of(column: Any) -> int | None:
+    """The decimal scale of a key column (``archival.backends.base.Column``) its key text pads to; None when not a decimal or unknown."""
+    if column.generic != "decimal":
+        return None
+    return column.size[1]
+
+
+def _decimal_text(value: Any, scale: int | None) -> str | None:
+    """A number read from a decimal column (SQLite hands back int or float) at ``scale``; None when not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, decimal.Decimal)):
+        return None
+    number = decimal.Decimal(repr(value)) if isinstance(value, float) else decimal.Decimal(value)
+    if not number.is_finite():
+        return None
+    if scale is not None:
+        # Enough precision for any numeric(p, s) (p <= 1000 on PostgreSQL).
+        number = number.quantize(decimal.Decimal(1).scaleb(-scale), context=decimal.Context(prec=1100))
+    return format(number, "f")
+
+
+def component_text(value: Any, generic: str | None = None, scale: int | None = None) -> str:
     """Canonical text of one key component.
 
     ``generic``: the column's generic type (``archival.backends.base.Column``)
     when known; it decides what a driver's 1/0 for a boolean column means.
+    ``scale``: a decimal column's scale (``scale_of``).
     """
     if value is None:
         return ""
     if generic == "bool" and not isinstance(value, str):
         return "true" if value else "false"
+    if generic == "decimal":
+        text = _decimal_text(value, scale)
+        if text is not None:
+            return text
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -85,11 +112,19 @@ def component_text(value: Any, generic: str | None = None) -> str:
     return escape_text(str(value))
 
 
-def key_text(components: Sequence[Any], generics: Sequence[str] | None = None) -> str:
-    """Canonical text of one key (its components in key order)."""
+def key_text(
+    components: Sequence[Any], generics: Sequence[str] | None = None, scales: Sequence[int | None] | None = None
+) -> str:
+    """Canonical text of one key (its components in key order).
+
+    ``generics`` and ``scales``: the key columns' generic types and decimal
+    scales (``scale_of``), when known.
+    """
     if generics is None:
         return "\t".join(component_text(c) for c in components)
-    return "\t".join(component_text(c, g) for c, g in zip(components, generics, strict=True))
+    if scales is None:
+        scales = [None] * len(generics)
+    return "\t".join(component_text(c, g, s) for c, g, s in zip(components, generics, scales, strict=True))
 
 
 def parse_component(text: str, generic: str) -> Any:
@@ -123,18 +158,74 @@ def parse_component(text: str, generic: str) -> Any:
     return text
 
 
-def key_text_of_input(components: Sequence[Any], generics: Sequence[str] | None) -> str:
+def key_text_of_input(
+    components: Sequence[Any], generics: Sequence[str] | None, scales: Sequence[int | None] | None = None
+) -> str:
     """Canonical text of a key given as values or as typed text (ValueError when a text is not of its type).
 
     A text component of a column that is not text is read as a value of the
     column's type first (``1`` and ``true`` name the same boolean; a date
-    typed ``2024-02-29`` is the date). Without ``generics`` (the table's
-    types are unknown) the components are taken as they are.
+    typed ``2024-02-29`` is the date; ``12.5`` on a numeric(18,2) is
+    ``12.50``, given ``scales``). Without ``generics`` (the table's types are
+    unknown) the components are taken as they are.
     """
     if generics is None:
         return key_text(components)
     values = [parse_component(c, g) if isinstance(c, str) else c for c, g in zip(components, generics, strict=True)]
-    return key_text(values, generics)
+    return key_text(values, generics, scales)
+
+
+TYPED_GENERICS = frozenset({"bool", "int", "bigint", "decimal", "float", "date", "datetime", "binary"})
+
+
+def _unescaped(text: str) -> str | None:
+    """``text`` with the canonical escapes undone; None when it has a backslash that starts no escape."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] != "\\":
+            out.append(text[i])
+            i += 1
+            continue
+        pair = text[i : i + 2]
+        if pair not in ("\\\\", "\\t", "\\n"):
+            return None
+        out.append({"\\\\": "\\", "\\t": "\t", "\\n": "\n"}[pair])
+        i += 2
+    return "".join(out)
+
+
+def canonical_key_text(stored: str, generics: Sequence[str], scales: Sequence[int | None] | None = None) -> str:
+    """The canonical form of a stored key text, read by its key columns' types (ValueError when it cannot be read).
+
+    Reads what earlier writers stored besides the canonical form: booleans as
+    ``1``/``0`` (or any word ``parse_component`` takes), timestamps with a
+    ``T`` or a shortened fraction, decimals short of the column's scale, and
+    text written without escapes: a backslash that starts no escape, or TABs
+    inside the one text column of a key (the extra TABs can belong to no
+    other component). A text whose every backslash starts an escape is read
+    as escaped: both readings are then possible, and the escaped one is the
+    form the hold form has always stored.
+    """
+    parts = stored.split("\t")
+    text_columns = [i for i, g in enumerate(generics) if g not in TYPED_GENERICS]
+    raw: set[int] = set()
+    if len(parts) > len(generics) and len(text_columns) == 1:
+        i, extra = text_columns[0], len(parts) - len(generics)
+        parts = [*parts[:i], "\t".join(parts[i : i + extra + 1]), *parts[i + extra + 1 :]]
+        raw.add(i)
+    if len(parts) != len(generics):
+        raise ValueError(f"{len(parts)} component(s) where the key has {len(generics)}")
+    values: list[Any] = []
+    for i, (part, generic) in enumerate(zip(parts, generics, strict=True)):
+        if generic in TYPED_GENERICS:
+            try:
+                values.append(parse_component(part, generic))
+            except ValueError as exc:
+                raise ValueError(f"component {i + 1}: {exc}") from None
+        else:
+            text = None if i in raw else _unescaped(part)
+            values.append(part if text is None else text)
+    return key_text(values, generics, scales)
 
 
 def digest_of_lines(lines: Iterable[str]) -> str:

@@ -84,7 +84,7 @@ def test_the_delete_names_its_alias():
 
 @pytest.mark.parametrize("generic", ["int", "date", "datetime", "binary", "bool", "text", "decimal"])
 def test_the_key_text_of_each_column_type_is_t_sql(generic):
-    sql, params = ARCHIVE.key_text_sql([("a.[id]", "int"), (f"a.[k_{generic}]", generic)])
+    sql, params = ARCHIVE.key_text_sql([("a.[id]", "int", None), (f"a.[k_{generic}]", generic, None)])
     # The procedures' own key text (archival.fn_key_text): literals, no parameters.
     assert sql.startswith("CONCAT_WS(NCHAR(9), ") and params == []
     tsql(f"SELECT {sql} FROM [archive_sourcedb1].[T] a")

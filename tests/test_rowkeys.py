@@ -9,11 +9,13 @@ and (by construction) the SQL Server procedures' key text.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connections
 
 from archival import rowkeys
@@ -21,19 +23,21 @@ from archival.backends import backend_for
 from archival.backends.mssql import templates
 from archival.backends.mssql.backend import MSSQLBackend
 from archival.backends.sqlite import namespace_for
-from archival.disposal import place_hold
+from archival.disposal import place_hold, release_hold
+from archival.disposal.holds import HoldKeysUnreadable, canonicalize_hold_keys
 from archival.disposal.tables import archive_table_for
 from archival.hold_coverage import covering_q
 from archival.search.catalog import SearchColumn, SearchTable
 from archival.search.holds import row_facts
 from archival.search.query import value_text
-from governance.models import Hold, HoldScope, TableConfig
+from governance.models import AuditEvent, Hold, HoldKey, HoldScope, TableConfig
 from tests.disposal_fixtures import DATABASES, SOURCE, personas, source_schema  # noqa: F401 - fixture
 
 TODAY = dt.date(2030, 6, 15)
 TABLE = "key_kinds"
 KEY = ("flag", "label", "day", "at", "amount")
 GENERICS = ("bool", "text", "date", "datetime", "decimal")
+SCALES = (None, None, None, None, 2)  # the amount is a NUMERIC(18,2)
 ROWS = [
     (True, "a\tb", dt.date(2024, 2, 29), dt.datetime(2024, 2, 29, 10, 0, 0), Decimal("12.50")),
     (False, "x\\y", dt.date(2024, 3, 1), dt.datetime(2024, 3, 1, 10, 0, 0, 120000), Decimal("0.05")),
@@ -50,6 +54,12 @@ def test_each_component_type_has_one_text():
     assert rowkeys.component_text(7) == "7"
     assert rowkeys.component_text(Decimal("12.50")) == "12.50"
     assert rowkeys.component_text(Decimal("1E+2")) == "100"
+    # A decimal column's scale pads what a driver hands back (SQLite: 12.5, -7).
+    assert rowkeys.component_text(Decimal("12.5"), "decimal", 2) == "12.50"
+    assert rowkeys.component_text(12.5, "decimal", 2) == "12.50"
+    assert rowkeys.component_text(-7, "decimal", 2) == "-7.00"
+    assert rowkeys.component_text(Decimal("1E+2"), "decimal", 2) == "100.00"
+    assert rowkeys.component_text(12.5, "decimal") == "12.5"  # scale unknown: as the value prints
     assert rowkeys.component_text(dt.date(2024, 2, 29)) == "2024-02-29"
     assert rowkeys.component_text(dt.datetime(2024, 2, 29, 10, 0)) == "2024-02-29 10:00:00"
     assert rowkeys.component_text(dt.datetime(2024, 2, 29, 10, 0, 0, 120000)) == "2024-02-29 10:00:00.120000"
@@ -61,8 +71,10 @@ def test_each_component_type_has_one_text():
 def test_a_key_typed_as_text_reads_by_the_column_types():
     """The hold form and the search's link give text; 1 and true name one boolean."""
     typed = ["1", "a\tb", "2024-02-29", "2024-02-29 10:00:00", "12.50"]
-    assert rowkeys.key_text_of_input(typed, GENERICS) == rowkeys.key_text(ROWS[0])
-    assert rowkeys.key_text_of_input(["true", *typed[1:]], GENERICS) == rowkeys.key_text(ROWS[0])
+    assert rowkeys.key_text_of_input(typed, GENERICS, SCALES) == rowkeys.key_text(ROWS[0])
+    assert rowkeys.key_text_of_input(["true", *typed[1:]], GENERICS, SCALES) == rowkeys.key_text(ROWS[0])
+    # 12.5 typed for a numeric(18,2) is the key 12.50.
+    assert rowkeys.key_text_of_input([*typed[:4], "12.5"], GENERICS, SCALES) == rowkeys.key_text(ROWS[0])
     with pytest.raises(ValueError):
         rowkeys.key_text_of_input(["maybe", *typed[1:]], GENERICS)
     with pytest.raises(ValueError):
@@ -153,7 +165,9 @@ def make_key_config() -> TableConfig:
 def read_back() -> list[tuple]:
     """Each row's key as the driver returns it, and its key text built in SQL."""
     backend = backend_for("archive")
-    sql, params = backend.key_text_sql([(f"a.{backend.quote(c)}", g) for c, g in zip(KEY, GENERICS, strict=True)])
+    sql, params = backend.key_text_sql(
+        [(f"a.{backend.quote(c)}", g, s) for c, g, s in zip(KEY, GENERICS, SCALES, strict=True)]
+    )
     with connections["archive"].cursor() as cur:
         cur.execute(f"SELECT {', '.join(f'a.{backend.quote(c)}' for c in KEY)}, {sql} FROM {qualified()} a", params)
         return [(tuple(r[:-1]), r[-1]) for r in cur.fetchall()]
@@ -165,17 +179,18 @@ def test_the_sql_key_text_of_every_type_is_the_python_key_text():
     rows = read_back()
     assert len(rows) == len(ROWS)
     for values, sql_text in rows:
-        assert sql_text == rowkeys.key_text(values, GENERICS)
-    # The inserted values' text, but for the decimal (SQLite keeps 12.50 as 12.5).
-    assert sorted(t.rsplit("\t", 1)[0] for _, t in rows) == sorted(rowkeys.key_text(r[:-1]) for r in ROWS)
+        assert sql_text == rowkeys.key_text(values, GENERICS, SCALES)
+    # The inserted values' text, trailing zeros of the decimals included
+    # (SQLite hands back 12.5, 100.1 and -7 for 12.50, 100.10 and -7.00).
+    assert sorted(t for _, t in rows) == sorted(rowkeys.key_text(r) for r in ROWS)
 
 
 @pytest.mark.django_db(databases=DATABASES)
 def test_a_keys_hold_on_every_key_type_is_held_by_disposal_the_preview_and_the_search(personas):  # noqa: F811
     create_key_table()
     config = make_key_config()
-    # Keys as the driver returns them (SQLite gives 12.5 for a NUMERIC 12.50:
-    # a decimal's text is the database's), typed as the search's "hold these
+    # Keys as the driver returns them (SQLite gives 12.5 for a NUMERIC 12.50,
+    # which the column's scale pads back), typed as the search's "hold these
     # rows" link writes them (value_text: a boolean as 1/0).
     rows = sorted(read_back(), key=lambda r: r[1])
     held, free = [values for values, _ in rows[:3]], rows[3][0]
@@ -193,15 +208,17 @@ def test_a_keys_hold_on_every_key_type_is_held_by_disposal_the_preview_and_the_s
     hold = place_hold(
         scope=HoldScope.KEYS, source_db=SOURCE, table_name=TABLE, keys=typed_keys, actor=personas["alice"], reason="x"
     )
-    assert sorted(hold.keys.values_list("key_text", flat=True)) == sorted(rowkeys.key_text(r, GENERICS) for r in held)
+    assert sorted(hold.keys.values_list("key_text", flat=True)) == sorted(
+        rowkeys.key_text(r, GENERICS, SCALES) for r in held
+    )
 
     # Disposal: the delete's SQL hold check.
     t = archive_table_for(config)
     held_sql, held_params = t.held_sql(TODAY)
     with connections["archive"].cursor() as cur:
         cur.execute(f"SELECT {t.pk_select()} FROM {t.qualified} a WHERE {held_sql}", held_params)
-        disposal_held = {rowkeys.key_text(r, GENERICS) for r in cur.fetchall()}
-    assert disposal_held == {rowkeys.key_text(r, GENERICS) for r in held}
+        disposal_held = {rowkeys.key_text(r, GENERICS, SCALES) for r in cur.fetchall()}
+    assert disposal_held == {rowkeys.key_text(r, GENERICS, SCALES) for r in held}
 
     # The search's row page: the row as its driver returns it.
     backend = backend_for("archive")
@@ -209,7 +226,8 @@ def test_a_keys_hold_on_every_key_type_is_held_by_disposal_the_preview_and_the_s
         config=config,
         namespace=namespace_for(SOURCE),
         columns=[
-            SearchColumn(name=c, generic=g, nullable=False, is_key=True) for c, g in zip(KEY, GENERICS, strict=True)
+            SearchColumn(name=c, generic=g, nullable=False, is_key=True, scale=s)
+            for c, g, s in zip(KEY, GENERICS, SCALES, strict=True)
         ],
         key=list(KEY),
         contract_column=None,
@@ -252,7 +270,9 @@ def test_the_sql_server_key_text_writes_each_type_as_rowkeys_does():
     composite = templates.key_text(list(KEY), "a", ["bit", "nvarchar", "date", "datetime2", "decimal"])
     assert composite.startswith("CONCAT_WS(NCHAR(9), CASE WHEN a.[flag] = 1")
     # The Python side of SQL Server (plan counts, preview) builds the same text as the procedures.
-    sql, params = MSSQLBackend.key_text_sql(None, [(f"a.[{c}]", g) for c, g in zip(KEY, GENERICS, strict=True)])
+    sql, params = MSSQLBackend.key_text_sql(
+        None, [(f"a.[{c}]", g, s) for c, g, s in zip(KEY, GENERICS, SCALES, strict=True)]
+    )
     assert params == []
     assert sql == templates.key_text(list(KEY), "a", ["bit", "nvarchar", "date", "datetime2", "decimal"])
 
@@ -269,3 +289,97 @@ def test_fn_key_text_has_a_branch_for_every_type_its_python_twin_knows():
     for name in names:
         assert "CONVERT(nvarchar(4000), a.[c]) COLLATE" not in templates.key_text_part("a.[c]", name), name
     assert "LOWER(CONVERT(nvarchar(max), ' + @alias + N'.' + QUOTENAME(j.value) + N', 2))" in body
+
+
+# -- stored holds in earlier forms -----------------------------------------------------
+# What earlier encoders stored for ROWS[0..2]: a boolean as 1/0 or True, a
+# decimal as typed (12.5 on a numeric(18,2)) or as SQLite printed it (-7), a
+# timestamp with a T or PostgreSQL's shortened fraction, a backslash unescaped.
+OLD_FORMS = [
+    "1\ta\\tb\t2024-02-29\t2024-02-29T10:00:00\t12.5",
+    "0\tx\\y\t2024-03-01\t2024-03-01 10:00:00.12\t0.05",
+    "True\tn\\nl\t2024-03-02\t2024-03-02 23:59:59.999999\t-7",
+]
+
+
+def held_by_disposal(config: TableConfig) -> set[str]:
+    t = archive_table_for(config)
+    held_sql, held_params = t.held_sql(TODAY)
+    with connections["archive"].cursor() as cur:
+        cur.execute(f"SELECT {t.pk_select()} FROM {t.qualified} a WHERE {held_sql}", held_params)
+        return {rowkeys.key_text(r, GENERICS, SCALES) for r in cur.fetchall()}
+
+
+def old_keys_hold(texts: list[str], **fields) -> Hold:
+    """A KEYS hold as an earlier version stored it (key texts as they are)."""
+    hold = Hold.objects.using("archive").create(
+        scope=HoldScope.KEYS, source_db=SOURCE, schema_name=source_schema(), table_name=TABLE,
+        reason="litigation", placed_by="alice", **fields,
+    )  # fmt: skip
+    for text in texts:
+        HoldKey.objects.using("archive").create(hold=hold, key_text=text)
+    return hold
+
+
+@pytest.mark.django_db(databases=DATABASES)
+def test_holds_stored_in_earlier_forms_protect_their_rows_once_rewritten(personas):  # noqa: F811
+    create_key_table()
+    config = make_key_config()
+    hold = old_keys_hold(OLD_FORMS)
+    # The canonical text of the first key too: its old form is then left as it is.
+    duplicate = old_keys_hold([OLD_FORMS[0], rowkeys.key_text(ROWS[0])])
+    assert held_by_disposal(config) == {rowkeys.key_text(ROWS[0])}  # only through the canonical duplicate
+
+    preview = canonicalize_hold_keys(actor=personas["alice"], dry_run=True)
+    assert preview.keys_rewritten == 3 and held_by_disposal(config) == {rowkeys.key_text(ROWS[0])}
+
+    result = canonicalize_hold_keys(actor=personas["alice"])
+    canonical = {rowkeys.key_text(r) for r in ROWS[:3]}
+    assert set(hold.keys.values_list("key_text", flat=True)) == canonical
+    assert sorted(result.rewritten[hold.pk]) == sorted(
+        zip(OLD_FORMS, [rowkeys.key_text(r) for r in ROWS[:3]], strict=True)
+    )
+    assert result.duplicates == {duplicate.pk: [OLD_FORMS[0]]}
+    assert held_by_disposal(config) == canonical
+    events = AuditEvent.objects.filter(action="hold.keys_rewritten")
+    assert [(e.object_id, e.counts, e.table_label) for e in events] == [(str(hold.pk), {"keys": 3}, config.label)]
+
+    again = canonicalize_hold_keys(actor=personas["alice"])
+    assert again.rewritten == {} and AuditEvent.objects.filter(action="hold.keys_rewritten").count() == 1
+
+
+@pytest.mark.django_db(databases=DATABASES)
+def test_a_key_that_cannot_be_read_refuses_the_rewrite_and_changes_nothing(personas):  # noqa: F811
+    create_key_table()
+    make_key_config()
+    hold = old_keys_hold(OLD_FORMS[:1])
+    unreadable = old_keys_hold(["maybe\tx\t2024-03-01\t2024-03-01 10:00:00\t1.00"])
+    with pytest.raises(HoldKeysUnreadable, match="'maybe' is not a boolean"):
+        canonicalize_hold_keys(actor=personas["alice"])
+    assert list(hold.keys.values_list("key_text", flat=True)) == OLD_FORMS[:1]
+    assert not AuditEvent.objects.filter(action="hold.keys_rewritten").exists()
+    # The command says the same and fails.
+    with pytest.raises(CommandError, match="nothing was changed"):
+        call_command("canonicalize_hold_keys", stdout=io.StringIO())
+    assert list(hold.keys.values_list("key_text", flat=True)) == OLD_FORMS[:1]
+
+    # Released, it protects nothing: reported and left as it is.
+    release_hold(unreadable.pk, actor=personas["alice"], reason="settled")
+    out = io.StringIO()
+    call_command("canonicalize_hold_keys", stdout=out)
+    assert "rewrote 1 key(s) of 1 hold(s)" in out.getvalue() and "(released: left as it is)" in out.getvalue()
+    assert list(hold.keys.values_list("key_text", flat=True)) == [rowkeys.key_text(ROWS[0])]
+
+
+def test_a_stored_key_text_is_read_by_the_column_types():
+    assert rowkeys.canonical_key_text(OLD_FORMS[1], GENERICS, SCALES) == rowkeys.key_text(ROWS[1])
+    # TABs written unescaped inside the one text column of the key.
+    assert rowkeys.canonical_key_text("1\ta\tb\t2024-02-29\t2024-02-29 10:00:00\t12.50", GENERICS, SCALES) == (
+        rowkeys.key_text(ROWS[0])
+    )
+    canonical = rowkeys.key_text(ROWS[2])
+    assert rowkeys.canonical_key_text(canonical, GENERICS, SCALES) == canonical
+    with pytest.raises(ValueError, match="3 component"):
+        rowkeys.canonical_key_text("1\tx\t2024-01-01", GENERICS, SCALES)
+    with pytest.raises(ValueError, match="component 3"):
+        rowkeys.canonical_key_text("1\tx\t01/01/2024\t2024-01-01 10:00:00\t1", GENERICS, SCALES)

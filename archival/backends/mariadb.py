@@ -302,10 +302,11 @@ class MariaDBBackend(Backend):
         return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"
 
     # -- disposal --------------------------------------------------------------
-    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
+    def key_text_sql(self, columns: list[tuple[str, str, int | None]]) -> tuple[str, list]:
         # CONCAT, not ||: without PIPES_AS_CONCAT in sql_mode || is OR.
         pieces, params = [], []
-        for i, (col, generic) in enumerate(columns):
+        # A decimal prints with its column's scale already.
+        for i, (col, generic, _scale) in enumerate(columns):
             if i:
                 pieces.append("%s")
                 params.append("\t")

@@ -19,7 +19,7 @@ from django.utils.connection import ConnectionDoesNotExist
 from archival.backends import SchemaError, backend_for
 from archival.disposal.engine import actor_name
 from archival.disposal.tables import ARCHIVE, archive_table_for, take_archive_lock
-from archival.rowkeys import key_text_of_input
+from archival.rowkeys import canonical_key_text, key_text_of_input, scale_of
 
 
 def _config_for(source_db: str, schema_name: str, table_name: str):
@@ -31,20 +31,20 @@ def _config_for(source_db: str, schema_name: str, table_name: str):
     return qs.first()
 
 
-def _key_generics(config) -> list[str] | None:
-    """The generic types of ``config``'s key columns: the archive table's, else the
-    source table's; None when neither can be read (the keys are then taken as text)."""
+def key_column_types(config) -> tuple[list[str], list[int | None]] | None:
+    """The generic types and decimal scales of ``config``'s key columns: the archive
+    table's, else the source table's; None when neither can be read."""
     try:
         table = archive_table_for(config)
         if table is not None:
-            return table.pk_generic
+            return table.pk_generic, table.scales
         info = backend_for(config.source_db).describe(config.schema_name, config.table_name)
     except (SchemaError, DatabaseError, ConnectionDoesNotExist):
         return None
     columns = [info.column(name) for name in config.pk_columns]
     if any(c is None for c in columns):
         return None
-    return [c.generic for c in columns]
+    return [c.generic for c in columns], [scale_of(c) for c in columns]
 
 
 @dataclass
@@ -100,7 +100,8 @@ def check_hold(
         elif date_from and date_to and date_from > date_to:
             errors["date_to"] = "The range ends before it starts."
     if scope == HoldScope.KEYS:
-        generics = _key_generics(config) if config is not None else None
+        # Unknown types (neither table readable): the keys are taken as text.
+        generics, scales = (key_column_types(config) if config is not None else None) or (None, None)
         for k in keys or []:
             parts = k.split("\t") if isinstance(k, str) else list(k)
             shown = ",".join(str(p) for p in parts)  # comma-separated, as the hold form takes them
@@ -110,12 +111,13 @@ def check_hold(
                     f"{len(config.pk_columns)} component(s) ({', '.join(config.pk_columns)}), in that order."
                 )
                 break
-            if isinstance(k, str):
-                # Already canonical key text (components escaped, joined by a TAB).
-                key_texts.append(k)
-                continue
             try:
-                key_texts.append(key_text_of_input(parts, generics))
+                if isinstance(k, str):
+                    # Key text (components escaped, joined by a TAB), in its
+                    # canonical form when the table's types are known.
+                    key_texts.append(k if generics is None else canonical_key_text(k, generics, scales))
+                else:
+                    key_texts.append(key_text_of_input(parts, generics, scales))
             except ValueError as exc:
                 errors["keys"] = f"Key {shown}: {exc}."
                 break
@@ -251,6 +253,110 @@ def update_review_date(hold_id: int, *, review_by: dt.date | None, actor):
         "hold.review_changed", actor=actor, obj=hold, details={"from": str(old or ""), "to": str(review_by or "")}
     )
     return hold
+
+
+class HoldKeysUnreadable(Exception):
+    """Some stored KEYS hold key cannot be read by its table's key types; nothing was changed."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(f"{len(problems)} hold key problem(s); nothing was changed: " + "; ".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class HoldKeyRewrite:
+    """What ``canonicalize_hold_keys`` changed, per hold id."""
+
+    holds_read: int
+    rewritten: dict[int, list[tuple[str, str]]]  # (stored text, canonical text)
+    # Stored texts whose canonical text the hold already has: left as they
+    # are (hold keys are never deleted) and matching nothing, while the
+    # canonical one protects the row.
+    duplicates: dict[int, list[str]]
+    # Released holds (they protect nothing) with a key, or a table's key
+    # types, that cannot be read: reported, and their keys left as they are.
+    released_unread: list[str]
+
+    @property
+    def keys_rewritten(self) -> int:
+        return sum(len(pairs) for pairs in self.rewritten.values())
+
+
+def canonicalize_hold_keys(*, actor, dry_run: bool = False) -> HoldKeyRewrite:
+    """Rewrite every stored KEYS hold key into the canonical key text (``rowkeys.canonical_key_text``).
+
+    Key texts written by earlier encoders (booleans 1/0, timestamps with a
+    ``T`` or a shortened fraction, decimals short of the column's scale,
+    unescaped text) no longer equal the text disposal builds for the row,
+    so the hold would not protect it. Each key is read by its table's key
+    column types, from the live archive table (else the source table).
+    Idempotent. Raises HoldKeysUnreadable, changing nothing, when a key of an
+    unreleased hold cannot be read, or its table's key types cannot be
+    known. Under the archive lock, like every hold write; each changed hold
+    is audited (``hold.keys_rewritten``). ``dry_run``: report, change nothing.
+    """
+    from governance.models import AuditEvent, Hold, HoldScope
+
+    problems: list[str] = []
+    planned: list[tuple[object, object, str]] = []
+    result = HoldKeyRewrite(holds_read=0, rewritten={}, duplicates={}, released_unread=[])
+    labels: dict[int, str] = {}
+    with transaction.atomic(using=ARCHIVE):
+        take_archive_lock(f"hold-keys:{actor_name(actor)}")
+        holds = Hold.objects.using(ARCHIVE).filter(scope=HoldScope.KEYS).prefetch_related("keys").order_by("pk")
+        for hold in holds:
+            result.holds_read += 1
+            found = result.released_unread if hold.released_at is not None else problems
+            config = _config_for(hold.source_db, hold.schema_name, hold.table_name)
+            types = key_column_types(config) if config is not None else None
+            if types is None:
+                where = f"{hold.source_db}.{hold.schema_name or '*'}.{hold.table_name}"
+                found.append(
+                    f"{hold}: no table config for {where}"
+                    if config is None
+                    else f"{hold}: the key column types of {config.label} cannot be read (no archive or source table)"
+                )
+                continue
+            labels[hold.pk] = config.label
+            generics, scales = types
+            rewrites = []
+            for key in hold.keys.all():
+                try:
+                    text = canonical_key_text(key.key_text, generics, scales)
+                except ValueError as exc:
+                    found.append(f"{hold}, key {key.key_text!r}: {exc}")
+                    break
+                if text != key.key_text:
+                    rewrites.append((hold, key, text))
+            else:
+                planned += rewrites
+        if problems:
+            raise HoldKeysUnreadable(problems)
+        present = {(hk.hold_id, hk.key_text) for hold, _, _ in planned for hk in hold.keys.all()}
+        for hold, key, text in planned:
+            if (hold.pk, text) in present:
+                result.duplicates.setdefault(hold.pk, []).append(key.key_text)
+                continue
+            result.rewritten.setdefault(hold.pk, []).append((key.key_text, text))
+            present.add((hold.pk, text))
+            key.key_text = text
+            key.full_clean(validate_unique=False)
+            key.save(using=ARCHIVE, update_fields=["key_text"])
+        if dry_run:
+            transaction.set_rollback(True, using=ARCHIVE)
+    if dry_run:
+        return result
+    # Recorded after the archive commit, as for placing a hold.
+    for hold_id, pairs in result.rewritten.items():
+        AuditEvent.objects.record(
+            "hold.keys_rewritten",
+            actor=actor,
+            obj=next(h for h, _, _ in planned if h.pk == hold_id),
+            table_label=labels[hold_id],
+            counts={"keys": len(pairs)},
+            details={"rewritten": [list(p) for p in pairs], "duplicates": result.duplicates.get(hold_id, [])},
+        )
+    return result
 
 
 @dataclass

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from archival import hold_coverage
 from archival.backends import Backend, SchemaError, backend_for, namespace_for
-from archival.rowkeys import coerce, keyset_predicate
+from archival.rowkeys import coerce, keyset_predicate, scale_of
 
 ARCHIVE = "archive"
 LOCK_NAME = "archive"
@@ -34,6 +34,7 @@ class ArchiveTable:
     pk: list[str]
     pk_generic: list[str]
     contract_column: str | None
+    pk_scale: list[int | None] | None = None  # decimal scales of the key columns (rowkeys.scale_of)
 
     @property
     def label(self) -> str:
@@ -77,8 +78,15 @@ class ArchiveTable:
     # -- canonical key text in SQL (KEYS holds) --------------------------------
     def key_text_sql(self, alias: str = "a") -> tuple[str, list]:
         """SQL (and parameters) building the canonical key text (archival.rowkeys) of row ``alias``."""
-        columns = [(self.col(name, alias), generic) for name, generic in zip(self.pk, self.pk_generic, strict=True)]
+        columns = [
+            (self.col(name, alias), generic, scale)
+            for name, generic, scale in zip(self.pk, self.pk_generic, self.scales, strict=True)
+        ]
         return self.backend.key_text_sql(columns)
+
+    @property
+    def scales(self) -> list[int | None]:
+        return self.pk_scale if self.pk_scale is not None else [None] * len(self.pk)
 
     # -- the hold check (archival.hold_coverage) ----------------------------------
     def held_sql(self, at: dt.date, alias: str = "a") -> tuple[str, list]:
@@ -119,6 +127,7 @@ def archive_table_for(config) -> ArchiveTable | None:
         pk=pk,
         pk_generic=[info.column(c).generic for c in pk],
         contract_column=contract,
+        pk_scale=[scale_of(info.column(c)) for c in pk],
     )
 
 

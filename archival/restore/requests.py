@@ -148,7 +148,7 @@ def _validated_values(target: RestoreTarget, selection: str, values: dict) -> tu
             raise RestoreRefused(f"at most {MAX_KEYS:,} keys per request; split the list")
         seen = {}
         for i, key in enumerate(keys, 1):
-            text = key_text(_key(target, key, f"key {i}"))
+            text = key_text(_key(target, key, f"key {i}"), target.archive.pk_generic, target.archive.scales)
             seen.setdefault(text, None)
         key_texts = list(seen)
         if any(len(text) > 1000 for text in key_texts):

@@ -38,7 +38,11 @@ def row_facts(table: SearchTable, row: dict[str, Any]) -> tuple[TableFacts, RowF
     return table_facts, RowFacts(
         contract_text=contract_text(row.get(contract)) if contract else None,
         reference_date=_as_date(row.get("reference_date")),
-        key_text=key_text([row[name] for name in table.key], [table.column(name).generic for name in table.key]),
+        key_text=key_text(
+            [row[name] for name in table.key],
+            [table.column(name).generic for name in table.key],
+            [table.column(name).scale for name in table.key],
+        ),
     )
 
 

@@ -391,12 +391,13 @@ class MSSQLBackend(Backend):
         return f"ALTER TABLE {qualified_table} ADD {column_def}"
 
     # -- disposal --------------------------------------------------------------
-    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
+    def key_text_sql(self, columns: list[tuple[str, str, int | None]]) -> tuple[str, list]:
         # The procedures' own form (archival.fn_key_text), so the plan, the
-        # preview and the procedures' delete build one text.
+        # preview and the procedures' delete build one text. A decimal
+        # prints with its column's scale already.
         from archival.backends.mssql import templates
 
-        parts = [templates.key_text_part(col, templates.TYPE_NAME_OF_GENERIC.get(g, g)) for col, g in columns]
+        parts = [templates.key_text_part(col, templates.TYPE_NAME_OF_GENERIC.get(g, g)) for col, g, _scale in columns]
         return templates.key_text_of_parts(parts), []
 
     def text_cast_sql(self, expr: str) -> str:
