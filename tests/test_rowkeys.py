@@ -322,34 +322,33 @@ def old_keys_hold(texts: list[str], **fields) -> Hold:
 
 
 @pytest.mark.django_db(databases=DATABASES)
-def test_holds_stored_in_earlier_forms_protect_their_rows_once_rewritten(personas):  # noqa: F811
+def test_holds_stored_in_earlier_forms_protect_their_rows_once_canonicalized(personas):  # noqa: F811
     create_key_table()
     config = make_key_config()
     hold = old_keys_hold(OLD_FORMS)
-    # The canonical text of the first key too: its old form is then left as it is.
-    duplicate = old_keys_hold([OLD_FORMS[0], rowkeys.key_text(ROWS[0])])
-    assert held_by_disposal(config) == {rowkeys.key_text(ROWS[0])}  # only through the canonical duplicate
+    # One key stored in an old form and in the canonical one: nothing to add.
+    both = old_keys_hold([OLD_FORMS[0], rowkeys.key_text(ROWS[0])])
+    assert held_by_disposal(config) == {rowkeys.key_text(ROWS[0])}  # only through the canonical one
 
     preview = canonicalize_hold_keys(actor=personas["alice"], dry_run=True)
-    assert preview.keys_rewritten == 3 and held_by_disposal(config) == {rowkeys.key_text(ROWS[0])}
+    assert preview.keys_added == 3 and held_by_disposal(config) == {rowkeys.key_text(ROWS[0])}
 
     result = canonicalize_hold_keys(actor=personas["alice"])
-    canonical = {rowkeys.key_text(r) for r in ROWS[:3]}
-    assert set(hold.keys.values_list("key_text", flat=True)) == canonical
-    assert sorted(result.rewritten[hold.pk]) == sorted(
-        zip(OLD_FORMS, [rowkeys.key_text(r) for r in ROWS[:3]], strict=True)
-    )
-    assert result.duplicates == {duplicate.pk: [OLD_FORMS[0]]}
-    assert held_by_disposal(config) == canonical
-    events = AuditEvent.objects.filter(action="hold.keys_rewritten")
+    canonical = [rowkeys.key_text(r) for r in ROWS[:3]]
+    assert sorted(result.added[hold.pk]) == sorted(zip(OLD_FORMS, canonical, strict=True))
+    assert both.pk not in result.added
+    # The stored texts stay (hold keys are never changed); the canonical ones protect the rows.
+    assert set(hold.keys.values_list("key_text", flat=True)) == {*OLD_FORMS, *canonical}
+    assert held_by_disposal(config) == set(canonical)
+    events = AuditEvent.objects.filter(action="hold.keys_canonicalized")
     assert [(e.object_id, e.counts, e.table_label) for e in events] == [(str(hold.pk), {"keys": 3}, config.label)]
 
     again = canonicalize_hold_keys(actor=personas["alice"])
-    assert again.rewritten == {} and AuditEvent.objects.filter(action="hold.keys_rewritten").count() == 1
+    assert again.added == {} and AuditEvent.objects.filter(action="hold.keys_canonicalized").count() == 1
 
 
 @pytest.mark.django_db(databases=DATABASES)
-def test_a_key_that_cannot_be_read_refuses_the_rewrite_and_changes_nothing(personas):  # noqa: F811
+def test_a_key_that_cannot_be_read_refuses_and_changes_nothing(personas):  # noqa: F811
     create_key_table()
     make_key_config()
     hold = old_keys_hold(OLD_FORMS[:1])
@@ -357,7 +356,7 @@ def test_a_key_that_cannot_be_read_refuses_the_rewrite_and_changes_nothing(perso
     with pytest.raises(HoldKeysUnreadable, match="'maybe' is not a boolean"):
         canonicalize_hold_keys(actor=personas["alice"])
     assert list(hold.keys.values_list("key_text", flat=True)) == OLD_FORMS[:1]
-    assert not AuditEvent.objects.filter(action="hold.keys_rewritten").exists()
+    assert not AuditEvent.objects.filter(action="hold.keys_canonicalized").exists()
     # The command says the same and fails.
     with pytest.raises(CommandError, match="nothing was changed"):
         call_command("canonicalize_hold_keys", stdout=io.StringIO())
@@ -367,8 +366,9 @@ def test_a_key_that_cannot_be_read_refuses_the_rewrite_and_changes_nothing(perso
     release_hold(unreadable.pk, actor=personas["alice"], reason="settled")
     out = io.StringIO()
     call_command("canonicalize_hold_keys", stdout=out)
-    assert "rewrote 1 key(s) of 1 hold(s)" in out.getvalue() and "(released: left as it is)" in out.getvalue()
-    assert list(hold.keys.values_list("key_text", flat=True)) == [rowkeys.key_text(ROWS[0])]
+    assert "added the canonical text of 1 key(s) to 1 hold(s)" in out.getvalue()
+    assert "(released: left as it is)" in out.getvalue()
+    assert set(hold.keys.values_list("key_text", flat=True)) == {OLD_FORMS[0], rowkeys.key_text(ROWS[0])}
 
 
 def test_a_stored_key_text_is_read_by_the_column_types():

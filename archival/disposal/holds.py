@@ -264,43 +264,44 @@ class HoldKeysUnreadable(Exception):
 
 
 @dataclass
-class HoldKeyRewrite:
-    """What ``canonicalize_hold_keys`` changed, per hold id."""
+class CanonicalKeys:
+    """What ``canonicalize_hold_keys`` found and added."""
 
     holds_read: int
-    rewritten: dict[int, list[tuple[str, str]]]  # (stored text, canonical text)
-    # Stored texts whose canonical text the hold already has: left as they
-    # are (hold keys are never deleted) and matching nothing, while the
-    # canonical one protects the row.
-    duplicates: dict[int, list[str]]
+    # Per hold id: (stored text, its canonical text) for each canonical text added.
+    added: dict[int, list[tuple[str, str]]]
     # Released holds (they protect nothing) with a key, or a table's key
-    # types, that cannot be read: reported, and their keys left as they are.
+    # types, that cannot be read: reported, and left as they are.
     released_unread: list[str]
 
     @property
-    def keys_rewritten(self) -> int:
-        return sum(len(pairs) for pairs in self.rewritten.values())
+    def keys_added(self) -> int:
+        return sum(len(pairs) for pairs in self.added.values())
 
 
-def canonicalize_hold_keys(*, actor, dry_run: bool = False) -> HoldKeyRewrite:
-    """Rewrite every stored KEYS hold key into the canonical key text (``rowkeys.canonical_key_text``).
+def canonicalize_hold_keys(*, actor, dry_run: bool = False) -> CanonicalKeys:
+    """Give every KEYS hold the canonical text (``rowkeys.canonical_key_text``) of each key it stores.
 
     Key texts written by earlier encoders (booleans 1/0, timestamps with a
     ``T`` or a shortened fraction, decimals short of the column's scale,
-    unescaped text) no longer equal the text disposal builds for the row,
-    so the hold would not protect it. Each key is read by its table's key
-    column types, from the live archive table (else the source table).
-    Idempotent. Raises HoldKeysUnreadable, changing nothing, when a key of an
-    unreleased hold cannot be read, or its table's key types cannot be
-    known. Under the archive lock, like every hold write; each changed hold
-    is audited (``hold.keys_rewritten``). ``dry_run``: report, change nothing.
+    unescaped text) do not equal the text disposal builds for the row, so
+    the hold would not protect it. Each key is read by its table's key
+    column types, from the live archive table (else the source table), and
+    its canonical text is added to the hold beside it: hold keys are never
+    changed or deleted (sql/10 refuses both on SQL Server), and the stored
+    text stays as the record of what was placed. Coverage only grows.
+
+    Idempotent (a canonical text the hold has is not added again). Raises
+    HoldKeysUnreadable, changing nothing, when a key of an unreleased hold
+    cannot be read, or its table's key types cannot be known. Under the
+    archive lock, like every hold write; each hold given keys is audited
+    (``hold.keys_canonicalized``). ``dry_run``: report, change nothing.
     """
-    from governance.models import AuditEvent, Hold, HoldScope
+    from governance.models import AuditEvent, Hold, HoldKey, HoldScope
 
     problems: list[str] = []
-    planned: list[tuple[object, object, str]] = []
-    result = HoldKeyRewrite(holds_read=0, rewritten={}, duplicates={}, released_unread=[])
-    labels: dict[int, str] = {}
+    result = CanonicalKeys(holds_read=0, added={}, released_unread=[])
+    changed: dict[int, tuple[object, str]] = {}  # hold id -> (hold, table label)
     with transaction.atomic(using=ARCHIVE):
         take_archive_lock(f"hold-keys:{actor_name(actor)}")
         holds = Hold.objects.using(ARCHIVE).filter(scope=HoldScope.KEYS).prefetch_related("keys").order_by("pk")
@@ -317,44 +318,44 @@ def canonicalize_hold_keys(*, actor, dry_run: bool = False) -> HoldKeyRewrite:
                     else f"{hold}: the key column types of {config.label} cannot be read (no archive or source table)"
                 )
                 continue
-            labels[hold.pk] = config.label
             generics, scales = types
-            rewrites = []
-            for key in hold.keys.all():
+            stored = sorted(k.key_text for k in hold.keys.all())
+            held = set(stored)
+            additions = []
+            for text in stored:
                 try:
-                    text = canonical_key_text(key.key_text, generics, scales)
+                    canonical = canonical_key_text(text, generics, scales)
                 except ValueError as exc:
-                    found.append(f"{hold}, key {key.key_text!r}: {exc}")
+                    found.append(f"{hold}, key {text!r}: {exc}")
                     break
-                if text != key.key_text:
-                    rewrites.append((hold, key, text))
+                if canonical not in held:
+                    held.add(canonical)
+                    additions.append((text, canonical))
             else:
-                planned += rewrites
+                if additions:
+                    result.added[hold.pk] = additions
+                    changed[hold.pk] = (hold, config.label)
         if problems:
             raise HoldKeysUnreadable(problems)
-        present = {(hk.hold_id, hk.key_text) for hold, _, _ in planned for hk in hold.keys.all()}
-        for hold, key, text in planned:
-            if (hold.pk, text) in present:
-                result.duplicates.setdefault(hold.pk, []).append(key.key_text)
-                continue
-            result.rewritten.setdefault(hold.pk, []).append((key.key_text, text))
-            present.add((hold.pk, text))
-            key.key_text = text
-            key.full_clean(validate_unique=False)
-            key.save(using=ARCHIVE, update_fields=["key_text"])
+        for hold_id, additions in result.added.items():
+            for _, canonical in additions:
+                key = HoldKey(hold=changed[hold_id][0], key_text=canonical)
+                key.full_clean()
+                key.save(using=ARCHIVE)
         if dry_run:
             transaction.set_rollback(True, using=ARCHIVE)
     if dry_run:
         return result
     # Recorded after the archive commit, as for placing a hold.
-    for hold_id, pairs in result.rewritten.items():
+    for hold_id, additions in result.added.items():
+        hold, label = changed[hold_id]
         AuditEvent.objects.record(
-            "hold.keys_rewritten",
+            "hold.keys_canonicalized",
             actor=actor,
-            obj=next(h for h, _, _ in planned if h.pk == hold_id),
-            table_label=labels[hold_id],
-            counts={"keys": len(pairs)},
-            details={"rewritten": [list(p) for p in pairs], "duplicates": result.duplicates.get(hold_id, [])},
+            obj=hold,
+            table_label=label,
+            counts={"keys": len(additions)},
+            details={"added": [list(pair) for pair in additions]},
         )
     return result
 

@@ -1,4 +1,4 @@
-"""Rewrite every stored KEYS hold key into the canonical key text (archival.rowkeys).
+"""Give every KEYS hold the canonical key text (archival.rowkeys) of each key it stores.
 
 A command, not a data migration: a key is read by its table's key column
 types, which only the live archive catalog (or the source's) knows, and the
@@ -19,9 +19,10 @@ from archival.disposal.holds import HoldKeysUnreadable, canonicalize_hold_keys
 
 class Command(BaseCommand):
     help = (
-        "Rewrite the key texts of KEYS holds into the canonical form disposal matches (booleans true/false, "
-        "timestamps as isoformat, decimals at the column's scale, text escaped), reading each key by its table's "
-        "key column types. Audited per hold; changes nothing and exits non-zero if a key cannot be read."
+        "Add to each KEYS hold the canonical text disposal matches (booleans true/false, timestamps as isoformat, "
+        "decimals at the column's scale, text escaped) of every key it stores in an earlier form, reading each key "
+        "by its table's key column types. Audited per hold; changes nothing and exits non-zero if a key of an "
+        "unreleased hold cannot be read."
     )
 
     def add_arguments(self, parser):
@@ -35,20 +36,15 @@ class Command(BaseCommand):
             for problem in exc.problems:
                 self.stdout.write(self.style.ERROR(problem))
             raise CommandError(f"{len(exc.problems)} hold key(s) cannot be read; nothing was changed") from None
-        for hold_id, pairs in result.rewritten.items():
+        for hold_id, pairs in result.added.items():
             for old, new in pairs:
                 self.stdout.write(f"hold {hold_id}: {old!r} -> {new!r}")
-        for hold_id, texts in result.duplicates.items():
-            for old in texts:
-                self.stdout.write(
-                    self.style.WARNING(f"hold {hold_id}: {old!r} left as it is (its canonical text is held)")
-                )
         for problem in result.released_unread:
             self.stdout.write(self.style.WARNING(f"{problem} (released: left as it is)"))
-        verb = "would rewrite" if options["dry_run"] else "rewrote"
+        verb = "would add" if options["dry_run"] else "added"
         self.stdout.write(
             self.style.SUCCESS(
-                f"{result.holds_read} KEYS hold(s) read; {verb} {result.keys_rewritten} key(s) "
-                f"of {len(result.rewritten)} hold(s)"
+                f"{result.holds_read} KEYS hold(s) read; {verb} the canonical text of {result.keys_added} key(s) "
+                f"to {len(result.added)} hold(s)"
             )
         )
