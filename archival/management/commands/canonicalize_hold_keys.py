@@ -41,6 +41,8 @@ class Command(BaseCommand):
                 self.stdout.write(f"hold {hold_id}: {old!r} -> {new!r}")
         for problem in result.released_unread:
             self.stdout.write(self.style.WARNING(f"{problem} (released: left as it is)"))
+        if options["verbosity"] < 1:
+            return
         verb = "would add" if options["dry_run"] else "added"
         self.stdout.write(
             self.style.SUCCESS(
