@@ -36,6 +36,7 @@ $(VENV_DEV): $(VENV_BASE) requirements-dev.txt
 demo: $(VENV_BASE)
 	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py migrate -v0
 	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py migrate --database archive -v0
+	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py canonicalize_hold_keys -v0
 	test -f $(DEMO_DIR)/.demo-built || (ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py build_demo && touch $(DEMO_DIR)/.demo-built)
 	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py archival run
 	ARCHIVAL_DATA_DIR=$(DEMO_DIR) $(PYTHON) manage.py archival status

@@ -101,14 +101,14 @@ class Mover:
         return THRESHOLD
 
     def after(self, low) -> tuple[str, list]:
-        from archival.engine import keys
+        from archival import rowkeys
 
-        return keys.key_range(self.pk, low, None)
+        return rowkeys.key_range(self.pk, low, None)
 
     def between(self, low, high) -> tuple[str, list]:
-        from archival.engine import keys
+        from archival import rowkeys
 
-        return keys.key_range(self.pk, low, high)
+        return rowkeys.key_range(self.pk, low, high)
 
     # -- archive tables --------------------------------------------------------
     def create_archive(self, defaults: bool = False) -> None:

@@ -12,7 +12,7 @@ Purpose
                                     @<prefix>1..n (restore key ranges)
       archival.fn_key_json          expression giving a key as a JSON array of strings
       archival.fn_key_text          expression giving a key in HoldKey.key_text form
-                                    (archival.disposal.keys canonical text)
+                                    (archival.rowkeys canonical text)
 Parameters
     @columns: JSON array of column names in key (or column) order; every name
     has been read from the live catalog by the caller, never from a config.
@@ -162,7 +162,7 @@ BEGIN
 END;
 GO
 
--- HoldKey.key_text (archival.disposal.keys): key components in key order
+-- HoldKey.key_text (archival.rowkeys): key components in key order
 -- joined by a tab; integers and decimals as text, dates YYYY-MM-DD,
 -- timestamps YYYY-MM-DD HH:MM:SS[.ffffff], bit true/false, binary as
 -- lower-case hex, uniqueidentifier in lower case, text with backslash, tab
@@ -190,6 +190,8 @@ BEGIN
                 THEN N'CASE WHEN ' + @alias + N'.' + QUOTENAME(j.value) + N' = 1 THEN N''true'' ELSE N''false'' END'
             WHEN t.value = N'uniqueidentifier'
                 THEN N'LOWER(CONVERT(nvarchar(36), ' + @alias + N'.' + QUOTENAME(j.value) + N'))'
+            WHEN t.value IN (N'binary', N'varbinary')
+                THEN N'LOWER(CONVERT(nvarchar(max), ' + @alias + N'.' + QUOTENAME(j.value) + N', 2))'
             ELSE N'CONVERT(nvarchar(4000), ' + @alias + N'.' + QUOTENAME(j.value) + N')'
         END + N' COLLATE DATABASE_DEFAULT'), N', ') WITHIN GROUP (ORDER BY CONVERT(int, j.[key]))
         FROM OPENJSON(@columns) AS j

@@ -776,8 +776,12 @@ WHERE fk.parent_object_id = OBJECT_ID(@child, N''U'') AND fk.referenced_object_i
                 SELECT @declare = @declare + STRING_AGG(CONVERT(nvarchar(max),
                     N'DECLARE ' + @prefix + N'lo' + CONVERT(nvarchar(10), key_ordinal) + N' '
                     + archival.fn_type_sql(type_name, max_length, [precision], scale)
-                    + N' = CAST(JSON_VALUE(@selection, N''' + @path + N'.key_low[' + CONVERT(nvarchar(10), key_ordinal - 1)
-                    + N']'') AS ' + archival.fn_type_sql(type_name, max_length, [precision], scale) + N');' + NCHAR(10)),
+                    + N' = ' + CASE WHEN type_name IN (N'binary', N'varbinary')
+                        -- hex without 0x (style 2): a CAST would take the text's own bytes
+                        THEN N'CONVERT(' + archival.fn_type_sql(type_name, max_length, [precision], scale) + N', JSON_VALUE(@selection, N''' + @path + N'.key_low[' + CONVERT(nvarchar(10), key_ordinal - 1) + N']''), 2);'
+                        ELSE N'CAST(JSON_VALUE(@selection, N''' + @path + N'.key_low[' + CONVERT(nvarchar(10), key_ordinal - 1) + N']'') AS '
+                            + archival.fn_type_sql(type_name, max_length, [precision], scale) + N');'
+                    END + NCHAR(10)),
                     N'') WITHIN GROUP (ORDER BY key_ordinal)
                 FROM @key_cols;
                 SET @own = N'(' + archival.fn_key_bound(@keys, @alias, N'>', @prefix + N'lo') + N')';
@@ -790,8 +794,12 @@ WHERE fk.parent_object_id = OBJECT_ID(@child, N''U'') AND fk.referenced_object_i
                 SELECT @declare = @declare + STRING_AGG(CONVERT(nvarchar(max),
                     N'DECLARE ' + @prefix + N'hi' + CONVERT(nvarchar(10), key_ordinal) + N' '
                     + archival.fn_type_sql(type_name, max_length, [precision], scale)
-                    + N' = CAST(JSON_VALUE(@selection, N''' + @path + N'.key_high[' + CONVERT(nvarchar(10), key_ordinal - 1)
-                    + N']'') AS ' + archival.fn_type_sql(type_name, max_length, [precision], scale) + N');' + NCHAR(10)),
+                    + N' = ' + CASE WHEN type_name IN (N'binary', N'varbinary')
+                        -- hex without 0x (style 2): a CAST would take the text's own bytes
+                        THEN N'CONVERT(' + archival.fn_type_sql(type_name, max_length, [precision], scale) + N', JSON_VALUE(@selection, N''' + @path + N'.key_high[' + CONVERT(nvarchar(10), key_ordinal - 1) + N']''), 2);'
+                        ELSE N'CAST(JSON_VALUE(@selection, N''' + @path + N'.key_high[' + CONVERT(nvarchar(10), key_ordinal - 1) + N']'') AS '
+                            + archival.fn_type_sql(type_name, max_length, [precision], scale) + N');'
+                    END + NCHAR(10)),
                     N'') WITHIN GROUP (ORDER BY key_ordinal)
                 FROM @key_cols;
                 SET @own = @own + CASE WHEN @own = N'' THEN N'' ELSE N' AND ' END
@@ -822,7 +830,7 @@ WHERE fk.parent_object_id = OBJECT_ID(@child, N''U'') AND fk.referenced_object_i
         ELSE IF @kind = N'KEYS'
         BEGIN
             -- The request's keys (RestoreKey) in the canonical key text of
-            -- HoldKey (archival.disposal.keys), built as the hold check builds it.
+            -- HoldKey (archival.rowkeys), built as the hold check builds it.
             IF TRY_CAST(JSON_VALUE(@selection, @path + N'.request_id') AS bigint) IS NULL
                 THROW 50865, N'A KEYS selection needs the request_id whose RestoreKey rows list the keys.', 1;
             SET @declare = @declare + N'DECLARE ' + @prefix + N'request bigint = CAST(JSON_VALUE(@selection, N'''

@@ -7,6 +7,7 @@ the Python side calls and fills in.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -246,6 +247,30 @@ class TestPythonTwins:
         assert procedures.decode_key('["7","2024-02-29"]') == ["7", "2024-02-29"]
         assert procedures.encode_key(None) is None
 
+    def test_a_binary_key_travels_as_the_hex_the_procedures_convert_back(self):
+        """CONVERT(varbinary, text, 2) reads hex digits without 0x (documented style 2);
+        a CAST of text to binary would take the text's own UTF-16 bytes."""
+        value = b"\x00\x0a\xff\x7f"
+        (sent,) = json.loads(procedures.encode_key([value]))
+        assert sent == "000aff7f" and bytes.fromhex(sent) == value
+        json_value = "JSON_VALUE(@j, N'$[0]')"
+        binary, number = templates.KeyColumn("id", "varbinary(16)"), templates.KeyColumn("id", "int")
+        assert templates.json_key_value(binary, json_value) == f"CONVERT(varbinary(16), {json_value}, 2)"
+        assert templates.json_key_value(number, json_value) == f"CAST({json_value} AS int)"
+        # The procedure builds the same DECLAREs (sql/07, the restore selection's key range).
+        procs = _script("07_")
+        for end in ("key_low", "key_high"):
+            json_value = (
+                f"JSON_VALUE(@selection, N''' + @path + N'.{end}[' + CONVERT(nvarchar(10), key_ordinal - 1) + N']'')"
+            )
+            assert (
+                "+ N' = ' + CASE WHEN type_name IN (N'binary', N'varbinary')\n"
+                "                        -- hex without 0x (style 2): a CAST would take the text's own bytes\n"
+                "                        THEN N'CONVERT(' + archival.fn_type_sql(type_name, max_length, [precision], scale)"
+                f" + N', {json_value}, 2);'\n"
+                f"                        ELSE N'CAST({json_value} AS '"
+            ) in procs, end
+
 
 def _script(name: str) -> str:
     return next(p for p in SCRIPTS if p.name.startswith(name)).read_text()
@@ -431,7 +456,7 @@ class TestDynamicSql:
     def test_keys_hold_text_is_the_canonical_key_text(self):
         import datetime as dt
 
-        from archival.disposal.keys import component_text
+        from archival.rowkeys import component_text
 
         # CONVERT style 120 is yyyy-mm-dd hh:mi:ss, 23 is yyyy-mm-dd:
         # https://learn.microsoft.com/sql/t-sql/functions/cast-and-convert-transact-sql
@@ -665,6 +690,21 @@ class TestRestore:
         assert parse_errors(body) == []
         with pytest.raises(templates.RestoreSelectionError, match="ISO 8601"):
             templates.restore_selection(self.contract, {**selection, "archived_by": "yesterday"}, {"Trade": self.trade})
+
+    def test_a_binary_key_range_is_read_back_from_hex(self):
+        table = templates.ProcedureTable(
+            "SourceDB1", "Sales", "dbo", "Blob", "archive_sourcedb1", "DATE_BASED",
+            ["blobId", "d"], [templates.KeyColumn("blobId", "varbinary(16)")], "d",
+        )  # fmt: skip
+        sent = json.loads(
+            procedures.encode_selection({"kind": "KEY_RANGE", "key_low": [b"\n\xff"], "key_high": [b"\xff"]})
+        )
+        assert sent["key_low"] == ["0aff"] and sent["key_high"] == ["ff"]
+        assert templates.restore_selection(table, sent)["SELECTION_DECLARE"] == (
+            "DECLARE @s0_lo1 varbinary(16) = CONVERT(varbinary(16), JSON_VALUE(@selection, N'$.key_low[0]'), 2);\n"
+            "DECLARE @s0_hi1 varbinary(16) = CONVERT(varbinary(16), JSON_VALUE(@selection, N'$.key_high[0]'), 2);\n"
+        )
+        assert parse_errors(templates.render("restore_batch", table, selection=sent)) == []
 
     def test_values_stay_in_the_selection_parameter(self):
         poison = "x'); DROP TABLE [dbo].[Position]; --"

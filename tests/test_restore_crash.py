@@ -49,8 +49,8 @@ from django.db import connections
 from archival.backends import backend_for
 from archival.backends.sqlite import namespace_for
 from archival.disposal.holds import place_hold
-from archival.disposal.keys import digest_of_keys
 from archival.engine.dates import subtract_months
+from archival.rowkeys import digest_of_keys
 from governance.models import BatchLedger, HoldScope, TableConfig
 from tests.conftest import BASE_DIR, digest, manage, rows_of, snapshot, subprocess_env, union_check
 

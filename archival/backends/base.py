@@ -582,12 +582,15 @@ class Backend(ABC):
 
     # -- disposal --------------------------------------------------------------
     @abstractmethod
-    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
-        """SQL (and its parameters) of a row's canonical key text (``archival.disposal.keys``).
+    def key_text_sql(self, columns: list[tuple[str, str, int | None]]) -> tuple[str, list]:
+        """SQL (and its parameters) of a row's canonical key text (``archival.rowkeys``).
 
-        ``columns``: each key column's SQL expression and its generic type.
-        The text must equal ``keys.key_text`` of the values read back, so a
-        KEYS hold matches the rows it names.
+        ``columns``: each key column's SQL expression, its generic type and its
+        decimal scale (``rowkeys.scale_of``). A dialect's form of
+        ``rowkeys.key_text``: the text must equal
+        ``rowkeys.key_text(values, generics, scales)`` of the values read back, so a
+        KEYS hold matches the rows it names (tests/test_rowkeys.py checks
+        every key type on a real table).
         """
 
     @abstractmethod

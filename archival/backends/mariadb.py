@@ -302,15 +302,22 @@ class MariaDBBackend(Backend):
         return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"
 
     # -- disposal --------------------------------------------------------------
-    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
+    def key_text_sql(self, columns: list[tuple[str, str, int | None]]) -> tuple[str, list]:
         # CONCAT, not ||: without PIPES_AS_CONCAT in sql_mode || is OR.
         pieces, params = [], []
-        for i, (col, generic) in enumerate(columns):
+        # A decimal prints with its column's scale already.
+        for i, (col, generic, _scale) in enumerate(columns):
             if i:
                 pieces.append("%s")
                 params.append("\t")
             if generic == "binary":
                 pieces.append(f"LOWER(HEX({col}))")
+            elif generic == "bool":
+                # TINYINT(1): CAST would give 1/0.
+                pieces.append(f"CASE WHEN {col} THEN 'true' ELSE 'false' END")
+            elif generic == "datetime":
+                # DATETIME(6) prints all six digits; isoformat omits a zero fraction.
+                pieces.append(f"REPLACE(CAST({col} AS CHAR), '.000000', '')")
             elif generic == "text":
                 pieces.append(f"REPLACE(REPLACE(REPLACE(CAST({col} AS CHAR), %s, %s), %s, %s), %s, %s)")
                 params += ["\\", "\\\\", "\t", "\\t", "\n", "\\n"]

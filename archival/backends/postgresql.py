@@ -329,14 +329,24 @@ class PostgresBackend(Backend):
         return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"
 
     # -- disposal --------------------------------------------------------------
-    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
+    def key_text_sql(self, columns: list[tuple[str, str, int | None]]) -> tuple[str, list]:
         pieces, params = [], []
-        for i, (col, generic) in enumerate(columns):
+        # A decimal prints with its column's scale already.
+        for i, (col, generic, _scale) in enumerate(columns):
             if i:
                 pieces.append("%s")
                 params.append("\t")
             if generic == "date":
                 pieces.append(f"to_char({col}, 'YYYY-MM-DD')")
+            elif generic == "datetime":
+                # CAST prints 10:00:00.12; Python's isoformat .120000 (and
+                # no fraction at all when it is zero).
+                pieces.append(
+                    f"to_char({col}, 'YYYY-MM-DD HH24:MI:SS') || CASE WHEN date_trunc('second', {col}) = {col} "
+                    f"THEN '' ELSE to_char({col}, '.US') END"
+                )
+            elif generic == "bool":
+                pieces.append(f"CASE WHEN {col} THEN 'true' ELSE 'false' END")
             elif generic == "binary":
                 pieces.append(f"encode({col}, 'hex')")
             elif generic == "text":

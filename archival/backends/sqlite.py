@@ -401,18 +401,32 @@ class SQLiteBackend(Backend):
         return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"
 
     # -- disposal --------------------------------------------------------------
-    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
-        # Dates are stored as ISO text already; decimals as the text they came in.
+    def key_text_sql(self, columns: list[tuple[str, str, int | None]]) -> tuple[str, list]:
+        # Dates are stored as ISO text already.
         pieces, params = [], []
-        for i, (col, generic) in enumerate(columns):
+        for i, (col, generic, scale) in enumerate(columns):
             if i:
                 pieces.append("%s")
                 params.append("\t")
             if generic == "binary":
                 pieces.append(f"lower(hex({col}))")
+            elif generic == "bool":
+                # Stored as 1/0.
+                pieces.append(f"CASE WHEN {col} THEN 'true' ELSE 'false' END")
+            elif generic == "datetime":
+                # Stored as the text it was written with; isoformat separates with a space.
+                pieces.append(f"replace(CAST({col} AS TEXT), 'T', ' ')")
             elif generic == "text":
                 pieces.append(f"REPLACE(REPLACE(REPLACE(CAST({col} AS TEXT), %s, %s), %s, %s), %s, %s)")
                 params += ["\\", "\\\\", "\t", "\\t", "\n", "\\n"]
+            elif generic == "decimal" and scale is not None:
+                # NUMERIC affinity keeps 12.50 as the REAL 12.5 and 7.00 as the
+                # INTEGER 7: pad to the scale (an integer by text, exactly).
+                pieces.append(
+                    f"CASE typeof({col}) WHEN 'integer' THEN CAST({col} AS TEXT) || %s "
+                    f"WHEN 'real' THEN printf(%s, {col}) ELSE CAST({col} AS TEXT) END"
+                )
+                params += ["." + "0" * scale if scale else "", f"%.{scale}f"]
             else:
                 pieces.append(f"CAST({col} AS TEXT)")
         return " || ".join(pieces), params

@@ -15,7 +15,6 @@ from archival.disposal.engine import (
     plan_disposal,
 )
 from archival.disposal.holds import place_hold, release_hold
-from archival.disposal.keys import digest_of_keys, key_text
 from archival.disposal.retention import (
     ForecastResult,
     RetentionChangeResult,
@@ -24,6 +23,7 @@ from archival.disposal.retention import (
     request_retention_change,
 )
 from archival.disposal.tables import DisposalError
+from archival.rowkeys import digest_of_keys, key_text
 
 __all__ = [
     "ChainReport",

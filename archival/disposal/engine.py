@@ -34,9 +34,10 @@ from django.utils import timezone
 
 from archival.backends import SchemaError
 from archival.disposal.chain import certificate_hash
-from archival.disposal.keys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
 from archival.disposal.policy import required_approvals
 from archival.disposal.tables import ARCHIVE, ArchiveTable, DisposalError, archive_table_for, take_archive_lock
+from archival.hold_coverage import TableFacts, may_cover_table
+from archival.rowkeys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
 
 
 def actor_name(actor) -> str:
@@ -63,21 +64,11 @@ def _configs(tables):
 
 
 def _relevant_holds(t: ArchiveTable, at: dt.date) -> list:
-    """Active holds that could cover rows of ``t`` (cheap prefilter for reports)."""
-    from governance.models import Hold, HoldScope
+    """Holds in force that could cover rows of ``t`` (cheap prefilter for reports)."""
+    from governance.models import Hold
 
-    out = []
-    cfg = t.config
-    for hold in Hold.objects.using(ARCHIVE).active(at).order_by("id"):
-        if hold.scope in (HoldScope.TABLE, HoldScope.KEYS):
-            if hold.source_db != cfg.source_db or hold.table_name != cfg.table_name:
-                continue
-            if hold.schema_name and hold.schema_name != cfg.schema_name:
-                continue
-        if hold.scope == HoldScope.CONTRACT and (hold.source_db != cfg.source_db or not t.contract_column):
-            continue
-        out.append(hold)
-    return out
+    facts = TableFacts.of(t.config, t.contract_column)
+    return [h for h in Hold.objects.using(ARCHIVE).active(at).order_by("id") if may_cover_table(h, facts)]
 
 
 def _hold_summary(hold) -> dict:

@@ -12,12 +12,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
+from django.utils.connection import ConnectionDoesNotExist
 
+from archival.backends import SchemaError, backend_for
 from archival.disposal.engine import actor_name
-from archival.disposal.keys import key_text
-from archival.disposal.tables import ARCHIVE, take_archive_lock
+from archival.disposal.tables import ARCHIVE, archive_table_for, take_archive_lock
+from archival.rowkeys import canonical_key_text, key_text_of_input, scale_of
 
 
 def _config_for(source_db: str, schema_name: str, table_name: str):
@@ -27,6 +29,22 @@ def _config_for(source_db: str, schema_name: str, table_name: str):
     if schema_name:
         qs = qs.filter(schema_name=schema_name)
     return qs.first()
+
+
+def key_column_types(config) -> tuple[list[str], list[int | None]] | None:
+    """The generic types and decimal scales of ``config``'s key columns: the archive
+    table's, else the source table's; None when neither can be read."""
+    try:
+        table = archive_table_for(config)
+        if table is not None:
+            return table.pk_generic, table.scales
+        info = backend_for(config.source_db).describe(config.schema_name, config.table_name)
+    except (SchemaError, DatabaseError, ConnectionDoesNotExist):
+        return None
+    columns = [info.column(name) for name in config.pk_columns]
+    if any(c is None for c in columns):
+        return None
+    return [c.generic for c in columns], [scale_of(c) for c in columns]
 
 
 @dataclass
@@ -82,17 +100,27 @@ def check_hold(
         elif date_from and date_to and date_from > date_to:
             errors["date_to"] = "The range ends before it starts."
     if scope == HoldScope.KEYS:
+        # Unknown types (neither table readable): the keys are taken as text.
+        generics, scales = (key_column_types(config) if config is not None else None) or (None, None)
         for k in keys or []:
-            text = k if isinstance(k, str) else key_text(k)
-            parts = text.split("\t")
+            parts = k.split("\t") if isinstance(k, str) else list(k)
+            shown = ",".join(str(p) for p in parts)  # comma-separated, as the hold form takes them
             if config is not None and len(parts) != len(config.pk_columns):
-                # Components shown comma-separated, as the hold form takes them.
                 errors["keys"] = (
-                    f"Key {','.join(parts)} has {len(parts)} component(s); each key of {config.table_name} has "
+                    f"Key {shown} has {len(parts)} component(s); each key of {config.table_name} has "
                     f"{len(config.pk_columns)} component(s) ({', '.join(config.pk_columns)}), in that order."
                 )
                 break
-            key_texts.append(text)
+            try:
+                if isinstance(k, str):
+                    # Key text (components escaped, joined by a TAB), in its
+                    # canonical form when the table's types are known.
+                    key_texts.append(k if generics is None else canonical_key_text(k, generics, scales))
+                else:
+                    key_texts.append(key_text_of_input(parts, generics, scales))
+            except ValueError as exc:
+                errors["keys"] = f"Key {shown}: {exc}."
+                break
         if not key_texts and "keys" not in errors:
             errors["keys"] = "A keys hold needs at least one key."
     if scope not in HoldScope.values:
@@ -118,8 +146,10 @@ def place_hold(
 ):
     """Place a hold and return it (audited as ``hold.placed``).
 
-    ``keys`` (KEYS scope): each a sequence of key components in key order, or
-    an already canonical key text (components joined by a TAB). Raises
+    ``keys`` (KEYS scope): each a sequence of key components in key order
+    (values, or text as the hold form takes it: ``rowkeys.key_text_of_input``
+    reads it by the key columns' types), or an already canonical key text
+    (components joined by a TAB). Raises
     ValidationError when the scope's fields are missing or inconsistent
     (``check_hold``).
 
@@ -225,6 +255,111 @@ def update_review_date(hold_id: int, *, review_by: dt.date | None, actor):
     return hold
 
 
+class HoldKeysUnreadable(Exception):
+    """Some stored KEYS hold key cannot be read by its table's key types; nothing was changed."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(f"{len(problems)} hold key problem(s); nothing was changed: " + "; ".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class CanonicalKeys:
+    """What ``canonicalize_hold_keys`` found and added."""
+
+    holds_read: int
+    # Per hold id: (stored text, its canonical text) for each canonical text added.
+    added: dict[int, list[tuple[str, str]]]
+    # Released holds (they protect nothing) with a key, or a table's key
+    # types, that cannot be read: reported, and left as they are.
+    released_unread: list[str]
+
+    @property
+    def keys_added(self) -> int:
+        return sum(len(pairs) for pairs in self.added.values())
+
+
+def canonicalize_hold_keys(*, actor, dry_run: bool = False) -> CanonicalKeys:
+    """Give every KEYS hold the canonical text (``rowkeys.canonical_key_text``) of each key it stores.
+
+    Key texts written by earlier encoders (booleans 1/0, timestamps with a
+    ``T`` or a shortened fraction, decimals short of the column's scale,
+    unescaped text) do not equal the text disposal builds for the row, so
+    the hold would not protect it. Each key is read by its table's key
+    column types, from the live archive table (else the source table), and
+    its canonical text is added to the hold beside it: hold keys are never
+    changed or deleted (sql/10 refuses both on SQL Server), and the stored
+    text stays as the record of what was placed. Coverage only grows.
+
+    Idempotent (a canonical text the hold has is not added again). Raises
+    HoldKeysUnreadable, changing nothing, when a key of an unreleased hold
+    cannot be read, or its table's key types cannot be known. Under the
+    archive lock, like every hold write; each hold given keys is audited
+    (``hold.keys_canonicalized``). ``dry_run``: report, change nothing.
+    """
+    from governance.models import AuditEvent, Hold, HoldKey, HoldScope
+
+    problems: list[str] = []
+    result = CanonicalKeys(holds_read=0, added={}, released_unread=[])
+    changed: dict[int, tuple[object, str]] = {}  # hold id -> (hold, table label)
+    with transaction.atomic(using=ARCHIVE):
+        take_archive_lock(f"hold-keys:{actor_name(actor)}")
+        holds = Hold.objects.using(ARCHIVE).filter(scope=HoldScope.KEYS).prefetch_related("keys").order_by("pk")
+        for hold in holds:
+            result.holds_read += 1
+            found = result.released_unread if hold.released_at is not None else problems
+            config = _config_for(hold.source_db, hold.schema_name, hold.table_name)
+            types = key_column_types(config) if config is not None else None
+            if types is None:
+                where = f"{hold.source_db}.{hold.schema_name or '*'}.{hold.table_name}"
+                found.append(
+                    f"{hold}: no table config for {where}"
+                    if config is None
+                    else f"{hold}: the key column types of {config.label} cannot be read (no archive or source table)"
+                )
+                continue
+            generics, scales = types
+            stored = sorted(k.key_text for k in hold.keys.all())
+            held = set(stored)
+            additions = []
+            for text in stored:
+                try:
+                    canonical = canonical_key_text(text, generics, scales)
+                except ValueError as exc:
+                    found.append(f"{hold}, key {text!r}: {exc}")
+                    break
+                if canonical not in held:
+                    held.add(canonical)
+                    additions.append((text, canonical))
+            else:
+                if additions:
+                    result.added[hold.pk] = additions
+                    changed[hold.pk] = (hold, config.label)
+        if problems:
+            raise HoldKeysUnreadable(problems)
+        for hold_id, additions in result.added.items():
+            for _, canonical in additions:
+                key = HoldKey(hold=changed[hold_id][0], key_text=canonical)
+                key.full_clean()
+                key.save(using=ARCHIVE)
+        if dry_run:
+            transaction.set_rollback(True, using=ARCHIVE)
+    if dry_run:
+        return result
+    # Recorded after the archive commit, as for placing a hold.
+    for hold_id, additions in result.added.items():
+        hold, label = changed[hold_id]
+        AuditEvent.objects.record(
+            "hold.keys_canonicalized",
+            actor=actor,
+            obj=hold,
+            table_label=label,
+            counts={"keys": len(additions)},
+            details={"added": [list(pair) for pair in additions]},
+        )
+    return result
+
+
 @dataclass
 class HoldImpact:
     table_label: str
@@ -234,7 +369,6 @@ class HoldImpact:
 def hold_impact(hold) -> list[HoldImpact]:
     """Archived rows the hold covers, per configured table (one count query per table)."""
     from archival.disposal.engine import _configs
-    from archival.disposal.tables import archive_table_for
 
     out = []
     for config in _configs(None):

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from archival import hold_coverage
 from archival.backends import Backend, SchemaError, backend_for, namespace_for
-from archival.disposal.keys import coerce, keyset_params, keyset_predicate
+from archival.rowkeys import coerce, keyset_predicate, scale_of
 
 ARCHIVE = "archive"
 LOCK_NAME = "archive"
@@ -33,6 +34,7 @@ class ArchiveTable:
     pk: list[str]
     pk_generic: list[str]
     contract_column: str | None
+    pk_scale: list[int | None] | None = None  # decimal scales of the key columns (rowkeys.scale_of)
 
     @property
     def label(self) -> str:
@@ -61,96 +63,39 @@ class ArchiveTable:
         """Inclusive key range [low, high]; either bound may be None."""
         parts, params = [], []
         cols = self.pk_cols(alias)
-        if low is not None:
-            sql, _ = keyset_predicate(cols, ">=")
-            parts.append(sql)
-            params += keyset_params(self.coerce_key(low))
-        if high is not None:
-            sql, _ = keyset_predicate(cols, "<=")
-            parts.append(sql)
-            params += keyset_params(self.coerce_key(high))
+        for op, bound in ((">=", low), ("<=", high)):
+            if bound is not None:
+                sql, bound_params = keyset_predicate(cols, op, self.coerce_key(bound))
+                parts.append(sql)
+                params += bound_params
         return (" AND ".join(parts) or "1=1"), params
 
     def after_sql(self, cursor_key, alias: str = "a") -> tuple[str, list]:
         if cursor_key is None:
             return "1=1", []
-        sql, _ = keyset_predicate(self.pk_cols(alias), ">")
-        return sql, keyset_params(self.coerce_key(cursor_key))
+        return keyset_predicate(self.pk_cols(alias), ">", self.coerce_key(cursor_key))
 
     # -- canonical key text in SQL (KEYS holds) --------------------------------
     def key_text_sql(self, alias: str = "a") -> tuple[str, list]:
-        """SQL (and parameters) building the canonical key text (archival.disposal.keys) of row ``alias``."""
-        columns = [(self.col(name, alias), generic) for name, generic in zip(self.pk, self.pk_generic, strict=True)]
+        """SQL (and parameters) building the canonical key text (archival.rowkeys) of row ``alias``."""
+        columns = [
+            (self.col(name, alias), generic, scale)
+            for name, generic, scale in zip(self.pk, self.pk_generic, self.scales, strict=True)
+        ]
         return self.backend.key_text_sql(columns)
 
-    # -- the hold check ----------------------------------------------------------
-    def hold_match_sql(self, alias: str = "a", hold_alias: str = "h") -> tuple[str, list]:
-        """Condition on ``h`` (a hold row) and ``a`` (an archive row): the hold covers the row.
+    @property
+    def scales(self) -> list[int | None]:
+        return self.pk_scale if self.pk_scale is not None else [None] * len(self.pk)
 
-        Scopes: ALL; TABLE (source db + table, schema when given); CONTRACT (this
-        table's contract column, ``TableConfig.contract_column_for_holds``,
-        equals the value, same source db); DATE_RANGE
-        on reference_date (an open end when a bound is empty); KEYS (a HoldKey of
-        this table whose key_text equals the row's canonical key text).
-        """
-        from governance.models import HoldKey, HoldScope
-
-        q = self.backend.quote
-        h = hold_alias
-        cfg = self.config
-        same_table = (
-            f"{h}.{q('source_db')} = %s AND {h}.{q('table_name')} = %s "
-            f"AND ({h}.{q('schema_name')} = %s OR {h}.{q('schema_name')} = %s)"
-        )
-        table_params = [cfg.source_db, cfg.table_name, cfg.schema_name, ""]
-        parts = [f"{h}.{q('scope')} = %s"]
-        params: list = [HoldScope.ALL]
-        parts.append(f"({h}.{q('scope')} = %s AND {same_table})")
-        params += [HoldScope.TABLE, *table_params]
-        ref = self.col("reference_date", alias)
-        parts.append(
-            f"({h}.{q('scope')} = %s AND {ref} IS NOT NULL "
-            f"AND ({h}.{q('date_from')} IS NULL OR {ref} >= {h}.{q('date_from')}) "
-            f"AND ({h}.{q('date_to')} IS NULL OR {ref} <= {h}.{q('date_to')}))"
-        )
-        params.append(HoldScope.DATE_RANGE)
-        if self.contract_column:
-            contract_text = self.backend.text_cast_sql(self.col(self.contract_column, alias))
-            parts.append(
-                f"({h}.{q('scope')} = %s AND {h}.{q('source_db')} = %s AND {contract_text} = {h}.{q('contract_value')})"
-            )
-            params += [HoldScope.CONTRACT, cfg.source_db]
-        key_sql, key_params = self.key_text_sql(alias)
-        hk = q(HoldKey._meta.db_table)
-        parts.append(
-            f"({h}.{q('scope')} = %s AND {same_table} AND EXISTS (SELECT 1 FROM {hk} k "
-            f"WHERE k.{q('hold_id')} = {h}.{q('id')} AND k.{q('key_text')} = {key_sql}))"
-        )
-        params += [HoldScope.KEYS, *table_params, *key_params]
-        return "(" + " OR ".join(parts) + ")", params
-
+    # -- the hold check (archival.hold_coverage) ----------------------------------
     def held_sql(self, at: dt.date, alias: str = "a") -> tuple[str, list]:
-        """EXISTS: an active hold (as of ``at``) covers the archive row ``alias``."""
-        from governance.models import Hold
-
-        q = self.backend.quote
-        match, params = self.hold_match_sql(alias, "h")
-        sql = (
-            f"EXISTS (SELECT 1 FROM {q(Hold._meta.db_table)} h WHERE h.{q('released_at')} IS NULL "
-            f"AND (h.{q('hold_until')} IS NULL OR h.{q('hold_until')} >= %s) AND {match})"
-        )
-        return sql, [at, *params]
+        """EXISTS: a hold in force on ``at`` covers the archive row ``alias``."""
+        return hold_coverage.held_sql(self, at, alias)
 
     def held_by_sql(self, hold_id: int, alias: str = "a") -> tuple[str, list]:
-        """EXISTS: the given hold covers the row (for the blocked report)."""
-        from governance.models import Hold
-
-        q = self.backend.quote
-        match, params = self.hold_match_sql(alias, "h")
-        return f"EXISTS (SELECT 1 FROM {q(Hold._meta.db_table)} h WHERE h.{q('id')} = %s AND {match})", [
-            hold_id,
-            *params,
-        ]
+        """EXISTS: the given hold covers the row (the preview and the blocked report)."""
+        return hold_coverage.held_by_sql(self, hold_id, alias)
 
 
 def archive_table_for(config) -> ArchiveTable | None:
@@ -182,6 +127,7 @@ def archive_table_for(config) -> ArchiveTable | None:
         pk=pk,
         pk_generic=[info.column(c).generic for c in pk],
         contract_column=contract,
+        pk_scale=[scale_of(info.column(c)) for c in pk],
     )
 
 

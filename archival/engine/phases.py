@@ -18,7 +18,8 @@ from typing import NamedTuple
 from django.conf import settings
 from django.db import transaction
 
-from archival.engine import keys, mssql_path, pacing, same_server, streaming
+from archival import rowkeys
+from archival.engine import mssql_path, pacing, same_server, streaming
 from archival.engine.archive_tables import created_by_first_batch, ensure_archive_table
 from archival.engine.errors import TableError, TableWaiting
 from archival.engine.faults import checkpoint
@@ -122,7 +123,7 @@ def unreadable_examples(spec: TableSpec, limit: int = 5) -> list[list]:
     pk_s = spec.q(on, "s", spec.pk)
     frm = _every_row_with_its_reference(spec, on)
     sql = on.limit_sql(
-        f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {unreadable} ORDER BY {keys.order_by(pk_s)}", str(int(limit))
+        f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {unreadable} ORDER BY {rowkeys.order_by(pk_s)}", str(int(limit))
     )
     with on.connection.cursor() as cur:
         cur.execute(sql)
@@ -145,7 +146,7 @@ def count_left(spec: TableSpec) -> int:
 
 def first_key_sql(on, pk_s: list[str], frm: str, where: str, descending: bool = False) -> str:
     """The smallest (or largest) eligible key: one row through the backend's LIMIT/TOP."""
-    order = keys.order_by(pk_s, descending=descending)
+    order = rowkeys.order_by(pk_s, descending=descending)
     return on.limit_sql(f"SELECT {', '.join(pk_s)} FROM {frm} WHERE {where} ORDER BY {order}", "1")
 
 

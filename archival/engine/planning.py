@@ -7,7 +7,7 @@ from datetime import date
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 
-from archival.engine import keys
+from archival import rowkeys
 from archival.engine.archive_tables import ensure_archive_table
 from archival.engine.cutoff import resolve_cutoff
 from archival.engine.errors import TableError
@@ -60,7 +60,9 @@ def _batch_sql_preview(spec) -> str:
     on = spec.archive if spec.mode == "same_server" else spec.source
     where, params = spec.selection(on, low=None)
     pk_s = spec.q(on, "s", spec.pk)
-    sql = f"SELECT {', '.join(pk_s)} FROM {spec.from_clause(on)} WHERE {where} ORDER BY {keys.order_by(pk_s)} LIMIT %s"
+    sql = (
+        f"SELECT {', '.join(pk_s)} FROM {spec.from_clause(on)} WHERE {where} ORDER BY {rowkeys.order_by(pk_s)} LIMIT %s"
+    )
     return (
         f"-- {spec.mode} batch selection, params {[str(p) for p in [*params, spec.config.effective_batch_size]]}\n{sql}"
     )

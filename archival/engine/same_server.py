@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.db import IntegrityError
 from django.utils import timezone
 
-from archival.engine import keys
+from archival import rowkeys
 from archival.engine.archive_tables import ensure_archive_table
 from archival.engine.errors import ArchiveConflict, ReconcileError
 from archival.engine.faults import checkpoint
@@ -52,13 +52,13 @@ def batch_bound(spec: TableSpec, cur, low, size: int) -> tuple[list | None, int]
     pk_s = spec.q(on, "s", spec.pk)
     where, params = spec.selection(on, low=low, parents=False)
     inner = (
-        f"SELECT {', '.join(pk_s)} FROM {spec.from_clause(on)} WHERE {where} ORDER BY {keys.order_by(pk_s)} LIMIT %s"
+        f"SELECT {', '.join(pk_s)} FROM {spec.from_clause(on)} WHERE {where} ORDER BY {rowkeys.order_by(pk_s)} LIMIT %s"
     )
     alias_cols = [on.quote(c) for c in spec.pk]
     # The window counts the candidates before the outer LIMIT keeps the last one.
     sql = (
         f"SELECT {', '.join(alias_cols)}, COUNT(*) OVER () FROM ({inner}) b "
-        f"ORDER BY {keys.order_by(alias_cols, descending=True)} LIMIT 1"
+        f"ORDER BY {rowkeys.order_by(alias_cols, descending=True)} LIMIT 1"
     )
     cur.execute(sql, [*params, size])
     row = cur.fetchone()
@@ -68,7 +68,7 @@ def batch_bound(spec: TableSpec, cur, low, size: int) -> tuple[list | None, int]
 def _archive_count_sql(spec: TableSpec, run_id: int, low, high) -> tuple[str, list]:
     """The COUNT of this run's rows of ``(low, high]`` present in the archive table (SQL and parameters)."""
     on = spec.archive
-    rng, params = keys.key_range(spec.q(on, "a", spec.pk), low, high)
+    rng, params = rowkeys.key_range(spec.q(on, "a", spec.pk), low, high)
     sql = f"SELECT COUNT(*) FROM {spec.archive_table()} a WHERE a.{on.quote('archive_run_id')} = %s AND {rng}"
     return sql, [run_id, *params]
 
@@ -109,7 +109,7 @@ def _delete(spec: TableSpec, low, high) -> tuple[str, list]:
     """
     on = spec.archive
     src = spec.source_table(on)
-    rng, rng_params = keys.key_range(spec.q(on, "s", spec.pk), low, high)
+    rng, rng_params = rowkeys.key_range(spec.q(on, "s", spec.pk), low, high)
     par, par_params = spec.parent_rule(on, at_mark=False)
     q = on.quote
     if spec.is_contract:
@@ -150,7 +150,7 @@ def _one_statement_move(spec: TableSpec, run_id: int, years: int, low, size: int
     ref = on.as_date_sql(spec.reference_expr(on))
     batch = (
         f"SELECT {', '.join(pk_s)}, {ref} AS __ref FROM {spec.from_clause(on)} WHERE {where} "
-        f"ORDER BY {keys.order_by(pk_s)} LIMIT %s"
+        f"ORDER BY {rowkeys.order_by(pk_s)} LIMIT %s"
     )
     sql = on.move_statement_sql(
         source=spec.source_table(on),

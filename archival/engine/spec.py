@@ -14,9 +14,9 @@ from datetime import date
 
 from django.conf import settings
 
+from archival import rowkeys
 from archival.backends import Backend, SchemaError, TableInfo, backend_for, namespace_for
 from archival.backends.base import Column
-from archival.engine import keys
 from archival.engine.dates import subtract_months
 from archival.engine.errors import TableError
 
@@ -104,7 +104,7 @@ class TableSpec:
         return self.archive.qualified(self.namespace, self.config.table_name)
 
     def q(self, on: Backend, alias: str, names) -> list[str]:
-        return keys.qualify(alias, on.quote, names)
+        return rowkeys.qualify(alias, on.quote, names)
 
     # -- predicates (source alias "s", contract alias "c") ---------------------
     @property
@@ -206,7 +206,7 @@ class TableSpec:
         go, whether or not a child row still holds them (a batch's candidates).
         """
         elig_sql, elig_params = self.eligible(on)
-        rng_sql, rng_params = keys.key_range(self.q(on, "s", self.pk), low, high)
+        rng_sql, rng_params = rowkeys.key_range(self.q(on, "s", self.pk), low, high)
         par_sql, par_params = self.parent_rule(on, at_mark) if parents else ("1 = 1", [])
         return f"{elig_sql} AND {rng_sql} AND {par_sql}", [
             *elig_params,

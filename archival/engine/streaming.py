@@ -23,7 +23,7 @@ from decimal import Decimal
 from django.db import IntegrityError
 from django.utils import timezone
 
-from archival.engine import keys
+from archival import rowkeys
 from archival.engine.dates import add_years
 from archival.engine.errors import ArchiveConflict, ReconcileError
 from archival.engine.faults import checkpoint
@@ -77,7 +77,7 @@ def _select_sql(spec: TableSpec, low, high, lock: bool, limit: int | None) -> tu
     pk_s = spec.q(on, "s", spec.pk)
     where, params = spec.selection(on, low=low, high=high)
     columns = f"{', '.join(spec.q(on, 's', spec.columns))}, {spec.reference_expr(on)}"
-    body = f"FROM {spec.from_clause(on, lock=lock)} WHERE {where} ORDER BY {keys.order_by(pk_s)}"
+    body = f"FROM {spec.from_clause(on, lock=lock)} WHERE {where} ORDER BY {rowkeys.order_by(pk_s)}"
     return on.select_sql(columns, body, params, limit=limit, lock_alias="s" if lock else None)
 
 
@@ -98,7 +98,7 @@ def _insert_copies(spec: TableSpec, rows: list, run_id: int) -> None:
 def _existing(spec: TableSpec, low, high) -> dict:
     """Archive rows in (low, high]: key -> (values, archive_run_id)."""
     on = spec.archive
-    rng, params = keys.key_range(spec.q(on, "a", spec.pk), low, high)
+    rng, params = rowkeys.key_range(spec.q(on, "a", spec.pk), low, high)
     cols = spec.q(on, "a", spec.columns)
     with on.connection.cursor() as cur:
         cur.execute(
@@ -179,7 +179,7 @@ def move_batch(spec: TableSpec, *, run_id: int, batch_no: int, low, size: int, r
 def _check_present(spec: TableSpec, run_id: int, batch_no: int, low, high, expected: int) -> None:
     """Counted before the archive commits: every copy must be there, or nothing is deleted."""
     on = spec.archive
-    rng, params = keys.key_range(spec.q(on, "a", spec.pk), low, high)
+    rng, params = rowkeys.key_range(spec.q(on, "a", spec.pk), low, high)
     with on.connection.cursor() as cur:
         cur.execute(
             f"SELECT COUNT(*) FROM {spec.archive_table()} a WHERE a.{on.quote('archive_run_id')} = %s AND {rng}",
@@ -196,7 +196,7 @@ def _delete_range_sql(spec: TableSpec, low, high) -> tuple[str, list]:
     """The range DELETE of a streamed batch: eligible rows in (low, high], still matched by eligibility."""
     on = spec.source
     q = on.quote
-    rng, rng_params = keys.key_range(spec.q(on, "s", spec.pk), low, high)
+    rng, rng_params = rowkeys.key_range(spec.q(on, "s", spec.pk), low, high)
     par, par_params = spec.parent_rule(on, at_mark=False)
     if spec.is_contract:
         elig = (
@@ -255,7 +255,7 @@ def finish_batch(spec: TableSpec, ledger: BatchLedger, rounds: int = 3) -> None:
                 sql, params = _select_sql(spec, low, high, lock=True, limit=None)
                 cur.execute(sql, params)
                 eligible = {_row_key(r, pk_pos): r for r in cur.fetchall()}
-                rng, rparams = keys.key_range(spec.q(on_src, "s", spec.pk), low, high)
+                rng, rparams = rowkeys.key_range(spec.q(on_src, "s", spec.pk), low, high)
                 cur.execute(
                     f"SELECT {', '.join(spec.q(on_src, 's', spec.pk))} FROM {spec.source_table(on_src)} s WHERE {rng}",
                     rparams,
@@ -289,7 +289,7 @@ def finish_batch(spec: TableSpec, ledger: BatchLedger, rounds: int = 3) -> None:
     with write_transaction("archive"):
         copies = {k: v for k, (v, run) in _existing(spec, low, high).items() if run == ledger.run_id}
         with on_src.connection.cursor() as cur:
-            rng, rparams = keys.key_range(spec.q(on_src, "s", spec.pk), low, high)
+            rng, rparams = rowkeys.key_range(spec.q(on_src, "s", spec.pk), low, high)
             cur.execute(
                 f"SELECT {', '.join(spec.q(on_src, 's', spec.pk))} FROM {spec.source_table(on_src)} s WHERE {rng}",
                 rparams,

@@ -2,7 +2,7 @@
 
 ``certificate_hash`` covers every field and the previous certificate's hash;
 ``digest`` is SHA-256 over the canonical key lines (``pk-lines-v1``,
-archival.disposal.keys) of the RestoredKey rows the batches wrote as they
+archival.rowkeys) of the RestoredKey rows the batches wrote as they
 deleted the rows from the archive. A certificate is appended under the
 archive lock, so two restores finishing at once cannot fork the chain.
 ``verify_restore_certificates`` recomputes all of it, read only.
@@ -17,11 +17,11 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from archival.disposal.chain import _canonical_json, _ts
-from archival.disposal.keys import ENCODING_NAME, digest_of_lines
 from archival.disposal.tables import ARCHIVE, take_archive_lock
 from archival.engine.txn import write_transaction
 from archival.restore.errors import RestoreReconcileError
 from archival.restore.selection import selection_of
+from archival.rowkeys import ENCODING_NAME, digest_of_lines
 
 
 def restore_certificate_hash(cert) -> str:

@@ -25,11 +25,11 @@ from django.utils import timezone
 
 from archival.backends import SchemaError, backend_for
 from archival.disposal.engine import actor_name
-from archival.disposal.keys import coerce, key_text, to_json_component
 from archival.disposal.tables import ARCHIVE, archive_table_for
 from archival.engine.dates import subtract_months
 from archival.restore.errors import RestoreRefused
 from archival.restore.selection import RestoreTarget, resolve_target, selection_of, selection_sql
+from archival.rowkeys import coerce, key_text, to_json_component
 
 MAX_KEYS = 100_000
 REQUEST_PERMISSION = "governance.request_restore"
@@ -148,7 +148,7 @@ def _validated_values(target: RestoreTarget, selection: str, values: dict) -> tu
             raise RestoreRefused(f"at most {MAX_KEYS:,} keys per request; split the list")
         seen = {}
         for i, key in enumerate(keys, 1):
-            text = key_text(_key(target, key, f"key {i}"))
+            text = key_text(_key(target, key, f"key {i}"), target.archive.pk_generic, target.archive.scales)
             seen.setdefault(text, None)
         key_texts = list(seen)
         if any(len(text) > 1000 for text in key_texts):

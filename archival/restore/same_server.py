@@ -13,12 +13,12 @@ in ``archival.usp_restore_batch`` (``Backend.restore_batch``).
 from __future__ import annotations
 
 from archival.backends.base import RestoreBatchCounts
-from archival.disposal.keys import keyset_params, keyset_predicate, to_json_component
 from archival.disposal.tables import ARCHIVE
 from archival.engine.faults import checkpoint
 from archival.engine.txn import write_transaction
 from archival.restore.errors import RestoreConflict, RestoreReconcileError
 from archival.restore.selection import RestoreTarget, selection_sql
+from archival.rowkeys import keyset_predicate, to_json_component
 
 
 def batch_predicate(target: RestoreTarget, selection: dict, low, high, alias: str = "a") -> tuple[str, list]:
@@ -27,13 +27,13 @@ def batch_predicate(target: RestoreTarget, selection: dict, low, high, alias: st
     sel, params = selection_sql(t, selection, alias)
     parts = [sel]
     if low is not None:
-        sql, _ = keyset_predicate(t.pk_cols(alias), ">")
+        sql, low_params = keyset_predicate(t.pk_cols(alias), ">", t.coerce_key(low))
         parts.append(sql)
-        params = [*params, *keyset_params(t.coerce_key(low))]
+        params = [*params, *low_params]
     if high is not None:
-        sql, _ = keyset_predicate(t.pk_cols(alias), "<=")
+        sql, high_params = keyset_predicate(t.pk_cols(alias), "<=", t.coerce_key(high))
         parts.append(sql)
-        params = [*params, *keyset_params(t.coerce_key(high))]
+        params = [*params, *high_params]
     return " AND ".join(f"({p})" for p in parts), params
 
 

@@ -22,7 +22,6 @@ COPYING ledger row) repeats 2 and 3, which are idempotent.
 from __future__ import annotations
 
 from archival.backends.base import RestoreBatchCounts
-from archival.disposal.keys import coerce, keyset_params, keyset_predicate, to_json_component
 from archival.disposal.tables import ARCHIVE
 from archival.engine.faults import checkpoint
 from archival.engine.streaming import _canon, _same
@@ -30,6 +29,7 @@ from archival.engine.txn import write_transaction
 from archival.restore.errors import RestoreConflict, RestoreReconcileError
 from archival.restore.same_server import batch_predicate, conflict_message
 from archival.restore.selection import RestoreTarget
+from archival.rowkeys import coerce, keyset_predicate, to_json_component
 
 
 def _key_positions(target: RestoreTarget) -> list[int]:
@@ -61,9 +61,11 @@ def _source_rows(target: RestoreTarget, low, high, *, lock: bool = False) -> dic
     generic = target.archive.pk_generic
     parts, params = [], []
     for op, bound in ((">=", low), ("<=", high)):
-        sql, _ = keyset_predicate(cols, op)
+        sql, bound_params = keyset_predicate(
+            cols, op, [src.param(coerce(v, g)) for v, g in zip(bound, generic, strict=True)]
+        )
         parts.append(sql)
-        params += keyset_params([src.param(coerce(v, g)) for v, g in zip(bound, generic, strict=True)])
+        params += bound_params
     body = (
         f"FROM {target.source_table(src)} s{src.lock_hint() if lock else ''} WHERE {' AND '.join(parts)} "
         f"ORDER BY {', '.join(cols)}"

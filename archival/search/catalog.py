@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from archival.backends import Backend, SchemaError, backend_for, namespace_for
+from archival.rowkeys import scale_of
 from governance.models import ArchivalLogic, TableConfig
 
 READONLY_ALIAS = "archive_readonly"
@@ -52,6 +53,7 @@ class SearchColumn:
     generic: str
     nullable: bool
     is_key: bool = False
+    scale: int | None = None  # a decimal column's scale (rowkeys.scale_of)
     is_contract: bool = False
     is_meta: bool = False
 
@@ -177,6 +179,7 @@ def resolve_table(source_db: str, schema_name: str, table_name: str) -> SearchTa
             is_key=c.name in key,
             is_contract=c.name == contract,
             is_meta=c.name in META_COLUMNS,
+            scale=scale_of(c),
         )
         for c in info.columns
     ]

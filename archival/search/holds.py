@@ -1,9 +1,8 @@
 """The holds that cover one archived row, read through archive_readonly.
 
-Matches every scope DESIGN.md defines: all tables; the row's table; its
-contract (the config's contract column, within its source database); its
-reference date inside a date range; its key listed in a KEYS hold (canonical
-key text: components in key order joined by a tab, dates ISO 8601).
+Coverage is ``archival.hold_coverage``'s rule (its Django filter form); this
+module reads the row's facts from the search's view of the table and says,
+per hold, whether it is in force.
 """
 
 from __future__ import annotations
@@ -11,16 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import Q
 from django.utils import timezone
 
+from archival.hold_coverage import RowFacts, TableFacts, contract_text, covering_q
+from archival.rowkeys import key_text
 from archival.search.catalog import READONLY_ALIAS, SearchTable
-from archival.search.query import value_text
-from governance.models import Hold, HoldScope
-
-
-def canonical_key_text(values: list[Any]) -> str:
-    return "\t".join(value_text(v) or "" for v in values)
+from governance.models import Hold
 
 
 def _as_date(value: Any) -> dt.date | None:
@@ -36,31 +31,31 @@ def _as_date(value: Any) -> dt.date | None:
         return None
 
 
+def row_facts(table: SearchTable, row: dict[str, Any]) -> tuple[TableFacts, RowFacts]:
+    """The facts hold coverage reads, of ``row`` (column name -> value as the driver returns it)."""
+    contract = table.contract_column
+    table_facts = TableFacts.of(table.config, contract)
+    return table_facts, RowFacts(
+        contract_text=contract_text(row.get(contract)) if contract else None,
+        reference_date=_as_date(row.get("reference_date")),
+        key_text=key_text(
+            [row[name] for name in table.key],
+            [table.column(name).generic for name in table.key],
+            [table.column(name).scale for name in table.key],
+        ),
+    )
+
+
 def holds_covering(table: SearchTable, row: dict[str, Any]) -> list[Hold]:
     """Every hold (active or not) whose scope covers ``row``; newest first.
 
     The caller shows ``is_active`` per hold: a released or expired hold is
     history, not protection.
     """
-    config = table.config
-    same_table = Q(source_db=config.source_db, schema_name=config.schema_name, table_name=config.table_name)
-    cover = Q(scope=HoldScope.ALL) | (Q(scope=HoldScope.TABLE) & same_table)
-    if table.contract_column and row.get(table.contract_column) is not None:
-        cover |= Q(
-            scope=HoldScope.CONTRACT,
-            source_db=config.source_db,
-            contract_value=value_text(row[table.contract_column]),
-        )
-    reference = _as_date(row.get("reference_date"))
-    if reference is not None:
-        cover |= (
-            Q(scope=HoldScope.DATE_RANGE)
-            & (Q(date_from__isnull=True) | Q(date_from__lte=reference))
-            & (Q(date_to__isnull=True) | Q(date_to__gte=reference))
-        )
-    key_text = canonical_key_text([row[name] for name in table.key])
-    cover |= Q(scope=HoldScope.KEYS, keys__key_text=key_text) & same_table
-    holds = list(Hold.objects.using(READONLY_ALIAS).filter(cover).distinct().order_by("-placed_at"))
+    table_facts, facts = row_facts(table, row)
+    holds = list(
+        Hold.objects.using(READONLY_ALIAS).filter(covering_q(table_facts, facts)).distinct().order_by("-placed_at")
+    )
     active = {h.pk for h in Hold.objects.using(READONLY_ALIAS).filter(pk__in=[h.pk for h in holds]).active()}
     today = timezone.localdate()
     for hold in holds:

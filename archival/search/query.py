@@ -31,6 +31,7 @@ from typing import Any
 from django.db import connections
 from django.utils.dateparse import parse_date, parse_datetime
 
+from archival.rowkeys import keyset_predicate
 from archival.search.catalog import READONLY_ALIAS, SearchColumn, SearchTable
 from archival.search.limits import query_time_limit
 
@@ -226,21 +227,6 @@ def _segment_of(segments: list[str], cursor: list[Any] | None) -> str:
     return WITHOUT_VALUE if cursor[0] is None else WITH_VALUE
 
 
-def _keyset_predicate(cols: list[SearchColumn], values: list[Any], descending: bool, q) -> tuple[str, list[Any]]:
-    """Rows strictly after ``values`` in the order ``cols`` (all one direction)."""
-    op = "<" if descending else ">"
-    sql, params = "", []
-    for col, value in reversed(list(zip(cols, values, strict=True))):
-        expr = q(col.name)
-        if not sql:
-            sql, params = f"{expr} {op} %s", [value]
-        else:
-            sql, params = f"({expr} {op} %s OR ({expr} = %s AND {sql}))", [value, value, *params]
-    # Redundant with the OR chain, but sargable: the index range starts here.
-    sql = f"{q(cols[0].name)} {op}= %s AND {sql}"
-    return sql, [values[0], *params]
-
-
 def select_sql(
     table: SearchTable,
     filters: Sequence[Filter],
@@ -263,7 +249,9 @@ def select_sql(
             values = values[1:] if values is not None else None
     descending = bool(sort and sort.descending) != backward
     if values is not None:
-        predicate, kparams = _keyset_predicate(cols, values, descending, q)
+        predicate, kparams = keyset_predicate(
+            [q(c.name) for c in cols], "<" if descending else ">", values, index_bound=True
+        )
         clauses.append(predicate)
         params.extend(kparams)
     sql = f"SELECT {', '.join(q(c.name) for c in table.columns)} FROM {table.qualified}"

@@ -124,7 +124,7 @@ def sentence(exc: Exception) -> str:
 
 
 def _key_parts(text: str) -> list[str]:
-    """A stored key's components (canonical key text: TAB-separated, archival/disposal/keys.py)."""
+    """A stored key's components (canonical key text: TAB-separated, archival/rowkeys.py)."""
     return text.split("\t")
 
 

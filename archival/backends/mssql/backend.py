@@ -391,36 +391,14 @@ class MSSQLBackend(Backend):
         return f"ALTER TABLE {qualified_table} ADD {column_def}"
 
     # -- disposal --------------------------------------------------------------
-    def key_text_sql(self, columns: list[tuple[str, str]]) -> tuple[str, list]:
-        # CONVERT styles (learn.microsoft.com, "CAST and CONVERT"): 23 is
-        # yyyy-mm-dd, 120 yyyy-mm-dd hh:mi:ss, 121 adds the fraction (six
-        # digits from datetime2(6), which Python prints only when not zero);
-        # binary style 2 is hex without 0x. CONCAT (not +) reads NULL as ''.
-        pieces, params = [], []
-        for i, (col, generic) in enumerate(columns):
-            if i:
-                pieces.append("%s")
-                params.append("\t")
-            if generic == "date":
-                pieces.append(f"CONVERT(nvarchar(10), {col}, 23)")
-            elif generic == "datetime":
-                exact = f"CAST({col} AS datetime2(6))"
-                pieces.append(
-                    f"CASE WHEN DATEPART(MICROSECOND, {exact}) = 0 THEN CONVERT(nvarchar(19), {exact}, 120) "
-                    f"ELSE CONVERT(nvarchar(26), {exact}, 121) END"
-                )
-            elif generic == "binary":
-                pieces.append(f"LOWER(CONVERT(nvarchar(max), {col}, 2))")
-            elif generic == "bool":
-                pieces.append(f"CASE WHEN {col} = 1 THEN N'true' ELSE N'false' END")
-            elif generic == "text":
-                pieces.append(f"REPLACE(REPLACE(REPLACE(CAST({col} AS nvarchar(max)), %s, %s), %s, %s), %s, %s)")
-                params += ["\\", "\\\\", "\t", "\\t", "\n", "\\n"]
-            else:
-                pieces.append(f"CAST({col} AS nvarchar(max))")
-        if len(pieces) == 1:
-            return pieces[0], params
-        return f"CONCAT({', '.join(pieces)})", params
+    def key_text_sql(self, columns: list[tuple[str, str, int | None]]) -> tuple[str, list]:
+        # The procedures' own form (archival.fn_key_text), so the plan, the
+        # preview and the procedures' delete build one text. A decimal
+        # prints with its column's scale already.
+        from archival.backends.mssql import templates
+
+        parts = [templates.key_text_part(col, templates.TYPE_NAME_OF_GENERIC.get(g, g)) for col, g, _scale in columns]
+        return templates.key_text_of_parts(parts), []
 
     def text_cast_sql(self, expr: str) -> str:
         return f"CAST({expr} AS nvarchar(max))"

@@ -18,7 +18,12 @@ class ProcedureCallError(Exception):
 
 
 def encode_key(values) -> str | None:
-    """A key as the procedures take it: a JSON array of strings (dates ISO 8601)."""
+    """A key as the procedures take it: a JSON array of strings (dates ISO 8601, binary as hex).
+
+    The procedures read each string back with ``CAST(JSON_VALUE(...) AS type)``,
+    binary with ``CONVERT(type, JSON_VALUE(...), 2)`` (``templates.json_key_value``):
+    style 2 is hex without 0x.
+    """
     if values is None:
         return None
     out = []
@@ -27,6 +32,8 @@ def encode_key(values) -> str | None:
             out.append(v.isoformat())
         elif isinstance(v, Decimal):
             out.append(format(v, "f"))
+        elif isinstance(v, (bytes, bytearray, memoryview)):
+            out.append(bytes(v).hex())
         else:
             out.append(str(v))
     return json.dumps(out)

@@ -11,6 +11,8 @@ from pathlib import Path
 from django.conf import settings
 
 from archival.backends.mssql.sqltypes import mssql_type_for, quote
+from archival.hold_coverage import tsql_contract_match
+from archival.rowkeys import keyset_template
 
 SQL_DIR = Path(__file__).resolve().parents[3] / "sql"
 TEMPLATES_FILE = SQL_DIR / "05_templates.sql"
@@ -26,31 +28,22 @@ def key_join(columns: list[str], left: str, right: str) -> str:
 
 
 def keyset_predicate(columns: list[str], alias: str) -> str:
-    """Expanded OR form: a > @k1 OR (a = @k1 AND (b > @k2 OR (b = @k2 AND (c > @k3))))."""
-    predicate = None
-    for i in range(len(columns), 0, -1):
-        column = f"{alias}.{quote(columns[i - 1])}"
-        param = f"@k{i}"
-        if predicate is None:
-            predicate = f"{column} > {param}"
-        else:
-            predicate = f"{column} > {param} OR ({column} = {param} AND ({predicate}))"
-    return predicate or ""
+    """Twin of archival.fn_keyset_predicate (``rowkeys.keyset_template`` on @k1..@kn):
+    a > @k1 OR (a = @k1 AND (b > @k2 OR (b = @k2 AND (c > @k3))))."""
+    if not columns:
+        return ""
+    qualified = [f"{alias}.{quote(c)}" for c in columns]
+    return keyset_template(qualified, ">", [f"@k{i}" for i in range(1, len(columns) + 1)])[0]
 
 
 def key_bound(columns: list[str], alias: str, op: str, variable_prefix: str) -> str:
     """Twin of archival.fn_key_bound: inclusive bound, op ``>`` (key >= ...) or ``<`` (key <= ...)."""
     if op not in {">", "<"}:
         raise ValueError(f"key_bound takes > or <, not {op!r}")
-    predicate = None
-    for i in range(len(columns), 0, -1):
-        column = f"{alias}.{quote(columns[i - 1])}"
-        variable = f"{variable_prefix}{i}"
-        if predicate is None:
-            predicate = f"{column} {op}= {variable}"
-        else:
-            predicate = f"{column} {op} {variable} OR ({column} = {variable} AND ({predicate}))"
-    return predicate or ""
+    if not columns:
+        return ""
+    qualified = [f"{alias}.{quote(c)}" for c in columns]
+    return keyset_template(qualified, f"{op}=", [f"{variable_prefix}{i}" for i in range(1, len(columns) + 1)])[0]
 
 
 def key_json(columns: list[str], alias: str) -> str:
@@ -60,8 +53,25 @@ def key_json(columns: list[str], alias: str) -> str:
     return f"N'[' + {parts} + N']'"
 
 
-def _key_text_part(column: str, type_name: str, alias: str) -> str:
-    col = f"{alias}.{quote(column)}"
+# The sys.types name standing for each generic type (``Backend.key_text_sql``
+# knows a column's generic type, the procedures its sys.types name).
+TYPE_NAME_OF_GENERIC = {
+    "text": "nvarchar",
+    "date": "date",
+    "datetime": "datetime2",
+    "bool": "bit",
+    "binary": "varbinary",
+}
+
+
+def key_text_part(col: str, type_name: str) -> str:
+    """One component of the canonical key text (``archival.rowkeys``) in T-SQL.
+
+    ``col``: the column's SQL expression; ``type_name``: its sys.types name.
+    Twin of one CASE branch of archival.fn_key_text. CONVERT styles
+    (learn.microsoft.com, "CAST and CONVERT"): 23 is yyyy-mm-dd, 120
+    yyyy-mm-dd hh:mi:ss; binary style 2 is hex without 0x.
+    """
     if type_name in {"char", "varchar", "nchar", "nvarchar"}:
         text = (
             f"REPLACE(REPLACE(REPLACE(CONVERT(nvarchar(4000), {col}), N'\\', N'\\\\'), "
@@ -76,6 +86,8 @@ def _key_text_part(column: str, type_name: str, alias: str) -> str:
         )
     elif type_name == "bit":
         text = f"CASE WHEN {col} = 1 THEN N'true' ELSE N'false' END"
+    elif type_name in {"binary", "varbinary"}:
+        text = f"LOWER(CONVERT(nvarchar(max), {col}, 2))"
     elif type_name == "uniqueidentifier":
         text = f"LOWER(CONVERT(nvarchar(36), {col}))"
     else:
@@ -84,14 +96,18 @@ def _key_text_part(column: str, type_name: str, alias: str) -> str:
 
 
 def key_text(columns: list[str], alias: str, types: list[str] | None = None) -> str:
-    """Twin of archival.fn_key_text: the key in archival.disposal.keys' canonical text.
+    """Twin of archival.fn_key_text: the key in archival.rowkeys' canonical text.
 
     ``types``: each column's type name as sys.types has it (``varchar``,
     ``datetime2``, ...), in key order.
     """
     types = types or ["int"] * len(columns)
-    parts = ", ".join(_key_text_part(c, t, alias) for c, t in zip(columns, types, strict=True))
-    return parts if len(columns) == 1 else f"CONCAT_WS(NCHAR(9), {parts})"
+    return key_text_of_parts([key_text_part(f"{alias}.{quote(c)}", t) for c, t in zip(columns, types, strict=True)])
+
+
+def key_text_of_parts(parts: list[str]) -> str:
+    """The components joined by a TAB (CONCAT_WS: key columns are never NULL)."""
+    return parts[0] if len(parts) == 1 else f"CONCAT_WS(NCHAR(9), {', '.join(parts)})"
 
 
 # -- templates ---------------------------------------------------------------------
@@ -114,6 +130,17 @@ class KeyColumn:
     def type_name(self) -> str:
         """The sys.types name (rowversion's archive type binary(8) reads as binary)."""
         return self.type_sql.split("(", 1)[0].lower()
+
+
+def json_key_value(key: KeyColumn, json_value: str) -> str:
+    """A key component read from its JSON carrier (``json_value``: the JSON_VALUE expression) as ``key``'s type.
+
+    ``procedures.encode_key`` writes binary as hex, which CONVERT style 2
+    reads; a CAST of text to binary would take the text's own bytes.
+    """
+    if key.type_name in {"binary", "varbinary"}:
+        return f"CONVERT({key.type_sql}, {json_value}, 2)"
+    return f"CAST({json_value} AS {key.type_sql})"
 
 
 @dataclass(frozen=True)
@@ -194,11 +221,7 @@ def tokens_for(spec: ProcedureTable) -> dict[str, str]:
         )
     hold_contract_match = ""
     if spec.hold_contract_column and spec.hold_contract_column in spec.columns:
-        hold_contract_match = (
-            "\n            OR (h.[scope] = N'CONTRACT' AND h.[source_db] = @source_alias"
-            f" AND h.[contract_value] = CONVERT(nvarchar(200), a.{quote(spec.hold_contract_column)})"
-            " COLLATE DATABASE_DEFAULT)"
-        )
+        hold_contract_match = tsql_contract_match(quote(spec.hold_contract_column))
     cursor_declare = "\n".join(
         f"DECLARE @k{i} {k.type_sql} = CAST(JSON_VALUE(@key_after, N'$[{i - 1}]') AS {k.type_sql});"
         for i, k in enumerate(spec.key, start=1)
@@ -337,11 +360,9 @@ def restore_selection(
                     continue
                 if not isinstance(bound, list) or len(bound) != len(keys):
                     raise RestoreSelectionError(f"{end} of a KEY_RANGE selection needs one value per key column")
-                declare += [
-                    f"DECLARE {prefix}{short}{i} {k.type_sql} = "
-                    f"CAST(JSON_VALUE(@selection, N'{path}.{end}[{i - 1}]') AS {k.type_sql});\n"
-                    for i, k in enumerate(table.key, start=1)
-                ]
+                for i, k in enumerate(table.key, start=1):
+                    value = json_key_value(k, f"JSON_VALUE(@selection, N'{path}.{end}[{i - 1}]')")
+                    declare.append(f"DECLARE {prefix}{short}{i} {k.type_sql} = {value};\n")
                 parts.append(f"({key_bound(keys, alias, op, f'{prefix}{short}')})")
             own = " AND ".join(parts) or "1 = 1"
         elif kind == "CONTRACT":

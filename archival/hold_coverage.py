@@ -1,0 +1,266 @@
+"""Which holds cover which archived rows: one rule, in each form a caller needs.
+
+The rule (DESIGN.md, Holds). A hold covers an archived row of a configured
+table when its scope is
+
+- ALL;
+- TABLE: the table's source database and name, and its schema (an empty
+  hold schema names the table in any schema);
+- CONTRACT: the table's source database, the table carries a contract
+  (``TableConfig.contract_column_for_holds``) and the row's value of that
+  column, as text, is the hold's contract value;
+- DATE_RANGE: the row has a reference date, inside the range (an empty end
+  is open);
+- KEYS: the same table as TABLE, and one of the hold's keys is the row's
+  canonical key text (``archival.rowkeys.key_text``).
+
+A hold is in force on a day when it is not released and its hold-until is
+empty or not before that day (``Hold.objects.active``).
+
+The forms, side by side below and tested against each other on generated
+holds and rows (tests/test_hold_coverage.py):
+
+- ``covers``: Python, one hold and one row (what the others must agree with);
+- ``may_cover_table``: Python, whether a hold can cover any row of a table
+  (the disposal plan's report of blocking holds asks only those);
+- ``covering_q``: a Django filter on Hold for one row (the search's row page);
+- ``hold_match_sql`` / ``held_sql`` / ``held_by_sql``: SQL over an archive
+  table, in the disposal delete's transaction, the plan and the hold preview;
+- ``TSQL_HOLD_MATCH`` and ``tsql_contract_match``: the same condition in the
+  SQL Server procedures (sql/05_templates.sql, sql/07_procedures.sql), which
+  no test here can execute: the test checks that the SQL form, rendered for
+  SQL Server with the procedure's variables, is that text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import Q
+
+from governance.models import Hold, HoldKey, HoldScope
+
+if TYPE_CHECKING:
+    from archival.disposal.tables import ArchiveTable
+
+
+@dataclass(frozen=True)
+class TableFacts:
+    """What the rule reads of a configured table."""
+
+    source_db: str
+    schema_name: str
+    table_name: str
+    has_contract: bool  # the archive table carries the contract column holds match
+
+    @classmethod
+    def of(cls, config, contract_column: str | None) -> TableFacts:
+        return cls(config.source_db, config.schema_name, config.table_name, bool(contract_column))
+
+
+@dataclass(frozen=True)
+class RowFacts:
+    """What the rule reads of one archived row."""
+
+    contract_text: str | None  # ``contract_text`` of the contract column's value
+    reference_date: dt.date | None
+    key_text: str  # ``rowkeys.key_text`` of the row's key
+
+
+def contract_text(value: Any) -> str | None:
+    """A contract column's value as the text a CONTRACT hold stores (the SQL casts it likewise)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+# -- Python ------------------------------------------------------------------------
+def in_force(hold: Hold, at: dt.date) -> bool:
+    """Python form of ``Hold.objects.active(at)``."""
+    return hold.released_at is None and (hold.hold_until is None or hold.hold_until >= at)
+
+
+def _same_table(hold: Hold, table: TableFacts) -> bool:
+    return (
+        hold.source_db == table.source_db
+        and hold.table_name == table.table_name
+        and hold.schema_name in (table.schema_name, "")
+    )
+
+
+def covers(hold: Hold, hold_key_texts: Collection[str], table: TableFacts, row: RowFacts) -> bool:
+    """Whether ``hold`` (whose HoldKey texts are ``hold_key_texts``) covers ``row`` of ``table``.
+
+    In force or not: combine with ``in_force`` for protection.
+    """
+    if hold.scope == HoldScope.ALL:
+        return True
+    if hold.scope == HoldScope.TABLE:
+        return _same_table(hold, table)
+    if hold.scope == HoldScope.CONTRACT:
+        return (
+            table.has_contract
+            and hold.source_db == table.source_db
+            and row.contract_text is not None
+            and row.contract_text == hold.contract_value
+        )
+    if hold.scope == HoldScope.DATE_RANGE:
+        return (
+            row.reference_date is not None
+            and (hold.date_from is None or row.reference_date >= hold.date_from)
+            and (hold.date_to is None or row.reference_date <= hold.date_to)
+        )
+    if hold.scope == HoldScope.KEYS:
+        return _same_table(hold, table) and row.key_text in hold_key_texts
+    return False
+
+
+def may_cover_table(hold: Hold, table: TableFacts) -> bool:
+    """Whether ``hold`` can cover some row of ``table`` (``covers`` with the row left open)."""
+    if hold.scope in (HoldScope.TABLE, HoldScope.KEYS):
+        return _same_table(hold, table)
+    if hold.scope == HoldScope.CONTRACT:
+        return table.has_contract and hold.source_db == table.source_db
+    return hold.scope in (HoldScope.ALL, HoldScope.DATE_RANGE)
+
+
+# -- Django filter -------------------------------------------------------------------
+def covering_q(table: TableFacts, row: RowFacts) -> Q:
+    """Filter on Hold: the holds (in force or not) that cover ``row`` of ``table``."""
+    same_table = (
+        Q(source_db=table.source_db, table_name=table.table_name)
+        & (Q(schema_name=table.schema_name) | Q(schema_name=""))
+    )  # fmt: skip
+    cover = Q(scope=HoldScope.ALL) | (Q(scope=HoldScope.TABLE) & same_table)
+    if table.has_contract and row.contract_text is not None:
+        cover |= Q(scope=HoldScope.CONTRACT, source_db=table.source_db, contract_value=row.contract_text)
+    if row.reference_date is not None:
+        cover |= (
+            Q(scope=HoldScope.DATE_RANGE)
+            & (Q(date_from__isnull=True) | Q(date_from__lte=row.reference_date))
+            & (Q(date_to__isnull=True) | Q(date_to__gte=row.reference_date))
+        )
+    cover |= Q(scope=HoldScope.KEYS, keys__key_text=row.key_text) & same_table
+    return cover
+
+
+# -- SQL -----------------------------------------------------------------------------
+def hold_match_sql(table: ArchiveTable, alias: str = "a", hold_alias: str = "h") -> tuple[str, list]:
+    """Condition on ``hold_alias`` (a Hold row) and ``alias`` (a row of ``table``): the hold covers the row.
+
+    The clauses follow the scopes in the order of the SQL Server procedures'
+    text (``TSQL_HOLD_MATCH``), so the two can be compared clause by clause.
+    """
+    q = table.backend.quote
+    h = hold_alias
+    cfg = table.config
+    same_table = (
+        f"{h}.{q('source_db')} = %s AND ({h}.{q('schema_name')} = %s OR {h}.{q('schema_name')} = %s) "
+        f"AND {h}.{q('table_name')} = %s"
+    )
+    table_params = [cfg.source_db, cfg.schema_name, "", cfg.table_name]
+    ref = table.col("reference_date", alias)
+    key_sql, key_params = table.key_text_sql(alias)
+    hk = q(HoldKey._meta.db_table)
+    parts = [
+        f"{h}.{q('scope')} = %s",
+        f"({h}.{q('scope')} = %s AND {same_table})",
+        f"({h}.{q('scope')} = %s AND {ref} IS NOT NULL "
+        f"AND ({h}.{q('date_from')} IS NULL OR {ref} >= {h}.{q('date_from')}) "
+        f"AND ({h}.{q('date_to')} IS NULL OR {ref} <= {h}.{q('date_to')}))",
+        f"({h}.{q('scope')} = %s AND {same_table} AND EXISTS (SELECT 1 FROM {hk} k "
+        f"WHERE k.{q('hold_id')} = {h}.{q('id')} AND k.{q('key_text')} = {key_sql}))",
+    ]
+    params: list = [
+        HoldScope.ALL,
+        HoldScope.TABLE,
+        *table_params,
+        HoldScope.DATE_RANGE,
+        HoldScope.KEYS,
+        *table_params,
+        *key_params,
+    ]
+    if table.contract_column:
+        contract = table.backend.text_cast_sql(table.col(table.contract_column, alias))
+        parts.append(
+            f"({h}.{q('scope')} = %s AND {h}.{q('source_db')} = %s AND {h}.{q('contract_value')} = {contract})"
+        )
+        params += [HoldScope.CONTRACT, cfg.source_db]
+    return "(" + " OR ".join(parts) + ")", params
+
+
+def in_force_sql(hold_alias: str, quote) -> str:
+    """SQL form of ``in_force``; one parameter, the day."""
+    h = hold_alias
+    return (
+        f"{h}.{quote('released_at')} IS NULL AND ({h}.{quote('hold_until')} IS NULL OR {h}.{quote('hold_until')} >= %s)"
+    )
+
+
+def held_sql(table: ArchiveTable, at: dt.date, alias: str = "a") -> tuple[str, list]:
+    """EXISTS: a hold in force on ``at`` covers the archive row ``alias``."""
+    q = table.backend.quote
+    match, params = hold_match_sql(table, alias, "h")
+    return f"EXISTS (SELECT 1 FROM {q(Hold._meta.db_table)} h WHERE {in_force_sql('h', q)} AND {match})", [
+        at,
+        *params,
+    ]
+
+
+def held_by_sql(table: ArchiveTable, hold_id: int, alias: str = "a") -> tuple[str, list]:
+    """EXISTS: the given hold covers the row, in force or not (the preview and the blocked report)."""
+    q = table.backend.quote
+    match, params = hold_match_sql(table, alias, "h")
+    return f"EXISTS (SELECT 1 FROM {q(Hold._meta.db_table)} h WHERE h.{q('id')} = %s AND {match})", [
+        hold_id,
+        *params,
+    ]
+
+
+# -- T-SQL (SQL Server procedures) ---------------------------------------------------
+# The hold check of sql/05_templates.sql (dispose_batch, and restore_batch's
+# held rows), after the template's quotes are undoubled. ``{KEY_TEXT_A}`` is
+# archival.fn_key_text (twin: backends.mssql.templates.key_text),
+# ``{HOLD_CONTRACT_MATCH}`` the CONTRACT clause when the table carries a
+# contract (``tsql_contract_match``). The procedure's variables stand where
+# ``hold_match_sql`` has parameters: @source_alias, @schema_name,
+# @table_name, @as_of.
+TSQL_HOLD_MATCH = """    FROM [dbo].[governance_hold] AS h
+    WHERE h.[released_at] IS NULL
+        AND (h.[hold_until] IS NULL OR h.[hold_until] >= @as_of)
+        AND (
+            h.[scope] = N'ALL'
+            OR (h.[scope] = N'TABLE' AND h.[source_db] = @source_alias
+                AND (h.[schema_name] = @schema_name OR h.[schema_name] = N'') AND h.[table_name] = @table_name)
+            OR (h.[scope] = N'DATE_RANGE' AND a.[reference_date] IS NOT NULL
+                AND (h.[date_from] IS NULL OR a.[reference_date] >= h.[date_from])
+                AND (h.[date_to] IS NULL OR a.[reference_date] <= h.[date_to]))
+            OR (h.[scope] = N'KEYS' AND h.[source_db] = @source_alias
+                AND (h.[schema_name] = @schema_name OR h.[schema_name] = N'') AND h.[table_name] = @table_name
+                AND EXISTS (
+                    SELECT 1 FROM [dbo].[governance_holdkey] AS k
+                    WHERE k.[hold_id] = h.[id] AND k.[key_text] = {KEY_TEXT_A}
+                )){HOLD_CONTRACT_MATCH}
+        )"""
+
+
+def tsql_contract_match(quoted_column: str) -> str:
+    """The ``{HOLD_CONTRACT_MATCH}`` clause for a table whose contract column is ``quoted_column``.
+
+    Twin of the text archival.usp_build_sql builds (sql/07_procedures.sql).
+    """
+    return (
+        "\n            OR (h.[scope] = N'CONTRACT' AND h.[source_db] = @source_alias"
+        f" AND h.[contract_value] = CONVERT(nvarchar(200), a.{quoted_column})"
+        " COLLATE DATABASE_DEFAULT)"
+    )
