@@ -326,3 +326,16 @@ def test_executing_on_the_workers_runs_the_same_engine(archived_demo, requester,
     assert archive_count(cfg) == 0
     assert AuditEvent.objects.filter(action="restore.enqueued", actor=requester.username).exists()
     union_check(configs(), archived_demo)
+
+
+def test_a_typed_key_is_read_as_the_hold_form_reads_it():
+    """``1`` and ``true`` name one boolean component, as in a KEYS hold; a word that is not a boolean is refused."""
+    from types import SimpleNamespace
+
+    from archival.restore.requests import _key
+
+    target = SimpleNamespace(archive=SimpleNamespace(pk=["active", "id"], pk_generic=["bool", "int"], label="T"))
+    assert _key(target, ["1", "7"], "key 1") == [True, 7] == _key(target, ["true", "7"], "key 1")
+    assert _key(target, ["0", 7], "key 1") == [False, 7]
+    with pytest.raises(RestoreRefused, match="'maybe' is not a valid active"):
+        _key(target, ["maybe", "7"], "key 1")

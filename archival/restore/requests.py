@@ -29,7 +29,7 @@ from archival.disposal.tables import ARCHIVE, archive_table_for
 from archival.engine.dates import subtract_months
 from archival.restore.errors import RestoreRefused
 from archival.restore.selection import RestoreTarget, resolve_target, selection_of, selection_sql
-from archival.rowkeys import coerce, key_text, to_json_component
+from archival.rowkeys import coerce, key_text, parse_component, to_json_component
 
 MAX_KEYS = 100_000
 REQUEST_PERMISSION = "governance.request_restore"
@@ -86,7 +86,8 @@ def _key(target: RestoreTarget, values, what: str) -> list:
         if isinstance(value, str):
             value = value.strip()
         try:
-            out = coerce(value, generic)
+            # Typed text is read like the hold form reads it (``1`` and ``true`` are one boolean).
+            out = parse_component(value, generic) if isinstance(value, str) else coerce(value, generic)
             if generic in {"int", "bigint"} and (isinstance(out, bool) or not isinstance(out, int)):
                 raise ValueError
             if generic == "decimal":
