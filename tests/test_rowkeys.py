@@ -63,6 +63,9 @@ def test_each_component_type_has_one_text():
     assert rowkeys.component_text(dt.date(2024, 2, 29)) == "2024-02-29"
     assert rowkeys.component_text(dt.datetime(2024, 2, 29, 10, 0)) == "2024-02-29 10:00:00"
     assert rowkeys.component_text(dt.datetime(2024, 2, 29, 10, 0, 0, 120000)) == "2024-02-29 10:00:00.120000"
+    # A timestamptz key: its UTC wall time, without the offset (to_char in a UTC session).
+    paris = dt.timezone(dt.timedelta(hours=1))
+    assert rowkeys.component_text(dt.datetime(2024, 2, 29, 11, 0, tzinfo=paris)) == "2024-02-29 10:00:00"
     assert rowkeys.component_text(b"\x0a\xff") == "0aff"
     assert rowkeys.component_text("a\tb\\c\nd") == "a\\tb\\\\c\\nd"
     assert rowkeys.key_text([1, "a\tb"]) == "1\ta\\tb"
