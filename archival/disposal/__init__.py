@@ -4,7 +4,6 @@ The engine API; every entry point (management command, admin action, q2
 task) calls one of these and renders the result object it returns.
 """
 
-from archival.disposal.chain import ChainReport, verify_chains
 from archival.disposal.engine import (
     DisposalExecutionResult,
     DisposalPlanResult,
@@ -26,7 +25,6 @@ from archival.disposal.retention import (
 from archival.disposal.tables import DisposalError
 
 __all__ = [
-    "ChainReport",
     "DisposalError",
     "DisposalExecutionResult",
     "DisposalPlanResult",
@@ -44,5 +42,4 @@ __all__ = [
     "plan_disposal",
     "release_hold",
     "request_retention_change",
-    "verify_chains",
 ]

@@ -33,10 +33,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from archival.backends import SchemaError
-from archival.disposal.chain import certificate_hash
 from archival.disposal.keys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
 from archival.disposal.policy import required_approvals
 from archival.disposal.tables import ARCHIVE, ArchiveTable, DisposalError, archive_table_for, take_archive_lock
+from governance.audit_chain import certificate_hash
 
 
 def actor_name(actor) -> str:

@@ -18,8 +18,8 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from archival.disposal.chain import GuardNotMet
 from archival.engine.errors import LeaseLost
+from governance.audit_chain import GuardNotMet
 from governance.models import AuditEvent, RecoveryState
 from governance.rowsql import (
     column,

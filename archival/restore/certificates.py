@@ -16,12 +16,12 @@ import json
 from django.db.models import Sum
 from django.utils import timezone
 
-from archival.disposal.chain import _canonical_json, _ts
 from archival.disposal.keys import ENCODING_NAME, digest_of_lines
 from archival.disposal.tables import ARCHIVE, take_archive_lock
 from archival.engine.txn import write_transaction
 from archival.restore.errors import RestoreReconcileError
 from archival.restore.selection import selection_of
+from governance.audit_chain import _canonical_json, _ts
 
 
 def restore_certificate_hash(cert) -> str:

@@ -26,7 +26,7 @@ class AuditEventManager(models.Manager):
         ``actor`` is a user, a string naming a process, or None (the system).
         Snapshots are stored as text so the event survives deletions.
         ``guard``: an UPDATE that must change one row for the event to go in
-        (archival.disposal.chain.append_audit_event; GuardNotMet otherwise).
+        (governance.audit_chain.append_audit_event; GuardNotMet otherwise).
         """
         user = actor if hasattr(actor, "get_username") else None
         actor_text = user.get_username() if user is not None else (str(actor) if actor else "system")
@@ -45,9 +45,9 @@ class AuditEventManager(models.Manager):
             host=socket.gethostname()[:255],
         )
         event.full_clean(exclude=["actor_user", "prev_hash", "entry_hash"])
-        # Appended under the locked chain head (archival.disposal.chain): the
+        # Appended under the locked chain head (governance.audit_chain): the
         # hash chain never forks, whichever worker writes.
-        from archival.disposal.chain import append_audit_event
+        from governance.audit_chain import append_audit_event
 
         return append_audit_event(event, guard=guard)
 

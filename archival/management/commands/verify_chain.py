@@ -6,7 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from archival.disposal import verify_chains
+from governance.audit_chain import verify_chains
 
 
 class Command(BaseCommand):
