@@ -4,7 +4,7 @@ The engine API; every entry point (management command, admin action, q2
 task) calls one of these and renders the result object it returns.
 """
 
-from archival.disposal.engine import (
+from archival.disposal.batches import (
     DisposalExecutionResult,
     DisposalPlanResult,
     ReviewResult,

@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from archival.disposal.engine import actor_name
+from archival.disposal.batches import actor_name
 from archival.disposal.keys import key_text
 from archival.disposal.tables import ARCHIVE, take_archive_lock
 
@@ -233,7 +233,7 @@ class HoldImpact:
 
 def hold_impact(hold) -> list[HoldImpact]:
     """Archived rows the hold covers, per configured table (one count query per table)."""
-    from archival.disposal.engine import _configs
+    from archival.disposal.batches import _configs
     from archival.disposal.tables import archive_table_for
 
     out = []

@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from archival.disposal.engine import actor_name
+from archival.disposal.batches import actor_name
 from archival.disposal.tables import ARCHIVE, DisposalError, archive_table_for, take_archive_lock
 
 
@@ -172,7 +172,7 @@ def forecast_disposal(
     disposable unless a hold still active at the end of that week covers it
     (holds whose hold-until passes lapse). ``overdue``: disposable today.
     """
-    from archival.disposal.engine import _configs
+    from archival.disposal.batches import _configs
 
     today = today or timezone.localdate()
     result = ForecastResult(today=today)

@@ -36,7 +36,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from archival import stopping
-from archival.disposal.engine import execute_batch, plan_disposal, worker_id
+from archival.disposal.batches import execute_batch, plan_disposal, worker_id
 
 DISPOSE_TASK = "archival.tasks.dispose_slice"
 

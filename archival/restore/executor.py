@@ -27,7 +27,7 @@ from django.db import Error, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from archival.disposal.engine import actor_name
+from archival.disposal.batches import actor_name
 from archival.disposal.tables import ARCHIVE
 from archival.engine.errors import LeaseLost, TableError, describe_database_error
 from archival.engine.faults import checkpoint

@@ -24,7 +24,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from archival.backends import SchemaError, backend_for
-from archival.disposal.engine import actor_name
+from archival.disposal.batches import actor_name
 from archival.disposal.keys import coerce, key_text, to_json_component
 from archival.disposal.tables import ARCHIVE, archive_table_for
 from archival.engine.dates import subtract_months

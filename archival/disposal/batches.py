@@ -117,7 +117,7 @@ class BlockingHold:
 
 
 @dataclass
-class TablePlan:
+class DisposalTablePlan:
     table_label: str
     table_type: str
     expired_rows: int = 0
@@ -136,7 +136,7 @@ class DisposalPlanResult:
     dry_run: bool
     disposable_before: dt.date
     planned_by: str
-    tables: list[TablePlan] = field(default_factory=list)
+    tables: list[DisposalTablePlan] = field(default_factory=list)
 
     @property
     def batch_count(self) -> int:
@@ -172,7 +172,7 @@ def plan_disposal(
     planner = actor_name(actor)
     result = DisposalPlanResult(plan_id=str(uuid.uuid4()), dry_run=dry_run, disposable_before=today, planned_by=planner)
     for config in _configs(tables):
-        tp = TablePlan(table_label=config.label, table_type=config.table_type)
+        tp = DisposalTablePlan(table_label=config.label, table_type=config.table_type)
         result.tables.append(tp)
         try:
             tp.required_approvals = required_approvals(config.table_type)
@@ -241,7 +241,7 @@ def plan_disposal(
     return result
 
 
-def _plan_table(t: ArchiveTable, tp: TablePlan, today: dt.date) -> None:
+def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
     backend = t.backend
     expired = f"{t.col('retention_until')} < %s"
     held, held_params = t.held_sql(today)
@@ -394,7 +394,7 @@ def decide_batch(batch_id: int, *, user, decision: str, comment: str) -> ReviewR
 
 
 @dataclass
-class BatchOutcome:
+class DisposalBatchOutcome:
     batch_id: int
     table_label: str
     planned: int
@@ -411,7 +411,7 @@ class BatchOutcome:
 class DisposalExecutionResult:
     dry_run: bool
     worker: str
-    batches: list[BatchOutcome] = field(default_factory=list)
+    batches: list[DisposalBatchOutcome] = field(default_factory=list)
 
     @property
     def deleted(self) -> int:
@@ -422,7 +422,7 @@ class DisposalExecutionResult:
         return sum(b.held for b in self.batches)
 
     @property
-    def errors(self) -> list[BatchOutcome]:
+    def errors(self) -> list[DisposalBatchOutcome]:
         return [b for b in self.batches if b.error]
 
     @property
@@ -498,7 +498,7 @@ def _claim(batch_id: int, worker: str) -> bool:
 
 def execute_batch(
     batch_id: int, *, actor=None, dry_run: bool = False, today: dt.date | None = None, worker: str | None = None
-) -> BatchOutcome:
+) -> DisposalBatchOutcome:
     """Execute one approved batch (see module docstring for the transaction)."""
     from governance.models import AuditEvent, BatchStatus, Decision, DisposalBatch, DisposalCertificate
 
@@ -506,7 +506,7 @@ def execute_batch(
     worker = worker or worker_id()
     executor = actor_name(actor)
     batch = DisposalBatch.objects.select_related("config").get(pk=batch_id)
-    out = BatchOutcome(batch.pk, batch.table_label, batch.row_count)
+    out = DisposalBatchOutcome(batch.pk, batch.table_label, batch.row_count)
     if batch.status not in (BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED):
         out.skipped = f"batch is {batch.status}"
         return out
@@ -589,7 +589,9 @@ def execute_batch(
     return out
 
 
-def _delete_and_certify(t: ArchiveTable, batch, today: dt.date, executor: str, approvals: list, out: BatchOutcome):
+def _delete_and_certify(
+    t: ArchiveTable, batch, today: dt.date, executor: str, approvals: list, out: DisposalBatchOutcome
+):
     """Inside the locked archive transaction: re-check holds, delete, certify."""
     from governance.models import DisposalCertificate, Hold
 
@@ -659,7 +661,7 @@ def _delete_and_certify(t: ArchiveTable, batch, today: dt.date, executor: str, a
     return cert
 
 
-def _fail(batch, out: BatchOutcome, actor, dry_run: bool) -> None:
+def _fail(batch, out: DisposalBatchOutcome, actor, dry_run: bool) -> None:
     from governance.models import AuditEvent, BatchStatus, DisposalBatch
 
     if dry_run:
