@@ -472,7 +472,7 @@ def test_a_phase_change_whose_lease_is_lost_writes_neither_the_state_nor_its_aud
     from archival.engine.errors import LeaseLost
     from archival.engine.runner import PHASE_ORDER
     from governance import rowsql
-    from governance.audit_chain import verify_chains
+    from governance.chain_verification import verify_chains
 
     if path == "ORM":
         from governance import audit_chain as chain

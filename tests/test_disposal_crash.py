@@ -24,7 +24,7 @@ from django.db import connections
 from django.utils import timezone
 
 from archival.disposal import digest_of_keys, execute_disposal, place_hold, plan_disposal
-from governance.audit_chain import verify_chains
+from governance.chain_verification import verify_chains
 from governance.models import BatchStatus, DisposalBatch, DisposalCertificate, HoldScope
 from tests.disposal_fixtures import DATABASES, SOURCE, archived_keys, create_tables, insert_rows, make_config
 

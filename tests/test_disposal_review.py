@@ -24,7 +24,7 @@ from archival.disposal import (
     request_retention_change,
 )
 from archival.disposal.retention import decide_retention_change
-from governance.audit_chain import verify_chains
+from governance.chain_verification import verify_chains
 from governance.models import (
     AuditEvent,
     BatchStatus,

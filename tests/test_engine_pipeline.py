@@ -25,7 +25,7 @@ from archival.engine.errors import TableError
 from archival.engine.pipeline import Pipeline, pipeline_for
 from archival.engine.runner import PHASE_ORDER, ordered_states
 from archival.engine.spec import build_spec
-from governance.audit_chain import verify_chains
+from governance.chain_verification import verify_chains
 from governance.models import AuditEvent, Phase, RecoveryState, RunStatus, TableConfig
 from tests.conftest import snapshot, union_check
 

@@ -28,7 +28,7 @@ from archival import engine
 from archival.engine import leases
 from archival.engine.errors import LeaseLost
 from archival.engine.runner import PHASE_ORDER
-from governance.audit_chain import verify_chains
+from governance.chain_verification import verify_chains
 from governance.models import AuditEvent, Phase, RecoveryState
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

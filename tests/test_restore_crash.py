@@ -393,7 +393,7 @@ def check_request(planned: Planned) -> None:
 
 def check_certificate_chain() -> None:
     from archival.restore.certificates import verify_restore_certificates
-    from governance.audit_chain import verify_chains
+    from governance.chain_verification import verify_chains
     from governance.models.restore import RestoreCertificate
 
     prev = ""

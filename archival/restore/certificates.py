@@ -21,7 +21,7 @@ from archival.disposal.tables import ARCHIVE, take_archive_lock
 from archival.engine.txn import write_transaction
 from archival.restore.errors import RestoreReconcileError
 from archival.restore.selection import selection_of
-from governance.audit_chain import _canonical_json, _ts
+from governance.audit_chain import canonical_json, timestamp_text
 
 
 def restore_certificate_hash(cert) -> str:
@@ -31,18 +31,18 @@ def restore_certificate_hash(cert) -> str:
         str(cert.request_id),
         str(cert.config_id),
         cert.table_label,
-        _canonical_json(cert.key_columns),
+        canonical_json(cert.key_columns),
         str(cert.row_count),
         str(cert.skipped_identical),
         str(cert.held_count),
         cert.digest,
         cert.encoding,
-        _canonical_json(cert.selection),
+        canonical_json(cert.selection),
         cert.reason,
         cert.requested_by,
         cert.approved_by,
         cert.executed_by,
-        _ts(cert.executed_at),
+        timestamp_text(cert.executed_at),
         cert.prev_hash,
     ]
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()

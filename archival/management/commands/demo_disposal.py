@@ -10,7 +10,7 @@ from django.db import connections
 
 from archival.disposal import decide_batch, execute_disposal, place_hold, plan_disposal
 from archival.disposal.tables import archive_table_for
-from governance.audit_chain import verify_chains
+from governance.chain_verification import verify_chains
 from governance.models import DisposalCertificate, HoldScope, TableConfig
 
 

@@ -6,7 +6,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from governance.audit_chain import verify_chains
+from governance.chain_verification import verify_chains
 
 
 class Command(BaseCommand):
