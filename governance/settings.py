@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from croniter import croniter
 from django.core.exceptions import ImproperlyConfigured
 
 from governance.env import (
@@ -447,9 +448,7 @@ if ARCHIVAL["STATEMENT_TIMEOUT_MS"] > ARCHIVAL["LEASE_SECONDS"] * 500:
 # worker dead, on any machine (archival.heartbeat, docs/workers.md).
 ARCHIVAL["HEARTBEAT_SECONDS"] = env_int("ARCHIVAL_HEARTBEAT_SECONDS", 10, minimum=1, maximum=300)
 for _key in ("RUN_CRON", "HOLD_REVIEW_CRON"):
-    from croniter import croniter as _croniter
-
-    if not _croniter.is_valid(ARCHIVAL_SCHEDULER[_key]):
+    if not croniter.is_valid(ARCHIVAL_SCHEDULER[_key]):
         raise ImproperlyConfigured(f"ARCHIVAL_{_key}={ARCHIVAL_SCHEDULER[_key]!r} is not a cron expression")
 
 # --- Governance admin (issue 6) ----------------------------------------------
@@ -486,7 +485,7 @@ ARCHIVAL_DISPOSAL_POLICY = {
 # plans disposal and executes approved batches, SchedulerSettings.dispose_concurrency
 # at a time; by default Sunday 05:00, after the weekly run.
 ARCHIVAL_SCHEDULER["DISPOSAL_CRON"] = env.str("ARCHIVAL_DISPOSAL_CRON", default="0 5 * * 0")
-if not _croniter.is_valid(ARCHIVAL_SCHEDULER["DISPOSAL_CRON"]):
+if not croniter.is_valid(ARCHIVAL_SCHEDULER["DISPOSAL_CRON"]):
     raise ImproperlyConfigured(
         f"ARCHIVAL_DISPOSAL_CRON={ARCHIVAL_SCHEDULER['DISPOSAL_CRON']!r} is not a cron expression"
     )

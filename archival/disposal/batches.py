@@ -36,7 +36,19 @@ from archival.backends import SchemaError
 from archival.disposal.keys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
 from archival.disposal.policy import required_approvals
 from archival.disposal.tables import ARCHIVE, ArchiveTable, DisposalError, archive_table_for, take_archive_lock
+from archival.engine.errors import describe_database_error
 from governance.audit_chain import certificate_hash
+from governance.models import (
+    AuditEvent,
+    BatchStatus,
+    Decision,
+    DisposalApproval,
+    DisposalBatch,
+    DisposalCertificate,
+    Hold,
+    HoldScope,
+    TableConfig,
+)
 
 
 def actor_name(actor) -> str:
@@ -52,8 +64,6 @@ def worker_id() -> str:
 
 
 def _configs(tables):
-    from governance.models import TableConfig
-
     qs = TableConfig.objects.active().order_by("source_db", "schema_name", "table_name")
     configs = list(qs)
     if tables:
@@ -64,8 +74,6 @@ def _configs(tables):
 
 def _relevant_holds(t: ArchiveTable, at: dt.date) -> list:
     """Active holds that could cover rows of ``t`` (cheap prefilter for reports)."""
-    from governance.models import Hold, HoldScope
-
     out = []
     cfg = t.config
     for hold in Hold.objects.using(ARCHIVE).active(at).order_by("id"):
@@ -166,8 +174,6 @@ def plan_disposal(
     DisposalBatch rows and ``disposal.planned`` audit events unless
     ``dry_run``; never changes archive data.
     """
-    from governance.models import AuditEvent, BatchStatus, DisposalBatch
-
     today = today or timezone.localdate()
     planner = actor_name(actor)
     result = DisposalPlanResult(plan_id=str(uuid.uuid4()), dry_run=dry_run, disposable_before=today, planned_by=planner)
@@ -314,8 +320,6 @@ def decide_batch(batch_id: int, *, user, decision: str, comment: str) -> ReviewR
     review. The batch row is locked while deciding so two approvers cannot
     both count as the last one.
     """
-    from governance.models import AuditEvent, BatchStatus, Decision, DisposalApproval, DisposalBatch
-
     name = actor_name(user)
     comment = (comment or "").strip()
 
@@ -447,8 +451,6 @@ def execute_disposal(
     (later batches of that table wait) and is retried by the next execution.
     ``dry_run`` runs each batch's transaction and rolls it back.
     """
-    from governance.models import DisposalBatch
-
     today = today or timezone.localdate()
     worker = worker_id()
     result = DisposalExecutionResult(dry_run=dry_run, worker=worker)
@@ -480,8 +482,6 @@ def _claim(batch_id: int, worker: str) -> bool:
     Prevents two executors from working on one batch; the certificate's
     unique batch_id would stop a double delete anyway, but not wasted work.
     """
-    from governance.models import BatchStatus, DisposalBatch
-
     now = timezone.now()
     lease = timedelta(seconds=settings.ARCHIVAL["LEASE_SECONDS"])
     won = (
@@ -500,8 +500,6 @@ def execute_batch(
     batch_id: int, *, actor=None, dry_run: bool = False, today: dt.date | None = None, worker: str | None = None
 ) -> DisposalBatchOutcome:
     """Execute one approved batch (see module docstring for the transaction)."""
-    from governance.models import AuditEvent, BatchStatus, Decision, DisposalBatch, DisposalCertificate
-
     today = today or timezone.localdate()
     worker = worker or worker_id()
     executor = actor_name(actor)
@@ -547,9 +545,6 @@ def execute_batch(
                 transaction.set_rollback(True, using=ARCHIVE)
     except (DisposalError, SchemaError, DatabaseError) as exc:
         # A read-only, full or failing archive file is named, with what to do.
-        # (Imported here: archival.engine imports the models, which import this module.)
-        from archival.engine.errors import describe_database_error
-
         out.error = describe_database_error(exc, ["archive", batch.config.source_db]) or str(exc)
         _fail(batch, out, actor, dry_run)
         return out
@@ -593,8 +588,6 @@ def _delete_and_certify(
     t: ArchiveTable, batch, today: dt.date, executor: str, approvals: list, out: DisposalBatchOutcome
 ):
     """Inside the locked archive transaction: re-check holds, delete, certify."""
-    from governance.models import DisposalCertificate, Hold
-
     cutoff = min(batch.disposable_before, today)
     rng, rng_params = t.range_sql(batch.key_low, batch.key_high)
     expired = f"{t.col('retention_until')} < %s"
@@ -662,8 +655,6 @@ def _delete_and_certify(
 
 
 def _fail(batch, out: DisposalBatchOutcome, actor, dry_run: bool) -> None:
-    from governance.models import AuditEvent, BatchStatus, DisposalBatch
-
     if dry_run:
         return
     DisposalBatch.objects.filter(pk=batch.pk).update(

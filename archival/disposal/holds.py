@@ -15,14 +15,13 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from archival.disposal.batches import actor_name
+from archival.disposal.batches import _configs, actor_name
 from archival.disposal.keys import key_text
-from archival.disposal.tables import ARCHIVE, take_archive_lock
+from archival.disposal.tables import ARCHIVE, archive_table_for, take_archive_lock
+from governance.models import AuditEvent, Hold, HoldKey, HoldScope, TableConfig
 
 
 def _config_for(source_db: str, schema_name: str, table_name: str):
-    from governance.models import TableConfig
-
     qs = TableConfig.objects.filter(source_db=source_db, table_name=table_name)
     if schema_name:
         qs = qs.filter(schema_name=schema_name)
@@ -58,8 +57,6 @@ def check_hold(
     is saved. A KEYS hold's keys must each have as many components as the
     table's primary key.
     """
-    from governance.models import HoldScope
-
     errors: dict[str, str] = {}
     if not (reason or "").strip():
         errors["reason"] = "A hold needs a reason."
@@ -127,8 +124,6 @@ def place_hold(
     count what it covers (``hold.impact``, as ``hold_impact``), then roll
     back: nothing is kept and nothing is audited. The form's preview.
     """
-    from governance.models import AuditEvent, Hold, HoldKey
-
     checked = check_hold(
         scope=scope,
         reason=reason,
@@ -190,8 +185,6 @@ def place_hold(
 
 def release_hold(hold_id: int, *, actor, reason: str):
     """Release an active hold (audited as ``hold.released``); returns it."""
-    from governance.models import AuditEvent, Hold
-
     if not (reason or "").strip():
         raise ValidationError({"release_reason": "Releasing a hold needs a reason."})
     with transaction.atomic(using=ARCHIVE):
@@ -210,8 +203,6 @@ def release_hold(hold_id: int, *, actor, reason: str):
 
 def update_review_date(hold_id: int, *, review_by: dt.date | None, actor):
     """Change only a hold's review-by date (audited as ``hold.review_changed``)."""
-    from governance.models import AuditEvent, Hold
-
     with transaction.atomic(using=ARCHIVE):
         take_archive_lock(f"review:{actor_name(actor)}")
         hold = Hold.objects.using(ARCHIVE).select_for_update().get(pk=hold_id)
@@ -233,9 +224,6 @@ class HoldImpact:
 
 def hold_impact(hold) -> list[HoldImpact]:
     """Archived rows the hold covers, per configured table (one count query per table)."""
-    from archival.disposal.batches import _configs
-    from archival.disposal.tables import archive_table_for
-
     out = []
     for config in _configs(None):
         try:

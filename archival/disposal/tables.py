@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from archival.backends import Backend, SchemaError, backend_for, namespace_for
 from archival.disposal.keys import coerce, keyset_params, keyset_predicate
+from governance.models import ArchiveLock, Hold, HoldKey, HoldScope
 
 ARCHIVE = "archive"
 LOCK_NAME = "archive"
@@ -93,8 +94,6 @@ class ArchiveTable:
         on reference_date (an open end when a bound is empty); KEYS (a HoldKey of
         this table whose key_text equals the row's canonical key text).
         """
-        from governance.models import HoldKey, HoldScope
-
         q = self.backend.quote
         h = hold_alias
         cfg = self.config
@@ -131,8 +130,6 @@ class ArchiveTable:
 
     def held_sql(self, at: dt.date, alias: str = "a") -> tuple[str, list]:
         """EXISTS: an active hold (as of ``at``) covers the archive row ``alias``."""
-        from governance.models import Hold
-
         q = self.backend.quote
         match, params = self.hold_match_sql(alias, "h")
         sql = (
@@ -143,8 +140,6 @@ class ArchiveTable:
 
     def held_by_sql(self, hold_id: int, alias: str = "a") -> tuple[str, list]:
         """EXISTS: the given hold covers the row (for the blocked report)."""
-        from governance.models import Hold
-
         q = self.backend.quote
         match, params = self.hold_match_sql(alias, "h")
         return f"EXISTS (SELECT 1 FROM {q(Hold._meta.db_table)} h WHERE h.{q('id')} = %s AND {match})", [
@@ -194,8 +189,6 @@ def take_archive_lock(holder: str):
     (``Backend.lock_holds``) its disposal procedure takes. SQLite: the connection opens IMMEDIATE transactions, so
     the write lock is already held; the UPDATE below makes it a write anyway.
     """
-    from governance.models import ArchiveLock
-
     conn = transaction.get_connection(ARCHIVE)
     if not conn.in_atomic_block:
         raise RuntimeError("take_archive_lock() needs an open archive transaction")

@@ -19,6 +19,9 @@ from archival.backends.base import Column
 from archival.engine import keys
 from archival.engine.dates import subtract_months
 from archival.engine.errors import TableError
+from governance.models import TableConfig
+from governance.models.configs import ACTIVE_CONFIG
+from governance.rowsql import column, fetch
 
 META_COLUMNS = ("archived_at", "archive_run_id", "reference_date", "retention_until")
 
@@ -217,10 +220,6 @@ class TableSpec:
 
 def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> TableSpec:
     """Read the live schema and resolve ``config`` for a run with ``run_cutoff``."""
-    from governance.models import TableConfig
-    from governance.models.configs import ACTIVE_CONFIG
-    from governance.rowsql import column, fetch
-
     source = backend_for(config.source_db)
     archive = backend_for("archive")
     # describe() raises SchemaError for a table that does not exist: one
@@ -350,8 +349,8 @@ def find_children(
         if o.pk != config.pk and o.source_db == config.source_db and o.schema_name == config.schema_name
     }
     refs_by_table: dict[str, list[tuple[str, str]]] = {}
-    for child_table, column, ref_column in fk_refs:
-        refs_by_table.setdefault(child_table, []).append((column, ref_column))
+    for child_table, child_column, ref_column in fk_refs:
+        refs_by_table.setdefault(child_table, []).append((child_column, ref_column))
     for other in by_table.values():
         refs = list(refs_by_table.get(other.table_name, []))
         contract_ref = None

@@ -315,17 +315,3 @@ class RetentionChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.config}: {self.old_years} -> {self.new_years} years ({self.status})"
-
-
-def _register_sqlite_purge_guard() -> None:
-    # The SQLite DELETE triggers (archival.disposal.triggers) call
-    # archival_purge_allowed(); every connection this process opens needs it,
-    # and models load before any connection is made.
-    from django.db.backends.signals import connection_created
-
-    from archival.backends.sqlite import register_purge_guard
-
-    connection_created.connect(register_purge_guard, dispatch_uid="archival.disposal.purge_guard")
-
-
-_register_sqlite_purge_guard()
