@@ -19,21 +19,21 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("archival", "governance")
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def project_modules() -> dict[str, Path]:
-    """Every module of the project packages, migrations left out (Django loads them one by one, never imported)."""
+def project_modules(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
+    """Every module of the packages, migrations left out (Django loads them one by one, nothing imports them)."""
     modules = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
             if "migrations" in path.parts:
                 continue
-            modules[_module_name(path)] = path
+            modules[_module_name(path, root)] = path
     return modules
 
 
@@ -75,9 +75,9 @@ def _imported_names(module: str, path: Path, node: ast.Import | ast.ImportFrom, 
     return [base, *(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules)]
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the project modules it makes Python load while it loads itself."""
-    modules = project_modules()
+def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
+    """Module -> the modules of the packages it makes Python load while it loads itself."""
+    modules = project_modules(root, packages)
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for module, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -143,13 +143,38 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return components
 
 
-def test_the_graph_sees_module_level_imports_and_package_inits():
-    graph = import_graph()
-    # A plain module-level import, and the package __init__ it runs on the way.
-    assert "governance.rowsql" in graph["archival.backends.base"] or "governance.rowsql" in {
-        target for targets in graph.values() for target in targets
+def test_the_graph_has_the_imports_that_run_at_load_time_and_only_those(tmp_path):
+    files = {
+        "pkg/__init__.py": "from pkg import base\n",
+        "pkg/base.py": "",
+        "pkg/sub/__init__.py": "",
+        "pkg/sub/deep.py": "from .. import base\n",
+        "pkg/loaded.py": (
+            "from typing import TYPE_CHECKING\n"
+            "try:\n    import pkg.sub.deep\nexcept ImportError:\n    pass\n"
+            "class K:\n    from pkg import base\n"
+            "if TYPE_CHECKING:\n    from pkg import late\n"
+            "def f():\n    from pkg import later\n"
+        ),
+        "pkg/late.py": "",
+        "pkg/later.py": "",
     }
-    assert "archival.engine" in graph["archival.dispatch"]
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    graph = import_graph(tmp_path, ("pkg",))
+    # The try block and the class body run at load time; importing pkg.sub.deep
+    # runs pkg/sub/__init__ too. Function bodies and TYPE_CHECKING do not count.
+    assert graph["pkg.loaded"] == {"pkg.sub", "pkg.sub.deep", "pkg.base"}
+    # A relative import resolves; the importer's own packages are no edge.
+    assert graph["pkg.sub.deep"] == {"pkg.base"}
+    assert graph["pkg"] == {"pkg.base"}
+
+
+def test_the_project_graph_is_read():
+    graph = import_graph()
+    assert "archival.backends" in graph["governance.rowsql"]
+    assert "governance.audit_chain" in graph["governance.models.audit"]
 
 
 def test_find_cycles_names_the_modules_of_a_circle():
