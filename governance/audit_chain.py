@@ -134,7 +134,7 @@ class AuditChainHeadManager(models.Manager):
         event_model = type(event)
         using = router.db_for_write(event_model)
         # savepoint=False: inside the caller's transaction a failure here rolls
-        # the whole of it back anyway; the savepoint cost two statements per event.
+        # the whole of it back anyway; a savepoint would cost two statements per event.
         with transaction.atomic(using=using, savepoint=False):
             backend = backend_for(using)
             if plain_sql(using) and backend.draws_ids_under_head_lock():

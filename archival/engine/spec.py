@@ -269,7 +269,7 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
     else:
         # Only the configs that can be children: a foreign key from their
         # table, or a contract join naming this one.
-        # (A plain SELECT: built through the ORM's compiler this query cost
+        # (A plain SELECT: built through the ORM's compiler this query costs
         # five times as much as running it, once per table.)
         fk_children = sorted({child for child, _, _ in fk_refs})
         contract_table = column(TableConfig, "contract_table")
