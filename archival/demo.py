@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connections, transaction
 
 from archival.backends import backend_for
+from governance.models import TableConfig
 
 SEED = 20261125
 
@@ -281,8 +282,6 @@ def generated_name(i: int) -> str:
 
 def build_demo(size: DemoSize | None = None, today: date | None = None, *, configs: bool = True) -> dict:
     """(Re)create the demo source tables and their configs; return row counts per table."""
-    from governance.models import TableConfig
-
     size = size or DemoSize()
     today = today or date.today()
     rng = random.Random(SEED)

@@ -44,13 +44,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
+from django_q.conf import Conf
+from django_q.tasks import async_task
 
-from archival import alerts, stopping
-from archival.engine import faults, pacing
+from archival import alerts, heartbeat, outage, stopping
+from archival.backends import backend_for
+from archival.engine import advance_table, faults, finalize_run, ordered_states, pacing, start_run
+from archival.engine.leases import owner_is_dead
+from archival.engine.runner import retake_waiting, wait_for_database
 from archival.engine.txn import bounded_transaction
+from archival.outage import waiting_key
 from archival.retry import is_transient
 from governance.models import (
     ArchivalRun,
@@ -161,8 +167,6 @@ def _enqueue_table(row_id: int, ticket: int, name: str, run_id: int) -> None:
     """
 
     def push() -> None:
-        from django_q.tasks import async_task
-
         task_id = async_task(
             TABLE_TASK,
             row_id,
@@ -179,8 +183,6 @@ def _enqueue_table(row_id: int, ticket: int, name: str, run_id: int) -> None:
 
 def _enqueue_finalize(run_id: int) -> None:
     def push() -> None:
-        from django_q.tasks import async_task
-
         async_task(
             FINALIZE_TASK,
             run_id,
@@ -215,8 +217,6 @@ def children_map(states: list[RecoveryState]) -> dict[int, list[int]]:
     the live catalog. A table whose schema cannot be read simply has no
     children here; the engine fails it on its own turn with a clear error.
     """
-    from archival.backends import backend_for
-
     by_table = {(s.config.source_db, s.config.schema_name, s.config.table_name): s for s in states}
     kids: dict[int, set[int]] = {s.pk: set() for s in states}
     for s in states:
@@ -238,8 +238,6 @@ def children_map(states: list[RecoveryState]) -> dict[int, list[int]]:
 
 
 def _estimated_rows(state: RecoveryState) -> int:
-    from archival.backends import backend_for
-
     cfg = state.config
     try:
         with bounded_transaction(cfg.source_db):
@@ -281,8 +279,6 @@ def longest_work_first(states: list[RecoveryState], kids: dict[int, list[int]]) 
 
 def adopt(run: ArchivalRun) -> int:
     """Write the dispatch rows of a run (idempotent); returns how many tables are to be worked on."""
-    from archival.engine import ordered_states
-
     states = ordered_states(run)
     kids = children_map(states)
     rows = []
@@ -326,8 +322,6 @@ def start_scheduled_run(
     same firing delivered again, at once or after a crash, finds its run and
     only makes sure it is on the workers.
     """
-    from archival.engine import start_run
-
     if occurrence:
         existing = ArchivalRun.objects.filter(occurrence=occurrence).first()
         if existing is not None:
@@ -403,8 +397,6 @@ def continue_run(run_id: int, *, actor=None, pump_now: bool = True) -> bool:
         RunDispatch.objects.filter(run=run).update(finalize_enqueued_at=None, finalized_at=None)
     run.refresh_from_db()
     # Tables that waited (a database down, a lock held) get another try in the new window.
-    from archival.engine.runner import retake_waiting
-
     retake_waiting(list(RecoveryState.objects.filter(run=run, phase=Phase.WAITING)), actor=actor)
     adopt(run)
     for row in TableDispatch.objects.filter(run=run, status=DispatchStatus.STOPPED).select_related("state"):
@@ -568,8 +560,6 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
     A delivery whose ticket is no longer current (a duplicate, or a task the
     sweeper replaced) returns "stale" without touching anything.
     """
-    from archival.engine import advance_table
-
     row = TableDispatch.objects.select_related("run", "state").filter(pk=dispatch_id).first()
     if row is None or row.ticket != ticket or row.status != DispatchStatus.QUEUED:
         return SliceResult(dispatch_id, "stale")
@@ -708,9 +698,6 @@ def stop_for_outage(run_id: int, alias: str) -> list[str]:
     their slots to other databases' tables. One alert per outage names
     every table waiting for it. Returns the labels of the tables waiting.
     """
-    from archival.engine.runner import wait_for_database
-    from archival.outage import waiting_key
-
     wait_for_database(run_id, alias, reason=f"database {alias} does not answer", worker=worker_id())
     waiting = RecoveryState.objects.filter(run_id=run_id, phase=Phase.WAITING, waiting_for=waiting_key(alias))
     TableDispatch.objects.filter(run_id=run_id, state__in=waiting, status=DispatchStatus.WAITING).update(
@@ -734,11 +721,6 @@ def take_up_waiting(now=None) -> list[str]:
     replica's lag: after ARCHIVAL_LOCK_COOLDOWN_SECONDS. Only within the run window (a halted run's
     tables wait for the next window, ``continue_run``). Returns the labels.
     """
-    from django.db import connections
-
-    from archival import outage
-    from archival.engine.runner import retake_waiting
-
     now = now or timezone.now()
     cooldown = timedelta(seconds=settings.ARCHIVAL["LOCK_COOLDOWN_SECONDS"])
     states = [
@@ -790,8 +772,6 @@ def take_up_waiting(now=None) -> list[str]:
 
 def finalize(run_id: int):
     """Close the run (summary, status) through the engine; returns the engine's RunResult."""
-    from archival.engine import finalize_run
-
     result = finalize_run(run_id)
     RunDispatch.objects.filter(run_id=run_id).update(finalized_at=timezone.now())
     return result
@@ -802,8 +782,6 @@ def finalize(run_id: int):
 
 def _lease_is_lost(state: RecoveryState, now) -> str:
     """Why the table's lease no longer protects a live worker ("" while it does)."""
-    from archival.engine.leases import owner_is_dead
-
     if state.lease_expires_at and state.lease_expires_at < now:
         return f"lease of {state.lease_owner} expired at {state.lease_expires_at:%H:%M:%S}"
     if owner_is_dead(state.lease_owner):
@@ -823,8 +801,6 @@ def why_lost(row: TableDispatch, now, cfg: SchedulerSettings) -> str:
     Re-enqueueing a task that was not lost after all costs one stale
     delivery (the ticket moved on), never a second chain.
     """
-    from archival import heartbeat
-
     state = row.state
     if state.lease_owner:
         return _lease_is_lost(state, now)
@@ -866,6 +842,18 @@ def requeue(row: TableDispatch, why: str, *, now=None) -> bool:
             "table.requeued", run_id=row.run_id, table_label=row.state.table_label, details={"reason": why}
         )
     return bool(claimed)
+
+
+def on_worker_spawn(sender, proc_name: str = "", **kwargs) -> None:
+    """django-q2 ``post_spawn``: a worker process started; it beats from now on, as ``worker_id()``.
+
+    Not in sync mode: there q2 runs each task inline in the caller's process
+    (and sends ``post_spawn`` there), which is no worker for the sweeper to
+    watch, and a beating thread would outlive the caller's databases.
+    """
+    if Conf.SYNC:
+        return
+    heartbeat.start(worker_id())
 
 
 def requeue_failed_slice(sender, task: dict, **kwargs) -> None:

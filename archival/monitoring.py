@@ -22,7 +22,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import Max
 from django.utils import timezone
+from django_q.models import Schedule
+
+from archival.dispatch import lost_tasks
+from archival.schedules import RUN_SCHEDULE, SWEEP_SCHEDULE
+from governance.models import OPEN_PHASES, ArchivalRun, Phase, RecoveryState, RunStatus, SchedulerSettings, TableConfig
 
 OK, WARNING, CRITICAL = 0, 1, 2
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}
@@ -98,8 +104,6 @@ def named(labels: list[str]) -> str:
 
 
 def _check(result: CheckResult, now: datetime) -> None:
-    from governance.models import ArchivalRun, RunStatus, SchedulerSettings
-
     cfg = SchedulerSettings.objects.current()
     conf = settings.ARCHIVAL_SCHEDULER
 
@@ -124,10 +128,6 @@ def _check(result: CheckResult, now: datetime) -> None:
 
 def _check_tables(result: CheckResult, now: datetime) -> None:
     """Every active table: unfinished work in any run, blocks, and how long since it last completed."""
-    from django.db.models import Max
-
-    from governance.models import OPEN_PHASES, Phase, RecoveryState, RunStatus, TableConfig
-
     lease = settings.ARCHIVAL["LEASE_SECONDS"]
     stall_after = now - timedelta(seconds=2 * lease + 60 * settings.ARCHIVAL_SCHEDULER["SWEEP_MINUTES"])
     active = dict(TableConfig.objects.filter(is_active=True).values_list("pk", "source_db"))
@@ -244,10 +244,6 @@ def _check_tables(result: CheckResult, now: datetime) -> None:
 
 
 def _check_workers(result: CheckResult, now: datetime, cfg) -> None:
-    from django_q.models import Schedule
-
-    from archival.schedules import RUN_SCHEDULE, SWEEP_SCHEDULE
-
     conf = settings.ARCHIVAL_SCHEDULER
     if not conf["WORKERS"]:
         result.components["workers"] = NOT_CONFIGURED
@@ -258,7 +254,6 @@ def _check_workers(result: CheckResult, now: datetime, cfg) -> None:
     schedules = {s.name: s for s in Schedule.objects.filter(name__in=[RUN_SCHEDULE, SWEEP_SCHEDULE])}
     if RUN_SCHEDULE not in schedules:
         result.add(WARNING, "the weekly run schedule is missing (manage.py schedule_archival creates it)")
-    from archival.dispatch import lost_tasks
 
     lost: dict[int, list[str]] = defaultdict(list)
     for row, why in lost_tasks(now):

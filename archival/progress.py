@@ -17,6 +17,7 @@ class Progress:
 
     def __enter__(self):
         if self.tty:
+            # rich.progress takes a tenth of a second to import: only a terminal pays it.
             from rich.progress import (
                 BarColumn,
                 TextColumn,

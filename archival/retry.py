@@ -25,7 +25,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import TypeVar
 
-from django.db import connections
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError, ProgrammingError, connections
 
 from archival import stopping
 
@@ -138,6 +138,7 @@ def _pyodbc_transient(args: tuple) -> bool:
 @cache
 def _mssql_python_transient_descriptions() -> frozenset[str]:
     """mssql-python's ``driver_error`` texts of the transient SQLSTATEs (its own table, read once)."""
+    # The SQL Server driver loads only where a SQL Server error is classified.
     from mssql_python.exceptions import sqlstate_to_exception
 
     states = TRANSIENT_SQLSTATES | {"08001", "08002", "08003", "08004", "08007", "08S01"}
@@ -167,8 +168,6 @@ def is_transient(exc: BaseException) -> bool:
     falling back to well-known messages of a dropped connection. Integrity
     errors, data errors and programming errors are never transient.
     """
-    from django.db import DataError, IntegrityError, ProgrammingError
-
     for link in _chain(exc):
         if isinstance(link, (IntegrityError, DataError, ProgrammingError)):
             return False
@@ -176,7 +175,6 @@ def is_transient(exc: BaseException) -> bool:
         if decided is not None:
             return decided
     text = " ".join(str(link) for link in _chain(exc)).lower()
-    from django.db import InterfaceError, OperationalError
 
     if any(isinstance(link, (OperationalError, InterfaceError)) for link in _chain(exc)):
         return any(phrase in text for phrase in _TRANSIENT_PHRASES)
@@ -258,8 +256,6 @@ def is_unreachable(exc: BaseException) -> bool:
     A candidate only: which database is down, if any, is decided by trying
     to connect to each one the work used (archival.outage.unreachable).
     """
-    from django.db import DataError, IntegrityError, ProgrammingError
-
     for link in _chain(exc):
         if isinstance(link, (IntegrityError, DataError, ProgrammingError, sqlite3.Error)):
             return False

@@ -59,7 +59,7 @@ def _datetime_text(value: dt.datetime) -> str:
     # An aware value (a timestamptz key) is written as its UTC wall time, the
     # text PostgreSQL's to_char gives in the UTC sessions Django opens.
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
     # isoformat omits the fraction when it is zero and prints six digits otherwise.
     return value.isoformat(sep=" ")
 

@@ -29,6 +29,10 @@ import logging
 
 from django.core.exceptions import ValidationError
 
+from archival import alerts
+from archival.tasks import REGISTRY
+from governance.models import AuditEvent
+
 logger = logging.getLogger("archival.task_guard")
 
 REFUSED_TASK = "archival.tasks.refused_task"
@@ -38,8 +42,6 @@ _DROPPED_FROM_REFUSED = ("hook", "chain", "cached", "iter_count", "iter_cached")
 
 
 def _registry():
-    from archival.tasks import REGISTRY
-
     return REGISTRY
 
 
@@ -169,8 +171,5 @@ def refuse_foreign_tasks(sender, task: dict, **kwargs) -> None:
 
 
 def record_refusal(refused: dict) -> None:
-    from archival import alerts
-    from governance.models import AuditEvent
-
     event = AuditEvent.objects.record("task.refused", actor="django-q2", outcome="REFUSED", details=refused)
     alerts.task_refused(event)

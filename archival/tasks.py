@@ -17,6 +17,9 @@ from datetime import datetime
 from django.core.exceptions import ValidationError
 
 from archival import alerts, dispatch, stopping
+from archival.disposal.workers import dispose_on_workers
+from archival.restore.errors import RestoreRefused
+from archival.restore.executor import execute
 from archival.schedules import RUN_SCHEDULE
 
 
@@ -58,8 +61,6 @@ def hold_review_reminder(**kwargs) -> dict:
 
 def scheduled_disposal(**kwargs) -> dict:
     """Weekly: plan disposal of expired rows, then execute approved batches (time-boxed, re-enqueued)."""
-    from archival.disposal.workers import dispose_on_workers
-
     stopping.install_sigterm_handler()
     result = dispose_on_workers(plan=True, actor="schedule").as_dict()
     stopping.exit_if_stopping()
@@ -68,8 +69,6 @@ def scheduled_disposal(**kwargs) -> dict:
 
 def dispose_slice(failed: list[int] | None = None, **kwargs) -> dict:
     """Continue executing approved disposal batches, one at a time, in a time box."""
-    from archival.disposal.workers import dispose_on_workers
-
     stopping.install_sigterm_handler()
     result = dispose_on_workers(failed=failed or (), actor="schedule").as_dict()
     stopping.exit_if_stopping()
@@ -78,9 +77,6 @@ def dispose_slice(failed: list[int] | None = None, **kwargs) -> dict:
 
 def execute_restore(request_id: int, actor: str) -> dict:
     """Execute (or resume) an approved restore request on a worker (archival.restore.workers enqueues it)."""
-    from archival.restore.errors import RestoreRefused
-    from archival.restore.executor import execute
-
     stopping.install_sigterm_handler()
     try:
         result = execute(request_id, actor=actor).as_dict()

@@ -1,4 +1,6 @@
 from django.apps import AppConfig
+from django.db import connections
+from django.db.models.signals import post_migrate
 
 
 class GovernanceConfig(AppConfig):
@@ -6,9 +8,8 @@ class GovernanceConfig(AppConfig):
     verbose_name = "Archival governance"
 
     def ready(self) -> None:
-        # Keep the four role groups exact after every migrate (governance.roles).
-        from django.db.models.signals import post_migrate
-
+        # Imported once the app registry is ready: governance.roles reads the
+        # auth app's models. Keep the four role groups exact after every migrate.
         from governance import checks  # noqa: F401  (registers system checks)
         from governance.roles import sync_roles_after_migrate
 
@@ -27,8 +28,7 @@ def ensure_triggers_after_migrate(sender, using="default", **kwargs) -> None:
     role = TRIGGER_ROLES.get(using)
     if role is None:
         return
-    from django.db import connections
-
+    # archival.disposal loads the models: this module is imported before them.
     from archival.disposal.triggers import ensure_triggers
 
     ensure_triggers(connections[using], role)

@@ -8,6 +8,8 @@ every command's output.
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
@@ -58,8 +60,6 @@ def check_deployment(app_configs, **kwargs):
 
 def log_deployment_warnings() -> None:
     """At start-up in production, put each weakness in the log, where an operator reads it first."""
-    import logging
-
     logger = logging.getLogger("governance.deploy")
     for warning in deployment_warnings():
         logger.warning("%s: %s (%s)", warning.id, warning.msg, warning.hint)

@@ -15,6 +15,8 @@ from pathlib import Path
 from django.core.exceptions import NON_FIELD_ERRORS
 from import_export.formats.base_formats import CSV, XLSX
 
+from governance.admin.configs import TableConfigResource
+
 
 @dataclass(frozen=True)
 class RowError:
@@ -67,8 +69,6 @@ def load_configs(path: Path | str, *, user=None, dry_run: bool = False) -> LoadR
     in archive (that change goes through ``request_retention_change``); with
     no user such a row is an error. Nothing is written when any row fails.
     """
-    from governance.admin.configs import TableConfigResource
-
     path = Path(path)
     dataset = read_dataset(path)
     result = LoadResult(rows=len(dataset))

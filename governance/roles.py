@@ -13,6 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.apps import apps as global_apps
+from django.contrib.auth import get_user_model
+from django.contrib.auth.management import create_permissions
+from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+
 COMPLIANCE_OFFICER = "Compliance officer"
 ARCHIVAL_ADMINISTRATOR = "Archival administrator"
 AUDITOR = "Auditor"
@@ -171,8 +178,6 @@ def permission_names(role: Role, available: set[str]) -> set[str]:
 
 def missing_permissions() -> dict[str, list[str]]:
     """Optional permissions not (yet) in the database, per role (for docs and checks)."""
-    from django.contrib.auth.models import Permission
-
     available = {f"{a}.{c}" for a, c in Permission.objects.values_list("content_type__app_label", "codename")}
     return {name: [p for p in role.optional if p not in available] for name, role in ROLES.items()}
 
@@ -184,8 +189,7 @@ def sync_roles(apps=None, using: str = "default") -> dict[str, int]:
     registry otherwise. Idempotent; returns the permission count per group.
     """
     if apps is None:
-        from django.apps import apps
-    from django.contrib.auth.management import create_permissions
+        apps = global_apps
 
     # Permissions are normally created after migrate (post_migrate); a data
     # migration must create them itself before it can grant them.
@@ -221,8 +225,6 @@ def sync_roles_after_migrate(sender, using="default", apps=None, **kwargs) -> No
     whose permissions the roles must pick up without a new data migration."""
     if using != "default":
         return
-    from django.apps import apps as global_apps
-
     sync_roles(global_apps, using=using)
 
 
@@ -248,11 +250,6 @@ def create_role_user(username: str, role_name: str, password: str, email: str = 
     """A new user in exactly one role's group. Staff (admin access) for every
     role but the archive reader, who only uses the search pages. Validates the
     password with the configured validators; never changes an existing user."""
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group
-    from django.contrib.auth.password_validation import validate_password
-    from django.core.exceptions import ValidationError
-
     role = role_named(role_name)
     user_model = get_user_model()
     if user_model.objects.filter(username=username).exists():

@@ -121,8 +121,6 @@ def update_and_fetch_with_parents(model: type[models.Model], fields: dict, *, pk
     One statement where the backend ``selects_updated_rows`` (the UPDATE's
     changed rows joined to the parents), elsewhere the two in turn.
     """
-    from archival.backends import backend_for
-
     using = router.db_for_write(model)
     connection = connections[using]
     backend = backend_for(using)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from croniter import croniter
 from django.core.exceptions import ImproperlyConfigured
 
 from governance.env import (
@@ -98,7 +99,7 @@ TEMPLATES = [
     },
 ]
 
-# --- Databases --------------------------------------------------------------
+# --- Databases ---------------------------------------------------------------
 # default: control database; archive: archive database (holds, ledger,
 # certificates too); archive_readonly: the archive through a connection that
 # cannot write; one alias per source database.
@@ -143,15 +144,15 @@ def _tune(alias: str, config: dict) -> dict:
         config.setdefault("CONN_HEALTH_CHECKS", True)
         # No JIT: it compiles any statement whose estimated cost passes
         # jit_above_cost. A parent table's Mark count (a NOT EXISTS per child
-        # table) was estimated that expensive and spent 280 ms compiling to
+        # table) is estimated that expensive and spends 280 ms compiling to
         # run in 4 ms. Every statement here is short and index-driven.
         options.setdefault("options", "-c jit=off")
         # Server-side binding: values travel as protocol parameters instead
         # of being quoted into the statement text by the driver. Prepared
         # statements stay off (Django's default, prepare_threshold=None),
         # so a transaction-mode pooler works: enabling them
-        # (prepare_threshold=5) made no difference the small PostgreSQL
-        # bench could measure (bench/RESULTS.md, 2026-12-06).
+        # (prepare_threshold=5) makes no measurable difference to the
+        # engine's short statements (bench/RESULTS.md).
         options.setdefault("server_side_binding", True)
         # A server that does not answer (a machine gone, a firewall dropping
         # packets) is given up on after this many seconds, not the TCP timeout:
@@ -193,7 +194,7 @@ DATABASES["archive_readonly"] = _readonly
 DATABASE_ROUTERS = ["governance.routers.ArchiveRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Archival engine --------------------------------------------------------
+# --- Archival engine ---------------------------------------------------------
 ARCHIVAL = {
     # Archived tables keep their source database's name as a namespace
     # (a schema on PostgreSQL/SQL Server, an attached file on SQLite).
@@ -234,7 +235,7 @@ for _alias in ARCHIVAL["STREAMING_SOURCES"]:
 if not ALIAS_RE.match(ARCHIVAL["NAMESPACE_PREFIX"] + "x"):
     raise ImproperlyConfigured("ARCHIVAL_NAMESPACE_PREFIX must be a plain identifier prefix")
 
-# --- Auth, sessions, security ----------------------------------------------
+# --- Auth, sessions, security ------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
@@ -306,7 +307,7 @@ Q_CLUSTER = {
 if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
     raise ImproperlyConfigured("Q_RETRY must be larger than Q_TIMEOUT")
 
-# --- Archive search pages (issue 7) -------------------------------------------
+# --- Archive search pages ----------------------------------------------------
 # Read through the archive_readonly alias. Every search page query and every
 # export page runs under QUERY_TIMEOUT_MS; an export stops at EXPORT_MAX_ROWS.
 ARCHIVAL_SEARCH = {
@@ -315,7 +316,7 @@ ARCHIVAL_SEARCH = {
     "EXPORT_MAX_ROWS": env_int("ARCHIVAL_SEARCH_EXPORT_MAX_ROWS", 100_000, minimum=1, maximum=10_000_000),
 }
 
-# --- SQL Server (issue 8; docs/sqlserver.md) ---------------------------------
+# --- SQL Server (docs/sqlserver.md) ------------------------------------------
 # An mssql:// URL selects mssql-django. By default it connects through the
 # bundled mssql-python driver (no Microsoft ODBC driver package to install,
 # only libltdl7/libodbc2/Kerberos libraries); MSSQL_DRIVER=pyodbc uses the
@@ -368,7 +369,7 @@ for _alias, _config in DATABASES.items():
         _options.setdefault("query_timeout", env_int("MSSQL_QUERY_TIMEOUT", 0, minimum=0))
     _options.setdefault("connection_retries", env_int("MSSQL_CONNECTION_RETRIES", 3, minimum=0))
 
-# --- Scheduling and workers (issue 4) -----------------------------------------
+# --- Scheduling and workers --------------------------------------------------
 # Refines the base Q_CLUSTER above. Broker: the ORM broker on the control
 # database unless REDIS_URL is set; worker machines that share a run must share
 # the broker (one Redis, same Q_CLUSTER_NAME, same SECRET_KEY: q2 signs task
@@ -447,12 +448,10 @@ if ARCHIVAL["STATEMENT_TIMEOUT_MS"] > ARCHIVAL["LEASE_SECONDS"] * 500:
 # worker dead, on any machine (archival.heartbeat, docs/workers.md).
 ARCHIVAL["HEARTBEAT_SECONDS"] = env_int("ARCHIVAL_HEARTBEAT_SECONDS", 10, minimum=1, maximum=300)
 for _key in ("RUN_CRON", "HOLD_REVIEW_CRON"):
-    from croniter import croniter as _croniter
-
-    if not _croniter.is_valid(ARCHIVAL_SCHEDULER[_key]):
+    if not croniter.is_valid(ARCHIVAL_SCHEDULER[_key]):
         raise ImproperlyConfigured(f"ARCHIVAL_{_key}={ARCHIVAL_SCHEDULER[_key]!r} is not a cron expression")
 
-# --- Governance admin (issue 6) ----------------------------------------------
+# --- Governance admin --------------------------------------------------------
 # django-import-export lets every staff user import and export by default;
 # require a permission named after the action instead. No role holds an
 # "import_*" or "export_*" permission except where an admin says so
@@ -471,7 +470,7 @@ IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = False
 # Reverting a config from its history would skip the schema check's audit trail.
 SIMPLE_HISTORY_REVERT_DISABLED = True
 
-# --- Disposal review policy (issue 5; docs/disposal.md) ----------------------
+# --- Disposal review policy (docs/disposal.md) -------------------------------
 # Approvals by distinct people (never the planner) before a disposal batch of
 # each table type may execute; 0 means automatic. Validated when used
 # (archival.disposal.policy): a missing or malformed entry refuses to plan.
@@ -481,12 +480,12 @@ ARCHIVAL_DISPOSAL_POLICY = {
     "FUNCTIONAL": env_int("ARCHIVAL_DISPOSAL_APPROVALS_FUNCTIONAL", 2, minimum=0, maximum=5),
 }
 
-# --- Disposal on the workers (integration of issues 4 and 5) -----------------
+# --- Disposal on the workers -------------------------------------------------
 # The weekly schedule "archival: weekly disposal" (archival.tasks.scheduled_disposal)
 # plans disposal and executes approved batches, SchedulerSettings.dispose_concurrency
 # at a time; by default Sunday 05:00, after the weekly run.
 ARCHIVAL_SCHEDULER["DISPOSAL_CRON"] = env.str("ARCHIVAL_DISPOSAL_CRON", default="0 5 * * 0")
-if not _croniter.is_valid(ARCHIVAL_SCHEDULER["DISPOSAL_CRON"]):
+if not croniter.is_valid(ARCHIVAL_SCHEDULER["DISPOSAL_CRON"]):
     raise ImproperlyConfigured(
         f"ARCHIVAL_DISPOSAL_CRON={ARCHIVAL_SCHEDULER['DISPOSAL_CRON']!r} is not a cron expression"
     )

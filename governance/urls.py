@@ -15,6 +15,6 @@ def home(request):
 urlpatterns = [
     path("", home, name="home"),
     path("admin/", admin.site.urls),
-    path("", include("archival.health")),  # /healthz: no login, no data (issue 4)
+    path("", include("archival.health")),  # /healthz: no login, no data
     path("", include("archival.urls")),
 ]

@@ -7,7 +7,7 @@ Purpose
       control database
         governance_auditevent      never deleted; an UPDATE may only set
                                    entry_hash once (the append writes it
-                                   after the insert, archival.disposal.chain)
+                                   after the insert, governance.audit_chain)
                                    or clear actor_user_id (SET_NULL when an
                                    account is deleted); nothing else changes
         governance_auditchainhead  never deleted; an UPDATE may only move the

@@ -50,7 +50,7 @@ for d in TableDispatch.objects.order_by("pk"):
 for a in AuditEvent.objects.filter(action__in=["table.marked", "table.completed", "table.requeued", "run.finished"]):
     out["audit"].setdefault(a.action, []).append({"table": a.table_label, "actor": a.actor, "run": a.run_id})
 # The audit chain, appended by every worker at once, verifies as one chain.
-from archival.disposal import verify_chains
+from governance.chain_verification import verify_chains
 chain = verify_chains(write_log=False)
 out["chain"] = {"ok": chain.ok, "events": chain.audit_events, "errors": chain.errors[:3]}
 out["ledger"] = [

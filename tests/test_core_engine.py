@@ -468,14 +468,14 @@ def test_a_phase_change_whose_lease_is_lost_writes_neither_the_state_nor_its_aud
     ``audit``; on PostgreSQL the UPDATE rides in the statement that takes the chain head)."""
     from django.db import transaction
 
-    from archival.disposal.chain import verify_chains
     from archival.engine import leases
     from archival.engine.errors import LeaseLost
     from archival.engine.runner import PHASE_ORDER
     from governance import rowsql
+    from governance.chain_verification import verify_chains
 
     if path == "ORM":
-        from archival.disposal import chain
+        from governance import audit_chain as chain
 
         for module in (rowsql, chain):
             monkeypatch.setattr(module, "plain_sql", lambda using: False)
@@ -533,7 +533,7 @@ def test_a_reconcile_mismatch_rolls_the_batch_back(demo, monkeypatch, path):
     from governance import rowsql
 
     if path == "ORM":
-        from archival.disposal import chain
+        from governance import audit_chain as chain
 
         for module in (rowsql, chain):
             monkeypatch.setattr(module, "plain_sql", lambda using: False)

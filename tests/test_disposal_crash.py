@@ -23,7 +23,8 @@ from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
-from archival.disposal import digest_of_keys, execute_disposal, place_hold, plan_disposal, verify_chains
+from archival.disposal import digest_of_keys, execute_disposal, place_hold, plan_disposal
+from governance.chain_verification import verify_chains
 from governance.models import BatchStatus, DisposalBatch, DisposalCertificate, HoldScope
 from tests.disposal_fixtures import DATABASES, SOURCE, archived_keys, create_tables, insert_rows, make_config
 

@@ -22,9 +22,9 @@ from archival.disposal import (
     plan_disposal,
     release_hold,
     request_retention_change,
-    verify_chains,
 )
 from archival.disposal.retention import decide_retention_change
+from governance.chain_verification import verify_chains
 from governance.models import (
     AuditEvent,
     BatchStatus,
@@ -281,7 +281,7 @@ def test_audit_chain_orm_path(archive, monkeypatch, path):
     head's lock (two statements); the first of these appends, after the
     flush, creates the head.
     """
-    from archival.disposal import chain
+    from governance import audit_chain as chain
     from governance import rowsql
     from governance.models import AuditChainHead
 

@@ -19,13 +19,13 @@ from django.utils import timezone
 
 from archival import engine
 from archival.backends import backend_for
-from archival.disposal.chain import verify_chains
 from archival.engine import phases
 from archival.engine.archive_tables import created_by_first_batch
 from archival.engine.errors import TableError
 from archival.engine.pipeline import Pipeline, pipeline_for
 from archival.engine.runner import PHASE_ORDER, ordered_states
 from archival.engine.spec import build_spec
+from governance.chain_verification import verify_chains
 from governance.models import AuditEvent, Phase, RecoveryState, RunStatus, TableConfig
 from tests.conftest import snapshot, union_check
 

@@ -169,7 +169,7 @@ def _command(*args) -> None:
 
 def _cycle(client, server: Server) -> list[str]:
     """The whole cycle through the stand-in; returns the steps that failed."""
-    from archival.disposal import engine as disposal
+    from archival.disposal import batches as disposal
     from archival.disposal.holds import place_hold, release_hold
 
     failed: list[str] = []

@@ -25,10 +25,10 @@ from django.db import connections
 from django.db.models.sql import compiler
 
 from archival import engine
-from archival.disposal.chain import verify_chains
 from archival.engine import leases
 from archival.engine.errors import LeaseLost
 from archival.engine.runner import PHASE_ORDER
+from governance.chain_verification import verify_chains
 from governance.models import AuditEvent, Phase, RecoveryState
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

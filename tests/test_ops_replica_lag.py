@@ -35,7 +35,7 @@ import psycopg
 import pytest
 
 from archival.engine import resume_run, run_cycle
-from archival.engine.replicas import probe_for
+from archival.engine.pacing import probe_for
 from governance.models import Phase, RecoveryState, ReplicaWatch, SchedulerSettings
 from tests.conftest import union_check
 from tests.pacing_fixtures import CUTOFF, ROWS, pytestmark_db, table  # noqa: F401 (the fixture)

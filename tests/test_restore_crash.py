@@ -392,8 +392,8 @@ def check_request(planned: Planned) -> None:
 
 
 def check_certificate_chain() -> None:
-    from archival.disposal.chain import verify_chains
     from archival.restore.certificates import verify_restore_certificates
+    from governance.chain_verification import verify_chains
     from governance.models.restore import RestoreCertificate
 
     prev = ""

@@ -27,6 +27,8 @@ def backend_on(connection) -> Backend:
 
 
 def _backend_class(vendor: str, alias: str) -> type[Backend]:
+    # Each vendor's module loads its driver (psycopg, MySQLdb, mssql_python):
+    # only the engines a deployment configures are imported, and installed.
     if vendor == "sqlite":
         from archival.backends.sqlite import SQLiteBackend
 

@@ -614,7 +614,7 @@ class Backend(ABC):
         """True when one statement takes the audit chain head's lock and draws the next event's id.
 
         Only backends answering True provide ``take_chain_head_sql`` and
-        ``insert_then_sql`` (archival.disposal.chain appends an event in two
+        ``insert_then_sql`` (governance.audit_chain appends an event in two
         statements with them); the others lock the head with SELECT ... FOR
         UPDATE and let the INSERT assign the id (four statements).
         """

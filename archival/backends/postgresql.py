@@ -64,7 +64,7 @@ class PostgresBackend(Backend):
     # The table's oid from its quoted name (None when there is no such
     # table): a lookup the planner does not have to join for. Catalog reads
     # are planned anew every time, and the joins of pg_class and
-    # pg_namespace made planning most of their cost (2.5 ms of 2.8 ms for
+    # pg_namespace make planning most of their cost (2.5 ms of 2.8 ms for
     # the foreign keys below; 0.3 ms this way).
     _OID = "to_regclass(quote_ident(%s) || '.' || quote_ident(%s))"
 

@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, transaction
+from django.db import DatabaseError, OperationalError, connections, transaction
 
 from archival.backends.base import (
     Backend,
@@ -69,7 +69,6 @@ def attach_namespaces(sender, connection, **kwargs) -> None:
 
 def _attach(connection, archive_name) -> None:
     readonly = connection.alias == "archive_readonly"
-    from django.db import connections
 
     cur = connection.connection.cursor()
     attached = {row[1] for row in cur.execute("PRAGMA database_list")}

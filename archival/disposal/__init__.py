@@ -4,8 +4,7 @@ The engine API; every entry point (management command, admin action, q2
 task) calls one of these and renders the result object it returns.
 """
 
-from archival.disposal.chain import ChainReport, verify_chains
-from archival.disposal.engine import (
+from archival.disposal.batches import (
     DisposalExecutionResult,
     DisposalPlanResult,
     ReviewResult,
@@ -26,7 +25,6 @@ from archival.disposal.tables import DisposalError
 from archival.rowkeys import digest_of_keys, key_text
 
 __all__ = [
-    "ChainReport",
     "DisposalError",
     "DisposalExecutionResult",
     "DisposalPlanResult",
@@ -44,5 +42,4 @@ __all__ = [
     "plan_disposal",
     "release_hold",
     "request_retention_change",
-    "verify_chains",
 ]

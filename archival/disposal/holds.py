@@ -17,14 +17,13 @@ from django.utils import timezone
 from django.utils.connection import ConnectionDoesNotExist
 
 from archival.backends import SchemaError, backend_for
-from archival.disposal.engine import actor_name
+from archival.disposal.batches import _configs, actor_name
 from archival.disposal.tables import ARCHIVE, archive_table_for, take_archive_lock
 from archival.rowkeys import canonical_key_text, key_text_of_input, scale_of
+from governance.models import AuditEvent, Hold, HoldKey, HoldScope, TableConfig
 
 
 def _config_for(source_db: str, schema_name: str, table_name: str):
-    from governance.models import TableConfig
-
     qs = TableConfig.objects.filter(source_db=source_db, table_name=table_name)
     if schema_name:
         qs = qs.filter(schema_name=schema_name)
@@ -76,8 +75,6 @@ def check_hold(
     is saved. A KEYS hold's keys must each have as many components as the
     table's primary key.
     """
-    from governance.models import HoldScope
-
     errors: dict[str, str] = {}
     if not (reason or "").strip():
         errors["reason"] = "A hold needs a reason."
@@ -157,8 +154,6 @@ def place_hold(
     count what it covers (``hold.impact``, as ``hold_impact``), then roll
     back: nothing is kept and nothing is audited. The form's preview.
     """
-    from governance.models import AuditEvent, Hold, HoldKey
-
     checked = check_hold(
         scope=scope,
         reason=reason,
@@ -220,8 +215,6 @@ def place_hold(
 
 def release_hold(hold_id: int, *, actor, reason: str):
     """Release an active hold (audited as ``hold.released``); returns it."""
-    from governance.models import AuditEvent, Hold
-
     if not (reason or "").strip():
         raise ValidationError({"release_reason": "Releasing a hold needs a reason."})
     with transaction.atomic(using=ARCHIVE):
@@ -240,8 +233,6 @@ def release_hold(hold_id: int, *, actor, reason: str):
 
 def update_review_date(hold_id: int, *, review_by: dt.date | None, actor):
     """Change only a hold's review-by date (audited as ``hold.review_changed``)."""
-    from governance.models import AuditEvent, Hold
-
     with transaction.atomic(using=ARCHIVE):
         take_archive_lock(f"review:{actor_name(actor)}")
         hold = Hold.objects.using(ARCHIVE).select_for_update().get(pk=hold_id)
@@ -297,8 +288,6 @@ def canonicalize_hold_keys(*, actor, dry_run: bool = False) -> CanonicalKeys:
     archive lock, like every hold write; each hold given keys is audited
     (``hold.keys_canonicalized``). ``dry_run``: report, change nothing.
     """
-    from governance.models import AuditEvent, Hold, HoldKey, HoldScope
-
     problems: list[str] = []
     result = CanonicalKeys(holds_read=0, added={}, released_unread=[])
     changed: dict[int, tuple[object, str]] = {}  # hold id -> (hold, table label)
@@ -368,7 +357,6 @@ class HoldImpact:
 
 def hold_impact(hold) -> list[HoldImpact]:
     """Archived rows the hold covers, per configured table (one count query per table)."""
-    from archival.disposal.engine import _configs
 
     out = []
     for config in _configs(None):

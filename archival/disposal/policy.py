@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from governance.models import TableType
+
 MAX_APPROVALS = 5
 
 
@@ -13,7 +15,6 @@ def review_policy() -> dict[str, int]:
     policy = getattr(settings, "ARCHIVAL_DISPOSAL_POLICY", None)
     if not isinstance(policy, dict):
         raise ImproperlyConfigured("ARCHIVAL_DISPOSAL_POLICY must be a dict of table type -> approvals needed")
-    from governance.models import TableType
 
     out = {}
     for table_type in TableType.values:

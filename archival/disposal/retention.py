@@ -16,8 +16,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from archival.disposal.engine import actor_name
+from archival.disposal.batches import _configs, actor_name
 from archival.disposal.tables import ARCHIVE, DisposalError, archive_table_for, take_archive_lock
+from governance.models import AuditEvent, RetentionChange, RetentionChangeStatus, TableConfig
 
 
 @dataclass
@@ -33,8 +34,6 @@ class RetentionChangeResult:
 
 def request_retention_change(config_id: int, *, new_years: int, actor, reason: str) -> RetentionChangeResult:
     """Ask to change a config's years in archive; applies at once unless shorter."""
-    from governance.models import AuditEvent, RetentionChange, RetentionChangeStatus, TableConfig
-
     config = TableConfig.objects.get(pk=config_id)
     old = config.effective_years
     change = RetentionChange(
@@ -66,8 +65,6 @@ def request_retention_change(config_id: int, *, new_years: int, actor, reason: s
 
 def decide_retention_change(change_id: int, *, user, approve: bool, comment: str) -> RetentionChangeResult:
     """A compliance officer approves (applies) or rejects a pending shortening."""
-    from governance.models import AuditEvent, RetentionChange, RetentionChangeStatus
-
     change = RetentionChange.objects.select_related("config").get(pk=change_id)
     name = actor_name(user)
     problem = ""
@@ -109,8 +106,6 @@ def decide_retention_change(change_id: int, *, user, approve: bool, comment: str
 
 
 def _apply(change, actor) -> int:
-    from governance.models import RetentionChangeStatus
-
     config = change.config
     t = archive_table_for(config)
     rows = 0
@@ -172,8 +167,6 @@ def forecast_disposal(
     disposable unless a hold still active at the end of that week covers it
     (holds whose hold-until passes lapse). ``overdue``: disposable today.
     """
-    from archival.disposal.engine import _configs
-
     today = today or timezone.localdate()
     result = ForecastResult(today=today)
     for config in _configs(tables):

@@ -15,6 +15,7 @@ from django.utils import timezone
 from archival import hold_coverage
 from archival.backends import Backend, SchemaError, backend_for, namespace_for
 from archival.rowkeys import coerce, keyset_predicate, scale_of
+from governance.models import ArchiveLock
 
 ARCHIVE = "archive"
 LOCK_NAME = "archive"
@@ -140,8 +141,6 @@ def take_archive_lock(holder: str):
     (``Backend.lock_holds``) its disposal procedure takes. SQLite: the connection opens IMMEDIATE transactions, so
     the write lock is already held; the UPDATE below makes it a write anyway.
     """
-    from governance.models import ArchiveLock
-
     conn = transaction.get_connection(ARCHIVE)
     if not conn.in_atomic_block:
         raise RuntimeError("take_archive_lock() needs an open archive transaction")

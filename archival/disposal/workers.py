@@ -34,9 +34,13 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from archival import stopping
-from archival.disposal.engine import execute_batch, plan_disposal, worker_id
+from archival.dispatch import slice_seconds
+from archival.disposal.batches import execute_batch, plan_disposal, worker_id
+from governance.models import BatchStatus, DisposalBatch, SchedulerSettings
+from governance.models.scheduling import SETTINGS_PK
 
 DISPOSE_TASK = "archival.tasks.dispose_slice"
 
@@ -81,9 +85,6 @@ def dispose_on_workers(
     Side effects: those of ``plan_disposal`` and ``execute_batch`` (archive
     deletes, certificates, audit events), and the batch leases.
     """
-    from archival.dispatch import slice_seconds
-    from governance.models import SchedulerSettings
-
     worker = worker_id()
     result = DisposalSliceResult(worker=worker, failed=list(failed))
     if time_box is None:
@@ -119,8 +120,6 @@ def dispose_on_workers(
 
 def _executable(failed: Sequence[int]):
     """Approved batches this chain may still execute: not of a table whose batch failed in it."""
-    from governance.models import DisposalBatch
-
     stopped = DisposalBatch.objects.filter(pk__in=failed).values("config_id")
     return DisposalBatch.objects.executable().exclude(config_id__in=stopped)
 
@@ -132,9 +131,6 @@ def _free(worker: str, now) -> Q:
 
 def _reserve_next(worker: str, failed: Sequence[int]) -> tuple[int | None, str]:
     """Reserve the next batch for ``worker`` under the scheduler lock: (id, "") or (None, why)."""
-    from governance.models import BatchStatus, DisposalBatch, SchedulerSettings
-    from governance.models.scheduling import SETTINGS_PK
-
     with transaction.atomic(using="default"):
         SchedulerSettings.objects.current()
         # The lock every pump takes: counting live leases and taking one must
@@ -168,8 +164,6 @@ def _reserve_next(worker: str, failed: Sequence[int]) -> tuple[int | None, str]:
 
 def _enqueue_continuation(failed: Sequence[int]) -> None:
     def push() -> None:
-        from django_q.tasks import async_task
-
         async_task(DISPOSE_TASK, failed=list(failed), q_options={"task_name": "disposal-slice", "group": "disposal"})
 
     # After commit, so the next slice sees every lease and status this one wrote.

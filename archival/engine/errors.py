@@ -6,6 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
+from django.conf import settings
+from django.db import connections
+
+from archival.backends.sqlite import SQLITE_ENGINES, namespace_file
+
 
 class TableError(Exception):
     """Stops this table with a clear message; nothing of the failing batch commits."""
@@ -58,11 +63,6 @@ def _sqlite_code(exc: BaseException) -> int | None:
 
 def _sqlite_files(aliases: list[str]) -> list[tuple[str, Path]]:
     """(what, file) for every SQLite file the aliases' connections write: databases and archive namespaces."""
-    from django.conf import settings
-    from django.db import connections
-
-    from archival.backends.sqlite import SQLITE_ENGINES, namespace_file
-
     files: list[tuple[str, Path]] = []
     for alias in aliases:
         sd = connections[alias].settings_dict
@@ -95,8 +95,6 @@ def _cannot_write(path: Path) -> bool:
 
 def _full(path: Path, aliases: list[str]) -> bool:
     """Whether the disk of ``path`` is (nearly) full, or SQLite's size limit for it is reached."""
-    from django.db import connections
-
     try:
         if shutil.disk_usage(path.parent).free < FULL_DISK_BYTES:
             return True

@@ -18,8 +18,9 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from archival.disposal.chain import GuardNotMet
+from archival import heartbeat
 from archival.engine.errors import LeaseLost
+from governance.audit_chain import GuardNotMet
 from governance.models import AuditEvent, RecoveryState
 from governance.rowsql import (
     column,
@@ -52,8 +53,6 @@ def owner_is_dead(owner: str) -> bool:
     except ValueError:
         return False
     if host != socket.gethostname():
-        from archival import heartbeat
-
         return heartbeat.is_dead(owner)
     try:
         os.kill(pid_num, 0)

@@ -46,6 +46,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from archival.engine.errors import TableWaiting
+from archival.engine.replicas import ReplicaProbe
+from governance.models import ReplicaWatch, SchedulerSettings
+from governance.models.scheduling import SETTINGS_PK
 
 logger = logging.getLogger("archival.pacing")
 
@@ -104,9 +107,6 @@ def forget(*args, **kwargs) -> None:
 
 
 def _scheduler_settings():
-    from governance.models import SchedulerSettings
-    from governance.models.scheduling import SETTINGS_PK
-
     # Read only: the defaults when nobody saved settings yet (creating the
     # row here would be a write, and on SQL Server an IDENTITY_INSERT the
     # runtime login may not do).
@@ -382,10 +382,14 @@ class Pacer:
             self.probe.close()
 
 
+def probe_for(source_db: str) -> ReplicaProbe:
+    """A probe over the active watches of ``source_db`` (empty, and free, when there are none)."""
+    watches = cached("replicas", lambda: list(ReplicaWatch.objects.filter(is_active=True).order_by("name")))
+    return ReplicaProbe(source_db, [w for w in watches if w.source_db == source_db])
+
+
 def for_table(spec, state) -> Pacer:
     """The pacer of one table slice: its limits, the state's earlier pacing, its source's watched replicas."""
-    from archival.engine.replicas import probe_for
-
     limits = limits_for(spec.config)
     return Pacer(spec.label, limits, state.pacing, probe_for(spec.config.source_db))
 

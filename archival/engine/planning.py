@@ -13,6 +13,7 @@ from archival.engine.cutoff import resolve_cutoff
 from archival.engine.errors import TableError
 from archival.engine.phases import count_eligible, unreadable_examples
 from archival.engine.results import PlanResult, TablePlan
+from archival.engine.runner import select_configs
 from archival.engine.spec import build_spec
 from governance.models import OPEN_PHASES, RecoveryState
 
@@ -20,8 +21,6 @@ from governance.models import OPEN_PHASES, RecoveryState
 def plan(tables: list[str] | None = None, cutoff: date | None = None) -> PlanResult:
     """Per table: eligible rows, rows without a reference date or with one that is not a date (and the first
     keys of those), blocking problems, the SQL that would run."""
-    from archival.engine.runner import select_configs
-
     cutoff = resolve_cutoff(cutoff)
     result = PlanResult(cutoff=cutoff.isoformat())
     configs = select_configs(tables)

@@ -112,11 +112,3 @@ class ReplicaProbe:
             except Exception:  # noqa: BLE001,S110 (closing a broken connection)
                 pass
         self._own.clear()
-
-
-def probe_for(source_db: str) -> ReplicaProbe:
-    """A probe over the active watches of ``source_db`` (empty, and free, when there are none)."""
-    from archival.engine.pacing import cached
-
-    watches = cached("replicas", lambda: list(ReplicaWatch.objects.filter(is_active=True).order_by("name")))
-    return ReplicaProbe(source_db, [w for w in watches if w.source_db == source_db])

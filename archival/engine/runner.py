@@ -15,14 +15,16 @@ from datetime import date, datetime
 from django.db import DatabaseError, Error, transaction
 from django.utils import timezone
 
+from archival import alerts, outage, stopping
 from archival.engine import leases, pacing, phases
 from archival.engine.cutoff import resolve_cutoff
 from archival.engine.dailylog import log_line
 from archival.engine.errors import LeaseLost, TableError, TableWaiting, describe_database_error
 from archival.engine.pipeline import Pipeline, pipeline_for
 from archival.engine.results import RunResult, TableResult
-from archival.engine.spec import build_spec, dependency_order
+from archival.engine.spec import ChildRef, build_spec, dependency_order
 from archival.engine.txn import bound_sessions
+from archival.retry import is_unreachable, is_wait_timeout
 from governance.models import (
     OPEN_PHASES,
     ArchivalRun,
@@ -172,8 +174,6 @@ class _LightSpec:
 
 
 def _light_spec(config, configs):
-    from archival.engine.spec import ChildRef
-
     kids = [
         ChildRef(
             o.pk,
@@ -204,8 +204,6 @@ def _stop_check(state: RecoveryState, deadline_monotonic: float | None) -> Calla
     last = {"at": time.monotonic(), "stop": _run_says_stop(state.run.stop_requested, state.run.deadline)}
 
     def should_stop() -> bool:
-        from archival import stopping
-
         if stopping.stop_requested():
             return True
         if deadline_monotonic is not None and time.monotonic() >= deadline_monotonic:
@@ -420,9 +418,6 @@ def waiting_reason(exc: Exception, state: RecoveryState) -> TableWaiting | None:
     fresh connection to the archive or the table's source database fails
     too: that database is named. Anything else fails the table.
     """
-    from archival import outage
-    from archival.retry import is_unreachable, is_wait_timeout
-
     if isinstance(exc, TableWaiting):
         return exc
     if not isinstance(exc, DatabaseError):
@@ -487,8 +482,6 @@ def wait_for_database(run_id: int, alias: str, *, reason: str, worker: str = "",
     another worker is moving meets the outage itself. Returns the labels of
     the tables it stopped.
     """
-    from archival import outage
-
     states = RecoveryState.objects.filter(
         run_id=run_id, phase__in=PHASE_ORDER[:-1], lease_owner__in=["", worker]
     ).exclude(pk__in=list(exclude))
@@ -534,8 +527,6 @@ def _fail(state: RecoveryState, worker: str, exc: Exception, unsaved: dict | Non
     log_line(f"run {state.run_id} table {state.table_label} FAILED: {message}")
     logger.warning("table %s failed: %s", state.table_label, message)
     try:
-        from archival import alerts
-
         alerts.table_failed(state, message)
     except ImportError:
         pass
@@ -609,7 +600,6 @@ def _process(run: ArchivalRun, *, worker: str, on_table=None, on_batch=None) -> 
         if pipeline:
             pipeline.close()
     report(wait=True)
-    from archival import alerts
 
     for alias, labels in down.items():
         alerts.database_unreachable(run.pk, alias, labels, scheduled=False)
@@ -618,8 +608,6 @@ def _process(run: ArchivalRun, *, worker: str, on_table=None, on_batch=None) -> 
 
 def _outage_for(state: RecoveryState, down: dict[str, list[str]]) -> str | None:
     """The database found down in this pass that ``state``'s table needs, if any."""
-    from archival import outage
-
     for alias in down:
         if alias in (outage.ARCHIVE, state.config.source_db):
             return alias

@@ -19,6 +19,9 @@ from archival.backends import Backend, SchemaError, TableInfo, backend_for, name
 from archival.backends.base import Column
 from archival.engine.dates import subtract_months
 from archival.engine.errors import TableError
+from governance.models import TableConfig
+from governance.models.configs import ACTIVE_CONFIG
+from governance.rowsql import column, fetch
 
 META_COLUMNS = ("archived_at", "archive_run_id", "reference_date", "retention_until")
 
@@ -217,10 +220,6 @@ class TableSpec:
 
 def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> TableSpec:
     """Read the live schema and resolve ``config`` for a run with ``run_cutoff``."""
-    from governance.models import TableConfig
-    from governance.models.configs import ACTIVE_CONFIG
-    from governance.rowsql import column, fetch
-
     source = backend_for(config.source_db)
     archive = backend_for("archive")
     # describe() raises SchemaError for a table that does not exist: one
@@ -270,7 +269,7 @@ def build_spec(config, run_cutoff: date, all_configs: list | None = None) -> Tab
     else:
         # Only the configs that can be children: a foreign key from their
         # table, or a contract join naming this one.
-        # (A plain SELECT: built through the ORM's compiler this query cost
+        # (A plain SELECT: built through the ORM's compiler this query costs
         # five times as much as running it, once per table.)
         fk_children = sorted({child for child, _, _ in fk_refs})
         contract_table = column(TableConfig, "contract_table")
@@ -350,8 +349,8 @@ def find_children(
         if o.pk != config.pk and o.source_db == config.source_db and o.schema_name == config.schema_name
     }
     refs_by_table: dict[str, list[tuple[str, str]]] = {}
-    for child_table, column, ref_column in fk_refs:
-        refs_by_table.setdefault(child_table, []).append((column, ref_column))
+    for child_table, child_column, ref_column in fk_refs:
+        refs_by_table.setdefault(child_table, []).append((child_column, ref_column))
     for other in by_table.values():
         refs = list(refs_by_table.get(other.table_name, []))
         contract_ref = None

@@ -18,14 +18,22 @@ prints the result; a refusal is a CommandError (exit 1) that says what to do.
 
 from __future__ import annotations
 
+import getpass
+import socket
 import sys
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from archival.engine.errors import TableError
+from archival.engine.leases import owner_is_dead
+from archival.engine.runner import select_configs
 from archival.restore.errors import RestoreRefused
+from archival.restore.executor import execute
+from archival.restore.requests import approve, create_request, preview, reject
+from governance.models import RestoreRequest, RestoreTable
 
 ROWS = {
     "key-range": "KEY_RANGE",
@@ -95,9 +103,6 @@ class RestoreCommands:
 
     # -- actions -----------------------------------------------------------------
     def request(self, options) -> None:
-        from archival.engine.runner import select_configs
-        from archival.restore.requests import create_request, preview
-
         user = _user(options["as_user"])
         configs = select_configs([options["table"]])
         if len(configs) != 1:
@@ -130,32 +135,21 @@ class RestoreCommands:
         )
 
     def preview(self, options) -> None:
-        from archival.restore.requests import preview
-
         self.stdout.write(str(preview(self._request(options["request_id"]))))
 
     def approve(self, options) -> None:
-        from archival.restore.requests import approve
-
         request = approve(
             self._request(options["request_id"]), actor=_user(options["as_user"]), comment=options["comment"]
         )
         self.stdout.write(self.style.SUCCESS(f"Restore {request.pk} approved by {request.decided_by}."))
 
     def reject(self, options) -> None:
-        from archival.restore.requests import reject
-
         request = reject(
             self._request(options["request_id"]), actor=_user(options["as_user"]), comment=options["comment"]
         )
         self.stdout.write(self.style.SUCCESS(f"Restore {request.pk} rejected by {request.decided_by}."))
 
     def execute(self, options) -> None:
-        import getpass
-        import socket
-
-        from archival.restore.executor import execute
-
         actor = _user(options.get("as_user")) or f"{getpass.getuser()}@{socket.gethostname()} (archival restore)"
         result = execute(options["request_id"], actor=actor)
         for t in result.tables:
@@ -171,8 +165,6 @@ class RestoreCommands:
         sys.exit(1)
 
     def status(self, options) -> None:
-        from governance.models import RestoreRequest, RestoreTable
-
         if options.get("request_id") is None:
             requests = list(RestoreRequest.objects.order_by("-pk")[:20])
             for r in requests:
@@ -200,10 +192,6 @@ class RestoreCommands:
 
     def _executor_line(self, r) -> str:
         """Who is executing, and whether that process still is (a killed one holds its tables until executed again)."""
-        from django.utils import timezone
-
-        from archival.engine.leases import owner_is_dead
-
         if not r.lease_owner or (r.lease_expires_at and r.lease_expires_at < timezone.now()):
             return self.style.WARNING(
                 f"no process holds this restore (lease of {r.lease_owner or 'nobody'} expired): its tables wait; "
@@ -217,8 +205,6 @@ class RestoreCommands:
         return f"executing in {r.lease_owner} (lease until {r.lease_expires_at:%Y-%m-%d %H:%M:%S %Z})"
 
     def _request(self, request_id: int):
-        from governance.models import RestoreRequest
-
         request = RestoreRequest.objects.select_related("config").filter(pk=request_id).first()
         if request is None:
             raise CommandError(f"there is no restore request {request_id}")

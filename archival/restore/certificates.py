@@ -16,12 +16,13 @@ import json
 from django.db.models import Sum
 from django.utils import timezone
 
-from archival.disposal.chain import _canonical_json, _ts
 from archival.disposal.tables import ARCHIVE, take_archive_lock
 from archival.engine.txn import write_transaction
 from archival.restore.errors import RestoreReconcileError
 from archival.restore.selection import selection_of
 from archival.rowkeys import ENCODING_NAME, digest_of_lines
+from governance.audit_chain import canonical_json, timestamp_text
+from governance.models import AuditEvent, RestoreCertificate, RestoredKey, RestoreLedger, RestoreLedgerState
 
 
 def restore_certificate_hash(cert) -> str:
@@ -31,26 +32,24 @@ def restore_certificate_hash(cert) -> str:
         str(cert.request_id),
         str(cert.config_id),
         cert.table_label,
-        _canonical_json(cert.key_columns),
+        canonical_json(cert.key_columns),
         str(cert.row_count),
         str(cert.skipped_identical),
         str(cert.held_count),
         cert.digest,
         cert.encoding,
-        _canonical_json(cert.selection),
+        canonical_json(cert.selection),
         cert.reason,
         cert.requested_by,
         cert.approved_by,
         cert.executed_by,
-        _ts(cert.executed_at),
+        timestamp_text(cert.executed_at),
         cert.prev_hash,
     ]
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
 
 def _restored_lines(request_id: int, config_id: int) -> list[str]:
-    from governance.models import RestoredKey
-
     return list(
         RestoredKey.objects.using(ARCHIVE)
         .filter(request_id=request_id, config_id=config_id)
@@ -64,8 +63,6 @@ def issue_certificate(request, table, target, executor: str, *, existing_only: b
     Reconciles first: no batch may be left COPYING, and the keys recorded
     must number the rows the ledger says left the archive.
     """
-    from governance.models import RestoreCertificate, RestoreLedger, RestoreLedgerState
-
     mine = RestoreCertificate.objects.using(ARCHIVE).filter(request_id=request.pk, config_id=table.config_id)
     found = mine.first()
     if found is not None or existing_only:
@@ -119,8 +116,6 @@ def issue_certificate(request, table, target, executor: str, *, existing_only: b
 
 def verify_restore_certificates() -> list[str]:
     """Recompute every restore certificate: its hash, the chain, its digest and its audit anchor. [] when sound."""
-    from governance.models import AuditEvent, RestoreCertificate
-
     problems: list[str] = []
     anchored = {
         (e.get("certificate_id"), e.get("certificate_hash"))

@@ -19,7 +19,7 @@ finalised by the next execution (the certificate is unique per table).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -27,7 +27,7 @@ from django.db import Error, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from archival.disposal.engine import actor_name
+from archival.disposal.batches import actor_name
 from archival.disposal.tables import ARCHIVE
 from archival.engine.errors import LeaseLost, TableError, describe_database_error
 from archival.engine.faults import checkpoint
@@ -38,6 +38,18 @@ from archival.restore.certificates import issue_certificate
 from archival.restore.errors import RestoreRefused
 from archival.restore.requests import REQUEST_PERMISSION, require_permission
 from archival.restore.selection import resolve_target, selection_of
+from governance.models import (
+    OPEN_PHASES,
+    AuditEvent,
+    RecoveryState,
+    RestoreLedger,
+    RestoreLedgerState,
+    RestorePhase,
+    RestoreRequest,
+    RestoreStatus,
+    RestoreTable,
+    TableConfig,
+)
 
 EXECUTABLE = ("APPROVED", "EXECUTING", "FAILED")
 
@@ -74,8 +86,6 @@ class RestoreResult:
         return sum(t.restored for t in self.tables)
 
     def as_dict(self) -> dict:
-        from dataclasses import asdict
-
         return {**asdict(self), "ok": self.ok, "restored": self.restored}
 
     def __str__(self) -> str:
@@ -100,8 +110,6 @@ def _claim(request_id: int, worker: str, executor: str) -> bool:
     The config rows are locked for the check (as ``start_run`` locks them for
     its own), so a run and a restore of one table cannot both start.
     """
-    from governance.models import OPEN_PHASES, RecoveryState, RestoreRequest, RestoreStatus, RestoreTable, TableConfig
-
     now = timezone.now()
     message = ""
     won = 0
@@ -152,8 +160,6 @@ def _claim(request_id: int, worker: str, executor: str) -> bool:
 
 
 def _renew(request_id: int, worker: str) -> None:
-    from governance.models import RestoreRequest
-
     if not RestoreRequest.objects.filter(pk=request_id, lease_owner=worker).update(
         lease_expires_at=timezone.now() + _lease()
     ):
@@ -162,8 +168,6 @@ def _renew(request_id: int, worker: str) -> None:
 
 def _reconcile_with_ledger(table) -> None:
     """Bring the RestoreTable's cursor and counts in line with the ledger (what committed)."""
-    from governance.models import RestoreLedger, RestoreTable
-
     ledger = RestoreLedger.objects.using(ARCHIVE).filter(request_id=table.request_id, config_id=table.config_id)
     last = ledger.order_by("-batch_no").values_list("key_high", flat=True).first()
     totals = ledger.aggregate(n=Sum("row_count"), s=Sum("skipped_identical"))
@@ -179,8 +183,6 @@ def _reconcile_with_ledger(table) -> None:
 
 
 def _restore_table(request, table, worker: str, executor: str, out: TableOutcome) -> None:
-    from governance.models import AuditEvent, RestoreLedger, RestoreLedgerState, RestorePhase, RestoreTable
-
     target = resolve_target(table.config)
     selection = selection_of(table)
     today = timezone.localdate()
@@ -263,8 +265,6 @@ def execute(request_id: int, *, actor, worker_id: str | None = None) -> RestoreR
     fails (a conflict, a reconciliation, a database error) stops the request
     FAILED with the table named; executing again resumes where it stopped.
     """
-    from governance.models import AuditEvent, RestorePhase, RestoreRequest, RestoreStatus, RestoreTable
-
     if hasattr(actor, "has_perm"):
         require_permission(actor, REQUEST_PERMISSION, "execute a restore")
     executor = actor_name(actor)

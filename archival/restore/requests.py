@@ -24,12 +24,26 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from archival.backends import SchemaError, backend_for
-from archival.disposal.engine import actor_name
+from archival.disposal.batches import actor_name
 from archival.disposal.tables import ARCHIVE, archive_table_for
 from archival.engine.dates import subtract_months
 from archival.restore.errors import RestoreRefused
 from archival.restore.selection import RestoreTarget, resolve_target, selection_of, selection_sql
+from archival.restore.streaming import compare_with_source
 from archival.rowkeys import coerce, key_text, parse_component, to_json_component
+from governance.models import (
+    OPEN_PHASES,
+    OPEN_RESTORE_STATUSES,
+    ArchivalRun,
+    AuditEvent,
+    RecoveryState,
+    RestoreKey,
+    RestoreRequest,
+    RestoreSelection,
+    RestoreStatus,
+    RestoreTable,
+    TableConfig,
+)
 
 MAX_KEYS = 100_000
 REQUEST_PERMISSION = "governance.request_restore"
@@ -113,8 +127,6 @@ def _date(value, what: str) -> dt.date:
 
 def _validated_values(target: RestoreTarget, selection: str, values: dict) -> tuple[dict, list[str]]:
     """The request's fields for ``selection`` (and, for KEYS, the canonical key texts), or RestoreRefused."""
-    from governance.models import ArchivalRun, RestoreSelection
-
     if selection not in RestoreSelection.values:
         raise RestoreRefused(f"unknown selection {selection!r}; one of {', '.join(RestoreSelection.values)}")
     fields: dict = {}
@@ -186,8 +198,6 @@ def _parents_of(config) -> list[tuple[object, str, str]]:
     never archived are in the source and need nothing). A table's reference
     to itself is left out: its rows come back in one selection.
     """
-    from governance.models import TableConfig
-
     source = backend_for(config.source_db)
     try:
         info = source.describe(config.schema_name, config.table_name)
@@ -214,8 +224,6 @@ def _parents_of(config) -> list[tuple[object, str, str]]:
 
 def plan_tables(request) -> list:
     """Create the request's RestoreTable rows: parents (and theirs) first, the requested table last."""
-    from governance.models import RestoreTable
-
     # Breadth-first from the requested table; a table reached twice keeps its
     # first (nearest) route. Depth decides the order: the deepest ancestors first.
     nodes = [(request.config, None, "", "", 0)]  # (config, child index, ref column, key column, depth)
@@ -285,16 +293,12 @@ def count_table(table, target: RestoreTarget, today: dt.date) -> dict:
         counts["conflict_count"] = _count(b, f"SELECT COUNT(*) {joined} AND NOT ({same})", params)
         counts["identical_count"] = _count(b, f"SELECT COUNT(*) {joined} AND {same}", params)
     else:
-        from archival.restore.streaming import compare_with_source
-
         counts["conflict_count"], counts["identical_count"], _ = compare_with_source(target, sel, params)
     return counts
 
 
 def _unfinished_runs(config_ids) -> dict[int, int]:
     """config id -> an archival run that has not finished that table (the restore waits for it)."""
-    from governance.models import OPEN_PHASES, RecoveryState
-
     return dict(
         RecoveryState.objects.filter(config_id__in=list(config_ids), phase__in=OPEN_PHASES).values_list(
             "config_id", "run_id"
@@ -308,8 +312,6 @@ def preview(request) -> RestorePreview:
     Changes nothing but the RestoreTable counts of an open request (a
     finished one keeps the counts it was executed with).
     """
-    from governance.models import OPEN_RESTORE_STATUSES, RestoreTable
-
     result = RestorePreview(request=request)
     tables = list(RestoreTable.objects.filter(request=request).select_related("config", "request").order_by("position"))
     result.tables = tables
@@ -379,8 +381,6 @@ def create_request(
     table has nothing archived or cannot take its rows back, or no archived
     row matches the selection.
     """
-    from governance.models import AuditEvent, RestoreKey, RestoreRequest
-
     require_permission(actor, REQUEST_PERMISSION, "request a restore")
     if config is None or getattr(config, "pk", None) is None:
         raise RestoreRefused("choose the table to restore")
@@ -446,8 +446,6 @@ def create_request(
 
 
 def _decide(request, *, actor, comment: str, approve: bool):
-    from governance.models import AuditEvent, RestoreRequest, RestoreStatus
-
     require_permission(actor, APPROVE_PERMISSION, "approve or reject restores")
     comment = (comment or "").strip()
     if not comment:

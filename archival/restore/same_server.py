@@ -19,6 +19,7 @@ from archival.engine.txn import write_transaction
 from archival.restore.errors import RestoreConflict, RestoreReconcileError
 from archival.restore.selection import RestoreTarget, selection_sql
 from archival.rowkeys import keyset_predicate, to_json_component
+from governance.models import RestoredKey, RestoreLedger, RestoreLedgerState
 
 
 def batch_predicate(target: RestoreTarget, selection: dict, low, high, alias: str = "a") -> tuple[str, list]:
@@ -59,8 +60,6 @@ def restore_batch(
 
     Raises RestoreConflict (nothing moved) or RestoreReconcileError (rolled back).
     """
-    from governance.models import RestoredKey, RestoreLedger, RestoreLedgerState
-
     b = target.archive.backend
     if b.moves_through_procedures():
         return b.restore_batch(

@@ -27,6 +27,7 @@ from archival.backends.base import InsertTarget
 from archival.disposal.tables import ArchiveTable, archive_table_for
 from archival.engine.spec import META_COLUMNS, topology
 from archival.restore.errors import RestoreRefused
+from governance.models import RestoreKey, TableConfig
 
 KINDS = ("KEY_RANGE", "CONTRACT", "KEYS", "DATE_RANGE", "RUN", "REFERENCED")
 
@@ -117,8 +118,6 @@ def resolve_target(config) -> RestoreTarget:
 
 def sibling_config(config, table_name: str):
     """The active config of ``table_name`` in ``config``'s source database and schema (a REFERENCED child)."""
-    from governance.models import TableConfig
-
     found = (
         TableConfig.objects.active()
         .filter(source_db=config.source_db, schema_name=config.schema_name, table_name=table_name)
@@ -153,8 +152,6 @@ def approval_bound(request) -> dict:
 
 
 def _kind_sql(t: ArchiveTable, selection: dict, alias: str) -> tuple[str, list]:
-    from governance.models import RestoreKey
-
     b = t.backend
     q = b.quote
     kind = selection.get("kind")

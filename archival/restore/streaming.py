@@ -30,6 +30,7 @@ from archival.restore.errors import RestoreConflict, RestoreReconcileError
 from archival.restore.same_server import batch_predicate, conflict_message
 from archival.restore.selection import RestoreTarget
 from archival.rowkeys import coerce, keyset_predicate, to_json_component
+from governance.models import RestoredKey, RestoreLedger, RestoreLedgerState
 
 
 def _key_positions(target: RestoreTarget) -> list[int]:
@@ -139,8 +140,6 @@ def restore_batch(
     selection: dict, today,
 ) -> RestoreBatchCounts:  # fmt: skip
     """Steps 1 to 3 of the module docstring for the next batch after ``key_after``."""
-    from governance.models import RestoreLedger, RestoreLedgerState
-
     t = target.archive
     with write_transaction(ARCHIVE):
         rows = _archive_rows(target, batch_predicate(target, selection, key_after, None), limit=size)
@@ -173,8 +172,6 @@ def restore_batch(
 
 def finish_batch(target: RestoreTarget, ledger, selection: dict) -> RestoreBatchCounts:
     """Steps 2 and 3 for a COPYING ledger row (a fresh batch, or one a crash interrupted): idempotent."""
-    from governance.models import RestoredKey, RestoreLedger, RestoreLedgerState
-
     t = target.archive
     b = t.backend
     q = b.quote

@@ -10,10 +10,13 @@ request's RestoreTable rows, and a lost task is resumed by executing again
 
 from __future__ import annotations
 
-from archival.disposal.engine import actor_name
+from django_q.tasks import async_task
+
+from archival.disposal.batches import actor_name
 from archival.restore.errors import RestoreRefused
 from archival.restore.executor import EXECUTABLE
 from archival.restore.requests import REQUEST_PERMISSION, require_permission
+from governance.models import AuditEvent, RestoreRequest
 
 RESTORE_TASK = "archival.tasks.execute_restore"
 
@@ -24,10 +27,6 @@ def execute_on_workers(request, *, actor) -> str:
     Raises RestoreRefused when ``actor`` lacks ``governance.request_restore``
     or the request is not approved (or failed, to resume it).
     """
-    from django_q.tasks import async_task
-
-    from governance.models import AuditEvent, RestoreRequest
-
     require_permission(actor, REQUEST_PERMISSION, "execute a restore")
     current = RestoreRequest.objects.filter(pk=request.pk).first()
     if current is None:

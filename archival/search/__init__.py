@@ -1,4 +1,4 @@
-"""Read-only search over archived rows (issue 7).
+"""Read-only search over archived rows.
 
 Everything here reads through the ``archive_readonly`` alias, a connection
 that cannot write (SQLite opened with ``mode=ro``; a SELECT-only role on

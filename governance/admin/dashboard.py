@@ -138,7 +138,7 @@ def _weekly(queryset, date_field: str, count_field: str, since) -> dict[date, in
 
 
 def disposed_per_week(since) -> dict[date, int] | None:
-    """Rows destroyed per week, from the disposal certificates (issue 5).
+    """Rows destroyed per week, from the disposal certificates.
 
     None while the certificate model is not installed."""
     try:

@@ -22,7 +22,7 @@ def archive_backward(apps, schema_editor):
 def control_forward(apps, schema_editor):
     import json
 
-    from archival.disposal.chain import audit_entry_hash
+    from governance.audit_chain import audit_entry_hash
     from archival.disposal.triggers import ensure_triggers
 
     alias = schema_editor.connection.alias

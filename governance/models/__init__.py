@@ -1,10 +1,9 @@
 from governance.models.access import ArchiveSearchAccess
 from governance.models.archive import BatchLedger, Hold, HoldKey, HoldScope, LedgerState
-from governance.models.audit import AuditEvent
+from governance.models.audit import AuditChainHead, AuditEvent
 from governance.models.configs import ArchivalLogic, TableConfig, TableType
 from governance.models.disposal import (
     ArchiveLock,
-    AuditChainHead,
     BatchStatus,
     Decision,
     DisposalApproval,

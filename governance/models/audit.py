@@ -1,10 +1,12 @@
-"""The append-only audit trail."""
+"""The append-only audit trail and the head of its hash chain (governance.audit_chain)."""
 
 from __future__ import annotations
 
 import socket
 
 from django.db import models
+
+from governance.audit_chain import AuditChainHeadManager
 
 
 class AuditEventManager(models.Manager):
@@ -26,7 +28,7 @@ class AuditEventManager(models.Manager):
         ``actor`` is a user, a string naming a process, or None (the system).
         Snapshots are stored as text so the event survives deletions.
         ``guard``: an UPDATE that must change one row for the event to go in
-        (archival.disposal.chain.append_audit_event; GuardNotMet otherwise).
+        (``AuditChainHead.objects.append``; GuardNotMet otherwise).
         """
         user = actor if hasattr(actor, "get_username") else None
         actor_text = user.get_username() if user is not None else (str(actor) if actor else "system")
@@ -45,11 +47,9 @@ class AuditEventManager(models.Manager):
             host=socket.gethostname()[:255],
         )
         event.full_clean(exclude=["actor_user", "prev_hash", "entry_hash"])
-        # Appended under the locked chain head (archival.disposal.chain): the
-        # hash chain never forks, whichever worker writes.
-        from archival.disposal.chain import append_audit_event
-
-        return append_audit_event(event, guard=guard)
+        # Appended under the locked chain head: the hash chain never forks,
+        # whichever worker writes.
+        return AuditChainHead.objects.append(event, guard=guard)
 
 
 class AuditEvent(models.Model):
@@ -121,3 +121,25 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"
+
+
+class AuditChainHead(models.Model):
+    """Control database: the locked head of the audit hash chain.
+
+    ``AuditEvent.objects.record`` appends through ``AuditChainHead.objects``,
+    which locks this row first, so two workers never link to the same
+    predecessor (the chain never forks).
+    """
+
+    name = models.CharField(max_length=32, unique=True, help_text="Chain name; 'audit' is the one used.")
+    last_event_id = models.BigIntegerField(null=True, blank=True, help_text="Id of the newest chained audit event.")
+    head_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="entry_hash of the newest chained audit event.",
+    )
+
+    objects = AuditChainHeadManager()
+
+    def __str__(self) -> str:
+        return f"Chain {self.name} at {self.last_event_id}"

@@ -8,6 +8,9 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from simple_history.models import HistoricalRecords
 
+from archival.backends import backend_for
+from governance.schema import validate_config_against_schema
+
 ARCHIVE_ALIAS = "archive"  # the archive database's connection alias
 
 # Identifiers are further validated against the live schema (governance.schema);
@@ -243,7 +246,6 @@ class TableConfig(models.Model):
     def effective_batch_size(self) -> int:
         if self.batch_size:
             return self.batch_size
-        from archival.backends import backend_for
 
         # The smaller default of the two engines a batch runs on (SQL Server:
         # below lock escalation, whether it is the source or the archive).
@@ -268,8 +270,6 @@ class TableConfig(models.Model):
                 if not getattr(self, field):
                     errors[field] = "A contract-maturity config needs the whole contract join."
         if self.batch_size:
-            from archival.backends import backend_for
-
             # The archive's engine runs the batch (on SQL Server, a procedure
             # that refuses more): refused here, not halfway through a run.
             ceiling = backend_for(ARCHIVE_ALIAS).max_batch_size
@@ -286,6 +286,4 @@ class TableConfig(models.Model):
         if errors:
             raise ValidationError(errors)
         # Only a well-formed config is checked against the live schema.
-        from governance.schema import validate_config_against_schema
-
         validate_config_against_schema(self)

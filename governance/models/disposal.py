@@ -2,9 +2,8 @@
 
 Where each model lives, and why:
 
-* ``DisposalBatch``, ``DisposalApproval``, ``RetentionChange`` and
-  ``AuditChainHead`` are control-database rows (the review workflow and the
-  audit chain's head).
+* ``DisposalBatch``, ``DisposalApproval`` and ``RetentionChange`` are
+  control-database rows (the review workflow).
 * ``DisposalCertificate`` and ``ArchiveLock`` live in the ARCHIVE database
   (``governance.routers.ARCHIVE_MODELS``): a certificate commits in the same
   transaction as the delete it proves, and the lock row is what hold placement
@@ -261,25 +260,6 @@ class ArchiveLock(models.Model):
         return f"Archive lock {self.name}"
 
 
-class AuditChainHead(models.Model):
-    """Control database: the locked head of the audit hash chain.
-
-    ``AuditEvent.objects.record`` locks this row before appending, so two
-    workers never link to the same predecessor (the chain never forks).
-    """
-
-    name = models.CharField(max_length=32, unique=True, help_text="Chain name; 'audit' is the one used.")
-    last_event_id = models.BigIntegerField(null=True, blank=True, help_text="Id of the newest chained audit event.")
-    head_hash = models.CharField(
-        max_length=64,
-        blank=True,
-        help_text="entry_hash of the newest chained audit event.",
-    )
-
-    def __str__(self) -> str:
-        return f"Chain {self.name} at {self.last_event_id}"
-
-
 class RetentionChangeStatus(models.TextChoices):
     PENDING = "PENDING", "Waiting for a compliance officer"
     APPLIED = "APPLIED", "Applied"
@@ -335,17 +315,3 @@ class RetentionChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.config}: {self.old_years} -> {self.new_years} years ({self.status})"
-
-
-def _register_sqlite_purge_guard() -> None:
-    # The SQLite DELETE triggers (archival.disposal.triggers) call
-    # archival_purge_allowed(); every connection this process opens needs it,
-    # and models load before any connection is made.
-    from django.db.backends.signals import connection_created
-
-    from archival.backends.sqlite import register_purge_guard
-
-    connection_created.connect(register_purge_guard, dispatch_uid="archival.disposal.purge_guard")
-
-
-_register_sqlite_purge_guard()

@@ -47,6 +47,16 @@ from archival.backends.mssql.sqltypes import (
     quote,
     type_sql,
 )
+from archival.backends.mssql.templates import (
+    archive_schema_for,
+    procedure_table_for,
+    provision_call,
+    provisioned_object_names,
+    source_column_kinds,
+)
+from archival.disposal.tables import DisposalError
+from archival.restore.errors import RestoreConflict, RestoreReconcileError
+from archival.retry import is_transient, is_unreachable, retry_transient
 
 # Calls of archival.usp_restore_batch per batch when SQL Server rolls it back
 # as a deadlock victim (1205) or on a lock time-out (1222): the whole batch
@@ -76,8 +86,6 @@ class MSSQLBackend(Backend):
         return settings.ARCHIVAL["MSSQL_BATCH_SIZE"]
 
     def provisioning_hint(self, config) -> str:
-        from archival.backends.mssql.templates import procedure_table_for, provision_call
-
         return f"run {provision_call(procedure_table_for(config))}"
 
     def execute_counted(self, cursor, sql: str, params) -> int:
@@ -178,8 +186,6 @@ class MSSQLBackend(Backend):
         # inserted into: the source derives them again. An identity column is
         # written with its archived value under SET IDENTITY_INSERT, which
         # archival.usp_restore_batch sets around its INSERT (no clause here).
-        from archival.backends.mssql.templates import source_column_kinds
-
         info = self.describe(schema, table)
         _, computed = source_column_kinds(self, schema, table)
         derived = [c.name for c in info.columns if c.name in computed or c.db_type in _ROWVERSION]
@@ -280,8 +286,6 @@ class MSSQLBackend(Backend):
         return None
 
     def name_errors(self, config, info: TableInfo) -> dict[str, str]:
-        from archival.backends.mssql.templates import archive_schema_for, provisioned_object_names
-
         schema = archive_schema_for(config.source_db)
         errors: dict[str, str] = {}
         if len(schema) > MAX_NAME_LENGTH:
@@ -583,8 +587,6 @@ class MSSQLBackend(Backend):
         Django atomic block on this connection (retry_transient refuses to
         retry there).
         """
-        from archival.retry import is_transient, is_unreachable, retry_transient
-
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ProcedureCallError(f"batch_size must be 1..{MAX_BATCH_SIZE} on SQL Server, not {batch_size}")
         inputs = dict(
@@ -659,8 +661,6 @@ class MSSQLBackend(Backend):
         else that changed (a key that appeared, a count that disagrees)
         raises, rolling the whole batch back.
         """
-        from archival.disposal.tables import DisposalError
-
         config = table.config
         expired = f"{table.col('retention_until')} < %s"
         in_range, range_params = table.range_sql(key_low, key_high)
@@ -732,8 +732,6 @@ _RESTORE_RECONCILE = re.compile(r"Restore batch counts do not reconcile; the bat
 
 def _restore_error(exc: BaseException):
     """The restore engine's own error for a THROW of usp_restore_batch (None: any other error)."""
-    from archival.restore.errors import RestoreConflict, RestoreReconcileError
-
     seen, link = set(), exc
     while link is not None and id(link) not in seen:
         seen.add(id(link))

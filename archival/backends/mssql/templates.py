@@ -10,9 +10,11 @@ from pathlib import Path
 
 from django.conf import settings
 
+from archival.backends import backend_for
 from archival.backends.mssql.sqltypes import mssql_type_for, quote
 from archival.hold_coverage import tsql_contract_match
 from archival.rowkeys import keyset_template
+from governance.models import TableConfig
 
 SQL_DIR = Path(__file__).resolve().parents[3] / "sql"
 TEMPLATES_FILE = SQL_DIR / "05_templates.sql"
@@ -477,9 +479,6 @@ def procedure_table_for(config) -> ProcedureTable:
     way an archive on SQL Server would declare them and SQLite's ``main``
     schema reads as ``dbo``.
     """
-    from archival.backends import backend_for
-    from governance.models import TableConfig
-
     source = backend_for(config.source_db)
     info = source.describe(config.schema_name, config.table_name)
     native = source.vendor == "microsoft"

@@ -27,6 +27,7 @@ from archival.engine.cutoff import CutoffError, resolve_cutoff
 from archival.engine.errors import TableError
 from archival.engine.status import run_status
 from archival.management.restore_cli import RestoreCommands, add_restore_parser
+from archival.monitoring import health_check
 from archival.progress import Progress
 from governance.models import ArchivalRun
 
@@ -232,8 +233,6 @@ class Command(BaseCommand):
 
     def render_status(self, options):
         if options.get("check"):
-            from archival.monitoring import health_check
-
             check = health_check()
             for message in check.messages:
                 self.stdout.write(message)

@@ -8,8 +8,9 @@ from django.contrib.auth.models import Permission, User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from archival.disposal import decide_batch, execute_disposal, place_hold, plan_disposal, verify_chains
+from archival.disposal import decide_batch, execute_disposal, place_hold, plan_disposal
 from archival.disposal.tables import archive_table_for
+from governance.chain_verification import verify_chains
 from governance.models import DisposalCertificate, HoldScope, TableConfig
 
 

@@ -6,7 +6,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from archival.disposal import verify_chains
+from archival.restore.certificates import verify_restore_certificates
+from governance.chain_verification import verify_chains
 
 
 class Command(BaseCommand):
@@ -21,8 +22,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-log", action="store_true", help="Do not append the head hashes to the daily log.")
 
     def handle(self, *args, **options):
-        from archival.restore.certificates import verify_restore_certificates
-
         report = verify_chains(write_log=not options["no_log"])
         # The restore certificates' own chain, digests and audit anchors (docs/restore.md).
         restore_problems = verify_restore_certificates()

@@ -33,11 +33,22 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from archival.backends import SchemaError
-from archival.disposal.chain import certificate_hash
 from archival.disposal.policy import required_approvals
 from archival.disposal.tables import ARCHIVE, ArchiveTable, DisposalError, archive_table_for, take_archive_lock
+from archival.engine.errors import describe_database_error
 from archival.hold_coverage import TableFacts, may_cover_table
 from archival.rowkeys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
+from governance.audit_chain import certificate_hash
+from governance.models import (
+    AuditEvent,
+    BatchStatus,
+    Decision,
+    DisposalApproval,
+    DisposalBatch,
+    DisposalCertificate,
+    Hold,
+    TableConfig,
+)
 
 
 def actor_name(actor) -> str:
@@ -53,8 +64,6 @@ def worker_id() -> str:
 
 
 def _configs(tables):
-    from governance.models import TableConfig
-
     qs = TableConfig.objects.active().order_by("source_db", "schema_name", "table_name")
     configs = list(qs)
     if tables:
@@ -65,8 +74,6 @@ def _configs(tables):
 
 def _relevant_holds(t: ArchiveTable, at: dt.date) -> list:
     """Holds in force that could cover rows of ``t`` (cheap prefilter for reports)."""
-    from governance.models import Hold
-
     facts = TableFacts.of(t.config, t.contract_column)
     return [h for h in Hold.objects.using(ARCHIVE).active(at).order_by("id") if may_cover_table(h, facts)]
 
@@ -108,7 +115,7 @@ class BlockingHold:
 
 
 @dataclass
-class TablePlan:
+class DisposalTablePlan:
     table_label: str
     table_type: str
     expired_rows: int = 0
@@ -127,7 +134,7 @@ class DisposalPlanResult:
     dry_run: bool
     disposable_before: dt.date
     planned_by: str
-    tables: list[TablePlan] = field(default_factory=list)
+    tables: list[DisposalTablePlan] = field(default_factory=list)
 
     @property
     def batch_count(self) -> int:
@@ -157,13 +164,11 @@ def plan_disposal(
     DisposalBatch rows and ``disposal.planned`` audit events unless
     ``dry_run``; never changes archive data.
     """
-    from governance.models import AuditEvent, BatchStatus, DisposalBatch
-
     today = today or timezone.localdate()
     planner = actor_name(actor)
     result = DisposalPlanResult(plan_id=str(uuid.uuid4()), dry_run=dry_run, disposable_before=today, planned_by=planner)
     for config in _configs(tables):
-        tp = TablePlan(table_label=config.label, table_type=config.table_type)
+        tp = DisposalTablePlan(table_label=config.label, table_type=config.table_type)
         result.tables.append(tp)
         try:
             tp.required_approvals = required_approvals(config.table_type)
@@ -232,7 +237,7 @@ def plan_disposal(
     return result
 
 
-def _plan_table(t: ArchiveTable, tp: TablePlan, today: dt.date) -> None:
+def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
     backend = t.backend
     expired = f"{t.col('retention_until')} < %s"
     held, held_params = t.held_sql(today)
@@ -305,8 +310,6 @@ def decide_batch(batch_id: int, *, user, decision: str, comment: str) -> ReviewR
     review. The batch row is locked while deciding so two approvers cannot
     both count as the last one.
     """
-    from governance.models import AuditEvent, BatchStatus, Decision, DisposalApproval, DisposalBatch
-
     name = actor_name(user)
     comment = (comment or "").strip()
 
@@ -385,7 +388,7 @@ def decide_batch(batch_id: int, *, user, decision: str, comment: str) -> ReviewR
 
 
 @dataclass
-class BatchOutcome:
+class DisposalBatchOutcome:
     batch_id: int
     table_label: str
     planned: int
@@ -402,7 +405,7 @@ class BatchOutcome:
 class DisposalExecutionResult:
     dry_run: bool
     worker: str
-    batches: list[BatchOutcome] = field(default_factory=list)
+    batches: list[DisposalBatchOutcome] = field(default_factory=list)
 
     @property
     def deleted(self) -> int:
@@ -413,7 +416,7 @@ class DisposalExecutionResult:
         return sum(b.held for b in self.batches)
 
     @property
-    def errors(self) -> list[BatchOutcome]:
+    def errors(self) -> list[DisposalBatchOutcome]:
         return [b for b in self.batches if b.error]
 
     @property
@@ -438,8 +441,6 @@ def execute_disposal(
     (later batches of that table wait) and is retried by the next execution.
     ``dry_run`` runs each batch's transaction and rolls it back.
     """
-    from governance.models import DisposalBatch
-
     today = today or timezone.localdate()
     worker = worker_id()
     result = DisposalExecutionResult(dry_run=dry_run, worker=worker)
@@ -471,8 +472,6 @@ def _claim(batch_id: int, worker: str) -> bool:
     Prevents two executors from working on one batch; the certificate's
     unique batch_id would stop a double delete anyway, but not wasted work.
     """
-    from governance.models import BatchStatus, DisposalBatch
-
     now = timezone.now()
     lease = timedelta(seconds=settings.ARCHIVAL["LEASE_SECONDS"])
     won = (
@@ -489,15 +488,13 @@ def _claim(batch_id: int, worker: str) -> bool:
 
 def execute_batch(
     batch_id: int, *, actor=None, dry_run: bool = False, today: dt.date | None = None, worker: str | None = None
-) -> BatchOutcome:
+) -> DisposalBatchOutcome:
     """Execute one approved batch (see module docstring for the transaction)."""
-    from governance.models import AuditEvent, BatchStatus, Decision, DisposalBatch, DisposalCertificate
-
     today = today or timezone.localdate()
     worker = worker or worker_id()
     executor = actor_name(actor)
     batch = DisposalBatch.objects.select_related("config").get(pk=batch_id)
-    out = BatchOutcome(batch.pk, batch.table_label, batch.row_count)
+    out = DisposalBatchOutcome(batch.pk, batch.table_label, batch.row_count)
     if batch.status not in (BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED):
         out.skipped = f"batch is {batch.status}"
         return out
@@ -538,9 +535,6 @@ def execute_batch(
                 transaction.set_rollback(True, using=ARCHIVE)
     except (DisposalError, SchemaError, DatabaseError) as exc:
         # A read-only, full or failing archive file is named, with what to do.
-        # (Imported here: archival.engine imports the models, which import this module.)
-        from archival.engine.errors import describe_database_error
-
         out.error = describe_database_error(exc, ["archive", batch.config.source_db]) or str(exc)
         _fail(batch, out, actor, dry_run)
         return out
@@ -580,10 +574,10 @@ def execute_batch(
     return out
 
 
-def _delete_and_certify(t: ArchiveTable, batch, today: dt.date, executor: str, approvals: list, out: BatchOutcome):
+def _delete_and_certify(
+    t: ArchiveTable, batch, today: dt.date, executor: str, approvals: list, out: DisposalBatchOutcome
+):
     """Inside the locked archive transaction: re-check holds, delete, certify."""
-    from governance.models import DisposalCertificate, Hold
-
     cutoff = min(batch.disposable_before, today)
     rng, rng_params = t.range_sql(batch.key_low, batch.key_high)
     expired = f"{t.col('retention_until')} < %s"
@@ -650,9 +644,7 @@ def _delete_and_certify(t: ArchiveTable, batch, today: dt.date, executor: str, a
     return cert
 
 
-def _fail(batch, out: BatchOutcome, actor, dry_run: bool) -> None:
-    from governance.models import AuditEvent, BatchStatus, DisposalBatch
-
+def _fail(batch, out: DisposalBatchOutcome, actor, dry_run: bool) -> None:
     if dry_run:
         return
     DisposalBatch.objects.filter(pk=batch.pk).update(
