@@ -241,3 +241,16 @@ def admin_allow_test_flush():
 
     with allow_test_flush():
         yield
+
+
+def post_action(client, model, action: str, ids, *, confirm: bool = False, **fields):
+    """The changelist's action POST for ``model`` ("app_label.model_name") as the list and the
+    object pages send it; ``confirm`` adds the confirmation page's ``post=yes``
+    (governance/admin/confirmation.py)."""
+    from django.urls import reverse
+
+    app_label, model_name = model.split(".")
+    data = {"action": action, "_selected_action": [str(pk) for pk in ids], **fields}
+    if confirm:
+        data["post"] = "yes"
+    return client.post(reverse(f"admin:{app_label}_{model_name}_changelist"), data)

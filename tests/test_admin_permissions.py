@@ -14,7 +14,9 @@ import pytest
 from django.contrib import admin
 from django.test import Client, RequestFactory
 from django.urls import reverse
+from django_q.models import OrmQ
 
+from governance.models import AuditEvent
 from tests.admin_fixtures import PERSONAS, objects, personas, source_table
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -227,11 +229,7 @@ def test_an_action_confirmed_by_a_persona_it_is_not_offered_to_is_refused_and_ch
     """The confirming POST (``post=yes``, a comment and a reason filled in) is
     the same action POST as the first: the changelist refuses it to anyone the
     action is not offered to, whatever the form says."""
-    from django_q.models import OrmQ
-
-    from governance.models import AuditEvent
-
-    for model, model_admin in admin.site._registry.items():
+    for model in admin.site._registry:
         label = model._meta.label_lower
         obj = objects.get(model._meta.model_name)
         url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")

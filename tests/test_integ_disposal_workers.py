@@ -22,8 +22,7 @@ from django_q.models import Schedule, Task
 from django_q.scheduler import scheduler
 from django_q.tasks import async_task
 
-from archival.disposal import decide_batch, place_hold, plan_disposal
-from archival.disposal import workers
+from archival.disposal import decide_batch, place_hold, plan_disposal, workers
 from archival.disposal.workers import dispose_on_workers, enqueue_disposal
 from archival.schedules import DISPOSAL_SCHEDULE
 from governance.models import BatchStatus, DisposalBatch, DisposalCertificate, HoldScope, SchedulerSettings
