@@ -14,11 +14,11 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from django_q.models import OrmQ
 
 from archival.disposal import execute_disposal, plan_disposal
 from governance.models import AuditEvent, BatchStatus, DisposalBatch, DisposalCertificate, SchedulerSettings
+from tests.admin_fixtures import run_queued_tasks
 from tests.disposal_fixtures import (
     DATABASES,
     TODAY,
@@ -64,16 +64,6 @@ def act(user, action: str, batch: DisposalBatch, *, confirm: bool = False, **fie
     if confirm:
         data["post"] = "yes"
     return client_for(user).post(reverse("admin:governance_disposalbatch_changelist"), data)
-
-
-def run_queued_tasks() -> list[dict]:
-    """The worker side of the ORM broker, in this process: each queued task, in order, called once."""
-    results = []
-    for queued in OrmQ.objects.order_by("pk"):
-        task = queued.task
-        queued.delete()
-        results.append(import_string(task["func"])(*task["args"], **task["kwargs"]))
-    return results
 
 
 def test_a_compliance_officer_approves_with_a_comment_on_the_actions_confirmation(queued, personas):
