@@ -255,8 +255,6 @@ def admin_requests(objects) -> list[tuple[str, str, dict]]:
             pattern_args = [[bad] * n_args for bad in BAD_IDS]
             if obj is not None and suffix == "simple_history":
                 pattern_args += [[str(obj.pk), bad] for bad in BAD_IDS]
-            if name == "governance_schedule_control" and "archivalrun" in objects:
-                pattern_args = [["stop", "0"], ["bogus", str(objects["archivalrun"].pk)]]
             for args in pattern_args:
                 try:
                     url = reverse(f"admin:{name}", args=args)

@@ -11,8 +11,9 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
+from governance.models import AuditEvent, Phase
 from governance.roles import ARCHIVE_READER, COMPLIANCE_OFFICER
-from tests.admin_fixtures import make_config, personas, source_table  # noqa: F401
+from tests.admin_fixtures import make_config, objects, personas, post_action, source_table  # noqa: F401
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -94,3 +95,45 @@ class TestCreateRoleUser:
             )
         user = User.objects.get(username="compliance")
         assert user.password == before and not user.groups.filter(name="Auditor").exists()
+
+
+def test_the_scheduler_page_stops_an_open_run_through_the_run_actions_confirmation(personas, objects):
+    run = objects["archivalrun"]  # running, one failed table
+    client = client_for(personas["administrator"])
+    settings_page = client.get(reverse("admin:governance_schedulersettings_changelist"), follow=True)
+    html = settings_page.content.decode()
+    runs = reverse("admin:governance_archivalrun_changelist")
+    assert f'action="{runs}"' in html and 'value="stop_runs"' in html and f'id="run-stop-{run.pk}"' in html
+
+    confirmation = post_action(client, "governance.archivalrun", "stop_runs", [run.pk])
+    assert confirmation.status_code == 200 and 'name="post" value="yes"' in confirmation.content.decode()
+    run.refresh_from_db()
+    assert not run.stop_requested  # opening the confirmation changes nothing
+
+    done = post_action(client, "governance.archivalrun", "stop_runs", [run.pk], confirm=True)
+    assert done.status_code == 302
+    run.refresh_from_db()
+    assert run.stop_requested
+    assert AuditEvent.objects.filter(action="run.stop_requested", actor="administrator").exists()
+
+
+def test_the_run_page_abandons_its_unfinished_tables_with_a_reason_through_the_action(personas, objects):
+    run = objects["archivalrun"]
+    client = client_for(personas["administrator"])
+    page = client.get(reverse("admin:governance_archivalrun_change", args=[run.pk])).content.decode()
+    assert 'id="run-abandon"' in page and 'value="abandon_runs"' in page
+    confirmation = post_action(client, "governance.archivalrun", "abandon_runs", [run.pk])
+    html = confirmation.content.decode()
+    assert confirmation.status_code == 200 and 'name="reason"' in html and "boom" in html
+    refused = post_action(client, "governance.archivalrun", "abandon_runs", [run.pk], confirm=True, reason="")
+    assert refused.status_code == 200 and not AuditEvent.objects.filter(action="run.abandoned").exists()
+
+    done = post_action(
+        client, "governance.archivalrun", "abandon_runs", [run.pk], confirm=True, reason="Source table retired"
+    )
+
+    assert done.status_code == 302 and done.url == reverse("admin:governance_archivalrun_change", args=[run.pk])
+    assert set(run.states.values_list("phase", flat=True)) == {Phase.ABANDONED}
+    # Nothing unfinished any more: the page offers no abandon.
+    page = client.get(reverse("admin:governance_archivalrun_change", args=[run.pk])).content.decode()
+    assert 'id="run-abandon"' not in page

@@ -49,8 +49,8 @@ DECISIONS: dict[str, dict[str, frozenset]] = {
     "governance.auditevent": viewers(export=frozenset({AU})),
     "governance.archivalrun": viewers(),
     # Scheduling (issue 4): settings read by all staff roles, changed and
-    # driven (stop/continue a run) by administrators.
-    "governance.schedulersettings": viewers(schedule_control=frozenset({AA})),
+    # driven (run now, pause; stop and resume a run: actions) by administrators.
+    "governance.schedulersettings": viewers(),
     "governance.tabledispatch": viewers(readers=frozenset({AA, AU})),
     # Watched replicas (docs/pacing.md): the administrator names them, the
     # auditor reads them; switched off, never deleted.
@@ -89,8 +89,16 @@ ACTION_DECISIONS: dict[str, dict[str, frozenset]] = {
     "governance.tableconfig": {"preview_plan": STAFF_READERS},
     "governance.hold": {"release_holds": frozenset({CO})},
     "governance.auditevent": {},
-    "governance.archivalrun": {"resume_runs": frozenset({AA}), "abandon_runs": frozenset({AA})},
-    "governance.schedulersettings": {"run_now": frozenset({AA})},
+    "governance.archivalrun": {
+        "resume_runs": frozenset({AA}),
+        "stop_runs": frozenset({AA}),
+        "abandon_runs": frozenset({AA}),
+    },
+    "governance.schedulersettings": {
+        "run_now": frozenset({AA}),
+        "pause_scheduler": frozenset({AA}),
+        "resume_scheduler": frozenset({AA}),
+    },
     "governance.tabledispatch": {},
     "governance.replicawatch": {},
     "governance.disposalbatch": {
@@ -126,8 +134,6 @@ ACTION_DECISIONS: dict[str, dict[str, frozenset]] = {
 MISSING_PK = "999999"
 # Permitted views that answer with a redirect (the singleton's changelist opens its one object).
 REDIRECTING = {("governance.schedulersettings", "changelist")}
-# Views whose arguments are not the object's primary key.
-URL_ARGS = {"governance_schedule_control": lambda objects: ["stop", objects["archivalrun"].pk]}
 
 
 def admin_urls(objects):
@@ -141,16 +147,13 @@ def admin_urls(objects):
             name = getattr(pattern, "name", None)
             if not name:
                 continue
-            # Custom views may be named freely: "governance_schedule_control"
-            # is decided as "schedule_control".
+            # Custom views may be named freely: "governance_<name>" is decided as "<name>".
             suffix = name[len(prefix) :] if name.startswith(prefix) else name.removeprefix(f"{model._meta.app_label}_")
             n_args = len(re.findall(r"<[^>]+>", str(pattern.pattern))) + re.compile(str(pattern.pattern)).groups
             if suffix == "simple_history":
                 if obj is None:
                     continue
                 args = [pk, str(obj.history.first().history_id)]
-            elif name in URL_ARGS:
-                args = URL_ARGS[name](objects)
             else:
                 args = [pk] * n_args
             url = reverse(f"admin:{name}", args=args)

@@ -90,7 +90,7 @@ class ArchivalRunAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "trigger", "started_at")
     date_hierarchy = "started_at"
-    actions = ["resume_runs", "abandon_runs"]
+    actions = ["resume_runs", "stop_runs", "abandon_runs"]
     readonly_fields = (
         "cutoff",
         "status",
@@ -175,6 +175,28 @@ class ArchivalRunAdmin(admin.ModelAdmin):
                 level = messages.SUCCESS
             link = reverse("admin:governance_archivalrun_change", args=[run.pk])
             self.message_user(request, format_html('<a href="{}">Run {}</a> {}', link, run.pk, text), level)
+
+    @admin.action(description="Stop the selected runs (asks to confirm)", permissions=["start"])
+    def stop_runs(self, request, queryset):
+        """The stop switch of each running run (``dispatch.request_stop``); the runs stay resumable."""
+        from archival.dispatch import request_stop
+
+        running = queryset.filter(status=RunStatus.RUNNING, stop_requested=False).order_by("pk")
+        confirmation = Confirmation(request, running)
+        if confirmation.confirmed:
+            for run in confirmation.objects:
+                done = request_stop(run.pk, actor=request.user)
+                self.message_user(
+                    request, f"Run {run.pk}: stop requested." if done else f"Run {run.pk} is not running."
+                )
+            return None
+        return confirmation.page(
+            self,
+            action="stop_runs",
+            title="Stop the runs",
+            warning="Workers finish their current batch and stop; each run stays resumable.",
+            nothing="None of the selected runs is running.",
+        )
 
     @admin.action(
         description="Abandon the unfinished tables of the selected runs (asks for a reason)", permissions=["abandon"]
