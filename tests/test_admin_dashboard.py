@@ -21,13 +21,15 @@ from django_q.models import OrmQ, Schedule
 from archival.engine import run_cycle
 from archival.schedules import DISPOSAL_SCHEDULE, RUN_SCHEDULE, SWEEP_SCHEDULE
 from governance.admin.dashboard import axis_top, weekly_chart
-from governance.models import BatchLedger, Phase, RecoveryState
+from governance.models import BatchLedger, BatchStatus, DisposalBatch, Phase, RecoveryState
 from tests.admin_fixtures import (  # noqa: F401
     create_source_table,
     drop_source_table,
     make_config,
+    objects,
     personas,
     run_queued_tasks,
+    source_table,
 )
 from tests.conftest import drop_archive_tables
 
@@ -188,3 +190,25 @@ def test_the_chart_labels_are_grouped_with_a_table_of_the_numbers(personas):
     numbers = section(page, "dashboard-chart")
     assert "181,663 archived" in text_of(numbers)
     assert 'aria-describedby="chart-numbers"' in numbers and f"{week:%-d %b %Y}" in text_of(numbers)
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_the_disposal_queue_shows_each_open_status_with_its_count_linked_to_the_list(personas, objects):
+    batch = objects["disposalbatch"]  # waiting for its second approval
+    DisposalBatch.objects.create(
+        **{
+            f.name: getattr(batch, f.name)
+            for f in DisposalBatch._meta.concrete_fields
+            if f.name not in ("id", "status", "batch_no")
+        },
+        batch_no=2,
+        status=BatchStatus.EXECUTING,
+    )
+    page = client_for(personas["administrator"]).get(reverse("admin:index")).content.decode()
+    panel = section(page, "dashboard-disposal")
+    assert "Waiting for approval" in text_of(panel) and "Executing" in text_of(panel)
+    listed = reverse("admin:governance_disposalbatch_changelist")
+    assert f"{listed}?status__exact=EXECUTING" in panel and f"{listed}?status__exact=PENDING_REVIEW" in panel
+    assert (
+        'id="dashboard-disposal"' not in client_for(personas["outsider"]).get(reverse("admin:index")).content.decode()
+    )
