@@ -466,12 +466,14 @@ def resume_on_workers(run_id: int, *, actor=None, pump_now: bool = True) -> Resu
         result.refused = "the scheduler is paused; resume the scheduler first"
         return result
     now = timezone.now()
-    in_flight = TableDispatch.objects.filter(run=run, status=DispatchStatus.QUEUED).count()
-    leased = RecoveryState.objects.filter(run=run, lease_expires_at__gt=now).exclude(lease_owner="").count()
-    if run.status == RunStatus.RUNNING and not run.stop_requested and (in_flight or leased):
+    # Enqueued or in flight on the workers, or leased by a live process (a CLI run).
+    busy = TableDispatch.objects.filter(run=run, status=DispatchStatus.QUEUED).count() or (
+        RecoveryState.objects.filter(run=run, lease_expires_at__gt=now).exclude(lease_owner="").count()
+    )
+    if run.status == RunStatus.RUNNING and not run.stop_requested and busy:
         result.refused = (
-            f"run {run.pk} is already being worked on ({in_flight or leased} table"
-            f"{'s' if (in_flight or leased) != 1 else ''} in progress); its page shows the progress"
+            f"run {run.pk} is already being worked on ({busy} table{'s' if busy != 1 else ''} in progress); "
+            "its page shows the progress"
         )
         return result
     retried = RecoveryState.objects.filter(run=run, phase=Phase.FAILED).count()
@@ -485,8 +487,9 @@ def resume_on_workers(run_id: int, *, actor=None, pump_now: bool = True) -> Resu
         result.closed = True
         return result
     result.retried = retried
-    # A run the workers had before: the rows of its tables that finished
-    # (failed ones now redone) or stopped wait again; a CLI run gets its rows.
+    # A run the workers had before: the rows of its failed tables, now to be
+    # redone, wait again (continue_run takes the stopped ones, and writes the
+    # rows of a run the workers never had).
     for state in RecoveryState.objects.filter(run=run).exclude(phase__in=DONE_PHASES):
         TableDispatch.objects.filter(state=state, status=DispatchStatus.DONE).update(
             stage=_stage_for(state.phase), status=DispatchStatus.WAITING, last_outcome="resumed", touched_at=now
