@@ -10,8 +10,10 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from governance.models import AuditEvent, Phase
+from archival.dispatch import resume_on_workers
+from governance.models import ArchivalRun, AuditEvent, Phase, RunStatus, TableDispatch
 from governance.roles import ARCHIVE_READER, COMPLIANCE_OFFICER
 from tests.admin_fixtures import make_config, objects, personas, post_action, source_table  # noqa: F401
 
@@ -137,3 +139,25 @@ def test_the_run_page_abandons_its_unfinished_tables_with_a_reason_through_the_a
     # Nothing unfinished any more: the page offers no abandon.
     page = client.get(reverse("admin:governance_archivalrun_change", args=[run.pk])).content.decode()
     assert 'id="run-abandon"' not in page
+
+
+def test_resuming_a_run_the_workers_had_puts_its_failed_table_back_on_them(personas, objects):
+    run, state = objects["archivalrun"], objects["recoverystate"]  # one table, failed on a worker
+    row = TableDispatch.objects.create(
+        state=state, run=run, source_db=state.config.source_db, stage="DONE", status="DONE", position=0
+    )
+    ArchivalRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, finished_at=timezone.now())
+
+    result = resume_on_workers(run.pk, actor="administrator", pump_now=False)
+
+    assert (result.queued, result.retried, result.tables, result.refused) == (True, 1, 1, "")
+    state.refresh_from_db()
+    row.refresh_from_db()
+    assert state.phase == Phase.PENDING and state.last_error == ""
+    assert (row.stage, row.status) == ("MARK", "WAITING")
+    assert ArchivalRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
+    assert AuditEvent.objects.filter(action="run.resumed").exists()
+    # Enqueued now: resuming again is refused until the workers are done with it.
+    TableDispatch.objects.filter(pk=row.pk).update(status="QUEUED")
+    again = resume_on_workers(run.pk, actor="administrator", pump_now=False)
+    assert "already being worked on (1 table in progress)" in again.refused and not again.queued
