@@ -417,6 +417,80 @@ def continue_run(run_id: int, *, actor=None, pump_now: bool = True) -> bool:
     return True
 
 
+@dataclass
+class ResumeResult:
+    """What ``resume_on_workers`` did with one run."""
+
+    run_id: int
+    queued: bool = False
+    # Tables to be worked on, and among them the failed ones put back to redo.
+    tables: int = 0
+    retried: int = 0
+    # The run had nothing unfinished but was still open: it was only closed.
+    closed: bool = False
+    # Why nothing was done, in words; empty otherwise.
+    refused: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resume_on_workers(run_id: int, *, actor=None, pump_now: bool = True) -> ResumeResult:
+    """Resume a run on the workers: the engine's resume rules, then ``continue_run``.
+
+    The same rules as ``archival.engine.resume_run`` (``reopen_run``: waiting
+    tables taken up, failed tables redone, a closed run with nothing
+    unfinished refused), but the tables are enqueued instead of worked on in
+    the caller, so an admin request returns at once. Refused, changing
+    nothing, while the scheduler is paused and while the run is being worked
+    on: a table enqueued or in flight, or a table whose lease a live process
+    holds (a CLI run).
+    """
+    from archival.engine.errors import TableError
+    from archival.engine.runner import reopen_run
+
+    result = ResumeResult(run_id=run_id)
+    run = ArchivalRun.objects.filter(pk=run_id).first()
+    if run is None:
+        result.refused = f"there is no run {run_id}"
+        return result
+    if SchedulerSettings.objects.current().paused:
+        result.refused = "the scheduler is paused; resume the scheduler first"
+        return result
+    now = timezone.now()
+    # Enqueued or in flight on the workers, or leased by a live process (a CLI run).
+    busy = TableDispatch.objects.filter(run=run, status=DispatchStatus.QUEUED).count() or (
+        RecoveryState.objects.filter(run=run, lease_expires_at__gt=now).exclude(lease_owner="").count()
+    )
+    if run.status == RunStatus.RUNNING and not run.stop_requested and busy:
+        result.refused = (
+            f"run {run.pk} is already being worked on ({busy} table{'s' if busy != 1 else ''} in progress); "
+            "its page shows the progress"
+        )
+        return result
+    retried = RecoveryState.objects.filter(run=run, phase=Phase.FAILED).count()
+    try:
+        reopened = reopen_run(run, actor=actor)
+    except TableError as exc:
+        result.refused = str(exc)
+        return result
+    if not reopened:
+        finalize(run.pk)
+        result.closed = True
+        return result
+    result.retried = retried
+    # A run the workers had before: the rows of its failed tables, now to be
+    # redone, wait again (continue_run takes the stopped ones, and writes the
+    # rows of a run the workers never had).
+    for state in RecoveryState.objects.filter(run=run).exclude(phase__in=DONE_PHASES):
+        TableDispatch.objects.filter(state=state, status=DispatchStatus.DONE).update(
+            stage=_stage_for(state.phase), status=DispatchStatus.WAITING, last_outcome="resumed", touched_at=now
+        )
+    result.queued = continue_run(run.pk, actor=actor, pump_now=pump_now)
+    result.tables = TableDispatch.objects.filter(run=run).exclude(status=DispatchStatus.DONE).count()
+    return result
+
+
 def request_stop(run_id: int, *, actor) -> bool:
     """The stop switch: workers finish their current batch and the run stays resumable."""
     updated = ArchivalRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, stop_requested=False).update(

@@ -67,10 +67,15 @@ def scheduled_disposal(**kwargs) -> dict:
     return result
 
 
-def dispose_slice(failed: list[int] | None = None, **kwargs) -> dict:
-    """Continue executing approved disposal batches, one at a time, in a time box."""
+def dispose_slice(
+    failed: list[int] | None = None, batches: list[int] | None = None, actor: str = "schedule", **kwargs
+) -> dict:
+    """Continue executing approved disposal batches, one at a time, in a time box.
+
+    ``batches``: only these (an administrator's selection, executed in ``actor``'s name).
+    """
     stopping.install_sigterm_handler()
-    result = dispose_on_workers(failed=failed or (), actor="schedule").as_dict()
+    result = dispose_on_workers(failed=failed or (), batches=batches, actor=actor).as_dict()
     stopping.exit_if_stopping()
     return result
 
@@ -140,14 +145,20 @@ def _ids(*names: tuple[str, int]) -> Callable[[tuple, dict], None]:
     return check
 
 
-def _failed_batches(args: tuple, kwargs: dict) -> None:
-    if args or set(kwargs) - {"failed"}:
-        raise ValidationError("This task takes only the keyword argument failed (a list of batch ids).")
-    failed = kwargs.get("failed", [])
-    if not isinstance(failed, list) or len(failed) > 10_000:
-        raise ValidationError("failed must be a list of at most 10,000 batch ids.")
-    for batch_id in failed:
-        _whole_number(batch_id, "a batch id")
+def _disposal_slice_arguments(args: tuple, kwargs: dict) -> None:
+    """Batch ids that failed in the chain, the selection it is restricted to, and who it acts for."""
+    if args or set(kwargs) - {"failed", "batches", "actor"}:
+        raise ValidationError(
+            "This task takes only the keyword arguments failed and batches (lists of batch ids) and actor."
+        )
+    for name in ("failed", "batches"):
+        ids = kwargs.get(name, [])
+        if not isinstance(ids, list) or len(ids) > 10_000:
+            raise ValidationError(f"{name} must be a list of at most 10,000 batch ids.")
+        for batch_id in ids:
+            _whole_number(batch_id, "a batch id")
+    if "actor" in kwargs:
+        _actor(kwargs["actor"])
 
 
 def _restore_arguments(args: tuple, kwargs: dict) -> None:
@@ -155,7 +166,11 @@ def _restore_arguments(args: tuple, kwargs: dict) -> None:
     if kwargs or len(args) != 2:
         raise ValidationError("This task takes exactly 2 arguments: request_id, actor.")
     _whole_number(args[0], "request_id")
-    if not isinstance(args[1], str) or not args[1].strip() or len(args[1]) > 150:
+    _actor(args[1])
+
+
+def _actor(value) -> None:
+    if not isinstance(value, str) or not value.strip() or len(value) > 150:
         raise ValidationError("actor must be a user name of at most 150 characters.")
 
 
@@ -198,7 +213,7 @@ REGISTRY: dict[str, RegisteredTask] = {
         # Enqueued by the engine itself, with the ids it just wrote; never scheduled.
         RegisteredTask(table_slice, "One slice of one table of a run", _ids(("dispatch_id", 1), ("ticket", 0))),
         RegisteredTask(finalize_run, "Close a run whose tables are done", _ids(("run_id", 1))),
-        RegisteredTask(dispose_slice, "Continue executing approved disposal batches", _failed_batches),
+        RegisteredTask(dispose_slice, "Continue executing approved disposal batches", _disposal_slice_arguments),
         RegisteredTask(execute_restore, "Execute an approved restore request", _restore_arguments),
         RegisteredTask(refused_task, "Stands in for a refused task", _refusal),
     )

@@ -241,3 +241,33 @@ def admin_allow_test_flush():
 
     with allow_test_flush():
         yield
+
+
+def post_action(client, model, action: str, ids, *, confirm: bool = False, **fields):
+    """The changelist's action POST for ``model`` ("app_label.model_name") as the list and the
+    object pages send it; ``confirm`` adds the confirmation page's ``post=yes``
+    (governance/admin/confirmation.py)."""
+    from django.urls import reverse
+
+    app_label, model_name = model.split(".")
+    data = {"action": action, "_selected_action": [str(pk) for pk in ids], **fields}
+    if confirm:
+        data["post"] = "yes"
+    return client.post(reverse(f"admin:{app_label}_{model_name}_changelist"), data)
+
+
+def run_queued_tasks(limit: int = 200) -> list[dict]:
+    """The worker side of the ORM broker, in this process: each queued task called once, oldest
+    first, including the continuations the tasks enqueue, until the queue is empty."""
+    from django.utils.module_loading import import_string
+    from django_q.models import OrmQ
+
+    results = []
+    for _ in range(limit):
+        queued = OrmQ.objects.order_by("pk").first()
+        if queued is None:
+            return results
+        task = queued.task
+        queued.delete()
+        results.append(import_string(task["func"])(*task["args"], **task["kwargs"]))
+    raise AssertionError(f"the queue was not empty after {limit} tasks")

@@ -16,13 +16,21 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
-from django_q.models import Schedule
+from django_q.models import OrmQ, Schedule
 
 from archival.engine import run_cycle
 from archival.schedules import DISPOSAL_SCHEDULE, RUN_SCHEDULE, SWEEP_SCHEDULE
 from governance.admin.dashboard import axis_top, weekly_chart
-from governance.models import BatchLedger, Phase, RecoveryState
-from tests.admin_fixtures import create_source_table, drop_source_table, make_config, personas  # noqa: F401
+from governance.models import BatchLedger, BatchStatus, DisposalBatch, Phase, RecoveryState
+from tests.admin_fixtures import (  # noqa: F401
+    create_source_table,
+    drop_source_table,
+    make_config,
+    objects,
+    personas,
+    run_queued_tasks,
+    source_table,
+)
 from tests.conftest import drop_archive_tables
 
 CUTOFF = dt.date(2026, 1, 1)
@@ -86,23 +94,36 @@ class TestDashboardWithAFailedTable:
         latest = RecoveryState.objects.filter(config=fill).order_by("-run_id").first()
         assert reverse("admin:governance_archivalrun_change", args=[latest.run_id]) in attention
 
-    def test_a_resumed_run_is_reported_in_a_sentence_with_counts_and_a_link(self, personas, failed_then_blocked):
+    def test_a_resumed_run_is_queued_on_the_workers_with_a_link_and_the_workers_finish_it(
+        self, personas, failed_then_blocked
+    ):
         configs, first, _ = failed_then_blocked
         client = client_for(personas["administrator"])
-        response = client.post(
-            reverse("admin:governance_archivalrun_changelist"),
-            {"action": "resume_runs", "_selected_action": [first.run_id]},
-            follow=True,
-        )
-        texts = [str(m) for m in get_messages(response.wsgi_request)] or [
-            text_of(m) for m in re.findall(r'<ul class="messagelist">(.*?)</ul>', response.content.decode(), re.S)
-        ]
-        body = " ".join(texts)
-        assert "RunResult(" not in body and "TableResult(" not in body
-        assert f"Run {first.run_id} resumed: 2 tables (2 completed)" in body
-        moved = RecoveryState.objects.get(run_id=first.run_id, config=configs["dash_fill"]).archived_count
-        assert f"{moved:,} rows archived" in body
-        assert reverse("admin:governance_archivalrun_change", args=[first.run_id]) in response.content.decode()
+        changelist = reverse("admin:governance_archivalrun_changelist")
+        run_page = reverse("admin:governance_archivalrun_change", args=[first.run_id])
+        response = client.post(changelist, {"action": "resume_runs", "_selected_action": [first.run_id]})
+        body = " ".join(text_of(str(m)) for m in get_messages(response.wsgi_request))
+        assert f"Run {first.run_id} queued on the workers: 1 table(s) to do, 1 failed table(s) to be redone" in body
+        assert "Its page shows the progress" in body and "RunResult(" not in body
+        assert run_page in " ".join(str(m) for m in get_messages(response.wsgi_request))
+        # Nothing moved inside the request: the failed table waits for a worker.
+        state = RecoveryState.objects.get(run_id=first.run_id, config=configs["dash_fill"])
+        assert state.phase in (Phase.PENDING, Phase.ARCHIVING) and not state.archived_count
+        assert OrmQ.objects.exists()
+
+        # Resumed again while queued: refused, in words, and nothing enqueued twice.
+        queued = OrmQ.objects.count()
+        again = client.post(changelist, {"action": "resume_runs", "_selected_action": [first.run_id]})
+        body = " ".join(text_of(str(m)) for m in get_messages(again.wsgi_request))
+        assert f"Run {first.run_id} not resumed: run {first.run_id} is already being worked on" in body
+        assert OrmQ.objects.count() == queued
+
+        run_queued_tasks()
+
+        state.refresh_from_db()
+        assert state.phase == Phase.COMPLETED and state.archived_count > 0
+        summary = text_of(section(client.get(run_page).content.decode(), "run-summary").split("</p>")[0])
+        assert "2 tables: 2 completed" in summary
 
     def test_the_run_page_puts_the_failed_table_first_and_collapses_the_rest(self, personas, failed_then_blocked):
         configs, _first, second = failed_then_blocked
@@ -169,3 +190,25 @@ def test_the_chart_labels_are_grouped_with_a_table_of_the_numbers(personas):
     numbers = section(page, "dashboard-chart")
     assert "181,663 archived" in text_of(numbers)
     assert 'aria-describedby="chart-numbers"' in numbers and f"{week:%-d %b %Y}" in text_of(numbers)
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_the_disposal_queue_shows_each_open_status_with_its_count_linked_to_the_list(personas, objects):
+    batch = objects["disposalbatch"]  # waiting for its second approval
+    DisposalBatch.objects.create(
+        **{
+            f.name: getattr(batch, f.name)
+            for f in DisposalBatch._meta.concrete_fields
+            if f.name not in ("id", "status", "batch_no")
+        },
+        batch_no=2,
+        status=BatchStatus.EXECUTING,
+    )
+    page = client_for(personas["administrator"]).get(reverse("admin:index")).content.decode()
+    panel = section(page, "dashboard-disposal")
+    assert "Waiting for approval" in text_of(panel) and "Executing" in text_of(panel)
+    listed = reverse("admin:governance_disposalbatch_changelist")
+    assert f"{listed}?status__exact=EXECUTING" in panel and f"{listed}?status__exact=PENDING_REVIEW" in panel
+    assert (
+        'id="dashboard-disposal"' not in client_for(personas["outsider"]).get(reverse("admin:index")).content.decode()
+    )

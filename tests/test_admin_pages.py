@@ -10,9 +10,12 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
+from archival.dispatch import resume_on_workers
+from governance.models import ArchivalRun, AuditEvent, Phase, RunStatus, TableDispatch
 from governance.roles import ARCHIVE_READER, COMPLIANCE_OFFICER
-from tests.admin_fixtures import make_config, personas, source_table  # noqa: F401
+from tests.admin_fixtures import make_config, objects, personas, post_action, source_table  # noqa: F401
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -94,3 +97,67 @@ class TestCreateRoleUser:
             )
         user = User.objects.get(username="compliance")
         assert user.password == before and not user.groups.filter(name="Auditor").exists()
+
+
+def test_the_scheduler_page_stops_an_open_run_through_the_run_actions_confirmation(personas, objects):
+    run = objects["archivalrun"]  # running, one failed table
+    client = client_for(personas["administrator"])
+    settings_page = client.get(reverse("admin:governance_schedulersettings_changelist"), follow=True)
+    html = settings_page.content.decode()
+    runs = reverse("admin:governance_archivalrun_changelist")
+    assert f'action="{runs}"' in html and 'value="stop_runs"' in html and f'id="run-stop-{run.pk}"' in html
+
+    confirmation = post_action(client, "governance.archivalrun", "stop_runs", [run.pk])
+    assert confirmation.status_code == 200 and 'name="post" value="yes"' in confirmation.content.decode()
+    run.refresh_from_db()
+    assert not run.stop_requested  # opening the confirmation changes nothing
+
+    done = post_action(client, "governance.archivalrun", "stop_runs", [run.pk], confirm=True)
+    assert done.status_code == 302
+    run.refresh_from_db()
+    assert run.stop_requested
+    assert AuditEvent.objects.filter(action="run.stop_requested", actor="administrator").exists()
+
+
+def test_the_run_page_abandons_its_unfinished_tables_with_a_reason_through_the_action(personas, objects):
+    run = objects["archivalrun"]
+    client = client_for(personas["administrator"])
+    page = client.get(reverse("admin:governance_archivalrun_change", args=[run.pk])).content.decode()
+    assert 'id="run-abandon"' in page and 'value="abandon_runs"' in page
+    confirmation = post_action(client, "governance.archivalrun", "abandon_runs", [run.pk])
+    html = confirmation.content.decode()
+    assert confirmation.status_code == 200 and 'name="reason"' in html and "boom" in html
+    refused = post_action(client, "governance.archivalrun", "abandon_runs", [run.pk], confirm=True, reason="")
+    assert refused.status_code == 200 and not AuditEvent.objects.filter(action="run.abandoned").exists()
+
+    done = post_action(
+        client, "governance.archivalrun", "abandon_runs", [run.pk], confirm=True, reason="Source table retired"
+    )
+
+    assert done.status_code == 302 and done.url == reverse("admin:governance_archivalrun_change", args=[run.pk])
+    assert set(run.states.values_list("phase", flat=True)) == {Phase.ABANDONED}
+    # Nothing unfinished any more: the page offers no abandon.
+    page = client.get(reverse("admin:governance_archivalrun_change", args=[run.pk])).content.decode()
+    assert 'id="run-abandon"' not in page
+
+
+def test_resuming_a_run_the_workers_had_puts_its_failed_table_back_on_them(personas, objects):
+    run, state = objects["archivalrun"], objects["recoverystate"]  # one table, failed on a worker
+    row = TableDispatch.objects.create(
+        state=state, run=run, source_db=state.config.source_db, stage="DONE", status="DONE", position=0
+    )
+    ArchivalRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, finished_at=timezone.now())
+
+    result = resume_on_workers(run.pk, actor="administrator", pump_now=False)
+
+    assert (result.queued, result.retried, result.tables, result.refused) == (True, 1, 1, "")
+    state.refresh_from_db()
+    row.refresh_from_db()
+    assert state.phase == Phase.PENDING and state.last_error == ""
+    assert (row.stage, row.status) == ("MARK", "WAITING")
+    assert ArchivalRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
+    assert AuditEvent.objects.filter(action="run.resumed").exists()
+    # Enqueued now: resuming again is refused until the workers are done with it.
+    TableDispatch.objects.filter(pk=row.pk).update(status="QUEUED")
+    again = resume_on_workers(run.pk, actor="administrator", pump_now=False)
+    assert "already being worked on (1 table in progress)" in again.refused and not again.queued

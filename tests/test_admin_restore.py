@@ -32,7 +32,7 @@ from governance.models import (
     RestoreTable,
 )
 from governance.roles import ARCHIVAL_ADMINISTRATOR, COMPLIANCE_OFFICER
-from tests.admin_fixtures import SOURCE, create_source_table, drop_source_table, make_config, personas  # noqa: F401
+from tests.admin_fixtures import SOURCE, create_source_table, drop_source_table, make_config, personas, post_action  # noqa: F401
 from tests.conftest import drop_archive_tables
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
@@ -83,11 +83,25 @@ def ask(personas, table, **fields) -> tuple:
     return response, RestoreRequest.objects.order_by("-pk").first()
 
 
+ACTIONS = {"APPROVE": "approve_requests", "REJECT": "reject_requests", "EXECUTE": "execute_requests"}
+CONFIRMATION = "admin/governance/confirm_action.html"
+
+
+def open_confirmation(user, restore, what: str):
+    """What the request's page button (and the list's action) posts: the action, without the flag."""
+    return post_action(client_for(user), "governance.restorerequest", ACTIONS[what], [restore.pk])
+
+
 def confirm(user, restore, what: str, comment: str = ""):
-    data = {"ids": str(restore.pk), "what": what}
-    if comment:
-        data["comment"] = comment
-    return client_for(user).post(reverse("admin:governance_restorerequest_confirm"), data)
+    """The confirmation page's POST: the action again, with ``post=yes`` and the comment."""
+    fields = {"comment": comment} if comment else {}
+    return post_action(
+        client_for(user), "governance.restorerequest", ACTIONS[what], [restore.pk], confirm=True, **fields
+    )
+
+
+def is_confirmation(response) -> bool:
+    return CONFIRMATION in [t.name for t in response.templates]
 
 
 # -- request and preview -------------------------------------------------------------------
@@ -295,6 +309,25 @@ def test_the_requester_may_not_approve_their_own_request_whatever_their_groups(p
     assert not AuditEvent.objects.filter(action="restore.approved").exists()
 
 
+def test_the_request_page_buttons_lead_to_the_actions_confirmation_and_back(personas, archived):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
+    officer = personas["compliance"]
+    page = client_for(officer).get(reverse("admin:governance_restorerequest_change", args=[restore.pk]))
+    html = page.content.decode()
+    changelist = reverse("admin:governance_restorerequest_changelist")
+    assert f'action="{changelist}"' in html and 'name="action" value="approve_requests"' in html
+    confirmation = open_confirmation(officer, restore, "APPROVE")
+    html = confirmation.content.decode()
+    assert confirmation.status_code == 200 and is_confirmation(confirmation)
+    assert f'name="_selected_action" value="{restore.pk}"' in html and 'name="post" value="yes"' in html
+    assert 'name="comment"' in html and restore.reason in html
+    restore.refresh_from_db()
+    assert restore.status == RestoreStatus.PENDING_APPROVAL  # opening the confirmation decides nothing
+    response = confirm(officer, restore, "APPROVE", "Checked with the business")
+    assert response.status_code == 302
+    assert response.url == reverse("admin:governance_restorerequest_change", args=[restore.pk])
+
+
 @pytest.mark.parametrize(
     ("persona", "what"),
     [
@@ -307,8 +340,10 @@ def test_the_requester_may_not_approve_their_own_request_whatever_their_groups(p
 )
 def test_roles_without_the_permission_are_refused_the_operation(personas, archived, persona, what):
     _, restore = ask(personas, archived, key_from="3", key_to="6")
+    assert not is_confirmation(open_confirmation(personas[persona], restore, what))
     response = confirm(personas[persona], restore, what, "Trying my luck")
-    assert response.status_code == 403
+    # The list again (or 403 for a role that may not see it): the action is neither offered nor run.
+    assert response.status_code in (200, 302, 403) and not is_confirmation(response)
     restore.refresh_from_db()
     assert restore.status == RestoreStatus.PENDING_APPROVAL and restore.decided_by == ""
 
@@ -320,15 +355,13 @@ def test_anonymous_visitors_are_sent_to_the_login_page_and_change_nothing(person
         reverse("admin:governance_restorerequest_changelist"),
         reverse("admin:governance_restorerequest_add"),
         reverse("admin:governance_restorerequest_change", args=[restore.pk]),
-        reverse("admin:governance_restorerequest_confirm") + f"?ids={restore.pk}&what=APPROVE",
         reverse("admin:governance_restoreledger_changelist"),
         reverse("admin:governance_restorecertificate_changelist"),
     ):
         response = anonymous.get(url)
         assert response.status_code == 302 and "/admin/login/" in response.url, url
-    response = anonymous.post(
-        reverse("admin:governance_restorerequest_confirm"),
-        {"ids": str(restore.pk), "what": "APPROVE", "comment": "Who am I"},
+    response = post_action(
+        anonymous, "governance.restorerequest", "approve_requests", [restore.pk], confirm=True, comment="Who am I"
     )
     assert response.status_code == 302 and "/admin/login/" in response.url
     restore.refresh_from_db()
@@ -340,10 +373,9 @@ def test_a_rejected_request_cannot_be_executed(personas, archived):
     confirm(personas["compliance"], restore, "REJECT", "Not without the regulator's letter")
     restore.refresh_from_db()
     assert restore.status == RestoreStatus.REJECTED
-    response = client_for(personas["administrator"]).get(
-        reverse("admin:governance_restorerequest_confirm") + f"?ids={restore.pk}&what=EXECUTE"
-    )
-    assert "None of the selected requests can take this action" in response.content.decode()
+    response = open_confirmation(personas["administrator"], restore, "EXECUTE")
+    assert response.status_code == 302 and not is_confirmation(response)
+    assert any("None of the selected requests can take this action" in t for t in texts(response))
     confirm(personas["administrator"], restore, "EXECUTE")
     restore.refresh_from_db()
     assert restore.status == RestoreStatus.REJECTED and source_ids() == []
@@ -483,29 +515,34 @@ def test_a_table_with_nothing_archived_is_refused_on_the_form(personas):
         drop_source_table(table=TABLE)
 
 
-@pytest.mark.parametrize("ids", [HUGE, "abc", "1,abc", "", "-1"])
+@pytest.mark.parametrize("ids", [[HUGE], ["abc"], ["1", "abc"], [], ["-1"]])
 def test_a_confirmation_with_ids_that_name_nothing_says_so_and_changes_nothing(personas, archived, ids):
     _, restore = ask(personas, archived, key_from="3", key_to="6")
     client = client_for(personas["compliance"])
-    page = client.get(reverse("admin:governance_restorerequest_confirm") + f"?ids={ids}&what=APPROVE")
-    assert page.status_code == 200 and "None of the selected requests" in page.content.decode()
-    posted = client.post(
-        reverse("admin:governance_restorerequest_confirm"), {"ids": ids, "what": "APPROVE", "comment": "Fine by me"}
-    )
-    assert posted.status_code == 200
+    for confirmed in (False, True):
+        response = post_action(
+            client, "governance.restorerequest", "approve_requests", ids, confirm=confirmed, comment="Fine by me"
+        )
+        # The list again, with a warning that says why nothing was done (no selection at all: the list).
+        assert response.status_code in (200, 302) and not is_confirmation(response), (ids, confirmed)
+        assert texts(response) or not ids, (ids, confirmed)
     restore.refresh_from_db()
     assert restore.status == RestoreStatus.PENDING_APPROVAL
 
 
-@pytest.mark.parametrize("what", ["", "DELETE", "approve", "\x00"])
-def test_an_unknown_operation_is_refused_to_everybody(personas, archived, what):
+@pytest.mark.parametrize("action", ["", "DELETE", "approve", "\x00", "delete_selected"])
+def test_an_unknown_action_is_refused_to_everybody(personas, archived, action):
     _, restore = ask(personas, archived, key_from="3", key_to="6")
     for persona in ("compliance", "administrator"):
-        response = client_for(personas[persona]).post(
-            reverse("admin:governance_restorerequest_confirm"),
-            {"ids": str(restore.pk), "what": what, "comment": "x" * 5},
+        response = post_action(
+            client_for(personas[persona]),
+            "governance.restorerequest",
+            action,
+            [restore.pk],
+            confirm=True,
+            comment="x" * 5,
         )
-        assert response.status_code == 403
+        assert response.status_code == 302 and not is_confirmation(response)
     restore.refresh_from_db()
     assert restore.status == RestoreStatus.PENDING_APPROVAL
 
@@ -517,11 +554,11 @@ def test_the_request_form_shows_only_the_chosen_selections_fields_without_inline
     assert "onchange=" not in html
 
 
-def test_an_administrator_in_no_other_group_may_not_open_the_confirmation_to_approve(personas):
+def test_an_administrator_in_no_other_group_may_not_open_the_confirmation_to_approve(personas, archived):
+    _, restore = ask(personas, archived, key_from="3", key_to="6")
     administrator = personas["administrator"]
     assert list(administrator.groups.values_list("name", flat=True)) == [ARCHIVAL_ADMINISTRATOR]
-    response = client_for(administrator).get(reverse("admin:governance_restorerequest_confirm") + "?what=APPROVE")
-    assert response.status_code == 403
+    assert not is_confirmation(open_confirmation(administrator, restore, "APPROVE"))
 
 
 # -- keys as people type them and read them ---------------------------------------------------

@@ -10,11 +10,15 @@ import datetime as dt
 from unittest import mock
 
 import pytest
+from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
+from django_q.models import OrmQ
 
 from archival.disposal import execute_disposal, plan_disposal
-from governance.models import AuditEvent, BatchStatus, DisposalBatch, DisposalCertificate
+from governance.models import AuditEvent, BatchStatus, DisposalBatch, DisposalCertificate, SchedulerSettings
+from tests.admin_fixtures import run_queued_tasks
 from tests.disposal_fixtures import (
     DATABASES,
     TODAY,
@@ -54,31 +58,111 @@ def test_every_disposal_admin_page_answers_a_compliance_officer(queued, personas
         assert c.get(reverse("admin:governance_disposalbatch_changelist")).status_code == 200
 
 
-def test_a_compliance_officer_approves_with_a_comment_on_a_confirmation_page(queued, personas):
-    c = client_for(personas["alice"])
-    url = reverse("admin:governance_disposalbatch_confirm")
-    page = c.get(url, {"ids": queued.pk, "what": "APPROVE"})
-    assert page.status_code == 200 and b"comment" in page.content
-    c.post(url, {"ids": queued.pk, "what": "APPROVE", "comment": "retention passed"})
+def act(user, action: str, batch: DisposalBatch, *, confirm: bool = False, **fields):
+    """The changelist's action POST; ``confirm`` adds the confirmation page's ``post=yes``."""
+    data = {"action": action, "_selected_action": [str(batch.pk)], **fields}
+    if confirm:
+        data["post"] = "yes"
+    return client_for(user).post(reverse("admin:governance_disposalbatch_changelist"), data)
+
+
+def test_a_compliance_officer_approves_with_a_comment_on_the_actions_confirmation(queued, personas):
+    page = act(personas["alice"], "approve_batches", queued)
+    html = page.content.decode()
+    assert page.status_code == 200 and 'name="comment"' in html
+    # The page posts the same action back, with the selection and the flag.
+    assert 'name="action" value="approve_batches"' in html and 'name="post" value="yes"' in html
+    assert f'name="_selected_action" value="{queued.pk}"' in html
+    assert DisposalBatch.objects.get().status == BatchStatus.PENDING_REVIEW
+    # Confirmed without a comment: the page again, with the error; nothing decided.
+    again = act(personas["alice"], "approve_batches", queued, confirm=True, comment="")
+    assert again.status_code == 200 and again.context["form"].errors
+    assert DisposalBatch.objects.get().status == BatchStatus.PENDING_REVIEW
+    done = act(personas["alice"], "approve_batches", queued, confirm=True, comment="retention passed")
+    assert done.status_code == 302
     assert DisposalBatch.objects.get().status == BatchStatus.APPROVED
     assert AuditEvent.objects.filter(action="disposal.approved", actor="alice").exists()
 
 
-def test_outsiders_and_planners_cannot_approve_through_the_admin(queued, personas):
-    url = reverse("admin:governance_disposalbatch_confirm")
-    assert client_for(personas["outsider"]).get(url, {"ids": queued.pk, "what": "APPROVE"}).status_code == 403
-    assert client_for(personas["planner"]).get(url, {"ids": queued.pk, "what": "APPROVE"}).status_code == 403
-    assert client_for(personas["alice"]).get(url, {"ids": queued.pk, "what": "EXECUTE"}).status_code == 403
+def test_outsiders_and_planners_cannot_approve_and_officers_cannot_execute_through_the_admin(queued, personas):
+    for user in (personas["outsider"], personas["planner"]):
+        act(user, "approve_batches", queued, confirm=True, comment="let me")
+    assert DisposalBatch.objects.get().status == BatchStatus.PENDING_REVIEW
+    assert not AuditEvent.objects.filter(action="disposal.approved").exists()
+    DisposalBatch.objects.filter(pk=queued.pk).update(status=BatchStatus.APPROVED)
+    response = act(personas["alice"], "execute_batches", queued, confirm=True)
+    assert response.status_code == 302  # the list again: the action is not hers
+    assert OrmQ.objects.count() == 0 and len(archived_keys()) == 4
+
+
+def approve(queued, personas) -> None:
+    act(personas["alice"], "approve_batches", queued, confirm=True, comment="retention passed")
+    assert DisposalBatch.objects.get(pk=queued.pk).status == BatchStatus.APPROVED
+
+
+def test_execute_enqueues_on_the_workers_and_deletes_nothing_inside_the_request(queued, personas):
+    approve(queued, personas)
+    page = act(personas["planner"], "execute_batches", queued)
+    assert page.status_code == 200 and "destroys the rows for good" in page.content.decode()
+    assert OrmQ.objects.count() == 0
+
+    response = act(personas["planner"], "execute_batches", queued, confirm=True)
+
+    assert response.status_code == 302
+    # The message says it was queued and links to these batches' list, where their status shows.
+    texts = [str(m) for m in get_messages(response.wsgi_request)]
+    assert any("Queued 1 batch for the workers" in t for t in texts), texts
+    assert response.url == reverse("admin:governance_disposalbatch_changelist") + f"?id__in={queued.pk}"
+    assert OrmQ.objects.count() == 1
+    assert len(archived_keys()) == 4 and not DisposalCertificate.objects.exists()
+    assert DisposalBatch.objects.get().status == BatchStatus.APPROVED
+    event = AuditEvent.objects.get(action="disposal.enqueued")
+    assert event.actor == "planner" and event.details["batch_ids"] == [queued.pk]
+
+    (result,) = run_queued_tasks()
+
+    assert result["executed"] == [queued.pk] and result["deleted"] == 4
+    assert not archived_keys() and DisposalBatch.objects.get().status == BatchStatus.EXECUTED
+    # Executed in the name of the administrator who selected the batch.
+    assert DisposalCertificate.objects.get().executed_by == "planner"
+    listed = client_for(personas["planner"]).get(response.url)
+    assert listed.status_code == 200 and "Executed" in listed.content.decode()
+
+
+def test_a_batch_a_live_worker_is_executing_is_not_queued_again(queued, personas):
+    approve(queued, personas)
+    DisposalBatch.objects.filter(pk=queued.pk).update(
+        status=BatchStatus.EXECUTING,
+        lease_owner="elsewhere:1:x",
+        lease_expires_at=timezone.now() + dt.timedelta(minutes=2),
+    )
+    response = act(personas["planner"], "execute_batches", queued, confirm=True)
+    texts = [str(m) for m in get_messages(response.wsgi_request)]
+    assert any(f"Already executing on a worker: batch {queued.pk}" in t for t in texts), texts
+    assert any("Nothing was queued" in t for t in texts), texts
+    assert OrmQ.objects.count() == 0 and not AuditEvent.objects.filter(action="disposal.enqueued").exists()
+
+
+def test_execute_is_refused_while_the_scheduler_is_paused(queued, personas):
+    approve(queued, personas)
+    SchedulerSettings.objects.filter(pk=SchedulerSettings.objects.current().pk).update(paused=True)
+    response = act(personas["planner"], "execute_batches", queued, confirm=True)
+    texts = [str(m) for m in get_messages(response.wsgi_request)]
+    assert any("the scheduler is paused" in t for t in texts), texts
+    assert OrmQ.objects.count() == 0 and len(archived_keys()) == 4
+
+
+def test_the_batch_list_reloads_itself_while_a_batch_executes(queued, personas):
+    c = client_for(personas["planner"])
+    assert 'http-equiv="refresh"' not in c.get(reverse("admin:governance_disposalbatch_changelist")).content.decode()
+    DisposalBatch.objects.filter(pk=queued.pk).update(status=BatchStatus.EXECUTING)
+    assert 'http-equiv="refresh"' in c.get(reverse("admin:governance_disposalbatch_changelist")).content.decode()
 
 
 def test_the_administrator_executes_and_an_auditor_exports_certificates(queued, personas):
-    client_for(personas["alice"]).post(
-        reverse("admin:governance_disposalbatch_confirm"),
-        {"ids": queued.pk, "what": "APPROVE", "comment": "retention passed"},
-    )
-    c = client_for(personas["planner"])
-    done = c.post(reverse("admin:governance_disposalbatch_confirm"), {"ids": queued.pk, "what": "EXECUTE"}, follow=True)
-    assert "destroyed 4 rows" in done.content.decode()
+    approve(queued, personas)
+    act(personas["planner"], "execute_batches", queued, confirm=True)
+    run_queued_tasks()
     assert not archived_keys() and DisposalCertificate.objects.count() == 1
     auditor = persona("auditor", "governance.view_disposalcertificate", "governance.export_disposalcertificate")
     response = client_for(auditor).post(

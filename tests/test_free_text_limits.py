@@ -29,7 +29,7 @@ from governance.models import (
 )
 from governance.models.text import FREE_TEXT_MAX_LENGTH
 from governance.roles import COMPLIANCE_OFFICER
-from tests.admin_fixtures import SOURCE, make_config, objects, personas, source_table
+from tests.admin_fixtures import SOURCE, make_config, objects, personas, post_action, source_table
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -70,8 +70,8 @@ def test_a_hold_reason_of_100000_characters_is_refused_in_the_admin(personas, so
 
 def test_a_release_reason_of_100000_characters_is_refused_in_the_admin(personas, objects):
     hold = objects["hold"]
-    url = reverse("admin:governance_hold_release") + f"?ids={hold.pk}"
-    response = client_for(personas["compliance"]).post(url, {"ids": str(hold.pk), "reason": HUGE})
+    client = client_for(personas["compliance"])
+    response = post_action(client, "governance.hold", "release_holds", [hold.pk], confirm=True, reason=HUGE)
     assert response.status_code == 200
     assert TOO_LONG in response.content.decode()
     hold.refresh_from_db()
@@ -80,8 +80,10 @@ def test_a_release_reason_of_100000_characters_is_refused_in_the_admin(personas,
 
 def test_an_approval_comment_of_100000_characters_is_refused_in_the_admin(objects, second_officer):
     batch = objects["disposalbatch"]
-    url = reverse("admin:governance_disposalbatch_confirm")
-    response = client_for(second_officer).post(url, {"ids": batch.pk, "what": "APPROVE", "comment": HUGE})
+    client = client_for(second_officer)
+    response = post_action(
+        client, "governance.disposalbatch", "approve_batches", [batch.pk], confirm=True, comment=HUGE
+    )
     assert response.status_code == 200
     assert TOO_LONG in response.content.decode()
     assert DisposalApproval.objects.filter(batch=batch).count() == 1
@@ -90,8 +92,8 @@ def test_an_approval_comment_of_100000_characters_is_refused_in_the_admin(object
 
 def test_an_abandon_reason_of_100000_characters_is_refused_in_the_admin(personas, objects):
     run = objects["archivalrun"]
-    url = reverse("admin:governance_archivalrun_abandon", args=[run.pk])
-    response = client_for(personas["administrator"]).post(url, {"reason": HUGE})
+    client = client_for(personas["administrator"])
+    response = post_action(client, "governance.archivalrun", "abandon_runs", [run.pk], confirm=True, reason=HUGE)
     assert response.status_code == 200
     assert TOO_LONG in response.content.decode()
     assert not AuditEvent.objects.filter(action="run.abandoned").exists()

@@ -22,8 +22,8 @@ from django_q.models import Schedule, Task
 from django_q.scheduler import scheduler
 from django_q.tasks import async_task
 
-from archival.disposal import decide_batch, place_hold, plan_disposal
-from archival.disposal.workers import dispose_on_workers
+from archival.disposal import decide_batch, place_hold, plan_disposal, workers
+from archival.disposal.workers import dispose_on_workers, enqueue_disposal
 from archival.schedules import DISPOSAL_SCHEDULE
 from governance.models import BatchStatus, DisposalBatch, DisposalCertificate, HoldScope, SchedulerSettings
 from tests.disposal_fixtures import DATABASES, SOURCE, archived_keys, create_tables, insert_rows, make_config, personas
@@ -180,3 +180,53 @@ def test_a_slice_respects_the_concurrency_cap_and_the_pause(personas, archive):
     taken_over = dispose_on_workers(time_box=60)
     assert taken_over.executed == [first.pk]
     assert set(DisposalBatch.objects.values_list("status", flat=True)) == {BatchStatus.EXECUTED}
+
+
+def test_an_administrators_selection_runs_on_the_workers_in_their_name_and_no_other_batch(
+    personas, archive, q2_sync, django_capture_on_commit_callbacks
+):
+    make_config("OPERATIONAL", batch_size=3)  # approved automatically: every batch is executable
+    plan_disposal(actor=personas["planner"])
+    first, second, third, *others = DisposalBatch.objects.order_by("batch_no")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = enqueue_disposal([first.pk, third.pk], actor=personas["planner"])
+
+    assert queued.queued == [first.pk, third.pk] and not queued.refused
+    statuses = dict(DisposalBatch.objects.values_list("pk", "status"))
+    assert statuses == {
+        first.pk: BatchStatus.EXECUTED,
+        second.pk: BatchStatus.APPROVED,
+        third.pk: BatchStatus.EXECUTED,
+        **{b.pk: BatchStatus.APPROVED for b in others},
+    }
+    assert set(DisposalCertificate.objects.values_list("executed_by", flat=True)) == {"planner"}
+    # One batch per slice: the selection's chain is two slices, the continuation carrying the selection.
+    tasks = list(Task.objects.order_by("started"))
+    assert [t.func for t in tasks] == ["archival.tasks.dispose_slice"] * 2
+    assert all(t.kwargs["batches"] == [first.pk, third.pk] and t.kwargs["actor"] == "planner" for t in tasks)
+    assert tasks[-1].result["remaining"] == 0 and not tasks[-1].result["continued"]
+
+
+def test_a_selection_that_finds_the_cap_full_waits_its_time_box_and_continues(
+    personas, archive, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(workers, "BUSY_POLL_SECONDS", 0.01)
+    make_config("OPERATIONAL", batch_size=3)
+    plan_disposal(actor=personas["planner"])
+    first, second, *_ = DisposalBatch.objects.order_by("batch_no")
+    # Another worker executes the first batch (live lease); the cap is one.
+    DisposalBatch.objects.filter(pk=first.pk).update(
+        status=BatchStatus.EXECUTING,
+        lease_owner="elsewhere:1:x",
+        lease_expires_at=timezone.now() + dt.timedelta(minutes=2),
+    )
+    before = archived_keys()
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        waited = dispose_on_workers(batches=[second.pk], actor="planner", time_box=0.1)
+
+    # The other worker's chain may never reach this selection: this one goes on.
+    assert waited.busy and waited.executed == [] and waited.continued and len(callbacks) == 1
+    assert archived_keys() == before
+    assert DisposalBatch.objects.get(pk=second.pk).status == BatchStatus.APPROVED

@@ -284,6 +284,10 @@ def test_the_engine_s_own_tasks_pass_the_check():
     assert problem_with({"func": "archival.tasks.table_slice", "args": (3, 0), "kwargs": {}}) == ""
     assert problem_with({"func": "archival.tasks.finalize_run", "args": (3,), "kwargs": {}}) == ""
     assert problem_with({"func": "archival.tasks.dispose_slice", "args": (), "kwargs": {"failed": [4, 5]}}) == ""
+    selection = {"failed": [], "batches": [4, 5], "actor": "planner"}
+    assert problem_with({"func": "archival.tasks.dispose_slice", "args": (), "kwargs": selection}) == ""
+    assert problem_with({"func": "archival.tasks.dispose_slice", "args": (), "kwargs": {"batches": "4,5"}})
+    assert problem_with({"func": "archival.tasks.dispose_slice", "args": (), "kwargs": {"actor": ""}})
     assert problem_with({"func": "archival.tasks.table_slice", "args": (True, 1), "kwargs": {}})
 
 

@@ -156,6 +156,8 @@ def test_status_check_turns_critical_when_no_cluster_moves_the_sweeper():
 def test_an_archival_administrator_sees_the_scheduler_page_and_an_outsider_is_refused(client, django_user_model):
     from django.contrib.auth.models import Permission
 
+    from governance.models import AuditEvent, SchedulerSettings
+
     outsider = django_user_model.objects.create_user("outsider", password="x" * 16, is_staff=True)
     admin_user = django_user_model.objects.create_user("administrator", password="x" * 16, is_staff=True)
     admin_user.user_permissions.add(
@@ -168,17 +170,25 @@ def test_an_archival_administrator_sees_the_scheduler_page_and_an_outsider_is_re
             ]
         )
     )
+    changelist = "/admin/governance/schedulersettings/"
+    settings_pk = SchedulerSettings.objects.current().pk
+
+    def act(action: str, confirm: bool = True):
+        data = {"action": action, "_selected_action": [str(settings_pk)], **({"post": "yes"} if confirm else {})}
+        return client.post(changelist, data, follow=True)
+
     client.force_login(outsider)
-    assert client.get("/admin/governance/schedulersettings/").status_code == 403
-    assert client.get("/admin/governance/schedulersettings/control/run-now/0/").status_code == 403
+    assert client.get(changelist).status_code == 403
+    assert client.post(changelist, {"action": "run_now", "_selected_action": [str(settings_pk)]}).status_code == 403
     client.force_login(admin_user)
-    page = client.get("/admin/governance/schedulersettings/", follow=True)
+    page = client.get(changelist, follow=True)
     assert page.status_code == 200 and b"Run now" in page.content
-    assert client.get("/admin/governance/schedulersettings/control/pause/0/").status_code == 200
-    client.post("/admin/governance/schedulersettings/control/pause/0/")
-    from governance.models import AuditEvent, SchedulerSettings
+    confirmation = act("pause_scheduler", confirm=False)
+    assert confirmation.status_code == 200 and b'name="post" value="yes"' in confirmation.content
+    assert not SchedulerSettings.objects.current().paused
+    act("pause_scheduler")
 
     assert SchedulerSettings.objects.current().paused
     assert AuditEvent.objects.filter(action="scheduler.paused", actor="administrator").exists()
-    refused = client.post("/admin/governance/schedulersettings/control/run-now/0/", follow=True)
+    refused = act("run_now")
     assert b"the scheduler is paused" in refused.content

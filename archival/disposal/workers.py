@@ -20,6 +20,12 @@ left EXECUTING are taken over once their lease expires.
 A batch that fails stops the later batches of its table for the rest of the
 chain (as ``execute_disposal`` does); the chain carries the failed batch ids
 so it does not retry them in a loop. The next weekly slice retries them.
+
+The admin's "execute" enqueues a chain restricted to the batches selected
+(``enqueue_disposal``), executed in the name of who selected them. Such a
+chain cannot count on the slices holding the leases to execute its batches
+(theirs may be other selections), so when the cap is full it waits inside
+its time box, polling, and then enqueues its continuation.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from governance.models import BatchStatus, DisposalBatch, SchedulerSettings
 from governance.models.scheduling import SETTINGS_PK
 
 DISPOSE_TASK = "archival.tasks.dispose_slice"
+# How often a chain restricted to a selection looks again for a free slot.
+BUSY_POLL_SECONDS = 1.0
 
 
 @dataclass
@@ -64,10 +72,57 @@ class DisposalSliceResult:
         return asdict(self)
 
 
+@dataclass
+class QueuedDisposal:
+    """What ``enqueue_disposal`` did with a selection of batches."""
+
+    queued: list[int] = field(default_factory=list)
+    # Executing under a live lease: the worker holding it finishes them.
+    executing: list[int] = field(default_factory=list)
+    task_id: str = ""
+    # Why nothing was queued, in words; empty when something was.
+    refused: str = ""
+
+
+def enqueue_disposal(batch_ids: Sequence[int], *, actor) -> QueuedDisposal:
+    """Enqueue the execution of these batches on the workers, in ``actor``'s name.
+
+    Queues one chain (``dispose_on_workers(batches=...)``) for the batches
+    that are executable: approved, failed, or left executing by a worker whose
+    lease expired. A batch a live worker is executing is left to it. Refused
+    while the scheduler is paused (no slice would take the chain). Audited as
+    ``disposal.enqueued``. The caller checks the permission to execute.
+    """
+    from governance.models import AuditEvent, BatchStatus, DisposalBatch, SchedulerSettings
+
+    result = QueuedDisposal()
+    now = timezone.now()
+    selected = DisposalBatch.objects.executable().filter(pk__in=list(batch_ids)).order_by("pk")
+    result.executing = list(
+        selected.filter(status=BatchStatus.EXECUTING, lease_expires_at__gt=now).values_list("pk", flat=True)
+    )
+    queued = [pk for pk in selected.values_list("pk", flat=True) if pk not in result.executing]
+    if not queued:
+        result.refused = "none of the selected batches is approved and waiting for execution"
+        return result
+    if SchedulerSettings.objects.current().paused:
+        result.refused = "the scheduler is paused; resume it to execute disposals on the workers"
+        return result
+    result.queued = queued
+    result.task_id = _enqueue(failed=[], batches=queued, actor=actor)
+    AuditEvent.objects.record(
+        "disposal.enqueued",
+        actor=actor,
+        details={"batch_ids": queued, "task_id": result.task_id},
+    )
+    return result
+
+
 def dispose_on_workers(
     *,
     plan: bool = False,
     actor=None,
+    batches: Sequence[int] | None = None,
     failed: Sequence[int] = (),
     time_box: float | None = None,
     today: dt.date | None = None,
@@ -79,9 +134,11 @@ def dispose_on_workers(
     wait for review. Then executes approved batches one at a time, table by
     table in key order, at least one (so a chain always progresses) and no
     new one after ``time_box`` seconds (default: the scheduler's slice).
-    ``failed``: batch ids that failed earlier in this chain; their tables are
-    left alone. Enqueues the continuation, after commit, while executable
-    batches remain, unless the scheduler is paused or the cap is full.
+    ``batches``: only these batch ids (an administrator's selection); None
+    for every approved batch. ``failed``: batch ids that failed earlier in
+    this chain; their tables are left alone. Enqueues the continuation, after
+    commit, while executable batches remain, unless the scheduler is paused
+    or (for an unrestricted chain) the cap is full.
     Side effects: those of ``plan_disposal`` and ``execute_batch`` (archive
     deletes, certificates, audit events), and the batch leases.
     """
@@ -94,10 +151,17 @@ def dispose_on_workers(
         planned = plan_disposal(actor=actor, today=today)
         result.planned_batches = planned.batch_count
         result.plan_errors = [f"{t.table_label}: {t.error}" for t in planned.tables if t.error]
+
     # Always one batch (a chain must progress); then none after the time box or
     # a SIGTERM (the continuation carries on, on another worker if need be).
-    while not result.executed or (time.monotonic() - started < time_box and not stopping.stop_requested()):
-        batch_id, why = _reserve_next(worker, result.failed)
+    def in_time() -> bool:
+        return time.monotonic() - started < time_box and not stopping.stop_requested()
+
+    while not result.executed or in_time():
+        batch_id, why = _reserve_next(worker, result.failed, batches)
+        if batch_id is None and why == "busy" and batches is not None and in_time():
+            time.sleep(BUSY_POLL_SECONDS)
+            continue
         if batch_id is None:
             result.busy, result.paused = why == "busy", why == "paused"
             break
@@ -111,17 +175,21 @@ def dispose_on_workers(
             result.errors.append(f"batch {batch_id} ({outcome.table_label}): {outcome.error or outcome.skipped}")
     # Batches another live worker holds are its to finish: counting them would
     # re-enqueue this chain in a tight loop until that lease ends.
-    result.remaining = _executable(result.failed).filter(_free(worker, timezone.now())).count()
-    if result.remaining and not (result.busy or result.paused):
-        _enqueue_continuation(result.failed)
+    result.remaining = _executable(result.failed, batches).filter(_free(worker, timezone.now())).count()
+    # A restricted chain that found the cap full waited its time box: it
+    # continues, at most once per time box, rather than leave its selection.
+    if result.remaining and not result.paused and (not result.busy or batches is not None):
+        _enqueue_continuation(result.failed, batches, actor)
         result.continued = True
     return result
 
 
-def _executable(failed: Sequence[int]):
-    """Approved batches this chain may still execute: not of a table whose batch failed in it."""
+def _executable(failed: Sequence[int], batches: Sequence[int] | None = None):
+    """Approved batches this chain may still execute: of its selection, if it has one,
+    and not of a table whose batch failed in it."""
     stopped = DisposalBatch.objects.filter(pk__in=failed).values("config_id")
-    return DisposalBatch.objects.executable().exclude(config_id__in=stopped)
+    executable = DisposalBatch.objects.executable().exclude(config_id__in=stopped)
+    return executable if batches is None else executable.filter(pk__in=batches)
 
 
 def _free(worker: str, now) -> Q:
@@ -129,7 +197,7 @@ def _free(worker: str, now) -> Q:
     return Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker)
 
 
-def _reserve_next(worker: str, failed: Sequence[int]) -> tuple[int | None, str]:
+def _reserve_next(worker: str, failed: Sequence[int], batches: Sequence[int] | None) -> tuple[int | None, str]:
     """Reserve the next batch for ``worker`` under the scheduler lock: (id, "") or (None, why)."""
     with transaction.atomic(using="default"):
         SchedulerSettings.objects.current()
@@ -149,7 +217,10 @@ def _reserve_next(worker: str, failed: Sequence[int]) -> tuple[int | None, str]:
         free = _free(worker, now)
         lease = timedelta(seconds=settings.ARCHIVAL["LEASE_SECONDS"])
         for batch_id in (
-            _executable(failed).filter(free).order_by("table_label", "plan_id", "batch_no").values_list("pk", flat=True)
+            _executable(failed, batches)
+            .filter(free)
+            .order_by("table_label", "plan_id", "batch_no")
+            .values_list("pk", flat=True)
         ):
             # The executor's claim, without counting an attempt (execute_batch counts it).
             won = (
@@ -162,9 +233,23 @@ def _reserve_next(worker: str, failed: Sequence[int]) -> tuple[int | None, str]:
         return None, "done"
 
 
-def _enqueue_continuation(failed: Sequence[int]) -> None:
+def _enqueue_continuation(failed: Sequence[int], batches: Sequence[int] | None, actor) -> None:
     def push() -> None:
-        async_task(DISPOSE_TASK, failed=list(failed), q_options={"task_name": "disposal-slice", "group": "disposal"})
+        _enqueue(failed=failed, batches=batches, actor=actor)
 
     # After commit, so the next slice sees every lease and status this one wrote.
     transaction.on_commit(push, using="default")
+
+
+def _enqueue(*, failed: Sequence[int], batches: Sequence[int] | None, actor) -> str:
+    """One disposal slice on the queue (``archival.tasks.dispose_slice``); returns the task id."""
+
+    selection = {} if batches is None else {"batches": list(batches)}
+    task_id = async_task(
+        DISPOSE_TASK,
+        failed=list(failed),
+        actor=actor_name(actor),
+        **selection,
+        q_options={"task_name": "disposal-slice", "group": "disposal"},
+    )
+    return str(task_id or "")

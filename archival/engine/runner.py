@@ -720,24 +720,21 @@ def run_cycle(
     return _run_result(run, results)
 
 
-def resume_run(run_id: int | None = None, *, actor=None, on_table=None, on_batch=None) -> RunResult:
-    """Continue an unfinished run (the oldest one when ``run_id`` is None) with its original cutoff.
+def reopen_run(run: ArchivalRun, *, actor=None) -> bool:
+    """What every resume does before its tables are worked on, in this process or on the workers.
 
-    A run none of whose tables is unfinished (completed, abandoned) is refused
-    with a TableError and an audited ``run.resume_refused``: resuming it would
-    change nothing but its history (events, finish time). One such run still
-    marked RUNNING (its process died before closing it) is only closed.
+    Waiting tables are taken up again and failed ones go back to the last
+    phase that is safe to redo; the run is RUNNING again with its original
+    cutoff (audited ``run.resumed``). Returns False, changing nothing, for a
+    run none of whose tables is unfinished but still marked RUNNING (its
+    process died before closing it): the caller only closes it. Raises
+    TableError (audited ``run.resume_refused``) for a closed run with nothing
+    unfinished: resuming it would change nothing but its history.
     """
-    if run_id is None:
-        run = ArchivalRun.objects.filter(states__phase__in=OPEN_PHASES).distinct().order_by("pk").first()
-        if run is None:
-            raise TableError("no run has unfinished tables")
-    else:
-        run = ArchivalRun.objects.get(pk=run_id)
     retake_waiting(list(RecoveryState.objects.filter(run=run, phase=Phase.WAITING)), actor=actor)
     if not RecoveryState.objects.filter(run=run, phase__in=OPEN_PHASES).exists():
         if run.status == RunStatus.RUNNING:
-            return finalize_run(run.pk)
+            return False
         reason = (
             f"run {run.pk} is {run.get_status_display().lower()}: none of its tables is unfinished, "
             "so there is nothing to resume (start a new run instead)"
@@ -761,6 +758,25 @@ def resume_run(run_id: int | None = None, *, actor=None, on_table=None, on_batch
         details={"cutoff": run.cutoff.isoformat()},
     )
     log_line(f"run {run.pk} resumed")
+    return True
+
+
+def resume_run(run_id: int | None = None, *, actor=None, on_table=None, on_batch=None) -> RunResult:
+    """Continue an unfinished run (the oldest one when ``run_id`` is None) with its original cutoff.
+
+    A run none of whose tables is unfinished (completed, abandoned) is refused
+    with a TableError and an audited ``run.resume_refused``: resuming it would
+    change nothing but its history (events, finish time). One such run still
+    marked RUNNING (its process died before closing it) is only closed.
+    """
+    if run_id is None:
+        run = ArchivalRun.objects.filter(states__phase__in=OPEN_PHASES).distinct().order_by("pk").first()
+        if run is None:
+            raise TableError("no run has unfinished tables")
+    else:
+        run = ArchivalRun.objects.get(pk=run_id)
+    if not reopen_run(run, actor=actor):
+        return finalize_run(run.pk)
     run.refresh_from_db()
     results = _process(run, worker=leases.new_worker_id(), on_table=on_table, on_batch=on_batch)
     finalize_run(run.pk)

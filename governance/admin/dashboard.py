@@ -4,9 +4,10 @@ It leads with the state of the whole estate in one line (built on
 ``archival.monitoring.health_check``: tables OK, failed, blocked, waiting;
 rows archived and disposed this week; holds active and due for review), then
 only the tables that need attention, the holds, the open restore requests,
-the next weekly run and disposal, and rows archived and disposed per week over the last year as an
-inline SVG (no script, no CDN: the CSP allows neither) with the numbers as a
-table. Each panel is shown only to users who may view its model.
+the disposal batches waiting or executing, the next weekly run and disposal,
+and rows archived and disposed per week over the last year as an inline SVG
+(no script, no CDN: the CSP allows neither) with the numbers as a table. Each
+panel is shown only to users who may view its model.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import date, timedelta
 
 from django.apps import apps
 from django.contrib import admin
-from django.db.models import OuterRef, Subquery, Sum
+from django.db.models import Count, OuterRef, Subquery, Sum
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 from django.utils.formats import number_format
@@ -26,6 +27,8 @@ from archival.monitoring import health_check
 from governance.checks import deployment_warnings
 from governance.models import (
     BatchLedger,
+    BatchStatus,
+    DisposalBatch,
     Hold,
     Phase,
     RecoveryState,
@@ -34,6 +37,7 @@ from governance.models import (
     SchedulerSettings,
     TableConfig,
 )
+from governance.models.disposal import OPEN_BATCH_STATUSES
 
 WEEKS = 52
 PANEL_LIMIT = 10
@@ -239,6 +243,22 @@ def upcoming_runs() -> list:
     return [{"label": label, "schedule": found.get(name)} for name, label in labels.items()]
 
 
+def disposal_queue() -> list[dict]:
+    """Open disposal batches per status, in one query, in the order they move: what
+    waits for review, for execution, what the workers execute now and what failed."""
+    counts = dict(
+        DisposalBatch.objects.filter(status__in=OPEN_BATCH_STATUSES)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .values_list("status", "n")
+    )
+    return [
+        {"status": status, "words": BatchStatus(status).label, "count": counts[status]}
+        for status in OPEN_BATCH_STATUSES
+        if counts.get(status)
+    ]
+
+
 def scheduler_paused() -> bool:
     return SchedulerSettings.objects.current().paused
 
@@ -304,6 +324,8 @@ def dashboard_context(request) -> dict:
         for restore in context["open_restores"]:
             restore.status_words = STATUS_WORDS.get(restore.status, restore.status)
         context["open_restore_count"] = restores.count()
+    if user.has_perm("governance.view_disposalbatch"):
+        context["disposal_queue"] = disposal_queue()
     if user.has_perm("django_q.view_schedule"):
         context["upcoming_runs"] = upcoming_runs()
         context["paused"] = scheduler_paused()

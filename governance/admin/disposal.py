@@ -1,9 +1,11 @@
 """Disposal admin: the review queue, decisions, certificates, retention changes.
 
-Every action is a thin adapter: a confirmation page (with a mandatory comment
-for decisions), then one engine call from ``archival.disposal`` whose result
-is shown as messages. Nothing here deletes through the ORM; no model offers
-add, change or delete.
+Every action is a thin adapter: a confirmation page (``Confirmation``, with a
+mandatory comment for decisions), then one engine call from
+``archival.disposal`` whose result is shown as messages. Execution is
+enqueued on the workers (``enqueue_disposal``): no row is deleted inside an
+HTTP request, and the batch list shows each batch's status as it goes.
+Nothing here deletes through the ORM; no model offers add, change or delete.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from governance.admin.audit import cell
-from governance.admin.lookups import posted_ids
+from governance.admin.confirmation import Confirmation
 from governance.models import BatchStatus, DisposalApproval, DisposalBatch, DisposalCertificate, RetentionChange
 from governance.models.text import FREE_TEXT_MAX_LENGTH
 from governance.spreadsheet import SafeCsvWriter
+
+# The batch list reloads itself this often while a worker executes a batch.
+REFRESH_SECONDS = 10
 
 CERT_COLUMNS = (
     "id",
@@ -84,10 +91,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return actions
 
 
-def _ids(request) -> list[int]:
-    return posted_ids(request.POST.get("ids") if request.method == "POST" else request.GET.get("ids", ""))
-
-
 @admin.register(DisposalBatch)
 class DisposalBatchAdmin(ReadOnlyAdmin):
     # Review columns; the key range, plan id and table type are on the batch page.
@@ -132,79 +135,91 @@ class DisposalBatchAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Approve the selected batches (asks for a comment)", permissions=["approve"])
     def approve_batches(self, request, queryset):
-        return self._redirect(request, queryset.filter(status=BatchStatus.PENDING_REVIEW), "APPROVE")
+        return self._decide(request, queryset, "APPROVE")
 
     @admin.action(description="Reject the selected batches (asks for a comment)", permissions=["approve"])
     def reject_batches(self, request, queryset):
-        return self._redirect(request, queryset.filter(status=BatchStatus.PENDING_REVIEW), "REJECT")
+        return self._decide(request, queryset, "REJECT")
 
-    @admin.action(description="Execute the selected approved batches (asks to confirm)", permissions=["plan"])
-    def execute_batches(self, request, queryset):
-        return self._redirect(request, queryset.executable(), "EXECUTE")
+    def _decide(self, request, queryset, decision: str):
+        from archival.disposal import decide_batch
 
-    def _redirect(self, request, queryset, what):
-        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
-        if not ids:
-            self.message_user(request, "None of the selected batches can take this action.", messages.WARNING)
+        confirmation = Confirmation(request, queryset.filter(status=BatchStatus.PENDING_REVIEW), CommentForm)
+        if confirmation.confirmed:
+            for batch in confirmation.objects:
+                r = decide_batch(batch.pk, user=request.user, decision=decision, comment=confirmation.data["comment"])
+                level = messages.SUCCESS if r.accepted else messages.ERROR
+                self.message_user(
+                    request, f"Batch {r.batch_id}: {r.message} ({r.status}, {r.approvals}/{r.required})", level
+                )
             return None
-        return HttpResponseRedirect(reverse("admin:governance_disposalbatch_confirm") + f"?ids={ids}&what={what}")
+        approving = decision == "APPROVE"
+        return confirmation.page(
+            self,
+            action="approve_batches" if approving else "reject_batches",
+            title="Approve disposal" if approving else "Reject disposal",
+            warning="Approving lets these archived rows be destroyed once every approval is in (held rows are skipped)."
+            if approving
+            else "Rejecting closes these batches; their rows stay archived.",
+            nothing="None of the selected batches is waiting for review.",
+        )
+
+    @admin.action(
+        description="Execute the selected approved batches on the workers (asks to confirm)", permissions=["plan"]
+    )
+    def execute_batches(self, request, queryset):
+        from archival.disposal.workers import enqueue_disposal
+
+        confirmation = Confirmation(request, queryset.executable().order_by("pk"))
+        if confirmation.confirmed:
+            queued = enqueue_disposal([b.pk for b in confirmation.objects], actor=request.user)
+            if queued.executing:
+                self.message_user(
+                    request,
+                    f"Already executing on a worker: batch {', '.join(str(pk) for pk in queued.executing)}.",
+                    messages.WARNING,
+                )
+            if queued.refused:
+                self.message_user(request, f"Nothing was queued: {queued.refused}.", messages.ERROR)
+                return None
+            link = (
+                reverse("admin:governance_disposalbatch_changelist")
+                + "?"
+                + urlencode({"id__in": ",".join(str(pk) for pk in queued.queued)})
+            )
+            self.message_user(
+                request,
+                format_html(
+                    "Queued {} batch{} for the workers: {}. They execute one at a time; "
+                    '<a href="{}">the list of these batches</a> shows each one\'s status as it goes.',
+                    len(queued.queued),
+                    "" if len(queued.queued) == 1 else "es",
+                    ", ".join(str(pk) for pk in queued.queued),
+                    link,
+                ),
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(link)
+        return confirmation.page(
+            self,
+            action="execute_batches",
+            title="Execute disposal",
+            warning="Executing destroys the rows for good (held rows are skipped). The batches are executed on "
+            "the workers, one at a time; this list shows their progress.",
+            nothing="None of the selected batches is approved for execution.",
+        )
 
     def get_urls(self):
         return [
-            path("confirm/", self.admin_site.admin_view(self.confirm_view), name="governance_disposalbatch_confirm"),
             path("plan/", self.admin_site.admin_view(self.plan_view), name="governance_disposalbatch_plan"),
             *super().get_urls(),
         ]
 
-    def confirm_view(self, request):
-        """Confirmation page for approve / reject (comment required) and execute."""
-        from archival.disposal import decide_batch, execute_disposal
-
-        what = request.POST.get("what") if request.method == "POST" else request.GET.get("what", "")
-        if what in ("APPROVE", "REJECT"):
-            if not self.has_approve_permission(request):
-                raise PermissionDenied
-        elif what == "EXECUTE":
-            if not self.has_plan_permission(request):
-                raise PermissionDenied
-        else:
-            raise PermissionDenied
-        batches = list(DisposalBatch.objects.filter(pk__in=_ids(request)))
-        form = CommentForm(request.POST or None) if what != "EXECUTE" else None
-        if request.method == "POST" and batches and (form is None or form.is_valid()):
-            if what == "EXECUTE":
-                result = execute_disposal(batch_ids=[b.pk for b in batches], actor=request.user)
-                if not result.batches:
-                    self.message_user(
-                        request, "None of the selected batches is approved for execution.", messages.WARNING
-                    )
-                for b in result.batches:
-                    level = messages.ERROR if b.error else messages.SUCCESS
-                    text = (
-                        b.error
-                        or b.skipped
-                        or f"destroyed {b.deleted} rows, {b.held} held; certificate {b.certificate_id}"
-                    )
-                    self.message_user(request, f"Batch {b.batch_id} ({b.table_label}): {text}", level)
-            else:
-                for batch in batches:
-                    r = decide_batch(batch.pk, user=request.user, decision=what, comment=form.cleaned_data["comment"])
-                    level = messages.SUCCESS if r.accepted else messages.ERROR
-                    self.message_user(
-                        request, f"Batch {r.batch_id}: {r.message} ({r.status}, {r.approvals}/{r.required})", level
-                    )
-            return HttpResponseRedirect(reverse("admin:governance_disposalbatch_changelist"))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": {"APPROVE": "Approve disposal", "REJECT": "Reject disposal", "EXECUTE": "Execute disposal"}[what],
-            "opts": self.model._meta,
-            "objects": batches,
-            "ids": ",".join(str(b.pk) for b in batches),
-            "what": what,
-            "form": form,
-            "warning": "Executing destroys the rows for good (held rows are skipped)." if what == "EXECUTE" else "",
-        }
-        return TemplateResponse(request, "admin/governance/disposalbatch/confirm.html", context)
+    def changelist_view(self, request, extra_context=None):
+        # The list reloads itself while a worker executes a batch (a meta refresh: no script).
+        executing = DisposalBatch.objects.filter(status=BatchStatus.EXECUTING).exists()
+        extra_context = {**(extra_context or {}), "refresh_seconds": REFRESH_SECONDS if executing else None}
+        return super().changelist_view(request, extra_context)
 
     def plan_view(self, request):
         """Plan disposal for every active table (POST after confirmation)."""
@@ -228,12 +243,8 @@ class DisposalBatchAdmin(ReadOnlyAdmin):
             **self.admin_site.each_context(request),
             "title": "Plan disposal",
             "opts": self.model._meta,
-            "objects": [],
-            "what": "PLAN",
-            "form": None,
-            "warning": "Queues every expired, unheld archived row for review. No data changes.",
         }
-        return TemplateResponse(request, "admin/governance/disposalbatch/confirm.html", context)
+        return TemplateResponse(request, "admin/governance/disposalbatch/plan.html", context)
 
 
 @admin.register(DisposalApproval)
@@ -285,52 +296,34 @@ class RetentionChangeAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Approve the selected shortenings (asks for a comment)", permissions=["approve"])
     def approve_changes(self, request, queryset):
-        return self._redirect(queryset, "APPROVE")
+        return self._decide(request, queryset, approve=True)
 
     @admin.action(description="Reject the selected shortenings (asks for a comment)", permissions=["approve"])
     def reject_changes(self, request, queryset):
-        return self._redirect(queryset, "REJECT")
+        return self._decide(request, queryset, approve=False)
 
-    def _redirect(self, queryset, what):
-        ids = ",".join(str(pk) for pk in queryset.filter(status="PENDING").values_list("pk", flat=True))
-        return HttpResponseRedirect(reverse("admin:governance_retentionchange_confirm") + f"?ids={ids}&what={what}")
-
-    def get_urls(self):
-        return [
-            path("confirm/", self.admin_site.admin_view(self.confirm_view), name="governance_retentionchange_confirm"),
-            *super().get_urls(),
-        ]
-
-    def confirm_view(self, request):
+    def _decide(self, request, queryset, *, approve: bool):
         from archival.disposal import decide_retention_change
 
-        if not self.has_approve_permission(request):
-            raise PermissionDenied
-        what = request.POST.get("what") if request.method == "POST" else request.GET.get("what", "")
-        if what not in ("APPROVE", "REJECT"):
-            raise PermissionDenied
-        changes = list(RetentionChange.objects.filter(pk__in=_ids(request), status="PENDING"))
-        form = CommentForm(request.POST or None)
-        if request.method == "POST" and changes and form.is_valid():
-            for change in changes:
+        confirmation = Confirmation(request, queryset.filter(status="PENDING"), CommentForm)
+        if confirmation.confirmed:
+            for change in confirmation.objects:
                 try:
                     r = decide_retention_change(
-                        change.pk, user=request.user, approve=what == "APPROVE", comment=form.cleaned_data["comment"]
+                        change.pk, user=request.user, approve=approve, comment=confirmation.data["comment"]
                     )
                     self.message_user(
                         request, f"{r.table_label}: {r.status}, {r.rows_updated or 0} rows recomputed", messages.SUCCESS
                     )
                 except ValidationError as exc:
                     self.message_user(request, f"{change}: {'; '.join(exc.messages)}", messages.ERROR)
-            return HttpResponseRedirect(reverse("admin:governance_retentionchange_changelist"))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Approve retention change" if what == "APPROVE" else "Reject retention change",
-            "opts": self.model._meta,
-            "objects": changes,
-            "ids": ",".join(str(c.pk) for c in changes),
-            "what": what,
-            "form": form,
-            "warning": "Shortening makes archived rows disposable sooner." if what == "APPROVE" else "",
-        }
-        return TemplateResponse(request, "admin/governance/disposalbatch/confirm.html", context)
+            return None
+        return confirmation.page(
+            self,
+            action="approve_changes" if approve else "reject_changes",
+            title="Approve retention change" if approve else "Reject retention change",
+            warning="Shortening makes archived rows disposable sooner."
+            if approve
+            else "Rejecting keeps the current retention.",
+            nothing="None of the selected retention changes is waiting for a decision.",
+        )

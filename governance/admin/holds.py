@@ -14,14 +14,11 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import flatten_fieldsets
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import Q
-from django.http import HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
 from django.utils import timezone
 
-from governance.admin.lookups import posted_ids
+from governance.admin.confirmation import Confirmation
 from governance.models import Hold, HoldScope, TableConfig
 from governance.models.text import FREE_TEXT_MAX_LENGTH
 
@@ -293,41 +290,25 @@ class HoldAdmin(admin.ModelAdmin):
     # --- release ----------------------------------------------------------
     @admin.action(description="Release the selected holds (asks for a reason)", permissions=["release"])
     def release_holds(self, request, queryset):
-        ids = ",".join(str(pk) for pk in queryset.filter(released_at__isnull=True).values_list("pk", flat=True))
-        if not ids:
-            self.message_user(request, "None of the selected holds is in force.", messages.WARNING)
-            return None
-        return HttpResponseRedirect(reverse("admin:governance_hold_release") + f"?ids={ids}")
-
-    def get_urls(self):
-        return [
-            path("release/", self.admin_site.admin_view(self.release_view), name="governance_hold_release"),
-            *super().get_urls(),
-        ]
-
-    def release_view(self, request):
-        """Confirmation page: the holds to release and a mandatory reason."""
-        if not self.has_release_permission(request):
-            raise PermissionDenied
-        raw = request.POST.get("ids") if request.method == "POST" else request.GET.get("ids", "")
-        holds = list(Hold.objects.filter(pk__in=posted_ids(raw), released_at__isnull=True))
-        form = ReleaseForm(request.POST or None)
-        if request.method == "POST" and holds and form.is_valid():
+        """The holds in force among the selection, a mandatory reason, then one release each."""
+        confirmation = Confirmation(request, queryset.filter(released_at__isnull=True).order_by("pk"), ReleaseForm)
+        if confirmation.confirmed:
             from archival.disposal.holds import release_hold
 
-            for hold in holds:
-                release_hold(hold.pk, actor=request.user, reason=form.cleaned_data["reason"])
-            self.message_user(request, f"Released {len(holds)} hold(s).", messages.SUCCESS)
-            return HttpResponseRedirect(reverse("admin:governance_hold_changelist"))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Release holds",
-            "opts": self.model._meta,
-            "holds": holds,
-            "ids": ",".join(str(h.pk) for h in holds),
-            "form": form,
-        }
-        return TemplateResponse(request, "admin/governance/hold/release.html", context)
+            for hold in confirmation.objects:
+                release_hold(hold.pk, actor=request.user, reason=confirmation.data["reason"])
+            self.message_user(request, f"Released {len(confirmation.objects)} hold(s).", messages.SUCCESS)
+            return None
+        return confirmation.page(
+            self,
+            action="release_holds",
+            title="Release holds",
+            warning="Releasing ends the protection of these holds: rows they covered become disposable once "
+            "their retention has passed.",
+            nothing="None of the selected holds is in force.",
+            describe=lambda h: f"{h} — {h.reason} (placed by {h.placed_by} on {h.placed_at:%Y-%m-%d})",
+            submit=f"Release {len(confirmation.objects)} hold(s)",
+        )
 
     # --- preview: what the hold would cover, before it is placed ----------
     def add_view(self, request, form_url="", extra_context=None):

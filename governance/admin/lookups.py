@@ -46,18 +46,6 @@ def lookup_problem(exc: Exception) -> str:
     return str(exc) or "a filter names a field the list does not have"
 
 
-def posted_ids(raw: str | None) -> list[int]:
-    """The ids of a confirmation page's ``ids=1,2,3``: none at all if any is not a 64-bit integer.
-
-    Ids beyond 64 bits name no row, and SQLite cannot even bind them.
-    """
-    try:
-        ids = [int(x) for x in (raw or "").split(",") if x]
-    except ValueError:
-        return []
-    return ids if all(INT64_MIN <= i <= INT64_MAX for i in ids) else []
-
-
 def _is_integer_field(field) -> bool:
     if field.is_relation and getattr(field, "target_field", None) is not None:
         field = field.target_field

@@ -2,10 +2,11 @@
 
 Thin adapters over ``archival.restore``: the request form collects input and
 calls ``create_request`` (which validates, plans and previews; a refusal is
-shown beside the form and nothing is saved); the confirmation page (the shape
-of Django's ``delete_selected``: the objects, a comment where one is needed, a
-button and a way back) calls ``approve``, ``reject`` or ``execute_on_workers``
-once per request and reports each in words. No row moves inside an HTTP
+shown beside the form and nothing is saved); the actions' confirmation
+(``Confirmation``, the shape of Django's ``delete_selected``: the objects, a
+comment where one is needed, a button and a way back; the request's page posts
+the same actions) calls ``approve``, ``reject`` or ``execute_on_workers`` once
+per request and reports each in words. No row moves inside an HTTP
 request: execution is enqueued and the request's page shows its progress.
 
 The batch ledger and the certificates live in the archive database (the
@@ -23,13 +24,13 @@ from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
 from django.db.models import Q, Sum
 from django.http import HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from governance.admin.confirmation import Confirmation
 from governance.admin.disposal import CommentForm, ReadOnlyAdmin, certificates_csv
-from governance.admin.lookups import INT64_MAX, posted_ids
+from governance.admin.lookups import INT64_MAX
 from governance.models import (
     RestoreCertificate,
     RestoreKey,
@@ -69,6 +70,16 @@ def able_to(what: str) -> Q:
     """The requests an operation applies to (a stalled execution may be executed again)."""
     able = Q(status__in=OPERATIONS[what])
     return able | stalled() if what == "EXECUTE" else able
+
+
+# The changelist action of each operation (the request's page posts them too).
+ACTION_NAMES = {"APPROVE": "approve_requests", "REJECT": "reject_requests", "EXECUTE": "execute_requests"}
+CONFIRMATION_WARNINGS = {
+    "APPROVE": "Approving lets an archival administrator move these rows back into their source databases.",
+    "REJECT": "Rejecting closes the request; nothing moves.",
+    "EXECUTE": "The rows move back on the workers, in batches, parents first; each request's page shows "
+    "its progress. A failed execution resumes where it stopped.",
+}
 
 
 # Statuses whose preview is recomputed when the page opens: nothing has moved
@@ -504,70 +515,44 @@ class RestoreRequestAdmin(admin.ModelAdmin):
     # --- approve, reject, execute --------------------------------------------
     @admin.action(description="Approve the selected requests (asks for a comment)", permissions=["approve"])
     def approve_requests(self, request, queryset):
-        return self._to_confirmation(request, queryset, "APPROVE")
+        return self._confirm(request, queryset, "APPROVE")
 
     @admin.action(description="Reject the selected requests (asks for a comment)", permissions=["approve"])
     def reject_requests(self, request, queryset):
-        return self._to_confirmation(request, queryset, "REJECT")
+        return self._confirm(request, queryset, "REJECT")
 
     @admin.action(
         description="Execute the selected approved requests on the workers (asks to confirm)", permissions=["request"]
     )
     def execute_requests(self, request, queryset):
-        return self._to_confirmation(request, queryset, "EXECUTE")
+        return self._confirm(request, queryset, "EXECUTE")
 
-    def _to_confirmation(self, request, queryset, what):
-        ids = ",".join(str(pk) for pk in queryset.filter(able_to(what)).values_list("pk", flat=True))
-        if not ids:
-            self.message_user(request, "None of the selected requests can take this action.", messages.WARNING)
+    def _confirm(self, request, queryset, what: str):
+        """The confirmation for approve / reject (a comment required) and execute
+        (enqueued on the workers), for one or several requests; then one engine
+        call per request. One request leads back to its page, where its progress shows."""
+        confirmation = Confirmation(
+            request, queryset.filter(able_to(what)).order_by("pk"), CommentForm if what != "EXECUTE" else None
+        )
+        if confirmation.confirmed:
+            for restore in confirmation.objects:
+                self._apply(request, restore, what, confirmation.data.get("comment", ""))
+            if len(confirmation.objects) == 1:
+                return HttpResponseRedirect(
+                    reverse("admin:governance_restorerequest_change", args=[confirmation.objects[0].pk])
+                )
             return None
-        return HttpResponseRedirect(reverse("admin:governance_restorerequest_confirm") + f"?ids={ids}&what={what}")
-
-    def get_urls(self):
-        return [
-            path("confirm/", self.admin_site.admin_view(self.confirm_view), name="governance_restorerequest_confirm"),
-            *super().get_urls(),
-        ]
-
-    def confirm_view(self, request):
-        """Confirmation page for approve / reject (a comment required) and
-        execute (enqueued on the workers), for one or several requests."""
-        what = request.POST.get("what") if request.method == "POST" else request.GET.get("what", "")
-        if what in ("APPROVE", "REJECT"):
-            allowed = self.has_approve_permission(request)
-        elif what == "EXECUTE":
-            allowed = self.has_request_permission(request)
-        else:
-            allowed = False  # an unknown operation: refused, whoever asks
-        if not allowed:
-            raise PermissionDenied
-        raw = request.POST.get("ids") if request.method == "POST" else request.GET.get("ids", "")
-        requests = list(RestoreRequest.objects.filter(able_to(what), pk__in=posted_ids(raw)).order_by("pk"))
-        form = CommentForm(request.POST or None) if what != "EXECUTE" else None
-        if request.method == "POST" and requests and (form is None or form.is_valid()):
-            for restore in requests:
-                self._apply(request, restore, what, form.cleaned_data["comment"] if form else "")
-            if len(requests) == 1:
-                return HttpResponseRedirect(reverse("admin:governance_restorerequest_change", args=[requests[0].pk]))
-            return HttpResponseRedirect(reverse("admin:governance_restorerequest_changelist"))
-        titles = {"APPROVE": "Approve restore", "REJECT": "Reject restore", "EXECUTE": "Execute restore"}
-        warnings = {
-            "APPROVE": "Approving lets an archival administrator move these rows back into their source databases.",
-            "REJECT": "Rejecting closes the request; nothing moves.",
-            "EXECUTE": "The rows move back on the workers, in batches, parents first; each request's page shows "
-            "its progress. A failed execution resumes where it stopped.",
-        }
-        context = {
-            **self.admin_site.each_context(request),
-            "title": titles[what],
-            "opts": self.model._meta,
-            "requests": requests,
-            "ids": ",".join(str(r.pk) for r in requests),
-            "what": what,
-            "form": form,
-            "warning": warnings[what],
-        }
-        return TemplateResponse(request, "admin/governance/restorerequest/confirm.html", context)
+        return confirmation.page(
+            self,
+            action=ACTION_NAMES[what],
+            title={"APPROVE": "Approve restore", "REJECT": "Reject restore", "EXECUTE": "Execute restore"}[what],
+            warning=CONFIRMATION_WARNINGS[what],
+            nothing="None of the selected requests can take this action now (approve and reject need a request "
+            "waiting for approval; execute needs an approved or failed one, or one whose worker stopped answering).",
+            describe=lambda r: format_html(
+                "{}: {}, asked for by {} &mdash; {}", request_link(r.pk), r.table_label, r.requested_by, r.reason
+            ),
+        )
 
     def _apply(self, request, restore: RestoreRequest, what: str, comment: str) -> None:
         """One engine call, its outcome as one message with a link to the request."""

@@ -1,20 +1,22 @@
 """Run admin: runs with their per-table states, resume and abandon.
 
-Resume and abandon call the same engine functions as the CLI
-(``archival.engine.resume_run`` / ``abandon_run``) and render their result.
+Resume puts a run back on the workers (``archival.dispatch.resume_on_workers``,
+the engine's resume rules without working inside the request); the run's page
+shows its tables' progress. Abandon asks for a reason on the action's
+confirmation and calls the same engine function as the CLI
+(``archival.engine.abandon_run``).
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, Sum
 from django.http import HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html
 
+from governance.admin.confirmation import Confirmation
 from governance.models import OPEN_PHASES, ArchivalRun, Phase, RunStatus
 from governance.models.text import FREE_TEXT_MAX_LENGTH
 
@@ -28,6 +30,8 @@ class AbandonForm(forms.Form):
     )
 
 
+# The run's page reloads itself this often while the run is open (a meta refresh: no script).
+REFRESH_SECONDS = 10
 # Phases a reader of a run page must see first: the table did not finish
 # normally in this run.
 ATTENTION_PHASES = (Phase.FAILED, Phase.BLOCKED, Phase.ABANDONED, *OPEN_PHASES)
@@ -59,6 +63,16 @@ def run_sentence(run: ArchivalRun, result, verb: str) -> str:
     return text + "."
 
 
+def describe_open_tables(run: ArchivalRun) -> str:
+    """A run and its unfinished tables, with the error of each that has one."""
+    states = run.states.filter(phase__in=OPEN_PHASES).order_by("table_label")
+    tables = "; ".join(
+        f"{s.table_label}: {s.get_phase_display()}" + (f" ({s.last_error[:200]})" if s.last_error else "")
+        for s in states
+    )
+    return f"{run}: {tables}"
+
+
 @admin.register(ArchivalRun)
 class ArchivalRunAdmin(admin.ModelAdmin):
     list_display = (
@@ -76,7 +90,7 @@ class ArchivalRunAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "trigger", "started_at")
     date_hierarchy = "started_at"
-    actions = ["resume_runs"]
+    actions = ["resume_runs", "stop_runs", "abandon_runs"]
     readonly_fields = (
         "cutoff",
         "status",
@@ -144,34 +158,73 @@ class ArchivalRunAdmin(admin.ModelAdmin):
     def has_abandon_permission(self, request):
         return request.user.has_perm("governance.abandon_run")
 
-    @admin.action(description="Resume the selected runs", permissions=["start"])
+    @admin.action(description="Resume the selected runs on the workers", permissions=["start"])
     def resume_runs(self, request, queryset):
-        from archival.engine import resume_run
-        from archival.engine.errors import TableError
+        """Each run back on the workers (``dispatch.resume_on_workers``); its page shows the progress."""
+        from archival.dispatch import resume_on_workers
 
         for run in queryset.order_by("id"):
-            try:
-                result = resume_run(run.pk, actor=request.user)
-            except TableError as exc:
-                self.message_user(request, f"{run}: {exc}", messages.ERROR)
-                continue
-            level = messages.SUCCESS if getattr(result, "ok", True) else messages.ERROR
+            result = resume_on_workers(run.pk, actor=request.user)
+            if result.refused:
+                text, level = f"not resumed: {result.refused}.", messages.ERROR
+            elif result.closed:
+                text, level = "had nothing left to do; it is closed.", messages.SUCCESS
+            else:
+                retried = f", {result.retried} failed table(s) to be redone" if result.retried else ""
+                text = f"queued on the workers: {result.tables} table(s) to do{retried}. Its page shows the progress."
+                level = messages.SUCCESS
             link = reverse("admin:governance_archivalrun_change", args=[run.pk])
-            self.message_user(
-                request,
-                format_html('{} <a href="{}">Open run {}</a>', run_sentence(run, result, "resumed"), link, run.pk),
-                level,
-            )
+            self.message_user(request, format_html('<a href="{}">Run {}</a> {}', link, run.pk, text), level)
 
-    def get_urls(self):
-        return [
-            path(
-                "<int:run_id>/abandon/",
-                self.admin_site.admin_view(self.abandon_view),
-                name="governance_archivalrun_abandon",
-            ),
-            *super().get_urls(),
-        ]
+    @admin.action(description="Stop the selected runs (asks to confirm)", permissions=["start"])
+    def stop_runs(self, request, queryset):
+        """The stop switch of each running run (``dispatch.request_stop``); the runs stay resumable."""
+        from archival.dispatch import request_stop
+
+        running = queryset.filter(status=RunStatus.RUNNING, stop_requested=False).order_by("pk")
+        confirmation = Confirmation(request, running)
+        if confirmation.confirmed:
+            for run in confirmation.objects:
+                done = request_stop(run.pk, actor=request.user)
+                self.message_user(
+                    request, f"Run {run.pk}: stop requested." if done else f"Run {run.pk} is not running."
+                )
+            return None
+        return confirmation.page(
+            self,
+            action="stop_runs",
+            title="Stop the runs",
+            warning="Workers finish their current batch and stop; each run stays resumable.",
+            nothing="None of the selected runs is running.",
+        )
+
+    @admin.action(
+        description="Abandon the unfinished tables of the selected runs (asks for a reason)", permissions=["abandon"]
+    )
+    def abandon_runs(self, request, queryset):
+        """The runs with unfinished tables, a mandatory reason, then ``abandon_run`` for each."""
+        runs = queryset.filter(states__phase__in=OPEN_PHASES).distinct().order_by("pk")
+        confirmation = Confirmation(request, runs, AbandonForm)
+        if confirmation.confirmed:
+            from archival.engine import abandon_run
+
+            for run in confirmation.objects:
+                result = abandon_run(run.pk, actor=request.user, reason=confirmation.data["reason"])
+                self.message_user(request, run_sentence(run, result, "abandoned"), messages.SUCCESS)
+            if len(confirmation.objects) == 1:
+                return HttpResponseRedirect(
+                    reverse("admin:governance_archivalrun_change", args=[confirmation.objects[0].pk])
+                )
+            return None
+        return confirmation.page(
+            self,
+            action="abandon_runs",
+            title="Abandon unfinished tables",
+            warning="Abandoning lets newer runs start on these tables; no row is lost (each row is in the source, "
+            "the archive, or both).",
+            nothing="None of the selected runs has an unfinished table.",
+            describe=describe_open_tables,
+        )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """The run page: its summary in words, the tables that need attention
@@ -194,32 +247,9 @@ class ArchivalRunAdmin(admin.ModelAdmin):
                     "table_count": len(states),
                     "rows_archived": f"{sum(s.archived_count or 0 for s in states):,}",
                     "attention_states": [s for s in states if s.phase in ATTENTION_PHASES],
+                    "has_open_tables": any(s.phase in OPEN_PHASES for s in states),
+                    "refresh_seconds": REFRESH_SECONDS if run.status == RunStatus.RUNNING else None,
                     "other_states": [s for s in states if s.phase not in ATTENTION_PHASES],
                 }
             )
         return super().change_view(request, object_id, form_url, extra_context)
-
-    def abandon_view(self, request, run_id: int):
-        """Confirmation page: abandon a run's unfinished tables, with a reason."""
-        if not self.has_abandon_permission(request):
-            raise PermissionDenied
-        run = self.get_object(request, str(run_id))
-        if run is None:
-            return self._get_obj_does_not_exist_redirect(request, self.model._meta, str(run_id))
-        open_states = list(run.states.filter(phase__in=OPEN_PHASES).order_by("table_label"))
-        form = AbandonForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            from archival.engine import abandon_run
-
-            result = abandon_run(run.pk, actor=request.user, reason=form.cleaned_data["reason"])
-            self.message_user(request, run_sentence(run, result, "abandoned"), messages.SUCCESS)
-            return HttpResponseRedirect(reverse("admin:governance_archivalrun_change", args=[run.pk]))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Abandon {run}",
-            "opts": self.model._meta,
-            "run": run,
-            "open_states": open_states,
-            "form": form,
-        }
-        return TemplateResponse(request, "admin/governance/archivalrun/abandon.html", context)

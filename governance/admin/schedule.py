@@ -1,8 +1,11 @@
-"""Scheduler admin: settings (caps, window, pause), run now, stop and continue runs;
-and django-q2's Schedule admin, restricted to our own tasks.
+"""Scheduler admin: settings (caps, window, pause), run now, and the open runs
+(stopped and continued through the run admin's actions); and django-q2's
+Schedule admin, restricted to our own tasks.
 
-Every button calls one function of ``archival.dispatch`` (the same ones the
-schedule and ``manage.py schedule_archival`` call) and renders its result.
+Every button is an admin action confirmed on its own page
+(``governance.admin.confirmation``) that calls one function of
+``archival.dispatch`` (the same ones the schedule and ``manage.py
+schedule_archival`` call) and renders its result.
 The weekly cron itself is django-q2's Schedule "archival: weekly run",
 edited in the django-q2 section of the admin through ``GuardedScheduleAdmin``:
 the function is a choice among ``archival.tasks.REGISTRY``'s schedulable
@@ -17,13 +20,14 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html
 from django_q import admin as q_admin
 from django_q.models import Schedule
 
-from archival import task_guard
+from archival import dispatch, task_guard
+from governance.admin.confirmation import Confirmation
 from governance.models import (
     ArchivalRun,
     AuditEvent,
@@ -31,35 +35,6 @@ from governance.models import (
     SchedulerSettings,
     TableDispatch,
 )
-
-ACTIONS = {
-    # name: (permission, title, what happens)
-    "run-now": (
-        "governance.start_run",
-        "Run archival now",
-        "A new run starts on the workers with today's cutoff and the run window.",
-    ),
-    "pause": (
-        "governance.pause_scheduler",
-        "Pause the scheduler",
-        "No run starts and no new slice is enqueued; slices in progress finish their batch.",
-    ),
-    "unpause": (
-        "governance.pause_scheduler",
-        "Resume the scheduler",
-        "Waiting tables are enqueued again; the weekly schedule starts runs again.",
-    ),
-    "stop": (
-        "governance.start_run",
-        "Stop the run",
-        "Workers finish their current batch and stop; the run stays resumable.",
-    ),
-    "continue": (
-        "governance.start_run",
-        "Continue the run on the workers",
-        "Its stopped tables are enqueued again with a fresh run window; the cutoff is unchanged.",
-    ),
-}
 
 
 @admin.register(SchedulerSettings)
@@ -109,7 +84,7 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
     )
     # Pausing goes through its own audited button, not a checkbox edit.
     readonly_fields = ("paused",)
-    actions = ["run_now"]
+    actions = ["run_now", "pause_scheduler", "resume_scheduler"]
 
     def has_add_permission(self, request):
         return False
@@ -125,7 +100,13 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
     def has_start_run_permission(self, request):
         return request.user.has_perm("governance.start_run")
 
+    def has_pause_permission(self, request):
+        return request.user.has_perm("governance.pause_scheduler")
+
     def changelist_view(self, request, extra_context=None):
+        if request.method == "POST":
+            # The settings page's buttons post their action here, as a list would.
+            return super().changelist_view(request, extra_context)
         # A singleton: the list is the one settings page.
         obj = SchedulerSettings.objects.current()
         if not self.has_view_or_change_permission(request, obj):
@@ -153,74 +134,58 @@ class SchedulerSettingsAdmin(admin.ModelAdmin):
 
     @admin.action(description="Run archival now (on the workers)", permissions=["start_run"])
     def run_now(self, request, queryset):
-        return HttpResponseRedirect(reverse("admin:governance_schedule_control", args=["run-now", 0]))
-
-    def get_urls(self):
-        return [
-            path(
-                "control/<slug:action>/<int:run_id>/",
-                self.admin_site.admin_view(self.control_view),
-                name="governance_schedule_control",
-            ),
-            *super().get_urls(),
-        ]
-
-    def control_view(self, request, action, run_id):
-        """Confirmation page on GET, the operation on POST (each audited by archival.dispatch)."""
-        from archival import dispatch
-
-        if action not in ACTIONS:
-            raise PermissionDenied
-        permission, title, explanation = ACTIONS[action]
-        if not request.user.has_perm(permission):
-            raise PermissionDenied
-        run = ArchivalRun.objects.filter(pk=run_id).first() if run_id else None
-        if action in {"stop", "continue"} and run is None:
-            raise PermissionDenied
-        back = reverse("admin:governance_schedulersettings_changelist")
-        if request.method == "POST":
-            if action == "run-now":
-                result = dispatch.start_scheduled_run(actor=request.user, trigger="admin")
-                if result.refused:
-                    self.message_user(request, f"Run refused: {result.refused}.", messages.ERROR)
-                else:
-                    self.message_user(
-                        request,
-                        f"Run {result.run_id} started: {result.tables} table(s) to do, {result.blocked} blocked, {result.enqueued} enqueued now.",
-                        messages.SUCCESS,
-                    )
-            elif action in {"pause", "unpause"}:
-                changed = dispatch.set_paused(action == "pause", actor=request.user)
-                self.message_user(
-                    request,
-                    ("Scheduler paused." if action == "pause" else "Scheduler resumed.")
-                    if changed
-                    else "Nothing changed.",
-                )
-            elif action == "stop":
-                done = dispatch.request_stop(run.pk, actor=request.user)
-                self.message_user(
-                    request,
-                    f"Run {run.pk}: stop requested." if done else f"Run {run.pk} is not running.",
-                )
+        confirmation = Confirmation(request, queryset)
+        if confirmation.confirmed:
+            result = dispatch.start_scheduled_run(actor=request.user, trigger="admin")
+            if result.refused:
+                self.message_user(request, f"Run refused: {result.refused}.", messages.ERROR)
             else:
-                done = dispatch.continue_run(run.pk, actor=request.user)
+                link = reverse("admin:governance_archivalrun_change", args=[result.run_id])
                 self.message_user(
                     request,
-                    f"Run {run.pk} continues on the workers." if done else f"Run {run.pk} is not open.",
+                    format_html(
+                        '<a href="{}">Run {}</a> started: {} table(s) to do, {} blocked, {} enqueued now.',
+                        link,
+                        result.run_id,
+                        result.tables,
+                        result.blocked,
+                        result.enqueued,
+                    ),
+                    messages.SUCCESS,
                 )
-            return HttpResponseRedirect(back)
-        if request.method != "GET":
-            return HttpResponseNotAllowed(["GET", "POST"])
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title + (f" {run.pk}" if run else ""),
-            "opts": self.model._meta,
-            "explanation": explanation,
-            "run": run,
-            "back": back,
-        }
-        return TemplateResponse(request, "admin/governance/schedulersettings/confirm.html", context)
+            return None
+        return confirmation.page(
+            self,
+            action="run_now",
+            title="Run archival now",
+            warning="A new run starts on the workers with today's cutoff and the run window.",
+            nothing="Select the scheduler settings to run archival now.",
+        )
+
+    @admin.action(description="Pause the scheduler", permissions=["pause"])
+    def pause_scheduler(self, request, queryset):
+        return self._switch(request, queryset, paused=True)
+
+    @admin.action(description="Resume the scheduler", permissions=["pause"])
+    def resume_scheduler(self, request, queryset):
+        return self._switch(request, queryset, paused=False)
+
+    def _switch(self, request, queryset, *, paused: bool):
+        confirmation = Confirmation(request, queryset.filter(paused=not paused))
+        if confirmation.confirmed:
+            changed = dispatch.set_paused(paused, actor=request.user)
+            done = "Scheduler paused." if paused else "Scheduler resumed."
+            self.message_user(request, done if changed else "Nothing changed.")
+            return None
+        return confirmation.page(
+            self,
+            action="pause_scheduler" if paused else "resume_scheduler",
+            title="Pause the scheduler" if paused else "Resume the scheduler",
+            warning="No run starts and no new slice is enqueued; slices in progress finish their batch."
+            if paused
+            else "Waiting tables are enqueued again; the weekly schedule starts runs again.",
+            nothing="The scheduler is already paused." if paused else "The scheduler is not paused.",
+        )
 
 
 @admin.register(TableDispatch)
