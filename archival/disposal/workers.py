@@ -44,7 +44,7 @@ from django_q.tasks import async_task
 
 from archival import stopping
 from archival.dispatch import slice_seconds
-from archival.disposal.batches import execute_batch, plan_disposal, worker_id
+from archival.disposal.batches import actor_name, execute_batch, plan_disposal, worker_id
 from governance.models import BatchStatus, DisposalBatch, SchedulerSettings
 from governance.models.scheduling import SETTINGS_PK
 
