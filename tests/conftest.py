@@ -76,6 +76,26 @@ def _fresh_pacing_settings():
     forget()
 
 
+@pytest.fixture
+def workers_running(db):
+    """A worker cluster runs: its scheduler has just moved the sweeper's next run forward.
+
+    The test database's schedules are created once per session, so without
+    this a test that expects healthy workers fails once the suite has run
+    longer than the sweeper's interval.
+    """
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+    from django_q.models import Schedule
+
+    from archival.schedules import SWEEP_SCHEDULE
+
+    minutes = settings.ARCHIVAL_SCHEDULER["SWEEP_MINUTES"]
+    Schedule.objects.filter(name=SWEEP_SCHEDULE).update(next_run=timezone.now() + timedelta(minutes=minutes))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _reattach_after_setup(django_db_setup, django_db_blocker):
     """Reopen connections once every test database exists.

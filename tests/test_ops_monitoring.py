@@ -90,7 +90,7 @@ class TestHealthIsEveryTable:
 
 @pytest.mark.django_db
 class TestComponents:
-    def test_healthz_reports_each_component(self, client):
+    def test_healthz_reports_each_component(self, client, workers_running):
         body = client.get("/healthz").json()
         assert body["components"] == {"web": "up", "control_database": "up", "workers": "up"}
 

@@ -124,7 +124,7 @@ def test_sigterm_in_a_worker_raises_the_stop_flag_and_a_second_one_is_not_swallo
 
 
 @pytest.mark.django_db
-def test_healthz_answers_an_outsider_without_login_and_gives_away_no_data(client):
+def test_healthz_answers_an_outsider_without_login_and_gives_away_no_data(client, workers_running):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {
@@ -136,7 +136,7 @@ def test_healthz_answers_an_outsider_without_login_and_gives_away_no_data(client
 
 
 @pytest.mark.django_db
-def test_status_check_turns_critical_when_no_cluster_moves_the_sweeper():
+def test_status_check_turns_critical_when_no_cluster_moves_the_sweeper(workers_running):
     from datetime import timedelta
 
     from django.utils import timezone
