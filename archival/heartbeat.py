@@ -60,12 +60,12 @@ def beat(worker: str, *, cluster: str = "") -> None:
 
 def start(worker: str | None = None) -> bool:
     """Start the heartbeat thread of this process (once per process); True if started now."""
-    from archival.dispatch import worker_id
+    from archival.engine.leases import process_worker_id
 
     if _started["pid"] == os.getpid():
         return False
     _started["pid"] = os.getpid()
-    worker = worker or worker_id()
+    worker = worker or process_worker_id()
     cluster = f"{socket.gethostname()}:{os.getppid()}"
 
     def loop() -> None:

@@ -15,9 +15,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from archival.disposal.engine import actor_name
 from archival.disposal.keys import key_text
 from archival.disposal.tables import ARCHIVE, take_archive_lock
+from governance.actors import actor_name
 
 
 def _config_for(source_db: str, schema_name: str, table_name: str):

@@ -16,8 +16,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from archival.disposal.engine import actor_name
 from archival.disposal.tables import ARCHIVE, DisposalError, archive_table_for, take_archive_lock
+from governance.actors import actor_name
 
 
 @dataclass

@@ -14,14 +14,13 @@ from archival.engine.errors import TableError
 from archival.engine.phases import count_eligible, unreadable_examples
 from archival.engine.results import PlanResult, TablePlan
 from archival.engine.spec import build_spec
+from archival.engine.table_names import select_configs
 from governance.models import OPEN_PHASES, RecoveryState
 
 
 def plan(tables: list[str] | None = None, cutoff: date | None = None) -> PlanResult:
     """Per table: eligible rows, rows without a reference date or with one that is not a date (and the first
     keys of those), blocking problems, the SQL that would run."""
-    from archival.engine.runner import select_configs
-
     cutoff = resolve_cutoff(cutoff)
     result = PlanResult(cutoff=cutoff.isoformat())
     configs = select_configs(tables)

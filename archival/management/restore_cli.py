@@ -25,7 +25,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
 from archival.engine.errors import TableError
+from archival.engine.table_names import GRAMMAR
 from archival.restore.errors import RestoreRefused
+from governance.actors import command_actor
 
 ROWS = {
     "key-range": "KEY_RANGE",
@@ -40,7 +42,7 @@ def add_restore_parser(sub) -> None:
     restore = sub.add_parser("restore", help="Bring archived rows back to their source (requested, approved, audited).")
     actions = restore.add_subparsers(dest="restore_action", required=True)
     p = actions.add_parser("request", help="Ask for a restore; prints its preview. Nothing moves until approved.")
-    p.add_argument("--table", required=True, help="The table: Name, Source.Name or Source.schema.Name.")
+    p.add_argument("--table", required=True, help=f"The table: {GRAMMAR}.")
     p.add_argument("--rows", required=True, choices=sorted(ROWS), help="Which rows come back.")
     p.add_argument("--from", dest="range_from", help="key-range: first key; dates: first reference date.")
     p.add_argument("--to", dest="range_to", help="key-range: last key; dates: last reference date (inclusive).")
@@ -95,7 +97,7 @@ class RestoreCommands:
 
     # -- actions -----------------------------------------------------------------
     def request(self, options) -> None:
-        from archival.engine.runner import select_configs
+        from archival.engine.table_names import select_configs
         from archival.restore.requests import create_request, preview
 
         user = _user(options["as_user"])
@@ -151,12 +153,9 @@ class RestoreCommands:
         self.stdout.write(self.style.SUCCESS(f"Restore {request.pk} rejected by {request.decided_by}."))
 
     def execute(self, options) -> None:
-        import getpass
-        import socket
-
         from archival.restore.executor import execute
 
-        actor = _user(options.get("as_user")) or f"{getpass.getuser()}@{socket.gethostname()} (archival restore)"
+        actor = _user(options.get("as_user")) or command_actor("archival restore execute")
         result = execute(options["request_id"], actor=actor)
         for t in result.tables:
             line = (

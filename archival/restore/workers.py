@@ -10,10 +10,10 @@ request's RestoreTable rows, and a lost task is resumed by executing again
 
 from __future__ import annotations
 
-from archival.disposal.engine import actor_name
 from archival.restore.errors import RestoreRefused
 from archival.restore.executor import EXECUTABLE
 from archival.restore.requests import REQUEST_PERMISSION, require_permission
+from governance.actors import actor_name
 
 RESTORE_TASK = "archival.tasks.execute_restore"
 

@@ -6,6 +6,8 @@ import socket
 
 from django.db import models
 
+from governance.actors import actor_name
+
 
 class AuditEventManager(models.Manager):
     def record(
@@ -29,7 +31,7 @@ class AuditEventManager(models.Manager):
         (archival.disposal.chain.append_audit_event; GuardNotMet otherwise).
         """
         user = actor if hasattr(actor, "get_username") else None
-        actor_text = user.get_username() if user is not None else (str(actor) if actor else "system")
+        actor_text = actor_name(actor)
         event = self.model(
             action=action,
             actor=actor_text,
