@@ -11,11 +11,10 @@ from django.db import connections
 
 from archival import dispatch, engine
 from archival.backends import backend_for
+from archival.engine.dependencies import children, dependency_order
 from archival.engine.runner import ordered_states
 from governance.models import ArchivalRun, AuditEvent, TableConfig
 from tests.conftest import snapshot, source_schema, union_check
-
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 CUTOFF = date(2026, 11, 25)
 ALIAS = "SourceDB1"
@@ -74,6 +73,7 @@ def _completed_order(run_id: int) -> list[str]:
     )
 
 
+@pytest.mark.django_db(transaction=True, databases="__all__")
 def test_the_cli_run_moves_a_foreign_key_child_before_its_parent(invoices):
     invoice, line = invoices
     original = snapshot(invoices)
@@ -93,6 +93,7 @@ def test_the_cli_run_moves_a_foreign_key_child_before_its_parent(invoices):
     assert union_check(invoices, original) == {str(invoice): (0, 20), str(line): (0, 10)}
 
 
+@pytest.mark.django_db(transaction=True, databases="__all__")
 def test_the_cli_and_the_workers_order_a_run_alike(invoices):
     invoice, line = invoices
     run = engine.start_run(cutoff=CUTOFF, tables=["Invoice", "InvoiceLine", "PriceHistory"])
@@ -104,3 +105,57 @@ def test_the_cli_and_the_workers_order_a_run_alike(invoices):
     children = dispatch.children_map(states)
     assert children[by_config[invoice.pk]] == [by_config[line.pk]]
     assert children[by_config[line.pk]] == []
+
+
+# -- the rule itself, on configs in memory ---------------------------------------------
+
+
+def _config(pk: int, table: str, *, priority: int = 100, contract: str = "", source: str = "SourceDB1"):
+    return TableConfig(
+        pk=pk,
+        source_db=source,
+        schema_name="main",
+        table_name=table,
+        execution_priority=priority,
+        archival_logic="CONTRACT_MATURITY" if contract else "DATE_BASED",
+        contract_table=contract,
+        contract_reference_column="contractId" if contract else "",
+        contract_key_column="id" if contract else "",
+    )
+
+
+def test_children_by_contract_join_and_foreign_key_go_first_then_priority_then_name():
+    contract = _config(1, "Contract", priority=1)
+    position = _config(2, "Position", priority=900, contract="Contract")
+    line = _config(3, "Line", priority=500)  # a foreign key to Position
+    elsewhere = _config(4, "Line", priority=50, source="SourceDB2")  # same name, another database
+    configs = [contract, position, line, elsewhere]
+    foreign_keys = {"Position": [("Line", "positionId", "positionId")]}
+
+    kids = children(configs, foreign_keys=lambda c: foreign_keys.get(c.table_name, []) if c.pk != 4 else [])
+
+    assert kids == {1: [2], 2: [3], 3: [], 4: []}
+    order = dependency_order(configs, kids, config=lambda c: c)
+    assert [(c.source_db, c.table_name) for c in order] == [
+        ("SourceDB2", "Line"), ("SourceDB1", "Line"), ("SourceDB1", "Position"), ("SourceDB1", "Contract"),
+    ]  # fmt: skip
+
+
+def test_a_cycle_of_foreign_keys_is_cut_where_it_closes():
+    a, b = _config(1, "A", priority=2), _config(2, "B", priority=1)
+    foreign_keys = {"A": [("B", "a", "id")], "B": [("A", "b", "id")]}
+    kids = children([a, b], foreign_keys=lambda c: foreign_keys[c.table_name])
+    assert kids == {1: [2], 2: [1]}
+    assert len(dependency_order([a, b], kids, config=lambda c: c)) == 2
+
+
+def test_a_database_that_does_not_answer_is_asked_once():
+    configs = [_config(i, f"T{i}") for i in range(1, 6)]
+    asked = []
+
+    def down(config):
+        asked.append(config.pk)
+        raise OSError("connection refused")
+
+    assert children(configs, foreign_keys=down) == {i: [] for i in range(1, 6)}
+    assert asked == [1]

@@ -105,15 +105,21 @@ def children(
     """Config id -> ids of the configs among ``configs`` that reference it (foreign key or contract join).
 
     A table whose catalog cannot be read has only its contract-join children
-    here; the engine fails it with a clear error on its own turn.
+    here; the engine fails it (or leaves it waiting for its database) with a
+    clear error on its own turn. A database that failed once is not asked
+    again for its other tables: a server that does not answer would
+    otherwise cost one connection timeout per table.
     """
     kids: dict[int, list[int]] = {}
+    unreadable: set[str] = set()
     for parent in configs:
-        try:
-            refs = foreign_keys(parent)
-        except Exception as exc:  # noqa: BLE001 (the engine reports a broken table on its turn)
-            logger.warning("cannot read the foreign keys into %s: %s", parent, exc)
-            refs = []
+        refs: Sequence[ForeignKeyRef] = []
+        if parent.source_db not in unreadable:
+            try:
+                refs = foreign_keys(parent)
+            except Exception as exc:  # noqa: BLE001 (the engine reports a broken table on its turn)
+                logger.warning("cannot read the foreign keys into %s: %s", parent, exc)
+                unreadable.add(parent.source_db)
         kids[parent.pk] = sorted({ref.child.pk for ref in references_to(parent, configs, refs)})
     return kids
 
