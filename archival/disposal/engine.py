@@ -421,8 +421,9 @@ def execute_disposal(
 ) -> DisposalExecutionResult:
     """Execute approved batches, one table at a time, one transaction per batch.
 
-    Resumable: batches left EXECUTING by a dead worker are taken over once
-    their lease expires (``settings.ARCHIVAL["LEASE_SECONDS"]``); one whose
+    Resumable: batches left EXECUTING by a dead worker are taken over at once
+    when it is known dead, else once their lease expires
+    (``settings.ARCHIVAL["LEASE_SECONDS"]``; archival.engine.leases); one whose
     certificate committed is only finalised. A failing batch stops its table
     (later batches of that table wait) and is retried by the next execution.
     ``dry_run`` runs each batch's transaction and rolls it back.
@@ -469,7 +470,8 @@ def execute_batch(
     executor = actor_name(actor)
     batch = DisposalBatch.objects.select_related("config").get(pk=batch_id)
     out = BatchOutcome(batch.pk, batch.table_label, batch.row_count)
-    if batch.status not in (BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED):
+    executable = [BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED]
+    if batch.status not in executable:
         out.skipped = f"batch is {batch.status}"
         return out
     approvals = list(batch.decisions.filter(decision=Decision.APPROVE).order_by("decided_at"))
@@ -481,7 +483,6 @@ def execute_batch(
         return out
     # Two executors never work on one batch (the certificate's unique batch
     # id would stop a double delete anyway, not the wasted work).
-    executable = [BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED]
     if not dry_run and not disposal_batches.claim(
         batch.pk, worker, where={"status": executable}, status=BatchStatus.EXECUTING
     ):
