@@ -14,11 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from archival.backends import backend_for
 from archival.backends.base import ForeignKey
 from archival.engine.txn import bounded_transaction
+
+if TYPE_CHECKING:
+    from governance.models import TableConfig
 
 logger = logging.getLogger("archival")
 
@@ -33,18 +36,20 @@ ForeignKeyRef = tuple[str, str, str]
 class Reference:
     """One way a configured child table points at its parent's rows."""
 
-    child: object  # the child's TableConfig
-    parent: object  # the parent's TableConfig
+    child: TableConfig
+    parent: TableConfig
     column: str  # the child's column
     parent_column: str  # the parent's column it holds the value of
     contract_join: bool  # the child's contract join (else a foreign key)
 
 
-def _same_schema(a, b) -> bool:
+def _same_schema(a: TableConfig, b: TableConfig) -> bool:
     return a.pk != b.pk and a.source_db == b.source_db and a.schema_name == b.schema_name
 
 
-def _references(child, parent, foreign_keys: Iterable[tuple[str, str]]) -> dict[str, Reference]:
+def _references(
+    child: TableConfig, parent: TableConfig, foreign_keys: Iterable[tuple[str, str]]
+) -> dict[str, Reference]:
     """``child``'s references to ``parent`` by column: its foreign keys (column, parent column), then its contract join.
 
     A foreign key and the contract join on one column are one reference, the
@@ -57,7 +62,9 @@ def _references(child, parent, foreign_keys: Iterable[tuple[str, str]]) -> dict[
     return found
 
 
-def references_to(parent, configs: Iterable, foreign_keys: Sequence[ForeignKeyRef]) -> list[Reference]:
+def references_to(
+    parent: TableConfig, configs: Iterable[TableConfig], foreign_keys: Sequence[ForeignKeyRef]
+) -> list[Reference]:
     """The references of the configured tables among ``configs`` to ``parent``'s table, one per (child, column).
 
     ``foreign_keys``: the single-column foreign keys naming ``parent``'s
@@ -74,7 +81,9 @@ def references_to(parent, configs: Iterable, foreign_keys: Sequence[ForeignKeyRe
     return found
 
 
-def references_from(child, configs: Iterable, foreign_keys: Sequence[ForeignKey]) -> list[Reference]:
+def references_from(
+    child: TableConfig, configs: Iterable[TableConfig], foreign_keys: Sequence[ForeignKey]
+) -> list[Reference]:
     """``child``'s references to the configured tables among ``configs``, one per (parent, column).
 
     ``foreign_keys``: the single-column foreign keys of ``child``'s table
@@ -89,7 +98,7 @@ def references_from(child, configs: Iterable, foreign_keys: Sequence[ForeignKey]
     return found
 
 
-def foreign_keys_into(config) -> list[ForeignKeyRef]:
+def foreign_keys_into(config: TableConfig) -> list[ForeignKeyRef]:
     """The single-column foreign keys naming ``config``'s table, read from the live catalog.
 
     Bounded: a table another session keeps locked must not hold up the start
@@ -100,7 +109,9 @@ def foreign_keys_into(config) -> list[ForeignKeyRef]:
 
 
 def children(
-    configs: Sequence, *, foreign_keys: Callable[[object], Sequence[ForeignKeyRef]] = foreign_keys_into
+    configs: Sequence[TableConfig],
+    *,
+    foreign_keys: Callable[[TableConfig], Sequence[ForeignKeyRef]] = foreign_keys_into,
 ) -> dict[int, list[int]]:
     """Config id -> ids of the configs among ``configs`` that reference it (foreign key or contract join).
 
@@ -124,7 +135,9 @@ def children(
     return kids
 
 
-def dependency_order(items: Sequence[T], kids: Mapping[int, Iterable[int]], config: Callable[[T], object]) -> list[T]:
+def dependency_order(
+    items: Sequence[T], kids: Mapping[int, Iterable[int]], config: Callable[[T], TableConfig]
+) -> list[T]:
     """``items`` with children before the tables they reference, then execution_priority, source, name.
 
     ``kids`` maps a config id to its children's config ids (``children``);

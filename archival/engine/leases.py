@@ -40,7 +40,7 @@ from archival.engine.errors import LeaseLost
 from governance.models import AuditEvent, DisposalBatch, RecoveryState, RestoreRequest
 from governance.rowsql import column, prep, update_and_fetch_with_parents, update_statement, update_where
 
-_process_worker = {"pid": None, "id": ""}
+_process_worker: tuple[int, str] | None = None  # (pid, id): a forked child gets its own
 
 
 def new_worker_id() -> str:
@@ -55,9 +55,10 @@ def process_worker_id() -> str:
     runs one task at a time); threads of a web server each take
     :func:`new_worker_id`, or two requests would both own one lease.
     """
-    if _process_worker["pid"] != os.getpid():
-        _process_worker.update(pid=os.getpid(), id=new_worker_id())
-    return _process_worker["id"]
+    global _process_worker
+    if _process_worker is None or _process_worker[0] != os.getpid():
+        _process_worker = (os.getpid(), new_worker_id())
+    return _process_worker[1]
 
 
 def owner_is_dead(owner: str) -> bool:
@@ -128,24 +129,29 @@ class Leases:
             started = column(model, self.started_field)
             raw_sets.append(f"{started} = COALESCE({started}, %s)")
             raw_params.append(prep(model, self.started_field, now))
-        update = dict(pk=pk, parents=list(self.parents), raw_sets=raw_sets, raw_set_params=raw_params)
         owner, until = column(model, "lease_owner"), column(model, "lease_expires_at")
-        row = update_and_fetch_with_parents(
-            model,
-            sets,
-            where=dict(where or {}),
-            raw_where=[
-                (f"{owner} = '' OR {until} < %s OR {owner} = %s", [prep(model, "lease_expires_at", now), worker])
-            ],
-            **update,
-        )
+        free_or_ours = f"{owner} = '' OR {until} < %s OR {owner} = %s"
+
+        def take(condition: dict, raw_where: list[tuple[str, list]]) -> models.Model | None:
+            return update_and_fetch_with_parents(
+                model,
+                sets,
+                pk=pk,
+                parents=list(self.parents),
+                where={**(where or {}), **condition},
+                raw_sets=raw_sets,
+                raw_set_params=raw_params,
+                raw_where=raw_where,
+            )
+
+        row = take({}, [(free_or_ours, [prep(model, "lease_expires_at", now), worker])])
         if row is not None:
             return row
         # A crashed owner cannot renew; its lease is stale now, not at its
         # expiry. Taken over by the same conditional UPDATE, on that owner.
         current = self.holder(pk)
         if current and owner_is_dead(current):
-            return update_and_fetch_with_parents(model, sets, where={**(where or {}), "lease_owner": current}, **update)
+            return take({"lease_owner": current}, [])
         return None
 
     def renew(self, row: models.Model, worker: str, *, audit: dict | None = None, **fields) -> None:
