@@ -36,9 +36,6 @@ the engine's lease makes sure only one process moves the table.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -52,9 +49,9 @@ from django_q.tasks import async_task
 
 from archival import alerts, heartbeat, outage, stopping
 from archival.backends import backend_for
-from archival.engine import advance_table, faults, finalize_run, ordered_states, pacing, start_run
-from archival.engine.leases import owner_is_dead
+from archival.engine import advance_table, dependencies, faults, finalize_run, leases, pacing, start_run
 from archival.engine.runner import retake_waiting, wait_for_database
+from archival.engine.table_names import select_configs
 from archival.engine.txn import bounded_transaction
 from archival.outage import waiting_key
 from archival.retry import is_transient
@@ -83,18 +80,6 @@ MAX_REQUEUES = 10
 
 DONE_PHASES = (Phase.COMPLETED, Phase.FAILED, Phase.ABANDONED, Phase.BLOCKED)
 ARCHIVE_PHASES = (Phase.MARKED, Phase.ARCHIVING, Phase.ARCHIVED, Phase.VERIFIED)
-
-_worker = {"pid": None, "id": ""}
-
-
-def worker_id() -> str:
-    """host:pid:random, fixed per process (the engine's lease owner format)."""
-    if _worker["pid"] != os.getpid():
-        _worker.update(
-            pid=os.getpid(),
-            id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-        )
-    return _worker["id"]
 
 
 def slice_seconds(cfg: SchedulerSettings) -> float:
@@ -210,31 +195,15 @@ def _stage_for(phase: str) -> str:
     return DispatchStage.DONE
 
 
-def children_map(states: list[RecoveryState]) -> dict[int, list[int]]:
-    """State id -> state ids of the run's tables that reference it (contract join or foreign key).
+def children_map(states: list[RecoveryState], kids: dict[int, list[int]] | None = None) -> dict[int, list[int]]:
+    """State id -> state ids of the run's tables that reference it (archival.engine.dependencies).
 
-    Same relations the engine's parent rule uses, read once per table from
-    the live catalog. A table whose schema cannot be read simply has no
-    children here; the engine fails it on its own turn with a clear error.
+    ``kids``: the configs' children when the caller has them already (one catalog read per run).
     """
-    by_table = {(s.config.source_db, s.config.schema_name, s.config.table_name): s for s in states}
-    kids: dict[int, set[int]] = {s.pk: set() for s in states}
-    for s in states:
-        cfg = s.config
-        parents = []
-        if cfg.archival_logic == "CONTRACT_MATURITY":
-            parents.append(by_table.get((cfg.source_db, cfg.schema_name, cfg.contract_table)))
-        try:
-            # Bounded: a table another session keeps locked must not hold up the start of the run.
-            with bounded_transaction(cfg.source_db):
-                info = backend_for(cfg.source_db).describe(cfg.schema_name, cfg.table_name)
-            parents += [by_table.get((cfg.source_db, cfg.schema_name, fk.ref_table)) for fk in info.foreign_keys]
-        except Exception as exc:  # noqa: BLE001 (the engine reports it on the table's turn)
-            logger.warning("cannot read the schema of %s: %s", cfg, exc)
-        for parent in parents:
-            if parent is not None and parent.pk != s.pk:
-                kids[parent.pk].add(s.pk)
-    return {pk: sorted(v) for pk, v in kids.items()}
+    if kids is None:
+        kids = dependencies.children([s.config for s in states])
+    state_of = {s.config_id: s.pk for s in states}
+    return {state_of[config_id]: sorted(state_of[k] for k in below) for config_id, below in kids.items()}
 
 
 def _estimated_rows(state: RecoveryState) -> int:
@@ -279,8 +248,10 @@ def longest_work_first(states: list[RecoveryState], kids: dict[int, list[int]]) 
 
 def adopt(run: ArchivalRun) -> int:
     """Write the dispatch rows of a run (idempotent); returns how many tables are to be worked on."""
-    states = ordered_states(run)
-    kids = children_map(states)
+    states = list(RecoveryState.objects.filter(run=run).select_related("config", "run").order_by("pk"))
+    by_config = dependencies.children([s.config for s in states])
+    states = dependencies.dependency_order(states, by_config, config=lambda s: s.config)
+    kids = children_map(states, by_config)
     rows = []
     for position, state in enumerate(longest_work_first(states, kids)):
         stage = _stage_for(state.phase)
@@ -322,6 +293,8 @@ def start_scheduled_run(
     same firing delivered again, at once or after a crash, finds its run and
     only makes sure it is on the workers.
     """
+    # A name of no table is refused before anything changes (continued runs included).
+    select_configs(tables)
     if occurrence:
         existing = ArchivalRun.objects.filter(occurrence=occurrence).first()
         if existing is not None:
@@ -639,7 +612,7 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
         return SliceResult(dispatch_id, "stale")
     label = row.state.table_label
     # Who runs this task: if this process dies, the sweeper sees it stop beating.
-    _move_on(row, ticket, slices=F("slices") + 1, taken_by=worker_id())
+    _move_on(row, ticket, slices=F("slices") + 1, taken_by=leases.process_worker_id())
     cfg = SchedulerSettings.objects.current()
     if row.state.phase in DONE_PHASES:
         _move_on(
@@ -670,7 +643,7 @@ def run_slice(dispatch_id: int, ticket: int) -> SliceResult:
 
     until = Phase.MARKED if row.stage == DispatchStage.MARK else Phase.COMPLETED
     try:
-        table = advance_table(row.state_id, worker=worker_id(), until=until, time_box=slice_seconds(cfg))
+        table = advance_table(row.state_id, worker=leases.process_worker_id(), until=until, time_box=slice_seconds(cfg))
     except Exception as exc:
         # The engine records table errors itself; what reaches us is the
         # control database failing. Leave the row QUEUED: the sweeper
@@ -772,7 +745,7 @@ def stop_for_outage(run_id: int, alias: str) -> list[str]:
     their slots to other databases' tables. One alert per outage names
     every table waiting for it. Returns the labels of the tables waiting.
     """
-    wait_for_database(run_id, alias, reason=f"database {alias} does not answer", worker=worker_id())
+    wait_for_database(run_id, alias, reason=f"database {alias} does not answer", worker=leases.process_worker_id())
     waiting = RecoveryState.objects.filter(run_id=run_id, phase=Phase.WAITING, waiting_for=waiting_key(alias))
     TableDispatch.objects.filter(run_id=run_id, state__in=waiting, status=DispatchStatus.WAITING).update(
         status=DispatchStatus.STOPPED, last_outcome=f"waiting for {waiting_key(alias)}", touched_at=timezone.now()
@@ -858,7 +831,7 @@ def _lease_is_lost(state: RecoveryState, now) -> str:
     """Why the table's lease no longer protects a live worker ("" while it does)."""
     if state.lease_expires_at and state.lease_expires_at < now:
         return f"lease of {state.lease_owner} expired at {state.lease_expires_at:%H:%M:%S}"
-    if owner_is_dead(state.lease_owner):
+    if leases.owner_is_dead(state.lease_owner):
         return f"lease owner {state.lease_owner} is dead"
     return ""
 
@@ -919,7 +892,7 @@ def requeue(row: TableDispatch, why: str, *, now=None) -> bool:
 
 
 def on_worker_spawn(sender, proc_name: str = "", **kwargs) -> None:
-    """django-q2 ``post_spawn``: a worker process started; it beats from now on, as ``worker_id()``.
+    """django-q2 ``post_spawn``: a worker process started; it beats from now on, as ``leases.process_worker_id()``.
 
     Not in sync mode: there q2 runs each task inline in the caller's process
     (and sends ``post_spawn`` there), which is no worker for the sweeper to
@@ -927,7 +900,7 @@ def on_worker_spawn(sender, proc_name: str = "", **kwargs) -> None:
     """
     if Conf.SYNC:
         return
-    heartbeat.start(worker_id())
+    heartbeat.start(leases.process_worker_id())
 
 
 def requeue_failed_slice(sender, task: dict, **kwargs) -> None:

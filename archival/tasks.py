@@ -82,9 +82,12 @@ def dispose_slice(
 
 def execute_restore(request_id: int, actor: str) -> dict:
     """Execute (or resume) an approved restore request on a worker (archival.restore.workers enqueues it)."""
+    from archival.engine.leases import process_worker_id
+
     stopping.install_sigterm_handler()
     try:
-        result = execute(request_id, actor=actor).as_dict()
+        # The worker's own id (its heartbeat's): if it dies, others see it and take the request over.
+        result = execute(request_id, actor=actor, worker_id=process_worker_id()).as_dict()
     except RestoreRefused as exc:
         result = {"request_id": request_id, "refused": str(exc)}
     stopping.exit_if_stopping()

@@ -432,7 +432,7 @@ def test_a_lease_goes_to_one_worker_until_it_expires(demo):
     state = RecoveryState.objects.get(run=run)
     working = PHASE_ORDER[:-1]
 
-    claimed = leases.claim(state.pk, "host:1:a", working)
+    claimed = leases.tables.claim(state.pk, "host:1:a", where={"phase": working})
     first = RecoveryState.objects.select_related("config", "run").get(pk=state.pk)
     assert (first.lease_owner, first.attempts) == ("host:1:a", 1)
     # The claim hands back the row as it left it, with its config and run
@@ -442,29 +442,29 @@ def test_a_lease_goes_to_one_worker_until_it_expires(demo):
         assert [getattr(have, f.attname) for f in fields] == [getattr(want, f.attname) for f in fields]
     assert first.started_at is not None and first.lease_expires_at > timezone.now()
 
-    assert not leases.claim(state.pk, "host:2:b", working)  # held, not expired
-    assert leases.claim(state.pk, "host:1:a", working)  # the holder again
+    assert not leases.tables.claim(state.pk, "host:2:b", where={"phase": working})  # held, not expired
+    assert leases.tables.claim(state.pk, "host:1:a", where={"phase": working})  # the holder again
     again = RecoveryState.objects.get(pk=state.pk)
     assert (again.lease_owner, again.attempts, again.started_at) == ("host:1:a", 2, first.started_at)
 
     RecoveryState.objects.filter(pk=state.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert leases.claim(state.pk, "host:2:b", working)
+    assert leases.tables.claim(state.pk, "host:2:b", where={"phase": working})
     assert RecoveryState.objects.get(pk=state.pk).lease_owner == "host:2:b"
     with pytest.raises(LeaseLost):
-        leases.renew(first, "host:1:a", archived_count=5)
-    leases.renew(again, "host:2:b", archived_count=5, cursor=[7])
+        leases.tables.renew(first, "host:1:a", archived_count=5)
+    leases.tables.renew(again, "host:2:b", archived_count=5, cursor=[7])
     row = RecoveryState.objects.get(pk=state.pk)
     assert (row.archived_count, row.cursor, row.lease_owner) == (5, [7], "host:2:b")
     assert row.lease_expires_at > timezone.now() and again.archived_count == 5
 
-    leases.release(state.pk, "host:2:b")
+    leases.tables.release(state.pk, "host:2:b")
     RecoveryState.objects.filter(pk=state.pk).update(phase=Phase.COMPLETED)
-    assert not leases.claim(state.pk, "host:3:c", working)  # nothing left to do
+    assert not leases.tables.claim(state.pk, "host:3:c", where={"phase": working})  # nothing left to do
 
 
 @pytest.mark.parametrize("path", ["plain SQL", "ORM"])
 def test_a_phase_change_whose_lease_is_lost_writes_neither_the_state_nor_its_audit_event(demo, monkeypatch, path):
-    """A phase change and its audit event go in together, guarded by the lease (leases.renew with
+    """A phase change and its audit event go in together, guarded by the lease (leases.tables.renew with
     ``audit``; on PostgreSQL the UPDATE rides in the statement that takes the chain head)."""
     from django.db import transaction
 
@@ -480,11 +480,11 @@ def test_a_phase_change_whose_lease_is_lost_writes_neither_the_state_nor_its_aud
         for module in (rowsql, chain):
             monkeypatch.setattr(module, "plain_sql", lambda using: False)
     run = engine.start_run(cutoff=CUTOFF, tables=["PriceHistory"])
-    state = leases.claim(RecoveryState.objects.get(run=run).pk, "host:1:a", PHASE_ORDER[:-1])
+    state = leases.tables.claim(RecoveryState.objects.get(run=run).pk, "host:1:a", where={"phase": PHASE_ORDER[:-1]})
     audit = dict(action="table.marked", actor="host:1:a", run_id=run.pk, table_label=state.table_label)
 
     with transaction.atomic():
-        leases.renew(state, "host:1:a", phase=Phase.MARKED, eligible_count=3, audit=audit)
+        leases.tables.renew(state, "host:1:a", phase=Phase.MARKED, eligible_count=3, audit=audit)
     row = RecoveryState.objects.get(pk=state.pk)
     event = AuditEvent.objects.order_by("-id").first()
     assert (row.phase, row.eligible_count, event.action, event.table_label) == (
@@ -494,7 +494,7 @@ def test_a_phase_change_whose_lease_is_lost_writes_neither_the_state_nor_its_aud
     RecoveryState.objects.filter(pk=state.pk).update(lease_owner="host:2:b")  # taken over meanwhile
     events = AuditEvent.objects.count()
     with pytest.raises(LeaseLost), transaction.atomic():
-        leases.renew(state, "host:1:a", phase=Phase.COMPLETED, audit={**audit, "action": "table.completed"})
+        leases.tables.renew(state, "host:1:a", phase=Phase.COMPLETED, audit={**audit, "action": "table.completed"})
     row = RecoveryState.objects.get(pk=state.pk)
     assert (row.phase, row.lease_owner) == (Phase.MARKED, "host:2:b")
     assert AuditEvent.objects.count() == events
@@ -514,12 +514,14 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(demo):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     dead_owner = f"{socket.gethostname()}:{gone.pid}:x"
-    assert leases.claim(state.pk, dead_owner, PHASE_ORDER[:-1])
+    assert leases.tables.claim(state.pk, dead_owner, where={"phase": PHASE_ORDER[:-1]})
     # The lease has not expired, but its owner is gone: the next claim takes it.
-    claimed = leases.claim(state.pk, "host:2:b", PHASE_ORDER[:-1])
+    claimed = leases.tables.claim(state.pk, "host:2:b", where={"phase": PHASE_ORDER[:-1]})
     assert claimed is not None and claimed.lease_owner == "host:2:b" and claimed.attempts == 2
     assert claimed.config.table_name == "PriceHistory" and claimed.run.pk == run.pk
-    assert leases.claim(state.pk, "host:3:c", PHASE_ORDER[:-1]) is None  # a live holder keeps it
+    assert (
+        leases.tables.claim(state.pk, "host:3:c", where={"phase": PHASE_ORDER[:-1]}) is None
+    )  # a live holder keeps it
 
 
 @pytest.mark.parametrize("path", ["plain SQL", "ORM"])

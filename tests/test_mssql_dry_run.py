@@ -100,7 +100,7 @@ class TestDryRun:
         ) in text
 
     def test_an_unknown_table_is_a_user_error(self, demo_configs):
-        with pytest.raises(CommandError, match=r"No active table config named SourceDB1\.main\.Nope"):
+        with pytest.raises(CommandError, match=r"no active table config named SourceDB1\.main\.Nope"):
             dry_run("--table", "SourceDB1.main.Nope")
 
 

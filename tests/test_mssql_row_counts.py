@@ -157,30 +157,30 @@ def test_the_stand_in_hides_a_raw_update_count_after_an_orm_insert(demo, sql_ser
 def test_a_held_lease_is_not_won_by_another_worker_under_nocount(demo, sql_server_control):
     state = _claimed_run()
     working = PHASE_ORDER[:-1]
-    assert leases.claim(state.pk, "host:1:a", working) is not None
+    assert leases.tables.claim(state.pk, "host:1:a", where={"phase": working}) is not None
     AuditEvent.objects.record("probe", actor="host:1:a")  # an ORM insert: NOCOUNT is on from here
     assert sql_server_control.nocount
 
-    assert leases.claim(state.pk, "host:2:b", working) is None
+    assert leases.tables.claim(state.pk, "host:2:b", where={"phase": working}) is None
     assert RecoveryState.objects.get(pk=state.pk).lease_owner == "host:1:a"
 
 
 def test_a_lost_lease_is_noticed_on_renewal_under_nocount(demo, sql_server_control):
-    state = leases.claim(_claimed_run().pk, "host:1:a", PHASE_ORDER[:-1])
+    state = leases.tables.claim(_claimed_run().pk, "host:1:a", where={"phase": PHASE_ORDER[:-1]})
     AuditEvent.objects.record("probe", actor="host:1:a")
     RecoveryState.objects.filter(pk=state.pk).update(lease_owner="host:2:b")  # taken over meanwhile
 
     with pytest.raises(LeaseLost):
-        leases.renew(state, "host:1:a", archived_count=5)
+        leases.tables.renew(state, "host:1:a", archived_count=5)
     assert RecoveryState.objects.get(pk=state.pk).archived_count != 5
 
 
 def test_a_phase_change_appends_its_audit_event_to_the_chain_under_nocount(demo, sql_server_control):
-    state = leases.claim(_claimed_run().pk, "host:1:a", PHASE_ORDER[:-1])
+    state = leases.tables.claim(_claimed_run().pk, "host:1:a", where={"phase": PHASE_ORDER[:-1]})
     AuditEvent.objects.record("probe", actor="host:1:a")
     events = AuditEvent.objects.count()
 
-    leases.renew(
+    leases.tables.renew(
         state, "host:1:a", phase=Phase.MARKED,
         audit=dict(action="table.marked", actor="host:1:a", table_label=state.table_label),
     )  # fmt: skip

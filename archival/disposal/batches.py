@@ -21,23 +21,21 @@ finds (unique per batch) and finalises without deleting again.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from archival.backends import SchemaError
 from archival.disposal.policy import required_approvals
 from archival.disposal.tables import ARCHIVE, ArchiveTable, DisposalError, archive_table_for, take_archive_lock
 from archival.engine.errors import describe_database_error
+from archival.engine.leases import disposal_batches
+from archival.engine.table_names import select_configs
 from archival.hold_coverage import TableFacts, may_cover_table
 from archival.rowkeys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
+from governance.actors import actor_name
 from governance.audit_chain import certificate_hash
 from governance.models import (
     AuditEvent,
@@ -47,29 +45,12 @@ from governance.models import (
     DisposalBatch,
     DisposalCertificate,
     Hold,
-    TableConfig,
 )
 
 
-def actor_name(actor) -> str:
-    if actor is None:
-        return "system"
-    if hasattr(actor, "get_username"):
-        return actor.get_username()
-    return str(actor)
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 def _configs(tables):
-    qs = TableConfig.objects.active().order_by("source_db", "schema_name", "table_name")
-    configs = list(qs)
-    if tables:
-        wanted = set(tables)
-        configs = [c for c in configs if c.label in wanted or c.table_name in wanted or str(c.pk) in wanted]
-    return configs
+    """The active configs ``tables`` names (archival.engine.table_names; UnknownTable for a name of none), by label."""
+    return sorted(select_configs(tables), key=lambda c: (c.source_db, c.schema_name, c.table_name))
 
 
 def _relevant_holds(t: ArchiveTable, at: dt.date) -> list:
@@ -435,21 +416,26 @@ def execute_disposal(
 ) -> DisposalExecutionResult:
     """Execute approved batches, one table at a time, one transaction per batch.
 
-    Resumable: batches left EXECUTING by a dead worker are taken over once
-    their lease expires (``settings.ARCHIVAL["LEASE_SECONDS"]``); one whose
+    Resumable: batches left EXECUTING by a dead worker are taken over at once
+    when it is known dead, else once their lease expires
+    (``settings.ARCHIVAL["LEASE_SECONDS"]``; archival.engine.leases); one whose
     certificate committed is only finalised. A failing batch stops its table
     (later batches of that table wait) and is retried by the next execution.
     ``dry_run`` runs each batch's transaction and rolls it back.
     """
+    from archival.engine.leases import new_worker_id
+    from archival.engine.table_names import select_configs
+    from governance.models import DisposalBatch
+
     today = today or timezone.localdate()
-    worker = worker_id()
+    worker = new_worker_id()
     result = DisposalExecutionResult(dry_run=dry_run, worker=worker)
     qs = DisposalBatch.objects.executable().select_related("config").order_by("table_label", "plan_id", "batch_no")
     if batch_ids:
         qs = qs.filter(pk__in=batch_ids)
     if tables:
-        wanted = set(tables)
-        qs = [b for b in qs if b.table_label in wanted or b.config.table_name in wanted or str(b.config_id) in wanted]
+        # Batches planned before their config was switched off are still executed.
+        qs = qs.filter(config__in=select_configs(tables, active_only=False))
     stopped_tables: set[str] = set()
     done = 0
     for batch in qs:
@@ -466,36 +452,21 @@ def execute_disposal(
     return result
 
 
-def _claim(batch_id: int, worker: str) -> bool:
-    """Take the batch's lease with a conditional UPDATE (portable, SQLite included).
-
-    Prevents two executors from working on one batch; the certificate's
-    unique batch_id would stop a double delete anyway, but not wasted work.
-    """
-    now = timezone.now()
-    lease = timedelta(seconds=settings.ARCHIVAL["LEASE_SECONDS"])
-    won = (
-        DisposalBatch.objects.filter(
-            pk=batch_id, status__in=(BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED)
-        )
-        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker))
-        .update(
-            status=BatchStatus.EXECUTING, lease_owner=worker, lease_expires_at=now + lease, attempts=F("attempts") + 1
-        )
-    )
-    return won == 1
-
-
 def execute_batch(
     batch_id: int, *, actor=None, dry_run: bool = False, today: dt.date | None = None, worker: str | None = None
 ) -> DisposalBatchOutcome:
     """Execute one approved batch (see module docstring for the transaction)."""
+    from archival.engine.errors import LeaseLost
+    from archival.engine.leases import disposal_batches, new_worker_id
+    from governance.models import BatchStatus, Decision, DisposalBatch, DisposalCertificate
+
     today = today or timezone.localdate()
-    worker = worker or worker_id()
+    worker = worker or new_worker_id()
     executor = actor_name(actor)
     batch = DisposalBatch.objects.select_related("config").get(pk=batch_id)
     out = DisposalBatchOutcome(batch.pk, batch.table_label, batch.row_count)
-    if batch.status not in (BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED):
+    executable = [BatchStatus.APPROVED, BatchStatus.EXECUTING, BatchStatus.FAILED]
+    if batch.status not in executable:
         out.skipped = f"batch is {batch.status}"
         return out
     approvals = list(batch.decisions.filter(decision=Decision.APPROVE).order_by("decided_at"))
@@ -505,7 +476,11 @@ def execute_batch(
         out.error = f"batch has {len(distinct)} valid approval(s), needs {batch.required_approvals}"
         _fail(batch, out, actor, dry_run)
         return out
-    if not dry_run and not _claim(batch.pk, worker):
+    # Two executors never work on one batch (the certificate's unique batch
+    # id would stop a double delete anyway, not the wasted work).
+    if not dry_run and not disposal_batches.claim(
+        batch.pk, worker, where={"status": executable}, status=BatchStatus.EXECUTING
+    ):
         out.skipped = "another worker holds this batch"
         return out
     approval_record = [
@@ -536,7 +511,7 @@ def execute_batch(
     except (DisposalError, SchemaError, DatabaseError) as exc:
         # A read-only, full or failing archive file is named, with what to do.
         out.error = describe_database_error(exc, ["archive", batch.config.source_db]) or str(exc)
-        _fail(batch, out, actor, dry_run)
+        _fail(batch, out, actor, dry_run, worker=worker)
         return out
     out.certificate_id = None if dry_run else cert.pk
     out.deleted, out.held, out.digest = cert.row_count, cert.held_count, cert.digest
@@ -545,32 +520,42 @@ def execute_batch(
     # The archive side committed. Anchor the certificate in the audit chain and
     # close the batch in one control transaction; a crash before this is
     # finalised by the next execution (the certificate exists, out.resumed).
-    with transaction.atomic(using="default"):
-        AuditEvent.objects.record(
-            "disposal.executed",
-            actor=actor or executor,
-            obj=batch,
-            table_label=batch.table_label,
-            counts={"planned": batch.row_count, "deleted": cert.row_count, "held": cert.held_count},
-            details={
-                "batch_id": batch.pk,
-                "certificate_id": cert.pk,
-                "certificate_hash": cert.certificate_hash,
-                "digest": cert.digest,
-                "resumed": out.resumed,
-            },
-        )
-        DisposalBatch.objects.filter(pk=batch.pk).update(
-            status=BatchStatus.EXECUTED,
-            deleted_count=cert.row_count,
-            held_count=cert.held_count,
-            certificate_id=cert.pk,
-            executed_by=cert.executed_by,
-            executed_at=cert.executed_at,
-            lease_owner="",
-            lease_expires_at=None,
-            last_error="",
-        )
+    # Guarded by the lease: an executor that lost it (it outlived its lease
+    # and another took the batch over) leaves the closing to the new owner,
+    # so the batch is closed, and audited, once.
+    audit = dict(
+        action="disposal.executed",
+        actor=actor or executor,
+        obj=batch,
+        table_label=batch.table_label,
+        counts={"planned": batch.row_count, "deleted": cert.row_count, "held": cert.held_count},
+        details={
+            "batch_id": batch.pk,
+            "certificate_id": cert.pk,
+            "certificate_hash": cert.certificate_hash,
+            "digest": cert.digest,
+            "resumed": out.resumed,
+        },
+    )
+    try:
+        with transaction.atomic(using="default"):
+            disposal_batches.renew(
+                batch,
+                worker,
+                audit=audit,
+                status=BatchStatus.EXECUTED,
+                deleted_count=cert.row_count,
+                held_count=cert.held_count,
+                certificate_id=cert.pk,
+                executed_by=cert.executed_by,
+                executed_at=cert.executed_at,
+                lease_owner="",
+                lease_expires_at=None,
+                last_error="",
+            )
+    except LeaseLost:
+        holder = disposal_batches.holder(batch.pk) or "nobody (the lease expired)"
+        out.skipped = f"lease lost to {holder}, who closes the batch (certificate {cert.pk} committed)"
     return out
 
 
@@ -644,12 +629,17 @@ def _delete_and_certify(
     return cert
 
 
-def _fail(batch, out: DisposalBatchOutcome, actor, dry_run: bool) -> None:
+def _fail(batch, out: DisposalBatchOutcome, actor, dry_run: bool, worker: str = "") -> None:
+    """Record the batch FAILED; with ``worker``, only while its lease is still ``worker``'s (else it is the new owner's)."""
+
     if dry_run:
         return
-    DisposalBatch.objects.filter(pk=batch.pk).update(
-        status=BatchStatus.FAILED, last_error=out.error[:4000], lease_owner="", lease_expires_at=None
-    )
+    failed = dict(status=BatchStatus.FAILED, last_error=out.error[:4000])
+    if worker:
+        if not disposal_batches.release(batch.pk, worker, **failed):
+            return
+    else:
+        DisposalBatch.objects.filter(pk=batch.pk).update(**failed, lease_owner="", lease_expires_at=None)
     AuditEvent.objects.record(
         "disposal.failed",
         actor=actor,

@@ -17,9 +17,10 @@ from django.utils import timezone
 from django.utils.connection import ConnectionDoesNotExist
 
 from archival.backends import SchemaError, backend_for
-from archival.disposal.batches import _configs, actor_name
+from archival.disposal.batches import _configs
 from archival.disposal.tables import ARCHIVE, archive_table_for, take_archive_lock
 from archival.rowkeys import canonical_key_text, key_text_of_input, scale_of
+from governance.actors import actor_name
 from governance.models import AuditEvent, Hold, HoldKey, HoldScope, TableConfig
 
 

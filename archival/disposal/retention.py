@@ -16,8 +16,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from archival.disposal.batches import _configs, actor_name
+from archival.disposal.batches import _configs
 from archival.disposal.tables import ARCHIVE, DisposalError, archive_table_for, take_archive_lock
+from governance.actors import actor_name
 from governance.models import AuditEvent, RetentionChange, RetentionChangeStatus, TableConfig
 
 

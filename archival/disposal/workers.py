@@ -15,7 +15,8 @@ while the pump's lock is held, the ``SchedulerSettings`` row locked
 live lease, so two slices never overshoot the cap. A slice that finds the cap
 full stops without re-enqueueing: the slices holding the leases go on, and
 would otherwise ping-pong with it through the queue. Batches a dead worker
-left EXECUTING are taken over once their lease expires.
+left EXECUTING are taken over at once when it is known dead, else once their
+lease expires (archival.engine.leases).
 
 A batch that fails stops the later batches of its table for the rest of the
 chain (as ``execute_disposal`` does); the chain carries the failed batch ids
@@ -34,17 +35,16 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from archival import stopping
 from archival.dispatch import slice_seconds
-from archival.disposal.batches import actor_name, execute_batch, plan_disposal, worker_id
+from archival.disposal.batches import execute_batch, plan_disposal
+from archival.engine.leases import disposal_batches, process_worker_id
+from governance.actors import actor_name
 from governance.models import BatchStatus, DisposalBatch, SchedulerSettings
 from governance.models.scheduling import SETTINGS_PK
 
@@ -142,7 +142,9 @@ def dispose_on_workers(
     Side effects: those of ``plan_disposal`` and ``execute_batch`` (archive
     deletes, certificates, audit events), and the batch leases.
     """
-    worker = worker_id()
+    # The process's own id: the one its heartbeat names, so a worker on
+    # another host can tell when this one died and take its batch over.
+    worker = process_worker_id()
     result = DisposalSliceResult(worker=worker, failed=list(failed))
     if time_box is None:
         time_box = slice_seconds(SchedulerSettings.objects.current())
@@ -175,7 +177,8 @@ def dispose_on_workers(
             result.errors.append(f"batch {batch_id} ({outcome.table_label}): {outcome.error or outcome.skipped}")
     # Batches another live worker holds are its to finish: counting them would
     # re-enqueue this chain in a tight loop until that lease ends.
-    result.remaining = _executable(result.failed, batches).filter(_free(worker, timezone.now())).count()
+    executable = _executable(result.failed, batches)
+    result.remaining = executable.filter(disposal_batches.takeable(executable, worker, timezone.now())).count()
     # A restricted chain that found the cap full waited its time box: it
     # continues, at most once per time box, rather than leave its selection.
     if result.remaining and not result.paused and (not result.busy or batches is not None):
@@ -192,11 +195,6 @@ def _executable(failed: Sequence[int], batches: Sequence[int] | None = None):
     return executable if batches is None else executable.filter(pk__in=batches)
 
 
-def _free(worker: str, now) -> Q:
-    """Batches nobody else holds a live lease on."""
-    return Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker)
-
-
 def _reserve_next(worker: str, failed: Sequence[int], batches: Sequence[int] | None) -> tuple[int | None, str]:
     """Reserve the next batch for ``worker`` under the scheduler lock: (id, "") or (None, why)."""
     with transaction.atomic(using="default"):
@@ -207,28 +205,19 @@ def _reserve_next(worker: str, failed: Sequence[int], batches: Sequence[int] | N
         if cfg.paused:
             return None, "paused"
         now = timezone.now()
-        running = (
-            DisposalBatch.objects.filter(status=BatchStatus.EXECUTING, lease_expires_at__gt=now)
-            .exclude(lease_owner=worker)
-            .count()
-        )
+        executing = DisposalBatch.objects.filter(status=BatchStatus.EXECUTING)
+        # Batches other live workers hold: a dead worker's batch takes no slot.
+        running = executing.exclude(disposal_batches.takeable(executing, worker, now)).count()
         if running >= cfg.dispose_concurrency:
             return None, "busy"
-        free = _free(worker, now)
-        lease = timedelta(seconds=settings.ARCHIVAL["LEASE_SECONDS"])
+        candidates = _executable(failed, batches)
         for batch_id in (
-            _executable(failed, batches)
-            .filter(free)
+            candidates.filter(disposal_batches.takeable(candidates, worker, now))
             .order_by("table_label", "plan_id", "batch_no")
             .values_list("pk", flat=True)
         ):
             # The executor's claim, without counting an attempt (execute_batch counts it).
-            won = (
-                DisposalBatch.objects.filter(pk=batch_id)
-                .filter(free)
-                .update(status=BatchStatus.EXECUTING, lease_owner=worker, lease_expires_at=now + lease)
-            )
-            if won:
+            if disposal_batches.claim(batch_id, worker, count_attempt=False, status=BatchStatus.EXECUTING):
                 return batch_id, ""
         return None, "done"
 

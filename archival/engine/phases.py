@@ -24,7 +24,7 @@ from archival.engine.archive_tables import created_by_first_batch, ensure_archiv
 from archival.engine.errors import TableError, TableWaiting
 from archival.engine.faults import checkpoint
 from archival.engine.jsonkeys import to_json
-from archival.engine.leases import renew
+from archival.engine.leases import tables as table_leases
 from archival.engine.spec import TableSpec
 from archival.engine.txn import bounded_transaction, wait_limits
 from archival.retry import backoff_delay, is_transient, is_wait_timeout, retry_transient
@@ -160,7 +160,7 @@ def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
     checkpoint("mark_start")
     eligible, nulls, low, high, unreadable = count_eligible(spec)
     with transaction.atomic():
-        renew(
+        table_leases.renew(
             state,
             worker,
             phase=Phase.MARKED,
@@ -297,7 +297,7 @@ def _batches(spec, state, worker, pacer, start, record_ledger, should_stop, on_b
     def keepalive() -> None:
         """Renew the lease and show what pacing does, during a long wait between batches."""
         nonlocal pending, renewed_at
-        renew(state, worker, **pending, **pacer.changes())
+        table_leases.renew(state, worker, **pending, **pacer.changes())
         pending = {}
         renewed_at = time.monotonic()
 
@@ -392,7 +392,7 @@ def _batches(spec, state, worker, pacer, start, record_ledger, should_stop, on_b
             # The locks came: say so in the state; the batch size grows back
             # as batches stay quick (archival.engine.pacing).
             lock_waits = 0
-            renew(state, worker, last_error="", lock_waits=0, **pacer.changes())
+            table_leases.renew(state, worker, last_error="", lock_waits=0, **pacer.changes())
         if outcome.high is None:
             return ArchiveOutcome(moved_total, batches, True, unsaved=unsaved(pending))
         checkpoint("batch_after_commit")
@@ -417,7 +417,7 @@ def _batches(spec, state, worker, pacer, start, record_ledger, should_stop, on_b
         # (the truth on resume). The audit trail gets the whole ledger's
         # digest at verify (one chained event per table, not one per batch).
         if state.phase != Phase.ARCHIVING or time.monotonic() - renewed_at >= PROGRESS_SECONDS:
-            renew(state, worker, phase=Phase.ARCHIVING, **progress, **pacer.changes())
+            table_leases.renew(state, worker, phase=Phase.ARCHIVING, **progress, **pacer.changes())
             renewed_at = time.monotonic()
             pending = {}
         else:
@@ -454,7 +454,7 @@ def verify(spec: TableSpec, state: RecoveryState) -> VerifyProof:
 
 def record_verified(state: RecoveryState, worker: str, proof: VerifyProof, unsaved: dict | None = None) -> None:
     with transaction.atomic(savepoint=False):
-        renew(
+        table_leases.renew(
             state,
             worker,
             **{**(unsaved or {}), "phase": Phase.VERIFIED, "archived_count": proof.archived},
@@ -476,7 +476,7 @@ def _pause(seconds: float, should_stop: Callable[[], bool]) -> bool:
 
 def _record_lock_wait(spec, state, worker, note, pending, attempt, delay, size) -> None:
     """What the operator sees while a batch waits for locks: the state's last error and an audit event."""
-    renew(state, worker, **pending, last_error=note[:4000], lock_waits=attempt)
+    table_leases.renew(state, worker, **pending, last_error=note[:4000], lock_waits=attempt)
     AuditEvent.objects.record(
         "batch.lock_timeout",
         actor=worker,

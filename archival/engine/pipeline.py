@@ -54,7 +54,7 @@ class StartedTable:
 
 
 def _start(state_id: int, worker: str, claimable: list[str]) -> StartedTable | None:
-    state = leases.claim(state_id, worker, phases=claimable)
+    state = leases.tables.claim(state_id, worker, where={"phase": claimable})
     if state is None:
         return None
     try:
@@ -70,7 +70,7 @@ def _start(state_id: int, worker: str, claimable: list[str]) -> StartedTable | N
             phases.mark(spec, state, worker)
     except BaseException:
         # The run's thread claims it again and meets (and reports) the same error.
-        leases.release(state_id, worker)
+        leases.tables.release(state_id, worker)
         raise
     return StartedTable(state, spec, marked)
 
@@ -105,7 +105,7 @@ class Pipeline:
         if left < settings.ARCHIVAL["LEASE_SECONDS"] / 2:
             # Waited long behind a big table: extend the lease, or learn it is lost.
             try:
-                leases.renew(started.state, self.worker)
+                leases.tables.renew(started.state, self.worker)
             except LeaseLost:
                 return None
         return started
@@ -125,7 +125,7 @@ class Pipeline:
                 future.exception()  # waits; the work records its own errors
             for state_id, future in self._started.items():
                 if not future.cancel() and future.exception() is None and future.result() is not None:
-                    self._executor.submit(leases.release, state_id, self.worker).result()
+                    self._executor.submit(leases.tables.release, state_id, self.worker).result()
             self._executor.submit(connections.close_all).result()
         finally:
             self._executor.shutdown(wait=True)

@@ -13,8 +13,8 @@ from archival.engine.cutoff import resolve_cutoff
 from archival.engine.errors import TableError
 from archival.engine.phases import count_eligible, unreadable_examples
 from archival.engine.results import PlanResult, TablePlan
-from archival.engine.runner import select_configs
 from archival.engine.spec import build_spec
+from archival.engine.table_names import select_configs
 from governance.models import OPEN_PHASES, RecoveryState
 
 

@@ -16,15 +16,17 @@ from django.db import DatabaseError, Error, transaction
 from django.utils import timezone
 
 from archival import alerts, outage, stopping
-from archival.engine import leases, pacing, phases
+from archival.engine import dependencies, leases, pacing, phases
 from archival.engine.cutoff import resolve_cutoff
 from archival.engine.dailylog import log_line
 from archival.engine.errors import LeaseLost, TableError, TableWaiting, describe_database_error
 from archival.engine.pipeline import Pipeline, pipeline_for
 from archival.engine.results import RunResult, TableResult
-from archival.engine.spec import ChildRef, build_spec, dependency_order
+from archival.engine.spec import build_spec
+from archival.engine.table_names import select_configs
 from archival.engine.txn import bound_sessions
 from archival.retry import is_unreachable, is_wait_timeout
+from governance.actors import actor_name
 from governance.models import (
     OPEN_PHASES,
     ArchivalRun,
@@ -50,30 +52,6 @@ PHASE_ORDER = [
 ]
 
 
-def select_configs(tables: list[str] | None = None, *, active_only: bool = True) -> list[TableConfig]:
-    """Configs named by ``tables`` (table, source.table or source.schema.table), or all active ones."""
-    qs = TableConfig.objects.active() if active_only else TableConfig.objects.all()
-    configs = list(qs)
-    if not tables:
-        return configs
-    chosen, unknown = [], []
-    for name in tables:
-        parts = name.split(".")
-        match = [
-            c
-            for c in configs
-            if (len(parts) == 1 and c.table_name == parts[0])
-            or (len(parts) == 2 and (c.source_db, c.table_name) == tuple(parts))
-            or (len(parts) == 3 and (c.source_db, c.schema_name, c.table_name) == tuple(parts))
-        ]
-        if not match:
-            unknown.append(name)
-        chosen += [c for c in match if c not in chosen]
-    if unknown:
-        raise TableError(f"no active table config named {', '.join(unknown)}")
-    return chosen
-
-
 def start_run(
     *,
     cutoff: date | None = None,
@@ -94,7 +72,7 @@ def start_run(
     """
     configs = select_configs(tables)
     cutoff = resolve_cutoff(cutoff)
-    started_by = actor.get_username() if hasattr(actor, "get_username") else str(actor or "system")
+    started_by = actor_name(actor)
     with transaction.atomic():
         locked = list(TableConfig.objects.select_for_update().filter(pk__in=[c.pk for c in configs]).order_by("pk"))
         run = ArchivalRun(
@@ -152,46 +130,13 @@ def start_run(
 
 
 def ordered_states(run: ArchivalRun | int) -> list[RecoveryState]:
-    """The run's states, children before the tables they reference."""
+    """The run's states, children before the tables they reference (archival.engine.dependencies)."""
     run_id = run.pk if isinstance(run, ArchivalRun) else run
     states = list(RecoveryState.objects.filter(run_id=run_id).select_related("config", "run"))
     configs = [s.config for s in states]
-    # Order from the configs' contract joins and foreign keys, without the
-    # cost of reading every table's schema twice.
-    order = {}
-    try:
-        specs = [_light_spec(c, configs) for c in configs]
-        order = {s.config.pk: i for i, s in enumerate(dependency_order(specs))}
-    except DatabaseError:
-        order = {}
-    return sorted(states, key=lambda s: (order.get(s.config_id, 0), s.pk))
-
-
-class _LightSpec:
-    def __init__(self, config, children):
-        self.config = config
-        self.children = children
-
-
-def _light_spec(config, configs):
-    kids = [
-        ChildRef(
-            o.pk,
-            str(o),
-            o.table_name,
-            o.contract_reference_column,
-            o.contract_key_column,
-            "",
-            date.min,
-        )
-        for o in configs
-        if o.archival_logic == "CONTRACT_MATURITY"
-        and o.source_db == config.source_db
-        and o.schema_name == config.schema_name
-        and o.contract_table == config.table_name
-        and o.pk != config.pk
-    ]
-    return _LightSpec(config, kids)
+    return dependencies.dependency_order(
+        sorted(states, key=lambda s: s.pk), dependencies.children(configs), config=lambda s: s.config
+    )
 
 
 def _run_says_stop(stop_requested: bool, deadline) -> bool:
@@ -248,7 +193,7 @@ def advance_table(
     # this worker writes the row, and leases.renew keeps ``state`` in step.
     # The pipeline's helper may have claimed it (and marked it) already.
     ahead = pipeline.take(state_id) if pipeline else None
-    state = ahead.state if ahead else leases.claim(state_id, worker, phases=PHASE_ORDER[:-1])
+    state = ahead.state if ahead else leases.tables.claim(state_id, worker, where={"phase": PHASE_ORDER[:-1]})
     if state is None:
         label, phase = RecoveryState.objects.values_list("table_label", "phase").get(pk=state_id)
         result = TableResult(state_id=state_id, label=label, phase=phase)
@@ -291,11 +236,11 @@ def advance_table(
                 if not archived.finished:
                     # Stopped between batches: the progress not yet written goes now.
                     if unsaved:
-                        leases.renew(state, worker, **unsaved, phase=Phase.ARCHIVING)
+                        leases.tables.renew(state, worker, **unsaved, phase=Phase.ARCHIVING)
                         unsaved = {}
                     break
                 if target <= PHASE_ORDER.index(Phase.ARCHIVED):
-                    leases.renew(state, worker, **unsaved, phase=Phase.ARCHIVED)
+                    leases.tables.renew(state, worker, **unsaved, phase=Phase.ARCHIVED)
                 elif pipeline is not None and target == PHASE_ORDER.index(Phase.COMPLETED):
                     # The same step as below, on the helper, while this
                     # thread goes on to the next table's batches.
@@ -314,7 +259,7 @@ def advance_table(
         clean_exit = True
     except LeaseLost:
         result.lease_lost = True
-        result.lease_taken_by = leases.holder(state.pk) or "nobody (the lease expired and is free)"
+        result.lease_taken_by = leases.tables.holder(state.pk) or "nobody (the lease expired and is free)"
     # Error, not only DatabaseError: pyodbc raises its base Error for SQLSTATE
     # HY000 (a SQL Server lock timeout once its retries are spent), which
     # Django wraps as django.db.Error. It fails this table, not the run.
@@ -330,7 +275,7 @@ def _release(state: RecoveryState, worker: str, clean_exit: bool) -> None:
     # Completing the table released the lease in the same UPDATE (unless
     # that transaction rolled back: then ``state`` is ahead of the row).
     if state.lease_owner or not clean_exit:
-        leases.release(state.pk, worker)
+        leases.tables.release(state.pk, worker)
 
 
 def _finished(result: TableResult, state: RecoveryState, clean_exit: bool, started: float) -> TableResult:
@@ -404,7 +349,7 @@ def _complete(state: RecoveryState, worker: str, proof: phases.VerifyProof | Non
         counts=counts,
         details=details,
     )
-    leases.renew(state, worker, **fields, audit=audit)
+    leases.tables.renew(state, worker, **fields, audit=audit)
     transaction.on_commit(
         lambda: log_line(f"run {state.run_id} table {state.table_label} completed archived={archived}")
     )

@@ -18,6 +18,7 @@ from archival import rowkeys
 from archival.backends import Backend, SchemaError, TableInfo, backend_for, namespace_for
 from archival.backends.base import Column
 from archival.engine.dates import subtract_months
+from archival.engine.dependencies import references_to
 from archival.engine.errors import TableError
 from governance.models import TableConfig
 from governance.models.configs import ACTIVE_CONFIG
@@ -335,30 +336,16 @@ def find_children(
     *,
     column_of: Callable[[str, str], Column],
 ) -> list[ChildRef]:
-    """Configured tables of the same source schema that reference ``config``'s table.
+    """The parent rule's terms for the configured tables that reference ``config``'s table (archival.engine.dependencies).
 
     ``column_of(table, column)`` gives a child's reference column from the
     catalog (its type decides how its dates compare; see
     Backend.date_before_sql).
     """
-    found: dict[tuple[str, str], ChildRef] = {}
     q = source.quote
-    by_table = {
-        o.table_name: o
-        for o in siblings
-        if o.pk != config.pk and o.source_db == config.source_db and o.schema_name == config.schema_name
-    }
-    refs_by_table: dict[str, list[tuple[str, str]]] = {}
-    for child_table, child_column, ref_column in fk_refs:
-        refs_by_table.setdefault(child_table, []).append((child_column, ref_column))
-    for other in by_table.values():
-        refs = list(refs_by_table.get(other.table_name, []))
-        contract_ref = None
-        if other.archival_logic == "CONTRACT_MATURITY" and other.contract_table == config.table_name:
-            contract_ref = (other.contract_reference_column, other.contract_key_column)
-            refs.append(contract_ref)
-        if not refs:
-            continue
+    found: list[ChildRef] = []
+    for ref in references_to(config, siblings, fk_refs):
+        other = ref.child
         threshold = subtract_months(run_cutoff, other.effective_months)
         if other.archival_logic == "CONTRACT_MATURITY":
             # Child eligibility is its contract's maturity; {c} is that contract table.
@@ -373,38 +360,20 @@ def find_children(
         else:
             # Never NULL: it stands under NOT in the parent's rule.
             elig = source.date_before_sql(f"ch.{q(other.date_column)}", column_of(other.table_name, other.date_column))
-        for ref_col, key_col in refs:
-            # Through its contract join on our unique one-column key, a child
-            # row's contract is exactly the row it references.
-            own = contract_ref == (ref_col, key_col) and primary_key == [key_col]
-            found[(other.table_name, ref_col)] = ChildRef(
+        # Through its contract join on our unique one-column key, a child
+        # row's contract is exactly the row it references.
+        own = ref.contract_join and primary_key == [ref.parent_column]
+        found.append(
+            ChildRef(
                 other.pk,
                 str(other),
                 other.table_name,
-                ref_col,
-                key_col,
+                ref.column,
+                ref.parent_column,
                 elig,
                 threshold,
                 other.contract_table,
                 other.contract_maturity_column if own else "",
             )
-    return list(found.values())
-
-
-def dependency_order(specs: list[TableSpec]) -> list[TableSpec]:
-    """Children before the tables they reference, then execution_priority, then name."""
-    kids: dict[int, set[int]] = {s.config.pk: {c.config_id for c in s.children} for s in specs}
-
-    def height(pk: int, seen: frozenset = frozenset()) -> int:
-        below = [k for k in kids.get(pk, ()) if k not in seen and k in kids]
-        return 1 + max((height(k, seen | {pk}) for k in below), default=-1)
-
-    return sorted(
-        specs,
-        key=lambda s: (
-            height(s.config.pk),
-            s.config.execution_priority,
-            s.config.source_db,
-            s.config.table_name,
-        ),
-    )
+        )
+    return found

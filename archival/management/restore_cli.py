@@ -18,8 +18,6 @@ prints the result; a refusal is a CommandError (exit 1) that says what to do.
 
 from __future__ import annotations
 
-import getpass
-import socket
 import sys
 from pathlib import Path
 
@@ -29,10 +27,11 @@ from django.utils import timezone
 
 from archival.engine.errors import TableError
 from archival.engine.leases import owner_is_dead
-from archival.engine.runner import select_configs
+from archival.engine.table_names import GRAMMAR
 from archival.restore.errors import RestoreRefused
 from archival.restore.executor import execute
 from archival.restore.requests import approve, create_request, preview, reject
+from governance.actors import command_actor
 from governance.models import RestoreRequest, RestoreTable
 
 ROWS = {
@@ -48,7 +47,7 @@ def add_restore_parser(sub) -> None:
     restore = sub.add_parser("restore", help="Bring archived rows back to their source (requested, approved, audited).")
     actions = restore.add_subparsers(dest="restore_action", required=True)
     p = actions.add_parser("request", help="Ask for a restore; prints its preview. Nothing moves until approved.")
-    p.add_argument("--table", required=True, help="The table: Name, Source.Name or Source.schema.Name.")
+    p.add_argument("--table", required=True, help=f"The table: {GRAMMAR}.")
     p.add_argument("--rows", required=True, choices=sorted(ROWS), help="Which rows come back.")
     p.add_argument("--from", dest="range_from", help="key-range: first key; dates: first reference date.")
     p.add_argument("--to", dest="range_to", help="key-range: last key; dates: last reference date (inclusive).")
@@ -103,6 +102,9 @@ class RestoreCommands:
 
     # -- actions -----------------------------------------------------------------
     def request(self, options) -> None:
+        from archival.engine.table_names import select_configs
+        from archival.restore.requests import preview
+
         user = _user(options["as_user"])
         configs = select_configs([options["table"]])
         if len(configs) != 1:
@@ -150,7 +152,7 @@ class RestoreCommands:
         self.stdout.write(self.style.SUCCESS(f"Restore {request.pk} rejected by {request.decided_by}."))
 
     def execute(self, options) -> None:
-        actor = _user(options.get("as_user")) or f"{getpass.getuser()}@{socket.gethostname()} (archival restore)"
+        actor = _user(options.get("as_user")) or command_actor("archival restore execute")
         result = execute(options["request_id"], actor=actor)
         for t in result.tables:
             line = (

@@ -20,24 +20,22 @@ finalised by the next execution (the certificate is unique per table).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 
-from django.conf import settings
 from django.db import Error, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
-from archival.disposal.batches import actor_name
 from archival.disposal.tables import ARCHIVE
 from archival.engine.errors import LeaseLost, TableError, describe_database_error
 from archival.engine.faults import checkpoint
-from archival.engine.leases import new_worker_id, owner_is_dead
+from archival.engine.leases import new_worker_id, restores
 from archival.engine.txn import bound_sessions
 from archival.restore import same_server, streaming
 from archival.restore.certificates import issue_certificate
 from archival.restore.errors import RestoreRefused
 from archival.restore.requests import REQUEST_PERMISSION, require_permission
 from archival.restore.selection import resolve_target, selection_of
+from governance.actors import actor_name
 from governance.models import (
     OPEN_PHASES,
     AuditEvent,
@@ -100,10 +98,6 @@ class RestoreResult:
         return text + (f"; {self.error}" if self.error else "")
 
 
-def _lease() -> timedelta:
-    return timedelta(seconds=settings.ARCHIVAL["LEASE_SECONDS"])
-
-
 def _claim(request_id: int, worker: str, executor: str) -> bool:
     """Take the request's lease and make it EXECUTING, unless an archival run holds one of its tables.
 
@@ -112,7 +106,7 @@ def _claim(request_id: int, worker: str, executor: str) -> bool:
     """
     now = timezone.now()
     message = ""
-    won = 0
+    won = None
     # One transaction with the config rows locked: the check and the claim,
     # so a run cannot start on a table between them.
     with transaction.atomic(using="default"):
@@ -135,35 +129,19 @@ def _claim(request_id: int, worker: str, executor: str) -> bool:
         elif other:
             message = f"restore {other} is executing one of these tables now; execute this one after it"
         else:
-            fields = dict(
+            won = restores.claim(
+                request_id,
+                worker,
+                where={"status": list(EXECUTABLE)},
                 status=RestoreStatus.EXECUTING,
-                lease_owner=worker,
-                lease_expires_at=now + _lease(),
-                attempts=F("attempts") + 1,
                 executed_by=executor,
                 last_error="",
             )
-            qs = RestoreRequest.objects.filter(pk=request_id, status__in=EXECUTABLE)
-            won = qs.filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=worker)).update(**fields)
-            if not won:
-                # A crashed executor on this machine cannot renew: take over now, not at expiry.
-                holder = qs.values_list("lease_owner", flat=True).first()
-                if holder and owner_is_dead(holder):
-                    won = qs.filter(lease_owner=holder).update(**fields)
-            if won:
-                RestoreRequest.objects.filter(pk=request_id, started_at__isnull=True).update(started_at=now)
     if message:
         # The request says why it waits (the claim changed nothing).
         RestoreRequest.objects.filter(pk=request_id).update(last_error=message)
         raise RestoreRefused(message)
     return bool(won)
-
-
-def _renew(request_id: int, worker: str) -> None:
-    if not RestoreRequest.objects.filter(pk=request_id, lease_owner=worker).update(
-        lease_expires_at=timezone.now() + _lease()
-    ):
-        raise LeaseLost(f"restore {request_id} is no longer held by {worker}")
 
 
 def _reconcile_with_ledger(table) -> None:
@@ -221,7 +199,7 @@ def _restore_table(request, table, worker: str, executor: str, out: TableOutcome
             restored_count=table.restored_count,
             skipped_identical=table.skipped_identical,
         )
-        _renew(request.pk, worker)
+        restores.renew(request, worker)
         if counts.deleted < size:
             break
     if cert is None:
@@ -321,9 +299,7 @@ def execute(request_id: int, *, actor, worker_id: str | None = None) -> RestoreR
     if failed:
         table, error = failed
         result.status, result.error = RestoreStatus.FAILED, f"{table.table_label}: {error}"
-        RestoreRequest.objects.filter(pk=request.pk, lease_owner=worker).update(
-            status=RestoreStatus.FAILED, last_error=result.error[:4000], lease_owner="", lease_expires_at=None
-        )
+        restores.release(request.pk, worker, status=RestoreStatus.FAILED, last_error=result.error[:4000])
         AuditEvent.objects.record(
             "restore.failed",
             actor=actor,
@@ -334,9 +310,7 @@ def execute(request_id: int, *, actor, worker_id: str | None = None) -> RestoreR
         )
         return result
     with transaction.atomic(using="default"):
-        RestoreRequest.objects.filter(pk=request.pk, lease_owner=worker).update(
-            status=RestoreStatus.COMPLETED, finished_at=now, last_error="", lease_owner="", lease_expires_at=None
-        )
+        restores.release(request.pk, worker, status=RestoreStatus.COMPLETED, finished_at=now, last_error="")
         AuditEvent.objects.record(
             "restore.completed",
             actor=actor,

@@ -24,13 +24,14 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from archival.backends import SchemaError, backend_for
-from archival.disposal.batches import actor_name
 from archival.disposal.tables import ARCHIVE, archive_table_for
 from archival.engine.dates import subtract_months
+from archival.engine.dependencies import references_from
 from archival.restore.errors import RestoreRefused
 from archival.restore.selection import RestoreTarget, resolve_target, selection_of, selection_sql
 from archival.restore.streaming import compare_with_source
 from archival.rowkeys import coerce, key_text, parse_component, to_json_component
+from governance.actors import actor_name
 from governance.models import (
     OPEN_PHASES,
     OPEN_RESTORE_STATUSES,
@@ -203,23 +204,12 @@ def _parents_of(config) -> list[tuple[object, str, str]]:
         info = source.describe(config.schema_name, config.table_name)
     except SchemaError:
         raise RestoreRefused(f"source table {config} does not exist") from None
-    refs = [(fk.ref_table, fk.column, fk.ref_column) for fk in info.foreign_keys]
-    if config.archival_logic == "CONTRACT_MATURITY" and config.contract_table:
-        refs.append((config.contract_table, config.contract_reference_column, config.contract_key_column))
-    found, seen = [], set()
-    for table, column, ref_column in refs:
-        if table == config.table_name or (table, column) in seen:
-            continue
-        seen.add((table, column))
-        parent = (
-            TableConfig.objects.active()
-            .filter(source_db=config.source_db, schema_name=config.schema_name, table_name=table)
-            .first()
-        )
-        if parent is None or archive_table_for(parent) is None:
-            continue
-        found.append((parent, column, ref_column))
-    return found
+    candidates = TableConfig.objects.active().filter(source_db=config.source_db, schema_name=config.schema_name)
+    return [
+        (ref.parent, ref.column, ref.parent_column)
+        for ref in references_from(config, candidates, info.foreign_keys)
+        if archive_table_for(ref.parent) is not None
+    ]
 
 
 def plan_tables(request) -> list:

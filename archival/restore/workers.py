@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from django_q.tasks import async_task
 
-from archival.disposal.batches import actor_name
 from archival.restore.errors import RestoreRefused
 from archival.restore.executor import EXECUTABLE
 from archival.restore.requests import REQUEST_PERMISSION, require_permission
+from governance.actors import actor_name
 from governance.models import AuditEvent, RestoreRequest
 
 RESTORE_TASK = "archival.tasks.execute_restore"

@@ -6,6 +6,7 @@ import socket
 
 from django.db import models
 
+from governance.actors import actor_name
 from governance.audit_chain import AuditChainHeadManager
 
 
@@ -31,7 +32,7 @@ class AuditEventManager(models.Manager):
         (``AuditChainHead.objects.append``; GuardNotMet otherwise).
         """
         user = actor if hasattr(actor, "get_username") else None
-        actor_text = user.get_username() if user is not None else (str(actor) if actor else "system")
+        actor_text = actor_name(actor)
         event = self.model(
             action=action,
             actor=actor_text,

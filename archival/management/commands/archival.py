@@ -26,9 +26,11 @@ from archival import engine
 from archival.engine.cutoff import CutoffError, resolve_cutoff
 from archival.engine.errors import TableError
 from archival.engine.status import run_status
+from archival.engine.table_names import GRAMMAR
 from archival.management.restore_cli import RestoreCommands, add_restore_parser
 from archival.monitoring import health_check
 from archival.progress import Progress
+from governance.actors import command_actor
 from governance.models import ArchivalRun
 
 
@@ -58,7 +60,7 @@ class Command(BaseCommand):
                     "--table",
                     action="append",
                     default=[],
-                    help="Limit to a table (Name, Source.Name or Source.schema.Name); repeatable.",
+                    help=f"Limit to a table ({GRAMMAR}); repeatable.",
                 )
             if name in {"plan", "run"}:
                 p.add_argument(
@@ -85,8 +87,7 @@ class Command(BaseCommand):
                 )
                 p.add_argument(
                     "--actor",
-                    default="cli",
-                    help="Who decided (kept in the audit trail).",
+                    help="Who decided (kept in the audit trail); default: this OS user at this host.",
                 )
             if name == "status":
                 p.add_argument(
@@ -118,7 +119,7 @@ class Command(BaseCommand):
                     result = engine.run_cycle(
                         cutoff=options.get("cutoff"),
                         tables=options["table"] or None,
-                        actor="cli",
+                        actor=command_actor("archival run"),
                         on_table=progress.table_done,
                         on_batch=progress.advance,
                     )
@@ -127,7 +128,7 @@ class Command(BaseCommand):
                 with Progress(self.stdout, quiet=options["json"]) as progress:
                     result = engine.resume_run(
                         options.get("run"),
-                        actor="cli",
+                        actor=command_actor("archival resume"),
                         on_table=progress.table_done,
                         on_batch=progress.advance,
                     )
@@ -137,7 +138,7 @@ class Command(BaseCommand):
                     raise CommandError("abandon needs --run N")
                 result = engine.abandon_run(
                     options["run"],
-                    actor=options["actor"],
+                    actor=options["actor"] or command_actor("archival abandon"),
                     reason=options["reason"],
                     tables=options["table"] or None,
                 )

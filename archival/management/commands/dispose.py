@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import socket
 from dataclasses import asdict
 
 from django.core.management.base import BaseCommand, CommandError
 
 from archival.disposal import execute_disposal, forecast_disposal, plan_disposal
+from archival.engine.errors import TableError
+from archival.engine.table_names import GRAMMAR
+from governance.actors import command_actor
 
 
 def _default(value):
@@ -34,7 +35,7 @@ class Command(BaseCommand):
             action="append",
             dest="tables",
             metavar="LABEL",
-            help="Limit to a table (label, name or config id); repeatable.",
+            help=f"Limit to a table ({GRAMMAR}); repeatable.",
         )
         parser.add_argument(
             "--batch",
@@ -48,7 +49,13 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print the result object as JSON.")
 
     def handle(self, *args, **options):
-        actor = f"{getpass.getuser()}@{socket.gethostname()} (dispose command)"
+        try:
+            self._handle(options)
+        except TableError as exc:
+            raise CommandError(str(exc)) from None
+
+    def _handle(self, options):
+        actor = command_actor("dispose")
         if options["plan"]:
             result = plan_disposal(tables=options["tables"], actor=actor, dry_run=options["dry_run"])
             self._emit(result, options)

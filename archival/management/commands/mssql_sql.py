@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from archival.backends.mssql.templates import dry_run
-from governance.models import TableConfig
+from archival.engine.table_names import GRAMMAR, UnknownTable, select_configs
 
 
 class Command(BaseCommand):
@@ -19,7 +19,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--table", action="append", default=[], metavar="SOURCE.SCHEMA.TABLE", help="Only this config (repeatable)."
+            "--table", action="append", default=[], metavar="TABLE", help=f"Only this table ({GRAMMAR}); repeatable."
         )
         parser.add_argument(
             "--template",
@@ -28,13 +28,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        configs = list(TableConfig.objects.active())
-        if options["table"]:
-            wanted = set(options["table"])
-            configs = [c for c in configs if c.label in wanted]
-            unknown = wanted - {c.label for c in configs}
-            if unknown:
-                raise CommandError(f"No active table config named {', '.join(sorted(unknown))}")
+        try:
+            configs = select_configs(options["table"])
+        except UnknownTable as exc:
+            raise CommandError(str(exc)) from None
         if not configs:
             raise CommandError("No active table configs: create them first (or build the demo).")
         try:

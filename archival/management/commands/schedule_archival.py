@@ -12,7 +12,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django_q.models import Schedule
 
 from archival import dispatch
+from archival.engine.errors import TableError
+from archival.engine.table_names import GRAMMAR
 from archival.schedules import ensure_schedules
+from governance.actors import command_actor
 
 
 class Command(BaseCommand):
@@ -36,9 +39,9 @@ class Command(BaseCommand):
             "--table",
             action="append",
             default=[],
-            help="With --run-now: only this table (repeatable).",
+            help=f"With --run-now: only this table ({GRAMMAR}); repeatable.",
         )
-        parser.add_argument("--actor", default="cli", help="Who asks (kept in the audit trail).")
+        parser.add_argument("--actor", help="Who asks (kept in the audit trail); default: this OS user at this host.")
         group = parser.add_mutually_exclusive_group()
         group.add_argument(
             "--pause",
@@ -48,6 +51,7 @@ class Command(BaseCommand):
         group.add_argument("--unpause", action="store_true", help="Resume the scheduler.")
 
     def handle(self, *args, **options):
+        options["actor"] = options["actor"] or command_actor("schedule_archival")
         outcome = ensure_schedules(Schedule, reset=options["reset"])
         for name, what in outcome.items():
             self.stdout.write(f"{name}: {what}")
@@ -56,11 +60,14 @@ class Command(BaseCommand):
             state = "paused" if options["pause"] else "running"
             self.stdout.write(f"scheduler {state}" + ("" if changed else " (unchanged)"))
         if options["run_now"]:
-            result = dispatch.start_scheduled_run(
-                actor=options["actor"],
-                trigger="command",
-                tables=options["table"] or None,
-            )
+            try:
+                result = dispatch.start_scheduled_run(
+                    actor=options["actor"],
+                    trigger="command",
+                    tables=options["table"] or None,
+                )
+            except TableError as exc:
+                raise CommandError(str(exc)) from None
             if result.refused:
                 raise CommandError(f"run refused: {result.refused}")
             self.stdout.write(
