@@ -16,7 +16,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from archival.disposal import engine as disposal_engine
+from archival.disposal import batches as disposal_batches_module
 from archival.disposal import execute_disposal, plan_disposal
 from archival.disposal.workers import dispose_on_workers
 from archival.engine import leases
@@ -187,20 +187,20 @@ def approved_batch():
 
 def test_an_executor_that_lost_its_lease_leaves_the_closing_to_the_new_owner(approved_batch, monkeypatch):
     """The batch is closed, and its ``disposal.executed`` event written, once: by the lease's holder."""
-    delete_and_certify = disposal_engine._delete_and_certify
+    delete_and_certify = disposal_batches_module._delete_and_certify
 
     def slow_then_overtaken(*args, **kwargs):
         cert = delete_and_certify(*args, **kwargs)
         # This executor outlived its lease; another took the batch over and
         # finalises it (it finds the certificate).
         _expire(leases.disposal_batches, approved_batch.pk)
-        monkeypatch.setattr(disposal_engine, "_delete_and_certify", delete_and_certify)
-        overtaker = disposal_engine.execute_batch(approved_batch.pk, actor="resumer", today=TODAY, worker=BOB)
+        monkeypatch.setattr(disposal_batches_module, "_delete_and_certify", delete_and_certify)
+        overtaker = disposal_batches_module.execute_batch(approved_batch.pk, actor="resumer", today=TODAY, worker=BOB)
         assert overtaker.resumed and not overtaker.skipped
         return cert
 
-    monkeypatch.setattr(disposal_engine, "_delete_and_certify", slow_then_overtaken)
-    first = disposal_engine.execute_batch(approved_batch.pk, actor="operator", today=TODAY, worker=ALICE)
+    monkeypatch.setattr(disposal_batches_module, "_delete_and_certify", slow_then_overtaken)
+    first = disposal_batches_module.execute_batch(approved_batch.pk, actor="operator", today=TODAY, worker=ALICE)
 
     assert "lease lost to" in first.skipped and not first.error
     batch = DisposalBatch.objects.get(pk=approved_batch.pk)
