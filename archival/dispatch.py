@@ -50,7 +50,8 @@ from django_q.tasks import async_task
 from archival import alerts, heartbeat, outage, stopping
 from archival.backends import backend_for
 from archival.engine import advance_table, dependencies, faults, finalize_run, leases, pacing, start_run
-from archival.engine.runner import retake_waiting, wait_for_database
+from archival.engine.errors import TableError
+from archival.engine.runner import reopen_run, retake_waiting, wait_for_database
 from archival.engine.table_names import select_configs
 from archival.engine.txn import bounded_transaction
 from archival.outage import waiting_key
@@ -419,9 +420,6 @@ def resume_on_workers(run_id: int, *, actor=None, pump_now: bool = True) -> Resu
     on: a table enqueued or in flight, or a table whose lease a live process
     holds (a CLI run).
     """
-    from archival.engine.errors import TableError
-    from archival.engine.runner import reopen_run
-
     result = ResumeResult(run_id=run_id)
     run = ArchivalRun.objects.filter(pk=run_id).first()
     if run is None:

@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 
 from archival import alerts, dispatch, stopping
 from archival.disposal.workers import dispose_on_workers
+from archival.engine.leases import process_worker_id
 from archival.restore.errors import RestoreRefused
 from archival.restore.executor import execute
 from archival.schedules import RUN_SCHEDULE
@@ -82,8 +83,6 @@ def dispose_slice(
 
 def execute_restore(request_id: int, actor: str) -> dict:
     """Execute (or resume) an approved restore request on a worker (archival.restore.workers enqueues it)."""
-    from archival.engine.leases import process_worker_id
-
     stopping.install_sigterm_handler()
     try:
         # The worker's own id (its heartbeat's): if it dies, others see it and take the request over.

@@ -30,8 +30,8 @@ from django.utils import timezone
 from archival.backends import SchemaError
 from archival.disposal.policy import required_approvals
 from archival.disposal.tables import ARCHIVE, ArchiveTable, DisposalError, archive_table_for, take_archive_lock
-from archival.engine.errors import describe_database_error
-from archival.engine.leases import disposal_batches
+from archival.engine.errors import LeaseLost, describe_database_error
+from archival.engine.leases import disposal_batches, new_worker_id
 from archival.engine.table_names import select_configs
 from archival.hold_coverage import TableFacts, may_cover_table
 from archival.rowkeys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
@@ -423,10 +423,6 @@ def execute_disposal(
     (later batches of that table wait) and is retried by the next execution.
     ``dry_run`` runs each batch's transaction and rolls it back.
     """
-    from archival.engine.leases import new_worker_id
-    from archival.engine.table_names import select_configs
-    from governance.models import DisposalBatch
-
     today = today or timezone.localdate()
     worker = new_worker_id()
     result = DisposalExecutionResult(dry_run=dry_run, worker=worker)
@@ -456,10 +452,6 @@ def execute_batch(
     batch_id: int, *, actor=None, dry_run: bool = False, today: dt.date | None = None, worker: str | None = None
 ) -> DisposalBatchOutcome:
     """Execute one approved batch (see module docstring for the transaction)."""
-    from archival.engine.errors import LeaseLost
-    from archival.engine.leases import disposal_batches, new_worker_id
-    from governance.models import BatchStatus, Decision, DisposalBatch, DisposalCertificate
-
     today = today or timezone.localdate()
     worker = worker or new_worker_id()
     executor = actor_name(actor)

@@ -45,7 +45,7 @@ from archival.dispatch import slice_seconds
 from archival.disposal.batches import execute_batch, plan_disposal
 from archival.engine.leases import disposal_batches, process_worker_id
 from governance.actors import actor_name
-from governance.models import BatchStatus, DisposalBatch, SchedulerSettings
+from governance.models import AuditEvent, BatchStatus, DisposalBatch, SchedulerSettings
 from governance.models.scheduling import SETTINGS_PK
 
 DISPOSE_TASK = "archival.tasks.dispose_slice"
@@ -93,8 +93,6 @@ def enqueue_disposal(batch_ids: Sequence[int], *, actor) -> QueuedDisposal:
     while the scheduler is paused (no slice would take the chain). Audited as
     ``disposal.enqueued``. The caller checks the permission to execute.
     """
-    from governance.models import AuditEvent, BatchStatus, DisposalBatch, SchedulerSettings
-
     result = QueuedDisposal()
     now = timezone.now()
     selected = DisposalBatch.objects.executable().filter(pk__in=list(batch_ids)).order_by("pk")

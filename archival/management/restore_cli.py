@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from archival.engine.errors import TableError
 from archival.engine.leases import owner_is_dead
-from archival.engine.table_names import GRAMMAR
+from archival.engine.table_names import GRAMMAR, select_configs
 from archival.restore.errors import RestoreRefused
 from archival.restore.executor import execute
 from archival.restore.requests import approve, create_request, preview, reject
@@ -102,9 +102,6 @@ class RestoreCommands:
 
     # -- actions -----------------------------------------------------------------
     def request(self, options) -> None:
-        from archival.engine.table_names import select_configs
-        from archival.restore.requests import preview
-
         user = _user(options["as_user"])
         configs = select_configs([options["table"]])
         if len(configs) != 1:

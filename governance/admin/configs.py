@@ -25,6 +25,8 @@ from import_export.admin import ImportExportMixin
 from import_export.tmp_storages import TempFolderStorage
 from simple_history.admin import SimpleHistoryAdmin
 
+from archival.disposal import request_retention_change
+from archival.engine import plan
 from governance.admin.lookups import INT64_MAX, lookup_problem
 from governance.models import Phase, RecoveryState, RetentionChange, RetentionChangeStatus, TableConfig
 from governance.models.text import FREE_TEXT_MAX_LENGTH
@@ -128,8 +130,6 @@ class TableConfigResource(resources.ModelResource):
             raise ValidationError({"years_retention_archive": problem})
         keep_stored_years(instance, stored)
         if not self._is_dry_run(kwargs):
-            from archival.disposal import request_retention_change
-
             reason = f"Table config import {kwargs.get('file_name') or ''}".strip()
             transaction.on_commit(
                 partial(request_retention_change, instance.pk, new_years=new_years, actor=user, reason=reason),
@@ -348,7 +348,6 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
         retention = getattr(form, "retention_change", None)
         if retention is None:
             return super().save_model(request, obj, form, change)
-        from archival.disposal import request_retention_change
 
         stored, new_years = retention
         keep_stored_years(obj, stored)
@@ -419,8 +418,6 @@ class TableConfigAdmin(ImportExportMixin, SimpleHistoryAdmin):
 
     @admin.action(description="Preview the archival plan (dry run, changes nothing)", permissions=["view"])
     def preview_plan(self, request, queryset):
-        from archival.engine import plan
-
         # The engine plans active configs only; say which selected ones it skips.
         inactive = [str(c) for c in queryset.filter(is_active=False)]
         labels = [str(c) for c in queryset.filter(is_active=True)]

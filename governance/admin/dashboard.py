@@ -21,9 +21,12 @@ from django.db.models import Count, OuterRef, Subquery, Sum
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 from django.utils.formats import number_format
+from django_q.models import Schedule
 
 from archival.engine import pacing
 from archival.monitoring import health_check
+from archival.schedules import DISPOSAL_SCHEDULE, RUN_SCHEDULE
+from governance.admin.restore import STATUS_WORDS
 from governance.checks import deployment_warnings
 from governance.models import (
     BatchLedger,
@@ -234,10 +237,6 @@ def upcoming_runs() -> list:
     The sweeper and the reminder fire every few minutes or daily; what a
     reader wants to know is when rows next move and when they are next
     destroyed."""
-    from django_q.models import Schedule
-
-    from archival.schedules import DISPOSAL_SCHEDULE, RUN_SCHEDULE
-
     labels = {RUN_SCHEDULE: "Weekly archival run", DISPOSAL_SCHEDULE: "Weekly disposal"}
     found = {s.name: s for s in Schedule.objects.filter(name__in=labels)}
     return [{"label": label, "schedule": found.get(name)} for name, label in labels.items()]
@@ -317,7 +316,6 @@ def dashboard_context(request) -> dict:
         context["review_holds"] = list(Hold.objects.due_for_review(today).order_by("review_by")[:PANEL_LIMIT])
     if user.has_perm("governance.view_restorerequest"):
         # Restores someone must act on (approve, execute, resume) or that are moving rows now, oldest first.
-        from governance.admin.restore import STATUS_WORDS
 
         restores = RestoreRequest.objects.open().order_by("requested_at", "pk")
         context["open_restores"] = list(restores[:PANEL_LIMIT])

@@ -20,6 +20,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from archival.disposal import decide_batch, decide_retention_change, plan_disposal
+from archival.disposal.workers import enqueue_disposal
 from governance.admin.audit import cell
 from governance.admin.confirmation import Confirmation
 from governance.models import BatchStatus, DisposalApproval, DisposalBatch, DisposalCertificate, RetentionChange
@@ -142,8 +144,6 @@ class DisposalBatchAdmin(ReadOnlyAdmin):
         return self._decide(request, queryset, "REJECT")
 
     def _decide(self, request, queryset, decision: str):
-        from archival.disposal import decide_batch
-
         confirmation = Confirmation(request, queryset.filter(status=BatchStatus.PENDING_REVIEW), CommentForm)
         if confirmation.confirmed:
             for batch in confirmation.objects:
@@ -168,8 +168,6 @@ class DisposalBatchAdmin(ReadOnlyAdmin):
         description="Execute the selected approved batches on the workers (asks to confirm)", permissions=["plan"]
     )
     def execute_batches(self, request, queryset):
-        from archival.disposal.workers import enqueue_disposal
-
         confirmation = Confirmation(request, queryset.executable().order_by("pk"))
         if confirmation.confirmed:
             queued = enqueue_disposal([b.pk for b in confirmation.objects], actor=request.user)
@@ -223,8 +221,6 @@ class DisposalBatchAdmin(ReadOnlyAdmin):
 
     def plan_view(self, request):
         """Plan disposal for every active table (POST after confirmation)."""
-        from archival.disposal import plan_disposal
-
         if not self.has_plan_permission(request):
             raise PermissionDenied
         if request.method == "POST":
@@ -303,8 +299,6 @@ class RetentionChangeAdmin(ReadOnlyAdmin):
         return self._decide(request, queryset, approve=False)
 
     def _decide(self, request, queryset, *, approve: bool):
-        from archival.disposal import decide_retention_change
-
         confirmation = Confirmation(request, queryset.filter(status="PENDING"), CommentForm)
         if confirmation.confirmed:
             for change in confirmation.objects:

@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils import timezone
 
+from archival.disposal.holds import check_hold, hold_impact, place_hold, release_hold, update_review_date
 from governance.admin.confirmation import Confirmation
 from governance.models import Hold, HoldScope, TableConfig
 from governance.models.text import FREE_TEXT_MAX_LENGTH
@@ -101,7 +102,6 @@ class PlaceHoldForm(forms.ModelForm):
             # The placement's own rules (a key's number of components, ...),
             # checked on exactly what will be placed and shown beside the
             # fields instead of failing the save.
-            from archival.disposal.holds import check_hold
 
             arguments = self.place_hold_arguments()
             checked = check_hold(**{name: arguments[name] for name in CHECKED_ARGUMENTS})
@@ -260,8 +260,6 @@ class HoldAdmin(admin.ModelAdmin):
         return (*self.readonly_fields[:11], "review_by", *self.readonly_fields[11:])
 
     def save_model(self, request, obj, form, change):
-        from archival.disposal.holds import place_hold, update_review_date
-
         if change:
             update_review_date(obj.pk, review_by=form.cleaned_data.get("review_by"), actor=request.user)
             return
@@ -293,8 +291,6 @@ class HoldAdmin(admin.ModelAdmin):
         """The holds in force among the selection, a mandatory reason, then one release each."""
         confirmation = Confirmation(request, queryset.filter(released_at__isnull=True).order_by("pk"), ReleaseForm)
         if confirmation.confirmed:
-            from archival.disposal.holds import release_hold
-
             for hold in confirmation.objects:
                 release_hold(hold.pk, actor=request.user, reason=confirmation.data["reason"])
             self.message_user(request, f"Released {len(confirmation.objects)} hold(s).", messages.SUCCESS)
@@ -321,8 +317,6 @@ class HoldAdmin(admin.ModelAdmin):
         hold would cover: ``place_hold(dry_run=True)`` places it inside the
         archive transaction, counts, and rolls back (nothing kept, nothing
         audited)."""
-        from archival.disposal.holds import place_hold
-
         form = self.get_form(request, None)(request.POST)
         preview = None
         if form.is_valid():
@@ -358,8 +352,6 @@ class HoldAdmin(admin.ModelAdmin):
         extra_context = extra_context or {}
         hold = self.get_object(request, object_id)
         if hold is not None:
-            from archival.disposal.holds import hold_impact
-
             extra_context["impact"] = hold_impact(hold)
         return super().change_view(request, object_id, form_url, extra_context)
 

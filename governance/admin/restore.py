@@ -28,6 +28,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from archival.restore.errors import RestoreRefused
+from archival.restore.requests import approve, create_request, preview, reject
+from archival.restore.workers import execute_on_workers
 from governance.admin.confirmation import Confirmation
 from governance.admin.disposal import CommentForm, ReadOnlyAdmin, certificates_csv
 from governance.admin.lookups import INT64_MAX
@@ -402,8 +405,6 @@ class RestoreRequestAdmin(admin.ModelAdmin):
             return super().add_view(request, form_url, extra_context)
         if not self.has_add_permission(request):
             raise PermissionDenied
-        from archival.restore.errors import RestoreRefused
-        from archival.restore.requests import create_request
 
         form = self.get_form(request, None)(request.POST)
         if form.is_valid():
@@ -461,9 +462,6 @@ class RestoreRequestAdmin(admin.ModelAdmin):
         tables = None
         previewed_at = None
         if obj.status in PREVIEWED:
-            from archival.restore.errors import RestoreRefused
-            from archival.restore.requests import preview
-
             try:
                 result = preview(obj)
             except (RestoreRefused, DatabaseError) as exc:
@@ -556,10 +554,6 @@ class RestoreRequestAdmin(admin.ModelAdmin):
 
     def _apply(self, request, restore: RestoreRequest, what: str, comment: str) -> None:
         """One engine call, its outcome as one message with a link to the request."""
-        from archival.restore.errors import RestoreRefused
-        from archival.restore.requests import approve, reject
-        from archival.restore.workers import execute_on_workers
-
         link = request_link(restore.pk)
         try:
             if what == "APPROVE":

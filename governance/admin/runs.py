@@ -16,6 +16,9 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
+from archival.dispatch import request_stop, resume_on_workers
+from archival.engine import abandon_run
+from archival.monitoring import named
 from governance.admin.confirmation import Confirmation
 from governance.models import OPEN_PHASES, ArchivalRun, Phase, RunStatus
 from governance.models.text import FREE_TEXT_MAX_LENGTH
@@ -42,8 +45,6 @@ def run_sentence(run: ArchivalRun, result, verb: str) -> str:
 
     ``result`` is the engine's RunResult (resume, abandon); failures are
     named (a few, then a count) so the reader knows where to click."""
-    from archival.monitoring import named
-
     moved = getattr(result, "moved", 0) or 0
     tables = list(getattr(result, "tables", []) or [])
     phases: dict[str, int] = {}
@@ -161,8 +162,6 @@ class ArchivalRunAdmin(admin.ModelAdmin):
     @admin.action(description="Resume the selected runs on the workers", permissions=["start"])
     def resume_runs(self, request, queryset):
         """Each run back on the workers (``dispatch.resume_on_workers``); its page shows the progress."""
-        from archival.dispatch import resume_on_workers
-
         for run in queryset.order_by("id"):
             result = resume_on_workers(run.pk, actor=request.user)
             if result.refused:
@@ -179,8 +178,6 @@ class ArchivalRunAdmin(admin.ModelAdmin):
     @admin.action(description="Stop the selected runs (asks to confirm)", permissions=["start"])
     def stop_runs(self, request, queryset):
         """The stop switch of each running run (``dispatch.request_stop``); the runs stay resumable."""
-        from archival.dispatch import request_stop
-
         running = queryset.filter(status=RunStatus.RUNNING, stop_requested=False).order_by("pk")
         confirmation = Confirmation(request, running)
         if confirmation.confirmed:
@@ -206,8 +203,6 @@ class ArchivalRunAdmin(admin.ModelAdmin):
         runs = queryset.filter(states__phase__in=OPEN_PHASES).distinct().order_by("pk")
         confirmation = Confirmation(request, runs, AbandonForm)
         if confirmation.confirmed:
-            from archival.engine import abandon_run
-
             for run in confirmation.objects:
                 result = abandon_run(run.pk, actor=request.user, reason=confirmation.data["reason"])
                 self.message_user(request, run_sentence(run, result, "abandoned"), messages.SUCCESS)

@@ -26,6 +26,7 @@ from archival.backends.base import (
     TableInfo,
     generic_type,
 )
+from archival.backends.mssql import templates
 from archival.backends.mssql.procedures import (
     MAX_BATCH_SIZE,
     BatchResult,
@@ -399,7 +400,6 @@ class MSSQLBackend(Backend):
         # The procedures' own form (archival.fn_key_text), so the plan, the
         # preview and the procedures' delete build one text. A decimal
         # prints with its column's scale already.
-        from archival.backends.mssql import templates
 
         parts = [templates.key_text_part(col, templates.TYPE_NAME_OF_GENERIC.get(g, g)) for col, g, _scale in columns]
         return templates.key_text_of_parts(parts), []
