@@ -1,7 +1,7 @@
 """Shared test set-up: data folders, the protected-table flush, the demo topology.
 
-Personas and fixtures of each area live in ``tests/<area>_fixtures.py``; this
-file holds what every suite needs.
+Personas and fixtures of each area live in ``tests/<area>_fixtures.py``,
+registered below as plugins; this file holds what every suite needs.
 """
 
 from __future__ import annotations
@@ -24,6 +24,19 @@ from archival.demo import DemoSize, build_demo, source_schema
 from archival.engine.streaming import _canon
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# The fixtures of each area, visible to every test module by name (a test
+# module imports only the helpers and constants it calls). A fixture name
+# means one thing across these modules: pytest would silently pick one of
+# two fixtures of the same name.
+pytest_plugins = [
+    "tests.admin_fixtures",
+    "tests.disposal_fixtures",
+    "tests.pacing_fixtures",
+    "tests.restore_fixtures",
+    "tests.sched_fixtures",
+    "tests.search_fixtures",
+]
 
 SMALL_DEMO = DemoSize(positions=3000, contracts=150, trades=1500, prices=1200, generated_tables=6, generated_rows=50)
 

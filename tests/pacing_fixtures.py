@@ -28,7 +28,7 @@ def _create(rows: int = ROWS) -> None:
 
 
 @pytest.fixture
-def table(transactional_db, settings):
+def paced_table(transactional_db, settings):
     settings.ARCHIVAL_LOCK_TIMEOUT_MS = 4000
     _create()
     schema = {"mysql": connections[SOURCE].settings_dict["NAME"]}.get(connections[SOURCE].vendor)

@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from governance.roles import ARCHIVE_READER, COMPLIANCE_OFFICER
-from tests.admin_fixtures import make_config, personas, source_table  # noqa: F401
+from tests.admin_fixtures import make_config
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

@@ -15,7 +15,7 @@ from django.contrib import admin
 from django.test import Client, RequestFactory
 from django.urls import reverse
 
-from tests.admin_fixtures import PERSONAS, objects, personas, source_table
+from tests.admin_fixtures import PERSONAS
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

@@ -15,16 +15,7 @@ from django.urls import reverse
 
 from archival.disposal import execute_disposal, plan_disposal
 from governance.models import AuditEvent, BatchStatus, DisposalBatch, DisposalCertificate
-from tests.disposal_fixtures import (
-    DATABASES,
-    TODAY,
-    archived_keys,
-    create_tables,
-    insert_rows,
-    make_config,
-    persona,
-    personas,
-)
+from tests.disposal_fixtures import DATABASES, archived_keys, create_tables, insert_rows, make_config, persona
 
 pytestmark = pytest.mark.django_db(databases=DATABASES)
 
@@ -32,11 +23,11 @@ EXPIRED = dt.date.today() - dt.timedelta(days=3)
 
 
 @pytest.fixture
-def queued(personas):
+def queued(disposal_personas):
     create_tables()
     insert_rows([(1, f"p{i}", dt.date(2010, 1, 1) + dt.timedelta(days=i), "C1", EXPIRED) for i in range(4)])
     make_config("REFERENCE")
-    plan_disposal(actor=personas["planner"])
+    plan_disposal(actor=disposal_personas["planner"])
     return DisposalBatch.objects.get()
 
 
@@ -46,16 +37,16 @@ def client_for(user) -> Client:
     return c
 
 
-def test_every_disposal_admin_page_answers_a_compliance_officer(queued, personas):
-    for user in (personas["alice"],):
+def test_every_disposal_admin_page_answers_a_compliance_officer(queued, disposal_personas):
+    for user in (disposal_personas["alice"],):
         c = client_for(user)
         for name in ("disposalbatch", "disposalapproval", "disposalcertificate", "retentionchange"):
             assert c.get(reverse(f"admin:governance_{name}_changelist")).status_code in (200, 403)
         assert c.get(reverse("admin:governance_disposalbatch_changelist")).status_code == 200
 
 
-def test_a_compliance_officer_approves_with_a_comment_on_a_confirmation_page(queued, personas):
-    c = client_for(personas["alice"])
+def test_a_compliance_officer_approves_with_a_comment_on_a_confirmation_page(queued, disposal_personas):
+    c = client_for(disposal_personas["alice"])
     url = reverse("admin:governance_disposalbatch_confirm")
     page = c.get(url, {"ids": queued.pk, "what": "APPROVE"})
     assert page.status_code == 200 and b"comment" in page.content
@@ -64,19 +55,19 @@ def test_a_compliance_officer_approves_with_a_comment_on_a_confirmation_page(que
     assert AuditEvent.objects.filter(action="disposal.approved", actor="alice").exists()
 
 
-def test_outsiders_and_planners_cannot_approve_through_the_admin(queued, personas):
+def test_outsiders_and_planners_cannot_approve_through_the_admin(queued, disposal_personas):
     url = reverse("admin:governance_disposalbatch_confirm")
-    assert client_for(personas["outsider"]).get(url, {"ids": queued.pk, "what": "APPROVE"}).status_code == 403
-    assert client_for(personas["planner"]).get(url, {"ids": queued.pk, "what": "APPROVE"}).status_code == 403
-    assert client_for(personas["alice"]).get(url, {"ids": queued.pk, "what": "EXECUTE"}).status_code == 403
+    assert client_for(disposal_personas["outsider"]).get(url, {"ids": queued.pk, "what": "APPROVE"}).status_code == 403
+    assert client_for(disposal_personas["planner"]).get(url, {"ids": queued.pk, "what": "APPROVE"}).status_code == 403
+    assert client_for(disposal_personas["alice"]).get(url, {"ids": queued.pk, "what": "EXECUTE"}).status_code == 403
 
 
-def test_the_administrator_executes_and_an_auditor_exports_certificates(queued, personas):
-    client_for(personas["alice"]).post(
+def test_the_administrator_executes_and_an_auditor_exports_certificates(queued, disposal_personas):
+    client_for(disposal_personas["alice"]).post(
         reverse("admin:governance_disposalbatch_confirm"),
         {"ids": queued.pk, "what": "APPROVE", "comment": "retention passed"},
     )
-    c = client_for(personas["planner"])
+    c = client_for(disposal_personas["planner"])
     done = c.post(reverse("admin:governance_disposalbatch_confirm"), {"ids": queued.pk, "what": "EXECUTE"}, follow=True)
     assert "destroyed 4 rows" in done.content.decode()
     assert not archived_keys() and DisposalCertificate.objects.count() == 1
@@ -89,10 +80,10 @@ def test_the_administrator_executes_and_an_auditor_exports_certificates(queued, 
     assert response.status_code == 200 and DisposalCertificate.objects.get().digest in body
 
 
-def test_a_crash_after_the_delete_committed_is_finalised_without_deleting_again(queued, personas):
+def test_a_crash_after_the_delete_committed_is_finalised_without_deleting_again(queued, disposal_personas):
     from archival.disposal import decide_batch
 
-    decide_batch(queued.pk, user=personas["alice"], decision="APPROVE", comment="ok")
+    decide_batch(queued.pk, user=disposal_personas["alice"], decision="APPROVE", comment="ok")
     real_record = AuditEvent.objects.record
 
     def crash(action, **kwargs):
