@@ -8,7 +8,7 @@ import pytest
 from django.db import connections
 
 from tests.admin_fixtures import SOURCE, make_config
-from tests.conftest import drop_archive_tables, snapshot
+from tests.engine_fixtures import drop_archive_tables, snapshot
 
 CUTOFF = dt.date(2026, 1, 1)
 TABLE = "paced_trade"

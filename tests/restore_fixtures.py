@@ -19,7 +19,7 @@ from django.db import connections
 from archival import engine
 from archival.backends import backend_for, namespace_for
 from governance.models import TableConfig
-from tests.conftest import snapshot
+from tests.engine_fixtures import snapshot
 
 CUTOFF = date(2026, 11, 25)
 

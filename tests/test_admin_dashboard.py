@@ -23,7 +23,7 @@ from archival.schedules import DISPOSAL_SCHEDULE, RUN_SCHEDULE, SWEEP_SCHEDULE
 from governance.admin.dashboard import axis_top, weekly_chart
 from governance.models import BatchLedger, RecoveryState
 from tests.admin_fixtures import create_source_table, drop_source_table, make_config
-from tests.conftest import drop_archive_tables
+from tests.engine_fixtures import drop_archive_tables
 
 CUTOFF = dt.date(2026, 1, 1)
 TABLES = ("dash_trade", "dash_fill")

@@ -28,7 +28,7 @@ from archival.engine.status import run_status
 from archival.monitoring import health_check
 from governance.models import BatchLedger, Phase, RecoveryState, ReplicaWatch, SchedulerSettings
 from tests.admin_fixtures import SOURCE, make_persona
-from tests.conftest import union_check
+from tests.engine_fixtures import union_check
 from tests.ops_fixtures import LockHolder
 from tests.pacing_fixtures import CUTOFF, ROWS, TABLE, pytestmark_db
 

@@ -37,7 +37,7 @@ import pytest
 from archival.engine import resume_run, run_cycle
 from archival.engine.replicas import probe_for
 from governance.models import Phase, RecoveryState, ReplicaWatch, SchedulerSettings
-from tests.conftest import union_check
+from tests.engine_fixtures import union_check
 from tests.pacing_fixtures import CUTOFF, ROWS, pytestmark_db
 
 ENV_NAME = "ARCHIVAL_REPLICA_PACE_STANDBY"

@@ -392,7 +392,7 @@ def archived_trades(personas):
     """Ten trades of 2015 archived by a run (the config keeps one month in the source)."""
     from archival.engine import run_cycle
     from tests.admin_fixtures import create_source_table, drop_source_table
-    from tests.conftest import drop_archive_tables
+    from tests.engine_fixtures import drop_archive_tables
 
     create_source_table(table="rst_trade")
     config = make_config(table_name="rst_trade", months_retention_source=1)

@@ -26,7 +26,7 @@ from governance.models import (
     RestoreTable,
     TableConfig,
 )
-from tests.conftest import union_check
+from tests.engine_fixtures import union_check
 from tests.restore_fixtures import _user, archive_count, config, configs
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
