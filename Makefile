@@ -103,6 +103,7 @@ test-full: $(VENV_DEV)
 lint: $(VENV_DEV)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
 	$(PYTHON) -m sqlfluff lint sql/
 
 format: $(VENV_DEV)

@@ -12,6 +12,8 @@ without the compiler. Values are always parameters.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from django.db import connections, models, router
 from django.db.models.expressions import Col
 
@@ -97,7 +99,10 @@ def insert_statement(
     return sql, values
 
 
-def fetch_with_parents(model: type[models.Model], *, pk, parents: list[str]) -> models.Model | None:
+ModelT = TypeVar("ModelT", bound=models.Model)
+
+
+def fetch_with_parents(model: type[ModelT], *, pk, parents: list[str]) -> ModelT | None:
     """The row ``pk`` of ``model`` with the rows its foreign keys ``parents`` point at, in one SELECT.
 
     Each parent is set on the instance as the ORM's ``select_related`` sets

@@ -8,12 +8,19 @@ reader (not staff) and an outsider (staff, in no group).
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
+from django.test import Client
+from django.urls import reverse
 from django_q.models import Schedule
 
+from archival.demo import source_schema
 from archival.schedules import RUN_SCHEDULE
 from governance.models import (
     AuditEvent,
@@ -50,6 +57,8 @@ ROLE_OF = {
 }
 SOURCE = "SourceDB1"
 TABLE = "adm_trade"
+# The sample of the config import (written for the SQLite demo: schema ``main``).
+SAMPLE_CONFIGS_CSV = Path(settings.BASE_DIR) / "governance" / "fixtures" / "demo_table_configs.csv"
 
 
 def make_persona(name: str) -> User:
@@ -271,3 +280,24 @@ def run_queued_tasks(limit: int = 200) -> list[dict]:
         queued.delete()
         results.append(import_string(task["func"])(*task["args"], **task["kwargs"]))
     raise AssertionError(f"the queue was not empty after {limit} tasks")
+
+
+def sample_csv() -> bytes:
+    """The shipped sample (written for the SQLite demo) with each source's schema on this engine."""
+    text = SAMPLE_CONFIGS_CSV.read_text()
+    for alias in ("SourceDB1", "SourceDB2", "SourceDB3"):
+        text = text.replace(f"{alias},main,", f"{alias},{source_schema(alias)},")
+    return text.encode()
+
+
+def upload(client: Client, content: bytes, name: str = "configs.csv"):
+    return client.post(
+        reverse("admin:governance_tableconfig_import"),
+        {"import_file": SimpleUploadedFile(name, content, content_type="text/csv"), "format": "0", "resource": "0"},
+    )
+
+
+def confirm(client: Client, preview):
+    html = preview.content.decode()
+    fields = dict(re.findall(r'name="(import_file_name|original_file_name|format|resource)" value="([^"]*)"', html))
+    return client.post(reverse("admin:governance_tableconfig_process_import"), fields)

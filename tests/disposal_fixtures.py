@@ -139,7 +139,7 @@ def persona(name: str, *perms: str) -> User:
 
 
 @pytest.fixture
-def personas(db):
+def disposal_personas(db):
     return {
         "planner": persona("planner", "governance.plan_disposal", "governance.view_disposalbatch"),
         "alice": persona(

@@ -8,7 +8,7 @@ import pytest
 from django.db import connections
 
 from tests.admin_fixtures import SOURCE, make_config
-from tests.conftest import drop_archive_tables, snapshot
+from tests.engine_fixtures import drop_archive_tables, snapshot
 
 CUTOFF = dt.date(2026, 1, 1)
 TABLE = "paced_trade"
@@ -28,7 +28,7 @@ def _create(rows: int = ROWS) -> None:
 
 
 @pytest.fixture
-def table(transactional_db, settings):
+def paced_table(transactional_db, settings):
     settings.ARCHIVAL_LOCK_TIMEOUT_MS = 4000
     _create()
     schema = {"mysql": connections[SOURCE].settings_dict["NAME"]}.get(connections[SOURCE].vendor)

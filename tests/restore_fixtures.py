@@ -2,7 +2,7 @@
 
 Personas: ``requester`` (an archival administrator: may request and execute
 restores), ``approver`` (a compliance officer: may approve them),
-``outsider`` (staff without either permission). Data: the small demo
+``restore_outsider`` (staff without either permission). Data: the small demo
 topology archived once at ``CUTOFF`` (``archived_demo``), so every source
 has rows in the archive to bring back.
 """
@@ -19,7 +19,7 @@ from django.db import connections
 from archival import engine
 from archival.backends import backend_for, namespace_for
 from governance.models import TableConfig
-from tests.conftest import snapshot
+from tests.engine_fixtures import snapshot
 
 CUTOFF = date(2026, 11, 25)
 
@@ -43,7 +43,7 @@ def approver(transactional_db):
 
 
 @pytest.fixture
-def outsider(transactional_db):
+def restore_outsider(transactional_db):
     return _user("otto_outsider")
 
 

@@ -152,7 +152,10 @@ def build_search_archive() -> None:
     connections["archive_readonly"].close()
 
 
-@pytest.fixture(scope="session", name="search_archive")
+# Module scope: a test module that wants the archive gets it built afresh,
+# whatever the modules that ran before it did to the archive database (the
+# ``demo`` fixture drops every archive table).
+@pytest.fixture(scope="module", name="search_archive")
 def fixture_search_archive(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         build_search_archive()

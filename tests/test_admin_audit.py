@@ -11,7 +11,6 @@ from django.urls import reverse
 
 from governance.admin.audit import iter_audit_csv
 from governance.models import AuditEvent
-from tests.admin_fixtures import personas  # noqa: F401
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

@@ -22,8 +22,8 @@ from django.test import Client
 from django.urls import reverse
 
 from governance.models import ArchivalRun, AuditEvent, DisposalBatch, Hold, HoldScope, RecoveryState, RunStatus
-from tests.admin_fixtures import PERSONAS, SOURCE, TABLE, objects, personas, post_action, source_table  # noqa: F401
-from tests.search_fixtures import fixture_search_archive, make_position_config, source_schema  # noqa: F401
+from tests.admin_fixtures import PERSONAS, SOURCE, post_action
+from tests.search_fixtures import make_position_config, source_schema
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

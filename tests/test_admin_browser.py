@@ -16,14 +16,7 @@ import shutil
 import pytest
 
 from governance.models import Hold
-from tests.admin_fixtures import (  # noqa: F401
-    PASSWORD,
-    SOURCE,
-    admin_allow_test_flush,
-    make_config,
-    personas,
-    source_table,
-)
+from tests.admin_fixtures import PASSWORD, SOURCE, make_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_CHROMIUM = os.path.exists(CHROMIUM)

@@ -22,16 +22,8 @@ from archival.engine import run_cycle
 from archival.schedules import DISPOSAL_SCHEDULE, RUN_SCHEDULE, SWEEP_SCHEDULE
 from governance.admin.dashboard import axis_top, weekly_chart
 from governance.models import BatchLedger, BatchStatus, DisposalBatch, Phase, RecoveryState
-from tests.admin_fixtures import (  # noqa: F401
-    create_source_table,
-    drop_source_table,
-    make_config,
-    objects,
-    personas,
-    run_queued_tasks,
-    source_table,
-)
-from tests.conftest import drop_archive_tables
+from tests.admin_fixtures import create_source_table, drop_source_table, make_config, run_queued_tasks
+from tests.engine_fixtures import drop_archive_tables
 
 CUTOFF = dt.date(2026, 1, 1)
 TABLES = ("dash_trade", "dash_fill")

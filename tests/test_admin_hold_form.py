@@ -17,8 +17,8 @@ from archival.disposal import plan_disposal
 from archival.disposal.holds import hold_impact
 from archival.engine import run_cycle
 from governance.models import AuditEvent, Hold, HoldKey, HoldScope, TableConfig
-from tests.admin_fixtures import SOURCE, admin_allow_test_flush, make_config, personas, source_table  # noqa: F401
-from tests.conftest import drop_archive_tables
+from tests.admin_fixtures import SOURCE, make_config
+from tests.engine_fixtures import drop_archive_tables
 from tests.search_fixtures import build_search_archive, make_position_config, source_schema
 
 PARENT, CHILD = "hf_contract", "hf_position"

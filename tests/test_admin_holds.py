@@ -8,15 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from governance.models import AuditEvent, Hold, HoldScope
-from tests.admin_fixtures import (  # noqa: F401
-    SOURCE,
-    TABLE,
-    make_config,
-    objects,
-    personas,
-    post_action,
-    source_table,
-)
+from tests.admin_fixtures import SOURCE, TABLE, make_config, post_action
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
 from archival.demo import DemoSize, build_demo, source_schema
 from governance.models import TableConfig
-from tests.admin_fixtures import personas  # noqa: F401
+from tests.admin_fixtures import SAMPLE_CONFIGS_CSV, confirm, sample_csv, upload
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
-SAMPLE = Path(settings.BASE_DIR) / "governance" / "fixtures" / "demo_table_configs.csv"
 TINY = DemoSize(positions=50, contracts=10, trades=20, prices=20, generated_tables=0, generated_rows=0)
 
 
@@ -26,29 +22,8 @@ def demo_sources():
     build_demo(TINY, configs=False)
 
 
-def sample_csv() -> bytes:
-    """The shipped sample (written for the SQLite demo) with each source's schema on this engine."""
-    text = SAMPLE.read_text()
-    for alias in ("SourceDB1", "SourceDB2", "SourceDB3"):
-        text = text.replace(f"{alias},main,", f"{alias},{source_schema(alias)},")
-    return text.encode()
-
-
 def label(alias: str, table: str) -> str:
     return f"{alias}.{source_schema(alias)}.{table}"
-
-
-def upload(client: Client, content: bytes, name: str = "configs.csv"):
-    return client.post(
-        reverse("admin:governance_tableconfig_import"),
-        {"import_file": SimpleUploadedFile(name, content, content_type="text/csv"), "format": "0", "resource": "0"},
-    )
-
-
-def confirm(client: Client, preview):
-    html = preview.content.decode()
-    fields = dict(re.findall(r'name="(import_file_name|original_file_name|format|resource)" value="([^"]*)"', html))
-    return client.post(reverse("admin:governance_tableconfig_process_import"), fields)
 
 
 def test_importing_the_sample_csv_onboards_the_demo_tables(personas, demo_sources):
@@ -118,7 +93,7 @@ def test_a_failed_row_shows_each_error_beside_its_value(personas, demo_sources):
 def test_a_compliance_officer_may_not_import(personas, demo_sources):
     client = Client()
     client.force_login(personas["compliance"])
-    assert upload(client, SAMPLE.read_bytes()).status_code == 403
+    assert upload(client, SAMPLE_CONFIGS_CSV.read_bytes()).status_code == 403
     assert TableConfig.objects.count() == 0
 
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from archival.dispatch import resume_on_workers
 from governance.models import ArchivalRun, AuditEvent, Phase, RunStatus, TableDispatch
 from governance.roles import ARCHIVE_READER, COMPLIANCE_OFFICER
-from tests.admin_fixtures import make_config, objects, personas, post_action, source_table  # noqa: F401
+from tests.admin_fixtures import make_config, post_action
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django_q.models import OrmQ
 
 from governance.models import AuditEvent
-from tests.admin_fixtures import PERSONAS, objects, personas, source_table
+from tests.admin_fixtures import PERSONAS
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

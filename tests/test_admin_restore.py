@@ -32,8 +32,8 @@ from governance.models import (
     RestoreTable,
 )
 from governance.roles import ARCHIVAL_ADMINISTRATOR, COMPLIANCE_OFFICER
-from tests.admin_fixtures import SOURCE, create_source_table, drop_source_table, make_config, personas, post_action  # noqa: F401
-from tests.conftest import drop_archive_tables
+from tests.admin_fixtures import SOURCE, create_source_table, drop_source_table, make_config, post_action
+from tests.engine_fixtures import drop_archive_tables
 
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 

@@ -76,14 +76,22 @@ CONTRACT = (
     "replica_lag",
 )
 
-# Statements a backend provides only when one of its answers says so.
+# Statements a backend provides only when one of its answers says so (Backend's
+# own version of such a statement refuses: the engine never calls it there).
 OPTIONAL = {
     "moves_in_one_statement": ("move_statement_sql",),
+    "moves_through_procedures": ("mark_table", "archive_batch", "restore_batch"),
     "draws_ids_under_head_lock": ("take_chain_head_sql", "insert_then_sql"),
     "selects_updated_rows": ("select_updated_sql",),
 }
 
 VENDOR_BRANCH = re.compile(r"vendor *(==|!=|in[^a-z_])|[.]vendor *in ")
+
+
+def provides(backend_class: type[Backend], name: str) -> bool:
+    """``backend_class`` has a statement ``name`` of its own (not Backend's refusal)."""
+    own = getattr(backend_class, name, None)
+    return callable(own) and own is not getattr(Backend, name, None)
 
 
 def unimplemented(backend_class: type[Backend]) -> list[str]:
@@ -123,7 +131,16 @@ def test_a_backend_answering_yes_provides_the_statements_that_go_with_it(backend
     for question, statements in OPTIONAL.items():
         if getattr(backend, question)():
             for name in statements:
-                assert callable(getattr(backend, name, None)), f"{backend_class.__name__} lacks {name}"
+                assert provides(backend_class, name), f"{backend_class.__name__} lacks {name}"
+
+
+def test_a_backend_that_leaves_out_a_statement_it_answers_yes_for_fails_the_check():
+    class Incomplete(PostgresBackend):
+        pass
+
+    Incomplete.move_statement_sql = Backend.move_statement_sql
+    assert not provides(Incomplete, "move_statement_sql")
+    assert provides(PostgresBackend, "move_statement_sql")
 
 
 def test_engine_disposal_search_and_governance_ask_no_backend_its_vendor():

@@ -20,9 +20,10 @@ from archival import engine
 from archival.backends import backend_for
 from archival.backends.base import Column
 from archival.backends.sqlite import namespace_for
+from archival.demo import source_schema
 from archival.engine.dates import add_years, subtract_months
 from governance.models import AuditEvent, RecoveryState, TableConfig
-from tests.conftest import rows_of, snapshot, source_schema, union_check
+from tests.engine_fixtures import rows_of, snapshot, union_check
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

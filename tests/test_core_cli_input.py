@@ -20,7 +20,7 @@ from django.utils import timezone
 from archival import engine
 from archival.engine.cutoff import CutoffError, parse_cutoff, resolve_cutoff
 from governance.models import ArchivalRun, AuditEvent, BatchLedger, RecoveryState
-from tests.conftest import manage, subprocess_env
+from tests.engine_fixtures import manage, subprocess_env
 
 CUTOFF = "2026-11-25"
 

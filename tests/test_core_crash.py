@@ -22,7 +22,7 @@ import time
 import pytest
 
 from governance.models import BatchLedger, Phase, RecoveryState, TableConfig
-from tests.conftest import BASE_DIR, manage, snapshot, subprocess_env, union_check
+from tests.engine_fixtures import BASE_DIR, manage, snapshot, subprocess_env, union_check
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.crash]
 

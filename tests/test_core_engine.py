@@ -16,7 +16,7 @@ from archival.engine.archive_tables import created_by_first_batch, ensure_archiv
 from archival.engine.dates import add_years, subtract_months
 from archival.engine.spec import build_spec
 from governance.models import AuditEvent, BatchLedger, Phase, RecoveryState, RunStatus, TableConfig
-from tests.conftest import snapshot, union_check
+from tests.engine_fixtures import snapshot, union_check
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

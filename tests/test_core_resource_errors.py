@@ -31,7 +31,7 @@ from django.db import connections
 from archival import engine
 from archival.backends.sqlite import namespace_file
 from governance.models import Phase, RecoveryState, TableConfig
-from tests.conftest import snapshot, union_check
+from tests.engine_fixtures import snapshot, union_check
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

@@ -9,8 +9,9 @@ from django.db import connections
 
 from archival import engine
 from archival.backends import backend_for
+from archival.demo import source_schema
 from governance.models import Phase, RecoveryState, RunStatus, TableConfig
-from tests.conftest import snapshot, source_schema, union_check
+from tests.engine_fixtures import snapshot, union_check
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

@@ -19,16 +19,7 @@ from django_q.models import OrmQ
 from archival.disposal import execute_disposal, plan_disposal
 from governance.models import AuditEvent, BatchStatus, DisposalBatch, DisposalCertificate, SchedulerSettings
 from tests.admin_fixtures import run_queued_tasks
-from tests.disposal_fixtures import (
-    DATABASES,
-    TODAY,
-    archived_keys,
-    create_tables,
-    insert_rows,
-    make_config,
-    persona,
-    personas,
-)
+from tests.disposal_fixtures import DATABASES, archived_keys, create_tables, insert_rows, make_config, persona
 
 pytestmark = pytest.mark.django_db(databases=DATABASES)
 
@@ -36,11 +27,11 @@ EXPIRED = dt.date.today() - dt.timedelta(days=3)
 
 
 @pytest.fixture
-def queued(personas):
+def queued(disposal_personas):
     create_tables()
     insert_rows([(1, f"p{i}", dt.date(2010, 1, 1) + dt.timedelta(days=i), "C1", EXPIRED) for i in range(4)])
     make_config("REFERENCE")
-    plan_disposal(actor=personas["planner"])
+    plan_disposal(actor=disposal_personas["planner"])
     return DisposalBatch.objects.get()
 
 
@@ -50,8 +41,8 @@ def client_for(user) -> Client:
     return c
 
 
-def test_every_disposal_admin_page_answers_a_compliance_officer(queued, personas):
-    for user in (personas["alice"],):
+def test_every_disposal_admin_page_answers_a_compliance_officer(queued, disposal_personas):
+    for user in (disposal_personas["alice"],):
         c = client_for(user)
         for name in ("disposalbatch", "disposalapproval", "disposalcertificate", "retentionchange"):
             assert c.get(reverse(f"admin:governance_{name}_changelist")).status_code in (200, 403)
@@ -66,8 +57,8 @@ def act(user, action: str, batch: DisposalBatch, *, confirm: bool = False, **fie
     return client_for(user).post(reverse("admin:governance_disposalbatch_changelist"), data)
 
 
-def test_a_compliance_officer_approves_with_a_comment_on_the_actions_confirmation(queued, personas):
-    page = act(personas["alice"], "approve_batches", queued)
+def test_a_compliance_officer_approves_with_a_comment_on_the_actions_confirmation(queued, disposal_personas):
+    page = act(disposal_personas["alice"], "approve_batches", queued)
     html = page.content.decode()
     assert page.status_code == 200 and 'name="comment"' in html
     # The page posts the same action back, with the selection and the flag.
@@ -75,38 +66,38 @@ def test_a_compliance_officer_approves_with_a_comment_on_the_actions_confirmatio
     assert f'name="_selected_action" value="{queued.pk}"' in html
     assert DisposalBatch.objects.get().status == BatchStatus.PENDING_REVIEW
     # Confirmed without a comment: the page again, with the error; nothing decided.
-    again = act(personas["alice"], "approve_batches", queued, confirm=True, comment="")
+    again = act(disposal_personas["alice"], "approve_batches", queued, confirm=True, comment="")
     assert again.status_code == 200 and again.context["form"].errors
     assert DisposalBatch.objects.get().status == BatchStatus.PENDING_REVIEW
-    done = act(personas["alice"], "approve_batches", queued, confirm=True, comment="retention passed")
+    done = act(disposal_personas["alice"], "approve_batches", queued, confirm=True, comment="retention passed")
     assert done.status_code == 302
     assert DisposalBatch.objects.get().status == BatchStatus.APPROVED
     assert AuditEvent.objects.filter(action="disposal.approved", actor="alice").exists()
 
 
-def test_outsiders_and_planners_cannot_approve_and_officers_cannot_execute_through_the_admin(queued, personas):
-    for user in (personas["outsider"], personas["planner"]):
+def test_outsiders_and_planners_cannot_approve_and_officers_cannot_execute_through_the_admin(queued, disposal_personas):
+    for user in (disposal_personas["outsider"], disposal_personas["planner"]):
         act(user, "approve_batches", queued, confirm=True, comment="let me")
     assert DisposalBatch.objects.get().status == BatchStatus.PENDING_REVIEW
     assert not AuditEvent.objects.filter(action="disposal.approved").exists()
     DisposalBatch.objects.filter(pk=queued.pk).update(status=BatchStatus.APPROVED)
-    response = act(personas["alice"], "execute_batches", queued, confirm=True)
+    response = act(disposal_personas["alice"], "execute_batches", queued, confirm=True)
     assert response.status_code == 302  # the list again: the action is not hers
     assert OrmQ.objects.count() == 0 and len(archived_keys()) == 4
 
 
-def approve(queued, personas) -> None:
-    act(personas["alice"], "approve_batches", queued, confirm=True, comment="retention passed")
+def approve(queued, disposal_personas) -> None:
+    act(disposal_personas["alice"], "approve_batches", queued, confirm=True, comment="retention passed")
     assert DisposalBatch.objects.get(pk=queued.pk).status == BatchStatus.APPROVED
 
 
-def test_execute_enqueues_on_the_workers_and_deletes_nothing_inside_the_request(queued, personas):
-    approve(queued, personas)
-    page = act(personas["planner"], "execute_batches", queued)
+def test_execute_enqueues_on_the_workers_and_deletes_nothing_inside_the_request(queued, disposal_personas):
+    approve(queued, disposal_personas)
+    page = act(disposal_personas["planner"], "execute_batches", queued)
     assert page.status_code == 200 and "destroys the rows for good" in page.content.decode()
     assert OrmQ.objects.count() == 0
 
-    response = act(personas["planner"], "execute_batches", queued, confirm=True)
+    response = act(disposal_personas["planner"], "execute_batches", queued, confirm=True)
 
     assert response.status_code == 302
     # The message says it was queued and links to these batches' list, where their status shows.
@@ -125,43 +116,43 @@ def test_execute_enqueues_on_the_workers_and_deletes_nothing_inside_the_request(
     assert not archived_keys() and DisposalBatch.objects.get().status == BatchStatus.EXECUTED
     # Executed in the name of the administrator who selected the batch.
     assert DisposalCertificate.objects.get().executed_by == "planner"
-    listed = client_for(personas["planner"]).get(response.url)
+    listed = client_for(disposal_personas["planner"]).get(response.url)
     assert listed.status_code == 200 and "Executed" in listed.content.decode()
 
 
-def test_a_batch_a_live_worker_is_executing_is_not_queued_again(queued, personas):
-    approve(queued, personas)
+def test_a_batch_a_live_worker_is_executing_is_not_queued_again(queued, disposal_personas):
+    approve(queued, disposal_personas)
     DisposalBatch.objects.filter(pk=queued.pk).update(
         status=BatchStatus.EXECUTING,
         lease_owner="elsewhere:1:x",
         lease_expires_at=timezone.now() + dt.timedelta(minutes=2),
     )
-    response = act(personas["planner"], "execute_batches", queued, confirm=True)
+    response = act(disposal_personas["planner"], "execute_batches", queued, confirm=True)
     texts = [str(m) for m in get_messages(response.wsgi_request)]
     assert any(f"Already executing on a worker: batch {queued.pk}" in t for t in texts), texts
     assert any("Nothing was queued" in t for t in texts), texts
     assert OrmQ.objects.count() == 0 and not AuditEvent.objects.filter(action="disposal.enqueued").exists()
 
 
-def test_execute_is_refused_while_the_scheduler_is_paused(queued, personas):
-    approve(queued, personas)
+def test_execute_is_refused_while_the_scheduler_is_paused(queued, disposal_personas):
+    approve(queued, disposal_personas)
     SchedulerSettings.objects.filter(pk=SchedulerSettings.objects.current().pk).update(paused=True)
-    response = act(personas["planner"], "execute_batches", queued, confirm=True)
+    response = act(disposal_personas["planner"], "execute_batches", queued, confirm=True)
     texts = [str(m) for m in get_messages(response.wsgi_request)]
     assert any("the scheduler is paused" in t for t in texts), texts
     assert OrmQ.objects.count() == 0 and len(archived_keys()) == 4
 
 
-def test_the_batch_list_reloads_itself_while_a_batch_executes(queued, personas):
-    c = client_for(personas["planner"])
+def test_the_batch_list_reloads_itself_while_a_batch_executes(queued, disposal_personas):
+    c = client_for(disposal_personas["planner"])
     assert 'http-equiv="refresh"' not in c.get(reverse("admin:governance_disposalbatch_changelist")).content.decode()
     DisposalBatch.objects.filter(pk=queued.pk).update(status=BatchStatus.EXECUTING)
     assert 'http-equiv="refresh"' in c.get(reverse("admin:governance_disposalbatch_changelist")).content.decode()
 
 
-def test_the_administrator_executes_and_an_auditor_exports_certificates(queued, personas):
-    approve(queued, personas)
-    act(personas["planner"], "execute_batches", queued, confirm=True)
+def test_the_administrator_executes_and_an_auditor_exports_certificates(queued, disposal_personas):
+    approve(queued, disposal_personas)
+    act(disposal_personas["planner"], "execute_batches", queued, confirm=True)
     run_queued_tasks()
     assert not archived_keys() and DisposalCertificate.objects.count() == 1
     auditor = persona("auditor", "governance.view_disposalcertificate", "governance.export_disposalcertificate")
@@ -173,10 +164,10 @@ def test_the_administrator_executes_and_an_auditor_exports_certificates(queued, 
     assert response.status_code == 200 and DisposalCertificate.objects.get().digest in body
 
 
-def test_a_crash_after_the_delete_committed_is_finalised_without_deleting_again(queued, personas):
+def test_a_crash_after_the_delete_committed_is_finalised_without_deleting_again(queued, disposal_personas):
     from archival.disposal import decide_batch
 
-    decide_batch(queued.pk, user=personas["alice"], decision="APPROVE", comment="ok")
+    decide_batch(queued.pk, user=disposal_personas["alice"], decision="APPROVE", comment="ok")
     real_record = AuditEvent.objects.record
 
     def crash(action, **kwargs):

@@ -40,7 +40,6 @@ from tests.disposal_fixtures import (
     create_tables,
     insert_rows,
     make_config,
-    personas,
 )
 
 pytestmark = pytest.mark.django_db(databases=DATABASES)
@@ -140,7 +139,7 @@ def place(spec, until, rows, people):
     batch_size=st.integers(1, 8),
     steps=st.lists(step_st, max_size=12),
 )
-def test_holds_always_win_and_every_approved_expired_row_goes(personas, rows, table_type, batch_size, steps):
+def test_holds_always_win_and_every_approved_expired_row_goes(disposal_personas, rows, table_type, batch_size, steps):
     sid_default = transaction.savepoint(using="default")
     sid_archive = transaction.savepoint(using="archive")
     try:
@@ -149,13 +148,13 @@ def test_holds_always_win_and_every_approved_expired_row_goes(personas, rows, ta
         insert_rows(rows)
         by_key = {r[:3]: r for r in rows}
         destroyed: set[tuple] = set()
-        approvers = {name: personas[name] for name in ("alice", "bob", "planner")}
+        approvers = {name: disposal_personas[name] for name in ("alice", "bob", "planner")}
 
         def execute(max_batches):
             before = archived_keys()
             protected = held_rows([by_key[k] for k in before])
             known = set(DisposalCertificate.objects.values_list("pk", flat=True))
-            result = execute_disposal(actor=personas["planner"], today=TODAY, max_batches=max_batches)
+            result = execute_disposal(actor=disposal_personas["planner"], today=TODAY, max_batches=max_batches)
             assert result.ok, result.errors
             gone = before - archived_keys()
             assert not gone & protected, f"held rows deleted: {gone & protected}"
@@ -169,7 +168,7 @@ def test_holds_always_win_and_every_approved_expired_row_goes(personas, rows, ta
 
         for kind, arg in steps:
             if kind == "plan":
-                plan_disposal(actor=personas["planner"], today=TODAY)
+                plan_disposal(actor=disposal_personas["planner"], today=TODAY)
             elif kind == "approve":
                 pending = list(DisposalBatch.objects.filter(status=BatchStatus.PENDING_REVIEW).order_by("pk"))
                 if pending:
@@ -181,18 +180,18 @@ def test_holds_always_win_and_every_approved_expired_row_goes(personas, rows, ta
                     if who == "planner":
                         assert not result.accepted
             elif kind == "hold":
-                place(arg[0], arg[1], rows, personas)
+                place(arg[0], arg[1], rows, disposal_personas)
             elif kind == "release":
                 active = list(Hold.objects.filter(released_at__isnull=True).order_by("pk"))
                 if active:
-                    release_hold(active[arg % len(active)].pk, actor=personas["bob"], reason="done")
+                    release_hold(active[arg % len(active)].pk, actor=disposal_personas["bob"], reason="done")
             else:
                 execute(arg)
 
         # Finish: review everything still pending, plan what is left, execute all.
         for round_no in range(2):
             if round_no:
-                plan_disposal(actor=personas["planner"], today=TODAY)
+                plan_disposal(actor=disposal_personas["planner"], today=TODAY)
             for batch in DisposalBatch.objects.filter(status=BatchStatus.PENDING_REVIEW):
                 for who in ("alice", "bob"):
                     decide_batch(batch.pk, user=approvers[who], decision="APPROVE", comment="final")

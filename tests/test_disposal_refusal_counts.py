@@ -12,7 +12,7 @@ import pytest
 
 from archival.disposal import decide_batch, plan_disposal
 from governance.models import AuditEvent, BatchStatus, DisposalBatch
-from tests.disposal_fixtures import DATABASES, TODAY, create_tables, insert_rows, make_config, personas  # noqa: F401
+from tests.disposal_fixtures import DATABASES, TODAY, create_tables, insert_rows, make_config
 
 
 def _rows(n: int, retention: dt.date):
@@ -20,15 +20,15 @@ def _rows(n: int, retention: dt.date):
 
 
 @pytest.mark.django_db(databases=DATABASES)
-def test_a_refused_second_approval_reports_the_approval_already_recorded(personas):
+def test_a_refused_second_approval_reports_the_approval_already_recorded(disposal_personas):
     create_tables()
     insert_rows(_rows(4, TODAY - dt.timedelta(days=30)))
     make_config("FUNCTIONAL")
-    plan_disposal(actor=personas["planner"], today=TODAY)
+    plan_disposal(actor=disposal_personas["planner"], today=TODAY)
     batch = DisposalBatch.objects.get()
-    assert decide_batch(batch.pk, user=personas["alice"], decision="APPROVE", comment="ok").accepted
+    assert decide_batch(batch.pk, user=disposal_personas["alice"], decision="APPROVE", comment="ok").accepted
 
-    again = decide_batch(batch.pk, user=personas["alice"], decision="APPROVE", comment="again")
+    again = decide_batch(batch.pk, user=disposal_personas["alice"], decision="APPROVE", comment="again")
 
     assert not again.accepted and "someone else" in again.message
     assert (again.approvals, again.required, again.status) == (1, 2, BatchStatus.PENDING_REVIEW)

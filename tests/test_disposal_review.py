@@ -43,7 +43,6 @@ from tests.disposal_fixtures import (
     create_tables,
     insert_rows,
     make_config,
-    personas,
 )
 
 pytestmark = pytest.mark.django_db(databases=DATABASES)
@@ -57,15 +56,15 @@ def rows_for(n: int, retention: dt.date, contract: str = "C1", basket: int = 1):
 
 
 @pytest.fixture
-def archive(personas):
+def archive(disposal_personas):
     create_tables()
     insert_rows(rows_for(6, PAST) + rows_for(3, FUTURE, basket=2))
-    return personas
+    return disposal_personas
 
 
-def plan(table_type: str, personas) -> list[DisposalBatch]:
+def plan(table_type: str, disposal_personas) -> list[DisposalBatch]:
     make_config(table_type)
-    result = plan_disposal(actor=personas["planner"], today=TODAY)
+    result = plan_disposal(actor=disposal_personas["planner"], today=TODAY)
     assert result.ok, result.tables
     return list(DisposalBatch.objects.order_by("batch_no"))
 

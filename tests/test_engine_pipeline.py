@@ -27,7 +27,7 @@ from archival.engine.runner import PHASE_ORDER, ordered_states
 from archival.engine.spec import build_spec
 from governance.chain_verification import verify_chains
 from governance.models import AuditEvent, Phase, RecoveryState, RunStatus, TableConfig
-from tests.conftest import snapshot, union_check
+from tests.engine_fixtures import snapshot, union_check
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

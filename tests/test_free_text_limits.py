@@ -29,11 +29,9 @@ from governance.models import (
 )
 from governance.models.text import FREE_TEXT_MAX_LENGTH
 from governance.roles import COMPLIANCE_OFFICER
-from tests.admin_fixtures import SOURCE, make_config, objects, personas, post_action, source_table
+from tests.admin_fixtures import SOURCE, make_config, post_action
 
 pytestmark = pytest.mark.django_db(databases="__all__")
-
-__all__ = ["objects", "personas", "source_table"]
 
 HUGE = "x" * 100_000
 TOO_LONG = f"at most {FREE_TEXT_MAX_LENGTH} characters (it has 100000)"

@@ -26,15 +26,13 @@ from archival.disposal import decide_batch, place_hold, plan_disposal, workers
 from archival.disposal.workers import dispose_on_workers, enqueue_disposal
 from archival.schedules import DISPOSAL_SCHEDULE
 from governance.models import BatchStatus, DisposalBatch, DisposalCertificate, HoldScope, SchedulerSettings
-from tests.disposal_fixtures import DATABASES, SOURCE, archived_keys, create_tables, insert_rows, make_config, personas
+from tests.disposal_fixtures import DATABASES, SOURCE, archived_keys, create_tables, insert_rows, make_config
 
 pytestmark = pytest.mark.django_db(databases=DATABASES)
 
 TODAY = timezone.localdate()
 EXPIRED = TODAY - dt.timedelta(days=30)
 KEPT = TODAY + dt.timedelta(days=300)
-
-__all__ = ["personas"]
 
 
 def rows(n: int, retention: dt.date, contract: str, basket: int):
@@ -78,12 +76,16 @@ def test_the_migration_creates_the_weekly_disposal_schedule():
 
 
 def test_the_weekly_schedule_plans_and_disposes_one_batch_per_slice_and_held_rows_stay(
-    personas, archive, q2_sync, django_capture_on_commit_callbacks
+    disposal_personas, archive, q2_sync, django_capture_on_commit_callbacks
 ):
     # Operational tables are approved automatically (ARCHIVAL_DISPOSAL_POLICY): plan and execute in one go.
     make_config("OPERATIONAL", batch_size=3)
     place_hold(
-        scope=HoldScope.CONTRACT, actor=personas["alice"], reason="Matter 8", source_db=SOURCE, contract_value="C2"
+        scope=HoldScope.CONTRACT,
+        actor=disposal_personas["alice"],
+        reason="Matter 8",
+        source_db=SOURCE,
+        contract_value="C2",
     )
     before = archived_keys()
     only_the_disposal_schedule_due()
@@ -108,17 +110,23 @@ def test_the_weekly_schedule_plans_and_disposes_one_batch_per_slice_and_held_row
 
 
 def test_approved_batches_run_on_the_workers_and_a_hold_placed_after_approval_still_wins(
-    personas, archive, q2_sync, django_capture_on_commit_callbacks
+    disposal_personas, archive, q2_sync, django_capture_on_commit_callbacks
 ):
     make_config("FUNCTIONAL", batch_size=4)  # two approvals by people other than the planner
-    plan_disposal(actor=personas["planner"])
+    plan_disposal(actor=disposal_personas["planner"])
     batches = list(DisposalBatch.objects.order_by("batch_no"))
     for batch in batches:
         for officer in ("alice", "bob"):
-            decide_batch(batch.pk, user=personas[officer], decision="APPROVE", comment="Expired, no matter open")
+            decide_batch(
+                batch.pk, user=disposal_personas[officer], decision="APPROVE", comment="Expired, no matter open"
+            )
     # A matter opens after the approval: contract C1 rows must survive.
     place_hold(
-        scope=HoldScope.CONTRACT, actor=personas["alice"], reason="Matter 9", source_db=SOURCE, contract_value="C1"
+        scope=HoldScope.CONTRACT,
+        actor=disposal_personas["alice"],
+        reason="Matter 9",
+        source_db=SOURCE,
+        contract_value="C1",
     )
     before = archived_keys()
 
@@ -133,7 +141,7 @@ def test_approved_batches_run_on_the_workers_and_a_hold_placed_after_approval_st
     assert Task.objects.filter(func="archival.tasks.dispose_slice", success=True).count() == len(batches)
 
 
-def test_batches_awaiting_review_are_not_executed_by_the_schedule(personas, archive, q2_sync):
+def test_batches_awaiting_review_are_not_executed_by_the_schedule(disposal_personas, archive, q2_sync):
     make_config("FUNCTIONAL", batch_size=4)
     before = archived_keys()
     only_the_disposal_schedule_due()
@@ -145,9 +153,9 @@ def test_batches_awaiting_review_are_not_executed_by_the_schedule(personas, arch
     assert Task.objects.get().result["remaining"] == 0
 
 
-def test_a_slice_respects_the_concurrency_cap_and_the_pause(personas, archive):
+def test_a_slice_respects_the_concurrency_cap_and_the_pause(disposal_personas, archive):
     make_config("OPERATIONAL", batch_size=3)
-    plan_disposal(actor=personas["planner"])
+    plan_disposal(actor=disposal_personas["planner"])
     first, *_ = DisposalBatch.objects.order_by("batch_no")
     # Another worker is executing a batch (live lease); the cap is one.
     DisposalBatch.objects.filter(pk=first.pk).update(

@@ -12,7 +12,6 @@ import datetime as dt
 
 import pytest
 from django.contrib.messages import get_messages
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
 from django.test import Client
 from django.urls import reverse
@@ -21,9 +20,8 @@ from archival.backends.sqlite import namespace_for
 from archival.disposal.retention import decide_retention_change
 from governance.admin.configs import CONFIG_FIELDS, TableConfigResource
 from governance.models import AuditEvent, RetentionChange, RetentionChangeStatus, TableConfig
-from tests.admin_fixtures import personas
+from tests.admin_fixtures import confirm, upload
 from tests.disposal_fixtures import DATABASES, SOURCE, TABLE, create_tables, insert_rows, make_config
-from tests.test_admin_import import confirm, upload
 
 pytestmark = pytest.mark.django_db(databases=[*DATABASES, "SourceDB2", "SourceDB3"])
 

@@ -383,7 +383,7 @@ SEEDED_ROWS = 3
 
 def _drop_demo_tables(configs) -> None:
     """Leave no demo or archive table behind for the modules that run next."""
-    from tests.conftest import drop_archive_tables
+    from tests.engine_fixtures import drop_archive_tables
 
     drop_archive_tables()
     for alias, table in configs:

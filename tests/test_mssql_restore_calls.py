@@ -124,7 +124,7 @@ def test_a_deadlock_or_lock_timeout_rolls_the_batch_back_so_it_is_called_again(m
     https://learn.microsoft.com/sql/relational-databases/errors-events/database-engine-events-and-errors
     """
     from archival import retry
-    from tests.test_mssql_retry import DEADLOCK, LOCK_TIMEOUT, as_pyodbc, through_django
+    from tests.mssql_driver_errors import DEADLOCK, LOCK_TIMEOUT, as_pyodbc, through_django
 
     pyodbc = pytest.importorskip("pyodbc")
     monkeypatch.setattr(retry.time, "sleep", lambda _delay: None)
@@ -148,7 +148,7 @@ def test_a_lost_connection_is_not_called_again_the_executor_resumes_from_the_led
     # The batch may have committed before the answer was lost: calling it again
     # would pick the next rows under the same batch number.
     pyodbc = pytest.importorskip("pyodbc")
-    from tests.test_mssql_retry import through_django
+    from tests.mssql_driver_errors import through_django
 
     lost = pyodbc.OperationalError(
         "08S01", "[08S01] [Microsoft][ODBC Driver 18 for SQL Server]Communication link failure (10054) (SQLExecDirectW)"
@@ -167,7 +167,7 @@ def test_a_lost_connection_is_not_called_again_the_executor_resumes_from_the_led
 
 def test_a_conflict_is_not_retried_and_reaches_the_caller_with_its_key(monkeypatch):
     pyodbc = pytest.importorskip("pyodbc")
-    from tests.test_mssql_retry import through_django
+    from tests.mssql_driver_errors import through_django
 
     conflict = pyodbc.ProgrammingError(
         "42000",

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import BASE_DIR
+from tests.engine_fixtures import BASE_DIR
 
 READER = "mssql://archival_reader:secret@sql.example:1433/Archive"
 APP = "mssql://archival_app:secret@sql.example:1433/Archive"

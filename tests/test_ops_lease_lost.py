@@ -13,7 +13,7 @@ from archival.engine import run_cycle
 from archival.management.commands.archival import Command
 from governance.models import RecoveryState
 from tests.admin_fixtures import create_source_table, drop_source_table, make_config
-from tests.conftest import drop_archive_tables
+from tests.engine_fixtures import drop_archive_tables
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 THIEF = "other-host:4242:takeover"

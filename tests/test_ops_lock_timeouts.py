@@ -23,7 +23,7 @@ from archival.monitoring import health_check
 from archival.retry import is_wait_timeout
 from governance.models import AuditEvent, BatchLedger, Phase, RecoveryState
 from tests.admin_fixtures import SOURCE, create_source_table, drop_source_table, make_config
-from tests.conftest import drop_archive_tables, snapshot, union_check
+from tests.engine_fixtures import drop_archive_tables, snapshot, union_check
 from tests.ops_fixtures import LockHolder
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

@@ -22,7 +22,7 @@ from archival.engine.leases import owner_is_dead
 from archival.monitoring import health_check
 from governance.models import DispatchStatus, RecoveryState, TableDispatch, WorkerHeartbeat
 from tests.admin_fixtures import create_source_table, drop_source_table, make_config
-from tests.conftest import drop_archive_tables, manage, subprocess_env
+from tests.engine_fixtures import drop_archive_tables, manage, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 ELSEWHERE = "worker-host-2:4711:5eed5eed"

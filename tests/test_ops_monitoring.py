@@ -21,7 +21,7 @@ from archival.monitoring import CRITICAL, WARNING, health_check
 from governance.checks import deployment_warnings
 from governance.models import AuditEvent, Phase, RecoveryState
 from tests.admin_fixtures import create_source_table, drop_source_table, make_config
-from tests.conftest import drop_archive_tables
+from tests.engine_fixtures import drop_archive_tables
 
 CUTOFF = dt.date(2026, 1, 1)
 TABLES = ("mon_trade", "mon_fill")

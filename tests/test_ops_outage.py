@@ -27,7 +27,7 @@ from governance.models import (
     TableDispatch,
 )
 from tests.admin_fixtures import create_source_table, drop_source_table, make_config
-from tests.conftest import drop_archive_tables, snapshot, union_check
+from tests.engine_fixtures import drop_archive_tables, snapshot, union_check
 from tests.ops_fixtures import DatabaseOutage
 
 pytestmark = [

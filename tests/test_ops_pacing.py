@@ -19,7 +19,6 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import connections
 from django.urls import reverse
 from django.utils import timezone
 
@@ -29,9 +28,9 @@ from archival.engine.status import run_status
 from archival.monitoring import health_check
 from governance.models import BatchLedger, Phase, RecoveryState, ReplicaWatch, SchedulerSettings
 from tests.admin_fixtures import SOURCE, make_persona
-from tests.conftest import union_check
+from tests.engine_fixtures import union_check
 from tests.ops_fixtures import LockHolder
-from tests.pacing_fixtures import CUTOFF, ROWS, TABLE, pytestmark_db, table  # noqa: F401 (the fixture)
+from tests.pacing_fixtures import CUTOFF, ROWS, TABLE, pytestmark_db
 
 # -- the pacer's rules -------------------------------------------------------------
 
@@ -141,8 +140,8 @@ def _window_around(now: dt.datetime, *, inside: bool) -> tuple[dt.time, dt.time]
 
 
 @pytestmark_db
-def test_batches_that_wait_for_another_sessions_lock_are_paced_then_grow_back(table, caplog):
-    config, original = table
+def test_batches_that_wait_for_another_sessions_lock_are_paced_then_grow_back(paced_table, caplog):
+    config, original = paced_table
     # Slow only relative to the table's quickest batch (a lock wait of ~0.8 s
     # is far beyond it); the absolute bound is out of reach.
     SchedulerSettings.objects.update_or_create(
@@ -176,8 +175,8 @@ def test_batches_that_wait_for_another_sessions_lock_are_paced_then_grow_back(ta
 
 
 @pytestmark_db
-def test_a_table_outside_its_run_window_waits_the_cli_says_so_and_a_resume_within_it_finishes(table):
-    config, original = table
+def test_a_table_outside_its_run_window_waits_the_cli_says_so_and_a_resume_within_it_finishes(paced_table):
+    config, original = paced_table
     config.window_start, config.window_end = _window_around(timezone.now(), inside=False)
     config.full_clean()
     config.save()
@@ -204,8 +203,8 @@ def test_a_table_outside_its_run_window_waits_the_cli_says_so_and_a_resume_withi
 
 
 @pytestmark_db
-def test_a_window_that_closes_mid_table_leaves_it_waiting_with_its_progress(table, monkeypatch):
-    config, original = table
+def test_a_window_that_closes_mid_table_leaves_it_waiting_with_its_progress(paced_table, monkeypatch):
+    config, original = paced_table
     config.window_start, config.window_end = dt.time(1, 0), dt.time(5, 0)
     config.save()
     answers = iter([True, True, True])  # advance_table's check, then before batches 1 and 2
@@ -223,11 +222,11 @@ def test_a_window_that_closes_mid_table_leaves_it_waiting_with_its_progress(tabl
 
 
 @pytestmark_db
-def test_the_workers_take_a_window_table_up_when_its_window_opens(table):
+def test_the_workers_take_a_window_table_up_when_its_window_opens(paced_table):
     from archival import dispatch
     from governance.models import DispatchStatus, TableDispatch
 
-    config, original = table
+    config, original = paced_table
     config.window_start, config.window_end = _window_around(timezone.now(), inside=False)
     config.save()
     started = dispatch.start_scheduled_run(trigger="test", cutoff=CUTOFF)
@@ -249,8 +248,8 @@ def test_the_workers_take_a_window_table_up_when_its_window_opens(table):
 
 
 @pytestmark_db
-def test_status_and_the_dashboard_say_why_the_engine_waits_and_for_how_long(table, client):
-    config, _ = table
+def test_status_and_the_dashboard_say_why_the_engine_waits_and_for_how_long(paced_table, client):
+    config, _ = paced_table
     from archival.engine import start_run
 
     run = start_run(cutoff=CUTOFF)

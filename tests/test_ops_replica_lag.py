@@ -37,8 +37,8 @@ import pytest
 from archival.engine import resume_run, run_cycle
 from archival.engine.pacing import probe_for
 from governance.models import Phase, RecoveryState, ReplicaWatch, SchedulerSettings
-from tests.conftest import union_check
-from tests.pacing_fixtures import CUTOFF, ROWS, pytestmark_db, table  # noqa: F401 (the fixture)
+from tests.engine_fixtures import union_check
+from tests.pacing_fixtures import CUTOFF, ROWS, pytestmark_db
 
 ENV_NAME = "ARCHIVAL_REPLICA_PACE_STANDBY"
 STANDBY = "standby1"
@@ -178,9 +178,9 @@ def clusters():
 
 
 @pytest.fixture
-def watched(clusters, monkeypatch, table):  # noqa: F811 (the fixture imported above)
+def watched(clusters, monkeypatch, paced_table):
     """The standby watched for the test table's source database, checked every second."""
-    config, _ = table
+    config, _ = paced_table
     monkeypatch.setenv(ENV_NAME, clusters.url(clusters.standby_port))
     watch = ReplicaWatch(
         source_db=config.source_db, name=STANDBY, measured_on="REPLICA", connection_kind="ENV",
@@ -196,8 +196,10 @@ def watched(clusters, monkeypatch, table):  # noqa: F811 (the fixture imported a
 
 
 @pytestmark_db
-def test_the_engine_waits_while_the_standby_lags_and_goes_on_when_replay_resumes(clusters, watched, table, caplog):  # noqa: F811
-    config, original = table
+def test_the_engine_waits_while_the_standby_lags_and_goes_on_when_replay_resumes(
+    clusters, watched, paced_table, caplog
+):
+    config, original = paced_table
     clusters.lag_behind(1.5)
     (reading,) = probe_for(config.source_db).readings()
     assert reading.over and (reading.lag.seconds or 0) > 1 and "replay is paused" in reading.lag.detail, (
@@ -224,8 +226,8 @@ def test_the_engine_waits_while_the_standby_lags_and_goes_on_when_replay_resumes
 
 
 @pytestmark_db
-def test_an_idle_primary_is_not_lag(clusters, watched, table):  # noqa: F811
-    config, _ = table
+def test_an_idle_primary_is_not_lag(clusters, watched, paced_table):
+    config, _ = paced_table
     clusters.wait_until(clusters.caught_up)
     # Nothing written for longer than the bound: now() - the last replay
     # grows, yet everything received is replayed.
@@ -235,8 +237,8 @@ def test_an_idle_primary_is_not_lag(clusters, watched, table):  # noqa: F811
 
 
 @pytestmark_db
-def test_a_standby_that_stays_behind_leaves_the_table_waiting_for_replica_lag(clusters, watched, table):  # noqa: F811
-    config, original = table
+def test_a_standby_that_stays_behind_leaves_the_table_waiting_for_replica_lag(clusters, watched, paced_table):
+    config, original = paced_table
     SchedulerSettings.objects.update_or_create(pk=1, defaults={"replica_max_wait_seconds": 2})
     clusters.lag_behind(1.5)
     result = run_cycle(cutoff=CUTOFF)
@@ -252,8 +254,8 @@ def test_a_standby_that_stays_behind_leaves_the_table_waiting_for_replica_lag(cl
 
 
 @pytestmark_db
-def test_on_the_primary_the_standby_is_read_in_pg_stat_replication(clusters, monkeypatch, table):  # noqa: F811
-    config, _ = table
+def test_on_the_primary_the_standby_is_read_in_pg_stat_replication(clusters, monkeypatch, paced_table):
+    config, _ = paced_table
     monkeypatch.setenv("ARCHIVAL_REPLICA_PACE_PRIMARY", clusters.url(clusters.primary_port))
     ReplicaWatch.objects.create(
         source_db=config.source_db, name=STANDBY, measured_on="PRIMARY", connection_kind="ENV",

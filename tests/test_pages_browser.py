@@ -19,18 +19,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from governance.models import BatchLedger
-from tests.admin_fixtures import (  # noqa: F401
-    PASSWORD,
-    make_config,
-    objects,
-    personas,
-    source_table,
-)
-from tests.search_fixtures import (  # noqa: F401 - fixtures are found by name
-    build_search_archive,
-    fixture_allow_test_flush_in_module,
-    make_position_config,
-)
+from tests.admin_fixtures import PASSWORD, make_config
+from tests.search_fixtures import build_search_archive, make_position_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
@@ -329,7 +319,7 @@ def test_the_export_select_all_toggle_works_under_the_content_security_policy(li
 @pytest.mark.parametrize(("width", "height"), VIEWPORTS)
 def test_the_config_import_shows_failed_rows_first_and_fits(live_server, browser, personas, screenshots, width, height):
     from archival.demo import DemoSize, build_demo
-    from tests.test_admin_import import sample_csv
+    from tests.admin_fixtures import sample_csv
 
     build_demo(
         DemoSize(positions=50, contracts=10, trades=20, prices=20, generated_tables=0, generated_rows=0), configs=False
@@ -402,7 +392,7 @@ def archived_trades(personas):
     """Ten trades of 2015 archived by a run (the config keeps one month in the source)."""
     from archival.engine import run_cycle
     from tests.admin_fixtures import create_source_table, drop_source_table
-    from tests.conftest import drop_archive_tables
+    from tests.engine_fixtures import drop_archive_tables
 
     create_source_table(table="rst_trade")
     config = make_config(table_name="rst_trade", months_retention_source=1)

@@ -52,7 +52,7 @@ from archival.disposal.holds import place_hold
 from archival.engine.dates import subtract_months
 from archival.rowkeys import digest_of_keys
 from governance.models import BatchLedger, HoldScope, TableConfig
-from tests.conftest import BASE_DIR, digest, manage, rows_of, snapshot, subprocess_env, union_check
+from tests.engine_fixtures import BASE_DIR, digest, manage, rows_of, snapshot, subprocess_env, union_check
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.crash]
 
@@ -91,7 +91,7 @@ def config_of(source: str, table: str) -> TableConfig:
 
 @dataclass
 class ArchivedRow:
-    values: tuple  # the source's columns, canonical (tests.conftest.rows_of)
+    values: tuple  # the source's columns, canonical (tests.engine_fixtures.rows_of)
     run_id: int
     reference_date: str
 

@@ -35,18 +35,8 @@ from governance.models import (
     RestoreTable,
     TableConfig,
 )
-from tests.conftest import snapshot, union_check
-from tests.restore_fixtures import (  # noqa: F401  (fixtures)
-    CUTOFF,
-    approver,
-    archive_count,
-    archived_demo,
-    config,
-    configs,
-    requester,
-    source_count,
-    streamed,
-)
+from tests.engine_fixtures import snapshot, union_check
+from tests.restore_fixtures import CUTOFF, archive_count, config, configs, source_count, streamed
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

@@ -26,17 +26,8 @@ from governance.models import (
     RestoreTable,
     TableConfig,
 )
-from tests.conftest import union_check
-from tests.restore_fixtures import (  # noqa: F401  (fixtures)
-    _user,
-    approver,
-    archive_count,
-    archived_demo,
-    config,
-    configs,
-    outsider,
-    requester,
-)
+from tests.engine_fixtures import union_check
+from tests.restore_fixtures import _user, archive_count, config, configs
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -89,9 +80,11 @@ def test_keys_are_stored_canonically_and_select_exactly_those_rows(archived_demo
     assert RestoreTable.objects.get(request=request, config=position).planned_count == 3
 
 
-def test_an_outsider_may_not_request_a_restore(archived_demo, outsider):
+def test_an_outsider_may_not_request_a_restore(archived_demo, restore_outsider):
     with pytest.raises(RestoreRefused, match=r"needs governance\.request_restore"):
-        create_request(config("SourceDB1", "RefRate000"), "RUN", actor=outsider, reason="r", archive_run_id=run_id())
+        create_request(
+            config("SourceDB1", "RefRate000"), "RUN", actor=restore_outsider, reason="r", archive_run_id=run_id()
+        )
     nothing_saved()
 
 
@@ -105,12 +98,14 @@ def test_the_requester_never_approves_their_own_request(archived_demo):
     assert not AuditEvent.objects.filter(action="restore.approved").exists()
 
 
-def test_approval_needs_the_permission_a_comment_and_a_waiting_request(archived_demo, requester, approver, outsider):
+def test_approval_needs_the_permission_a_comment_and_a_waiting_request(
+    archived_demo, requester, approver, restore_outsider
+):
     request = create_request(
         config("SourceDB1", "RefRate000"), "RUN", actor=requester, reason="r", archive_run_id=run_id()
     )
     with pytest.raises(RestoreRefused, match=r"needs governance\.approve_restore"):
-        approve(request, actor=outsider, comment="ok")
+        approve(request, actor=restore_outsider, comment="ok")
     with pytest.raises(RestoreRefused, match="a comment is required"):
         approve(request, actor=approver, comment="  ")
     approve(request, actor=approver, comment="checked")

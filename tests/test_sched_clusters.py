@@ -17,12 +17,6 @@ from collections import Counter
 
 import pytest
 
-from tests import sched_fixtures
-
-# The fixtures live in tests/sched_fixtures.py (conftest.py is the lead's).
-pg_redis_site = sched_fixtures.pg_redis_site
-sqlite_site = sched_fixtures.sqlite_site
-
 pytestmark = pytest.mark.timeout(420)
 
 GENERATED = int(os.environ.get("SCHED_TABLES", "30"))

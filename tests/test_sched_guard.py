@@ -25,11 +25,8 @@ from django_q.tasks import async_task
 
 from archival.schedules import HOLD_REVIEW_SCHEDULE
 from governance.models import AuditEvent
-from tests.admin_fixtures import personas
 
 pytestmark = pytest.mark.django_db(databases="__all__")
-
-__all__ = ["personas"]
 
 ADD_URL = reverse("admin:django_q_schedule_add")
 PAST = timezone.now() - dt.timedelta(minutes=1)

@@ -14,8 +14,6 @@ import pytest
 
 from tests import sched_fixtures
 
-sqlite_site = sched_fixtures.sqlite_site
-
 pytestmark = pytest.mark.timeout(300)
 FIRING = "2026-12-06T02:00:00+00:00"
 DELIVER = f"from archival.tasks import scheduled_run; import json; print('RESULT' + json.dumps(scheduled_run(occurrence={FIRING!r})))"

@@ -17,7 +17,7 @@ from archival.demo import DemoSize, build_demo
 from archival.dispatch import adopt
 from archival.engine import start_run
 from governance.models import TableConfig, TableDispatch
-from tests.conftest import drop_archive_tables
+from tests.engine_fixtures import drop_archive_tables
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

@@ -13,14 +13,7 @@ from django.urls import reverse
 
 from archival.search.query import encode_cursor
 from governance.models import AuditEvent
-from tests.search_fixtures import (  # noqa: F401 - fixtures are found by name
-    SOURCE,
-    fixture_auditor,
-    fixture_position_config,
-    fixture_reader,
-    fixture_search_archive,
-    source_schema,
-)
+from tests.search_fixtures import SOURCE, source_schema
 
 pytestmark = pytest.mark.django_db(databases=["default", "archive", "archive_readonly", "SourceDB1", "SourceDB2"])
 

@@ -14,16 +14,7 @@ import shutil
 import pytest
 from playwright import sync_api
 
-from tests.search_fixtures import (  # noqa: F401 - fixtures are found by name
-    CONTRACTS,
-    PASSWORD,
-    POSITIONS,
-    fixture_allow_test_flush_in_module,
-    fixture_search_archive,
-    make_persona,
-    make_position_config,
-    maturity,
-)
+from tests.search_fixtures import CONTRACTS, PASSWORD, POSITIONS, make_persona, make_position_config, maturity
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):

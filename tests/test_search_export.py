@@ -12,18 +12,7 @@ from django.urls import reverse
 
 from archival.search import service
 from governance.models import AuditEvent
-from tests.search_fixtures import (  # noqa: F401 - fixtures are found by name
-    CONTRACTS,
-    FORMULA_BOOK,
-    FORMULA_TRADER,
-    POSITIONS,
-    SOURCE,
-    fixture_auditor,
-    fixture_position_config,
-    fixture_reader,
-    fixture_search_archive,
-    source_schema,
-)
+from tests.search_fixtures import CONTRACTS, FORMULA_BOOK, FORMULA_TRADER, POSITIONS, SOURCE, source_schema
 
 pytestmark = pytest.mark.django_db(databases=["default", "archive", "archive_readonly", "SourceDB1"])
 

@@ -10,15 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from governance.models import Hold, HoldKey, HoldScope
-from tests.search_fixtures import (  # noqa: F401 - fixtures are found by name
-    SOURCE,
-    fixture_allow_test_flush_in_module,
-    fixture_search_archive,
-    make_persona,
-    make_position_config,
-    maturity,
-    source_schema,
-)
+from tests.search_fixtures import SOURCE, make_persona, make_position_config, maturity, source_schema
 
 # Holds must be committed: the page reads them through the archive_readonly connection.
 pytestmark = [

@@ -8,14 +8,7 @@ from html import unescape
 import pytest
 from django.urls import reverse
 
-from tests.search_fixtures import (  # noqa: F401 - fixtures are found by name
-    SOURCE,
-    fixture_auditor,
-    fixture_position_config,
-    fixture_reader,
-    fixture_search_archive,
-    source_schema,
-)
+from tests.search_fixtures import SOURCE, source_schema
 
 DBS = ["default", "archive", "archive_readonly", "SourceDB1", "SourceDB2"]
 pytestmark = pytest.mark.django_db(databases=DBS)

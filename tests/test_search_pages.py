@@ -11,18 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from governance.models import AuditEvent, TableConfig
-from tests.search_fixtures import (  # noqa: F401 - fixtures are found by name
-    CONTRACTS,
-    POSITIONS,
-    SOURCE,
-    fixture_auditor,
-    fixture_outsider,
-    fixture_position_config,
-    fixture_reader,
-    fixture_search_archive,
-    maturity,
-    source_schema,
-)
+from tests.search_fixtures import CONTRACTS, POSITIONS, SOURCE, maturity, source_schema
 
 DBS = ["default", "archive", "archive_readonly", "SourceDB1", "SourceDB2"]
 pytestmark = pytest.mark.django_db(databases=DBS)

@@ -22,14 +22,7 @@ from django.urls import reverse
 from archival.backends.sqlite import namespace_for
 from archival.search.limits import QueryTimeout, query_time_limit
 from governance.models import AuditEvent, Hold
-from tests.search_fixtures import (  # noqa: F401 - fixtures are found by name
-    SOURCE,
-    build_bulk_table,
-    fixture_reader,
-    fixture_search_archive,
-    make_bulk_config,
-    source_schema,
-)
+from tests.search_fixtures import SOURCE, build_bulk_table, make_bulk_config, source_schema
 
 pytestmark = pytest.mark.django_db(databases=["default", "archive", "archive_readonly", "SourceDB1"])
 RO = "archive_readonly"

@@ -21,11 +21,9 @@ from django.urls import reverse
 from archival.search.export import csv_lines
 from governance.models import AuditEvent, DisposalCertificate, TableConfig
 from governance.spreadsheet import SafeCSV, SafeXLSX, escape_cell
-from tests.admin_fixtures import make_config, personas, source_table
+from tests.admin_fixtures import make_config
 
 pytestmark = pytest.mark.django_db(databases="__all__")
-
-__all__ = ["personas", "source_table"]
 
 # What OWASP lists (= + - @ tab CR), what defusedcsv adds (| %), and a DDE payload.
 DANGEROUS = [

@@ -10,6 +10,7 @@ always travel as parameters.
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -163,6 +164,29 @@ class RestoreBatchCounts:
     deleted: int  # rows deleted from the archive (restored + skipped_identical)
     held: int  # of those, rows an active hold covered
     key_high: list | None  # the batch's last key (None: nothing was left to restore)
+
+
+@dataclass(frozen=True)
+class MarkResult:
+    """What a procedure's Mark counted for one table (``Backend.mark_table``)."""
+
+    eligible: int
+    null_dates: int
+    key_low: list[str] | None
+    key_high: list[str] | None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one archive batch moved by a procedure did (``Backend.archive_batch``)."""
+
+    rows_moved: int
+    rows_skipped: int
+    key_high: list[str] | None  # None: nothing left after the cursor
+
+    @property
+    def done(self) -> bool:
+        return self.key_high is None
 
 
 class Backend(ABC):
@@ -496,6 +520,41 @@ class Backend(ABC):
         Only backends answering True provide ``move_statement_sql``; the
         others move with ``INSERT ... SELECT`` then ``DELETE``.
         """
+
+    def move_statement_sql(
+        self, *, source: str, batch: str, key: list[str], columns: list[str], archive: str, archive_columns: str
+    ) -> str:
+        """One statement moving a same-server batch (engines that ``moves_in_one_statement``)."""
+        raise NotImplementedError(f"{self.vendor or 'this engine'} moves a batch with INSERT ... SELECT, then DELETE")
+
+    def mark_table(
+        self,
+        *,
+        source_alias: str,
+        schema_name: str,
+        table_name: str,
+        threshold: dt.date,
+        child_thresholds: dict[str, dt.date] | None = None,
+    ) -> MarkResult:
+        """Mark's counts for one table in a procedure (engines that ``moves_through_procedures``)."""
+        raise NotImplementedError(f"Mark on {self.vendor or 'this engine'} counts with the engine's SQL")
+
+    def archive_batch(
+        self,
+        *,
+        run_id: int,
+        config_id: int,
+        source_alias: str,
+        schema_name: str,
+        table_name: str,
+        threshold: dt.date,
+        years_retention: int,
+        batch_size: int,
+        batch_no: int,
+        key_after: list | None,
+    ) -> BatchResult:
+        """One archive batch moved by a procedure (engines that ``moves_through_procedures``)."""
+        raise NotImplementedError(f"archive batches on {self.vendor or 'this engine'} are moved by the engine's SQL")
 
     @abstractmethod
     def transactional_ddl(self) -> bool:

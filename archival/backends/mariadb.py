@@ -388,7 +388,8 @@ class MariaDBBackend(Backend):
                 f"{replica}: replication is not running (IO {broken.get('Slave_IO_Running')}, "
                 f"SQL {broken.get('Slave_SQL_Running')}: {str(broken.get('Last_Error') or '')[:200]})",
             )
-        return ReplicaLag(float(max(behind)), f"{replica}: Seconds_Behind_Master {max(behind)}")
+        worst = max(r["Seconds_Behind_Master"] for r in rows)
+        return ReplicaLag(float(worst), f"{replica}: Seconds_Behind_Master {worst}")
 
     def create_readonly_role(
         self, role: str, password: str | None, namespaces: list[str], tables: list[str]

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from decimal import Decimal
+from typing import overload
 
 
-def to_json(key) -> list | None:
+@overload
+def to_json(key: None) -> None: ...
+@overload
+def to_json(key: Sequence) -> list: ...
+def to_json(key: Sequence | None) -> list | None:
     if key is None:
         return None
     out = []

@@ -351,7 +351,7 @@ def _batches(spec, state, worker, pacer, start, record_ledger, should_stop, on_b
             if not is_wait_timeout(exc):
                 # The table fails (or waits for its database): its row
                 # carries the progress of the batches that committed.
-                exc.unsaved_progress = unsaved(pending)
+                exc.unsaved_progress = unsaved(pending)  # type: ignore[attr-defined]  # read by runner._stop_table
                 raise
             # Another session held the locks this batch needs past the lock
             # timeout (or the batch ran out of time); it rolled back. Back

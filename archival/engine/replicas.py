@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import environ
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import ConnectionHandler
 
 from archival.backends import backend_for, backend_on
@@ -55,7 +56,7 @@ class ReplicaProbe:
     def __init__(self, source_db: str, watches: list[ReplicaWatch]):
         self.source_db = source_db
         self.watches = watches
-        self._own: dict[str, object] = {}
+        self._own: dict[str, BaseDatabaseWrapper] = {}
 
     def __bool__(self) -> bool:
         return bool(self.watches)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 
 from django.db import DatabaseError, Error, transaction
@@ -42,7 +42,7 @@ from governance.models.text import FREE_TEXT_MAX_LENGTH
 
 logger = logging.getLogger("archival")
 
-PHASE_ORDER = [
+PHASE_ORDER: list[str] = [
     Phase.PENDING,
     Phase.MARKED,
     Phase.ARCHIVING,
@@ -159,7 +159,7 @@ def _stop_check(state: RecoveryState, deadline_monotonic: float | None) -> Calla
             last["at"] = now
             run = ArchivalRun.objects.filter(pk=run_id).values("stop_requested", "deadline").first()
             last["stop"] = bool(run and _run_says_stop(run["stop_requested"], run["deadline"]))
-        return last["stop"]
+        return bool(last["stop"])
 
     return should_stop
 
@@ -420,7 +420,9 @@ def _wait(state: RecoveryState, worker: str, waiting: TableWaiting, unsaved: dic
     logger.warning("table %s waits for %s: %s", state.table_label, waiting.waiting_for, message)
 
 
-def wait_for_database(run_id: int, alias: str, *, reason: str, worker: str = "", exclude: list[int] = ()) -> list[str]:
+def wait_for_database(
+    run_id: int, alias: str, *, reason: str, worker: str = "", exclude: Sequence[int] = ()
+) -> list[str]:
     """Leave every unfinished table of ``run_id`` that needs ``alias`` WAITING for it, without starting it.
 
     Only tables no other worker holds (no lease, or this worker's): a table
@@ -627,7 +629,7 @@ def finalize_run(run_id: int) -> RunResult:
                 obj=run,
                 run_id=run.pk,
                 outcome=status,
-                counts=summary["phases"] | {"archived": summary["archived"]},
+                counts={**by_phase, "archived": summary["archived"]},
             )
             log_line(f"run {run.pk} finished status={status} archived={summary['archived']} phases={by_phase}")
     elif working:

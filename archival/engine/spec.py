@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -23,6 +24,9 @@ from archival.engine.errors import TableError
 from governance.models import TableConfig
 from governance.models.configs import ACTIVE_CONFIG
 from governance.rowsql import column, fetch
+
+if TYPE_CHECKING:
+    from governance.models import TableConfig
 
 META_COLUMNS = ("archived_at", "archive_run_id", "reference_date", "retention_until")
 
@@ -54,7 +58,7 @@ def topology(source_alias: str) -> str:
 
 @dataclass
 class TableSpec:
-    config: object
+    config: TableConfig
     info: TableInfo
     source: Backend  # backend on the source connection
     archive: Backend  # backend on the archive connection
@@ -144,8 +148,12 @@ class TableSpec:
     def reference_column(self) -> Column:
         """The catalog entry of the column whose date makes a row eligible."""
         if self.is_contract:
-            return self.contract_info.column(self.config.contract_maturity_column)
-        return self.info.column(self.config.date_column)
+            assert self.contract_info is not None  # build_spec describes a contract table
+            col = self.contract_info.column(self.config.contract_maturity_column)
+        else:
+            col = self.info.column(self.config.date_column)
+        assert col is not None  # build_spec refused a config naming a column the table lacks
+        return col
 
     def reference_raw(self, on: Backend) -> str:
         """The reference column as stored (NULL, a date, or on some engines anything)."""
@@ -188,9 +196,9 @@ class TableSpec:
                 # when this row's maturity passes the child's threshold. Tested
                 # on s, no second join of the contract table per child (the
                 # planners build one hash of the whole contract table for each).
-                mat = on.date_before_sql(
-                    f"s.{on.quote(child.own_maturity_column)}", self.info.column(child.own_maturity_column)
-                )
+                maturity = self.info.column(child.own_maturity_column)
+                assert maturity is not None  # find_children read it from this table's catalog
+                mat = on.date_before_sql(f"s.{on.quote(child.own_maturity_column)}", maturity)
                 parts.append(f"({mat} OR NOT EXISTS (SELECT 1 FROM {child_table} ch WHERE {cond}))")
                 params.append(threshold)
                 continue

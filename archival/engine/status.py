@@ -9,7 +9,9 @@ aggregate query for all the runs shown, not from the recovery state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from django.db import DatabaseError
 from django.db.models import Count, Q, Sum
@@ -50,7 +52,7 @@ class RunStatusReport:
         return asdict(self)
 
 
-def ledger_totals(run_ids: list[int]) -> dict[tuple[int, int], dict]:
+def ledger_totals(run_ids: list[int]) -> dict[tuple[int, int], Mapping[str, Any]]:
     """{(run id, config id): {"archived", "batches", "copied"}} from one aggregate query over the ledger."""
     rows = (
         BatchLedger.objects.filter(run_id__in=run_ids)

@@ -16,9 +16,11 @@ from django.utils import timezone
 from archival.backends.base import (
     DATE_FAMILIES,
     Backend,
+    BatchResult,
     Column,
     ForeignKey,
     InsertTarget,
+    MarkResult,
     NotOnThisEngine,
     ReplicaLag,
     RestoreBatchCounts,
@@ -29,9 +31,7 @@ from archival.backends.base import (
 from archival.backends.mssql import templates
 from archival.backends.mssql.procedures import (
     MAX_BATCH_SIZE,
-    BatchResult,
     DisposeResult,
-    MarkResult,
     ProcedureCallError,
     call_procedure,
     decode_key,
@@ -732,7 +732,8 @@ _RESTORE_RECONCILE = re.compile(r"Restore batch counts do not reconcile; the bat
 
 def _restore_error(exc: BaseException):
     """The restore engine's own error for a THROW of usp_restore_batch (None: any other error)."""
-    seen, link = set(), exc
+    seen: set[int] = set()
+    link: BaseException | None = exc
     while link is not None and id(link) not in seen:
         seen.add(id(link))
         text = " ".join(str(a) for a in getattr(link, "args", ())) or str(link)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import overload
 
 MAX_BATCH_SIZE = 4000  # the procedures refuse more (lock escalation at ~5,000 locks)
 
@@ -17,7 +19,11 @@ class ProcedureCallError(Exception):
     """
 
 
-def encode_key(values) -> str | None:
+@overload
+def encode_key(values: None) -> None: ...
+@overload
+def encode_key(values: Sequence) -> str: ...
+def encode_key(values: Sequence | None) -> str | None:
     """A key as the procedures take it: a JSON array of strings (dates ISO 8601, binary as hex).
 
     The procedures read each string back with ``CAST(JSON_VALUE(...) AS type)``,
@@ -216,25 +222,6 @@ def call_procedure(cursor, procedure: str, **inputs) -> dict:
             raise ProcedureCallError(f"{procedure} returned no OUTPUT parameters")
     row = cursor.fetchone()
     return dict(zip(outputs, row, strict=True))
-
-
-@dataclass(frozen=True)
-class MarkResult:
-    eligible: int
-    null_dates: int
-    key_low: list[str] | None
-    key_high: list[str] | None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    rows_moved: int
-    rows_skipped: int
-    key_high: list[str] | None  # None: nothing left after the cursor
-
-    @property
-    def done(self) -> bool:
-        return self.key_high is None
 
 
 @dataclass(frozen=True)

@@ -337,7 +337,7 @@ def restore_selection(
         if kind == "REFERENCED":
             child_name = level.get("child_table")
             key_column, ref_column = level.get("key_column"), level.get("ref_column")
-            child = tables.get(child_name)
+            child = tables.get(child_name) if isinstance(child_name, str) else None
             if not (key_column and ref_column and isinstance(level.get("child"), dict)):
                 raise RestoreSelectionError(
                     "a REFERENCED selection needs key_column, child_table, ref_column and the child's selection"
@@ -488,6 +488,7 @@ def procedure_table_for(config) -> ProcedureTable:
     key = []
     for name in info.primary_key:
         col = info.column(name)
+        assert col is not None  # a primary key column is a column of its table
         key.append(KeyColumn(name, col.db_type if native else mssql_type_for(col), collations.get(name, "")))
     siblings = TableConfig.objects.active().filter(source_db=config.source_db, schema_name=config.schema_name)
     configured = set(siblings.values_list("table_name", flat=True))
