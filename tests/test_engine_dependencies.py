@@ -11,10 +11,11 @@ from django.db import connections
 
 from archival import dispatch, engine
 from archival.backends import backend_for
+from archival.demo import source_schema
 from archival.engine.dependencies import children, dependency_order
 from archival.engine.runner import ordered_states
 from governance.models import ArchivalRun, AuditEvent, TableConfig
-from tests.conftest import snapshot, source_schema, union_check
+from tests.engine_fixtures import snapshot, union_check
 
 CUTOFF = date(2026, 11, 25)
 ALIAS = "SourceDB1"

@@ -29,6 +29,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Generic, TypeVar
 
 from django.conf import settings
 from django.db import models
@@ -91,6 +92,9 @@ def owner_is_dead(owner: str) -> bool:
     return False
 
 
+LeasedRow = TypeVar("LeasedRow", bound=models.Model)
+
+
 def lease_seconds() -> int:
     return settings.ARCHIVAL["LEASE_SECONDS"]
 
@@ -101,7 +105,7 @@ def free(worker: str, now: datetime) -> Q:
 
 
 @dataclass(frozen=True)
-class Leases:
+class Leases(Generic[LeasedRow]):
     """The lease of one kind of row: claim, renew, release, and who holds it.
 
     ``parents``: foreign keys read with the row a claim returns (in the
@@ -109,14 +113,14 @@ class Leases:
     the first claim's time, once. ``updated_field``: stamped on every renewal.
     """
 
-    model: type[models.Model]
+    model: type[LeasedRow]
     parents: tuple[str, ...] = ()
     started_field: str = ""
     updated_field: str = ""
 
     def claim(
         self, pk: int, worker: str, *, where: dict | None = None, count_attempt: bool = True, **fields
-    ) -> models.Model | None:
+    ) -> LeasedRow | None:
         """Take the lease of row ``pk`` (where ``where`` matches too) and write ``fields`` with it.
 
         Returns the row as the claim left it, with its ``parents``, or None
@@ -137,7 +141,7 @@ class Leases:
         owner, until = column(model, "lease_owner"), column(model, "lease_expires_at")
         free_or_ours = f"{owner} = '' OR {until} < %s OR {owner} = %s"
 
-        def take(condition: dict, raw_where: list[tuple[str, list]]) -> models.Model | None:
+        def take(condition: dict, raw_where: list[tuple[str, list]]) -> LeasedRow | None:
             return update_and_fetch_with_parents(
                 model,
                 sets,
@@ -159,7 +163,7 @@ class Leases:
             return take({"lease_owner": current}, [])
         return None
 
-    def renew(self, row: models.Model, worker: str, *, audit: dict | None = None, **fields) -> None:
+    def renew(self, row: LeasedRow, worker: str, *, audit: dict | None = None, **fields) -> None:
         """Extend the lease (and save ``fields``); raise LeaseLost if another worker took it.
 
         The in-memory ``row`` gets the values written, so a caller need not
@@ -191,12 +195,12 @@ class Leases:
 
     def release(self, pk: int, worker: str, **fields) -> bool:
         """Give the lease up (writing ``fields`` with it) if ``worker`` still holds it; True if it did."""
-        owned = self.model.objects.filter(pk=pk, lease_owner=worker)
+        owned = self.model._default_manager.filter(pk=pk, lease_owner=worker)
         return bool(owned.update(lease_owner="", lease_expires_at=None, **fields))
 
     def holder(self, pk: int) -> str:
         """Who holds the lease now ("" when free): named when a worker finds it lost."""
-        return self.model.objects.filter(pk=pk).values_list("lease_owner", flat=True).first() or ""
+        return self.model._default_manager.filter(pk=pk).values_list("lease_owner", flat=True).first() or ""
 
     def takeable(self, rows: models.QuerySet, worker: str, now: datetime) -> Q:
         """Of ``rows``, those ``worker``'s claim would win: free, expired, its own, or held by a dead owner."""

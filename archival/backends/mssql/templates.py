@@ -363,8 +363,8 @@ def restore_selection(
                 if not isinstance(bound, list) or len(bound) != len(keys):
                     raise RestoreSelectionError(f"{end} of a KEY_RANGE selection needs one value per key column")
                 for i, k in enumerate(table.key, start=1):
-                    value = json_key_value(k, f"JSON_VALUE(@selection, N'{path}.{end}[{i - 1}]')")
-                    declare.append(f"DECLARE {prefix}{short}{i} {k.type_sql} = {value};\n")
+                    bound = json_key_value(k, f"JSON_VALUE(@selection, N'{path}.{end}[{i - 1}]')")
+                    declare.append(f"DECLARE {prefix}{short}{i} {k.type_sql} = {bound};\n")
                 parts.append(f"({key_bound(keys, alias, op, f'{prefix}{short}')})")
             own = " AND ".join(parts) or "1 = 1"
         elif kind == "CONTRACT":
