@@ -74,7 +74,7 @@ test-pg: $(VENV_DEV)
 	# chaos test its own SQLite and PostgreSQL data sets, the SQL Server
 	# checks parse files, and the browser tests drive pages the other admin
 	# and search tests cover on PostgreSQL: all ran in the SQLite leg already.
-	$(PG_ENV) $(PYTHON) -m pytest --ignore=tests/test_sched_clusters.py --ignore=tests/test_bench_chaos.py \
+	$(PG_ENV) $(PYTHON) -m pytest --ignore=tests/test_workers_clusters.py --ignore=tests/test_bench_chaos.py \
 		--ignore=tests/test_admin_browser.py --ignore=tests/test_search_browser.py --ignore=tests/test_pages_browser.py \
 		--ignore=tests/test_mssql_sql.py --ignore=tests/test_mssql_dry_run.py --ignore=tests/test_mssql_deploy.py
 
@@ -92,7 +92,7 @@ test-mariadb: $(VENV_DEV)
 	ARCHIVE_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_data \
 	ARCHIVE_READONLY_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_data SOURCEDB1_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src1 \
 	SOURCEDB2_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src2 SOURCEDB3_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src3 \
-	$(PYTHON) -m pytest tests/test_core_engine.py tests/test_core_crash.py tests/test_core_no_rows_in_python.py \
+	$(PYTHON) -m pytest tests/test_engine_invariants.py tests/test_engine_crash.py tests/test_engine_no_rows_in_python.py \
 		tests/test_restore_crash.py
 
 # Full sizes of the slow suites (crash trials, property examples).

@@ -1,4 +1,4 @@
-"""Personas and objects for the governance admin tests (issue 6).
+"""Personas and objects for the governance admin tests.
 
 Personas: a compliance officer, an archival administrator, an auditor (all
 staff, each in their role's group as the data migration made it), an archive

@@ -1,4 +1,4 @@
-"""Personas, archive tables and helpers for the disposal tests (issue 5).
+"""Personas, archive tables and helpers for the disposal tests.
 
 Personas: ``planner`` (an archival administrator: plans and executes),
 ``alice`` and ``bob`` (compliance officers: approve), ``outsider`` (staff, no

@@ -1,4 +1,4 @@
-"""Personas and helpers for the restore tests (issue 32).
+"""Personas and helpers for the restore tests.
 
 Personas: ``requester`` (an archival administrator: may request and execute
 restores), ``approver`` (a compliance officer: may approve them),

@@ -1,4 +1,4 @@
-"""Real worker clusters for the scheduling tests (issue 4).
+"""Real worker clusters for the scheduling tests.
 
 Each test gets its own site: its own databases (SQLite files in a temporary
 directory, or two PostgreSQL databases named after the test), its own

@@ -1,4 +1,4 @@
-"""Archive data and personas for the archive search tests (issue 7).
+"""Archive data and personas for the archive search tests.
 
 Personas: a reader (``view_archive_search``), an auditor (view and
 ``export_archive_search``), an outsider (signed in, neither permission).

@@ -2,7 +2,7 @@
 page leads with what needs attention, action results are sentences.
 
 Scenarios are made by the real engine on real source tables (as in
-test_ops_monitoring): run 1 fails one table, run 2 completes the other and
+test_monitoring): run 1 fails one table, run 2 completes the other and
 blocks the failed one.
 """
 

@@ -48,14 +48,14 @@ DECISIONS: dict[str, dict[str, frozenset]] = {
     "governance.hold": viewers(add=frozenset({CO})),
     "governance.auditevent": viewers(export=frozenset({AU})),
     "governance.archivalrun": viewers(),
-    # Scheduling (issue 4): settings read by all staff roles, changed and
+    # Scheduling: settings read by all staff roles, changed and
     # driven (run now, pause; stop and resume a run: actions) by administrators.
     "governance.schedulersettings": viewers(),
     "governance.tabledispatch": viewers(readers=frozenset({AA, AU})),
     # Watched replicas (docs/pacing.md): the administrator names them, the
     # auditor reads them; switched off, never deleted.
     "governance.replicawatch": viewers(readers=frozenset({AA, AU}), add=frozenset({AA})),
-    # Disposal (issue 5, docs/disposal.md): every staff role reads the review
+    # Disposal (docs/disposal.md): every staff role reads the review
     # queue, decisions and certificates; nothing is added, edited or deleted
     # through the admin. Planning and execution are the administrator's, the
     # decisions the compliance officer's (actions, confirmed in the action).
@@ -63,7 +63,7 @@ DECISIONS: dict[str, dict[str, frozenset]] = {
     "governance.disposalapproval": viewers(),
     "governance.disposalcertificate": viewers(),
     "governance.retentionchange": viewers(),
-    # Restore (issue 32, docs/roles.md): every staff role reads requests, their
+    # Restore (docs/roles.md): every staff role reads requests, their
     # batches and certificates; administrators ask (add) and execute, compliance
     # officers approve or reject (actions, confirmed in the action). Nothing is
     # changed or deleted through the admin.

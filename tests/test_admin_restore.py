@@ -1,4 +1,4 @@
-"""Restore in the admin (issue 32): request, preview, approve or reject, execute on the workers, progress.
+"""Restore in the admin: request, preview, approve or reject, execute on the workers, progress.
 
 Personas of tests/admin_fixtures.py: an archival administrator asks and
 executes, a compliance officer decides, an auditor reads and exports, an

@@ -55,7 +55,7 @@ def test_a_killed_run_resumes_without_losing_or_doubling_a_row(private_bench):
 @pytest.mark.postgresql
 @pytest.mark.timeout(900)
 def test_a_killed_streaming_run_resumes_without_losing_or_doubling_a_row(private_bench):
-    # On PostgreSQL by default (COPY into the archive); tests/test_core_crash.py kills
+    # On PostgreSQL by default (COPY into the archive); tests/test_engine_crash.py kills
     # SQLite's streamed batches at every named point.
     if STREAM_ENGINE == "postgresql" and not postgres_reachable():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")

@@ -1,4 +1,4 @@
-"""docker-compose and the Kubernetes manifests for the SQL Server deployment (issue 8)."""
+"""docker-compose and the Kubernetes manifests for the SQL Server deployment."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The dry run of the SQL Server path and the mssql settings (issue 8).
+"""The dry run of the SQL Server path and the mssql settings.
 
 An archival administrator reviews, before provisioning, the SQL the
 procedures will run for each config: ``manage.py mssql_sql`` prints it from

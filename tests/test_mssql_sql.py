@@ -1,4 +1,4 @@
-"""The SQL Server install scripts, checked without a server (issue 8).
+"""The SQL Server install scripts, checked without a server.
 
 A DBA reviews sql/ and runs it with sqlcmd; we cannot run it here, so every
 script must at least parse as T-SQL, carry its header, and agree with what

@@ -217,7 +217,7 @@ def admin_pages(objects) -> list[tuple[str, str, str, tuple, tuple]]:
         ("administrator", "config-export", "/admin/governance/tableconfig/export/", (), ("input.select-toggle",)),
         ("auditor", "dashboard", "/admin/", (), ("#estate-line", "#dashboard-holds")),
         ("auditor", "audit", "/admin/governance/auditevent/", ("actor", "action", "table label", "run id"), ()),
-        # Restore (issue 32): the requests, one request's page (a failed execution: its
+        # Restore: the requests, one request's page (a failed execution: its
         # progress and the way to execute again), the request form, batches and certificates.
         (
             "administrator",

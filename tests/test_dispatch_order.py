@@ -1,4 +1,4 @@
-"""The order in which a scheduled run starts its tables (issue 3: scaling with workers).
+"""The order in which a scheduled run starts its tables (scaling with workers).
 
 With several workers a run lasts at least as long as its heaviest chain of
 work (a big child table, then the contract table that waits for it). The

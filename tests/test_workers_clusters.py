@@ -1,4 +1,4 @@
-"""Scheduled archival on real django-q2 clusters (issue 4).
+"""Scheduled archival on real django-q2 clusters.
 
 Personas: the weekly schedule (nobody at the keyboard), an archival
 administrator who presses "run now", and an operations engineer whose worker

@@ -5,7 +5,7 @@ re-enqueue themselves; held rows stay.
 Runs through django-q2 itself in sync mode (``Conf.SYNC``): the scheduler
 picks up the due schedule, each task is signed, run by q2's worker function
 and its result saved, as on a cluster but in this process. The real-cluster
-tests are tests/test_sched_clusters.py.
+tests are tests/test_workers_clusters.py.
 
 Personas: the planner (archival administrator), Alice and Bob (compliance
 officers).

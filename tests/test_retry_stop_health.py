@@ -1,4 +1,4 @@
-"""Retry classification, the stop flag, /healthz and alerts (issue 4), against real databases.
+"""Retry classification, the stop flag, /healthz and alerts, against real databases.
 
 No mocks: the transient errors are produced by a real SQLite lock and a real
 PostgreSQL deadlock.
