@@ -317,7 +317,7 @@ def search_requests() -> list[tuple[str, str, dict]]:
     return out
 
 
-def test_no_admin_or_search_url_answers_500_to_malformed_input(personas, objects, search_archive, django_user_model):  # noqa: F811
+def test_no_admin_or_search_url_answers_500_to_malformed_input(personas, objects, search_archive, django_user_model):
     global _SUPERUSER
     boss = django_user_model.objects.create_superuser("boss", "boss@example.com", "another long password 99")
     _SUPERUSER = boss
