@@ -209,7 +209,12 @@ def test_a_keys_hold_on_every_key_type_is_held_by_disposal_the_preview_and_the_s
     )
     assert [(i.table_label, i.rows) for i in preview.impact] == [(config.label, len(held))]
     hold = place_hold(
-        scope=HoldScope.KEYS, source_db=SOURCE, table_name=TABLE, keys=typed_keys, actor=disposal_personas["alice"], reason="x"
+        scope=HoldScope.KEYS,
+        source_db=SOURCE,
+        table_name=TABLE,
+        keys=typed_keys,
+        actor=disposal_personas["alice"],
+        reason="x",
     )
     assert sorted(hold.keys.values_list("key_text", flat=True)) == sorted(
         rowkeys.key_text(r, GENERICS, SCALES) for r in held

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import calendar
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
 
 def subtract_months(day: date, months: int) -> date:
@@ -24,3 +25,16 @@ def add_years(day: date, years: int) -> date:
     if day.month == 2 and day.day == 29 and not calendar.isleap(year):
         return date(year, 2, 28)
     return day.replace(year=year)
+
+
+def as_date(value: Any) -> date | None:
+    """The calendar date of a value a driver returns for a date column (a date,
+    a datetime, or ISO text as SQLite keeps it); None for NULL, ValueError when
+    the text is not a date."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])

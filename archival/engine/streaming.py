@@ -24,7 +24,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from archival import rowkeys
-from archival.engine.dates import add_years
+from archival.engine.dates import add_years, as_date
 from archival.engine.errors import ArchiveConflict, ReconcileError
 from archival.engine.faults import checkpoint
 from archival.engine.jsonkeys import to_json
@@ -62,16 +62,6 @@ def _same(a, b) -> bool:
     return all(_canon(x) == _canon(y) for x, y in zip(a, b, strict=True))
 
 
-def _as_date(value) -> dt.date | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
-
-
 def _select_sql(spec: TableSpec, low, high, lock: bool, limit: int | None) -> tuple[str, list]:
     on = spec.source
     pk_s = spec.q(on, "s", spec.pk)
@@ -89,7 +79,7 @@ def _insert_copies(spec: TableSpec, rows: list, run_id: int) -> None:
     now = on.param(timezone.now())
     payload = []
     for row in rows:
-        ref = _as_date(row[-1])
+        ref = as_date(row[-1])
         retention = add_years(ref, years) if ref else None
         payload.append([*(on.param(v) for v in row[:-1]), now, run_id, on.param(ref), on.param(retention)])
     on.insert_rows(spec.archive_table(), cols, payload)

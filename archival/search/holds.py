@@ -12,6 +12,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from archival.engine.dates import as_date
 from archival.hold_coverage import RowFacts, TableFacts, contract_text, covering_q
 from archival.rowkeys import key_text
 from archival.search.catalog import READONLY_ALIAS, SearchTable
@@ -19,14 +20,8 @@ from governance.models import Hold
 
 
 def _as_date(value: Any) -> dt.date | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
     try:
-        return dt.date.fromisoformat(str(value)[:10])
+        return as_date(value)
     except ValueError:
         return None
 
