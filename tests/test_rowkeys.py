@@ -31,7 +31,7 @@ from archival.search.catalog import SearchColumn, SearchTable
 from archival.search.holds import row_facts
 from archival.search.query import value_text
 from governance.models import AuditEvent, Hold, HoldKey, HoldScope, TableConfig
-from tests.disposal_fixtures import DATABASES, SOURCE, personas, source_schema  # noqa: F401 - fixture
+from tests.disposal_fixtures import DATABASES, SOURCE, source_schema
 
 TODAY = dt.date(2030, 6, 15)
 TABLE = "key_kinds"
@@ -189,7 +189,7 @@ def test_the_sql_key_text_of_every_type_is_the_python_key_text():
 
 
 @pytest.mark.django_db(databases=DATABASES)
-def test_a_keys_hold_on_every_key_type_is_held_by_disposal_the_preview_and_the_search(personas):  # noqa: F811
+def test_a_keys_hold_on_every_key_type_is_held_by_disposal_the_preview_and_the_search(disposal_personas):
     create_key_table()
     config = make_key_config()
     # Keys as the driver returns them (SQLite gives 12.5 for a NUMERIC 12.50,
@@ -203,13 +203,18 @@ def test_a_keys_hold_on_every_key_type_is_held_by_disposal_the_preview_and_the_s
         source_db=SOURCE,
         table_name=TABLE,
         keys=typed_keys,
-        actor=personas["alice"],
+        actor=disposal_personas["alice"],
         reason="litigation",
         dry_run=True,
     )
     assert [(i.table_label, i.rows) for i in preview.impact] == [(config.label, len(held))]
     hold = place_hold(
-        scope=HoldScope.KEYS, source_db=SOURCE, table_name=TABLE, keys=typed_keys, actor=personas["alice"], reason="x"
+        scope=HoldScope.KEYS,
+        source_db=SOURCE,
+        table_name=TABLE,
+        keys=typed_keys,
+        actor=disposal_personas["alice"],
+        reason="x",
     )
     assert sorted(hold.keys.values_list("key_text", flat=True)) == sorted(
         rowkeys.key_text(r, GENERICS, SCALES) for r in held
@@ -325,7 +330,7 @@ def old_keys_hold(texts: list[str], **fields) -> Hold:
 
 
 @pytest.mark.django_db(databases=DATABASES)
-def test_holds_stored_in_earlier_forms_protect_their_rows_once_canonicalized(personas):  # noqa: F811
+def test_holds_stored_in_earlier_forms_protect_their_rows_once_canonicalized(disposal_personas):
     create_key_table()
     config = make_key_config()
     hold = old_keys_hold(OLD_FORMS)
@@ -333,10 +338,10 @@ def test_holds_stored_in_earlier_forms_protect_their_rows_once_canonicalized(per
     both = old_keys_hold([OLD_FORMS[0], rowkeys.key_text(ROWS[0])])
     assert held_by_disposal(config) == {rowkeys.key_text(ROWS[0])}  # only through the canonical one
 
-    preview = canonicalize_hold_keys(actor=personas["alice"], dry_run=True)
+    preview = canonicalize_hold_keys(actor=disposal_personas["alice"], dry_run=True)
     assert preview.keys_added == 3 and held_by_disposal(config) == {rowkeys.key_text(ROWS[0])}
 
-    result = canonicalize_hold_keys(actor=personas["alice"])
+    result = canonicalize_hold_keys(actor=disposal_personas["alice"])
     canonical = [rowkeys.key_text(r) for r in ROWS[:3]]
     assert sorted(result.added[hold.pk]) == sorted(zip(OLD_FORMS, canonical, strict=True))
     assert both.pk not in result.added
@@ -346,18 +351,18 @@ def test_holds_stored_in_earlier_forms_protect_their_rows_once_canonicalized(per
     events = AuditEvent.objects.filter(action="hold.keys_canonicalized")
     assert [(e.object_id, e.counts, e.table_label) for e in events] == [(str(hold.pk), {"keys": 3}, config.label)]
 
-    again = canonicalize_hold_keys(actor=personas["alice"])
+    again = canonicalize_hold_keys(actor=disposal_personas["alice"])
     assert again.added == {} and AuditEvent.objects.filter(action="hold.keys_canonicalized").count() == 1
 
 
 @pytest.mark.django_db(databases=DATABASES)
-def test_a_key_that_cannot_be_read_refuses_and_changes_nothing(personas):  # noqa: F811
+def test_a_key_that_cannot_be_read_refuses_and_changes_nothing(disposal_personas):
     create_key_table()
     make_key_config()
     hold = old_keys_hold(OLD_FORMS[:1])
     unreadable = old_keys_hold(["maybe\tx\t2024-03-01\t2024-03-01 10:00:00\t1.00"])
     with pytest.raises(HoldKeysUnreadable, match="'maybe' is not a boolean"):
-        canonicalize_hold_keys(actor=personas["alice"])
+        canonicalize_hold_keys(actor=disposal_personas["alice"])
     assert list(hold.keys.values_list("key_text", flat=True)) == OLD_FORMS[:1]
     assert not AuditEvent.objects.filter(action="hold.keys_canonicalized").exists()
     # The command says the same and fails.
@@ -366,7 +371,7 @@ def test_a_key_that_cannot_be_read_refuses_and_changes_nothing(personas):  # noq
     assert list(hold.keys.values_list("key_text", flat=True)) == OLD_FORMS[:1]
 
     # Released, it protects nothing: reported and left as it is.
-    release_hold(unreadable.pk, actor=personas["alice"], reason="settled")
+    release_hold(unreadable.pk, actor=disposal_personas["alice"], reason="settled")
     out = io.StringIO()
     call_command("canonicalize_hold_keys", stdout=out)
     assert "added the canonical text of 1 key(s) to 1 hold(s)" in out.getvalue()
