@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Q
 
-from governance.models import Hold, HoldKey, HoldScope
+from governance.models import Hold, HoldKey, HoldScope, TableConfig
 
 if TYPE_CHECKING:
     from archival.disposal.tables import ArchiveTable
@@ -58,7 +58,7 @@ class TableFacts:
     has_contract: bool  # the archive table carries the contract column holds match
 
     @classmethod
-    def of(cls, config, contract_column: str | None) -> TableFacts:
+    def of(cls, config: TableConfig, contract_column: str | None) -> TableFacts:
         return cls(config.source_db, config.schema_name, config.table_name, bool(contract_column))
 
 
@@ -199,7 +199,7 @@ def hold_match_sql(table: ArchiveTable, alias: str = "a", hold_alias: str = "h")
     return "(" + " OR ".join(parts) + ")", params
 
 
-def in_force_sql(hold_alias: str, quote) -> str:
+def in_force_sql(hold_alias: str, quote: Callable[[str], str]) -> str:
     """SQL form of ``in_force``; one parameter, the day."""
     h = hold_alias
     return (

@@ -14,7 +14,8 @@ rewriting a certificate and its own chain still breaks the audit chain.
 
 This module writes the chains: the hashes, and the append under the head's
 lock (``AuditChainHead.objects.append``, which ``AuditEvent.objects.record``
-calls). It reads no model module, so the models can import it;
+calls). It imports no model module when it loads, so the models can import
+it (the model types in its hints are read by the type checker only);
 ``governance.chain_verification`` recomputes the chains and names the first
 broken entry.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
@@ -39,11 +41,16 @@ from governance.rowsql import (
     update_where,
 )
 
+if TYPE_CHECKING:
+    # AuditChainHead is named in the manager's base class, a string ruff does not read as a type.
+    from governance.models.audit import AuditChainHead, AuditEvent  # noqa: F401
+    from governance.models.disposal import DisposalCertificate
+
 CHAIN_NAME = "audit"
 GENESIS = ""
 
 
-def canonical_json(value) -> str:
+def canonical_json(value: object) -> str:
     """JSON text of ``value`` as the hashes cover it: as stored by a JSONField, keys sorted."""
     # Normalise like a JSONField round trip (int keys become strings) before
     # hashing, then fix the key order: jsonb reorders keys on PostgreSQL.
@@ -60,7 +67,7 @@ def timestamp_text(value: dt.datetime | None) -> str:
     return value.isoformat()
 
 
-def audit_entry_hash(event: models.Model) -> str:
+def audit_entry_hash(event: AuditEvent) -> str:
     """SHA-256 of an audit event's fields and its prev_hash (``actor_user`` is
     left out: it is SET_NULL when the account is deleted, legitimately)."""
     parts = [
@@ -83,7 +90,7 @@ def audit_entry_hash(event: models.Model) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
 
-def certificate_hash(cert: models.Model) -> str:
+def certificate_hash(cert: DisposalCertificate) -> str:
     """SHA-256 of a certificate's fields and its prev_hash."""
     parts = [
         "certificate-v1",
@@ -113,10 +120,10 @@ class GuardNotMet(Exception):
     """The UPDATE that had to go with an audit event changed no row: nothing was appended."""
 
 
-class AuditChainHeadManager(models.Manager):
+class AuditChainHeadManager(models.Manager["AuditChainHead"]):
     """The write path of the audit chain, on the head row it locks (``AuditChainHead.objects``)."""
 
-    def append(self, event: models.Model, guard: tuple[str, list] | None = None) -> models.Model:
+    def append(self, event: AuditEvent, guard: tuple[str, list] | None = None) -> AuditEvent:
         """Insert ``event`` as the new head of the audit chain and return it.
 
         Takes the chain head's row lock (an upsert of the head on PostgreSQL,
@@ -187,7 +194,7 @@ class AuditChainHeadManager(models.Manager):
             pass
         return head.get(name=CHAIN_NAME)
 
-    def _append_with_sequence(self, event: models.Model, backend: Backend, guard: tuple[str, list] | None):
+    def _append_with_sequence(self, event: AuditEvent, backend: Backend, guard: tuple[str, list] | None) -> AuditEvent:
         """The same append in two statements, the guard's included (four elsewhere, five with a guard).
 
         The first statement (``Backend.take_chain_head_sql``) takes the head,

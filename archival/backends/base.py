@@ -678,6 +678,18 @@ class Backend(ABC):
         UPDATE and let the INSERT assign the id (four statements).
         """
 
+    def take_chain_head_sql(
+        self, *, head_table: str, name: str, head_hash: str, last_event_id: str, head_id: str, guard_sql: str | None
+    ) -> str:
+        """One statement locking the audit chain head and drawing the next event id (``draws_ids_under_head_lock``)."""
+        raise NotImplementedError(
+            f"{self.vendor or 'this engine'} locks the audit chain head with SELECT ... FOR UPDATE"
+        )
+
+    def insert_then_sql(self, insert_sql: str, then_sql: str) -> str:
+        """One statement running ``insert_sql``, then ``then_sql`` (engines that ``draws_ids_under_head_lock``)."""
+        raise NotImplementedError(f"{self.vendor or 'this engine'} appends an audit event in separate statements")
+
     # -- control-plane statements (governance.rowsql) ----------------------------
     @abstractmethod
     def writes_returning(self) -> bool:

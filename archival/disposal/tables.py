@@ -15,7 +15,7 @@ from django.utils import timezone
 from archival import hold_coverage
 from archival.backends import Backend, SchemaError, backend_for, namespace_for
 from archival.rowkeys import coerce, keyset_predicate, scale_of
-from governance.models import ArchiveLock
+from governance.models import ArchiveLock, TableConfig
 
 ARCHIVE = "archive"
 LOCK_NAME = "archive"
@@ -28,7 +28,7 @@ class DisposalError(Exception):
 
 @dataclass
 class ArchiveTable:
-    config: object  # TableConfig
+    config: TableConfig
     backend: Backend
     namespace: str
     table: str
