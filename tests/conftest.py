@@ -119,14 +119,21 @@ def _reattach_after_setup(django_db_setup, django_db_blocker):
     yield
     # Subprocesses and live-server threads may leave sessions open on the
     # PostgreSQL test databases; Django cannot drop a database in use.
+    # Several aliases share one database: close them all first, then end the
+    # other sessions once per database, so no alias of ours is cut mid-use.
     with django_db_blocker.unblock():
         for alias in connections:
-            conn = connections[alias]
-            if conn.vendor == "postgresql" and alias != "archive_readonly":
-                with conn.cursor() as cur:
-                    cur.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    )
-        for alias in connections:
             connections[alias].close()
+        ended = set()
+        for alias in connections:
+            conn = connections[alias]
+            name = conn.settings_dict["NAME"]
+            if conn.vendor != "postgresql" or alias == "archive_readonly" or name in ended:
+                continue
+            ended.add(name)
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            conn.close()
