@@ -168,6 +168,10 @@ class StandInConnection:
         self.shadow.create_function(
             "CONCAT_WS", -1, lambda sep, *parts: str(sep).join(str(p) for p in parts if p is not None)
         )
+        self.shadow.create_function("NCHAR", 1, lambda code: None if code is None else chr(int(code)))
+        # ``COLLATE DATABASE_DEFAULT`` (key texts and contract values compared
+        # across databases): here a plain binary comparison.
+        self.shadow.create_collation("DATABASE_DEFAULT", lambda a, b: (a > b) - (a < b))
 
     # -- DB-API --------------------------------------------------------------
     @property

@@ -191,14 +191,14 @@ def test_a_slice_respects_the_concurrency_cap_and_the_pause(disposal_personas, a
 
 
 def test_an_administrators_selection_runs_on_the_workers_in_their_name_and_no_other_batch(
-    personas, archive, q2_sync, django_capture_on_commit_callbacks
+    disposal_personas, archive, q2_sync, django_capture_on_commit_callbacks
 ):
     make_config("OPERATIONAL", batch_size=3)  # approved automatically: every batch is executable
-    plan_disposal(actor=personas["planner"])
+    plan_disposal(actor=disposal_personas["planner"])
     first, second, third, *others = DisposalBatch.objects.order_by("batch_no")
 
     with django_capture_on_commit_callbacks(execute=True):
-        queued = enqueue_disposal([first.pk, third.pk], actor=personas["planner"])
+        queued = enqueue_disposal([first.pk, third.pk], actor=disposal_personas["planner"])
 
     assert queued.queued == [first.pk, third.pk] and not queued.refused
     statuses = dict(DisposalBatch.objects.values_list("pk", "status"))
@@ -217,11 +217,11 @@ def test_an_administrators_selection_runs_on_the_workers_in_their_name_and_no_ot
 
 
 def test_a_selection_that_finds_the_cap_full_waits_its_time_box_and_continues(
-    personas, archive, monkeypatch, django_capture_on_commit_callbacks
+    disposal_personas, archive, monkeypatch, django_capture_on_commit_callbacks
 ):
     monkeypatch.setattr(workers, "BUSY_POLL_SECONDS", 0.01)
     make_config("OPERATIONAL", batch_size=3)
-    plan_disposal(actor=personas["planner"])
+    plan_disposal(actor=disposal_personas["planner"])
     first, second, *_ = DisposalBatch.objects.order_by("batch_no")
     # Another worker executes the first batch (live lease); the cap is one.
     DisposalBatch.objects.filter(pk=first.pk).update(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from archival.backends import backend_for
 from archival.backends.base import ForeignKey
-from archival.engine.txn import bounded_transaction
+from archival.engine.txn import bound_sessions
 
 if TYPE_CHECKING:
     from governance.models import TableConfig
@@ -101,11 +101,13 @@ def references_from(
 def foreign_keys_into(config: TableConfig) -> list[ForeignKeyRef]:
     """The single-column foreign keys naming ``config``'s table, read from the live catalog.
 
-    Bounded: a table another session keeps locked must not hold up the start
-    of a run.
+    Bounded (the session's lock and statement timeouts): a table another
+    session keeps locked must not hold up the start of a run. A catalog read
+    in its own statement, not in a transaction of ours: ordering the tables
+    must hold no lock a batch then waits for.
     """
-    with bounded_transaction(config.source_db):
-        return list(backend_for(config.source_db).referencing(config.schema_name, config.table_name))
+    bound_sessions([config.source_db])
+    return list(backend_for(config.source_db).referencing(config.schema_name, config.table_name))
 
 
 def children(
