@@ -9,12 +9,10 @@ source databases need not be reachable where ``migrate`` runs. Run it after
 
 from __future__ import annotations
 
-import getpass
-import socket
-
 from django.core.management.base import BaseCommand, CommandError
 
 from archival.disposal.holds import HoldKeysUnreadable, canonicalize_hold_keys
+from governance.actors import command_actor
 
 
 class Command(BaseCommand):
@@ -29,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Report what would change; change nothing.")
 
     def handle(self, *args, **options):
-        actor = f"{getpass.getuser()}@{socket.gethostname()} (canonicalize_hold_keys command)"
+        actor = command_actor("canonicalize_hold_keys")
         try:
             result = canonicalize_hold_keys(actor=actor, dry_run=options["dry_run"])
         except HoldKeysUnreadable as exc:
