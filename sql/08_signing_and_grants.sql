@@ -148,7 +148,7 @@ GO
 
 -- The search pages (archive_readonly alias, reader login) read the archive
 -- schemas (granted in 03) and the holds covering a row: governance_hold and
--- governance_holdkey (archival/search/holds.py). Nothing else.
+-- governance_holdkey (archival/search/covering_holds.py). Nothing else.
 GRANT SELECT ON OBJECT::[dbo].[governance_hold] TO [archive_reader];
 GO
 GRANT SELECT ON OBJECT::[dbo].[governance_holdkey] TO [archive_reader];

@@ -28,7 +28,7 @@ from archival.disposal.holds import HoldKeysUnreadable, canonicalize_hold_keys
 from archival.disposal.tables import archive_table_for
 from archival.hold_coverage import covering_q
 from archival.search.catalog import SearchColumn, SearchTable
-from archival.search.holds import row_facts
+from archival.search.covering_holds import row_facts
 from archival.search.query import value_text
 from governance.models import AuditEvent, Hold, HoldKey, HoldScope, TableConfig
 from tests.disposal_fixtures import DATABASES, SOURCE, source_schema

@@ -26,7 +26,7 @@ from archival.search.forms import (
     search_form_class,
     sort_from,
 )
-from archival.search.holds import holds_covering
+from archival.search.covering_holds import holds_covering
 from archival.search.limits import QueryTimeout, search_setting
 from archival.search.query import (
     BadRequest,
