@@ -16,6 +16,7 @@ from typing import Any
 from django import forms
 
 from archival.search.catalog import NotSearchable, SearchTable
+from archival.search.covering_holds import holds_covering
 from archival.search.export import csv_lines
 from archival.search.forms import (
     AFTER_PARAM,
@@ -26,7 +27,6 @@ from archival.search.forms import (
     search_form_class,
     sort_from,
 )
-from archival.search.covering_holds import holds_covering
 from archival.search.limits import QueryTimeout, search_setting
 from archival.search.query import (
     BadRequest,
