@@ -78,8 +78,9 @@ test-pg: $(VENV_DEV)
 		--ignore=tests/test_admin_browser.py --ignore=tests/test_search_browser.py --ignore=tests/test_pages_browser.py \
 		--ignore=tests/test_mssql_sql.py --ignore=tests/test_mssql_dry_run.py --ignore=tests/test_mssql_deploy.py
 
-# The engine's invariant and crash tests (archival and restore) on MariaDB (127.0.0.1:3306, root):
-# control on SQLite, archive and the three sources as databases on the server.
+# The engine's invariant and crash tests (archival and restore) and the scheduler-settings
+# migration on MariaDB (127.0.0.1:3306, root): control, archive and the three sources as
+# databases on the server.
 MY_URL ?= mysql://root@127.0.0.1:3306
 # Database names on the server; another prefix lets two checkouts test at once.
 # The archive namespaces are databases of the server too (archive_sourcedb1 ...):
@@ -89,11 +90,11 @@ test-mariadb: $(VENV_DEV)
 	$(PYTHON) -m pip install -q -r requirements-mariadb.txt
 	rm -rf data/test-mariadb && mkdir -p data/test-mariadb/test
 	ARCHIVAL_DATA_DIR=$(CURDIR)/data/test-mariadb ARCHIVAL_NAMESPACE_PREFIX=$(MY_PREFIX)_archive_ \
-	ARCHIVE_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_data \
+	DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_control ARCHIVE_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_data \
 	ARCHIVE_READONLY_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_data SOURCEDB1_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src1 \
 	SOURCEDB2_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src2 SOURCEDB3_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src3 \
 	$(PYTHON) -m pytest tests/test_engine_invariants.py tests/test_engine_crash.py tests/test_engine_no_rows_in_python.py \
-		tests/test_restore_crash.py
+		tests/test_restore_crash.py tests/test_migrations_scheduler_singleton.py
 
 # Full sizes of the slow suites (crash trials, property examples).
 test-full: $(VENV_DEV)
