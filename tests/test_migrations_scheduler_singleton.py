@@ -9,7 +9,7 @@ that can only be true, and drops the old CHECK where an older install has it
 from __future__ import annotations
 
 import pytest
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 from governance.models import SchedulerSettings
@@ -30,26 +30,33 @@ def constraints() -> dict:
         return connection.introspection.get_constraints(cursor, TABLE)
 
 
-def test_an_install_with_the_old_check_loses_it_and_keeps_one_row():
-    if connection.vendor == "sqlite":
-        pytest.skip("SQLite cannot add a CHECK to an existing table; the PostgreSQL leg runs this")
+def model_at(target, *constraints):
+    """The scheduler settings model as the migration ``target`` left it, with ``constraints`` added."""
+    state = MigrationExecutor(connection).loader.project_state(target)
+    for constraint in constraints:
+        state.add_constraint("governance", "schedulersettings", constraint)
+    return state.apps.get_model("governance", "SchedulerSettings")
+
+
+def test_an_install_with_the_old_check_loses_it_and_keeps_its_row():
     migrate_to(BEFORE)
     try:
-        add_old_check = (
-            f"ALTER TABLE {connection.ops.quote_name(TABLE)} ADD CONSTRAINT schedulersettings_singleton CHECK (id = 1)"
-        )
+        old_check = models.CheckConstraint(condition=models.Q(pk=1), name="schedulersettings_singleton")
+        old_model = model_at(BEFORE, old_check)
+        old_model.objects.update_or_create(pk=1, defaults={"paused": True})
         if connection.vendor == "mysql":
             # The server refuses the old CHECK, so no MariaDB install has it:
             # 0014 finds nothing to drop there and only adds the new rule.
-            with pytest.raises(DatabaseError, match="AUTO_INCREMENT"), connection.cursor() as cursor:
-                cursor.execute(add_old_check)
+            with pytest.raises(DatabaseError, match="AUTO_INCREMENT"), connection.schema_editor() as editor:
+                editor.add_constraint(old_model, old_check)
         else:
             with connection.schema_editor() as editor:
-                editor.execute(add_old_check)
+                editor.add_constraint(old_model, old_check)
             assert "schedulersettings_singleton" in constraints()
         migrate_to(AFTER)
         assert "schedulersettings_singleton" not in constraints()
         assert "schedulersettings_one_row" in constraints()
+        assert list(model_at(AFTER).objects.values_list("pk", "paused", "singleton")) == [(1, True, True)]
     finally:
         migrate_to(("governance", sorted_leaf()))
 
