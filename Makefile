@@ -78,9 +78,9 @@ test-pg: $(VENV_DEV)
 		--ignore=tests/test_admin_browser.py --ignore=tests/test_search_browser.py --ignore=tests/test_pages_browser.py \
 		--ignore=tests/test_mssql_sql.py --ignore=tests/test_mssql_dry_run.py --ignore=tests/test_mssql_deploy.py
 
-# The engine's invariant and crash tests (archival and restore) and the scheduler-settings
-# migration on MariaDB (127.0.0.1:3306, root): control, archive and the three sources as
-# databases on the server.
+# The engine's invariant and crash tests (archival and restore), the scheduler-settings
+# migration and the DELETE-refusing triggers on MariaDB (127.0.0.1:3306, root): control,
+# archive and the three sources as databases on the server.
 MY_URL ?= mysql://root@127.0.0.1:3306
 # Database names on the server; another prefix lets two checkouts test at once.
 # The archive namespaces are databases of the server too (archive_sourcedb1 ...):
@@ -94,7 +94,7 @@ test-mariadb: $(VENV_DEV)
 	ARCHIVE_READONLY_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_data SOURCEDB1_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src1 \
 	SOURCEDB2_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src2 SOURCEDB3_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src3 \
 	$(PYTHON) -m pytest tests/test_engine_invariants.py tests/test_engine_crash.py tests/test_engine_no_rows_in_python.py \
-		tests/test_restore_crash.py tests/test_migrations_scheduler_singleton.py
+		tests/test_restore_crash.py tests/test_migrations_scheduler_singleton.py tests/test_governance_delete_triggers.py
 
 # Full sizes of the slow suites (crash trials, property examples).
 test-full: $(VENV_DEV)

@@ -22,6 +22,12 @@ def triggers_on(alias: str, table: str) -> list[str]:
     with connection.cursor() as cur:
         if connection.vendor == "sqlite":
             cur.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s", [table])
+        elif connection.vendor == "mysql":
+            cur.execute(
+                "SELECT trigger_name FROM information_schema.triggers "
+                "WHERE event_object_schema = DATABASE() AND event_object_table = %s",
+                [table],
+            )
         else:
             cur.execute(
                 "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
