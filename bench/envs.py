@@ -54,9 +54,9 @@ def environment(engine: str, topology: str = "same", template: bool = False) -> 
             **{f"{s.upper()}_DATABASE_URL": data for s in SOURCES},
         )
     elif engine == "mariadb":
-        # The control database stays on SQLite (it is not what is measured);
-        # archive and sources are databases on one MariaDB server.
+        # Control, archive and sources are databases on one MariaDB server.
         env.update(
+            DATABASE_URL=f"{MARIADB}/{P}_control",
             ARCHIVE_DATABASE_URL=f"{MARIADB}/{P}_archive",
             ARCHIVE_READONLY_DATABASE_URL=f"{MARIADB}/{P}_archive",
             ARCHIVAL_NAMESPACE_PREFIX=f"{P}_archive_",
@@ -127,12 +127,13 @@ def fresh_databases(engine: str, template: bool) -> None:
             _pg(f'CREATE DATABASE "{name}"')
     elif engine == "mariadb":
         for name in [
+            f"{P}_control",
             f"{P}_archive",
             *[f"{P}_{s.lower()}" for s in SOURCES],
             *[f"{P}_archive_{s.lower()}" for s in SOURCES],
         ]:
             _maria(f"DROP DATABASE IF EXISTS `{name}`")
-        for name in [f"{P}_archive", *[f"{P}_{s.lower()}" for s in SOURCES]]:
+        for name in [f"{P}_control", f"{P}_archive", *[f"{P}_{s.lower()}" for s in SOURCES]]:
             _maria(f"CREATE DATABASE `{name}`")
 
 
