@@ -18,8 +18,9 @@ migrate.py), in one transaction, and do nothing once done:
   triggers, grants and owned sequences go with it;
 * ``django_migrations`` moves the same way when every row in it is one of
   this project's apps; when another application records its migrations in it
-  too (a Django project of the users' own in ``public``), this alias's history
-  is copied and theirs is left where it is;
+  too (a Django project of the users' own in ``public``), the rows of this
+  project's apps are copied and the table is left to it; one that records
+  nothing of this project is not ours and stays untouched;
 * the DELETE-refusing trigger function moves along (triggers refer to it by
   identity, so they keep working; archival/disposal/triggers.py);
 * roles granted SELECT on a moved table (the search pages' read-only role)
@@ -66,24 +67,18 @@ def prepare(connection) -> list[str]:
         return []
     schema = settings.GOVERNANCE_SCHEMA
     qn = connection.ops.quote_name
-    moved = []
     with transaction.atomic(using=connection.alias), connection.cursor() as cur:
         cur.execute(f"CREATE SCHEMA IF NOT EXISTS {qn(schema)}")
-        for table in [RECORDER_TABLE, *archive_tables()]:
-            in_old, in_new = _exists(cur, OLD_SCHEMA, table), _exists(cur, schema, table)
-            if not in_old:
+        moved = _bring_history(cur, qn, schema)
+        for table in archive_tables():
+            if not _exists(cur, OLD_SCHEMA, table):
                 continue
-            if in_new:
-                if table == RECORDER_TABLE:
-                    continue  # a shared history copied earlier stays in public
+            if _exists(cur, schema, table):
                 raise ArchiveSchemaError(
                     f"{table} exists in both {OLD_SCHEMA} and {schema}: keep the one holding the archive's rows "
                     f"and drop the other, then run migrate --database {ARCHIVE_ALIAS} again"
                 )
-            if table == RECORDER_TABLE and _shared_history(cur):
-                _copy_history(cur, qn, schema)
-            else:
-                cur.execute(f"ALTER TABLE {qn(OLD_SCHEMA)}.{qn(table)} SET SCHEMA {qn(schema)}")
+            cur.execute(f"ALTER TABLE {qn(OLD_SCHEMA)}.{qn(table)} SET SCHEMA {qn(schema)}")
             moved.append(table)
         cur.execute(
             "SELECT 1 FROM pg_proc WHERE proname = %s AND pronamespace = %s::regnamespace",
@@ -120,23 +115,26 @@ def _function_exists(cur, schema: str) -> bool:
     return cur.fetchone() is not None
 
 
-def _shared_history(cur) -> bool:
-    """True when public's django_migrations also records apps that are not this project's."""
+def _bring_history(cur, qn, schema: str) -> list[str]:
+    """Move (or copy, when shared) this archive's django_migrations from public; returns it if it came."""
+    if not _exists(cur, OLD_SCHEMA, RECORDER_TABLE) or _exists(cur, schema, RECORDER_TABLE):
+        return []
+    old, new = f"{qn(OLD_SCHEMA)}.{qn(RECORDER_TABLE)}", f"{qn(schema)}.{qn(RECORDER_TABLE)}"
+    cur.execute(f"SELECT DISTINCT app FROM {old}")
+    recorded = {app for (app,) in cur.fetchall()}
+    if "governance" not in recorded:
+        return []  # another application's history, never this archive's
     ours = [config.label for config in apps.get_app_configs()]
-    cur.execute(
-        f"SELECT 1 FROM {OLD_SCHEMA}.{RECORDER_TABLE} WHERE NOT (app = ANY(%s)) LIMIT 1",
-        [ours],
-    )
-    return cur.fetchone() is not None
-
-
-def _copy_history(cur, qn, schema: str) -> None:
-    # LIKE ... INCLUDING ALL gives the copy its own identity sequence;
-    # OVERRIDING SYSTEM VALUE keeps the ids, and the sequence restarts after them.
-    new, old = f"{qn(schema)}.{qn(RECORDER_TABLE)}", f"{qn(OLD_SCHEMA)}.{qn(RECORDER_TABLE)}"
+    if recorded <= set(ours):
+        cur.execute(f"ALTER TABLE {old} SET SCHEMA {qn(schema)}")
+        return [RECORDER_TABLE]
+    # Another application records its migrations here too: copy the rows of
+    # this project's apps and leave the table to it. LIKE ... INCLUDING ALL
+    # gives the copy its own identity; the ids are kept and it restarts after them.
     cur.execute(f"CREATE TABLE {new} (LIKE {old} INCLUDING ALL)")
-    cur.execute(f"INSERT INTO {new} OVERRIDING SYSTEM VALUE SELECT * FROM {old}")
+    cur.execute(f"INSERT INTO {new} OVERRIDING SYSTEM VALUE SELECT * FROM {old} WHERE app = ANY(%s)", [ours])
     cur.execute(
         f"SELECT setval(pg_get_serial_sequence(%s, 'id'), COALESCE((SELECT max(id) FROM {new}), 0) + 1, false)",
-        [f"{qn(schema)}.{qn(RECORDER_TABLE)}"],
+        [new],
     )
+    return [RECORDER_TABLE]
