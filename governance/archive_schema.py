@@ -12,7 +12,7 @@ bringing along the tables of an install that kept them in ``public``. Both
 happen here, from the ``migrate`` command (governance/management/commands/
 migrate.py), in one transaction, and do nothing once done:
 
-* ``CREATE SCHEMA IF NOT EXISTS``;
+* ``CREATE SCHEMA`` when it is missing;
 * each archive-side table still in ``public`` (and not yet in the schema)
   moves with ``ALTER TABLE ... SET SCHEMA``: rows, indexes, constraints,
   triggers, grants and owned sequences go with it;
@@ -68,7 +68,11 @@ def prepare(connection) -> list[str]:
     schema = settings.GOVERNANCE_SCHEMA
     qn = connection.ops.quote_name
     with transaction.atomic(using=connection.alias), connection.cursor() as cur:
-        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {qn(schema)}")
+        # Created only when missing: a DBA may have created it for a role
+        # without CREATE on the database.
+        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
+        if cur.fetchone() is None:
+            cur.execute(f"CREATE SCHEMA {qn(schema)}")
         moved = _bring_history(cur, qn, schema)
         for table in archive_tables():
             if not _exists(cur, OLD_SCHEMA, table):
