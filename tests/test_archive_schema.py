@@ -20,9 +20,10 @@ from django.core.management import call_command
 from django.db import DatabaseError, ProgrammingError, connections, transaction
 
 from archival import engine
+from archival.backends.postgresql import RECORDER_TABLE, TRIGGER_FUNCTION
 from archival.demo import source_schema
 from archival.disposal import place_hold, plan_disposal
-from governance.archive_schema import RECORDER_TABLE, TRIGGER_FUNCTION, archive_tables
+from governance.archive_schema import archive_tables
 from governance.models import BatchLedger, Hold, HoldKey, HoldScope
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
