@@ -9,6 +9,7 @@ database.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from croniter import croniter
@@ -110,6 +111,16 @@ def _sqlite_url(filename: str) -> str:
     return f"sqlite:///{DATA_DIR / filename}"
 
 
+# The PostgreSQL schema of the archive's own tables (see _tune). Lower case:
+# it is sent unquoted in the connection's search_path.
+GOVERNANCE_SCHEMA = env.str("ARCHIVAL_GOVERNANCE_SCHEMA", default="archival_governance")
+if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", GOVERNANCE_SCHEMA) or GOVERNANCE_SCHEMA == "public":
+    raise ImproperlyConfigured(
+        "ARCHIVAL_GOVERNANCE_SCHEMA must be a plain lower-case identifier other than public "
+        "(letters, digits and underscores)"
+    )
+
+
 def _tune(alias: str, config: dict) -> dict:
     engine = config["ENGINE"]
     options = config.setdefault("OPTIONS", {})
@@ -147,6 +158,15 @@ def _tune(alias: str, config: dict) -> dict:
         # table) is estimated that expensive and spends 280 ms compiling to
         # run in 4 ms. Every statement here is short and index-driven.
         options.setdefault("options", "-c jit=off")
+        if alias in {"archive", "archive_readonly"}:
+            # The archive's own tables (holds, ledger, certificates, the
+            # archive lock, this alias's django_migrations) live in a schema
+            # of their own, not in public beside the sources' tables when
+            # they share the database. With only that schema on the path,
+            # Django creates and finds them there, and a missing schema fails
+            # every statement instead of falling back to public
+            # (governance.archive_schema creates it before migrate).
+            options["options"] = f"{options['options']} -c search_path={GOVERNANCE_SCHEMA}"
         # Server-side binding: values travel as protocol parameters instead
         # of being quoted into the statement text by the driver. Prepared
         # statements stay off (Django's default, prepare_threshold=None),
@@ -234,6 +254,11 @@ for _alias in ARCHIVAL["STREAMING_SOURCES"]:
         raise ImproperlyConfigured(f"ARCHIVAL_STREAMING_SOURCES names unknown source {_alias!r}")
 if not ALIAS_RE.match(ARCHIVAL["NAMESPACE_PREFIX"] + "x"):
     raise ImproperlyConfigured("ARCHIVAL_NAMESPACE_PREFIX must be a plain identifier prefix")
+if GOVERNANCE_SCHEMA.startswith(ARCHIVAL["NAMESPACE_PREFIX"].lower()) or GOVERNANCE_SCHEMA.startswith("pg_"):
+    raise ImproperlyConfigured(
+        "ARCHIVAL_GOVERNANCE_SCHEMA may not start with pg_ or with ARCHIVAL_NAMESPACE_PREFIX "
+        "(the archived tables' schemas)"
+    )
 
 # --- Auth, sessions, security ------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

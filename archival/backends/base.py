@@ -19,6 +19,10 @@ from django.conf import settings
 from django.db import connections
 
 
+class GovernanceSchemaConflict(Exception):
+    """The archive's own tables cannot be brought into their schema without an operator."""
+
+
 class SchemaError(Exception):
     """The live schema does not match what a config or the archive expects."""
 
@@ -655,6 +659,15 @@ class Backend(ABC):
     @abstractmethod
     def text_cast_sql(self, expr: str) -> str:
         """``expr`` cast to the engine's unbounded text type (compared with a text column)."""
+
+    def prepare_governance_schema(self, schema: str, tables: list[str], own_apps: list[str]) -> list[str]:
+        """Before ``migrate`` on the archive: give the archive's own tables their schema; returns the tables moved.
+
+        Only where the archive may share a database with sources (PostgreSQL,
+        whose archive connection's search_path is ``schema`` alone). Elsewhere
+        the archive is a database or file of its own: nothing to do.
+        """
+        return []
 
     @abstractmethod
     def refuse_delete_trigger_sql(self, table: str, name: str, message: str) -> list[str]:

@@ -14,6 +14,7 @@ from archival.backends.base import (
     Backend,
     Column,
     ForeignKey,
+    GovernanceSchemaConflict,
     InsertTarget,
     QueryTimeout,
     ReplicaLag,
@@ -359,6 +360,45 @@ class PostgresBackend(Backend):
     def text_cast_sql(self, expr: str) -> str:
         return f"CAST({expr} AS text)"
 
+    def prepare_governance_schema(self, schema: str, tables: list[str], own_apps: list[str]) -> list[str]:
+        # governance/archive_schema.py says what and why; here, how on PostgreSQL.
+        qn = self.quote
+        with transaction.atomic(using=self.alias), self.connection.cursor() as cur:
+            # Created only when missing: a DBA may have created it for a role
+            # without CREATE on the database.
+            cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
+            if cur.fetchone() is None:
+                cur.execute(f"CREATE SCHEMA {qn(schema)}")
+            moved = _bring_history(cur, qn, schema, own_apps)
+            for table in tables:
+                if not _exists(cur, OLD_SCHEMA, table):
+                    continue
+                if _exists(cur, schema, table):
+                    raise GovernanceSchemaConflict(
+                        f"{table} exists in both {OLD_SCHEMA} and {schema}: keep the one holding the archive's rows "
+                        f"and drop the other, then run migrate --database archive again"
+                    )
+                cur.execute(f"ALTER TABLE {qn(OLD_SCHEMA)}.{qn(table)} SET SCHEMA {qn(schema)}")
+                moved.append(table)
+            cur.execute(
+                "SELECT 1 FROM pg_proc WHERE proname = %s AND pronamespace = %s::regnamespace",
+                [TRIGGER_FUNCTION, OLD_SCHEMA],
+            )
+            if moved and cur.fetchone() and not _function_exists(cur, schema):
+                cur.execute(f"ALTER FUNCTION {qn(OLD_SCHEMA)}.{qn(TRIGGER_FUNCTION)}() SET SCHEMA {qn(schema)}")
+            # Whoever could read a moved table (the read-only role) must still
+            # reach it: SELECT came along with the table, USAGE on its new schema
+            # did not.
+            cur.execute(
+                "SELECT DISTINCT a.grantee::regrole::text FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a "
+                "WHERE c.relnamespace = %s::regnamespace AND a.privilege_type = 'SELECT' AND a.grantee <> 0 "
+                "AND a.grantee <> c.relowner",
+                [schema],
+            )
+            for (role,) in cur.fetchall():
+                cur.execute(f"GRANT USAGE ON SCHEMA {qn(schema)} TO {role}")
+        return moved
+
     def refuse_delete_trigger_sql(self, table: str, name: str, message: str) -> list[str]:
         # (TRUNCATE is not a row delete; it needs table ownership, which the
         # application role should not have in production: docs/disposal.md.)
@@ -546,3 +586,49 @@ class PostgresBackend(Backend):
                     cur.execute(f"GRANT SELECT ON TABLE {self.qualified(schema, table)} TO {q(role)}")
                     granted.append(table)
         return created, granted
+
+
+# The archive's own tables before they had a schema of their own, and what
+# comes along with them (PostgresBackend.prepare_governance_schema).
+RECORDER_TABLE = "django_migrations"
+TRIGGER_FUNCTION = "governance_refuse_delete"
+OLD_SCHEMA = "public"
+
+
+def _exists(cur, schema: str, table: str) -> bool:
+    cur.execute(
+        "SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = %s::regnamespace AND relkind IN ('r', 'p')",
+        [table, schema],
+    )
+    return cur.fetchone() is not None
+
+
+def _function_exists(cur, schema: str) -> bool:
+    cur.execute(
+        "SELECT 1 FROM pg_proc WHERE proname = %s AND pronamespace = %s::regnamespace", [TRIGGER_FUNCTION, schema]
+    )
+    return cur.fetchone() is not None
+
+
+def _bring_history(cur, qn, schema: str, ours: list[str]) -> list[str]:
+    """Move (or copy, when shared) this archive's django_migrations from public; returns it if it came."""
+    if not _exists(cur, OLD_SCHEMA, RECORDER_TABLE) or _exists(cur, schema, RECORDER_TABLE):
+        return []
+    old, new = f"{qn(OLD_SCHEMA)}.{qn(RECORDER_TABLE)}", f"{qn(schema)}.{qn(RECORDER_TABLE)}"
+    cur.execute(f"SELECT DISTINCT app FROM {old}")
+    recorded = {app for (app,) in cur.fetchall()}
+    if "governance" not in recorded:
+        return []  # another application's history, never this archive's
+    if recorded <= set(ours):
+        cur.execute(f"ALTER TABLE {old} SET SCHEMA {qn(schema)}")
+        return [RECORDER_TABLE]
+    # Another application records its migrations here too: copy the rows of
+    # this project's apps and leave the table to it. LIKE ... INCLUDING ALL
+    # gives the copy its own identity; the ids are kept and it restarts after them.
+    cur.execute(f"CREATE TABLE {new} (LIKE {old} INCLUDING ALL)")
+    cur.execute(f"INSERT INTO {new} OVERRIDING SYSTEM VALUE SELECT * FROM {old} WHERE app = ANY(%s)", [ours])
+    cur.execute(
+        f"SELECT setval(pg_get_serial_sequence(%s, 'id'), COALESCE((SELECT max(id) FROM {new}), 0) + 1, false)",
+        [new],
+    )
+    return [RECORDER_TABLE]
