@@ -46,8 +46,14 @@ KEY = ("basketId", "positionId", "businessDate")
 # name -> (key clause, [(suffix, columns, method)], table option)
 SHAPES: dict[str, dict] = {
     # What archive_tables.py created before: a UNIQUE key and three secondary indexes.
-    "unique+3": {"key": "UNIQUE", "idx": [("ref", "reference_date"), ("ret", "retention_until"), ("con", "contractId")]},
-    "pk+3": {"key": "PRIMARY KEY", "idx": [("ref", "reference_date"), ("ret", "retention_until"), ("con", "contractId")]},
+    "unique+3": {
+        "key": "UNIQUE",
+        "idx": [("ref", "reference_date"), ("ret", "retention_until"), ("con", "contractId")],
+    },
+    "pk+3": {
+        "key": "PRIMARY KEY",
+        "idx": [("ref", "reference_date"), ("ret", "retention_until"), ("con", "contractId")],
+    },
     "pk+ret+con": {"key": "PRIMARY KEY", "idx": [("ret", "retention_until"), ("con", "contractId")]},
     "pk+ret": {"key": "PRIMARY KEY", "idx": [("ret", "retention_until")]},
     "pk": {"key": "PRIMARY KEY", "idx": []},
@@ -112,16 +118,18 @@ class PG(Engine):
     def rows_sql(self, n: int, odd: int) -> str:
         # Row i: basket i/500, position 2*(i%500)+odd: a staging row sits between two archived ones.
         return (
-            f"SELECT i / 500, 2 * (i % 500) + {odd}, DATE '2015-01-01' + (i % 365), (i * 7919) % 20000 + 1, "
+            f"SELECT i / 500, 2 * (i % 500) + {odd}, DATE '2015-01-01' + (i % 365), (i::bigint * 7919) % 20000 + 1, "
             "(i % 20000) * 1.5, 10.25, 'EUR', 'BOOK' || (i % 40), 'T' || (i % 200), 'OPEN', "
             "TIMESTAMP '2024-06-01 10:00:00', now(), 1 + i / 200000, "
-            "DATE '2016-01-01' + ((i * 7919) % 20000) / 7, DATE '2026-01-01' + ((i * 7919) % 20000) / 7 "
+            "DATE '2016-01-01' + ((i::bigint * 7919) % 20000) / 7, DATE '2026-01-01' + ((i::bigint * 7919) % 20000) / 7 "
             f"FROM generate_series(0, {n - 1}) AS s(i)"
         )
 
     def create(self, table: str, shape: dict):
         key = ", ".join(self.q(c) for c in KEY)
-        stmts = [f"CREATE TABLE {self.q(table)} ({self.cols()}, CONSTRAINT {self.q(table + '_k')} {shape['key']} ({key}))"]
+        stmts = [
+            f"CREATE TABLE {self.q(table)} ({self.cols()}, CONSTRAINT {self.q(table + '_k')} {shape['key']} ({key}))"
+        ]
         for suffix, col, *method in shape["idx"]:
             using = f" USING {method[0]}" if method else ""
             stmts.append(f"CREATE INDEX {self.q(table + '_' + suffix)} ON {self.q(table)}{using} ({self.q(col)})")
@@ -157,11 +165,7 @@ class Maria(Engine):
         self.conn.cursor().execute("SET SESSION max_recursive_iterations = 100000000")
 
     def cols(self):
-        return (
-            COLS_PG.replace('"', "`")
-            .replace("TIMESTAMPTZ", "DATETIME(6)")
-            .replace("TIMESTAMP,", "DATETIME(6),")
-        )
+        return COLS_PG.replace('"', "`").replace("TIMESTAMPTZ", "DATETIME(6)").replace("TIMESTAMP,", "DATETIME(6),")
 
     def rows_sql(self, n: int, odd: int) -> str:
         return (
@@ -175,7 +179,11 @@ class Maria(Engine):
 
     def create(self, table: str, shape: dict):
         key = ", ".join(self.q(c) for c in KEY)
-        k = f"PRIMARY KEY ({key})" if shape["key"] == "PRIMARY KEY" else f"CONSTRAINT {self.q(table + '_k')} UNIQUE ({key})"
+        k = (
+            f"PRIMARY KEY ({key})"
+            if shape["key"] == "PRIMARY KEY"
+            else f"CONSTRAINT {self.q(table + '_k')} UNIQUE ({key})"
+        )
         idx = [f"INDEX {self.q(table + '_' + s)} ({self.q(c)})" for s, c, *_ in shape["idx"]]
         return [f"CREATE TABLE {self.q(table)} ({', '.join([self.cols(), k, *idx])}) ENGINE=InnoDB"]
 
@@ -364,7 +372,9 @@ def main() -> None:
         shapes = {k: v for k, v in shapes.items() if k in args.shapes.split(",")}
     build(e, shapes, args.rows, args.batch, args.rounds)
     ins = insert_batches(e, shapes, args.batch, args.rounds)
-    print(f"\n{args.engine}: {args.rows:,} archived rows, INSERT ... SELECT of {args.batch:,} rows, {args.rounds} rounds")
+    print(
+        f"\n{args.engine}: {args.rows:,} archived rows, INSERT ... SELECT of {args.batch:,} rows, {args.rounds} rounds"
+    )
     print("| shape | median ms/batch | min | max |")
     print("|---|---|---|---|")
     for name, xs in ins.items():

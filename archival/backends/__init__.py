@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import connections
 
 from archival.backends.base import (
+    ArchiveIndex,
     Backend,
     Column,
     ForeignKey,
@@ -50,6 +51,7 @@ def _backend_class(vendor: str, alias: str) -> type[Backend]:
 
 
 __all__ = [
+    "ArchiveIndex",
     "Backend",
     "Column",
     "ForeignKey",

@@ -75,6 +75,23 @@ class ForeignKey:
     ref_column: str
 
 
+@dataclass(frozen=True)
+class ArchiveIndex:
+    """One index of an archive table, as ``archive_tables`` plans it or as the catalog shows it.
+
+    ``method``: ``btree``, or ``brin`` (PostgreSQL's block-range summary).
+    ``primary``/``unique``: the source-key index (invariant 2). ``constraint``:
+    it belongs to a constraint (dropped with ALTER TABLE, not DROP INDEX).
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    method: str = "btree"
+    primary: bool = False
+    unique: bool = False
+    constraint: bool = False
+
+
 @dataclass
 class TableInfo:
     schema: str
@@ -631,13 +648,37 @@ class Backend(ABC):
 
     @abstractmethod
     def archive_table_ddl(
-        self, namespace: str, table: str, column_defs: list[str], indexes: list[tuple[str, list[str]]]
+        self, namespace: str, table: str, column_defs: list[str], indexes: list[ArchiveIndex]
     ) -> list[str]:
-        """CREATE TABLE ``namespace``.``table`` with ``column_defs`` and its ``indexes`` (name, columns).
+        """CREATE TABLE ``namespace``.``table`` with ``column_defs`` and its secondary ``indexes``.
 
         As few statements as the engine allows: where every DDL statement
         commits on its own, one.
         """
+
+    @abstractmethod
+    def archive_indexes(self, namespace: str, table: str) -> list[ArchiveIndex]:
+        """The indexes of an archive table as the live catalog shows them, the key's included."""
+
+    @abstractmethod
+    def reshape_archive_sql(
+        self,
+        namespace: str,
+        table: str,
+        *,
+        drop: list[ArchiveIndex],
+        create: list[ArchiveIndex],
+        primary_key: tuple[ArchiveIndex, str] | None,
+    ) -> list[str]:
+        """DDL bringing an archive table to its shape: ``drop`` and ``create`` secondary indexes and,
+        with ``primary_key`` (the UNIQUE key index, the constraint name to give), make the source key
+        the PRIMARY KEY. Duplicate refusal (invariant 2) must hold at every instant: the key is
+        replaced in one statement, or in one transaction where DDL is transactional.
+        """
+
+    def primary_key_note(self) -> str:
+        """What making the source key the PRIMARY KEY costs on this engine (for the reshape report)."""
+        return ""
 
     @abstractmethod
     def add_column_sql(self, qualified_table: str, column_def: str) -> str:

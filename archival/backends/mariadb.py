@@ -17,6 +17,7 @@ from django.db import transaction
 from archival.backends.base import (
     DATE_FAMILIES,
     ISO_DATE_PATTERN,
+    ArchiveIndex,
     Backend,
     Column,
     ForeignKey,
@@ -290,13 +291,60 @@ class MariaDBBackend(Backend):
         return ""
 
     def archive_table_ddl(
-        self, namespace: str, table: str, column_defs: list[str], indexes: list[tuple[str, list[str]]]
+        self, namespace: str, table: str, column_defs: list[str], indexes: list[ArchiveIndex]
     ) -> list[str]:
         # Every DDL statement commits on its own: the indexes go inside
-        # CREATE TABLE, one statement instead of four.
+        # CREATE TABLE, one statement instead of three.
         q = self.quote
-        inline = [f"INDEX {q(name)} ({', '.join(q(c) for c in cols)})" for name, cols in indexes]
+        inline = [f"INDEX {q(i.name)} ({', '.join(q(c) for c in i.columns)})" for i in indexes]
         return [f"CREATE TABLE {self.qualified(namespace, table)} ({', '.join([*column_defs, *inline])})"]
+
+    def archive_indexes(self, namespace: str, table: str) -> list[ArchiveIndex]:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                """
+                SELECT index_name, non_unique, column_name
+                FROM information_schema.statistics
+                WHERE table_schema = %s AND table_name = %s
+                ORDER BY index_name, seq_in_index
+                """,
+                [namespace, table],
+            )
+            rows = cur.fetchall()
+        found: dict[str, tuple[bool, list[str]]] = {}
+        for name, non_unique, column in rows:
+            found.setdefault(name, (not non_unique, []))[1].append(column)
+        return [
+            ArchiveIndex(name, tuple(cols), "btree", name == "PRIMARY", unique, unique)
+            for name, (unique, cols) in sorted(found.items())
+        ]
+
+    def reshape_archive_sql(
+        self,
+        namespace: str,
+        table: str,
+        *,
+        drop: list[ArchiveIndex],
+        create: list[ArchiveIndex],
+        primary_key: tuple[ArchiveIndex, str] | None,
+    ) -> list[str]:
+        # One ALTER TABLE: each DDL statement commits on its own, and InnoDB
+        # rebuilds the table once for all the changes. The UNIQUE key is
+        # dropped and the PRIMARY KEY added in that one statement, so the
+        # key refuses duplicates throughout.
+        q = self.quote
+        parts = [f"DROP INDEX {q(index.name)}" for index in drop]
+        if primary_key is not None:
+            old, _name = primary_key
+            parts += [f"DROP INDEX {q(old.name)}", f"ADD PRIMARY KEY ({', '.join(q(c) for c in old.columns)})"]
+        parts += [f"ADD INDEX {q(i.name)} ({', '.join(q(c) for c in i.columns)})" for i in create]
+        return [f"ALTER TABLE {self.qualified(namespace, table)} {', '.join(parts)}"] if parts else []
+
+    def primary_key_note(self) -> str:
+        return (
+            "InnoDB rebuilds the table in place to cluster it on the key (online: reads and writes go on "
+            "until the last moment); it needs free space about the table's size"
+        )
 
     def add_column_sql(self, qualified_table: str, column_def: str) -> str:
         return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"

@@ -11,6 +11,7 @@ from psycopg import sql as psql
 from archival.backends.base import (
     DATE_FAMILIES,
     ISO_DATE_PATTERN,
+    ArchiveIndex,
     Backend,
     Column,
     ForeignKey,
@@ -315,16 +316,68 @@ class PostgresBackend(Backend):
         return ""
 
     def archive_table_ddl(
-        self, namespace: str, table: str, column_defs: list[str], indexes: list[tuple[str, list[str]]]
+        self, namespace: str, table: str, column_defs: list[str], indexes: list[ArchiveIndex]
     ) -> list[str]:
         qualified = self.qualified(namespace, table)
         return [
             f"CREATE TABLE {qualified} ({', '.join(column_defs)})",
-            *(
-                f"CREATE INDEX {self.quote(name)} ON {qualified} ({', '.join(self.quote(c) for c in cols)})"
-                for name, cols in indexes
-            ),
+            *(self._create_index_sql(namespace, table, index) for index in indexes),
         ]
+
+    def _create_index_sql(self, namespace: str, table: str, index: ArchiveIndex) -> str:
+        using = f" USING {index.method}" if index.method != "btree" else ""
+        columns = ", ".join(self.quote(c) for c in index.columns)
+        return f"CREATE INDEX {self.quote(index.name)} ON {self.qualified(namespace, table)}{using} ({columns})"
+
+    def archive_indexes(self, namespace: str, table: str) -> list[ArchiveIndex]:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                f"""
+                SELECT i.relname, am.amname, ix.indisprimary, ix.indisunique,
+                       EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = ix.indexrelid),
+                       ARRAY(SELECT a.attname FROM unnest(ix.indkey) WITH ORDINALITY AS k(attnum, ord)
+                             JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.attnum
+                             ORDER BY k.ord)
+                FROM pg_index ix
+                JOIN pg_class i ON i.oid = ix.indexrelid
+                JOIN pg_am am ON am.oid = i.relam
+                WHERE ix.indrelid = {self._OID}
+                ORDER BY i.relname
+                """,
+                [namespace, table],
+            )
+            return [
+                ArchiveIndex(name, tuple(cols), method, primary, unique, constraint)
+                for name, method, primary, unique, constraint, cols in cur.fetchall()
+            ]
+
+    def reshape_archive_sql(
+        self,
+        namespace: str,
+        table: str,
+        *,
+        drop: list[ArchiveIndex],
+        create: list[ArchiveIndex],
+        primary_key: tuple[ArchiveIndex, str] | None,
+    ) -> list[str]:
+        # Run in one transaction (DDL is transactional here): the UNIQUE key
+        # is replaced by the PRIMARY KEY inside one ALTER TABLE, under its
+        # ACCESS EXCLUSIVE lock, so no row can arrive between the two.
+        qualified = self.qualified(namespace, table)
+        q = self.quote
+        stmts = []
+        if primary_key is not None:
+            old, name = primary_key
+            stmts.append(
+                f"ALTER TABLE {qualified} DROP CONSTRAINT {q(old.name)}, "
+                f"ADD CONSTRAINT {q(name)} PRIMARY KEY ({', '.join(q(c) for c in old.columns)})"
+            )
+        stmts += [f"DROP INDEX {self.qualified(namespace, index.name)}" for index in drop]
+        stmts += [self._create_index_sql(namespace, table, index) for index in create]
+        return stmts
+
+    def primary_key_note(self) -> str:
+        return "the key's index is built anew (the table is not copied), under a lock that blocks reads and writes"
 
     def add_column_sql(self, qualified_table: str, column_def: str) -> str:
         return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import DatabaseError, OperationalError, connections, transaction
 
 from archival.backends.base import (
+    ArchiveIndex,
     Backend,
     Column,
     ForeignKey,
@@ -384,17 +385,60 @@ class SQLiteBackend(Backend):
         return f"archive namespace {namespace} is not attached (is {source_db} in SOURCE_DATABASES?)"
 
     def archive_table_ddl(
-        self, namespace: str, table: str, column_defs: list[str], indexes: list[tuple[str, list[str]]]
+        self, namespace: str, table: str, column_defs: list[str], indexes: list[ArchiveIndex]
     ) -> list[str]:
-        q = self.quote
-        # SQLite names the schema on the index, not on the table.
         return [
             f"CREATE TABLE {self.qualified(namespace, table)} ({', '.join(column_defs)})",
-            *(
-                f"CREATE INDEX {q(namespace)}.{q(name)} ON {q(table)} ({', '.join(q(c) for c in cols)})"
-                for name, cols in indexes
-            ),
+            *(self._create_index_sql(namespace, table, index) for index in indexes),
         ]
+
+    def _create_index_sql(self, namespace: str, table: str, index: ArchiveIndex) -> str:
+        q = self.quote
+        # SQLite names the schema on the index, not on the table.
+        return f"CREATE INDEX {q(namespace)}.{q(index.name)} ON {q(table)} ({', '.join(q(c) for c in index.columns)})"
+
+    def archive_indexes(self, namespace: str, table: str) -> list[ArchiveIndex]:
+        q = self.quote
+        out = []
+        with self.connection.cursor() as cur:
+            cur.execute(f"PRAGMA {q(namespace)}.index_list({q(table)})")
+            listed = cur.fetchall()
+            for _seq, name, unique, origin, _partial in listed:
+                cur.execute(f"PRAGMA {q(namespace)}.index_info({q(name)})")
+                cols = tuple(row[2] for row in sorted(cur.fetchall()))
+                # origin: c = CREATE INDEX, u = a UNIQUE constraint, pk = the PRIMARY KEY.
+                out.append(ArchiveIndex(name, cols, "btree", origin == "pk", bool(unique), origin in ("u", "pk")))
+            if not any(i.primary for i in out):
+                # A single INTEGER PRIMARY KEY is the rowid itself: no index of its own to list.
+                cur.execute(f"PRAGMA {q(namespace)}.table_info({q(table)})")
+                pk = [row[1] for row in sorted(cur.fetchall(), key=lambda r: r[5]) if row[5]]
+                if pk:
+                    out.append(ArchiveIndex("rowid", tuple(pk), "btree", True, True, True))
+        return sorted(out, key=lambda i: i.name)
+
+    def reshape_archive_sql(
+        self,
+        namespace: str,
+        table: str,
+        *,
+        drop: list[ArchiveIndex],
+        create: list[ArchiveIndex],
+        primary_key: tuple[ArchiveIndex, str] | None,
+    ) -> list[str]:
+        # A rowid table keeps a composite PRIMARY KEY in the same automatic
+        # unique index as a UNIQUE constraint: an older table's key is left as
+        # it is (changing it would copy the table for nothing).
+        q = self.quote
+        return [
+            *(f"DROP INDEX {q(namespace)}.{q(index.name)}" for index in drop),
+            *(self._create_index_sql(namespace, table, index) for index in create),
+        ]
+
+    def primary_key_note(self) -> str:
+        return (
+            "a UNIQUE key is kept: on a rowid table it is the same automatic unique index as a composite "
+            "PRIMARY KEY, and SQLite can change a constraint only by copying the table"
+        )
 
     def add_column_sql(self, qualified_table: str, column_def: str) -> str:
         return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"

@@ -1,8 +1,8 @@
 """Create and evolve archive tables from the source's live columns.
 
-An archive table has the source's columns plus the archive metadata, a unique
-key on the source primary key (invariant 2: at most one copy of a source
-row), and the indexes disposal, holds and search need. A new source column
+An archive table has the source's columns plus the archive metadata, the
+source primary key as its PRIMARY KEY (invariant 2: at most one copy of a
+source row), and the secondary indexes disposal and search need. A new source column
 is added; a changed type stops the table (silently converting archived data
 would rewrite history).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import nullcontext
 
-from archival.backends import Column, SchemaError, TableInfo
+from archival.backends import ArchiveIndex, Column, SchemaError, TableInfo
 from archival.engine.errors import TableError
 from archival.engine.spec import META_COLUMNS, TableSpec
 from archival.engine.txn import write_transaction
@@ -94,6 +94,45 @@ def _column_sql(spec: TableSpec, col: Column, not_null: bool) -> str:
     return f"{arc.quote(col.name)} {typ}{' NOT NULL' if not_null else ''}"
 
 
+# The secondary indexes of an archive table, each for the readers that need
+# it (docs/archive-tables.md has the queries and the measurements):
+# - retention_until: disposal's plan counts expired rows (and finds there are
+#   none without reading the table); the retention report counts by week;
+# - the contract column, where the table has one: the search page's exact
+#   filter on it (a contract's rows, for a hold or a request).
+# Everything else reads by the source key (the move, verify, the conflict
+# check, disposal's batches, restore's key ranges, search's key order), which
+# is the PRIMARY KEY. reference_date has no index: each batch paid for one
+# and no frequent reader used it (restore's DATE_RANGE selection scans).
+RETENTION_INDEX = "retention"
+CONTRACT_INDEX = "contract"
+KEY_CONSTRAINT = "src_key"
+
+
+def key_constraint_name(table: str) -> str:
+    """The name of the source-key constraint (the PRIMARY KEY; a UNIQUE constraint in older tables)."""
+    return _index_name(table, KEY_CONSTRAINT)
+
+
+def indexed_contract_column(config) -> str:
+    """The column the contract index covers ("" where the table has none).
+
+    A contract table's own key (the parent a CONTRACT_MATURITY config joins
+    to) is its PRIMARY KEY already.
+    """
+    if config.hold_contract_column:
+        return config.hold_contract_column
+    return config.contract_reference_column if config.archival_logic == "CONTRACT_MATURITY" else ""
+
+
+def planned_indexes(table: str, contract: str) -> list[ArchiveIndex]:
+    """The secondary indexes an archive table of this shape has."""
+    indexes = [ArchiveIndex(_index_name(table, RETENTION_INDEX), ("retention_until",))]
+    if contract:
+        indexes.append(ArchiveIndex(_index_name(table, CONTRACT_INDEX), (contract,)))
+    return indexes
+
+
 def _create_statements(spec: TableSpec) -> list[str]:
     arc = spec.archive
     q = arc.quote
@@ -106,16 +145,11 @@ def _create_statements(spec: TableSpec) -> list[str]:
         f"{q('reference_date')} DATE NULL",
         f"{q('retention_until')} DATE NULL",
     ]
-    unique = _index_name(table, "src_key")
-    cols.append(f"CONSTRAINT {q(unique)} UNIQUE ({', '.join(q(c) for c in spec.pk)})")
-    indexed = [("refdate", ["reference_date"]), ("retention", ["retention_until"])]
-    contract_col = spec.config.hold_contract_column or (
-        spec.config.contract_reference_column if spec.is_contract else ""
-    )
-    if contract_col:
-        indexed.append(("contract", [contract_col]))
-    indexes = [(_index_name(table, suffix), columns) for suffix, columns in indexed]
-    return arc.archive_table_ddl(spec.namespace, table, cols, indexes)
+    # The source key as the PRIMARY KEY: invariant 2, and on InnoDB the
+    # clustered index itself instead of a hidden row id plus a unique index.
+    cols.append(f"CONSTRAINT {q(key_constraint_name(table))} PRIMARY KEY ({', '.join(q(c) for c in spec.pk)})")
+    contract = indexed_contract_column(spec.config)
+    return arc.archive_table_ddl(spec.namespace, table, cols, planned_indexes(table, contract))
 
 
 def _alter_statements(spec: TableSpec, existing: TableInfo) -> list[str]:

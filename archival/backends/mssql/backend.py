@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from archival.backends.base import (
     DATE_FAMILIES,
+    ArchiveIndex,
     Backend,
     BatchResult,
     Column,
@@ -380,16 +381,68 @@ class MSSQLBackend(Backend):
         return f"archive schema {namespace} is missing: run sql/02_archive_schemas.sql"
 
     def archive_table_ddl(
-        self, namespace: str, table: str, column_defs: list[str], indexes: list[tuple[str, list[str]]]
+        self, namespace: str, table: str, column_defs: list[str], indexes: list[ArchiveIndex]
     ) -> list[str]:
-        qualified = self.qualified(namespace, table)
         return [
-            f"CREATE TABLE {qualified} ({', '.join(column_defs)})",
-            *(
-                f"CREATE INDEX {self.quote(name)} ON {qualified} ({', '.join(self.quote(c) for c in cols)})"
-                for name, cols in indexes
-            ),
+            f"CREATE TABLE {self.qualified(namespace, table)} ({', '.join(column_defs)})",
+            *(self._create_index_sql(namespace, table, index) for index in indexes),
         ]
+
+    def _create_index_sql(self, namespace: str, table: str, index: ArchiveIndex) -> str:
+        columns = ", ".join(self.quote(c) for c in index.columns)
+        return f"CREATE INDEX {self.quote(index.name)} ON {self.qualified(namespace, table)} ({columns})"
+
+    def archive_indexes(self, namespace: str, table: str) -> list[ArchiveIndex]:
+        with self.connection.cursor() as cur:
+            cur.execute(
+                """
+                SELECT i.name, i.is_primary_key, i.is_unique, i.is_unique_constraint, c.name
+                FROM sys.indexes AS i
+                JOIN sys.index_columns AS ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id
+                JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
+                WHERE i.object_id = OBJECT_ID(QUOTENAME(%s) + N'.' + QUOTENAME(%s)) AND ic.key_ordinal > 0
+                ORDER BY i.name, ic.key_ordinal
+                """,
+                [namespace, table],
+            )
+            rows = cur.fetchall()
+        found: dict[str, tuple[bool, bool, bool, list[str]]] = {}
+        for name, primary, unique, unique_constraint, column in rows:
+            found.setdefault(name, (bool(primary), bool(unique), bool(primary or unique_constraint), []))[3].append(
+                column
+            )
+        return [
+            ArchiveIndex(name, tuple(cols), "btree", primary, unique, constraint)
+            for name, (primary, unique, constraint, cols) in sorted(found.items())
+        ]
+
+    def reshape_archive_sql(
+        self,
+        namespace: str,
+        table: str,
+        *,
+        drop: list[ArchiveIndex],
+        create: list[ArchiveIndex],
+        primary_key: tuple[ArchiveIndex, str] | None,
+    ) -> list[str]:
+        # For the DBA (the runtime login has no DDL right): run in one
+        # transaction, where the key is replaced with no gap between.
+        qualified = self.qualified(namespace, table)
+        q = self.quote
+        stmts = []
+        if primary_key is not None:
+            old, name = primary_key
+            stmts += [
+                f"ALTER TABLE {qualified} DROP CONSTRAINT {q(old.name)}",
+                f"ALTER TABLE {qualified} ADD CONSTRAINT {q(name)} PRIMARY KEY CLUSTERED "
+                f"({', '.join(q(c) for c in old.columns)})",
+            ]
+        stmts += [f"DROP INDEX {q(index.name)} ON {qualified}" for index in drop]
+        stmts += [self._create_index_sql(namespace, table, index) for index in create]
+        return stmts
+
+    def primary_key_note(self) -> str:
+        return "the table is rebuilt as a clustered index on the key (a DBA's change: sql/06_provisioning.sql)"
 
     def add_column_sql(self, qualified_table: str, column_def: str) -> str:
         # T-SQL: ADD, without COLUMN.
