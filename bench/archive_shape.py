@@ -121,7 +121,7 @@ class PG(Engine):
             f"SELECT i / 500, 2 * (i % 500) + {odd}, DATE '2015-01-01' + (i % 365), (i::bigint * 7919) % 20000 + 1, "
             "(i % 20000) * 1.5, 10.25, 'EUR', 'BOOK' || (i % 40), 'T' || (i % 200), 'OPEN', "
             "TIMESTAMP '2024-06-01 10:00:00', now(), 1 + i / 200000, "
-            "DATE '2016-01-01' + ((i::bigint * 7919) % 20000) / 7, DATE '2026-01-01' + ((i::bigint * 7919) % 20000) / 7 "
+            "DATE '2016-01-01' + ((i::bigint * 7919) % 20000)::int / 7, DATE '2026-01-01' + ((i::bigint * 7919) % 20000)::int / 7 "
             f"FROM generate_series(0, {n - 1}) AS s(i)"
         )
 

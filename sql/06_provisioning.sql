@@ -142,11 +142,11 @@ WHERE c.object_id = OBJECT_ID(@qualified, N''U'')';
         FROM @cols;
         IF @sql IS NULL THROW 50611, N'The archive table DDL came out NULL; nothing was created.', 1;
         EXEC sys.sp_executesql @sql;
-        -- Disposal scans by retention_until; holds by reference_date and contract.
+        -- Disposal counts expired rows by retention_until; the search filters
+        -- on the contract column; restore selects a run's rows. No index on
+        -- reference_date: every batch paid for one that no frequent reader
+        -- used (docs/archive-tables.md).
         SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name + N'_retention', 128)) + N' ON ' + @archive_table + N' ([retention_until])';
-        IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
-        EXEC sys.sp_executesql @sql;
-        SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name + N'_reference', 128)) + N' ON ' + @archive_table + N' ([reference_date])';
         IF @sql IS NULL THROW 50612, N'A provisioning statement came out NULL (a name over 128 characters?); stopped.', 1;
         EXEC sys.sp_executesql @sql;
         SET @sql = N'CREATE INDEX ' + QUOTENAME(LEFT(N'ix_' + @table_name + N'_run', 128)) + N' ON ' + @archive_table + N' ([archive_run_id])';

@@ -57,6 +57,8 @@ CONTRACT = (
     # archive tables
     "namespace_missing",
     "archive_table_ddl",
+    "archive_indexes",
+    "reshape_archive_sql",
     "add_column_sql",
     # disposal
     "key_text_sql",

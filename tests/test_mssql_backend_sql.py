@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 import sqlfluff
 
+from archival.backends import ArchiveIndex
 from archival.backends.mssql.backend import MSSQLBackend
 from archival.disposal.tables import ArchiveTable
 
@@ -64,12 +65,29 @@ def test_the_archive_table_ddl_and_a_new_column_are_t_sql():
         [
             "[id] bigint NOT NULL",
             "[archived_at] datetimeoffset(6) NOT NULL",
-            "CONSTRAINT [Trade_src_key] UNIQUE ([id])",
+            "CONSTRAINT [Trade_src_key] PRIMARY KEY ([id])",
         ],
-        [("Trade_refdate", ["reference_date"]), ("Trade_retention", ["retention_until"])],
+        [ArchiveIndex("Trade_retention", ("retention_until",)), ArchiveIndex("Trade_contract", ("contractId",))],
     )
     assert len(statements) == 3
     for sql in statements:
+        tsql(sql)
+    # What reshape_archive_tables prints for the DBA of a table provisioned before.
+    old_key = ArchiveIndex("Trade_src_key", ("id",), unique=True, constraint=True)
+    reshape = ARCHIVE.reshape_archive_sql(
+        "archive_sourcedb1",
+        "Trade",
+        drop=[ArchiveIndex("ix_Trade_reference", ("reference_date",))],
+        create=[ArchiveIndex("Trade_contract", ("contractId",))],
+        primary_key=(old_key, "Trade_src_key"),
+    )
+    assert reshape == [
+        "ALTER TABLE [archive_sourcedb1].[Trade] DROP CONSTRAINT [Trade_src_key]",
+        "ALTER TABLE [archive_sourcedb1].[Trade] ADD CONSTRAINT [Trade_src_key] PRIMARY KEY CLUSTERED ([id])",
+        "DROP INDEX [ix_Trade_reference] ON [archive_sourcedb1].[Trade]",
+        "CREATE INDEX [Trade_contract] ON [archive_sourcedb1].[Trade] ([contractId])",
+    ]
+    for sql in reshape:
         tsql(sql)
     alter = ARCHIVE.add_column_sql("[archive_sourcedb1].[Trade]", "[note] nvarchar(40)")
     assert alter == "ALTER TABLE [archive_sourcedb1].[Trade] ADD [note] nvarchar(40)"

@@ -543,7 +543,7 @@ def archive_schema_for(source_alias: str) -> str:
 
 def provisioned_object_names(archive_schema: str, table_name: str) -> list[str]:
     """The names archival_admin.usp_provision_table builds for one table (sql/06_provisioning.sql), each QUOTENAME'd."""
-    suffixes = ("retention", "reference", "run", "contract")
+    suffixes = ("retention", "run", "contract")
     return [f"pk_{archive_schema}_{table_name}", *(f"ix_{table_name}_{suffix}" for suffix in suffixes)]
 
 
