@@ -351,6 +351,69 @@ def time_readers(e: Engine, shapes: dict, repeat: int) -> dict[str, dict[str, fl
     return res
 
 
+SOURCE_COLUMNS = 11  # the Position columns before the four archive columns
+MOVE_SHAPES = {
+    # The ceiling's target (PERFORMANCE.md): the source's columns and key, nothing else.
+    "plain": {"key": "PRIMARY KEY", "idx": [], "plain": True},
+    "unique+3": SHAPES["unique+3"],
+    "pk+ret+con": SHAPES["pk+ret+con"],
+}
+
+
+def move_batches(e: Engine, n: int, batch: int) -> dict[str, list[float]]:
+    """A whole move of N source rows into an empty archive table of each shape, batch by batch.
+
+    Each shape has its own copy of the source; batch i of every shape runs
+    before batch i + 1 of any (the order alternating), so they share the
+    machine's state. A batch: ``INSERT ... SELECT`` of a key range into the
+    archive, ``DELETE`` of that range from the source, one commit.
+    """
+    q = e.q
+    key = ", ".join(q(c) for c in KEY)
+    defs = e.cols().split(", ")
+    source_defs = defs[:SOURCE_COLUMNS] + [
+        d.replace(" NOT NULL", "") for d in defs[SOURCE_COLUMNS + 2 :]
+    ]  # reference_date, retention_until: what the join to the contract gives
+    source_cols = [d.split()[0] for d in source_defs]
+    names = list(MOVE_SHAPES)
+    for name in names:
+        src, arc = q("src_" + tname(name)), q("mv_" + tname(name))
+        e.execute(f"DROP TABLE IF EXISTS {src}")
+        e.execute(f"DROP TABLE IF EXISTS {arc}")
+        e.execute(f"CREATE TABLE {src} ({', '.join(source_defs)}, PRIMARY KEY ({key}))")
+        picked = ", ".join([*(c for c in source_cols)])
+        e.execute(f"INSERT INTO {src} ({picked}) SELECT {picked} FROM {q('loaded')} ORDER BY {key}")
+        shape = MOVE_SHAPES[name]
+        if shape.get("plain"):
+            e.execute(f"CREATE TABLE {arc} ({', '.join(defs[:SOURCE_COLUMNS])}, PRIMARY KEY ({key}))")
+        else:
+            for stmt in e.create("mv_" + tname(name), shape):
+                e.execute(stmt)
+        e.analyze("src_" + tname(name))
+    out: dict[str, list[float]] = {name: [] for name in names}
+    per_basket = 500
+    baskets = max(1, batch // per_basket)
+    ph = "?" if e.vendor == "sqlite" else "%s"
+    now = {"postgresql": "now()", "mariadb": "NOW(6)", "sqlite": "datetime('now')"}[e.vendor]
+    plain_cols = ", ".join(source_cols[:SOURCE_COLUMNS])
+    arc_cols = ", ".join(
+        [*source_cols[:SOURCE_COLUMNS], q("archived_at"), q("archive_run_id"), *source_cols[SOURCE_COLUMNS:]]
+    )
+    sel_cols = ", ".join([*source_cols[:SOURCE_COLUMNS], now, "1", *source_cols[SOURCE_COLUMNS:]])
+    rng = f"{q('basketId')} >= {ph} AND {q('basketId')} < {ph}"
+    for i, low in enumerate(range(0, n // per_basket, baskets)):
+        for name in names if i % 2 == 0 else list(reversed(names)):
+            src, arc = q("src_" + tname(name)), q("mv_" + tname(name))
+            cols, sel = (plain_cols, plain_cols) if MOVE_SHAPES[name].get("plain") else (arc_cols, sel_cols)
+            cur = e.conn.cursor()
+            t0 = time.perf_counter()
+            cur.execute(f"INSERT INTO {arc} ({cols}) SELECT {sel} FROM {src} WHERE {rng}", (low, low + baskets))
+            cur.execute(f"DELETE FROM {src} WHERE {rng}", (low, low + baskets))
+            e.conn.commit()
+            out[name].append((time.perf_counter() - t0) * 1000)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--engine", choices=["postgresql", "mariadb", "sqlite"], required=True)
@@ -361,6 +424,7 @@ def main() -> None:
     p.add_argument("--rebuild", action="store_true", default=True)
     p.add_argument("--sqlite-path", default="/tmp/bench_shape/arc.db")
     p.add_argument("--shapes", default="", help="comma-separated subset")
+    p.add_argument("--move", action="store_true", help="time whole moves into empty tables instead (plain, old, new)")
     args = p.parse_args()
     e: Engine = {"postgresql": PG, "mariadb": Maria, "sqlite": Lite}[args.engine](args)
     if args.engine == "sqlite":
@@ -370,6 +434,18 @@ def main() -> None:
     shapes.update(PG_ONLY if args.engine == "postgresql" else SQLITE_ONLY if args.engine == "sqlite" else {})
     if args.shapes:
         shapes = {k: v for k, v in shapes.items() if k in args.shapes.split(",")}
+    if args.move:
+        build(e, {}, args.rows, args.batch, 1)
+        moved = move_batches(e, args.rows, args.batch)
+        print(f"\n{args.engine}: move of {args.rows:,} rows into an empty archive table, batches of {args.batch:,}")
+        print("| shape | median ms/batch | total s | x plain |")
+        print("|---|---|---|---|")
+        plain = statistics.median(moved["plain"])
+        for name, xs in moved.items():
+            print(
+                f"| {name} | {statistics.median(xs):.1f} | {sum(xs) / 1000:.1f} | {statistics.median(xs) / plain:.2f} |"
+            )
+        return
     build(e, shapes, args.rows, args.batch, args.rounds)
     ins = insert_batches(e, shapes, args.batch, args.rounds)
     print(

@@ -12,8 +12,8 @@ batch into Python, COPY (PostgreSQL) or executemany (SQLite) into the
 archive and commit, then delete those keys from the source and commit.
 
 Both create their archive tables like the engine does (source columns, the
-four archive columns, a unique key on the source key, indexes on
-reference_date, retention_until and the contract column) and move parents
+four archive columns, the source key as the PRIMARY KEY, indexes on
+retention_until and the contract column: docs/archive-tables.md) and move parents
 (contracts) only when no child row references them any more, children first.
 """
 
@@ -132,9 +132,9 @@ class Mover:
             else:
                 cols += [f"{q('archived_at')} {stamp} NOT NULL", f"{q('archive_run_id')} BIGINT NOT NULL"]
             cols += [f"{q('reference_date')} DATE NULL", f"{q('retention_until')} DATE NULL"]
-            cols.append(f"CONSTRAINT {q(spec.name + '_src_key')} UNIQUE ({', '.join(q(c) for c in spec.pk)})")
+            cols.append(f"CONSTRAINT {q(spec.name + '_src_key')} PRIMARY KEY ({', '.join(q(c) for c in spec.pk)})")
             cur.execute(f"CREATE TABLE {self.arc} ({', '.join(cols)})")
-            indexed = ["reference_date", "retention_until"] + (["contractId"] if spec.contract_column else [])
+            indexed = ["retention_until"] + (["contractId"] if spec.contract_column else [])
             for col in indexed:
                 name = q(f"{spec.name}_{col}")
                 if self.vendor == "sqlite":
