@@ -20,6 +20,7 @@ import sqlfluff
 from archival.backends import ArchiveIndex
 from archival.backends.mssql.backend import MSSQLBackend
 from archival.disposal.tables import ArchiveTable
+from archival.engine.archive_tables import planned_indexes
 
 FORBIDDEN = re.compile(r"\|\||\bLIMIT\b|\bRETURNING\b|\bILIKE\b|ADD COLUMN|ON CONFLICT", re.IGNORECASE)
 
@@ -148,3 +149,12 @@ def test_a_limit_comes_last_so_the_parameters_keep_their_order():
     assert unordered.endswith(") t ORDER BY (SELECT NULL) OFFSET 0 ROWS FETCH NEXT 5 ROWS ONLY")
     tsql(ordered.replace("%s", "@P1"))
     tsql(unordered)
+
+
+def test_the_planned_indexes_carry_the_names_the_provisioning_script_gives():
+    assert planned_indexes(ARCHIVE, "Trade", "contractId") == [
+        ArchiveIndex("ix_Trade_retention", ("retention_until",)),
+        ArchiveIndex("ix_Trade_contract", ("contractId",)),
+        ArchiveIndex("ix_Trade_run", ("archive_run_id",)),
+    ]
+    assert [i.name for i in planned_indexes(ARCHIVE, "Trade", "")] == ["ix_Trade_retention", "ix_Trade_run"]

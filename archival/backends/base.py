@@ -680,6 +680,13 @@ class Backend(ABC):
         """What making the source key the PRIMARY KEY costs on this engine (for the reshape report)."""
         return ""
 
+    # Where a DBA's script provisions archive tables, the names it gives each
+    # index (by role: retention, refdate, contract, run) and the indexes it
+    # makes beyond the engine's shape, (role, columns). Empty: the engine's
+    # own names (archive_tables).
+    provisioned_index_names: dict[str, str] = {}
+    provisioned_extra_indexes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
     @abstractmethod
     def add_column_sql(self, qualified_table: str, column_def: str) -> str:
         """ALTER TABLE adding one column (``column_def``: quoted name, type, nullability)."""

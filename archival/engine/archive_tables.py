@@ -125,11 +125,21 @@ def indexed_contract_column(config) -> str:
     return config.contract_reference_column if config.archival_logic == "CONTRACT_MATURITY" else ""
 
 
-def planned_indexes(table: str, contract: str) -> list[ArchiveIndex]:
-    """The secondary indexes an archive table of this shape has."""
-    indexes = [ArchiveIndex(_index_name(table, RETENTION_INDEX), ("retention_until",))]
+def index_name(arc, table: str, role: str) -> str:
+    """The name of the index of ``role`` on ``table``: as the DBA's script names it where it provisions tables."""
+    suffix = arc.provisioned_index_names.get(role)
+    if suffix:
+        # QUOTENAME refuses names over 128 characters (MSSQLBackend.name_errors refuses such configs).
+        return f"ix_{table}_{suffix}"[:128]
+    return _index_name(table, role)
+
+
+def planned_indexes(arc, table: str, contract: str) -> list[ArchiveIndex]:
+    """The secondary indexes an archive table of this shape has on ``arc``'s engine."""
+    indexes = [ArchiveIndex(index_name(arc, table, RETENTION_INDEX), ("retention_until",))]
     if contract:
-        indexes.append(ArchiveIndex(_index_name(table, CONTRACT_INDEX), (contract,)))
+        indexes.append(ArchiveIndex(index_name(arc, table, CONTRACT_INDEX), (contract,)))
+    indexes += [ArchiveIndex(index_name(arc, table, role), cols) for role, cols in arc.provisioned_extra_indexes]
     return indexes
 
 
@@ -149,7 +159,7 @@ def _create_statements(spec: TableSpec) -> list[str]:
     # clustered index itself instead of a hidden row id plus a unique index.
     cols.append(f"CONSTRAINT {q(key_constraint_name(table))} PRIMARY KEY ({', '.join(q(c) for c in spec.pk)})")
     contract = indexed_contract_column(spec.config)
-    return arc.archive_table_ddl(spec.namespace, table, cols, planned_indexes(table, contract))
+    return arc.archive_table_ddl(spec.namespace, table, cols, planned_indexes(arc, table, contract))
 
 
 def _alter_statements(spec: TableSpec, existing: TableInfo) -> list[str]:

@@ -20,7 +20,7 @@ from archival.backends import ArchiveIndex, Backend, SchemaError, backend_for, n
 from archival.engine.archive_tables import (
     CONTRACT_INDEX,
     RETENTION_INDEX,
-    _index_name,
+    index_name,
     indexed_contract_column,
     key_constraint_name,
     planned_indexes,
@@ -32,7 +32,7 @@ from governance.models import AuditEvent, TableConfig
 ARCHIVE = "archive"
 # Secondary indexes earlier versions of this tool named (and may drop):
 # reference_date's is no longer made.
-OUR_SUFFIXES = ("refdate", RETENTION_INDEX, CONTRACT_INDEX)
+OUR_ROLES = ("refdate", RETENTION_INDEX, CONTRACT_INDEX)
 
 
 class NotOurTable(TableError):
@@ -83,8 +83,9 @@ def plan_reshape(config: TableConfig, arc: Backend | None = None) -> ReshapePlan
             "tool, or its key was changed by hand; left as it is (without that key it cannot refuse duplicates)"
         )
     primary = [i for i in keys if i.primary]
-    wanted = planned_indexes(table, indexed_contract_column(config))
-    ours = {_index_name(table, suffix) for suffix in OUR_SUFFIXES}
+    wanted = planned_indexes(arc, table, indexed_contract_column(config))
+    roles = [*OUR_ROLES, *(role for role, _ in arc.provisioned_extra_indexes)]
+    ours = {index_name(arc, table, role) for role in roles}
     have = {i.name: i for i in indexes if not i.unique}
     drop = [i for name, i in have.items() if name in ours and not _same(i, wanted)]
     create = [w for w in wanted if not (w.name in have and _same(have[w.name], [w]))]

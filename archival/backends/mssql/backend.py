@@ -441,6 +441,10 @@ class MSSQLBackend(Backend):
         stmts += [self._create_index_sql(namespace, table, index) for index in create]
         return stmts
 
+    # sql/06_provisioning.sql: ix_<table>_<suffix>, suffix by role.
+    provisioned_index_names = {"retention": "retention", "refdate": "reference", "contract": "contract", "run": "run"}
+    provisioned_extra_indexes = (("run", ("archive_run_id",)),)
+
     def primary_key_note(self) -> str:
         return "the table is rebuilt as a clustered index on the key (a DBA's change: sql/06_provisioning.sql)"
 
