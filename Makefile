@@ -94,7 +94,8 @@ test-mariadb: $(VENV_DEV)
 	ARCHIVE_READONLY_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_data SOURCEDB1_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src1 \
 	SOURCEDB2_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src2 SOURCEDB3_DATABASE_URL=$(MY_URL)/$(MY_PREFIX)_src3 \
 	$(PYTHON) -m pytest tests/test_engine_invariants.py tests/test_engine_crash.py tests/test_engine_no_rows_in_python.py \
-		tests/test_restore_crash.py tests/test_migrations_scheduler_singleton.py tests/test_governance_delete_triggers.py
+		tests/test_restore_crash.py tests/test_migrations_scheduler_singleton.py tests/test_governance_delete_triggers.py \
+		tests/test_archive_reshape.py
 
 # Full sizes of the slow suites (crash trials, property examples).
 test-full: $(VENV_DEV)

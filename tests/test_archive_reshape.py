@@ -188,6 +188,8 @@ def test_reshape_refuses_a_table_it_did_not_create_and_goes_on_with_the_others(d
     prices = _config("PriceHistory")
     trade = _config("Trade")
     arc = backend_for("archive")
+    if not arc.schema_exists(namespace_for(trade.source_db)):
+        arc.create_namespace(namespace_for(trade.source_db))
     with transaction.atomic(using="archive"), connections["archive"].cursor() as cur:
         cur.execute(f'CREATE TABLE {_qualified(trade)} ("tradeId" BIGINT NOT NULL PRIMARY KEY, "note" VARCHAR(20))')
     _make_old_shape(prices)
