@@ -120,6 +120,40 @@ def test_a_new_archive_table_has_the_key_as_primary_key_and_only_the_indexes_rea
     assert not plan_reshape(position).changes and not plan_reshape(prices).changes
 
 
+def test_a_run_builds_a_new_tables_secondary_indexes_after_its_batches(demo):
+    """The batches write into the key alone; the indexes exist before Verify, with every row in them."""
+    position = _config("Position")
+    seen_during_batches = []
+
+    def on_batch(_rows):
+        seen_during_batches.append({v[0] for v in _indexes(position).values() if not v[2]})
+
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["Position"], on_batch=on_batch)
+    assert all(t.done for t in result.tables), result.tables
+    assert seen_during_batches and all(s == set() for s in seen_during_batches)
+    assert {v[0] for v in _indexes(position).values() if not v[2]} == {("retention_until",), ("contractId",)}
+    arc = backend_for("archive")
+    with connections["archive"].cursor() as cur:
+        cur.execute(f"SELECT COUNT(*) FROM {_qualified(position)} WHERE {arc.quote('retention_until')} IS NOT NULL")
+        indexed = cur.fetchone()[0]
+    assert indexed == _rows_digest(position)[0] > 0
+
+
+def test_indexes_a_stopped_run_did_not_build_are_built_when_the_table_is_next_opened(demo):
+    from archival.engine.archive_tables import ensure_archive_table
+    from archival.engine.spec import build_spec
+
+    prices = _config("PriceHistory")
+    first = build_spec(prices, CUTOFF)
+    ensure_archive_table(first)  # created by a run that then stopped before its indexes
+    assert first.indexes_pending
+    assert {v[0] for v in _indexes(prices).values() if not v[2]} == set()
+    statements = ensure_archive_table(build_spec(prices, CUTOFF))
+    assert any("retention" in sql for sql in statements), statements
+    assert {v[0] for v in _indexes(prices).values() if not v[2]} == {("retention_until",)}
+    assert ensure_archive_table(build_spec(prices, CUTOFF)) == []
+
+
 def test_reshape_brings_an_older_table_to_the_shape_and_keeps_every_row(demo, capsys):
     engine.run_cycle(cutoff=CUTOFF)
     configs = [_config("Position"), _config("PriceHistory")]

@@ -51,11 +51,21 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False, in_transacti
             statements.append(f"CREATE SCHEMA {arc.quote(ns)}")
             if not dry_run:
                 arc.create_namespace(ns)
-        statements += _create_statements(spec)
+        # The secondary indexes are built once the table's batches are done
+        # (``build_pending_indexes``): one sort of the moved rows instead of
+        # an index entry placed per row, and no reader needs them before the
+        # table's first rows are verified. A dry run lists them here.
+        deferred = not dry_run
+        statements += _create_statements(spec, with_indexes=not deferred)
+        spec.indexes_pending = deferred
     else:
         statements += _alter_statements(spec, existing)
         if statements and not arc.creates_archive_tables and not dry_run:
             raise TableError(_not_provisioned(spec, "lacks columns the source has now"))
+        if arc.creates_archive_tables:
+            # Indexes a run that created the table did not get to build (it
+            # stopped or crashed after its batches): built before more rows come.
+            statements += _missing_index_statements(spec)
     if not dry_run and statements:
         # One transaction for the table and its indexes (one commit, and no
         # half-made archive table after a crash where DDL is transactional).
@@ -65,6 +75,33 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False, in_transacti
                     continue
                 cur.execute(sql)
     return statements
+
+
+def build_pending_indexes(spec: TableSpec) -> list[str]:
+    """Build the secondary indexes of an archive table this process created; return the DDL run.
+
+    Called once the table's batches are done (before Verify). Nothing to do
+    for a table that existed before the run: its indexes were checked when
+    it was opened (``ensure_archive_table``).
+    """
+    if not spec.indexes_pending:
+        return []
+    statements = _missing_index_statements(spec)
+    if statements:
+        with write_transaction(spec.archive.alias), spec.archive.connection.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql)
+    spec.indexes_pending = False
+    return statements
+
+
+def _missing_index_statements(spec: TableSpec) -> list[str]:
+    """CREATE INDEX statements for the planned secondary indexes the archive table lacks (by name)."""
+    arc = spec.archive
+    ns, table = spec.namespace, spec.config.table_name
+    have = {index.name for index in arc.archive_indexes(ns, table)}
+    missing = [i for i in planned_indexes(arc, table, indexed_contract_column(spec.config)) if i.name not in have]
+    return arc.reshape_archive_sql(ns, table, drop=[], create=missing, primary_key=None) if missing else []
 
 
 def _not_provisioned(spec: TableSpec, what: str) -> str:
@@ -143,7 +180,7 @@ def planned_indexes(arc, table: str, contract: str) -> list[ArchiveIndex]:
     return indexes
 
 
-def _create_statements(spec: TableSpec) -> list[str]:
+def _create_statements(spec: TableSpec, *, with_indexes: bool = True) -> list[str]:
     arc = spec.archive
     q = arc.quote
     table = spec.config.table_name
@@ -159,7 +196,10 @@ def _create_statements(spec: TableSpec) -> list[str]:
     # clustered index itself instead of a hidden row id plus a unique index.
     cols.append(f"CONSTRAINT {q(key_constraint_name(table))} PRIMARY KEY ({', '.join(q(c) for c in spec.pk)})")
     contract = indexed_contract_column(spec.config)
-    return arc.archive_table_ddl(spec.namespace, table, cols, planned_indexes(arc, table, contract))
+    indexes = planned_indexes(arc, table, contract)
+    if with_indexes:
+        return arc.archive_table_ddl(spec.namespace, table, cols, indexes)
+    return arc.archive_table_ddl(spec.namespace, table, cols, [])
 
 
 def _alter_statements(spec: TableSpec, existing: TableInfo) -> list[str]:

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from archival import alerts, outage, stopping
 from archival.engine import dependencies, leases, pacing, phases
+from archival.engine.archive_tables import build_pending_indexes
 from archival.engine.cutoff import resolve_cutoff
 from archival.engine.dailylog import log_line
 from archival.engine.errors import LeaseLost, TableError, TableWaiting, describe_database_error
@@ -315,6 +316,7 @@ def _verify_and_complete(spec, state: RecoveryState, worker: str, target: int, u
     (``table.completed`` carrying the proof: archived and batch counts, the
     ledger's digest); Verify alone records ``table.verified``.
     """
+    build_pending_indexes(spec)
     with transaction.atomic():
         proof = phases.verify(spec, state) if state.phase != Phase.VERIFIED else None
         if target > PHASE_ORDER.index(Phase.VERIFIED):

@@ -68,6 +68,9 @@ class TableSpec:
     contract_info: TableInfo | None = None
     # Set once this process has created or checked the archive table.
     archive_ready: bool = False
+    # This process created the archive table without its secondary indexes
+    # (archive_tables.build_pending_indexes builds them after the batches).
+    indexes_pending: bool = False
 
     # -- names ---------------------------------------------------------------
     @property
