@@ -526,7 +526,15 @@ class Backend(ABC):
         """
 
     def move_statement_sql(
-        self, *, source: str, batch: str, key: list[str], columns: list[str], archive: str, archive_columns: str
+        self,
+        *,
+        source: str,
+        batch_from: str,
+        key: list[str],
+        reference: str,
+        columns: list[str],
+        archive: str,
+        archive_columns: str,
     ) -> str:
         """One statement moving a same-server batch (engines that ``moves_in_one_statement``)."""
         raise NotImplementedError(f"{self.vendor or 'this engine'} moves a batch with INSERT ... SELECT, then DELETE")

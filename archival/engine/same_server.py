@@ -148,14 +148,12 @@ def _one_statement_move(spec: TableSpec, run_id: int, years: int, low, size: int
     pk_s = spec.q(on, "s", spec.pk)
     where, params = spec.selection(on, low=low, high=high)
     ref = on.as_date_sql(spec.reference_expr(on))
-    batch = (
-        f"SELECT {', '.join(pk_s)}, {ref} AS __ref FROM {spec.from_clause(on)} WHERE {where} "
-        f"ORDER BY {rowkeys.order_by(pk_s)} LIMIT %s"
-    )
+    batch_from = f"FROM {spec.from_clause(on)} WHERE {where} ORDER BY {rowkeys.order_by(pk_s)} LIMIT %s"
     sql = on.move_statement_sql(
         source=spec.source_table(on),
-        batch=batch,
+        batch_from=batch_from,
         key=spec.pk,
+        reference=ref,
         columns=spec.columns,
         archive=spec.archive_table(),
         archive_columns=_insert_columns(spec),
