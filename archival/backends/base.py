@@ -424,6 +424,16 @@ class Backend(ABC):
         # and the conversion of a value that is not a date would raise.
         return f"(CASE WHEN {check} THEN {self.date_value_sql(expr, column)} < %s ELSE 1 = 0 END)"
 
+    def date_maybe_before_sql(self, expr: str, column: Column) -> str:
+        """SQL true at least wherever ``date_before_sql`` is (it may be true for more rows), for WHERE only.
+
+        What a batch's bound selects its candidates with: the statements
+        that then move the batch test every row with ``date_before_sql``. A
+        backend whose exact test costs more than a plain comparison per row
+        answers with the comparison alone.
+        """
+        return self.date_before_sql(expr, column)
+
     def unreadable_date_sql(self, expr: str, column: Column) -> str | None:
         """SQL true when ``expr`` holds a value that is not a date; None when ``column`` cannot hold one."""
         check = self.readable_date_sql(expr, column)

@@ -268,17 +268,21 @@ class PostgresBackend(Backend):
         pk_s = ", ".join(f"s.{q(c)}" for c in key)
         # The DELETE finds each batch row by the ctid the batch read: a TID
         # scan reads the one heap page, where the key join re-probed the
-        # primary key (index pages, then the heap) for every row. On 1,000,000
-        # Position rows that is 5,000 buffer reads a batch instead of 20,000,
-        # about 10% of the statement's CPU (EXPLAIN (ANALYZE, BUFFERS),
-        # bench/RESULTS.md). The key equality stays, as a filter on the row
-        # fetched: a ctid is unique only within one table, so on a
-        # partitioned source the same ctid names a row in every partition,
-        # and the key (unique across the partitions) keeps the one the batch
-        # read. Under a concurrent UPDATE the DELETE either skips the row or
-        # deletes its new version with the same key, as the key join did;
-        # either way RETURNING feeds the INSERT, so exactly the rows deleted
-        # are archived and counted.
+        # primary key (through Memoize, 5,000 misses: index pages, then the
+        # heap) for every row. On 1,000,000 Position rows: 5,000 buffer reads
+        # a batch instead of 20,000, and 7-10% less CPU for the statement,
+        # now 0.92-0.96x the ceiling's against 0.98-1.06x before
+        # (bench/batch_statements.py; bench/RESULTS.md). The key equality
+        # stays, as a filter on the row fetched: a ctid is unique only within
+        # one table, so on a partitioned source the same ctid names a row in
+        # every partition, and the key (unique across the partitions) keeps
+        # the one the batch read. When another transaction has updated a
+        # batch row meanwhile, PostgreSQL rechecks its newest version: under
+        # the TID scan the key filter decides (the row moves in its new
+        # version if its key is unchanged, as under the key join); a plan
+        # joining on the ctid itself skips it, and Verify reports it still in
+        # the source. Either way RETURNING feeds the INSERT, so exactly the
+        # rows deleted are archived and counted.
         match = " AND ".join(["s.ctid = b.__tid", *(f"s.{q(c)} = b.{q(c)}" for c in key)])
         pk_m = [f"m.{q(c)}" for c in key]
         descending = ", ".join(f"{c} DESC" for c in pk_m)
