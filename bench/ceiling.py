@@ -201,6 +201,12 @@ class Mover:
 
     def _move_pg_batch(self, cur, low, hi, cols: str, now) -> tuple[list, int] | None:
         """One PostgreSQL batch after ``low`` (up to ``hi``): (last moved key, rows), or None when none moved."""
+        cur.execute(*self.pg_batch_sql(low, hi, cols, now))
+        row = cur.fetchone()
+        return (list(row[:-1]), row[-1]) if row else None
+
+    def pg_batch_sql(self, low, hi, cols: str, now) -> tuple[str, list]:
+        """The PostgreSQL batch statement after ``low`` (up to ``hi``) and its parameters."""
         q = self.d.quote
         pk_names = [q(c) for c in self.spec.pk]
         rng, rng_params = self.between(low, hi) if hi is not None else self.after(low)
@@ -219,9 +225,7 @@ class Mover:
             f"SELECT {', '.join(pk_names)}, (SELECT COUNT(*) FROM moved) FROM moved "
             f"ORDER BY {', '.join(f'{c} DESC' for c in pk_names)} LIMIT 1"
         )
-        cur.execute(sql, [self.threshold(), *rng_params, now])
-        row = cur.fetchone()
-        return (list(row[:-1]), row[-1]) if row else None
+        return sql, [self.threshold(), *rng_params, now]
 
     def _move_range(self) -> tuple[int, int]:
         q = self.d.quote
@@ -233,24 +237,10 @@ class Mover:
                 hi, candidates = self.bound(cur, low)
                 if hi is None:
                     return rows, batches
-                between, b_params = self.between(low, hi)
-                cur.execute(
-                    f"INSERT INTO {self.arc} ({self.insert_columns()}) SELECT {cols}, %s, 0, {self.ref()}, "
-                    f"{self.retention(self.ref())} FROM {self.from_()} WHERE {self.eligible()} AND {between}",
-                    [now, self.threshold(), *b_params],
-                )
+                (insert, insert_params), (delete, delete_params) = self.range_sql(low, hi, cols, now)
+                cur.execute(insert, insert_params)
                 inserted = cur.rowcount
-                if self.vendor == "mysql":
-                    # Multi-table DELETE: the join to the contract stays a join.
-                    cur.execute(
-                        f"DELETE s FROM {self.from_()} WHERE {self.eligible()} AND {between}",
-                        [self.threshold(), *b_params],
-                    )
-                else:
-                    cur.execute(
-                        f"DELETE FROM {self.src} AS s WHERE {self._sqlite_delete_where()} AND {between}",
-                        [self.threshold(), *b_params],
-                    )
+                cur.execute(delete, delete_params)
                 if cur.rowcount != inserted:
                     raise RuntimeError(f"{self.spec.name}: inserted {inserted}, deleted {cur.rowcount}")
             rows += inserted
@@ -258,6 +248,20 @@ class Mover:
             if candidates < BATCH:
                 return rows, batches
             low = hi
+
+    def range_sql(self, low, hi, cols: str, now: str) -> list[tuple[str, list]]:
+        """The batch ``(low, hi]``'s INSERT ... SELECT and DELETE (SQLite, MariaDB), each with its parameters."""
+        between, b_params = self.between(low, hi)
+        insert = (
+            f"INSERT INTO {self.arc} ({self.insert_columns()}) SELECT {cols}, %s, 0, {self.ref()}, "
+            f"{self.retention(self.ref())} FROM {self.from_()} WHERE {self.eligible()} AND {between}"
+        )
+        if self.vendor == "mysql":
+            # Multi-table DELETE: the join to the contract stays a join.
+            delete = f"DELETE s FROM {self.from_()} WHERE {self.eligible()} AND {between}"
+        else:
+            delete = f"DELETE FROM {self.src} AS s WHERE {self._sqlite_delete_where()} AND {between}"
+        return [(insert, [now, self.threshold(), *b_params]), (delete, [self.threshold(), *b_params])]
 
     def _sqlite_delete_where(self) -> str:
         q = self.d.quote

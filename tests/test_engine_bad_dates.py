@@ -118,6 +118,26 @@ def test_values_of_a_date_column_that_are_not_dates_are_never_eligible_and_stay_
     assert {(k,): left[(k,)] for k in unreadable_keys} == {(k,): original[str(config)][(k,)] for k in unreadable_keys}
 
 
+def test_a_batch_of_nothing_but_values_that_are_not_dates_moves_none_and_the_move_goes_on(demo, settings):
+    """A batch's bound takes its candidates by the plain comparison: values below the threshold that are not dates
+    fill whole batches that move nothing, and the eligible rows after them still move."""
+    if _vendor(TableConfig.objects.get(table_name="OpsEvent001").source_db) != "sqlite":
+        pytest.skip("a DATE column holds only dates on PostgreSQL and MariaDB")
+    settings.ARCHIVAL = {**settings.ARCHIVAL, "DEFAULT_BATCH_SIZE": 2}
+    # Keys 1-4 compare below the threshold as text but are not dates; 5-7 are old dates.
+    not_dates = [(1, "2021-02-30"), (2, "2021-13-45"), (3, "2020-02-30"), (4, "2019-00-10")]
+    old = [(5, "2020-01-15"), (6, "2024-02-29"), (7, "2026-10-24")]
+    config = _fill_ops_event([*not_dates, *old])
+    original = snapshot([config])
+
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["OpsEvent001"])
+
+    assert result.ok and result.moved == 3
+    assert sorted(_archived(config, "eventDate")) == [5, 6, 7]
+    assert union_check([config], original)[str(config)] == (4, 3)
+    assert sorted(k for (k,) in snapshot([config])[str(config)]) == [1, 2, 3, 4]
+
+
 def test_a_contract_whose_maturity_is_not_a_date_keeps_its_positions_and_itself(demo):
     if _vendor("SourceDB1") != "sqlite":
         pytest.skip("a DATE column holds only dates on PostgreSQL and MariaDB")

@@ -441,6 +441,16 @@ class Backend(ABC):
         # and the conversion of a value that is not a date would raise.
         return f"(CASE WHEN {check} THEN {self.date_value_sql(expr, column)} < %s ELSE 1 = 0 END)"
 
+    def date_maybe_before_sql(self, expr: str, column: Column) -> str:
+        """SQL true at least wherever ``date_before_sql`` is (it may be true for more rows), for WHERE only.
+
+        What a batch's bound selects its candidates with: the statements
+        that then move the batch test every row with ``date_before_sql``. A
+        backend whose exact test costs more than a plain comparison per row
+        answers with the comparison alone.
+        """
+        return self.date_before_sql(expr, column)
+
     def unreadable_date_sql(self, expr: str, column: Column) -> str | None:
         """SQL true when ``expr`` holds a value that is not a date; None when ``column`` cannot hold one."""
         check = self.readable_date_sql(expr, column)
@@ -543,7 +553,15 @@ class Backend(ABC):
         """
 
     def move_statement_sql(
-        self, *, source: str, batch: str, key: list[str], columns: list[str], archive: str, archive_columns: str
+        self,
+        *,
+        source: str,
+        batch_from: str,
+        key: list[str],
+        reference: str,
+        columns: list[str],
+        archive: str,
+        archive_columns: str,
     ) -> str:
         """One statement moving a same-server batch (engines that ``moves_in_one_statement``)."""
         raise NotImplementedError(f"{self.vendor or 'this engine'} moves a batch with INSERT ... SELECT, then DELETE")

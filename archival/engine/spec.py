@@ -214,15 +214,23 @@ class TableSpec:
     def _child_contract(self, on: Backend, child: ChildRef) -> str:
         return self._source_name(on, child.contract_table or self.config.table_name)
 
-    def selection(self, on: Backend, low=None, high=None, at_mark=False, parents=True) -> tuple[str, list]:
-        """WHERE clause of eligible rows in a key range (no leading WHERE).
+    def candidates(self, on: Backend, low=None) -> tuple[str, list]:
+        """WHERE clause of a batch's candidates after ``low`` (no leading WHERE): a superset of the eligible rows.
 
-        ``parents=False`` leaves out the parent rule: the rows old enough to
-        go, whether or not a child row still holds them (a batch's candidates).
+        The rows that may be old enough to go (``Backend.date_maybe_before_sql``),
+        whether or not a child row still holds them. The statements that move
+        the batch select with ``selection``, so a candidate that is not
+        eligible stays where it is.
         """
+        maybe = on.date_maybe_before_sql(self.reference_raw(on), self.reference_column)
+        rng_sql, rng_params = rowkeys.key_range(self.q(on, "s", self.pk), low, None)
+        return f"{self.join_condition(on)}{maybe} AND {rng_sql}", [self.threshold_param(on), *rng_params]
+
+    def selection(self, on: Backend, low=None, high=None, at_mark=False) -> tuple[str, list]:
+        """WHERE clause of eligible rows in a key range (no leading WHERE)."""
         elig_sql, elig_params = self.eligible(on)
         rng_sql, rng_params = rowkeys.key_range(self.q(on, "s", self.pk), low, high)
-        par_sql, par_params = self.parent_rule(on, at_mark) if parents else ("1 = 1", [])
+        par_sql, par_params = self.parent_rule(on, at_mark)
         return f"{elig_sql} AND {rng_sql} AND {par_sql}", [
             *elig_params,
             *rng_params,
