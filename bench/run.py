@@ -217,8 +217,12 @@ def split_table(results: dict) -> list[str]:
     return lines
 
 
-def chart(results: dict, path: Path, title: str) -> None:
-    import matplotlib
+def chart(results: dict, path: Path, title: str) -> bool:
+    """A PNG bar chart of rows/s; False when matplotlib is missing (requirements-bench.txt)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -247,6 +251,7 @@ def chart(results: dict, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def machine() -> dict:
@@ -441,8 +446,10 @@ def run_dataset(dataset: str, args, engines: list[str], stamp: str, log) -> list
         # A run that measured nothing does not replace the latest figures.
         (RESULTS / f"latest-{args.size}-{dataset}.json").write_text(json.dumps(doc, indent=2, default=str))
         title = f"archival bench, {dataset}, {args.size} ({rows:,} rows, {tables} tables)"
-        chart(results, path.with_suffix(".png"), title)
-        log(f"wrote {path} and {path.with_suffix('.png')}")
+        if chart(results, path.with_suffix(".png"), title):
+            log(f"wrote {path} and {path.with_suffix('.png')}")
+        else:
+            log(f"wrote {path} (no chart: matplotlib is not installed, pip install -r requirements-bench.txt)")
     else:
         log(f"wrote {path} (nothing was measured)")
     return failures
