@@ -15,7 +15,7 @@ import hashlib
 
 from django.db import connections
 
-from bench.generate import TableSpec, dialect_for, source_schema
+from bench.generate import TableSpec, dialect_for, source_schema, to_archive
 
 MASK = (1 << 64) - 1
 
@@ -36,7 +36,7 @@ def table_checksums(specs: list[TableSpec]) -> dict[str, dict]:
     from archival.backends.sqlite import namespace_for
 
     out = {}
-    for spec in specs:
+    for spec in to_archive(specs):
         d = dialect_for(connections[spec.source].vendor)
         cols = ", ".join(d.quote(c) for c in spec.column_names)
         src = f"{d.quote(source_schema(spec.source))}.{d.quote(spec.name)}"

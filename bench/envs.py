@@ -153,18 +153,18 @@ def worker(task: str, engine: str, topology: str = "same", *args: str, template:
     return proc.stdout
 
 
-def build(engine: str, size_rows: int, tables: int) -> None:
-    """Generate data and configs once; into templates where the engine has them."""
+def build(engine: str, size_rows: int, tables: int, dataset: str = "tables120") -> None:
+    """Generate data set ``dataset`` and its configs once; into templates where the engine has them."""
     template = engine != "mariadb"
     fresh_databases(engine, template)
-    worker("build", engine, "same", str(size_rows), str(tables), template=template)
+    worker("build", engine, "same", str(size_rows), str(tables), dataset, template=template)
     if engine == "postgresql":
         # A template may not have open connections; the build's are closed.
         pass
 
 
-def restore(engine: str, size_rows: int, tables: int) -> None:
-    """Put the working databases back to the freshly loaded state."""
+def restore(engine: str, size_rows: int, tables: int, dataset: str = "tables120") -> None:
+    """Put the working databases back to the freshly loaded state (MariaDB: regenerate ``dataset``)."""
     work = ROOT / engine
     if engine == "sqlite":
         if work.exists():
@@ -183,7 +183,7 @@ def restore(engine: str, size_rows: int, tables: int) -> None:
         # flushing the previous method's writes.
         _pg("CHECKPOINT")
     else:
-        build(engine, size_rows, tables)
+        build(engine, size_rows, tables, dataset)
     # Write the copied files out before the timed run: otherwise the run's
     # first fsyncs wait for the kernel to write back the copy (ext4 commits
     # other files' dirty data with its journal), a delay that lands on

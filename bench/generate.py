@@ -1,4 +1,12 @@
-"""Deterministic benchmark data: the demo's topology scaled to 120 tables.
+"""Deterministic benchmark data: two data sets.
+
+``tables120``: the demo's topology scaled to 120 tables (below).
+``single``: PERFORMANCE.md's measurement, one table: Position (composite key
+basketId, positionId, businessDate; 11 columns) with every row of the size,
+joined to one contract per 50 rows (20,000 at 1,000,000 rows), 40% of the
+rows eligible (contract matured before the threshold). Its Contract table is
+loaded but not archived (no TableConfig, no yardstick moves it): the set
+measures one table's move, as PERFORMANCE.md does.
 
 Three source databases, like the demo: SourceDB1 (Position keyed by basketId,
 positionId, businessDate, joined to Contract by contractId), SourceDB2 (Trade
@@ -65,6 +73,8 @@ class TableSpec:
     is_contract: bool = False
     priority: int = 100
     indexes: tuple[str, ...] = field(default_factory=tuple)
+    # False: loaded (a child's join needs it) but neither configured nor moved.
+    archived: bool = True
 
     @property
     def column_names(self) -> list[str]:
@@ -112,7 +122,7 @@ def _currency(k: int) -> Col:
     )
 
 
-def contract_table(source: str, rows: int) -> TableSpec:
+def contract_table(source: str, rows: int, archived: bool = True) -> TableSpec:
     return TableSpec(
         source,
         "Contract",
@@ -131,6 +141,7 @@ def contract_table(source: str, rows: int) -> TableSpec:
         is_contract=True,
         priority=200,
         indexes=("maturityDate",),
+        archived=archived,
     )
 
 
@@ -253,6 +264,30 @@ def build_specs(total_rows: int, tables: int = 120) -> list[TableSpec]:
     ]
     specs += [generated_table(k, rows[f"gen{k}"], contracts) for k in gen]
     return specs
+
+
+DATASETS = ("single", "tables120")
+ROWS_PER_CONTRACT = 50
+
+
+def single_specs(total_rows: int) -> list[TableSpec]:
+    """PERFORMANCE.md's data: every row in Position, its Contract loaded but not archived."""
+    contracts = max(1, total_rows // ROWS_PER_CONTRACT)
+    return [position_table(total_rows, contracts), contract_table("SourceDB1", contracts, archived=False)]
+
+
+def specs_for(dataset: str, total_rows: int, tables: int = 120) -> list[TableSpec]:
+    """The table list of ``dataset`` (``tables`` applies to tables120 only)."""
+    if dataset == "single":
+        return single_specs(total_rows)
+    if dataset == "tables120":
+        return build_specs(total_rows, tables)
+    raise ValueError(f"unknown data set {dataset!r} (one of {', '.join(DATASETS)})")
+
+
+def to_archive(specs: list[TableSpec]) -> list[TableSpec]:
+    """The tables a cycle (and every yardstick) moves."""
+    return [s for s in specs if s.archived]
 
 
 # -- dialects ------------------------------------------------------------------
@@ -457,7 +492,7 @@ def create_configs(specs: list[TableSpec]) -> list:
     from governance.models import TableConfig
 
     made = []
-    for spec in specs:
+    for spec in to_archive(specs):
         config = TableConfig(
             source_db=spec.source,
             schema_name=source_schema(spec.source),
@@ -486,7 +521,7 @@ def eligible_rows(specs: list[TableSpec]) -> int:
     from django.db import connections
 
     total = 0
-    for spec in specs:
+    for spec in to_archive(specs):
         conn = connections[spec.source]
         d = dialect_for(conn.vendor)
         schema = source_schema(spec.source)

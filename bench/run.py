@@ -1,22 +1,34 @@
 """Side-by-side benchmark: the engine against hand-written moves of the same rows.
 
-    python bench/run.py --size small                 # every engine, both topologies
-    python bench/run.py --size small --engines postgresql --topologies same
-    python bench/run.py --size small --repeat 3      # engine/yardstick pairs, median ratio
+    python bench/run.py --size small                 # both data sets, every engine, both topologies
+    python bench/run.py --dataset single --size small --engines postgresql --topologies same
+    python bench/run.py --size small --repeat 3      # engine/yardstick rounds, median ratio
     python bench/run.py --scaling                    # time vs rows and vs tables (PostgreSQL)
 
-For each setup the data is generated once (fixed seed, bench/generate.py)
-and restored before every method, so each method moves the same rows from
-the same state:
+Data sets (bench/generate.py, fixed seed): ``single``, PERFORMANCE.md's
+measurement (all rows in Position, composite key, joined to one contract per
+50 rows, 40% eligible; its Contract is not archived) and ``tables120`` (the
+demo's topology over 120 tables in 3 sources). ``--size`` is the total rows.
+
+For each setup the data is generated once and restored before every method,
+so each method moves the same rows from the same state:
   engine     archival.engine.run_cycle (mark, archive, verify), in a child process
   phases     the same cycle table by table with each phase timed (optional)
-  ceiling    hand-written keyset batches of 5,000, one transaction each, set-based
-  streaming  hand-written fetch / COPY or executemany / delete by key (stream topology)
-  pt-archiver --limit 1000 and 5000 --bulk-insert --bulk-delete --commit-each (MariaDB)
-With --repeat N the engine and its yardstick alternate N times per setup
-(every other pair yardstick first) and the ratio shown is the median of the
-pair ratios (this machine is noisy: a pair run back to back sees the same load). Prints the ratio table, writes
-bench/results/<stamp>-<size>.json and a PNG chart.
+  ceiling    THE yardstick (PERFORMANCE.md's plain ceiling): hand-written keyset
+             batches of 5,000, one transaction each, set-based, into plain archive
+             tables (source columns, primary key on the source key, nothing else)
+  ceiling-same-shape   the same move into the engine's archive table shape (archive
+             columns, unique key, secondary indexes): engine / this is the engine's
+             overhead alone, not its distance from the ceiling
+  streaming  hand-written fetch / COPY or executemany / delete by key (stream
+             topology), plain tables; streaming-same-shape: into the engine's shape
+  pt-archiver --limit 1000 and 5000 --bulk-insert --bulk-delete --commit-each
+             (MariaDB), into plain tables
+With --repeat N the engine and its yardsticks take N rounds per setup (each
+round starts with a different one) and the ratios shown are the medians of
+the per-round ratios (this machine is noisy: methods run back to back see the
+same load). Prints the ratio table, the plain-ceiling ratio first, writes
+bench/results/<stamp>-<size>-<dataset>.json and a PNG chart.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import envs
-from bench.generate import SIZES
+from bench.generate import DATASETS, SIZES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,11 +59,11 @@ def last_json(out: str) -> dict:
 REPEAT = 1
 
 
-def measure(task: str, engine: str, topology: str, rows: int, tables: int) -> dict:
+def measure(task: str, engine: str, topology: str, rows: int, tables: int, dataset: str = "tables120") -> dict:
     """Restore the loaded data, then run one method in a child process."""
-    envs.restore(engine, rows, tables)
+    envs.restore(engine, rows, tables, dataset)
     t0 = time.perf_counter()
-    out = envs.worker(task, engine, topology, str(rows), str(tables))
+    out = envs.worker(task, engine, topology, str(rows), str(tables), dataset)
     result = last_json(out)
     result["wall_seconds"] = time.perf_counter() - t0
     return result
@@ -66,12 +78,12 @@ def median_run(runs: list[dict]) -> dict:
     return median
 
 
-def pt_archiver(rows: int, tables: int, limit: int) -> dict:
-    """pt-archiver per table, children first, into archive tables created beforehand."""
+def pt_archiver(rows: int, tables: int, limit: int, dataset: str = "tables120") -> dict:
+    """pt-archiver per table, children first, into plain archive tables created beforehand."""
     if not shutil.which("pt-archiver"):
         return {"skipped": "pt-archiver not installed (bench/install_pt_archiver.sh)"}
-    envs.restore("mariadb", rows, tables)
-    prep = last_json(envs.worker("ptprep", "mariadb", "same", str(rows), str(tables)))
+    envs.restore("mariadb", rows, tables, dataset)
+    prep = last_json(envs.worker("ptprep", "mariadb", "same", str(rows), str(tables), dataset))
     t0 = time.perf_counter()
     for t in prep["tables"]:
         dsn = "h=127.0.0.1,P=3306,u=root,L=1"
@@ -88,42 +100,66 @@ def pt_archiver(rows: int, tables: int, limit: int) -> dict:
             raise RuntimeError(f"pt-archiver failed on {t['table']}: {proc.stderr[-2000:]}")
     # Creating the archive tables is part of the job (the engine and the ceiling count theirs).
     seconds = time.perf_counter() - t0 + prep["ddl_seconds"]
-    check = last_json(envs.worker("checksum", "mariadb", "same", str(rows), str(tables)))
+    check = last_json(envs.worker("checksum", "mariadb", "same", str(rows), str(tables), dataset))
     moved = sum(v["archive"] for v in check["tables"].values())
     return {"seconds": seconds, "rows": moved, "ddl_seconds": prep["ddl_seconds"]}
 
 
-def run_setup(engine: str, topology: str, rows: int, tables: int, phases: bool, log) -> dict:
-    """The engine and its yardstick, alternated REPEAT times on freshly restored data.
+def yardsticks(topology: str, same_shape: bool) -> list[tuple[str, str]]:
+    """(method name, worker task) of a setup's yardsticks, the plain one (the reference) first."""
+    plain = ("ceiling", "ceiling") if topology == "same" else ("streaming", "stream")
+    out = [plain]
+    if same_shape:
+        out.append((f"{plain[0]}-same-shape", f"{plain[1]}_same"))
+    return out
 
-    With REPEAT > 1 the engine's ratio is the median of the per-pair ratios:
-    each pair ran back to back, so a noisy minute on the machine hits both.
+
+def run_setup(
+    engine: str,
+    topology: str,
+    rows: int,
+    tables: int,
+    phases: bool,
+    log,
+    dataset: str = "tables120",
+    same_shape: bool = True,
+) -> dict:
+    """The engine and its yardsticks, in REPEAT rounds on freshly restored data.
+
+    The engine's ratio to the plain yardstick (the ceiling) comes first, then
+    its ratio to the same-shape one (the engine's overhead). With REPEAT > 1
+    each is the median of the per-round ratios: a round runs back to back,
+    so a noisy minute on the machine hits every method in it.
     """
-    yard_task, yard = ("ceiling", "ceiling") if topology == "same" else ("stream", "streaming")
-    runs: dict[str, list[dict]] = {"engine": [], yard: []}
-    label = {"engine": "engine", yard: "ceiling" if yard == "ceiling" else "hand-written streaming"}
+    yards = yardsticks(topology, same_shape)
+    methods = [("engine", "engine"), *yards]
+    runs: dict[str, list[dict]] = {name: [] for name, _ in methods}
     for i in range(REPEAT):
         turn = f" ({i + 1}/{REPEAT})" if REPEAT > 1 else ""
-        # Every other pair runs the yardstick first: when the machine speeds
-        # up or slows down over the minutes of a run, neither side is always
-        # the one that ran later.
-        order = [("engine", "engine"), (yard, yard_task)]
-        for name, task in order[::-1] if i % 2 else order:
-            log(f"== {engine} / {topology}: {label[name]}{turn}")
-            runs[name].append(measure(task, engine, topology, rows, tables))
+        # Each round starts with a different method: when the machine speeds
+        # up or slows down over the minutes of a run, no method is always the
+        # one that ran later.
+        k = i % len(methods)
+        for name, task in methods[k:] + methods[:k]:
+            log(f"== {dataset} / {engine} / {topology}: {name}{turn}")
+            runs[name].append(measure(task, engine, topology, rows, tables, dataset))
     out: dict = {"engine": median_run(runs["engine"])}
-    if REPEAT > 1:
-        ratios = sorted(rate(e) / rate(y) for e, y in zip(runs["engine"], runs[yard], strict=True) if rate(y))
-        out["engine"]["paired_ratios"] = [round(r, 3) for r in ratios]
-        out["engine"]["ratio_median"] = round(ratios[len(ratios) // 2], 3)
+    for (name, _), prefix in zip(yards, ("", "same_shape_"), strict=False):
+        ratios = sorted(rate(e) / rate(y) for e, y in zip(runs["engine"], runs[name], strict=True) if rate(y))
+        if not ratios:
+            continue
+        out["engine"][f"{prefix}ratio_median"] = round(ratios[len(ratios) // 2], 3)
+        if REPEAT > 1:
+            out["engine"][f"{prefix}paired_ratios"] = [round(r, 3) for r in ratios]
     if phases:
-        log(f"== {engine} / {topology}: engine, phase by phase")
-        out["phases"] = measure("phases", engine, topology, rows, tables)
-    out[yard] = median_run(runs[yard])
+        log(f"== {dataset} / {engine} / {topology}: engine, phase by phase")
+        out["phases"] = measure("phases", engine, topology, rows, tables, dataset)
+    for name, _ in yards:
+        out[name] = median_run(runs[name])
     if engine == "mariadb":
         for limit in (1000, 5000):
-            log(f"== mariadb: pt-archiver --limit {limit}")
-            out[f"pt-archiver-{limit}"] = pt_archiver(rows, tables, limit)
+            log(f"== {dataset} / mariadb: pt-archiver --limit {limit}")
+            out[f"pt-archiver-{limit}"] = pt_archiver(rows, tables, limit, dataset)
     return out
 
 
@@ -132,21 +168,29 @@ def rate(m: dict) -> float:
 
 
 def table(results: dict) -> list[str]:
-    lines = [f"{'setup':24} {'method':18} {'rows':>10} {'seconds':>9} {'rows/s':>10} {'x ref':>6} {'peak MB':>8}"]
+    """One line per method (x plain: rows/s against the plain yardstick), then the engine's ratios."""
+    lines = [f"{'setup':24} {'method':22} {'rows':>10} {'seconds':>9} {'rows/s':>10} {'x plain':>7} {'peak MB':>8}"]
     for setup, methods in results.items():
         ref_name = "ceiling" if "ceiling" in methods else "streaming"
         ref = rate(methods[ref_name]) if ref_name in methods else 0
         for name, m in methods.items():
             if "skipped" in m:
-                lines.append(f"{setup:24} {name:18} skipped: {m['skipped']}")
+                lines.append(f"{setup:24} {name:22} skipped: {m['skipped']}")
                 continue
             r = rate(m)
             ratio = f"{m['ratio_median']:.2f}" if "ratio_median" in m else (f"{r / ref:.2f}" if ref else "-")
             peak = f"{m['peak_mb']:.0f}" if "peak_mb" in m else "-"
-            lines.append(f"{setup:24} {name:18} {m['rows']:>10,} {m['seconds']:>9.2f} {r:>10,.0f} {ratio:>6} {peak:>8}")
-        if "paired_ratios" in methods.get("engine", {}):
-            pairs = ", ".join(f"{r:.2f}" for r in methods["engine"]["paired_ratios"])
-            lines.append(f"{'':24} engine / {ref_name}, pair by pair: {pairs} (median shown)")
+            lines.append(f"{setup:24} {name:22} {m['rows']:>10,} {m['seconds']:>9.2f} {r:>10,.0f} {ratio:>7} {peak:>8}")
+        engine = methods.get("engine", {})
+        for prefix, label in (
+            ("", f"engine / plain {ref_name} (the yardstick)"),
+            ("same_shape_", f"engine / same-shape {ref_name} (engine overhead only, not the ceiling)"),
+        ):
+            if f"{prefix}ratio_median" not in engine:
+                continue
+            pairs = engine.get(f"{prefix}paired_ratios")
+            rounds = f", round by round {', '.join(f'{r:.2f}' for r in pairs)}" if pairs else ""
+            lines.append(f"{'':24} {label}: {engine[f'{prefix}ratio_median']:.2f}{rounds}")
         if "phases" in methods and "phase_seconds" in methods["phases"]:
             ps = methods["phases"]["phase_seconds"]
             lines.append(f"{'':24} phase seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in ps.items()))
@@ -173,14 +217,25 @@ def split_table(results: dict) -> list[str]:
     return lines
 
 
-def chart(results: dict, path: Path, title: str) -> None:
-    import matplotlib
+def chart(results: dict, path: Path, title: str) -> bool:
+    """A PNG bar chart of rows/s; False when matplotlib is missing (requirements-bench.txt)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels, values, colors = [], [], []
-    palette = {"engine": "#1f77b4", "phases": "#aec7e8", "ceiling": "#2ca02c", "streaming": "#98df8a"}
+    palette = {
+        "engine": "#1f77b4",
+        "phases": "#aec7e8",
+        "ceiling": "#2ca02c",
+        "ceiling-same-shape": "#bcbd22",
+        "streaming": "#98df8a",
+        "streaming-same-shape": "#dbdb8d",
+    }
     for setup, methods in results.items():
         for name, m in methods.items():
             if "skipped" in m:
@@ -196,6 +251,7 @@ def chart(results: dict, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def machine() -> dict:
@@ -268,12 +324,27 @@ def scaling_charts(data: dict, stem: Path, engine: str) -> list[str]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=sorted(SIZES), default="small")
-    p.add_argument("--tables", type=int, default=120)
+    p.add_argument(
+        "--dataset",
+        nargs="+",
+        choices=DATASETS,
+        default=list(DATASETS),
+        help="single: PERFORMANCE.md's one-table Position set; tables120: 120 tables in 3 sources (default: both)",
+    )
+    p.add_argument("--tables", type=int, default=120, help="tables of the tables120 set (5..120)")
     p.add_argument("--engines", nargs="+", default=["sqlite", "postgresql", "mariadb"], choices=envs.ENGINES)
     p.add_argument("--topologies", nargs="+", default=["same", "stream"], choices=["same", "stream"])
     p.add_argument("--no-phases", action="store_true", help="skip the phase-by-phase engine run")
     p.add_argument(
-        "--repeat", type=int, default=1, help="engine/yardstick pairs per setup; the median pair ratio is reported"
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of the engine and its yardsticks per setup; the median per-round ratios are reported",
+    )
+    p.add_argument(
+        "--no-same-shape",
+        action="store_true",
+        help="skip the same-shape yardstick (the engine's archive table shape); the plain ceiling is always run",
     )
     p.add_argument(
         "--time-split",
@@ -305,8 +376,6 @@ def main() -> int:
         log(f"wrote {stem}.json and {', '.join(data['charts'])}")
         return 0
 
-    rows = SIZES[args.size]
-    results: dict = {}
     failures = []
     engines = []
     # An engine that cannot be reached is reported now and at the end, not
@@ -318,13 +387,40 @@ def main() -> int:
         except envs.EngineUnavailable as exc:
             failures.append(f"{engine}: {exc}")
             log(f"== {engine}: SKIPPED: {exc}")
+    for dataset in args.dataset:
+        failures += run_dataset(dataset, args, engines, stamp, log)
+    for f in failures:
+        log(f"FAILED {f}")
+    return 1 if failures else 0
+
+
+YARDSTICKS = {
+    "ceiling": "the plain ceiling (PERFORMANCE.md): keyset batches of 5,000, one statement per batch, "
+    "into tables with the source's columns and primary key only; every ratio is against it",
+    "ceiling-same-shape": "the same move into the engine's archive table shape (archive columns, unique key, "
+    "secondary indexes): engine / this is the engine's overhead alone, not its distance from the ceiling",
+    "streaming": "hand-written fetch / COPY or executemany / delete by key, plain tables (stream topology)",
+    "streaming-same-shape": "the same into the engine's archive table shape",
+    "pt-archiver": "MariaDB, into plain tables",
+}
+
+
+def run_dataset(dataset: str, args, engines: list[str], stamp: str, log) -> list[str]:
+    """Every setup of one data set: print its table, write its JSON and chart; return the failures."""
+    from bench.generate import specs_for
+
+    rows = SIZES[args.size]
+    specs = specs_for(dataset, rows, args.tables)
+    tables = sum(1 for s in specs if s.archived)
+    results: dict = {}
+    failures = []
     for engine in engines:
-        log(f"== {engine}: generating {rows:,} rows in {args.tables} tables")
+        log(f"== {dataset} / {engine}: generating {rows:,} rows ({tables} tables archived)")
         t0 = time.perf_counter()
         try:
-            envs.build(engine, rows, args.tables)
+            envs.build(engine, rows, args.tables, dataset)
         except Exception as exc:  # the other engines are still measured
-            failures.append(f"{engine}: generating the data: {exc}")
+            failures.append(f"{dataset}/{engine}: generating the data: {exc}")
             log(f"   FAILED: {exc}")
             continue
         log(f"   built in {time.perf_counter() - t0:.1f}s")
@@ -333,29 +429,30 @@ def main() -> int:
                 continue
             try:
                 results[f"{engine}/{topology}"] = run_setup(
-                    engine, topology, rows, args.tables, not args.no_phases, log
+                    engine, topology, rows, args.tables, not args.no_phases, log, dataset, not args.no_same_shape
                 )
             except Exception as exc:  # keep measuring the other setups; report at the end
-                failures.append(f"{engine}/{topology}: {exc}")
+                failures.append(f"{dataset}/{engine}/{topology}: {exc}")
                 log(f"   FAILED: {exc}")
-    lines = table(results)
+    lines = [f"data set {dataset}: {rows:,} rows, {tables} tables archived", *table(results)]
     if args.time_split:
         lines += split_table(results)
     print("\n".join(lines))
-    doc = {"date": stamp, "size": args.size, "rows": rows, "tables": args.tables, "machine": machine(),
-           "results": results, "failures": failures}  # fmt: skip
-    path = RESULTS / f"{stamp}-{args.size}.json"
+    doc = {"date": stamp, "dataset": dataset, "size": args.size, "rows": rows, "tables": tables,
+           "yardsticks": YARDSTICKS, "machine": machine(), "results": results, "failures": failures}  # fmt: skip
+    path = RESULTS / f"{stamp}-{args.size}-{dataset}.json"
     path.write_text(json.dumps(doc, indent=2, default=str))
     if results:
         # A run that measured nothing does not replace the latest figures.
-        (RESULTS / f"latest-{args.size}.json").write_text(json.dumps(doc, indent=2, default=str))
-        chart(results, path.with_suffix(".png"), f"archival bench, {args.size} ({rows:,} rows, {args.tables} tables)")
-        log(f"wrote {path} and {path.with_suffix('.png')}")
+        (RESULTS / f"latest-{args.size}-{dataset}.json").write_text(json.dumps(doc, indent=2, default=str))
+        title = f"archival bench, {dataset}, {args.size} ({rows:,} rows, {tables} tables)"
+        if chart(results, path.with_suffix(".png"), title):
+            log(f"wrote {path} and {path.with_suffix('.png')}")
+        else:
+            log(f"wrote {path} (no chart: matplotlib is not installed, pip install -r requirements-bench.txt)")
     else:
         log(f"wrote {path} (nothing was measured)")
-    for f in failures:
-        log(f"FAILED {f}")
-    return 1 if failures else 0
+    return failures
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """One benchmark step in its own process (so settings come from its environment).
 
-    worker.py build ROWS TABLES     migrate, generate data, create configs
-    worker.py engine ROWS TABLES    archival.engine.run_cycle, timed
-    worker.py phases ROWS TABLES    the same cycle table by table, timed per phase
-    worker.py ceiling ROWS TABLES   hand-written set-based move
-    worker.py stream ROWS TABLES    hand-written streaming copy
-    worker.py checksum ROWS TABLES  per-table count and hash of source + archive rows
+    worker.py build ROWS TABLES [DATASET]         migrate, generate data, create configs
+    worker.py engine ROWS TABLES [DATASET]        archival.engine.run_cycle, timed
+    worker.py phases ROWS TABLES [DATASET]        the same cycle table by table, timed per phase
+    worker.py ceiling ROWS TABLES [DATASET]       hand-written set-based move, plain archive tables (the ceiling)
+    worker.py ceiling_same ROWS TABLES [DATASET]  the same into the engine's archive table shape
+    worker.py stream ROWS TABLES [DATASET]        hand-written streaming copy, plain archive tables
+    worker.py stream_same ROWS TABLES [DATASET]   the same into the engine's archive table shape
+    worker.py checksum ROWS TABLES [DATASET]      per-table count and hash of source + archive rows
+
+DATASET: ``tables120`` (the default) or ``single`` (bench/generate.py).
 
 BENCH_TIME_SPLIT=1 adds ``time_split`` to the engine's and the ceiling's
 JSON: seconds inside statements and inside commits per database, and the
@@ -194,20 +198,28 @@ def task_phases(specs) -> dict:
     return out
 
 
-def task_ceiling(specs) -> dict:
+def task_ceiling(specs, shape: str = "plain") -> dict:
     from bench.ceiling import run_ceiling
 
     with _maybe_split() as split:
-        out = {**run_ceiling(specs), "peak_mb": peak_mb()}
+        out = {**run_ceiling(specs, shape=shape), "peak_mb": peak_mb()}
     if split is not None:
         out["time_split"] = split.result
     return out
 
 
-def task_stream(specs) -> dict:
+def task_ceiling_same(specs) -> dict:
+    return task_ceiling(specs, shape="same")
+
+
+def task_stream(specs, shape: str = "plain") -> dict:
     from bench.ceiling import run_streaming
 
-    return {**run_streaming(specs), "peak_mb": peak_mb()}
+    return {**run_streaming(specs, shape=shape), "peak_mb": peak_mb()}
+
+
+def task_stream_same(specs) -> dict:
+    return task_stream(specs, shape="same")
 
 
 def task_ptprep(specs) -> dict:
@@ -277,10 +289,11 @@ def task_statements(specs) -> dict:
 
 def main(argv: list[str]) -> int:
     task, rows, tables = argv[0], int(argv[1]), int(argv[2])
+    dataset = argv[3] if len(argv) > 3 else "tables120"
     setup()
-    from bench.generate import build_specs
+    from bench.generate import specs_for
 
-    specs = build_specs(rows, tables)
+    specs = specs_for(dataset, rows, tables)
     result = globals()[f"task_{task}"](specs)
     print(json.dumps(result, default=str))
     return 0
