@@ -107,6 +107,15 @@ TEMPLATES = [
 SOURCE_DATABASES = source_aliases(["SourceDB1", "SourceDB2", "SourceDB3"])
 
 
+# SQLite's page cache per database file of a connection, in KiB. The archive
+# connection has the archive and every source file attached, each with its
+# own cache: at 64 MiB a run's process peaked at 212-266 MB; at 16 MiB it
+# stays under 200 MB (bench/RESULTS.md).
+SQLITE_CACHE_KIB = env.int("ARCHIVAL_SQLITE_CACHE_KIB", default=16384)
+if not 1024 <= SQLITE_CACHE_KIB <= 4194304:
+    raise ImproperlyConfigured("ARCHIVAL_SQLITE_CACHE_KIB must be a whole number of KiB from 1024 to 4194304")
+
+
 def _sqlite_url(filename: str) -> str:
     return f"sqlite:///{DATA_DIR / filename}"
 
@@ -134,7 +143,7 @@ def _tune(alias: str, config: dict) -> dict:
         journal = "" if alias == "default" else "PRAGMA journal_mode=DELETE; "
         options.setdefault(
             "init_command",
-            f"{journal}PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536;",
+            f"{journal}PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-{SQLITE_CACHE_KIB};",
         )
         # Control database: IMMEDIATE takes the write lock at BEGIN, so two
         # writers (leases, the q2 ORM broker) queue on the busy timeout instead

@@ -84,7 +84,7 @@ def _attach(connection, archive_name) -> None:
                 cur.execute("ATTACH DATABASE ? AS " + _q(ns), [str(path)])
                 cur.execute(f"PRAGMA {_q(ns)}.journal_mode=DELETE")
                 cur.execute(f"PRAGMA {_q(ns)}.synchronous=FULL")
-                cur.execute(f"PRAGMA {_q(ns)}.cache_size=-65536")
+                cur.execute(f"PRAGMA {_q(ns)}.cache_size=-{settings.SQLITE_CACHE_KIB:d}")
         if readonly:
             continue
         src_settings = connections[alias].settings_dict
@@ -97,7 +97,7 @@ def _attach(connection, archive_name) -> None:
             cur.execute("ATTACH DATABASE ? AS " + _q(name), [str(src_settings["NAME"])])
             cur.execute(f"PRAGMA {_q(name)}.journal_mode=DELETE")
             cur.execute(f"PRAGMA {_q(name)}.synchronous=FULL")
-            cur.execute(f"PRAGMA {_q(name)}.cache_size=-65536")
+            cur.execute(f"PRAGMA {_q(name)}.cache_size=-{settings.SQLITE_CACHE_KIB:d}")
     cur.close()
 
 
