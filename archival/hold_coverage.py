@@ -24,8 +24,11 @@ holds and rows (tests/test_hold_coverage.py):
 - ``may_cover_table``: Python, whether a hold can cover any row of a table
   (the disposal plan's report of blocking holds asks only those);
 - ``covering_q``: a Django filter on Hold for one row (the search's row page);
-- ``hold_match_sql`` / ``held_sql`` / ``held_by_sql``: SQL over an archive
-  table, in the disposal delete's transaction, the plan and the hold preview;
+- ``hold_match_sql`` / ``held_by_sql``: SQL over an archive table and one
+  hold (the hold preview, the plan's report of blocking holds);
+- ``held_sql`` / ``unheld_sql``: SQL over an archive table and every hold in
+  force, one test per scope, set-based (the disposal delete and its counts,
+  the plan, restores, the forecast);
 - ``TSQL_HOLD_MATCH`` and ``tsql_contract_match``: the same condition in the
   SQL Server procedures (sql/05_templates.sql, sql/07_procedures.sql), which
   no test here can execute: the test checks that the SQL form, rendered for
@@ -207,14 +210,82 @@ def in_force_sql(hold_alias: str, quote: Callable[[str], str]) -> str:
     )
 
 
-def held_sql(table: ArchiveTable, at: dt.date, alias: str = "a") -> tuple[str, list]:
-    """EXISTS: a hold in force on ``at`` covers the archive row ``alias``."""
+def _scope_checks(table: ArchiveTable, at: dt.date, alias: str) -> list[tuple[str, list]]:
+    """The hold check on row ``alias`` as one test per scope, each over the holds in force on ``at``.
+
+    (test, parameters) pairs. A row is held when any test is true. Each
+    test is shaped so that the database evaluates the holds once per
+    statement, not once per row: ALL and TABLE do not depend on the row
+    (evaluated once); KEYS and CONTRACT are the row's value ``IN`` the set of
+    held values (hashed once); DATE_RANGE is the only one comparing the row
+    with each hold (a handful of holds, materialised once: an anti-join
+    under ``NOT``). KEYS is not two-valued for a row whose key text is NULL
+    (no archive key is): such a row is neither held nor unheld, so never
+    deleted.
+    """
     q = table.backend.quote
-    match, params = hold_match_sql(table, alias, "h")
-    return f"EXISTS (SELECT 1 FROM {q(Hold._meta.db_table)} h WHERE {in_force_sql('h', q)} AND {match})", [
-        at,
-        *params,
+    cfg = table.config
+    hold, hk = q(Hold._meta.db_table), q(HoldKey._meta.db_table)
+    force = in_force_sql("h", q)
+
+    def col(name: str) -> str:
+        return f"h.{q(name)}"
+
+    same_table = (
+        f"{col('source_db')} = %s AND ({col('schema_name')} = %s OR {col('schema_name')} = %s) "
+        f"AND {col('table_name')} = %s"
+    )
+    table_params = [cfg.source_db, cfg.schema_name, "", cfg.table_name]
+    ref = table.col("reference_date", alias)
+    key_sql, key_params = table.key_text_sql(alias)
+    checks = [
+        (f"EXISTS (SELECT 1 FROM {hold} h WHERE {force} AND {col('scope')} = %s)", [at, HoldScope.ALL]),
+        (
+            f"EXISTS (SELECT 1 FROM {hold} h WHERE {force} AND {col('scope')} = %s AND {same_table})",
+            [at, HoldScope.TABLE, *table_params],
+        ),
+        (
+            f"EXISTS (SELECT 1 FROM {hold} h WHERE {force} AND {col('scope')} = %s AND {ref} IS NOT NULL "
+            f"AND ({col('date_from')} IS NULL OR {ref} >= {col('date_from')}) "
+            f"AND ({col('date_to')} IS NULL OR {ref} <= {col('date_to')}))",
+            [at, HoldScope.DATE_RANGE],
+        ),
+        (
+            f"{key_sql} IN (SELECT k.{q('key_text')} FROM {hk} k JOIN {hold} h ON h.{q('id')} = k.{q('hold_id')} "
+            f"WHERE {force} AND {col('scope')} = %s AND {same_table})",
+            [*key_params, at, HoldScope.KEYS, *table_params],
+        ),
     ]
+    if table.contract_column:
+        contract = table.col(table.contract_column, alias)
+        checks.append(
+            (
+                f"({contract} IS NOT NULL AND {table.backend.text_cast_sql(contract)} IN "
+                f"(SELECT {col('contract_value')} FROM {hold} h WHERE {force} AND {col('scope')} = %s "
+                f"AND {col('source_db')} = %s AND {col('contract_value')} IS NOT NULL))",
+                [at, HoldScope.CONTRACT, cfg.source_db],
+            )
+        )
+    return checks
+
+
+def held_sql(table: ArchiveTable, at: dt.date, alias: str = "a") -> tuple[str, list]:
+    """True when a hold in force on ``at`` covers the archive row ``alias`` (``hold_match_sql`` by scope)."""
+    checks = _scope_checks(table, at, alias)
+    return "(" + " OR ".join(sql for sql, _ in checks) + ")", [p for _, params in checks for p in params]
+
+
+def unheld_sql(table: ArchiveTable, at: dt.date, alias: str = "a") -> tuple[str, list]:
+    """True when no hold in force on ``at`` covers the archive row ``alias``: what disposal may delete.
+
+    ``NOT held_sql`` written as one ``NOT`` per scope, so that each is a
+    condition of its own the planner can turn into an anti-join or a hashed
+    lookup (a ``NOT`` over the whole ``OR`` is evaluated row by row, hold by
+    hold). Never true for a row ``held_sql`` is not false for.
+    """
+    checks = _scope_checks(table, at, alias)
+    parts = [f"NOT {sql}" if sql.startswith("EXISTS") else f"NOT ({sql})" for sql, _ in checks]
+    return "(" + " AND ".join(parts) + ")", [p for _, params in checks for p in params]
 
 
 def held_by_sql(table: ArchiveTable, hold_id: int, alias: str = "a") -> tuple[str, list]:

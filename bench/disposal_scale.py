@@ -207,14 +207,15 @@ def task_build(rows: int) -> dict:
         placed += 1
 
     # The yardstick's free knowledge of the held rows (computed once, untimed).
-    held, held_params = t.held_sql(today)
+    unheld, unheld_params = t.unheld_sql(today)
+    expired_where = f"{t.col('retention_until')} < %s"
     with transaction.atomic(using="archive"), arc.cursor() as cur:
         cur.execute("CREATE SCHEMA bench")
         pk = ", ".join(d.quote(c) for c in t.pk)
         cur.execute(
-            f"CREATE TABLE bench.keep AS SELECT {t.pk_select()} FROM {t.qualified} a "
-            f"WHERE {t.col('retention_until')} < %s AND {held}",
-            [today, *held_params],
+            f"CREATE TABLE bench.keep AS SELECT {t.pk_select()} FROM {t.qualified} a WHERE {expired_where} "
+            f"EXCEPT SELECT {t.pk_select()} FROM {t.qualified} a WHERE {expired_where} AND {unheld}",
+            [today, today, *unheld_params],
         )
         cur.execute(f"ALTER TABLE bench.keep ADD PRIMARY KEY ({pk})")
         cur.execute("ANALYZE bench.keep")
@@ -289,7 +290,7 @@ def task_engine(today_iso: str, sample: int) -> dict:
     t = archive_table_for(config)
     batches = list(DisposalBatch.objects.filter(config=config).order_by("batch_no"))
     chosen = batches[:: max(1, len(batches) // sample)][:sample]
-    held, held_params = t.held_sql(today)
+    unheld, unheld_params = t.unheld_sql(today)
     expired = f"{t.col('retention_until')} < %s"
     with_check, without = [], []
     with connections["archive"].cursor() as cur:
@@ -298,8 +299,8 @@ def task_engine(today_iso: str, sample: int) -> dict:
             for sql, params, into in (
                 (f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired}", [*rng_params, today], without),
                 (
-                    f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND NOT {held}",
-                    [*rng_params, today, *held_params],
+                    f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {unheld}",
+                    [*rng_params, today, *unheld_params],
                     with_check,
                 ),
             ):

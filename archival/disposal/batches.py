@@ -221,13 +221,16 @@ def plan_disposal(
 def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
     backend = t.backend
     expired = f"{t.col('retention_until')} < %s"
-    held, held_params = t.held_sql(today)
+    # Held counts are the expired rows minus the unheld ones: the unheld form is
+    # the one the database evaluates set-based (hold_coverage.unheld_sql), and
+    # a row is held exactly when it is not unheld.
+    unheld, unheld_params = t.unheld_sql(today)
     with backend.connection.cursor() as cur:
         tp.expired_rows = _scalar(cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired}", [today])
         if not tp.expired_rows:
             return
-        tp.held_rows = _scalar(
-            cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {held}", [today, *held_params]
+        tp.held_rows = tp.expired_rows - _scalar(
+            cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {unheld}", [today, *unheld_params]
         )
         if tp.held_rows:
             for hold in _relevant_holds(t, today):
@@ -243,10 +246,10 @@ def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
         while True:
             after, after_params = t.after_sql(cursor_key)
             sql = backend.limit_sql(
-                f"SELECT {t.pk_select()} FROM {t.qualified} a WHERE {expired} AND NOT {held} AND {after} ORDER BY {t.order_by()}",
+                f"SELECT {t.pk_select()} FROM {t.qualified} a WHERE {expired} AND {unheld} AND {after} ORDER BY {t.order_by()}",
                 "%s",
             )
-            cur.execute(sql, [today, *held_params, *after_params, size])
+            cur.execute(sql, [today, *unheld_params, *after_params, size])
             keys = cur.fetchall()
             if not keys:
                 break
@@ -255,11 +258,13 @@ def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
             high = [to_json_component(v) for v in keys[-1]]
             pb = PlannedBatch(batch_no, low, high, len(keys))
             if tp.held_rows:
+                # The batch is every unheld expired row of its range: the rest are held.
                 rng, rng_params = t.range_sql(low, high)
-                pb.held_in_range = _scalar(
-                    cur,
-                    f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {held}",
-                    [*rng_params, today, *held_params],
+                pb.held_in_range = (
+                    _scalar(
+                        cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired}", [*rng_params, today]
+                    )
+                    - pb.row_count
                 )
             tp.batches.append(pb)
             tp.disposable_rows += len(keys)
@@ -558,19 +563,18 @@ def _delete_and_certify(
     cutoff = min(batch.disposable_before, today)
     rng, rng_params = t.range_sql(batch.key_low, batch.key_high)
     expired = f"{t.col('retention_until')} < %s"
-    held, held_params = t.held_sql(today)
+    unheld, unheld_params = t.unheld_sql(today)
     base_params = [*rng_params, cutoff]
     holds_checked = [_hold_summary(h) for h in Hold.objects.using(ARCHIVE).active(today).order_by("id")]
     with t.backend.connection.cursor() as cur:
         candidates = _scalar(
             cur,
-            f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND NOT {held}",
-            [*base_params, *held_params],
+            f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {unheld}",
+            [*base_params, *unheld_params],
         )
-        held_count = _scalar(
-            cur,
-            f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {held}",
-            [*base_params, *held_params],
+        # Held: the expired rows of the range that are not unheld (see _plan_table).
+        held_count = (
+            _scalar(cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired}", base_params) - candidates
         )
         # Approved: the planned rows, plus rows of the range that were held at
         # planning and whose hold was released since (the reviewer saw both
@@ -583,7 +587,7 @@ def _delete_and_certify(
     # The hold check is part of the delete itself, in the transaction that
     # holds the archive lock: a hold placed after approval protects its rows.
     deleted_keys = t.backend.dispose_batch(
-        t, key_low=batch.key_low, key_high=batch.key_high, cutoff=cutoff, held=(held, held_params)
+        t, key_low=batch.key_low, key_high=batch.key_high, cutoff=cutoff, unheld=(unheld, unheld_params)
     )
     if len(deleted_keys) != candidates:
         raise DisposalError(

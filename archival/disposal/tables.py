@@ -94,6 +94,10 @@ class ArchiveTable:
         """EXISTS: a hold in force on ``at`` covers the archive row ``alias``."""
         return hold_coverage.held_sql(self, at, alias)
 
+    def unheld_sql(self, at: dt.date, alias: str = "a") -> tuple[str, list]:
+        """No hold in force on ``at`` covers the archive row ``alias`` (what disposal may delete)."""
+        return hold_coverage.unheld_sql(self, at, alias)
+
     def held_by_sql(self, hold_id: int, alias: str = "a") -> tuple[str, list]:
         """EXISTS: the given hold covers the row (the preview and the blocked report)."""
         return hold_coverage.held_by_sql(self, hold_id, alias)
