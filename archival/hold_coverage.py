@@ -29,6 +29,8 @@ holds and rows (tests/test_hold_coverage.py):
 - ``held_sql`` / ``unheld_sql``: SQL over an archive table and every hold in
   force, one test per scope, set-based (the disposal delete and its counts,
   the plan, restores, the forecast);
+- ``covered_counts_sql``: rows covered per hold in force, one join per scope
+  (the plan's report of blocking holds);
 - ``TSQL_HOLD_MATCH`` and ``tsql_contract_match``: the same condition in the
   SQL Server procedures (sql/05_templates.sql, sql/07_procedures.sql), which
   no test here can execute: the test checks that the SQL form, rendered for
@@ -286,6 +288,65 @@ def unheld_sql(table: ArchiveTable, at: dt.date, alias: str = "a") -> tuple[str,
     checks = _scope_checks(table, at, alias)
     parts = [f"NOT {sql}" if sql.startswith("EXISTS") else f"NOT ({sql})" for sql, _ in checks]
     return "(" + " AND ".join(parts) + ")", [p for _, params in checks for p in params]
+
+
+def covered_counts_sql(table: ArchiveTable, at: dt.date, where: str, where_params: list) -> list[tuple[str, list]]:
+    """Statements answering (hold id, rows of ``table`` it covers) for the holds in force on ``at``.
+
+    Only rows matching ``where`` (a condition on the archive row ``a``, with
+    ``where_params``) count. One statement per scope, each a join on the
+    scope's own test (``hold_match_sql``, clause by clause), so that the
+    database counts every hold in one pass (a hash join on the key text or
+    the contract) instead of one scan of the table per hold. A hold covering
+    no row may be missing, or answered with 0.
+    """
+    q = table.backend.quote
+    cfg = table.config
+    hold, hk = q(Hold._meta.db_table), q(HoldKey._meta.db_table)
+    force = in_force_sql("h", q)
+
+    def col(name: str) -> str:
+        return f"h.{q(name)}"
+
+    same_table = (
+        f"{col('source_db')} = %s AND ({col('schema_name')} = %s OR {col('schema_name')} = %s) "
+        f"AND {col('table_name')} = %s"
+    )
+    table_params = [cfg.source_db, cfg.schema_name, "", cfg.table_name]
+    ref = table.col("reference_date")
+    key_sql, key_params = table.key_text_sql()
+    hid = col("id")
+    statements = [
+        (
+            f"SELECT {hid}, (SELECT COUNT(*) FROM {table.qualified} a WHERE {where}) FROM {hold} h "
+            f"WHERE {force} AND ({col('scope')} = %s OR ({col('scope')} = %s AND {same_table}))",
+            [*where_params, at, HoldScope.ALL, HoldScope.TABLE, *table_params],
+        ),
+        (
+            f"SELECT {hid}, COUNT(*) FROM {hold} h JOIN {table.qualified} a ON {ref} IS NOT NULL "
+            f"AND ({col('date_from')} IS NULL OR {ref} >= {col('date_from')}) "
+            f"AND ({col('date_to')} IS NULL OR {ref} <= {col('date_to')}) "
+            f"WHERE {force} AND {col('scope')} = %s AND {where} GROUP BY {hid}",
+            [at, HoldScope.DATE_RANGE, *where_params],
+        ),
+        (
+            f"SELECT {hid}, COUNT(*) FROM {hold} h JOIN {hk} k ON k.{q('hold_id')} = {hid} "
+            f"JOIN {table.qualified} a ON k.{q('key_text')} = {key_sql} "
+            f"WHERE {force} AND {col('scope')} = %s AND {same_table} AND {where} GROUP BY {hid}",
+            [*key_params, at, HoldScope.KEYS, *table_params, *where_params],
+        ),
+    ]
+    if table.contract_column:
+        contract = table.col(table.contract_column)
+        statements.append(
+            (
+                f"SELECT {hid}, COUNT(*) FROM {hold} h JOIN {table.qualified} a ON {contract} IS NOT NULL "
+                f"AND {table.backend.text_cast_sql(contract)} = {col('contract_value')} "
+                f"WHERE {force} AND {col('scope')} = %s AND {col('source_db')} = %s AND {where} GROUP BY {hid}",
+                [at, HoldScope.CONTRACT, cfg.source_db, *where_params],
+            )
+        )
+    return statements
 
 
 def held_by_sql(table: ArchiveTable, hold_id: int, alias: str = "a") -> tuple[str, list]:

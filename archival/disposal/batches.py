@@ -33,7 +33,7 @@ from archival.disposal.tables import ARCHIVE, ArchiveTable, DisposalError, archi
 from archival.engine.errors import LeaseLost, describe_database_error
 from archival.engine.leases import disposal_batches, new_worker_id
 from archival.engine.table_names import select_configs
-from archival.hold_coverage import TableFacts, may_cover_table
+from archival.hold_coverage import TableFacts, covered_counts_sql, may_cover_table
 from archival.rowkeys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
 from governance.actors import actor_name
 from governance.audit_chain import certificate_hash
@@ -233,13 +233,15 @@ def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
             cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {unheld}", [today, *unheld_params]
         )
         if tp.held_rows:
+            # Every hold counted in one statement per scope, not one scan of the table per hold.
+            covered: dict[int, int] = {}
+            for sql, params in covered_counts_sql(t, today, expired, [today]):
+                cur.execute(sql, params)
+                for hold_id, n in cur.fetchall():
+                    covered[hold_id] = covered.get(hold_id, 0) + int(n or 0)
             for hold in _relevant_holds(t, today):
-                by_sql, by_params = t.held_by_sql(hold.pk)
-                n = _scalar(
-                    cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {by_sql}", [today, *by_params]
-                )
-                if n:
-                    tp.blocking_holds.append(BlockingHold(hold.pk, str(hold), n))
+                if covered.get(hold.pk):
+                    tp.blocking_holds.append(BlockingHold(hold.pk, str(hold), covered[hold.pk]))
         size = t.config.effective_batch_size
         cursor_key = None
         batch_no = 0
