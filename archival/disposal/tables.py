@@ -66,7 +66,9 @@ class ArchiveTable:
         cols = self.pk_cols(alias)
         for op, bound in ((">=", low), ("<=", high)):
             if bound is not None:
-                sql, bound_params = keyset_predicate(cols, op, self.coerce_key(bound))
+                # index_bound: the leading key column bounds the range, so the planner
+                # reads the batch's slice of the key index, not every expired row.
+                sql, bound_params = keyset_predicate(cols, op, self.coerce_key(bound), index_bound=True)
                 parts.append(sql)
                 params += bound_params
         return (" AND ".join(parts) or "1=1"), params
@@ -74,7 +76,7 @@ class ArchiveTable:
     def after_sql(self, cursor_key, alias: str = "a") -> tuple[str, list]:
         if cursor_key is None:
             return "1=1", []
-        return keyset_predicate(self.pk_cols(alias), ">", self.coerce_key(cursor_key))
+        return keyset_predicate(self.pk_cols(alias), ">", self.coerce_key(cursor_key), index_bound=True)
 
     # -- canonical key text in SQL (KEYS holds) --------------------------------
     def key_text_sql(self, alias: str = "a") -> tuple[str, list]:
