@@ -183,7 +183,7 @@ def task_build(rows: int) -> dict:
             reason="regulator request",
             source_db="SourceDB1",
             table_name=TABLE,
-            keys=[list(k) for k in keys[i::HOLDS["KEYS"]]],
+            keys=[list(k) for k in keys[i :: HOLDS["KEYS"]]],
         )
         placed += 1
     expired_days = SPAN_DAYS // EXPIRED_SHARE
@@ -192,13 +192,17 @@ def task_build(rows: int) -> dict:
         place_hold(scope="DATE_RANGE", actor=actor, reason="audit of that day", date_from=day, date_to=day)
         placed += 1
     for _ in range(HOLDS["TABLE"]):
-        place_hold(scope="TABLE", actor=actor, reason="contract data review", source_db="SourceDB1", table_name="Contract")
+        place_hold(
+            scope="TABLE", actor=actor, reason="contract data review", source_db="SourceDB1", table_name="Contract"
+        )
         placed += 1
     released = [
         place_hold(scope="ALL", actor=actor, reason="blanket freeze"),
         place_hold(scope="TABLE", actor=actor, reason="table review", source_db="SourceDB1", table_name=TABLE),
         *[
-            place_hold(scope="CONTRACT", actor=actor, reason="settled", source_db="SourceDB1", contract_value=str(2 + i))
+            place_hold(
+                scope="CONTRACT", actor=actor, reason="settled", source_db="SourceDB1", contract_value=str(2 + i)
+            )
             for i in range(HOLDS["RELEASED"] - 2)
         ],
     ]
@@ -385,7 +389,8 @@ def templates_exist() -> bool:
 
     with psycopg.connect(f"{envs.PG}/postgres") as conn:
         n = conn.execute(
-            "SELECT COUNT(*) FROM pg_database WHERE datname IN (%s, %s)", [f"{envs.P}_control_tpl", f"{envs.P}_data_tpl"]
+            "SELECT COUNT(*) FROM pg_database WHERE datname IN (%s, %s)",
+            [f"{envs.P}_control_tpl", f"{envs.P}_data_tpl"],
         ).fetchone()[0]
     return n == 2
 
@@ -433,7 +438,10 @@ def main() -> None:
                 r = child("plain", build["today"], build["table"])
                 assert r["deleted"] == build["disposable"], r
                 plain.append(r)
-                print(f"  pair {i + 1} plain : {r['deleted'] / r['seconds']:>9,.0f} rows/s ({r['seconds']:.1f}s)", flush=True)
+                print(
+                    f"  pair {i + 1} plain : {r['deleted'] / r['seconds']:>9,.0f} rows/s ({r['seconds']:.1f}s)",
+                    flush=True,
+                )
             else:
                 r = child("engine", build["today"], str(SAMPLE_BATCHES))
                 assert r["deleted"] == build["disposable"], r

@@ -55,7 +55,9 @@ def test_a_range_larger_than_a_procedure_batch_takes_several_calls_each_after_th
     keys = [(n,) for n in range(1, 4501)]
     backend, cursor = backend_answering(keys, [], (4000, 0, '["4000"]'), (500, 0, '["4500"]'), [])
 
-    deleted = backend.dispose_batch(position_table(backend), key_low=[1], key_high=[4500], cutoff=CUTOFF, unheld=NO_HOLD)
+    deleted = backend.dispose_batch(
+        position_table(backend), key_low=[1], key_high=[4500], cutoff=CUTOFF, unheld=NO_HOLD
+    )
 
     assert len(deleted) == 4500
     first, second = procedure_calls(cursor)

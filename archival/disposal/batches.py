@@ -568,32 +568,34 @@ def _delete_and_certify(
     unheld, unheld_params = t.unheld_sql(today)
     base_params = [*rng_params, cutoff]
     holds_checked = [_hold_summary(h) for h in Hold.objects.using(ARCHIVE).active(today).order_by("id")]
+    # The expired rows of the range are counted before and after the delete:
+    # what the delete removed plus what it left (the held rows) must be what
+    # was there, or something else changed the range and the batch rolls back.
+    # Counting without the hold check, the delete is the one statement that
+    # evaluates the holds.
+    in_range = f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired}"
     with t.backend.connection.cursor() as cur:
-        candidates = _scalar(
-            cur,
-            f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {unheld}",
-            [*base_params, *unheld_params],
-        )
-        # Held: the expired rows of the range that are not unheld (see _plan_table).
-        held_count = (
-            _scalar(cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired}", base_params) - candidates
-        )
-        # Approved: the planned rows, plus rows of the range that were held at
-        # planning and whose hold was released since (the reviewer saw both
-        # counts). More than that means rows arrived in the range after review.
-        if candidates > batch.row_count + batch.held_in_range:
-            raise DisposalError(
-                f"{candidates} disposable rows in the key range but only {batch.row_count} (+{batch.held_in_range} held) "
-                "were reviewed; reject the batch and plan again"
-            )
+        expired_before = _scalar(cur, in_range, base_params)
     # The hold check is part of the delete itself, in the transaction that
     # holds the archive lock: a hold placed after approval protects its rows.
     deleted_keys = t.backend.dispose_batch(
         t, key_low=batch.key_low, key_high=batch.key_high, cutoff=cutoff, unheld=(unheld, unheld_params)
     )
-    if len(deleted_keys) != candidates:
+    # Approved: the planned rows, plus rows of the range that were held at
+    # planning and whose hold was released since (the reviewer saw both
+    # counts). More than that means rows arrived in the range after review:
+    # raising rolls the delete back.
+    if len(deleted_keys) > batch.row_count + batch.held_in_range:
         raise DisposalError(
-            f"reconciliation failed: counted {candidates} disposable rows, the delete removed {len(deleted_keys)}"
+            f"{len(deleted_keys)} disposable rows in the key range but only {batch.row_count} "
+            f"(+{batch.held_in_range} held) were reviewed; reject the batch and plan again"
+        )
+    with t.backend.connection.cursor() as cur:
+        held_count = _scalar(cur, in_range, base_params)
+    if len(deleted_keys) + held_count != expired_before:
+        raise DisposalError(
+            f"reconciliation failed: {expired_before} expired rows in the key range before the delete, "
+            f"{len(deleted_keys)} deleted and {held_count} left"
         )
     digest, n = digest_of_keys(deleted_keys)
     ordered = sorted(deleted_keys, key=lambda k: tuple(str(c) if c is None else c for c in k))
