@@ -323,11 +323,12 @@ def covered_counts_sql(table: ArchiveTable, at: dt.date, where: str, where_param
             [*where_params, at, HoldScope.ALL, HoldScope.TABLE, *table_params],
         ),
         (
-            f"SELECT {hid}, COUNT(*) FROM {hold} h JOIN {table.qualified} a ON {ref} IS NOT NULL "
-            f"AND ({col('date_from')} IS NULL OR {ref} >= {col('date_from')}) "
-            f"AND ({col('date_to')} IS NULL OR {ref} <= {col('date_to')}) "
+            # An open end as the earliest / latest date, so that each hold is an
+            # index range on reference_date (an OR with IS NULL is not).
+            f"SELECT {hid}, COUNT(*) FROM {hold} h JOIN {table.qualified} a "
+            f"ON {ref} >= COALESCE({col('date_from')}, %s) AND {ref} <= COALESCE({col('date_to')}, %s) "
             f"WHERE {force} AND {col('scope')} = %s AND {where} GROUP BY {hid}",
-            [at, HoldScope.DATE_RANGE, *where_params],
+            [dt.date.min, dt.date.max, at, HoldScope.DATE_RANGE, *where_params],
         ),
         (
             f"SELECT {hid}, COUNT(*) FROM {hold} h JOIN {hk} k ON k.{q('hold_id')} = {hid} "
