@@ -247,10 +247,11 @@ def _scope_checks(table: ArchiveTable, at: dt.date, alias: str) -> list[tuple[st
             [at, HoldScope.TABLE, *table_params],
         ),
         (
-            f"EXISTS (SELECT 1 FROM {hold} h WHERE {force} AND {col('scope')} = %s AND {ref} IS NOT NULL "
-            f"AND ({col('date_from')} IS NULL OR {ref} >= {col('date_from')}) "
-            f"AND ({col('date_to')} IS NULL OR {ref} <= {col('date_to')}))",
-            [at, HoldScope.DATE_RANGE],
+            # An open end as the earliest / latest date: two comparisons per row
+            # and hold (a NULL reference date compares to nothing: not covered).
+            f"EXISTS (SELECT 1 FROM {hold} h WHERE {force} AND {col('scope')} = %s "
+            f"AND {ref} >= COALESCE({col('date_from')}, %s) AND {ref} <= COALESCE({col('date_to')}, %s))",
+            [at, HoldScope.DATE_RANGE, dt.date.min, dt.date.max],
         ),
         (
             f"{key_sql} IN (SELECT k.{q('key_text')} FROM {hk} k JOIN {hold} h ON h.{q('id')} = k.{q('hold_id')} "
