@@ -29,8 +29,8 @@ holds and rows (tests/test_hold_coverage.py):
 - ``held_sql`` / ``unheld_sql``: SQL over an archive table and every hold in
   force, one test per scope, set-based (the disposal delete and its counts,
   the plan, restores, the forecast);
-- ``covered_counts_sql``: rows covered per hold in force, one join per scope
-  (the plan's report of blocking holds);
+- ``covered_counts``: rows covered per hold in force, a few passes for all of
+  them (the plan's report of blocking holds);
 - ``TSQL_HOLD_MATCH`` and ``tsql_contract_match``: the same condition in the
   SQL Server procedures (sql/05_templates.sql, sql/07_procedures.sql), which
   no test here can execute: the test checks that the SQL form, rendered for
@@ -291,15 +291,16 @@ def unheld_sql(table: ArchiveTable, at: dt.date, alias: str = "a") -> tuple[str,
     return "(" + " AND ".join(parts) + ")", [p for _, params in checks for p in params]
 
 
-def covered_counts_sql(table: ArchiveTable, at: dt.date, where: str, where_params: list) -> list[tuple[str, list]]:
-    """Statements answering (hold id, rows of ``table`` it covers) for the holds in force on ``at``.
+def covered_counts(table: ArchiveTable, at: dt.date, where: str, where_params: list) -> dict[int, int]:
+    """Rows of ``table`` matching ``where`` (a condition on the archive row ``a``,
+    with ``where_params``) that each hold in force on ``at`` covers, by hold id.
 
-    Only rows matching ``where`` (a condition on the archive row ``a``, with
-    ``where_params``) count. One statement per scope, each a join on the
-    scope's own test (``hold_match_sql``, clause by clause), so that the
-    database counts every hold in one pass (a hash join on the key text or
-    the contract) instead of one scan of the table per hold. A hold covering
-    no row may be missing, or answered with 0.
+    Every hold counted in a few passes over the table, whatever their number
+    (one scan per hold is what this replaces): ALL and TABLE holds take one
+    count; KEYS and CONTRACT holds one join each, on the key text and the
+    contract text (``hold_match_sql``, clause by clause); DATE_RANGE holds
+    one count of the rows per reference date (a few thousand dates), summed
+    per hold by ``covers``. A hold covering no row may be missing or 0.
     """
     q = table.backend.quote
     cfg = table.config
@@ -314,7 +315,6 @@ def covered_counts_sql(table: ArchiveTable, at: dt.date, where: str, where_param
         f"AND {col('table_name')} = %s"
     )
     table_params = [cfg.source_db, cfg.schema_name, "", cfg.table_name]
-    ref = table.col("reference_date")
     key_sql, key_params = table.key_text_sql()
     hid = col("id")
     statements = [
@@ -322,14 +322,6 @@ def covered_counts_sql(table: ArchiveTable, at: dt.date, where: str, where_param
             f"SELECT {hid}, (SELECT COUNT(*) FROM {table.qualified} a WHERE {where}) FROM {hold} h "
             f"WHERE {force} AND ({col('scope')} = %s OR ({col('scope')} = %s AND {same_table}))",
             [*where_params, at, HoldScope.ALL, HoldScope.TABLE, *table_params],
-        ),
-        (
-            # An open end as the earliest / latest date, so that each hold is an
-            # index range on reference_date (an OR with IS NULL is not).
-            f"SELECT {hid}, COUNT(*) FROM {hold} h JOIN {table.qualified} a "
-            f"ON {ref} >= COALESCE({col('date_from')}, %s) AND {ref} <= COALESCE({col('date_to')}, %s) "
-            f"WHERE {force} AND {col('scope')} = %s AND {where} GROUP BY {hid}",
-            [dt.date.min, dt.date.max, at, HoldScope.DATE_RANGE, *where_params],
         ),
         (
             f"SELECT {hid}, COUNT(*) FROM {hold} h JOIN {hk} k ON k.{q('hold_id')} = {hid} "
@@ -348,7 +340,33 @@ def covered_counts_sql(table: ArchiveTable, at: dt.date, where: str, where_param
                 [at, HoldScope.CONTRACT, cfg.source_db, *where_params],
             )
         )
-    return statements
+    counts: dict[int, int] = {}
+    ranges = list(Hold.objects.using(table.backend.alias).active(at).filter(scope=HoldScope.DATE_RANGE))
+    with table.backend.connection.cursor() as cur:
+        for sql, params in statements:
+            cur.execute(sql, params)
+            for hold_id, n in cur.fetchall():
+                counts[hold_id] = counts.get(hold_id, 0) + int(n or 0)
+        if ranges:
+            ref = table.col("reference_date")
+            cur.execute(
+                f"SELECT {ref}, COUNT(*) FROM {table.qualified} a WHERE {ref} IS NOT NULL AND {where} GROUP BY {ref}",
+                where_params,
+            )
+            days = [(_as_date(day), int(n)) for day, n in cur.fetchall()]
+            facts = TableFacts.of(cfg, table.contract_column)
+            for h in ranges:
+                counts[h.pk] = sum(n for day, n in days if covers(h, (), facts, RowFacts(None, day, "")))
+    return counts
+
+
+def _as_date(value: Any) -> dt.date:
+    """A DATE column's value as the driver returns it (SQLite: text) as a date."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
 
 
 def held_by_sql(table: ArchiveTable, hold_id: int, alias: str = "a") -> tuple[str, list]:

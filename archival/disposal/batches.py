@@ -33,7 +33,7 @@ from archival.disposal.tables import ARCHIVE, ArchiveTable, DisposalError, archi
 from archival.engine.errors import LeaseLost, describe_database_error
 from archival.engine.leases import disposal_batches, new_worker_id
 from archival.engine.table_names import select_configs
-from archival.hold_coverage import TableFacts, covered_counts_sql, may_cover_table
+from archival.hold_coverage import TableFacts, covered_counts, may_cover_table
 from archival.rowkeys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
 from governance.actors import actor_name
 from governance.audit_chain import certificate_hash
@@ -221,27 +221,15 @@ def plan_disposal(
 def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
     backend = t.backend
     expired = f"{t.col('retention_until')} < %s"
-    # Held counts are the expired rows minus the unheld ones: the unheld form is
-    # the one the database evaluates set-based (hold_coverage.unheld_sql), and
-    # a row is held exactly when it is not unheld.
+    # The batches are every expired row no hold covers (hold_coverage.unheld_sql,
+    # the form the database evaluates set-based); every other expired row is
+    # held, so held counts are expired counts minus batch rows.
     unheld, unheld_params = t.unheld_sql(today)
+    relevant = _relevant_holds(t, today)
     with backend.connection.cursor() as cur:
         tp.expired_rows = _scalar(cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired}", [today])
         if not tp.expired_rows:
             return
-        tp.held_rows = tp.expired_rows - _scalar(
-            cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {unheld}", [today, *unheld_params]
-        )
-        if tp.held_rows:
-            # Every hold counted in one statement per scope, not one scan of the table per hold.
-            covered: dict[int, int] = {}
-            for sql, params in covered_counts_sql(t, today, expired, [today]):
-                cur.execute(sql, params)
-                for hold_id, n in cur.fetchall():
-                    covered[hold_id] = covered.get(hold_id, 0) + int(n or 0)
-            for hold in _relevant_holds(t, today):
-                if covered.get(hold.pk):
-                    tp.blocking_holds.append(BlockingHold(hold.pk, str(hold), covered[hold.pk]))
         size = t.config.effective_batch_size
         cursor_key = None
         batch_no = 0
@@ -259,8 +247,7 @@ def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
             low = [to_json_component(v) for v in keys[0]]
             high = [to_json_component(v) for v in keys[-1]]
             pb = PlannedBatch(batch_no, low, high, len(keys))
-            if tp.held_rows:
-                # The batch is every unheld expired row of its range: the rest are held.
+            if relevant:
                 rng, rng_params = t.range_sql(low, high)
                 pb.held_in_range = (
                     _scalar(
@@ -273,6 +260,13 @@ def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
             cursor_key = high
             if len(keys) < size:
                 break
+        tp.held_rows = tp.expired_rows - tp.disposable_rows
+    if tp.held_rows:
+        # Every hold counted in a few passes (hold_coverage.covered_counts), not one scan per hold.
+        covered = covered_counts(t, today, expired, [today])
+        for hold in relevant:
+            if covered.get(hold.pk):
+                tp.blocking_holds.append(BlockingHold(hold.pk, str(hold), covered[hold.pk]))
 
 
 # -- review -----------------------------------------------------------------------
