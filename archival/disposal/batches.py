@@ -592,7 +592,13 @@ def _delete_and_certify(
             f"{len(deleted_keys)} deleted and {held_count} left"
         )
     digest, n = digest_of_keys(deleted_keys)
-    ordered = sorted(deleted_keys, key=lambda k: tuple(str(c) if c is None else c for c in k))
+
+    def order(k):
+        return tuple(str(c) if c is None else c for c in k)
+
+    # The first and last key destroyed: one pass, not a sort of the batch.
+    first = min(deleted_keys, key=order) if deleted_keys else None
+    last = max(deleted_keys, key=order) if deleted_keys else None
     prev = (
         DisposalCertificate.objects.using(ARCHIVE).order_by("-id").values_list("certificate_hash", flat=True).first()
         or ""
@@ -602,8 +608,8 @@ def _delete_and_certify(
         config_id=batch.config_id,
         table_label=batch.table_label,
         key_columns=list(t.pk),
-        key_low=key_text(ordered[0]) if ordered else None,
-        key_high=key_text(ordered[-1]) if ordered else None,
+        key_low=key_text(first) if first is not None else None,
+        key_high=key_text(last) if last is not None else None,
         planned_count=batch.row_count,
         row_count=n,
         held_count=held_count,
