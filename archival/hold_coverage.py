@@ -212,6 +212,22 @@ def in_force_sql(hold_alias: str, quote: Callable[[str], str]) -> str:
     )
 
 
+def _hold_column(table: ArchiveTable) -> Callable[[str], str]:
+    """A column of the hold row ``h``, quoted for ``table``'s backend."""
+    q = table.backend.quote
+    return lambda name: f"h.{q(name)}"
+
+
+def _same_table_sql(table: ArchiveTable) -> tuple[str, list]:
+    """The hold row ``h`` names ``table`` (TABLE and KEYS scopes; an empty schema names any)."""
+    col, cfg = _hold_column(table), table.config
+    sql = (
+        f"{col('source_db')} = %s AND ({col('schema_name')} = %s OR {col('schema_name')} = %s) "
+        f"AND {col('table_name')} = %s"
+    )
+    return sql, [cfg.source_db, cfg.schema_name, "", cfg.table_name]
+
+
 def _scope_checks(table: ArchiveTable, at: dt.date, alias: str) -> list[tuple[str, list]]:
     """The hold check on row ``alias`` as one test per scope, each over the holds in force on ``at``.
 
@@ -225,19 +241,10 @@ def _scope_checks(table: ArchiveTable, at: dt.date, alias: str) -> list[tuple[st
     (no archive key is): such a row is neither held nor unheld, so never
     deleted.
     """
-    q = table.backend.quote
-    cfg = table.config
+    q, cfg, col = table.backend.quote, table.config, _hold_column(table)
     hold, hk = q(Hold._meta.db_table), q(HoldKey._meta.db_table)
     force = in_force_sql("h", q)
-
-    def col(name: str) -> str:
-        return f"h.{q(name)}"
-
-    same_table = (
-        f"{col('source_db')} = %s AND ({col('schema_name')} = %s OR {col('schema_name')} = %s) "
-        f"AND {col('table_name')} = %s"
-    )
-    table_params = [cfg.source_db, cfg.schema_name, "", cfg.table_name]
+    same_table, table_params = _same_table_sql(table)
     ref = table.col("reference_date", alias)
     key_sql, key_params = table.key_text_sql(alias)
     checks = [
@@ -302,19 +309,10 @@ def covered_counts(table: ArchiveTable, at: dt.date, where: str, where_params: l
     one count of the rows per reference date (a few thousand dates), summed
     per hold by ``covers``. A hold covering no row may be missing or 0.
     """
-    q = table.backend.quote
-    cfg = table.config
+    q, cfg, col = table.backend.quote, table.config, _hold_column(table)
     hold, hk = q(Hold._meta.db_table), q(HoldKey._meta.db_table)
     force = in_force_sql("h", q)
-
-    def col(name: str) -> str:
-        return f"h.{q(name)}"
-
-    same_table = (
-        f"{col('source_db')} = %s AND ({col('schema_name')} = %s OR {col('schema_name')} = %s) "
-        f"AND {col('table_name')} = %s"
-    )
-    table_params = [cfg.source_db, cfg.schema_name, "", cfg.table_name]
+    same_table, table_params = _same_table_sql(table)
     key_sql, key_params = table.key_text_sql()
     hid = col("id")
     statements = [
