@@ -168,7 +168,7 @@ clean:
 # per data set to bench/results/. Installs requirements-bench.txt, the MariaDB
 # driver and pt-archiver first (bench-mariadb-deps); an engine whose server is
 # not reachable is reported and skipped, the others still measured.
-.PHONY: bench-deps bench-mariadb-deps bench bench-large bench-scaling bench-workers bench-oltp chaos
+.PHONY: bench-deps bench-mariadb-deps bench bench-large bench-scaling bench-workers bench-oltp bench-disposal chaos
 # BENCH_REPEAT=3: each setup's engine and yardsticks run three rounds (median per-round ratios).
 BENCH_REPEAT ?= 1
 bench: $(VENV_DEV) bench-deps bench-mariadb-deps
@@ -193,6 +193,16 @@ bench-workers: $(VENV_DEV) bench-deps
 # adds options, e.g. "--engines postgresql --variant nopacing:pacing_enabled=false".
 bench-oltp: $(VENV_DEV) bench-deps bench-mariadb-deps
 	$(PYTHON) bench/oltp.py $(BENCH_OLTP_ARGS)
+
+# bench-disposal: disposal at scale on PostgreSQL (docs/disposal.md, "Disposal at
+# scale"): an archive with 25% expired rows and 1,000 holds of mixed scopes, the
+# engine's plan + execute against a DBA's batched DELETE of the same rows,
+# alternated on fresh copies. CI size by default (2,000,000 rows, 3 pairs, a few
+# minutes); BENCH_DISPOSAL_ROWS=20000000 for the full size (build about 15 min).
+BENCH_DISPOSAL_ROWS ?= 2000000
+BENCH_DISPOSAL_PAIRS ?= 3
+bench-disposal: $(VENV_DEV) bench-deps
+	$(PYTHON) bench/disposal_scale.py --rows $(BENCH_DISPOSAL_ROWS) --pairs $(BENCH_DISPOSAL_PAIRS)
 
 chaos: $(VENV_DEV)
 	$(PYTHON) bench/chaos.py --trials $${CHAOS_TRIALS:-200}

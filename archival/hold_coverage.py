@@ -24,8 +24,13 @@ holds and rows (tests/test_hold_coverage.py):
 - ``may_cover_table``: Python, whether a hold can cover any row of a table
   (the disposal plan's report of blocking holds asks only those);
 - ``covering_q``: a Django filter on Hold for one row (the search's row page);
-- ``hold_match_sql`` / ``held_sql`` / ``held_by_sql``: SQL over an archive
-  table, in the disposal delete's transaction, the plan and the hold preview;
+- ``hold_match_sql`` / ``held_by_sql``: SQL over an archive table and one
+  hold (the hold preview, the plan's report of blocking holds);
+- ``held_sql`` / ``unheld_sql``: SQL over an archive table and every hold in
+  force, one test per scope, set-based (the disposal delete and its counts,
+  the plan, restores, the forecast);
+- ``covered_counts``: rows covered per hold in force, a few passes for all of
+  them (the plan's report of blocking holds);
 - ``TSQL_HOLD_MATCH`` and ``tsql_contract_match``: the same condition in the
   SQL Server procedures (sql/05_templates.sql, sql/07_procedures.sql), which
   no test here can execute: the test checks that the SQL form, rendered for
@@ -207,14 +212,159 @@ def in_force_sql(hold_alias: str, quote: Callable[[str], str]) -> str:
     )
 
 
-def held_sql(table: ArchiveTable, at: dt.date, alias: str = "a") -> tuple[str, list]:
-    """EXISTS: a hold in force on ``at`` covers the archive row ``alias``."""
+def _hold_column(table: ArchiveTable) -> Callable[[str], str]:
+    """A column of the hold row ``h``, quoted for ``table``'s backend."""
     q = table.backend.quote
-    match, params = hold_match_sql(table, alias, "h")
-    return f"EXISTS (SELECT 1 FROM {q(Hold._meta.db_table)} h WHERE {in_force_sql('h', q)} AND {match})", [
-        at,
-        *params,
+    return lambda name: f"h.{q(name)}"
+
+
+def _same_table_sql(table: ArchiveTable) -> tuple[str, list]:
+    """The hold row ``h`` names ``table`` (TABLE and KEYS scopes; an empty schema names any)."""
+    col, cfg = _hold_column(table), table.config
+    sql = (
+        f"{col('source_db')} = %s AND ({col('schema_name')} = %s OR {col('schema_name')} = %s) "
+        f"AND {col('table_name')} = %s"
+    )
+    return sql, [cfg.source_db, cfg.schema_name, "", cfg.table_name]
+
+
+def _scope_checks(table: ArchiveTable, at: dt.date, alias: str) -> list[tuple[str, list]]:
+    """The hold check on row ``alias`` as one test per scope, each over the holds in force on ``at``.
+
+    (test, parameters) pairs. A row is held when any test is true. Each
+    test is shaped so that the database evaluates the holds once per
+    statement, not once per row: ALL and TABLE do not depend on the row
+    (evaluated once); KEYS and CONTRACT are the row's value ``IN`` the set of
+    held values (hashed once); DATE_RANGE is the only one comparing the row
+    with each hold (a handful of holds, materialised once: an anti-join
+    under ``NOT``). KEYS is not two-valued for a row whose key text is NULL
+    (no archive key is): such a row is neither held nor unheld, so never
+    deleted.
+    """
+    q, cfg, col = table.backend.quote, table.config, _hold_column(table)
+    hold, hk = q(Hold._meta.db_table), q(HoldKey._meta.db_table)
+    force = in_force_sql("h", q)
+    same_table, table_params = _same_table_sql(table)
+    ref = table.col("reference_date", alias)
+    key_sql, key_params = table.key_text_sql(alias)
+    checks = [
+        (f"EXISTS (SELECT 1 FROM {hold} h WHERE {force} AND {col('scope')} = %s)", [at, HoldScope.ALL]),
+        (
+            f"EXISTS (SELECT 1 FROM {hold} h WHERE {force} AND {col('scope')} = %s AND {same_table})",
+            [at, HoldScope.TABLE, *table_params],
+        ),
+        (
+            # An open end as the earliest / latest date: two comparisons per row
+            # and hold (a NULL reference date compares to nothing: not covered).
+            f"EXISTS (SELECT 1 FROM {hold} h WHERE {force} AND {col('scope')} = %s "
+            f"AND {ref} >= COALESCE({col('date_from')}, %s) AND {ref} <= COALESCE({col('date_to')}, %s))",
+            [at, HoldScope.DATE_RANGE, dt.date.min, dt.date.max],
+        ),
+        (
+            f"{key_sql} IN (SELECT k.{q('key_text')} FROM {hk} k JOIN {hold} h ON h.{q('id')} = k.{q('hold_id')} "
+            f"WHERE {force} AND {col('scope')} = %s AND {same_table})",
+            [*key_params, at, HoldScope.KEYS, *table_params],
+        ),
     ]
+    if table.contract_column:
+        contract = table.col(table.contract_column, alias)
+        checks.append(
+            (
+                f"({contract} IS NOT NULL AND {table.backend.text_cast_sql(contract)} IN "
+                f"(SELECT {col('contract_value')} FROM {hold} h WHERE {force} AND {col('scope')} = %s "
+                f"AND {col('source_db')} = %s AND {col('contract_value')} IS NOT NULL))",
+                [at, HoldScope.CONTRACT, cfg.source_db],
+            )
+        )
+    return checks
+
+
+def held_sql(table: ArchiveTable, at: dt.date, alias: str = "a") -> tuple[str, list]:
+    """True when a hold in force on ``at`` covers the archive row ``alias`` (``hold_match_sql`` by scope)."""
+    checks = _scope_checks(table, at, alias)
+    return "(" + " OR ".join(sql for sql, _ in checks) + ")", [p for _, params in checks for p in params]
+
+
+def unheld_sql(table: ArchiveTable, at: dt.date, alias: str = "a") -> tuple[str, list]:
+    """True when no hold in force on ``at`` covers the archive row ``alias``: what disposal may delete.
+
+    ``NOT held_sql`` written as one ``NOT`` per scope, so that each is a
+    condition of its own the planner can turn into an anti-join or a hashed
+    lookup (a ``NOT`` over the whole ``OR`` is evaluated row by row, hold by
+    hold). Never true for a row ``held_sql`` is not false for.
+    """
+    checks = _scope_checks(table, at, alias)
+    parts = [f"NOT {sql}" if sql.startswith("EXISTS") else f"NOT ({sql})" for sql, _ in checks]
+    return "(" + " AND ".join(parts) + ")", [p for _, params in checks for p in params]
+
+
+def covered_counts(table: ArchiveTable, at: dt.date, where: str, where_params: list) -> dict[int, int]:
+    """Rows of ``table`` matching ``where`` (a condition on the archive row ``a``,
+    with ``where_params``) that each hold in force on ``at`` covers, by hold id.
+
+    Every hold counted in a few passes over the table, whatever their number
+    (one scan per hold is what this replaces): ALL and TABLE holds take one
+    count; KEYS and CONTRACT holds one join each, on the key text and the
+    contract text (``hold_match_sql``, clause by clause); DATE_RANGE holds
+    one count of the rows per reference date (a few thousand dates), summed
+    per hold by ``covers``. A hold covering no row may be missing or 0.
+    """
+    q, cfg, col = table.backend.quote, table.config, _hold_column(table)
+    hold, hk = q(Hold._meta.db_table), q(HoldKey._meta.db_table)
+    force = in_force_sql("h", q)
+    same_table, table_params = _same_table_sql(table)
+    key_sql, key_params = table.key_text_sql()
+    hid = col("id")
+    statements = [
+        (
+            f"SELECT {hid}, (SELECT COUNT(*) FROM {table.qualified} a WHERE {where}) FROM {hold} h "
+            f"WHERE {force} AND ({col('scope')} = %s OR ({col('scope')} = %s AND {same_table}))",
+            [*where_params, at, HoldScope.ALL, HoldScope.TABLE, *table_params],
+        ),
+        (
+            f"SELECT {hid}, COUNT(*) FROM {hold} h JOIN {hk} k ON k.{q('hold_id')} = {hid} "
+            f"JOIN {table.qualified} a ON k.{q('key_text')} = {key_sql} "
+            f"WHERE {force} AND {col('scope')} = %s AND {same_table} AND {where} GROUP BY {hid}",
+            [*key_params, at, HoldScope.KEYS, *table_params, *where_params],
+        ),
+    ]
+    if table.contract_column:
+        contract = table.col(table.contract_column)
+        statements.append(
+            (
+                f"SELECT {hid}, COUNT(*) FROM {hold} h JOIN {table.qualified} a ON {contract} IS NOT NULL "
+                f"AND {table.backend.text_cast_sql(contract)} = {col('contract_value')} "
+                f"WHERE {force} AND {col('scope')} = %s AND {col('source_db')} = %s AND {where} GROUP BY {hid}",
+                [at, HoldScope.CONTRACT, cfg.source_db, *where_params],
+            )
+        )
+    counts: dict[int, int] = {}
+    ranges = list(Hold.objects.using(table.backend.alias).active(at).filter(scope=HoldScope.DATE_RANGE))
+    with table.backend.connection.cursor() as cur:
+        for sql, params in statements:
+            cur.execute(sql, params)
+            for hold_id, n in cur.fetchall():
+                counts[hold_id] = counts.get(hold_id, 0) + int(n or 0)
+        if ranges:
+            ref = table.col("reference_date")
+            cur.execute(
+                f"SELECT {ref}, COUNT(*) FROM {table.qualified} a WHERE {ref} IS NOT NULL AND {where} GROUP BY {ref}",
+                where_params,
+            )
+            days = [(_as_date(day), int(n)) for day, n in cur.fetchall()]
+            facts = TableFacts.of(cfg, table.contract_column)
+            for h in ranges:
+                counts[h.pk] = sum(n for day, n in days if covers(h, (), facts, RowFacts(None, day, "")))
+    return counts
+
+
+def _as_date(value: Any) -> dt.date:
+    """A DATE column's value as the driver returns it (SQLite: text) as a date."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
 
 
 def held_by_sql(table: ArchiveTable, hold_id: int, alias: str = "a") -> tuple[str, list]:

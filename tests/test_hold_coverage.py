@@ -30,6 +30,7 @@ from archival.hold_coverage import (
     RowFacts,
     TableFacts,
     contract_text,
+    covered_counts,
     covering_q,
     covers,
     in_force,
@@ -141,9 +142,14 @@ def test_the_python_django_and_sql_forms_agree(rows, specs):
             # The prefilter never leaves out a hold that covers a row.
             if python[hold.pk]:
                 assert may_cover_table(hold, table), hold.scope
-        # The SQL form with holds in force (the disposal delete).
+        # The SQL form with holds in force (the disposal delete), and its negation.
         protected = {k for hold, _ in holds if in_force(hold, TODAY) for k in python[hold.pk]}
         assert sql_rows(t, *t.held_sql(TODAY)) == protected
+        assert sql_rows(t, *t.unheld_sql(TODAY)) == set(facts) - protected
+        # Rows covered per hold in force, counted set-based (the plan's report).
+        counted = covered_counts(t, TODAY, "1=1", [])
+        expected = {hold.pk: len(python[hold.pk]) for hold, _ in holds if in_force(hold, TODAY) and python[hold.pk]}
+        assert {h: n for h, n in counted.items() if n} == expected
         # The Django filter (the search's row page).
         for k, f in facts.items():
             found = set(Hold.objects.using("archive").filter(covering_q(table, f)).values_list("pk", flat=True))

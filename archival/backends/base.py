@@ -341,22 +341,23 @@ class Backend(ABC):
         """
         return None
 
-    def dispose_batch(self, table, *, key_low, key_high, cutoff, held: tuple[str, list]) -> list[tuple]:
+    def dispose_batch(self, table, *, key_low, key_high, cutoff, unheld: tuple[str, list]) -> list[tuple]:
         """Delete the rows of ``table`` (an ArchiveTable) in [key_low, key_high] whose
         ``retention_until`` is before ``cutoff`` and that no active hold covers
-        (``held``: the EXISTS condition on archive row ``a`` and its parameters);
+        (``unheld``: that condition on archive row ``a``, ``hold_coverage.unheld_sql``,
+        and its parameters);
         return the deleted rows' keys.
 
         Runs in the caller's archive transaction, after ``take_archive_lock``: the
         hold check is part of the delete, under the lock that placing a hold takes.
         """
         rng, rng_params = table.range_sql(key_low, key_high)
-        held_sql, held_params = held
+        unheld_sql, unheld_params = unheld
         with self.connection.cursor() as cur:
             cur.execute(
                 f"DELETE FROM {table.qualified} AS a WHERE {rng} AND {table.col('retention_until')} < %s "
-                f"AND NOT {held_sql} RETURNING {', '.join(self.quote(c) for c in table.pk)}",
-                [*rng_params, cutoff, *held_params],
+                f"AND {unheld_sql} RETURNING {', '.join(self.quote(c) for c in table.pk)}",
+                [*rng_params, cutoff, *unheld_params],
             )
             return cur.fetchall()
 

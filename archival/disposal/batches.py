@@ -33,7 +33,7 @@ from archival.disposal.tables import ARCHIVE, ArchiveTable, DisposalError, archi
 from archival.engine.errors import LeaseLost, describe_database_error
 from archival.engine.leases import disposal_batches, new_worker_id
 from archival.engine.table_names import select_configs
-from archival.hold_coverage import TableFacts, may_cover_table
+from archival.hold_coverage import TableFacts, covered_counts, may_cover_table
 from archival.rowkeys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
 from governance.actors import actor_name
 from governance.audit_chain import certificate_hash
@@ -221,32 +221,25 @@ def plan_disposal(
 def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
     backend = t.backend
     expired = f"{t.col('retention_until')} < %s"
-    held, held_params = t.held_sql(today)
+    # The batches are every expired row no hold covers (hold_coverage.unheld_sql,
+    # the form the database evaluates set-based); every other expired row is
+    # held, so held counts are expired counts minus batch rows.
+    unheld, unheld_params = t.unheld_sql(today)
+    relevant = _relevant_holds(t, today)
     with backend.connection.cursor() as cur:
         tp.expired_rows = _scalar(cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired}", [today])
         if not tp.expired_rows:
             return
-        tp.held_rows = _scalar(
-            cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {held}", [today, *held_params]
-        )
-        if tp.held_rows:
-            for hold in _relevant_holds(t, today):
-                by_sql, by_params = t.held_by_sql(hold.pk)
-                n = _scalar(
-                    cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {expired} AND {by_sql}", [today, *by_params]
-                )
-                if n:
-                    tp.blocking_holds.append(BlockingHold(hold.pk, str(hold), n))
         size = t.config.effective_batch_size
         cursor_key = None
         batch_no = 0
         while True:
             after, after_params = t.after_sql(cursor_key)
             sql = backend.limit_sql(
-                f"SELECT {t.pk_select()} FROM {t.qualified} a WHERE {expired} AND NOT {held} AND {after} ORDER BY {t.order_by()}",
+                f"SELECT {t.pk_select()} FROM {t.qualified} a WHERE {expired} AND {unheld} AND {after} ORDER BY {t.order_by()}",
                 "%s",
             )
-            cur.execute(sql, [today, *held_params, *after_params, size])
+            cur.execute(sql, [today, *unheld_params, *after_params, size])
             keys = cur.fetchall()
             if not keys:
                 break
@@ -254,18 +247,26 @@ def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
             low = [to_json_component(v) for v in keys[0]]
             high = [to_json_component(v) for v in keys[-1]]
             pb = PlannedBatch(batch_no, low, high, len(keys))
-            if tp.held_rows:
+            if relevant:
                 rng, rng_params = t.range_sql(low, high)
-                pb.held_in_range = _scalar(
-                    cur,
-                    f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {held}",
-                    [*rng_params, today, *held_params],
+                pb.held_in_range = (
+                    _scalar(
+                        cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired}", [*rng_params, today]
+                    )
+                    - pb.row_count
                 )
             tp.batches.append(pb)
             tp.disposable_rows += len(keys)
             cursor_key = high
             if len(keys) < size:
                 break
+        tp.held_rows = tp.expired_rows - tp.disposable_rows
+    if tp.held_rows:
+        # Every hold counted in a few passes (hold_coverage.covered_counts), not one scan per hold.
+        covered = covered_counts(t, today, expired, [today])
+        for hold in relevant:
+            if covered.get(hold.pk):
+                tp.blocking_holds.append(BlockingHold(hold.pk, str(hold), covered[hold.pk]))
 
 
 # -- review -----------------------------------------------------------------------
@@ -558,39 +559,46 @@ def _delete_and_certify(
     cutoff = min(batch.disposable_before, today)
     rng, rng_params = t.range_sql(batch.key_low, batch.key_high)
     expired = f"{t.col('retention_until')} < %s"
-    held, held_params = t.held_sql(today)
+    unheld, unheld_params = t.unheld_sql(today)
     base_params = [*rng_params, cutoff]
     holds_checked = [_hold_summary(h) for h in Hold.objects.using(ARCHIVE).active(today).order_by("id")]
+    # The expired rows of the range are counted before and after the delete:
+    # what the delete removed plus what it left (the held rows) must be what
+    # was there, or something else changed the range and the batch rolls back.
+    # Counting without the hold check, the delete is the one statement that
+    # evaluates the holds.
+    in_range = f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired}"
     with t.backend.connection.cursor() as cur:
-        candidates = _scalar(
-            cur,
-            f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND NOT {held}",
-            [*base_params, *held_params],
-        )
-        held_count = _scalar(
-            cur,
-            f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired} AND {held}",
-            [*base_params, *held_params],
-        )
-        # Approved: the planned rows, plus rows of the range that were held at
-        # planning and whose hold was released since (the reviewer saw both
-        # counts). More than that means rows arrived in the range after review.
-        if candidates > batch.row_count + batch.held_in_range:
-            raise DisposalError(
-                f"{candidates} disposable rows in the key range but only {batch.row_count} (+{batch.held_in_range} held) "
-                "were reviewed; reject the batch and plan again"
-            )
+        expired_before = _scalar(cur, in_range, base_params)
     # The hold check is part of the delete itself, in the transaction that
     # holds the archive lock: a hold placed after approval protects its rows.
     deleted_keys = t.backend.dispose_batch(
-        t, key_low=batch.key_low, key_high=batch.key_high, cutoff=cutoff, held=(held, held_params)
+        t, key_low=batch.key_low, key_high=batch.key_high, cutoff=cutoff, unheld=(unheld, unheld_params)
     )
-    if len(deleted_keys) != candidates:
+    # Approved: the planned rows, plus rows of the range that were held at
+    # planning and whose hold was released since (the reviewer saw both
+    # counts). More than that means rows arrived in the range after review:
+    # raising rolls the delete back.
+    if len(deleted_keys) > batch.row_count + batch.held_in_range:
         raise DisposalError(
-            f"reconciliation failed: counted {candidates} disposable rows, the delete removed {len(deleted_keys)}"
+            f"{len(deleted_keys)} disposable rows in the key range but only {batch.row_count} "
+            f"(+{batch.held_in_range} held) were reviewed; reject the batch and plan again"
+        )
+    with t.backend.connection.cursor() as cur:
+        held_count = _scalar(cur, in_range, base_params)
+    if len(deleted_keys) + held_count != expired_before:
+        raise DisposalError(
+            f"reconciliation failed: {expired_before} expired rows in the key range before the delete, "
+            f"{len(deleted_keys)} deleted and {held_count} left"
         )
     digest, n = digest_of_keys(deleted_keys)
-    ordered = sorted(deleted_keys, key=lambda k: tuple(str(c) if c is None else c for c in k))
+
+    def order(k):
+        return tuple(str(c) if c is None else c for c in k)
+
+    # The first and last key destroyed: one pass, not a sort of the batch.
+    first = min(deleted_keys, key=order) if deleted_keys else None
+    last = max(deleted_keys, key=order) if deleted_keys else None
     prev = (
         DisposalCertificate.objects.using(ARCHIVE).order_by("-id").values_list("certificate_hash", flat=True).first()
         or ""
@@ -600,8 +608,8 @@ def _delete_and_certify(
         config_id=batch.config_id,
         table_label=batch.table_label,
         key_columns=list(t.pk),
-        key_low=key_text(ordered[0]) if ordered else None,
-        key_high=key_text(ordered[-1]) if ordered else None,
+        key_low=key_text(first) if first is not None else None,
+        key_high=key_text(last) if last is not None else None,
         planned_count=batch.row_count,
         row_count=n,
         held_count=held_count,

@@ -66,7 +66,9 @@ class ArchiveTable:
         cols = self.pk_cols(alias)
         for op, bound in ((">=", low), ("<=", high)):
             if bound is not None:
-                sql, bound_params = keyset_predicate(cols, op, self.coerce_key(bound))
+                # index_bound: the leading key column bounds the range, so the planner
+                # reads the batch's slice of the key index, not every expired row.
+                sql, bound_params = keyset_predicate(cols, op, self.coerce_key(bound), index_bound=True)
                 parts.append(sql)
                 params += bound_params
         return (" AND ".join(parts) or "1=1"), params
@@ -74,7 +76,7 @@ class ArchiveTable:
     def after_sql(self, cursor_key, alias: str = "a") -> tuple[str, list]:
         if cursor_key is None:
             return "1=1", []
-        return keyset_predicate(self.pk_cols(alias), ">", self.coerce_key(cursor_key))
+        return keyset_predicate(self.pk_cols(alias), ">", self.coerce_key(cursor_key), index_bound=True)
 
     # -- canonical key text in SQL (KEYS holds) --------------------------------
     def key_text_sql(self, alias: str = "a") -> tuple[str, list]:
@@ -93,6 +95,10 @@ class ArchiveTable:
     def held_sql(self, at: dt.date, alias: str = "a") -> tuple[str, list]:
         """EXISTS: a hold in force on ``at`` covers the archive row ``alias``."""
         return hold_coverage.held_sql(self, at, alias)
+
+    def unheld_sql(self, at: dt.date, alias: str = "a") -> tuple[str, list]:
+        """No hold in force on ``at`` covers the archive row ``alias`` (what disposal may delete)."""
+        return hold_coverage.unheld_sql(self, at, alias)
 
     def held_by_sql(self, hold_id: int, alias: str = "a") -> tuple[str, list]:
         """EXISTS: the given hold covers the row (the preview and the blocked report)."""

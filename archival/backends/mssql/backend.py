@@ -703,12 +703,12 @@ class MSSQLBackend(Backend):
             )  # fmt: skip
         return DisposeResult(int(out["rows_disposed"] or 0), int(out["rows_held"] or 0), decode_key(out["key_high"]))
 
-    def dispose_batch(self, table, *, key_low, key_high, cutoff, held: tuple[str, list]) -> list[tuple]:
+    def dispose_batch(self, table, *, key_low, key_high, cutoff, unheld: tuple[str, list]) -> list[tuple]:
         """The approved key range, disposed through archival.usp_dispose_batch.
 
         The runtime login has no DELETE on archive tables: the procedure
         re-checks the holds and deletes in one transaction under the hold lock
-        (its own T-SQL hold check; ``held`` is not used here). It takes the
+        (its own T-SQL hold check; ``unheld`` is not used here). It takes the
         next N expired rows after a key, so the range becomes: the expired
         key just before ``key_low`` as the start, N = the expired rows in the
         range (in calls of at most MAX_BATCH_SIZE). The expired keys of the
