@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -148,7 +149,7 @@ def run_setup(
         ratios = sorted(rate(e) / rate(y) for e, y in zip(runs["engine"], runs[name], strict=True) if rate(y))
         if not ratios:
             continue
-        out["engine"][f"{prefix}ratio_median"] = round(ratios[len(ratios) // 2], 3)
+        out["engine"][f"{prefix}ratio_median"] = round(statistics.median(ratios), 3)
         if REPEAT > 1:
             out["engine"][f"{prefix}paired_ratios"] = [round(r, 3) for r in ratios]
     if phases:
