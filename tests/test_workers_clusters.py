@@ -136,7 +136,7 @@ def test_a_killed_cluster_loses_nothing_and_the_run_completes_through_lease_expi
     pg_redis_site,
 ):
     site = pg_redis_site
-    site.env["ARCHIVAL_BATCH_SIZE"] = "100"
+    site.env["ARCHIVAL_BATCH_SIZE"] = "50"
     site.build(
         "--positions",
         "20000",
