@@ -182,7 +182,7 @@ def test_every_backend_says_how_it_bounds_lock_waits_and_statements():
     # PostgreSQL: for the batch's transaction only (SET LOCAL), before any query.
     assert statements(PostgresBackend) == (
         [],
-        ["SET LOCAL lock_timeout = 2500", "SET LOCAL statement_timeout = 30000"],
+        ["SET LOCAL lock_timeout = 2500; SET LOCAL statement_timeout = 30000"],
     )
     # MariaDB: whole seconds, rounded up, for row and table locks; statements in seconds.
     session, _ = statements(MariaDBBackend)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -284,6 +285,14 @@ class Backend(ABC):
         """Single-column foreign keys pointing at ``table``: (child table, child column, our column)."""
         ...
 
+    def referencing_tables(self, schema: str, tables: Sequence[str]) -> dict[str, list[tuple[str, str, str]]]:
+        """``referencing`` for several tables of ``schema``: table -> its foreign keys.
+
+        One catalog read where the backend has one (a run orders all its
+        tables at its start); here, one per table.
+        """
+        return {table: self.referencing(schema, table) for table in tables}
+
     def estimated_rows(self, schema: str, table: str) -> int | None:
         """The catalog's row estimate for an existing table, without a scan; None where there is none.
 
@@ -397,7 +406,7 @@ class Backend(ABC):
         ...
 
     @abstractmethod
-    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list | None]]:
         """Statements to run first inside the transaction (limits that last for that transaction only)."""
         ...
 

@@ -9,6 +9,7 @@ MariaDB does not range-scan row-value comparisons (see PERFORMANCE.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 from django.core.exceptions import ImproperlyConfigured
@@ -51,7 +52,7 @@ class MariaDBBackend(Backend):
             )
         ]
 
-    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list | None]]:
         return []
 
     def schema_exists(self, schema: str) -> bool:
@@ -159,21 +160,33 @@ class MariaDBBackend(Backend):
 
     def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
         """(child table, its column, our column) for single-column foreign keys into ``table``."""
+        return self.referencing_tables(schema, [table])[table]
+
+    def referencing_tables(self, schema: str, tables: Sequence[str]) -> dict[str, list[tuple[str, str, str]]]:
+        found: dict[str, list[tuple[str, str, str]]] = {table: [] for table in tables}
+        if not tables:
+            return found
         with self.connection.cursor() as cur:
             cur.execute(
-                """
-                SELECT k.table_name, k.column_name, k.referenced_column_name
+                f"""
+                SELECT k.referenced_table_name, k.table_name, k.column_name, k.referenced_column_name
                 FROM information_schema.key_column_usage k
-                WHERE k.referenced_table_schema = %s AND k.referenced_table_name = %s
+                WHERE k.referenced_table_schema = %s AND k.referenced_table_name IN ({", ".join(["%s"] * len(tables))})
                   AND k.table_schema = k.referenced_table_schema
                   AND (SELECT COUNT(*) FROM information_schema.key_column_usage k2
                        WHERE k2.constraint_schema = k.constraint_schema
                          AND k2.constraint_name = k.constraint_name
                          AND k2.table_name = k.table_name) = 1
                 """,
-                [schema, table],
+                [schema, *tables],
             )
-            return [(_text(a), _text(b), _text(c)) for a, b, c in cur.fetchall()]
+            # information_schema compares names without case: the catalog's
+            # spelling may differ from the config's.
+            named = {table.lower(): table for table in tables}
+            for parent, child, column, parent_column in cur.fetchall():
+                key = named.get(_text(parent).lower(), _text(parent))
+                found.setdefault(key, []).append((_text(child), _text(column), _text(parent_column)))
+        return found
 
     def add_years_sql(self, expr: str) -> str:
         # DATE_ADD clamps 29 February + 1 year to 28 February, as PostgreSQL does.

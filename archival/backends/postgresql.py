@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 from django.db import OperationalError, transaction
@@ -43,16 +43,22 @@ class PostgresBackend(Backend):
     def session_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
         return []
 
-    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list | None]]:
         # SET LOCAL: the limits end with the batch's transaction and never
         # leak to the connection's next user. A SET takes no snapshot, so a
         # streamed batch can still choose its isolation level after it (a
         # SELECT set_config(...) could not). SET takes no parameters: the
         # numbers are ints from validated settings. lock_timeout covers every
         # lock (another session's LOCK TABLE ... ACCESS EXCLUSIVE included).
+        # Both in one round trip (every batch pays it): without parameters
+        # psycopg sends the text as one simple query, which may hold several
+        # statements.
         return [
-            (f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}", []),
-            (f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}", []),
+            (
+                f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}; "
+                f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}",
+                None,
+            )
         ]
 
     def schema_exists(self, schema: str) -> bool:
@@ -165,21 +171,28 @@ class PostgresBackend(Backend):
         )
 
     def referencing(self, schema: str, table: str) -> list[tuple[str, str, str]]:
+        return self.referencing_tables(schema, [table])[table]
+
+    def referencing_tables(self, schema: str, tables: Sequence[str]) -> dict[str, list[tuple[str, str, str]]]:
+        found: dict[str, list[tuple[str, str, str]]] = {table: [] for table in tables}
         with self.connection.cursor() as cur:
             cur.execute(
                 """
-                SELECT c.relname, a.attname, ra.attname
+                SELECT rc.relname, c.relname, a.attname, ra.attname
                 FROM pg_constraint con
                 JOIN pg_class c ON c.oid = con.conrelid
                 JOIN pg_class rc ON rc.oid = con.confrelid
                 JOIN pg_namespace rn ON rn.oid = rc.relnamespace
                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
                 JOIN pg_attribute ra ON ra.attrelid = con.confrelid AND ra.attnum = con.confkey[1]
-                WHERE con.contype = 'f' AND rn.nspname = %s AND rc.relname = %s AND array_length(con.conkey, 1) = 1
+                WHERE con.contype = 'f' AND rn.nspname = %s AND rc.relname = ANY(%s)
+                  AND array_length(con.conkey, 1) = 1
                 """,
-                [schema, table],
+                [schema, list(tables)],
             )
-            return [tuple(r) for r in cur.fetchall()]
+            for parent, child, column, parent_column in cur.fetchall():
+                found[parent].append((child, column, parent_column))
+        return found
 
     def add_years_sql(self, expr: str) -> str:
         # PostgreSQL clamps 29 February + 1 year to 28 February by itself.
@@ -288,8 +301,9 @@ class PostgresBackend(Backend):
         pk_m = [f"m.{q(c)}" for c in key]
         descending = ", ".join(f"{c} DESC" for c in pk_m)
         return (
-            f"WITH moved AS (DELETE FROM {source} s "
-            f"USING (SELECT s.ctid AS __tid, {pk_s}, {reference} AS __ref {batch_from}) b WHERE {match} "
+            f"WITH b AS MATERIALIZED (SELECT s.ctid AS __tid, {pk_s}, {reference} AS __ref {batch_from}), "
+            f"moved AS (DELETE FROM {source} s USING b "
+            f"WHERE s.ctid = ANY(ARRAY(SELECT __tid FROM b)) AND {match} "
             f"RETURNING {', '.join(f's.{q(c)}' for c in columns)}, b.__ref), "
             f"ins AS (INSERT INTO {archive} ({archive_columns}) "
             f"SELECT {', '.join(q(c) for c in columns)}, %s, %s, __ref, {self.add_years_sql('__ref')} "

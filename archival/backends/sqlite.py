@@ -154,7 +154,7 @@ class SQLiteBackend(Backend):
         # timeout: with the file locked for us, a statement only computes.
         return [(f"PRAGMA busy_timeout = {int(lock_timeout_ms)}", [])]
 
-    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list | None]]:
         return []
 
     def schema_exists(self, schema: str) -> bool:

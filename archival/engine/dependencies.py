@@ -98,31 +98,49 @@ def references_from(
     return found
 
 
-def foreign_keys_into(config: TableConfig) -> list[ForeignKeyRef]:
-    """The single-column foreign keys naming ``config``'s table, read from the live catalog.
+def foreign_keys_of(configs: Sequence[TableConfig]) -> Callable[[TableConfig], list[ForeignKeyRef]]:
+    """A lookup: config -> the single-column foreign keys naming its table, from the live catalog.
 
-    Bounded (the session's lock and statement timeouts): a table another
-    session keeps locked must not hold up the start of a run. A catalog read
-    in its own statement, not in a transaction of ours: ordering the tables
-    must hold no lock a batch then waits for.
+    Read once per source schema for all of ``configs`` (a run orders all its
+    tables at its start: one catalog read per schema instead of one per
+    table, about 2 ms each on PostgreSQL). Bounded (the session's lock and
+    statement timeouts): a table another session keeps locked must not hold
+    up the start of a run. A catalog read in its own statement, not in a
+    transaction of ours: ordering the tables must hold no lock a batch then
+    waits for.
     """
-    bound_sessions([config.source_db])
-    return list(backend_for(config.source_db).referencing(config.schema_name, config.table_name))
+    by_schema: dict[tuple[str, str], list[str]] = {}
+    for config in configs:
+        by_schema.setdefault((config.source_db, config.schema_name), []).append(config.table_name)
+    read: dict[tuple[str, str], dict[str, list[ForeignKeyRef]]] = {}
+
+    def lookup(config: TableConfig) -> list[ForeignKeyRef]:
+        where = (config.source_db, config.schema_name)
+        if where not in read:
+            bound_sessions([config.source_db])
+            tables = list(dict.fromkeys(by_schema.get(where, [config.table_name])))
+            read[where] = backend_for(config.source_db).referencing_tables(config.schema_name, tables)
+        return list(read[where].get(config.table_name, []))
+
+    return lookup
 
 
 def children(
     configs: Sequence[TableConfig],
     *,
-    foreign_keys: Callable[[TableConfig], Sequence[ForeignKeyRef]] = foreign_keys_into,
+    foreign_keys: Callable[[TableConfig], Sequence[ForeignKeyRef]] | None = None,
 ) -> dict[int, list[int]]:
     """Config id -> ids of the configs among ``configs`` that reference it (foreign key or contract join).
 
-    A table whose catalog cannot be read has only its contract-join children
-    here; the engine fails it (or leaves it waiting for its database) with a
-    clear error on its own turn. A database that failed once is not asked
-    again for its other tables: a server that does not answer would
-    otherwise cost one connection timeout per table.
+    ``foreign_keys``: a config's foreign keys in (``foreign_keys_of`` by
+    default). A table whose catalog cannot be read has only its contract-join
+    children here; the engine fails it (or leaves it waiting for its
+    database) with a clear error on its own turn. A database that failed
+    once is not asked again for its other tables: a server that does not
+    answer would otherwise cost one connection timeout per table.
     """
+    if foreign_keys is None:
+        foreign_keys = foreign_keys_of(configs)
     kids: dict[int, list[int]] = {}
     unreadable: set[str] = set()
     for parent in configs:

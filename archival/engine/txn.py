@@ -30,7 +30,7 @@ def wait_limits() -> tuple[int, int]:
     return settings.ARCHIVAL_LOCK_TIMEOUT_MS, settings.ARCHIVAL["STATEMENT_TIMEOUT_MS"]
 
 
-def _run(alias: str, statements: list[tuple[str, list]]) -> None:
+def _run(alias: str, statements: list[tuple[str, list | None]]) -> None:
     if statements:
         with connections[alias].cursor() as cur:
             for sql, params in statements:

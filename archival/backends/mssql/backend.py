@@ -559,7 +559,7 @@ class MSSQLBackend(Backend):
         # https://learn.microsoft.com/sql/t-sql/statements/set-lock-timeout-transact-sql
         return [(f"SET LOCK_TIMEOUT {int(lock_timeout_ms)}; SET DEADLOCK_PRIORITY LOW;", [])]
 
-    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list]]:
+    def transaction_wait_limits(self, lock_timeout_ms: int, statement_timeout_ms: int) -> list[tuple[str, list | None]]:
         return []
 
     def mark_table(
