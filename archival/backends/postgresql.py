@@ -268,10 +268,7 @@ class PostgresBackend(Backend):
         """One statement deleting the batch from ``source``, inserting it into ``archive``, and reporting.
 
         ``batch_from`` is the batch's ``FROM ... LIMIT`` over ``source``
-        aliased ``s``; ``reference`` each row's reference date there. The
-        batch is named once, so the planner inlines it and sees its size (a
-        batch named twice is materialized, estimated at a few rows, and the
-        DELETE hash-joins a full scan of the source). The rows get
+        aliased ``s``; ``reference`` each row's reference date there. The rows get
         ``archive_columns``: the source's ``columns``, then three parameters
         after the batch's (the archive timestamp, the run id, the retention
         years) and the reference date with its retention date. The statement
@@ -280,22 +277,26 @@ class PostgresBackend(Backend):
         """
         q = self.quote
         pk_s = ", ".join(f"s.{q(c)}" for c in key)
-        # The DELETE finds each batch row by the ctid the batch read: a TID
-        # scan reads the one heap page, where the key join re-probed the
-        # primary key (through Memoize, 5,000 misses: index pages, then the
-        # heap) for every row. On 1,000,000 Position rows: 5,000 buffer reads
-        # a batch instead of 20,000, and 7-10% less CPU for the statement,
-        # now 0.92-0.96x the ceiling's against 0.98-1.06x before
-        # (bench/batch_statements.py; bench/RESULTS.md). The key equality
-        # stays, as a filter on the row fetched: a ctid is unique only within
-        # one table, so on a partitioned source the same ctid names a row in
-        # every partition, and the key (unique across the partitions) keeps
-        # the one the batch read. When another transaction has updated a
-        # batch row meanwhile, PostgreSQL rechecks its newest version: under
-        # the TID scan the key filter decides (the row moves in its new
-        # version if its key is unchanged, as under the key join); a plan
-        # joining on the ctid itself skips it, and Verify reports it still in
-        # the source. Either way RETURNING feeds the INSERT, so exactly the
+        # The DELETE finds each batch row by the ctid the batch read: one TID
+        # scan over the batch's ctids (``ctid = ANY(ARRAY(...))``) reads the
+        # one heap page, where the key join re-probed the primary key (through
+        # Memoize, 5,000 misses: index pages, then the heap) for every row. On
+        # 1,000,000 Position rows: 5,000 buffer reads a batch instead of
+        # 20,000, and 7-10% less CPU for the statement (bench/batch_statements.py;
+        # bench/RESULTS.md). The ctids go through an array, not a join on
+        # ``s.ctid = b.__tid``: for that join the planner estimates one row
+        # and, on a source under about 400,000 rows, hashed the whole table
+        # every batch (a sequential scan: 150-210 ms instead of 15 ms for a
+        # batch of Position on the 120-table set). The batch is MATERIALIZED
+        # so that it is read once, under the statement's snapshot, for the
+        # array and for the join that hands each row its reference date.
+        # The key equality stays, as a filter on the row fetched: a ctid is
+        # unique only within one table, so on a partitioned source the same
+        # ctid names a row in every partition, and the key (unique across the
+        # partitions) keeps the one the batch read. When another transaction
+        # has updated a batch row meanwhile, its new version has another
+        # ctid: the TID scan's recheck skips it, and Verify reports it still
+        # in the source. Either way RETURNING feeds the INSERT, so exactly the
         # rows deleted are archived and counted.
         match = " AND ".join(["s.ctid = b.__tid", *(f"s.{q(c)} = b.{q(c)}" for c in key)])
         pk_m = [f"m.{q(c)}" for c in key]
