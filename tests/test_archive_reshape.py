@@ -13,6 +13,7 @@ from django.db import IntegrityError, connections, transaction
 
 from archival import engine
 from archival.backends import backend_for, namespace_for
+from archival.engine import archive_tables
 from archival.engine.archive_tables import _index_name, key_constraint_name
 from archival.engine.reshape import plan_reshape
 from governance.models import AuditEvent, TableConfig
@@ -120,8 +121,10 @@ def test_a_new_archive_table_has_the_key_as_primary_key_and_only_the_indexes_rea
     assert not plan_reshape(position).changes and not plan_reshape(prices).changes
 
 
-def test_a_run_builds_a_new_tables_secondary_indexes_after_its_batches(demo):
-    """The batches write into the key alone; the indexes exist before Verify, with every row in them."""
+def test_a_run_builds_a_new_tables_secondary_indexes_after_its_batches(demo, monkeypatch):
+    """The batches of a table with many rows to move write into the key alone; the indexes exist
+    before Verify, with every row in them."""
+    monkeypatch.setattr(archive_tables, "INDEXES_AFTER_ROWS", 1)  # the demo's Position counts as large
     position = _config("Position")
     seen_during_batches = []
 
@@ -137,6 +140,24 @@ def test_a_run_builds_a_new_tables_secondary_indexes_after_its_batches(demo):
         cur.execute(f"SELECT COUNT(*) FROM {_qualified(position)} WHERE {arc.quote('retention_until')} IS NOT NULL")
         indexed = cur.fetchone()[0]
     assert indexed == _rows_digest(position)[0] > 0
+
+
+def test_a_small_table_gets_its_secondary_indexes_with_the_table(demo):
+    """Under INDEXES_AFTER_ROWS eligible rows the indexes are there from the first batch on."""
+    TableConfig.objects.filter(table_name="Position").update(batch_size=300)  # several batches
+    position = _config("Position")
+    seen_during_batches = []
+
+    def on_batch(_rows):
+        seen_during_batches.append({v[0] for v in _indexes(position).values() if not v[2]})
+
+    result = engine.run_cycle(cutoff=CUTOFF, tables=["Position"], on_batch=on_batch)
+    assert all(t.done for t in result.tables), result.tables
+    eligible = result.tables[0].eligible
+    assert 0 < eligible < archive_tables.INDEXES_AFTER_ROWS
+    assert len(seen_during_batches) > 1
+    assert all(s == {("retention_until",), ("contractId",)} for s in seen_during_batches)
+    assert _rows_digest(position)[0] == eligible
 
 
 def test_indexes_a_stopped_run_did_not_build_are_built_when_the_table_is_next_opened(demo):

@@ -51,11 +51,7 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False, in_transacti
             statements.append(f"CREATE SCHEMA {arc.quote(ns)}")
             if not dry_run:
                 arc.create_namespace(ns)
-        # The secondary indexes are built once the table's batches are done
-        # (``build_pending_indexes``): one sort of the moved rows instead of
-        # an index entry placed per row, and no reader needs them before the
-        # table's first rows are verified. A dry run lists them here.
-        deferred = not dry_run
+        deferred = not dry_run and indexes_after_batches(spec)
         statements += _create_statements(spec, with_indexes=not deferred)
         spec.indexes_pending = deferred
     else:
@@ -75,6 +71,30 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False, in_transacti
                     continue
                 cur.execute(sql)
     return statements
+
+
+# From this many rows to move, a new archive table gets its secondary indexes
+# after its batches; a smaller one gets them with the table. Building an index
+# is a fixed cost per table (about 3 ms on PostgreSQL, 7 ms for MariaDB's
+# ALTER TABLE ... ADD INDEX) that a table of a few thousand rows does not earn
+# back. Measured on the 120-table set (1,000,000 rows, 115 of the tables
+# under 5,000 eligible rows; bench/RESULTS.md, 2026-12-07 evening), engine
+# seconds, median of alternated pairs, always after against this threshold:
+# PostgreSQL 8.62 -> 7.46 (4 pairs), SQLite 7.78 -> 7.91 and MariaDB 12.37 ->
+# 12.73 (6 and 3 pairs, within their noise). The single-table set (400,000
+# rows into one table) defers as before.
+INDEXES_AFTER_ROWS = 50_000
+
+
+def indexes_after_batches(spec: TableSpec) -> bool:
+    """Whether a new archive table is created without its secondary indexes, built after its batches.
+
+    For a table about to receive many rows (Mark's count, or unknown): one
+    sort of the moved rows instead of an index entry placed per row, and no
+    reader needs them before the table's first rows are verified. A small
+    table gets them with the table (``INDEXES_AFTER_ROWS``).
+    """
+    return spec.eligible_rows is None or spec.eligible_rows >= INDEXES_AFTER_ROWS
 
 
 def build_pending_indexes(spec: TableSpec) -> list[str]:

@@ -151,14 +151,17 @@ def first_key_sql(on, pk_s: list[str], frm: str, where: str, descending: bool = 
 
 
 def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
+    checkpoint("mark_start")
+    eligible, nulls, low, high, unreadable = count_eligible(spec)
+    # The count first: a new archive table's shape depends on how many rows
+    # it is about to receive (archive_tables.indexes_after_batches).
+    spec.eligible_rows = eligible
     if not created_by_first_batch(spec):
         ensure_archive_table(spec)
         spec.archive_ready = True
     # Otherwise the first batch checks the archive table (a changed column
     # type stops the table before a row moves) and creates or extends it in
     # its own transaction; ``plan`` shows that DDL beforehand.
-    checkpoint("mark_start")
-    eligible, nulls, low, high, unreadable = count_eligible(spec)
     with transaction.atomic():
         table_leases.renew(
             state,
@@ -238,6 +241,8 @@ def archive(
     collide with it on the ledger's unique batch number and the table would
     fail with nothing moved.
     """
+    if spec.eligible_rows is None:
+        spec.eligible_rows = state.eligible_count
     if not spec.archive_ready and not created_by_first_batch(spec):
         ensure_archive_table(spec)
         spec.archive_ready = True

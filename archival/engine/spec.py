@@ -71,6 +71,9 @@ class TableSpec:
     # This process created the archive table without its secondary indexes
     # (archive_tables.build_pending_indexes builds them after the batches).
     indexes_pending: bool = False
+    # The rows Mark counted eligible (None until Mark or a resumed state
+    # says): whether a new archive table gets its indexes after its batches.
+    eligible_rows: int | None = None
 
     # -- names ---------------------------------------------------------------
     @property
