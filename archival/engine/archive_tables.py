@@ -77,13 +77,14 @@ def ensure_archive_table(spec: TableSpec, *, dry_run: bool = False, in_transacti
 # after its batches; a smaller one gets them with the table. Building an index
 # is a fixed cost per table (about 3 ms on PostgreSQL, 7 ms for MariaDB's
 # ALTER TABLE ... ADD INDEX) that a table of a few thousand rows does not earn
-# back. Measured on the 120-table set (1,000,000 rows, 115 of the tables
-# under 5,000 eligible rows; bench/RESULTS.md, 2026-12-07 evening), engine
-# seconds, median of alternated pairs, always after against this threshold:
-# PostgreSQL 8.62 -> 7.46 (4 pairs), SQLite 7.78 -> 7.91 and MariaDB 12.37 ->
-# 12.73 (6 and 3 pairs, within their noise). The single-table set (400,000
-# rows into one table) defers as before.
-INDEXES_AFTER_ROWS = 50_000
+# back, while from a few batches on, one sort of the moved rows beats an index
+# entry placed per row. Measured on PostgreSQL (bench/RESULTS.md, 2026-12-07
+# evening; engine seconds, medians of alternated pairs, indexes always after
+# the batches against this rule): the 120-table set at 1,000,000 rows (115
+# tables of about 1,000 rows to move) 8.62 -> 7.46 s; at 12,000,000 rows
+# (about 12,000 each) 76.7 -> 78.4 s with 10,000 (within the noise), but
+# 80.3 -> 92.5 s with 50,000. SQLite and MariaDB: within their noise.
+INDEXES_AFTER_ROWS = 10_000
 
 
 def indexes_after_batches(spec: TableSpec) -> bool:
