@@ -121,18 +121,24 @@ def test_a_new_archive_table_has_the_key_as_primary_key_and_only_the_indexes_rea
     assert not plan_reshape(position).changes and not plan_reshape(prices).changes
 
 
+def _run_seeing_indexes(config):
+    """Run ``config``'s table alone; return the result and its secondary indexes as seen after each batch."""
+    seen = []
+
+    def on_batch(_rows):
+        seen.append({v[0] for v in _indexes(config).values() if not v[2]})
+
+    result = engine.run_cycle(cutoff=CUTOFF, tables=[config.table_name], on_batch=on_batch)
+    assert all(t.done for t in result.tables), result.tables
+    return result, seen
+
+
 def test_a_run_builds_a_new_tables_secondary_indexes_after_its_batches(demo, monkeypatch):
     """The batches of a table with many rows to move write into the key alone; the indexes exist
     before Verify, with every row in them."""
     monkeypatch.setattr(archive_tables, "INDEXES_AFTER_ROWS", 1)  # the demo's Position counts as large
     position = _config("Position")
-    seen_during_batches = []
-
-    def on_batch(_rows):
-        seen_during_batches.append({v[0] for v in _indexes(position).values() if not v[2]})
-
-    result = engine.run_cycle(cutoff=CUTOFF, tables=["Position"], on_batch=on_batch)
-    assert all(t.done for t in result.tables), result.tables
+    _, seen_during_batches = _run_seeing_indexes(position)
     assert seen_during_batches and all(s == set() for s in seen_during_batches)
     assert {v[0] for v in _indexes(position).values() if not v[2]} == {("retention_until",), ("contractId",)}
     arc = backend_for("archive")
@@ -146,13 +152,7 @@ def test_a_small_table_gets_its_secondary_indexes_with_the_table(demo):
     """Under INDEXES_AFTER_ROWS eligible rows the indexes are there from the first batch on."""
     TableConfig.objects.filter(table_name="Position").update(batch_size=300)  # several batches
     position = _config("Position")
-    seen_during_batches = []
-
-    def on_batch(_rows):
-        seen_during_batches.append({v[0] for v in _indexes(position).values() if not v[2]})
-
-    result = engine.run_cycle(cutoff=CUTOFF, tables=["Position"], on_batch=on_batch)
-    assert all(t.done for t in result.tables), result.tables
+    result, seen_during_batches = _run_seeing_indexes(position)
     eligible = result.tables[0].eligible
     assert 0 < eligible < archive_tables.INDEXES_AFTER_ROWS
     assert len(seen_during_batches) > 1
