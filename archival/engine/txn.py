@@ -16,7 +16,7 @@ a read lock while another writer holds the file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from django.conf import settings
@@ -30,7 +30,7 @@ def wait_limits() -> tuple[int, int]:
     return settings.ARCHIVAL_LOCK_TIMEOUT_MS, settings.ARCHIVAL["STATEMENT_TIMEOUT_MS"]
 
 
-def _run(alias: str, statements: list[tuple[str, list | None]]) -> None:
+def _run(alias: str, statements: Sequence[tuple[str, list | None]]) -> None:
     if statements:
         with connections[alias].cursor() as cur:
             for sql, params in statements:
