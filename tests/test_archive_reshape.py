@@ -149,7 +149,13 @@ def test_a_run_builds_a_new_tables_secondary_indexes_after_its_batches(demo, mon
 
 
 def test_a_small_table_gets_its_secondary_indexes_with_the_table(demo):
-    """Under INDEXES_AFTER_ROWS eligible rows the indexes are there from the first batch on."""
+    """Under INDEXES_AFTER_ROWS eligible rows the indexes are there from the first batch on
+    (where the first batch makes the table, knowing Mark's count)."""
+    from archival.engine.archive_tables import created_by_first_batch
+    from archival.engine.spec import build_spec
+
+    if not created_by_first_batch(build_spec(_config("Position"), CUTOFF)):
+        pytest.skip("the table is made at Mark, before its count: its indexes come after its batches")
     TableConfig.objects.filter(table_name="Position").update(batch_size=300)  # several batches
     position = _config("Position")
     result, seen_during_batches = _run_seeing_indexes(position)

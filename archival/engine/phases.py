@@ -151,17 +151,20 @@ def first_key_sql(on, pk_s: list[str], frm: str, where: str, descending: bool = 
 
 
 def mark(spec: TableSpec, state: RecoveryState, worker: str) -> None:
-    checkpoint("mark_start")
-    eligible, nulls, low, high, unreadable = count_eligible(spec)
-    # The count first: a new archive table's shape depends on how many rows
-    # it is about to receive (archive_tables.indexes_after_batches).
-    spec.eligible_rows = eligible
     if not created_by_first_batch(spec):
+        # Before the count: a table that is not provisioned (SQL Server) or
+        # whose columns changed type fails here, before anything is counted.
+        # Its row count is not known yet, so a new table's indexes come
+        # after its batches (archive_tables.indexes_after_batches).
         ensure_archive_table(spec)
         spec.archive_ready = True
     # Otherwise the first batch checks the archive table (a changed column
     # type stops the table before a row moves) and creates or extends it in
-    # its own transaction; ``plan`` shows that DDL beforehand.
+    # its own transaction, knowing Mark's count; ``plan`` shows that DDL
+    # beforehand.
+    checkpoint("mark_start")
+    eligible, nulls, low, high, unreadable = count_eligible(spec)
+    spec.eligible_rows = eligible
     with transaction.atomic():
         table_leases.renew(
             state,
