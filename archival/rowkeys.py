@@ -246,6 +246,25 @@ def digest_of_keys(keys: Iterable[Sequence[Any]]) -> tuple[str, int]:
     return digest_of_lines(texts), len(texts)
 
 
+def key_bounds(keys: Sequence[Sequence[Any]]) -> tuple[Any, Any]:
+    """The first and last of ``keys`` in key order (None, None when there are none).
+
+    Compared as tuples of their components; a NULL component (SQLite lets
+    one into a primary key column that is not declared NOT NULL) compares as
+    the text ``None``, so such keys still have an order.
+    """
+    if not keys:
+        return None, None
+    try:
+        return min(keys), max(keys)
+    except TypeError:
+
+        def order(k):
+            return tuple(str(c) if c is None else c for c in k)
+
+        return min(keys, key=order), max(keys, key=order)
+
+
 # -- keys as JSON (batch bounds, recovery state) ----------------------------------
 def to_json_component(value: Any) -> Any:
     """A key component as a JSON value for batch bounds (typed back by ``coerce``)."""

@@ -246,8 +246,10 @@ def task_build(rows: int) -> dict:
 
 def _statement_kind(sql: str) -> str:
     s = sql.lstrip().upper()
-    if s.startswith("DELETE FROM") and "GOVERNANCE_HOLD" in s:
+    if "GOVERNANCE_HOLD" in s and (s.startswith("DELETE FROM") or " AS (DELETE FROM " in s):
         return "delete (with hold check)"
+    if s.startswith("SELECT SUM(CASE WHEN") and "RETENTION_UNTIL" in s:
+        return "range counts"
     if s.startswith("SELECT COUNT(*)") and "GOVERNANCE_HOLD" in s:
         return "counts (with hold check)"
     if s.startswith("SELECT") and "GOVERNANCE_HOLD" in s and "LIMIT" in s:

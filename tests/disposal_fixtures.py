@@ -63,7 +63,10 @@ KEY = ("basketId", "positionId", "businessDate")
 
 
 def source_schema() -> str:
-    return "public" if connections[SOURCE].vendor == "postgresql" else "main"
+    vendor = connections[SOURCE].vendor
+    if vendor == "mysql":
+        return connections[SOURCE].settings_dict["NAME"]  # a database of the server is the schema
+    return "public" if vendor == "postgresql" else "main"
 
 
 def create_tables(table: str = TABLE) -> None:
@@ -77,7 +80,8 @@ def create_tables(table: str = TABLE) -> None:
     ns = namespace_for(SOURCE)
     ts = backend.timestamp_type()
     with connections["archive"].cursor() as cur:
-        if backend.vendor == "postgresql":
+        if backend.vendor in ("postgresql", "mysql"):
+            # A schema on PostgreSQL, a database of the server on MariaDB.
             cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
         cur.execute(f'DROP TABLE IF EXISTS "{ns}"."{table}"')
         cur.execute(

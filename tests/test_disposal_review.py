@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import DatabaseError, connections, transaction
 
+from archival.backends.base import DisposedRange
 from archival.disposal import (
     decide_batch,
     digest_of_keys,
@@ -24,6 +25,7 @@ from archival.disposal import (
     request_retention_change,
 )
 from archival.disposal.retention import decide_retention_change
+from archival.disposal.tables import archive_table_for
 from governance.chain_verification import verify_chains
 from governance.models import (
     AuditEvent,
@@ -60,6 +62,10 @@ def archive(disposal_personas):
     create_tables()
     insert_rows(rows_for(6, PAST) + rows_for(3, FUTURE, basket=2))
     return disposal_personas
+
+
+def archival_backend_of(batch: DisposalBatch):
+    return archive_table_for(batch.config).backend
 
 
 def plan(table_type: str, disposal_personas) -> list[DisposalBatch]:
@@ -173,6 +179,26 @@ def test_a_hold_placed_between_approval_and_execution_blocks_its_rows(archive):
     assert cert.row_count == 4 and cert.held_count == 2 and cert.planned_count == 6
     assert [a["approver"] for a in cert.approvals] == ["alice"]
     assert DisposalBatch.objects.get().status == BatchStatus.EXECUTED
+
+
+def test_a_range_whose_counts_do_not_reconcile_rolls_the_delete_back(archive, monkeypatch):
+    # The backend's count before the delete says one expired row more than
+    # the delete took plus what it left: something else changed the range.
+    (batch,) = plan("OPERATIONAL", archive)
+    backend_class = type(archival_backend_of(batch))
+    real = backend_class.dispose_batch
+
+    def one_row_unaccounted(self, *args, **kwargs):
+        disposed = real(self, *args, **kwargs)
+        return DisposedRange(disposed.keys, disposed.expired_before + 1, disposed.expired_left)
+
+    monkeypatch.setattr(backend_class, "dispose_batch", one_row_unaccounted)
+    result = execute_disposal(actor=archive["planner"], today=TODAY)
+
+    assert not result.ok and "reconciliation failed: 7 expired rows" in result.errors[0].error
+    assert len(archived_keys()) == 9
+    assert not DisposalCertificate.objects.exists()
+    assert DisposalBatch.objects.get().status == BatchStatus.FAILED
 
 
 def test_every_hold_scope_protects_its_rows(archive):

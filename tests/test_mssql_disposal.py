@@ -22,7 +22,6 @@ from archival.disposal.tables import ArchiveTable, DisposalError
 from tests.mssql_fixtures import backend_answering
 
 CUTOFF = dt.date(2026, 11, 25)
-NO_HOLD = ("1=1", [])  # the generic hold condition, which the procedure replaces with its own
 
 
 def position_table(backend) -> ArchiveTable:
@@ -44,9 +43,11 @@ def test_an_approved_range_is_disposed_by_the_procedure_and_no_delete_is_sent():
         [(12,)],  # the expired keys left in the range: the held one
     )
 
-    deleted = backend.dispose_batch(position_table(backend), key_low=[11], key_high=[13], cutoff=CUTOFF, unheld=NO_HOLD)
+    disposed = backend.dispose_batch(
+        position_table(backend), key_low=[11], key_high=[13], cutoff=CUTOFF, holds_at=CUTOFF
+    )
 
-    assert deleted == [(11,), (13,)]
+    assert (disposed.keys, disposed.expired_before, disposed.expired_left) == ([(11,), (13,)], 3, 1)
     assert procedure_calls(cursor) == [["SourceDB1", "dbo", "Position", CUTOFF, 3, '["10"]', 5000]]
     assert not [sql for sql, _ in cursor.sent if sql.lstrip().upper().startswith("DELETE")]
 
@@ -55,11 +56,11 @@ def test_a_range_larger_than_a_procedure_batch_takes_several_calls_each_after_th
     keys = [(n,) for n in range(1, 4501)]
     backend, cursor = backend_answering(keys, [], (4000, 0, '["4000"]'), (500, 0, '["4500"]'), [])
 
-    deleted = backend.dispose_batch(
-        position_table(backend), key_low=[1], key_high=[4500], cutoff=CUTOFF, unheld=NO_HOLD
+    disposed = backend.dispose_batch(
+        position_table(backend), key_low=[1], key_high=[4500], cutoff=CUTOFF, holds_at=CUTOFF
     )
 
-    assert len(deleted) == 4500
+    assert (len(disposed.keys), disposed.expired_before, disposed.expired_left) == (4500, 4500, 0)
     first, second = procedure_calls(cursor)
     assert (first[4], first[5]) == (4000, None)
     assert (second[4], second[5]) == (500, '["4000"]')
@@ -68,7 +69,7 @@ def test_a_range_larger_than_a_procedure_batch_takes_several_calls_each_after_th
 def test_a_key_that_appeared_in_the_range_rolls_the_batch_back():
     backend, _ = backend_answering([(11,), (12,)], [], (2, 0, '["12"]'), [(12,)])
     with pytest.raises(DisposalError, match="reported 2 row"):
-        backend.dispose_batch(position_table(backend), key_low=[11], key_high=[12], cutoff=CUTOFF, unheld=NO_HOLD)
+        backend.dispose_batch(position_table(backend), key_low=[11], key_high=[12], cutoff=CUTOFF, holds_at=CUTOFF)
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")

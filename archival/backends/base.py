@@ -189,6 +189,19 @@ class RestoreBatchCounts:
 
 
 @dataclass(frozen=True)
+class DisposedRange:
+    """What one disposal delete did in its approved key range (``Backend.dispose_batch``).
+
+    The caller reconciles: ``len(keys) + expired_left == expired_before``, or
+    something else changed the range meanwhile and the batch rolls back.
+    """
+
+    keys: list[tuple]  # the keys deleted
+    expired_before: int  # expired rows of the range before the delete
+    expired_left: int  # expired rows of the range the delete left (the held ones)
+
+
+@dataclass(frozen=True)
 class MarkResult:
     """What a procedure's Mark counted for one table (``Backend.mark_table``)."""
 
@@ -350,25 +363,37 @@ class Backend(ABC):
         """
         return None
 
-    def dispose_batch(self, table, *, key_low, key_high, cutoff, unheld: tuple[str, list]) -> list[tuple]:
+    def dispose_batch(self, table, *, key_low, key_high, cutoff, holds_at) -> DisposedRange:
         """Delete the rows of ``table`` (an ArchiveTable) in [key_low, key_high] whose
-        ``retention_until`` is before ``cutoff`` and that no active hold covers
-        (``unheld``: that condition on archive row ``a``, ``hold_coverage.unheld_sql``,
-        and its parameters);
-        return the deleted rows' keys.
+        ``retention_until`` is before ``cutoff`` and that no hold in force on
+        ``holds_at`` covers (``table.unheld_sql``); return the deleted keys and
+        the range's expired rows counted before and after.
 
         Runs in the caller's archive transaction, after ``take_archive_lock``: the
         hold check is part of the delete, under the lock that placing a hold takes.
+        Here in three statements: the count, the delete, the count again; the
+        counts do not evaluate the holds (the delete is the one statement that does).
         """
-        rng, rng_params = table.range_sql(key_low, key_high)
-        unheld_sql, unheld_params = unheld
+        target, alias = self.dispose_target(table)
+        rng, rng_params = table.range_sql(key_low, key_high, alias)
+        unheld_sql, unheld_params = table.unheld_sql(holds_at, alias)
+        count_sql, count_params = table.expired_in_range_count_sql(key_low, key_high, cutoff)
         with self.connection.cursor() as cur:
+            cur.execute(count_sql, count_params)
+            before = int(cur.fetchone()[0] or 0)
             cur.execute(
-                f"DELETE FROM {table.qualified} AS a WHERE {rng} AND {table.col('retention_until')} < %s "
+                f"DELETE FROM {target} WHERE {rng} AND {table.col('retention_until', alias)} < %s "
                 f"AND {unheld_sql} RETURNING {', '.join(self.quote(c) for c in table.pk)}",
                 [*rng_params, cutoff, *unheld_params],
             )
-            return cur.fetchall()
+            keys = [tuple(row) for row in cur.fetchall()]
+            cur.execute(count_sql, count_params)
+            left = int(cur.fetchone()[0] or 0)
+        return DisposedRange(keys, before, left)
+
+    def dispose_target(self, table) -> tuple[str, str]:
+        """The disposal DELETE's target and the name its conditions give the row (``table.qualified AS a``, ``a``)."""
+        return f"{table.qualified} AS a", "a"
 
     # -- restore -------------------------------------------------------------
     def insertable_columns(self, schema: str, table: str) -> InsertTarget:

@@ -363,6 +363,12 @@ class MariaDBBackend(Backend):
         return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"
 
     # -- disposal --------------------------------------------------------------
+    def dispose_target(self, table) -> tuple[str, str]:
+        # A single-table DELETE takes no alias on MariaDB before 11.6 (a
+        # syntax error), and only the single-table form has RETURNING: the
+        # conditions name the row by the table's qualified name.
+        return table.qualified, table.qualified
+
     def key_text_sql(self, columns: list[tuple[str, str, int | None]]) -> tuple[str, list]:
         # CONCAT, not ||: without PIPES_AS_CONCAT in sql_mode || is OR.
         pieces, params = [], []

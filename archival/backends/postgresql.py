@@ -14,6 +14,7 @@ from archival.backends.base import (
     ArchiveIndex,
     Backend,
     Column,
+    DisposedRange,
     ForeignKey,
     GovernanceSchemaConflict,
     InsertTarget,
@@ -425,6 +426,53 @@ class PostgresBackend(Backend):
         return f"ALTER TABLE {qualified_table} ADD COLUMN {column_def}"
 
     # -- disposal --------------------------------------------------------------
+    def dispose_batch(self, table, *, key_low, key_high, cutoff, holds_at) -> DisposedRange:
+        """One statement: the range's expired rows read once, the unheld ones deleted, both counted.
+
+        The base version reads the range three times (two counts of about
+        25 ms each around a delete of about 50 ms, for a batch of 5,000 in a
+        range of 20,000 rows). Here the range's expired rows are read once
+        into a MATERIALIZED CTE; the hold check (``unheld``, written on alias
+        ``a``) filters that CTE, aliased ``a``, in a WHERE, where the planner
+        makes its NOT EXISTS anti-joins; the DELETE takes the unheld rows by
+        ctid (one TID scan, as the move statement does, with the key kept as
+        a filter) and the counts come from the CTEs, under the statement's one
+        snapshot. A row another transaction changed or deleted since that
+        snapshot is skipped by the ctid recheck, so deleted plus left falls
+        short of the count before and the caller rolls the batch back.
+
+        The range is read by its key alone (``OFFSET 0`` keeps the expiry
+        filter out of that scan): with both conditions in one scan the
+        planner ANDed the key range's bitmap with one of every expired row of
+        the table from the retention index, a read of the whole index for
+        each batch (17 of the statement's 65 ms on 2,000,000 rows, growing
+        with the table).
+        """
+        q = self.quote
+        rng, rng_params = table.range_sql(key_low, key_high)
+        # The hold check filters the CTE aliased ``a`` (below).
+        unheld_sql, unheld_params = table.unheld_sql(holds_at, "a")
+        pk = [q(c) for c in table.pk]
+        pk_a = ", ".join(f"a.{c}" for c in pk)
+        match = " AND ".join(f"a.{c} = f.{c}" for c in pk)
+        sql = (
+            f"WITH c AS MATERIALIZED (SELECT * FROM (SELECT a.ctid AS __tid, a.* FROM {table.qualified} a "
+            f"WHERE {rng} OFFSET 0) a WHERE {table.col('retention_until')} < %s), "
+            f"f AS MATERIALIZED (SELECT a.__tid, {pk_a} FROM c a WHERE {unheld_sql}), "
+            f"d AS (DELETE FROM {table.qualified} a USING f "
+            f"WHERE a.ctid = ANY(ARRAY(SELECT __tid FROM f)) AND a.ctid = f.__tid AND {match} "
+            f"RETURNING {pk_a}) "
+            f"SELECT n.before, n.free, {', '.join(f'd.{c}' for c in pk)} "
+            f"FROM (SELECT (SELECT COUNT(*) FROM c) AS before, (SELECT COUNT(*) FROM f) AS free) n "
+            f"LEFT JOIN d ON true"
+        )
+        with self.connection.cursor() as cur:
+            cur.execute(sql, [*rng_params, cutoff, *unheld_params])
+            rows = cur.fetchall()
+        before, free = int(rows[0][0]), int(rows[0][1])
+        keys = [tuple(row[2:]) for row in rows if row[2] is not None]
+        return DisposedRange(keys, before, before - free)
+
     def key_text_sql(self, columns: list[tuple[str, str, int | None]]) -> tuple[str, list]:
         pieces, params = [], []
         # A decimal prints with its column's scale already.

@@ -34,7 +34,7 @@ from archival.engine.errors import LeaseLost, describe_database_error
 from archival.engine.leases import disposal_batches, new_worker_id
 from archival.engine.table_names import select_configs
 from archival.hold_coverage import TableFacts, covered_counts, may_cover_table
-from archival.rowkeys import ENCODING_NAME, digest_of_keys, key_text, to_json_component
+from archival.rowkeys import ENCODING_NAME, digest_of_keys, key_bounds, key_text, to_json_component
 from governance.actors import actor_name
 from governance.audit_chain import certificate_hash
 from governance.models import (
@@ -248,13 +248,7 @@ def _plan_table(t: ArchiveTable, tp: DisposalTablePlan, today: dt.date) -> None:
             high = [to_json_component(v) for v in keys[-1]]
             pb = PlannedBatch(batch_no, low, high, len(keys))
             if relevant:
-                rng, rng_params = t.range_sql(low, high)
-                pb.held_in_range = (
-                    _scalar(
-                        cur, f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired}", [*rng_params, today]
-                    )
-                    - pb.row_count
-                )
+                pb.held_in_range = _scalar(cur, *t.expired_in_range_count_sql(low, high, today)) - pb.row_count
             tp.batches.append(pb)
             tp.disposable_rows += len(keys)
             cursor_key = high
@@ -557,24 +551,14 @@ def _delete_and_certify(
 ):
     """Inside the locked archive transaction: re-check holds, delete, certify."""
     cutoff = min(batch.disposable_before, today)
-    rng, rng_params = t.range_sql(batch.key_low, batch.key_high)
-    expired = f"{t.col('retention_until')} < %s"
-    unheld, unheld_params = t.unheld_sql(today)
-    base_params = [*rng_params, cutoff]
     holds_checked = [_hold_summary(h) for h in Hold.objects.using(ARCHIVE).active(today).order_by("id")]
-    # The expired rows of the range are counted before and after the delete:
-    # what the delete removed plus what it left (the held rows) must be what
-    # was there, or something else changed the range and the batch rolls back.
-    # Counting without the hold check, the delete is the one statement that
-    # evaluates the holds.
-    in_range = f"SELECT COUNT(*) FROM {t.qualified} a WHERE {rng} AND {expired}"
-    with t.backend.connection.cursor() as cur:
-        expired_before = _scalar(cur, in_range, base_params)
     # The hold check is part of the delete itself, in the transaction that
     # holds the archive lock: a hold placed after approval protects its rows.
-    deleted_keys = t.backend.dispose_batch(
-        t, key_low=batch.key_low, key_high=batch.key_high, cutoff=cutoff, unheld=(unheld, unheld_params)
-    )
+    # The backend also counts the range's expired rows before and after the
+    # delete: what it removed plus what it left (the held rows) must be what
+    # was there, or something else changed the range and the batch rolls back.
+    disposed = t.backend.dispose_batch(t, key_low=batch.key_low, key_high=batch.key_high, cutoff=cutoff, holds_at=today)
+    deleted_keys, held_count = disposed.keys, disposed.expired_left
     # Approved: the planned rows, plus rows of the range that were held at
     # planning and whose hold was released since (the reviewer saw both
     # counts). More than that means rows arrived in the range after review:
@@ -584,21 +568,13 @@ def _delete_and_certify(
             f"{len(deleted_keys)} disposable rows in the key range but only {batch.row_count} "
             f"(+{batch.held_in_range} held) were reviewed; reject the batch and plan again"
         )
-    with t.backend.connection.cursor() as cur:
-        held_count = _scalar(cur, in_range, base_params)
-    if len(deleted_keys) + held_count != expired_before:
+    if len(deleted_keys) + held_count != disposed.expired_before:
         raise DisposalError(
-            f"reconciliation failed: {expired_before} expired rows in the key range before the delete, "
+            f"reconciliation failed: {disposed.expired_before} expired rows in the key range before the delete, "
             f"{len(deleted_keys)} deleted and {held_count} left"
         )
     digest, n = digest_of_keys(deleted_keys)
-
-    def order(k):
-        return tuple(str(c) if c is None else c for c in k)
-
-    # The first and last key destroyed: one pass, not a sort of the batch.
-    first = min(deleted_keys, key=order) if deleted_keys else None
-    last = max(deleted_keys, key=order) if deleted_keys else None
+    first, last = key_bounds(deleted_keys)
     prev = (
         DisposalCertificate.objects.using(ARCHIVE).order_by("-id").values_list("certificate_hash", flat=True).first()
         or ""

