@@ -62,7 +62,9 @@ from bench import envs  # noqa: E402
 
 TABLE = "Position"
 CONTRACTS = 20_000
-BATCH = 5_000
+# Rows per batch, engine and plain alike (``--batch``; the engine's comes from
+# the table's batch size, ARCHIVAL_BATCH_SIZE here).
+BATCH = int(os.environ.get("BENCH_DISPOSAL_BATCH", "5000"))
 EXPIRED_SHARE = 4  # one row in 4 is expired
 SPAN_DAYS = 3652  # reference dates spread over ten years
 YEARS = 10
@@ -75,6 +77,7 @@ SEED = 97531
 def child_env(template: bool) -> dict[str, str]:
     env = envs.environment("postgresql", "same", template=template)
     env["ARCHIVAL_DISPOSAL_APPROVALS_FUNCTIONAL"] = "0"
+    env["ARCHIVAL_BATCH_SIZE"] = env["BENCH_DISPOSAL_BATCH"] = str(BATCH)
     return env
 
 
@@ -405,6 +408,7 @@ def templates_exist() -> bool:
 
 
 def main() -> None:
+    global BATCH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--pairs", type=int, default=3, help="alternated (plain, engine) pairs")
@@ -412,9 +416,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the databases (else dropped at the end)")
     parser.add_argument("--drop", action="store_true", help="only drop this bench's databases")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--batch", type=int, default=BATCH, help="rows per batch, engine and plain (default 5,000)")
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    BATCH = args.batch
 
     if args.task:
         fn = {"build": task_build, "engine": task_engine, "plain": task_plain}[args.task]
@@ -471,6 +477,7 @@ def main() -> None:
     summary = {
         "build": build,
         "pairs": args.pairs,
+        "batch": BATCH,
         "plain_rows_per_s": plain_rate,
         "engine_rows_per_s": full_rate,
         "engine_execute_rows_per_s": exec_rate,
@@ -486,7 +493,7 @@ def main() -> None:
         "runs": {"plain": plain, "engine": engine},
     }
     print(
-        f"medians over {args.pairs} pairs: plain {plain_rate:,.0f} rows/s; engine {full_rate:,.0f} rows/s plan+execute "
+        f"medians over {args.pairs} pairs, batches of {BATCH:,}: plain {plain_rate:,.0f} rows/s; engine {full_rate:,.0f} rows/s plan+execute "
         f"(x{summary['ratio']:.2f} of plain, median of pair ratios), {exec_rate:,.0f} rows/s execute only "
         f"(x{summary['ratio_execute_only']:.2f}); hold check {summary['hold_check_ms_per_batch']:.1f} ms per batch "
         f"(batch count {summary['count_without_ms']:.1f} ms without it, {summary['count_with_check_ms']:.1f} ms with); "

@@ -12,8 +12,9 @@ planner never approves their own batch; superusers are not exempt.
 Execute: one batch per archive transaction, which takes the archive lock,
 re-reads the holds, deletes the expired unheld rows of the key range through
 the archive backend (``Backend.dispose_batch``: ``DELETE ... RETURNING`` the
-keys, or SQL Server's ``archival.usp_dispose_batch``), reconciles the count
-and writes the certificate, all before it commits. A crash before the commit leaves
+keys with the range's expired rows counted before and after, or SQL Server's
+``archival.usp_dispose_batch``), reconciles the counts and writes the
+certificate, all before it commits. A crash before the commit leaves
 nothing; a crash after it leaves a certificate, which the next execution
 finds (unique per batch) and finalises without deleting again.
 """
