@@ -178,6 +178,12 @@ def test_a_hold_placed_between_approval_and_execution_blocks_its_rows(archive):
     assert cert.digest == digest_of_keys(destroyed)[0]
     assert cert.row_count == 4 and cert.held_count == 2 and cert.planned_count == 6
     assert [a["approver"] for a in cert.approvals] == ["alice"]
+    # The certificate names every hold in force when it ran, as the admin shows it.
+    (hold,) = Hold.objects.using("archive").all()
+    assert cert.holds_checked == [
+        {"id": hold.pk, "scope": "KEYS", "description": str(hold), "placed_by": hold.placed_by, "reason": "Subpoena"}
+    ]
+    assert str(hold) == f"Hold {hold.pk}: keys of {SOURCE}.{hold.schema_name}.{TABLE}"
     assert DisposalBatch.objects.get().status == BatchStatus.EXECUTED
 
 

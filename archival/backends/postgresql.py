@@ -432,9 +432,9 @@ class PostgresBackend(Backend):
         The base version reads the range three times (two counts of about
         25 ms each around a delete of about 50 ms, for a batch of 5,000 in a
         range of 20,000 rows). Here the range's expired rows are read once
-        into a MATERIALIZED CTE; the hold check (``unheld``, written on alias
-        ``a``) filters that CTE, aliased ``a``, in a WHERE, where the planner
-        makes its NOT EXISTS anti-joins; the DELETE takes the unheld rows by
+        into a MATERIALIZED CTE; the hold check (``table.unheld_sql`` on
+        alias ``a``) filters that CTE, aliased ``a``, in a WHERE, where the
+        planner makes its NOT EXISTS anti-joins; the DELETE takes the unheld rows by
         ctid (one TID scan, as the move statement does, with the key kept as
         a filter) and the counts come from the CTEs, under the statement's one
         snapshot. A row another transaction changed or deleted since that

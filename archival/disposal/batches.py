@@ -39,6 +39,7 @@ from archival.rowkeys import ENCODING_NAME, digest_of_keys, key_bounds, key_text
 from governance.actors import actor_name
 from governance.audit_chain import certificate_hash
 from governance.models import (
+    DESCRIBED_BY,
     AuditEvent,
     BatchStatus,
     Decision,
@@ -46,6 +47,7 @@ from governance.models import (
     DisposalBatch,
     DisposalCertificate,
     Hold,
+    describe_hold,
 )
 
 
@@ -60,14 +62,24 @@ def _relevant_holds(t: ArchiveTable, at: dt.date) -> list:
     return [h for h in Hold.objects.using(ARCHIVE).active(at).order_by("id") if may_cover_table(h, facts)]
 
 
-def _hold_summary(hold) -> dict:
-    return {
-        "id": hold.pk,
-        "scope": hold.scope,
-        "description": str(hold),
-        "placed_by": hold.placed_by,
-        "reason": hold.reason[:200],
-    }
+def _holds_checked(at: dt.date) -> list[dict]:
+    """The holds in force on ``at``, summarised for a certificate (``holds_checked``).
+
+    Read as values, not Hold instances: a certificate lists every hold in
+    force, and building a thousand instances, timestamps parsed, was about a
+    tenth of an executed batch's time.
+    """
+    holds = Hold.objects.using(ARCHIVE).active(at).order_by("id").values(*DESCRIBED_BY, "placed_by", "reason")
+    return [
+        {
+            "id": hold["pk"],
+            "scope": hold["scope"],
+            "description": describe_hold(**{name: hold[name] for name in DESCRIBED_BY}),
+            "placed_by": hold["placed_by"],
+            "reason": hold["reason"][:200],
+        }
+        for hold in holds
+    ]
 
 
 def _scalar(cur, sql: str, params: list) -> int:
@@ -552,7 +564,7 @@ def _delete_and_certify(
 ):
     """Inside the locked archive transaction: re-check holds, delete, certify."""
     cutoff = min(batch.disposable_before, today)
-    holds_checked = [_hold_summary(h) for h in Hold.objects.using(ARCHIVE).active(today).order_by("id")]
+    holds_checked = _holds_checked(today)
     # The hold check is part of the delete itself, in the transaction that
     # holds the archive lock: a hold placed after approval protects its rows.
     # The backend also counts the range's expired rows before and after the

@@ -1,5 +1,5 @@
 from governance.models.access import ArchiveSearchAccess
-from governance.models.archive import BatchLedger, Hold, HoldKey, HoldScope, LedgerState
+from governance.models.archive import DESCRIBED_BY, BatchLedger, Hold, HoldKey, HoldScope, LedgerState, describe_hold
 from governance.models.audit import AuditChainHead, AuditEvent
 from governance.models.configs import ArchivalLogic, TableConfig, TableType
 from governance.models.disposal import (
@@ -44,6 +44,7 @@ from governance.models.scheduling import (
 )
 
 __all__ = [
+    "DESCRIBED_BY",
     "FINAL_PHASES",
     "OPEN_PHASES",
     "OPEN_RESTORE_STATUSES",
@@ -89,4 +90,5 @@ __all__ = [
     "TableDispatch",
     "TableType",
     "WorkerHeartbeat",
+    "describe_hold",
 ]

@@ -88,14 +88,24 @@ class Hold(models.Model):
         permissions = [("release_hold", "Can release a hold")]
 
     def __str__(self) -> str:
-        target = {
-            HoldScope.ALL: "all tables",
-            HoldScope.TABLE: f"{self.source_db}.{self.schema_name}.{self.table_name}",
-            HoldScope.CONTRACT: f"contract {self.contract_value} in {self.source_db}",
-            HoldScope.DATE_RANGE: f"reference dates {self.date_from} to {self.date_to}",
-            HoldScope.KEYS: f"keys of {self.source_db}.{self.schema_name}.{self.table_name}",
-        }.get(self.scope, self.scope)
-        return f"Hold {self.pk}: {target}"
+        return describe_hold(**{name: getattr(self, name) for name in DESCRIBED_BY})
+
+
+# The fields a hold's description reads (``describe_hold``): what a caller
+# that describes many holds fetches with ``values(*DESCRIBED_BY)``.
+DESCRIBED_BY = ("pk", "scope", "source_db", "schema_name", "table_name", "contract_value", "date_from", "date_to")
+
+
+def describe_hold(*, pk, scope, source_db, schema_name, table_name, contract_value, date_from, date_to) -> str:
+    """A hold in words, "Hold 7: contract C3 in SourceDB1" (its ``str``, and the disposal certificate's)."""
+    target = {
+        HoldScope.ALL: "all tables",
+        HoldScope.TABLE: f"{source_db}.{schema_name}.{table_name}",
+        HoldScope.CONTRACT: f"contract {contract_value} in {source_db}",
+        HoldScope.DATE_RANGE: f"reference dates {date_from} to {date_to}",
+        HoldScope.KEYS: f"keys of {source_db}.{schema_name}.{table_name}",
+    }.get(scope, scope)
+    return f"Hold {pk}: {target}"
 
 
 class HoldKey(models.Model):
