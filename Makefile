@@ -79,9 +79,9 @@ test-pg: $(VENV_DEV)
 		--ignore=tests/test_mssql_sql.py --ignore=tests/test_mssql_dry_run.py --ignore=tests/test_mssql_deploy.py
 
 # The engine's invariant and crash tests (archival and restore), the scheduler-settings
-# migration, the DELETE-refusing triggers and disposal's review, refusals and
-# retention changes on MariaDB (127.0.0.1:3306, root): control, archive and the three
-# sources as databases on the server.
+# migration, the DELETE-refusing triggers and disposal (review, refusals, retention
+# changes, a killed executor, the workers, the admin) on MariaDB (127.0.0.1:3306, root):
+# control, archive and the three sources as databases on the server.
 MY_URL ?= mysql://root@127.0.0.1:3306
 # Database names on the server; another prefix lets two checkouts test at once.
 # The archive namespaces are databases of the server too (archive_sourcedb1 ...):
@@ -97,7 +97,8 @@ test-mariadb: $(VENV_DEV)
 	$(PYTHON) -m pytest tests/test_engine_invariants.py tests/test_engine_crash.py tests/test_engine_no_rows_in_python.py \
 		tests/test_restore_crash.py tests/test_migrations_scheduler_singleton.py tests/test_governance_delete_triggers.py \
 		tests/test_archive_reshape.py tests/test_disposal_review.py tests/test_disposal_refusal_counts.py \
-		tests/test_disposal_retention_changes.py
+		tests/test_disposal_retention_changes.py tests/test_disposal_crash.py tests/test_disposal_workers.py \
+		tests/test_disposal_admin.py
 
 # Full sizes of the slow suites (crash trials, property examples).
 test-full: $(VENV_DEV)

@@ -16,17 +16,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.db import connections
 from django.utils import timezone
 
 from archival.disposal import digest_of_keys, execute_disposal, place_hold, plan_disposal
 from governance.chain_verification import verify_chains
 from governance.models import BatchStatus, DisposalBatch, DisposalCertificate, HoldScope
 from tests.disposal_fixtures import DATABASES, SOURCE, archived_keys, create_tables, insert_rows, make_config
+from tests.engine_fixtures import database_url
 
 pytestmark = pytest.mark.django_db(databases=DATABASES, transaction=True)
 
@@ -34,23 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 LEASE_SECONDS = 5  # the smallest ARCHIVAL_LEASE_SECONDS allows
 
 
-def url_for(alias: str) -> str:
-    s = connections[alias].settings_dict
-    if s["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{s['NAME']}"
-    auth = quote(s["USER"] or "")
-    if s.get("PASSWORD"):
-        auth += ":" + quote(s["PASSWORD"])
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
 def child_env() -> dict:
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=url_for("default"),
-        ARCHIVE_DATABASE_URL=url_for("archive"),
-        ARCHIVE_READONLY_DATABASE_URL=url_for("archive"),
-        SOURCEDB1_DATABASE_URL=url_for(SOURCE),
+        DATABASE_URL=database_url("default"),
+        ARCHIVE_DATABASE_URL=database_url("archive"),
+        ARCHIVE_READONLY_DATABASE_URL=database_url("archive"),
+        SOURCEDB1_DATABASE_URL=database_url(SOURCE),
         ARCHIVAL_LEASE_SECONDS=str(LEASE_SECONDS),
         DJANGO_SETTINGS_MODULE="governance.settings",
     )
