@@ -80,7 +80,8 @@ test-pg: $(VENV_DEV)
 
 # The engine's invariant and crash tests (archival and restore), the scheduler-settings
 # migration, the DELETE-refusing triggers and disposal (review, refusals, retention
-# changes, a killed executor, the workers, the admin) on MariaDB (127.0.0.1:3306, root):
+# changes, a killed executor, the workers, the admin, the property suite) and the hold
+# check's forms on MariaDB (127.0.0.1:3306, root):
 # control, archive and the three sources as databases on the server.
 MY_URL ?= mysql://root@127.0.0.1:3306
 # Database names on the server; another prefix lets two checkouts test at once.
@@ -98,7 +99,7 @@ test-mariadb: $(VENV_DEV)
 		tests/test_restore_crash.py tests/test_migrations_scheduler_singleton.py tests/test_governance_delete_triggers.py \
 		tests/test_archive_reshape.py tests/test_disposal_review.py tests/test_disposal_refusal_counts.py \
 		tests/test_disposal_retention_changes.py tests/test_disposal_crash.py tests/test_disposal_workers.py \
-		tests/test_disposal_admin.py
+		tests/test_disposal_admin.py tests/test_disposal_property.py tests/test_hold_coverage.py
 
 # Full sizes of the slow suites (crash trials, property examples).
 test-full: $(VENV_DEV)
