@@ -246,7 +246,7 @@ def digest_of_keys(keys: Iterable[Sequence[Any]]) -> tuple[str, int]:
     return digest_of_lines(texts), len(texts)
 
 
-def key_bounds(keys: Sequence[Sequence[Any]]) -> tuple[Any, Any]:
+def key_bounds(keys: Sequence[tuple[Any, ...]]) -> tuple[Any, Any]:
     """The first and last of ``keys`` in key order (None, None when there are none).
 
     Compared as tuples of their components; a NULL component (SQLite lets
